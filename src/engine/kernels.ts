@@ -29,6 +29,83 @@ export interface Kernels {
    */
   gemmBf16(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
     a: Float32Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
+
+  // ---- elementwise (contiguous, n elements; out may alias a or b) -------------------------
+  /** out = a (op) b with op 0 add, 1 sub, 2 mul, 3 div. */
+  binary(op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;
+  /** y += alpha * x (gradient accumulation). */
+  axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void;
+
+  // ---- fused row kernels ------------------------------------------------------------------
+  /** y[r,:] = softmax(x[r,:]) over `cols` (max-subtracted). y may alias x. */
+  softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** dx = y * (dy - sum(dy * y)) per row. */
+  softmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
+  /** y[r,:] = x[r,:] - logsumexp(x[r,:]). */
+  logSoftmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** dx = dy - exp(y) * sum(dy) per row (y is the log-softmax output). */
+  logSoftmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
+  /** RMSNorm: rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps); y = x * rstd[r] * w. */
+  rmsNorm(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  /** RMSNorm backward: dx written, dw ACCUMULATED (+=) over rows. */
+  rmsNormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, dy: Float32Array,
+    dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
+  /** SwiGLU core: y = silu(g) * u, silu(z) = z * sigmoid(z). */
+  siluMul(g: Float32Array, u: Float32Array, y: Float32Array, n: number): void;
+  /** dg = dy * u * silu'(g), du = dy * silu(g). */
+  siluMulBackward(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /**
+   * Cross-entropy over a large vocabulary without materialising probabilities:
+   * loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]], lse[r] = logsumexp(logits[r,:]).
+   * Rows whose target is < 0 are ignored: loss 0 (lse still written).
+   * A target >= vocab is a RangeError.
+   */
+  crossEntropy(logits: Float32Array, targets: Int32Array, loss: Float32Array, lse: Float32Array, rows: number, vocab: number): void;
+  /** dlogits[r,:] = (softmax(logits[r,:]) - onehot(targets[r])) * dloss[r]; ignored rows get 0. */
+  crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array,
+    dlogits: Float32Array, rows: number, vocab: number): void;
+
+  // ---- fused attention --------------------------------------------------------------------
+  /**
+   * Causal multi-head attention, tiled (flash-style): out = softmax(scale * q k^T + mask) v.
+   * Query i (0-based within tq) sees keys j <= i + p.causalOffset (causalOffset = tk - tq for
+   * a prefix cache). kvHeads is 1 (one key/value shared by all heads: MLA's absorbed form) or
+   * equal to heads. Element (b, t, h, d) of q is q[b*qStrides[0] + t*qStrides[1] + h*qStrides[2] + d];
+   * likewise k, v, out. lse[(b*heads + h)*tq + i] receives the row's log-sum-exp (of the scaled
+   * scores) for the backward pass; no [tq, tk] matrix is kept.
+   */
+  attention(p: AttentionParams, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array): void;
+  /**
+   * Backward of `attention`, recomputing probabilities tile by tile from lse.
+   * dq, dk, dv are OVERWRITTEN (same layouts/strides as q, k, v; with kvHeads 1 the heads'
+   * contributions to dk/dv are summed).
+   */
+  attentionBackward(p: AttentionParams, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
+    lse: Float32Array, dout: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
+}
+
+export const enum BinaryOp {
+  Add = 0,
+  Sub = 1,
+  Mul = 2,
+  Div = 3,
+}
+
+export interface AttentionParams {
+  batch: number;
+  heads: number;
+  kvHeads: number;
+  tq: number;
+  tk: number;
+  dqk: number;
+  dv: number;
+  scale: number;
+  causalOffset: number;
+  /** [batch, token, head] strides in elements for q, k, v, out. */
+  qStrides: readonly [number, number, number];
+  kStrides: readonly [number, number, number];
+  vStrides: readonly [number, number, number];
+  oStrides: readonly [number, number, number];
 }
 
 /** The flop count of one GEMM call (2·m·n·k), for benchmarks. */

@@ -1,0 +1,173 @@
+/**
+ * Reverse-mode automatic differentiation.
+ *
+ * Every differentiable op produces its output with `attach(out, name, inputs, backward)`. When
+ * gradients are enabled and some input requires a gradient, the output records a `GradNode`
+ * holding the inputs and a closure computing their gradients from the output's gradient.
+ * `backward(root)` walks the recorded graph in reverse topological order, sums gradients that
+ * reach a tensor along several paths, and accumulates into `.grad` of leaves (parameters), so
+ * calling backward on several losses before an optimizer step accumulates gradients.
+ *
+ * The graph is freed as backward runs (each node drops its closure after use): memory of a
+ * training step's activations is released as soon as its gradients are propagated.
+ */
+import { kernels } from './backend.js';
+import { BinaryOp } from './kernels.js';
+import { Tensor } from './tensor.js';
+
+export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
+
+export interface GradNode {
+  readonly name: string;
+  inputs: readonly (Tensor | null)[];
+  backward: BackwardFn | null;
+}
+
+let gradEnabled = true;
+
+/** True when ops record the graph (false inside `noGrad`). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording any graph (inference, optimizer updates). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Runs fn with graph recording forced on or off. */
+export function withGrad<T>(enabled: boolean, fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/**
+ * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
+ * gradient (or null) per input, each with that input's shape. Returns `out`.
+ */
+export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
+  if (!gradEnabled) return out;
+  let any = false;
+  for (const t of inputs) if (t.requiresGrad) any = true;
+  if (!any) return out;
+  out.requiresGrad = true;
+  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? t : null)), backward };
+  return out;
+}
+
+/**
+ * A user-defined differentiable function: forward computes the output from plain tensors (no
+ * graph is recorded inside it), backward maps the output gradient to one gradient per input.
+ */
+export function customOp(
+  name: string,
+  inputs: readonly Tensor[],
+  forward: (...xs: Tensor[]) => Tensor,
+  backward: (grad: Tensor, ...xs: Tensor[]) => readonly (Tensor | null)[],
+): Tensor {
+  const out = noGrad(() => forward(...inputs));
+  return attach(out, name, inputs, (g) => backward(g, ...inputs));
+}
+
+/** Topological order (inputs before outputs) of the graph reachable from root. */
+function topoOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1]!;
+    const [t, i] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1] = i + 1;
+      const x = inputs[i];
+      if (x && !seen.has(x)) {
+        seen.add(x);
+        stack.push([x, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+/** acc + g as a new tensor (gradients returned by ops may be shared, so never in place). */
+function accumulate(acc: Tensor | undefined, g: Tensor): Tensor {
+  if (!acc) return g;
+  const a = acc.contiguous().f32();
+  const b = g.contiguous().f32();
+  const out = new Float32Array(a.length);
+  kernels().binary(BinaryOp.Add, a, b, out, a.length);
+  return Tensor.fromF32(out, acc.shape);
+}
+
+/**
+ * Backpropagates from `root`. With no `grad`, root must hold a single element (a loss) and its
+ * gradient is 1. Leaves with requiresGrad get their gradient added to `.grad`.
+ */
+export function backward(root: Tensor, grad?: Tensor): void {
+  if (!root.requiresGrad) throw new Error('backward: the tensor does not require grad (no graph was recorded)');
+  let g0 = grad;
+  if (!g0) {
+    if (root.size !== 1) throw new Error(`backward: a gradient is needed for a non-scalar tensor of shape [${root.shape.join(', ')}]`);
+    g0 = Tensor.full(root.shape, 1);
+  } else if (!sameShape(g0.shape, root.shape)) {
+    throw new Error(`backward: gradient shape [${g0.shape.join(', ')}] does not match tensor shape [${root.shape.join(', ')}]`);
+  }
+  const order = topoOrder(root);
+  const grads = new Map<Tensor, Tensor>();
+  grads.set(root, g0);
+  for (let idx = order.length - 1; idx >= 0; idx--) {
+    const t = order[idx]!;
+    const g = grads.get(t);
+    if (!g) continue;
+    grads.delete(t);
+    const node = t.node;
+    if (!node) {
+      if (t.requiresGrad) {
+        if (t.grad) {
+          const src = g.contiguous().f32();
+          kernels().axpy(1, src, t.grad.f32(), src.length);
+        } else {
+          t.grad = g.clone();
+        }
+      }
+      continue;
+    }
+    if (!node.backward) throw new Error(`backward: the graph through '${node.name}' was already freed by an earlier backward()`);
+    const gs = node.backward(g);
+    if (gs.length !== node.inputs.length) throw new Error(`backward: '${node.name}' returned ${gs.length} gradients for ${node.inputs.length} inputs`);
+    for (let i = 0; i < gs.length; i++) {
+      const x = node.inputs[i];
+      const gx = gs[i];
+      if (!x || !gx) continue;
+      if (!sameShape(gx.shape, x.shape)) {
+        throw new Error(`backward: '${node.name}' produced a gradient of shape [${gx.shape.join(', ')}] for input ${i} of shape [${x.shape.join(', ')}]`);
+      }
+      grads.set(x, accumulate(grads.get(x), gx));
+    }
+    node.backward = null;
+    node.inputs = [];
+    t.node = null;
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

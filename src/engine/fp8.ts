@@ -1,0 +1,294 @@
+/**
+ * FP8 codecs (E4M3FN and E5M2) and the block quantisation of the DeepSeek-V3 FP8 recipe.
+ *
+ * E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; NaN = S.1111.111
+ * (0x7F / 0xFF); max finite 448; subnormals m * 2^-9.
+ * E5M2: 1 sign, 5 exponent (bias 15), 2 mantissa bits; IEEE-like (inf 0x7C, NaN 0x7D-0x7F);
+ * max finite 57344; subnormals m * 2^-16.
+ *
+ * Encoders take a float32 (any JS number is first rounded to float32), round to nearest with
+ * ties to even, saturate to +-max (infinities included), map NaN to 0x7F and keep the sign of
+ * zero and of values that round to zero. They work on the float32 bit pattern with integer
+ * arithmetic: no table, no allocation.
+ *
+ * Block rule (fixtures README, `e4m3/`), all in float32 arithmetic:
+ * `amax = max(max|x| over the group, 1e-4)`, `s = fround(amax / 448)` (ue8m0: the smallest power
+ * of two >= s), `code = e4m3(fround(x / s))`, dequantised value `fround(e4m3(code) * s)`.
+ */
+import { DsvError } from '../errors.js';
+
+/** Largest finite E4M3FN value. */
+export const E4M3_MAX = 448;
+/** Largest finite E5M2 value. */
+export const E5M2_MAX = 57344;
+/** Quantisation group length (tiles 1x128, blocks 128x128). */
+export const FP8_BLOCK = 128;
+/** Floor applied to a group's amax before computing its scale. */
+export const FP8_AMAX_FLOOR = 1e-4;
+
+function buildE4M3Table(): Float32Array {
+  const t = new Float32Array(256);
+  for (let c = 0; c < 256; c++) {
+    const sign = c & 0x80 ? -1 : 1;
+    const e = (c >> 3) & 0xf;
+    const m = c & 7;
+    if (e === 15 && m === 7) t[c] = NaN;
+    else if (e === 0) t[c] = sign * m * 2 ** -9;
+    else t[c] = sign * (1 + m / 8) * 2 ** (e - 7);
+  }
+  return t;
+}
+
+function buildE5M2Table(): Float32Array {
+  const t = new Float32Array(256);
+  for (let c = 0; c < 256; c++) {
+    const sign = c & 0x80 ? -1 : 1;
+    const e = (c >> 2) & 0x1f;
+    const m = c & 3;
+    if (e === 31) t[c] = m === 0 ? sign * Infinity : NaN;
+    else if (e === 0) t[c] = sign * m * 2 ** -16;
+    else t[c] = sign * (1 + m / 4) * 2 ** (e - 15);
+  }
+  return t;
+}
+
+/** Decoded value of every E4M3FN code (NaN at 0x7F and 0xFF). */
+export const E4M3_TABLE: Float32Array = buildE4M3Table();
+/** Decoded value of every E5M2 code (+-inf at 0x7C/0xFC, NaN at 0x7D-0x7F, 0xFD-0xFF). */
+export const E5M2_TABLE: Float32Array = buildE5M2Table();
+
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+/** E4M3FN code of a float32 bit pattern (the core of every E4M3 encoder here). */
+export function e4m3FromBits(u: number): number {
+  const sign = (u >>> 24) & 0x80;
+  const a = u & 0x7fffffff;
+  if (a > 0x7f800000) return 0x7f; // NaN
+  if (a >= 0x43e00000) return sign | 0x7e; // >= 448 (and inf): saturate
+  const e = a >>> 23;
+  if (e >= 121) {
+    // normal E4M3 range (>= 2^-6): keep 3 of 23 mantissa bits, round half to even, rebias 127 -> 7
+    return sign | (((a + 0x7ffff + ((a >>> 20) & 1)) >>> 20) - 960);
+  }
+  if (e < 117) return sign; // below 2^-10: rounds to zero
+  // subnormal: code = round(|x| / 2^-9) = round(m * 2^(e - 141)); 8 becomes the min normal 0x08
+  const m = (a & 0x7fffff) | 0x800000;
+  const shift = 141 - e;
+  const half = 1 << (shift - 1);
+  return sign | ((m + half - 1 + ((m >>> shift) & 1)) >>> shift);
+}
+
+/** E5M2 code of a float32 bit pattern (saturating: +-inf and |x| >= 57344 give +-57344). */
+export function e5m2FromBits(u: number): number {
+  const sign = (u >>> 24) & 0x80;
+  const a = u & 0x7fffffff;
+  if (a > 0x7f800000) return 0x7f;
+  if (a >= 0x47600000) return sign | 0x7b;
+  const e = a >>> 23;
+  if (e >= 113) {
+    // normal E5M2 range (>= 2^-14): keep 2 mantissa bits, rebias 127 -> 15
+    return sign | (((a + 0xfffff + ((a >>> 21) & 1)) >>> 21) - 448);
+  }
+  if (e < 109) return sign; // below 2^-17: rounds to zero
+  const m = (a & 0x7fffff) | 0x800000;
+  const shift = 134 - e;
+  const half = 1 << (shift - 1);
+  return sign | ((m + half - 1 + ((m >>> shift) & 1)) >>> shift);
+}
+
+/** Encodes one value (rounded to float32 first) as an E4M3FN code. */
+export function encodeE4M3(x: number): number {
+  scratchF32[0] = x;
+  return e4m3FromBits(scratchU32[0]!);
+}
+
+/** Encodes one value (rounded to float32 first) as an E5M2 code. */
+export function encodeE5M2(x: number): number {
+  scratchF32[0] = x;
+  return e5m2FromBits(scratchU32[0]!);
+}
+
+/** Decodes one E4M3FN code. */
+export function decodeE4M3(code: number): number {
+  return E4M3_TABLE[code & 0xff]!;
+}
+
+/** Decodes one E5M2 code. */
+export function decodeE5M2(code: number): number {
+  return E5M2_TABLE[code & 0xff]!;
+}
+
+/** Encodes a float32 array to E4M3FN codes (into `dst` when given). */
+export function encodeE4M3Array(src: Float32Array, dst: Uint8Array = new Uint8Array(src.length)): Uint8Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) dst[i] = e4m3FromBits(bits[i]!);
+  return dst;
+}
+
+/** Encodes a float32 array to E5M2 codes (into `dst` when given). */
+export function encodeE5M2Array(src: Float32Array, dst: Uint8Array = new Uint8Array(src.length)): Uint8Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) dst[i] = e5m2FromBits(bits[i]!);
+  return dst;
+}
+
+/** Decodes E4M3FN codes to float32 (into `dst` when given). */
+export function decodeE4M3Array(codes: Uint8Array, dst: Float32Array = new Float32Array(codes.length)): Float32Array {
+  for (let i = 0; i < codes.length; i++) dst[i] = E4M3_TABLE[codes[i]!]!;
+  return dst;
+}
+
+/** Decodes E5M2 codes to float32 (into `dst` when given). */
+export function decodeE5M2Array(codes: Uint8Array, dst: Float32Array = new Float32Array(codes.length)): Float32Array {
+  for (let i = 0; i < codes.length; i++) dst[i] = E5M2_TABLE[codes[i]!]!;
+  return dst;
+}
+
+/** The block scale for a group amax: fround(max(amax, 1e-4) / 448), or its ue8m0 power of two. */
+export function fp8Scale(amax: number, ue8m0 = false): number {
+  const s = Math.fround(Math.max(amax, FP8_AMAX_FLOOR) / E4M3_MAX);
+  return ue8m0 ? ceilPow2(s) : s;
+}
+
+/** Smallest power of two >= s for a positive normal float32 s (exact, via the bits). */
+function ceilPow2(s: number): number {
+  scratchF32[0] = s;
+  const u = scratchU32[0]!;
+  if ((u & 0x7fffff) === 0) return s;
+  scratchU32[0] = ((u >>> 23) + 1) << 23;
+  return scratchF32[0]!;
+}
+
+/** Per-row 1x128 tiles: codes [rows, cols] and scales [rows, ceil(cols/128)]. */
+export interface TileQuant {
+  codes: Uint8Array;
+  scales: Float32Array;
+}
+
+/** Per-128x128-block weights: codes [rows, cols] and scale_inv [ceil(rows/128), ceil(cols/128)]. */
+export interface BlockQuant {
+  codes: Uint8Array;
+  scaleInv: Float32Array;
+}
+
+function checkLen(what: string, len: number, expected: number): void {
+  if (len !== expected) throw new DsvError(`${what}: length ${len} does not match the shape (expected ${expected})`);
+}
+
+// Reused between calls: one 128-element row segment, scaled, read back as float32 bits.
+const segF32 = new Float32Array(FP8_BLOCK);
+const segU32 = new Uint32Array(segF32.buffer);
+
+/** Encodes x[off .. off+n) divided by s into codes[off ..) (float32 division, then E4M3). */
+function encodeScaled(x: Float32Array, off: number, n: number, s: number, codes: Uint8Array): void {
+  for (let j = 0; j < n; j++) segF32[j] = x[off + j]! / s;
+  for (let j = 0; j < n; j++) codes[off + j] = e4m3FromBits(segU32[j]!);
+}
+
+/**
+ * Quantises activations per 1x128 tile (128 consecutive elements of a row; the last tile of a
+ * row is shorter when cols is not a multiple of 128).
+ */
+export function quantizeTiles1x128(x: Float32Array, rows: number, cols: number, ue8m0 = false): TileQuant {
+  checkLen('quantizeTiles1x128 input', x.length, rows * cols);
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * nt);
+  for (let r = 0; r < rows; r++) {
+    for (let t = 0; t < nt; t++) {
+      const off = r * cols + t * FP8_BLOCK;
+      const n = Math.min(FP8_BLOCK, cols - t * FP8_BLOCK);
+      let amax = 0;
+      for (let j = 0; j < n; j++) {
+        const v = Math.abs(x[off + j]!);
+        if (v > amax) amax = v;
+      }
+      const s = fp8Scale(amax, ue8m0);
+      scales[r * nt + t] = s;
+      encodeScaled(x, off, n, s, codes);
+    }
+  }
+  return { codes, scales };
+}
+
+/** Inverse of quantizeTiles1x128: float32(e4m3(code) * scale[row, tile]). */
+export function dequantizeTiles1x128(codes: Uint8Array, scales: Float32Array, rows: number, cols: number): Float32Array {
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  checkLen('dequantizeTiles1x128 codes', codes.length, rows * cols);
+  checkLen('dequantizeTiles1x128 scales', scales.length, rows * nt);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      out[r * cols + c] = E4M3_TABLE[codes[r * cols + c]!]! * scales[r * nt + ((c / FP8_BLOCK) | 0)]!;
+    }
+  }
+  return out;
+}
+
+/** Quantises a weight [rows, cols] per 128x128 block (edge blocks partial). */
+export function quantizeBlocks128(w: Float32Array, rows: number, cols: number, ue8m0 = false): BlockQuant {
+  checkLen('quantizeBlocks128 input', w.length, rows * cols);
+  const nbr = Math.ceil(rows / FP8_BLOCK);
+  const nbc = Math.ceil(cols / FP8_BLOCK);
+  const codes = new Uint8Array(rows * cols);
+  const scaleInv = new Float32Array(nbr * nbc);
+  for (let br = 0; br < nbr; br++) {
+    const r0 = br * FP8_BLOCK;
+    const r1 = Math.min(rows, r0 + FP8_BLOCK);
+    for (let bc = 0; bc < nbc; bc++) {
+      const c0 = bc * FP8_BLOCK;
+      const n = Math.min(FP8_BLOCK, cols - c0);
+      let amax = 0;
+      for (let r = r0; r < r1; r++) {
+        const off = r * cols + c0;
+        for (let j = 0; j < n; j++) {
+          const v = Math.abs(w[off + j]!);
+          if (v > amax) amax = v;
+        }
+      }
+      const s = fp8Scale(amax, ue8m0);
+      scaleInv[br * nbc + bc] = s;
+      for (let r = r0; r < r1; r++) encodeScaled(w, r * cols + c0, n, s, codes);
+    }
+  }
+  return { codes, scaleInv };
+}
+
+/**
+ * Dense float32 value of an FP8 (E4M3FN) weight [rows, cols] with its block scale_inv
+ * [ceil(rows/128), ceil(cols/128)]: W[i, j] = float32(e4m3(code[i, j]) * scale_inv[i/128, j/128]).
+ * `name` (the tensor name) is used in error messages.
+ */
+export function dequantFp8Weight(
+  codes: Uint8Array,
+  scaleInv: Float32Array,
+  rows: number,
+  cols: number,
+  name = 'FP8 weight',
+): Float32Array {
+  const nbr = Math.ceil(rows / FP8_BLOCK);
+  const nbc = Math.ceil(cols / FP8_BLOCK);
+  if (codes.length !== rows * cols) {
+    throw new DsvError(`${name}: ${codes.length} FP8 codes do not match the shape [${rows}, ${cols}]`);
+  }
+  if (scaleInv.length !== nbr * nbc) {
+    throw new DsvError(
+      `${name}: weight_scale_inv has ${scaleInv.length} values, expected [${nbr}, ${nbc}] = ${nbr * nbc} for a [${rows}, ${cols}] weight in 128x128 blocks`,
+    );
+  }
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const sRow = ((r / FP8_BLOCK) | 0) * nbc;
+    const off = r * cols;
+    for (let c = 0; c < cols; c++) {
+      out[off + c] = E4M3_TABLE[codes[off + c]!]! * scaleInv[sRow + ((c / FP8_BLOCK) | 0)]!;
+    }
+  }
+  return out;
+}
+
+/** Inverse of quantizeBlocks128 (same arithmetic as dequantFp8Weight). */
+export function dequantizeBlocks128(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number): Float32Array {
+  return dequantFp8Weight(codes, scaleInv, rows, cols, 'dequantizeBlocks128');
+}

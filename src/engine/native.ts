@@ -1,0 +1,79 @@
+/**
+ * Loader of the Node-API addon (build/Release/dsv3.node) and its adapter to the `Kernels`
+ * interface. A kernel family missing from the addon falls back to the reference kernel, so the
+ * interface is always complete.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import type { Kernels } from './kernels.js';
+import { referenceKernels } from './reference/index.js';
+
+/** The raw addon exports (functions are added by each kernel family). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type NativeAddon = Record<string, any> & {
+  info(): { isa: string; threads: number; avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vbmi: boolean };
+  setThreads(n: number): number;
+  setIsa(isa: 'scalar' | 'avx2' | 'avx512'): boolean;
+};
+
+let addon: NativeAddon | null | undefined;
+let loadError: string | null = null;
+let nativeKernels: Kernels | null = null;
+
+/** The package root (where build/ lives), found by walking up from this file. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'binding.gyp'))) return dir;
+    dir = dirname(dir);
+  }
+  return dirname(dirname(dirname(dirname(fileURLToPath(import.meta.url)))));
+}
+
+/** The addon, or null if it cannot be loaded (see nativeLoadError). */
+export function nativeAddon(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  const path = join(packageRoot(), 'build', 'Release', 'dsv3.node');
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    addon = null;
+    loadError = `${path}: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  return addon;
+}
+
+export function nativeLoadError(): string | null {
+  return loadError;
+}
+
+/** Kernels backed by the addon (null if the addon cannot load). */
+export function loadNativeKernels(): Kernels | null {
+  if (nativeKernels) return nativeKernels;
+  const a = nativeAddon();
+  if (!a) return null;
+  const ref = referenceKernels;
+  const has = (name: string): boolean => typeof a[name] === 'function';
+  nativeKernels = {
+    name: 'native',
+    gemm: has('gemmF32') ? a.gemmF32 : ref.gemm,
+    gemmBf16: has('gemmBf16') ? a.gemmBf16 : ref.gemmBf16,
+    binary: has('binary') ? a.binary : ref.binary,
+    axpy: has('axpy') ? a.axpy : ref.axpy,
+    softmax: has('softmax') ? a.softmax : ref.softmax,
+    softmaxBackward: has('softmaxBackward') ? a.softmaxBackward : ref.softmaxBackward,
+    logSoftmax: has('logSoftmax') ? a.logSoftmax : ref.logSoftmax,
+    logSoftmaxBackward: has('logSoftmaxBackward') ? a.logSoftmaxBackward : ref.logSoftmaxBackward,
+    rmsNorm: has('rmsNorm') ? a.rmsNorm : ref.rmsNorm,
+    rmsNormBackward: has('rmsNormBackward') ? a.rmsNormBackward : ref.rmsNormBackward,
+    siluMul: has('siluMul') ? a.siluMul : ref.siluMul,
+    siluMulBackward: has('siluMulBackward') ? a.siluMulBackward : ref.siluMulBackward,
+    crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
+    crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
+    attention: has('attention') ? a.attention : ref.attention,
+    attentionBackward: has('attentionBackward') ? a.attentionBackward : ref.attentionBackward,
+  };
+  return nativeKernels;
+}

@@ -1,0 +1,26 @@
+/** The pure-TypeScript reference kernels: the oracle in tests and the fallback backend. */
+import type { Kernels } from '../kernels.js';
+import { attention, attentionBackward } from './attention.js';
+import { axpy, binary } from './elementwise.js';
+import { gemm, gemmBf16 } from './gemm.js';
+import * as rows from './rows.js';
+
+export const referenceKernels: Kernels = {
+  name: 'reference',
+  gemm,
+  gemmBf16,
+  binary,
+  axpy,
+  softmax: rows.softmax,
+  softmaxBackward: rows.softmaxBackward,
+  logSoftmax: rows.logSoftmax,
+  logSoftmaxBackward: rows.logSoftmaxBackward,
+  rmsNorm: rows.rmsNorm,
+  rmsNormBackward: rows.rmsNormBackward,
+  siluMul: rows.siluMul,
+  siluMulBackward: rows.siluMulBackward,
+  crossEntropy: rows.crossEntropy,
+  crossEntropyBackward: rows.crossEntropyBackward,
+  attention,
+  attentionBackward,
+};

@@ -1,0 +1,383 @@
+/**
+ * Tensor: a typed storage buffer plus shape, strides and offset. Views (reshape of contiguous
+ * data, transpose/permute, slice, expand) share storage and copy nothing; `contiguous()` copies
+ * only when the layout requires it. Compute ops (src/engine/ops/) take float32 tensors; the
+ * other dtypes are storage formats with exact conversions (`to`).
+ *
+ * View methods here are differentiable: their backward maps the gradient back to the source
+ * layout (reshape back, transpose back, zero-pad a slice, sum an expansion).
+ */
+import { attach, backward as runBackward, type GradNode } from './autograd.js';
+import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
+
+export type Shape = readonly number[];
+
+export function shapeSize(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function contiguousStrides(shape: Shape): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i]!;
+  }
+  return s;
+}
+
+export function fmtShape(shape: Shape): string {
+  return `[${shape.join(', ')}]`;
+}
+
+function checkShape(shape: Shape, what: string): void {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new Error(`${what}: invalid shape ${fmtShape(shape)} (dimensions must be non-negative integers)`);
+  }
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly strides: Shape;
+  readonly offset: number;
+  readonly data: Storage;
+  /** Whether gradients flow to this tensor (parameters, and outputs of ops on them). */
+  requiresGrad = false;
+  /** Accumulated gradient (leaves only), same shape, float32 contiguous. */
+  grad: Tensor | null = null;
+  /** The op that produced this tensor, when recorded for backward. */
+  node: GradNode | null = null;
+  /** Optional name (parameters carry their checkpoint name). */
+  name?: string;
+
+  constructor(data: Storage, shape: Shape, dtype: DType, strides?: Shape, offset = 0) {
+    checkShape(shape, 'Tensor');
+    this.data = data;
+    this.shape = shape.slice();
+    this.dtype = dtype;
+    this.strides = strides ? strides.slice() : contiguousStrides(shape);
+    this.offset = offset;
+    if (!strides && offset + shapeSize(shape) > data.length) {
+      throw new Error(`Tensor: storage of ${data.length} elements is too small for shape ${fmtShape(shape)} at offset ${offset}`);
+    }
+  }
+
+  // ---- construction ------------------------------------------------------------------------
+  static zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
+    checkShape(shape, 'zeros');
+    return new Tensor(allocStorage(dtype, shapeSize(shape)), shape, dtype);
+  }
+  static full(shape: Shape, value: number): Tensor {
+    const t = Tensor.zeros(shape);
+    (t.data as Float32Array).fill(value);
+    return t;
+  }
+  static ones(shape: Shape): Tensor {
+    return Tensor.full(shape, 1);
+  }
+  /** Wraps (does not copy) a Float32Array. */
+  static fromF32(data: Float32Array, shape: Shape): Tensor {
+    if (shapeSize(shape) !== data.length) throw new Error(`fromF32: ${data.length} values do not fill shape ${fmtShape(shape)}`);
+    return new Tensor(data, shape, 'f32');
+  }
+  /** Wraps (does not copy) an Int32Array. */
+  static fromI32(data: Int32Array, shape: Shape): Tensor {
+    if (shapeSize(shape) !== data.length) throw new Error(`fromI32: ${data.length} values do not fill shape ${fmtShape(shape)}`);
+    return new Tensor(data, shape, 'i32');
+  }
+  /** Copies numbers into a new float32 (or int32) tensor. */
+  static from(values: ArrayLike<number>, shape: Shape = [values.length], dtype: 'f32' | 'i32' = 'f32'): Tensor {
+    if (shapeSize(shape) !== values.length) throw new Error(`Tensor.from: ${values.length} values do not fill shape ${fmtShape(shape)}`);
+    return dtype === 'f32' ? Tensor.fromF32(Float32Array.from(values), shape) : Tensor.fromI32(Int32Array.from(values), shape);
+  }
+  static scalar(x: number): Tensor {
+    return Tensor.fromF32(Float32Array.of(x), []);
+  }
+  /** A new leaf that requires grad (a parameter). */
+  static param(data: Float32Array, shape: Shape, name?: string): Tensor {
+    const t = Tensor.fromF32(data, shape);
+    t.requiresGrad = true;
+    if (name !== undefined) t.name = name;
+    return t;
+  }
+
+  // ---- properties --------------------------------------------------------------------------
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get size(): number {
+    return shapeSize(this.shape);
+  }
+  /** Size of dimension d (negative counts from the end). */
+  dim(d: number): number {
+    return this.shape[this.axis(d)]!;
+  }
+  /** Normalises a possibly negative axis, with a clear error when out of range. */
+  axis(d: number): number {
+    const a = d < 0 ? d + this.ndim : d;
+    if (!Number.isInteger(a) || a < 0 || a >= this.ndim) throw new Error(`axis ${d} is out of range for a tensor of shape ${fmtShape(this.shape)}`);
+    return a;
+  }
+  isContiguous(): boolean {
+    let acc = 1;
+    for (let i = this.ndim - 1; i >= 0; i--) {
+      if (this.shape[i] !== 1 && this.strides[i] !== acc) return false;
+      acc *= this.shape[i]!;
+    }
+    return true;
+  }
+
+  /** The float32 elements of a contiguous float32 tensor, as a view (no copy). */
+  f32(): Float32Array {
+    if (this.dtype !== 'f32') throw new Error(`expected a float32 tensor, got ${this.dtype} ${fmtShape(this.shape)}`);
+    if (!this.isContiguous()) throw new Error(`expected a contiguous tensor, got strides ${fmtShape(this.strides)} for shape ${fmtShape(this.shape)} (call .contiguous())`);
+    const d = this.data as Float32Array;
+    const n = this.size;
+    return this.offset === 0 && d.length === n ? d : d.subarray(this.offset, this.offset + n);
+  }
+  /** The int32 elements of a contiguous int32 tensor (no copy). */
+  i32(): Int32Array {
+    if (this.dtype !== 'i32') throw new Error(`expected an int32 tensor, got ${this.dtype} ${fmtShape(this.shape)}`);
+    if (!this.isContiguous()) throw new Error('expected a contiguous int32 tensor');
+    const d = this.data as Int32Array;
+    return d.subarray(this.offset, this.offset + this.size);
+  }
+  /** Raw storage of a contiguous tensor of the given dtype (no copy). */
+  raw<D extends DType>(dtype: D): StorageOf[D] {
+    if (this.dtype !== dtype) throw new Error(`expected a ${dtype} tensor, got ${this.dtype}`);
+    if (!this.isContiguous()) throw new Error(`expected a contiguous ${dtype} tensor`);
+    return this.data.subarray(this.offset, this.offset + this.size) as StorageOf[D];
+  }
+
+  /** A single element as a number. */
+  item(): number {
+    if (this.size !== 1) throw new Error(`item(): tensor of shape ${fmtShape(this.shape)} has ${this.size} elements`);
+    return this.toF32Array()[0]!;
+  }
+  /** All elements in row-major order as a new Float32Array (converting the dtype). */
+  toF32Array(): Float32Array {
+    return this.to('f32').contiguous().f32().slice();
+  }
+  toArray(): number[] {
+    return Array.from(this.dtype === 'i32' ? this.contiguous().i32() : this.toF32Array());
+  }
+
+  // ---- copies and dtype conversion ---------------------------------------------------------
+  /** Elements copied into a new contiguous storage (any dtype, any layout). */
+  private gather(): Storage {
+    const n = this.size;
+    const out = allocStorage(this.dtype, n);
+    if (this.isContiguous()) {
+      out.set(this.data.subarray(this.offset, this.offset + n) as never);
+      return out;
+    }
+    const nd = this.ndim;
+    const shape = this.shape;
+    const strides = this.strides;
+    const src = this.data;
+    const inner = shape[nd - 1]!;
+    const innerStride = strides[nd - 1]!;
+    const idx = new Array<number>(Math.max(nd - 1, 0)).fill(0);
+    const rows = inner === 0 ? 0 : n / inner;
+    let o = 0;
+    for (let r = 0; r < rows; r++) {
+      let base = this.offset;
+      for (let i = 0; i < nd - 1; i++) base += idx[i]! * strides[i]!;
+      if (innerStride === 1) {
+        out.set(src.subarray(base, base + inner) as never, o);
+        o += inner;
+      } else {
+        for (let j = 0; j < inner; j++) out[o++] = src[base + j * innerStride]!;
+      }
+      for (let i = nd - 2; i >= 0; i--) {
+        if (++idx[i]! < shape[i]!) break;
+        idx[i] = 0;
+      }
+    }
+    return out;
+  }
+
+  /** This tensor if contiguous, else a contiguous copy (differentiable). */
+  contiguous(): Tensor {
+    if (this.isContiguous()) return this;
+    return this.clone();
+  }
+  /** A contiguous copy that owns its storage (differentiable). */
+  clone(): Tensor {
+    const out = new Tensor(this.gather(), this.shape, this.dtype);
+    return attach(out, 'clone', [this], (g) => [g]);
+  }
+  /** The same data, cut from the graph. */
+  detach(): Tensor {
+    return new Tensor(this.data, this.shape, this.dtype, this.strides, this.offset);
+  }
+  /** Converts to another dtype (float32 <-> bf16 exactly/RNE; f32 <-> i32 by truncation). */
+  to(dtype: DType): Tensor {
+    if (dtype === this.dtype) return this;
+    const src = this.contiguous();
+    const n = src.size;
+    if (this.dtype === 'bf16' && dtype === 'f32') return Tensor.fromF32(bf16ArrayToF32(src.raw('bf16')), this.shape);
+    if (this.dtype === 'f32' && dtype === 'bf16') return new Tensor(f32ArrayToBf16(src.f32()), this.shape, 'bf16');
+    if ((this.dtype === 'i32' || this.dtype === 'u8') && dtype === 'f32') return Tensor.fromF32(Float32Array.from(src.data as Int32Array), this.shape);
+    if (this.dtype === 'f32' && dtype === 'i32') return Tensor.fromI32(Int32Array.from(src.f32(), (x) => Math.trunc(x)), this.shape);
+    throw new Error(`to(): no direct conversion from ${this.dtype} to ${dtype} (FP8 codecs are in src/engine/fp8.ts); size ${n}`);
+  }
+
+  // ---- views -------------------------------------------------------------------------------
+  /** Same data with a new shape; one dimension may be -1. Copies only if not contiguous. */
+  reshape(...dims: number[] | [Shape]): Tensor {
+    const req = (Array.isArray(dims[0]) ? dims[0] : dims) as number[];
+    const n = this.size;
+    let infer = -1;
+    let known = 1;
+    for (let i = 0; i < req.length; i++) {
+      if (req[i] === -1) {
+        if (infer >= 0) throw new Error(`reshape: more than one -1 in ${fmtShape(req)}`);
+        infer = i;
+      } else known *= req[i]!;
+    }
+    const shape = req.slice();
+    if (infer >= 0) {
+      if (known === 0 || n % known !== 0) throw new Error(`reshape: cannot reshape ${fmtShape(this.shape)} into ${fmtShape(req)}`);
+      shape[infer] = n / known;
+    }
+    if (shapeSize(shape) !== n) throw new Error(`reshape: cannot reshape ${fmtShape(this.shape)} (${n} elements) into ${fmtShape(req)}`);
+    const src = this.contiguous();
+    const out = new Tensor(src.data, shape, src.dtype, contiguousStrides(shape), src.offset);
+    const inShape = this.shape;
+    return attach(out, 'reshape', [src], (g) => [g.reshape(inShape)]);
+  }
+  /** Alias of reshape (kept for readers used to PyTorch). */
+  view(...dims: number[]): Tensor {
+    return this.reshape(...dims);
+  }
+  /** Swaps two dimensions (a view). */
+  transpose(a: number, b: number): Tensor {
+    const perm = this.shape.map((_, i) => i);
+    const aa = this.axis(a);
+    const bb = this.axis(b);
+    perm[aa] = bb;
+    perm[bb] = aa;
+    return this.permute(perm);
+  }
+  /** Reorders dimensions (a view): out.shape[i] = shape[perm[i]]. */
+  permute(perm: readonly number[]): Tensor {
+    if (perm.length !== this.ndim) throw new Error(`permute: ${fmtShape(perm)} does not match a tensor of shape ${fmtShape(this.shape)}`);
+    const seen = new Set(perm.map((p) => this.axis(p)));
+    if (seen.size !== perm.length) throw new Error(`permute: ${fmtShape(perm)} is not a permutation`);
+    const p = perm.map((x) => this.axis(x));
+    const out = new Tensor(this.data, p.map((i) => this.shape[i]!), this.dtype, p.map((i) => this.strides[i]!), this.offset);
+    const inv = new Array<number>(p.length);
+    p.forEach((src, i) => (inv[src] = i));
+    return attach(out, 'permute', [this], (g) => [g.permute(inv)]);
+  }
+  /** Elements start..end-1 along dim (a view). */
+  slice(dim: number, start: number, end: number): Tensor {
+    const d = this.axis(dim);
+    const len = this.shape[d]!;
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > len || start > end) {
+      throw new Error(`slice: [${start}, ${end}) is out of range for dim ${dim} of size ${len} (shape ${fmtShape(this.shape)})`);
+    }
+    const shape = this.shape.slice();
+    shape[d] = end - start;
+    const out = new Tensor(this.data, shape, this.dtype, this.strides, this.offset + start * this.strides[d]!);
+    const inShape = this.shape;
+    return attach(out, 'slice', [this], (g) => [padSlice(g, inShape, d, start)]);
+  }
+  /** Broadcasts size-1 dimensions (and new leading ones) to `shape` (a view, stride 0). */
+  expand(shape: Shape): Tensor {
+    if (shape.length < this.ndim) throw new Error(`expand: cannot expand ${fmtShape(this.shape)} to fewer dimensions ${fmtShape(shape)}`);
+    const lead = shape.length - this.ndim;
+    const strides: number[] = [];
+    for (let i = 0; i < shape.length; i++) {
+      if (i < lead) {
+        strides.push(0);
+        continue;
+      }
+      const s = this.shape[i - lead]!;
+      if (s === shape[i]) strides.push(this.strides[i - lead]!);
+      else if (s === 1) strides.push(0);
+      else throw new Error(`expand: cannot expand ${fmtShape(this.shape)} to ${fmtShape(shape)} (dim ${i}: ${s} vs ${shape[i]})`);
+    }
+    const out = new Tensor(this.data, shape, this.dtype, strides, this.offset);
+    const inShape = this.shape;
+    return attach(out, 'expand', [this], (g) => [sumToShape(g, inShape)]);
+  }
+  /** Inserts a size-1 dimension at d. */
+  unsqueeze(d: number): Tensor {
+    const a = d < 0 ? d + this.ndim + 1 : d;
+    const shape = this.shape.slice();
+    shape.splice(a, 0, 1);
+    return this.reshape(shape);
+  }
+  /** Removes a size-1 dimension at d. */
+  squeeze(d: number): Tensor {
+    const a = this.axis(d);
+    if (this.shape[a] !== 1) throw new Error(`squeeze: dim ${d} has size ${this.shape[a]}, not 1`);
+    const shape = this.shape.slice();
+    shape.splice(a, 1);
+    return this.reshape(shape);
+  }
+
+  /** Backpropagates from this tensor (see autograd.backward). */
+  backward(grad?: Tensor): void {
+    runBackward(this, grad);
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, ${fmtShape(this.shape)})`;
+  }
+}
+
+/** Gradient of a slice: g placed at [start, start+len) along dim d of a zero tensor. */
+function padSlice(g: Tensor, shape: Shape, d: number, start: number): Tensor {
+  const out = Tensor.zeros(shape);
+  const gc = g.contiguous().f32();
+  const o = out.f32();
+  const outer = shapeSize(shape.slice(0, d));
+  const inner = shapeSize(shape.slice(d + 1));
+  const len = g.shape[d]!;
+  const full = shape[d]!;
+  for (let i = 0; i < outer; i++) o.set(gc.subarray(i * len * inner, (i + 1) * len * inner), (i * full + start) * inner);
+  return out;
+}
+
+/** Sums a broadcast gradient back to `shape` (the reverse of expand/broadcasting). */
+export function sumToShape(g: Tensor, shape: Shape): Tensor {
+  if (g.shape.length === shape.length && g.shape.every((s, i) => s === shape[i])) return g;
+  const lead = g.ndim - shape.length;
+  const gc = g.contiguous().f32();
+  const out = new Float32Array(shapeSize(shape));
+  const gs = g.shape;
+  // strides of out, with 0 where the output dimension is broadcast (size 1 or missing)
+  const ostr = new Array<number>(g.ndim).fill(0);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    ostr[i + lead] = shape[i] === 1 && gs[i + lead] !== 1 ? 0 : acc;
+    acc *= shape[i]!;
+  }
+  const nd = g.ndim;
+  const inner = gs[nd - 1] ?? 1;
+  const innerStride = ostr[nd - 1] ?? 0;
+  const idx = new Array<number>(Math.max(nd - 1, 0)).fill(0);
+  const rows = gc.length / Math.max(inner, 1);
+  let k = 0;
+  for (let r = 0; r < rows; r++) {
+    let base = 0;
+    for (let i = 0; i < nd - 1; i++) base += idx[i]! * ostr[i]!;
+    if (innerStride === 1) for (let j = 0; j < inner; j++) out[base + j]! += gc[k++]!;
+    else {
+      let s = 0;
+      for (let j = 0; j < inner; j++) s += gc[k++]!;
+      out[base]! += s;
+    }
+    for (let i = nd - 2; i >= 0; i--) {
+      if (++idx[i]! < gs[i]!) break;
+      idx[i] = 0;
+    }
+  }
+  return Tensor.fromF32(out, shape);
+}
