@@ -128,6 +128,11 @@ export function backward(root: Tensor, grad?: Tensor): void {
   } else if (!sameShape(g0.shape, root.shape)) {
     throw new Error(`backward: gradient shape [${g0.shape.join(', ')}] does not match tensor shape [${root.shape.join(', ')}]`);
   }
+  // Gradient closures compute with plain tensors: no graph of the backward pass is recorded.
+  withGrad(false, () => runGraph(root, g0));
+}
+
+function runGraph(root: Tensor, g0: Tensor): void {
   const order = topoOrder(root);
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, g0);
@@ -160,9 +165,11 @@ export function backward(root: Tensor, grad?: Tensor): void {
       }
       grads.set(x, accumulate(grads.get(x), gx));
     }
+    // Free the closure and its saved tensors, but keep the (now empty) node on t so that a
+    // second backward through this part of the graph fails loudly instead of silently
+    // treating t as a leaf.
     node.backward = null;
     node.inputs = [];
-    t.node = null;
   }
 }
 

@@ -30,6 +30,16 @@ export interface Kernels {
   gemmBf16(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
     a: Float32Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
 
+  /**
+   * Linear layer with FP8 block-scaled weights (DeepSeek-V3 checkpoints): y[m,n] = x[m,k] · W^T,
+   * W [n,k] given as E4M3 codes with float32 scales scaleInv [ceil(n/128), ceil(k/128)], where
+   * W[i,j] = float32(e4m3(codes[i,j]) * scaleInv[i/128, j/128]). Weights are decoded inside the
+   * kernel (never a dequantised copy of the matrix); x is float32, accumulation float32.
+   * y is overwritten (beta 0) or accumulated into (beta 1).
+   */
+  linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
+    beta: number, y: Float32Array): void;
+
   // ---- elementwise (contiguous, n elements; out may alias a or b) -------------------------
   /** out = a (op) b with op 0 add, 1 sub, 2 mul, 3 div. */
   binary(op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;

@@ -60,6 +60,7 @@ export function loadNativeKernels(): Kernels | null {
     name: 'native',
     gemm: has('gemmF32') ? a.gemmF32 : ref.gemm,
     gemmBf16: has('gemmBf16') ? a.gemmBf16 : ref.gemmBf16,
+    linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,
     binary: has('binary') ? a.binary : ref.binary,
     axpy: has('axpy') ? a.axpy : ref.axpy,
     softmax: has('softmax') ? a.softmax : ref.softmax,

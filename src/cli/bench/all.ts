@@ -1,2 +1,4 @@
 // Imports every benchmark module so it registers itself with registerBench().
-export {};
+import './dispatch.js';
+import './memory.js';
+import './kernels.js';

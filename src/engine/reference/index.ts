@@ -3,12 +3,14 @@ import type { Kernels } from '../kernels.js';
 import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
 import { gemm, gemmBf16 } from './gemm.js';
+import { linearFp8 } from './fp8-linear.js';
 import * as rows from './rows.js';
 
 export const referenceKernels: Kernels = {
   name: 'reference',
   gemm,
   gemmBf16,
+  linearFp8,
   binary,
   axpy,
   softmax: rows.softmax,

@@ -1,0 +1,279 @@
+/* Tiled (flash-style) causal attention, forward and backward, after FlashAttention (Dao et
+ * al. 2022) and FlashAttention-2 (Dao 2023). No [tq, tk] score matrix is ever stored: scores
+ * live in one [BK keys x R rows] tile at a time.
+ *
+ * Layout of a tile. A chunk holds R query rows that share one kv head (fused.h). Its queries
+ * are gathered once, transposed, into QT[d][Rp] (Rp = R rounded up to VL, zero padded), so
+ * the score tile S^T[j][r] = sum_d K[j][d] * QT[d][r] is a product whose vector dimension is
+ * the query rows: K is read straight from its strided rows, and the softmax statistics of the
+ * R rows (running max, sum) are vectors too.
+ *
+ * Forward (online softmax, FlashAttention Alg. 1): for each key tile, with m the running max
+ * and l the running sum of each row,
+ *   m' = max(m, rowmax(S)),  P = exp(S - m'),  l = l*exp(m - m') + rowsum(P),
+ *   O  = O*exp(m - m') + P V;
+ * at the end out = O / l and lse = m + log(l) is saved for the backward. Keys past a row's
+ * causal limit (i + causalOffset) are set to -inf before the max. Rows that see no key get
+ * out = 0 and lse = -inf, like the reference.
+ *
+ * Backward (FlashAttention-2 Alg. 2, recomputing P from lse): per key tile and chunk,
+ *   P = exp(S - lse), dP = dO V^T, D = rowsum(dO * O), dS = P * (dP - D) * scale,
+ *   dV += P^T dO,  dK += dS^T Q,  dQ += dS K.
+ * A backward task owns whole key tiles of one (batch, kv head), so dK/dV are written by one
+ * thread only (no races when all heads share one K/V, kvHeads = 1); dQ of a chunk is summed
+ * in scratch and written once. When there are fewer (batch, kv head) pairs than threads, the
+ * key tiles are dealt round-robin to `splits` tasks and the dq contributions of splits 1..
+ * are reduced afterwards in a fixed order (deterministic for a given thread count). */
+#include "../fused.h"
+#include "attn_tile.h"
+#include "simd.h"
+
+#define BK DSV3_ATT_BK
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t rup(int64_t n) { return (n + VL - 1) / VL * VL; }
+static inline int64_t off3(const int64_t* s, int64_t b, int64_t t, int64_t h) { return b * s[0] + t * s[1] + h * s[2]; }
+
+/* The rows of chunk `ch` of (b, g): L = ch*R + r -> query position i, head h. */
+typedef struct {
+  int64_t b, g, L0, R, Rp, minlim, maxlim;
+} chunk_t;
+
+static chunk_t chunk_of(const dsv3_attn_ctx* c, int64_t bg, int64_t ch) {
+  chunk_t k;
+  k.b = bg / c->kv_heads;
+  k.g = bg % c->kv_heads;
+  k.L0 = ch * c->rows_per_chunk;
+  k.R = min64(c->rows_per_chunk, c->tq * c->group - k.L0);
+  k.Rp = rup(k.R);
+  k.minlim = k.L0 / c->group + c->causal_offset;
+  k.maxlim = (k.L0 + k.R - 1) / c->group + c->causal_offset;
+  return k;
+}
+static inline int64_t row_i(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r) { return (k->L0 + r) / c->group; }
+static inline int64_t row_h(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r) {
+  return k->g * c->group + (k->L0 + r) % c->group;
+}
+
+/* QT[d][Rp] = q rows * scale (pad rows 0); lim[r] = causal limit (pad rows: pad_lim) */
+static void gather_qt(const dsv3_attn_ctx* c, const chunk_t* k, float* QT, float* lim, float pad_lim) {
+  for (int64_t r = 0; r < k->Rp; r++) {
+    if (r < k->R) {
+      const int64_t i = row_i(c, k, r);
+      const float* q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
+      for (int64_t d = 0; d < c->dqk; d++) QT[d * k->Rp + r] = q[d] * c->scale;
+      lim[r] = (float)(i + c->causal_offset);
+    } else {
+      for (int64_t d = 0; d < c->dqk; d++) QT[d * k->Rp + r] = 0.0f;
+      lim[r] = pad_lim;
+    }
+  }
+}
+
+void ISA_FN(dsv3_attn_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  const int64_t S = c->splits, NC = c->chunks, dqk = c->dqk, dv = c->dv, dvp = dsv3_pad(dv);
+  const int64_t s = task % S, ch = NC - 1 - (task / S) % NC, bg = task / S / NC, Rm = c->rows_per_chunk;
+  const chunk_t k = chunk_of(c, bg, ch);
+  const int64_t R = k.R, Rp = k.Rp;
+  float* QT = c->scratch + (size_t)thread * c->scratch_floats; /* [dqk][Rp] */
+  float* ST = QT + dqk * Rm;                                    /* [BK][Rp]  scores, then P */
+  float* O = ST + BK * Rm;                                      /* [R][dvp]  unnormalised out */
+  float *mrow = O + Rm * dvp, *lrow = mrow + Rm, *lim = lrow + Rm, *alpha = lim + Rm;
+  gather_qt(c, &k, QT, lim, 3e38f);
+  for (int64_t r = 0; r < Rp; r++) {
+    mrow[r] = -INFINITY;
+    lrow[r] = 0.0f;
+  }
+  memset(O, 0, (size_t)(R * dvp) * sizeof(float));
+  const int64_t kend = min64(c->tk, k.maxlim + 1); /* keys [0, kend) are visible to some row */
+  const int64_t nkb = kend > 0 ? (kend + BK - 1) / BK : 0;
+  const float* kbase = c->k + off3(c->ks, k.b, 0, k.g);
+  const float* vbase = c->v + off3(c->vs, k.b, 0, k.g);
+  for (int64_t kb = s * nkb / S; kb < (s + 1) * nkb / S; kb++) {
+    const int64_t j0 = kb * BK, nk = min64(BK, kend - j0);
+    mm(nk, Rp, dqk, kbase + j0 * c->ks[1], c->ks[1], 1, QT, Rp, ST, Rp, 0); /* S^T = K Q^T */
+    const int masked = j0 + nk - 1 > k.minlim;
+    for (int64_t rv = 0; rv < Rp; rv += VL) {
+      const vf lv = vload(lim + rv), mv = vload(mrow + rv), ninf = vset1(-INFINITY);
+      vf bm = ninf;
+      for (int64_t jj = 0; jj < nk; jj++) {
+        float* sp = ST + jj * Rp + rv;
+        vf x = vload(sp);
+        if (masked) {
+          x = vsel_gt(vset1((float)(j0 + jj)), lv, x, ninf);
+          vstore(sp, x);
+        }
+        bm = vmax(bm, x);
+      }
+      const vf mnew = vmax(mv, bm);
+      const vf muse = vsel_eq(mnew, ninf, mnew, vzero()); /* all masked so far: exp(-inf - 0) = 0 */
+      const vf al = vexp(vsub(mv, muse));
+      vf sum = vzero();
+      for (int64_t jj = 0; jj < nk; jj++) {
+        float* sp = ST + jj * Rp + rv;
+        const vf p = vexp(vsub(vload(sp), muse));
+        vstore(sp, p);
+        sum = vadd(sum, p);
+      }
+      vstore(lrow + rv, vfma(vload(lrow + rv), al, sum));
+      vstore(mrow + rv, mnew);
+      vstore(alpha + rv, al);
+    }
+    for (int64_t r = 0; r < R; r++) {
+      if (alpha[r] == 1.0f) continue;
+      const vf a = vset1(alpha[r]);
+      for (int64_t e = 0; e < dvp; e += VL) vstore(O + r * dvp + e, vmul(vload(O + r * dvp + e), a));
+    }
+    mm(R, dv, nk, ST, 1, Rp, vbase + j0 * c->vs[1], c->vs[1], O, dvp, 1); /* O += P V */
+  }
+  if (S == 1) {
+    for (int64_t r = 0; r < R; r++) {
+      const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+      float* o = c->out + off3(c->os, k.b, i, h);
+      const float l = lrow[r], inv = l > 0 ? 1.0f / l : 0.0f;
+      for (int64_t e = 0; e < dv; e++) o[e] = O[r * dvp + e] * inv;
+      c->lse[(k.b * c->heads + h) * c->tq + i] = l > 0 ? (float)((double)mrow[r] + log((double)l)) : -INFINITY;
+    }
+  } else {
+    float* p = c->part + (size_t)((bg * NC + ch) * S + s) * dsv3_attn_fwd_part(c);
+    memcpy(p, O, (size_t)(R * dvp) * sizeof(float));
+    memcpy(p + Rm * dvp, mrow, (size_t)R * sizeof(float));
+    memcpy(p + Rm * dvp + Rm, lrow, (size_t)R * sizeof(float));
+  }
+}
+
+/* Merges the key-split partials of one chunk: M = max_s m_s, w_s = exp(m_s - M),
+ * out = sum_s w_s O_s / sum_s w_s l_s, lse = M + log(sum_s w_s l_s). */
+void ISA_FN(dsv3_attn_fwd_combine_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  (void)thread;
+  const int64_t S = c->splits, NC = c->chunks, dv = c->dv, dvp = dsv3_pad(dv), Rm = c->rows_per_chunk;
+  const int64_t bg = task / NC, ch = task % NC;
+  const chunk_t k = chunk_of(c, bg, ch);
+  const size_t psz = dsv3_attn_fwd_part(c);
+  const float* base = c->part + (size_t)((bg * NC + ch) * S) * psz;
+  for (int64_t r = 0; r < k.R; r++) {
+    const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+    float* o = c->out + off3(c->os, k.b, i, h);
+    float M = -INFINITY;
+    for (int64_t s = 0; s < S; s++) M = fmaxf(M, base[s * psz + Rm * dvp + r]);
+    float* lse = c->lse + (k.b * c->heads + h) * c->tq + i;
+    if (M == -INFINITY) {
+      memset(o, 0, (size_t)dv * sizeof(float));
+      *lse = -INFINITY;
+      continue;
+    }
+    double L = 0;
+    float w[64];
+    for (int64_t s = 0; s < S; s++) {
+      const float* ps = base + s * psz;
+      w[s] = expf(ps[Rm * dvp + r] - M);
+      L += (double)w[s] * ps[Rm * dvp + Rm + r];
+    }
+    const float inv = (float)(1.0 / L);
+    for (int64_t e0 = 0; e0 < dv; e0 += VL) {
+      const int t = (int)min64(VL, dv - e0);
+      vf acc = vzero();
+      for (int64_t s = 0; s < S; s++) acc = vfma(vset1(w[s]), vload(base + s * psz + r * dvp + e0), acc);
+      vstoret(o + e0, vmul(acc, vset1(inv)), t);
+    }
+    *lse = (float)((double)M + log(L));
+  }
+}
+
+void ISA_FN(dsv3_attn_bwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  const int64_t S = c->splits, s = task % S, bg = task / S, Rm = c->rows_per_chunk;
+  const int64_t dqk = c->dqk, dv = c->dv, dqkp = dsv3_pad(dqk), dvp = dsv3_pad(dv), tk = c->tk;
+  const int64_t b = bg / c->kv_heads, g = bg % c->kv_heads;
+  const float* kbase = c->k + off3(c->ks, b, 0, g);
+  const float* vbase = c->v + off3(c->vs, b, 0, g);
+  float* dkbase = c->dk + off3(c->ks, b, 0, g);
+  float* dvbase = c->dv_out + off3(c->vs, b, 0, g);
+  /* this task owns key tiles s, s+S, ...: zero their dk/dv rows (dk and dv may even be views
+   * of one buffer: both are zeroed before either is accumulated, so they then sum) */
+  for (int64_t kb = s; kb * BK < tk; kb += S)
+    for (int64_t j = kb * BK; j < min64(tk, kb * BK + BK); j++) {
+      memset(dkbase + j * c->ks[1], 0, (size_t)dqk * sizeof(float));
+      memset(dvbase + j * c->vs[1], 0, (size_t)dv * sizeof(float));
+    }
+  float* QT = c->scratch + (size_t)thread * c->scratch_floats; /* [dqk][Rp] q * scale, transposed */
+  float* dOT = QT + dqk * Rm;                                   /* [dv][Rp]  dout, transposed     */
+  float* Qn = dOT + dv * Rm;                                    /* [R][dqkp] q                    */
+  float* dQc = Qn + Rm * dqkp;                                  /* [R][dqkp] dq of the chunk      */
+  float* dOn = dQc + Rm * dqkp;                                 /* [R][dvp]  dout                 */
+  float* ST = dOn + Rm * dvp;                                   /* [BK][Rp]  S^T, then P^T        */
+  float* dPT = ST + BK * Rm;                                    /* [BK][Rp]  dP^T, then dS^T      */
+  float *lser = dPT + BK * Rm, *D = lser + Rm, *lim = D + Rm;
+  const vf vscale = vset1(c->scale);
+  for (int64_t ch = 0; ch < c->chunks; ch++) {
+    const chunk_t k = chunk_of(c, bg, ch);
+    const int64_t R = k.R, Rp = k.Rp, kend = min64(tk, k.maxlim + 1);
+    memset(dQc, 0, (size_t)(R * dqkp) * sizeof(float));
+    if (s * BK < kend) {
+      gather_qt(c, &k, QT, lim, -1.0f); /* pad rows: limit -1, always masked */
+      for (int64_t r = 0; r < Rp; r++) {
+        if (r < R) {
+          const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+          const float* q = c->q + off3(c->qs, b, i, h);
+          const float* go = c->dout + off3(c->os, b, i, h);
+          const float* o = c->o + off3(c->os, b, i, h);
+          double dd = 0;
+          for (int64_t d = 0; d < dqk; d++) Qn[r * dqkp + d] = q[d];
+          for (int64_t e = 0; e < dv; e++) {
+            dOT[e * Rp + r] = go[e];
+            dOn[r * dvp + e] = go[e];
+            dd += (double)go[e] * o[e];
+          }
+          D[r] = (float)dd;
+          lser[r] = c->lse_in[(b * c->heads + h) * c->tq + i];
+        } else {
+          for (int64_t e = 0; e < dv; e++) dOT[e * Rp + r] = 0.0f;
+          D[r] = 0.0f;
+          lser[r] = 0.0f;
+        }
+      }
+      for (int64_t kb = s; kb * BK < kend; kb += S) {
+        const int64_t j0 = kb * BK, nk = min64(BK, kend - j0);
+        const float* Kb = kbase + j0 * c->ks[1];
+        mm(nk, Rp, dqk, Kb, c->ks[1], 1, QT, Rp, ST, Rp, 0);                        /* S^T  = K Q^T  */
+        mm(nk, Rp, dv, vbase + j0 * c->vs[1], c->vs[1], 1, dOT, Rp, dPT, Rp, 0);    /* dP^T = V dO^T */
+        const int masked = j0 + nk - 1 > k.minlim;
+        for (int64_t jj = 0; jj < nk; jj++) {
+          const vf jv = vset1((float)(j0 + jj));
+          for (int64_t rv = 0; rv < Rp; rv += VL) {
+            float *sp = ST + jj * Rp + rv, *dp = dPT + jj * Rp + rv;
+            vf p = vexp(vsub(vload(sp), vload(lser + rv)));
+            if (masked) p = vsel_gt(jv, vload(lim + rv), p, vzero());
+            vstore(sp, p);
+            vstore(dp, vmul(vmul(p, vsub(vload(dp), vload(D + rv))), vscale));
+          }
+        }
+        mm(nk, dv, R, ST, Rp, 1, dOn, dvp, dvbase + j0 * c->vs[1], c->vs[1], 1);   /* dV += P^T dO */
+        mm(nk, dqk, R, dPT, Rp, 1, Qn, dqkp, dkbase + j0 * c->ks[1], c->ks[1], 1); /* dK += dS^T Q */
+        mm(R, dqk, nk, dPT, 1, Rp, Kb, c->ks[1], dQc, dqkp, 1);                    /* dQ += dS K   */
+      }
+    }
+    for (int64_t r = 0; r < R; r++) {
+      float* dst = s == 0 ? c->dq + off3(c->qs, b, row_i(c, &k, r), row_h(c, &k, r))
+                          : c->part + ((size_t)((s - 1) * c->batch * c->kv_heads + bg) * (size_t)(c->tq * c->group) +
+                                       (size_t)(k.L0 + r)) * (size_t)dqkp;
+      memcpy(dst, dQc + r * dqkp, (size_t)dqk * sizeof(float));
+    }
+  }
+}
+
+/* dq += the dq contributions of splits 1..S-1 of (b, kv head) = task, in split order */
+void ISA_FN(dsv3_attn_bwd_reduce_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  (void)thread;
+  const int64_t bg = task, b = bg / c->kv_heads, g = bg % c->kv_heads, dqkp = dsv3_pad(c->dqk);
+  const int64_t rows = c->tq * c->group, BG = c->batch * c->kv_heads;
+  for (int64_t L = 0; L < rows; L++) {
+    float* dst = c->dq + off3(c->qs, b, L / c->group, g * c->group + L % c->group);
+    for (int64_t s = 1; s < c->splits; s++) {
+      const float* src = c->part + ((size_t)((s - 1) * BG + bg) * (size_t)rows + (size_t)L) * (size_t)dqkp;
+      for (int64_t e0 = 0; e0 < c->dqk; e0 += VL) {
+        const int t = (int)min64(VL, c->dqk - e0);
+        vstoret(dst + e0, vadd(vloadt(dst + e0, t, 0), vloadt(src + e0, t, 0)), t);
+      }
+    }
+  }
+}

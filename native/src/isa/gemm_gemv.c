@@ -1,0 +1,274 @@
+/* Small-m GEMM (m <= GEMV_MAX_M: decode, x[1..4,k] times a weight): memory bound, so B is
+ * streamed exactly once straight from the caller's buffer, never packed; n is split into
+ * column chunks claimed by the pool threads. op(A) (tiny) is first copied to a contiguous
+ * [m][k] buffer, rounded to bf16 for gemmBf16 (and as bf16 bits for the VDPBF16PS path).
+ *   B^T (linear layer, B = W stored [n,k]): each output is a dot product of an A row with a
+ *     contiguous W row; R rows of W at a time share the A loads, U vectors of k per step give
+ *     M*R*U independent FMA chains.
+ *   B (stored [k,n]): y[0:cw] += a[p] * B[p, 0:cw] over groups of RB rows, y held in an
+ *     L1-resident buffer of the chunk width; B rows stream sequentially.
+ * bf16 weights are read as 2-byte values and widened in registers (or fed to VDPBF16PS),
+ * which halves the memory traffic compared with fp32. */
+#include "gemm_isa.h"
+#include "threadpool.h"
+
+#define CW 512 /* NN column block: y buffer of GEMV_MAX_M x CW floats = 8 KB, in L1 */
+
+typedef struct {
+  const gemm_prob* P;
+  const float* ar;    /* [m][k] */
+  const uint16_t* ah; /* [m][k] bf16 bits (dp path) */
+  int64_t chunk;
+} gemv_ctx;
+
+static inline void put(const gemm_prob* P, int64_t i, int64_t j, float s) {
+  float* c = P->c + i * P->ldc + j;
+  *c = P->beta == 0.0f ? P->alpha * s : P->alpha * s + P->beta * *c;
+}
+static inline float bval(const gemm_prob* P, int64_t off) {
+  return P->bf16 ? gemm_bf16_to_f32(P->bh[off]) : P->bf[off];
+}
+
+#if defined(DSV3_ISA_AVX512)
+#define V __m512
+#define VZERO _mm512_setzero_ps()
+#define VLOADU(p) _mm512_loadu_ps(p)
+#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VADD(a, b) _mm512_add_ps((a), (b))
+#define VHSUM(v) _mm512_reduce_add_ps(v)
+static inline V widen(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+#elif defined(DSV3_ISA_AVX2)
+#define V __m256
+#define VZERO _mm256_setzero_ps()
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VSET1(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VADD(a, b) _mm256_add_ps((a), (b))
+static inline float VHSUM(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+static inline V widen(const uint16_t* p) { return gemm_widen_bf16_v8(p); }
+#endif
+
+#define W GEMM_VEC
+
+#ifdef V
+/* Dot products of M A rows with R consecutive B^T columns (W rows) starting at j. */
+static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, const float* ar, int64_t j, const int M,
+                                                           const int R, const int U, const int bf) {
+  const int64_t k = P->k, ldb = P->ldb;
+  V acc[2][4][4];
+  for (int u = 0; u < U; u++)
+    for (int i = 0; i < M; i++)
+      for (int r = 0; r < R; r++) acc[u][i][r] = VZERO;
+  int64_t p = 0;
+  for (; p + U * W <= k; p += U * W) {
+    for (int u = 0; u < U; u++) {
+      V w[4];
+      for (int r = 0; r < R; r++)
+        w[r] = bf ? widen(P->bh + (j + r) * ldb + p + u * W) : VLOADU(P->bf + (j + r) * ldb + p + u * W);
+      for (int i = 0; i < M; i++) {
+        const V av = VLOADU(ar + i * k + p + u * W);
+        for (int r = 0; r < R; r++) acc[u][i][r] = VFMA(av, w[r], acc[u][i][r]);
+      }
+    }
+  }
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < R; r++) {
+      V s = acc[0][i][r];
+      if (U == 2) s = VADD(s, acc[1][i][r]);
+      float t = VHSUM(s);
+      for (int64_t q = p; q < k; q++) t += ar[i * k + q] * bval(P, (j + r) * ldb + q);
+      put(P, i, j + r, t);
+    }
+}
+#endif
+
+#if defined(DSV3_ISA_AVX512)
+/* VDPBF16PS dot products: 32 bf16 products of one row pair per instruction. */
+static inline __m512bh as_bh(__m512i x) {
+  __m512bh r;
+  memcpy(&r, &x, sizeof r);
+  return r;
+}
+static void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const int M, const int R) {
+  const int64_t k = P->k, ldb = P->ldb;
+  __m512 acc[4][4];
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 32 <= k; p += 32) {
+    __m512bh w[4];
+    for (int r = 0; r < R; r++) w[r] = as_bh(_mm512_loadu_si512((const void*)(P->bh + (j + r) * ldb + p)));
+    for (int i = 0; i < M; i++) {
+      const __m512bh av = as_bh(_mm512_loadu_si512((const void*)(ah + i * k + p)));
+      for (int r = 0; r < R; r++) acc[i][r] = _mm512_dpbf16_ps(acc[i][r], av, w[r]);
+    }
+  }
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < R; r++) {
+      float t = _mm512_reduce_add_ps(acc[i][r]);
+      for (int64_t q = p; q < k; q++) t += ar[i * k + q] * gemm_bf16_to_f32(P->bh[(j + r) * ldb + q]);
+      put(P, i, j + r, t);
+    }
+}
+#endif
+
+/* Outputs [j0, j1) for B^T. */
+static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
+  const gemm_prob* P = X->P;
+  const int m = (int)P->m;
+  const float* ar = X->ar;
+  int64_t j = j0;
+#if defined(DSV3_ISA_AVX512)
+  if (P->dp) {
+    for (; j + 4 <= j1; j += 4) nt_block_dp(P, X->ah, ar, j, m, 4);
+    for (; j < j1; j++) nt_block_dp(P, X->ah, ar, j, m, 1);
+    return;
+  }
+#endif
+#ifdef V
+#define NT_LOOP(M, R, U)                                                     \
+  if (P->bf16) {                                                             \
+    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 1);          \
+    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 1);                      \
+  } else {                                                                   \
+    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 0);          \
+    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 0);                      \
+  }
+  /* M*R*U accumulators: 8 on AVX2 (16 registers), up to 16 on AVX-512 (32 registers) */
+  switch (m) {
+    case 1: NT_LOOP(1, 4, 2); break;
+#if defined(DSV3_ISA_AVX512)
+    case 2: NT_LOOP(2, 4, 2); break;
+    case 3: NT_LOOP(3, 4, 1); break;
+    default: NT_LOOP(4, 4, 1); break;
+#else
+    case 2: NT_LOOP(2, 4, 1); break;
+    case 3: NT_LOOP(3, 2, 1); break;
+    default: NT_LOOP(4, 2, 1); break;
+#endif
+  }
+#undef NT_LOOP
+#else
+  const int64_t k = P->k, ldb = P->ldb;
+  for (; j < j1; j++)
+    for (int i = 0; i < m; i++) {
+      const float* a = ar + i * k;
+      float t = 0.0f;
+      if (P->bf16) {
+        const uint16_t* w = P->bh + j * ldb;
+        for (int64_t p = 0; p < k; p++) t += a[p] * gemm_bf16_to_f32(w[p]);
+      } else {
+        const float* w = P->bf + j * ldb;
+        for (int64_t p = 0; p < k; p++) t += a[p] * w[p];
+      }
+      put(P, i, j, t);
+    }
+#endif
+}
+
+/* y[i][0:cw] += sum_r ar[i][p+r] * B[p+r][jb : jb+cw] for RB rows starting at p. */
+static inline __attribute__((always_inline)) void nn_rows(const gemm_prob* P, const float* ar, int64_t p, int64_t jb,
+                                                          int cw, float* yt, const int M, const int RB, const int bf) {
+  const int64_t k = P->k, ldb = P->ldb;
+  int c = 0;
+#ifdef V
+  V av[4][4];
+  for (int i = 0; i < M; i++)
+    for (int r = 0; r < RB; r++) av[i][r] = VSET1(ar[i * k + p + r]);
+  for (; c + W <= cw; c += W) {
+    V b[4];
+    for (int r = 0; r < RB; r++)
+      b[r] = bf ? widen(P->bh + (p + r) * ldb + jb + c) : VLOADU(P->bf + (p + r) * ldb + jb + c);
+    for (int i = 0; i < M; i++) {
+      V y = VLOADU(yt + i * CW + c);
+      for (int r = 0; r < RB; r++) y = VFMA(av[i][r], b[r], y);
+      VSTOREU(yt + i * CW + c, y);
+    }
+  }
+#endif
+  for (; c < cw; c++)
+    for (int i = 0; i < M; i++) {
+      float y = yt[i * CW + c];
+      for (int r = 0; r < RB; r++) y += ar[i * k + p + r] * (bf ? gemm_bf16_to_f32(P->bh[(p + r) * ldb + jb + c]) : P->bf[(p + r) * ldb + jb + c]);
+      yt[i * CW + c] = y;
+    }
+}
+
+static inline __attribute__((always_inline)) void nn_block(const gemm_prob* P, const float* ar, int64_t jb, int cw,
+                                                           float* yt, const int M, const int RB, const int bf) {
+  int64_t p = 0;
+  for (; p + RB <= P->k; p += RB) nn_rows(P, ar, p, jb, cw, yt, M, RB, bf);
+  for (; p < P->k; p++) nn_rows(P, ar, p, jb, cw, yt, M, 1, bf);
+}
+
+/* Outputs [j0, j1) for B stored [k,n]. */
+static void nn_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
+  const gemm_prob* P = X->P;
+  const int m = (int)P->m;
+  float yt[GEMV_MAX_M * CW] __attribute__((aligned(64)));
+  for (int64_t jb = j0; jb < j1; jb += CW) {
+    const int cw = (int)(j1 - jb < CW ? j1 - jb : CW);
+    for (int i = 0; i < m; i++) memset(yt + i * CW, 0, (size_t)cw * sizeof(float));
+    /* M*RB broadcast registers + RB B vectors + 1 accumulator stay within 16 registers */
+#define NN_CASE(M, RB)                                                      \
+  case M:                                                                  \
+    if (P->bf16) nn_block(P, X->ar, jb, cw, yt, M, RB, 1);                 \
+    else nn_block(P, X->ar, jb, cw, yt, M, RB, 0);                         \
+    break;
+    switch (m) {
+      NN_CASE(1, 4)
+      NN_CASE(2, 4)
+      NN_CASE(3, 2)
+      default: NN_CASE(4, 2)
+    }
+#undef NN_CASE
+    for (int i = 0; i < m; i++)
+      for (int c = 0; c < cw; c++) put(P, i, jb + c, yt[i * CW + c]);
+  }
+}
+
+static void gemv_task(void* ctx, int t, int thread) {
+  (void)thread;
+  const gemv_ctx* X = (const gemv_ctx*)ctx;
+  const int64_t j0 = (int64_t)t * X->chunk;
+  const int64_t j1 = j0 + X->chunk < X->P->n ? j0 + X->chunk : X->P->n;
+  if (X->P->tb) nt_range(X, j0, j1);
+  else nn_range(X, j0, j1);
+}
+
+int ISA_FN(gemm_gemv)(const gemm_prob* P) {
+  const int64_t m = P->m, n = P->n, k = P->k;
+  float* ar = (float*)ISA_FN(gemm_scratch)(2, (size_t)(m * k) * sizeof(float));
+  uint16_t* ah = P->dp ? (uint16_t*)ISA_FN(gemm_scratch)(3, (size_t)(m * k) * sizeof(uint16_t)) : NULL;
+  if (!ar || (P->dp && !ah)) return -1;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t p = 0; p < k; p++) {
+      float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
+      ar[i * k + p] = P->bf16 ? gemm_round_bf16(x) : x;
+      if (ah) ah[i * k + p] = gemm_bf16_bits(x);
+    }
+  gemv_ctx X = {P, ar, ah, n};
+  /* Split n into chunks (multiples of 16 columns), about 4 per thread so that a thread slowed
+   * by the OS does not hold up the call; small problems run on the calling thread. */
+  const int T = dsv3_threads();
+  int64_t tasks = 1;
+  if (T > 1 && n * k >= 65536) {
+    tasks = 4 * (int64_t)T;
+    if (tasks > (n + 15) / 16) tasks = (n + 15) / 16;
+    if (tasks < 1) tasks = 1;
+  }
+  X.chunk = ((n + tasks - 1) / tasks + 15) / 16 * 16;
+  tasks = (n + X.chunk - 1) / X.chunk;
+  dsv3_parallel_for((int)tasks, gemv_task, &X);
+  return 0;
+}

@@ -1,0 +1,175 @@
+/* GEMM micro-kernels: one MR x NR tile of C from a packed A micro-panel ([kc][MR]) and a packed
+ * B micro-panel ([kc][NR]), accumulators in registers for the whole kc loop.
+ *   AVX2:    6 x 16, 12 ymm accumulators, B as 2 vector loads, A as 6 broadcasts per k.
+ *   AVX-512: 12 x 32, 24 zmm accumulators, same scheme 16 lanes wide; plus the VDPBF16PS
+ *            kernel on bf16 pairs (two k per instruction).
+ *   scalar:  4 x 8 plain C (the compiler vectorises it with SSE).
+ * Full tiles are written straight to C; edge tiles (mr < MR or nr < NR) go through a small
+ * buffer and only the valid part is written. beta == 0 never reads C. */
+#include "gemm_isa.h"
+
+#define MR GEMM_MR
+#define NR GEMM_NR
+
+/* C[0:mr, 0:nr] = alpha * t + beta * C (beta == 0: overwrite), t is MR x NR. */
+static void store_edge(const float* t, float* c, int64_t ldc, float alpha, float beta, int mr, int nr) {
+  for (int i = 0; i < mr; i++) {
+    float* ci = c + i * ldc;
+    const float* ti = t + i * NR;
+    if (beta == 0.0f)
+      for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j];
+    else
+      for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+  }
+}
+
+#if defined(DSV3_ISA_AVX512)
+#define V __m512
+#define VZERO _mm512_setzero_ps()
+#define VLOAD(p) _mm512_load_ps(p)
+#define VLOADU(p) _mm512_loadu_ps(p)
+#define VSTOREU(p, v) _mm512_storeu_ps((p), (v))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm512_mul_ps((a), (b))
+#define NV 2 /* vectors per tile row */
+#elif defined(DSV3_ISA_AVX2)
+#define V __m256
+#define VZERO _mm256_setzero_ps()
+#define VLOAD(p) _mm256_load_ps(p)
+#define VLOADU(p) _mm256_loadu_ps(p)
+#define VSTOREU(p, v) _mm256_storeu_ps((p), (v))
+#define VSET1(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define NV 2
+#endif
+
+#ifdef V
+/* Writes the accumulators: full tile straight to C, edge tile through a buffer. */
+static inline __attribute__((always_inline)) void store_tile(V acc[MR][NV], float* c, int64_t ldc, float alpha,
+                                                             float beta, int mr, int nr) {
+  if (mr == MR && nr == NR) {
+    const V va = VSET1(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) VSTOREU(c + i * ldc + v * GEMM_VEC, VMUL(acc[i][v], va));
+    } else {
+      const V vb = VSET1(beta);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+          float* p = c + i * ldc + v * GEMM_VEC;
+          VSTOREU(p, VFMA(acc[i][v], va, VMUL(VLOADU(p), vb)));
+        }
+    }
+    return;
+  }
+  float t[MR * NR] __attribute__((aligned(64)));
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) VSTOREU(t + i * NR + v * GEMM_VEC, acc[i][v]);
+  store_edge(t, c, ldc, alpha, beta, mr, nr);
+}
+#endif
+
+void ISA_FN(gemm_kernel)(int kc, const float* restrict a, const float* restrict b, float* c, int64_t ldc,
+                         float alpha, float beta, int mr, int nr) {
+#ifdef V
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
+  /* bring the C tile towards L1 while the k loop runs */
+  if (beta != 0.0f)
+    for (int i = 0; i < mr; i++) {
+      _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 4
+  for (int p = 0; p < kc; p++) {
+    V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const V ai = VSET1(a[i]);
+      acc[i][0] = VFMA(ai, b0, acc[i][0]);
+      acc[i][1] = VFMA(ai, b1, acc[i][1]);
+    }
+    a += MR;
+    b += NR;
+  }
+  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+#else
+  float t[MR * NR];
+  for (int q = 0; q < MR * NR; q++) t[q] = 0.0f;
+  for (int p = 0; p < kc; p++) {
+    for (int i = 0; i < MR; i++) {
+      const float ai = a[i];
+      for (int j = 0; j < NR; j++) t[i * NR + j] += ai * b[j];
+    }
+    a += MR;
+    b += NR;
+  }
+  store_edge(t, c, ldc, alpha, beta, mr, nr);
+#endif
+}
+
+/* VDPBF16PS kernel: each 32-bit word of A / B holds two consecutive-k bf16 values; one
+ * instruction multiplies both pairs and adds them into the fp32 accumulator. Only the
+ * AVX-512 build (compiled with -mavx512bf16) has it; the driver calls it only when the CPU
+ * reports avx512_bf16. Elsewhere it is a portable fallback with the same semantics. */
+#if defined(DSV3_ISA_AVX512)
+static inline __m512bh as_bh(__m512i x) {
+  __m512bh r;
+  memcpy(&r, &x, sizeof r);
+  return r;
+}
+#endif
+
+void ISA_FN(gemm_kernel_dp)(int kc2, const uint32_t* restrict a, const uint32_t* restrict b, float* c, int64_t ldc,
+                            float alpha, float beta, int mr, int nr) {
+#if defined(DSV3_ISA_AVX512)
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
+  if (beta != 0.0f)
+    for (int i = 0; i < mr; i++) {
+      _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+      _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 2
+  for (int q = 0; q < kc2; q++) {
+    const __m512bh b0 = as_bh(_mm512_load_si512((const void*)b));
+    const __m512bh b1 = as_bh(_mm512_load_si512((const void*)(b + 16)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const __m512bh ai = as_bh(_mm512_set1_epi32((int)a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+    a += MR;
+    b += NR;
+  }
+  store_tile(acc, c, ldc, alpha, beta, mr, nr);
+#else
+  float t[MR * NR];
+  for (int q = 0; q < MR * NR; q++) t[q] = 0.0f;
+  for (int q = 0; q < kc2; q++) {
+    for (int i = 0; i < MR; i++) {
+      const float a0 = gemm_bf16_to_f32((uint16_t)a[i]), a1 = gemm_bf16_to_f32((uint16_t)(a[i] >> 16));
+      for (int j = 0; j < NR; j++)
+        t[i * NR + j] += a0 * gemm_bf16_to_f32((uint16_t)b[j]) + a1 * gemm_bf16_to_f32((uint16_t)(b[j] >> 16));
+    }
+    a += MR;
+    b += NR;
+  }
+  store_edge(t, c, ldc, alpha, beta, mr, nr);
+#endif
+}

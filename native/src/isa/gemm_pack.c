@@ -1,0 +1,245 @@
+/* GEMM packing: copies a block of op(A) / op(B) into the micro-panel layouts of the
+ * micro-kernels, doing every transpose, bf16 widening (B) and bf16 rounding (A) here.
+ *   A: MR-row panels, [kc][MR] floats;   B: NR-column panels, [kc][NR] floats.
+ *   Pair layouts (VDPBF16PS): A [kc/2][MR] and B [kc/2][NR] 32-bit words, each word two bf16
+ *   values (even k in the low half), an odd kc padded with a zero.
+ * Full panels use SIMD (8x8 in-register transposes for the strided cases); partial panels and
+ * k tails use the scalar loops, which are the reference for the vector ones. */
+#include "gemm_isa.h"
+
+#define MR GEMM_MR
+#define NR GEMM_NR
+
+static inline float a_at(const gemm_prob* P, int64_t i, int64_t p) {
+  float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
+  return P->bf16 ? gemm_round_bf16(x) : x;
+}
+static inline float b_at(const gemm_prob* P, int64_t p, int64_t j) {
+  int64_t off = P->tb ? j * P->ldb + p : p * P->ldb + j;
+  return P->bf16 ? gemm_bf16_to_f32(P->bh[off]) : P->bf[off];
+}
+static inline uint16_t bh_at(const gemm_prob* P, int64_t p, int64_t j) {
+  return P->bh[P->tb ? j * P->ldb + p : p * P->ldb + j];
+}
+
+/* Scalar packing of one A panel, k range [pa, kc). */
+static void pack_a_panel_scalar(const gemm_prob* P, int64_t i, int mr, int64_t p0, int pa, int kc, float* d) {
+  for (int p = pa; p < kc; p++) {
+    for (int r = 0; r < mr; r++) d[p * MR + r] = a_at(P, i + r, p0 + p);
+    for (int r = mr; r < MR; r++) d[p * MR + r] = 0.0f;
+  }
+}
+
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+/* Store 'n' (6, 8 or 4) lanes of v at d. */
+static inline void store_lanes(float* d, __m256 v, int n) {
+  if (n == 8) {
+    _mm256_storeu_ps(d, v);
+  } else if (n == 4) {
+    _mm_storeu_ps(d, _mm256_castps256_ps128(v));
+  } else { /* 6 */
+    _mm_storeu_ps(d, _mm256_castps256_ps128(v));
+    _mm_storel_pi((__m64*)(d + 4), _mm256_extractf128_ps(v, 1));
+  }
+}
+/* A stored [m,k] (no transpose), full panel: 8 k values of each row, transposed in registers
+ * so that column p of the block lands at d[p*MR ...]. Rows are processed 8 at a time. */
+static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float* d) {
+  const int64_t lda = P->lda;
+  int p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    for (int r0 = 0; r0 < MR; r0 += 8) {
+      const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+      __m256 v[8];
+      for (int r = 0; r < 8; r++) {
+        v[r] = r < nrow ? _mm256_loadu_ps(src + (int64_t)(r0 + r) * lda + p) : _mm256_setzero_ps();
+        if (P->bf16) v[r] = gemm_round_bf16_v8(v[r]);
+      }
+      gemm_transpose8(v);
+      for (int q = 0; q < 8; q++) store_lanes(d + (p + q) * MR + r0, v[q], nrow);
+    }
+  }
+  return p;
+}
+#endif
+
+void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, float* dst) {
+  const int full = mc / MR * MR; /* rows in full panels */
+  if (P->ta) {
+    /* A stored [k,m]: row p holds the MR values of every panel contiguously. Blocks of 8
+     * rows, panels inside: 8 sequential read streams, 8*MR contiguous floats written. */
+    for (int pb = 0; pb < kc; pb += 8) {
+      const int pe = pb + 8 < kc ? pb + 8 : kc;
+      for (int ir = 0; ir < full; ir += MR)
+        for (int p = pb; p < pe; p++) {
+          const float* s = P->a + (p0 + p) * P->lda + i0 + ir;
+          float* o = dst + (int64_t)ir * kc + p * MR;
+          if (P->bf16)
+            for (int r = 0; r < MR; r++) o[r] = gemm_round_bf16(s[r]);
+          else
+            for (int r = 0; r < MR; r++) o[r] = s[r];
+        }
+    }
+  } else {
+    for (int ir = 0; ir < full; ir += MR) {
+      float* d = dst + (int64_t)ir * kc;
+      int pa = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+      pa = pack_a_rows_simd(P, P->a + (i0 + ir) * P->lda + p0, kc, d);
+#endif
+      pack_a_panel_scalar(P, i0 + ir, MR, p0, pa, kc, d);
+    }
+  }
+  if (full < mc) pack_a_panel_scalar(P, i0 + full, mc - full, p0, 0, kc, dst + (int64_t)full * kc);
+}
+
+void ISA_FN(gemm_pack_b)(const gemm_prob* P, int64_t p0, int kc, int64_t j0, int nc, float* dst) {
+  const int64_t ldb = P->ldb;
+  const int full = nc / NR * NR; /* columns in full panels */
+  if (!P->tb) {
+    /* B stored [k,n]: row p holds NR contiguous values of every panel. Blocks of 8 rows,
+     * panels inside: 8 sequential read streams, 8*NR contiguous floats written per panel. */
+    for (int pb = 0; pb < kc; pb += 8) {
+      const int pe = pb + 8 < kc ? pb + 8 : kc;
+      for (int jr = 0; jr < full; jr += NR)
+        for (int p = pb; p < pe; p++) {
+          const int64_t row = (p0 + p) * ldb + j0;
+          float* o = dst + (int64_t)jr * kc + p * NR;
+          if (P->bf16) {
+            const uint16_t* s = P->bh + row + jr;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+            for (int q = 0; q < NR; q += 8) _mm256_store_ps(o + q, gemm_widen_bf16_v8(s + q));
+#else
+            for (int q = 0; q < NR; q++) o[q] = gemm_bf16_to_f32(s[q]);
+#endif
+          } else {
+            const float* s = P->bf + row + jr;
+            for (int q = 0; q < NR; q++) o[q] = s[q];
+          }
+        }
+      }
+  } else {
+    for (int jr = 0; jr < full; jr += NR) {
+      float* d = dst + (int64_t)jr * kc;
+      const int64_t j = j0 + jr;
+      int pa = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+      /* B stored [n,k] (the linear-layer weight): column j of op(B) is row j of B. Load 8 k
+       * values of 8 rows, transpose, store 8 packed rows of 8 columns. */
+      for (; pa + 8 <= kc; pa += 8) {
+        for (int g = 0; g < NR; g += 8) {
+          __m256 v[8];
+          for (int r = 0; r < 8; r++) {
+            const int64_t off = (j + g + r) * ldb + p0 + pa;
+            v[r] = P->bf16 ? gemm_widen_bf16_v8(P->bh + off) : _mm256_loadu_ps(P->bf + off);
+          }
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) _mm256_store_ps(d + (pa + q) * NR + g, v[q]);
+        }
+      }
+#endif
+      for (int p = pa; p < kc; p++)
+        for (int q = 0; q < NR; q++) d[p * NR + q] = b_at(P, p0 + p, j + q);
+    }
+  }
+  if (full < nc) { /* last, partial panel: zero padded */
+    const int nr = nc - full;
+    float* d = dst + (int64_t)full * kc;
+    for (int p = 0; p < kc; p++) {
+      for (int q = 0; q < nr; q++) d[p * NR + q] = b_at(P, p0 + p, j0 + full + q);
+      for (int q = nr; q < NR; q++) d[p * NR + q] = 0.0f;
+    }
+  }
+}
+
+/* ---- pair layouts for VDPBF16PS ---------------------------------------------------------- */
+
+static inline uint32_t pair16(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }
+
+#if defined(DSV3_ISA_AVX512)
+/* 16 floats -> 8 words of two RNE-rounded bf16 each (even element in the low half): after
+ * rounding, the bf16 values are the high 16-bit halves of the floats (odd 16-bit words). */
+static inline __m256 pairs_from_f32x16(const float* s) {
+  __m256 lo = gemm_round_bf16_v8(_mm256_loadu_ps(s)), hi = gemm_round_bf16_v8(_mm256_loadu_ps(s + 8));
+  __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_castps_si256(lo)), _mm256_castps_si256(hi), 1);
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33,
+                                       31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  return _mm256_castsi256_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(odd, v)));
+}
+#endif
+
+void ISA_FN(gemm_pack_a_pairs)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    uint32_t* d = dst + (int64_t)ir * kc2;
+    const int64_t i = i0 + ir;
+    int q0 = 0; /* pairs done */
+#if defined(DSV3_ISA_AVX512)
+    if (mr == MR && !P->ta) {
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int r0 = 0; r0 < MR; r0 += 8) {
+          const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+          __m256 v[8];
+          for (int r = 0; r < 8; r++)
+            v[r] = r < nrow ? pairs_from_f32x16(P->a + (i + r0 + r) * P->lda + p0 + 2 * q0) : _mm256_setzero_ps();
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) store_lanes((float*)(d + (q0 + q) * MR + r0), v[q], nrow);
+        }
+      }
+    }
+#endif
+    for (int q = q0; q < kc2; q++) {
+      const int p = 2 * q;
+      for (int r = 0; r < mr; r++) {
+        uint16_t lo = gemm_bf16_bits(P->ta ? P->a[(p0 + p) * P->lda + i + r] : P->a[(i + r) * P->lda + p0 + p]);
+        uint16_t hi = 0;
+        if (p + 1 < kc) hi = gemm_bf16_bits(P->ta ? P->a[(p0 + p + 1) * P->lda + i + r] : P->a[(i + r) * P->lda + p0 + p + 1]);
+        d[q * MR + r] = pair16(lo, hi);
+      }
+      for (int r = mr; r < MR; r++) d[q * MR + r] = 0;
+    }
+  }
+}
+
+void ISA_FN(gemm_pack_b_pairs)(const gemm_prob* P, int64_t p0, int kc, int64_t j0, int nc, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  const int64_t ldb = P->ldb;
+  for (int jr = 0; jr < nc; jr += NR) {
+    const int nr = nc - jr < NR ? nc - jr : NR;
+    uint32_t* d = dst + (int64_t)jr * kc2;
+    const int64_t j = j0 + jr;
+    int q0 = 0;
+#if defined(DSV3_ISA_AVX512)
+    if (nr == NR && P->tb) {
+      /* B stored [n,k]: a pair is one (unaligned) 32-bit word of row j; 8x8 word transpose */
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int g = 0; g < NR; g += 8) {
+          __m256 v[8];
+          for (int r = 0; r < 8; r++) v[r] = _mm256_loadu_ps((const float*)(P->bh + (j + g + r) * ldb + p0 + 2 * q0));
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) _mm256_store_ps((float*)(d + (q0 + q) * NR + g), v[q]);
+        }
+      }
+    } else if (nr == NR) {
+      /* B stored [k,n]: interleave rows p and p+1, 16 columns at a time */
+      for (; 2 * q0 + 2 <= kc; q0++) {
+        const uint16_t* r0 = P->bh + (p0 + 2 * q0) * ldb + j;
+        const uint16_t* r1 = r0 + ldb;
+        for (int g = 0; g < NR; g += 16) {
+          __m256i x = _mm256_loadu_si256((const __m256i*)(r0 + g)), y = _mm256_loadu_si256((const __m256i*)(r1 + g));
+          __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);
+          _mm256_store_si256((__m256i*)(d + q0 * NR + g), _mm256_permute2x128_si256(lo, hi, 0x20));
+          _mm256_store_si256((__m256i*)(d + q0 * NR + g + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+      }
+    }
+#endif
+    for (int q = q0; q < kc2; q++) {
+      const int p = 2 * q;
+      for (int c = 0; c < nr; c++)
+        d[q * NR + c] = pair16(bh_at(P, p0 + p, j + c), p + 1 < kc ? bh_at(P, p0 + p + 1, j + c) : 0);
+      for (int c = nr; c < NR; c++) d[q * NR + c] = 0;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * `dsv3 forward`: runs a checkpoint on token ids and writes every intermediate tensor of the
+ * golden fixtures (logits, hidden states, attention/FFN outputs, latent cache, routing, and on
+ * request cached decoding, MTP logits and greedy generation) to a safetensors file.
+ */
+import * as fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { type Command, UsageError } from '../command.js';
+import { Tensor } from '../../engine/tensor.js';
+import { SafetensorsFile } from '../../io/safetensors-read.js';
+import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
+import { DsvError } from '../../errors.js';
+import { runForward, type RunForwardOptions } from '../../model/run-forward.js';
+
+const HELP = `Usage: dsv3 forward --model DIR --input FILE --out OUT.safetensors [options]
+
+Runs a DeepSeek-V3 (or V2) Hugging Face checkpoint on token ids and writes the outputs.
+
+Required:
+  --model DIR          checkpoint directory (config.json + model.safetensors, or a sharded
+                       model.safetensors.index.json; BF16 and FP8 weights are supported)
+  --input FILE         token ids: a safetensors file with input_ids (I32 [B, S]) or a JSON
+                       array of equal-length arrays of ids (number[][])
+  --out OUT            output safetensors file (written atomically)
+
+Options:
+  --path naive|absorbed  MLA form: per-head keys/values (naive, default) or the weight-absorbed
+                       form over the latent cache (absorbed); both give the same numbers
+  --prefill N          also write decode.logits: prefill the first N tokens into the latent
+                       cache, then decode the remaining tokens one step each
+  --mtp                also run the MTP module: mtp.logits, mtp.hidden, its router tensors
+  --greedy P,N         also write greedy.ids / greedy.logits: greedy generation of N tokens
+                       from the first P tokens of each sequence
+  --weights auto|f32|bf16  weight storage: auto (default) keeps FP8 as codes and upcasts BF16,
+                       f32 dequantises everything, bf16 keeps BF16 weights as bf16
+  -h, --help           show this help
+
+Output tensors (F32 unless noted): logits [B,S,V], hidden.embeddings, hidden.layers.i,
+hidden.final_norm, attn_out.layers.i, ffn_out.layers.i [B,S,D], latent.layers.i.kv_normed
+[B,S,r], latent.layers.i.k_pe_rotated [B,S,dr], router.layers.j.topk_idx (I32 [B,T,K]),
+router.layers.j.topk_weight [B,T,K], router.layers.j.scores [B,T,E].
+`;
+
+/** Reads input_ids from a safetensors file (I32 [B, S]) or a JSON number[][]. */
+export function readInputIds(file: string): Tensor {
+  if (!fs.existsSync(file)) throw new DsvError(`${file}: input file not found`);
+  if (file.endsWith('.json')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new DsvError(`${file}: not valid JSON (${(e as Error).message})`);
+    }
+    if (!Array.isArray(json) || json.length === 0 || !json.every((r) => Array.isArray(r) && r.every((x) => Number.isInteger(x)))) {
+      throw new DsvError(`${file}: expected a JSON array of arrays of integer token ids`);
+    }
+    const rows = json as number[][];
+    const S = rows[0]!.length;
+    if (S === 0 || !rows.every((r) => r.length === S)) throw new DsvError(`${file}: every row must have the same (non-zero) length`);
+    return Tensor.fromI32(Int32Array.from(rows.flat()), [rows.length, S]);
+  }
+  const f = SafetensorsFile.open(file);
+  try {
+    if (!f.has('input_ids')) throw new DsvError(`${file}: no tensor named "input_ids"`);
+    const t = f.get('input_ids');
+    if (t.dtype !== 'i32' || t.shape.length !== 2) {
+      throw new DsvError(`${file}: input_ids must be I32 (or I64) [B, S], got ${f.info('input_ids').tag} [${t.shape.join(', ')}]`);
+    }
+    return Tensor.fromI32(t.data as Int32Array, t.shape);
+  } finally {
+    f.close();
+  }
+}
+
+function parseGreedy(v: string): { prompt: number; tokens: number } {
+  const m = /^(\d+),(\d+)$/.exec(v);
+  if (!m) throw new UsageError(`--greedy expects P,N (prompt length, new tokens), got '${v}'`);
+  return { prompt: Number(m[1]), tokens: Number(m[2]) };
+}
+
+function toWritable(tensors: Record<string, Tensor>): Record<string, TensorToWrite> {
+  const outT: Record<string, TensorToWrite> = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    const c = t.contiguous();
+    outT[name] = { dtype: c.dtype, shape: c.shape.slice(), data: c.dtype === 'i32' ? c.i32() : c.f32() };
+  }
+  return outT;
+}
+
+export const forwardCommand: Command = {
+  name: 'forward',
+  summary: 'run a checkpoint on token ids; write logits and every intermediate tensor',
+  help: HELP,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        strict: true,
+        allowPositionals: false,
+        options: {
+          model: { type: 'string' },
+          input: { type: 'string' },
+          out: { type: 'string' },
+          path: { type: 'string' },
+          prefill: { type: 'string' },
+          mtp: { type: 'boolean' },
+          greedy: { type: 'string' },
+          weights: { type: 'string' },
+        },
+      }));
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    for (const req of ['model', 'input', 'out'] as const) if (!values[req]) throw new UsageError(`--${req} is required (see dsv3 forward --help)`);
+    const modelDir = values.model!;
+    if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory()) throw new DsvError(`${modelDir}: model directory not found`);
+    const path = values.path ?? 'naive';
+    if (path !== 'naive' && path !== 'absorbed') throw new UsageError(`--path must be naive or absorbed, got '${path}'`);
+    const weights = values.weights ?? 'auto';
+    if (weights !== 'auto' && weights !== 'f32' && weights !== 'bf16') throw new UsageError(`--weights must be auto, f32 or bf16, got '${weights}'`);
+    const opts: RunForwardOptions = { path, weights, mtp: values.mtp ?? false };
+    if (values.prefill !== undefined) {
+      const n = Number(values.prefill);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`--prefill expects a positive integer, got '${values.prefill}'`);
+      opts.prefill = n;
+    }
+    if (values.greedy !== undefined) opts.greedy = parseGreedy(values.greedy);
+    const ids = readInputIds(values.input!);
+    const result = runForward(modelDir, ids, opts);
+    writeSafetensors(values.out!, toWritable(result));
+    process.stderr.write(`dsv3 forward: wrote ${Object.keys(result).length} tensors to ${values.out}\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,20 @@
+/**
+ * Differentiable tensor ops (forward + backward). All heavy math goes through `kernels()`, so
+ * every op runs on both the native and the reference backend. Ops take float32 tensors (bf16
+ * weights are accepted by `linear` and `embedding`, without gradient) and record the graph
+ * only when gradients are enabled and an input requires one.
+ */
+export { add, sub, mul, div, binaryRaw } from './elementwise.js';
+export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale } from './unary.js';
+export { sum, mean, max, argmax } from './reduce.js';
+export { matmul } from './matmul.js';
+export { linear, linearGradInput, linearGradWeight, deferWeightGrads } from './linear.js';
+export { softmax, logSoftmax } from './softmax.js';
+export { rmsNorm } from './norm.js';
+export { swiglu } from './activation.js';
+export { embedding, indexSelect, indexAdd, gather, scatterAdd } from './indexing.js';
+export { topk } from './topk.js';
+export { cat, split } from './shape.js';
+export { ropeInterleaved } from './rope.js';
+export { attention, type AttentionOptions } from './attention.js';
+export { crossEntropy, type Reduction } from './loss.js';

@@ -1,0 +1,36 @@
+/**
+ * RMSNorm (Zhang & Sennrich 2019), used by DeepSeek-V3 before attention and FFN blocks and on
+ * the compressed MLA latents c^Q and c^KV (§2.1.1):
+ *   y = x / sqrt(mean(x^2) + eps) * w     over the last dim,
+ * fused on kernels().rmsNorm; the per-row 1/rms is saved for kernels().rmsNormBackward.
+ */
+import { attach } from '../autograd.js';
+import { kernels } from '../backend.js';
+import { Tensor } from '../tensor.js';
+import { alloc, checkF32, dataOf, fmtShape } from './util.js';
+
+/** RMSNorm over the last dim: x [..., D], w [D]. */
+export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
+  checkF32('rmsNorm', x, 'x');
+  checkF32('rmsNorm', w, 'weight');
+  if (x.ndim < 1) throw new Error('rmsNorm: x must have at least one dim');
+  const cols = x.shape[x.ndim - 1]!;
+  if (w.ndim !== 1 || w.shape[0] !== cols) {
+    throw new Error(`rmsNorm: weight ${fmtShape(w.shape)} does not match the last dim of x ${fmtShape(x.shape)}`);
+  }
+  if (!(eps >= 0)) throw new Error(`rmsNorm: eps must be a non-negative number, got ${eps}`);
+  const xd = dataOf(x);
+  const wd = dataOf(w);
+  const rows = cols === 0 ? 0 : xd.length / cols;
+  const y = alloc(xd.length);
+  const rstd = alloc(rows);
+  if (rows > 0) kernels().rmsNorm(xd, wd, y, rstd, rows, cols, eps);
+  const out = new Tensor(y, x.shape, 'f32');
+  if (!x.requiresGrad && !w.requiresGrad) return out;
+  return attach(out, 'rmsNorm', [x, w], (g) => {
+    const dx = alloc(xd.length);
+    const dw = alloc(cols);
+    if (rows > 0) kernels().rmsNormBackward(xd, wd, rstd, dataOf(g), dx, dw, rows, cols);
+    return [x.requiresGrad ? new Tensor(dx, x.shape, 'f32') : null, w.requiresGrad ? new Tensor(dw, w.shape, 'f32') : null];
+  });
+}

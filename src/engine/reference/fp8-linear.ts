@@ -1,0 +1,33 @@
+/**
+ * Reference FP8-weight linear: y = x W^T with W decoded one 128-row block-row at a time into a
+ * small scratch buffer (float32(e4m3(code) * scale_inv[block])), then a reference GEMM. Memory
+ * stays at one byte per weight plus a 128 x k scratch.
+ */
+import { E4M3_TABLE } from '../fp8.js';
+import { gemm } from './gemm.js';
+
+export function linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
+  beta: number, y: Float32Array): void {
+  const kb = Math.ceil(k / 128);
+  if (codes.length < n * k) throw new RangeError(`linearFp8: codes has ${codes.length} elements, needs ${n * k}`);
+  if (scaleInv.length < Math.ceil(n / 128) * kb) throw new RangeError(`linearFp8: scaleInv has ${scaleInv.length} elements, needs ${Math.ceil(n / 128) * kb}`);
+  const rowsPer = 128;
+  const scratch = new Float32Array(Math.min(rowsPer, n) * k);
+  const part = new Float32Array(m * rowsPer);
+  for (let r0 = 0; r0 < n; r0 += rowsPer) {
+    const rows = Math.min(rowsPer, n - r0);
+    const br = r0 / 128;
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < k; j++) {
+        scratch[i * k + j] = Math.fround(E4M3_TABLE[codes[(r0 + i) * k + j]!]! * scaleInv[br * kb + ((j / 128) | 0)]!);
+      }
+    }
+    gemm(false, true, m, rows, k, 1, x, k, scratch, k, 0, part, rows);
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < rows; j++) {
+        const o = i * n + r0 + j;
+        y[o] = beta === 0 ? part[i * rows + j]! : beta * y[o]! + part[i * rows + j]!;
+      }
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * One Transformer block of DeepSeek-V3 (paper Figure 2):
+ *   h = x + MLA(RMSNorm(x));  out = h + FFN(RMSNorm(h))
+ * where FFN is DeepSeekMoE when `isMoeLayer(cfg, i)` (i >= first_k_dense_replace and
+ * i % moe_layer_freq == 0) and a dense SwiGLU MLP otherwise.
+ */
+import { add } from '../engine/ops/index.js';
+import { Tensor } from '../engine/tensor.js';
+import { isMoeLayer, type ModelConfig } from './config.js';
+import { type AttentionContext, MultiHeadLatentAttention } from './mla.js';
+import { SwiGluMlp } from './mlp.js';
+import { MoE } from './moe.js';
+import type { ParamSource } from './params.js';
+import { RMSNorm } from './rmsnorm.js';
+import type { Routing } from './router.js';
+
+/** Receives intermediate tensors under their fixture names (e.g. `attn_out.layers.0`). */
+export type Capture = (name: string, t: Tensor) => void;
+
+export class DecoderLayer {
+  readonly inputLayernorm: RMSNorm;
+  readonly selfAttn: MultiHeadLatentAttention;
+  readonly postAttentionLayernorm: RMSNorm;
+  readonly mlp: SwiGluMlp | MoE;
+
+  constructor(
+    cfg: ModelConfig,
+    src: ParamSource,
+    /** Layer index in the checkpoint (num_hidden_layers + k - 1 for MTP module k). */
+    readonly index: number,
+    cacheSlot: number,
+  ) {
+    const p = `model.layers.${index}`;
+    const D = cfg.hidden_size;
+    this.selfAttn = new MultiHeadLatentAttention(cfg, src, `${p}.self_attn`, cacheSlot);
+    this.mlp = isMoeLayer(cfg, index) ? new MoE(cfg, src, `${p}.mlp`) : new SwiGluMlp(src, `${p}.mlp`, D, cfg.intermediate_size);
+    this.inputLayernorm = new RMSNorm(src, `${p}.input_layernorm`, D, cfg.rms_norm_eps);
+    this.postAttentionLayernorm = new RMSNorm(src, `${p}.post_attention_layernorm`, D, cfg.rms_norm_eps);
+  }
+
+  get isMoe(): boolean {
+    return this.mlp instanceof MoE;
+  }
+
+  /** x [B, T, D] -> block output [B, T, D], and the routing when the FFN is MoE. */
+  forward(x: Tensor, ctx: AttentionContext, capture?: Capture): { out: Tensor; routing: Routing | null } {
+    const i = this.index;
+    const [B, T] = x.shape as [number, number];
+    const attnCtx: AttentionContext = capture
+      ? {
+          ...ctx,
+          captureLatent: (c, k) => {
+            capture(`latent.layers.${i}.kv_normed`, c);
+            capture(`latent.layers.${i}.k_pe_rotated`, k);
+          },
+        }
+      : ctx;
+    const attnOut = this.selfAttn.forward(this.inputLayernorm.forward(x), attnCtx);
+    capture?.(`attn_out.layers.${i}`, attnOut);
+    const h = add(x, attnOut);
+    const u = this.postAttentionLayernorm.forward(h);
+    let ffnOut: Tensor;
+    let routing: Routing | null = null;
+    if (this.mlp instanceof MoE) {
+      const r = this.mlp.forward(u);
+      ffnOut = r.out;
+      routing = r.routing;
+      if (capture) {
+        const K = routing.topK;
+        capture(`router.layers.${i}.topk_idx`, Tensor.fromI32(routing.topkIdx, [B, T, K]));
+        capture(`router.layers.${i}.topk_weight`, routing.weights.reshape([B, T, K]));
+        capture(`router.layers.${i}.scores`, routing.scores.reshape([B, T, routing.experts]));
+      }
+    } else {
+      ffnOut = this.mlp.forward(u);
+    }
+    capture?.(`ffn_out.layers.${i}`, ffnOut);
+    return { out: add(h, ffnOut), routing };
+  }
+}

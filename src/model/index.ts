@@ -1,0 +1,29 @@
+/** The DeepSeek-V3 model: one import for its public API. */
+export { DeepseekV3, idsTensor, type ForwardOptions, type ForwardResult, type LoadOptions } from './model.js';
+export { runForward, type RunForwardOptions } from './run-forward.js';
+export { LatentCache } from './latent-cache.js';
+export { MultiHeadLatentAttention, type AttentionPath, type AttentionContext } from './mla.js';
+export { MoE, dispatchPlan } from './moe.js';
+export { MtpModule, type MtpOutput } from './mtp.js';
+export { DecoderLayer, type Capture } from './decoder-layer.js';
+export { SwiGluMlp } from './mlp.js';
+export { RMSNorm, LATENT_NORM_EPS } from './rmsnorm.js';
+export { RotaryEmbedding } from './rope.js';
+export { routeTokens, selectExperts, routerConfig, type Routing, type RouterConfig } from './router.js';
+export { CheckpointParams, RandomParams, type ParamSource, type WeightMode, type Init } from './params.js';
+export {
+  applyLinear,
+  linearFp8,
+  linearBf16,
+  decodeFp8Rows,
+  denseRows,
+  weightRows,
+  linearBytes,
+  f32Linear,
+  bf16Linear,
+  fp8Linear,
+  type LinearWeight,
+  type F32Linear,
+  type Bf16Linear,
+  type Fp8Linear,
+} from './weights.js';

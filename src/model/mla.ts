@@ -1,0 +1,162 @@
+/**
+ * Multi-head Latent Attention (paper section 2.1.1, Eqs. 1-11).
+ *
+ *   c^KV_t = W^DKV h_t                          (1)  kv_a_proj_with_mqa, first r channels, then
+ *                                                    kv_a_layernorm (eps 1e-6)
+ *   [k^C_{t,i}] = W^UK c^KV_t                   (2)  kv_b_proj rows h*(dn+dv) .. +dn
+ *   k^R_t = RoPE(W^KR h_t)                      (3)  kv_a_proj_with_mqa, last dr channels
+ *   k_{t,i} = [k^C_{t,i} ; k^R_t]               (4)  one rope key shared by every head
+ *   [v^C_{t,i}] = W^UV c^KV_t                   (5)  kv_b_proj rows h*(dn+dv)+dn .. +dv
+ *   c^Q_t = W^DQ h_t                            (6)  q_a_proj, then q_a_layernorm (eps 1e-6)
+ *   [q^C_{t,i}] = W^UQ c^Q_t                    (7)  q_b_proj, first dn channels per head
+ *   [q^R_{t,i}] = RoPE(W^QR c^Q_t)              (8)  q_b_proj, last dr channels per head
+ *   q_{t,i} = [q^C_{t,i} ; q^R_{t,i}]           (9)
+ *   o_{t,i} = sum_j softmax_j(q.k / sqrt(dn+dr)) v^C_{j,i}   (10) (times YaRN mscale^2)
+ *   u_t = W^O [o_{t,1} ; ... ; o_{t,n_h}]       (11) o_proj
+ *
+ * With q_lora_rank null (DeepSeek-V2-Lite style) the query is a plain q_proj(h).
+ *
+ * Two equivalent forms:
+ *   - naive: expand every cached c^KV through kv_b_proj into per-head keys and values;
+ *   - absorbed (section 2.1.2's inference trick): W^UK is folded into the query,
+ *     q_lat = W^UK[h]^T q^C (length r), so scores are q_lat.c^KV + q^R.k^R against the latent
+ *     cache itself (one KV "head"), and W^UV is applied after the weighted sum:
+ *     o[h] = W^UV[h] (sum_j p_j c^KV_j).
+ */
+import { attention, cat, matmul } from '../engine/ops/index.js';
+import type { Tensor } from '../engine/tensor.js';
+import { type ModelConfig, softmaxScale } from './config.js';
+import type { LatentCache } from './latent-cache.js';
+import type { ParamSource } from './params.js';
+import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
+import type { RotaryEmbedding } from './rope.js';
+import { applyLinear, type LinearWeight, weightRows } from './weights.js';
+
+export type AttentionPath = 'naive' | 'absorbed';
+
+/** Per-call inputs of an attention layer. */
+export interface AttentionContext {
+  rope: RotaryEmbedding;
+  /** Position of the first token of x (the cache length when decoding). */
+  start: number;
+  path: AttentionPath;
+  /** When given, this layer's latents are appended and attention runs over the whole cache. */
+  cache?: LatentCache;
+  /** Receives `kv_normed` [B, T, r] and `k_pe_rotated` [B, T, dr] of the new tokens. */
+  captureLatent?: (cKV: Tensor, kPeRotated: Tensor) => void;
+}
+
+export class MultiHeadLatentAttention {
+  readonly heads: number;
+  readonly dn: number;
+  readonly dr: number;
+  readonly dv: number;
+  readonly r: number;
+  readonly scale: number;
+  /** q_lora_rank set: W^DQ, its norm and W^U[QR]; else a plain q_proj. */
+  readonly qA: LinearWeight | null;
+  readonly qANorm: RMSNorm | null;
+  readonly qB: LinearWeight | null;
+  readonly q: LinearWeight | null;
+  readonly kvA: LinearWeight;
+  readonly kvANorm: RMSNorm;
+  readonly kvB: LinearWeight;
+  readonly o: LinearWeight;
+
+  constructor(
+    cfg: ModelConfig,
+    src: ParamSource,
+    prefix: string,
+    /** Index of this layer's buffer in the latent cache. */
+    readonly cacheSlot: number,
+  ) {
+    const D = cfg.hidden_size;
+    this.heads = cfg.num_attention_heads;
+    this.dn = cfg.qk_nope_head_dim;
+    this.dr = cfg.qk_rope_head_dim;
+    this.dv = cfg.v_head_dim;
+    this.r = cfg.kv_lora_rank;
+    this.scale = softmaxScale(cfg);
+    const H = this.heads;
+    const qOut = H * (this.dn + this.dr);
+    if (cfg.q_lora_rank === null) {
+      this.qA = this.qB = null;
+      this.qANorm = null;
+      this.q = src.linear(`${prefix}.q_proj.weight`, qOut, D);
+    } else {
+      this.qA = src.linear(`${prefix}.q_a_proj.weight`, cfg.q_lora_rank, D);
+      this.qANorm = new RMSNorm(src, `${prefix}.q_a_layernorm`, cfg.q_lora_rank, LATENT_NORM_EPS);
+      this.qB = src.linear(`${prefix}.q_b_proj.weight`, qOut, cfg.q_lora_rank);
+      this.q = null;
+    }
+    this.kvA = src.linear(`${prefix}.kv_a_proj_with_mqa.weight`, this.r + this.dr, D);
+    this.kvANorm = new RMSNorm(src, `${prefix}.kv_a_layernorm`, this.r, LATENT_NORM_EPS);
+    this.kvB = src.linear(`${prefix}.kv_b_proj.weight`, H * (this.dn + this.dv), this.r);
+    this.o = src.linear(`${prefix}.o_proj.weight`, D, H * this.dv);
+  }
+
+  /** Eqs. 6-8: per-head query [B, T, H, dn + dr] (rope part not yet rotated). */
+  private query(x: Tensor): Tensor {
+    const [B, T] = x.shape as [number, number];
+    const q = this.q ? applyLinear(x, this.q) : applyLinear(this.qANorm!.forward(applyLinear(x, this.qA!)), this.qB!);
+    return q.reshape([B, T, this.heads, this.dn + this.dr]);
+  }
+
+  /** x [B, T, D] -> attention output u [B, T, D] (after o_proj). */
+  forward(x: Tensor, ctx: AttentionContext): Tensor {
+    const [B, T] = x.shape as [number, number];
+    const { dn, dr, r } = this;
+    const q = this.query(x);
+    const qNope = q.slice(3, 0, dn);
+    const qPe = ctx.rope.apply(q.slice(3, dn, dn + dr), ctx.start);
+    // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
+    const kv = applyLinear(x, this.kvA);
+    const cKV = this.kvANorm.forward(kv.slice(2, 0, r));
+    const kPe = ctx.rope.apply(kv.slice(2, r, r + dr).reshape([B, T, 1, dr]), ctx.start);
+    ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));
+
+    let cAll: Tensor; // [B, S, r]
+    let kPeAll: Tensor; // [B, S, 1, dr]
+    let latent: Tensor | null = null; // [B, S, 1, r + dr]
+    if (ctx.cache) {
+      ctx.cache.write(this.cacheSlot, cKV, kPe, ctx.start);
+      latent = ctx.cache.keys(this.cacheSlot, ctx.start + T);
+      cAll = ctx.cache.latents(this.cacheSlot, ctx.start + T);
+      kPeAll = ctx.cache.ropeKeys(this.cacheSlot, ctx.start + T);
+    } else {
+      if (ctx.start !== 0) throw new Error('MLA: a start position > 0 needs a latent cache');
+      cAll = cKV;
+      kPeAll = kPe;
+    }
+    const S = cAll.shape[1]!;
+    const out =
+      ctx.path === 'naive'
+        ? this.naive(qNope, qPe, cAll, kPeAll, S - T)
+        : this.absorbed(qNope, qPe, latent ?? cat([cAll, kPeAll.reshape([B, S, dr])], 2).reshape([B, S, 1, r + dr]), S - T);
+    return applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
+  }
+
+  /** Eqs. 2, 4, 5, 9, 10 literally: per-head keys [k^C ; k^R] and values, H KV heads. */
+  private naive(qNope: Tensor, qPe: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number): Tensor {
+    const [B, S] = cAll.shape as [number, number];
+    const { heads: H, dn, dr, dv } = this;
+    const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
+    const k = cat([kvb.slice(3, 0, dn), kPeAll.expand([B, S, H, dr])], 3);
+    const v = kvb.slice(3, dn, dn + dv);
+    return attention(cat([qNope, qPe], 3), k, v, { scale: this.scale, causalOffset });
+  }
+
+  /**
+   * Absorbed form: q_lat[h] = W^UK[h]^T q^C[h]; scores against latent rows [c^KV ; k^R] (one
+   * shared KV head, V = the c^KV part of the same rows); o[h] = W^UV[h] (sum_j p_j c^KV_j).
+   */
+  private absorbed(qNope: Tensor, qPe: Tensor, latent: Tensor, causalOffset: number): Tensor {
+    const { heads: H, dn, dv, r } = this;
+    const wkv = weightRows(this.kvB).reshape([H, dn + dv, r]);
+    const wUK = wkv.slice(1, 0, dn); // [H, dn, r]
+    const wUV = wkv.slice(1, dn, dn + dv); // [H, dv, r]
+    const qLat = matmul(qNope.transpose(1, 2), wUK).transpose(1, 2); // [B, T, H, r]
+    const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset });
+    return matmul(ctx.transpose(1, 2), wUV.transpose(1, 2)).transpose(1, 2); // [B, T, H, dv]
+  }
+}

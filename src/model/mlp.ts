@@ -1,0 +1,24 @@
+/**
+ * The SwiGLU feed-forward network (Shazeer 2020) of the dense layers, of every routed expert and
+ * of the shared experts: FFN(u) = W_down (silu(W_gate u) * W_up u).
+ */
+import { swiglu } from '../engine/ops/index.js';
+import type { Tensor } from '../engine/tensor.js';
+import type { ParamSource } from './params.js';
+import { applyLinear, type LinearWeight } from './weights.js';
+
+export class SwiGluMlp {
+  readonly gate: LinearWeight;
+  readonly up: LinearWeight;
+  readonly down: LinearWeight;
+
+  constructor(src: ParamSource, prefix: string, hidden: number, intermediate: number) {
+    this.gate = src.linear(`${prefix}.gate_proj.weight`, intermediate, hidden);
+    this.up = src.linear(`${prefix}.up_proj.weight`, intermediate, hidden);
+    this.down = src.linear(`${prefix}.down_proj.weight`, hidden, intermediate);
+  }
+
+  forward(x: Tensor): Tensor {
+    return applyLinear(swiglu(applyLinear(x, this.gate), applyLinear(x, this.up)), this.down);
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * The DeepSeekMoE layer (paper Eq. 12):
+ *   h'_t = u_t + sum_{i<=N_s} FFN^(s)_i(u_t) + sum_{i<=N_r} g_{i,t} FFN^(r)_i(u_t)
+ * (the residual add is the decoder layer's). The N_s shared experts are one SwiGLU MLP with
+ * intermediate size n_shared_experts * moe_intermediate_size, as in the checkpoints.
+ *
+ * Sparse dispatch: the (token, slot) pairs are grouped per expert, each expert runs one SwiGLU
+ * over exactly its tokens, outputs are scaled by their gates and scattered back with one
+ * indexAdd. No capacity factor and no token dropping.
+ */
+import { add, cat, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
+import { Tensor } from '../engine/tensor.js';
+import type { ModelConfig } from './config.js';
+import { SwiGluMlp } from './mlp.js';
+import type { ParamSource } from './params.js';
+import { type RouterConfig, type Routing, routeTokens, routerConfig } from './router.js';
+
+/** For each expert, its (token, slot) pairs in token order: rows[k] is a token, slots[k] = token*K + j. */
+export function dispatchPlan(r: Routing): { offsets: Int32Array; rows: Int32Array; slots: Int32Array } {
+  const E = r.experts;
+  const K = r.topK;
+  const offsets = new Int32Array(E + 1);
+  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e]! + r.load[e]!;
+  const fill = offsets.slice(0, E);
+  const rows = new Int32Array(r.tokens * K);
+  const slots = new Int32Array(r.tokens * K);
+  for (let t = 0; t < r.tokens; t++) {
+    for (let j = 0; j < K; j++) {
+      const e = r.topkIdx[t * K + j]!;
+      const p = fill[e]!++;
+      rows[p] = t;
+      slots[p] = t * K + j;
+    }
+  }
+  return { offsets, rows, slots };
+}
+
+export class MoE {
+  readonly router: RouterConfig;
+  /** Router weight e_i of Eq. 15, [E, D] (`mlp.gate.weight`), kept in float32. */
+  readonly gateWeight: Tensor;
+  /** Balance bias b_i of Eq. 16 ([E], not trained by gradients), or null (V2 routing). */
+  readonly bias: Tensor | null;
+  readonly experts: SwiGluMlp[];
+  readonly shared: SwiGluMlp | null;
+
+  constructor(cfg: ModelConfig, src: ParamSource, prefix: string) {
+    const D = cfg.hidden_size;
+    const E = cfg.n_routed_experts;
+    this.router = routerConfig(cfg);
+    this.gateWeight = src.tensor(`${prefix}.gate.weight`, [E, D], 'normal');
+    this.bias = cfg.topk_method === 'noaux_tc' ? src.tensor(`${prefix}.gate.e_score_correction_bias`, [E], 'zeros', false) : null;
+    this.experts = [];
+    for (let e = 0; e < E; e++) this.experts.push(new SwiGluMlp(src, `${prefix}.experts.${e}`, D, cfg.moe_intermediate_size));
+    this.shared = cfg.n_shared_experts > 0 ? new SwiGluMlp(src, `${prefix}.shared_experts`, D, cfg.n_shared_experts * cfg.moe_intermediate_size) : null;
+  }
+
+  /** x [B, T, D] -> (FFN output [B, T, D], routing of the B*T tokens). */
+  forward(x: Tensor): { out: Tensor; routing: Routing } {
+    const D = x.shape[x.ndim - 1]!;
+    const flat = x.reshape([-1, D]);
+    const N = flat.shape[0]!;
+    const routing = routeTokens(flat, this.gateWeight, this.bias, this.router);
+    const { offsets, rows, slots } = dispatchPlan(routing);
+    const outs: Tensor[] = [];
+    for (let e = 0; e < this.experts.length; e++) {
+      const a = offsets[e]!;
+      const b = offsets[e + 1]!;
+      if (a === b) continue;
+      outs.push(this.experts[e]!.forward(indexSelect(flat, 0, rows.subarray(a, b))));
+    }
+    let out = Tensor.zeros([N, D]);
+    if (outs.length > 0) {
+      const gates = indexSelect(routing.weights.reshape([N * routing.topK]), 0, slots).reshape([N * routing.topK, 1]);
+      out = indexAdd(out, 0, rows, mul(cat(outs, 0), gates));
+    }
+    if (this.shared) out = add(this.shared.forward(flat), out);
+    return { out: out.reshape(x.shape), routing };
+  }
+}

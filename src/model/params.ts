@@ -1,0 +1,151 @@
+/**
+ * Where the model's parameters come from. Every module asks a `ParamSource` for its tensors by
+ * their Hugging Face checkpoint names, with the shape it expects; two sources exist:
+ *
+ *   - `CheckpointParams`: reads each tensor once, lazily, from a checkpoint (single file or
+ *     sharded through its index), checks its shape, upcasts BF16 to float32 (or keeps the bf16
+ *     bits when asked) and keeps FP8 weights as E4M3 codes + their `weight_scale_inv`;
+ *   - `RandomParams`: Hugging Face's initialisation (normal(0, initializer_range) for linears
+ *     and embeddings, ones for norms, zeros for the balance bias), one seeded stream per name.
+ *
+ * Trainable tensors are `Tensor.param` leaves named after their checkpoint names.
+ */
+import { type Checkpoint } from '../io/checkpoint.js';
+import { bf16ArrayToF32 } from '../engine/dtype.js';
+import { dequantFp8Weight } from '../engine/fp8.js';
+import { Tensor } from '../engine/tensor.js';
+import { Rng, deriveSeed, type Seed } from '../data/rng.js';
+import { DsvError } from '../errors.js';
+import { bf16Linear, f32Linear, fp8Linear, type LinearWeight } from './weights.js';
+
+/** How a plain tensor is initialised by a random source. */
+export type Init = 'normal' | 'ones' | 'zeros';
+
+/**
+ * Storage of linear weights when loading: 'auto' keeps FP8 weights as codes and upcasts BF16
+ * to float32; 'f32' makes every weight a float32 parameter (FP8 dequantised); 'bf16' keeps BF16
+ * weights as bf16 bits (and FP8 as codes).
+ */
+export type WeightMode = 'auto' | 'f32' | 'bf16';
+
+export interface ParamSource {
+  /** A float32 tensor (norm weight, embedding, router gate, bias); a param when trainable. */
+  tensor(name: string, shape: readonly number[], init: Init, trainable?: boolean): Tensor;
+  /** A linear weight [out, in] (`name` ends in `.weight`). */
+  linear(name: string, outFeatures: number, inFeatures: number): LinearWeight;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function fmt(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** Reads parameters from an opened checkpoint and records which tensors were used. */
+export class CheckpointParams implements ParamSource {
+  private readonly used = new Set<string>();
+
+  constructor(
+    private readonly ckpt: Checkpoint,
+    private readonly mode: WeightMode = 'auto',
+  ) {}
+
+  private where(): string {
+    return this.ckpt.location;
+  }
+
+  private checked(name: string, shape: readonly number[]): void {
+    if (!this.ckpt.has(name)) throw new DsvError(`${this.where()}: missing tensor "${name}" (expected shape ${fmt(shape)})`);
+    const info = this.ckpt.info(name);
+    if (!sameShape(info.shape, shape)) {
+      throw new DsvError(`${this.where()}: tensor "${name}" has shape ${fmt(info.shape)}, expected ${fmt(shape)}`);
+    }
+    this.used.add(name);
+  }
+
+  tensor(name: string, shape: readonly number[], _init: Init, trainable = true): Tensor {
+    this.checked(name, shape);
+    const info = this.ckpt.info(name);
+    if (info.tag !== 'F32' && info.tag !== 'BF16' && info.tag !== 'F16') {
+      throw new DsvError(`${this.where()}: tensor "${name}" has dtype ${info.tag}; expected F32, BF16 or F16`);
+    }
+    const data = this.ckpt.getF32(name);
+    if (!trainable) {
+      const t = Tensor.fromF32(data, shape);
+      t.name = name;
+      return t;
+    }
+    return Tensor.param(data, shape, name);
+  }
+
+  linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {
+    const shape = [outFeatures, inFeatures];
+    this.checked(name, shape);
+    const t = this.ckpt.get(name);
+    switch (t.dtype) {
+      case 'f32':
+        return f32Linear(name, Tensor.param(t.data as Float32Array, shape, name));
+      case 'bf16': {
+        const bits = t.data as Uint16Array;
+        if (this.mode === 'bf16') return bf16Linear(name, bits, outFeatures, inFeatures);
+        return f32Linear(name, Tensor.param(bf16ArrayToF32(bits), shape, name));
+      }
+      case 'f8_e4m3': {
+        const sName = `${name}_scale_inv`;
+        const sShape = [Math.ceil(outFeatures / 128), Math.ceil(inFeatures / 128)];
+        this.checked(sName, sShape);
+        const scaleInv = this.ckpt.getF32(sName);
+        const codes = t.data as Uint8Array;
+        if (this.mode === 'f32') {
+          return f32Linear(name, Tensor.param(dequantFp8Weight(codes, scaleInv, outFeatures, inFeatures, name), shape, name));
+        }
+        return fp8Linear(name, codes, scaleInv, outFeatures, inFeatures);
+      }
+      default:
+        throw new DsvError(`${this.where()}: tensor "${name}" has dtype ${this.ckpt.info(name).tag}; a linear weight must be F32, BF16 or F8_E4M3`);
+    }
+  }
+
+  /** Marks tensors as known but deliberately not loaded (shared copies, rotary caches). */
+  skip(name: string): void {
+    if (this.ckpt.has(name)) this.used.add(name);
+  }
+
+  /** Checkpoint tensors that no module asked for. */
+  unused(): string[] {
+    return this.ckpt.names().filter((n) => !this.used.has(n));
+  }
+}
+
+/** Random initialisation following Hugging Face's `_init_weights` for DeepSeek-V3. */
+export class RandomParams implements ParamSource {
+  constructor(
+    private readonly seed: Seed,
+    private readonly std: number,
+  ) {}
+
+  private normal(name: string, n: number): Float32Array {
+    const rng = new Rng(deriveSeed(this.seed, name));
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = rng.nextNormal() * this.std;
+    return out;
+  }
+
+  tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
+    let n = 1;
+    for (const d of shape) n *= d;
+    const data = init === 'normal' ? this.normal(name, n) : new Float32Array(n).fill(init === 'ones' ? 1 : 0);
+    if (!trainable) {
+      const t = Tensor.fromF32(data, shape);
+      t.name = name;
+      return t;
+    }
+    return Tensor.param(data, shape, name);
+  }
+
+  linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {
+    return f32Linear(name, this.tensor(name, [outFeatures, inFeatures], 'normal'));
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The run's `metrics.jsonl`: one JSON object per line.
+ *   {"type":"step", step, loss, lm, mtp, balance, lr, grad_norm, tokens_per_s, mtp_lambda,
+ *    layers: {"<layer>": {load: [E], maxvio, bias: [E]}}}
+ *   {"type":"eval", step, val_loss, val_lm, val_mtp}
+ *   {"type":"skip", step, reason, consecutive}
+ * `step` counts optimizer steps taken after the record (1 after the first step).
+ */
+import * as fs from 'node:fs';
+import { DsvError } from '../errors.js';
+
+export interface LayerStats {
+  load: number[];
+  maxvio: number;
+  bias: number[];
+}
+
+export interface StepRecord {
+  type: 'step';
+  step: number;
+  loss: number;
+  lm: number;
+  mtp: number;
+  balance: number;
+  lr: number;
+  grad_norm: number;
+  tokens_per_s: number;
+  mtp_lambda: number;
+  layers: Record<string, LayerStats>;
+}
+
+export interface EvalRecord {
+  type: 'eval';
+  step: number;
+  val_loss: number;
+  val_lm: number;
+  val_mtp: number;
+}
+
+export interface SkipRecord {
+  type: 'skip';
+  step: number;
+  reason: string;
+  consecutive: number;
+}
+
+export type MetricRecord = StepRecord | EvalRecord | SkipRecord;
+
+/** JSON.stringify that writes non-finite numbers as null (JSON has no NaN). */
+export function toJsonLine(r: MetricRecord): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
+}
+
+/** Appends records to metrics.jsonl (one write per record, flushed by the OS). */
+export class MetricsWriter {
+  constructor(readonly file: string) {}
+
+  append(r: MetricRecord): void {
+    fs.appendFileSync(this.file, toJsonLine(r) + '\n');
+  }
+
+  /** Drops records past `step` (after a resume from an older checkpoint). */
+  truncateAfter(step: number): void {
+    if (!fs.existsSync(this.file)) return;
+    const kept = readMetrics(this.file).filter((r) => r.step <= step);
+    const tmp = this.file + '.tmp';
+    fs.writeFileSync(tmp, kept.map((r) => toJsonLine(r) + '\n').join(''));
+    fs.renameSync(tmp, this.file);
+  }
+}
+
+/** Reads metrics.jsonl; a torn last line (interrupted write) is ignored. */
+export function readMetrics(file: string): MetricRecord[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new DsvError(`${file}: cannot read metrics (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const lines = text.split('\n').filter((l) => l.trim().length > 0);
+  const out: MetricRecord[] = [];
+  lines.forEach((line, i) => {
+    try {
+      const r = JSON.parse(line) as MetricRecord;
+      if (r && typeof r === 'object' && typeof r.step === 'number') out.push(r);
+    } catch {
+      if (i !== lines.length - 1) throw new DsvError(`${file}: line ${i + 1} is not valid JSON`);
+    }
+  });
+  return out;
+}

@@ -1,0 +1,198 @@
+/**
+ * One DeepSeek-V3 training step (report sections 2.1.2, 2.2, 4.2):
+ *   1. forward of the main model on tokens[:, :S] and of the MTP modules;
+ *   2. L = L_Main + L_MTP + L_Bal (losses.ts);
+ *   3. backward (expert choices are constants; the MTP loss reaches the main model through h);
+ *   4. global-norm clipping, AdamW (optimizer.ts);
+ *   5. the auxiliary-loss-free bias update of every MoE layer from this step's loads
+ *      (balance.ts), outside the loss and the optimizer.
+ * A step whose loss or gradients are not finite changes nothing (no update, no bias move) and
+ * is reported as skipped.
+ *
+ * `forwardLosses` and `applyUpdate` are exported separately so the trainer can accumulate
+ * gradients over micro-batches (sum of micro-batch gradients / n) before one update.
+ */
+import { noGrad } from '../engine/autograd.js';
+import { Tensor } from '../engine/tensor.js';
+import { DsvError } from '../errors.js';
+import type { DeepseekV3 } from '../model/model.js';
+import type { Routing } from '../model/router.js';
+import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from './balance.js';
+import { assembleLoss, batchShape, layerBalanceLoss, lossReport, mainTargets, mtpTargets, tokenNll, type LossReport, type LossTerms } from './losses.js';
+import { AdamW, clipCoefficient, clipGradNorm, gradsFinite } from './optimizer.js';
+
+export interface LossOptions {
+  /** MTP weight λ (paper: 0.3 then 0.1). */
+  mtpLambda: number;
+  /** α of the balance loss (aux-free: tiny, e.g. 1e-4; aux-loss: large, e.g. 0.01). */
+  balanceAlpha: number;
+  /** 'aux-free' (default: bias update + complementary sequence-wise loss), 'aux-loss', 'none'. */
+  balance?: BalanceMode;
+}
+
+export interface UpdateOptions {
+  lr: number;
+  maxGradNorm?: number;
+  balance?: BalanceMode;
+  /** Bias update (aux-free mode only): γ, sign/proportional, EMA, bounds. */
+  bias?: BiasUpdateOptions;
+}
+
+export interface TrainStepOptions extends LossOptions, UpdateOptions {}
+
+/** Routing of one MoE layer as the step saw it. */
+export interface LayerRouting {
+  /** [B, T, K] */
+  topkIdx: Int32Array;
+  shape: [number, number, number];
+  /** [E] (token, slot) assignments per expert. */
+  load: Int32Array;
+}
+
+export interface ForwardLosses {
+  terms: LossTerms;
+  /** [B, S, V] main logits. */
+  logits: Tensor;
+  routing: Map<number, LayerRouting>;
+  B: number;
+  S: number;
+}
+
+function layerRouting(r: Routing, B: number): LayerRouting {
+  const T = r.tokens / B;
+  return { topkIdx: r.topkIdx, shape: [B, T, r.topK], load: r.load };
+}
+
+/**
+ * Forward of the main model and the MTP modules on tokens [B, S+1] and the loss terms, with the
+ * autograd graph recorded (call `terms.total.backward()`).
+ */
+export function forwardLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {
+  const { data, B, S } = batchShape(tokens, batch);
+  const V = model.cfg.vocab_size;
+  for (let i = 0; i < data.length; i++) {
+    const t = data[i]!;
+    if (t < 0 || t >= V) throw new DsvError(`tokens: id ${t} at position ${i} is out of range for vocab_size ${V}`);
+  }
+  const ids = new Int32Array(B * S);
+  for (let b = 0; b < B; b++) ids.set(data.subarray(b * (S + 1), b * (S + 1) + S), b * S);
+  const idsT = Tensor.fromI32(ids, [B, S]);
+  const mode = o.balance ?? 'aux-free';
+  const fwd = model.forward(idsT);
+  const lmNll = tokenNll(fwd.logits, mainTargets(data, B, S));
+  const routing = new Map<number, Routing>(fwd.routing);
+  const mtpNll: Tensor[] = [];
+  if (model.mtp.length > 0 && o.mtpLambda !== 0) {
+    const outs = model.mtpForward(fwd.hidden, idsT);
+    for (const out of outs) {
+      mtpNll.push(tokenNll(out.logits, mtpTargets(data, B, S, out.depth)));
+      const idx = model.cfg.num_hidden_layers + out.depth - 1;
+      if (out.routing) routing.set(idx, out.routing);
+    }
+  }
+  const balance = new Map<number, Tensor>();
+  for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) {
+    const t = layerBalanceLoss(r, B, mode, o.balanceAlpha);
+    if (t) balance.set(l, t);
+  }
+  const terms = assembleLoss(lmNll, mtpNll, o.mtpLambda, balance);
+  const lr = new Map<number, LayerRouting>();
+  for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) lr.set(l, layerRouting(r, B));
+  return { terms, logits: fwd.logits, routing: lr, B, S };
+}
+
+/** Loss values of a forward pass without recording a graph (validation). */
+export function evalLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): LossReport {
+  return noGrad(() => lossReport(forwardLosses(model, tokens, o, batch).terms));
+}
+
+/** Serialisable per-layer EMA states of the bias update. */
+export type BiasEmaStates = Record<string, BiasEmaState>;
+
+export interface UpdateResult {
+  /** False when the gradients were not finite (nothing was changed). */
+  applied: boolean;
+  gradNorm: number;
+  clipCoef: number;
+}
+
+/**
+ * Clipping, AdamW and (aux-free mode) the bias update from the per-layer loads. Gradients must
+ * already be in the parameters' `.grad`; they are cleared afterwards. Non-finite gradients skip
+ * the update.
+ */
+export function applyUpdate(
+  model: DeepseekV3,
+  opt: AdamW,
+  loads: ReadonlyMap<number, Int32Array>,
+  o: UpdateOptions,
+  ema: BiasEmaStates = {},
+): UpdateResult {
+  const params = opt.params;
+  const maxNorm = o.maxGradNorm ?? 1.0;
+  if (!gradsFinite(params)) {
+    opt.zeroGrad();
+    return { applied: false, gradNorm: NaN, clipCoef: NaN };
+  }
+  const gradNorm = clipGradNorm(params, maxNorm);
+  opt.step(o.lr);
+  opt.zeroGrad();
+  if ((o.balance ?? 'aux-free') === 'aux-free') {
+    const biases = model.balanceBiases();
+    for (const [l, load] of loads) {
+      const b = biases.get(l);
+      if (!b) continue;
+      const key = String(l);
+      ema[key] ??= { ema: null };
+      updateBalanceBias(b.f32(), load, o.bias ?? {}, ema[key]);
+    }
+  }
+  return { applied: true, gradNorm, clipCoef: clipCoefficient(gradNorm, maxNorm) };
+}
+
+export interface TrainStepResult {
+  losses: LossReport;
+  logits: Tensor;
+  lmNll: Tensor;
+  mtpNll: Tensor[];
+  /** Gradients of the total loss before clipping, by parameter name (copies). */
+  grads: Map<string, Float32Array>;
+  gradNorm: number;
+  clipCoef: number;
+  routing: Map<number, LayerRouting>;
+  /** False when the step was skipped (non-finite loss or gradients). */
+  applied: boolean;
+  skipReason?: string;
+}
+
+/** One full training step on tokens [B, S+1] (see the module comment). */
+export function trainStep(
+  model: DeepseekV3,
+  opt: AdamW,
+  tokens: Tensor | Int32Array,
+  o: TrainStepOptions,
+  ema: BiasEmaStates = {},
+  batch?: number,
+): TrainStepResult {
+  opt.zeroGrad();
+  const f = forwardLosses(model, tokens, o, batch);
+  const losses = lossReport(f.terms);
+  const base = { losses, logits: f.logits.detach(), lmNll: f.terms.lmNll.detach(), mtpNll: f.terms.mtpNll.map((t) => t.detach()), routing: f.routing };
+  if (!Number.isFinite(losses.total)) {
+    return { ...base, grads: new Map(), gradNorm: NaN, clipCoef: NaN, applied: false, skipReason: `non-finite loss (${losses.total})` };
+  }
+  f.terms.total.backward();
+  const grads = new Map<string, Float32Array>();
+  for (const p of opt.params) grads.set(p.name!, p.grad ? p.grad.contiguous().f32().slice() : new Float32Array(p.size));
+  const loads = new Map<number, Int32Array>();
+  for (const [l, r] of f.routing) loads.set(l, r.load);
+  const u = applyUpdate(model, opt, loads, o, ema);
+  return {
+    ...base,
+    grads,
+    gradNorm: u.gradNorm,
+    clipCoef: u.clipCoef,
+    applied: u.applied,
+    ...(u.applied ? {} : { skipReason: 'non-finite gradients' }),
+  };
+}

@@ -1,0 +1,40 @@
+/** Tolerance comparisons of float arrays/tensors with informative failures. */
+import assert from 'node:assert/strict';
+import { Tensor } from '../../src/engine/tensor.js';
+
+function arr(x: Float32Array | Float64Array | Tensor | ArrayLike<number>): ArrayLike<number> {
+  return x instanceof Tensor ? x.toF32Array() : x;
+}
+
+/**
+ * |a - e| <= rtol * (|e| + rms(e)) + atol for every element (equal non-finite values match).
+ * The rms term makes the tolerance relative to the array's magnitude for entries near zero.
+ */
+export function assertClose(actual: Float32Array | Float64Array | Tensor | ArrayLike<number>,
+  expected: Float32Array | Float64Array | Tensor | ArrayLike<number>, rtol = 1e-5, what = 'values', atol = 0): void {
+  if (actual instanceof Tensor && expected instanceof Tensor) {
+    assert.deepEqual(actual.shape, expected.shape, `${what}: shape ${JSON.stringify(actual.shape)} vs ${JSON.stringify(expected.shape)}`);
+  }
+  const a = arr(actual);
+  const e = arr(expected);
+  assert.equal(a.length, e.length, `${what}: ${a.length} vs ${e.length} elements`);
+  let ss = 0;
+  let n = 0;
+  for (let i = 0; i < e.length; i++) {
+    if (Number.isFinite(e[i]!)) {
+      ss += e[i]! * e[i]!;
+      n++;
+    }
+  }
+  const rms = n ? Math.sqrt(ss / n) : 0;
+  for (let i = 0; i < e.length; i++) {
+    const x = a[i]!;
+    const y = e[i]!;
+    if (!Number.isFinite(y) || !Number.isFinite(x)) {
+      if (Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y))) continue;
+      assert.fail(`${what}[${i}]: ${x} vs expected ${y}`);
+    }
+    const tol = rtol * (Math.abs(y) + rms) + atol;
+    if (!(Math.abs(x - y) <= tol)) assert.fail(`${what}[${i}]: ${x} vs expected ${y} (|diff| ${Math.abs(x - y).toExponential(3)} > tol ${tol.toExponential(3)}, rms ${rms.toExponential(3)})`);
+  }
+}
