@@ -50,6 +50,10 @@ test('Rng: xoshiro128** reference values, seeding, state round trip', () => {
   assert.notEqual(deriveSeed(1, 'x', 0), deriveSeed(1, 'x', 1));
   assert.equal(deriveSeed(1, 'x', 0), deriveSeed(1, 'x', 0));
   assert.deepEqual([...new Rng(3).permutation(10)].sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const f1 = new Rng(9).fork('init');
+  const f2 = new Rng(9).fork('init');
+  assert.equal(f1.nextUint32(), f2.nextUint32());
+  assert.notEqual(new Rng(9).fork('a').nextUint32(), new Rng(9).fork('b').nextUint32());
   assert.throws(() => new Rng(-1), DsvError);
   assert.throws(() => new Rng(1.5), /seed must be a non-negative integer/);
   assert.throws(() => a.restore({ s: [0, 0, 0, 0] }), /RNG state/);

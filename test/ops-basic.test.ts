@@ -2,6 +2,7 @@
 // forward values against plain JS, gradients against finite differences, input validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { customOp } from '../src/engine/autograd.js';
 import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';
 import { assertClose } from './helpers/compare.js';
@@ -162,4 +163,13 @@ test('tensor views are differentiable', () => {
   gradcheck((t) => t.unsqueeze(1).expand([2, 5, 3, 4]), [x], { name: 'unsqueeze + expand' });
   gradcheck((t) => t.transpose(1, 2).reshape(2, 12), [x], { name: 'transpose + reshape (copy)' });
   gradcheck((t) => t.clone(), [x], { name: 'clone' });
+});
+
+test('gradcheck itself rejects a wrong gradient', () => {
+  const x = randTensor(r, [3, 4]);
+  const wrong = (t: Tensor): Tensor => customOp('wrongSquare', [t], (a) => ops.mul(a, a),
+    (g, a) => [ops.mul(g, ops.scale(a, 2.1))]); // d(a^2) is 2a, not 2.1a
+  assert.throws(() => gradcheck(wrong, [x]), /analytic .* vs numeric/);
+  const right = (t: Tensor): Tensor => customOp('square', [t], (a) => ops.mul(a, a), (g, a) => [ops.mul(g, ops.scale(a, 2))]);
+  gradcheck(right, [x]);
 });

@@ -5,6 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor } from '../src/engine/tensor.js';
 import { customOp } from '../src/engine/autograd.js';
+import { withBackend } from '../src/engine/backend.js';
+import type { Kernels } from '../src/engine/kernels.js';
+import { referenceKernels } from '../src/engine/reference/index.js';
 import { f32ArrayToBf16, bf16ArrayToF32 } from '../src/engine/dtype.js';
 import * as ops from '../src/engine/ops/index.js';
 import { assertClose } from './helpers/compare.js';
@@ -165,4 +168,36 @@ test('deferWeightGrads: nested scopes, frozen and non-leaf weights', () => {
   const y = customOp('id', [ops.linear(x, w2)], (t) => t.clone(), (g) => [g]);
   const { weightGrads } = ops.deferWeightGrads(() => ops.sum(y).backward());
   assert.equal(weightGrads.length, 1);
+});
+
+test('matmul and linear pass trans flags to gemm instead of copying; batches fold into one GEMM', () => {
+  const calls: { tA: boolean; tB: boolean; m: number; n: number; k: number; a: ArrayBufferLike; b: ArrayBufferLike }[] = [];
+  const spy: Kernels = {
+    ...referenceKernels,
+    gemm: (tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) => {
+      calls.push({ tA, tB, m, n, k, a: a.buffer, b: b.buffer });
+      referenceKernels.gemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    },
+  };
+  withBackend(spy, () => {
+    const a = Tensor.param(randTensor(r, [4, 3]).toF32Array(), [4, 3]);
+    const b = randTensor(r, [5, 4]);
+    const y = ops.matmul(a.transpose(0, 1), b.transpose(0, 1)); // [3, 4] @ [4, 5], both transposed views
+    assert.equal(calls.length, 1);
+    assert.deepEqual([calls[0]!.tA, calls[0]!.tB, calls[0]!.m, calls[0]!.n, calls[0]!.k], [true, true, 3, 5, 4]);
+    assert.equal(calls[0]!.a, a.data.buffer, 'A is passed in place');
+    assert.equal(calls[0]!.b, b.data.buffer, 'B is passed in place');
+    calls.length = 0;
+    ops.sum(y).backward(); // dA^T = (dC B^T)^T: one GEMM, no copies of B
+    assert.equal(calls.length, 1);
+    calls.length = 0;
+    ops.matmul(randTensor(r, [2, 3, 4]), randTensor(r, [4, 5]));
+    assert.deepEqual(calls.map((c) => c.m), [6], 'batch folded into the rows of one GEMM');
+    calls.length = 0;
+    const x = Tensor.param(randTensor(r, [2, 3, 6]).toF32Array(), [2, 3, 6]);
+    const w = Tensor.param(randTensor(r, [5, 6]).toF32Array(), [5, 6]);
+    ops.sum(ops.linear(x, w)).backward();
+    // forward NT [6, 6] x [5, 6]^T; dX = dY W (NN); dW = dY^T X (TN) over all 6 rows
+    assert.deepEqual(calls.map((c) => [c.tA, c.tB, c.m, c.n, c.k]), [[false, true, 6, 5, 6], [false, false, 6, 6, 5], [true, false, 5, 6, 6]]);
+  });
 });

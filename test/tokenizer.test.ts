@@ -106,7 +106,9 @@ test('trainBpe: vocabulary size, special tokens, deterministic merges', () => {
   assert.equal(tok.tokenToId(BOS), 0);
   assert.equal(tok.idToToken(2 + 0x41), 'A');
   assert.ok(tok.tokenToId('Ġwhale') !== undefined, 'frequent word became one token');
-  const again = trainBpe([sampleText()], { vocabSize: 400 });
+  const progress: number[] = [];
+  const again = trainBpe([sampleText()], { vocabSize: 400, onProgress: (done, total) => progress.push(done, total) });
+  assert.deepEqual(progress.slice(-2), [400 - 258, 400 - 258]);
   assert.deepEqual(again.parts.model.merges, tok.parts.model.merges);
   const ids = tok.encode(' the whale');
   assert.deepEqual(ids.map((i) => tok.idToToken(i)), ['Ġthe', 'Ġwhale']);
@@ -283,10 +285,13 @@ test('loads a hand-written Hugging Face tokenizer.json (both merges formats, add
       assert.deepEqual(ids.slice(1, 6).map((i) => tok.idToToken(i)), ['hello', 'Ġthe', 'Ġ', '12', '3']);
       assert.equal(tok.decode(ids), text);
       // tokenizer_config.json beside the file names BOS/EOS
-      writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: { content: EOS }, eos_token: BOS }));
+      assert.equal(tok.addBosByDefault, false);
+      writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: { content: EOS }, eos_token: BOS, add_bos_token: true }));
       const swapped = loadTokenizerJson(join(dir, 'tokenizer.json'));
       assert.equal(swapped.bosId, 264);
       assert.equal(swapped.eosId, 263);
+      assert.deepEqual(swapped.encode('hello'), [264, 261]);
+      assert.deepEqual(swapped.encode('hello', { addBos: false }), [261]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -320,6 +325,9 @@ test('clear errors for unsupported or broken tokenizer.json files', () => {
   assert.throws(() => parseTokenizerJson(bad({ decoder: { type: 'WordPiece' } })), /decoder\.type: decoder "WordPiece" is not supported/);
   assert.throws(() => parseTokenizerJson(bad({ normalizer: { type: 'BertNormalizer' } })), /normalizer\.type: normalizer "BertNormalizer"/);
   assert.throws(() => loadTokenizerJson('/nonexistent/tokenizer.json'), /\/nonexistent\/tokenizer\.json: tokenizer file not found/);
+  const template = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: BOS, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] };
+  assert.deepEqual(parseTokenizerJson(bad({ post_processor: template })).encode('hello'), [263, 261]);
+  assert.throws(() => parseTokenizerJson(bad({ post_processor: { type: 'Mystery' } })), /post_processor\.type: post-processor "Mystery" is not supported/);
   const tok = parseTokenizerJson(base);
   assert.throws(() => tok.decode([5, 99999]), /decode: id 99999 \(position 1\) is not a token/);
   assert.throws(() => trainBpe(['x'], { vocabSize: 100 }), /vocabSize: expected an integer from 258/);

@@ -82,14 +82,21 @@ static int view_f32(napi_env env, napi_value v, const char* name, double need, f
   return fz_f32(env, v, name, (size_t)need, out);
 }
 
-/* Plan: rows per chunk (keep the transposed Q tile around 48 KiB), chunks, splits. */
+/* Plan: rows per chunk R, chunks, splits. Prefill/training: R = 32 rows (16 when d > 256),
+ * which keeps the transposed Q tile in L1 and wastes little work on the causal diagonal
+ * (a chunk only visits keys up to its last row). Decode-like calls (a chunk holds every query
+ * row of a kv head): up to 64 rows, so all heads of MLA's absorbed form share one pass over
+ * the key cache. */
 static int plan(dsv3_attn_ctx* c, int backward, int* nthreads) {
   int64_t dmax = c->dqk > c->dv ? c->dqk : c->dv;
   if (dmax < 1) dmax = 1;
-  int64_t R = 12288 / dmax / DSV3_ATT_PAD * DSV3_ATT_PAD;
-  R = R < DSV3_ATT_PAD ? DSV3_ATT_PAD : R > 64 ? 64 : R;
   const int64_t rows = c->tq * c->group;
-  if (rows < R) R = dsv3_pad(rows > 0 ? rows : 1);
+  int64_t R;
+  if (c->tq == 1 || rows <= 64) {
+    R = dsv3_pad(rows < 1 ? 1 : rows > 64 ? 64 : rows);
+  } else {
+    R = dmax > 256 ? 16 : 32;
+  }
   c->rows_per_chunk = R;
   c->chunks = (rows + R - 1) / R;
   const int64_t bg = c->batch * c->kv_heads;

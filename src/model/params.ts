@@ -126,10 +126,19 @@ export class RandomParams implements ParamSource {
     private readonly std: number,
   ) {}
 
+  /** n normal(0, std) values from the stream of `name` (Box-Muller, both outputs of each pair). */
   private normal(name: string, n: number): Float32Array {
     const rng = new Rng(deriveSeed(this.seed, name));
     const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = rng.nextNormal() * this.std;
+    const twoPi = 2 * Math.PI;
+    const inv32 = 1 / 4294967296;
+    for (let i = 0; i < n; i += 2) {
+      const u1 = (rng.nextUint32() + 0.5) * inv32; // (0, 1)
+      const u2 = rng.nextUint32() * inv32;
+      const rad = Math.sqrt(-2 * Math.log(u1)) * this.std;
+      out[i] = rad * Math.cos(twoPi * u2);
+      if (i + 1 < n) out[i + 1] = rad * Math.sin(twoPi * u2);
+    }
     return out;
   }
 

@@ -91,14 +91,17 @@ export class AdamW {
   }
 
   /**
-   * One AdamW step using each parameter's `.grad` (or `grads[name]` when given). A parameter
-   * with no gradient is skipped entirely (no decay either), as in PyTorch.
+   * One AdamW step using each parameter's `.grad` (or `grads[name]` when given), each gradient
+   * multiplied by `gradScale` first (the clipping coefficient, so clipping costs no extra pass).
+   * A parameter with no gradient is skipped entirely (no decay either), as in PyTorch.
    */
-  step(lr: number = this.lr, grads?: ReadonlyMap<string, Float32Array>): void {
+  step(lr: number = this.lr, grads?: ReadonlyMap<string, Float32Array>, gradScale = 1): void {
     this.stepCount++;
     const t = this.stepCount;
     const b1 = this.beta1;
     const b2 = this.beta2;
+    const c1 = 1 - b1;
+    const c2 = 1 - b2;
     const bc1 = 1 - Math.pow(b1, t);
     const bc2 = 1 - Math.pow(b2, t);
     const eps = this.eps;
@@ -111,25 +114,8 @@ export class AdamW {
       const decay = decays(p) ? 1 - lr * this.weightDecay : 1;
       const m = this.m[i]!;
       const v = this.v[i]!;
-      if (m instanceof Float32Array && v instanceof Float32Array) {
-        for (let j = 0; j < w.length; j++) {
-          const gj = g[j]!;
-          const mj = (m[j] = b1 * m[j]! + (1 - b1) * gj);
-          const vj = (v[j] = b2 * v[j]! + (1 - b2) * gj * gj);
-          w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
-        }
-      } else {
-        const mb = m as Uint16Array;
-        const vb = v as Uint16Array;
-        for (let j = 0; j < w.length; j++) {
-          const gj = g[j]!;
-          const mj = b1 * bf16ToF32(mb[j]!) + (1 - b1) * gj;
-          const vj = b2 * bf16ToF32(vb[j]!) + (1 - b2) * gj * gj;
-          mb[j] = f32ToBf16(mj);
-          vb[j] = f32ToBf16(vj);
-          w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
-        }
-      }
+      if (m instanceof Float32Array && v instanceof Float32Array) adamF32(w, g, m, v, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
+      else adamBf16(w, g, m as Uint16Array, v as Uint16Array, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
     }
   }
 
@@ -163,6 +149,28 @@ export class AdamW {
     });
     if (!Number.isInteger(s.step) || s.step < 0) throw new DsvError(`AdamW state: invalid step ${s.step}`);
     this.stepCount = s.step;
+  }
+}
+
+function adamF32(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, gs: number, decay: number,
+  b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
+  for (let j = 0; j < w.length; j++) {
+    const gj = g[j]! * gs;
+    const mj = (m[j] = b1 * m[j]! + c1 * gj);
+    const vj = (v[j] = b2 * v[j]! + c2 * gj * gj);
+    w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
+  }
+}
+
+function adamBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, gs: number, decay: number,
+  b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
+  for (let j = 0; j < w.length; j++) {
+    const gj = g[j]! * gs;
+    const mj = b1 * bf16ToF32(m[j]!) + c1 * gj;
+    const vj = b2 * bf16ToF32(v[j]!) + c2 * gj * gj;
+    m[j] = f32ToBf16(mj);
+    v[j] = f32ToBf16(vj);
+    w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
   }
 }
 

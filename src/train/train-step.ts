@@ -19,7 +19,7 @@ import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
 import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from './balance.js';
 import { assembleLoss, batchShape, layerBalanceLoss, lossReport, mainTargets, mtpTargets, tokenNll, type LossReport, type LossTerms } from './losses.js';
-import { AdamW, clipCoefficient, clipGradNorm, gradsFinite } from './optimizer.js';
+import { AdamW, clipCoefficient, gradGlobalNorm } from './optimizer.js';
 
 export interface LossOptions {
   /** MTP weight λ (paper: 0.3 then 0.1). */
@@ -118,8 +118,9 @@ export interface UpdateResult {
 
 /**
  * Clipping, AdamW and (aux-free mode) the bias update from the per-layer loads. Gradients must
- * already be in the parameters' `.grad`; they are cleared afterwards. Non-finite gradients skip
- * the update.
+ * already be in the parameters' `.grad`; they are cleared afterwards. With gradient
+ * accumulation, `.grad` holds the sum over `gradDivisor` micro-batches and the update uses
+ * sum / gradDivisor. Non-finite gradients skip the update.
  */
 export function applyUpdate(
   model: DeepseekV3,
@@ -127,15 +128,18 @@ export function applyUpdate(
   loads: ReadonlyMap<number, Int32Array>,
   o: UpdateOptions,
   ema: BiasEmaStates = {},
+  gradDivisor = 1,
 ): UpdateResult {
   const params = opt.params;
   const maxNorm = o.maxGradNorm ?? 1.0;
-  if (!gradsFinite(params)) {
+  // a NaN or Inf anywhere makes the norm non-finite: one pass checks and measures
+  const gradNorm = gradGlobalNorm(params) / gradDivisor;
+  if (!Number.isFinite(gradNorm)) {
     opt.zeroGrad();
-    return { applied: false, gradNorm: NaN, clipCoef: NaN };
+    return { applied: false, gradNorm, clipCoef: NaN };
   }
-  const gradNorm = clipGradNorm(params, maxNorm);
-  opt.step(o.lr);
+  const clipCoef = clipCoefficient(gradNorm, maxNorm);
+  opt.step(o.lr, undefined, clipCoef / gradDivisor); // clipping (and 1/n) folded into the update
   opt.zeroGrad();
   if ((o.balance ?? 'aux-free') === 'aux-free') {
     const biases = model.balanceBiases();
@@ -147,7 +151,7 @@ export function applyUpdate(
       updateBalanceBias(b.f32(), load, o.bias ?? {}, ema[key]);
     }
   }
-  return { applied: true, gradNorm, clipCoef: clipCoefficient(gradNorm, maxNorm) };
+  return { applied: true, gradNorm, clipCoef };
 }
 
 export interface TrainStepResult {

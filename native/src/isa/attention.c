@@ -56,17 +56,25 @@ static inline int64_t row_h(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r)
 }
 
 /* QT[d][Rp] = q rows * scale (pad rows 0); lim[r] = causal limit (pad rows: pad_lim) */
-static void gather_qt(const dsv3_attn_ctx* c, const chunk_t* k, float* QT, float* lim, float pad_lim) {
-  for (int64_t r = 0; r < k->Rp; r++) {
-    if (r < k->R) {
-      const int64_t i = row_i(c, k, r);
-      const float* q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
-      for (int64_t d = 0; d < c->dqk; d++) QT[d * k->Rp + r] = q[d] * c->scale;
-      lim[r] = (float)(i + c->causal_offset);
-    } else {
-      for (int64_t d = 0; d < c->dqk; d++) QT[d * k->Rp + r] = 0.0f;
-      lim[r] = pad_lim;
-    }
+static void gather_qt(const dsv3_attn_ctx* c, const chunk_t* k, float* restrict QT, float* restrict lim, float pad_lim) {
+  const int64_t Rp = k->Rp, dqk = c->dqk;
+  const float scale = c->scale;
+  /* the rows are scattered (one per token, head stride apart) and read once: request them all
+   * before the copy so their cache misses overlap */
+  for (int64_t r = 0; r < k->R; r++) {
+    const char* q = (const char*)(c->q + off3(c->qs, k->b, row_i(c, k, r), row_h(c, k, r)));
+    for (int64_t o = 0; o < dqk * 4; o += 64) __builtin_prefetch(q + o);
+  }
+  for (int64_t r = 0; r < k->R; r++) {
+    const int64_t i = row_i(c, k, r);
+    const float* restrict q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
+    float* restrict col = QT + r;
+    for (int64_t d = 0; d < dqk; d++) col[d * Rp] = q[d] * scale;
+    lim[r] = (float)(i + c->causal_offset);
+  }
+  for (int64_t r = k->R; r < Rp; r++) {
+    for (int64_t d = 0; d < dqk; d++) QT[d * Rp + r] = 0.0f;
+    lim[r] = pad_lim;
   }
 }
 
@@ -209,6 +217,13 @@ void ISA_FN(dsv3_attn_bwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
     const int64_t R = k.R, Rp = k.Rp, kend = min64(tk, k.maxlim + 1);
     memset(dQc, 0, (size_t)(R * dqkp) * sizeof(float));
     if (s * BK < kend) {
+      for (int64_t r = 0; r < R; r++) { /* overlap the misses of the scattered dout/out rows */
+        const int64_t o = off3(c->os, b, row_i(c, &k, r), row_h(c, &k, r));
+        for (int64_t e = 0; e < dv; e += 16) {
+          __builtin_prefetch(c->dout + o + e);
+          __builtin_prefetch(c->o + o + e);
+        }
+      }
       gather_qt(c, &k, QT, lim, -1.0f); /* pad rows: limit -1, always masked */
       for (int64_t r = 0; r < Rp; r++) {
         if (r < R) {

@@ -62,12 +62,19 @@ static int tile(const gemm_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t 
         const int mc = (int)min64(MC, i1 - ic);
         if (dp) ISA_FN(gemm_pack_a_pairs)(P, ic, mc, pc, kc, (uint32_t*)abuf);
         else ISA_FN(gemm_pack_a)(P, ic, mc, pc, kc, abuf);
+        /* The B micro-panel of the next jr step would come from L3 (the packed B block is
+         * larger than L2): each kernel call of this step prefetches its share of it. */
+        const int calls = (mc + MR - 1) / MR, lines = ks * NR * 4 / 64, share = (lines + calls - 1) / calls;
         for (int jr = 0; jr < nc; jr += NR) {
           const int nr = nc - jr < NR ? nc - jr : NR;
           const float* bp = bbuf + (int64_t)jr * ks;
+          const char* next = jr + NR < nc ? (const char*)(bp + (int64_t)NR * ks) : NULL;
           for (int ir = 0; ir < mc; ir += MR) {
             const int mr = mc - ir < MR ? mc - ir : MR;
             float* c = P->c + (ic + ir) * ldc + jc + jr;
+            if (next)
+              for (int l = ir / MR * share, e = l + share < lines ? l + share : lines; l < e; l++)
+                __builtin_prefetch(next + 64 * l, 0, 3);
             if (dp)
               ISA_FN(gemm_kernel_dp)(ks, (const uint32_t*)(abuf + (int64_t)ir * ks), (const uint32_t*)bp, c, ldc,
                                      P->alpha, beta, mr, nr);

@@ -85,12 +85,11 @@ void ISA_FN(gemm_kernel)(int kc, const float* restrict a, const float* restrict 
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
-  /* bring the C tile towards L1 while the k loop runs */
-  if (beta != 0.0f)
-    for (int i = 0; i < mr; i++) {
-      _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-      _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-    }
+  /* bring the C tile towards L1 while the k loop runs (stores need the lines too) */
+  for (int i = 0; i < mr; i++) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+  }
 #pragma GCC unroll 4
   for (int p = 0; p < kc; p++) {
     V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
@@ -139,11 +138,11 @@ void ISA_FN(gemm_kernel_dp)(int kc2, const uint32_t* restrict a, const uint32_t*
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
-  if (beta != 0.0f)
-    for (int i = 0; i < mr; i++) {
-      _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-      _mm_prefetch((const char*)(c + i * ldc + NR - 1), _MM_HINT_T0);
-    }
+  /* bring the C tile towards L1 while the k loop runs (stores need the lines too) */
+  for (int i = 0; i < mr; i++) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+  }
 #pragma GCC unroll 2
   for (int q = 0; q < kc2; q++) {
     const __m512bh b0 = as_bh(_mm512_load_si512((const void*)b));

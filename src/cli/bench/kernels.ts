@@ -3,7 +3,7 @@
  * training- and decode-sized problems: softmax, rmsNorm, siluMul, cross-entropy (forward +
  * backward), flash attention forward and backward, MLA's absorbed decode attention, and the
  * fixed cost of a tiny (8x8) elementwise call. Prints one JSON line per case:
- *   {bench, op, shape, native_ms, reference_ms, speedup, gbps | gflops, isa, threads}
+ *   {bench, op, shape, native_ms, reference_ms, speedup, gbps | gflops | us_per_call, isa, threads}
  * gbps counts the bytes a kernel must move (each input read once, each output written once);
  * gflops counts the useful multiply-adds (causal attention: only the visible key/query pairs).
  */
@@ -49,6 +49,8 @@ interface Case {
   run(k: Kernels): void;
   bytes?: number;
   flops?: number;
+  /** the case makes this many kernel calls: report microseconds per call instead of a rate */
+  calls?: number;
 }
 
 function cases(): Case[] {
@@ -112,7 +114,7 @@ function cases(): Case[] {
   }
   {
     const a = new Float32Array(64).fill(1), b = new Float32Array(64).fill(2), o = new Float32Array(64);
-    out.push({ op: 'binary add (call overhead)', shape: [8, 8], bytes: 3 * 64 * 4, run: (k) => { for (let i = 0; i < 1000; i++) k.binary(0, a, b, o, 64); } });
+    out.push({ op: 'binary add x1000 (call overhead)', shape: [8, 8], calls: 1000, run: (k) => { for (let i = 0; i < 1000; i++) k.binary(0, a, b, o, 64); } });
   }
   return out;
 }
@@ -123,11 +125,11 @@ registerBench({
   help: `Usage: dsv3 bench kernels [--json] [--no-reference] [--only NAME]
 
 Times each native fused kernel against the pure-TypeScript reference and prints JSON lines
-{bench, op, shape, native_ms, reference_ms, speedup, gbps|gflops, isa, threads}:
+{bench, op, shape, native_ms, reference_ms, speedup, gbps|gflops|us_per_call, isa, threads}:
   softmax [8192,4096], rmsNorm [4096,256], siluMul 4M, crossEntropy [2048,4096] fwd+bwd,
   attention fwd and bwd at B=8,H=8,T=256,dqk=48,dv=32 (causal), absorbed MLA decode
   (B=1,H=8,tq=1,tk=1024,dqk=80,dv=64, kvHeads 1), and 1000 calls of an 8x8 add (the fixed
-  per-call cost; its ms are microseconds per call).
+  per-call cost, reported as us_per_call).
 Native times are medians over repeated runs; the reference runs once (it is slow).
 Options:
   --json          JSON lines only (no table on stderr)
@@ -155,12 +157,14 @@ Environment: DSV3_THREADS, DSV3_ISA as for every command.
       };
       if (c.bytes !== undefined) line.gbps = +(c.bytes / nativeMs / 1e6).toFixed(2);
       if (c.flops !== undefined) line.gflops = +(c.flops / nativeMs / 1e6).toFixed(2);
+      if (c.calls !== undefined) line.us_per_call = +((nativeMs * 1000) / c.calls).toFixed(3);
       line.isa = info.isa;
       line.threads = info.threads;
       process.stdout.write(JSON.stringify(line) + '\n');
       rows.push(`${c.op.padEnd(28)} ${JSON.stringify(c.shape).padEnd(22)} native ${nativeMs.toFixed(3).padStart(9)} ms  ` +
         `ref ${refMs === null ? '-' : refMs.toFixed(1).padStart(8) + ' ms'}  ` +
-        `${line.speedup === null ? '' : String(line.speedup) + 'x  '}${line.gbps !== undefined ? `${line.gbps} GB/s` : `${line.gflops} GFLOP/s`}`);
+        `${line.speedup === null ? '' : String(line.speedup) + 'x  '}` +
+        (line.gbps !== undefined ? `${line.gbps} GB/s` : line.gflops !== undefined ? `${line.gflops} GFLOP/s` : `${line.us_per_call} us/call`));
     }
     if (!values.json) process.stderr.write(`\nnative isa ${info.isa}, ${info.threads} threads\n${rows.join('\n')}\n`);
   },

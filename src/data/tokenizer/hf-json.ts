@@ -21,6 +21,8 @@ export interface LoadTokenizerOptions {
   bosToken?: string | null;
   /** EOS token content; default: tokenizer_config.json beside the file, then well-known names. */
   eosToken?: string | null;
+  /** Prepend BOS in encode() by default; default: add_bos_token of tokenizer_config.json, else whether the post-processor template starts with the BOS token. */
+  addBosByDefault?: boolean;
   /** File name used in error messages. */
   source?: string;
 }
@@ -90,6 +92,15 @@ function parseModel(json: unknown, where: string): BpeModel {
   });
 }
 
+/** Whether a post-processor's single-sequence template starts with a special token (HF's BOS). */
+function templateStartsWithSpecial(json: unknown): boolean {
+  if (!isObject(json)) return false;
+  if (json.type === 'Sequence' && Array.isArray(json.processors)) return json.processors.some(templateStartsWithSpecial);
+  if (json.type !== 'TemplateProcessing' || !Array.isArray(json.single)) return false;
+  const first: unknown = json.single[0];
+  return isObject(first) && isObject(first.SpecialToken);
+}
+
 function checkPostProcessor(json: unknown, where: string): void {
   if (json === null || json === undefined) return;
   const ok = ['ByteLevel', 'TemplateProcessing', 'RobertaProcessing', 'BertProcessing', 'Sequence'];
@@ -98,8 +109,8 @@ function checkPostProcessor(json: unknown, where: string): void {
   }
 }
 
-/** Reads `bos_token`/`eos_token` from a tokenizer_config.json (string or {content}). */
-function readTokenizerConfig(path: string): { bos?: string; eos?: string } {
+/** Reads `bos_token`/`eos_token` (string or {content}) and `add_bos_token` from a tokenizer_config.json. */
+function readTokenizerConfig(path: string): { bos?: string; eos?: string; addBos?: boolean } {
   if (!existsSync(path)) return {};
   let cfg: unknown;
   try {
@@ -110,7 +121,11 @@ function readTokenizerConfig(path: string): { bos?: string; eos?: string } {
   if (!isObject(cfg)) return {};
   const name = (v: unknown): string | undefined =>
     typeof v === 'string' ? v : isObject(v) && typeof v.content === 'string' ? v.content : undefined;
-  return { bos: name(cfg.bos_token), eos: name(cfg.eos_token) };
+  return {
+    bos: name(cfg.bos_token),
+    eos: name(cfg.eos_token),
+    addBos: typeof cfg.add_bos_token === 'boolean' ? cfg.add_bos_token : undefined,
+  };
 }
 
 /**
@@ -148,6 +163,7 @@ export function parseTokenizerJson(json: unknown, opts: LoadTokenizerOptions = {
     postProcessor: json.post_processor ?? null,
     bosToken: opts.bosToken,
     eosToken: opts.eosToken,
+    addBosByDefault: opts.addBosByDefault ?? templateStartsWithSpecial(json.post_processor),
   });
 }
 
@@ -170,6 +186,7 @@ export function loadTokenizerJson(path: string, opts: LoadTokenizerOptions = {})
     source: path,
     bosToken: opts.bosToken !== undefined ? opts.bosToken : has(cfg.bos, j) ? cfg.bos : undefined,
     eosToken: opts.eosToken !== undefined ? opts.eosToken : has(cfg.eos, j) ? cfg.eos : undefined,
+    addBosByDefault: opts.addBosByDefault ?? cfg.addBos,
   });
 }
 
@@ -211,7 +228,13 @@ export interface SaveTokenizerOptions {
 export function saveTokenizerJson(tok: Tokenizer, path: string, opts: SaveTokenizerOptions = {}): void {
   writeFileAtomic(path, JSON.stringify(tokenizerToJson(tok), null, 2) + '\n');
   if (opts.writeConfig) {
-    const cfg = { bos_token: tok.bosToken ?? null, eos_token: tok.eosToken ?? null, tokenizer_class: 'PreTrainedTokenizerFast' };
+    const cfg = {
+      add_bos_token: tok.addBosByDefault,
+      add_eos_token: false,
+      bos_token: tok.bosToken ?? null,
+      eos_token: tok.eosToken ?? null,
+      tokenizer_class: 'PreTrainedTokenizerFast',
+    };
     writeFileAtomic(join(dirname(path), 'tokenizer_config.json'), JSON.stringify(cfg, null, 2) + '\n');
   }
 }

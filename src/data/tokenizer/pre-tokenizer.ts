@@ -181,13 +181,6 @@ export class SequencePreTokenizer implements PreTokenizer {
   }
 }
 
-/** Whether a pre-tokenizer maps text to GPT-2 byte-level characters somewhere in its chain. */
-export function hasByteLevel(p: PreTokenizer | null): boolean {
-  if (p instanceof ByteLevelPreTokenizer) return true;
-  if (p instanceof SequencePreTokenizer) return p.members.some(hasByteLevel);
-  return false;
-}
-
 /**
  * Parses the `pre_tokenizer` field of a tokenizer.json (null means none). Unknown types are
  * a DsvError naming the field.

@@ -25,11 +25,13 @@ export interface TokenizerParts {
   readonly bosToken?: string | null;
   /** Content of the end-of-sequence token; when absent, well-known names are tried. */
   readonly eosToken?: string | null;
+  /** Whether encode() prepends BOS when not told (HF: add_bos_token / the post-processor). */
+  readonly addBosByDefault?: boolean;
 }
 
 /** Options of {@link Tokenizer.encode}. */
 export interface EncodeOptions {
-  /** Prepend the BOS id (error if the tokenizer has none). */
+  /** Prepend the BOS id (error if the tokenizer has none); default {@link Tokenizer.addBosByDefault}. */
   addBos?: boolean;
   /** Append the EOS id (error if the tokenizer has none). */
   addEos?: boolean;
@@ -53,6 +55,8 @@ export class Tokenizer {
   readonly bosId: number | undefined;
   /** Id of the end-of-sequence token, if the tokenizer has one. */
   readonly eosId: number | undefined;
+  /** Whether encode() prepends BOS by default (false for trained tokenizers). */
+  readonly addBosByDefault: boolean;
   private readonly rawMatcher: AddedTokenMatcher;
   private readonly normMatcher: AddedTokenMatcher;
   private readonly addedById = new Map<number, AddedToken>();
@@ -73,6 +77,7 @@ export class Tokenizer {
     this.normMatcher = new AddedTokenMatcher(parts.normalizer === null ? [] : parts.addedTokens.filter((t) => t.normalized));
     this.bosId = this.resolveSpecial(parts.bosToken, KNOWN_BOS, 'bos_token');
     this.eosId = this.resolveSpecial(parts.eosToken, KNOWN_EOS, 'eos_token');
+    this.addBosByDefault = (parts.addBosByDefault ?? false) && this.bosId !== undefined;
   }
 
   private resolveSpecial(name: string | null | undefined, known: readonly string[], field: string): number | undefined {
@@ -117,7 +122,7 @@ export class Tokenizer {
   /** Encodes text to token ids. Added tokens in the text are matched before anything else. */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
-    if (opts.addBos) out.push(this.requireSpecial(this.bosId, 'BOS'));
+    if (opts.addBos ?? this.addBosByDefault) out.push(this.requireSpecial(this.bosId, 'BOS'));
     for (const seg of this.rawMatcher.split(text)) {
       if (seg.id >= 0) {
         out.push(seg.id);

@@ -89,7 +89,8 @@ export function trainBpe(texts: Iterable<string>, opts: TrainBpeOptions = {}): T
   const lens: number[] = [];
   const counts: number[] = [];
   for (const [w, c] of wordCounts) {
-    const syms = Int32Array.from(w, (ch) => charToId.get(ch)!);
+    const syms = new Int32Array(w.length); // byte-level characters are all in the BMP
+    for (let i = 0; i < w.length; i++) syms[i] = charToId.get(w[i]!)!;
     words.push(syms);
     lens.push(syms.length);
     counts.push(c);

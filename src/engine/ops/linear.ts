@@ -1,5 +1,7 @@
 /**
- * Linear layer y = x W^T (x [..., in], W [out, in]) as one GEMM (NT) over all leading dims.
+ * Linear layer y = x W^T (x [..., in], W [out, in]) as one GEMM (NT) over all leading dims: the
+ * MLA projections W^DQ, W^UQ, W^QR, W^DKV, W^UK, W^KR, W^UV, W^O (DeepSeek-V3 Eqs. 1-11), the
+ * expert FFNs and the output head.
  *
  * The backward is split into its two halves, each callable on its own:
  *   - `linearGradInput(gy, w)`:  dX = dY W        (the "B" part: needed to continue backward)

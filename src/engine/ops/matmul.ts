@@ -127,10 +127,7 @@ export function as2d(t: Tensor): Tensor {
   return new Tensor(c.data, [cols === 0 ? 0 : c.size / cols, cols], 'f32', undefined, c.offset);
 }
 
-/**
- * Matrix product with broadcast batch dims: a [..., m, k] @ b [..., k, n] -> [..., m, n].
- * (In DeepSeek-V3 every projection W x of Eqs. 1-11 and 12-16 is such a product.)
- */
+/** Matrix product with broadcast batch dims: a [..., m, k] @ b [..., k, n] -> [..., m, n]. */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   checkF32('matmul', a, 'a');
   checkF32('matmul', b, 'b');

@@ -1,6 +1,6 @@
 /**
- * RMSNorm (Zhang & Sennrich 2019), used by DeepSeek-V3 before attention and FFN blocks and on
- * the compressed MLA latents c^Q and c^KV (§2.1.1):
+ * RMSNorm (Zhang & Sennrich 2019), used by DeepSeek-V3 before every attention and FFN block,
+ * after the compressed MLA latents c^Q and c^KV (§4.2), and in the MTP modules (Eq. 21):
  *   y = x / sqrt(mean(x^2) + eps) * w     over the last dim,
  * fused on kernels().rmsNorm; the per-row 1/rms is saved for kernels().rmsNormBackward.
  */

@@ -114,6 +114,8 @@ export function crossEntropyBackward(logits: Float32Array, targets: Int32Array, 
   for (let r = 0; r < rows; r++) {
     const o = r * vocab;
     const t = targets[r]!;
+    // a target >= vocab would index into the next row: an error, as in the forward
+    if (t >= vocab) throw new RangeError(`crossEntropyBackward: target ${t} at row ${r} is out of range for a vocabulary of ${vocab}`);
     if (t < 0) {
       dlogits.fill(0, o, o + vocab);
       continue;
