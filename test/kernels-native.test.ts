@@ -206,6 +206,12 @@ test('row and elementwise bindings reject short buffers and bad targets with Ran
     (e: Error) => e instanceof RangeError && /target 4 at row 1/.test(e.message));
   assert.throws(() => A.crossEntropy(x, new Int32Array(2), new Float32Array(3), new Float32Array(3), 3, 4),
     (e: Error) => e instanceof RangeError && /'targets'/.test(e.message));
+  // empty buffers are valid for empty calls
+  const e = new Float32Array(0);
+  A.softmax(e, e, 0, 5);
+  A.binary(0, e, e, e, 0);
+  A.crossEntropy(e, new Int32Array(0), e, e, 0, 10);
+  A.rmsNormBackward(e, new Float32Array(5), e, e, e, new Float32Array(5), 0, 5);
 });
 
 // ---- attention -----------------------------------------------------------------------------
@@ -221,7 +227,7 @@ interface AttCase {
 const CASES: AttCase[] = [
   { name: 'kvHeads=H prefill', B: 2, H: 3, KVH: 3, tq: 37, tk: 37, dqk: 16, dv: 8, off: 0 },
   { name: 'kvHeads=1 across key tiles', B: 2, H: 4, KVH: 1, tq: 70, tk: 70, dqk: 20, dv: 12, off: 0 },
-  { name: 'multi-chunk, awkward dims', B: 2, H: 2, KVH: 2, tq: 150, tk: 150, dqk: 33, dv: 7, off: 0, pad: 5 },
+  { name: 'multi-chunk (last chunk one row), awkward dims', B: 2, H: 2, KVH: 2, tq: 129, tk: 129, dqk: 33, dv: 7, off: 0, pad: 5 },
   { name: 'prefix cache (causalOffset = tk - tq)', B: 1, H: 2, KVH: 2, tq: 5, tk: 130, dqk: 24, dv: 24, off: 125 },
   { name: 'negative offset (rows without keys)', B: 1, H: 2, KVH: 1, tq: 10, tk: 10, dqk: 8, dv: 8, off: -3 },
   { name: 'decode tq=1, kvHeads=1, V inside K', B: 1, H: 8, KVH: 1, tq: 1, tk: 1000, dqk: 40, dv: 24, off: 999, vInK: true },
@@ -286,4 +292,17 @@ test('attention bindings validate kvHeads and buffer extents', opts, () => {
   assert.throws(() => A.attentionBackward(p, q, k, v, out, lse, out, q, k, v.subarray(3)), (e: Error) => e instanceof RangeError && /'dv'/.test(e.message));
   assert.throws(() => A.attention({ ...p, qStrides: [1, 2] as unknown as [number, number, number] }, q, k, v, out, lse), TypeError);
   assert.throws(() => A.attention({ ...p, tq: -1 }, q, k, v, out, lse), RangeError);
+});
+
+test('attention with no keys (tk = 0): out 0, lse -inf, dq 0', opts, () => {
+  const c: AttCase = { name: '', B: 2, H: 2, KVH: 1, tq: 3, tk: 0, dqk: 4, dv: 4, off: 0 };
+  const { p, q, k, v, dout, no } = setup(c);
+  eachConfig((cfg) => {
+    const out = new Float32Array(no).fill(NaN), lse = new Float32Array(12), dq = new Float32Array(q.length).fill(NaN);
+    A.attention(p, q, k, v, out, lse);
+    assert.deepEqual(out, new Float32Array(no), `out ${cfg}`);
+    assert.deepEqual(lse, new Float32Array(12).fill(-Infinity), `lse ${cfg}`);
+    A.attentionBackward(p, q, k, v, out, lse, dout, dq, new Float32Array(0), new Float32Array(0));
+    assert.deepEqual(dq, new Float32Array(q.length), `dq ${cfg}`);
+  });
 });

@@ -12,7 +12,7 @@ import { readMetrics, type StepRecord } from '../src/train/metrics.js';
 import { train, type TrainOptions } from '../src/train/trainer.js';
 
 /** A tiny DeepSeek-V3 config: 2 layers (dense + MoE), 8 experts in 2 groups, one MTP module. */
-export const TINY: Record<string, unknown> = {
+const TINY: Record<string, unknown> = {
   architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', vocab_size: 320, hidden_size: 32,
   intermediate_size: 48, moe_intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
   n_shared_experts: 1, n_routed_experts: 8, num_experts_per_tok: 2, n_group: 2, topk_group: 1,
@@ -24,7 +24,7 @@ export const TINY: Record<string, unknown> = {
 
 let cached: PreparedData | null = null;
 /** A small slice of Moby-Dick with a 320-token BPE tokenizer (no disk cache). */
-export function tinyData(): PreparedData {
+function tinyData(): PreparedData {
   if (cached) return cached;
   const docs = loadMobyDick().documents.slice(3, 6).map((d) => d.slice(0, 6000));
   cached = prepareData({ corpus: { name: 'moby-slice', documents: docs }, vocabSize: 320, cacheDir: null, valFraction: 0.1, seqLen: 16 });

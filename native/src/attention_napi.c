@@ -48,10 +48,12 @@ static int read_params(napi_env env, napi_value p, dsv3_attn_ctx* c) {
       prop_strides(env, p, "qStrides", c->qs) || prop_strides(env, p, "kStrides", c->ks) ||
       prop_strides(env, p, "vStrides", c->vs) || prop_strides(env, p, "oStrides", c->os))
     return -1;
-  const int64_t lim = 1LL << 31;
-  if (c->batch >= lim || c->heads >= lim || c->tq >= lim || c->tk >= lim || c->dqk >= lim || c->dv >= lim ||
-      off != floor(off) || fabs(off) >= (double)lim) {
-    napi_throw_range_error(env, NULL, "dsv3 native: attention: a size or causalOffset is out of range");
+  /* token positions and causal limits are compared as float32 in the kernel: keep them exact */
+  const int64_t lim = 1LL << 31, pos = 1LL << 23;
+  if (c->batch >= lim || c->heads >= lim || c->dqk >= lim || c->dv >= lim || c->tq >= pos || c->tk >= 2 * pos ||
+      off != floor(off) || fabs(off) >= (double)pos) {
+    napi_throw_range_error(env, NULL,
+                           "dsv3 native: attention: a size or causalOffset is out of range (tq, |causalOffset| < 2^23, tk < 2^24)");
     return -1;
   }
   if (c->heads > 0 && c->kv_heads != 1 && c->kv_heads != c->heads) {

@@ -5,23 +5,23 @@
  *   - AVX2 (and AVX-512 without VBMI): exact arithmetic, no table, no gather.  Sign-extend the
  *     code byte to 32 bits and shift it left by 20: bits 26..23 now hold the E4M3 exponent e,
  *     bits 22..20 the mantissa m, bit 27 and bits 31..28 copies of the sign. AND with 0x87F00000
- *     keeps the sign (bit 31) and e/m. Read as a float32 that is 2^(e-127)(1+m/8) for e >= 1 and,
- *     for e = 0, the float32 denormal m*2^-129; times 2^120 both are exactly the E4M3 value
- *     (2^(e-7)(1+m/8), m*2^-9). The 2^120 is folded into the block scale: one multiply by
- *     S = scale*2^120 rounds the exact product e4m3*scale once, so the decoded weight is
- *     bit-identical to float32(e4m3 * scale). That needs S exact (|scale| < 2^8, true for every
- *     real checkpoint; otherwise the callers multiply by 2^120 and by scale separately) and
- *     denormals honoured: DAZ/FTZ are cleared in MXCSR around the kernels (fp8_csr_enter).
- *     Five instructions per 8 weights: vpmovsxbd (with the load), vpslld, vpand, vmulps, and the
- *     FMA that uses the weight. NaN codes come out as +-480*scale, so the GEMV also keeps a
- *     byte-wise max of (code+code) (= mag << 1): a byte >= 0xFE marks a NaN code and the affected
- *     rows are rescanned (rare path). The panel decoder instead blends NaN in per lane.
- *   - AVX-512 VBMI: a table lookup with byte permutes. The float32 value of an E4M3 code has
- *     only its top 16 bits non-zero, so a 128-entry table of the high byte and one of the next
- *     byte (256 bytes: 4 zmm registers) decode 64 codes with two vpermt2b (bit 7 of the index,
- *     the sign, is ignored by the instruction and ORed back with one vpternlogd); four masked
- *     vpermt2b then spread the byte pairs into the top halves of 4 x 16 float32 lanes. The
- *     table has the NaNs, so no NaN tracking is needed. Gathers are not used anywhere (they
+ *     keeps the sign (bit 31) and e/m. Read as a float32 that is the "raw" value
+ *     e4m3(c) * 2^-120 exactly: 2^(e-127)(1+m/8) for e >= 1 and, for e = 0, the float32
+ *     denormal m*2^-129. Three instructions per 8 weights (vpmovsxbd with the load, vpslld,
+ *     vpand). The 2^120 and the block scale are applied outside the inner loop (the GEMV folds
+ *     them into a scaled copy of x, the panel decoder multiplies each weight by 2^120 and then
+ *     by the scale, which is exactly float32(e4m3 * scale)). Denormals must be honoured:
+ *     DAZ/FTZ are cleared in MXCSR around the kernels (fp8_csr_enter). On Zen 3, FMAs take the
+ *     denormal raw values at full speed (a vmulps with a denormal input is slower).
+ *     NaN codes come out as raw +-480*2^-120, so the GEMV also keeps a byte-wise max of
+ *     (code+code) (= magnitude << 1): a byte >= 0xFE marks a NaN code and the affected rows
+ *     are rescanned (rare path). The panel decoder instead blends NaN in per lane.
+ *   - AVX-512 VBMI: a table lookup with byte permutes. A raw value has only its top 16 bits
+ *     non-zero, so a 128-entry table of its high byte and one of the next byte (256 bytes:
+ *     4 zmm registers, with NaN entries for 0x7F) decode 64 codes with two vpermt2b (bit 7 of
+ *     the index, the sign, is ignored by the instruction and ORed back with one vpternlogd);
+ *     four masked vpermt2b then spread the byte pairs into the top halves of 4 x 16 float32
+ *     lanes: 7 instructions per 64 weights instead of 12. Gathers are not used anywhere (they
  *     measured 2-3x slower than decoding). */
 #ifndef DSV3_FP8_ISA_H
 #define DSV3_FP8_ISA_H
@@ -38,7 +38,7 @@
 #define FP8_GEMV_MAX 8 /* most x rows the GEMV path handles */
 
 /* E4M3FN value of code c (compile-time constant expression). */
-#define FP8_E(c)                                                                                                   \
+#define FP8_E_(c)                                                                                                  \
   ((((c) & 0x7F) == 0x7F) ? (((c) & 0x80) ? -__builtin_nanf("") : __builtin_nanf(""))                            \
                           : (((c) & 0x80) ? -1.0f : 1.0f) *                                                       \
                                 ((((c) >> 3) & 15) ? (float)((8 + ((c) & 7)) << (((c) >> 3) & 15)) / 1024.0f      \
@@ -46,7 +46,12 @@
 #define FP8_E4(c) FP8_E(c), FP8_E((c) + 1), FP8_E((c) + 2), FP8_E((c) + 3)
 #define FP8_E16(c) FP8_E4(c), FP8_E4((c) + 4), FP8_E4((c) + 8), FP8_E4((c) + 12)
 #define FP8_E64(c) FP8_E16(c), FP8_E16((c) + 16), FP8_E16((c) + 32), FP8_E16((c) + 48)
+#define FP8_E(c) FP8_E_(c)
 static const float fp8_e4m3_table[256] = {FP8_E64(0), FP8_E64(64), FP8_E64(128), FP8_E64(192)};
+/* raw values e4m3(c) * 2^-120 (exact; denormal for e = 0), what the vector decoders produce */
+#undef FP8_E
+#define FP8_E(c) (FP8_E_(c) * 0x1p-120f)
+static const float fp8_raw_table[256] = {FP8_E64(0), FP8_E64(64), FP8_E64(128), FP8_E64(192)};
 
 typedef struct {
   int64_t m, n, k, kb; /* kb = ceil(k/128): columns of the scale grid */
@@ -55,7 +60,6 @@ typedef struct {
   const float* s;      /* scale_inv [ceil(n/128)][kb] */
   float beta;
   float* y; /* [m][n] */
-  int fold; /* every scale has scale*2^120 exact (|scale| < 2^8 or not finite) */
   int vbmi; /* AVX-512 build on a VBMI CPU: table decode */
 } fp8_prob;
 
@@ -126,7 +130,7 @@ static inline __m512 fp8_raw16(const uint8_t* p) {
   const __m512i u = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p));
   return _mm512_castsi512_ps(_mm512_and_si512(_mm512_slli_epi32(u, 20), _mm512_set1_epi32((int)0x87F00000u)));
 }
-/* The VBMI decode table: high and second byte of the float32 value of each magnitude 0..127,
+/* The VBMI decode table: high and second byte of the raw float32 value of each magnitude 0..127,
  * and the byte-spreading permutes: for output vector q, lane i takes (second, high) byte of
  * code 16q+i into its bytes 2 and 3 (index 16q+i selects from the first table operand,
  * 64+16q+i from the second). */
@@ -137,7 +141,7 @@ static inline void fp8_vbmi_init(fp8_vbmi_tab* T) {
   uint8_t lo[128], hi[128], ix[4][64];
   for (int c = 0; c < 128; c++) {
     uint32_t b;
-    memcpy(&b, &fp8_e4m3_table[c], 4);
+    memcpy(&b, &fp8_raw_table[c], 4);
     lo[c] = (uint8_t)(b >> 16);
     hi[c] = (uint8_t)(b >> 24);
   }
@@ -153,19 +157,19 @@ static inline void fp8_vbmi_init(fp8_vbmi_tab* T) {
   T->hi1 = _mm512_loadu_si512((const void*)(hi + 64));
   for (int q = 0; q < 4; q++) T->idx[q] = _mm512_loadu_si512((const void*)ix[q]);
 }
-/* 64 codes -> (second byte, high byte) vectors of their float32 values (sign included). */
+/* 64 codes -> (second byte, high byte) vectors of their raw float32 values (sign included). */
 static inline void fp8_vbmi_bytes(const fp8_vbmi_tab* T, __m512i c, __m512i* lo, __m512i* hi) {
   *lo = _mm512_permutex2var_epi8(T->lo0, c, T->lo1);
   const __m512i h = _mm512_permutex2var_epi8(T->hi0, c, T->hi1);
   *hi = _mm512_ternarylogic_epi32(h, c, _mm512_set1_epi32((int)0x80808080u), 0xF8); /* h | (c & 0x80) */
 }
-/* Floats of codes 16q..16q+15 of the 64 decoded by fp8_vbmi_bytes. */
+/* Raw floats of codes 16q..16q+15 of the 64 decoded by fp8_vbmi_bytes. */
 static inline __m512 fp8_vbmi_spread(const fp8_vbmi_tab* T, __m512i lo, __m512i hi, int q) {
   return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(0xCCCCCCCCCCCCCCCCull, lo, T->idx[q], hi));
 }
 #endif
 
-/* Thread-local 64-byte aligned scratch that only grows (fp8_gemm.c); slots 0..1. */
+/* Thread-local 64-byte aligned scratch that only grows (fp8_gemm.c); slots 0..2. */
 void* ISA_FN(fp8_scratch)(int slot, size_t bytes);
 /* The packed-GEMM path for any m (fp8_gemm.c). 0, or -1 when scratch memory ran out. */
 int ISA_FN(fp8_gemm)(const fp8_prob* P);

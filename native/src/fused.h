@@ -73,7 +73,7 @@ static inline int64_t dsv3_pad(int64_t n) { return (n + DSV3_ATT_PAD - 1) / DSV3
 /* Floats of per-thread scratch and of split partials each pass needs. */
 static inline size_t dsv3_attn_fwd_scratch(const dsv3_attn_ctx* c) {
   int64_t R = c->rows_per_chunk;
-  return (size_t)(c->dqk * R + DSV3_ATT_BK * R + R * dsv3_pad(c->dv) + 6 * R + 64);
+  return (size_t)(c->dqk * R + DSV3_ATT_BK * R + R * dsv3_pad(c->dv) + 6 * R + dsv3_pad(c->dqk) + 64);
 }
 static inline size_t dsv3_attn_fwd_part(const dsv3_attn_ctx* c) {
   return (size_t)(c->rows_per_chunk * (dsv3_pad(c->dv) + 2));

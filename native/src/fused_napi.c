@@ -139,10 +139,9 @@ static int check_targets(napi_env env, const int32_t* t, int64_t rows, int64_t v
 }
 
 static int get_targets(napi_env env, napi_value v, int64_t rows, const int32_t** out) {
-  size_t len;
-  const int32_t* t = dsv3_i32(env, v, &len, "targets");
-  if (!t || dsv3_need(env, len, (size_t)rows, "targets")) return -1;
-  *out = t;
+  void* p;
+  if (fz_typed(env, v, napi_int32_array, "targets", (size_t)rows, &p)) return -1;
+  *out = (const int32_t*)p;
   return 0;
 }
 

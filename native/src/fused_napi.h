@@ -44,13 +44,34 @@ static inline int fz_dims(napi_env env, napi_value va, const char* na, napi_valu
   return 0;
 }
 
-/* A Float32Array argument with at least `need` elements (TypeError / RangeError naming it). */
-static inline int fz_f32(napi_env env, napi_value v, const char* name, size_t need, float** out) {
-  size_t len;
-  float* p = dsv3_f32(env, v, &len, name);
-  if (!p) return -1;
+/* A typed-array argument of type `want` with at least `need` elements (TypeError /
+ * RangeError naming it). Unlike dsv3_typed, an empty array (whose data pointer Node-API may
+ * report as NULL) is accepted and yields a valid, never-dereferenced pointer. */
+static inline int fz_typed(napi_env env, napi_value v, napi_typedarray_type want, const char* name, size_t need,
+                           void** out) {
+  static float empty[16];
+  bool is = false;
+  napi_typedarray_type type;
+  size_t len, off;
+  void* data = NULL;
+  napi_value ab;
+  char msg[160];
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok || type != want) {
+    snprintf(msg, sizeof msg, "dsv3 native: argument '%s' must be a %s", name,
+             want == napi_int32_array ? "Int32Array" : "Float32Array");
+    napi_throw_type_error(env, NULL, msg);
+    return -1;
+  }
   if (dsv3_need(env, len, need, name)) return -1;
-  *out = p;
+  *out = data ? data : (void*)empty;
+  return 0;
+}
+
+static inline int fz_f32(napi_env env, napi_value v, const char* name, size_t need, float** out) {
+  void* p;
+  if (fz_typed(env, v, napi_float32_array, name, need, &p)) return -1;
+  *out = (float*)p;
   return 0;
 }
 

@@ -167,6 +167,11 @@ export class DeepseekV3 {
     return new DeepseekV3(cfg, new RandomParams(seed, cfg.initializer_range), opts.mtp ?? true);
   }
 
+  /** A model whose tensors come from any ParamSource (e.g. random weights stored as FP8 or bf16). */
+  static fromParams(cfg: ModelConfig, source: ParamSource, opts: { mtp?: boolean } = {}): DeepseekV3 {
+    return new DeepseekV3(cfg, source, opts.mtp ?? true);
+  }
+
   /** Trainable parameters (float32 leaves), in module order. */
   parameters(): Tensor[] {
     return [...this.params.values()];

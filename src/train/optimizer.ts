@@ -154,11 +154,17 @@ export class AdamW {
 
 function adamF32(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, gs: number, decay: number,
   b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
-  for (let j = 0; j < w.length; j++) {
+  // lr·(m/bc1)/(sqrt(v/bc2)+eps) with the bias corrections hoisted out of the loop
+  const stepSize = lr / bc1;
+  const invBc2 = 1 / bc2;
+  const n = w.length;
+  for (let j = 0; j < n; j++) {
     const gj = g[j]! * gs;
-    const mj = (m[j] = b1 * m[j]! + c1 * gj);
-    const vj = (v[j] = b2 * v[j]! + c2 * gj * gj);
-    w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
+    const mj = b1 * m[j]! + c1 * gj;
+    const vj = b2 * v[j]! + c2 * gj * gj;
+    m[j] = mj;
+    v[j] = vj;
+    w[j] = w[j]! * decay - (stepSize * mj) / (Math.sqrt(vj * invBc2) + eps);
   }
 }
 

@@ -78,6 +78,25 @@ static void gather_qt(const dsv3_attn_ctx* c, const chunk_t* k, float* restrict 
   }
 }
 
+/* S[j*ld] = K row j . q for j < nk (lanes 1..ld-1 of each row zeroed: they are pad rows) */
+static void dots(int64_t nk, int64_t d, const float* K, int64_t ldk, const float* q, float* S, int64_t ld) {
+  for (int64_t j = 0; j < nk; j++) {
+    const float* kr = K + j * ldk;
+    vf a0 = vzero(), a1 = vzero();
+    int64_t e = 0;
+    for (; e + 2 * VL <= d; e += 2 * VL) {
+      a0 = vfma(vload(kr + e), vload(q + e), a0);
+      a1 = vfma(vload(kr + e + VL), vload(q + e + VL), a1);
+    }
+    for (; e < d; e += VL) {
+      const int t = (int)min64(VL, d - e);
+      a0 = vfma(vloadt(kr + e, t, 0), vloadt(q + e, t, 0), a0);
+    }
+    S[j * ld] = vhsum(vadd(a0, a1));
+    for (int64_t r = 1; r < ld; r++) S[j * ld + r] = 0.0f;
+  }
+}
+
 void ISA_FN(dsv3_attn_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
   const int64_t S = c->splits, NC = c->chunks, dqk = c->dqk, dv = c->dv, dvp = dsv3_pad(dv);
   const int64_t s = task % S, ch = NC - 1 - (task / S) % NC, bg = task / S / NC, Rm = c->rows_per_chunk;
@@ -86,8 +105,10 @@ void ISA_FN(dsv3_attn_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
   float* QT = c->scratch + (size_t)thread * c->scratch_floats; /* [dqk][Rp] */
   float* ST = QT + dqk * Rm;                                    /* [BK][Rp]  scores, then P */
   float* O = ST + BK * Rm;                                      /* [R][dvp]  unnormalised out */
-  float *mrow = O + Rm * dvp, *lrow = mrow + Rm, *lim = lrow + Rm, *alpha = lim + Rm;
+  float *mrow = O + Rm * dvp, *lrow = mrow + Rm, *lim = lrow + Rm, *alpha = lim + Rm, *qrow = alpha + Rm;
   gather_qt(c, &k, QT, lim, 3e38f);
+  if (R == 1)
+    for (int64_t d = 0; d < dqk; d++) qrow[d] = QT[d * Rp];
   for (int64_t r = 0; r < Rp; r++) {
     mrow[r] = -INFINITY;
     lrow[r] = 0.0f;
@@ -97,9 +118,13 @@ void ISA_FN(dsv3_attn_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
   const int64_t nkb = kend > 0 ? (kend + BK - 1) / BK : 0;
   const float* kbase = c->k + off3(c->ks, k.b, 0, k.g);
   const float* vbase = c->v + off3(c->vs, k.b, 0, k.g);
-  for (int64_t kb = s * nkb / S; kb < (s + 1) * nkb / S; kb++) {
+  const int64_t kb1 = (s + 1) * nkb / S;
+  for (int64_t kb = s * nkb / S; kb < kb1; kb++) {
     const int64_t j0 = kb * BK, nk = min64(BK, kend - j0);
-    mm(nk, Rp, dqk, kbase + j0 * c->ks[1], c->ks[1], 1, QT, Rp, ST, Rp, 0); /* S^T = K Q^T */
+    if (R == 1) /* a lone query row (decode, kvHeads = heads): dot products, not a 1-lane tile */
+      dots(nk, dqk, kbase + j0 * c->ks[1], c->ks[1], qrow, ST, Rp);
+    else
+      mm(nk, Rp, dqk, kbase + j0 * c->ks[1], c->ks[1], 1, QT, Rp, ST, Rp, 0); /* S^T = K Q^T */
     const int masked = j0 + nk - 1 > k.minlim;
     for (int64_t rv = 0; rv < Rp; rv += VL) {
       const vf lv = vload(lim + rv), mv = vload(mrow + rv), ninf = vset1(-INFINITY);

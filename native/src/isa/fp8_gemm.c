@@ -32,8 +32,8 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static _Thread_local void* tl_buf[2];
-static _Thread_local size_t tl_cap[2];
+static _Thread_local void* tl_buf[3];
+static _Thread_local size_t tl_cap[3];
 
 void* ISA_FN(fp8_scratch)(int slot, size_t bytes) {
   if (bytes < 64) bytes = 64;

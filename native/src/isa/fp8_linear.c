@@ -1,27 +1,35 @@
 /* FP8-weight linear y = x W^T (fp8.h): entry point and the small-m path (decode: m = 1..8).
  *
  * GEMV. Memory bound: the codes are streamed exactly once, one byte per weight, straight from
- * the caller's buffer, and decoded in registers (fp8_isa.h); each decoded vector of 8 (AVX2) or
- * 16 (AVX-512) weights feeds one FMA per x row, x[i] entering as a memory operand.
+ * the caller's buffer, and decoded in registers to raw values e4m3*2^-120 (fp8_isa.h); each
+ * decoded vector of 8 (AVX2) or 16 (AVX-512) weights feeds one FMA per x row. Per 8 weights
+ * that is 3 decode instructions + M FMAs (+ 2 per 32 for the NaN check): no multiply by the
+ * scale in the inner loop. Instead, for each 128-row block of W (one scale per 128-wide k
+ * block), x is first copied into a thread-local buffer with the block scales and 2^120 folded
+ * in:  xs[i][p] = x[i][p] * scale[p/128] * 2^(A_i+B)  (one rounding; A_i = -exponent of
+ * max|x_i|, B = 126 - exponent of the largest scale, so |xs| < 2^126 and the products with raw
+ * values stay well inside the float32 range), and the dot products are multiplied by
+ * 2^(120-A_i-B) at the end (exact). So the scale multiplies x (m*k multiplies per 128 rows)
+ * rather than every weight; each product x*scale*e4m3 is formed once, as in the reference, but
+ * with x*scale rounded instead of e4m3*scale (a difference of one float32 rounding per term).
  * Blocking:
  *   - threads: the n output rows of W are cut into chunks (multiples of 16 rows, about 4 per
  *     thread, claimed dynamically), so each thread reads whole contiguous rows;
- *   - a chunk is processed SUB = 256 rows at a time, its partial sums held in an 8 KB y buffer;
- *   - k is walked in slices of KS elements with m*KS*4 <= 16 KB, so the x rows of the slice stay
- *     in L1 while all rows of the sub-chunk stream past (m = 1: KS = 4096, one slice for
+ *   - a chunk is processed one 128-row scale block (or part) at a time: build xs, partial
+ *     sums in a 4 KB (m = 8) y buffer;
+ *   - k is walked in slices of KS elements with m*KS*4 <= 16 KB, so the xs rows of the slice
+ *     stay in L1 while all rows of the block stream past (m = 1: KS = 4096, one slice for
  *     k <= 4096; m = 8: KS = 512);
- *   - R rows of W are decoded together (R = 4 for m <= 2, 2 for m <= 4, else 1), each x load then
- *     serves R FMAs; M*R accumulators stay in registers (<= 8 ymm on AVX2);
- *   - inside a slice, per 128-wide scale block: one scale per row, folded into the decode
- *     multiplier (scale * 2^120, or scale itself for the VBMI table); 4 vectors per step, then
- *     single vectors, then a scalar tail using the exact table.
- * Every weight is float32(e4m3(code) * scale) exactly (decode-then-use); only the order of the
- * float32 sums differs from the reference. */
+ *   - R rows of W are decoded together (R = 4 for m <= 2, 2 for m <= 4, else 1), each xs load
+ *     then serves R FMAs; M*R accumulators stay in registers (<= 8 ymm on AVX2);
+ *   - inside a slice: 4 vectors per row per step, then single vectors, then a scalar tail
+ *     (the exact raw table). */
+#include <limits.h>
 #include "cpu.h"
 #include "fp8_isa.h"
 #include "threadpool.h"
 
-#define SUB 256
+#define SUB FP8_BLOCK /* y buffer rows: one scale block */
 #define XBYTES 16384
 
 #if defined(DSV3_ISA_AVX512)
@@ -31,7 +39,7 @@
 #define FLOADU(p) _mm512_loadu_ps(p)
 #define FSET1(x) _mm512_set1_ps(x)
 #define FFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define FMUL(a, b) _mm512_mul_ps((a), (b))
+#define FADD(a, b) _mm512_add_ps((a), (b))
 #define FHSUM(v) _mm512_reduce_add_ps(v)
 #define FRAW(p) fp8_raw16(p)
 typedef __m512i nacc_t;
@@ -49,7 +57,7 @@ static inline int nacc_hit(nacc_t a) { return _mm512_cmpge_epu8_mask(a, _mm512_s
 #define FLOADU(p) _mm256_loadu_ps(p)
 #define FSET1(x) _mm256_set1_ps(x)
 #define FFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define FMUL(a, b) _mm256_mul_ps((a), (b))
+#define FADD(a, b) _mm256_add_ps((a), (b))
 #define FRAW(p) fp8_raw8(p)
 static inline float FHSUM(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -76,86 +84,80 @@ typedef int tab_t; /* no table outside the AVX-512 build */
 
 #ifdef FV
 #define GROUP (4 * FVL)
-/* out[i*SUB + r] += sum over k in [k0,k1) of x[i][k] * W[j+r][k], for i < M, r < R. */
-static inline __attribute__((always_inline)) void gemv_rows(const fp8_prob* P, const tab_t* T, int64_t j, int64_t k0,
-                                                            int64_t k1, float* out, const int M, const int R,
-                                                            const int vbmi) {
+/* out[i*SUB + r] += sum over p in [k0,k1) of xs[i][p] * raw(W[j+r][p]), for i < M, r < R. */
+static inline __attribute__((always_inline)) void gemv_rows(const fp8_prob* P, const tab_t* T, const float* xs,
+                                                            int64_t j, int64_t k0, int64_t k1, float* out,
+                                                            const int M, const int R, const int vbmi) {
   (void)T;
   const int64_t k = P->k;
-  FV acc[FP8_GEMV_MAX][4];
+  /* U accumulator sets (even / odd vectors) keep the FMA chains short when M*R is small */
+  const int U = M * R <= 4 ? 2 : 1;
+  FV acc[2][FP8_GEMV_MAX][4];
   float tail[FP8_GEMV_MAX][4];
   for (int i = 0; i < M; i++)
     for (int r = 0; r < R; r++) {
-      acc[i][r] = FZERO;
+      acc[0][i][r] = acc[1][i][r] = FZERO;
       tail[i][r] = 0.0f;
     }
   nacc_t nacc = NACC_ZERO;
   uint64_t swar = 0;
-  for (int64_t p0 = k0; p0 < k1; p0 += FP8_BLOCK) {
-    const int len = (int)(k1 - p0 < FP8_BLOCK ? k1 - p0 : FP8_BLOCK);
-    float sc[4];
-    FV sv[4];
+  const uint8_t* w0 = P->w + j * k;
+  int64_t p = k0;
+  for (; p + GROUP <= k1; p += GROUP)
     for (int r = 0; r < R; r++) {
-      sc[r] = fp8_scale(P, j + r, p0);
-      sv[r] = FSET1(vbmi ? sc[r] : sc[r] * 0x1p120f);
-    }
-    const float* xp = P->x + p0;
-    int p = 0;
-    for (; p + GROUP <= len; p += GROUP) {
-      for (int r = 0; r < R; r++) {
-        const uint8_t* c = P->w + (j + r) * k + p0 + p;
+      const uint8_t* c = w0 + r * k + p;
 #if defined(DSV3_ISA_AVX512)
-        if (vbmi) {
-          __m512i lo, hi;
-          fp8_vbmi_bytes(T, _mm512_loadu_si512((const void*)c), &lo, &hi);
-          for (int q = 0; q < 4; q++) {
-            const FV wq = FMUL(fp8_vbmi_spread(T, lo, hi, q), sv[r]);
-            for (int i = 0; i < M; i++) acc[i][r] = FFMA(FLOADU(xp + i * k + p + q * FVL), wq, acc[i][r]);
-          }
-          continue;
-        }
-#endif
-        nacc = nacc_add(nacc, c);
+      if (vbmi) {
+        __m512i lo, hi;
+        fp8_vbmi_bytes(T, _mm512_loadu_si512((const void*)c), &lo, &hi);
         for (int q = 0; q < 4; q++) {
-          const FV wq = FMUL(FRAW(c + q * FVL), sv[r]);
-          for (int i = 0; i < M; i++) acc[i][r] = FFMA(FLOADU(xp + i * k + p + q * FVL), wq, acc[i][r]);
+          const FV wq = fp8_vbmi_spread(T, lo, hi, q);
+          for (int i = 0; i < M; i++)
+            acc[q % U][i][r] = FFMA(FLOADU(xs + i * k + p + q * FVL), wq, acc[q % U][i][r]);
         }
+        continue;
+      }
+#endif
+      nacc = nacc_add(nacc, c);
+      for (int q = 0; q < 4; q++) {
+        const FV wq = FRAW(c + q * FVL);
+        for (int i = 0; i < M; i++) acc[q % U][i][r] = FFMA(FLOADU(xs + i * k + p + q * FVL), wq, acc[q % U][i][r]);
       }
     }
-    for (; p + FVL <= len; p += FVL) /* single vectors: arithmetic decode in every build */
-      for (int r = 0; r < R; r++) {
-        const uint8_t* c = P->w + (j + r) * k + p0 + p;
-        for (int h = 0; h < FVL; h += 8) swar |= fp8_nan_swar(c + h);
-        const FV wq = FMUL(FRAW(c), FSET1(sc[r] * 0x1p120f));
-        for (int i = 0; i < M; i++) acc[i][r] = FFMA(FLOADU(xp + i * k + p), wq, acc[i][r]);
-      }
-    for (; p < len; p++) /* scalar tail: exact table (NaN included) */
-      for (int r = 0; r < R; r++) {
-        const float wv = fp8_weight(P->w[(j + r) * k + p0 + p], sc[r]);
-        for (int i = 0; i < M; i++) tail[i][r] += xp[i * k + p] * wv;
-      }
-  }
+  for (; p + FVL <= k1; p += FVL) /* single vectors: arithmetic decode in every build */
+    for (int r = 0; r < R; r++) {
+      const uint8_t* c = w0 + r * k + p;
+      for (int h = 0; h < FVL; h += 8) swar |= fp8_nan_swar(c + h);
+      const FV wq = FRAW(c);
+      for (int i = 0; i < M; i++) acc[0][i][r] = FFMA(FLOADU(xs + i * k + p), wq, acc[0][i][r]);
+    }
+  for (; p < k1; p++) /* scalar tail: exact raw table (NaN included) */
+    for (int r = 0; r < R; r++) {
+      const float wv = fp8_raw_table[w0[r * k + p]];
+      for (int i = 0; i < M; i++) tail[i][r] += xs[i * k + p] * wv;
+    }
   for (int i = 0; i < M; i++)
-    for (int r = 0; r < R; r++) out[i * SUB + r] += FHSUM(acc[i][r]) + tail[i][r];
+    for (int r = 0; r < R; r++) out[i * SUB + r] += FHSUM(U == 2 ? FADD(acc[0][i][r], acc[1][i][r]) : acc[0][i][r]) + tail[i][r];
   if (swar || (!vbmi && nacc_hit(nacc))) /* rare: find the rows whose codes hold a NaN */
     for (int r = 0; r < R; r++)
-      if (fp8_row_has_nan(P->w + (j + r) * k + k0, k1 - k0))
+      if (fp8_row_has_nan(w0 + r * k + k0, k1 - k0))
         for (int i = 0; i < M; i++) out[i * SUB + r] = __builtin_nanf("");
 }
 
 /* Rows [jb, jb+rows) over the slice [k0,k1) into ybuf. */
-static void gemv_range(const fp8_prob* P, const tab_t* T, int64_t jb, int rows, int64_t k0, int64_t k1, float* ybuf) {
-#define ROWS(M, R, VB)                                                                          \
-  do {                                                                                          \
-    int r0 = 0;                                                                                 \
-    for (; r0 + (R) <= rows; r0 += (R)) gemv_rows(P, T, jb + r0, k0, k1, ybuf + r0, M, R, VB); \
-    for (; r0 < rows; r0++) gemv_rows(P, T, jb + r0, k0, k1, ybuf + r0, M, 1, VB);             \
+static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64_t jb, int rows, int64_t k0,
+                       int64_t k1, float* ybuf) {
+#define ROWS(M, R, VB)                                                                              \
+  do {                                                                                              \
+    int r0 = 0;                                                                                     \
+    for (; r0 + (R) <= rows; r0 += (R)) gemv_rows(P, T, xs, jb + r0, k0, k1, ybuf + r0, M, R, VB); \
+    for (; r0 < rows; r0++) gemv_rows(P, T, xs, jb + r0, k0, k1, ybuf + r0, M, 1, VB);             \
   } while (0)
 #if defined(DSV3_ISA_AVX512)
-#define CASE(M, R)                 \
-  case M:                          \
-    if (P->vbmi) ROWS(M, R, 1);    \
-    else ROWS(M, R, 0);            \
+#define CASE(M, R)              \
+  case M:                       \
+    if (P->vbmi) ROWS(M, R, 1); \
+    else ROWS(M, R, 0);         \
     break;
 #else
 #define CASE(M, R) \
@@ -177,21 +179,20 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, int64_t jb, int rows, 
 #undef ROWS
 }
 #else
-/* Portable C: decode one 128-block of a row into a small buffer with the exact table, then
- * plain dot products the compiler vectorises. */
-static void gemv_range(const fp8_prob* P, const tab_t* T, int64_t jb, int rows, int64_t k0, int64_t k1, float* ybuf) {
+/* Portable C: raw values of one row slice into a small buffer (exact table), then plain dot
+ * products the compiler vectorises. */
+static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64_t jb, int rows, int64_t k0,
+                       int64_t k1, float* ybuf) {
   (void)T;
   const int64_t k = P->k;
   float wb[FP8_BLOCK];
   for (int r = 0; r < rows; r++) {
-    const int64_t j = jb + r;
+    const uint8_t* c = P->w + (jb + r) * k;
     for (int64_t p0 = k0; p0 < k1; p0 += FP8_BLOCK) {
       const int len = (int)(k1 - p0 < FP8_BLOCK ? k1 - p0 : FP8_BLOCK);
-      const float sc = fp8_scale(P, j, p0);
-      const uint8_t* c = P->w + j * k + p0;
-      for (int p = 0; p < len; p++) wb[p] = fp8_weight(c[p], sc);
+      for (int p = 0; p < len; p++) wb[p] = fp8_raw_table[c[p0 + p]];
       for (int64_t i = 0; i < P->m; i++) {
-        const float* xp = P->x + i * k + p0;
+        const float* xp = xs + i * k + p0;
         float s = 0.0f;
         for (int p = 0; p < len; p++) s += xp[p] * wb[p];
         ybuf[i * SUB + r] += s;
@@ -201,17 +202,58 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, int64_t jb, int rows, 
 }
 #endif
 
+/* Binary exponent e of the largest finite |v| (max < 2^e), INT_MIN if none is nonzero. */
+static int max_exponent(const float* v, int64_t len) {
+  float mx = 0.0f;
+  for (int64_t q = 0; q < len; q++) {
+    const float a = fabsf(v[q]);
+    if (a > mx && a <= 3.4028235e38f) mx = a;
+  }
+  int e = INT_MIN;
+  if (mx > 0.0f) frexpf(mx, &e);
+  return e;
+}
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* xs = x with the scales of W row block rb and the powers of two folded in (see the top);
+ * post[i] = the factor that undoes the powers of two for x row i. */
+static void build_xs(const fp8_prob* P, const int* ex, int64_t rb, float* xs, double* post) {
+  const int64_t k = P->k, kb = P->kb;
+  const float* s = P->s + rb * kb;
+  const int es = max_exponent(s, kb);
+  const int b = es == INT_MIN ? 0 : clampi(126 - es, -126, 127);
+  for (int64_t i = 0; i < P->m; i++) {
+    const int a = ex[i] == INT_MIN ? 0 : clampi(-ex[i], -126, 127);
+    const float fa = ldexpf(1.0f, a);
+    post[i] = ldexp(1.0, 120 - a - b);
+    for (int64_t q = 0; q < kb; q++) {
+      const float c = ldexpf(s[q], b);
+      const float* xr = P->x + i * k + q * FP8_BLOCK;
+      float* o = xs + i * k + q * FP8_BLOCK;
+      const int len = (int)(k - q * FP8_BLOCK < FP8_BLOCK ? k - q * FP8_BLOCK : FP8_BLOCK);
+      for (int p = 0; p < len; p++) o[p] = (xr[p] * fa) * c;
+    }
+  }
+}
+
 typedef struct {
   const fp8_prob* P;
   int64_t chunk;
+  int ex[FP8_GEMV_MAX]; /* max_exponent of each x row */
+  volatile int fail;
 } gemv_ctx;
 
 static void gemv_task(void* ctx, int t, int thread) {
   (void)thread;
-  const gemv_ctx* X = (const gemv_ctx*)ctx;
+  gemv_ctx* X = (gemv_ctx*)ctx;
   const fp8_prob* P = X->P;
   const int64_t j0 = (int64_t)t * X->chunk, j1 = j0 + X->chunk < P->n ? j0 + X->chunk : P->n;
   const int m = (int)P->m;
+  float* xs = (float*)ISA_FN(fp8_scratch)(2, (size_t)(m * P->k) * sizeof(float));
+  if (!xs) {
+    X->fail = 1;
+    return;
+  }
   const unsigned csr = fp8_csr_enter();
   tab_t T;
 #if defined(DSV3_ISA_AVX512)
@@ -220,30 +262,40 @@ static void gemv_task(void* ctx, int t, int thread) {
   T = 0;
 #endif
   float ybuf[FP8_GEMV_MAX * SUB] __attribute__((aligned(64)));
+  double post[FP8_GEMV_MAX];
   int64_t ks = XBYTES / (4 * m) / FP8_BLOCK * FP8_BLOCK;
   if (ks < FP8_BLOCK) ks = FP8_BLOCK;
-  for (int64_t jb = j0; jb < j1; jb += SUB) {
-    const int rows = (int)(j1 - jb < SUB ? j1 - jb : SUB);
+  for (int64_t jb = j0, je; jb < j1; jb = je) { /* one 128-row scale block (or part) at a time */
+    je = (jb / FP8_BLOCK + 1) * FP8_BLOCK < j1 ? (jb / FP8_BLOCK + 1) * FP8_BLOCK : j1;
+    const int rows = (int)(je - jb);
+    build_xs(P, X->ex, jb / FP8_BLOCK, xs, post);
     for (int i = 0; i < m; i++) memset(ybuf + i * SUB, 0, (size_t)rows * sizeof(float));
-    for (int64_t k0 = 0; k0 < P->k; k0 += ks) gemv_range(P, &T, jb, rows, k0, k0 + ks < P->k ? k0 + ks : P->k, ybuf);
+    for (int64_t k0 = 0; k0 < P->k; k0 += ks) gemv_range(P, &T, xs, jb, rows, k0, k0 + ks < P->k ? k0 + ks : P->k, ybuf);
     for (int i = 0; i < m; i++)
-      for (int r = 0; r < rows; r++) fp8_put(P, i, jb + r, ybuf[i * SUB + r]);
+      for (int r = 0; r < rows; r++) fp8_put(P, i, jb + r, (float)(ybuf[i * SUB + r] * post[i]));
   }
   fp8_csr_leave(csr);
 }
 
 static int gemv(const fp8_prob* P) {
   const int64_t n = P->n;
+  gemv_ctx X;
+  memset(&X, 0, sizeof X);
+  X.P = P;
+  for (int64_t i = 0; i < P->m; i++) X.ex[i] = max_exponent(P->x + i * P->k, P->k);
+  /* about 4 chunks per thread (a thread slowed by the OS then does not hold up the call);
+   * chunks of whole 128-row blocks where n allows, else multiples of 16 rows */
   const int T = dsv3_threads();
   int64_t tasks = 1;
   if (T > 1 && n * P->k * P->m >= 65536) {
     tasks = 4 * (int64_t)T;
     if (tasks > (n + 15) / 16) tasks = (n + 15) / 16;
   }
-  gemv_ctx X = {P, ((n + tasks - 1) / tasks + 15) / 16 * 16};
+  const int64_t per = (n + tasks - 1) / tasks;
+  X.chunk = per >= FP8_BLOCK ? (per + FP8_BLOCK - 1) / FP8_BLOCK * FP8_BLOCK : (per + 15) / 16 * 16;
   tasks = (n + X.chunk - 1) / X.chunk;
   dsv3_parallel_for((int)tasks, gemv_task, &X);
-  return 0;
+  return X.fail ? -1 : 0;
 }
 
 int ISA_FN(dsv3_linear_fp8)(int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes,
@@ -253,16 +305,11 @@ int ISA_FN(dsv3_linear_fp8)(int64_t m, int64_t n, int64_t k, const float* x, con
     for (int64_t q = 0; q < m * n; q++) y[q] = beta == 0.0f ? 0.0f : beta * y[q] + 0.0f;
     return 0;
   }
-  fp8_prob P = {m, n, k, (k + FP8_BLOCK - 1) / FP8_BLOCK, x, codes, scale_inv, beta, y, 1, 0};
-  const int64_t ns = (n + FP8_BLOCK - 1) / FP8_BLOCK * P.kb;
-  for (int64_t q = 0; q < ns; q++) { /* scale*2^120 overflows for finite |scale| >= 2^8 */
-    const float a = fabsf(scale_inv[q]);
-    if (a >= 256.0f && a <= 3.4028235e38f) P.fold = 0;
-  }
+  fp8_prob P = {m, n, k, (k + FP8_BLOCK - 1) / FP8_BLOCK, x, codes, scale_inv, beta, y, 0};
 #if defined(DSV3_ISA_AVX512)
   P.vbmi = dsv3_fp8_allow_vbmi && dsv3_has_avx512_vbmi();
 #endif
   const int gmax = dsv3_fp8_gemv_max_m < FP8_GEMV_MAX ? dsv3_fp8_gemv_max_m : FP8_GEMV_MAX;
-  if (m <= gmax && P.fold) return gemv(&P);
+  if (m <= gmax) return gemv(&P);
   return ISA_FN(fp8_gemm)(&P);
 }

@@ -77,7 +77,7 @@ void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int
           if (P->bf16)
             for (int r = 0; r < MR; r++) o[r] = gemm_round_bf16(s[r]);
           else
-            for (int r = 0; r < MR; r++) o[r] = s[r];
+            memcpy(o, s, MR * sizeof(float)); /* fixed size: a couple of vector moves */
         }
     }
   } else {
@@ -113,8 +113,7 @@ void ISA_FN(gemm_pack_b)(const gemm_prob* P, int64_t p0, int kc, int64_t j0, int
             for (int q = 0; q < NR; q++) o[q] = gemm_bf16_to_f32(s[q]);
 #endif
           } else {
-            const float* s = P->bf + row + jr;
-            for (int q = 0; q < NR; q++) o[q] = s[q];
+            memcpy(o, P->bf + row + jr, NR * sizeof(float));
           }
         }
       }

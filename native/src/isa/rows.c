@@ -217,6 +217,19 @@ void ISA_FN(dsv3_rms_norm_bwd_rows)(const dsv3_rows_args* a, int64_t r0, int64_t
     const float* dy = a->dy + r * n;
     float* dx = a->out + r * n;
     const double rsd = a->rstd[r];
+    if (n < 64) {
+      /* short rows in double: there one element can dominate mean(x^2), and then dx is a
+       * near-total cancellation of its two terms (for cols = 1 it is ~eps-sized) */
+      double dot = 0;
+      for (int64_t j = 0; j < n; j++) dot += (double)dy[j] * w[j] * x[j];
+      const double cc = rsd * rsd * rsd * dot / (double)n;
+      for (int64_t j = 0; j < n; j++) {
+        const double g = dy[j], xv = x[j];
+        part[j] += (float)(g * xv * rsd);
+        dx[j] = (float)(rsd * g * w[j] - cc * xv);
+      }
+      continue;
+    }
     /* sum(dy*w*x), blocked like row_dot */
     double dot = 0;
     for (int64_t k = 0; k < n; k += SIMD_BLOCK) {

@@ -2,3 +2,5 @@
 import './dispatch.js';
 import './memory.js';
 import './kernels.js';
+import './peak.js';
+import './gemm.js';

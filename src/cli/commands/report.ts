@@ -22,7 +22,13 @@ export const reportCommand: Command = {
   summary: 'write an HTML report (losses, expert loads, biases, MaxVio) of a training run',
   help: HELP,
   async run(argv) {
-    const { values, positionals } = parseArgs({ args: argv, options: { out: { type: 'string' } }, allowPositionals: true, strict: true });
+    let parsed;
+    try {
+      parsed = parseArgs({ args: argv, options: { out: { type: 'string' } }, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const { values, positionals } = parsed;
     if (positionals.length !== 1) throw new UsageError(`expected one RUN_DIR\n\n${HELP}`);
     const dir = positionals[0]!;
     const metricsFile = path.join(dir, 'metrics.jsonl');

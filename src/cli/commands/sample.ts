@@ -93,15 +93,21 @@ export const sampleCommand: Command = {
   summary: 'generate text from a trained checkpoint (temperature / top-k sampling)',
   help: HELP,
   async run(argv) {
-    const { values: v, positionals } = parseArgs({
-      args: argv,
-      options: {
-        model: { type: 'string' }, prompt: { type: 'string' }, 'max-new': { type: 'string' },
-        temperature: { type: 'string' }, 'top-k': { type: 'string' }, seed: { type: 'string' },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        options: {
+          model: { type: 'string' }, prompt: { type: 'string' }, 'max-new': { type: 'string' },
+          temperature: { type: 'string' }, 'top-k': { type: 'string' }, seed: { type: 'string' },
+        },
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const { values: v, positionals } = parsed;
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     if (!v.model) throw new UsageError(`--model is required\n\n${HELP}`);
     if (v.prompt === undefined) throw new UsageError(`--prompt is required\n\n${HELP}`);

@@ -112,12 +112,18 @@ export const trainStepCommand: Command = {
   help: HELP,
   async run(argv) {
     const names = ['model', 'batch', 'out', 'lr', 'mtp-lambda', 'balance-alpha', 'bias-gamma', 'weight-decay', 'max-grad-norm', 'beta1', 'beta2', 'eps', 'balance', 'bias-mode'];
-    const { values, positionals } = parseArgs({
-      args: argv,
-      options: Object.fromEntries(names.map((n) => [n, { type: 'string' as const }])),
-      allowPositionals: true,
-      strict: true,
-    });
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv,
+        options: Object.fromEntries(names.map((n) => [n, { type: 'string' as const }])),
+        allowPositionals: true,
+        strict: true,
+      });
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const { values, positionals } = parsed;
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'\n\n${HELP}`);
     const balance = (values['balance'] ?? 'aux-free') as BalanceMode;
     if (!['aux-free', 'aux-loss', 'none'].includes(balance)) throw new UsageError(`--balance must be aux-free, aux-loss or none, got '${balance}'`);

@@ -118,14 +118,30 @@ function defaultOut(): string {
 
 /** Parses `dsv3 train` flags into TrainOptions. */
 export function parseTrainArgs(argv: string[]): TrainOptions {
-  // `--resume` may stand alone (latest checkpoint of --out): give it an empty value
-  const args = argv.flatMap((a, i) => (a === '--resume' && (i + 1 >= argv.length || argv[i + 1]!.startsWith('--')) ? ['--resume='] : [a]));
-  const { values: v, positionals } = parseArgs({
-    args,
-    options: { ...Object.fromEntries(STRING_FLAGS.map((n) => [n, { type: 'string' as const }])), quiet: { type: 'boolean' } },
-    allowPositionals: true,
-    strict: true,
-  });
+  // `--resume` may stand alone (latest checkpoint of --out): give it an empty value; negative
+  // numbers (`--bias-bounds -0.5,0.5`) are values, not flags
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === '--resume' && (next === undefined || next.startsWith('--'))) args.push('--resume=');
+    else if (a.startsWith('--') && !a.includes('=') && next !== undefined && /^-[\d.]/.test(next)) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...Object.fromEntries(STRING_FLAGS.map((n) => [n, { type: 'string' as const }])), quiet: { type: 'boolean' } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\nRun dsv3 train --help for the options.`);
+  }
+  const { values: v, positionals } = parsed;
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const vals = v as Record<string, string | boolean | undefined>;
   const s = (n: string): string | undefined => vals[n] as string | undefined;

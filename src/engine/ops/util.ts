@@ -127,9 +127,12 @@ export function reducedShape(shape: Shape, dims: readonly number[], keepdim: boo
 export { contiguousStrides, fmtShape, shapeSize };
 
 // ---- small-buffer allocation -----------------------------------------------------------------
-// Creating an ArrayBuffer costs ~1 µs (an off-heap allocation), which would dominate ops on tiny
-// tensors. Buffers of up to SMALL elements are carved instead from 16 KiB zero-filled slabs
-// (bump allocation, never reused, 64-byte aligned); a slab is freed when no view of it remains.
+// Creating an off-heap ArrayBuffer costs ~1 µs, which would dominate ops on tiny tensors. V8
+// keeps typed arrays of up to 64 bytes on its heap (cheap), so buffers of up to TINY elements
+// (scalars, small vectors) are plain; buffers of up to SMALL elements are carved from 16 KiB
+// zero-filled slabs (bump allocation, never reused, 64-byte aligned), freed when no view of
+// them remains. (A retained small tensor can thus keep at most one 16 KiB slab alive.)
+const TINY = 16;
 const SMALL = 256;
 const SLAB_BYTES = 16384;
 let slab: ArrayBuffer | null = null;
@@ -137,7 +140,7 @@ let slabOff = SLAB_BYTES;
 
 /** A zero-filled Float32Array of n elements. */
 export function alloc(n: number): Float32Array {
-  if (n > SMALL || n === 0) return new Float32Array(n);
+  if (n > SMALL || n <= TINY) return new Float32Array(n);
   const bytes = (n * 4 + 63) & ~63;
   if (slabOff + bytes > SLAB_BYTES) {
     slab = new ArrayBuffer(SLAB_BYTES);

@@ -1,0 +1,142 @@
+/**
+ * `dsv3 bench train`: training throughput of a DeepSeek-V3-architecture model on this CPU.
+ * Runs full training steps (forward with MTP, L_Main + L_MTP + L_Bal, backward, clipping, AdamW,
+ * bias update) on seeded random tokens and reports tokens/s, the median step time, the peak RSS
+ * and where a step's time goes: forward / backward / optimizer (+ bias update), and per kernel
+ * (the kernels are timed through a wrapping backend; the rest is JavaScript: autograd, routing,
+ * dispatch, indexing).
+ */
+import { parseArgs } from 'node:util';
+import { kernels, useBackend } from '../../engine/backend.js';
+import type { Kernels } from '../../engine/kernels.js';
+import { Rng } from '../../data/rng.js';
+import { loadModelConfig } from '../../model/config.js';
+import { DeepseekV3 } from '../../model/model.js';
+import { AdamW } from '../../train/optimizer.js';
+import { applyUpdate, forwardLosses } from '../../train/train-step.js';
+import { UsageError, intFlag } from '../command.js';
+import { registerBench } from '../commands/bench.js';
+
+const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--json]
+
+Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
+B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
+(default 2). Prints one JSON line:
+  {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
+   breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
+(breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+`;
+
+/** A Kernels wrapper that accumulates the wall time of every call by kernel name. */
+function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
+  const out: Record<string, unknown> = { name: inner.name };
+  for (const key of Object.keys(inner) as (keyof Kernels)[]) {
+    const f = inner[key];
+    if (typeof f !== 'function') continue;
+    out[key] = (...args: unknown[]): unknown => {
+      const t = performance.now();
+      try {
+        return (f as (...a: unknown[]) => unknown).apply(inner, args);
+      } finally {
+        acc.set(key, (acc.get(key) ?? 0) + performance.now() - t);
+      }
+    };
+  }
+  return out as unknown as Kernels;
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+const r1 = (x: number): number => Math.round(x * 10) / 10;
+
+registerBench({
+  name: 'train',
+  summary: 'training throughput (tokens/s, step time, peak RSS, forward/backward/optimizer split)',
+  help: HELP,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: { config: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, steps: { type: 'string' }, 'warmup-steps': { type: 'string' }, json: { type: 'boolean' } },
+      }));
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const cfg = loadModelConfig(values.config ?? 'configs/bench-small.json');
+    const B = intFlag('batch', values.batch, 8, 1);
+    const S = intFlag('seq', values.seq, 256, 1);
+    const steps = intFlag('steps', values.steps, 20, 1);
+    const warm = intFlag('warmup-steps', values['warmup-steps'], 2, 0);
+    const model = DeepseekV3.randomInit(cfg, 0);
+    const params = model.parameters().reduce((a, p) => a + p.size, 0);
+    const opt = new AdamW(model.parameters(), { lr: 1e-4 });
+    const rng = new Rng(1);
+    const base = kernels();
+    const kacc = new Map<string, number>();
+    const stepMs: number[] = [];
+    const phase = { forward: 0, backward: 0, optimizer: 0 };
+    let lossFirst = NaN;
+    let lossLast = NaN;
+    const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4 };
+    for (let i = 0; i < warm + steps; i++) {
+      const timed = i >= warm;
+      if (timed && i === warm) useBackend(timedKernels(base, kacc));
+      const tokens = Int32Array.from({ length: B * (S + 1) }, () => rng.nextInt(cfg.vocab_size));
+      const t0 = performance.now();
+      const f = forwardLosses(model, tokens, lossOpts, B);
+      const t1 = performance.now();
+      f.terms.total.backward();
+      const t2 = performance.now();
+      const loads = new Map([...f.routing].map(([l, r]) => [l, r.load] as const));
+      applyUpdate(model, opt, loads, { lr: 1e-4 });
+      const t3 = performance.now();
+      const loss = f.terms.total.item();
+      if (i === 0) lossFirst = loss;
+      lossLast = loss;
+      if (!timed) continue;
+      phase.forward += t1 - t0;
+      phase.backward += t2 - t1;
+      phase.optimizer += t3 - t2;
+      stepMs.push(t3 - t0);
+    }
+    useBackend(base);
+    const total = stepMs.reduce((a, b) => a + b, 0);
+    const kernelsMs: Record<string, number> = {};
+    let kSum = 0;
+    for (const [k, v] of [...kacc].sort((a, b) => b[1] - a[1])) {
+      kernelsMs[k] = r1(v / steps);
+      kSum += v;
+    }
+    const result = {
+      bench: 'train',
+      backend: base.name,
+      config: values.config ?? 'configs/bench-small.json',
+      batch: B,
+      seq: S,
+      steps,
+      params,
+      tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
+      step_ms_median: r1(median(stepMs)),
+      peak_rss_mb: r1(process.resourceUsage().maxRSS / 1024),
+      breakdown_ms: { forward: r1(phase.forward / steps), backward: r1(phase.backward / steps), optimizer: r1(phase.optimizer / steps) },
+      kernels_ms: kernelsMs,
+      other_ms: r1((total - kSum) / steps),
+      loss_first: lossFirst,
+      loss_last: lossLast,
+    };
+    process.stdout.write(JSON.stringify(result) + '\n');
+    if (!values.json) {
+      const per = total / steps;
+      const line = (k: string, ms: number): string => `  ${k.padEnd(22)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / per).toFixed(1).padStart(5)}%\n`;
+      let txt = `train: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
+      txt += 'per step:\n' + line('forward', phase.forward / steps) + line('backward', phase.backward / steps) + line('optimizer+bias', phase.optimizer / steps);
+      txt += 'by kernel:\n' + Object.entries(kernelsMs).map(([k, v]) => line(k, v)).join('') + line('(JS: autograd, routing, ...)', (total - kSum) / steps);
+      process.stderr.write(txt);
+    }
+  },
+});

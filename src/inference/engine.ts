@@ -1,0 +1,193 @@
+/**
+ * The inference engine: DeepSeek-V3's forward (paper section 2, Figure 2) for a block of token
+ * rows, run layer by layer with the kernels directly on preallocated Float32Arrays:
+ *
+ *   h = Emb(t);  per layer: h += MLA(RMSNorm(h)); h += FFN(RMSNorm(h));  hidden = RMSNorm(h)
+ *   logits = lm_head(hidden)                                      (only for the rows asked)
+ *
+ * and the MTP module's step (section 2.2, Eqs. 21-23):
+ *   h' = eh_proj([enorm(Emb(t_{i+1})) ; hnorm(h_i)]);  h^1 = TRM(h');  logits = head(norm(h^1))
+ *
+ * No Tensor, no autograd, no allocation per step: the weights are resolved once into plans
+ * (plan.ts), every intermediate lives in the Workspace, latents go to the model's LatentCache
+ * buffers. The math is the model's absorbed path, with the same kernels, so logits agree with
+ * `DeepseekV3.decodeStep` to float32 rounding.
+ */
+import { kernels } from '../engine/backend.js';
+import { DsvError } from '../errors.js';
+import type { LatentCache } from '../model/latent-cache.js';
+import type { DeepseekV3 } from '../model/model.js';
+import { mlpAdd, moeAdd } from './ffn.js';
+import { type PreparedLinear, preparedBytes, prepareLinear, runLinear } from './linear.js';
+import { attentionAdd, rmsNormRows, type RopeTables, type StepShape } from './mla.js';
+import { type LayerPlan, type NormPlan, planLayer, planNorm } from './plan.js';
+import type { PhaseProfiler } from './profile.js';
+import { Workspace } from './workspace.js';
+
+export interface EngineOptions {
+  /** Most token rows (batch x tokens) one forward call handles. */
+  rows: number;
+  /** Most rows whose logits one `head` call computes. */
+  logitRows: number;
+  /** Positions the RoPE tables cover (the cache length). */
+  maxLen: number;
+  /** Also plan the first MTP module (speculative decoding). */
+  mtp?: boolean;
+}
+
+interface MtpPlan {
+  enorm: NormPlan;
+  hnorm: NormPlan;
+  ehProj: PreparedLinear;
+  layer: LayerPlan;
+  headNorm: NormPlan;
+}
+
+export class Engine {
+  readonly ws: Workspace;
+  readonly layers: readonly LayerPlan[];
+  readonly mtp: MtpPlan | null;
+  readonly D: number;
+  readonly V: number;
+  /** Profiler charged by every phase when set. */
+  profiler: PhaseProfiler | null = null;
+  private readonly embed: Float32Array;
+  private readonly norm: NormPlan;
+  private readonly lmHead: PreparedLinear;
+  private readonly rope: RopeTables;
+
+  constructor(readonly model: DeepseekV3, opts: EngineOptions) {
+    const cfg = model.cfg;
+    this.D = cfg.hidden_size;
+    this.V = cfg.vocab_size;
+    this.ws = new Workspace(cfg, opts.rows, opts.logitRows);
+    this.layers = model.layers.map(planLayer);
+    this.embed = model.embedTokens.contiguous().f32();
+    this.norm = planNorm(model.norm);
+    this.lmHead = prepareLinear(model.lmHead);
+    const { cos, sin } = model.rope.tables(0, opts.maxLen);
+    this.rope = { cos: cos.f32(), sin: sin.f32(), half: model.rope.pairs };
+    if (opts.mtp) {
+      const m = model.mtp[0];
+      if (!m) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
+      this.mtp = { enorm: planNorm(m.enorm), hnorm: planNorm(m.hnorm), ehProj: prepareLinear(m.ehProj), layer: planLayer(m.layer), headNorm: planNorm(m.sharedHeadNorm) };
+    } else this.mtp = null;
+  }
+
+  /** Bytes of float32 copies made at planning (decoded bf16/FP8 kv_b_proj), and of the workspace. */
+  memory(): { decodedKvB: number; workspace: number; weightsPerToken: number } {
+    const all = this.mtp ? [...this.layers, this.mtp.layer] : this.layers;
+    let decodedKvB = 0;
+    for (const l of all) if (l.attn.kvBDecoded) decodedKvB += l.attn.kvB.byteLength;
+    return { decodedKvB, workspace: this.ws.bytes, weightsPerToken: this.weightBytesPerToken() };
+  }
+
+  /** Weight bytes one decode token reads (dense layers, K routed + shared experts, head). */
+  private weightBytesPerToken(): number {
+    const cfg = this.model.cfg;
+    let n = preparedBytes(this.lmHead);
+    for (const l of this.layers) {
+      const a = l.attn;
+      for (const w of [a.qA, a.qB, a.q, a.kvA, a.o]) if (w) n += preparedBytes(w);
+      n += (a.heads * (a.dn + a.dv) * a.r) * 4;
+      const mlps = l.mlp ? [l.mlp] : [...(l.moe!.shared ? [l.moe!.shared] : []), ...l.moe!.experts.slice(0, cfg.num_experts_per_tok)];
+      for (const m of mlps) n += preparedBytes(m.gate) + preparedBytes(m.up) + preparedBytes(m.down);
+      if (l.moe) n += l.moe.gateW.byteLength;
+    }
+    return n;
+  }
+
+  private layerStep(l: LayerPlan, cache: LatentCache, shape: StepShape): void {
+    const kern = kernels();
+    const ws = this.ws;
+    const M = shape.B * shape.T;
+    const prof = this.profiler;
+    attentionAdd(kern, l.attn, l.inNorm, ws, cache.layers[l.attn.slot]!, cache.maxLen, shape, this.rope, prof);
+    rmsNormRows(kern, l.postNorm, ws, ws.h, ws.xn, M);
+    if (l.moe) moeAdd(kern, l.moe, ws, ws.xn, M, this.D, ws.h, prof);
+    else {
+      prof?.lap('ffn.router');
+      mlpAdd(kern, l.mlp!, ws, ws.xn, M, ws.h);
+      prof?.lap('ffn.shared');
+    }
+  }
+
+  private checkShape(cache: LatentCache, shape: StepShape): void {
+    const M = shape.B * shape.T;
+    if (M < 1 || M > this.ws.rows) throw new DsvError(`engine: ${M} rows per call, the workspace holds ${this.ws.rows}`);
+    if (shape.B !== cache.batch) throw new DsvError(`engine: batch ${shape.B} does not match the cache batch ${cache.batch}`);
+    if (shape.start + shape.T > cache.maxLen) {
+      throw new DsvError(`engine: positions ${shape.start}..${shape.start + shape.T - 1} exceed the cache length ${cache.maxLen}`);
+    }
+  }
+
+  private embedRows(ids: Int32Array, M: number, out: Float32Array): void {
+    const D = this.D;
+    for (let row = 0; row < M; row++) {
+      const id = ids[row]!;
+      if (!(id >= 0 && id < this.V)) throw new DsvError(`token id ${id} is outside the vocabulary [0, ${this.V})`);
+      out.set(this.embed.subarray(id * D, (id + 1) * D), row * D);
+    }
+  }
+
+  /**
+   * The main model on ids [B, T] (row-major, B*T rows) at positions shape.start ..: appends
+   * their latents to the cache (slots 0 .. L-1) and leaves hidden = RMSNorm(h_L) in ws.hidden.
+   */
+  forwardMain(ids: Int32Array, shape: StepShape, cache: LatentCache): void {
+    this.checkShape(cache, shape);
+    const M = shape.B * shape.T;
+    const ws = this.ws;
+    this.profiler?.start();
+    this.embedRows(ids, M, ws.h);
+    this.profiler?.lap('embed');
+    for (const l of this.layers) this.layerStep(l, cache, shape);
+    rmsNormRows(kernels(), this.norm, ws, ws.h, ws.hidden, M);
+  }
+
+  /**
+   * The MTP module on rows i with ws.hPrev[row] = h_i (the main model's final-norm hidden) and
+   * nextIds[row] = t_{i+1}, at MTP positions shape.start ..: appends to the MTP layer's cache
+   * slot and leaves RMSNorm_shared_head(h^1) in ws.hidden (feed `head` for the draft logits).
+   */
+  forwardMtp(nextIds: Int32Array, shape: StepShape, cache: LatentCache): void {
+    const p = this.mtp;
+    if (!p) throw new DsvError('engine: built without the MTP module');
+    this.checkShape(cache, shape);
+    const kern = kernels();
+    const M = shape.B * shape.T;
+    const D = this.D;
+    const ws = this.ws;
+    this.profiler?.start();
+    this.embedRows(nextIds, M, ws.xs);
+    rmsNormRows(kern, p.enorm, ws, ws.xs, ws.ys, M);
+    rmsNormRows(kern, p.hnorm, ws, ws.hPrev, ws.xn, M);
+    for (let row = 0; row < M; row++) {
+      ws.cat.set(ws.ys.subarray(row * D, (row + 1) * D), 2 * row * D); // embedding first (released weights)
+      ws.cat.set(ws.xn.subarray(row * D, (row + 1) * D), (2 * row + 1) * D);
+    }
+    runLinear(kern, p.ehProj, M, ws.cat, ws.h, 0);
+    this.profiler?.lap('embed');
+    this.layerStep(p.layer, cache, shape);
+    rmsNormRows(kern, p.headNorm, ws, ws.h, ws.hidden, M);
+  }
+
+  /**
+   * Logits of `n` rows of ws.hidden into ws.logits [n, V]: rows first .. first+n-1, or, with
+   * `stride`, rows first, first+stride, ... (the last token of each sequence).
+   */
+  head(first: number, n: number, stride = 1): Float32Array {
+    if (n > this.ws.logitRows) throw new DsvError(`engine: ${n} logit rows, the workspace holds ${this.ws.logitRows}`);
+    const kern = kernels();
+    const D = this.D;
+    const ws = this.ws;
+    let x = ws.hidden.subarray(first * D);
+    if (stride !== 1 && n > 1) {
+      for (let j = 0; j < n; j++) ws.headIn.set(ws.hidden.subarray((first + j * stride) * D, (first + j * stride + 1) * D), j * D);
+      x = ws.headIn;
+    }
+    runLinear(kern, this.lmHead, n, x, ws.logits, 0);
+    this.profiler?.lap('head');
+    return ws.logits.subarray(0, n * this.V);
+  }
+}

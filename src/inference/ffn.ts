@@ -1,0 +1,80 @@
+/**
+ * The FFN half of a decoder layer for the engine, accumulating straight into the residual
+ * stream h (the projections' beta = 1): the dense SwiGLU MLP, and DeepSeekMoE (paper Eq. 12)
+ *   h' = h + FFN_shared(u) + sum_{i in TopK} g_i FFN_i(u)
+ * where only the K selected experts run, each on exactly the rows that chose it. A lone row
+ * (decode) feeds the expert straight from u and adds its output into h in place; several rows
+ * are gathered into a contiguous block, run as one GEMM per projection and scattered back.
+ * The gate g_i scales the SwiGLU activation before down_proj (down_proj is linear, so
+ * W (g a) = g (W a); this keeps one code path for the FP8 kernel, which has no alpha).
+ */
+import type { Kernels } from '../engine/kernels.js';
+import type { PhaseProfiler } from './profile.js';
+import { runLinear } from './linear.js';
+import type { MlpPlan, MoePlan } from './plan.js';
+import { routeRows } from './route.js';
+import type { Workspace } from './workspace.js';
+
+/** h[m, D] += down(silu(gate x) * up x) for x [m, D]. */
+export function mlpAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, m: number, h: Float32Array): void {
+  const n = m * p.inter;
+  runLinear(kern, p.gate, m, x, ws.g, 0);
+  runLinear(kern, p.up, m, x, ws.u, 0);
+  kern.siluMul(ws.g, ws.u, ws.act, n);
+  runLinear(kern, p.down, m, ws.act, h, 1);
+}
+
+/**
+ * One routed expert on `cnt` rows listed in ws.byExpertRow[start ..], each scaled by its gate,
+ * added into h [m, D].
+ */
+function expertAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, D: number, start: number, cnt: number, h: Float32Array): void {
+  const I = p.inter;
+  let xin: Float32Array;
+  if (cnt === 1) {
+    const row = ws.byExpertRow[start]!;
+    xin = x.subarray(row * D, (row + 1) * D);
+  } else {
+    for (let j = 0; j < cnt; j++) {
+      const row = ws.byExpertRow[start + j]!;
+      ws.xs.set(x.subarray(row * D, (row + 1) * D), j * D);
+    }
+    xin = ws.xs;
+  }
+  runLinear(kern, p.gate, cnt, xin, ws.g, 0);
+  runLinear(kern, p.up, cnt, xin, ws.u, 0);
+  kern.siluMul(ws.g, ws.u, ws.act, cnt * I);
+  const act = ws.act;
+  for (let j = 0; j < cnt; j++) {
+    const w = ws.topW[ws.byExpertSlot[start + j]!]!;
+    const o = j * I;
+    for (let i = 0; i < I; i++) act[o + i] = act[o + i]! * w;
+  }
+  if (cnt === 1) {
+    const row = ws.byExpertRow[start]!;
+    runLinear(kern, p.down, 1, act, h.subarray(row * D, (row + 1) * D), 1);
+    return;
+  }
+  runLinear(kern, p.down, cnt, act, ws.ys, 0);
+  const ys = ws.ys;
+  for (let j = 0; j < cnt; j++) {
+    const o = ws.byExpertRow[start + j]! * D;
+    const so = j * D;
+    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + ys[so + d]!;
+  }
+}
+
+/** h[m, D] += MoE(x) for x [m, D] (x = post_attention_layernorm(h)). */
+export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array,
+  prof: PhaseProfiler | null): void {
+  routeRows(kern, p, ws, x, m, D);
+  prof?.lap('ffn.router');
+  const off = ws.offsets;
+  for (let e = 0; e < p.rc.experts; e++) {
+    const cnt = off[e + 1]! - off[e]!;
+    if (cnt > 0) expertAdd(kern, p.experts[e]!, ws, x, D, off[e]!, cnt, h);
+  }
+  prof?.lap('ffn.experts');
+  if (p.shared) mlpAdd(kern, p.shared, ws, x, m, h);
+  prof?.lap('ffn.shared');
+}

@@ -1,0 +1,141 @@
+/**
+ * Multi-head Latent Attention for the engine in its absorbed form (paper section 2.1.2),
+ * adding u = W^O [o_1; ...; o_H] straight into the residual stream h:
+ *
+ *   c^Q = q_a_layernorm(W^DQ x);  [q^C ; q^R] = W^UQ c^Q           (Eqs. 6-8; or q_proj(x))
+ *   q_lat[h] = W^UK[h]^T q^C[h]                                    (W^UK absorbed into the query)
+ *   [c^KV ; k^R] = W^DKV x,  c^KV = kv_a_layernorm(.),  k^R = RoPE(.)   (Eqs. 1, 3)
+ *   the row [c^KV ; k^R] is appended to the latent cache at its position;
+ *   ctx[h] = sum_j softmax_j(scale (q_lat[h].c^KV_j + RoPE(q^R[h]).k^R_j)) c^KV_j   (Eq. 10)
+ *   o[h] = W^UV[h] ctx[h];  h += W^O o                             (Eq. 11, W^UV absorbed after)
+ *
+ * The attention runs on kernels().attention with one KV head (kvHeads 1) reading K = the
+ * cache rows [c^KV ; k^R] and V = their c^KV part in place; the rows of this step sit at
+ * positions start .. start+T-1 of each sequence (causal offset = start). W^UK[h] / W^UV[h] are
+ * one small GEMM per head each (block-diagonal over heads).
+ */
+import type { Kernels } from '../engine/kernels.js';
+import { runLinear } from './linear.js';
+import type { AttnPlan, NormPlan } from './plan.js';
+import type { PhaseProfiler } from './profile.js';
+import type { Workspace } from './workspace.js';
+
+/** RoPE cos/sin tables [positions, dr/2] (YaRN attention factor folded in, as the model's). */
+export interface RopeTables {
+  readonly cos: Float32Array;
+  readonly sin: Float32Array;
+  readonly half: number;
+}
+
+/** Where this step's rows live: B sequences of T tokens at positions start .. start+T-1. */
+export interface StepShape {
+  B: number;
+  T: number;
+  start: number;
+}
+
+export function rmsNormRows(kern: Kernels, n: NormPlan, ws: Workspace, x: Float32Array, y: Float32Array, rows: number): void {
+  kern.rmsNorm(x, n.w, y, ws.rstd, rows, n.dim, n.eps);
+}
+
+/** Rotates the interleaved pairs of src[so ..] at position pos into dst[dOff ..]. */
+function rope(rt: RopeTables, pos: number, src: Float32Array, so: number, dst: Float32Array, dOff: number): void {
+  const co = pos * rt.half;
+  for (let i = 0; i < rt.half; i++) {
+    const c = rt.cos[co + i]!;
+    const s = rt.sin[co + i]!;
+    const a = src[so + 2 * i]!;
+    const b = src[so + 2 * i + 1]!;
+    dst[dOff + 2 * i] = a * c - b * s;
+    dst[dOff + 2 * i + 1] = a * s + b * c;
+  }
+}
+
+/**
+ * h[M, D] += MLA(input_layernorm(h)) for M = B*T rows, appending the rows' latents to `cache`
+ * (this layer's [B, maxLen, r + dr] buffer).
+ */
+export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: Workspace, cache: Float32Array, maxLen: number,
+  shape: StepShape, rt: RopeTables, prof: PhaseProfiler | null): void {
+  const { B, T, start } = shape;
+  const M = B * T;
+  const { heads: H, dn, dr, dv, r } = p;
+  const W = r + dr;
+  const QW = dn + dr;
+  const xn = ws.xn;
+  rmsNormRows(kern, inNorm, ws, ws.h, xn, M);
+
+  // ---- query: q^C, q^R per head; q_lat = W^UK^T q^C; rope(q^R) next to it ------------------
+  const q = ws.q;
+  if (p.q) runLinear(kern, p.q, M, xn, q, 0);
+  else {
+    runLinear(kern, p.qA!, M, xn, ws.qa, 0);
+    rmsNormRows(kern, p.qANorm!, ws, ws.qa, ws.qan, M);
+    runLinear(kern, p.qB!, M, ws.qan, q, 0);
+  }
+  const qcat = ws.qcat;
+  const kvB = p.kvB;
+  for (let h = 0; h < H; h++) {
+    kern.gemm(false, false, M, r, dn, 1, q.subarray(h * QW), H * QW, kvB.subarray(h * (dn + dv) * r), r, 0, qcat.subarray(h * W), H * W);
+  }
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const row = b * T + t;
+      for (let h = 0; h < H; h++) rope(rt, start + t, q, (row * H + h) * QW + dn, qcat, (row * H + h) * W + r);
+    }
+  }
+  prof?.lap('attn.q');
+
+  // ---- latent row [c^KV ; k^R] of each new token into the cache ------------------------------
+  const kv = ws.kv;
+  runLinear(kern, p.kvA, M, xn, kv, 0);
+  if (M === 1) {
+    const off = start * W;
+    kern.rmsNorm(kv, p.kvANorm.w, cache.subarray(off, off + r), ws.rstd, 1, r, p.kvANorm.eps);
+    rope(rt, start, kv, r, cache, off + r);
+  } else {
+    const c = ws.c;
+    for (let row = 0; row < M; row++) c.set(kv.subarray(row * W, row * W + r), row * r);
+    rmsNormRows(kern, p.kvANorm, ws, c, ws.cn, M);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        const row = b * T + t;
+        const off = (b * maxLen + start + t) * W;
+        cache.set(ws.cn.subarray(row * r, (row + 1) * r), off);
+        rope(rt, start + t, kv, row * W + r, cache, off + r);
+      }
+    }
+  }
+  prof?.lap('attn.kv');
+
+  // ---- attention over the cache: one KV head, K = [c^KV ; k^R], V = c^KV ---------------------
+  const a = ws.attn;
+  a.batch = B;
+  a.heads = H;
+  a.tq = T;
+  a.tk = start + T;
+  a.dqk = W;
+  a.dv = r;
+  a.scale = p.scale;
+  a.causalOffset = start;
+  a.qStrides[0] = T * H * W;
+  a.qStrides[1] = H * W;
+  a.qStrides[2] = W;
+  a.kStrides[0] = a.vStrides[0] = maxLen * W;
+  a.kStrides[1] = a.vStrides[1] = W;
+  a.kStrides[2] = a.vStrides[2] = W;
+  a.oStrides[0] = T * H * r;
+  a.oStrides[1] = H * r;
+  a.oStrides[2] = r;
+  kern.attention(a, qcat, cache, cache, ws.ctx, ws.lse);
+  prof?.lap('attn.core');
+
+  // ---- o[h] = W^UV[h] ctx[h]; h += W^O o ------------------------------------------------------
+  const ctx = ws.ctx;
+  const o = ws.o;
+  for (let h = 0; h < H; h++) {
+    kern.gemm(false, true, M, dv, r, 1, ctx.subarray(h * r), H * r, kvB.subarray((h * (dn + dv) + dn) * r), r, 0, o.subarray(h * dv), H * dv);
+  }
+  runLinear(kern, p.o, M, o, ws.h, 1);
+  prof?.lap('attn.out');
+}

@@ -1,0 +1,108 @@
+/**
+ * DeepSeekMoE routing for the engine (paper Eqs. 13-16 and section 2.1.2's auxiliary-loss-free
+ * bias), on preallocated buffers: the same decisions and gates as the model's `routeTokens` /
+ * `selectExperts` (src/model/router.ts), without a Tensor or an allocation per call.
+ *
+ *   s = sigmoid(u W_gate^T)  (or softmax for V2-style configs)            (15)
+ *   chosen = Topk(s + b) among the topk_group best groups (node-limited)   (16)
+ *   g = s_chosen / sum(s_chosen)  (norm_topk_prob), times routed_scaling_factor   (13)
+ *
+ * Group scores: top-2 sum of biased scores (noaux_tc) or the max (group_limited_greedy);
+ * 'greedy' has no group limit. Ties go to the lower index, exactly as in the model.
+ */
+import type { Kernels } from '../engine/kernels.js';
+import type { MoePlan } from './plan.js';
+import type { Workspace } from './workspace.js';
+
+/** Indices of the k largest v[0..n) among allowed ones, descending, ties to the lower index. */
+function topIndices(v: Float64Array, n: number, k: number, allowed: Uint8Array | null, out: Int32Array, off: number): void {
+  for (let j = 0; j < k; j++) {
+    let best = -1;
+    let bestV = -Infinity;
+    for (let i = 0; i < n; i++) {
+      if (allowed && !allowed[i]) continue;
+      let taken = false;
+      for (let p = 0; p < j; p++) if (out[off + p] === i) taken = true;
+      if (taken) continue;
+      if (best < 0 || v[i]! > bestV) {
+        best = i;
+        bestV = v[i]!;
+      }
+    }
+    out[off + j] = best;
+  }
+}
+
+/**
+ * Routes rows x [m, D] of one MoE layer: fills ws.scores [m, E], ws.topIdx / ws.topW [m, K]
+ * and the per-expert dispatch lists (ws.offsets, ws.byExpertRow, ws.byExpertSlot).
+ */
+export function routeRows(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number): void {
+  const rc = p.rc;
+  const E = rc.experts;
+  const K = rc.topK;
+  const s = ws.scores;
+  kern.gemm(false, true, m, E, D, 1, x, D, p.gateW, D, 0, ws.rlogits, E);
+  if (rc.scoring === 'sigmoid') {
+    const l = ws.rlogits;
+    for (let i = 0; i < m * E; i++) s[i] = 1 / (1 + Math.exp(-l[i]!));
+  } else {
+    kern.softmax(ws.rlogits, s, m, E);
+  }
+  const grouped = rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup;
+  const per = E / rc.nGroup;
+  const c = ws.biased;
+  const bias = p.bias;
+  const allowed = grouped ? ws.allowed : null;
+  const counts = ws.fill;
+  counts.fill(0);
+  for (let t = 0; t < m; t++) {
+    for (let e = 0; e < E; e++) c[e] = s[t * E + e]! + (bias ? bias[e]! : 0);
+    if (allowed) {
+      const gs = ws.groupScore;
+      for (let g = 0; g < rc.nGroup; g++) {
+        let m1 = -Infinity;
+        let m2 = -Infinity;
+        for (let i = g * per; i < (g + 1) * per; i++) {
+          const v = c[i]!;
+          if (v > m1) {
+            m2 = m1;
+            m1 = v;
+          } else if (v > m2) m2 = v;
+        }
+        gs[g] = rc.method === 'noaux_tc' ? m1 + m2 : m1;
+      }
+      topIndices(gs, rc.nGroup, rc.topkGroup, null, ws.groupKeep, 0);
+      allowed.fill(0);
+      for (let j = 0; j < rc.topkGroup; j++) {
+        const g = ws.groupKeep[j]!;
+        allowed.fill(1, g * per, (g + 1) * per);
+      }
+    }
+    topIndices(c, E, K, allowed, ws.topIdx, t * K);
+    // gates from the unbiased scores, float32 steps as the model's ops (gather, sum, div, mul)
+    let sum = 0;
+    for (let j = 0; j < K; j++) sum += s[t * E + ws.topIdx[t * K + j]!]!;
+    const denom = Math.fround(Math.fround(sum) + 1e-20);
+    for (let j = 0; j < K; j++) {
+      const e = ws.topIdx[t * K + j]!;
+      let w = s[t * E + e]!;
+      if (rc.normTopkProb) w = Math.fround(w / denom);
+      ws.topW[t * K + j] = w * rc.scalingFactor;
+      counts[e]!++;
+    }
+  }
+  // dispatch plan: per expert, its (row, slot) pairs in row order
+  const off = ws.offsets;
+  off[0] = 0;
+  for (let e = 0; e < E; e++) off[e + 1] = off[e]! + counts[e]!;
+  for (let e = 0; e < E; e++) counts[e] = off[e]!;
+  for (let t = 0; t < m; t++) {
+    for (let j = 0; j < K; j++) {
+      const e = ws.topIdx[t * K + j]!;
+      const q = counts[e]!++;
+      ws.byExpertRow[q] = t;
+      ws.byExpertSlot[q] = t * K + j;
+    }
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Every buffer a forward step needs, allocated once per session for up to `rows` token rows
+ * (batch x tokens per step) and reused by every layer and every step: decoding allocates
+ * nothing. Row-major [rows, width] Float32Arrays, sized from the model config.
+ */
+import type { AttentionParams } from '../engine/kernels.js';
+import type { ModelConfig } from '../model/config.js';
+import { maxIntermediate } from './plan.js';
+
+export class Workspace {
+  readonly rows: number;
+  /** Residual stream h [rows, D]. */
+  readonly h: Float32Array;
+  /** RMSNorm output feeding attention / FFN [rows, D]. */
+  readonly xn: Float32Array;
+  /** Final-norm hidden state [rows, D] (input of the LM head and of the MTP module's hnorm). */
+  readonly hidden: Float32Array;
+  /** c^Q before / after q_a_layernorm [rows, q_lora_rank]. */
+  readonly qa: Float32Array;
+  readonly qan: Float32Array;
+  /** Per-head query [rows, H, dn + dr]. */
+  readonly q: Float32Array;
+  /** kv_a_proj output [rows, r + dr]; its latent part [rows, r] before / after the norm. */
+  readonly kv: Float32Array;
+  readonly c: Float32Array;
+  readonly cn: Float32Array;
+  /** Absorbed query [rows, H, r + dr] = [q_lat ; rope(q^R)] per head. */
+  readonly qcat: Float32Array;
+  /** Attention output in latent space [rows, H, r] and after W^UV [rows, H, dv]. */
+  readonly ctx: Float32Array;
+  readonly o: Float32Array;
+  readonly rstd: Float32Array;
+  readonly lse: Float32Array;
+  /** SwiGLU gate / up / activation [rows, I_max]. */
+  readonly g: Float32Array;
+  readonly u: Float32Array;
+  readonly act: Float32Array;
+  /** Rows gathered for one expert [rows, D] and its output [rows, D]. */
+  readonly xs: Float32Array;
+  readonly ys: Float32Array;
+  // ---- routing -------------------------------------------------------------------------------
+  readonly rlogits: Float32Array;
+  readonly scores: Float32Array;
+  /** [rows, K] chosen experts and gate weights. */
+  readonly topIdx: Int32Array;
+  readonly topW: Float32Array;
+  /** Dispatch: per expert its rows (token order) in byExpert[offsets[e] .. offsets[e+1]). */
+  readonly offsets: Int32Array;
+  readonly fill: Int32Array;
+  readonly byExpertRow: Int32Array;
+  readonly byExpertSlot: Int32Array;
+  readonly biased: Float64Array;
+  readonly groupScore: Float64Array;
+  readonly groupKeep: Int32Array;
+  readonly allowed: Uint8Array;
+  // ---- MTP -----------------------------------------------------------------------------------
+  /** [enorm(emb(t_{i+1})) ; hnorm(h_i)] [rows, 2D], and h_i copied from the main model [rows, D]. */
+  readonly cat: Float32Array;
+  readonly hPrev: Float32Array;
+  // ---- head ----------------------------------------------------------------------------------
+  readonly logitRows: number;
+  /** Hidden rows gathered for the LM head [logitRows, D] and their logits [logitRows, V]. */
+  readonly headIn: Float32Array;
+  readonly logits: Float32Array;
+  /** Attention kernel parameters, updated in place per call. */
+  readonly attn: AttentionParams & { qStrides: [number, number, number]; kStrides: [number, number, number]; vStrides: [number, number, number]; oStrides: [number, number, number] };
+
+  constructor(cfg: ModelConfig, rows: number, logitRows: number) {
+    const D = cfg.hidden_size;
+    const H = cfg.num_attention_heads;
+    const r = cfg.kv_lora_rank;
+    const dr = cfg.qk_rope_head_dim;
+    const dn = cfg.qk_nope_head_dim;
+    const dv = cfg.v_head_dim;
+    const I = maxIntermediate(cfg);
+    const E = cfg.n_routed_experts;
+    const K = cfg.num_experts_per_tok;
+    const f = (n: number): Float32Array => new Float32Array(rows * n);
+    this.rows = rows;
+    this.h = f(D);
+    this.xn = f(D);
+    this.hidden = f(D);
+    this.qa = f(cfg.q_lora_rank ?? 0);
+    this.qan = f(cfg.q_lora_rank ?? 0);
+    this.q = f(H * (dn + dr));
+    this.kv = f(r + dr);
+    this.c = f(r);
+    this.cn = f(r);
+    this.qcat = f(H * (r + dr));
+    this.ctx = f(H * r);
+    this.o = f(H * dv);
+    this.rstd = f(1);
+    this.lse = f(H);
+    this.g = f(I);
+    this.u = f(I);
+    this.act = f(I);
+    this.xs = f(D);
+    this.ys = f(D);
+    this.rlogits = f(E);
+    this.scores = f(E);
+    this.topIdx = new Int32Array(rows * K);
+    this.topW = f(K);
+    this.offsets = new Int32Array(E + 1);
+    this.fill = new Int32Array(E);
+    this.byExpertRow = new Int32Array(rows * K);
+    this.byExpertSlot = new Int32Array(rows * K);
+    this.biased = new Float64Array(E);
+    this.groupScore = new Float64Array(Math.max(1, cfg.n_group));
+    this.groupKeep = new Int32Array(Math.max(1, cfg.topk_group));
+    this.allowed = new Uint8Array(E);
+    this.cat = f(2 * D);
+    this.hPrev = f(D);
+    this.logitRows = logitRows;
+    this.headIn = new Float32Array(logitRows * D);
+    this.logits = new Float32Array(logitRows * cfg.vocab_size);
+    this.attn = {
+      batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0,
+      qStrides: [0, 0, 0], kStrides: [0, 0, 0], vStrides: [0, 0, 0], oStrides: [0, 0, 0],
+    };
+  }
+
+  /** Bytes held by the workspace buffers. */
+  get bytes(): number {
+    let n = 0;
+    for (const v of Object.values(this)) if (ArrayBuffer.isView(v)) n += v.byteLength;
+    return n;
+  }
+}
