@@ -81,6 +81,23 @@ test('resume is bit-exact: N steps + resume + M steps = N + M uninterrupted (gra
   }
 });
 
+test('resume is bit-exact with BF16 AdamW moments and the proportional bias update', () => {
+  const a = tmpDir();
+  const b = tmpDir();
+  try {
+    const o = { steps: 4, momentDtype: 'bf16' as const, bias: { gamma: 1e-2, mode: 'proportional' as const, bounds: [-0.5, 0.5] as [number, number] }, evalEvery: 0, ckptEvery: 2 };
+    const full = train(opts(a, o));
+    const first = train(opts(b, { ...o, steps: 2 }));
+    const rest = train(opts(b, { ...o, resume: true }));
+    assert.deepEqual([...first.losses, ...rest.losses], full.losses);
+    assert.ok(fs.readFileSync(path.join(a, 'checkpoint-4', 'model.safetensors')).equals(fs.readFileSync(path.join(b, 'checkpoint-4', 'model.safetensors'))));
+    assert.equal(loadTrainerState(path.join(b, 'checkpoint-4')).optimizer.momentDtype, 'bf16');
+  } finally {
+    fs.rmSync(a, { recursive: true, force: true });
+    fs.rmSync(b, { recursive: true, force: true });
+  }
+});
+
 test('gradient accumulation: 2 micro-batches of B equal one batch of 2B', () => {
   const a = tmpDir();
   const b = tmpDir();

@@ -154,11 +154,11 @@ export function linearBf16(x: Tensor, w: Bf16Linear): Tensor {
 }
 
 /**
- * y = x W^T for an FP8 block-scaled weight. One 128-row block-row of W is decoded at a time
- * into a small scratch buffer ([128, in] floats) and multiplied with gemm into the matching
- * output columns, so the weight stays one byte per element in memory and the result equals a
- * float32 matmul with the dequantised weight. Differentiable w.r.t. x only (dx = dy W, decoded
- * the same way).
+ * y = x W^T for an FP8 block-scaled weight, on `kernels().linearFp8`: the weights are decoded
+ * inside the kernel (float32(e4m3(code) * scale_inv) per 128x128 block, never a dequantised
+ * copy of the matrix), so the weight stays one byte per element in memory and the result
+ * equals a float32 matmul with the dequantised weight. Differentiable w.r.t. x only (dx = dy W,
+ * decoded one 128-row block-row at a time into a scratch buffer).
  */
 export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
   checkInput(x, w);
@@ -166,14 +166,7 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
   const N = w.outFeatures;
   const K = w.inFeatures;
   const y = new Float32Array(m * N);
-  if (m > 0) {
-    const scratch = new Float32Array(Math.min(FP8_BLOCK, N) * K);
-    for (let r0 = 0; r0 < N; r0 += FP8_BLOCK) {
-      const r1 = Math.min(N, r0 + FP8_BLOCK);
-      decodeFp8Rows(w, r0, r1, scratch);
-      kernels().gemm(false, true, m, r1 - r0, K, 1, data, K, scratch, K, 0, y.subarray(r0), N);
-    }
-  }
+  if (m > 0 && N > 0 && K > 0) kernels().linearFp8(m, N, K, data, w.codes, w.scaleInv, 0, y);
   const out = Tensor.fromF32(y, outShape(x, N));
   return attach(out, 'linearFp8', [x], (g) => {
     const gy = g.contiguous().f32();

@@ -12,8 +12,13 @@ export interface ReportInfo {
   facts?: Record<string, string>;
 }
 
-/** Exponential moving average (for a readable train-loss curve). */
-export function smooth(ys: readonly number[], beta = 0.9): number[] {
+/** Smoothing factor for n points: about n/10 points of memory, at most 0.95. */
+export function smoothingBeta(n: number): number {
+  return Math.max(0, Math.min(0.95, 1 - 10 / Math.max(n, 1)));
+}
+
+/** Exponential moving average (for a readable train-loss curve); default β from the length. */
+export function smooth(ys: readonly number[], beta = smoothingBeta(ys.length)): number[] {
   const out: number[] = [];
   let acc = NaN;
   let n = 0;
@@ -138,7 +143,7 @@ export function buildReportHtml(records: readonly MetricRecord[], info: ReportIn
   const maxvio = lineChart({
     title: 'MaxVio per MoE layer ((max load − mean) / mean)',
     xLabel: 'step',
-    series: layers.map((l, i) => ({ name: `layer ${l}`, xs, ys: smooth(steps.map((r) => r.layers?.[l]?.maxvio ?? NaN), 0.8), color: paletteColor(i) })),
+    series: layers.map((l, i) => ({ name: `layer ${l}`, xs, ys: smooth(steps.map((r) => r.layers?.[l]?.maxvio ?? NaN)), color: paletteColor(i) })),
   });
   const skipList = skips.length
     ? `<h2>Skipped steps</h2><ul>${skips.map((s) => `<li>step ${s.step}: ${escapeXml(s.reason)}</li>`).join('')}</ul>`

@@ -54,8 +54,11 @@ export function fmtNum(v: number): string {
 /** A line chart with axes, ticks, grid and a legend. Non-finite points are skipped. */
 export function lineChart(o: LineChartOptions): string {
   const W = o.width ?? 640;
-  const H = o.height ?? 300;
-  const m = { l: 64, r: 16, t: 28, b: 40 };
+  const shown = o.series.length <= 16;
+  const perRow = 4;
+  const legendRows = shown ? Math.ceil(o.series.length / perRow) : 0;
+  const H = (o.height ?? 300) + legendRows * 14;
+  const m = { l: 64, r: 16, t: 28 + legendRows * 14 + (legendRows ? 4 : 0), b: 40 };
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const tf = (y: number): number => (o.logY ? Math.log10(y) : y);
@@ -119,14 +122,13 @@ export function lineChart(o: LineChartOptions): string {
       parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${pts.join(' ')}"/>`);
     }
   });
-  const shown = o.series.length <= 16;
   if (shown) {
     o.series.forEach((s, si) => {
       const color = s.color ?? paletteColor(si);
-      const col = si % 4;
-      const row = Math.floor(si / 4);
+      const col = si % perRow;
+      const row = Math.floor(si / perRow);
       const lx = m.l + 8 + col * 130;
-      const ly = m.t + 10 + row * 14;
+      const ly = 32 + row * 14;
       parts.push(`<rect x="${lx}" y="${ly - 5}" width="10" height="10" fill="${color}"/><text x="${lx + 14}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
     });
   }

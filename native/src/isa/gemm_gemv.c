@@ -12,13 +12,17 @@
 #include "gemm_isa.h"
 #include "threadpool.h"
 
-#define CW 512 /* NN column block: y buffer of GEMV_MAX_M x CW floats = 8 KB, in L1 */
+/* NN column block: B rows are read in segments of CW values (16 KB fp32), whole pages, so
+ * the hardware prefetcher and the TLB see long sequential runs; y (M x CW floats, 16-64 KB,
+ * L1/L2) is updated once per RB rows. */
+#define CW 4096
 
 typedef struct {
   const gemm_prob* P;
   const float* ar;    /* [m][k] */
   const uint16_t* ah; /* [m][k] bf16 bits (dp path) */
   int64_t chunk;
+  volatile int fail;
 } gemv_ctx;
 
 static inline void put(const gemm_prob* P, int64_t i, int64_t j, float s) {
@@ -61,9 +65,11 @@ static inline V widen(const uint16_t* p) { return gemm_widen_bf16_v8(p); }
 #define W GEMM_VEC
 
 #ifdef V
-/* Dot products of M A rows with R consecutive B^T columns (W rows) starting at j. */
+/* Dot products of M A rows with R consecutive B^T columns (W rows) starting at j. With pf,
+ * the same positions of the next R rows are prefetched: W rows can be short (k = 512 is 2 KB),
+ * too short for the hardware prefetcher to ramp up on its own. */
 static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, const float* ar, int64_t j, const int M,
-                                                           const int R, const int U, const int bf) {
+                                                           const int R, const int U, const int bf, const int pf) {
   const int64_t k = P->k, ldb = P->ldb;
   V acc[2][4][4];
   for (int u = 0; u < U; u++)
@@ -71,6 +77,9 @@ static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, c
       for (int r = 0; r < R; r++) acc[u][i][r] = VZERO;
   int64_t p = 0;
   for (; p + U * W <= k; p += U * W) {
+    if (pf)
+      for (int r = 0; r < R; r++)
+        __builtin_prefetch(bf ? (const void*)(P->bh + (j + R + r) * ldb + p) : (const void*)(P->bf + (j + R + r) * ldb + p));
     for (int u = 0; u < U; u++) {
       V w[4];
       for (int r = 0; r < R; r++)
@@ -99,7 +108,8 @@ static inline __m512bh as_bh(__m512i x) {
   memcpy(&r, &x, sizeof r);
   return r;
 }
-static void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const int M, const int R) {
+static void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const int M, const int R,
+                        const int pf) {
   const int64_t k = P->k, ldb = P->ldb;
   __m512 acc[4][4];
   for (int i = 0; i < M; i++)
@@ -107,6 +117,8 @@ static void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
   int64_t p = 0;
   for (; p + 32 <= k; p += 32) {
     __m512bh w[4];
+    if (pf)
+      for (int r = 0; r < R; r++) __builtin_prefetch(P->bh + (j + R + r) * ldb + p);
     for (int r = 0; r < R; r++) w[r] = as_bh(_mm512_loadu_si512((const void*)(P->bh + (j + r) * ldb + p)));
     for (int i = 0; i < M; i++) {
       const __m512bh av = as_bh(_mm512_loadu_si512((const void*)(ah + i * k + p)));
@@ -130,19 +142,19 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   int64_t j = j0;
 #if defined(DSV3_ISA_AVX512)
   if (P->dp) {
-    for (; j + 4 <= j1; j += 4) nt_block_dp(P, X->ah, ar, j, m, 4);
-    for (; j < j1; j++) nt_block_dp(P, X->ah, ar, j, m, 1);
+    for (; j + 4 <= j1; j += 4) nt_block_dp(P, X->ah, ar, j, m, 4, j + 8 <= P->n);
+    for (; j < j1; j++) nt_block_dp(P, X->ah, ar, j, m, 1, 0);
     return;
   }
 #endif
 #ifdef V
-#define NT_LOOP(M, R, U)                                                     \
-  if (P->bf16) {                                                             \
-    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 1);          \
-    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 1);                      \
-  } else {                                                                   \
-    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 0);          \
-    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 0);                      \
+#define NT_LOOP(M, R, U)                                                             \
+  if (P->bf16) {                                                                     \
+    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 1, j + 2 * (R) <= P->n); \
+    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 1, 0);                           \
+  } else {                                                                           \
+    for (; j + (R) <= j1; j += (R)) nt_block(P, ar, j, M, R, U, 0, j + 2 * (R) <= P->n); \
+    for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 0, 0);                           \
   }
   /* M*R*U accumulators: 8 on AVX2 (16 registers), up to 16 on AVX-512 (32 registers) */
   switch (m) {
@@ -215,7 +227,11 @@ static inline __attribute__((always_inline)) void nn_block(const gemm_prob* P, c
 static void nn_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   const gemm_prob* P = X->P;
   const int m = (int)P->m;
-  float yt[GEMV_MAX_M * CW] __attribute__((aligned(64)));
+  float* yt = (float*)ISA_FN(gemm_scratch)(0, (size_t)m * CW * sizeof(float)); /* slot 0: unused by GEMV callers */
+  if (!yt) {
+    ((gemv_ctx*)X)->fail = 1;
+    return;
+  }
   for (int64_t jb = j0; jb < j1; jb += CW) {
     const int cw = (int)(j1 - jb < CW ? j1 - jb : CW);
     for (int i = 0; i < m; i++) memset(yt + i * CW, 0, (size_t)cw * sizeof(float));
@@ -257,18 +273,21 @@ int ISA_FN(gemm_gemv)(const gemm_prob* P) {
       ar[i * k + p] = P->bf16 ? gemm_round_bf16(x) : x;
       if (ah) ah[i * k + p] = gemm_bf16_bits(x);
     }
-  gemv_ctx X = {P, ar, ah, n};
+  gemv_ctx X = {P, ar, ah, n, 0};
   /* Split n into chunks (multiples of 16 columns), about 4 per thread so that a thread slowed
-   * by the OS does not hold up the call; small problems run on the calling thread. */
+   * by the OS does not hold up the call; small problems run on the calling thread. For B
+   * stored [k,n] a chunk is a column stripe, read as one segment per row: keep segments at
+   * >= 1024 columns (a 4 KB page of fp32) unless that would leave threads idle. */
   const int T = dsv3_threads();
   int64_t tasks = 1;
   if (T > 1 && n * k >= 65536) {
     tasks = 4 * (int64_t)T;
+    if (!P->tb && tasks > n / 1024) tasks = n / 1024 > T ? n / 1024 : T;
     if (tasks > (n + 15) / 16) tasks = (n + 15) / 16;
     if (tasks < 1) tasks = 1;
   }
   X.chunk = ((n + tasks - 1) / tasks + 15) / 16 * 16;
   tasks = (n + X.chunk - 1) / X.chunk;
   dsv3_parallel_for((int)tasks, gemv_task, &X);
-  return 0;
+  return X.fail ? -1 : 0;
 }

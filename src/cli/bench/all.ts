@@ -4,3 +4,5 @@ import './memory.js';
 import './kernels.js';
 import './peak.js';
 import './gemm.js';
+import './decode.js';
+import './prefill.js';

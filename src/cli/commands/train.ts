@@ -50,6 +50,13 @@ export const DEFAULT_TRAIN_CONFIG: Record<string, unknown> = {
 
 const DEFAULTS = { steps: 300, batch: 8, seq: 128, lr: 3e-3, seed: 0, evalEvery: 50, ckptEvery: 100 };
 
+/** The paper's bias speed per unit of learning rate: γ = 0.001 at peak lr 2.2e-4 (section 4.2). */
+export function biasGammaForLr(lr: number): number {
+  return (1e-3 * lr) / 2.2e-4;
+}
+
+const r4 = (x: number): number => Number(x.toPrecision(2));
+
 const HELP = `Usage: dsv3 train [options]
 
 Trains a DeepSeek-V3-architecture MoE model from scratch (MLA, DeepSeekMoE with sigmoid routing
@@ -79,14 +86,16 @@ Losses and balancing:
   --balance MODE        aux-free (default: bias updates + complementary sequence-wise loss),
                         aux-loss (classic auxiliary loss, no bias), none
   --balance-alpha X     α of the balance loss (default 1e-4 for aux-free, 0.01 for aux-loss)
-  --bias-gamma X        bias update speed γ (default 0.001)
+  --bias-gamma X        bias update speed γ (default: the paper's γ/lr ratio, 0.001 at peak
+                        lr 2.2e-4, i.e. 0.001·lr/2.2e-4: ${r4(biasGammaForLr(DEFAULTS.lr))} at the default lr; the
+                        bias must move as fast relative to the router as in the paper)
   --bias-mode MODE      sign (default, the paper) | proportional
   --bias-ema B          smooth the load with an EMA of factor B before the update (default off)
   --bias-bounds LO,HI   clamp the bias to [LO, HI]
   --bias-freeze N       γ = 0 from step N on (as at the end of the paper's run)
-  --mtp-lambda X        MTP loss weight λ (default 0.3)
-  --mtp-lambda-late X   λ after --mtp-switch (default 0.1 when --mtp-switch is given)
-  --mtp-switch N        step at which λ drops to --mtp-lambda-late
+  --mtp-lambda X        MTP loss weight λ (default 0.3, the paper's first 10T tokens)
+  --mtp-lambda-late X   λ from --mtp-switch on (default 0.1, the paper's last 4.8T tokens)
+  --mtp-switch N        step at which λ drops (default: 68% of --steps, the paper's 10T/14.8T)
 Run:
   --out DIR             run directory (default runs/train-<date>)
   --resume [DIR]        continue bit-exactly from the latest checkpoint in --out (or from DIR)
@@ -161,13 +170,14 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   const steps = intFlag('steps', s('steps'), DEFAULTS.steps, 1);
   const switchStep = s('mtp-switch') !== undefined ? intFlag('mtp-switch', s('mtp-switch'), 0) : undefined;
   const resume = s('resume');
+  const lr = numberFlag('lr', s('lr'), DEFAULTS.lr);
   const o: TrainOptions = {
     model,
     steps,
     batch: intFlag('batch', s('batch'), DEFAULTS.batch, 1),
     seq: intFlag('seq', s('seq'), DEFAULTS.seq, 1),
     gradAccum: intFlag('grad-accum', s('grad-accum'), 1, 1),
-    lr: numberFlag('lr', s('lr'), DEFAULTS.lr),
+    lr,
     warmup: intFlag('warmup', s('warmup'), Math.max(1, Math.round(steps * 0.05))),
     weightDecay: numberFlag('weight-decay', s('weight-decay'), 0.1),
     maxGradNorm: numberFlag('max-grad-norm', s('max-grad-norm'), 1.0),
@@ -176,7 +186,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     balance,
     balanceAlpha: numberFlag('balance-alpha', s('balance-alpha'), balance === 'aux-loss' ? 0.01 : balance === 'none' ? 0 : 1e-4),
     bias: {
-      gamma: numberFlag('bias-gamma', s('bias-gamma'), 1e-3),
+      gamma: numberFlag('bias-gamma', s('bias-gamma'), biasGammaForLr(lr)),
       mode: biasMode,
       ...(s('bias-ema') !== undefined ? { emaBeta: numberFlag('bias-ema', s('bias-ema'), 0) } : {}),
       ...(bounds ? { bounds } : {}),
@@ -195,12 +205,8 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   if (s('decay-start') !== undefined) o.decayStart = intFlag('decay-start', s('decay-start'), 0);
   if (s('min-lr') !== undefined) o.minLr = numberFlag('min-lr', s('min-lr'), 0);
   if (s('bias-freeze') !== undefined) o.biasFreezeStep = intFlag('bias-freeze', s('bias-freeze'), 0);
-  if (switchStep !== undefined) {
-    o.mtpSwitchStep = switchStep;
-    o.mtpLambdaLate = numberFlag('mtp-lambda-late', s('mtp-lambda-late'), 0.1);
-  } else if (s('mtp-lambda-late') !== undefined) {
-    throw new UsageError('--mtp-lambda-late needs --mtp-switch N');
-  }
+  o.mtpSwitchStep = switchStep ?? Math.round((steps * 10) / 14.8);
+  o.mtpLambdaLate = numberFlag('mtp-lambda-late', s('mtp-lambda-late'), 0.1);
   if (resume !== undefined) o.resume = resume === '' ? true : resume;
   return o;
 }

@@ -1,0 +1,111 @@
+/**
+ * `dsv3 bench decode`: greedy decoding speed of the inference engine (src/inference) on a
+ * random model: batch 1, the absorbed MLA path over the latent cache, weights in float32,
+ * bf16 or FP8 (block-quantised like an FP8 checkpoint). Optionally the per-phase profile of a
+ * step, MTP self-speculative decoding, and the model's own Tensor-op decodeStep as a baseline.
+ */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { kernels } from '../../engine/backend.js';
+import { nativeAddon, packageRoot } from '../../engine/native.js';
+import { Engine } from '../../inference/engine.js';
+import { measureDecode, measureModelDecode, measureSpeculative, profileDecode } from '../../inference/measure.js';
+import { randomModel, type WeightStorage } from '../../inference/random-model.js';
+import { loadModelConfig } from '../../model/config.js';
+import { UsageError, intFlag } from '../command.js';
+import { registerBench } from '../commands/bench.js';
+
+const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
+                        [--reps N] [--profile] [--speculative] [--baseline] [--json]
+
+Greedy decoding of a random model (default configs/bench-small.json), batch 1: prefill an
+N-token prompt (default 32), then --tokens decode steps (default 128), each one token, on the
+inference engine (preallocated buffers, fused kernel calls, absorbed MLA over the latent cache).
+One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is their median).
+
+  --weights       linear-weight storage: f32 (default), bf16 (every linear as bf16 bits), fp8
+                  (attention and expert projections as E4M3 + 128x128 block scales, like an FP8
+                  checkpoint; lm_head stays float32)
+  --profile       also report where a step's time goes (ms per step by phase)
+  --speculative   also run MTP self-speculative decoding (draft = the MTP module, verified by
+                  the main model on two positions) and report its tokens/s and acceptance rate
+                  (on random weights the draft is almost never right: the rate is reported as is)
+  --baseline      also time the model's own decodeStep (Tensor ops, absorbed path)
+
+Prints one JSON line:
+  {bench:"decode", weights, tokens_per_s, ms_per_token_median, ms_per_token_p90, prefill_ms,
+   threads, backend, isa, prompt, tokens, weight_mb_per_token, decoded_kv_b_mb,
+   [phases_ms], [speculative], [baseline]}
+and a summary on stderr unless --json.
+`;
+
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+registerBench({
+  name: 'decode',
+  summary: 'greedy decode tokens/s of the inference engine (f32 / bf16 / fp8 weights, speculative MTP)',
+  help: HELP,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: {
+          config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, tokens: { type: 'string' },
+          reps: { type: 'string' }, seed: { type: 'string' }, profile: { type: 'boolean' }, speculative: { type: 'boolean' },
+          baseline: { type: 'boolean' }, json: { type: 'boolean' },
+        },
+      }));
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const weights = (values.weights ?? 'f32') as WeightStorage;
+    if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
+    const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
+    const cfg = loadModelConfig(configPath);
+    const o = {
+      prompt: intFlag('prompt', values.prompt, 32, 1),
+      tokens: intFlag('tokens', values.tokens, 128, 1),
+      reps: intFlag('reps', values.reps, 3, 1),
+      seed: intFlag('seed', values.seed, 1, 0),
+    };
+    if (o.prompt + o.tokens + 2 > cfg.max_position_embeddings) {
+      throw new UsageError(`--prompt + --tokens (${o.prompt + o.tokens}) must leave room within max_position_embeddings ${cfg.max_position_embeddings}`);
+    }
+    const model = randomModel(cfg, o.seed, weights, { mtp: !!values.speculative });
+    const mem = new Engine(model, { rows: 1, logitRows: 1, maxLen: 1 }).memory();
+    const info = nativeAddon()?.info();
+    const stats = measureDecode(model, o);
+    const result: Record<string, unknown> = {
+      bench: 'decode',
+      weights,
+      tokens_per_s: stats.tokens_per_s,
+      ms_per_token_median: stats.ms_per_token_median,
+      ms_per_token_p90: stats.ms_per_token_p90,
+      prefill_ms: stats.prefill_ms,
+      threads: info?.threads ?? 1,
+      backend: kernels().name,
+      isa: info?.isa ?? 'none',
+      config: configPath,
+      prompt: o.prompt,
+      tokens: o.tokens,
+      reps: o.reps,
+      weight_mb_per_token: r3(mem.weightsPerToken / 1048576),
+      decoded_kv_b_mb: r3(mem.decodedKvB / 1048576),
+    };
+    if (values.profile) result['phases_ms'] = profileDecode(model, o);
+    if (values.speculative) result['speculative'] = measureSpeculative(model, o, stats.ids);
+    if (values.baseline) result['baseline'] = { impl: 'DeepseekV3.decodeStep (Tensor ops)', ...measureModelDecode(model, o) };
+    process.stdout.write(JSON.stringify(result) + '\n');
+    if (!values.json) {
+      let txt = `decode (${weights}, ${result['threads']} threads, ${result['isa']}): ${stats.tokens_per_s} tokens/s, median step ${stats.ms_per_token_median} ms, prefill ${o.prompt} tokens ${stats.prefill_ms} ms\n`;
+      const ph = result['phases_ms'] as Record<string, number> | undefined;
+      if (ph) txt += Object.entries(ph).map(([k, v]) => `  ${k.padEnd(12)} ${v.toFixed(3).padStart(8)} ms${k === 'total' ? '' : `  ${((100 * v) / ph['total']!).toFixed(1).padStart(5)}%`}\n`).join('');
+      const sp = result['speculative'] as { tokens_per_s: number; acceptance_rate: number; matches_greedy: boolean } | undefined;
+      if (sp) txt += `speculative (MTP draft): ${sp.tokens_per_s} tokens/s, acceptance ${sp.acceptance_rate}, same ids as greedy: ${sp.matches_greedy}\n`;
+      const bl = result['baseline'] as { tokens_per_s: number } | undefined;
+      if (bl) txt += `baseline decodeStep: ${bl.tokens_per_s} tokens/s (engine ${(stats.tokens_per_s / bl.tokens_per_s).toFixed(1)}x)\n`;
+      process.stderr.write(txt);
+    }
+  },
+});

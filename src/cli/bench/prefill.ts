@@ -1,0 +1,71 @@
+/**
+ * `dsv3 bench prefill`: prompt processing speed of the inference engine on a random model,
+ * batch 1: the prompt runs through the model in chunks of --chunk tokens (each chunk one GEMM
+ * per projection, causal attention over the latent cache), filling the cache for decoding.
+ */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { kernels } from '../../engine/backend.js';
+import { nativeAddon, packageRoot } from '../../engine/native.js';
+import { measurePrefill } from '../../inference/measure.js';
+import { randomModel, type WeightStorage } from '../../inference/random-model.js';
+import { loadModelConfig } from '../../model/config.js';
+import { UsageError, intFlag } from '../command.js';
+import { registerBench } from '../commands/bench.js';
+
+const HELP = `Usage: dsv3 bench prefill [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--chunk C] [--reps N] [--json]
+
+Prefill of an N-token prompt (default 512) into the latent cache of a random model (default
+configs/bench-small.json), batch 1, in chunks of C tokens (default 128), on the inference
+engine. One untimed warm-up, then --reps timed runs (default 3, median).
+
+Prints one JSON line:
+  {bench:"prefill", weights, prompt, chunk, tokens_per_s, ms_median, threads, backend, isa}
+and a summary on stderr unless --json.
+`;
+
+registerBench({
+  name: 'prefill',
+  summary: 'prompt tokens/s of the inference engine (chunked prefill into the latent cache)',
+  help: HELP,
+  async run(argv) {
+    let values;
+    try {
+      ({ values } = parseArgs({
+        args: argv,
+        options: {
+          config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, chunk: { type: 'string' },
+          reps: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+        },
+      }));
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
+    const weights = (values.weights ?? 'f32') as WeightStorage;
+    if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
+    const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
+    const cfg = loadModelConfig(configPath);
+    const prompt = intFlag('prompt', values.prompt, 512, 1);
+    const chunk = intFlag('chunk', values.chunk, 128, 2);
+    const reps = intFlag('reps', values.reps, 3, 1);
+    const seed = intFlag('seed', values.seed, 1, 0);
+    if (prompt > cfg.max_position_embeddings) throw new UsageError(`--prompt ${prompt} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
+    const model = randomModel(cfg, seed, weights, { mtp: false });
+    const info = nativeAddon()?.info();
+    const r = measurePrefill(model, { prompt, chunk, reps, seed });
+    const result = {
+      bench: 'prefill',
+      weights,
+      prompt,
+      chunk,
+      tokens_per_s: r.tokens_per_s,
+      ms_median: r.ms_median,
+      threads: info?.threads ?? 1,
+      backend: kernels().name,
+      isa: info?.isa ?? 'none',
+      config: configPath,
+    };
+    process.stdout.write(JSON.stringify(result) + '\n');
+    if (!values.json) process.stderr.write(`prefill (${weights}, ${result.threads} threads): ${prompt} tokens in ${r.ms_median} ms = ${r.tokens_per_s} tokens/s (chunks of ${chunk})\n`);
+  },
+});

@@ -1,0 +1,194 @@
+/**
+ * Timing protocols of `dsv3 bench decode` and `dsv3 bench prefill` (batch 1, greedy), kept
+ * apart from the CLI so tests can run them on tiny models:
+ *   - decode: prefill the prompt, then `tokens` decode steps each fed the previous argmax;
+ *     one untimed warm-up generation, then `reps` timed ones; tokens/s is the median over reps
+ *     of steps / decode time, plus the median and p90 step time over every timed step;
+ *   - profile: one more generation with a PhaseProfiler attached (per-phase ms per step);
+ *   - speculative: the same generation by MTP self-speculative decoding, with its acceptance
+ *     rate and whether its ids equal plain greedy decoding;
+ *   - baseline: the same steps through the model's own `decodeStep` (Tensor ops, absorbed path);
+ *   - prefill: prompt tokens/s of `DecodeSession.prefill` (chunked).
+ */
+import { noGrad } from '../engine/autograd.js';
+import { Tensor } from '../engine/tensor.js';
+import type { DeepseekV3 } from '../model/model.js';
+import { argmax, DecodeSession } from './decode-session.js';
+import { type Phase, PhaseProfiler } from './profile.js';
+import { SpeculativeDecoder } from './speculative.js';
+
+export interface DecodeOptions {
+  prompt: number;
+  tokens: number;
+  reps: number;
+  seed?: number;
+}
+
+/** Deterministic prompt ids in [0, vocab). */
+export function promptIds(n: number, vocab: number, seed = 1): Int32Array {
+  const out = new Int32Array(n);
+  let s = (seed * 2654435761) >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s % vocab;
+  }
+  return out;
+}
+
+function median(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+export interface DecodeStats {
+  tokens_per_s: number;
+  ms_per_token_median: number;
+  ms_per_token_p90: number;
+  prefill_ms: number;
+  /** Generated ids of the last timed run (prompt excluded). */
+  ids: Int32Array;
+}
+
+/** One greedy generation on the session: returns prefill ms, per-step ms and the new ids. */
+function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: number[] | null): { prefillMs: number; decodeMs: number; ids: Int32Array } {
+  const V = s.V;
+  const ids = new Int32Array(n);
+  const tok = new Int32Array(1);
+  s.reset();
+  const t0 = performance.now();
+  let l = s.prefill(prompt, prompt.length);
+  const t1 = performance.now();
+  for (let i = 0; i < n; i++) {
+    tok[0] = argmax(l, 0, V);
+    ids[i] = tok[0];
+    const a = performance.now();
+    l = s.step(tok);
+    stepMs?.push(performance.now() - a);
+  }
+  return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, ids };
+}
+
+export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats {
+  const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
+  const s = new DecodeSession(model, { maxLen: o.prompt + o.tokens });
+  generate(s, prompt, o.tokens, null);
+  const steps: number[] = [];
+  const rates: number[] = [];
+  const prefills: number[] = [];
+  let ids: Int32Array = new Int32Array(0);
+  for (let r = 0; r < o.reps; r++) {
+    const g = generate(s, prompt, o.tokens, steps);
+    rates.push(o.tokens / (g.decodeMs / 1000));
+    prefills.push(g.prefillMs);
+    ids = g.ids;
+  }
+  return {
+    tokens_per_s: Math.round(median(rates) * 10) / 10,
+    ms_per_token_median: r3(median(steps)),
+    ms_per_token_p90: r3(quantile(steps, 0.9)),
+    prefill_ms: r3(median(prefills)),
+    ids,
+  };
+}
+
+/** Per-phase ms per decode step (one profiled generation after a warm-up). */
+export function profileDecode(model: DeepseekV3, o: DecodeOptions): Record<Phase | 'total', number> {
+  const prof = new PhaseProfiler();
+  const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
+  const s = new DecodeSession(model, { maxLen: o.prompt + o.tokens, profiler: prof });
+  generate(s, prompt, o.tokens, null);
+  prof.reset();
+  for (let r = 0; r < Math.max(1, o.reps); r++) {
+    s.reset();
+    let l = s.prefill(prompt, prompt.length);
+    prof.reset();
+    const tok = new Int32Array(1);
+    for (let i = 0; i < o.tokens; i++) {
+      tok[0] = argmax(l, 0, s.V);
+      l = s.step(tok);
+    }
+  }
+  return prof.perStep();
+}
+
+export interface SpeculativeStats {
+  tokens_per_s: number;
+  acceptance_rate: number;
+  tokens_per_main_forward: number;
+  drafted: number;
+  accepted: number;
+  matches_greedy: boolean;
+}
+
+/** MTP self-speculative greedy decoding of `tokens` tokens (time excludes the prefill). */
+export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyIds: Int32Array | null): SpeculativeStats {
+  const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
+  const n = o.tokens + 1; // the prefill's token plus one per decode step, as in measureDecode
+  const spec = new SpeculativeDecoder(model, { maxLen: o.prompt + n + 1 });
+  spec.generate(prompt, n);
+  const rates: number[] = [];
+  let last = spec.generate(prompt, n);
+  for (let r = 0; r < o.reps; r++) {
+    last = spec.generate(prompt, n);
+    rates.push(o.tokens / (last.decodeMs / 1000));
+  }
+  let matches = true;
+  if (greedyIds) for (let i = 0; i < greedyIds.length; i++) if (last.ids[o.prompt + i] !== greedyIds[i]) matches = false;
+  return {
+    tokens_per_s: Math.round(median(rates) * 10) / 10,
+    acceptance_rate: r3(last.accepted / Math.max(1, last.drafted)),
+    tokens_per_main_forward: r3((n - 1) / Math.max(1, last.mainForwards)),
+    drafted: last.drafted,
+    accepted: last.accepted,
+    matches_greedy: matches,
+  };
+}
+
+/** The same greedy steps through the model's own Tensor path (`decodeStep`, absorbed MLA). */
+export function measureModelDecode(model: DeepseekV3, o: DecodeOptions): { tokens_per_s: number; ms_per_token_median: number } {
+  const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
+  const V = model.cfg.vocab_size;
+  const run = (steps: number[] | null): number => {
+    const cache = model.newCache(1, o.prompt + o.tokens);
+    let l = noGrad(() => model.prefill(Tensor.fromI32(prompt, [1, o.prompt]), cache, { path: 'absorbed' }));
+    const t0 = performance.now();
+    for (let i = 0; i < o.tokens; i++) {
+      const data = l.contiguous().f32();
+      const tok = Int32Array.of(argmax(data, data.length - V, V));
+      const a = performance.now();
+      l = model.decodeStep(tok, cache, { path: 'absorbed' });
+      steps?.push(performance.now() - a);
+    }
+    return performance.now() - t0;
+  };
+  run(null);
+  const steps: number[] = [];
+  const rates: number[] = [];
+  for (let r = 0; r < o.reps; r++) rates.push(o.tokens / (run(steps) / 1000));
+  return { tokens_per_s: Math.round(median(rates) * 10) / 10, ms_per_token_median: r3(median(steps)) };
+}
+
+/** Prompt tokens/s of a chunked prefill (batch 1). */
+export function measurePrefill(model: DeepseekV3, o: { prompt: number; chunk: number; reps: number; seed?: number }): { tokens_per_s: number; ms_median: number } {
+  const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
+  const s = new DecodeSession(model, { maxLen: o.prompt, chunk: o.chunk });
+  const once = (): number => {
+    s.reset();
+    const t0 = performance.now();
+    s.prefill(prompt, o.prompt);
+    return performance.now() - t0;
+  };
+  once();
+  const ms: number[] = [];
+  for (let r = 0; r < o.reps; r++) ms.push(once());
+  const m = median(ms);
+  return { tokens_per_s: Math.round(o.prompt / (m / 1000)), ms_median: r3(m) };
+}

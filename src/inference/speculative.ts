@@ -1,0 +1,134 @@
+/**
+ * Greedy self-speculative decoding with the MTP module as the draft model (paper section
+ * 5.4.3: "MTP modules ... can be repurposed for speculative decoding"; the second token is
+ * accepted 85-90 % of the time on the released model, 1.8x the tokens per second).
+ *
+ * State after each iteration (one sequence): the main model has cached positions 0 .. n-1, the
+ * next token t_n is known (argmax of the main logits at n-1) but not yet cached, and the MTP
+ * layer has cached positions 0 .. n-2. One iteration:
+ *   1. MTP catches up on its pending positions i (1 or 2 of them) from the main model's
+ *      final-norm hidden h_i and the token t_{i+1} (Eq. 21); its logits at n-1 propose the
+ *      draft d for t_{n+1} (Eq. 23);
+ *   2. the main model verifies [t_n, d] at positions n, n+1 in one forward (two query rows
+ *      through the latent cache): a = argmax(logits at n) is the true t_{n+1};
+ *   3. a == d: both are kept, t_{n+2} = argmax(logits at n+1) is the next token (2 tokens per
+ *      main forward); a != d: the cache is rolled back to n+1 (the row written for n+1 is
+ *      simply overwritten later), t_{n+1} = a is the next token.
+ * The tokens are therefore exactly the main model's greedy argmax at every position: the
+ * draft only decides how many of them one main forward produces.
+ */
+import { DsvError } from '../errors.js';
+import type { DeepseekV3 } from '../model/model.js';
+import { argmax, DecodeSession } from './decode-session.js';
+import type { PhaseProfiler } from './profile.js';
+
+export interface SpeculativeResult {
+  /** prompt followed by the n generated tokens. */
+  ids: Int32Array;
+  /** Draft tokens proposed (one per verification forward) and accepted. */
+  drafted: number;
+  accepted: number;
+  /** Forward passes of the main model after the prefill. */
+  mainForwards: number;
+  /** Wall time of the prefill (main + MTP) and of the rest of the generation. */
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export class SpeculativeDecoder {
+  readonly session: DecodeSession;
+  /** Main-model hidden rows waiting for the MTP layer, [chunk, D], and their next tokens. */
+  private readonly pendingH: Float32Array;
+  private readonly chunkIds: Int32Array;
+  private readonly pendingIds = new Int32Array(2);
+  private readonly pair = new Int32Array(2);
+  private mtpLen = 0;
+
+  constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; profiler?: PhaseProfiler }) {
+    if (model.mtp.length === 0) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
+    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: true, ...(opts.chunk ? { chunk: opts.chunk } : {}), ...(opts.profiler ? { profiler: opts.profiler } : {}) });
+    this.pendingH = new Float32Array(this.session.chunk * model.cfg.hidden_size);
+    this.chunkIds = new Int32Array(this.session.chunk);
+  }
+
+  /** Runs the MTP layer on `rows` pending positions from mtpLen on; returns its draft token. */
+  private mtpStep(rows: number, hidden: Float32Array, nextIds: Int32Array): number {
+    const e = this.session.engine;
+    const D = e.D;
+    e.ws.hPrev.set(hidden.subarray(0, rows * D));
+    e.forwardMtp(nextIds, { B: 1, T: rows, start: this.mtpLen }, this.session.cache);
+    this.mtpLen += rows;
+    return argmax(e.head(rows - 1, 1), 0, e.V);
+  }
+
+  /** Greedy generation of n tokens after prompt (batch 1), drafting with the MTP module. */
+  generate(prompt: Int32Array, n: number): SpeculativeResult {
+    const s = this.session;
+    const e = s.engine;
+    const P = prompt.length;
+    const V = e.V;
+    const D = e.D;
+    if (P < 1 || !Number.isInteger(n) || n < 1) throw new DsvError('speculative: needs a prompt and n >= 1');
+    if (P + n + 1 > s.cache.maxLen) throw new DsvError(`speculative: prompt ${P} + ${n} tokens + 1 draft exceed the cache length ${s.cache.maxLen}`);
+    const ids = new Int32Array(P + n);
+    ids.set(prompt);
+    s.reset();
+    this.mtpLen = 0;
+    const t0 = performance.now();
+    // ---- prefill: main chunk, then the MTP layer over the same positions ---------------------
+    let next = 0;
+    let draft = 0;
+    for (let t0 = 0; t0 < P; t0 += s.chunk) {
+      const c = Math.min(s.chunk, P - t0);
+      e.forwardMain(prompt.subarray(t0, t0 + c), { B: 1, T: c, start: t0 }, s.cache);
+      s.cache.length = t0 + c;
+      const last = t0 + c === P;
+      if (last) next = argmax(e.head(c - 1, 1), 0, V);
+      const nextIds = this.chunkIds.subarray(0, c);
+      for (let i = 0; i < c; i++) nextIds[i] = t0 + i + 1 < P ? prompt[t0 + i + 1]! : next;
+      this.pendingH.set(e.ws.hidden.subarray(0, c * D));
+      const d = this.mtpStep(c, this.pendingH, nextIds);
+      if (last) draft = d;
+    }
+    ids[P] = next;
+    const t1 = performance.now();
+    let produced = 1;
+    let drafted = 0;
+    let accepted = 0;
+    let mainForwards = 0;
+    // ---- verify / accept loop -----------------------------------------------------------------
+    while (produced < n) {
+      const pos = s.cache.length;
+      this.pair[0] = next;
+      this.pair[1] = draft;
+      e.forwardMain(this.pair, { B: 1, T: 2, start: pos }, s.cache);
+      mainForwards++;
+      drafted++;
+      const logits = e.head(0, 2);
+      const a = argmax(logits, 0, V);
+      this.pendingH.set(e.ws.hidden.subarray(0, 2 * D));
+      let rows: number;
+      if (a === draft) {
+        accepted++;
+        next = argmax(logits, V, V);
+        s.cache.length = pos + 2;
+        ids[P + produced] = a;
+        if (produced + 1 < n) ids[P + produced + 1] = next;
+        produced += 2;
+        this.pendingIds[0] = a;
+        this.pendingIds[1] = next;
+        rows = 2;
+      } else {
+        next = a;
+        s.cache.length = pos + 1;
+        ids[P + produced] = a;
+        produced += 1;
+        this.pendingIds[0] = a;
+        rows = 1;
+      }
+      s.engine.profiler?.endStep();
+      if (produced < n) draft = this.mtpStep(rows, this.pendingH, this.pendingIds);
+    }
+    return { ids, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+  }
+}
