@@ -104,7 +104,7 @@ function timeNodes(rootT) {
 }
 
 const base = kernels();
-const ph = { fwd: [], bwd: [], opt: [], step: [], cpuFwd: [], cpuBwd: [], cpuOpt: [], cpuStep: [] };
+const ph = { fwd: [], bwd: [], opt: [], step: [], cpuFwd: [], cpuBwd: [], cpuOpt: [], cpuStep: [], faults: [] };
 let nodeCount = 0;
 const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4 };
 let seed = 12345;
@@ -114,6 +114,7 @@ for (let i = 0; i < warm + steps; i++) {
   const on = i >= warm;
   if (on && i === warm) useBackend(timed(base));
   const tokens = Int32Array.from({ length: B * (S + 1) }, rnd);
+  const pf0 = process.resourceUsage().minorPageFault;
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const f = forwardLosses(model, tokens, lossOpts, B);
@@ -130,6 +131,7 @@ for (let i = 0; i < warm + steps; i++) {
   const t3 = performance.now();
   const c3 = process.cpuUsage();
   if (!on) continue;
+  ph.faults.push(process.resourceUsage().minorPageFault - pf0);
   ph.fwd.push(t1 - t0);
   ph.bwd.push(t2 - t1b);
   ph.opt.push(t3 - t2);
@@ -154,6 +156,8 @@ const res = {
   tokens_per_s: Math.round((B * S) / (stepMed / 1000)),
   step_ms_median: r1(stepMed),
   cpu_ms_median: r1(med(ph.cpuStep)),
+  page_faults_per_step: med(ph.faults),
+  cpu_ms_min: r1(Math.min(...ph.cpuStep)),
   peak_rss_mb: r1(process.resourceUsage().maxRSS / 1024),
   wall_ms: { forward: r1(med(ph.fwd)), backward: r1(med(ph.bwd)), optimizer: r1(med(ph.opt)) },
   cpu_ms: { forward: r1(med(ph.cpuFwd)), backward: r1(med(ph.cpuBwd)), optimizer: r1(med(ph.cpuOpt)) },

@@ -152,6 +152,36 @@ test('native gemm / gemmBf16 match the reference (all ISAs, 1 and 2 threads)', {
   }
 });
 
+test('native gemm matches the reference on random shapes, strides and scalars', { skip }, () => {
+  const a = addon!;
+  const { isa: isa0, threads: threads0 } = a.info();
+  const cases: { cs: Case; mag: Float32Array; label: string }[] = [];
+  for (let q = 0; q < 40; q++) {
+    const dim = (): number => 1 + Math.floor(((rand() + 1) / 2) ** 2 * 90);
+    const [m, n, k] = [dim(), dim(), dim()];
+    const ta = rand() > 0, tb = rand() > 0, pad = Math.floor((rand() + 1) * 3);
+    const alpha = [1, -0.5, 2][q % 3]!, beta = [0, 1, 0.75, 0][q % 4]!;
+    const cs = makeCase(ta, tb, m, n, k, alpha, beta, pad);
+    cases.push({ cs, mag: magnitudes(cs), label: `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} m=${m} n=${n} k=${k} pad=${pad} a=${alpha} b=${beta}` });
+  }
+  try {
+    for (const cfg of configs(a)) {
+      a.setIsa(cfg.isa);
+      a.setThreads(cfg.threads);
+      for (const { cs, mag, label } of cases) {
+        const got = cs.c.slice();
+        a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
+        check(`gemmF32 ${cfg.isa}/${cfg.threads}t ${label}`, cs, got, cs.want, mag);
+        const gotH = cs.c.slice();
+        a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
+        check(`gemmBf16 ${cfg.isa}/${cfg.threads}t ${label}`, cs, gotH, cs.wantBf16, mag);
+      }
+    }
+  } finally {
+    restore(a, isa0, threads0);
+  }
+});
+
 test('native gemm special cases: k = 0, alpha = 0 (A, B not read), m or n = 0', { skip }, () => {
   const a = addon!;
   const { isa: isa0 } = a.info();

@@ -73,7 +73,13 @@ test('dsv3 train flag parsing', () => {
   assert.equal(o.resume, true);
   assert.deepEqual(o.bias.bounds, [-0.5, 0.5]);
   assert.equal(o.mtpLambdaLate, 0.1);
-  assert.equal(o.model.n_routed_experts, 8);
+  assert.equal(o.model.n_routed_experts, 16);
+  assert.equal(o.mtpSwitchStep, 60);
+  const d = parseTrainArgs(['--steps', '148', '--lr', '2.2e-4']);
+  assert.equal(d.mtpSwitchStep, 100, 'λ drops after the paper\'s 10T of 14.8T tokens');
+  assert.equal(d.mtpLambda, 0.3);
+  assert.equal(d.mtpLambdaLate, 0.1);
+  assert.ok(Math.abs(d.bias.gamma! - 1e-3) < 1e-12, 'γ = 0.001 at the paper\'s lr');
   assert.equal(parseTrainArgs(['--resume', 'x/checkpoint-3']).resume, 'x/checkpoint-3');
   assert.throws(() => parseTrainArgs(['--balance', 'foo']), /aux-free, aux-loss or none/);
   assert.throws(() => parseTrainArgs(['--steps', '0']), /--steps/);

@@ -55,6 +55,12 @@ static inline void* dsv3_typed(napi_env env, napi_value v, napi_typedarray_type 
     return NULL;
   }
   if (len) *len = length;
+  /* An empty (or detached) typed array may report a NULL data pointer; callers treat NULL as
+   * "exception pending", so hand back a valid dummy address instead (nothing is read). */
+  if (!data) {
+    static uint64_t empty_dummy;
+    return &empty_dummy;
+  }
   return data;
 }
 

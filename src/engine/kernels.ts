@@ -46,6 +46,22 @@ export interface Kernels {
   /** y += alpha * x (gradient accumulation). */
   axpy(alpha: number, x: Float32Array, y: Float32Array, n: number): void;
 
+  // ---- row gather / scatter (MoE dispatch and combine) --------------------------------------
+  /**
+   * dst[i, :] = src[idx[i], :] * s_i for i < rows (rows of `cols` floats; s_i = scale[i], or 1
+   * when scale is null). Indices are validated by the callers (0 <= idx[i] < src rows).
+   */
+  gatherRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
+  /**
+   * dst[idx[i], :] += s_i * src[i, :] for i = 0, 1, ... in order (repeated indices accumulate;
+   * each element is one fused multiply-add, rounded once).
+   */
+  scatterAddRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
+  /** out[i] = Σ_j a[i, j] * b[i, j] (per-row dot products). */
+  rowDot(a: Float32Array, b: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  /** y[i, :] = s[i] * x[i, :]; y may alias x. */
+  scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number): void;
+
   // ---- fused row kernels ------------------------------------------------------------------
   /** y[r,:] = softmax(x[r,:]) over `cols` (max-subtracted). y may alias x. */
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;

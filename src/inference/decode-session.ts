@@ -15,6 +15,7 @@ import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { Engine } from './engine.js';
+import type { StepShape } from './mla.js';
 import type { PhaseProfiler } from './profile.js';
 
 export interface DecodeSessionOptions {
@@ -44,6 +45,7 @@ export class DecodeSession {
   readonly V: number;
   /** Token ids of one chunk, [B, chunk]. */
   private readonly ids: Int32Array;
+  private readonly stepShape: StepShape = { B: 1, T: 1, start: 0 };
 
   constructor(readonly model: DeepseekV3, opts: DecodeSessionOptions) {
     const B = opts.batch ?? 1;
@@ -109,7 +111,9 @@ export class DecodeSession {
     const B = this.batch;
     if (tokens.length !== B) throw new DsvError(`step: ${tokens.length} tokens for a batch of ${B}`);
     const start = this.cache.length;
-    this.engine.forwardMain(tokens, { B, T: 1, start }, this.cache);
+    this.stepShape.B = B;
+    this.stepShape.start = start;
+    this.engine.forwardMain(tokens, this.stepShape, this.cache);
     this.cache.length = start + 1;
     const l = this.engine.head(0, B);
     this.engine.profiler?.endStep();

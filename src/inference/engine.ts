@@ -126,7 +126,9 @@ export class Engine {
     for (let row = 0; row < M; row++) {
       const id = ids[row]!;
       if (!(id >= 0 && id < this.V)) throw new DsvError(`token id ${id} is outside the vocabulary [0, ${this.V})`);
-      out.set(this.embed.subarray(id * D, (id + 1) * D), row * D);
+      const src = id * D;
+      const dst = row * D;
+      for (let d = 0; d < D; d++) out[dst + d] = this.embed[src + d]!;
     }
   }
 
@@ -181,13 +183,13 @@ export class Engine {
     const kern = kernels();
     const D = this.D;
     const ws = this.ws;
-    let x = ws.hidden.subarray(first * D);
+    let x = first === 0 ? ws.hidden : ws.hidden.subarray(first * D);
     if (stride !== 1 && n > 1) {
       for (let j = 0; j < n; j++) ws.headIn.set(ws.hidden.subarray((first + j * stride) * D, (first + j * stride + 1) * D), j * D);
       x = ws.headIn;
     }
     runLinear(kern, this.lmHead, n, x, ws.logits, 0);
     this.profiler?.lap('head');
-    return ws.logits.subarray(0, n * this.V);
+    return ws.logitView[n]!;
   }
 }

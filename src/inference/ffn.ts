@@ -5,12 +5,12 @@
  * where only the K selected experts run, each on exactly the rows that chose it. A lone row
  * (decode) feeds the expert straight from u and adds its output into h in place; several rows
  * are gathered into a contiguous block, run as one GEMM per projection and scattered back.
- * The gate g_i scales the SwiGLU activation before down_proj (down_proj is linear, so
- * W (g a) = g (W a); this keeps one code path for the FP8 kernel, which has no alpha).
+ * The gate g_i scales the expert's output (the GEMM's alpha for a lone row; a multiply while
+ * scattering for several), as the model does.
  */
 import type { Kernels } from '../engine/kernels.js';
 import type { PhaseProfiler } from './profile.js';
-import { runLinear } from './linear.js';
+import { addScaledRow, runLinear } from './linear.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import { routeRows } from './route.js';
 import type { Workspace } from './workspace.js';
@@ -25,15 +25,15 @@ export function mlpAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array
 }
 
 /**
- * One routed expert on `cnt` rows listed in ws.byExpertRow[start ..], each scaled by its gate,
- * added into h [m, D].
+ * One routed expert on `cnt` rows listed in ws.byExpertRow[start ..], each output scaled by its
+ * gate and added into h [m, D].
  */
 function expertAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, D: number, start: number, cnt: number, h: Float32Array): void {
   const I = p.inter;
   let xin: Float32Array;
   if (cnt === 1) {
     const row = ws.byExpertRow[start]!;
-    xin = x.subarray(row * D, (row + 1) * D);
+    xin = row === 0 ? x : x.subarray(row * D, (row + 1) * D);
   } else {
     for (let j = 0; j < cnt; j++) {
       const row = ws.byExpertRow[start + j]!;
@@ -44,23 +44,18 @@ function expertAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, D:
   runLinear(kern, p.gate, cnt, xin, ws.g, 0);
   runLinear(kern, p.up, cnt, xin, ws.u, 0);
   kern.siluMul(ws.g, ws.u, ws.act, cnt * I);
-  const act = ws.act;
-  for (let j = 0; j < cnt; j++) {
-    const w = ws.topW[ws.byExpertSlot[start + j]!]!;
-    const o = j * I;
-    for (let i = 0; i < I; i++) act[o + i] = act[o + i]! * w;
-  }
   if (cnt === 1) {
     const row = ws.byExpertRow[start]!;
-    runLinear(kern, p.down, 1, act, h.subarray(row * D, (row + 1) * D), 1);
+    addScaledRow(kern, p.down, ws.topW[ws.byExpertSlot[start]!]!, ws.act, row === 0 ? h : h.subarray(row * D, (row + 1) * D));
     return;
   }
-  runLinear(kern, p.down, cnt, act, ws.ys, 0);
+  runLinear(kern, p.down, cnt, ws.act, ws.ys, 0);
   const ys = ws.ys;
   for (let j = 0; j < cnt; j++) {
+    const w = ws.topW[ws.byExpertSlot[start + j]!]!;
     const o = ws.byExpertRow[start + j]! * D;
     const so = j * D;
-    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + ys[so + d]!;
+    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
   }
 }
 

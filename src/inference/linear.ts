@@ -48,6 +48,22 @@ export function runLinear(kern: Kernels, w: PreparedLinear, m: number, x: Float3
   else kern.linearFp8(m, n, k, x, w.codes!, w.scaleInv!, beta, y);
 }
 
+/**
+ * y[1, n] += alpha * x[1, k] W^T for one row (a routed expert's gated output). The FP8 kernel
+ * has no alpha: x (a scratch row, float32 activations) is scaled in place first, which for a
+ * linear map is the same product. bf16 keeps alpha in the GEMM so x is rounded to bf16 as is,
+ * as the model's linearBf16 does before its gate multiply.
+ */
+export function addScaledRow(kern: Kernels, w: PreparedLinear, alpha: number, x: Float32Array, y: Float32Array): void {
+  const { n, k } = w;
+  if (w.f32) kern.gemm(false, true, 1, n, k, alpha, x, k, w.f32, k, 1, y, n);
+  else if (w.bits) kern.gemmBf16(false, true, 1, n, k, alpha, x, k, w.bits, k, 1, y, n);
+  else {
+    for (let i = 0; i < k; i++) x[i] = x[i]! * alpha;
+    kern.linearFp8(1, n, k, x, w.codes!, w.scaleInv!, 1, y);
+  }
+}
+
 /** Bytes of weight data one application of w reads (codes + scales for FP8). */
 export function preparedBytes(w: PreparedLinear): number {
   if (w.f32) return w.f32.length * 4;

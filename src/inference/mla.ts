@@ -74,10 +74,7 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
     runLinear(kern, p.qB!, M, ws.qan, q, 0);
   }
   const qcat = ws.qcat;
-  const kvB = p.kvB;
-  for (let h = 0; h < H; h++) {
-    kern.gemm(false, false, M, r, dn, 1, q.subarray(h * QW), H * QW, kvB.subarray(h * (dn + dv) * r), r, 0, qcat.subarray(h * W), H * W);
-  }
+  for (let h = 0; h < H; h++) kern.gemm(false, false, M, r, dn, 1, ws.qHead[h]!, H * QW, p.ukHead[h]!, r, 0, ws.qcatHead[h]!, H * W);
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const row = b * T + t;
@@ -90,8 +87,11 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   const kv = ws.kv;
   runLinear(kern, p.kvA, M, xn, kv, 0);
   if (M === 1) {
+    // one row: its latent part is contiguous; normalise it, copy it into the cache row
     const off = start * W;
-    kern.rmsNorm(kv, p.kvANorm.w, cache.subarray(off, off + r), ws.rstd, 1, r, p.kvANorm.eps);
+    kern.rmsNorm(kv, p.kvANorm.w, ws.cn, ws.rstd, 1, r, p.kvANorm.eps);
+    const cn = ws.cn;
+    for (let i = 0; i < r; i++) cache[off + i] = cn[i]!;
     rope(rt, start, kv, r, cache, off + r);
   } else {
     const c = ws.c;
@@ -116,7 +116,7 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   a.tk = start + T;
   a.dqk = W;
   a.dv = r;
-  a.scale = p.scale;
+  if (a.scale !== p.scale) a.scale = p.scale;
   a.causalOffset = start;
   a.qStrides[0] = T * H * W;
   a.qStrides[1] = H * W;
@@ -131,11 +131,7 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   prof?.lap('attn.core');
 
   // ---- o[h] = W^UV[h] ctx[h]; h += W^O o ------------------------------------------------------
-  const ctx = ws.ctx;
-  const o = ws.o;
-  for (let h = 0; h < H; h++) {
-    kern.gemm(false, true, M, dv, r, 1, ctx.subarray(h * r), H * r, kvB.subarray((h * (dn + dv) + dn) * r), r, 0, o.subarray(h * dv), H * dv);
-  }
-  runLinear(kern, p.o, M, o, ws.h, 1);
+  for (let h = 0; h < H; h++) kern.gemm(false, true, M, dv, r, 1, ws.ctxHead[h]!, H * r, p.uvHead[h]!, r, 0, ws.oHead[h]!, H * dv);
+  runLinear(kern, p.o, M, ws.o, ws.h, 1);
   prof?.lap('attn.out');
 }

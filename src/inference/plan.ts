@@ -59,6 +59,9 @@ export interface AttnPlan {
   readonly kvANorm: NormPlan;
   /** kv_b_proj as float32 [H * (dn + dv), r]: W^UK[h] and W^UV[h] are row blocks of it. */
   readonly kvB: Float32Array;
+  /** Views of kvB at W^UK[h] (rows h(dn+dv) ..) and W^UV[h] (rows h(dn+dv)+dn ..), row stride r. */
+  readonly ukHead: readonly Float32Array[];
+  readonly uvHead: readonly Float32Array[];
   /** True when kvB is a decoded copy (bf16 / FP8 kv_b_proj), false when it is the parameter. */
   readonly kvBDecoded: boolean;
   readonly o: PreparedLinear;
@@ -91,6 +94,8 @@ export function planMlp(m: SwiGluMlp): MlpPlan {
 export function planLayer(layer: DecoderLayer): LayerPlan {
   const a = layer.selfAttn;
   const decoded = a.kvB.kind !== 'f32';
+  const kvB = decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!;
+  const block = (a.dn + a.dv) * a.r;
   const attn: AttnPlan = {
     heads: a.heads,
     dn: a.dn,
@@ -104,7 +109,9 @@ export function planLayer(layer: DecoderLayer): LayerPlan {
     q: a.q ? prepareLinear(a.q) : null,
     kvA: prepareLinear(a.kvA),
     kvANorm: planNorm(a.kvANorm),
-    kvB: decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!,
+    kvB,
+    ukHead: Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block)),
+    uvHead: Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block + a.dn * a.r)),
     kvBDecoded: decoded,
     o: prepareLinear(a.o),
     slot: a.cacheSlot,

@@ -62,6 +62,13 @@ export class Workspace {
   /** Hidden rows gathered for the LM head [logitRows, D] and their logits [logitRows, V]. */
   readonly headIn: Float32Array;
   readonly logits: Float32Array;
+  /** Per-head views (head h starts at q[h(dn+dr)], qcat[h(r+dr)], ctx[h r], o[h dv]); row stride is H x width. */
+  readonly qHead: Float32Array[];
+  readonly qcatHead: Float32Array[];
+  readonly ctxHead: Float32Array[];
+  readonly oHead: Float32Array[];
+  /** logitView[n] = the first n rows of logits. */
+  readonly logitView: Float32Array[];
   /** Attention kernel parameters, updated in place per call. */
   readonly attn: AttentionParams & { qStrides: [number, number, number]; kStrides: [number, number, number]; vStrides: [number, number, number]; oStrides: [number, number, number] };
 
@@ -113,6 +120,12 @@ export class Workspace {
     this.logitRows = logitRows;
     this.headIn = new Float32Array(logitRows * D);
     this.logits = new Float32Array(logitRows * cfg.vocab_size);
+    const heads = (buf: Float32Array, w: number): Float32Array[] => Array.from({ length: H }, (_, h) => buf.subarray(h * w));
+    this.qHead = heads(this.q, dn + dr);
+    this.qcatHead = heads(this.qcat, r + dr);
+    this.ctxHead = heads(this.ctx, r);
+    this.oHead = heads(this.o, dv);
+    this.logitView = Array.from({ length: logitRows + 1 }, (_, n) => this.logits.subarray(0, n * cfg.vocab_size));
     this.attn = {
       batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0,
       qStrides: [0, 0, 0], kStrides: [0, 0, 0], vStrides: [0, 0, 0], oStrides: [0, 0, 0],
@@ -122,7 +135,13 @@ export class Workspace {
   /** Bytes held by the workspace buffers. */
   get bytes(): number {
     let n = 0;
-    for (const v of Object.values(this)) if (ArrayBuffer.isView(v)) n += v.byteLength;
+    const seen = new Set<ArrayBufferLike>();
+    for (const v of Object.values(this)) {
+      if (ArrayBuffer.isView(v) && !seen.has(v.buffer)) {
+        seen.add(v.buffer);
+        n += v.buffer.byteLength;
+      }
+    }
     return n;
   }
 }

@@ -5,10 +5,13 @@
  * intermediate size n_shared_experts * moe_intermediate_size, as in the checkpoints.
  *
  * Sparse dispatch: the (token, slot) pairs are grouped per expert, each expert runs one SwiGLU
- * over exactly its tokens, outputs are scaled by their gates and scattered back with one
- * indexAdd. No capacity factor and no token dropping.
+ * over exactly its tokens, outputs are scaled by their gates and scattered back. With float32
+ * experts (training) all of this is one fused op, `groupedExperts` (one gather, per-expert
+ * GEMMs on contiguous slices, one SwiGLU, one gate-scaled scatter-add, and the matching fused
+ * backward); bf16/FP8 checkpoint experts run per expert through indexSelect / indexAdd.
+ * No capacity factor and no token dropping.
  */
-import { add, cat, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
+import { add, cat, expertPlan, groupedExperts, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { SwiGluMlp } from './mlp.js';
@@ -17,22 +20,7 @@ import { type RouterConfig, type Routing, routeTokens, routerConfig } from './ro
 
 /** For each expert, its (token, slot) pairs in token order: rows[k] is a token, slots[k] = token*K + j. */
 export function dispatchPlan(r: Routing): { offsets: Int32Array; rows: Int32Array; slots: Int32Array } {
-  const E = r.experts;
-  const K = r.topK;
-  const offsets = new Int32Array(E + 1);
-  for (let e = 0; e < E; e++) offsets[e + 1] = offsets[e]! + r.load[e]!;
-  const fill = offsets.slice(0, E);
-  const rows = new Int32Array(r.tokens * K);
-  const slots = new Int32Array(r.tokens * K);
-  for (let t = 0; t < r.tokens; t++) {
-    for (let j = 0; j < K; j++) {
-      const e = r.topkIdx[t * K + j]!;
-      const p = fill[e]!++;
-      rows[p] = t;
-      slots[p] = t * K + j;
-    }
-  }
-  return { offsets, rows, slots };
+  return expertPlan(r.topkIdx, r.topK, r.experts);
 }
 
 export class MoE {
@@ -59,8 +47,27 @@ export class MoE {
   forward(x: Tensor): { out: Tensor; routing: Routing } {
     const D = x.shape[x.ndim - 1]!;
     const flat = x.reshape([-1, D]);
-    const N = flat.shape[0]!;
     const routing = routeTokens(flat, this.gateWeight, this.bias, this.router);
+    let out = this.routedF32(flat, routing) ?? this.routedPerExpert(flat, routing);
+    if (this.shared) out = add(this.shared.forward(flat), out);
+    return { out: out.reshape(x.shape), routing };
+  }
+
+  /** The routed experts as one fused op, when every expert weight is float32; else null. */
+  private routedF32(flat: Tensor, routing: Routing): Tensor | null {
+    const ws = { gate: [] as Tensor[], up: [] as Tensor[], down: [] as Tensor[] };
+    for (const ex of this.experts) {
+      if (ex.gate.kind !== 'f32' || ex.up.kind !== 'f32' || ex.down.kind !== 'f32') return null;
+      ws.gate.push(ex.gate.weight);
+      ws.up.push(ex.up.weight);
+      ws.down.push(ex.down.weight);
+    }
+    return groupedExperts(flat, routing.weights, routing.topkIdx, ws);
+  }
+
+  /** The routed experts one by one (any weight format): gather, SwiGLU, gate, scatter-add. */
+  private routedPerExpert(flat: Tensor, routing: Routing): Tensor {
+    const [N, D] = flat.shape as [number, number];
     const { offsets, rows, slots } = dispatchPlan(routing);
     const outs: Tensor[] = [];
     for (let e = 0; e < this.experts.length; e++) {
@@ -69,12 +76,9 @@ export class MoE {
       if (a === b) continue;
       outs.push(this.experts[e]!.forward(indexSelect(flat, 0, rows.subarray(a, b))));
     }
-    let out = Tensor.zeros([N, D]);
-    if (outs.length > 0) {
-      const gates = indexSelect(routing.weights.reshape([N * routing.topK]), 0, slots).reshape([N * routing.topK, 1]);
-      out = indexAdd(out, 0, rows, mul(cat(outs, 0), gates));
-    }
-    if (this.shared) out = add(this.shared.forward(flat), out);
-    return { out: out.reshape(x.shape), routing };
+    const out = Tensor.zeros([N, D]);
+    if (outs.length === 0) return out;
+    const gates = indexSelect(routing.weights.reshape([N * routing.topK]), 0, slots).reshape([N * routing.topK, 1]);
+    return indexAdd(out, 0, rows, mul(cat(outs, 0), gates));
   }
 }

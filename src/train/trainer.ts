@@ -14,12 +14,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
 import { Rng, type RngState } from '../data/rng.js';
-import { tokenizerToJson } from '../data/tokenizer/index.js';
+import { loadTokenizerJson, tokenizerToJson } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
-import { configToJson, type ModelConfig } from '../model/config.js';
+import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio, type BalanceMode, type BiasUpdateOptions } from './balance.js';
-import { latestCheckpoint, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
+import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
 import { lossReport } from './losses.js';
 import { biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
@@ -127,18 +127,28 @@ export function train(o: TrainOptions): TrainResult {
   const progress = new Progress(process.stderr, 10, o.quiet ?? false);
   const accum = o.gradAccum ?? 1;
   if (!Number.isInteger(accum) || accum < 1) throw new DsvError(`--grad-accum must be a positive integer, got ${accum}`);
-  const data =
-    o.prepared ??
-    prepareData({ ...(o.data !== undefined ? { data: o.data } : {}), vocabSize: o.model.vocab_size, seqLen: o.seq, ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}), log: (m) => progress.log(m) });
-  const tok = data.tokenizer;
-  if (tok.vocabSize > o.model.vocab_size) throw new DsvError(`the tokenizer has ${tok.vocabSize} tokens but the model's vocab_size is ${o.model.vocab_size}`);
-  const cfg: ModelConfig = { ...o.model, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
-
   let resumeDir: string | null = null;
   if (o.resume) {
     resumeDir = typeof o.resume === 'string' ? o.resume : latestCheckpoint(o.out);
     if (!resumeDir) throw new DsvError(`--resume: no checkpoint found in ${o.out}`);
+  } else if (listCheckpoints(o.out).length > 0) {
+    throw new DsvError(`${o.out} already holds checkpoints of another run; continue it with --resume or choose another --out`);
   }
+  // a resumed run keeps its own config and tokenizer (so the token stream is the same)
+  const baseCfg = resumeDir ? loadModelConfig(resumeDir) : o.model;
+  const resumeTok = resumeDir && fs.existsSync(path.join(resumeDir, 'tokenizer.json')) ? loadTokenizerJson(path.join(resumeDir, 'tokenizer.json')) : undefined;
+  const data =
+    o.prepared ??
+    prepareData({
+      ...(o.data !== undefined ? { data: o.data } : {}),
+      ...(resumeTok ? { tokenizer: resumeTok } : { vocabSize: baseCfg.vocab_size }),
+      ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
+      seqLen: o.seq,
+      log: (m) => progress.log(m),
+    });
+  const tok = data.tokenizer;
+  if (tok.vocabSize > baseCfg.vocab_size) throw new DsvError(`the tokenizer has ${tok.vocabSize} tokens but the model's vocab_size is ${baseCfg.vocab_size}`);
+  const cfg: ModelConfig = { ...baseCfg, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
   const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
   const opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay ?? 0.1, momentDtype: o.momentDtype ?? 'f32' });
   const it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });

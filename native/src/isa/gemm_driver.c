@@ -40,7 +40,61 @@ void* ISA_FN(gemm_scratch)(int slot, size_t bytes) {
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* The BLIS loop nest on the C tile [i0,i1) x [j0,j1). */
+/* Memory to prefetch: `rows` runs of `bytes` bytes, `stride` bytes apart, walked by a cursor
+ * (row, off) that advances `per` cache lines per call of prefetch_step. */
+typedef struct {
+  const char* base;
+  int64_t stride;
+  int rows, bytes;
+  int row, off, per;
+} span;
+
+/* Sets the pace: all lines of S over `calls` calls of prefetch_step. */
+static inline void span_pace(span* S, int64_t calls) {
+  const int64_t lines = (int64_t)S->rows * ((S->bytes + 63) / 64 + 1);
+  S->row = S->off = 0;
+  S->per = (int)((lines + calls - 1) / calls);
+}
+
+/* Prefetches the next `per` lines of S (each run's last byte too: runs need not start on a
+ * line boundary). Spreads a panel's worth of prefetches over the kernel calls before its use. */
+static inline void prefetch_step(span* S) {
+  for (int n = S->per; n > 0 && S->row < S->rows; n--) {
+    const char* r = S->base + S->row * S->stride;
+    if (S->off < S->bytes) {
+      __builtin_prefetch(r + S->off, 0, 3);
+      S->off += 64;
+    } else {
+      __builtin_prefetch(r + S->bytes - 1, 0, 3);
+      S->row++;
+      S->off = 0;
+    }
+  }
+}
+
+/* Source of op(B)[p0:p0+kc, j:j+nr] and of op(A)[i:i+mc, p0:p0+kc] as spans. */
+static span b_source(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nr) {
+  const int es = P->bf16 ? 2 : 4;
+  const char* b = P->bf16 ? (const char*)P->bh : (const char*)P->bf;
+  if (P->tb) return (span){b + (j * P->ldb + p0) * es, P->ldb * es, nr, kc * es, 0, 0, 0};
+  return (span){b + (p0 * P->ldb + j) * es, P->ldb * es, kc, nr * es, 0, 0, 0};
+}
+static span a_source(const gemm_prob* P, int64_t i, int mc, int64_t p0, int kc) {
+  if (P->ta) return (span){(const char*)(P->a + p0 * P->lda + i), P->lda * 4, kc, mc * 4, 0, 0, 0};
+  return (span){(const char*)(P->a + i * P->lda + p0), P->lda * 4, mc, kc * 4, 0, 0, 0};
+}
+
+static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, float* dst) {
+  if (P->dp) ISA_FN(gemm_pack_b_pairs)(P, p0, kc, j, nc, (uint32_t*)dst);
+  else ISA_FN(gemm_pack_b)(P, p0, kc, j, nc, dst);
+}
+
+/* The BLIS loop nest on the C tile [i0,i1) x [j0,j1).
+ * Memory latency is hidden behind the micro-kernels: in the first row block of each k block,
+ * B is packed one micro-panel at a time, just before use, while the kernel calls of the
+ * previous panel prefetch its source; later row blocks prefetch the next packed panel (the
+ * packed B block is larger than L2). The source of the next A block is prefetched a little
+ * at a time over all kernel calls of the current one. */
 static int tile(const gemm_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   const int dp = P->dp;
   const int kcmax = dp ? GEMM_KC_DP : KC;
@@ -52,35 +106,40 @@ static int tile(const gemm_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t 
   const int64_t ldc = P->ldc;
   for (int64_t jc = j0; jc < j1; jc += NC) {
     const int nc = (int)min64(NC, j1 - jc);
+    const int64_t panels = (nc + NR - 1) / NR;
     for (int64_t pc = 0; pc < P->k; pc += kcmax) {
       const int kc = (int)min64(kcmax, P->k - pc);
       const int ks = dp ? (kc + 1) / 2 : kc; /* k steps of the kernel */
       const float beta = pc == 0 ? P->beta : 1.0f; /* later k blocks accumulate */
-      if (dp) ISA_FN(gemm_pack_b_pairs)(P, pc, kc, jc, nc, (uint32_t*)bbuf);
-      else ISA_FN(gemm_pack_b)(P, pc, kc, jc, nc, bbuf);
       for (int64_t ic = i0; ic < i1; ic += MC) {
-        const int mc = (int)min64(MC, i1 - ic);
+        const int mc = (int)min64(MC, i1 - ic), first = ic == i0;
+        const int calls = (mc + MR - 1) / MR;
         if (dp) ISA_FN(gemm_pack_a_pairs)(P, ic, mc, pc, kc, (uint32_t*)abuf);
         else ISA_FN(gemm_pack_a)(P, ic, mc, pc, kc, abuf);
-        /* The B micro-panel of the next jr step would come from L3 (the packed B block is
-         * larger than L2): each kernel call of this step prefetches its share of it. */
-        const int calls = (mc + MR - 1) / MR, lines = ks * NR * 4 / 64, share = (lines + calls - 1) / calls;
+        span an = {0};
+        if (ic + MC < i1) an = a_source(P, ic + MC, (int)min64(MC, i1 - ic - MC), pc, kc);
+        else if (pc + kcmax < P->k) an = a_source(P, i0, (int)min64(MC, i1 - i0), pc + kcmax, (int)min64(kcmax, P->k - pc - kcmax));
+        span_pace(&an, panels * calls);
+        if (first) pack_b(P, pc, kc, jc, nc < NR ? nc : NR, bbuf);
         for (int jr = 0; jr < nc; jr += NR) {
-          const int nr = nc - jr < NR ? nc - jr : NR;
+          const int nr = nc - jr < NR ? nc - jr : NR, nnr = nc - jr - NR < NR ? nc - jr - NR : NR;
           const float* bp = bbuf + (int64_t)jr * ks;
-          const char* next = jr + NR < nc ? (const char*)(bp + (int64_t)NR * ks) : NULL;
+          span bn = {0};
+          if (nnr > 0)
+            bn = first ? b_source(P, pc, kc, jc + jr + NR, nnr) : (span){(const char*)(bp + (int64_t)NR * ks), 0, 1, NR * ks * 4, 0, 0, 0};
+          span_pace(&bn, calls);
           for (int ir = 0; ir < mc; ir += MR) {
             const int mr = mc - ir < MR ? mc - ir : MR;
             float* c = P->c + (ic + ir) * ldc + jc + jr;
-            if (next)
-              for (int l = ir / MR * share, e = l + share < lines ? l + share : lines; l < e; l++)
-                __builtin_prefetch(next + 64 * l, 0, 3);
+            prefetch_step(&bn);
+            prefetch_step(&an);
             if (dp)
               ISA_FN(gemm_kernel_dp)(ks, (const uint32_t*)(abuf + (int64_t)ir * ks), (const uint32_t*)bp, c, ldc,
                                      P->alpha, beta, mr, nr);
             else
               ISA_FN(gemm_kernel)(ks, abuf + (int64_t)ir * ks, bp, c, ldc, P->alpha, beta, mr, nr);
           }
+          if (first && nnr > 0) pack_b(P, pc, kc, jc + jr + NR, nnr, bbuf + (int64_t)(jr + NR) * ks);
         }
       }
     }

@@ -5,8 +5,8 @@
  *   B^T (linear layer, B = W stored [n,k]): each output is a dot product of an A row with a
  *     contiguous W row; R rows of W at a time share the A loads, U vectors of k per step give
  *     M*R*U independent FMA chains.
- *   B (stored [k,n]): y[0:cw] += a[p] * B[p, 0:cw] over groups of RB rows, y held in an
- *     L1-resident buffer of the chunk width; B rows stream sequentially.
+ *   B (stored [k,n]): y[0:cw] += a[p] * B[p, 0:cw] over groups of RB rows, y held in a
+ *     cache-resident buffer; each B row is read as one long sequential segment.
  * bf16 weights are read as 2-byte values and widened in registers (or fed to VDPBF16PS),
  * which halves the memory traffic compared with fp32. */
 #include "gemm_isa.h"
@@ -108,8 +108,8 @@ static inline __m512bh as_bh(__m512i x) {
   memcpy(&r, &x, sizeof r);
   return r;
 }
-static void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const int M, const int R,
-                        const int pf) {
+static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
+                                                              int64_t j, const int M, const int R, const int pf) {
   const int64_t k = P->k, ldb = P->ldb;
   __m512 acc[4][4];
   for (int i = 0; i < M; i++)
@@ -142,8 +142,19 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   int64_t j = j0;
 #if defined(DSV3_ISA_AVX512)
   if (P->dp) {
-    for (; j + 4 <= j1; j += 4) nt_block_dp(P, X->ah, ar, j, m, 4, j + 8 <= P->n);
-    for (; j < j1; j++) nt_block_dp(P, X->ah, ar, j, m, 1, 0);
+#define DP_CASE(M)                                                                  \
+  case M:                                                                           \
+    for (; j + 4 <= j1; j += 4) nt_block_dp(P, X->ah, ar, j, M, 4, j + 8 <= P->n); \
+    for (; j < j1; j++) nt_block_dp(P, X->ah, ar, j, M, 1, 0);                      \
+    break;
+    /* M*4 accumulators (at most 16 of the 32 zmm registers) */
+    switch (m) {
+      DP_CASE(1)
+      DP_CASE(2)
+      DP_CASE(3)
+      default: DP_CASE(4)
+    }
+#undef DP_CASE
     return;
   }
 #endif

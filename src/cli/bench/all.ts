@@ -6,3 +6,5 @@ import './peak.js';
 import './gemm.js';
 import './decode.js';
 import './prefill.js';
+import './train.js';
+import './fp8.js';

@@ -6,7 +6,10 @@
  * (the kernels are timed through a wrapping backend; the rest is JavaScript: autograd, routing,
  * dispatch, indexing).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { packageRoot } from '../../engine/native.js';
 import { kernels, useBackend } from '../../engine/backend.js';
 import type { Kernels } from '../../engine/kernels.js';
 import { Rng } from '../../data/rng.js';
@@ -26,6 +29,8 @@ B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed w
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
 (breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
 `;
+
+const DEFAULT_CONFIG = 'configs/bench-small.json';
 
 /** A Kernels wrapper that accumulates the wall time of every call by kernel name. */
 function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
@@ -67,7 +72,9 @@ registerBench({
     } catch (e) {
       throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
     }
-    const cfg = loadModelConfig(values.config ?? 'configs/bench-small.json');
+    // the default config ships with the package: found from any working directory
+    const cfgPath = values.config ?? (fs.existsSync(DEFAULT_CONFIG) ? DEFAULT_CONFIG : path.join(packageRoot(), DEFAULT_CONFIG));
+    const cfg = loadModelConfig(cfgPath);
     const B = intFlag('batch', values.batch, 8, 1);
     const S = intFlag('seq', values.seq, 256, 1);
     const steps = intFlag('steps', values.steps, 20, 1);
@@ -115,7 +122,7 @@ registerBench({
     const result = {
       bench: 'train',
       backend: base.name,
-      config: values.config ?? 'configs/bench-small.json',
+      config: cfgPath,
       batch: B,
       seq: S,
       steps,

@@ -10,27 +10,32 @@ import { loadModelConfig, parseModelConfig, type ModelConfig } from '../../model
 import type { BalanceMode, BiasMode } from '../../train/balance.js';
 import { train, type TrainOptions } from '../../train/trainer.js';
 
-/** The default model of `dsv3 train`: bench-small's architecture, scaled down for 2 cores. */
+/**
+ * The default model of `dsv3 train`: configs/bench-small.json's architecture (4 layers, the first
+ * dense; MLA with 8 heads; 16 routed experts in 4 groups, top-4 from 2 groups, 1 shared; one MTP
+ * module; 9.5M parameters) with a 2048-token vocabulary so that 300 steps of 8x128 tokens fit in
+ * about ten minutes on two cores.
+ */
 export const DEFAULT_TRAIN_CONFIG: Record<string, unknown> = {
   architectures: ['DeepseekV3ForCausalLM'],
   model_type: 'deepseek_v3',
   vocab_size: 2048,
-  hidden_size: 128,
-  intermediate_size: 384,
-  moe_intermediate_size: 64,
-  num_hidden_layers: 3,
+  hidden_size: 256,
+  intermediate_size: 768,
+  moe_intermediate_size: 128,
+  num_hidden_layers: 4,
   first_k_dense_replace: 1,
   moe_layer_freq: 1,
-  num_attention_heads: 4,
-  num_key_value_heads: 4,
-  q_lora_rank: 64,
-  kv_lora_rank: 32,
+  num_attention_heads: 8,
+  num_key_value_heads: 8,
+  q_lora_rank: 128,
+  kv_lora_rank: 64,
   qk_nope_head_dim: 32,
   qk_rope_head_dim: 16,
   v_head_dim: 32,
-  n_routed_experts: 8,
+  n_routed_experts: 16,
   n_shared_experts: 1,
-  num_experts_per_tok: 2,
+  num_experts_per_tok: 4,
   n_group: 4,
   topk_group: 2,
   routed_scaling_factor: 2.5,
@@ -62,7 +67,8 @@ const HELP = `Usage: dsv3 train [options]
 Trains a DeepSeek-V3-architecture MoE model from scratch (MLA, DeepSeekMoE with sigmoid routing
 and aux-loss-free balancing, MTP) with the paper's recipe: AdamW (0.9, 0.95, wd 0.1), clipping
 at 1.0, warmup -> constant -> cosine LR, L = L_Main + λ·L_MTP + α·L_Bal, bias updates after
-every step. With no options: a ${DEFAULT_TRAIN_CONFIG['num_hidden_layers']}-layer, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']}-expert model on the embedded Moby-Dick text
+every step. With no options: bench-small's architecture (${DEFAULT_TRAIN_CONFIG['num_hidden_layers']} layers, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']} routed experts, top-${DEFAULT_TRAIN_CONFIG['num_experts_per_tok']}) with a
+${DEFAULT_TRAIN_CONFIG['vocab_size']}-token BPE vocabulary on the embedded Moby-Dick text
 (${DEFAULTS.steps} steps of ${DEFAULTS.batch}x${DEFAULTS.seq} tokens), about ten minutes on two cores.
 
 Model and data:

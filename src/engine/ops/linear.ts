@@ -42,6 +42,12 @@ export function deferWeightGrads<T>(fn: () => T): { result: T; weightGrads: Arra
   }
 }
 
+/** True inside `deferWeightGrads`: weight-gradient closures run later, so they must not read
+ * buffers that are reused in the meantime. */
+export function weightGradsDeferred(): boolean {
+  return deferred !== null;
+}
+
 function checkWeight(op: string, w: Tensor): void {
   if (!(w instanceof Tensor)) throw new TypeError(`${op}: weight must be a Tensor`);
   if (w.dtype !== 'f32' && w.dtype !== 'bf16') throw new TypeError(`${op}: weight must be float32 or bf16, got ${w.dtype} ${fmtShape(w.shape)}`);
@@ -85,24 +91,35 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   return attach(out, 'linear', [x, w], (g) => {
     const gx = x.requiresGrad ? linearGradInput(g, w) : null;
     let gw: Tensor | null = null;
-    if (wGrad) {
-      if (deferred && w.node === null) deferred.push(weightGradClosure(g, x, w));
-      else gw = linearGradWeight(g, x);
-    }
+    if (wGrad && !accumulateWeightGrad(w, (into) => linearGradWeight(g, x, into))) gw = linearGradWeight(g, x);
     return [gx, gw];
   });
 }
 
-function weightGradClosure(g: Tensor, x: Tensor, w: Tensor): () => void {
-  let saved: [Tensor, Tensor] | null = [g, x];
+/**
+ * Adds a weight gradient straight into the leaf parameter w: `add(into)` must accumulate dW
+ * into `into` (a contiguous float32 tensor of w's shape). Outside `deferWeightGrads` it runs now
+ * on `w.grad` (zeros when null), which spares autograd a dW tensor and its copy into `.grad`;
+ * inside, it is pushed as a deferred closure. Returns false, doing nothing, when w is not a
+ * float32 leaf that requires grad (or its `.grad` is not a contiguous float32 tensor of its
+ * shape): the caller then returns dW to autograd as usual.
+ */
+export function accumulateWeightGrad(w: Tensor, add: (into: Tensor) => void): boolean {
+  if (w.dtype !== 'f32' || !w.requiresGrad || w.node !== null) return false;
+  const g = w.grad;
+  if (g && (g.dtype !== 'f32' || !g.isContiguous() || !sameShape(g.shape, w.shape))) return false;
+  if (!deferred) {
+    add((w.grad ??= Tensor.zeros(w.shape)));
+    return true;
+  }
+  let pending = true;
   const name = w.name ?? fmtShape(w.shape);
-  return () => {
-    if (!saved) throw new Error(`deferred weight gradient of ${name} was already applied`);
-    const [gy, xs] = saved;
-    saved = null;
-    if (!w.grad) w.grad = Tensor.zeros(w.shape);
-    linearGradWeight(gy, xs, w.grad);
-  };
+  deferred.push(() => {
+    if (!pending) throw new Error(`deferred weight gradient of ${name} was already applied`);
+    pending = false;
+    add((w.grad ??= Tensor.zeros(w.shape)));
+  });
+  return true;
 }
 
 /** dX = dY W: gy [..., out], w [out, in] -> [..., in] (no graph recorded). */

@@ -2,6 +2,7 @@
 import type { Kernels } from '../kernels.js';
 import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
+import { gatherRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
 import { linearFp8 } from './fp8-linear.js';
 import * as rows from './rows.js';
@@ -13,6 +14,10 @@ export const referenceKernels: Kernels = {
   linearFp8,
   binary,
   axpy,
+  gatherRows,
+  scatterAddRows,
+  rowDot,
+  scaleRows,
   softmax: rows.softmax,
   softmaxBackward: rows.softmaxBackward,
   logSoftmax: rows.logSoftmax,

@@ -1,0 +1,85 @@
+/* Row gather / scatter kernels (MoE dispatch and combine): gather rows by index (optionally
+ * scaled), scatter-add rows by index with a per-row scale, per-row dot products and per-row
+ * scaling. Declarations and contracts: rowgather.h. */
+#include <math.h>
+#include <string.h>
+#include "../rowgather.h"
+#include "simd.h"
+
+#if VL > 1
+#define FMA1(a, b, c) vfma((a), (b), (c))
+#else
+/* the scalar build has no FMA instruction: fmaf keeps the single rounding of the vector paths */
+#define FMA1(a, b, c) fmaf((a), (b), (c))
+#endif
+
+/* y[0:n] = f * x[0:n] (f == 1: a copy) */
+static inline void scale_copy(float* y, const float* x, float f, int64_t n) {
+  if (f == 1.0f) {
+    memmove(y, x, (size_t)n * sizeof(float));
+    return;
+  }
+  const vf vf_ = vset1(f);
+  int64_t j = 0;
+  for (; j + VL <= n; j += VL) vstore(y + j, vmul(vf_, vload(x + j)));
+  if (j < n) vstoret(y + j, vmul(vf_, vloadt(x + j, (int)(n - j), 0.0f)), (int)(n - j));
+}
+
+void ISA_FN(dsv3_gather_rows)(const float* src, const int32_t* idx, const float* scale, float* dst, int64_t r0,
+                              int64_t r1, int64_t cols) {
+  for (int64_t i = r0; i < r1; i++)
+    scale_copy(dst + i * cols, src + (int64_t)idx[i] * cols, scale ? scale[i] : 1.0f, cols);
+}
+
+void ISA_FN(dsv3_scatter_add_rows)(const float* src, const int32_t* idx, const float* scale, float* dst,
+                                   int64_t rows, int64_t cols, int64_t c0, int64_t c1) {
+  for (int64_t i = 0; i < rows; i++) {
+    const float* s = src + i * cols;
+    float* d = dst + (int64_t)idx[i] * cols;
+    const float f = scale ? scale[i] : 1.0f;
+    const vf vf_ = vset1(f);
+    int64_t j = c0;
+    for (; j + VL <= c1; j += VL) vstore(d + j, FMA1(vf_, vload(s + j), vload(d + j)));
+#if VL > 1
+    if (j < c1) {
+      const int t = (int)(c1 - j);
+      vstoret(d + j, vfma(vf_, vloadt(s + j, t, 0.0f), vloadt(d + j, t, 0.0f)), t);
+    }
+#endif
+  }
+}
+
+void ISA_FN(dsv3_row_dot)(const float* a, const float* b, float* out, int64_t r0, int64_t r1, int64_t cols) {
+  for (int64_t i = r0; i < r1; i++) {
+    const float* x = a + i * cols;
+    const float* y = b + i * cols;
+    double total = 0;
+    for (int64_t blk = 0; blk < cols; blk += SIMD_BLOCK) {
+      const int64_t e = blk + SIMD_BLOCK < cols ? blk + SIMD_BLOCK : cols;
+      vf s0 = vzero(), s1 = vzero();
+      int64_t j = blk;
+      for (; j + 2 * VL <= e; j += 2 * VL) {
+        s0 = vfma(vload(x + j), vload(y + j), s0);
+        s1 = vfma(vload(x + j + VL), vload(y + j + VL), s1);
+      }
+      for (; j + VL <= e; j += VL) s0 = vfma(vload(x + j), vload(y + j), s0);
+#if VL > 1
+      if (j < e) s1 = vfma(vloadt(x + j, (int)(e - j), 0.0f), vloadt(y + j, (int)(e - j), 0.0f), s1);
+#endif
+      total += (double)vhsum(vadd(s0, s1));
+    }
+    out[i] = (float)total;
+  }
+}
+
+void ISA_FN(dsv3_scale_rows)(const float* x, const float* s, float* y, int64_t r0, int64_t r1, int64_t cols) {
+  for (int64_t i = r0; i < r1; i++) {
+    const float f = s[i];
+    const float* xi = x + i * cols;
+    float* yi = y + i * cols;
+    const vf vf_ = vset1(f);
+    int64_t j = 0;
+    for (; j + VL <= cols; j += VL) vstore(yi + j, vmul(vf_, vload(xi + j)));
+    if (j < cols) vstoret(yi + j, vmul(vf_, vloadt(xi + j, (int)(cols - j), 0.0f)), (int)(cols - j));
+  }
+}

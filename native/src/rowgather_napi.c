@@ -1,0 +1,159 @@
+/* Node-API bindings of the row gather / scatter kernels (isa/rowgather.c), with the JS
+ * signatures of the `Kernels` interface (src/engine/kernels.ts):
+ *   gatherRows(src, idx, scale|null, dst, rows, cols)
+ *   scatterAddRows(src, idx, scale|null, dst, rows, cols)
+ *   rowDot(a, b, out, rows, cols)
+ *   scaleRows(x, s, y, rows, cols)
+ * Every buffer length and every index is checked before a kernel runs (RangeError naming the
+ * argument). Large calls run on the thread pool: gather, dot and scale split rows; the
+ * scatter-add splits columns (rows may share a destination, columns never do). */
+#include "fused_napi.h"
+#include "rowgather.h"
+
+#define RG_PAR_MIN 32768 /* elements below which a call runs inline */
+
+typedef struct {
+  int kind; /* 0 gather, 1 scatter-add, 2 row dot, 3 scale rows */
+  const float *a, *b, *scale;
+  const int32_t* idx;
+  float* out;
+  int64_t rows, cols, per;
+} rg_job;
+
+static void rg_task(void* ctx, int t, int thread) {
+  (void)thread;
+  const rg_job* j = (const rg_job*)ctx;
+  const int64_t s = (int64_t)t * j->per;
+  switch (j->kind) {
+    case 0: {
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      SELECT_ISA(dsv3_gather_rows)(j->a, j->idx, j->scale, j->out, s, e, j->cols);
+      break;
+    }
+    case 1: {
+      const int64_t e = s + j->per < j->cols ? s + j->per : j->cols;
+      SELECT_ISA(dsv3_scatter_add_rows)(j->a, j->idx, j->scale, j->out, j->rows, j->cols, s, e);
+      break;
+    }
+    case 2: {
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      SELECT_ISA(dsv3_row_dot)(j->a, j->b, j->out, s, e, j->cols);
+      break;
+    }
+    default: {
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      SELECT_ISA(dsv3_scale_rows)(j->a, j->b, j->out, s, e, j->cols);
+      break;
+    }
+  }
+}
+
+static void rg_run(rg_job* j) {
+  const int th = dsv3_threads();
+  const int split_cols = j->kind == 1;
+  const int64_t extent = split_cols ? j->cols : j->rows;
+  if (j->rows == 0 || j->cols == 0) return;
+  if (th <= 1 || j->rows * j->cols < RG_PAR_MIN || extent < 2 || (split_cols && j->cols < 32)) {
+    j->per = extent;
+    rg_task(j, 0, 0);
+    return;
+  }
+  int64_t tasks = split_cols ? th : (int64_t)th * 4;
+  if (tasks > extent) tasks = extent;
+  j->per = (extent + tasks - 1) / tasks;
+  if (split_cols) j->per = (j->per + 15) / 16 * 16; /* column ranges on 64-byte multiples */
+  dsv3_parallel_for((int)((extent + j->per - 1) / j->per), rg_task, j);
+}
+
+/* A float32 argument that may be null (no scale). */
+static int rg_opt_f32(napi_env env, napi_value v, const char* name, size_t need, const float** out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined)) {
+    *out = NULL;
+    return 0;
+  }
+  float* p;
+  if (fz_f32(env, v, name, need, &p)) return -1;
+  *out = p;
+  return 0;
+}
+
+/* idx[0:rows] must lie in [0, limit) */
+static int rg_indices(napi_env env, napi_value v, int64_t rows, int64_t limit, const int32_t** out) {
+  void* p;
+  if (fz_typed(env, v, napi_int32_array, "idx", (size_t)rows, &p)) return -1;
+  const int32_t* idx = (const int32_t*)p;
+  for (int64_t i = 0; i < rows; i++) {
+    if (idx[i] < 0 || idx[i] >= limit) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "dsv3 native: idx[%lld] = %d is out of range for %lld rows", (long long)i, idx[i],
+               (long long)limit);
+      napi_throw_range_error(env, NULL, msg);
+      return -1;
+    }
+  }
+  *out = idx;
+  return 0;
+}
+
+/* gatherRows / scatterAddRows(src, idx, scale, dst, rows, cols): the indexed side is src for
+ * the gather and dst for the scatter; its row count is its length / cols. */
+static napi_value rg_indexed(napi_env env, napi_callback_info info, int kind) {
+  GET_ARGS(env, info, 6);
+  rg_job j = {0};
+  j.kind = kind;
+  if (fz_dims(env, argv[4], "rows", argv[5], "cols", &j.rows, &j.cols)) return NULL;
+  float *src, *dst;
+  const size_t dense = (size_t)(j.rows * j.cols);
+  if (fz_f32(env, argv[0], "src", kind == 0 ? 0 : dense, &src) || fz_f32(env, argv[3], "dst", kind == 0 ? dense : 0, &dst))
+    return NULL;
+  size_t ilen = 0;
+  napi_value ab;
+  size_t off;
+  napi_typedarray_type type;
+  void* data;
+  napi_get_typedarray_info(env, kind == 0 ? argv[0] : argv[3], &type, &ilen, &data, &ab, &off);
+  const int64_t limit = j.cols > 0 ? (int64_t)ilen / j.cols : 0;
+  if (j.cols > 0 && rg_indices(env, argv[1], j.rows, limit, &j.idx)) return NULL;
+  if (rg_opt_f32(env, argv[2], "scale", (size_t)j.rows, &j.scale)) return NULL;
+  j.a = src;
+  j.out = dst;
+  rg_run(&j);
+  return NULL;
+}
+
+static napi_value js_gather_rows(napi_env env, napi_callback_info info) { return rg_indexed(env, info, 0); }
+static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) { return rg_indexed(env, info, 1); }
+
+/* rowDot(a, b, out, rows, cols) / scaleRows(x, s, y, rows, cols) */
+static napi_value rg_rowwise(napi_env env, napi_callback_info info, int kind) {
+  GET_ARGS(env, info, 5);
+  rg_job j = {0};
+  j.kind = kind;
+  if (fz_dims(env, argv[3], "rows", argv[4], "cols", &j.rows, &j.cols)) return NULL;
+  const size_t dense = (size_t)(j.rows * j.cols);
+  float *a, *b, *out;
+  if (kind == 2) {
+    if (fz_f32(env, argv[0], "a", dense, &a) || fz_f32(env, argv[1], "b", dense, &b) ||
+        fz_f32(env, argv[2], "out", (size_t)j.rows, &out))
+      return NULL;
+  } else if (fz_f32(env, argv[0], "x", dense, &a) || fz_f32(env, argv[1], "s", (size_t)j.rows, &b) ||
+             fz_f32(env, argv[2], "y", dense, &out)) {
+    return NULL;
+  }
+  j.a = a;
+  j.b = b;
+  j.out = out;
+  rg_run(&j);
+  return NULL;
+}
+
+static napi_value js_row_dot(napi_env env, napi_callback_info info) { return rg_rowwise(env, info, 2); }
+static napi_value js_scale_rows(napi_env env, napi_callback_info info) { return rg_rowwise(env, info, 3); }
+
+void dsv3_register_rowgather(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "gatherRows", js_gather_rows);
+  dsv3_export(env, exports, "scatterAddRows", js_scatter_add_rows);
+  dsv3_export(env, exports, "rowDot", js_row_dot);
+  dsv3_export(env, exports, "scaleRows", js_scale_rows);
+}
