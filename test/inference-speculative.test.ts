@@ -45,7 +45,7 @@ describe('greedy self-speculative decoding', () => {
   it('gives the fixture greedy.ids', () => {
     const P = meta.greedy_prompt_len;
     const n = meta.greedy_new_tokens;
-    const spec = new SpeculativeDecoder(model, { maxLen: P + n + 1 });
+    const spec = new SpeculativeDecoder(model, { maxLen: P + n });
     const want = expected['greedy.ids']!.contiguous().i32();
     for (let b = 0; b < B; b++) {
       const r = spec.generate(row(b, P), n);
@@ -57,7 +57,7 @@ describe('greedy self-speculative decoding', () => {
 
   for (const [P, n, chunk] of [[1, 60, 64], [S, 40, 4], [3, 1, 64], [3, 2, 64]] as const) {
     it(`equals plain greedy decoding: prompt ${P}, ${n} tokens, prefill chunk ${chunk}`, () => {
-      const spec = new SpeculativeDecoder(model, { maxLen: P + n + 1, chunk });
+      const spec = new SpeculativeDecoder(model, { maxLen: P + n, chunk });
       const plain = new DecodeSession(model, { maxLen: P + n });
       for (let b = 0; b < B; b++) {
         const r = spec.generate(row(b, P), n);
@@ -69,9 +69,10 @@ describe('greedy self-speculative decoding', () => {
     });
   }
 
-  it('needs room for the draft row in the cache, and the MTP module', () => {
+  it('needs room for the last draft row in the cache, and the MTP module', () => {
     const spec = new SpeculativeDecoder(model, { maxLen: 10 });
-    assert.throws(() => spec.generate(row(0, 5), 5), /exceed the cache length/);
+    assert.throws(() => spec.generate(row(0, 5), 6), /exceed the cache length/);
+    assert.equal(spec.generate(row(0, 5), 5).ids.length, 10);
     assert.throws(() => new SpeculativeDecoder(DeepseekV3.load(dir, { mtp: false }), { maxLen: 8 }), /MTP module/);
   });
 });

@@ -105,6 +105,15 @@ test('gradient accumulation: 2 micro-batches of B equal one batch of 2B', () => 
     const acc = train(opts(a, { batch: 2, gradAccum: 2, steps: 3, evalEvery: 0, ckptEvery: 0 }));
     const big = train(opts(b, { batch: 4, gradAccum: 1, steps: 3, evalEvery: 0, ckptEvery: 0 }));
     acc.losses.forEach((l, i) => assert.ok(Math.abs(l - big.losses[i]!) <= 1e-5 * Math.abs(l), `step ${i}: ${l} vs ${big.losses[i]}`));
+    // batch-size warmup: 1, 1, 2, 3, 3 micro-batches (of 2x16 tokens, top-2) per step
+    const c = tmpDir();
+    try {
+      train(opts(c, { batch: 2, gradAccum: 3, batchWarmup: 3, steps: 5, evalEvery: 0, ckptEvery: 0 }));
+      const recs = readMetrics(path.join(c, 'metrics.jsonl')).filter((r): r is StepRecord => r.type === 'step');
+      assert.deepEqual(recs.map((r) => r.layers['1']!.load.reduce((x, y) => x + y, 0) / (2 * 16 * 2)), [1, 1, 2, 3, 3]);
+    } finally {
+      fs.rmSync(c, { recursive: true, force: true });
+    }
   } finally {
     fs.rmSync(a, { recursive: true, force: true });
     fs.rmSync(b, { recursive: true, force: true });

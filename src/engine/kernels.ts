@@ -61,6 +61,21 @@ export interface Kernels {
   rowDot(a: Float32Array, b: Float32Array, out: Float32Array, rows: number, cols: number): void;
   /** y[i, :] = s[i] * x[i, :]; y may alias x. */
   scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /**
+   * For i < n0, j < n1, c < cols: dst[i*ds0 + j*ds1 + c] = src[i*ss0 + j*ss1 + c], or += with
+   * `accumulate`. Strides are >= 0; a 0 source stride broadcasts, a 0 destination stride with
+   * `accumulate` sums (in order of i, then j).
+   */
+  copyStrided(src: Float32Array, dst: Float32Array, n0: number, n1: number, cols: number,
+    ss0: number, ss1: number, ds0: number, ds1: number, accumulate: boolean): void;
+  /**
+   * RoPE on a channel range of contiguous rows: y = x (rows of `cols`) with channels
+   * [start, start + dr) rotated as interleaved pairs, (a, b) -> (a c - b s, a s + b c), at the
+   * position t = floor(r / mid) % T of row r: c = cos[t*dr/2 + i], s = sin[t*dr/2 + i]
+   * (-sin when `inverse`). y may alias x.
+   */
+  ropeRows(x: Float32Array, y: Float32Array, rows: number, cols: number, start: number, dr: number, mid: number, T: number,
+    cos: Float32Array, sin: Float32Array, inverse: boolean): void;
 
   // ---- fused row kernels ------------------------------------------------------------------
   /** y[r,:] = softmax(x[r,:]) over `cols` (max-subtracted). y may alias x. */

@@ -67,6 +67,8 @@ export function loadNativeKernels(): Kernels | null {
     scatterAddRows: has('scatterAddRows') ? a.scatterAddRows : ref.scatterAddRows,
     rowDot: has('rowDot') ? a.rowDot : ref.rowDot,
     scaleRows: has('scaleRows') ? a.scaleRows : ref.scaleRows,
+    copyStrided: has('copyStrided') ? a.copyStrided : ref.copyStrided,
+    ropeRows: has('ropeRows') ? a.ropeRows : ref.ropeRows,
     softmax: has('softmax') ? a.softmax : ref.softmax,
     softmaxBackward: has('softmaxBackward') ? a.softmaxBackward : ref.softmaxBackward,
     logSoftmax: has('logSoftmax') ? a.logSoftmax : ref.logSoftmax,

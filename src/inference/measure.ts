@@ -53,12 +53,17 @@ export interface DecodeStats {
   ms_per_token_median: number;
   ms_per_token_p90: number;
   prefill_ms: number;
+  /**
+   * Process CPU time per decode step (all threads), a figure less sensitive than wall time to
+   * other processes taking the cores; with one thread it is the step's own compute + stalls.
+   */
+  cpu_ms_per_token: number;
   /** Generated ids of the last timed run (prompt excluded). */
   ids: Int32Array;
 }
 
 /** One greedy generation on the session: returns prefill ms, per-step ms and the new ids. */
-function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: number[] | null): { prefillMs: number; decodeMs: number; ids: Int32Array } {
+function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: number[] | null): { prefillMs: number; decodeMs: number; cpuMs: number; ids: Int32Array } {
   const V = s.V;
   const ids = new Int32Array(n);
   const tok = new Int32Array(1);
@@ -66,6 +71,7 @@ function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: numbe
   const t0 = performance.now();
   let l = s.prefill(prompt, prompt.length);
   const t1 = performance.now();
+  const c1 = process.cpuUsage();
   for (let i = 0; i < n; i++) {
     tok[0] = argmax(l, 0, V);
     ids[i] = tok[0];
@@ -73,7 +79,8 @@ function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: numbe
     l = s.step(tok);
     stepMs?.push(performance.now() - a);
   }
-  return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, ids };
+  const c = process.cpuUsage(c1);
+  return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, cpuMs: (c.user + c.system) / 1000, ids };
 }
 
 export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats {
@@ -83,11 +90,13 @@ export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats 
   const steps: number[] = [];
   const rates: number[] = [];
   const prefills: number[] = [];
+  const cpu: number[] = [];
   let ids: Int32Array = new Int32Array(0);
   for (let r = 0; r < o.reps; r++) {
     const g = generate(s, prompt, o.tokens, steps);
     rates.push(o.tokens / (g.decodeMs / 1000));
     prefills.push(g.prefillMs);
+    cpu.push(g.cpuMs / o.tokens);
     ids = g.ids;
   }
   return {
@@ -95,6 +104,7 @@ export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats 
     ms_per_token_median: r3(median(steps)),
     ms_per_token_p90: r3(quantile(steps, 0.9)),
     prefill_ms: r3(median(prefills)),
+    cpu_ms_per_token: r3(median(cpu)),
     ids,
   };
 }
@@ -126,13 +136,21 @@ export interface SpeculativeStats {
   drafted: number;
   accepted: number;
   matches_greedy: boolean;
+  /** Mean ms of one two-row verification forward (main model + head) and of one MTP draft step. */
+  ms_per_verify: number;
+  ms_per_draft: number;
+  /**
+   * (1 + a) / (verify + draft) tokens/s at the paper's second-token acceptance a = 0.85
+   * (section 5.4.3), from the measured step costs: what a trained MTP module would give here.
+   */
+  projected_tokens_per_s_at_085: number;
 }
 
 /** MTP self-speculative greedy decoding of `tokens` tokens (time excludes the prefill). */
 export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyIds: Int32Array | null): SpeculativeStats {
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
   const n = o.tokens + 1; // the prefill's token plus one per decode step, as in measureDecode
-  const spec = new SpeculativeDecoder(model, { maxLen: o.prompt + n + 1 });
+  const spec = new SpeculativeDecoder(model, { maxLen: o.prompt + n });
   spec.generate(prompt, n);
   const rates: number[] = [];
   let last = spec.generate(prompt, n);
@@ -140,6 +158,8 @@ export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyId
     last = spec.generate(prompt, n);
     rates.push(o.tokens / (last.decodeMs / 1000));
   }
+  const verify = last.verifyMs / Math.max(1, last.mainForwards);
+  const draft = last.draftMs / Math.max(1, last.mainForwards);
   let matches = true;
   if (greedyIds) for (let i = 0; i < greedyIds.length; i++) if (last.ids[o.prompt + i] !== greedyIds[i]) matches = false;
   return {
@@ -149,6 +169,9 @@ export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyId
     drafted: last.drafted,
     accepted: last.accepted,
     matches_greedy: matches,
+    ms_per_verify: r3(verify),
+    ms_per_draft: r3(draft),
+    projected_tokens_per_s_at_085: Math.round((1.85 / (verify + draft)) * 1000 * 10) / 10,
   };
 }
 

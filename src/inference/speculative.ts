@@ -33,6 +33,9 @@ export interface SpeculativeResult {
   /** Wall time of the prefill (main + MTP) and of the rest of the generation. */
   prefillMs: number;
   decodeMs: number;
+  /** Of decodeMs: the main model's two-row verification forwards and the MTP draft steps. */
+  verifyMs: number;
+  draftMs: number;
 }
 
 export class SpeculativeDecoder {
@@ -69,7 +72,8 @@ export class SpeculativeDecoder {
     const V = e.V;
     const D = e.D;
     if (P < 1 || !Number.isInteger(n) || n < 1) throw new DsvError('speculative: needs a prompt and n >= 1');
-    if (P + n + 1 > s.cache.maxLen) throw new DsvError(`speculative: prompt ${P} + ${n} tokens + 1 draft exceed the cache length ${s.cache.maxLen}`);
+    // the last verification writes position P + n - 1 (the final token's draft row)
+    if (P + n > s.cache.maxLen) throw new DsvError(`speculative: prompt ${P} + ${n} tokens exceed the cache length ${s.cache.maxLen}`);
     const ids = new Int32Array(P + n);
     ids.set(prompt);
     s.reset();
@@ -97,7 +101,10 @@ export class SpeculativeDecoder {
     let accepted = 0;
     let mainForwards = 0;
     // ---- verify / accept loop -----------------------------------------------------------------
+    let verifyMs = 0;
+    let draftMs = 0;
     while (produced < n) {
+      const tv = performance.now();
       const pos = s.cache.length;
       this.pair[0] = next;
       this.pair[1] = draft;
@@ -127,8 +134,13 @@ export class SpeculativeDecoder {
         rows = 1;
       }
       s.engine.profiler?.endStep();
-      if (produced < n) draft = this.mtpStep(rows, this.pendingH, this.pendingIds);
+      const td = performance.now();
+      verifyMs += td - tv;
+      if (produced < n) {
+        draft = this.mtpStep(rows, this.pendingH, this.pendingIds);
+        draftMs += performance.now() - td;
+      }
     }
-    return { ids, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1 };
+    return { ids, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
   }
 }

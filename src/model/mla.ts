@@ -23,7 +23,7 @@
  *     cache itself (one KV "head"), and W^UV is applied after the weighted sum:
  *     o[h] = W^UV[h] (sum_j p_j c^KV_j).
  */
-import { attention, cat, matmul } from '../engine/ops/index.js';
+import { attention, cat, matmul, mlaAttention, ropeTail } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import { type ModelConfig, softmaxScale } from './config.js';
 import type { LatentCache } from './latent-cache.js';
@@ -107,12 +107,10 @@ export class MultiHeadLatentAttention {
     const [B, T] = x.shape as [number, number];
     const { dn, dr, r } = this;
     const q = this.query(x);
-    const qNope = q.slice(3, 0, dn);
-    const qPe = ctx.rope.apply(q.slice(3, dn, dn + dr), ctx.start);
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
     const cKV = this.kvANorm.forward(kv.slice(2, 0, r));
-    const kPe = ctx.rope.apply(kv.slice(2, r, r + dr).reshape([B, T, 1, dr]), ctx.start);
+    const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));
 
     let cAll: Tensor; // [B, S, r]
@@ -129,21 +127,27 @@ export class MultiHeadLatentAttention {
       kPeAll = kPe;
     }
     const S = cAll.shape[1]!;
-    const out =
-      ctx.path === 'naive'
-        ? this.naive(qNope, qPe, cAll, kPeAll, S - T)
-        : this.absorbed(qNope, qPe, latent ?? cat([cAll, kPeAll.reshape([B, S, dr])], 2).reshape([B, S, 1, r + dr]), S - T);
+    let out: Tensor;
+    if (ctx.path === 'naive') {
+      const { cos, sin } = ctx.rope.tables(ctx.start, T);
+      out = this.naive(ropeTail(q, cos, sin, dr), cAll, kPeAll, S - T);
+    } else {
+      const qPe = ctx.rope.apply(q.slice(3, dn, dn + dr), ctx.start);
+      out = this.absorbed(q.slice(3, 0, dn), qPe, latent ?? cat([cAll, kPeAll.reshape([B, S, dr])], 2).reshape([B, S, 1, r + dr]), S - T);
+    }
     return applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
   }
 
-  /** Eqs. 2, 4, 5, 9, 10 literally: per-head keys [k^C ; k^R] and values, H KV heads. */
-  private naive(qNope: Tensor, qPe: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number): Tensor {
+  /**
+   * Eqs. 2, 4, 5, 9, 10 literally: per-head keys [k^C ; k^R] and values, H KV heads. q is
+   * [q^C ; q^R] with q^R rotated; `mlaAttention` assembles the keys from kv_b_proj's k^C and
+   * the shared k^R and reads v^C in place.
+   */
+  private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number): Tensor {
     const [B, S] = cAll.shape as [number, number];
-    const { heads: H, dn, dr, dv } = this;
+    const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
-    const k = cat([kvb.slice(3, 0, dn), kPeAll.expand([B, S, H, dr])], 3);
-    const v = kvb.slice(3, dn, dn + dv);
-    return attention(cat([qNope, qPe], 3), k, v, { scale: this.scale, causalOffset });
+    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset });
   }
 
   /**

@@ -21,7 +21,7 @@ import { DeepseekV3 } from '../model/model.js';
 import { maxVio, type BalanceMode, type BiasUpdateOptions } from './balance.js';
 import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
 import { lossReport } from './losses.js';
-import { biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
+import { batchSizeAt, biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
@@ -38,6 +38,8 @@ export interface TrainOptions {
   batch: number;
   seq: number;
   gradAccum?: number;
+  /** Batch-size warmup: micro-batches per step grow linearly from 1 to gradAccum over this many steps. */
+  batchWarmup?: number;
   lr: number;
   warmup: number;
   /** First step of the cosine decay (default: end of warmup); decay runs to the last step. */
@@ -152,6 +154,8 @@ export function train(o: TrainOptions): TrainResult {
   const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
   const opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay ?? 0.1, momentDtype: o.momentDtype ?? 'f32' });
   const it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });
+  // the trainer's own random stream: no op of the default recipe draws from it (no dropout), but
+  // it is saved and restored with the rest so any stochastic addition resumes exactly
   let rng = new Rng(o.seed);
   let ema: BiasEmaStates = {};
   let step = 0;
@@ -178,7 +182,7 @@ export function train(o: TrainOptions): TrainResult {
   } else {
     fs.rmSync(metrics.file, { force: true });
     writeJsonAtomic(path.join(o.out, 'run.json'), {
-      steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: accum, lr: o.lr, warmup: o.warmup, seed: o.seed,
+      steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: accum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
       balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
       mtp_lambda: o.mtpLambda, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
       parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg),
@@ -216,7 +220,8 @@ export function train(o: TrainOptions): TrainResult {
     const parts: { total: number; lm: number; mtp: number; bal: number }[] = [];
     let bad: string | null = null;
     opt.zeroGrad();
-    for (let micro = 0; micro < accum; micro++) {
+    const nMicro = o.batchWarmup ? batchSizeAt(step, { start: 1, end: accum, rampSteps: o.batchWarmup }) : accum;
+    for (let micro = 0; micro < nMicro; micro++) {
       const batch = it.next();
       if (bad) continue; // keep the data position consistent, skip the work
       const f = forwardLosses(model, batch.tokens, lossOpts, batch.batchSize);
@@ -239,11 +244,11 @@ export function train(o: TrainOptions): TrainResult {
         if (g) g.f32()[0] = NaN;
       }
     }
-    const tokens = o.batch * o.seq * accum;
+    const tokens = o.batch * o.seq * nMicro;
     tokensSeen += tokens;
     let gradNorm = NaN;
     if (!bad) {
-      const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, ema, accum);
+      const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, ema, nMicro);
       gradNorm = u.gradNorm;
       if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
     } else {

@@ -99,8 +99,11 @@ static int tile(const gemm_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t 
   const int dp = P->dp;
   const int kcmax = dp ? GEMM_KC_DP : KC;
   const int64_t ncmax = min64(NC, (j1 - j0 + NR - 1) / NR * NR);
+  /* row blocks of equal size (multiples of MR, about MC): no small last block whose few
+   * kernel calls per B micro-panel would not repay loading it */
+  const int64_t nblk = (i1 - i0 + MC - 1) / MC, mcb = ((i1 - i0 + nblk - 1) / nblk + MR - 1) / MR * MR;
   /* the pair layouts take the same bytes: kc/2 words per row of a panel */
-  float* abuf = (float*)ISA_FN(gemm_scratch)(0, (size_t)MC * KC * sizeof(float));
+  float* abuf = (float*)ISA_FN(gemm_scratch)(0, (size_t)mcb * KC * sizeof(float));
   float* bbuf = (float*)ISA_FN(gemm_scratch)(1, (size_t)KC * ncmax * sizeof(float));
   if (!abuf || !bbuf) return -1;
   const int64_t ldc = P->ldc;
@@ -111,14 +114,14 @@ static int tile(const gemm_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t 
       const int kc = (int)min64(kcmax, P->k - pc);
       const int ks = dp ? (kc + 1) / 2 : kc; /* k steps of the kernel */
       const float beta = pc == 0 ? P->beta : 1.0f; /* later k blocks accumulate */
-      for (int64_t ic = i0; ic < i1; ic += MC) {
-        const int mc = (int)min64(MC, i1 - ic), first = ic == i0;
+      for (int64_t ic = i0; ic < i1; ic += mcb) {
+        const int mc = (int)min64(mcb, i1 - ic), first = ic == i0;
         const int calls = (mc + MR - 1) / MR;
         if (dp) ISA_FN(gemm_pack_a_pairs)(P, ic, mc, pc, kc, (uint32_t*)abuf);
         else ISA_FN(gemm_pack_a)(P, ic, mc, pc, kc, abuf);
         span an = {0};
-        if (ic + MC < i1) an = a_source(P, ic + MC, (int)min64(MC, i1 - ic - MC), pc, kc);
-        else if (pc + kcmax < P->k) an = a_source(P, i0, (int)min64(MC, i1 - i0), pc + kcmax, (int)min64(kcmax, P->k - pc - kcmax));
+        if (ic + mcb < i1) an = a_source(P, ic + mcb, (int)min64(mcb, i1 - ic - mcb), pc, kc);
+        else if (pc + kcmax < P->k) an = a_source(P, i0, (int)min64(mcb, i1 - i0), pc + kcmax, (int)min64(kcmax, P->k - pc - kcmax));
         span_pace(&an, panels * calls);
         if (first) pack_b(P, pc, kc, jc, nc < NR ? nc : NR, bbuf);
         for (int jr = 0; jr < nc; jr += NR) {

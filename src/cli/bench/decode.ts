@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { kernels } from '../../engine/backend.js';
 import { nativeAddon, packageRoot } from '../../engine/native.js';
 import { Engine } from '../../inference/engine.js';
-import { measureDecode, measureModelDecode, measureSpeculative, profileDecode } from '../../inference/measure.js';
+import { measureDecode, measureModelDecode, measureSpeculative, profileDecode, type SpeculativeStats } from '../../inference/measure.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
 import { UsageError, intFlag } from '../command.js';
@@ -34,7 +34,7 @@ One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is t
 
 Prints one JSON line:
   {bench:"decode", weights, tokens_per_s, ms_per_token_median, ms_per_token_p90, prefill_ms,
-   threads, backend, isa, prompt, tokens, weight_mb_per_token, decoded_kv_b_mb,
+   cpu_ms_per_token, threads, backend, isa, prompt, tokens, weight_mb_per_token, decoded_kv_b_mb,
    [phases_ms], [speculative], [baseline]}
 and a summary on stderr unless --json.
 `;
@@ -69,7 +69,7 @@ registerBench({
       reps: intFlag('reps', values.reps, 3, 1),
       seed: intFlag('seed', values.seed, 1, 0),
     };
-    if (o.prompt + o.tokens + 2 > cfg.max_position_embeddings) {
+    if (o.prompt + o.tokens + 1 > cfg.max_position_embeddings) {
       throw new UsageError(`--prompt + --tokens (${o.prompt + o.tokens}) must leave room within max_position_embeddings ${cfg.max_position_embeddings}`);
     }
     const model = randomModel(cfg, o.seed, weights, { mtp: !!values.speculative });
@@ -83,6 +83,7 @@ registerBench({
       ms_per_token_median: stats.ms_per_token_median,
       ms_per_token_p90: stats.ms_per_token_p90,
       prefill_ms: stats.prefill_ms,
+      cpu_ms_per_token: stats.cpu_ms_per_token,
       threads: info?.threads ?? 1,
       backend: kernels().name,
       isa: info?.isa ?? 'none',
@@ -101,8 +102,8 @@ registerBench({
       let txt = `decode (${weights}, ${result['threads']} threads, ${result['isa']}): ${stats.tokens_per_s} tokens/s, median step ${stats.ms_per_token_median} ms, prefill ${o.prompt} tokens ${stats.prefill_ms} ms\n`;
       const ph = result['phases_ms'] as Record<string, number> | undefined;
       if (ph) txt += Object.entries(ph).map(([k, v]) => `  ${k.padEnd(12)} ${v.toFixed(3).padStart(8)} ms${k === 'total' ? '' : `  ${((100 * v) / ph['total']!).toFixed(1).padStart(5)}%`}\n`).join('');
-      const sp = result['speculative'] as { tokens_per_s: number; acceptance_rate: number; matches_greedy: boolean } | undefined;
-      if (sp) txt += `speculative (MTP draft): ${sp.tokens_per_s} tokens/s, acceptance ${sp.acceptance_rate}, same ids as greedy: ${sp.matches_greedy}\n`;
+      const sp = result['speculative'] as SpeculativeStats | undefined;
+      if (sp) txt += `speculative (MTP draft): ${sp.tokens_per_s} tokens/s, acceptance ${sp.acceptance_rate}, same ids as greedy: ${sp.matches_greedy}; verify ${sp.ms_per_verify} ms + draft ${sp.ms_per_draft} ms per main forward, ${sp.projected_tokens_per_s_at_085} tokens/s projected at acceptance 0.85\n`;
       const bl = result['baseline'] as { tokens_per_s: number } | undefined;
       if (bl) txt += `baseline decodeStep: ${bl.tokens_per_s} tokens/s (engine ${(stats.tokens_per_s / bl.tokens_per_s).toFixed(1)}x)\n`;
       process.stderr.write(txt);

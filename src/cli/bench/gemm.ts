@@ -36,13 +36,16 @@ function median(xs: number[]): number {
   return s[s.length >> 1]!;
 }
 
-/** Median seconds per call: warm-up, then `samples` timed batches of >= ~25 ms each. */
+/**
+ * Median seconds per call: warm-up, then `samples` timed batches of >= ~5 ms each (short
+ * batches, so that on a shared machine the median is a batch the OS did not interrupt).
+ */
 function timeCall(call: () => void, samples: number): number {
   const t0 = process.hrtime.bigint();
   call();
   call();
   const once = Math.max(1e-7, Number(process.hrtime.bigint() - t0) / 2e9);
-  const batch = Math.max(1, Math.ceil(0.025 / once));
+  const batch = Math.max(1, Math.ceil(0.005 / once));
   const times: number[] = [];
   for (let s = 0; s < samples; s++) {
     const t = process.hrtime.bigint();
@@ -67,14 +70,15 @@ function runCase(addon: BenchAddon, op: Op, dtype: DT, m: number, k: number, n: 
   return [(2 * m * n * k) / sec / 1e9, weightBytes / sec / 1e9];
 }
 
-/** Median microseconds of one 8x8x8 gemmF32 call from JS (binding + validation + kernel). */
+/** Median microseconds of one 8x8x8 gemmF32 call from JS (binding + validation + kernel),
+ * over 200 batches of 200 calls after a warm-up batch. */
 function dispatchUs(addon: BenchAddon): number {
   const a = randomF32(64), b = randomF32(64), c = new Float32Array(64);
   const per: number[] = [];
-  for (let s = 0; s < 21; s++) {
+  for (let s = 0; s < 201; s++) {
     const t = process.hrtime.bigint();
-    for (let i = 0; i < 2000; i++) addon.gemmF32(false, true, 8, 8, 8, 1, a, 8, b, 8, 0, c, 8);
-    per.push(Number(process.hrtime.bigint() - t) / 1e3 / 2000);
+    for (let i = 0; i < 200; i++) addon.gemmF32(false, true, 8, 8, 8, 1, a, 8, b, 8, 0, c, 8);
+    per.push(Number(process.hrtime.bigint() - t) / 1e3 / 200);
   }
   return median(per.slice(1));
 }
@@ -84,11 +88,11 @@ registerBench({
   summary: 'native GEMM GFLOPS vs the FMA peak (fp32 / bf16, linear-layer shapes)',
   help: `Usage: dsv3 bench gemm [--json] [--threads a,b,...] [--samples N]
 
-Times the native GEMM (median of N timed batches after warm-up; default 7) for (m,k,n) in
-  (1,2048,2048) (64,512,512) (256,512,2048) (1024,1024,1024) (2048,256,768) (2048,768,256)
-as op "nt" (y = x W^T, the linear layer; W stored [n,k]), plus "nn" and "tn" at 1024^3,
-with fp32 and bf16 weights, for each thread count (default: 1 and all cores). One JSON line
-per case:
+Times the native GEMM (median of N timed batches of >= 5 ms after warm-up; default 11) for
+(m,k,n) in (1,2048,2048) (64,512,512) (256,512,2048) (1024,1024,1024) (2048,256,768)
+(2048,768,256) as op "nt" (y = x W^T, the linear layer; W stored [n,k]), plus "nn" and
+"tn" at 1024^3, with fp32 and bf16 weights, for each thread count (default: 1 and all
+cores). One JSON line per case:
   {"bench":"gemm","op","dtype","m","k","n","threads","gflops","peak_gflops","pct_peak","weight_gbps"}
 where peak_gflops is the measured FMA peak for that thread count (dsv3 bench peak) and
 weight_gbps the B (weight) bytes streamed per second (the figure that matters for m=1).
@@ -103,7 +107,7 @@ Without --json a readable table also goes to stderr.
       if (!Number.isInteger(t) || t < 1) throw new UsageError(`--threads expects integers >= 1, got '${s}'`);
       return t;
     });
-    const samples = Number(values.get('samples') ?? 7);
+    const samples = Number(values.get('samples') ?? 11);
     if (!Number.isInteger(samples) || samples < 1) throw new UsageError('--samples expects an integer >= 1');
     const addon = loadBenchAddon();
     const threads0 = addon.info().threads;

@@ -80,6 +80,8 @@ Schedule:
   --batch B             sequences per micro-batch (default ${DEFAULTS.batch})
   --seq S               tokens per sequence (default ${DEFAULTS.seq})
   --grad-accum N        micro-batches per step; gradients are summed and divided by N (default 1)
+  --batch-warmup N      batch-size warmup: micro-batches per step grow from 1 to --grad-accum over
+                        the first N steps (the paper grows 3072 -> 15360 sequences; default off)
   --lr X                peak learning rate (default ${DEFAULTS.lr})
   --warmup N            linear warmup steps (default 5% of --steps)
   --decay-start N       first step of the cosine decay (default: end of warmup)
@@ -119,7 +121,7 @@ dsv3 sample --model DIR.
 `;
 
 const STRING_FLAGS = [
-  'config', 'data', 'cache-dir', 'steps', 'batch', 'seq', 'grad-accum', 'lr', 'warmup', 'decay-start', 'min-lr',
+  'config', 'data', 'cache-dir', 'steps', 'batch', 'seq', 'grad-accum', 'batch-warmup', 'lr', 'warmup', 'decay-start', 'min-lr',
   'weight-decay', 'max-grad-norm', 'moment-dtype', 'seed', 'balance', 'balance-alpha', 'bias-gamma', 'bias-mode',
   'bias-ema', 'bias-bounds', 'bias-freeze', 'mtp-lambda', 'mtp-lambda-late', 'mtp-switch', 'out', 'resume',
   'eval-every', 'eval-batches', 'ckpt-every', 'keep', 'max-non-finite',
@@ -208,6 +210,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   };
   if (s('data') !== undefined) o.data = s('data')!;
   if (s('cache-dir') !== undefined) o.cacheDir = s('cache-dir')!;
+  if (s('batch-warmup') !== undefined) o.batchWarmup = intFlag('batch-warmup', s('batch-warmup'), 0);
   if (s('decay-start') !== undefined) o.decayStart = intFlag('decay-start', s('decay-start'), 0);
   if (s('min-lr') !== undefined) o.minLr = numberFlag('min-lr', s('min-lr'), 0);
   if (s('bias-freeze') !== undefined) o.biasFreezeStep = intFlag('bias-freeze', s('bias-freeze'), 0);

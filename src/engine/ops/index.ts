@@ -16,6 +16,7 @@ export { swiglu } from './activation.js';
 export { embedding, indexSelect, indexAdd, gather, scatterAdd } from './indexing.js';
 export { topk } from './topk.js';
 export { cat, split } from './shape.js';
-export { ropeInterleaved } from './rope.js';
+export { ropeInterleaved, ropeTail } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';
+export { mlaAttention, type MlaAttentionOptions } from './mla-attention.js';
 export { crossEntropy, type Reduction } from './loss.js';

@@ -5,6 +5,7 @@
  * tensor. Each is the other's backward.
  */
 import { attach } from '../autograd.js';
+import { kernels } from '../backend.js';
 import { bf16ArrayToF32 } from '../dtype.js';
 import { Tensor, contiguousStrides } from '../tensor.js';
 import { alloc, checkF32, dataOf, empty, fmtShape, indicesOf, normDim, sameShape, shapeSize, splitAt } from './util.js';
@@ -50,14 +51,8 @@ export function embedding(weight: Tensor, ids: Tensor | Int32Array): Tensor {
   if (weight.dtype !== 'f32' || !weight.requiresGrad) return out;
   const idc = id.slice(); // the caller may reuse its id buffer before backward
   return attach(out, 'embedding', [weight], (g) => {
-    const gd = dataOf(g);
     const dw = empty([V, D]);
-    const o = dw.f32();
-    for (let i = 0; i < n; i++) {
-      const r = idc[i]! * D;
-      const s = i * D;
-      for (let j = 0; j < D; j++) o[r + j] = o[r + j]! + gd[s + j]!;
-    }
+    if (n > 0 && D > 0) kernels().scatterAddRows(dataOf(g), idc, null, dw.f32(), n, D);
     return [dw];
   });
 }

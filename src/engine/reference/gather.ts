@@ -1,5 +1,6 @@
-/** Reference row gather / scatter kernels (the MoE dispatch and combine). Plain loops; the
- * scatter's multiply-add is computed in float64 and rounded once, like a fused multiply-add. */
+/** Reference row kernels: gather / scatter (the MoE dispatch and combine), strided copies and
+ * RoPE on a channel range (MLA). Plain loops; the scatter's multiply-add and the rotations are
+ * computed in float64 and rounded once. */
 
 export function gatherRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void {
   for (let i = 0; i < rows; i++) {
@@ -37,5 +38,40 @@ export function scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, row
     const o = i * cols;
     const f = s[i]!;
     for (let j = 0; j < cols; j++) y[o + j] = f * x[o + j]!;
+  }
+}
+
+export function copyStrided(src: Float32Array, dst: Float32Array, n0: number, n1: number, cols: number,
+  ss0: number, ss1: number, ds0: number, ds1: number, accumulate: boolean): void {
+  for (let i = 0; i < n0; i++) {
+    for (let j = 0; j < n1; j++) {
+      const s = i * ss0 + j * ss1;
+      const d = i * ds0 + j * ds1;
+      if (accumulate) for (let c = 0; c < cols; c++) dst[d + c] = dst[d + c]! + src[s + c]!;
+      else for (let c = 0; c < cols; c++) dst[d + c] = src[s + c]!;
+    }
+  }
+}
+
+export function ropeRows(x: Float32Array, y: Float32Array, rows: number, cols: number, start: number, dr: number, mid: number, T: number,
+  cos: Float32Array, sin: Float32Array, inverse: boolean): void {
+  const half = dr >> 1;
+  const sign = inverse ? -1 : 1;
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    if (x !== y) {
+      for (let j = 0; j < start; j++) y[o + j] = x[o + j]!;
+      for (let j = start + dr; j < cols; j++) y[o + j] = x[o + j]!;
+    }
+    const co = (Math.floor(r / mid) % T) * half;
+    const ro = o + start;
+    for (let i = 0; i < half; i++) {
+      const c = cos[co + i]!;
+      const s = sign * sin[co + i]!;
+      const a = x[ro + 2 * i]!;
+      const b = x[ro + 2 * i + 1]!;
+      y[ro + 2 * i] = a * c - b * s;
+      y[ro + 2 * i + 1] = a * s + b * c;
+    }
   }
 }

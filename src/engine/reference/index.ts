@@ -2,7 +2,7 @@
 import type { Kernels } from '../kernels.js';
 import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
-import { gatherRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
+import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
 import { linearFp8 } from './fp8-linear.js';
 import * as rows from './rows.js';
@@ -18,6 +18,8 @@ export const referenceKernels: Kernels = {
   scatterAddRows,
   rowDot,
   scaleRows,
+  copyStrided,
+  ropeRows,
   softmax: rows.softmax,
   softmaxBackward: rows.softmaxBackward,
   logSoftmax: rows.logSoftmax,

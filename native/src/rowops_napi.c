@@ -1,23 +1,29 @@
-/* Node-API bindings of the row gather / scatter kernels (isa/rowgather.c), with the JS
- * signatures of the `Kernels` interface (src/engine/kernels.ts):
+/* Node-API bindings of the row kernels (isa/rowops.c), with the JS signatures of the `Kernels`
+ * interface (src/engine/kernels.ts):
  *   gatherRows(src, idx, scale|null, dst, rows, cols)
  *   scatterAddRows(src, idx, scale|null, dst, rows, cols)
  *   rowDot(a, b, out, rows, cols)
  *   scaleRows(x, s, y, rows, cols)
+ *   copyStrided(src, dst, n0, n1, cols, ss0, ss1, ds0, ds1, accumulate)
+ *   ropeRows(x, y, rows, cols, start, dr, mid, T, cos, sin, inverse)
  * Every buffer length and every index is checked before a kernel runs (RangeError naming the
- * argument). Large calls run on the thread pool: gather, dot and scale split rows; the
- * scatter-add splits columns (rows may share a destination, columns never do). */
+ * argument). Large calls run on the thread pool: gather, dot, scale, copy and rope split rows
+ * (copies whose destination rows overlap run on one thread); the scatter-add splits columns
+ * (rows may share a destination, columns never do). */
 #include "fused_napi.h"
-#include "rowgather.h"
+#include "rowops.h"
 
 #define RG_PAR_MIN 32768 /* elements below which a call runs inline */
 
 typedef struct {
-  int kind; /* 0 gather, 1 scatter-add, 2 row dot, 3 scale rows */
+  int kind; /* 0 gather, 1 scatter-add, 2 row dot, 3 scale rows, 4 strided copy, 5 rope */
   const float *a, *b, *scale;
   const int32_t* idx;
   float* out;
   int64_t rows, cols, per;
+  int64_t n1, st[4], start, dr, mid, T; /* copy: inner count, strides; rope: channel range, positions */
+  int accumulate;
+  float sign;
 } rg_job;
 
 static void rg_task(void* ctx, int t, int thread) {
@@ -40,9 +46,19 @@ static void rg_task(void* ctx, int t, int thread) {
       SELECT_ISA(dsv3_row_dot)(j->a, j->b, j->out, s, e, j->cols);
       break;
     }
-    default: {
+    case 3: {
       const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
       SELECT_ISA(dsv3_scale_rows)(j->a, j->b, j->out, s, e, j->cols);
+      break;
+    }
+    case 4: {
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      SELECT_ISA(dsv3_copy_strided)(j->a, j->out, s, e, j->n1, j->cols, j->st[0], j->st[1], j->st[2], j->st[3], j->accumulate);
+      break;
+    }
+    default: {
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      SELECT_ISA(dsv3_rope_rows)(j->a, j->out, s, e, j->cols, j->start, j->dr, j->mid, j->T, j->b, j->scale, j->sign);
       break;
     }
   }
@@ -52,8 +68,9 @@ static void rg_run(rg_job* j) {
   const int th = dsv3_threads();
   const int split_cols = j->kind == 1;
   const int64_t extent = split_cols ? j->cols : j->rows;
+  const int64_t work = j->rows * j->cols * (j->kind == 4 ? j->n1 : 1);
   if (j->rows == 0 || j->cols == 0) return;
-  if (th <= 1 || j->rows * j->cols < RG_PAR_MIN || extent < 2 || (split_cols && j->cols < 32)) {
+  if (th <= 1 || work < RG_PAR_MIN || extent < 2 || (split_cols && j->cols < 32)) {
     j->per = extent;
     rg_task(j, 0, 0);
     return;
@@ -151,7 +168,83 @@ static napi_value rg_rowwise(napi_env env, napi_callback_info info, int kind) {
 static napi_value js_row_dot(napi_env env, napi_callback_info info) { return rg_rowwise(env, info, 2); }
 static napi_value js_scale_rows(napi_env env, napi_callback_info info) { return rg_rowwise(env, info, 3); }
 
-void dsv3_register_rowgather(napi_env env, napi_value exports) {
+/* elements a [n0, n1, cols] view with strides (s0, s1, 1) reaches */
+static double rg_extent(int64_t n0, int64_t n1, int64_t cols, int64_t s0, int64_t s1) {
+  if (n0 == 0 || n1 == 0 || cols == 0) return 0;
+  return (double)(n0 - 1) * (double)s0 + (double)(n1 - 1) * (double)s1 + (double)cols;
+}
+
+/* copyStrided(src, dst, n0, n1, cols, ss0, ss1, ds0, ds1, accumulate) */
+static napi_value js_copy_strided(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 10);
+  rg_job j = {0};
+  j.kind = 4;
+  static const char* names[4] = {"ss0", "ss1", "ds0", "ds1"};
+  if (fz_count(env, argv[2], "n0", &j.rows) || fz_count(env, argv[3], "n1", &j.n1) || fz_count(env, argv[4], "cols", &j.cols))
+    return NULL;
+  for (int i = 0; i < 4; i++)
+    if (fz_count(env, argv[5 + i], names[i], &j.st[i])) return NULL;
+  bool acc = false;
+  if (napi_get_value_bool(env, argv[9], &acc) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dsv3 native: argument 'accumulate' must be a boolean");
+    return NULL;
+  }
+  j.accumulate = acc;
+  const double ns = rg_extent(j.rows, j.n1, j.cols, j.st[0], j.st[1]), nd = rg_extent(j.rows, j.n1, j.cols, j.st[2], j.st[3]);
+  if (ns > 9007199254740991.0 || nd > 9007199254740991.0) {
+    napi_throw_range_error(env, NULL, "dsv3 native: copyStrided: a view is too large");
+    return NULL;
+  }
+  float *src, *dst;
+  if (fz_f32(env, argv[0], "src", (size_t)ns, &src) || fz_f32(env, argv[1], "dst", (size_t)nd, &dst)) return NULL;
+  j.a = src;
+  j.out = dst;
+  /* destination blocks of different i overlap: keep the copy on one thread */
+  if (j.rows > 1 && j.st[2] < (j.n1 - 1) * j.st[3] + j.cols) {
+    j.per = j.rows;
+    rg_task(&j, 0, 0);
+    return NULL;
+  }
+  rg_run(&j);
+  return NULL;
+}
+
+/* ropeRows(x, y, rows, cols, start, dr, mid, T, cos, sin, inverse) */
+static napi_value js_rope_rows(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 11);
+  rg_job j = {0};
+  j.kind = 5;
+  if (fz_dims(env, argv[2], "rows", argv[3], "cols", &j.rows, &j.cols) || fz_count(env, argv[4], "start", &j.start) ||
+      fz_count(env, argv[5], "dr", &j.dr) || fz_count(env, argv[6], "mid", &j.mid) || fz_count(env, argv[7], "T", &j.T))
+    return NULL;
+  if (j.dr % 2 != 0 || j.start + j.dr > j.cols || (j.rows > 0 && (j.mid < 1 || j.T < 1))) {
+    napi_throw_range_error(env, NULL, "dsv3 native: ropeRows: need an even dr with start + dr <= cols, and mid, T >= 1");
+    return NULL;
+  }
+  bool inv = false;
+  if (napi_get_value_bool(env, argv[10], &inv) != napi_ok) {
+    napi_throw_type_error(env, NULL, "dsv3 native: argument 'inverse' must be a boolean");
+    return NULL;
+  }
+  j.sign = inv ? -1.0f : 1.0f;
+  const size_t dense = (size_t)(j.rows * j.cols);
+  /* positions used: min(T, ceil(rows / mid)) */
+  const int64_t npos = j.rows == 0 ? 0 : ((j.rows + j.mid - 1) / j.mid < j.T ? (j.rows + j.mid - 1) / j.mid : j.T);
+  float *x, *y, *c, *sn;
+  if (fz_f32(env, argv[0], "x", dense, &x) || fz_f32(env, argv[1], "y", dense, &y) ||
+      fz_f32(env, argv[8], "cos", (size_t)(npos * (j.dr / 2)), &c) || fz_f32(env, argv[9], "sin", (size_t)(npos * (j.dr / 2)), &sn))
+    return NULL;
+  j.a = x;
+  j.out = y;
+  j.b = c;
+  j.scale = sn;
+  rg_run(&j);
+  return NULL;
+}
+
+void dsv3_register_rowops(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "copyStrided", js_copy_strided);
+  dsv3_export(env, exports, "ropeRows", js_rope_rows);
   dsv3_export(env, exports, "gatherRows", js_gather_rows);
   dsv3_export(env, exports, "scatterAddRows", js_scatter_add_rows);
   dsv3_export(env, exports, "rowDot", js_row_dot);

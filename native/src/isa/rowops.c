@@ -1,9 +1,10 @@
-/* Row gather / scatter kernels (MoE dispatch and combine): gather rows by index (optionally
- * scaled), scatter-add rows by index with a per-row scale, per-row dot products and per-row
- * scaling. Declarations and contracts: rowgather.h. */
+/* Row kernels: gather rows by index (optionally scaled), scatter-add rows by index with a
+ * per-row scale, per-row dot products and scaling (MoE dispatch and combine), a strided 3-D
+ * copy / accumulate (MLA key assembly) and RoPE on a channel range of each row.
+ * Declarations and contracts: rowops.h. */
 #include <math.h>
 #include <string.h>
-#include "../rowgather.h"
+#include "../rowops.h"
 #include "simd.h"
 
 #if VL > 1
@@ -81,5 +82,53 @@ void ISA_FN(dsv3_scale_rows)(const float* x, const float* s, float* y, int64_t r
     int64_t j = 0;
     for (; j + VL <= cols; j += VL) vstore(yi + j, vmul(vf_, vload(xi + j)));
     if (j < cols) vstoret(yi + j, vmul(vf_, vloadt(xi + j, (int)(cols - j), 0.0f)), (int)(cols - j));
+  }
+}
+
+void ISA_FN(dsv3_copy_strided)(const float* src, float* dst, int64_t i0, int64_t i1, int64_t n1, int64_t cols,
+                               int64_t ss0, int64_t ss1, int64_t ds0, int64_t ds1, int accumulate) {
+  for (int64_t i = i0; i < i1; i++) {
+    for (int64_t j = 0; j < n1; j++) {
+      const float* s = src + i * ss0 + j * ss1;
+      float* d = dst + i * ds0 + j * ds1;
+      int64_t c = 0;
+      if (accumulate) {
+        for (; c + VL <= cols; c += VL) vstore(d + c, vadd(vload(d + c), vload(s + c)));
+#if VL > 1
+        if (c < cols) vstoret(d + c, vadd(vloadt(d + c, (int)(cols - c), 0.0f), vloadt(s + c, (int)(cols - c), 0.0f)), (int)(cols - c));
+#endif
+      } else {
+        for (; c + VL <= cols; c += VL) vstore(d + c, vload(s + c));
+#if VL > 1
+        if (c < cols) vstoret(d + c, vloadt(s + c, (int)(cols - c), 0.0f), (int)(cols - c));
+#endif
+      }
+    }
+  }
+}
+
+void ISA_FN(dsv3_rope_rows)(const float* x, float* y, int64_t r0, int64_t r1, int64_t cols, int64_t start,
+                            int64_t dr, int64_t mid, int64_t T, const float* cos, const float* sin, float sign) {
+  const int64_t half = dr / 2;
+  for (int64_t r = r0; r < r1; r++) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    if (xr != yr) {
+      memcpy(yr, xr, (size_t)start * sizeof(float));
+      memcpy(yr + start + dr, xr + start + dr, (size_t)(cols - start - dr) * sizeof(float));
+    }
+    const int64_t t = (r / mid) % T;
+    const float* c = cos + t * half;
+    const float* s = sin + t * half;
+    const float* a = xr + start;
+    float* o = yr + start;
+    /* pairs one by one (dr is small: MLA's is 64 at most). Products of two floats are exact in
+     * double, so each output is the float rounding of the double sum, as in the reference. */
+    for (int64_t i = 0; i < half; i++) {
+      const double ci = c[i], si = (double)(sign * s[i]);
+      const double u = a[2 * i], v = a[2 * i + 1];
+      o[2 * i] = (float)(u * ci - v * si);
+      o[2 * i + 1] = (float)(u * si + v * ci);
+    }
   }
 }

@@ -1,0 +1,102 @@
+/**
+ * MLA's attention in its naive (training) form as one op (DeepSeek-V3 Eqs. 2, 4, 5, 10):
+ *   k_{t,i} = [k^C_{t,i} ; k^R_t],  v_{t,i} = v^C_{t,i},  o = softmax(q k^T * scale + causal) v
+ * where k^C and v^C are the two halves of each head's kv_b_proj output and the rope key k^R is
+ * shared by all heads. The per-head keys are assembled in a scratch buffer (the values are read
+ * in place from kv_b_proj's output through strides), then the fused attention kernels run.
+ * The backward writes dV straight into the kv_b_proj gradient, copies the k^C part of dK next
+ * to it and sums the k^R part over heads: no concatenation, slice or broadcast of the graph
+ * is recorded, so none of their copies and zero-padded gradients are made.
+ */
+import { attach } from '../autograd.js';
+import { kernels } from '../backend.js';
+import type { AttentionParams } from '../kernels.js';
+import { Tensor } from '../tensor.js';
+import { alloc, checkF32, dataOf, fmtShape } from './util.js';
+
+export interface MlaAttentionOptions {
+  /** Score scale (1/sqrt(dn + dr), times YaRN's mscale^2 where used). */
+  scale: number;
+  /** Query i sees keys j <= i + causalOffset; default S - T. */
+  causalOffset?: number;
+}
+
+// Key / key-gradient scratch, reused by every call (filled and consumed within one call).
+const scratch = new Map<string, Float32Array>();
+function buf(name: string, n: number): Float32Array {
+  let b = scratch.get(name);
+  if (!b || b.length < n) {
+    b = new Float32Array(n);
+    scratch.set(name, b);
+  }
+  return b.subarray(0, n);
+}
+
+/** K[b,s,h,:] = [kvb[b,s,h,0:dn] ; kPe[b,s,:]] for the rows (b,s) of the batch. */
+function assembleKeys(kvb: Float32Array, kPe: Float32Array, K: Float32Array, rows: number, H: number, dn: number, dr: number, W: number): void {
+  const dq = dn + dr;
+  const k = kernels();
+  k.copyStrided(kvb, K, rows, H, dn, H * W, W, H * dq, dq, false);
+  k.copyStrided(kPe, K.subarray(dn), rows, H, dr, dr, 0, H * dq, dq, false);
+}
+
+/**
+ * q [B, T, H, dn + dr] (rope part already rotated), kvb [B, S, H, dn + dv] (kv_b_proj output:
+ * k^C then v^C per head), kPe [B, S, 1, dr] or [B, S, dr] (rotated rope key) -> [B, T, H, dv].
+ */
+export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAttentionOptions): Tensor {
+  checkF32('mlaAttention', q, 'q');
+  checkF32('mlaAttention', kvb, 'kvb');
+  checkF32('mlaAttention', kPe, 'kPe');
+  const shapes = `q ${fmtShape(q.shape)}, kvb ${fmtShape(kvb.shape)}, kPe ${fmtShape(kPe.shape)}`;
+  if (q.ndim !== 4 || kvb.ndim !== 4) throw new Error(`mlaAttention: q and kvb must be 4-D, got ${shapes}`);
+  const [B, T, H, dq] = q.shape as [number, number, number, number];
+  const [Bk, S, Hk, W] = kvb.shape as [number, number, number, number];
+  const dr = kPe.shape[kPe.ndim - 1]!;
+  const dn = dq - dr;
+  const dv = W - dn;
+  const peOk = (kPe.ndim === 3 || (kPe.ndim === 4 && kPe.shape[2] === 1)) && kPe.shape[0] === B && kPe.shape[1] === S;
+  if (Bk !== B || Hk !== H || !peOk || dn < 0 || dv < 0) throw new Error(`mlaAttention: inconsistent shapes ${shapes}`);
+  if (!opts || !Number.isFinite(opts.scale)) throw new Error('mlaAttention: opts.scale must be a finite number');
+  const causalOffset = opts.causalOffset ?? S - T;
+  if (!Number.isInteger(causalOffset)) throw new Error(`mlaAttention: causalOffset must be an integer, got ${causalOffset}`);
+
+  const qd = dataOf(q);
+  const kvd = dataOf(kvb);
+  const ped = dataOf(kPe);
+  const p: AttentionParams = {
+    batch: B, heads: H, kvHeads: H, tq: T, tk: S, dqk: dq, dv, scale: opts.scale, causalOffset,
+    qStrides: [T * H * dq, H * dq, dq], kStrides: [S * H * dq, H * dq, dq], vStrides: [S * H * W, H * W, W], oStrides: [T * H * dv, H * dv, dv],
+  };
+  const y = alloc(B * T * H * dv);
+  const lse = alloc(B * H * T);
+  const nK = B * S * H * dq;
+  const live = y.length > 0 && S > 0;
+  if (live) {
+    const K = buf('K', nK);
+    assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
+    kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+  } else lse.fill(-Infinity);
+  const out = new Tensor(y, [B, T, H, dv], 'f32');
+  if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
+
+  return attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
+    const dqb = alloc(qd.length);
+    const dkvb = alloc(kvd.length);
+    const dpe = alloc(ped.length);
+    if (live) {
+      const K = buf('K', nK);
+      assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
+      const dK = buf('dK', nK);
+      const k = kernels();
+      k.attentionBackward(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
+      k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
+      k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
+    }
+    return [
+      q.requiresGrad ? new Tensor(dqb, q.shape, 'f32') : null,
+      kvb.requiresGrad ? new Tensor(dkvb, kvb.shape, 'f32') : null,
+      kPe.requiresGrad ? new Tensor(dpe, kPe.shape, 'f32') : null,
+    ];
+  });
+}

@@ -1,0 +1,20 @@
+/** The inference engine: fast cached decoding, speculative MTP decoding, benchmark protocols. */
+export { DecodeSession, argmax, type DecodeSessionOptions } from './decode-session.js';
+export { SpeculativeDecoder, type SpeculativeResult } from './speculative.js';
+export { Engine, type EngineOptions } from './engine.js';
+export { Workspace } from './workspace.js';
+export { PhaseProfiler, PHASES, type Phase } from './profile.js';
+export { prepareLinear, runLinear, addScaledRow, preparedBytes, type PreparedLinear } from './linear.js';
+export { planLayer, planMlp, planNorm, type LayerPlan, type AttnPlan, type MoePlan, type MlpPlan, type NormPlan } from './plan.js';
+export { randomModel, isFp8InCheckpoint, type WeightStorage } from './random-model.js';
+export {
+  measureDecode,
+  measurePrefill,
+  measureSpeculative,
+  measureModelDecode,
+  profileDecode,
+  promptIds,
+  type DecodeOptions,
+  type DecodeStats,
+  type SpeculativeStats,
+} from './measure.js';
