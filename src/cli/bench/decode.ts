@@ -16,7 +16,7 @@ import { UsageError, intFlag } from '../command.js';
 import { registerBench } from '../commands/bench.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
-                        [--reps N] [--profile] [--speculative] [--baseline] [--json]
+                        [--reps N] [--threads N] [--profile] [--speculative] [--baseline] [--json]
 
 Greedy decoding of a random model (default configs/bench-small.json), batch 1: prefill an
 N-token prompt (default 32), then --tokens decode steps (default 128), each one token, on the
@@ -26,6 +26,7 @@ One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is t
   --weights       linear-weight storage: f32 (default), bf16 (every linear as bf16 bits), fp8
                   (attention and expert projections as E4M3 + 128x128 block scales, like an FP8
                   checkpoint; lm_head stays float32)
+  --threads N     compute threads (default: DSV3_THREADS or all cores)
   --profile       also report where a step's time goes (ms per step by phase)
   --speculative   also run MTP self-speculative decoding (draft = the MTP module, verified by
                   the main model on two positions) and report its tokens/s and acceptance rate
@@ -53,7 +54,7 @@ registerBench({
         options: {
           config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, tokens: { type: 'string' },
           reps: { type: 'string' }, seed: { type: 'string' }, profile: { type: 'boolean' }, speculative: { type: 'boolean' },
-          baseline: { type: 'boolean' }, json: { type: 'boolean' },
+          baseline: { type: 'boolean' }, json: { type: 'boolean' }, threads: { type: 'string' },
         },
       }));
     } catch (e) {
@@ -61,6 +62,12 @@ registerBench({
     }
     const weights = (values.weights ?? 'f32') as WeightStorage;
     if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
+    if (values.threads !== undefined) {
+      const n = intFlag('threads', values.threads, 1, 1);
+      const addon = nativeAddon();
+      if (!addon) throw new UsageError('--threads needs the native compute core');
+      addon.setThreads(n);
+    }
     const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
     const cfg = loadModelConfig(configPath);
     const o = {

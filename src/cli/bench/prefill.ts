@@ -13,11 +13,12 @@ import { loadModelConfig } from '../../model/config.js';
 import { UsageError, intFlag } from '../command.js';
 import { registerBench } from '../commands/bench.js';
 
-const HELP = `Usage: dsv3 bench prefill [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--chunk C] [--reps N] [--json]
+const HELP = `Usage: dsv3 bench prefill [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--chunk C] [--reps N] [--threads N] [--json]
 
 Prefill of an N-token prompt (default 512) into the latent cache of a random model (default
 configs/bench-small.json), batch 1, in chunks of C tokens (default 128), on the inference
-engine. One untimed warm-up, then --reps timed runs (default 3, median).
+engine. One untimed warm-up, then --reps timed runs (default 3, median). --threads sets the
+compute threads (default: DSV3_THREADS or all cores).
 
 Prints one JSON line:
   {bench:"prefill", weights, prompt, chunk, tokens_per_s, ms_median, threads, backend, isa}
@@ -35,7 +36,7 @@ registerBench({
         args: argv,
         options: {
           config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, chunk: { type: 'string' },
-          reps: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+          reps: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' },
         },
       }));
     } catch (e) {
@@ -43,6 +44,12 @@ registerBench({
     }
     const weights = (values.weights ?? 'f32') as WeightStorage;
     if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
+    if (values.threads !== undefined) {
+      const n = intFlag('threads', values.threads, 1, 1);
+      const addon = nativeAddon();
+      if (!addon) throw new UsageError('--threads needs the native compute core');
+      addon.setThreads(n);
+    }
     const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
     const cfg = loadModelConfig(configPath);
     const prompt = intFlag('prompt', values.prompt, 512, 1);
