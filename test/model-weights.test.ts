@@ -35,8 +35,20 @@ describe('FP8 linear (weight stays 1 byte/element)', () => {
 
   for (const M of [1, 3, 37]) {
     it(`y = x W^T equals the float32 product with the dequantised weight (M = ${M})`, () => {
+      // The FP8 kernel decodes inside its own (GEMV or packed) loop, so its float32 sums may be
+      // ordered differently from the dense GEMM: equal up to rounding, row by row.
       const x = randTensor(rng(M), [M, K]);
-      assert.deepEqual(linearFp8(x, w).f32(), linear(x, dense).f32());
+      const got = linearFp8(x, w).f32();
+      const want = linear(x, dense).f32();
+      for (let i = 0; i < M; i++) {
+        let d = 0;
+        let m = 0;
+        for (let j = 0; j < N; j++) {
+          d = Math.max(d, Math.abs(got[i * N + j]! - want[i * N + j]!));
+          m = Math.max(m, Math.abs(want[i * N + j]!));
+        }
+        assert.ok(d <= 1e-6 * m, `row ${i}: max |diff| ${d} vs max |y| ${m}`);
+      }
     });
   }
 

@@ -106,6 +106,17 @@ export interface Kernels {
   crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array,
     dlogits: Float32Array, rows: number, vocab: number): void;
 
+  // ---- optimizer ----------------------------------------------------------------------------
+  /**
+   * AdamW update of n elements in place, arithmetic in float64 (each stored value rounded once):
+   *   g' = g·gradScale;  m ← b1·m + c1·g';  v ← b2·v + c2·g'·g';
+   *   w ← w·decay − (lr/bc1)·m / (sqrt(v/bc2) + eps)   (with the new, unrounded m and v).
+   */
+  adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, gradScale: number, decay: number,
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+  /** Σ x[i]² over n elements, accumulated in float64 (for the global gradient norm). */
+  sumSquares(x: Float32Array, n: number): number;
+
   // ---- fused attention --------------------------------------------------------------------
   /**
    * Causal multi-head attention, tiled (flash-style): out = softmax(scale * q k^T + mask) v.

@@ -79,6 +79,8 @@ export function loadNativeKernels(): Kernels | null {
     siluMulBackward: has('siluMulBackward') ? a.siluMulBackward : ref.siluMulBackward,
     crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
     crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
+    adamw: has('adamw') ? a.adamw : ref.adamw,
+    sumSquares: has('sumSquares') ? a.sumSquares : ref.sumSquares,
     attention: has('attention') ? a.attention : ref.attention,
     attentionBackward: has('attentionBackward') ? a.attentionBackward : ref.attentionBackward,
   };

@@ -22,13 +22,16 @@
  *     KS = 1024); with m <= 2 (one or two xs loads per 8 weights, L2 serves them) rows are
  *     never cut, keeping each row one sequential stream;
  *   - one row of W at a time (one sequential stream), 4 vectors of codes per step, then single
- *     vectors, then a scalar tail (the exact raw table); M*U accumulators in registers. */
+ *     vectors, then a scalar tail (the exact raw table); M*U accumulators in registers;
+ *   - a prefetchnta 2 KB ahead of the stream: with it the DRAM-resident 1x2048x2048 and
+ *     1x7168x2048 cases ran 1.3-1.6x faster than with the hardware prefetchers alone. */
 #include <limits.h>
 #include "cpu.h"
 #include "fp8_isa.h"
 #include "threadpool.h"
 
 #define SUB FP8_BLOCK /* y buffer rows: one scale block */
+#define PF 2048       /* prefetch distance in bytes (measured best of 512..2048 on Zen 3) */
 #define XBYTES 32768
 
 #if defined(DSV3_ISA_AVX512)
@@ -104,6 +107,10 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
   int64_t p = k0;
   for (; p + GROUP <= k1; p += GROUP) {
     const uint8_t* c = w + p;
+    /* software prefetch PF bytes ahead in this thread's stream (the next row's slice once past
+     * k1), non-temporal so the codes do not push xs out of L1 */
+    const int64_t t = p + PF;
+    _mm_prefetch((const char*)(t < k1 ? w + t : w + k + k0 + (t - k1)), _MM_HINT_NTA);
 #if defined(DSV3_ISA_AVX512)
     if (vbmi) {
       __m512i lo, hi;

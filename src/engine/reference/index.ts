@@ -5,6 +5,7 @@ import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
 import { linearFp8 } from './fp8-linear.js';
+import { adamw, sumSquares } from './optim.js';
 import * as rows from './rows.js';
 
 export const referenceKernels: Kernels = {
@@ -30,6 +31,8 @@ export const referenceKernels: Kernels = {
   siluMulBackward: rows.siluMulBackward,
   crossEntropy: rows.crossEntropy,
   crossEntropyBackward: rows.crossEntropyBackward,
+  adamw,
+  sumSquares,
   attention,
   attentionBackward,
 };

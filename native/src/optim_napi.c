@@ -1,0 +1,88 @@
+/* Node-API bindings of the optimizer kernels (isa/optim.c), with the JS signatures of the
+ * `Kernels` interface (src/engine/kernels.ts):
+ *   adamw(w, g, m, v, n, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps)
+ *   sumSquares(x, n) -> number
+ * Buffers shorter than n are a RangeError naming the argument. Large calls are split into
+ * contiguous ranges on the thread pool (memory-bound: ranges of at least 64K elements). */
+#include "fused_napi.h"
+#include "optim.h"
+
+#define OP_TASK_MIN (1 << 16)
+#define OP_MAX_TASKS 64
+
+typedef struct {
+  int kind; /* 0 adamw, 1 sum of squares */
+  float *w, *m, *v;
+  const float* g;
+  const dsv3_adamw_args* a;
+  int64_t n, per;
+  double part[OP_MAX_TASKS];
+} op_job;
+
+static void op_task(void* ctx, int t, int thread) {
+  (void)thread;
+  op_job* j = (op_job*)ctx;
+  const int64_t s = (int64_t)t * j->per, e = s + j->per < j->n ? s + j->per : j->n;
+  if (j->kind == 0) SELECT_ISA(dsv3_adamw)(j->w, j->g, j->m, j->v, s, e, j->a);
+  else j->part[t] = SELECT_ISA(dsv3_sum_squares)(j->g, s, e);
+}
+
+/* tasks: a fixed split of n (independent of the thread count, so sums are reproducible) */
+static int op_run(op_job* j) {
+  int64_t tasks = j->n / OP_TASK_MIN;
+  if (tasks > OP_MAX_TASKS) tasks = OP_MAX_TASKS;
+  if (tasks < 1) tasks = 1;
+  j->per = (j->n + tasks - 1) / tasks;
+  if (j->per < 1) j->per = 1;
+  const int nt = (int)((j->n + j->per - 1) / j->per);
+  if (nt <= 1) {
+    if (j->n > 0) op_task(j, 0, 0);
+    return nt;
+  }
+  dsv3_parallel_for(nt, op_task, j);
+  return nt;
+}
+
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 15);
+  op_job j = {0};
+  if (fz_count(env, argv[4], "n", &j.n)) return NULL;
+  float *w, *g, *m, *v;
+  if (fz_f32(env, argv[0], "w", (size_t)j.n, &w) || fz_f32(env, argv[1], "g", (size_t)j.n, &g) ||
+      fz_f32(env, argv[2], "m", (size_t)j.n, &m) || fz_f32(env, argv[3], "v", (size_t)j.n, &v))
+    return NULL;
+  static const char* names[10] = {"gradScale", "decay", "b1", "b2", "c1", "c2", "lr", "bc1", "bc2", "eps"};
+  double p[10];
+  for (int i = 0; i < 10; i++)
+    if (dsv3_double(env, argv[5 + i], &p[i], names[i])) return NULL;
+  /* the TypeScript optimizer's hoisted constants: lr / bc1 and 1 / bc2 */
+  dsv3_adamw_args a = {p[0], p[1], p[2], p[3], p[4], p[5], p[6] / p[7], 1.0 / p[8], p[9]};
+  j.kind = 0;
+  j.w = w;
+  j.g = g;
+  j.m = m;
+  j.v = v;
+  j.a = &a;
+  op_run(&j);
+  return NULL;
+}
+
+static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  op_job j = {0};
+  float* x;
+  if (fz_count(env, argv[1], "n", &j.n) || fz_f32(env, argv[0], "x", (size_t)j.n, &x)) return NULL;
+  j.kind = 1;
+  j.g = x;
+  const int nt = op_run(&j);
+  double s = 0;
+  for (int t = 0; t < nt; t++) s += j.part[t];
+  napi_value r;
+  napi_create_double(env, s, &r);
+  return r;
+}
+
+void dsv3_register_optim(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "adamw", js_adamw);
+  dsv3_export(env, exports, "sumSquares", js_sum_squares);
+}
