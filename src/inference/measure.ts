@@ -176,13 +176,15 @@ export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyId
 }
 
 /** The same greedy steps through the model's own Tensor path (`decodeStep`, absorbed MLA). */
-export function measureModelDecode(model: DeepseekV3, o: DecodeOptions): { tokens_per_s: number; ms_per_token_median: number } {
+export function measureModelDecode(model: DeepseekV3, o: DecodeOptions): { tokens_per_s: number; ms_per_token_median: number; cpu_ms_per_token: number } {
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
   const V = model.cfg.vocab_size;
+  const cpu: number[] = [];
   const run = (steps: number[] | null): number => {
     const cache = model.newCache(1, o.prompt + o.tokens);
     let l = noGrad(() => model.prefill(Tensor.fromI32(prompt, [1, o.prompt]), cache, { path: 'absorbed' }));
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     for (let i = 0; i < o.tokens; i++) {
       const data = l.contiguous().f32();
       const tok = Int32Array.of(argmax(data, data.length - V, V));
@@ -190,13 +192,15 @@ export function measureModelDecode(model: DeepseekV3, o: DecodeOptions): { token
       l = model.decodeStep(tok, cache, { path: 'absorbed' });
       steps?.push(performance.now() - a);
     }
+    const c = process.cpuUsage(c0);
+    if (steps) cpu.push((c.user + c.system) / 1000 / o.tokens);
     return performance.now() - t0;
   };
   run(null);
   const steps: number[] = [];
   const rates: number[] = [];
   for (let r = 0; r < o.reps; r++) rates.push(o.tokens / (run(steps) / 1000));
-  return { tokens_per_s: Math.round(median(rates) * 10) / 10, ms_per_token_median: r3(median(steps)) };
+  return { tokens_per_s: Math.round(median(rates) * 10) / 10, ms_per_token_median: r3(median(steps)), cpu_ms_per_token: r3(median(cpu)) };
 }
 
 /** Prompt tokens/s of a chunked prefill (batch 1). */

@@ -13,6 +13,7 @@
  * "AdamW moments in BF16"), as bfloat16 bit patterns. `state()`/`loadState()` round-trip the
  * moments bit-exactly so a resumed run continues identically.
  */
+import { kernels } from '../engine/backend.js';
 import { bf16ToF32, f32ToBf16 } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
@@ -114,7 +115,8 @@ export class AdamW {
       const decay = decays(p) ? 1 - lr * this.weightDecay : 1;
       const m = this.m[i]!;
       const v = this.v[i]!;
-      if (m instanceof Float32Array && v instanceof Float32Array) adamF32(w, g, m, v, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
+      // float32 moments: the fused kernel (native, multi-threaded; float64 element arithmetic)
+      if (m instanceof Float32Array && v instanceof Float32Array) kernels().adamw(w, g, m, v, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
       else adamBf16(w, g, m as Uint16Array, v as Uint16Array, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
     }
   }
@@ -152,22 +154,6 @@ export class AdamW {
   }
 }
 
-function adamF32(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, gs: number, decay: number,
-  b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
-  // lr·(m/bc1)/(sqrt(v/bc2)+eps) with the bias corrections hoisted out of the loop
-  const stepSize = lr / bc1;
-  const invBc2 = 1 / bc2;
-  const n = w.length;
-  for (let j = 0; j < n; j++) {
-    const gj = g[j]! * gs;
-    const mj = b1 * m[j]! + c1 * gj;
-    const vj = b2 * v[j]! + c2 * gj * gj;
-    m[j] = mj;
-    v[j] = vj;
-    w[j] = w[j]! * decay - (stepSize * mj) / (Math.sqrt(vj * invBc2) + eps);
-  }
-}
-
 function adamBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, gs: number, decay: number,
   b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
   for (let j = 0; j < w.length; j++) {
@@ -186,7 +172,7 @@ export function gradGlobalNorm(params: readonly Tensor[]): number {
   for (const p of uniqueParams(params)) {
     if (!p.grad) continue;
     const g = p.grad.contiguous().f32();
-    for (let j = 0; j < g.length; j++) ss += g[j]! * g[j]!;
+    ss += kernels().sumSquares(g, g.length);
   }
   return Math.sqrt(ss);
 }

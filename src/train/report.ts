@@ -80,6 +80,7 @@ function layerSection(layer: string, steps: StepRecord[]): string {
     values,
     rowLabel: (r) => `e${r}`,
     colLabel: stepOf,
+    colTick: (c) => `step ${recs[cols[c]![0]]!.step}`,
     center: 1,
     halfRange: 1,
     legend: 'white = balanced (1.0), red = overloaded (≥ 2×), blue = underloaded (0×)',

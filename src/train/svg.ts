@@ -142,6 +142,8 @@ export interface HeatmapOptions {
   values: readonly (readonly number[])[];
   rowLabel: (r: number) => string;
   colLabel: (c: number) => string;
+  /** Short axis label of column c (default colLabel). */
+  colTick?: (c: number) => string;
   /** Colour scale: value at the centre (white) and the half-range (saturated). */
   center: number;
   halfRange: number;
@@ -182,7 +184,9 @@ export function heatmap(o: HeatmapOptions): string {
   const nLabels = Math.min(cols, 6);
   for (let i = 0; i < nLabels; i++) {
     const c = nLabels === 1 ? 0 : Math.round((i * (cols - 1)) / (nLabels - 1));
-    parts.push(`<text x="${(m.l + (c + 0.5) * cw).toFixed(1)}" y="${m.t + rows * ch + 14}" text-anchor="middle">${escapeXml(o.colLabel(c))}</text>`);
+    const anchor = nLabels > 1 && i === 0 ? 'start' : nLabels > 1 && i === nLabels - 1 ? 'end' : 'middle';
+    const x = anchor === 'start' ? m.l : anchor === 'end' ? m.l + pw : m.l + (c + 0.5) * cw;
+    parts.push(`<text x="${x.toFixed(1)}" y="${m.t + rows * ch + 14}" text-anchor="${anchor}">${escapeXml((o.colTick ?? o.colLabel)(c))}</text>`);
   }
   if (o.legend) parts.push(`<text x="${m.l}" y="${H - 8}" fill="#555">${escapeXml(o.legend)}</text>`);
   parts.push('</svg>');

@@ -92,6 +92,7 @@ static int tile(const fp8_prob* P, int64_t i0, int64_t i1, int64_t j0, int64_t j
   A.m = P->m;
   A.n = P->n;
   A.k = P->k;
+  A.alpha = 1.0f;
   A.a = P->x;
   A.lda = P->k;
   const int64_t ldc = P->n;

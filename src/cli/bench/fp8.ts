@@ -48,14 +48,15 @@ function median(xs: number[]): number {
 
 interface Timed { weights: Weights; bytes: number; copies: number; call: (copy: number) => void; per: number[]; batch: number; next: number }
 
-/** Interleaved timing: per sample, one batch of each dtype (>= ~15 ms), seconds per call. */
+/** Interleaved timing: per sample, one batch of each dtype (>= ~4 ms: short batches are less
+ * often cut by the OS scheduler), seconds per call; cold batches continue the copy cycle. */
 function measure(ts: Timed[], samples: number): void {
   for (const t of ts) { // warm-up (touches every copy once) and batch size
     for (let c = 0; c < t.copies; c++) t.call(c);
     const t0 = process.hrtime.bigint();
     t.call(0);
     const once = Math.max(1e-6, Number(process.hrtime.bigint() - t0) / 1e9);
-    t.batch = Math.max(t.copies > 1 ? t.copies : 1, Math.ceil(0.015 / once));
+    t.batch = Math.ceil(0.004 / once);
   }
   for (let s = 0; s < samples; s++)
     for (const t of ts) {
@@ -76,7 +77,7 @@ fp32 (gemmF32) and as bf16 (gemmBf16), for (m,k,n) in
   (1,2048,2048) cold and warm, (1,7168,2048) cold, (8,2048,2048) cold, (256,2048,2048) warm.
 cold: calls cycle through >= 96 MB of distinct weight copies per dtype (DRAM-resident);
 warm: one matrix, called repeatedly. Each sample is one batch per dtype, interleaved; the
-median (and min) time per call over --samples (default 9) samples is reported. One JSON line
+median (and min) time per call over --samples (default 21) samples is reported. One JSON line
 per case and dtype:
   {"bench":"fp8","op":"linear","weights","m","k","n","cache","threads","ms","ms_min","gbps","speedup_vs_f32"}
 gbps: weight bytes streamed per second (1 byte per fp8 weight; scales are negligible).
@@ -89,7 +90,7 @@ to stderr.
     if (!addon || typeof addon.linearFp8 !== 'function') throw new UsageError('the native addon (with linearFp8) is not available; run `npx node-gyp rebuild`');
     const threads0 = addon.info().threads;
     const threads = intFlag('threads', values.threads, threads0, 1);
-    const samples = intFlag('samples', values.samples, 9, 1);
+    const samples = intFlag('samples', values.samples, 21, 1);
     const table = !values.json;
     addon.setThreads(threads);
     if (table) process.stderr.write(`FP8 linear (${addon.info().isa}, ${threads} threads)\n weights     m     k     n  cache        ms    min ms    GB/s  vs f32\n`);

@@ -6,7 +6,7 @@
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { alloc, checkF32, dataOf, fmtShape, sameShape } from './util.js';
+import { allocUninit, checkF32, dataOf, fmtShape, sameShape } from './util.js';
 
 /** silu(g) * u for same-shaped g (gate) and u (up). */
 export function swiglu(g: Tensor, u: Tensor): Tensor {
@@ -16,13 +16,13 @@ export function swiglu(g: Tensor, u: Tensor): Tensor {
   const gd = dataOf(g);
   const ud = dataOf(u);
   const n = gd.length;
-  const y = alloc(n);
+  const y = allocUninit(n); // siluMul / siluMulBackward write every element
   if (n > 0) kernels().siluMul(gd, ud, y, n);
   const out = new Tensor(y, g.shape, 'f32');
   if (!g.requiresGrad && !u.requiresGrad) return out;
   return attach(out, 'swiglu', [g, u], (dy) => {
-    const dg = alloc(n);
-    const du = alloc(n);
+    const dg = allocUninit(n);
+    const du = allocUninit(n);
     if (n > 0) kernels().siluMulBackward(gd, ud, dataOf(dy), dg, du, n);
     return [g.requiresGrad ? new Tensor(dg, g.shape, 'f32') : null, u.requiresGrad ? new Tensor(du, u.shape, 'f32') : null];
   });

@@ -11,7 +11,7 @@ import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { BinaryOp } from '../kernels.js';
 import { Tensor, sumToShape } from '../tensor.js';
-import { alloc, broadcastShapes, broadcastStrides, checkF32, sameShape, shapeSize } from './util.js';
+import { alloc, allocUninit, broadcastShapes, broadcastStrides, checkF32, sameShape, shapeSize } from './util.js';
 
 const NAMES = ['add', 'sub', 'mul', 'div'] as const;
 
@@ -107,7 +107,7 @@ export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   if (ac && bc) {
     if (sameShape(a.shape, b.shape)) {
       const n = a.size;
-      const out = alloc(n);
+      const out = allocUninit(n); // the kernel writes every element
       if (n > 0) kernels().binary(op, a.f32(), b.f32(), out, n);
       return new Tensor(out, a.shape, 'f32');
     }

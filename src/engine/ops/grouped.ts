@@ -23,7 +23,7 @@ import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { accumulateWeightGrad, weightGradsDeferred } from './linear.js';
-import { alloc, checkF32, dataOf, fmtShape } from './util.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
 /** Per-expert grouping of the N·K (token, slot) pairs, in token order within each expert. */
 export interface ExpertPlan {
@@ -121,8 +121,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const gp = new Float32Array(P); // gate of each pair
   for (let p = 0; p < P; p++) gp[p] = gd[slots[p]!]!;
 
-  const G = alloc(P * I);
-  const U = alloc(P * I);
+  const G = allocUninit(P * I); // every row belongs to one expert, whose GEMMs write it
+  const U = allocUninit(P * I);
   const out = alloc(N * D);
   if (P > 0 && D > 0 && I > 0) {
     const buf = scratchBuf;

@@ -8,6 +8,7 @@ import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16ArrayToF32 } from '../dtype.js';
 import { Tensor, contiguousStrides } from '../tensor.js';
+import { accumulateWeightGrad } from './linear.js';
 import { alloc, checkF32, dataOf, empty, fmtShape, indicesOf, normDim, sameShape, shapeSize, splitAt } from './util.js';
 
 function checkRange(op: string, ids: Int32Array, n: number, what: string): void {
@@ -51,8 +52,14 @@ export function embedding(weight: Tensor, ids: Tensor | Int32Array): Tensor {
   if (weight.dtype !== 'f32' || !weight.requiresGrad) return out;
   const idc = id.slice(); // the caller may reuse its id buffer before backward
   return attach(out, 'embedding', [weight], (g) => {
+    // dW: the rows of g scatter-added at the ids, straight into weight.grad when it is a leaf
+    const gd = dataOf(g);
+    const addRows = (into: Tensor): void => {
+      if (n > 0 && D > 0) kernels().scatterAddRows(gd, idc, null, into.f32(), n, D);
+    };
+    if (accumulateWeightGrad(weight, addRows)) return [null];
     const dw = empty([V, D]);
-    if (n > 0 && D > 0) kernels().scatterAddRows(dataOf(g), idc, null, dw.f32(), n, D);
+    addRows(dw);
     return [dw];
   });
 }

@@ -9,8 +9,10 @@
  * DualPipe (DeepSeek-V3 §3.2.1, following ZeroBubble) runs the two at different times. Inside
  * `deferWeightGrads(fn)`, a backward pass that reaches a linear layer computes dX at once and
  * pushes the dW computation as a closure; calling the closure later accumulates dW into
- * `w.grad`. Outside it, backward computes both at once. The gradients are identical either way
- * (the same GEMM on the same saved dY and X); only the time the W part runs changes.
+ * `w.grad`. Outside it, backward computes both at once, accumulating dW straight into the leaf's
+ * `w.grad` (no dW tensor handed to autograd and copied again). The gradients are identical
+ * either way (the same GEMM on the same saved dY and X); only the time the W part runs changes.
+ * `accumulateWeightGrad` is that mechanism for any op with weights (groupedExperts, embedding).
  *
  * W may also be a bfloat16 tensor (checkpoint weights kept in bf16): the product uses
  * `kernels().gemmBf16` (x rounded to bf16, float32 accumulation) and W gets no gradient.
@@ -19,13 +21,14 @@ import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { as2d, matLayout } from './matmul.js';
-import { alloc, checkF32, fmtShape, sameShape } from './util.js';
+import { alloc, allocUninit, checkF32, fmtShape, sameShape } from './util.js';
 
 let deferred: Array<() => void> | null = null;
 
 /**
- * Runs fn; every linear-layer weight gradient that a backward pass inside fn would compute is
- * returned as a closure in `weightGrads` instead (in the order backward reached the layers).
+ * Runs fn; every weight gradient of a linear layer (or of another op using
+ * `accumulateWeightGrad`) that a backward pass inside fn would compute is returned as a closure
+ * in `weightGrads` instead (in the order backward reached the layers).
  * Calling a closure accumulates that layer's dW into `w.grad` (allocating it if null); each
  * closure may run once. Weights that are not leaves (views or products of parameters) have no
  * `.grad` to accumulate into and are never deferred.
@@ -76,7 +79,7 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   const nIn = w.shape[1]!;
   const x2 = as2d(x);
   const rows = x2.shape[0]!;
-  const y = alloc(rows * nOut);
+  const y = nIn > 0 ? allocUninit(rows * nOut) : alloc(rows * nOut); // the GEMM (beta 0) writes all of y
   if (y.length > 0 && nIn > 0) {
     const wo = weightOperand(w);
     const xd = (x2.data as Float32Array).subarray(x2.offset);
@@ -133,7 +136,7 @@ export function linearGradInput(gy: Tensor, w: Tensor): Tensor {
   }
   const g2 = as2d(gy);
   const rows = g2.shape[0]!;
-  const dx = alloc(rows * nIn);
+  const dx = nOut > 0 ? allocUninit(rows * nIn) : alloc(rows * nIn);
   if (dx.length > 0 && nOut > 0) {
     const wo = weightOperand(w);
     const gd = (g2.data as Float32Array).subarray(g2.offset);

@@ -6,7 +6,7 @@
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { alloc, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -55,7 +55,7 @@ export function crossEntropy(logits: Tensor, targets: Int32Array | Tensor, reduc
     const dloss = alloc(rows);
     if (reduction === 'none') dloss.set(dataOf(g));
     else dloss.fill(reduction === 'mean' ? (count > 0 ? g.item() / count : 0) : g.item());
-    const dl = alloc(ld.length);
+    const dl = rows > 0 && V > 0 ? allocUninit(ld.length) : alloc(ld.length); // every row written (ignored rows: 0)
     if (rows > 0 && V > 0) kernels().crossEntropyBackward(ld, tg, lse, dloss, dl, rows, V);
     return [new Tensor(dl, shape, 'f32')];
   });

@@ -12,7 +12,7 @@ import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
-import { alloc, checkF32, dataOf, fmtShape } from './util.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
 export interface MlaAttentionOptions {
   /** Score scale (1/sqrt(dn + dr), times YaRN's mscale^2 where used). */
@@ -68,10 +68,11 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
     batch: B, heads: H, kvHeads: H, tq: T, tk: S, dqk: dq, dv, scale: opts.scale, causalOffset,
     qStrides: [T * H * dq, H * dq, dq], kStrides: [S * H * dq, H * dq, dq], vStrides: [S * H * W, H * W, W], oStrides: [T * H * dv, H * dv, dv],
   };
-  const y = alloc(B * T * H * dv);
+  const live = B * T * H * dv > 0 && S > 0;
+  // the kernels overwrite out, lse, dq, dV and (with the k^C copy) all of dkvb when live
+  const y = live ? allocUninit(B * T * H * dv) : alloc(B * T * H * dv);
   const lse = alloc(B * H * T);
   const nK = B * S * H * dq;
-  const live = y.length > 0 && S > 0;
   if (live) {
     const K = buf('K', nK);
     assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
@@ -81,8 +82,8 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
 
   return attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
-    const dqb = alloc(qd.length);
-    const dkvb = alloc(kvd.length);
+    const dqb = live ? allocUninit(qd.length) : alloc(qd.length);
+    const dkvb = live ? allocUninit(kvd.length) : alloc(kvd.length);
     const dpe = alloc(ped.length);
     if (live) {
       const K = buf('K', nK);

@@ -7,7 +7,7 @@
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { alloc, checkF32, dataOf, fmtShape } from './util.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
 /** RMSNorm over the last dim: x [..., D], w [D]. */
 export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
@@ -22,14 +22,14 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   const xd = dataOf(x);
   const wd = dataOf(w);
   const rows = cols === 0 ? 0 : xd.length / cols;
-  const y = alloc(xd.length);
+  const y = allocUninit(xd.length); // the kernel writes every row
   const rstd = alloc(rows);
   if (rows > 0) kernels().rmsNorm(xd, wd, y, rstd, rows, cols, eps);
   const out = new Tensor(y, x.shape, 'f32');
   if (!x.requiresGrad && !w.requiresGrad) return out;
   return attach(out, 'rmsNorm', [x, w], (g) => {
-    const dx = alloc(xd.length);
-    const dw = alloc(cols);
+    const dx = allocUninit(xd.length);
+    const dw = alloc(cols); // accumulated into
     if (rows > 0) kernels().rmsNormBackward(xd, wd, rstd, dataOf(g), dx, dw, rows, cols);
     return [x.requiresGrad ? new Tensor(dx, x.shape, 'f32') : null, w.requiresGrad ? new Tensor(dw, w.shape, 'f32') : null];
   });

@@ -10,7 +10,7 @@
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { alloc, checkF32, dataOf, fmtShape, rowStarts, shapeSize } from './util.js';
+import { allocUninit, checkF32, dataOf, fmtShape, rowStarts, shapeSize } from './util.js';
 
 /** Rotates rows of src (row r starting at starts[r]) into dst (contiguous rows of dr). */
 function rotate(src: Float32Array, starts: Int32Array | Float64Array, dst: Float32Array, rows: number, dr: number,
@@ -51,7 +51,7 @@ export function ropeInterleaved(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const sd = dataOf(sin);
   const rows = dr === 0 ? 0 : x.size / dr;
   const mid = shapeSize(x.shape.slice(2, x.ndim - 1));
-  const y = alloc(x.size);
+  const y = allocUninit(x.size); // every element is written
   if (rows > 0) {
     // strided rows (e.g. the rope slice of a projection) are read in place; else the kernel
     if (!x.isContiguous() && x.strides[x.ndim - 1] === 1) rotate(x.data as Float32Array, rowStarts(x), y, rows, dr, mid, T, cd, sd);
@@ -61,7 +61,7 @@ export function ropeInterleaved(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   if (!x.requiresGrad) return out;
   const shape = x.shape;
   return attach(out, 'ropeInterleaved', [x], (g) => {
-    const dx = alloc(y.length);
+    const dx = allocUninit(y.length);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, dr, 0, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
   });
@@ -91,13 +91,13 @@ export function ropeTail(x: Tensor, cos: Tensor, sin: Tensor, dr: number): Tenso
   const xd = dataOf(x);
   const rows = d === 0 ? 0 : xd.length / d;
   const mid = shapeSize(x.shape.slice(2, x.ndim - 1));
-  const y = alloc(xd.length);
+  const y = allocUninit(xd.length);
   if (rows > 0) kernels().ropeRows(xd, y, rows, d, d - dr, dr, mid, T, cd, sd, false);
   const out = new Tensor(y, x.shape, 'f32');
   if (!x.requiresGrad) return out;
   const shape = x.shape;
   return attach(out, 'ropeTail', [x], (g) => {
-    const dx = alloc(y.length);
+    const dx = allocUninit(y.length);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, d, d - dr, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
   });

@@ -3,6 +3,7 @@
  * the shapes, graph-free access to contiguous float32 data, broadcasting of shapes, and
  * iteration over the rows (last dimension) of strided tensors.
  */
+import { Buffer } from 'node:buffer';
 import { Tensor, contiguousStrides, fmtShape, shapeSize, type Shape } from '../tensor.js';
 
 /** Throws unless t is a float32 tensor. */
@@ -150,3 +151,16 @@ export function alloc(n: number): Float32Array {
   slabOff += bytes;
   return a;
 }
+
+/**
+ * A Float32Array of n elements with UNSPECIFIED contents (not zero-filled), for outputs that a
+ * kernel overwrites entirely (a GEMM with beta 0, a row kernel writing every row). Skips the
+ * memset that calloc does on recycled memory: a training step writes ~0.5 GB of such outputs.
+ * Small sizes (where the saving is nil) come from `alloc`.
+ */
+export function allocUninit(n: number): Float32Array {
+  if (n < UNINIT_MIN) return alloc(n);
+  const b = Buffer.allocUnsafeSlow(n * 4); // its own ArrayBuffer, byteOffset 0
+  return new Float32Array(b.buffer, b.byteOffset, n);
+}
+const UNINIT_MIN = 4096;
