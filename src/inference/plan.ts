@@ -16,7 +16,7 @@ import type { DecoderLayer } from '../model/decoder-layer.js';
 import { MoE } from '../model/moe.js';
 import type { SwiGluMlp } from '../model/mlp.js';
 import type { RMSNorm } from '../model/rmsnorm.js';
-import type { RouterConfig } from '../model/router.js';
+import { ExpertSelector, type RouterConfig } from '../model/router.js';
 import { denseRows } from '../model/weights.js';
 import { type PreparedLinear, prepareLinear } from './linear.js';
 
@@ -39,6 +39,8 @@ export interface MoePlan {
   readonly gateW: Float32Array;
   /** e_score_correction_bias [E] (selection only), or null. */
   readonly bias: Float32Array | null;
+  /** Expert selection on preallocated scratch (shared with the model's router). */
+  readonly selector: ExpertSelector;
   readonly experts: readonly MlpPlan[];
   readonly shared: MlpPlan | null;
 }
@@ -123,6 +125,7 @@ export function planLayer(layer: DecoderLayer): LayerPlan {
       rc: mlp.router,
       gateW: f32Of(mlp.gateWeight),
       bias: mlp.bias ? f32Of(mlp.bias) : null,
+      selector: new ExpertSelector(mlp.router),
       experts: mlp.experts.map(planMlp),
       shared: mlp.shared ? planMlp(mlp.shared) : null,
     };

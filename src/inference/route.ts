@@ -14,25 +14,6 @@ import type { Kernels } from '../engine/kernels.js';
 import type { MoePlan } from './plan.js';
 import type { Workspace } from './workspace.js';
 
-/** Indices of the k largest v[0..n) among allowed ones, descending, ties to the lower index. */
-function topIndices(v: Float64Array, n: number, k: number, allowed: Uint8Array | null, out: Int32Array, off: number): void {
-  for (let j = 0; j < k; j++) {
-    let best = -1;
-    let bestV = -Infinity;
-    for (let i = 0; i < n; i++) {
-      if (allowed && !allowed[i]) continue;
-      let taken = false;
-      for (let p = 0; p < j; p++) if (out[off + p] === i) taken = true;
-      if (taken) continue;
-      if (best < 0 || v[i]! > bestV) {
-        best = i;
-        bestV = v[i]!;
-      }
-    }
-    out[off + j] = best;
-  }
-}
-
 /**
  * Routes rows x [m, D] of one MoE layer: fills ws.scores [m, E], ws.topIdx / ws.topW [m, K]
  * and the per-expert dispatch lists (ws.offsets, ws.byExpertRow, ws.byExpertSlot).
@@ -49,37 +30,11 @@ export function routeRows(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Ar
   } else {
     kern.softmax(ws.rlogits, s, m, E);
   }
-  const grouped = rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup;
-  const per = E / rc.nGroup;
-  const c = ws.biased;
-  const bias = p.bias;
-  const allowed = grouped ? ws.allowed : null;
+  const selector = p.selector;
   const counts = ws.fill;
   counts.fill(0);
   for (let t = 0; t < m; t++) {
-    for (let e = 0; e < E; e++) c[e] = s[t * E + e]! + (bias ? bias[e]! : 0);
-    if (allowed) {
-      const gs = ws.groupScore;
-      for (let g = 0; g < rc.nGroup; g++) {
-        let m1 = -Infinity;
-        let m2 = -Infinity;
-        for (let i = g * per; i < (g + 1) * per; i++) {
-          const v = c[i]!;
-          if (v > m1) {
-            m2 = m1;
-            m1 = v;
-          } else if (v > m2) m2 = v;
-        }
-        gs[g] = rc.method === 'noaux_tc' ? m1 + m2 : m1;
-      }
-      topIndices(gs, rc.nGroup, rc.topkGroup, null, ws.groupKeep, 0);
-      allowed.fill(0);
-      for (let j = 0; j < rc.topkGroup; j++) {
-        const g = ws.groupKeep[j]!;
-        allowed.fill(1, g * per, (g + 1) * per);
-      }
-    }
-    topIndices(c, E, K, allowed, ws.topIdx, t * K);
+    selector.select(s, t * E, p.bias, ws.topIdx, t * K);
     // gates from the unbiased scores, float32 steps as the model's ops (gather, sum, div, mul)
     let sum = 0;
     for (let j = 0; j < K; j++) sum += s[t * E + ws.topIdx[t * K + j]!]!;

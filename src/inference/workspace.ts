@@ -49,10 +49,6 @@ export class Workspace {
   readonly fill: Int32Array;
   readonly byExpertRow: Int32Array;
   readonly byExpertSlot: Int32Array;
-  readonly biased: Float64Array;
-  readonly groupScore: Float64Array;
-  readonly groupKeep: Int32Array;
-  readonly allowed: Uint8Array;
   // ---- MTP -----------------------------------------------------------------------------------
   /** [enorm(emb(t_{i+1})) ; hnorm(h_i)] [rows, 2D], and h_i copied from the main model [rows, D]. */
   readonly cat: Float32Array;
@@ -111,10 +107,6 @@ export class Workspace {
     this.fill = new Int32Array(E);
     this.byExpertRow = new Int32Array(rows * K);
     this.byExpertSlot = new Int32Array(rows * K);
-    this.biased = new Float64Array(E);
-    this.groupScore = new Float64Array(Math.max(1, cfg.n_group));
-    this.groupKeep = new Int32Array(Math.max(1, cfg.topk_group));
-    this.allowed = new Uint8Array(E);
     this.cat = f(2 * D);
     this.hPrev = f(D);
     this.logitRows = logitRows;

@@ -94,29 +94,52 @@ function groupScores(c: Float64Array, rc: RouterConfig, out: Float64Array): void
 }
 
 /**
+ * Expert selection for one token at a time on preallocated scratch (paper Eq. 16 and the
+ * node-limited routing of section 2.1.2): the biased scores c = s + b, the group limit (keep the
+ * topk_group best groups), then the K largest c among the kept experts. Shared by the training
+ * path (`selectExperts`) and the allocation-free decode engine (src/inference/route.ts).
+ */
+export class ExpertSelector {
+  private readonly c: Float64Array;
+  private readonly gScore: Float64Array;
+  private readonly gKeep: Int32Array;
+  private readonly allowed: Uint8Array | null;
+
+  constructor(readonly rc: RouterConfig) {
+    this.c = new Float64Array(rc.experts);
+    this.gScore = new Float64Array(rc.nGroup);
+    this.gKeep = new Int32Array(rc.topkGroup);
+    const grouped = rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup;
+    this.allowed = grouped ? new Uint8Array(rc.experts) : null;
+  }
+
+  /** Writes the K chosen experts of the token whose scores start at s[sOff] into out[outOff..]. */
+  select(s: Float32Array, sOff: number, bias: Float32Array | null, out: Int32Array, outOff: number): void {
+    const { rc, c, allowed } = this;
+    const E = rc.experts;
+    for (let e = 0; e < E; e++) c[e] = s[sOff + e]! + (bias ? bias[e]! : 0);
+    if (allowed) {
+      const per = E / rc.nGroup;
+      groupScores(c, rc, this.gScore);
+      topIndices(this.gScore, rc.nGroup, rc.topkGroup, null, this.gKeep, 0);
+      allowed.fill(0);
+      for (const g of this.gKeep) allowed.fill(1, g * per, (g + 1) * per);
+    }
+    topIndices(c, E, rc.topK, allowed, out, outOff);
+  }
+}
+
+/**
  * Chooses K experts per token from scores s [N, E] (float32 data) and the optional bias [E]:
  * returns topkIdx [N, K] (descending biased score) and the per-expert load.
  */
 export function selectExperts(s: Float32Array, bias: Float32Array | null, tokens: number, rc: RouterConfig): { topkIdx: Int32Array; load: Int32Array } {
-  const E = rc.experts;
   const K = rc.topK;
   const topkIdx = new Int32Array(tokens * K);
-  const load = new Int32Array(E);
-  const c = new Float64Array(E);
-  const grouped = rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup;
-  const gScore = new Float64Array(rc.nGroup);
-  const gKeep = new Int32Array(rc.topkGroup);
-  const allowed = grouped ? new Uint8Array(E) : null;
-  const per = E / rc.nGroup;
+  const load = new Int32Array(rc.experts);
+  const selector = new ExpertSelector(rc);
   for (let t = 0; t < tokens; t++) {
-    for (let e = 0; e < E; e++) c[e] = s[t * E + e]! + (bias ? bias[e]! : 0);
-    if (allowed) {
-      groupScores(c, rc, gScore);
-      topIndices(gScore, rc.nGroup, rc.topkGroup, null, gKeep, 0);
-      allowed.fill(0);
-      for (const g of gKeep) allowed.fill(1, g * per, (g + 1) * per);
-    }
-    topIndices(c, E, K, allowed, topkIdx, t * K);
+    selector.select(s, t * rc.experts, bias, topkIdx, t * K);
     for (let j = 0; j < K; j++) load[topkIdx[t * K + j]!]!++;
   }
   return { topkIdx, load };
