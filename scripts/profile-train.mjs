@@ -2,7 +2,8 @@
 // seq 256): per phase (forward / backward / optimizer) wall and process CPU time, per kernel
 // wall time and GEMM flops by shape, and per autograd node (backward closures, by op name).
 // CPU time counts every thread of the process, so on a shared machine `cpu` is the better
-// measure of work done and `wall` of what a user would see on an idle one.
+// measure of work done and `wall` of what a user would see on an idle one. GEMM flops count
+// gemm and gemmBatch calls (the MoE experts' GEMMs).
 //
 //   node scripts/profile-train.mjs [--config F] [--batch B] [--seq S] [--steps N] [--warmup W]
 //                                  [--threads T] [--nodes] [--gemm] [--json]
@@ -55,12 +56,15 @@ function timed(inner) {
         e[0] += dt;
         e[1]++;
         kAcc.set(key, e);
-        if (key === 'gemm') {
-          const [ta, tb, m, n, k] = args;
-          const fl = 2 * m * n * k;
+        if (key === 'gemm' || key === 'gemmBatch') {
+          const [ta, tb] = args;
+          const dims = key === 'gemm' ? args.slice(2, 5) : Array.from(args[2]);
+          let fl = 0;
+          for (let i = 0; i < dims.length; i += 3) fl += 2 * dims[i] * dims[i + 1] * dims[i + 2];
+          const [m, n, k] = dims;
           gemmFlops += fl;
           if (values.gemm) {
-            const s = `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${m}x${n}x${k}`;
+            const s = key === 'gemm' ? `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${m}x${n}x${k}` : `batch ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} x${dims.length / 3}`;
             const g = gAcc.get(s) ?? [0, 0, 0];
             g[0] += dt;
             g[1]++;
@@ -162,6 +166,7 @@ const res = {
   wall_ms: { forward: r1(med(ph.fwd)), backward: r1(med(ph.bwd)), optimizer: r1(med(ph.opt)) },
   cpu_ms: { forward: r1(med(ph.cpuFwd)), backward: r1(med(ph.cpuBwd)), optimizer: r1(med(ph.cpuOpt)) },
   gemm_gflop: r1(gemmFlops / steps / 1e9),
+  gemm_gflops_per_s: r1(gemmFlops / 1e6 / ((kAcc.get('gemm')?.[0] ?? 0) + (kAcc.get('gemmBatch')?.[0] ?? 0))),
   kernels_ms: Object.fromEntries([...kAcc].sort((a, b) => b[1][0] - a[1][0]).map(([k, e]) => [k, [r1(e[0] / steps), e[1] / steps]])),
   other_ms: r1(ph.step.reduce((a, b) => a + b, 0) / steps - kSum),
   loadavg: (await import('node:os')).loadavg().map(r1),

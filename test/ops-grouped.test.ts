@@ -1,4 +1,4 @@
-// The fused routed-experts op (groupedExperts) and the row gather/scatter kernels under it:
+// The fused MoE FFN op (groupedExperts: routed experts, optionally the shared expert) and the row gather/scatter kernels under it:
 // forward and every gradient against the op-by-op composition (indexSelect, linear, swiglu,
 // mul, indexAdd), finite differences, deferred weight gradients, native == reference.
 import { test } from 'node:test';
@@ -91,6 +91,29 @@ test('groupedExperts equals the op-by-op composition: output and all gradients',
   }
 });
 
+test('groupedExperts with a shared expert equals shared MLP + routed composition', () => {
+  const [N, D, I, Is, E, K] = [50, 12, 8, 16, 6, 2];
+  const c = makeCase(N, D, I, E, K);
+  const sw = [randTensor(r, [Is, D], 0.3), randTensor(r, [Is, D], 0.3), randTensor(r, [D, Is], 0.3)];
+  const all: Case = { ...c, ws: [...c.ws, ...sw] };
+  const R = randData(r, N * D);
+  const withShared = (ws: Tensor[]) => ({ ...split(ws.slice(0, 3 * E), E), shared: { gate: ws[3 * E]!, up: ws[3 * E + 1]!, down: ws[3 * E + 2]! } });
+  const fused = runGrads(all, (x, g, ws) => ops.groupedExperts(x, g, c.idx, withShared(ws)), R);
+  const ref = runGrads(all, (x, g, ws) => {
+    const shared = ops.linear(ops.swiglu(ops.linear(x, ws[3 * E]!), ops.linear(x, ws[3 * E + 1]!)), ws[3 * E + 2]!);
+    return ops.add(shared, composed(x, g, c.idx, ws.slice(0, 3 * E), E));
+  }, R);
+  fused.forEach((v, i) => assertClose(v, ref[i]!, 2e-5, `tensor ${i}`, 1e-6));
+  const small = makeCase(5, 4, 3, 3, 2);
+  const s3 = [randTensor(r, [2, 4]), randTensor(r, [2, 4]), randTensor(r, [4, 2])];
+  gradcheck((x, g, ...ws) => ops.groupedExperts(x, g, small.idx, withSharedE(ws, 3)), [small.x, small.gates, ...small.ws, ...s3], { name: 'groupedExperts + shared' });
+  assert.throws(() => ops.groupedExperts(small.x, small.gates, small.idx, { ...split(small.ws, 3), shared: { gate: s3[0]!, up: s3[2]!, down: s3[2]! } }), /up \(shared\) \[4, 2\] must be \[2, 4\]/);
+});
+
+function withSharedE(ws: Tensor[], E: number): ops.ExpertWeights {
+  return { ...split(ws.slice(0, 3 * E), E), shared: { gate: ws[3 * E]!, up: ws[3 * E + 1]!, down: ws[3 * E + 2]! } };
+}
+
 test('groupedExperts: finite-difference gradients, frozen inputs, unused experts, errors', () => {
   const E = 4;
   const c = makeCase(6, 5, 3, E, 2);
@@ -109,16 +132,18 @@ test('groupedExperts: finite-difference gradients, frozen inputs, unused experts
 
 test('groupedExperts: deferred weight gradients equal the immediate ones', () => {
   const E = 5;
-  const c = makeCase(40, 8, 6, E, 2);
+  const c0 = makeCase(40, 8, 6, E, 2);
+  const c: Case = { ...c0, ws: [...c0.ws, randTensor(r, [4, 8]), randTensor(r, [4, 8]), randTensor(r, [8, 4])] };
   const R = randData(r, 40 * 8);
-  const now = runGrads(c, (x, g, ws) => ops.groupedExperts(x, g, c.idx, split(ws, E)), R);
+  const now = runGrads(c, (x, g, ws) => ops.groupedExperts(x, g, c.idx, withSharedE(ws, E)), R);
   const ps = [c.x, c.gates, ...c.ws].map((t) => Tensor.param(t.toF32Array(), t.shape));
-  const y = ops.groupedExperts(ps[0]!, ps[1]!, c.idx, split(ps.slice(2), E));
+  const y = ops.groupedExperts(ps[0]!, ps[1]!, c.idx, withSharedE(ps.slice(2), E));
   const { weightGrads } = ops.deferWeightGrads(() => y.backward(Tensor.fromF32(R, y.shape)));
-  assert.equal(weightGrads.length, 3 * E);
+  assert.equal(weightGrads.length, 3 * E + 3);
   assert.equal(ps[2]!.grad, null);
   // another call in between reuses the op's scratch buffers: the closures must not see it
-  runGrads(makeCase(40, 8, 6, E, 2), (x, g, ws) => ops.groupedExperts(x, g, c.idx, split(ws, E)), R);
+  const other: Case = { ...makeCase(40, 8, 6, E, 2), ws: c.ws.map((t) => randTensor(r, t.shape)) };
+  runGrads(other, (x, g, ws) => ops.groupedExperts(x, g, c.idx, withSharedE(ws, E)), R);
   for (const f of weightGrads) f();
   assert.throws(() => weightGrads[0]!(), /already applied/);
   ps.forEach((p, i) => assertClose(p.grad!, now[i + 1]!, 1e-6, `grad ${i}`, 1e-7));
@@ -163,10 +188,45 @@ test('row gather/scatter kernels: native == reference', (t) => {
 
 test('groupedExperts: native == reference', (t) => {
   if (!requireNative(t)) return;
-  const c = makeCase(300, 32, 16, 8, 3);
+  const c0 = makeCase(300, 32, 16, 8, 3);
+  const c: Case = { ...c0, ws: [...c0.ws, randTensor(r, [24, 32]), randTensor(r, [24, 32]), randTensor(r, [32, 24])] };
   const R = randData(r, 300 * 32);
-  const f = () => runGrads(c, (x, g, ws) => ops.groupedExperts(x, g, c.idx, split(ws, 8)), R);
+  const f = () => runGrads(c, (x, g, ws) => ops.groupedExperts(x, g, c.idx, withSharedE(ws, 8)), R);
   const a = withBackend('native', f);
   const b = withBackend('reference', f);
   a.forEach((v, i) => assertClose(v, b[i]!, 1e-5, `tensor ${i}`, 1e-6));
+});
+
+test('gemmBatch: native == reference, every layout, uneven sizes, overlapping outputs', (t) => {
+  if (!requireNative(t)) return;
+  const nat = loadNativeKernels()!;
+  for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+    const sizes = [[37, 16, 24], [5, 16, 24], [0, 16, 24], [64, 16, 0], [129, 16, 24], [1, 16, 24]];
+    const lda = 150;
+    const ldb = 30;
+    const ldc = 20;
+    const dims = Int32Array.from(sizes.flat());
+    const as = sizes.map(([m, , k]) => randData(r, (ta ? k! : m!) * lda + 1));
+    const bs = sizes.map(() => randData(r, 40 * ldb));
+    for (const beta of [0, 1]) {
+      const base = randData(r, 200 * ldc * sizes.length);
+      // C regions: disjoint slices of one buffer
+      const views = (buf: Float32Array) => sizes.map((_, i) => buf.subarray(i * 200 * ldc, (i + 1) * 200 * ldc));
+      const ca = base.slice();
+      const cb = base.slice();
+      nat.gemmBatch(ta, tb, dims, 0.5, as, lda, bs, ldb, beta, views(ca), ldc);
+      referenceKernels.gemmBatch(ta, tb, dims, 0.5, as, lda, bs, ldb, beta, views(cb), ldc);
+      assertClose(ca, cb, 1e-5, `gemmBatch ${ta} ${tb} beta ${beta}`, 1e-5);
+      // overlapping C regions (the same one twice, accumulating): run in order
+      const shared = new Float32Array(200 * ldc);
+      const twice = Int32Array.of(...sizes[0]!, ...sizes[0]!);
+      nat.gemmBatch(ta, tb, twice, 1, [as[0]!, as[0]!], lda, [bs[0]!, bs[0]!], ldb, 1, [shared, shared], ldc);
+      const ref = new Float32Array(200 * ldc);
+      referenceKernels.gemm(ta, tb, 37, 16, 24, 2, as[0]!, lda, bs[0]!, ldb, 0, ref, ldc);
+      assertClose(shared, ref, 1e-5, 'overlapping outputs accumulate', 1e-5);
+    }
+  }
+  assert.throws(() => nat.gemmBatch(false, false, Int32Array.of(4, 4, 4), 1, [new Float32Array(15)], 4, [new Float32Array(16)], 4, 0, [new Float32Array(16)], 4), /as\[0\]/);
+  assert.throws(() => nat.gemmBatch(false, false, Int32Array.of(4, 4, 4), 1, [new Float32Array(16)], 3, [new Float32Array(16)], 4, 0, [new Float32Array(16)], 4), /lda >= 4/);
+  assert.throws(() => nat.gemmBatch(false, false, Int32Array.of(4, 4), 1, [], 4, [], 4, 0, [], 4), TypeError);
 });

@@ -24,6 +24,15 @@ export interface Kernels {
   gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
     a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
   /**
+   * A batch of independent GEMMs sharing the transposes, alpha, beta and leading dimensions:
+   * C_i = alpha * op(A_i) * op(B_i) + beta * C_i with (m_i, n_i, k_i) = dims[3i .. 3i+2], for
+   * i < dims.length / 3 (operands as, bs, cs: one array per GEMM, e.g. subarray views). The
+   * GEMMs may run concurrently (the native kernel runs each on one thread, largest first), so
+   * C regions must not overlap (if they do, they run in order, one at a time).
+   */
+  gemmBatch(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Float32Array[], lda: number,
+    bs: readonly Float32Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
+  /**
    * Same as gemm but B holds bfloat16 bit patterns (Uint16Array). A is float32 and is rounded
    * to bfloat16 (round-to-nearest-even) before multiplying; accumulation is float32.
    */

@@ -59,6 +59,7 @@ export function loadNativeKernels(): Kernels | null {
   nativeKernels = {
     name: 'native',
     gemm: has('gemmF32') ? a.gemmF32 : ref.gemm,
+    gemmBatch: has('gemmBatch') ? a.gemmBatch : ref.gemmBatch,
     gemmBf16: has('gemmBf16') ? a.gemmBf16 : ref.gemmBf16,
     linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,
     binary: has('binary') ? a.binary : ref.binary,

@@ -6,9 +6,10 @@
  *
  * Sparse dispatch: the (token, slot) pairs are grouped per expert, each expert runs one SwiGLU
  * over exactly its tokens, outputs are scaled by their gates and scattered back. With float32
- * experts (training) all of this is one fused op, `groupedExperts` (one gather, per-expert
- * GEMMs on contiguous slices, one SwiGLU, one gate-scaled scatter-add, and the matching fused
- * backward); bf16/FP8 checkpoint experts run per expert through indexSelect / indexAdd.
+ * experts (training) the shared and routed experts are one fused op, `groupedExperts` (one
+ * gather, per-expert GEMMs on contiguous slices, one SwiGLU, one gate-scaled scatter-add, and
+ * the matching fused backward); bf16/FP8 checkpoint experts run per expert through
+ * indexSelect / indexAdd.
  * No capacity factor and no token dropping.
  */
 import { add, cat, expertPlan, groupedExperts, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
@@ -17,6 +18,7 @@ import type { ModelConfig } from './config.js';
 import { SwiGluMlp } from './mlp.js';
 import type { ParamSource } from './params.js';
 import { type RouterConfig, type Routing, routeTokens, routerConfig } from './router.js';
+import type { F32Linear, LinearWeight } from './weights.js';
 
 /** For each expert, its (token, slot) pairs in token order: rows[k] is a token, slots[k] = token*K + j. */
 export function dispatchPlan(r: Routing): { offsets: Int32Array; rows: Int32Array; slots: Int32Array } {
@@ -48,21 +50,26 @@ export class MoE {
     const D = x.shape[x.ndim - 1]!;
     const flat = x.reshape([-1, D]);
     const routing = routeTokens(flat, this.gateWeight, this.bias, this.router);
-    let out = this.routedF32(flat, routing) ?? this.routedPerExpert(flat, routing);
-    if (this.shared) out = add(this.shared.forward(flat), out);
+    let out = this.fusedF32(flat, routing);
+    if (!out) {
+      out = this.routedPerExpert(flat, routing);
+      if (this.shared) out = add(this.shared.forward(flat), out);
+    }
     return { out: out.reshape(x.shape), routing };
   }
 
-  /** The routed experts as one fused op, when every expert weight is float32; else null. */
-  private routedF32(flat: Tensor, routing: Routing): Tensor | null {
-    const ws = { gate: [] as Tensor[], up: [] as Tensor[], down: [] as Tensor[] };
-    for (const ex of this.experts) {
-      if (ex.gate.kind !== 'f32' || ex.up.kind !== 'f32' || ex.down.kind !== 'f32') return null;
-      ws.gate.push(ex.gate.weight);
-      ws.up.push(ex.up.weight);
-      ws.down.push(ex.down.weight);
-    }
-    return groupedExperts(flat, routing.weights, routing.topkIdx, ws);
+  /** Shared + routed experts as one fused op, when every expert weight is float32; else null. */
+  private fusedF32(flat: Tensor, routing: Routing): Tensor | null {
+    const f32 = (m: SwiGluMlp): boolean => m.gate.kind === 'f32' && m.up.kind === 'f32' && m.down.kind === 'f32';
+    const weight = (w: LinearWeight): Tensor => (w as F32Linear).weight;
+    if (!this.experts.every(f32) || (this.shared && !f32(this.shared))) return null;
+    const sh = this.shared;
+    return groupedExperts(flat, routing.weights, routing.topkIdx, {
+      gate: this.experts.map((m) => weight(m.gate)),
+      up: this.experts.map((m) => weight(m.up)),
+      down: this.experts.map((m) => weight(m.down)),
+      shared: sh ? { gate: weight(sh.gate), up: weight(sh.up), down: weight(sh.down) } : null,
+    });
   }
 
   /** The routed experts one by one (any weight format): gather, SwiGLU, gate, scatter-add. */

@@ -1,22 +1,23 @@
 /**
- * The routed experts of a DeepSeekMoE layer (DeepSeek-V3 Eq. 12, the Σ_i g_{i,t} FFN_i(u_t)
- * term) as ONE differentiable op over all experts:
+ * The FFN of a DeepSeekMoE layer (DeepSeek-V3 Eq. 12, h'_t - u_t) as ONE differentiable op:
  *
- *   out[t] = Σ_{j<K} gates[t, j] · W2_e (silu(W1_e x_t) ⊙ W3_e x_t),   e = topkIdx[t, j]
+ *   out[t] = S(x_t) + Σ_{j<K} gates[t, j] · F_e(x_t),   e = topkIdx[t, j],
+ *   F_e(x) = W2_e (silu(W1_e x) ⊙ W3_e x)   (routed expert e),  S: the optional shared expert(s).
  *
- * Forward: the (token, slot) pairs are grouped per expert (`expertPlan`), the tokens' rows are
- * gathered once into one [N·K, D] block, each expert runs its gate/up GEMMs on its contiguous
- * slice of that block, one SwiGLU kernel covers every row, each expert's down GEMM writes its
- * slice of Y [N·K, D], and one gate-scaled scatter-add combines Y into the output. Only the
- * gate and up projections G, U [N·K, I] are kept for the backward; everything else lives in
- * scratch buffers reused across calls.
+ * Forward: the shared expert runs on x as is and its down GEMM writes `out`; the (token, slot)
+ * pairs are grouped per expert (`expertPlan`), the tokens' rows gathered once into one [N·K, D]
+ * block, each expert runs its gate/up GEMMs on its contiguous slice of that block, one SwiGLU
+ * kernel covers every row, each expert's down GEMM writes its slice of Y [N·K, D], and one
+ * gate-scaled scatter-add adds Y into `out`. Only the gate and up projections (G, U) are kept
+ * for the backward; everything else lives in scratch buffers reused across calls.
  *
  * Backward, with dYu = dout rows gathered per pair (unscaled) and H = silu(G) ⊙ U recomputed:
  *   dHu = dYu W2_e           dgate[p] = dHu[p] · H[p]       (= dout[t] · Y[p])
  *   dH = gate_p dHu          dW2_e += dYu^T (gate ⊙ H)       (= (gate ⊙ dYu)^T H)
  *   dG, dU = SwiGLU backward  dW1_e += dG^T X, dW3_e += dU^T X
- *   dX rows = dG W1_e + dU W3_e, scatter-added to dx.
- * Weight gradients go straight into the parameters' `.grad` (or are deferred inside
+ *   dX rows = dG W1_e + dU W3_e, scatter-added to dx (which the shared expert's dX started).
+ * x thus gets one gradient from the whole FFN, not one per projection that reads it. Weight
+ * gradients go straight into the parameters' `.grad` (or are deferred inside
  * `deferWeightGrads`), like `linear`'s.
  */
 import { attach } from '../autograd.js';
@@ -64,6 +65,8 @@ export interface ExpertWeights {
   up: readonly Tensor[];
   /** W2_e (down_proj) [D, I]. */
   down: readonly Tensor[];
+  /** The shared expert(s) as one SwiGLU FFN (gate/up [Is, D], down [D, Is]), if any. */
+  shared?: { gate: Tensor; up: Tensor; down: Tensor } | null;
 }
 
 // Scratch buffers of the op, grown on demand and reused by every call (never handed out: they
@@ -78,26 +81,55 @@ function scratchBuf(name: string, n: number): Float32Array {
   return b.subarray(0, n);
 }
 
-function checkWeights(w: ExpertWeights, D: number): number {
+/**
+ * GEMMs collected per expert and run as `gemmBatch` calls (concurrently, one per thread): one
+ * call per beta, for the caller's beta and, for weight gradients, beta 0 (fresh .grad) / 1.
+ */
+class GemmBatch {
+  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Float32Array[], bs: [] as Float32Array[], cs: [] as Float32Array[] }));
+  add(m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, beta: 0 | 1 = 0): void {
+    if (m === 0 || n === 0) return;
+    const p = this.parts[beta]!;
+    p.dims.push(m, n, k);
+    p.as.push(a);
+    p.bs.push(b);
+    p.cs.push(c);
+  }
+  /** Runs the GEMMs; those added with beta 0 use `beta0` (the caller's beta). */
+  run(transA: boolean, transB: boolean, lda: number, ldb: number, beta0: number, ldc: number): void {
+    this.parts.forEach((p, i) => {
+      if (p.as.length > 0) kernels().gemmBatch(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs, ldb, i === 0 ? beta0 : 1, p.cs, ldc);
+    });
+  }
+}
+
+function checkFfn(what: string, gate: Tensor, up: Tensor, down: Tensor, I: number, D: number): void {
+  for (const [part, t, shape] of [['gate', gate, [I, D]], ['up', up, [I, D]], ['down', down, [D, I]]] as const) {
+    checkF32('groupedExperts', t, `${part}${what}`);
+    if (t.ndim !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+      throw new Error(`groupedExperts: ${part}${what} ${fmtShape(t.shape)} must be ${fmtShape(shape)}`);
+    }
+  }
+}
+
+/** Validates the weights; returns the routed and shared intermediate sizes. */
+function checkWeights(w: ExpertWeights, D: number): { I: number; Is: number } {
   const E = w.gate.length;
   if (E === 0 || w.up.length !== E || w.down.length !== E) {
     throw new Error(`groupedExperts: need the same non-zero number of gate, up and down weights, got ${w.gate.length}, ${w.up.length}, ${w.down.length}`);
   }
   const I = w.gate[0]!.shape[0]!;
-  for (let e = 0; e < E; e++) {
-    for (const [what, t, shape] of [['gate', w.gate[e]!, [I, D]], ['up', w.up[e]!, [I, D]], ['down', w.down[e]!, [D, I]]] as const) {
-      checkF32('groupedExperts', t, `${what}[${e}]`);
-      if (t.ndim !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
-        throw new Error(`groupedExperts: ${what}[${e}] ${fmtShape(t.shape)} must be ${fmtShape(shape)}`);
-      }
-    }
-  }
-  return I;
+  for (let e = 0; e < E; e++) checkFfn(`[${e}]`, w.gate[e]!, w.up[e]!, w.down[e]!, I, D);
+  const sh = w.shared;
+  const Is = sh ? sh.gate.shape[0]! : 0;
+  if (sh) checkFfn(' (shared)', sh.gate, sh.up, sh.down, Is, D);
+  return { I, Is };
 }
 
 /**
- * Routed-expert output [N, D] of x [N, D] with gates [N, K] (differentiable) and the experts
- * chosen per token topkIdx [N·K] (constants). See the module comment.
+ * FFN output [N, D] of x [N, D]: the shared expert (if any) plus the routed experts with gates
+ * [N, K] (differentiable) and the experts chosen per token topkIdx [N·K] (constants). See the
+ * module comment.
  */
 export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
   checkF32('groupedExperts', x, 'x');
@@ -108,9 +140,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const K = gates.shape[1]!;
   if (topkIdx.length !== N * K) throw new Error(`groupedExperts: ${topkIdx.length} expert indices for gates ${fmtShape(gates.shape)}`);
   const E = w.gate.length;
-  const I = checkWeights(w, D);
-  const plan = expertPlan(topkIdx, K, E);
-  const { offsets, rows, slots } = plan;
+  const { I, Is } = checkWeights(w, D);
+  const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
   const k = kernels();
   const xd = dataOf(x);
@@ -118,55 +149,101 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const wg = w.gate.map(dataOf);
   const wu = w.up.map(dataOf);
   const wdn = w.down.map(dataOf);
+  const sh = w.shared ?? null;
+  const sw = sh ? { g: dataOf(sh.gate), u: dataOf(sh.up), d: dataOf(sh.down) } : null;
   const gp = new Float32Array(P); // gate of each pair
   for (let p = 0; p < P; p++) gp[p] = gd[slots[p]!]!;
+  const routed = P > 0 && D > 0 && I > 0;
+  const buf = scratchBuf;
 
+  // shared expert: its down GEMM (beta 0) writes all of out
+  const Gs = sw ? allocUninit(N * Is) : null;
+  const Us = sw ? allocUninit(N * Is) : null;
+  const out = sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D);
+  if (sw && N * D > 0) {
+    k.gemm(false, true, N, Is, D, 1, xd, D, sw.g, D, 0, Gs!, Is);
+    k.gemm(false, true, N, Is, D, 1, xd, D, sw.u, D, 0, Us!, Is);
+    const Hs = buf('Hs', N * Is);
+    k.siluMul(Gs!, Us!, Hs, N * Is);
+    k.gemm(false, true, N, D, Is, 1, Hs, Is, sw.d, Is, 0, out, D);
+  }
+  // routed experts
   const G = allocUninit(P * I); // every row belongs to one expert, whose GEMMs write it
   const U = allocUninit(P * I);
-  const out = alloc(N * D);
-  if (P > 0 && D > 0 && I > 0) {
-    const buf = scratchBuf;
+  if (routed) {
     const X = buf('X', P * D);
     k.gatherRows(xd, rows, null, X, P, D);
     const H = buf('H', P * I);
-    for (let e = 0; e < E; e++) {
-      const a = offsets[e]!;
-      const n = offsets[e + 1]! - a;
-      if (n === 0) continue;
-      k.gemm(false, true, n, I, D, 1, X.subarray(a * D), D, wg[e]!, D, 0, G.subarray(a * I), I);
-      k.gemm(false, true, n, I, D, 1, X.subarray(a * D), D, wu[e]!, D, 0, U.subarray(a * I), I);
-    }
-    k.siluMul(G, U, H, P * I);
     const Y = buf('Y', P * D);
+    const gu = new GemmBatch(); // G_e = X_e W1_e^T, U_e = X_e W3_e^T
+    const down = new GemmBatch(); // Y_e = H_e W2_e^T
     for (let e = 0; e < E; e++) {
       const a = offsets[e]!;
       const n = offsets[e + 1]! - a;
-      if (n > 0) k.gemm(false, true, n, D, I, 1, H.subarray(a * I), I, wdn[e]!, I, 0, Y.subarray(a * D), D);
+      gu.add(n, I, D, X.subarray(a * D), wg[e]!, G.subarray(a * I));
+      gu.add(n, I, D, X.subarray(a * D), wu[e]!, U.subarray(a * I));
+      down.add(n, D, I, H.subarray(a * I), wdn[e]!, Y.subarray(a * D));
     }
+    gu.run(false, true, D, D, 0, I);
+    k.siluMul(G, U, H, P * I);
+    down.run(false, true, I, I, 0, D);
     k.scatterAddRows(Y, rows, gp, out, P, D);
   }
   const result = new Tensor(out, [N, D], 'f32');
-  const params = [...w.gate, ...w.up, ...w.down];
+  const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
   if (!x.requiresGrad && !gates.requiresGrad && !params.some((t) => t.requiresGrad)) return result;
 
   return attach(result, 'groupedExperts', [x, gates, ...params], (g) => {
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers
-    const buf = weightGradsDeferred() ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
+    const deferring = weightGradsDeferred();
+    const buf = deferring ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
     const dout = dataOf(g);
-    const dx = x.requiresGrad ? alloc(N * D) : null;
-    const dgates = gates.requiresGrad ? alloc(N * K) : null;
     const wGrads: (Tensor | null)[] = params.map(() => null);
-    if (P > 0 && D > 0 && I > 0) {
+    /**
+     * dW (+)= A^T B for weight param i ([m, n], A [rows, m], B [rows, n]) into its .grad (or a
+     * returned gradient): added to `batch` to run with the others, or, when weight gradients are
+     * deferred (or no batch is given), computed by its own GEMM whenever its closure runs.
+     */
+    const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Float32Array, B: Float32Array, batch?: GemmBatch): void => {
+      const wt = params[i]!;
+      if (!wt.requiresGrad) return;
+      // rowsAB > 0 here, so a beta-0 GEMM overwrites a fresh .grad entirely
+      const dW = (into: Tensor, beta: 0 | 1): void => {
+        if (batch && !deferring) batch.add(m, n, rowsAB, A, B, into.f32(), beta);
+        else k.gemm(true, false, m, n, rowsAB, 1, A, m, B, n, beta, into.f32(), n);
+      };
+      if (!accumulateWeightGrad(wt, dW)) dW((wGrads[i] = Tensor.zeros([m, n])), 1);
+    };
+    const dx = x.requiresGrad ? (sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D)) : null;
+    const dgates = gates.requiresGrad ? alloc(N * K) : null;
+    if (sw && N * D > 0) {
+      const Hs = buf('Hs', N * Is);
+      k.siluMul(Gs!, Us!, Hs, N * Is);
+      const dHs = buf('dHs', N * Is);
+      k.gemm(false, false, N, Is, D, 1, dout, D, sw.d, Is, 0, dHs, Is);
+      weightGrad(3 * E + 2, D, Is, N, dout, Hs);
+      const dGs = buf('dGs', N * Is);
+      const dUs = buf('dUs', N * Is);
+      k.siluMulBackward(Gs!, Us!, dHs, dGs, dUs, N * Is);
+      weightGrad(3 * E, Is, D, N, dGs, xd);
+      weightGrad(3 * E + 1, Is, D, N, dUs, xd);
+      if (dx) {
+        k.gemm(false, false, N, D, Is, 1, dGs, Is, sw.g, D, 0, dx, D);
+        k.gemm(false, false, N, D, Is, 1, dUs, Is, sw.u, D, 1, dx, D);
+      }
+    }
+    if (routed) {
       const dY = buf('Y', P * D); // dout rows of each pair, unscaled
       k.gatherRows(dout, rows, null, dY, P, D);
       const H = buf('H', P * I);
       k.siluMul(G, U, H, P * I);
       const dH = buf('dH', P * I);
+      const dh = new GemmBatch(); // dHu_e = dY_e W2_e
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
-        const n = offsets[e + 1]! - a;
-        if (n > 0) k.gemm(false, false, n, I, D, 1, dY.subarray(a * D), D, wdn[e]!, I, 0, dH.subarray(a * I), I);
+        dh.add(offsets[e + 1]! - a, I, D, dY.subarray(a * D), wdn[e]!, dH.subarray(a * I));
       }
+      dh.run(false, false, D, I, 0, I);
       if (dgates) {
         const dp = buf('dgate', P);
         k.rowDot(dH, H, dp, P, I);
@@ -175,35 +252,37 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       k.scaleRows(dH, gp, dH, P, I);
       k.scaleRows(H, gp, H, P, I);
       // dW2_e = dY_e^T (gate ⊙ H_e): [D, n] x [n, I]
+      const dw2 = new GemmBatch();
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
-        const wt = w.down[e]!;
-        if (n === 0 || !wt.requiresGrad) continue;
-        const dW = (into: Tensor): void => k.gemm(true, false, D, I, n, 1, dY.subarray(a * D), D, H.subarray(a * I), I, 1, into.f32(), I);
-        if (!accumulateWeightGrad(wt, dW)) dW((wGrads[2 * E + e] = Tensor.zeros([D, I])));
+        if (n > 0) weightGrad(2 * E + e, D, I, n, dY.subarray(a * D), H.subarray(a * I), dw2);
       }
+      dw2.run(true, false, D, I, 0, I);
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
       const X = buf('X', P * D);
       k.gatherRows(xd, rows, null, X, P, D);
       const dX = buf('Y', P * D); // dY is no longer needed
+      const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e
+      const dxg = new GemmBatch(); // dX_e = dG_e W1_e ...
+      const dxu = new GemmBatch(); // ... + dU_e W3_e
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
         if (n === 0) continue;
-        for (const [which, wt, dZ] of [[0, w.gate[e]!, dG], [1, w.up[e]!, dU]] as const) {
-          if (!wt.requiresGrad) continue;
-          const dW = (into: Tensor): void => k.gemm(true, false, I, D, n, 1, dZ.subarray(a * I), I, X.subarray(a * D), D, 1, into.f32(), D);
-          if (!accumulateWeightGrad(wt, dW)) dW((wGrads[which * E + e] = Tensor.zeros([I, D])));
-        }
-        if (dx) {
-          k.gemm(false, false, n, D, I, 1, dG.subarray(a * I), I, wg[e]!, D, 0, dX.subarray(a * D), D);
-          k.gemm(false, false, n, D, I, 1, dU.subarray(a * I), I, wu[e]!, D, 1, dX.subarray(a * D), D);
-        }
+        weightGrad(e, I, D, n, dG.subarray(a * I), X.subarray(a * D), dw13);
+        weightGrad(E + e, I, D, n, dU.subarray(a * I), X.subarray(a * D), dw13);
+        dxg.add(n, D, I, dG.subarray(a * I), wg[e]!, dX.subarray(a * D));
+        dxu.add(n, D, I, dU.subarray(a * I), wu[e]!, dX.subarray(a * D));
       }
-      if (dx) k.scatterAddRows(dX, rows, null, dx, P, D);
+      dw13.run(true, false, I, D, 0, D);
+      if (dx) {
+        dxg.run(false, false, I, D, 0, D);
+        dxu.run(false, false, I, D, 1, D);
+        k.scatterAddRows(dX, rows, null, dx, P, D);
+      }
     }
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
   });

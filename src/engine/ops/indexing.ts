@@ -54,12 +54,13 @@ export function embedding(weight: Tensor, ids: Tensor | Int32Array): Tensor {
   return attach(out, 'embedding', [weight], (g) => {
     // dW: the rows of g scatter-added at the ids, straight into weight.grad when it is a leaf
     const gd = dataOf(g);
-    const addRows = (into: Tensor): void => {
+    const addRows = (into: Tensor, beta: 0 | 1): void => {
+      if (beta === 0) into.f32().fill(0);
       if (n > 0 && D > 0) kernels().scatterAddRows(gd, idc, null, into.f32(), n, D);
     };
     if (accumulateWeightGrad(weight, addRows)) return [null];
     const dw = empty([V, D]);
-    addRows(dw);
+    addRows(dw, 1);
     return [dw];
   });
 }

@@ -94,25 +94,30 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   return attach(out, 'linear', [x, w], (g) => {
     const gx = x.requiresGrad ? linearGradInput(g, w) : null;
     let gw: Tensor | null = null;
-    if (wGrad && !accumulateWeightGrad(w, (into) => linearGradWeight(g, x, into))) gw = linearGradWeight(g, x);
+    if (wGrad && !accumulateWeightGrad(w, (into, beta) => gradWeightInto(g, x, into, beta))) gw = linearGradWeight(g, x);
     return [gx, gw];
   });
 }
 
 /**
- * Adds a weight gradient straight into the leaf parameter w: `add(into)` must accumulate dW
- * into `into` (a contiguous float32 tensor of w's shape). Outside `deferWeightGrads` it runs now
- * on `w.grad` (zeros when null), which spares autograd a dW tensor and its copy into `.grad`;
- * inside, it is pushed as a deferred closure. Returns false, doing nothing, when w is not a
- * float32 leaf that requires grad (or its `.grad` is not a contiguous float32 tensor of its
- * shape): the caller then returns dW to autograd as usual.
+ * Adds a weight gradient straight into the leaf parameter w, which spares autograd a dW tensor
+ * and its copy into `.grad`. `add(into, beta)` gets `w.grad` (a contiguous float32 tensor of w's
+ * shape) and must write dW into it: accumulate (+=) when beta is 1; when beta is 0, `into` is a
+ * new tensor with unspecified contents (w had no gradient yet) that add must overwrite entirely.
+ * Outside `deferWeightGrads` this runs now; inside, it is pushed as a deferred closure. Returns
+ * false, doing nothing, when w is not a float32 leaf that requires grad (or its `.grad` is not a
+ * contiguous float32 tensor of its shape): the caller then returns dW to autograd as usual.
  */
-export function accumulateWeightGrad(w: Tensor, add: (into: Tensor) => void): boolean {
+export function accumulateWeightGrad(w: Tensor, add: (into: Tensor, beta: 0 | 1) => void): boolean {
   if (w.dtype !== 'f32' || !w.requiresGrad || w.node !== null) return false;
   const g = w.grad;
   if (g && (g.dtype !== 'f32' || !g.isContiguous() || !sameShape(g.shape, w.shape))) return false;
+  const run = (): void => {
+    if (w.grad) add(w.grad, 1);
+    else add((w.grad = new Tensor(allocUninit(w.size), w.shape, 'f32')), 0);
+  };
   if (!deferred) {
-    add((w.grad ??= Tensor.zeros(w.shape)));
+    run();
     return true;
   }
   let pending = true;
@@ -120,7 +125,7 @@ export function accumulateWeightGrad(w: Tensor, add: (into: Tensor) => void): bo
   deferred.push(() => {
     if (!pending) throw new Error(`deferred weight gradient of ${name} was already applied`);
     pending = false;
-    add((w.grad ??= Tensor.zeros(w.shape)));
+    run();
   });
   return true;
 }
@@ -170,12 +175,24 @@ export function linearGradWeight(gy: Tensor, x: Tensor, into?: Tensor): Tensor {
     }
     dw = into;
   } else dw = Tensor.zeros([nOut, nIn]);
-  if (rows > 0 && dw.size > 0) {
-    const gd = (g2.data as Float32Array).subarray(g2.offset);
-    const xd = (x2.data as Float32Array).subarray(x2.offset);
-    // C[out, in] = G^T[out, rows] * X[rows, in]
-    kernels().gemm(true, false, nOut, nIn, rows, 1, gd, Math.max(g2.strides[0]!, 1), xd, Math.max(x2.strides[0]!, 1),
-      into ? 1 : 0, dw.f32(), nIn);
-  }
+  gradWeightInto(g2, x2, dw, into ? 1 : 0);
   return dw;
+}
+
+/** dw = dY^T X (beta 0: dw's old contents ignored) or dw += dY^T X (beta 1); shapes checked by callers. */
+function gradWeightInto(gy: Tensor, x: Tensor, dw: Tensor, beta: 0 | 1): void {
+  const g2 = as2d(gy);
+  const x2 = as2d(x);
+  const rows = g2.shape[0]!;
+  const nOut = g2.shape[1]!;
+  const nIn = x2.shape[1]!;
+  if (dw.size === 0) return;
+  if (rows === 0) {
+    if (beta === 0) dw.f32().fill(0);
+    return;
+  }
+  const gd = (g2.data as Float32Array).subarray(g2.offset);
+  const xd = (x2.data as Float32Array).subarray(x2.offset);
+  // C[out, in] = G^T[out, rows] * X[rows, in]
+  kernels().gemm(true, false, nOut, nIn, rows, 1, gd, Math.max(g2.strides[0]!, 1), xd, Math.max(x2.strides[0]!, 1), beta, dw.f32(), nIn);
 }

@@ -4,6 +4,7 @@ import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
+import { gemmBatch } from './gemm-batch.js';
 import { linearFp8 } from './fp8-linear.js';
 import { adamw, sumSquares } from './optim.js';
 import * as rows from './rows.js';
@@ -11,6 +12,7 @@ import * as rows from './rows.js';
 export const referenceKernels: Kernels = {
   name: 'reference',
   gemm,
+  gemmBatch,
   gemmBf16,
   linearFp8,
   binary,

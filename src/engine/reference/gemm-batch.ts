@@ -1,0 +1,12 @@
+/** Reference batched GEMM: the GEMMs one after another with the reference gemm. */
+import { gemm } from './gemm.js';
+
+export function gemmBatch(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Float32Array[], lda: number,
+  bs: readonly Float32Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void {
+  if (dims.length % 3 !== 0) throw new RangeError(`gemmBatch: dims must hold (m, n, k) triples, got ${dims.length} values`);
+  const count = dims.length / 3;
+  if (as.length < count || bs.length < count || cs.length < count) throw new RangeError('gemmBatch: as, bs and cs need one array per GEMM');
+  for (let i = 0; i < count; i++) {
+    gemm(transA, transB, dims[3 * i]!, dims[3 * i + 1]!, dims[3 * i + 2]!, alpha, as[i]!, lda, bs[i]!, ldb, beta, cs[i]!, ldc);
+  }
+}
