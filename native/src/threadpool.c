@@ -33,6 +33,10 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/* 1 while this thread runs a pool task (or the tasks of a nested call, inline) */
+static _Thread_local int tl_in_task;
+int dsv3_in_task(void) { return tl_in_task; }
+
 /* Claim and run tasks of generation `gen` until none is left. */
 static void run_tasks(uint32_t gen, int thread) {
   for (;;) {
@@ -43,7 +47,9 @@ static void run_tasks(uint32_t gen, int thread) {
       if (atomic_compare_exchange_weak_explicit(&g_claim, &v, v + 1, memory_order_acq_rel, memory_order_acquire)) break;
     }
     int t = (int)(uint32_t)v;
+    tl_in_task = 1;
     g_job.fn(g_job.ctx, t, thread);
+    tl_in_task = 0;
     atomic_fetch_add_explicit(&g_done, 1, memory_order_acq_rel);
   }
 }
@@ -116,9 +122,15 @@ void dsv3_set_threads(int n) {
 void dsv3_parallel_for(int n_tasks, dsv3_task_fn fn, void* ctx) {
   pthread_once(&g_once, init_once);
   if (n_tasks <= 0) return;
-  if (n_tasks == 1 || g_nthreads <= 1 || atomic_exchange(&g_in_job, 1)) {
-    /* single task, single thread, or a nested call: run inline */
+  if (n_tasks == 1 || g_nthreads <= 1) { /* single task or single thread: run inline */
     for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    return;
+  }
+  if (atomic_exchange(&g_in_job, 1)) { /* a nested call (or the pool is busy): run inline */
+    const int was = tl_in_task;
+    tl_in_task = 1;
+    for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    tl_in_task = was;
     return;
   }
   uint32_t gen = atomic_load(&g_gen) + 1;

@@ -9,6 +9,9 @@ typedef void (*dsv3_task_fn)(void* ctx, int task, int thread);
  * must not call dsv3_parallel_for (nested calls run inline on the calling thread). */
 void dsv3_parallel_for(int n_tasks, dsv3_task_fn fn, void* ctx);
 int dsv3_threads(void);
+/* 1 when called from inside a dsv3_parallel_for task (any thread): a parallel call made now
+ * would run inline on this thread, so callers can plan for one thread. */
+int dsv3_in_task(void);
 /* Sets the number of threads used from now on (1..cores*4); default: DSV3_THREADS or the
  * number of online cores. */
 void dsv3_set_threads(int n);

@@ -189,8 +189,9 @@ static int run(gemm_prob* P) {
   }
   if (m <= GEMV_MAX_M) return ISA_FN(gemm_gemv)(P);
   grid_ctx G = {P, 1, 1, (m + MR - 1) / MR, (n + NR - 1) / NR, 0};
-  /* below ~1 MFLOP a second thread costs more (wake-up, cache traffic) than it saves */
-  int T = 2.0 * (double)m * (double)n * (double)P->k < 1e6 ? 1 : dsv3_threads();
+  /* below ~1 MFLOP a second thread costs more (wake-up, cache traffic) than it saves; inside
+   * a pool task (gemmBatch) the call runs on this thread alone: one tile, A and B packed once */
+  int T = 2.0 * (double)m * (double)n * (double)P->k < 1e6 || dsv3_in_task() ? 1 : dsv3_threads();
   for (; T > 1; T--) {
     double best = 0;
     for (int gm = 1; gm <= T; gm++) {
