@@ -59,11 +59,64 @@ function expertAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, D:
   }
 }
 
+/**
+ * One decode row with float32 weights: the gate and up projections of the K chosen experts and
+ * of the shared expert run as ONE batched call (kernels().gemmBatch runs each GEMV on its own
+ * thread, so both cores stream weights at once instead of splitting many tiny GEMVs), then the
+ * K down projections as a second batch; each routed output is added into h scaled by its gate.
+ * Returns false (nothing done) when some weight is not float32 or the shapes differ.
+ */
+function moeRowF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, D: number, h: Float32Array): boolean {
+  const K = p.rc.topK;
+  const sh = p.shared;
+  const I = p.experts[0]!.inter;
+  if (sh && !(sh.gate.f32 && sh.up.f32 && sh.down.f32)) return false;
+  const slots = K + (sh ? 1 : 0);
+  const dims = ws.rowDimsGu;
+  if (dims.length < 6 * slots) return false;
+  for (let j = 0; j < slots; j++) {
+    const q = j < K ? p.experts[ws.topIdx[j]!]! : sh!;
+    if (!q.gate.f32 || !q.up.f32 || !q.down.f32 || (j < K && q.inter !== I)) return false;
+    for (let t = 0; t < 2; t++) {
+      const c = 2 * j + t;
+      dims[3 * c] = 1;
+      dims[3 * c + 1] = q.inter;
+      dims[3 * c + 2] = D;
+      ws.rowA[c] = x;
+      ws.rowB[c] = t === 0 ? q.gate.f32 : q.up.f32;
+      ws.rowC[c] = ws.rowGu[c]!;
+    }
+  }
+  const ld = ws.rowGu[0]!.length;
+  kern.gemmBatch(false, true, dims.length === 6 * slots ? dims : dims.subarray(0, 6 * slots), 1, ws.rowA, D, ws.rowB, D, 0, ws.rowC, ld);
+  for (let j = 0; j < slots; j++) {
+    const n = j < K ? I : sh!.inter;
+    kern.siluMul(ws.rowGu[2 * j]!, ws.rowGu[2 * j + 1]!, ws.rowAct[j]!, n);
+  }
+  const dd = ws.rowDimsDown;
+  for (let j = 0; j < K; j++) {
+    dd[3 * j] = 1;
+    dd[3 * j + 1] = D;
+    dd[3 * j + 2] = I;
+    ws.rowA[j] = ws.rowAct[j]!;
+    ws.rowB[j] = p.experts[ws.topIdx[j]!]!.down.f32!;
+    ws.rowC[j] = ws.rowY[j]!;
+  }
+  kern.gemmBatch(false, true, dd, 1, ws.rowA, ld, ws.rowB, I, 0, ws.rowC, D);
+  for (let j = 0; j < K; j++) kern.axpy(ws.topW[j]!, ws.rowY[j]!, h, D);
+  if (sh) runLinear(kern, sh.down, 1, ws.rowAct[K]!, h, 1);
+  return true;
+}
+
 /** h[m, D] += MoE(x) for x [m, D] (x = post_attention_layernorm(h)). */
 export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array,
   prof: PhaseProfiler | null): void {
   routeRows(kern, p, ws, x, m, D);
   prof?.lap('ffn.router');
+  if (m === 1 && moeRowF32(kern, p, ws, x, D, h)) {
+    prof?.lap('ffn.experts');
+    return;
+  }
   const off = ws.offsets;
   for (let e = 0; e < p.rc.experts; e++) {
     const cnt = off[e + 1]! - off[e]!;

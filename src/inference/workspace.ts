@@ -38,6 +38,17 @@ export class Workspace {
   /** Rows gathered for one expert [rows, D] and its output [rows, D]. */
   readonly xs: Float32Array;
   readonly ys: Float32Array;
+  // ---- one decode row through the MoE: the K chosen experts (+ shared) as batched GEMVs ------
+  /** gate/up outputs of expert slot j at rowGu[2j], rowGu[2j+1]; activations rowAct[j]; routed outputs rowY[j]. */
+  readonly rowGu: Float32Array[];
+  readonly rowAct: Float32Array[];
+  readonly rowY: Float32Array[];
+  /** (m, n, k) triples and operand lists for kernels().gemmBatch, filled per token (no allocation). */
+  readonly rowDimsGu: Int32Array;
+  readonly rowDimsDown: Int32Array;
+  readonly rowA: Float32Array[];
+  readonly rowB: Float32Array[];
+  readonly rowC: Float32Array[];
   // ---- routing -------------------------------------------------------------------------------
   readonly rlogits: Float32Array;
   readonly scores: Float32Array;
@@ -99,6 +110,19 @@ export class Workspace {
     this.act = f(I);
     this.xs = f(D);
     this.ys = f(D);
+    const slots = K + 1;
+    const view = (buf: Float32Array, n: number, j: number): Float32Array => buf.subarray(j * n, (j + 1) * n);
+    const gu = new Float32Array(2 * slots * I);
+    const act = new Float32Array(slots * I);
+    const ys = new Float32Array(K * D);
+    this.rowGu = Array.from({ length: 2 * slots }, (_, j) => view(gu, I, j));
+    this.rowAct = Array.from({ length: slots }, (_, j) => view(act, I, j));
+    this.rowY = Array.from({ length: K }, (_, j) => view(ys, D, j));
+    this.rowDimsGu = new Int32Array(3 * 2 * slots);
+    this.rowDimsDown = new Int32Array(3 * K);
+    this.rowA = new Array<Float32Array>(2 * slots).fill(gu);
+    this.rowB = new Array<Float32Array>(2 * slots).fill(gu);
+    this.rowC = new Array<Float32Array>(2 * slots).fill(gu);
     this.rlogits = f(E);
     this.scores = f(E);
     this.topIdx = new Int32Array(rows * K);
