@@ -85,5 +85,26 @@ export function loadNativeKernels(): Kernels | null {
     attention: has('attention') ? a.attention : ref.attention,
     attentionBackward: has('attentionBackward') ? a.attentionBackward : ref.attentionBackward,
   };
+  const missing = missingNativeKernels();
+  if (missing.length > 0) {
+    process.emitWarning(
+      `dsv3: the native addon lacks ${missing.join(', ')}; those kernels run on the slow reference. ` +
+        'The build is probably stale: run `npm rebuild dsv3` (a full node-gyp rebuild).',
+      'DSV3NativeWarning',
+    );
+  }
   return nativeKernels;
+}
+
+/**
+ * Kernel methods that the loaded addon does not provide (they fall back to the reference).
+ * Empty for a complete build; a stale build/ (native files added after node-gyp configured)
+ * shows up here instead of silently running slow code.
+ */
+export function missingNativeKernels(): string[] {
+  const k = nativeKernels;
+  if (!k) return [];
+  const ref = referenceKernels as unknown as Record<string, unknown>;
+  const nat = k as unknown as Record<string, unknown>;
+  return Object.keys(ref).filter((m) => m !== 'name' && nat[m] === ref[m]);
 }
