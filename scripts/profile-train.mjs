@@ -28,6 +28,8 @@ const { loadModelConfig } = await imp('model/config.js');
 const { DeepseekV3 } = await imp('model/model.js');
 const { AdamW } = await imp('train/optimizer.js');
 const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
+const { stepArena, withArena } = await imp('engine/arena.js');
+const arena = stepArena(); // as dsv3 train; DSV3_ARENA=0 turns it off
 
 if (values.threads) nativeAddon()?.setThreads(Number(values.threads));
 const B = Number(values.batch);
@@ -121,17 +123,18 @@ for (let i = 0; i < warm + steps; i++) {
   const pf0 = process.resourceUsage().minorPageFault;
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const f = forwardLosses(model, tokens, lossOpts, B);
+  const f = withArena(arena, () => forwardLosses(model, tokens, lossOpts, B));
   const t1 = performance.now();
   const c1 = process.cpuUsage();
   if (on && values.nodes) nodeCount = timeNodes(f.terms.total);
   const t1b = performance.now();
   const c1b = process.cpuUsage();
-  f.terms.total.backward();
+  withArena(arena, () => f.terms.total.backward());
   const t2 = performance.now();
   const c2 = process.cpuUsage();
   const loads = new Map([...f.routing].map(([l, r]) => [l, r.load]));
-  applyUpdate(model, opt, loads, { lr: 1e-4 });
+  withArena(arena, () => applyUpdate(model, opt, loads, { lr: 1e-4 }));
+  arena?.reset();
   const t3 = performance.now();
   const c3 = process.cpuUsage();
   if (!on) continue;

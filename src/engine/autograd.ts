@@ -13,6 +13,7 @@
  */
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
+import { allocUninit } from './ops/util.js';
 import { Tensor } from './tensor.js';
 
 export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
@@ -110,7 +111,7 @@ function accumulate(acc: Tensor | undefined, g: Tensor): Tensor {
   if (!acc) return g;
   const a = acc.contiguous().f32();
   const b = g.contiguous().f32();
-  const out = new Float32Array(a.length);
+  const out = allocUninit(a.length);
   kernels().binary(BinaryOp.Add, a, b, out, a.length);
   return Tensor.fromF32(out, acc.shape);
 }
@@ -148,7 +149,10 @@ function runGraph(root: Tensor, g0: Tensor): void {
           const src = g.contiguous().f32();
           kernels().axpy(1, src, t.grad.f32(), src.length);
         } else {
-          t.grad = g.clone();
+          const src = g.contiguous().f32();
+          const own = allocUninit(src.length); // .grad owns its storage (g may be shared)
+          own.set(src);
+          t.grad = Tensor.fromF32(own, t.shape);
         }
       }
       continue;

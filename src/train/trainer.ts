@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
 import { Rng, type RngState } from '../data/rng.js';
+import { stepArena, withArena, type BufferArena } from '../engine/arena.js';
 import { loadTokenizerJson, tokenizerToJson } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
@@ -101,14 +102,15 @@ function mean(xs: number[]): number {
 }
 
 /** Validation: mean losses over the first `n` validation batches (same batches every time). */
-function validate(model: DeepseekV3, val: Int32Array, o: TrainOptions, n: number, lambda: number): { total: number; lm: number; mtp: number } {
+function validate(model: DeepseekV3, val: Int32Array, o: TrainOptions, n: number, lambda: number, arena: BufferArena | null): { total: number; lm: number; mtp: number } {
   const lm: number[] = [];
   const mtp: number[] = [];
   const tot: number[] = [];
   let k = 0;
   for (const b of validationBatches(val, o.batch, o.seq)) {
     if (k++ >= n) break;
-    const r = evalLosses(model, b.tokens, { mtpLambda: lambda, balanceAlpha: 0, balance: 'none' }, b.batchSize);
+    const r = withArena(arena, () => evalLosses(model, b.tokens, { mtpLambda: lambda, balanceAlpha: 0, balance: 'none' }, b.batchSize));
+    arena?.reset(); // r holds plain numbers
     lm.push(r.lm);
     mtp.push(r.mtp_depth_mean_ce.length ? mean(r.mtp_depth_mean_ce) : NaN);
     tot.push(r.total);
@@ -211,6 +213,7 @@ export function train(o: TrainOptions): TrainResult {
     }, o.keepCheckpoints ?? 2);
   };
 
+  const arena = stepArena();
   while (step < o.steps) {
     const t0 = performance.now();
     const lambda = plan.lambda(step);
@@ -221,39 +224,43 @@ export function train(o: TrainOptions): TrainResult {
     let bad: string | null = null;
     opt.zeroGrad();
     const nMicro = o.batchWarmup ? batchSizeAt(step, { start: 1, end: accum, rampSteps: o.batchWarmup }) : accum;
-    for (let micro = 0; micro < nMicro; micro++) {
-      const batch = it.next();
-      if (bad) continue; // keep the data position consistent, skip the work
-      const f = forwardLosses(model, batch.tokens, lossOpts, batch.batchSize);
-      const r = lossReport(f.terms);
-      const inj = o.inject?.(step) ?? null;
-      if (inj === 'loss') r.total = NaN;
-      parts.push({ total: r.total, lm: r.lm, mtp: r.mtp_weighted, bal: r.balance_total });
-      for (const [l, lr2] of f.routing) {
-        const acc = loads.get(l) ?? new Int32Array(lr2.load.length);
-        for (let e = 0; e < acc.length; e++) acc[e]! += lr2.load[e]!;
-        loads.set(l, acc);
+    // the step's activations and gradients live in the arena until the reset below
+    let gradNorm = NaN;
+    withArena(arena, () => {
+      for (let micro = 0; micro < nMicro; micro++) {
+        const batch = it.next();
+        if (bad) continue; // keep the data position consistent, skip the work
+        const f = forwardLosses(model, batch.tokens, lossOpts, batch.batchSize);
+        const r = lossReport(f.terms);
+        const inj = o.inject?.(step) ?? null;
+        if (inj === 'loss') r.total = NaN;
+        parts.push({ total: r.total, lm: r.lm, mtp: r.mtp_weighted, bal: r.balance_total });
+        for (const [l, lr2] of f.routing) {
+          const acc = loads.get(l) ?? new Int32Array(lr2.load.length);
+          for (let e = 0; e < acc.length; e++) acc[e]! += lr2.load[e]!;
+          loads.set(l, acc);
+        }
+        if (!Number.isFinite(r.total)) {
+          bad = `non-finite loss (${r.total})`;
+          continue;
+        }
+        f.terms.total.backward();
+        if (inj === 'grad') {
+          const g = opt.params[0]!.grad;
+          if (g) g.f32()[0] = NaN;
+        }
       }
-      if (!Number.isFinite(r.total)) {
-        bad = `non-finite loss (${r.total})`;
-        continue;
+      if (!bad) {
+        const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, ema, nMicro);
+        gradNorm = u.gradNorm;
+        if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
+      } else {
+        opt.zeroGrad();
       }
-      f.terms.total.backward();
-      if (inj === 'grad') {
-        const g = opt.params[0]!.grad;
-        if (g) g.f32()[0] = NaN;
-      }
-    }
+    });
+    arena?.reset(); // gradients are applied and cleared; losses and loads were copied out
     const tokens = o.batch * o.seq * nMicro;
     tokensSeen += tokens;
-    let gradNorm = NaN;
-    if (!bad) {
-      const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, ema, nMicro);
-      gradNorm = u.gradNorm;
-      if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
-    } else {
-      opt.zeroGrad();
-    }
     step++;
     const dt = (performance.now() - t0) / 1000;
     elapsed += dt;
@@ -291,7 +298,7 @@ export function train(o: TrainOptions): TrainResult {
     });
     progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && data.val.length > o.seq) {
-      const v = validate(model, data.val, o, evalN, lambda);
+      const v = validate(model, data.val, o, evalN, lambda, arena);
       finalVal = v.lm;
       metrics.append({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
       progress.log(`step ${step}: validation LM loss ${v.lm.toFixed(4)}, MTP CE ${Number.isFinite(v.mtp) ? v.mtp.toFixed(4) : '-'}`);

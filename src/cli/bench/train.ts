@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../../engine/native.js';
 import { kernels, useBackend } from '../../engine/backend.js';
+import { stepArena, withArena } from '../../engine/arena.js';
 import type { Kernels } from '../../engine/kernels.js';
 import { Rng } from '../../data/rng.js';
 import { loadModelConfig } from '../../model/config.js';
@@ -28,6 +29,8 @@ B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed w
   {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
 (breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
+step to the next (src/engine/arena.ts); DSV3_ARENA=0 in the environment turns it off.
 `;
 
 const DEFAULT_CONFIG = 'configs/bench-small.json';
@@ -90,19 +93,23 @@ registerBench({
     let lossFirst = NaN;
     let lossLast = NaN;
     const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4 };
+    const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;
       if (timed && i === warm) useBackend(timedKernels(base, kacc));
       const tokens = Int32Array.from({ length: B * (S + 1) }, () => rng.nextInt(cfg.vocab_size));
       const t0 = performance.now();
-      const f = forwardLosses(model, tokens, lossOpts, B);
-      const t1 = performance.now();
-      f.terms.total.backward();
-      const t2 = performance.now();
-      const loads = new Map([...f.routing].map(([l, r]) => [l, r.load] as const));
-      applyUpdate(model, opt, loads, { lr: 1e-4 });
+      const { t1, t2, loss } = withArena(arena, () => {
+        const f = forwardLosses(model, tokens, lossOpts, B);
+        const t1 = performance.now();
+        f.terms.total.backward();
+        const t2 = performance.now();
+        const loads = new Map([...f.routing].map(([l, r]) => [l, r.load] as const));
+        applyUpdate(model, opt, loads, { lr: 1e-4 });
+        return { t1, t2, loss: f.terms.total.item() };
+      });
+      arena?.reset();
       const t3 = performance.now();
-      const loss = f.terms.total.item();
       if (i === 0) lossFirst = loss;
       lossLast = loss;
       if (!timed) continue;

@@ -1,0 +1,166 @@
+/**
+ * Step arenas: large float32 buffers reused from one training step to the next.
+ *
+ * A training step allocates the same few hundred buffers every time (bench-small at 8x256:
+ * ~435 buffers, ~580 MB of activations and gradients). Left to V8, each one is a fresh
+ * ArrayBuffer: the kernel maps new pages (page faults, ~12k per step, paid inside the GEMMs
+ * that first touch them), the external-memory pressure triggers a dozen garbage collections
+ * per step, and the freed pages go back to the OS on V8's sweeper thread, which competes
+ * with the compute threads for the two cores.
+ *
+ * While an arena is active (`withArena`), `alloc`/`allocUninit` (ops/util.ts) take buffers of
+ * at least ARENA_MIN_ELEMS elements from it. `arena.reset()` declares every buffer handed out
+ * since the last reset dead and makes them all available again; the next step then finds
+ * buffers of the same size classes already mapped. The contract is the caller's: after
+ * `reset()` no tensor allocated inside the arena may be used — the trainer resets after the
+ * optimizer step, when gradients have been applied and cleared and every number it logs has
+ * been copied out. `poison: true` fills released buffers with NaN so that a tensor used after
+ * its step shows up in tests (test/arena.test.ts runs training with and without an arena and
+ * asserts bit-identical results).
+ *
+ * Buffers are binned by size class (8 per power of two, so at most 12.5% slack), which lets
+ * the MoE layers' per-step varying expert batch sizes reuse each other's buffers. Classes
+ * not fully used in the last two steps are trimmed at reset, so the arena holds about one
+ * step's worth of memory.
+ */
+
+/** By default buffers below this many float32 elements (16 KiB) are not pooled: ops/util.ts
+ * carves small ones from slabs, and V8 keeps tiny ones on its heap. */
+export const ARENA_MIN_ELEMS = 4096;
+
+export interface ArenaOptions {
+  /** Fill buffers with NaN when they are released (debugging use-after-reset). */
+  poison?: boolean;
+  /** Pool requests of at least this many float32 elements (default ARENA_MIN_ELEMS; tests
+   * lower it so that a tiny model's every tensor comes from the arena). */
+  minElems?: number;
+}
+
+export interface ArenaStats {
+  /** Bytes of all buffers the arena holds (handed out or free). */
+  heldBytes: number;
+  /** Buffers handed out since the last reset. */
+  taken: number;
+  /** Requests served from a free buffer / by a new one, since construction. */
+  hits: number;
+  misses: number;
+}
+
+/** Size class of `bytes`: rounded up to 1/8 of its power of two (at least 64 bytes). */
+function sizeClass(bytes: number): number {
+  if (bytes <= 64) return 64;
+  const step = 2 ** Math.max(6, Math.floor(Math.log2(bytes)) - 3);
+  return Math.ceil(bytes / step) * step;
+}
+
+interface Bin {
+  free: ArrayBuffer[];
+  /** handed out since the last reset (each a buffer of this class) */
+  taken: ArrayBuffer[];
+  /** the number taken in the previous step */
+  prevTaken: number;
+}
+
+export class BufferArena {
+  private readonly bins = new Map<number, Bin>();
+  private readonly poison: boolean;
+  /** Requests of fewer float32 elements are not served from the arena. */
+  readonly minElems: number;
+  private held = 0;
+  private takenCount = 0;
+  private hitCount = 0;
+  private missCount = 0;
+
+  constructor(o: ArenaOptions = {}) {
+    this.poison = o.poison ?? false;
+    this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
+  }
+
+  /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
+  take(bytes: number): ArrayBuffer {
+    const cls = sizeClass(bytes);
+    let bin = this.bins.get(cls);
+    if (!bin) {
+      bin = { free: [], taken: [], prevTaken: 0 };
+      this.bins.set(cls, bin);
+    }
+    let buf = bin.free.pop();
+    if (buf) this.hitCount++;
+    else {
+      buf = new ArrayBuffer(cls);
+      this.held += cls;
+      this.missCount++;
+    }
+    bin.taken.push(buf);
+    this.takenCount++;
+    return buf;
+  }
+
+  /**
+   * Ends a step: every buffer handed out becomes free again. No tensor allocated while this
+   * arena was active may be used afterwards.
+   */
+  reset(): void {
+    for (const [cls, bin] of this.bins) {
+      if (this.poison) for (const b of bin.taken) new Float32Array(b).fill(NaN);
+      const now = bin.taken.length;
+      for (const b of bin.taken) bin.free.push(b);
+      bin.taken.length = 0;
+      // keep what either of the last two steps needed; drop the rest to the GC
+      const keep = Math.max(now, bin.prevTaken);
+      while (bin.free.length > keep) {
+        bin.free.pop();
+        this.held -= cls;
+      }
+      bin.prevTaken = now;
+      if (bin.free.length === 0) this.bins.delete(cls);
+    }
+    this.takenCount = 0;
+  }
+
+  /** Drops every free buffer (handed-out ones stay valid until the next reset). */
+  trim(): void {
+    for (const [cls, bin] of this.bins) {
+      this.held -= bin.free.length * cls;
+      bin.free.length = 0;
+      bin.prevTaken = 0;
+    }
+  }
+
+  stats(): ArenaStats {
+    return { heldBytes: this.held, taken: this.takenCount, hits: this.hitCount, misses: this.missCount };
+  }
+}
+
+let active: BufferArena | null = null;
+
+/** The arena that `alloc`/`allocUninit` draw from now, if any. */
+export function activeArena(): BufferArena | null {
+  return active;
+}
+
+/**
+ * Runs fn with `arena` active: large buffers allocated inside come from it. Does not reset
+ * the arena (the caller decides when the step's tensors are dead). Nests: the previous arena
+ * (or none) is restored afterwards.
+ */
+export function withArena<T>(arena: BufferArena | null, fn: () => T): T {
+  const prev = active;
+  active = arena;
+  try {
+    return fn();
+  } finally {
+    active = prev;
+  }
+}
+
+/**
+ * The arena a training loop uses for its steps: a new BufferArena; null (plain allocation)
+ * when DSV3_ARENA=0, for comparisons; with DSV3_ARENA=poison, one that pools every buffer of
+ * 64+ elements and fills released ones with NaN, for hunting tensors used after their step.
+ */
+export function stepArena(): BufferArena | null {
+  const mode = process.env.DSV3_ARENA;
+  if (mode === '0') return null;
+  return mode === 'poison' ? new BufferArena({ poison: true, minElems: 64 }) : new BufferArena();
+}
