@@ -140,6 +140,16 @@ export function activeArena(): BufferArena | null {
 }
 
 /**
+ * n float32s from the active arena (zero-filled when `zero`), or null when no arena is active
+ * or n is below its minimum (the caller then allocates as usual).
+ */
+export function arenaF32(n: number, zero: boolean): Float32Array | null {
+  if (!active || n < active.minElems) return null;
+  const a = new Float32Array(active.take(n * 4), 0, n);
+  return zero ? a.fill(0) : a;
+}
+
+/**
  * Runs fn with `arena` active: large buffers allocated inside come from it. Does not reset
  * the arena (the caller decides when the step's tensors are dead). Nests: the previous arena
  * (or none) is restored afterwards.

@@ -9,6 +9,7 @@
  */
 import { attach, backward as runBackward, type GradNode } from './autograd.js';
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
+import { arenaF32 } from './arena.js';
 
 export type Shape = readonly number[];
 
@@ -169,7 +170,7 @@ export class Tensor {
   /** Elements copied into a new contiguous storage (any dtype, any layout). */
   private gather(): Storage {
     const n = this.size;
-    const out = allocStorage(this.dtype, n);
+    const out = (this.dtype === 'f32' ? arenaF32(n, false) : null) ?? allocStorage(this.dtype, n); // every element is written
     if (this.isContiguous()) {
       out.set(this.data.subarray(this.offset, this.offset + n) as never);
       return out;
@@ -334,9 +335,9 @@ export class Tensor {
 
 /** Gradient of a slice: g placed at [start, start+len) along dim d of a zero tensor. */
 function padSlice(g: Tensor, shape: Shape, d: number, start: number): Tensor {
-  const out = Tensor.zeros(shape);
+  const o = arenaF32(shapeSize(shape), true) ?? new Float32Array(shapeSize(shape));
+  const out = Tensor.fromF32(o, shape);
   const gc = g.contiguous().f32();
-  const o = out.f32();
   const outer = shapeSize(shape.slice(0, d));
   const inner = shapeSize(shape.slice(d + 1));
   const len = g.shape[d]!;
@@ -350,7 +351,7 @@ export function sumToShape(g: Tensor, shape: Shape): Tensor {
   if (g.shape.length === shape.length && g.shape.every((s, i) => s === shape[i])) return g;
   const lead = g.ndim - shape.length;
   const gc = g.contiguous().f32();
-  const out = new Float32Array(shapeSize(shape));
+  const out = arenaF32(shapeSize(shape), true) ?? new Float32Array(shapeSize(shape));
   const gs = g.shape;
   // strides of out, with 0 where the output dimension is broadcast (size 1 or missing)
   const ostr = new Array<number>(g.ndim).fill(0);

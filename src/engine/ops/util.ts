@@ -4,7 +4,7 @@
  * iteration over the rows (last dimension) of strided tensors.
  */
 import { Buffer } from 'node:buffer';
-import { activeArena } from '../arena.js';
+import { arenaF32 } from '../arena.js';
 import { Tensor, contiguousStrides, fmtShape, shapeSize, type Shape } from '../tensor.js';
 
 /** Throws unless t is a float32 tensor. */
@@ -142,8 +142,8 @@ let slabOff = SLAB_BYTES;
 
 /** A zero-filled Float32Array of n elements (from the active step arena when large: arena.ts). */
 export function alloc(n: number): Float32Array {
-  const arena = activeArena();
-  if (arena && n >= arena.minElems) return new Float32Array(arena.take(n * 4), 0, n).fill(0);
+  const pooled = arenaF32(n, true);
+  if (pooled) return pooled;
   if (n > SMALL || n <= TINY) return new Float32Array(n);
   const bytes = (n * 4 + 63) & ~63;
   if (slabOff + bytes > SLAB_BYTES) {
@@ -162,8 +162,8 @@ export function alloc(n: number): Float32Array {
  * Small sizes (where the saving is nil) come from `alloc`.
  */
 export function allocUninit(n: number): Float32Array {
-  const arena = activeArena();
-  if (arena && n >= arena.minElems) return new Float32Array(arena.take(n * 4), 0, n);
+  const pooled = arenaF32(n, false);
+  if (pooled) return pooled;
   if (n < UNINIT_MIN) return alloc(n);
   const b = Buffer.allocUnsafeSlow(n * 4); // its own ArrayBuffer, byteOffset 0
   return new Float32Array(b.buffer, b.byteOffset, n);
