@@ -45,7 +45,7 @@ function trainLoss(m: DeepseekV3, tokens: Tensor, meta: StepMeta, path: Attentio
   let loss = crossEntropy(logits.reshape([B * S, V]), tokens.slice(1, 1, S1).contiguous().reshape([B * S]));
   const [mtp] = m.mtpForward(hidden, ids, { path });
   const tgt = tokens.slice(1, 2, S1).contiguous().reshape([B * (S - 1)]);
-  loss = add(loss, scale(crossEntropy(mtp!.logits.reshape([B * (S - 1), V]), tgt), meta.hyperparameters.mtp_lambda));
+  loss = add(loss, scale(crossEntropy(mtp!.logits!.reshape([B * (S - 1), V]), tgt), meta.hyperparameters.mtp_lambda));
   const all = [...routing.values(), mtp!.routing!];
   for (const r of all) loss = add(loss, balanceLoss(r, B, meta.hyperparameters.balance_alpha));
   return loss;

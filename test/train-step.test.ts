@@ -10,6 +10,7 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { readBatch, runTrainStep } from '../src/cli/commands/train-step.js';
 import { forwardLosses } from '../src/train/train-step.js';
+import { lossReport } from '../src/train/losses.js';
 import { fixturePath, readJson, readTensors } from './helpers/fixtures.js';
 
 const DIR = fixturePath('train-step');
@@ -157,5 +158,24 @@ test('dsv3 train-step CLI writes the fixture tensors and prints the losses', () 
     f.close();
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('train-step fixture: the fused head + cross-entropy (the training path) meets the fixture losses, NLL and gradients', () => {
+  const model = DeepseekV3.load(DIR, { weights: 'f32' });
+  const f = forwardLosses(model, readBatch(path.join(DIR, 'batch.safetensors')), { mtpLambda: hp.mtp_lambda, balanceAlpha: hp.balance_alpha });
+  assert.equal(f.logits, null, 'the default training forward must not materialise the logits');
+  checkLosses(lossReport(f.terms), tol.train_step.losses_relative);
+  const exp = readTensors(path.join(DIR, 'expected.safetensors'));
+  for (const [n, t] of [['lm_nll', f.terms.lmNll], ['mtp_nll.depth.0', f.terms.mtpNll[0]!]] as const) {
+    assert.deepEqual(t.shape, exp[n]!.shape, n);
+    assert.ok(maxDiff(t.toF32Array(), exp[n]!.f32()) <= tol.train_step.lm_nll_and_mtp_nll_rel_to_max * maxAbs(exp[n]!.f32()), n);
+  }
+  f.terms.total.backward();
+  let gmax = 0;
+  for (const p of meta.trainable_parameters) gmax = Math.max(gmax, maxAbs(exp['grad.' + p]!.f32()));
+  for (const p of meta.trainable_parameters) {
+    const d = maxDiff(model.params.get(p)!.grad!.toF32Array(), exp['grad.' + p]!.f32());
+    assert.ok(d <= tol.train_step.grad_abs_over_global_max_abs_grad * gmax, `grad.${p}: ${d}`);
   }
 });

@@ -111,7 +111,8 @@ export interface Kernels {
    * A target >= vocab is a RangeError.
    */
   crossEntropy(logits: Float32Array, targets: Int32Array, loss: Float32Array, lse: Float32Array, rows: number, vocab: number): void;
-  /** dlogits[r,:] = (softmax(logits[r,:]) - onehot(targets[r])) * dloss[r]; ignored rows get 0. */
+  /** dlogits[r,:] = (softmax(logits[r,:]) - onehot(targets[r])) * dloss[r]; ignored rows get 0.
+   * dlogits may alias logits (the fused head turns its logits into the gradient in place). */
   crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array,
     dlogits: Float32Array, rows: number, vocab: number): void;
 

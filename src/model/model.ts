@@ -37,6 +37,13 @@ export interface ForwardOptions {
   cache?: LatentCache;
 }
 
+export interface HiddenResult {
+  /** [B, T, D]: the final-norm hidden state (input of lm_head and of the MTP hnorm). */
+  hidden: Tensor;
+  /** Routing of every MoE layer, by layer index. */
+  routing: Map<number, Routing>;
+}
+
 export interface ForwardResult {
   /** [B, T, V] */
   logits: Tensor;
@@ -226,6 +233,17 @@ export class DeepseekV3 {
    * (positions cache.length ..) and their latents are appended.
    */
   forward(ids: Tensor, opts: ForwardOptions = {}): ForwardResult {
+    const { hidden, routing } = this.forwardHidden(ids, opts);
+    const logits = applyLinear(hidden, this.lmHead);
+    opts.capture?.('logits', logits);
+    return { logits, hidden, routing };
+  }
+
+  /**
+   * `forward` without the output head: the final-norm hidden state, whose logits the caller
+   * computes (the training loss fuses lm_head with the cross-entropy, linearCrossEntropy).
+   */
+  forwardHidden(ids: Tensor, opts: ForwardOptions = {}): HiddenResult {
     const idsT = idsTensor(ids);
     const cache = opts.cache;
     const start = cache ? cache.length : 0;
@@ -242,19 +260,18 @@ export class DeepseekV3 {
     }
     const hidden = this.norm.forward(h);
     capture?.('hidden.final_norm', hidden);
-    const logits = applyLinear(hidden, this.lmHead);
-    capture?.('logits', logits);
     if (cache) cache.length = start + idsT.shape[1]!;
-    return { logits, hidden, routing };
+    return { hidden, routing };
   }
 
   /**
    * The MTP modules on the main model's final-norm hidden state [B, S, D] and its ids [B, S]:
    * module k sees positions 0 .. S-k-1 (RoPE positions from 0) and the tokens k ahead.
    * Captures `mtp.logits`, `mtp.hidden` (depth 1; `mtp.depth.k.*` for deeper modules) and the
-   * MTP layers' router tensors.
+   * MTP layers' router tensors. With `head: false` the logits are not computed (null): the
+   * caller applies the head to each output's `headInput` (the fused training loss).
    */
-  mtpForward(hidden: Tensor, ids: Tensor, opts: { path?: AttentionPath; capture?: Capture } = {}): MtpOutput[] {
+  mtpForward(hidden: Tensor, ids: Tensor, opts: { path?: AttentionPath; capture?: Capture; head?: boolean } = {}): MtpOutput[] {
     const idsT = idsTensor(ids);
     const S = idsT.shape[1]!;
     if (this.mtp.length === 0) throw new DsvError('this model has no MTP module (num_nextn_predict_layers is 0, or it was loaded with mtp: false)');
@@ -267,9 +284,9 @@ export class DeepseekV3 {
       const k = m.depth;
       if (S - k < 1) break;
       const next = idsT.slice(1, k, S).contiguous();
-      const o = m.forward(hPrev.slice(1, 0, S - k), next, this.embedTokens, this.lmHead, ctx, routerOnly);
+      const o = m.forward(hPrev.slice(1, 0, S - k), next, this.embedTokens, opts.head === false ? null : this.lmHead, ctx, routerOnly);
       const tag = k === 1 ? 'mtp' : `mtp.depth.${k}`;
-      cap?.(`${tag}.logits`, o.logits);
+      if (o.logits) cap?.(`${tag}.logits`, o.logits);
       cap?.(`${tag}.hidden`, o.hidden);
       outs.push(o);
       hPrev = o.hidden;

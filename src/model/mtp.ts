@@ -23,8 +23,10 @@ import { applyLinear, type LinearWeight } from './weights.js';
 export interface MtpOutput {
   /** Depth k (1-based). */
   depth: number;
-  /** [B, T-k, V]: logits[:, i] predicts token i + k + 1. */
-  logits: Tensor;
+  /** [B, T-k, V]: logits[:, i] predicts token i + k + 1 (null when run with head: false). */
+  logits: Tensor | null;
+  /** [B, T-k, D]: shared_head.norm(h^k), the input of the output head. */
+  headInput: Tensor;
   /** [B, T-k, D]: h^k, the decoder-layer output before shared_head.norm. */
   hidden: Tensor;
   routing: Routing | null;
@@ -53,14 +55,16 @@ export class MtpModule {
 
   /**
    * hPrev [B, T', D] (h^{k-1}_i) and nextIds [B, T'] (t_{i+k}) -> logits and h^k.
-   * `embed` and `head` are the main model's embedding table and output head.
+   * `embed` and `head` are the main model's embedding table and output head; with a null head
+   * the logits are left to the caller (the training loss fuses head and cross-entropy).
    */
-  forward(hPrev: Tensor, nextIds: Tensor, embed: Tensor, head: LinearWeight, ctx: AttentionContext, capture?: Capture): MtpOutput {
+  forward(hPrev: Tensor, nextIds: Tensor, embed: Tensor, head: LinearWeight | null, ctx: AttentionContext, capture?: Capture): MtpOutput {
     const e = this.enorm.forward(embedding(embed, nextIds));
     const h = this.hnorm.forward(hPrev);
     const x = applyLinear(cat([e, h], -1), this.ehProj);
     const { out, routing } = this.layer.forward(x, ctx, capture);
-    const logits = applyLinear(this.sharedHeadNorm.forward(out), head);
-    return { depth: this.depth, logits, hidden: out, routing };
+    const headInput = this.sharedHeadNorm.forward(out);
+    const logits = head ? applyLinear(headInput, head) : null;
+    return { depth: this.depth, logits, headInput, hidden: out, routing };
   }
 }

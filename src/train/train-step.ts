@@ -14,6 +14,7 @@
  */
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
+import { linearCrossEntropy } from '../engine/ops/linear-cross-entropy.js';
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
@@ -28,6 +29,13 @@ export interface LossOptions {
   balanceAlpha: number;
   /** 'aux-free' (default: bias update + complementary sequence-wise loss), 'aux-loss', 'none'. */
   balance?: BalanceMode;
+  /**
+   * Materialise the logits (returned in ForwardLosses.logits; the train-step fixture writes
+   * them). Without it the output head and the cross-entropy run fused in row chunks
+   * (linearCrossEntropy): no [B, S, V] logits or logit gradients, same losses and gradients
+   * up to float rounding.
+   */
+  logits?: boolean;
 }
 
 export interface UpdateOptions {
@@ -51,8 +59,8 @@ export interface LayerRouting {
 
 export interface ForwardLosses {
   terms: LossTerms;
-  /** [B, S, V] main logits. */
-  logits: Tensor;
+  /** [B, S, V] main logits (null unless LossOptions.logits, or for a non-float32 head). */
+  logits: Tensor | null;
   routing: Map<number, LayerRouting>;
   B: number;
   S: number;
@@ -78,14 +86,18 @@ export function forwardLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o:
   for (let b = 0; b < B; b++) ids.set(data.subarray(b * (S + 1), b * (S + 1) + S), b * S);
   const idsT = Tensor.fromI32(ids, [B, S]);
   const mode = o.balance ?? 'aux-free';
-  const fwd = model.forward(idsT);
-  const lmNll = tokenNll(fwd.logits, mainTargets(data, B, S));
+  // fused head + cross-entropy unless the logits are wanted (or the head is not a float32 weight)
+  const head = model.lmHead.kind === 'f32' && !o.logits ? model.lmHead.weight : null;
+  const nll = (x: Tensor, targets: Int32Array): Tensor => linearCrossEntropy(x, head!, targets);
+  const fwd = head ? { ...model.forwardHidden(idsT), logits: null } : model.forward(idsT);
+  const lmNll = fwd.logits ? tokenNll(fwd.logits, mainTargets(data, B, S)) : nll(fwd.hidden, mainTargets(data, B, S));
   const routing = new Map<number, Routing>(fwd.routing);
   const mtpNll: Tensor[] = [];
   if (model.mtp.length > 0 && o.mtpLambda !== 0) {
-    const outs = model.mtpForward(fwd.hidden, idsT);
+    const outs = model.mtpForward(fwd.hidden, idsT, { head: !head });
     for (const out of outs) {
-      mtpNll.push(tokenNll(out.logits, mtpTargets(data, B, S, out.depth)));
+      const targets = mtpTargets(data, B, S, out.depth);
+      mtpNll.push(out.logits ? tokenNll(out.logits, targets) : nll(out.headInput, targets));
       const idx = model.cfg.num_hidden_layers + out.depth - 1;
       if (out.routing) routing.set(idx, out.routing);
     }
@@ -179,9 +191,9 @@ export function trainStep(
   batch?: number,
 ): TrainStepResult {
   opt.zeroGrad();
-  const f = forwardLosses(model, tokens, o, batch);
+  const f = forwardLosses(model, tokens, { ...o, logits: true }, batch);
   const losses = lossReport(f.terms);
-  const base = { losses, logits: f.logits.detach(), lmNll: f.terms.lmNll.detach(), mtpNll: f.terms.mtpNll.map((t) => t.detach()), routing: f.routing };
+  const base = { losses, logits: f.logits!.detach(), lmNll: f.terms.lmNll.detach(), mtpNll: f.terms.mtpNll.map((t) => t.detach()), routing: f.routing };
   if (!Number.isFinite(losses.total)) {
     return { ...base, grads: new Map(), gradNorm: NaN, clipCoef: NaN, applied: false, skipReason: `non-finite loss (${losses.total})` };
   }

@@ -20,3 +20,4 @@ export { ropeInterleaved, ropeTail } from './rope.js';
 export { attention, type AttentionOptions } from './attention.js';
 export { mlaAttention, type MlaAttentionOptions } from './mla-attention.js';
 export { crossEntropy, type Reduction } from './loss.js';
+export { linearCrossEntropy, type LinearCrossEntropyOptions } from './linear-cross-entropy.js';

@@ -1,0 +1,130 @@
+/**
+ * The output head and the cross-entropy fused, in row chunks: per-row NLL of
+ * softmax(x W^T) against targets, without materialising the [N, V] logits.
+ *
+ * For next-token and MTP losses (DeepSeek-V3 Eqs. 24-25) the logits are the largest tensor of a
+ * training step (bench-small: 2048 x 4096 floats = 32 MiB per head, and as much again for their
+ * gradient) and are only ever read by the cross-entropy. Here the rows are processed a chunk at
+ * a time (a few MiB of logits, cache-resident): the chunk's logits are computed by one GEMM,
+ * the cross-entropy kernel reduces each row to its log-sum-exp and loss, and — when a gradient
+ * will be needed — the same buffer is turned in place into softmax − onehot, from which two
+ * GEMMs produce the chunk's rows of Gx = (P − Y) W and its contribution to Gw = (P − Y)^T X.
+ *
+ * The backward then costs almost nothing: with per-row upstream gradients g (the NLL is per
+ * row, as crossEntropy 'none'), dX = diag(g) Gx exactly, and when every g_r is the same value c
+ * (the loss is a mean over rows, as in training) dW = c Gw. For any other g, dW is recomputed
+ * chunk by chunk (a second pass of the GEMMs), so the op is correct for every use and fast for
+ * the one that matters. This is the "fused linear cross-entropy" of Liger-Kernel / Apple's
+ * Cut Cross-Entropy, on the CPU.
+ *
+ * Rows whose target is < 0 are ignored (loss 0, no gradient), as in crossEntropy.
+ */
+import { attach, isGradEnabled } from '../autograd.js';
+import { kernels } from '../backend.js';
+import { Tensor } from '../tensor.js';
+import { accumulateWeightGrad } from './linear.js';
+import { as2d } from './matmul.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
+
+/** Rows per chunk: about 8 MiB of logits (inside the L3), at least 64 rows for a useful GEMM. */
+function chunkRows(vocab: number): number {
+  return Math.max(64, Math.min(1024, Math.floor((1 << 21) / Math.max(vocab, 1) / 8) * 8));
+}
+
+export interface LinearCrossEntropyOptions {
+  /** Rows per chunk (default: about 8 MiB of logits, 64..1024 rows). */
+  chunkRows?: number;
+}
+
+/**
+ * Per-row NLL [...] of targets under softmax(x W^T): x [..., D] float32, w [V, D] float32,
+ * targets one int32 per row of x. Gradients flow to x and w.
+ */
+export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | Tensor, o: LinearCrossEntropyOptions = {}): Tensor {
+  checkF32('linearCrossEntropy', x, 'x');
+  checkF32('linearCrossEntropy', w, 'weight');
+  if (w.ndim !== 2) throw new Error(`linearCrossEntropy: weight must be [vocab, hidden], got ${fmtShape(w.shape)}`);
+  const [V, D] = w.shape as [number, number];
+  if (x.ndim < 1 || x.shape[x.ndim - 1] !== D) {
+    throw new Error(`linearCrossEntropy: x ${fmtShape(x.shape)} does not match weight [vocab, hidden] ${fmtShape(w.shape)} (last dim of x must be ${D})`);
+  }
+  if (V === 0) throw new Error('linearCrossEntropy: empty vocabulary');
+  const lead = x.shape.slice(0, -1);
+  const x2 = as2d(x).contiguous();
+  const N = x2.shape[0]!;
+  const { data: tg0 } = indicesOf('linearCrossEntropy', targets, 'targets');
+  if (tg0.length !== N) throw new Error(`linearCrossEntropy: ${tg0.length} targets for x ${fmtShape(x.shape)} (${N} rows)`);
+  for (let r = 0; r < N; r++) {
+    if (tg0[r]! >= V) throw new RangeError(`linearCrossEntropy: target ${tg0[r]} at row ${r} is out of range for a vocabulary of ${V}`);
+  }
+  const tg = tg0.slice(); // the caller may reuse its buffer before backward
+  const xd = dataOf(x2);
+  const wd = dataOf(w);
+  const wantGrad = isGradEnabled() && (x.requiresGrad || w.requiresGrad);
+  const k = kernels();
+  const R = o.chunkRows ?? chunkRows(V);
+  if (!Number.isInteger(R) || R < 1) throw new Error(`linearCrossEntropy: chunkRows must be a positive integer, got ${R}`);
+  const loss = alloc(N);
+  const lse = alloc(N);
+  const buf = allocUninit(Math.min(R, N) * V);
+  // unscaled gradients (dloss = 1 on every row): Gx [N, D], Gw [V, D]
+  const gx = wantGrad && x.requiresGrad ? allocUninit(N * D) : null;
+  const gw = wantGrad && w.requiresGrad ? alloc(V * D) : null;
+  const ones = wantGrad ? alloc(Math.min(R, N)).fill(1) : null;
+  for (let r0 = 0; r0 < N; r0 += R) {
+    const rows = Math.min(R, N - r0);
+    const logits = buf.subarray(0, rows * V);
+    const xc = xd.subarray(r0 * D, (r0 + rows) * D);
+    const tc = tg.subarray(r0, r0 + rows);
+    k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V); // logits = X_c W^T
+    k.crossEntropy(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), rows, V);
+    if (!ones) continue;
+    k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
+    if (gx) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gx.subarray(r0 * D, (r0 + rows) * D), D);
+    if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
+  }
+  const out = new Tensor(loss, lead, 'f32');
+  if (!wantGrad) return out;
+  return attach(out, 'linearCrossEntropy', [x, w], (g) => {
+    const gd = dataOf(g);
+    let uniform = true;
+    for (let r = 1; r < N && uniform; r++) if (gd[r] !== gd[0]) uniform = false;
+    let dx: Tensor | null = null;
+    if (gx) {
+      const d = allocUninit(N * D);
+      k.scaleRows(gx, gd, d, N, D); // dX_r = g_r (P_r - Y_r) W
+      dx = new Tensor(d, x.shape, 'f32');
+    }
+    let dw: Tensor | null = null;
+    if (gw) {
+      // dW = Σ_r g_r (P_r - Y_r)^T x_r: c Gw when g is uniform, else recomputed chunk by chunk
+      let src = gw;
+      if (!uniform) src = recomputeGradW(xd, wd, tg, lse, gd, N, V, D, R);
+      else if (gd[0] !== 1) k.scaleRows(gw, Float32Array.of(gd[0]!), gw, 1, V * D); // in place: runs once
+      if (!accumulateWeightGrad(w, (into, beta) => {
+        const t = into.f32();
+        if (beta === 0) t.set(src);
+        else k.axpy(1, src, t, src.length);
+      })) dw = new Tensor(src, [V, D], 'f32');
+    }
+    return [dx, dw];
+  });
+}
+
+/** Σ_r g_r (softmax(x_r W^T) − onehot(t_r))^T x_r, a chunk of rows at a time. */
+function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse: Float32Array, gd: Float32Array,
+  N: number, V: number, D: number, R: number): Float32Array {
+  const k = kernels();
+  const dw = alloc(V * D);
+  const buf = allocUninit(Math.min(R, N) * V);
+  for (let r0 = 0; r0 < N; r0 += R) {
+    const rows = Math.min(R, N - r0);
+    const logits = buf.subarray(0, rows * V);
+    const xc = xd.subarray(r0 * D, (r0 + rows) * D);
+    const tc = tg.subarray(r0, r0 + rows);
+    k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
+    k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), gd.subarray(r0, r0 + rows), logits, rows, V);
+    k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, dw, D);
+  }
+  return dw;
+}
