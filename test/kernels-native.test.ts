@@ -235,6 +235,13 @@ const CASES: AttCase[] = [
   { name: 'absorbed MLA dims (576/512), V inside K', B: 1, H: 4, KVH: 1, tq: 3, tk: 80, dqk: 576, dv: 512, off: 77, vInK: true },
   { name: 'one (b, kv head): split key range', B: 1, H: 4, KVH: 1, tq: 200, tk: 200, dqk: 32, dv: 16, off: 0 },
   { name: 'd = 192 training shape', B: 1, H: 2, KVH: 2, tq: 96, tk: 96, dqk: 192, dv: 128, off: 0 },
+  // >= 4 (batch, kv head)s a thread: the forward runs whole (b, h)s from packed K/V (and
+  // prefetches the next one's rows), the backward packs K/V and sums dK/dV in scratch
+  { name: 'many (b, h): packed K/V, awkward dims', B: 3, H: 4, KVH: 4, tq: 129, tk: 129, dqk: 27, dv: 13, off: 0, pad: 3 },
+  { name: 'many (b, h): prefix cache, tq < tk', B: 2, H: 4, KVH: 4, tq: 40, tk: 100, dqk: 24, dv: 20, off: 60 },
+  { name: 'many (b, h): negative offset, T = 7', B: 4, H: 2, KVH: 2, tq: 7, tk: 7, dqk: 9, dv: 5, off: -2 },
+  { name: 'many (b, h): kvHeads=1 groups, V inside K', B: 8, H: 3, KVH: 1, tq: 3, tk: 3, dqk: 12, dv: 8, off: 0, vInK: true },
+  { name: 'many (b, h): tq = 1, kvHeads=1 (2 rows a chunk)', B: 8, H: 2, KVH: 1, tq: 1, tk: 4, dqk: 16, dv: 16, off: 3 },
 ];
 
 function setup(c: AttCase): { p: AttentionParams; q: Float32Array; k: Float32Array; v: Float32Array; dout: Float32Array; nq: number; nk: number; nv: number; no: number } {

@@ -119,22 +119,40 @@ static int plan(dsv3_attn_ctx* c, int backward, int* nthreads) {
   return 0;
 }
 
+/* attention.c: the forward of a whole (batch, kv head) from packed K/V (scratch: see there) */
+DECLARE_ISA(void, dsv3_attn_fwd_bg_task, (const dsv3_attn_ctx* c, int task, int thread))
+
+/* Per-thread floats of packed K/V rows (attention.c pack_rows) for tk keys, and for the
+ * backward the packed dK/dV sums too; 0 (no packing) when that would pass 64 MiB a thread. */
+static size_t pack_floats(const dsv3_attn_ctx* c, int backward) {
+  const double n = (double)c->tk * (double)(dsv3_pad(c->dqk) + dsv3_pad(c->dv)) * (backward ? 2 : 1);
+  return n * 4 > 64.0 * 1024 * 1024 ? 0 : (size_t)n;
+}
+
 typedef struct {
   void (*fn)(const dsv3_attn_ctx*, int, int);
   const dsv3_attn_ctx* c;
+  int64_t tasks, group;
 } attn_job;
 
+/* pool task t runs kernel tasks [t*group, (t+1)*group) in order on one thread */
 static void attn_task(void* ctx, int t, int thread) {
   const attn_job* j = (const attn_job*)ctx;
-  j->fn(j->c, t, thread);
+  const int64_t t1 = (t + 1) * j->group < j->tasks ? (t + 1) * j->group : j->tasks;
+  for (int64_t u = t * j->group; u < t1; u++) j->fn(j->c, (int)u, thread);
 }
 
-static void run(void (*fn)(const dsv3_attn_ctx*, int, int), const dsv3_attn_ctx* c, int64_t tasks, int nthreads) {
-  attn_job j = {fn, c};
+/* Runs tasks [0, tasks) of fn. group > 1 hands them to the pool in runs of `group`
+ * consecutive tasks, so that a task knows which one its thread does next (the forward
+ * prefetches its rows). */
+static void run(void (*fn)(const dsv3_attn_ctx*, int, int), const dsv3_attn_ctx* c, int64_t tasks, int nthreads,
+                int64_t group) {
+  if (group < 1) group = 1;
+  attn_job j = {fn, c, tasks, group};
   if (nthreads <= 1) {
     for (int64_t t = 0; t < tasks; t++) fn(c, (int)t, 0);
   } else {
-    dsv3_parallel_for((int)tasks, attn_task, &j);
+    dsv3_parallel_for((int)((tasks + group - 1) / group), attn_task, &j);
   }
 }
 
@@ -165,6 +183,13 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   plan(&c, 0, &th);
   c.scratch_floats = dsv3_attn_fwd_scratch(&c);
   const int64_t tasks = c.batch * c.kv_heads * c.chunks;
+  /* Whole (batch, kv head)s per task, from packed K/V, when there are enough of them to keep
+   * every thread busy (>= 4 a thread: they cost the same) and a chunk holds enough rows to
+   * reuse a packed row (not decode: one query row reads each key once). */
+  const int64_t bgs = c.batch * c.kv_heads;
+  const size_t pk = pack_floats(&c, 0);
+  const int by_bg = c.splits == 1 && pk > 0 && c.rows_per_chunk >= 16 && c.tq * c.group > 1 && bgs >= 4 * (int64_t)th;
+  if (by_bg) c.scratch_floats += pk + 64;
   c.scratch = alloc_floats(env, c.scratch_floats * (size_t)th);
   if (!c.scratch) return NULL;
   if (c.splits > 1) {
@@ -174,8 +199,9 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  run(SELECT_ISA(dsv3_attn_fwd_task), &c, tasks * c.splits, th);
-  if (c.splits > 1) run(SELECT_ISA(dsv3_attn_fwd_combine_task), &c, tasks, th);
+  if (by_bg) run(SELECT_ISA(dsv3_attn_fwd_bg_task), &c, bgs, th, bgs / (8 * (int64_t)th)); /* >= 8 runs a thread */
+  else run(SELECT_ISA(dsv3_attn_fwd_task), &c, tasks * c.splits, th, 1);
+  if (c.splits > 1) run(SELECT_ISA(dsv3_attn_fwd_combine_task), &c, tasks, th, 1);
   free(c.part);
   free(c.scratch);
   return NULL;
@@ -199,7 +225,9 @@ static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
   c.q = q, c.k = k, c.v = v, c.o = o, c.lse_in = lse, c.dout = dout, c.dq = dq, c.dk = dk, c.dv_out = dv;
   int th;
   plan(&c, 1, &th);
-  c.scratch_floats = dsv3_attn_bwd_scratch(&c);
+  /* + room for packed K/V and dK/dV sums (attention.c: the task packs when it is there) */
+  const size_t pk = pack_floats(&c, 1);
+  c.scratch_floats = dsv3_attn_bwd_scratch(&c) + (pk > 0 ? pk + 64 : 0);
   const int64_t bg = c.batch * c.kv_heads;
   c.scratch = alloc_floats(env, c.scratch_floats * (size_t)th);
   if (!c.scratch) return NULL;
@@ -210,8 +238,8 @@ static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  run(SELECT_ISA(dsv3_attn_bwd_task), &c, bg * c.splits, th);
-  if (c.splits > 1) run(SELECT_ISA(dsv3_attn_bwd_reduce_task), &c, bg, th);
+  run(SELECT_ISA(dsv3_attn_bwd_task), &c, bg * c.splits, th, c.splits == 1 ? bg / (8 * (int64_t)th) : 1);
+  if (c.splits > 1) run(SELECT_ISA(dsv3_attn_bwd_reduce_task), &c, bg, th, 1);
   free(c.part);
   free(c.scratch);
   return NULL;

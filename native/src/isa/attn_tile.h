@@ -5,7 +5,7 @@
  *
  * A is read one scalar at a time (broadcast) with arbitrary row/column strides, so the same
  * routine multiplies by a tile or by its transpose without copying; B and C rows are
- * vectors. Register blocking: 4 rows x 2 vectors (8 accumulators) when N > VL, 8 rows x 1
+ * vectors. Register blocking: 6 rows x 2 vectors (12 accumulators) when N > VL, 8 rows x 1
  * vector when N <= VL (decode-sized tiles). Columns past N are never read or written (masked
  * loads/stores), so B and C may be rows of the caller's strided tensors. */
 #ifndef DSV3_ISA_ATTN_TILE_H
@@ -75,8 +75,18 @@ static void mm(const int64_t M, const int64_t N, const int64_t K, const float* A
     const int nn = (int)(N - n0 < 2 * VL ? N - n0 : 2 * VL);
     int64_t m0 = 0;
     if (nn > VL) {
-      for (; m0 + 4 <= M; m0 += 4) MM_TILE(4, 2);
+      /* 6 x 2 vectors = 12 accumulators (of 16 registers): enough independent FMAs to cover
+       * the FMA latency on both pipes. The last 7..11 rows are split evenly (4+3 .. 6+5) rather
+       * than leaving a 1..5-row tile with too few accumulators to keep the pipes busy. */
+      for (; M - m0 >= 12 || M - m0 == 6; m0 += 6) MM_TILE(6, 2);
       switch (M - m0) {
+        case 11: MM_TILE(6, 2); m0 += 6; MM_TILE(5, 2); break;
+        case 10: MM_TILE(5, 2); m0 += 5; MM_TILE(5, 2); break;
+        case 9: MM_TILE(5, 2); m0 += 5; MM_TILE(4, 2); break;
+        case 8: MM_TILE(4, 2); m0 += 4; MM_TILE(4, 2); break;
+        case 7: MM_TILE(4, 2); m0 += 4; MM_TILE(3, 2); break;
+        case 5: MM_TILE(5, 2); break;
+        case 4: MM_TILE(4, 2); break;
         case 3: MM_TILE(3, 2); break;
         case 2: MM_TILE(2, 2); break;
         case 1: MM_TILE(1, 2); break;
