@@ -6,6 +6,7 @@ import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
+import { tinyConfigJson } from './helpers/tiny-config.js';
 
 test('arena: buffers are reused after reset, alloc is zeroed, size classes bound the slack', () => {
   const arena = new BufferArena({ minElems: 16 });
@@ -55,15 +56,7 @@ test('arena: withArena nests and restores the previous arena on throw', () => {
 });
 
 /** Tiny DeepSeek-V3: dense + MoE layer, grouped routing, one MTP module. */
-const TINY = parseModelConfig({
-  architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', vocab_size: 96, hidden_size: 32,
-  intermediate_size: 48, moe_intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
-  n_shared_experts: 1, n_routed_experts: 8, num_experts_per_tok: 2, n_group: 2, topk_group: 1,
-  routed_scaling_factor: 2.5, first_k_dense_replace: 1, moe_layer_freq: 1, q_lora_rank: 24, kv_lora_rank: 16,
-  qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 8, max_position_embeddings: 64, rope_theta: 10000,
-  rope_scaling: null, rms_norm_eps: 1e-6, num_nextn_predict_layers: 1, tie_word_embeddings: false,
-  scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true, initializer_range: 0.02, torch_dtype: 'float32',
-}, 'tiny');
+const TINY = parseModelConfig(tinyConfigJson({ vocab_size: 96, max_position_embeddings: 64 }), 'tiny');
 
 /** Losses and final weights of `steps` training steps, each in `arena` (reset after it) if given. */
 function run(arena: BufferArena | null, steps: number): { losses: number[]; weights: Float32Array[] } {
