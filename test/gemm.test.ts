@@ -1,7 +1,7 @@
 // Native GEMM (every ISA this CPU has, 1 and 2 threads) against the reference TypeScript GEMM:
 // all four transpose combinations, alpha/beta variants, edge sizes (1, 3, 7, 127, 129, 1000 in
 // each dimension, multiple cache blocks), strided operands, beta = 0 over NaN, bf16 weights;
-// plus argument validation.
+// the threaded schedule (work stealing forced by a test hook); plus argument validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -178,6 +178,51 @@ test('native gemm matches the reference on random shapes, strides and scalars', 
       }
     }
   } finally {
+    restore(a, isa0, threads0);
+  }
+});
+
+// Shapes for the threaded schedule (gemm_driver.c): several NC column blocks and KC k blocks
+// (k blocks accumulate into C regions another thread may own), row counts not a multiple of
+// MR, tall, wide and narrow C (narrow, untransposed A is read in place; lda = 1024 is not),
+// k just over a block. Run on 2 threads as scheduled and with DSV3_GEMM_STEAL_TEST=1, where
+// every thread starts on another's tile as a thief does when one is descheduled.
+const SCHED_SHAPES: [number, number, number][] = [
+  [13, 2100, 260], [131, 200, 300], [60, 130, 1024], [400, 40, 260], [64, 40, 700], [20, 600, 513], [97, 256, 520],
+];
+
+test('native gemm: threaded schedule, work stealing, several k and column blocks', { skip }, () => {
+  const a = addon!;
+  const { isa: isa0, threads: threads0 } = a.info();
+  const cases: { cs: Case; mag: Float32Array; label: string }[] = [];
+  SCHED_SHAPES.forEach(([m, n, k], si) => { // one transpose combination per shape, all four in turn
+    const t = si % 4, ta = (t & 1) === 1, tb = (t & 2) === 2;
+    const [alpha, beta] = AB[(si + t) % AB.length]!;
+    const pad = t % 2 === 0 ? 0 : 5;
+    const cs = makeCase(ta, tb, m, n, k, alpha, beta, pad);
+    cases.push({ cs, mag: magnitudes(cs), label: `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta} pad=${pad}` });
+  });
+  const steal0 = process.env.DSV3_GEMM_STEAL_TEST;
+  try {
+    for (const cfg of configs(a)) {
+      a.setIsa(cfg.isa);
+      a.setThreads(cfg.threads);
+      for (const steal of cfg.threads > 1 ? ['0', '1'] : ['0']) {
+        process.env.DSV3_GEMM_STEAL_TEST = steal;
+        for (const { cs, mag, label } of cases) {
+          const tag = `${cfg.isa}/${cfg.threads}t${steal === '1' ? ' steal' : ''} ${label}`;
+          const got = cs.c.slice();
+          a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
+          check(`gemmF32 ${tag}`, cs, got, cs.want, mag);
+          const gotH = cs.c.slice();
+          a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
+          check(`gemmBf16 ${tag}`, cs, gotH, cs.wantBf16, mag);
+        }
+      }
+    }
+  } finally {
+    if (steal0 === undefined) delete process.env.DSV3_GEMM_STEAL_TEST;
+    else process.env.DSV3_GEMM_STEAL_TEST = steal0;
     restore(a, isa0, threads0);
   }
 });

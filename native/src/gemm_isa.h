@@ -159,6 +159,30 @@ static inline void gemm_transpose8(__m256 r[8]) {
 }
 #endif
 
+/* The gm x gn grid of C tiles for T threads: among the grids of the largest thread count
+ * <= T that fit (gm <= pm MR-row panels, gn <= pn NR-column panels), the one with the smallest
+ * cost(P, pm, pn, gm, gn), the estimated time of its largest tile; 1 x 1 for T = 1. Shared by
+ * the fp32 GEMM (gemm_driver.c) and the FP8 linear (fp8_gemm.c), whose cost models differ. */
+static inline void gemm_pick_grid(int T, int64_t pm, int64_t pn,
+                                  double (*cost)(const void* P, int64_t pm, int64_t pn, int gm, int gn),
+                                  const void* P, int* gm_out, int* gn_out) {
+  *gm_out = *gn_out = 1;
+  for (; T > 1; T--) {
+    double best = 0;
+    for (int gm = 1; gm <= T; gm++) {
+      const int gn = T / gm;
+      if (gm * gn != T || gm > pm || gn > pn) continue;
+      const double c = cost(P, pm, pn, gm, gn);
+      if (best == 0 || c < best) {
+        best = c;
+        *gm_out = gm;
+        *gn_out = gn;
+      }
+    }
+    if (best > 0) return;
+  }
+}
+
 /* Packing (gemm_pack.c). Panels are zero padded to full MR / NR (and, for the pair
  * layouts, to an even k), so the micro-kernels always run full width. */
 void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, float* dst);
@@ -170,6 +194,8 @@ void ISA_FN(gemm_pack_b_pairs)(const gemm_prob* P, int64_t p0, int kc, int64_t j
  * beta == 0 meaning overwrite. kc2 counts k pairs. */
 void ISA_FN(gemm_kernel)(int kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                          float beta, int mr, int nr);
+void ISA_FN(gemm_kernel_rows)(int kc, const float* a, int64_t lda, const float* an, const float* b, float* c,
+                              int64_t ldc, float alpha, float beta, int nr);
 void ISA_FN(gemm_kernel_dp)(int kc2, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc,
                             float alpha, float beta, int mr, int nr);
 

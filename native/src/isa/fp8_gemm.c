@@ -141,7 +141,8 @@ static void grid_task(void* ctx, int t, int thread) {
 
 /* Estimated ns of the largest tile of a gm x gn grid: flops at a nominal per-core rate, x
  * packing once per NCF block, W decoding once. */
-static double grid_cost(const fp8_prob* P, int64_t pm, int64_t pn, int gm, int gn) {
+static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn) {
+  const fp8_prob* P = (const fp8_prob*)prob;
   const double rows = (double)((pm + gm - 1) / gm * MR), cols = (double)((pn + gn - 1) / gn * NR);
   const double k = (double)P->k, flops_per_ns = 6.0 * (GEMM_VEC > 1 ? GEMM_VEC : 2);
   const double nblocks = (double)(((int64_t)cols + NCF - 1) / NCF);
@@ -150,21 +151,8 @@ static double grid_cost(const fp8_prob* P, int64_t pm, int64_t pn, int gm, int g
 
 int ISA_FN(fp8_gemm)(const fp8_prob* P) {
   grid_ctx G = {P, 1, 1, (P->m + MR - 1) / MR, (P->n + NR - 1) / NR, 0};
-  int T = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : dsv3_threads();
-  for (; T > 1; T--) {
-    double best = 0;
-    for (int gm = 1; gm <= T; gm++) {
-      const int gn = T / gm;
-      if (gm * gn != T || gm > G.pm || gn > G.pn) continue;
-      const double cost = grid_cost(P, G.pm, G.pn, gm, gn);
-      if (best == 0 || cost < best) {
-        best = cost;
-        G.gm = gm;
-        G.gn = gn;
-      }
-    }
-    if (best > 0) break;
-  }
+  const int T = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : dsv3_threads();
+  gemm_pick_grid(T, G.pm, G.pn, grid_cost, P, &G.gm, &G.gn);
   dsv3_parallel_for(G.gm * G.gn, grid_task, &G);
   return G.fail ? -1 : 0;
 }

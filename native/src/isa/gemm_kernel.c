@@ -118,6 +118,67 @@ void ISA_FN(gemm_kernel)(int kc, const float* restrict a, const float* restrict 
 #endif
 }
 
+/* The same tile with A read in place instead of from a packed panel: row i of the MR-row
+ * micro-panel is a + i*lda (op(A) = A stored [m,k], fp32, all MR rows valid). For a narrow C
+ * each A micro-panel meets only a few B panels, so packing A would cost a large part of the
+ * multiply (driver: use_direct_a); reading the rows in place, each cache line of A serves 16
+ * k steps and the first B panel's calls bring the rows into L1/L2 for the others. */
+void ISA_FN(gemm_kernel_rows)(int kc, const float* restrict a, int64_t lda, const float* an,
+                              const float* restrict b, float* c, int64_t ldc, float alpha, float beta, int nr) {
+#ifdef V
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
+  for (int i = 0; i < MR; i++) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+  }
+  int p = 0;
+  /* MR short row streams defeat the hardware prefetcher: each 16 k steps, bring in the next
+   * cache line of each row of the next call's micro-panel (an) */
+  for (; p + 16 <= kc; p += 16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) __builtin_prefetch(an + i * lda + p, 0, 3);
+#pragma GCC unroll 4
+    for (int q = p; q < p + 16; q++) {
+      V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; i++) {
+        const V ai = VSET1(a[i * lda + q]);
+        acc[i][0] = VFMA(ai, b0, acc[i][0]);
+        acc[i][1] = VFMA(ai, b1, acc[i][1]);
+      }
+      b += NR;
+    }
+  }
+  for (; p < kc; p++) {
+    V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const V ai = VSET1(a[i * lda + p]);
+      acc[i][0] = VFMA(ai, b0, acc[i][0]);
+      acc[i][1] = VFMA(ai, b1, acc[i][1]);
+    }
+    b += NR;
+  }
+  store_tile(acc, c, ldc, alpha, beta, MR, nr);
+#else
+  (void)an;
+  float t[MR * NR];
+  for (int q = 0; q < MR * NR; q++) t[q] = 0.0f;
+  for (int p = 0; p < kc; p++) {
+    for (int i = 0; i < MR; i++) {
+      const float ai = a[i * lda + p];
+      for (int j = 0; j < NR; j++) t[i * NR + j] += ai * b[j];
+    }
+    b += NR;
+  }
+  store_edge(t, c, ldc, alpha, beta, MR, nr);
+#endif
+}
+
 /* VDPBF16PS kernel: each 32-bit word of A / B holds two consecutive-k bf16 values; one
  * instruction multiplies both pairs and adds them into the fp32 accumulator. Only the
  * AVX-512 build (compiled with -mavx512bf16) has it; the driver calls it only when the CPU
