@@ -129,6 +129,20 @@ function restore(a: Addon, isa: string, threads: number): void {
   a.setThreads(threads);
 }
 
+type Labelled = { cs: Case; mag: Float32Array; label: string };
+
+/** Runs every case through gemmF32 and gemmBf16 (into copies of C) and checks both. */
+function runCases(a: Addon, cases: readonly Labelled[], tag: string): void {
+  for (const { cs, mag, label } of cases) {
+    const got = cs.c.slice();
+    a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
+    check(`gemmF32 ${tag} ${label}`, cs, got, cs.want, mag);
+    const gotH = cs.c.slice();
+    a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
+    check(`gemmBf16 ${tag} ${label}`, cs, gotH, cs.wantBf16, mag);
+  }
+}
+
 test('native gemm / gemmBf16 match the reference (all ISAs, 1 and 2 threads)', { skip }, () => {
   const a = addon!;
   const { isa: isa0, threads: threads0 } = a.info();
@@ -137,15 +151,7 @@ test('native gemm / gemmBf16 match the reference (all ISAs, 1 and 2 threads)', {
     for (const cfg of configs(a)) {
       a.setIsa(cfg.isa);
       a.setThreads(cfg.threads);
-      for (const { cs, mag, label } of cases) {
-        const tag = `${cfg.isa}/${cfg.threads}t ${label}`;
-        const got = cs.c.slice();
-        a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
-        check(`gemmF32 ${tag}`, cs, got, cs.want, mag);
-        const gotH = cs.c.slice();
-        a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
-        check(`gemmBf16 ${tag}`, cs, gotH, cs.wantBf16, mag);
-      }
+      runCases(a, cases, `${cfg.isa}/${cfg.threads}t`);
     }
   } finally {
     restore(a, isa0, threads0);
@@ -168,14 +174,7 @@ test('native gemm matches the reference on random shapes, strides and scalars', 
     for (const cfg of configs(a)) {
       a.setIsa(cfg.isa);
       a.setThreads(cfg.threads);
-      for (const { cs, mag, label } of cases) {
-        const got = cs.c.slice();
-        a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
-        check(`gemmF32 ${cfg.isa}/${cfg.threads}t ${label}`, cs, got, cs.want, mag);
-        const gotH = cs.c.slice();
-        a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
-        check(`gemmBf16 ${cfg.isa}/${cfg.threads}t ${label}`, cs, gotH, cs.wantBf16, mag);
-      }
+      runCases(a, cases, `${cfg.isa}/${cfg.threads}t`);
     }
   } finally {
     restore(a, isa0, threads0);
@@ -209,15 +208,7 @@ test('native gemm: threaded schedule, work stealing, several k and column blocks
       a.setThreads(cfg.threads);
       for (const steal of cfg.threads > 1 ? ['0', '1'] : ['0']) {
         process.env.DSV3_GEMM_STEAL_TEST = steal;
-        for (const { cs, mag, label } of cases) {
-          const tag = `${cfg.isa}/${cfg.threads}t${steal === '1' ? ' steal' : ''} ${label}`;
-          const got = cs.c.slice();
-          a.gemmF32(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.b, cs.ldb, cs.beta, got, cs.ldc);
-          check(`gemmF32 ${tag}`, cs, got, cs.want, mag);
-          const gotH = cs.c.slice();
-          a.gemmBf16(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, cs.a, cs.lda, cs.bh, cs.ldb, cs.beta, gotH, cs.ldc);
-          check(`gemmBf16 ${tag}`, cs, gotH, cs.wantBf16, mag);
-        }
+        runCases(a, cases, `${cfg.isa}/${cfg.threads}t${steal === '1' ? ' steal' : ''}`);
       }
     }
   } finally {

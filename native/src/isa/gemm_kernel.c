@@ -75,30 +75,41 @@ static inline __attribute__((always_inline)) void store_tile(V acc[MR][NV], floa
     for (int v = 0; v < NV; v++) VSTOREU(t + i * NR + v * GEMM_VEC, acc[i][v]);
   store_edge(t, c, ldc, alpha, beta, mr, nr);
 }
+
+/* Zeroes the accumulators and starts bringing the C tile's rows towards L1 while the k loop
+ * runs (the stores need the lines too). */
+static inline __attribute__((always_inline)) void start_tile(V acc[MR][NV], const float* c, int64_t ldc, int mr) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
+  for (int i = 0; i < mr; i++) {
+    __builtin_prefetch(c + i * ldc, 1, 3);
+    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+  }
+}
+
+/* One k step: acc[i] += a[i * as] * (the NR-wide row b), i < MR. as = 1 for a packed A
+ * micro-panel, lda for A read in place. */
+static inline __attribute__((always_inline)) void k_step(V acc[MR][NV], const float* a, int64_t as, const float* b) {
+  const V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++) {
+    const V ai = VSET1(a[i * as]);
+    acc[i][0] = VFMA(ai, b0, acc[i][0]);
+    acc[i][1] = VFMA(ai, b1, acc[i][1]);
+  }
+}
 #endif
 
 void ISA_FN(gemm_kernel)(int kc, const float* restrict a, const float* restrict b, float* c, int64_t ldc,
                          float alpha, float beta, int mr, int nr) {
 #ifdef V
   V acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
-  /* bring the C tile towards L1 while the k loop runs (stores need the lines too) */
-  for (int i = 0; i < mr; i++) {
-    __builtin_prefetch(c + i * ldc, 1, 3);
-    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
-  }
+  start_tile(acc, c, ldc, mr);
 #pragma GCC unroll 4
   for (int p = 0; p < kc; p++) {
-    V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-      const V ai = VSET1(a[i]);
-      acc[i][0] = VFMA(ai, b0, acc[i][0]);
-      acc[i][1] = VFMA(ai, b1, acc[i][1]);
-    }
+    k_step(acc, a, 1, b);
     a += MR;
     b += NR;
   }
@@ -127,14 +138,7 @@ void ISA_FN(gemm_kernel_rows)(int kc, const float* restrict a, int64_t lda, cons
                               const float* restrict b, float* c, int64_t ldc, float alpha, float beta, int nr) {
 #ifdef V
   V acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
-  for (int i = 0; i < MR; i++) {
-    __builtin_prefetch(c + i * ldc, 1, 3);
-    __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
-  }
+  start_tile(acc, c, ldc, MR);
   int p = 0;
   /* MR short row streams defeat the hardware prefetcher: each 16 k steps, bring in the next
    * cache line of each row of the next call's micro-panel (an) */
@@ -143,24 +147,12 @@ void ISA_FN(gemm_kernel_rows)(int kc, const float* restrict a, int64_t lda, cons
     for (int i = 0; i < MR; i++) __builtin_prefetch(an + i * lda + p, 0, 3);
 #pragma GCC unroll 4
     for (int q = p; q < p + 16; q++) {
-      V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
-#pragma GCC unroll 16
-      for (int i = 0; i < MR; i++) {
-        const V ai = VSET1(a[i * lda + q]);
-        acc[i][0] = VFMA(ai, b0, acc[i][0]);
-        acc[i][1] = VFMA(ai, b1, acc[i][1]);
-      }
+      k_step(acc, a + q, lda, b);
       b += NR;
     }
   }
   for (; p < kc; p++) {
-    V b0 = VLOAD(b), b1 = VLOAD(b + GEMM_VEC);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-      const V ai = VSET1(a[i * lda + p]);
-      acc[i][0] = VFMA(ai, b0, acc[i][0]);
-      acc[i][1] = VFMA(ai, b1, acc[i][1]);
-    }
+    k_step(acc, a + p, lda, b);
     b += NR;
   }
   store_tile(acc, c, ldc, alpha, beta, MR, nr);
