@@ -119,9 +119,6 @@ static int plan(dsv3_attn_ctx* c, int backward, int* nthreads) {
   return 0;
 }
 
-/* attention.c: the forward of a whole (batch, kv head) from packed K/V (scratch: see there) */
-DECLARE_ISA(void, dsv3_attn_fwd_bg_task, (const dsv3_attn_ctx* c, int task, int thread))
-
 /* Per-thread floats of packed K/V rows (attention.c pack_rows) for tk keys, and for the
  * backward the packed dK/dV sums too; 0 (no packing) when that would pass 64 MiB a thread. */
 static size_t pack_floats(const dsv3_attn_ctx* c, int backward) {

@@ -89,6 +89,8 @@ static inline size_t dsv3_attn_bwd_scratch(const dsv3_attn_ctx* c) {
 DECLARE_ISA(void, dsv3_attn_fwd_task, (const dsv3_attn_ctx* c, int task, int thread))
 /* task = (b*kvHeads + g)*chunks + chunk */
 DECLARE_ISA(void, dsv3_attn_fwd_combine_task, (const dsv3_attn_ctx* c, int task, int thread))
+/* the forward of a whole (batch, kv head) from K/V packed once (attention.c, scratch: see there) */
+DECLARE_ISA(void, dsv3_attn_fwd_bg_task, (const dsv3_attn_ctx* c, int task, int thread))
 /* Backward: task = (b*kvHeads + g)*splits + split; split s owns key tiles s, s+splits, ...:
  * it overwrites their dk/dv rows and writes its dq contribution (split 0 into dq, split s>0
  * into part); a reduce pass (task = b*kvHeads + g) adds the partials into dq. */
