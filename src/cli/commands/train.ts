@@ -1,7 +1,7 @@
 /**
  * `dsv3 train`: trains a DeepSeek-V3-architecture model from scratch (src/train/trainer.ts).
  * With no arguments: a small MoE model (DEFAULT_TRAIN_CONFIG) on the embedded Moby-Dick text,
- * sized to visibly learn in about ten minutes on two CPU cores.
+ * sized to visibly learn in about eight minutes on two CPU cores.
  */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,9 +13,9 @@ import { train, type TrainOptions } from '../../train/trainer.js';
 /**
  * The default model of `dsv3 train`: configs/bench-small.json's architecture (4 layers, the first
  * dense; MLA with 8 heads; 16 routed experts in 4 groups, top-4 from 2 groups, 1 shared; one MTP
- * module; 9.5M parameters) with a 2048-token vocabulary so that 1000 steps of 8x128 tokens (~0.45 s each after the training
+ * module; 9.5M parameters) with a 2048-token vocabulary so that 1000 steps of 8x128 tokens (~0.4 s each after the training
  * performance pass, plus validation) fit in
- * about ten minutes on two cores.
+ * about eight minutes on two cores.
  */
 export const DEFAULT_TRAIN_CONFIG: Record<string, unknown> = {
   architectures: ['DeepseekV3ForCausalLM'],
@@ -70,7 +70,7 @@ and aux-loss-free balancing, MTP) with the paper's recipe: AdamW (0.9, 0.95, wd 
 at 1.0, warmup -> constant -> cosine LR, L = L_Main + λ·L_MTP + α·L_Bal, bias updates after
 every step. With no options: bench-small's architecture (${DEFAULT_TRAIN_CONFIG['num_hidden_layers']} layers, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']} routed experts, top-${DEFAULT_TRAIN_CONFIG['num_experts_per_tok']}) with a
 ${DEFAULT_TRAIN_CONFIG['vocab_size']}-token BPE vocabulary on the embedded Moby-Dick text
-(${DEFAULTS.steps} steps of ${DEFAULTS.batch}x${DEFAULTS.seq} tokens), about ten minutes on two cores.
+(${DEFAULTS.steps} steps of ${DEFAULTS.batch}x${DEFAULTS.seq} tokens), about eight minutes on two cores.
 
 Model and data:
   --config FILE         model config.json (default: built-in small config; see configs/)
