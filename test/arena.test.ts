@@ -43,6 +43,20 @@ test('arena: poison fills released buffers with NaN', () => {
   assert.ok(Number.isNaN(a[0]!) && Number.isNaN(a[99]!));
 });
 
+test('arena: early release only frees buffers taken since the epoch, once', () => {
+  const arena = new BufferArena({ minElems: 16 });
+  const before = withArena(arena, () => allocUninit(100));
+  const since = arena.epoch();
+  const after = withArena(arena, () => allocUninit(100));
+  assert.equal(arena.release(before.buffer as ArrayBuffer, since), false, 'a buffer from before the epoch was released');
+  assert.equal(arena.release(after.buffer as ArrayBuffer, since), true);
+  assert.equal(arena.release(after.buffer as ArrayBuffer, since), false, 'released twice');
+  assert.equal(arena.release(new ArrayBuffer(448), since), false, 'a foreign buffer was released');
+  // the released buffer is the next one handed out in its class
+  assert.equal(withArena(arena, () => allocUninit(100)).buffer, after.buffer);
+  assert.equal(arena.stats().released, 1);
+});
+
 test('arena: withArena nests and restores the previous arena on throw', () => {
   const outer = new BufferArena();
   const inner = new BufferArena();
@@ -86,6 +100,7 @@ test('arena: training steps in a poisoning arena equal plain allocation bit for 
   const plain = run(null, 4);
   const pooled = run(arena, 4);
   assert.ok(arena.stats().hits > 100, `arena barely used: ${JSON.stringify(arena.stats())}`);
+  assert.ok(arena.stats().released > 50, `backward released few gradient buffers early: ${JSON.stringify(arena.stats())}`);
   assert.deepEqual(pooled.losses, plain.losses);
   assert.ok(plain.losses.every(Number.isFinite));
   for (let i = 0; i < plain.weights.length; i++) assert.deepEqual(pooled.weights[i], plain.weights[i], `parameter ${i} differs`);

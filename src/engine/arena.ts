@@ -21,7 +21,9 @@
  * Buffers are binned by size class (8 per power of two, so at most 12.5% slack), which lets
  * the MoE layers' per-step varying expert batch sizes reuse each other's buffers. Classes
  * not fully used in the last two steps are trimmed at reset, so the arena holds about one
- * step's worth of memory.
+ * step's worth of memory. Within a step, backward gives gradient buffers back as soon as
+ * they are consumed (`release`, used by autograd.ts), so the backward pass reuses a few
+ * buffers instead of adding its gradients to the step's peak.
  */
 
 /** By default buffers below this many float32 elements (16 KiB) are not pooled: ops/util.ts
@@ -44,6 +46,8 @@ export interface ArenaStats {
   /** Requests served from a free buffer / by a new one, since construction. */
   hits: number;
   misses: number;
+  /** Buffers given back early (`release`), since construction. */
+  released: number;
 }
 
 /** Size class of `bytes`: rounded up to 1/8 of its power of two (at least 64 bytes). */
@@ -55,10 +59,11 @@ function sizeClass(bytes: number): number {
 
 interface Bin {
   free: ArrayBuffer[];
-  /** handed out since the last reset (each a buffer of this class) */
-  taken: ArrayBuffer[];
-  /** the number taken in the previous step */
-  prevTaken: number;
+  /** handed out and not released since the last reset, with the epoch of their take */
+  taken: Map<ArrayBuffer, number>;
+  /** the most buffers of this class in use at once, this step and the previous one */
+  peak: number;
+  prevPeak: number;
 }
 
 export class BufferArena {
@@ -70,6 +75,8 @@ export class BufferArena {
   private takenCount = 0;
   private hitCount = 0;
   private missCount = 0;
+  private epochCount = 0;
+  private releaseCount = 0;
 
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
@@ -81,7 +88,7 @@ export class BufferArena {
     const cls = sizeClass(bytes);
     let bin = this.bins.get(cls);
     if (!bin) {
-      bin = { free: [], taken: [], prevTaken: 0 };
+      bin = { free: [], taken: new Map(), peak: 0, prevPeak: 0 };
       this.bins.set(cls, bin);
     }
     let buf = bin.free.pop();
@@ -91,9 +98,35 @@ export class BufferArena {
       this.held += cls;
       this.missCount++;
     }
-    bin.taken.push(buf);
+    bin.taken.set(buf, this.epochCount);
+    bin.peak = Math.max(bin.peak, bin.taken.size);
     this.takenCount++;
     return buf;
+  }
+
+  /**
+   * Starts a new epoch and returns it. `release(buf, epoch)` only frees buffers taken in or
+   * after that epoch: autograd marks the start of backward, so that only buffers born during
+   * backward (gradients), never a forward activation, can be released early.
+   */
+  epoch(): number {
+    return ++this.epochCount;
+  }
+
+  /**
+   * Returns `buf` to the free list now, before the reset: the caller guarantees that no tensor
+   * over it is used any more. Does nothing (false) for a buffer this arena did not hand out in
+   * this step, or one taken before `since`.
+   */
+  release(buf: ArrayBuffer, since = 0): boolean {
+    const bin = this.bins.get(buf.byteLength);
+    const e = bin?.taken.get(buf);
+    if (!bin || e === undefined || e < since) return false;
+    bin.taken.delete(buf);
+    if (this.poison) new Float32Array(buf).fill(NaN);
+    bin.free.push(buf);
+    this.releaseCount++;
+    return true;
   }
 
   /**
@@ -102,20 +135,23 @@ export class BufferArena {
    */
   reset(): void {
     for (const [cls, bin] of this.bins) {
-      if (this.poison) for (const b of bin.taken) new Float32Array(b).fill(NaN);
-      const now = bin.taken.length;
-      for (const b of bin.taken) bin.free.push(b);
-      bin.taken.length = 0;
-      // keep what either of the last two steps needed; drop the rest to the GC
-      const keep = Math.max(now, bin.prevTaken);
+      for (const b of bin.taken.keys()) {
+        if (this.poison) new Float32Array(b).fill(NaN);
+        bin.free.push(b);
+      }
+      bin.taken.clear();
+      // keep what either of the last two steps needed at once; drop the rest to the GC
+      const keep = Math.max(bin.peak, bin.prevPeak);
       while (bin.free.length > keep) {
         bin.free.pop();
         this.held -= cls;
       }
-      bin.prevTaken = now;
+      bin.prevPeak = bin.peak;
+      bin.peak = 0;
       if (bin.free.length === 0) this.bins.delete(cls);
     }
     this.takenCount = 0;
+    this.epochCount = 0;
   }
 
   /** Drops every free buffer (handed-out ones stay valid until the next reset). */
@@ -123,12 +159,12 @@ export class BufferArena {
     for (const [cls, bin] of this.bins) {
       this.held -= bin.free.length * cls;
       bin.free.length = 0;
-      bin.prevTaken = 0;
+      bin.prevPeak = 0;
     }
   }
 
   stats(): ArenaStats {
-    return { heldBytes: this.held, taken: this.takenCount, hits: this.hitCount, misses: this.missCount };
+    return { heldBytes: this.held, taken: this.takenCount, hits: this.hitCount, misses: this.missCount, released: this.releaseCount };
   }
 }
 

@@ -13,6 +13,8 @@
  */
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
+import { activeArena, type BufferArena } from './arena.js';
+import { weightGradsDeferred } from './ops/linear.js';
 import { allocUninit } from './ops/util.js';
 import { Tensor } from './tensor.js';
 
@@ -136,7 +138,9 @@ export function backward(root: Tensor, grad?: Tensor): void {
 function runGraph(root: Tensor, g0: Tensor): void {
   const order = topoOrder(root);
   const grads = new Map<Tensor, Tensor>();
+  const rel = earlyRelease();
   grads.set(root, g0);
+  rel?.hold(g0);
   for (let idx = order.length - 1; idx >= 0; idx--) {
     const t = order[idx]!;
     const g = grads.get(t);
@@ -155,6 +159,8 @@ function runGraph(root: Tensor, g0: Tensor): void {
           t.grad = Tensor.fromF32(own, t.shape);
         }
       }
+      rel?.drop(g);
+      rel?.flush();
       continue;
     }
     if (!node.backward) throw new Error(`backward: the graph through '${node.name}' was already freed by an earlier backward()`);
@@ -167,14 +173,73 @@ function runGraph(root: Tensor, g0: Tensor): void {
       if (!sameShape(gx.shape, x.shape)) {
         throw new Error(`backward: '${node.name}' produced a gradient of shape [${gx.shape.join(', ')}] for input ${i} of shape [${x.shape.join(', ')}]`);
       }
-      grads.set(x, accumulate(grads.get(x), gx));
+      const prev = grads.get(x);
+      const acc = accumulate(prev, gx);
+      grads.set(x, acc);
+      rel?.hold(acc);
+      if (prev) {
+        rel?.drop(prev);
+        rel?.consider(gx); // summed into acc, a new buffer
+      }
     }
+    rel?.drop(g);
+    rel?.flush();
     // Free the closure and its saved tensors, but keep the (now empty) node on t so that a
     // second backward through this part of the graph fails loudly instead of silently
     // treating t as a leaf.
     node.backward = null;
     node.inputs = [];
   }
+}
+
+/**
+ * Early release of gradient buffers inside a step arena (arena.ts): a buffer taken during this
+ * backward pass goes back to the arena as soon as no pending gradient refers to it, so the
+ * backward reuses a few hot buffers instead of holding every gradient until the step ends.
+ * Buffers from before the pass (forward activations, a caller's gradient) are never released.
+ * Off outside an arena and inside `deferWeightGrads` (deferred closures read gradients later).
+ */
+class GradBuffers {
+  private readonly refs = new Map<ArrayBuffer, number>();
+  private readonly candidates: ArrayBuffer[] = [];
+  private readonly since: number;
+
+  constructor(private readonly arena: BufferArena) {
+    this.since = arena.epoch();
+  }
+
+  /** A pending gradient (an entry of the gradient map) uses t's buffer. */
+  hold(t: Tensor): void {
+    const b = t.data.buffer as ArrayBuffer;
+    this.refs.set(b, (this.refs.get(b) ?? 0) + 1);
+  }
+
+  /** One use of t's buffer ended. */
+  drop(t: Tensor): void {
+    const b = t.data.buffer as ArrayBuffer;
+    const n = (this.refs.get(b) ?? 1) - 1;
+    if (n > 0) this.refs.set(b, n);
+    else {
+      this.refs.delete(b);
+      this.candidates.push(b);
+    }
+  }
+
+  /** t was consumed without ever being held. */
+  consider(t: Tensor): void {
+    this.candidates.push(t.data.buffer as ArrayBuffer);
+  }
+
+  /** Releases the candidates no pending gradient uses. */
+  flush(): void {
+    for (const b of this.candidates) if (!this.refs.has(b)) this.arena.release(b, this.since);
+    this.candidates.length = 0;
+  }
+}
+
+function earlyRelease(): GradBuffers | null {
+  const arena = activeArena();
+  return arena && !weightGradsDeferred() ? new GradBuffers(arena) : null;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
