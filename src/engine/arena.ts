@@ -71,12 +71,9 @@ export class BufferArena {
   private readonly poison: boolean;
   /** Requests of fewer float32 elements are not served from the arena. */
   readonly minElems: number;
-  private held = 0;
-  private takenCount = 0;
-  private hitCount = 0;
-  private missCount = 0;
+  /** counters behind stats(); `taken` restarts at each reset */
+  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0 };
   private epochCount = 0;
-  private releaseCount = 0;
 
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
@@ -92,15 +89,15 @@ export class BufferArena {
       this.bins.set(cls, bin);
     }
     let buf = bin.free.pop();
-    if (buf) this.hitCount++;
+    if (buf) this.counts.hits++;
     else {
       buf = new ArrayBuffer(cls);
-      this.held += cls;
-      this.missCount++;
+      this.counts.held += cls;
+      this.counts.misses++;
     }
     bin.taken.set(buf, this.epochCount);
     bin.peak = Math.max(bin.peak, bin.taken.size);
-    this.takenCount++;
+    this.counts.taken++;
     return buf;
   }
 
@@ -125,7 +122,7 @@ export class BufferArena {
     bin.taken.delete(buf);
     if (this.poison) new Float32Array(buf).fill(NaN);
     bin.free.push(buf);
-    this.releaseCount++;
+    this.counts.released++;
     return true;
   }
 
@@ -144,27 +141,28 @@ export class BufferArena {
       const keep = Math.max(bin.peak, bin.prevPeak);
       while (bin.free.length > keep) {
         bin.free.pop();
-        this.held -= cls;
+        this.counts.held -= cls;
       }
       bin.prevPeak = bin.peak;
       bin.peak = 0;
       if (bin.free.length === 0) this.bins.delete(cls);
     }
-    this.takenCount = 0;
+    this.counts.taken = 0;
     this.epochCount = 0;
   }
 
   /** Drops every free buffer (handed-out ones stay valid until the next reset). */
   trim(): void {
     for (const [cls, bin] of this.bins) {
-      this.held -= bin.free.length * cls;
+      this.counts.held -= bin.free.length * cls;
       bin.free.length = 0;
       bin.prevPeak = 0;
     }
   }
 
   stats(): ArenaStats {
-    return { heldBytes: this.held, taken: this.takenCount, hits: this.hitCount, misses: this.missCount, released: this.releaseCount };
+    const c = this.counts;
+    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released };
   }
 }
 
