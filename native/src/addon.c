@@ -17,6 +17,7 @@ __attribute__((weak)) void dsv3_register_bench(napi_env env, napi_value exports)
 __attribute__((weak)) void dsv3_register_rowops(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_optim(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_gemm_batch(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_memory(napi_env env, napi_value exports);
 
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -68,7 +69,8 @@ static napi_value init(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "setIsa", js_set_isa);
   register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8,
                             dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench,
-                            dsv3_register_rowops, dsv3_register_optim, dsv3_register_gemm_batch};
+                            dsv3_register_rowops, dsv3_register_optim, dsv3_register_gemm_batch,
+                            dsv3_register_memory};
   for (unsigned i = 0; i < sizeof families / sizeof families[0]; i++)
     if (families[i]) families[i](env, exports);
   return exports;

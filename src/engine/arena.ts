@@ -23,8 +23,10 @@
  * not fully used in the last two steps are trimmed at reset, so the arena holds about one
  * step's worth of memory. Within a step, backward gives gradient buffers back as soon as
  * they are consumed (`release`, used by autograd.ts), so the backward pass reuses a few
- * buffers instead of adding its gradients to the step's peak.
+ * buffers instead of adding its gradients to the step's peak. Buffers of 2 MiB and up are on
+ * transparent huge pages (memory.ts).
  */
+import { freeLargeBuffer, largeBuffer } from './memory.js';
 
 /** By default buffers below this many float32 elements (16 KiB) are not pooled: ops/util.ts
  * carves small ones from slabs, and V8 keeps tiny ones on its heap. */
@@ -91,7 +93,7 @@ export class BufferArena {
     let buf = bin.free.pop();
     if (buf) this.counts.hits++;
     else {
-      buf = new ArrayBuffer(cls);
+      buf = largeBuffer(cls);
       this.counts.held += cls;
       this.counts.misses++;
     }
@@ -140,7 +142,7 @@ export class BufferArena {
       // keep what either of the last two steps needed at once; drop the rest to the GC
       const keep = Math.max(bin.peak, bin.prevPeak);
       while (bin.free.length > keep) {
-        bin.free.pop();
+        freeLargeBuffer(bin.free.pop()!);
         this.counts.held -= cls;
       }
       bin.prevPeak = bin.peak;
@@ -151,10 +153,12 @@ export class BufferArena {
     this.epochCount = 0;
   }
 
-  /** Drops every free buffer (handed-out ones stay valid until the next reset). */
+  /** Drops every free buffer (handed-out ones stay valid until the next reset); huge-page
+   * buffers are unmapped at once (memory.ts). */
   trim(): void {
     for (const [cls, bin] of this.bins) {
       this.counts.held -= bin.free.length * cls;
+      for (const b of bin.free) freeLargeBuffer(b);
       bin.free.length = 0;
       bin.prevPeak = 0;
     }

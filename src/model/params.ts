@@ -13,6 +13,7 @@
 import { type Checkpoint } from '../io/checkpoint.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { dequantFp8Weight } from '../engine/fp8.js';
+import { largeF32 } from '../engine/memory.js';
 import { Tensor } from '../engine/tensor.js';
 import { Rng, deriveSeed, type Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
@@ -129,7 +130,7 @@ export class RandomParams implements ParamSource {
   /** n normal(0, std) values from the stream of `name` (Box-Muller, both outputs of each pair). */
   private normal(name: string, n: number): Float32Array {
     const rng = new Rng(deriveSeed(this.seed, name));
-    const out = new Float32Array(n);
+    const out = largeF32(n);
     const twoPi = 2 * Math.PI;
     const inv32 = 1 / 4294967296;
     for (let i = 0; i < n; i += 2) {
@@ -145,7 +146,7 @@ export class RandomParams implements ParamSource {
   tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
     let n = 1;
     for (const d of shape) n *= d;
-    const data = init === 'normal' ? this.normal(name, n) : new Float32Array(n).fill(init === 'ones' ? 1 : 0);
+    const data = init === 'normal' ? this.normal(name, n) : largeF32(n).fill(init === 'ones' ? 1 : 0);
     if (!trainable) {
       const t = Tensor.fromF32(data, shape);
       t.name = name;

@@ -276,6 +276,7 @@ export function train(o: TrainOptions): TrainResult {
         const message =
           `training stopped at step ${step}: ${consecutive} consecutive steps with non-finite loss or gradients ` +
           `(lower --lr or raise --warmup). Last good checkpoint: ${lastCkpt ?? 'none (no checkpoint was written yet)'}`;
+        arena?.trim();
         return { status: 'diverged', message, step, losses, lastCheckpoint: lastCkpt, finalValLoss: finalVal };
       }
       continue;
@@ -305,6 +306,7 @@ export function train(o: TrainOptions): TrainResult {
     }
     if ((o.ckptEvery > 0 && step % o.ckptEvery === 0) || step === o.steps) save();
   }
+  arena?.trim(); // the arena's buffers are unmapped now, not at some later garbage collection
   progress.done();
   return { status: 'done', message: `trained ${step} steps; checkpoint ${lastCkpt}`, step, losses, lastCheckpoint: lastCkpt, finalValLoss: finalVal };
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include "cpu.h"
 #include "gemm_isa.h"
+#include "memory.h"
 #include "threadpool.h"
 
 #define MR GEMM_MR
@@ -25,19 +26,21 @@
 
 /* Scratch memory per OS thread (pool workers are persistent, so this is allocated once per
  * thread and size, never in steady state). Thread-local rather than indexed by pool slot, so
- * concurrent callers (nested calls run inline, JS worker threads) never share a buffer. */
+ * concurrent callers (nested calls run inline, JS worker threads) never share a buffer. From
+ * the huge-page allocator (memory.h): the packed B block (up to 2 MB) is read once per row
+ * block, panel after panel. */
 static _Thread_local void* tl_buf[4];
 static _Thread_local size_t tl_cap[4];
 
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes) {
   if (bytes < 64) bytes = 64;
   if (tl_cap[slot] >= bytes) return tl_buf[slot];
-  free(tl_buf[slot]);
+  dsv3_huge_free(tl_buf[slot], tl_cap[slot]);
   tl_buf[slot] = NULL;
   tl_cap[slot] = 0;
-  size_t sz = (bytes + 4095) & ~(size_t)4095;
-  void* p = NULL;
-  if (posix_memalign(&p, 64, sz) != 0) return NULL;
+  const size_t sz = (bytes + 4095) & ~(size_t)4095;
+  void* p = dsv3_huge_alloc(sz);
+  if (!p) return NULL;
   tl_buf[slot] = p;
   tl_cap[slot] = sz;
   return p;

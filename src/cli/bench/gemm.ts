@@ -4,6 +4,7 @@
  * bf16 weights, 1 thread and all threads; plus the per-call dispatch cost of a tiny GEMM.
  */
 import { availableParallelism } from 'node:os';
+import { largeF32 } from '../../engine/memory.js';
 import { UsageError } from '../command.js';
 import { registerBench } from '../commands/bench.js';
 import { type BenchAddon, loadBenchAddon, measurePeak, parseFlags } from './peak.js';
@@ -21,8 +22,10 @@ interface Row {
   gflops: number; peak_gflops: number; pct_peak: number; weight_gbps: number;
 }
 
+/** n pseudo-random floats in [-0.5, 0.5), in a buffer allocated as the model's are (memory.ts:
+ * on huge pages from 2 MiB up; DSV3_HUGEPAGES=0 for plain ArrayBuffers). */
 function randomF32(n: number): Float32Array {
-  const x = new Float32Array(n);
+  const x = largeF32(n);
   let s = 12345;
   for (let i = 0; i < n; i++) {
     s = (s * 1103515245 + 12345) >>> 0;
@@ -60,7 +63,7 @@ function runCase(addon: BenchAddon, op: Op, dtype: DT, m: number, k: number, n: 
   const a = randomF32(m * k);
   const bf = randomF32(k * n);
   const bh = new Uint16Array(bf.buffer.slice(0)).filter((_, i) => i % 2 === 1); // high halves: bf16 of bf
-  const c = new Float32Array(m * n);
+  const c = largeF32(m * n);
   const lda = ta ? m : k, ldb = tb ? k : n;
   const call = dtype === 'f32'
     ? () => addon.gemmF32(ta, tb, m, n, k, 1, a, lda, bf, ldb, 0, c, n)
@@ -97,6 +100,8 @@ cores). One JSON line per case:
 where peak_gflops is the measured FMA peak for that thread count (dsv3 bench peak) and
 weight_gbps the B (weight) bytes streamed per second (the figure that matters for m=1).
 Then {"op":"dispatch","us":x}: median microseconds of one 8x8x8 gemmF32 call from JS.
+Operands are allocated as the model's tensors are: buffers of 2 MiB and up on transparent
+huge pages (src/engine/memory.ts); DSV3_HUGEPAGES=0 in the environment gives plain ones.
 Without --json a readable table also goes to stderr.
 `,
   async run(argv) {

@@ -118,6 +118,7 @@ registerBench({
       phase.optimizer += t3 - t2;
       stepMs.push(t3 - t0);
     }
+    arena?.trim();
     useBackend(base);
     const total = stepMs.reduce((a, b) => a + b, 0);
     const kernelsMs: Record<string, number> = {};
