@@ -72,6 +72,12 @@ function close(got: Float32Array, want: Float32Array, what: string, rtol = 1e-5,
   }
 }
 
+function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const x of a) if (Number.isFinite(x)) m = Math.max(m, Math.abs(x));
+  return m;
+}
+
 const SHAPES: Array<[number, number]> = [[1, 1], [3, 7], [7, 3], [2, 127], [5, 129], [4, 1000], [1, 4099], [127, 33], [64, 1000], [3, 20000]];
 const SIZES = [1, 3, 7, 8, 127, 129, 1000, 4099, 300001];
 
@@ -242,6 +248,7 @@ const CASES: AttCase[] = [
   { name: 'many (b, h): negative offset, T = 7', B: 4, H: 2, KVH: 2, tq: 7, tk: 7, dqk: 9, dv: 5, off: -2 },
   { name: 'many (b, h): kvHeads=1 groups, V inside K', B: 8, H: 3, KVH: 1, tq: 3, tk: 3, dqk: 12, dv: 8, off: 0, vInK: true },
   { name: 'many (b, h): tq = 1, kvHeads=1 (2 rows a chunk)', B: 8, H: 2, KVH: 1, tq: 1, tk: 4, dqk: 16, dv: 16, off: 3 },
+  { name: 'one query, one key (dq is exactly 0)', B: 2, H: 3, KVH: 3, tq: 1, tk: 1, dqk: 8, dv: 8, off: 0 },
 ];
 
 function setup(c: AttCase): { p: AttentionParams; q: Float32Array; k: Float32Array; v: Float32Array; dout: Float32Array; nq: number; nk: number; nv: number; no: number } {
@@ -282,8 +289,12 @@ for (const c of CASES) {
           for (let i = 0; i < a.length; i++) if (i % row >= w) a[i] = 0;
       }
       A.attentionBackward(p, q, k, v, out, lse, dout, dq2, dk2, dv2);
-      close(dq2, dq, `dq ${cfg}`, 3e-5);
-      close(dk2, dk, `dk ${cfg}`, 3e-5);
+      // dq and dk are sums of the same terms (probability x score gradient x a row of K or
+      // Q), which cancel exactly where one key is visible (softmax of one score: dq = 0): the
+      // largest gradient of the three is their scale
+      const floor = Math.max(maxAbs(dq), maxAbs(dk), maxAbs(dv));
+      close(dq2, dq, `dq ${cfg}`, 3e-5, floor);
+      close(dk2, dk, `dk ${cfg}`, 3e-5, floor);
       if (!c.vInK) close(dv2, dv, `dv ${cfg}`, 3e-5);
     });
   });
