@@ -14,14 +14,40 @@ import { dirname, join } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const imp = (p) => import(join(root, 'dist', 'src', p));
-const { values } = parseArgs({
-  options: {
-    config: { type: 'string', default: join(root, 'configs', 'bench-small.json') },
-    batch: { type: 'string', default: '8' }, seq: { type: 'string', default: '256' },
-    steps: { type: 'string', default: '5' }, warmup: { type: 'string', default: '1' },
-    threads: { type: 'string' }, nodes: { type: 'boolean' }, gemm: { type: 'boolean' }, json: { type: 'boolean' },
-  },
-});
+const USAGE = `Usage: node scripts/profile-train.mjs [--config F] [--batch B] [--seq S] [--steps N]
+         [--warmup W] [--threads T] [--nodes] [--gemm] [--json]
+
+Profiles full training steps (default configs/bench-small.json, batch 8 x seq 256, 5 timed
+steps after 1 warm-up): wall and CPU time per phase, wall time per kernel, with --gemm GEMM
+flops and GFLOPS by shape, with --nodes time per autograd backward node. --json prints one
+JSON object. Needs a build (npm run build; the native addon for the kernels).
+`;
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      config: { type: 'string', default: join(root, 'configs', 'bench-small.json') },
+      batch: { type: 'string', default: '8' }, seq: { type: 'string', default: '256' },
+      steps: { type: 'string', default: '5' }, warmup: { type: 'string', default: '1' },
+      threads: { type: 'string' }, nodes: { type: 'boolean' }, gemm: { type: 'boolean' }, json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }));
+} catch (e) {
+  process.stderr.write(`profile-train: ${e.message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+for (const k of ['batch', 'seq', 'steps', 'warmup', ...(values.threads ? ['threads'] : [])]) {
+  const v = Number(values[k]);
+  if (!Number.isInteger(v) || v < (k === 'warmup' ? 0 : 1)) {
+    process.stderr.write(`profile-train: --${k} expects a ${k === 'warmup' ? 'non-negative' : 'positive'} integer, got '${values[k]}'\n`);
+    process.exit(2);
+  }
+}
 const { kernels, useBackend } = await imp('engine/backend.js');
 const { nativeAddon } = await imp('engine/native.js');
 const { loadModelConfig } = await imp('model/config.js');
