@@ -21,7 +21,8 @@ function usage(): string {
     '',
     'Run `dsv3 <command> --help` for the options of a command.',
     'Environment: DSV3_THREADS (compute threads), DSV3_ISA (scalar|avx2|avx512, to lower the',
-    'kernel ISA), DSV3_BACKEND=reference (pure-TypeScript kernels).',
+    'kernel ISA), DSV3_BACKEND=reference (pure-TypeScript kernels), DSV3_ARENA=0 (no step',
+    'arena in training), DSV3_HUGEPAGES=0 (no transparent huge pages for large buffers).',
     '',
   ].join('\n');
 }
