@@ -31,7 +31,7 @@ function repoRoot(): string {
   }
   return d;
 }
-const addonPath = join(repoRoot(), 'build', 'Release', 'dsv3.node');
+const addonPath = process.env.DSV3_ADDON || join(repoRoot(), 'build', 'Release', 'dsv3.node');
 const haveAddon = existsSync(addonPath);
 const skip = !haveAddon && process.env.DSV3_REQUIRE_NATIVE !== '1' ? 'native addon not built' : false;
 const addon: Addon | undefined = haveAddon ? (createRequire(import.meta.url)(addonPath) as Addon) : undefined;

@@ -16,16 +16,27 @@ int dsv3_has_avx2_fma(void) {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+/* DSV3_EMULATE_AVX512: verification build only (scripts/verify-avx512.sh), whose AVX-512 kernels
+ * are SIMDe emulations that run on any AVX2 CPU: report AVX-512 (with bf16 and vbmi) present. */
 int dsv3_has_avx512(void) {
+#ifdef DSV3_EMULATE_AVX512
+  return 1;
+#endif
   __builtin_cpu_init();
   return dsv3_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
 int dsv3_has_avx512_bf16(void) {
+#ifdef DSV3_EMULATE_AVX512
+  return 1;
+#endif
   __builtin_cpu_init();
   return dsv3_has_avx512() && __builtin_cpu_supports("avx512bf16");
 }
 int dsv3_has_avx512_vbmi(void) {
+#ifdef DSV3_EMULATE_AVX512
+  return 1;
+#endif
   __builtin_cpu_init();
   return dsv3_has_avx512() && __builtin_cpu_supports("avx512vbmi");
 }

@@ -32,10 +32,16 @@ export function packageRoot(): string {
   return dirname(dirname(dirname(dirname(fileURLToPath(import.meta.url)))));
 }
 
+/** Where the addon is loaded from: build/Release/dsv3.node, or the file DSV3_ADDON names (a
+ * second build: scripts/verify-avx512.sh runs the tests against an AVX-512-emulating one). */
+export function nativeAddonPath(): string {
+  return process.env.DSV3_ADDON || join(packageRoot(), 'build', 'Release', 'dsv3.node');
+}
+
 /** The addon, or null if it cannot be loaded (see nativeLoadError). */
 export function nativeAddon(): NativeAddon | null {
   if (addon !== undefined) return addon;
-  const path = join(packageRoot(), 'build', 'Release', 'dsv3.node');
+  const path = nativeAddonPath();
   try {
     addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (e) {

@@ -6,8 +6,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nativeAddonPath } from '../../engine/native.js';
 import { numberFlag, UsageError } from '../command.js';
 import { registerBench } from '../commands/bench.js';
 
@@ -23,15 +22,10 @@ export interface BenchAddon {
   gemmBf16: GemmFn<Uint16Array>;
 }
 
-/** Loads build/Release/dsv3.node from the repository root (found by walking up to binding.gyp). */
+/** Loads the native addon (build/Release/dsv3.node, or the file DSV3_ADDON names), the same
+ * one the engine uses. */
 export function loadBenchAddon(): BenchAddon {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'binding.gyp'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new UsageError('the native addon was not found (no binding.gyp above this file)');
-    dir = up;
-  }
-  const path = join(dir, 'build', 'Release', 'dsv3.node');
+  const path = nativeAddonPath();
   if (!existsSync(path)) throw new UsageError(`the native addon is not built (${path}); run \`npx node-gyp rebuild\``);
   return createRequire(import.meta.url)(path) as BenchAddon;
 }

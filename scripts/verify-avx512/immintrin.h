@@ -1,0 +1,72 @@
+/* Verification build only (scripts/verify-avx512.sh): the real <immintrin.h> for what this CPU
+ * has (AVX2, FMA, F16C), then SIMDe's portable implementations of the AVX-512 intrinsics under
+ * their usual names, so that the AVX-512 copies of the kernels run on a CPU without AVX-512.
+ * The few intrinsics SIMDe 0.7.4 lacks are defined below, lane by lane (masked loads touch only
+ * the selected lanes, as the instructions do). */
+#ifndef DSV3_VERIFY_IMMINTRIN_H
+#define DSV3_VERIFY_IMMINTRIN_H
+#include_next <immintrin.h>
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#include <stdint.h>
+
+static inline simde__m512 dsv3v_mask_loadu_ps(simde__m512 src, simde__mmask16 k, const void* p) {
+  float t[16];
+  simde_mm512_storeu_ps(t, src);
+  for (int i = 0; i < 16; i++)
+    if ((k >> i) & 1) t[i] = ((const float*)p)[i];
+  return simde_mm512_loadu_ps(t);
+}
+static inline simde__m512 dsv3v_maskz_loadu_ps(simde__mmask16 k, const void* p) {
+  return dsv3v_mask_loadu_ps(simde_mm512_setzero_ps(), k, p);
+}
+static inline void dsv3v_mask_storeu_ps(void* p, simde__mmask16 k, simde__m512 v) {
+  float t[16];
+  simde_mm512_storeu_ps(t, v);
+  for (int i = 0; i < 16; i++)
+    if ((k >> i) & 1) ((float*)p)[i] = t[i];
+}
+static inline float dsv3v_reduce_add_ps(simde__m512 v) {
+  float t[16];
+  simde_mm512_storeu_ps(t, v);
+  /* the same pairwise tree as GCC's expansion: halves, then quarters, ... */
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; i++) t[i] += t[i + w];
+  return t[0];
+}
+static inline float dsv3v_reduce_max_ps(simde__m512 v) {
+  float t[16];
+  simde_mm512_storeu_ps(t, v);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; i++) t[i] = t[i] > t[i + w] ? t[i] : t[i + w];
+  return t[0];
+}
+static inline simde__m512i dsv3v_cvtepi8_epi32(simde__m128i a) {
+  int8_t s[16];
+  int32_t d[16];
+  simde_mm_storeu_si128((simde__m128i*)s, a);
+  for (int i = 0; i < 16; i++) d[i] = s[i];
+  return simde_mm512_loadu_si512(d);
+}
+static inline simde__m512i dsv3v_cvtepu16_epi32(simde__m256i a) {
+  uint16_t s[16];
+  int32_t d[16];
+  simde_mm256_storeu_si256((simde__m256i*)s, a);
+  for (int i = 0; i < 16; i++) d[i] = s[i];
+  return simde_mm512_loadu_si512(d);
+}
+#undef _mm512_mask_loadu_ps
+#define _mm512_mask_loadu_ps dsv3v_mask_loadu_ps
+#undef _mm512_maskz_loadu_ps
+#define _mm512_maskz_loadu_ps dsv3v_maskz_loadu_ps
+#undef _mm512_mask_storeu_ps
+#define _mm512_mask_storeu_ps dsv3v_mask_storeu_ps
+#undef _mm512_reduce_add_ps
+#define _mm512_reduce_add_ps dsv3v_reduce_add_ps
+#undef _mm512_reduce_max_ps
+#define _mm512_reduce_max_ps dsv3v_reduce_max_ps
+#undef _mm512_cvtepi8_epi32
+#define _mm512_cvtepi8_epi32 dsv3v_cvtepi8_epi32
+#undef _mm512_cvtepu16_epi32
+#define _mm512_cvtepu16_epi32 dsv3v_cvtepu16_epi32
+#endif
