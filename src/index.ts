@@ -17,3 +17,4 @@ export * as inference from './inference/index.js';
 export * as io from './io/safetensors.js';
 export * as data from './data/index.js';
 export { DsvError } from './errors.js';
+export * as parallel from './parallel/index.js';

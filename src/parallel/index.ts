@@ -1,0 +1,8 @@
+/** Pipeline parallelism (DeepSeek-V3 §3.2.1, DUALPIPE.md): schedules as data, their simulator and Table 2. */
+export * from './schedule-types.js';
+export { buildSchedule, checkScheduleSize, checkP2pPairing, PIPELINE_ALGOS } from './schedules.js';
+export { dualPipeSchedule } from './dualpipe.js';
+export { dualPipeVSchedule } from './dualpipev.js';
+export { oneFOneBSchedule, zb1pSchedule } from './baselines.js';
+export { simulateSchedule, type SimTimes, type SimMode, type SimSend, type SimResult, type TimelineEntry } from './simulate.js';
+export { table2Bubble, table2Memory, table2IsExact, exactRankBubble, exactMakespan, type BubbleTimes, type Table2Memory } from './bubble.js';
