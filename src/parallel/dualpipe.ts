@@ -244,26 +244,28 @@ export function dualPipeSchedule(ranks: number, microbatches: number): PipelineS
   checkDualPipeSize(ranks, microbatches);
   const H = ranks / 2;
   const M = microbatches / 2;
+  return assembleDualSchedule('dualpipe', ranks, ranks, microbatches, M, (i) => {
+    const firstHalf = i < H;
+    return { H, M, h: Math.min(i, ranks - 1 - i), S: firstHalf ? 0 : 1, D: firstHalf ? 1 : 0, chunks: dualPipeChunks(ranks, i) };
+  });
+}
+
+/** A two-chunk schedule (DualPipe or DualPipeV) from each rank's plan: the rank's chunks and
+ * its program (dualRankProgram), in the fixture format. */
+export function assembleDualSchedule(algo: 'dualpipe' | 'dualpipev', ranks: number, stages: number, microbatches: number,
+  perStream: number, planOf: (rank: number) => DualRankPlan): PipelineSchedule {
   const rankChunks: RankChunk[][] = [];
   const compute: ComputeOp[][] = [];
   const program: ProgramOp[][] = [];
   for (let i = 0; i < ranks; i++) {
-    const chunks = dualPipeChunks(ranks, i);
-    const firstHalf = i < H;
-    const r = dualRankProgram({ H, M, h: Math.min(i, ranks - 1 - i), S: firstHalf ? 0 : 1, D: firstHalf ? 1 : 0, chunks });
-    rankChunks.push(chunks.map(({ chunk, stage, dir }) => ({ chunk, stage, dir })));
+    const plan = planOf(i);
+    const r = dualRankProgram(plan);
+    rankChunks.push(plan.chunks.map(({ chunk, stage, dir }) => ({ chunk, stage, dir })));
     compute.push(r.compute);
     program.push(r.program);
   }
   return {
-    format: 'dsv3-pipeline-schedule/1',
-    algo: 'dualpipe',
-    ranks,
-    stages: ranks,
-    microbatches,
-    microbatches_per_stream: M,
-    rank_chunks: rankChunks,
-    compute,
-    program,
+    format: 'dsv3-pipeline-schedule/1', algo, ranks, stages, microbatches, microbatches_per_stream: perStream,
+    rank_chunks: rankChunks, compute, program,
   };
 }

@@ -10,8 +10,8 @@
  * of DualPipe with 2R ranks and 2N micro-batches.
  */
 import { DsvError } from '../errors.js';
-import { dualRankProgram, type RoutedChunk } from './dualpipe.js';
-import type { ComputeOp, PipelineSchedule, ProgramOp, RankChunk } from './schedule-types.js';
+import { assembleDualSchedule, type RoutedChunk } from './dualpipe.js';
+import type { PipelineSchedule } from './schedule-types.js';
 
 /** §4: DualPipeV takes any R ≥ 1 ranks and N ≥ 2R (= number of stages) micro-batches, N may be
  * odd (the bound is the reference code's, §9.1). */
@@ -40,25 +40,6 @@ function dualPipeVChunks(ranks: number, i: number): [RoutedChunk, RoutedChunk] {
  * compute list and program (compute + p2p ops, DUALPIPE.md §6.3). */
 export function dualPipeVSchedule(ranks: number, microbatches: number): PipelineSchedule {
   checkDualPipeVSize(ranks, microbatches);
-  const rankChunks: RankChunk[][] = [];
-  const compute: ComputeOp[][] = [];
-  const program: ProgramOp[][] = [];
-  for (let i = 0; i < ranks; i++) {
-    const chunks = dualPipeVChunks(ranks, i);
-    const r = dualRankProgram({ H: ranks, M: microbatches, h: i, S: 0, D: 1, chunks });
-    rankChunks.push(chunks.map(({ chunk, stage, dir }) => ({ chunk, stage, dir })));
-    compute.push(r.compute);
-    program.push(r.program);
-  }
-  return {
-    format: 'dsv3-pipeline-schedule/1',
-    algo: 'dualpipev',
-    ranks,
-    stages: 2 * ranks,
-    microbatches,
-    microbatches_per_stream: microbatches,
-    rank_chunks: rankChunks,
-    compute,
-    program,
-  };
+  return assembleDualSchedule('dualpipev', ranks, 2 * ranks, microbatches, microbatches,
+    (i) => ({ H: ranks, M: microbatches, h: i, S: 0, D: 1, chunks: dualPipeVChunks(ranks, i) }));
 }
