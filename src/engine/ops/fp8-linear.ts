@@ -1,0 +1,211 @@
+/**
+ * FP8 mixed-precision Linear of the DeepSeek-V3 training recipe (paper §3.3, Figure 6):
+ * y = x W^T (x [..., in], W [out, in] float32 master weight; leading dims of x flattened as in
+ * ops/linear.ts), with all three GEMMs on E4M3 operands:
+ *   - Fprop  Y  = X W^T : X in 1x128 tiles along K (per token, per 128 channels, §3.3.1),
+ *                         W in 128x128 blocks;
+ *   - Dgrad  dX = dY W  : dY in 1x128 tiles along N, times the Fprop W codes and block scales
+ *                         transposed (not re-quantised; appendix B.2);
+ *   - Wgrad  dW = dY^T X: dY^T and X^T in 1x128 tiles along M (= 128x1 tiles of dY and X); X^T
+ *                         is re-quantised from the FP8 copy of X the forward pass caches
+ *                         (§3.3.3 / §3.5.2: "cache the activations in FP8"; fixtures README
+ *                         `wgrad_cached`), not from float32 X, which is not kept.
+ * Scales are computed online from the current tensor (amax / 448, with the 1e-4 amax floor of the
+ * fixtures README). Master weights, outputs and gradients stay float32.
+ *
+ * The training fast path dequantises each quantised operand to float32 (code value * scale) and
+ * runs the float32 GEMM (`kernels().gemm`, native when the addon is loaded): exactly the products
+ * of the E4M3 values with float32 accumulation, which the fixtures (meta.json
+ * `dequantize_then_float32_matmul`) put within 1.5e-6 (per row, relative to the row max) of the
+ * N_C = 128 promotion of §3.3.2 / Figure 7b that the oracle (fp8-gemm.ts) computes exactly; the
+ * tolerance is 1e-5 (test/fp8-gemm.test.ts checks it on the fixture). Float32 accumulation over
+ * the whole of K is at least as precise as the paper's promoted FP32 accumulation.
+ *
+ * The backward is split like ops/linear.ts: `fp8LinearGradInput` (Dgrad, the paper's B) and
+ * `fp8LinearGradWeight` (Wgrad, the W part that DualPipe defers); inside `deferWeightGrads` the
+ * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
+ */
+import { activeArena } from '../arena.js';
+import { attach, isGradEnabled } from '../autograd.js';
+import { kernels } from '../backend.js';
+import { quantizeBlocks128 } from '../fp8.js';
+import {
+  dequantBlocks128Into, groups128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
+  type Fp8Blocks, type Fp8Tiles,
+} from '../fp8-quant.js';
+import { Tensor } from '../tensor.js';
+import { accumulateWeightGrad } from './linear.js';
+import { as2d } from './matmul.js';
+import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
+
+export type { Fp8Blocks, Fp8Tiles } from '../fp8-quant.js';
+
+/** A temporary float32 buffer (from the step arena when one is active); give it back with `done`. */
+function temp(n: number): Float32Array {
+  return allocUninit(n);
+}
+
+/** Returns a temporary to the active arena at once (a no-op for buffers not from it). */
+function done(...bufs: Float32Array[]): void {
+  const arena = activeArena();
+  if (arena) for (const b of bufs) arena.release(b.buffer as ArrayBuffer);
+}
+
+/** n bytes for E4M3 codes, carved from a float32 allocation so that the step arena applies. */
+function codeBytes(n: number): Uint8Array {
+  const f = allocUninit(Math.ceil(n / 4));
+  return new Uint8Array(f.buffer, f.byteOffset, n);
+}
+
+/** A 2-D float32 operand: data, element offset and row stride. */
+function rowsOf(t: Tensor): { d: Float32Array; off: number; ld: number; rows: number; cols: number } {
+  const t2 = as2d(t);
+  const cols = t2.shape[1]!;
+  return { d: t2.data as Float32Array, off: t2.offset, ld: Math.max(t2.strides[0]!, cols, 1), rows: t2.shape[0]!, cols };
+}
+
+/**
+ * The FP8 copy of activations x [..., K] (1x128 tiles along K, as Fprop uses them and the
+ * forward pass caches them for Wgrad). When `out` is given, the dequantised values go there too.
+ */
+export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null): Fp8Tiles {
+  checkF32('quantizeFp8Activation', x, 'x');
+  const o = rowsOf(x);
+  const q: Fp8Tiles = { rows: o.rows, cols: o.cols, codes: codeBytes(o.rows * o.cols), scales: allocUninit(o.rows * groups128(o.cols)) };
+  quantTiles1x128(o.d, o.off, o.ld, o.rows, o.cols, q.codes, q.scales, out);
+  return q;
+}
+
+/** The FP8 copy of a weight w [N, K] (128x128 blocks), the Fprop operand reused by Dgrad. */
+export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
+  checkWeight('quantizeFp8Weight', w);
+  const [n, k] = [w.shape[0]!, w.shape[1]!];
+  const q = quantizeBlocks128(dataOf(w), n, k);
+  return { rows: n, cols: k, codes: q.codes, scaleInv: q.scaleInv };
+}
+
+function checkWeight(op: string, w: Tensor): void {
+  if (!(w instanceof Tensor)) throw new TypeError(`${op}: weight must be a Tensor`);
+  if (w.dtype !== 'f32') throw new TypeError(`${op}: weight must be a float32 master weight, got ${w.dtype} ${fmtShape(w.shape)}`);
+  if (w.ndim !== 2) throw new Error(`${op}: weight must be 2-D [out, in], got ${fmtShape(w.shape)}`);
+}
+
+/**
+ * y = x W^T with FP8 Fprop, Dgrad and Wgrad: x [..., in] float32, w [out, in] float32 ->
+ * [..., out]. Caches for backward only the FP8 copies: X codes + tile scales (for Wgrad, when w
+ * needs a gradient) and W codes + block scales (for Dgrad, when x needs one).
+ */
+export function fp8Linear(x: Tensor, w: Tensor): Tensor {
+  checkF32('fp8Linear', x, 'x');
+  checkWeight('fp8Linear', w);
+  if (x.ndim < 1 || x.shape[x.ndim - 1] !== w.shape[1]) {
+    throw new Error(`fp8Linear: x ${fmtShape(x.shape)} does not match weight [out, in] ${fmtShape(w.shape)} (last dim of x must be ${w.shape[1]})`);
+  }
+  const n = w.shape[0]!;
+  const k = w.shape[1]!;
+  const m = shapeSize(x.shape.slice(0, -1));
+  const recording = isGradEnabled() && (x.requiresGrad || w.requiresGrad);
+  const wGrad = recording && w.requiresGrad;
+  const y = k > 0 ? allocUninit(m * n) : alloc(m * n);
+  let xq: Fp8Tiles | null = null;
+  let wq: Fp8Blocks | null = null;
+  if (m > 0 && n > 0 && k > 0) {
+    const xdq = temp(m * k);
+    const wdq = temp(n * k);
+    // Fprop operands: X per 1x128 tile (its FP8 copy kept only for Wgrad), W per 128x128 block
+    if (wGrad) xq = quantizeFp8Activation(x, xdq);
+    else {
+      const o = rowsOf(x);
+      quantTiles1x128(o.d, o.off, o.ld, m, k, null, null, xdq);
+    }
+    wq = quantizeFp8Weight(w);
+    dequantBlocks128Into(wq, wdq);
+    kernels().gemm(false, true, m, n, k, 1, xdq, k, wdq, k, 0, y, n);
+    done(xdq, wdq);
+  } else if (wGrad) {
+    xq = { rows: m, cols: k, codes: new Uint8Array(m * k), scales: new Float32Array(m * groups128(k)) };
+  }
+  const out = new Tensor(y, [...x.shape.slice(0, -1), n], 'f32');
+  if (!recording) return out;
+  const wqB = x.requiresGrad ? (wq ?? quantizeFp8Weight(w)) : null; // Dgrad's operand
+  const xqW = xq;
+  return attach(out, 'fp8Linear', [x, w], (g) => {
+    const gx = wqB ? fp8LinearGradInput(g, wqB) : null;
+    let gw: Tensor | null = null;
+    if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta))) gw = fp8LinearGradWeight(g, xqW);
+    return [gx, gw];
+  });
+}
+
+/**
+ * Dgrad: dX = dY W on FP8 operands (no graph recorded): gy [..., N] float32 is quantised per
+ * 1x128 tile along N; w is the Fprop FP8 copy (or a float32 weight, quantised per block).
+ * Returns [..., K].
+ */
+export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor): Tensor {
+  checkF32('fp8LinearGradInput', gy, 'gy');
+  const wq = w instanceof Tensor ? quantizeFp8Weight(w) : w;
+  const n = wq.rows;
+  const k = wq.cols;
+  if (gy.ndim < 1 || gy.shape[gy.ndim - 1] !== n) {
+    throw new Error(`fp8LinearGradInput: gy ${fmtShape(gy.shape)} does not match weight [out, in] [${n}, ${k}]`);
+  }
+  const g = rowsOf(gy);
+  const m = g.rows;
+  const dx = n > 0 ? allocUninit(m * k) : alloc(m * k);
+  if (m > 0 && n > 0 && k > 0) {
+    const dydq = temp(m * n);
+    const wdq = temp(n * k);
+    quantTiles1x128(g.d, g.off, g.ld, m, n, null, null, dydq);
+    dequantBlocks128Into(wq, wdq); // W^T's blocks are W's, transposed: the same values
+    kernels().gemm(false, false, m, k, n, 1, dydq, n, wdq, k, 0, dx, k);
+    done(dydq, wdq);
+  }
+  return new Tensor(dx, [...gy.shape.slice(0, -1), k], 'f32');
+}
+
+/**
+ * Wgrad: dW = dY^T X on FP8 operands summed over all leading dims (no graph recorded): dY^T
+ * per 1x128 tile along M; X^T per 1x128 tile along M, re-quantised from the forward's FP8 copy
+ * (`Fp8Tiles`, the training path) or, given a float32 tensor, quantised from it directly
+ * (README `wgrad`). Returns [N, K]; with `into` (contiguous float32 [N, K]) accumulates into it.
+ */
+export function fp8LinearGradWeight(gy: Tensor, x: Fp8Tiles | Tensor, into?: Tensor): Tensor {
+  checkF32('fp8LinearGradWeight', gy, 'gy');
+  if (x instanceof Tensor) checkF32('fp8LinearGradWeight', x, 'x');
+  const rows = x instanceof Tensor ? rowsOf(x).rows : x.rows;
+  const k = x instanceof Tensor ? x.shape[x.ndim - 1] ?? 1 : x.cols;
+  const n = gy.shape[gy.ndim - 1] ?? 1;
+  if (rowsOf(gy).rows !== rows || (x instanceof Tensor && !sameShape(gy.shape.slice(0, -1), x.shape.slice(0, -1)))) {
+    throw new Error(`fp8LinearGradWeight: leading dims of gy ${fmtShape(gy.shape)} and x (${rows} rows) differ`);
+  }
+  if (into && (into.dtype !== 'f32' || !into.isContiguous() || !sameShape(into.shape, [n, k]))) {
+    throw new Error(`fp8LinearGradWeight: the accumulator must be a contiguous float32 [${n}, ${k}] tensor, got ${into.dtype} ${fmtShape(into.shape)}`);
+  }
+  const dw = into ?? new Tensor(allocUninit(n * k), [n, k], 'f32');
+  wgradInto(gy, x, dw.f32(), into ? 1 : 0);
+  return dw;
+}
+
+/** dw = dY^T X (beta 0: dw's old contents ignored) or dw += dY^T X (beta 1), FP8 operands. */
+function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 | 1): void {
+  const g = rowsOf(gy);
+  const m = g.rows;
+  const n = g.cols;
+  const k = dw.length / Math.max(n, 1);
+  if (dw.length === 0) return;
+  if (m === 0) {
+    if (beta === 0) dw.fill(0);
+    return;
+  }
+  const dyc = temp(m * n);
+  const xc = temp(m * k);
+  quantTiles128x1(g.d, g.off, g.ld, m, n, null, null, dyc);
+  if (x instanceof Tensor) {
+    const o = rowsOf(x);
+    quantTiles128x1(o.d, o.off, o.ld, m, k, null, null, xc);
+  } else requantTiles128x1(x, null, null, xc);
+  // C[N, K] = dYc^T[N, M] * Xc[M, K]: the 128x1 tiles are stored untransposed, read with transA
+  kernels().gemm(true, false, n, k, m, 1, dyc, n, xc, k, beta, dw, k);
+  done(dyc, xc);
+}

@@ -1,0 +1,187 @@
+// The FP8 Linear autograd op (src/engine/ops/fp8-linear.ts, paper §3.3 / Figure 6): forward
+// (Fprop) and both backward parts (Dgrad = the paper's B, Wgrad = W, from the FP8-cached X)
+// against the exact FP8 GEMM oracle (src/engine/fp8-gemm.ts) on awkward shapes, per-row
+// tolerance of tolerances.json `fp8_linear`; deferWeightGrads (DualPipe) giving the same dW;
+// leading dims; strided inputs; and the result being close to, but not equal to, the fp32 linear.
+// Runs on whichever backend is active (the reference when the native addon is absent).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { refDgrad, refFprop, refWgrad } from '../src/engine/fp8-gemm.js';
+import { backward, noGrad } from '../src/engine/autograd.js';
+import { Tensor } from '../src/engine/tensor.js';
+import * as ops from '../src/engine/ops/index.js';
+import { fixturePath, readJson } from './helpers/fixtures.js';
+import { randData, randTensor, rng } from './helpers/random.js';
+
+const TOL = readJson<{ fp8_linear: { gemm_outputs_row_rel_to_max: number } }>(fixturePath('tolerances.json')).fp8_linear.gemm_outputs_row_rel_to_max;
+const r = rng(8);
+
+/** tolerances.json per-row rule: max_j |got - exp| <= tol * max_j |exp| (all-zero rows exact). */
+function assertRowRel(got: Float32Array, exp: Float32Array, cols: number, what: string): void {
+  assert.equal(got.length, exp.length, `${what}: length`);
+  for (let row = 0; row < exp.length / Math.max(cols, 1); row++) {
+    let maxE = 0;
+    let maxD = 0;
+    for (let c = row * cols; c < (row + 1) * cols; c++) {
+      maxE = Math.max(maxE, Math.abs(exp[c]!));
+      maxD = Math.max(maxD, Math.abs(got[c]! - exp[c]!));
+    }
+    if (!(maxD <= TOL * maxE)) assert.fail(`${what}: row ${row} max|diff| ${maxD} > ${TOL} * ${maxE}`);
+  }
+}
+
+/** Activations with per-token magnitudes, an outlier channel and a zero token (awkward tiles). */
+function activations(m: number, k: number): Float32Array {
+  const x = randData(r, m * k);
+  for (let i = 0; i < m; i++) {
+    const s = 2 ** Math.floor(r() * 8 - 4);
+    for (let j = 0; j < k; j++) x[i * k + j]! *= j === k >> 1 ? 40 * s : s;
+  }
+  if (m > 2) x.fill(0, k, 2 * k);
+  return x;
+}
+
+// [M, K, N]: none, some or all of them multiples of 128 / partial tiles / single elements
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1], [3, 127, 129], [129, 3, 127], [127, 300, 1], [300, 129, 3], [2, 256, 130], [131, 128, 128],
+];
+
+test('fp8Linear: Fprop, Dgrad and Wgrad (FP8-cached X) match the exact FP8 GEMMs on awkward shapes', () => {
+  for (const [m, k, n] of SHAPES) {
+    const xd = activations(m, k);
+    const wd = randData(r, n * k, 0.05);
+    const gd = randData(r, m * n);
+    if (m > 4) gd.fill(0, 3 * n, 4 * n); // a padding token: zero gradient
+    const x = Tensor.fromF32(xd.slice(), [m, k]);
+    x.requiresGrad = true;
+    const w = Tensor.param(wd.slice(), [n, k]);
+    const y = ops.fp8Linear(x, w);
+    assert.deepEqual(y.shape, [m, n]);
+    const label = `[${m}, ${k}] x [${n}, ${k}]`;
+    assertRowRel(y.f32(), refFprop(xd, wd, m, k, n), n, `Fprop ${label}`);
+    backward(y, Tensor.fromF32(gd.slice(), [m, n]));
+    assertRowRel(x.grad!.f32(), refDgrad(gd, wd, m, k, n), k, `Dgrad ${label}`);
+    const dwRef = refWgrad(gd, xd, m, k, n, true);
+    assertRowRel(w.grad!.f32(), dwRef, k, `Wgrad ${label}`);
+    // the cached variant is what training uses; it differs from Wgrad on float32 X
+    if (m > 1 && k > 1) assert.notDeepEqual(Array.from(dwRef), Array.from(refWgrad(gd, xd, m, k, n, false)), `cached X^T matters ${label}`);
+  }
+});
+
+test('fp8Linear: deferWeightGrads gives dX at once and the same dW later (the split backward of DualPipe)', () => {
+  const [m, k, n] = [150, 200, 70];
+  const xd = activations(m, k);
+  const wd = randData(r, n * k, 0.05);
+  const gd = randData(r, m * n);
+  const run = (defer: boolean): { dx: Float32Array; dw: Float32Array } => {
+    const x = Tensor.fromF32(xd.slice(), [m, k]);
+    x.requiresGrad = true;
+    const w = Tensor.param(wd.slice(), [n, k]);
+    const y = ops.fp8Linear(x, w);
+    const g = Tensor.fromF32(gd.slice(), [m, n]);
+    if (!defer) backward(y, g);
+    else {
+      const { weightGrads } = ops.deferWeightGrads(() => backward(y, g));
+      assert.equal(weightGrads.length, 1);
+      assert.ok(x.grad, 'dX is computed in the B part');
+      assert.equal(w.grad, null, 'dW waits for its closure');
+      weightGrads[0]!();
+      assert.throws(() => weightGrads[0]!(), /already applied/);
+    }
+    return { dx: x.grad!.f32(), dw: w.grad!.f32() };
+  };
+  const now = run(false);
+  const later = run(true);
+  assert.deepEqual(later.dx, now.dx);
+  assert.deepEqual(later.dw, now.dw);
+  // a second backward accumulates into w.grad (Wgrad with beta 1)
+  const x = Tensor.fromF32(xd.slice(), [m, k]);
+  const w = Tensor.param(wd.slice(), [n, k]);
+  for (let i = 0; i < 2; i++) backward(ops.fp8Linear(x, w), Tensor.fromF32(gd.slice(), [m, n]));
+  for (let i = 0; i < now.dw.length; i++) assert.equal(w.grad!.f32()[i], Math.fround(now.dw[i]! * 2));
+  assert.equal(x.grad, null, 'x did not require a gradient');
+});
+
+test('fp8Linear: leading dims are flattened, gradients flow back through them; strided x', () => {
+  const [b, s, k, n] = [2, 3, 130, 5];
+  const xd = activations(b * s, k);
+  const wd = randData(r, n * k, 0.05);
+  const gd = randData(r, b * s * n);
+  const x3 = Tensor.fromF32(xd.slice(), [b, s, k]);
+  x3.requiresGrad = true;
+  const w = Tensor.param(wd.slice(), [n, k]);
+  const y3 = ops.fp8Linear(x3, w);
+  assert.deepEqual(y3.shape, [b, s, n]);
+  backward(y3, Tensor.fromF32(gd.slice(), [b, s, n]));
+  assert.deepEqual(x3.grad!.shape, [b, s, k]);
+  const x2 = Tensor.fromF32(xd.slice(), [b * s, k]);
+  x2.requiresGrad = true;
+  const w2 = Tensor.param(wd.slice(), [n, k]);
+  const y2 = ops.fp8Linear(x2, w2);
+  backward(y2, Tensor.fromF32(gd.slice(), [b * s, n]));
+  assert.deepEqual(y3.f32(), y2.f32());
+  assert.deepEqual(x3.grad!.f32(), x2.grad!.f32());
+  assert.deepEqual(w.grad!.f32(), w2.grad!.f32());
+  // through another op: the loss sum(y * y) reaches x through the leading dims
+  const xs = Tensor.fromF32(xd.slice(), [b, s, k]);
+  xs.requiresGrad = true;
+  const y = ops.fp8Linear(xs, w2);
+  ops.sum(ops.mul(y, y)).backward();
+  assertRowRel(xs.grad!.f32(), refDgrad(y.f32().map((v) => 2 * v), wd, b * s, k, n), k, 'Dgrad through sum(y^2)');
+  // a strided (column-sliced) and a transposed input give the same as their contiguous copies
+  const wide = randTensor(r, [7, k + 9]);
+  const sliced = wide.slice(1, 4, 4 + k);
+  assert.deepEqual(noGrad(() => ops.fp8Linear(sliced, w)).f32(), noGrad(() => ops.fp8Linear(sliced.contiguous(), w)).f32());
+  const tr = randTensor(r, [k, 6]).transpose(0, 1);
+  assert.deepEqual(noGrad(() => ops.fp8Linear(tr, w)).f32(), noGrad(() => ops.fp8Linear(tr.contiguous(), w)).f32());
+});
+
+test('fp8Linear: close to the fp32 linear (E4M3 error of a few percent) but not equal', () => {
+  const [m, k, n] = [64, 384, 96];
+  const x = randTensor(r, [m, k], 1, true);
+  const w = randTensor(r, [n, k], 0.05, true);
+  const g = randTensor(r, [m, n]);
+  const yq = ops.fp8Linear(x, w);
+  backward(yq, g);
+  const [dxq, dwq] = [x.grad!.f32().slice(), w.grad!.f32().slice()];
+  x.grad = null;
+  w.grad = null;
+  const yf = ops.linear(x, w);
+  backward(yf, g);
+  const relFro = (a: Float32Array, e: Float32Array): number => {
+    let d = 0;
+    let s = 0;
+    for (let i = 0; i < e.length; i++) {
+      d += (a[i]! - e[i]!) ** 2;
+      s += e[i]! ** 2;
+    }
+    return Math.sqrt(d / s);
+  };
+  // fixtures meta.json error_vs_fp32: rel_fro 0.028-0.035 on its (harsher) data
+  for (const [what, a, e] of [['y', yq.f32(), yf.f32()], ['dX', dxq, x.grad!.f32()], ['dW', dwq, w.grad!.f32()]] as const) {
+    const err = relFro(a, e);
+    assert.ok(err > 3e-3 && err < 0.06, `${what}: relative error vs fp32 ${err}`);
+  }
+});
+
+test('fp8Linear: no graph without gradients; empty shapes; input validation', () => {
+  const x = randTensor(r, [4, 10], 1, true);
+  const w = randTensor(r, [3, 10], 1, true);
+  assert.equal(noGrad(() => ops.fp8Linear(x, w)).node, null);
+  assert.equal(ops.fp8Linear(randTensor(r, [4, 10]), randTensor(r, [3, 10])).node, null);
+  // empty rows, empty K (y = 0), empty N
+  const e0 = ops.fp8Linear(Tensor.zeros([0, 10]), w);
+  assert.deepEqual(e0.shape, [0, 3]);
+  const xk = Tensor.zeros([2, 0]);
+  xk.requiresGrad = true;
+  const wk = Tensor.param(new Float32Array(0), [3, 0]);
+  const yk = ops.fp8Linear(xk, wk);
+  assert.deepEqual(Array.from(yk.f32()), [0, 0, 0, 0, 0, 0]);
+  backward(yk, Tensor.full([2, 3], 1));
+  assert.deepEqual(wk.grad!.shape, [3, 0]);
+  assert.deepEqual(ops.fp8Linear(x, Tensor.zeros([0, 10])).shape, [4, 0]);
+  assert.throws(() => ops.fp8Linear(x, randTensor(r, [3, 11])), /does not match weight/);
+  assert.throws(() => ops.fp8Linear(x, randTensor(r, [3, 2, 5])), /2-D/);
+  assert.throws(() => ops.fp8Linear(x, w.to('bf16')), /float32 master weight/);
+  assert.throws(() => ops.fp8LinearGradWeight(randTensor(r, [5, 3]), randTensor(r, [4, 10])), /leading dims/);
+});
