@@ -1,4 +1,5 @@
-/** Pipeline parallelism (DeepSeek-V3 §3.2.1, DUALPIPE.md): schedules as data, their simulator and Table 2. */
+/** Pipeline parallelism (DeepSeek-V3 §3.2.1, DUALPIPE.md): schedules as data, their simulator and Table 2,
+ * and the runtime executing them on a model (stages, single-process executor, worker threads). */
 export * from './schedule-types.js';
 export { buildSchedule, checkScheduleSize, checkP2pPairing, PIPELINE_ALGOS } from './schedules.js';
 export { dualPipeSchedule } from './dualpipe.js';
@@ -6,3 +7,8 @@ export { dualPipeVSchedule } from './dualpipev.js';
 export { oneFOneBSchedule, zb1pSchedule } from './baselines.js';
 export { simulateSchedule, type SimTimes, type SimMode, type SimSend, type SimResult, type TimelineEntry } from './simulate.js';
 export { table2Bubble, table2Memory, table2IsExact, exactRankBubble, exactMakespan, type BubbleTimes, type Table2Memory } from './bubble.js';
+export { PipelineStage, stageLayerRanges, withSideLoss, type StageBuildOptions, type StageForward, type StageLossOptions, type StageMicroBatch } from './stages.js';
+export { RankParams, allReduceGrads, modelParamSource } from './replicas.js';
+export { RankRunner, stageHolders, streamOf, globalMb, msgKey, describeOp, type ChunkPlace, type Mailbox, type PipelineRank } from './rank-runner.js';
+export { PipelineExecutor, buildPipelineRank, buildPipelineRanks, splitMicroBatches, mergeLossReport, mergeRankOutcomes, type PipelineStepResult, type RankOutcome } from './executor.js';
+export { runPipelineWorkers, type WorkerParamSource, type WorkerRunOptions, type WorkerStepResult } from './workers.js';

@@ -1,0 +1,227 @@
+/**
+ * Pipeline runtime on worker threads (DUALPIPE.md §5, §10; DeepSeek-V3 report §3.2.1): one
+ * worker per rank, each building its own stages from the same config and parameter source
+ * (replicas identical, DUALPIPE.md §2.2) and running its compute list (pipeline-worker.ts).
+ * Activations and gradients travel as Float32Arrays with their buffers transferred, over one
+ * MessageChannel per directed pair of neighbouring ranks (DUALPIPE.md §5.4). Each worker runs with
+ * DSV3_THREADS=1 (by default) so that the ranks, not a thread pool per rank, use the cores; the
+ * native pool itself is process-wide, so it is sized to that for the step (see below).
+ *
+ * After the step each worker returns its executed ops, its losses and loads, and its parameters'
+ * gradients; the main thread sums the gradients of every parameter over the ranks holding it
+ * (the replica all-reduce of §2.2, and the embedding copy 1F1B/ZB1P keep on the last rank for
+ * MTP, replicas.ts), in rank order, as `allReduceGrads` does.
+ *
+ * A deadlock is recognised without a timeout: a worker reports before it waits, with its counts
+ * of messages sent and received. When every unfinished worker's report says it waits and the
+ * reported sends equal the reported receipts, the main thread probes them; a worker answers only
+ * while it waits (its thread is free then), and one that answers with the counts of its report
+ * has received nothing since, so it waited all along. If all do, every worker was waiting at the
+ * moment of the probe with no message in flight: none can ever be woken.
+ */
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { kernels } from '../engine/backend.js';
+import { nativeAddon } from '../engine/native.js';
+import { referenceKernels } from '../engine/reference/index.js';
+import type { Seed } from '../data/rng.js';
+import { DsvError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import type { WeightMode } from '../model/params.js';
+import type { LossReport } from '../train/losses.js';
+import { mergeRankOutcomes, type PipelineStepResult, splitMicroBatches } from './executor.js';
+import type { PipelineWorkerData } from './pipeline-worker.js';
+import { stageHolders } from './rank-runner.js';
+import type { ComputeOp, PipelineSchedule } from './schedule-types.js';
+import type { StageBuildOptions, StageLossOptions } from './stages.js';
+
+/** Where every worker takes its parameters (each builds only its own stages' tensors). */
+export type WorkerParamSource = { kind: 'random'; seed: Seed } | { kind: 'checkpoint'; dir: string; weights?: WeightMode };
+
+export interface WorkerRunOptions {
+  build?: StageBuildOptions;
+  /** DSV3_THREADS of each worker (default 1). */
+  threads?: number;
+  /** Kernels of the workers (default: the ones active on the calling thread). */
+  backend?: 'native' | 'reference';
+}
+
+export interface WorkerStepResult extends PipelineStepResult {
+  /** Gradient of every parameter, summed over the ranks holding it (§2.2). */
+  grads: Map<string, Float32Array>;
+}
+
+interface DoneMsg {
+  type: 'done';
+  rank: number;
+  sent: number;
+  delivered: number;
+  executed: ComputeOp[];
+  reports: Map<number, LossReport>;
+  balances: Map<number, Map<number, number>[]>;
+  loads: Map<number, Int32Array>;
+  grads: Map<string, Float32Array>;
+}
+interface BlockedMsg {
+  type: 'blocked';
+  rank: number;
+  op: number;
+  waits: string[];
+  sent: number;
+  delivered: number;
+}
+interface ProbeReply {
+  type: 'probe-reply';
+  rank: number;
+  id: number;
+  blocked: boolean;
+  sent: number;
+  delivered: number;
+}
+interface ErrorMsg {
+  type: 'error';
+  rank: number;
+  name: string;
+  message: string;
+  stack: string;
+}
+
+/** Directed rank pairs that exchange messages: neighbouring stages of a stream on two ranks. */
+function channelPairs(schedule: PipelineSchedule): [number, number][] {
+  const holder = stageHolders(schedule);
+  const pairs = new Set<string>();
+  const streams = schedule.algo === 'dualpipe' ? 2 : 1;
+  for (let st = 0; st < streams; st++) {
+    for (let s = 0; s + 1 < schedule.stages; s++) {
+      const a = holder.get(`${st}:${s}`)!;
+      const b = holder.get(`${st}:${s + 1}`)!;
+      if (a !== b) {
+        pairs.add(`${a}>${b}`); // activations
+        pairs.add(`${b}>${a}`); // gradients
+      }
+    }
+  }
+  return [...pairs].map((p) => p.split('>').map(Number) as [number, number]);
+}
+
+/**
+ * One step of `schedule` with every rank on its own worker thread, on tokens [rows, S+1] cut into
+ * schedule.microbatches micro-batches (as `PipelineExecutor.run`).
+ */
+export async function runPipelineWorkers(
+  cfg: ModelConfig,
+  schedule: PipelineSchedule,
+  source: WorkerParamSource,
+  tokens: Int32Array,
+  rows: number,
+  loss: StageLossOptions,
+  o: WorkerRunOptions = {},
+): Promise<WorkerStepResult> {
+  splitMicroBatches(tokens, rows, schedule.microbatches, cfg.vocab_size); // validate here, not in n workers
+  const n = schedule.ranks;
+  const threads = o.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1) throw new DsvError(`threads per pipeline worker must be an integer >= 1, got ${threads}`);
+  const backend = o.backend ?? (kernels() === referenceKernels ? 'reference' : 'native');
+  const outs: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
+  const ins: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
+  for (const [a, b] of channelPairs(schedule)) {
+    const ch = new MessageChannel();
+    outs[a]!.push({ peer: b, port: ch.port1 });
+    ins[b]!.push({ peer: a, port: ch.port2 });
+  }
+  const workers: Worker[] = [];
+  for (let r = 0; r < n; r++) {
+    const data: PipelineWorkerData = { cfg, schedule, rank: r, source, build: o.build ?? {}, loss, tokens, rows, backend, out: outs[r]!, in: ins[r]! };
+    const ports = [...outs[r]!, ...ins[r]!].map((x) => x.port);
+    workers.push(new Worker(new URL('./pipeline-worker.js', import.meta.url), { workerData: data, transferList: ports, env: { ...process.env, DSV3_THREADS: String(threads) } }));
+  }
+  // The native thread pool is one per process, shared by the workers (a kernel call that finds
+  // it busy runs on the calling thread): its size is set to `threads` for the step, restored after.
+  const addon = backend === 'native' ? nativeAddon() : null;
+  const prevThreads = addon ? addon.info().threads : 0;
+  addon?.setThreads(threads);
+  const done: (DoneMsg | null)[] = new Array(n).fill(null);
+  const blocked: (BlockedMsg | null)[] = new Array(n).fill(null);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: Error): void => {
+        if (settled) return;
+        settled = true;
+        reject(e);
+      };
+      // Deadlock check (see the module comment): when every unfinished rank's latest report says it
+      // waits and all reported sends were received, probe them; if each answers still waiting with
+      // the counts of its report, all of them were waiting at the moment of the probe with no
+      // message in flight.
+      let probe = 0;
+      let replies = new Map<number, ProbeReply>();
+      const suspect = (): boolean => {
+        let sent = 0;
+        let delivered = 0;
+        for (let r = 0; r < n; r++) {
+          const s = done[r] ?? blocked[r];
+          if (!s) return false; // a rank is running
+          sent += s.sent;
+          delivered += s.delivered;
+        }
+        return sent === delivered;
+      };
+      const onState = (): void => {
+        replies = new Map();
+        if (!suspect()) return;
+        probe++;
+        workers.forEach((w, r) => {
+          if (!done[r]) w.postMessage({ type: 'probe', id: probe });
+        });
+      };
+      const onReply = (m: ProbeReply): void => {
+        if (m.id !== probe) return;
+        replies.set(m.rank, m);
+        const open = blocked.map((b, r) => (done[r] ? null : b));
+        if (open.some((b, r) => b && !replies.has(r))) return;
+        const still = open.every((b, r) => !b || (replies.get(r)!.blocked && replies.get(r)!.sent === b.sent && replies.get(r)!.delivered === b.delivered));
+        if (!still || !suspect()) return;
+        const what = blocked.map((b, r) => (done[r] ? `rank ${r} done` : `rank ${r} at op ${b!.op} waits for ${b!.waits.join(', ')}`));
+        fail(new DsvError(`${schedule.algo} schedule (${n} ranks, ${schedule.microbatches} mb) deadlocks on workers: ${what.join('; ')}`));
+      };
+      workers.forEach((w, r) => {
+        w.on('message', (m: DoneMsg | BlockedMsg | ErrorMsg | ProbeReply) => {
+          if (m.type === 'error') {
+            const e = m.name === 'DsvError' ? new DsvError(`pipeline rank ${r}: ${m.message}`) : new Error(`pipeline rank ${r}: ${m.name}: ${m.message}\n${m.stack}`);
+            fail(e);
+            return;
+          }
+          if (m.type === 'probe-reply') return onReply(m);
+          if (m.type === 'blocked') blocked[r] = m;
+          else {
+            done[r] = m;
+            blocked[r] = null;
+          }
+          if (done.every((d) => d !== null)) {
+            settled = true;
+            resolve();
+          } else onState();
+        });
+        w.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
+        w.on('exit', (code) => {
+          if (!done[r]) fail(new DsvError(`pipeline rank ${r}: worker exited (code ${code}) before finishing its step`));
+        });
+      });
+    });
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+    if (addon) addon.setThreads(prevThreads);
+  }
+  const results = done as DoneMsg[];
+  const merged = mergeRankOutcomes(schedule, results);
+  const grads = new Map<string, Float32Array>();
+  for (const res of results) {
+    for (const [name, g] of res.grads) {
+      const acc = grads.get(name);
+      if (!acc) grads.set(name, Float32Array.from(g, (x) => 0 + x)); // as allReduceGrads: 0 + g, then + g' ...
+      else if (acc.length !== g.length) throw new DsvError(`replicas of "${name}" disagree in size: ${acc.length} vs ${g.length}`);
+      else for (let i = 0; i < g.length; i++) acc[i] = acc[i]! + g[i]!;
+    }
+  }
+  return { ...merged, grads };
+}
