@@ -19,7 +19,7 @@ nodeinc=$(dirname "$(command -v node)")/../include/node
 [ -f "$nodeinc/node_api.h" ] || nodeinc=/usr/include/node
 out=${DSV3_VERIFY_DIR:-$root/build/verify-avx512}
 mkdir -p "$out/obj"
-common="-O2 -std=gnu11 -fPIC -fno-strict-aliasing -Wno-unused-function -Wno-unused-variable -I$root/native/src"
+common="-O2 -std=gnu11 -fPIC -fno-strict-aliasing -Wno-unused-function -Wno-unused-variable -Wno-psabi -I$root/native/src"
 objs=()
 n=0
 for f in native/src/isa/*.c; do
