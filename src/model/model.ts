@@ -234,7 +234,7 @@ export class DeepseekV3 {
    */
   forward(ids: Tensor, opts: ForwardOptions = {}): ForwardResult {
     const { hidden, routing } = this.forwardHidden(ids, opts);
-    const logits = applyLinear(hidden, this.lmHead);
+    const logits = applyLinear(hidden, this.lmHead, { highPrecision: true }); // never FP8 (§3.3)
     opts.capture?.('logits', logits);
     return { logits, hidden, routing };
   }

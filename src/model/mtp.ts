@@ -64,7 +64,7 @@ export class MtpModule {
     const x = applyLinear(cat([e, h], -1), this.ehProj);
     const { out, routing } = this.layer.forward(x, ctx, capture);
     const headInput = this.sharedHeadNorm.forward(out);
-    const logits = head ? applyLinear(headInput, head) : null;
+    const logits = head ? applyLinear(headInput, head, { highPrecision: true }) : null; // the shared head: never FP8
     return { depth: this.depth, logits, headInput, hidden: out, routing };
   }
 }

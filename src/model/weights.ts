@@ -17,8 +17,9 @@ import { kernels } from '../engine/backend.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8.js';
 import { Tensor } from '../engine/tensor.js';
-import { linear } from '../engine/ops/index.js';
+import { fp8Linear as fp8LinearOp, linear } from '../engine/ops/index.js';
 import { DsvError } from '../errors.js';
+import { fp8Enabled } from './fp8-mode.js';
 
 interface LinearBase {
   /** Checkpoint name of the weight (e.g. `model.layers.0.self_attn.o_proj.weight`). */
@@ -184,12 +185,17 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
   });
 }
 
-/** y = x W^T for any weight format (the one entry point the model uses). */
-export function applyLinear(x: Tensor, w: LinearWeight): Tensor {
+/**
+ * y = x W^T for any weight format (the one entry point the model uses). Inside `withFp8`
+ * (fp8-mode.ts), a float32 weight runs through the FP8 training Linear (`fp8Linear`: FP8
+ * Fprop, Dgrad and Wgrad, paper §3.3 / Figure 6, SPEC §2) unless `highPrecision` is set, which
+ * the output head passes (the recipe keeps it in high precision).
+ */
+export function applyLinear(x: Tensor, w: LinearWeight, opts: { highPrecision?: boolean } = {}): Tensor {
   switch (w.kind) {
     case 'f32':
       checkInput(x, w);
-      return linear(x, w.weight);
+      return fp8Enabled() && !opts.highPrecision ? fp8LinearOp(x, w.weight) : linear(x, w.weight);
     case 'bf16':
       return linearBf16(x, w);
     case 'fp8':

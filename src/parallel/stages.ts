@@ -196,7 +196,7 @@ export class PipelineStage {
     // Last stage: final norm, fused head + cross-entropy, MTP (forwardLosses, train-step.ts).
     const hidden = this.norm!.forward(h);
     const headW = this.head!.kind === 'f32' ? this.head!.weight : null;
-    const nll = (x: Tensor, targets: Int32Array): Tensor => (headW ? linearCrossEntropy(x, headW, targets) : tokenNll(applyLinear(x, this.head!), targets));
+    const nll = (x: Tensor, targets: Int32Array): Tensor => (headW ? linearCrossEntropy(x, headW, targets) : tokenNll(applyLinear(x, this.head!, { highPrecision: true }), targets));
     const lmNll = nll(hidden, mainTargets(mb.tokens, B, S));
     const mtpNll: Tensor[] = [];
     if (this.mtp.length > 0 && o.mtpLambda !== 0) {

@@ -1,7 +1,7 @@
 /**
  * The run's `metrics.jsonl`: one JSON object per line.
  *   {"type":"step", step, loss, lm, mtp, balance, lr, grad_norm, tokens_per_s, mtp_lambda,
- *    layers: {"<layer>": {load: [E], maxvio, bias: [E]}}}
+ *    layers: {"<layer>": {load: [E], maxvio, bias: [E]}}, fp8?: true}  (fp8: an FP8 training step)
  *   {"type":"eval", step, val_loss, val_lm, val_mtp}
  *   {"type":"skip", step, reason, consecutive}
  * `step` counts optimizer steps taken after the record (1 after the first step).
@@ -27,6 +27,8 @@ export interface StepRecord {
   tokens_per_s: number;
   mtp_lambda: number;
   layers: Record<string, LayerStats>;
+  /** Present (true) on steps trained with FP8 mixed precision (paper §3.3; TrainOptions.fp8). */
+  fp8?: boolean;
 }
 
 export interface EvalRecord {

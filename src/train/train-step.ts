@@ -16,6 +16,7 @@ import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { linearCrossEntropy } from '../engine/ops/linear-cross-entropy.js';
 import { DsvError } from '../errors.js';
+import { withFp8 } from '../model/fp8-mode.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
 import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from './balance.js';
@@ -36,6 +37,13 @@ export interface LossOptions {
    * up to float rounding.
    */
   logits?: boolean;
+  /**
+   * FP8 mixed precision (paper §3.3, Figure 6; SPEC §2): every Linear covered by the recipe
+   * (MLA projections, dense / shared / routed expert FFNs, MTP eh_proj) runs Fprop, Dgrad and
+   * Wgrad on E4M3 operands (model/fp8-mode.ts); embedding, output head, MoE gate, norms and
+   * attention core stay float32, as do the master weights and gradients. Default off.
+   */
+  fp8?: boolean;
 }
 
 export interface UpdateOptions {
@@ -76,6 +84,11 @@ function layerRouting(r: Routing, B: number): LayerRouting {
  * autograd graph recorded (call `terms.total.backward()`).
  */
 export function forwardLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {
+  // unset: whatever an enclosing withFp8 scope says (off by default)
+  return o.fp8 === undefined ? lossesOf(model, tokens, o, batch) : withFp8(() => lossesOf(model, tokens, o, batch), o.fp8);
+}
+
+function lossesOf(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {
   const { data, B, S } = batchShape(tokens, batch);
   const V = model.cfg.vocab_size;
   for (let i = 0; i < data.length; i++) {

@@ -49,6 +49,12 @@ export interface TrainOptions {
   weightDecay?: number;
   maxGradNorm?: number;
   momentDtype?: 'f32' | 'bf16';
+  /**
+   * FP8 mixed-precision training (paper §3.3, Figure 6; SPEC §2; LossOptions.fp8): the covered
+   * Linears' Fprop, Dgrad and Wgrad on E4M3 operands, float32 master weights. Validation runs
+   * the float32 forward, so FP8 and float32 runs are evaluated alike. Default off.
+   */
+  fp8?: boolean;
   seed: number;
   balance: BalanceMode;
   balanceAlpha: number;
@@ -126,6 +132,16 @@ export function trainerPlan(o: TrainOptions): { lr: (s: number) => number; lambd
   return { lr: (s) => lrAt(s, sched), lambda: (s) => mtpLambdaAt(s, lam), gamma: (s) => biasGammaAt(s, gam) };
 }
 
+/** The precision run.json of the run in `dir` records ('fp32' for runs from before the flag), or null. */
+function startPrecision(dir: string): string | null {
+  try {
+    const run = JSON.parse(fs.readFileSync(path.join(dir, 'run.json'), 'utf8')) as { precision?: unknown };
+    return typeof run.precision === 'string' ? run.precision : 'fp32';
+  } catch {
+    return null; // no (readable) run.json: nothing to compare with
+  }
+}
+
 /** Runs (or resumes) a training run; see the module comment. */
 export function train(o: TrainOptions): TrainResult {
   const progress = new Progress(process.stderr, 10, o.quiet ?? false);
@@ -181,12 +197,14 @@ export function train(o: TrainOptions): TrainResult {
     elapsed = s.elapsed_s;
     metrics.truncateAfter(step);
     progress.log(`resumed from ${resumeDir} at step ${step}`);
+    const before = startPrecision(o.out);
+    if (before !== null && before !== (o.fp8 ? 'fp8' : 'fp32')) progress.log(`note: the run started in ${before}; it continues in ${o.fp8 ? 'fp8' : 'fp32'} (step records say which)`);
   } else {
     fs.rmSync(metrics.file, { force: true });
     writeJsonAtomic(path.join(o.out, 'run.json'), {
       steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: accum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
       balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
-      mtp_lambda: o.mtpLambda, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
+      mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
       parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg),
     });
   }
@@ -218,7 +236,7 @@ export function train(o: TrainOptions): TrainResult {
     const t0 = performance.now();
     const lambda = plan.lambda(step);
     const lr = plan.lr(step);
-    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance };
+    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, fp8: o.fp8 ?? false };
     const loads = new Map<number, Int32Array>();
     const parts: { total: number; lm: number; mtp: number; bal: number }[] = [];
     let bad: string | null = null;
@@ -295,7 +313,7 @@ export function train(o: TrainOptions): TrainResult {
     const mtp = mean(parts.map((p) => p.mtp));
     metrics.append({
       type: 'step', step, loss: total, lm: mean(parts.map((p) => p.lm)), mtp, balance: mean(parts.map((p) => p.bal)),
-      lr, grad_norm: gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers,
+      lr, grad_norm: gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
     });
     progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && data.val.length > o.seq) {

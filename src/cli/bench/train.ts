@@ -21,7 +21,7 @@ import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import { UsageError, intFlag } from '../command.js';
 import { registerBench } from '../commands/bench.js';
 
-const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--json]
+const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
 
 Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
 B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
@@ -29,6 +29,8 @@ B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed w
   {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
 (breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+--fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
+Linears' GEMMs on E4M3 operands (quantise-dequantise + float32 GEMM); the JSON says "fp8": true.
 Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
 step to the next (src/engine/arena.ts); DSV3_ARENA=0 in the environment turns it off.
 `;
@@ -70,7 +72,7 @@ registerBench({
     try {
       ({ values } = parseArgs({
         args: argv,
-        options: { config: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, steps: { type: 'string' }, 'warmup-steps': { type: 'string' }, json: { type: 'boolean' } },
+        options: { config: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, steps: { type: 'string' }, 'warmup-steps': { type: 'string' }, fp8: { type: 'boolean' }, json: { type: 'boolean' } },
       }));
     } catch (e) {
       throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
@@ -92,7 +94,8 @@ registerBench({
     const phase = { forward: 0, backward: 0, optimizer: 0 };
     let lossFirst = NaN;
     let lossLast = NaN;
-    const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4 };
+    const fp8 = values.fp8 ?? false;
+    const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4, ...(fp8 ? { fp8 } : {}) };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;
@@ -134,6 +137,7 @@ registerBench({
       batch: B,
       seq: S,
       steps,
+      fp8,
       params,
       tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
       step_ms_median: r1(median(stepMs)),
@@ -148,7 +152,7 @@ registerBench({
     if (!values.json) {
       const per = total / steps;
       const line = (k: string, ms: number): string => `  ${k.padEnd(22)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / per).toFixed(1).padStart(5)}%\n`;
-      let txt = `train: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
+      let txt = `train${fp8 ? ' (FP8)' : ''}: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
       txt += 'per step:\n' + line('forward', phase.forward / steps) + line('backward', phase.backward / steps) + line('optimizer+bias', phase.optimizer / steps);
       txt += 'by kernel:\n' + Object.entries(kernelsMs).map(([k, v]) => line(k, v)).join('') + line('(JS: autograd, routing, ...)', (total - kSum) / steps);
       process.stderr.write(txt);

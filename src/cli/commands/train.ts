@@ -90,6 +90,13 @@ Schedule:
   --weight-decay X      AdamW decoupled weight decay on matrices (default 0.1)
   --max-grad-norm X     global-norm clipping (default 1.0)
   --moment-dtype f32|bf16  AdamW moment storage (default f32)
+  --fp8                 FP8 mixed precision (paper section 3.3; default off): the Fprop, Dgrad and
+                        Wgrad GEMMs of the MLA projections, dense / shared / routed expert FFNs
+                        and MTP eh_proj on E4M3 operands (1x128 activation tiles, 128x128 weight
+                        blocks, online scales), Linear inputs cached in FP8; embedding, output
+                        head, MoE gate, norms and attention stay float32, as do the master
+                        weights (add --moment-dtype bf16 for the paper's BF16 AdamW moments).
+                        Recorded in run.json ("precision") and metrics.jsonl
   --seed N              initialisation and data order (default ${DEFAULTS.seed})
 Losses and balancing:
   --balance MODE        aux-free (default: bias updates + complementary sequence-wise loss),
@@ -152,7 +159,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   try {
     parsed = parseArgs({
       args,
-      options: { ...Object.fromEntries(STRING_FLAGS.map((n) => [n, { type: 'string' as const }])), quiet: { type: 'boolean' } },
+      options: { ...Object.fromEntries(STRING_FLAGS.map((n) => [n, { type: 'string' as const }])), quiet: { type: 'boolean' }, fp8: { type: 'boolean' } },
       allowPositionals: true,
       strict: true,
     });
@@ -209,6 +216,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     maxNonFinite: intFlag('max-non-finite', s('max-non-finite'), 5, 1),
     quiet: Boolean(v['quiet']),
   };
+  if (v['fp8']) o.fp8 = true;
   if (s('data') !== undefined) o.data = s('data')!;
   if (s('cache-dir') !== undefined) o.cacheDir = s('cache-dir')!;
   if (s('batch-warmup') !== undefined) o.batchWarmup = intFlag('batch-warmup', s('batch-warmup'), 0);

@@ -72,7 +72,7 @@ export interface ExpertWeights {
 // Scratch buffers of the op, grown on demand and reused by every call (never handed out: they
 // hold values only between two statements of one forward or one backward).
 const scratch = new Map<string, Float32Array>();
-function scratchBuf(name: string, n: number): Float32Array {
+export function scratchBuf(name: string, n: number): Float32Array {
   let b = scratch.get(name);
   if (!b || b.length < n) {
     b = new Float32Array(n);
@@ -85,7 +85,7 @@ function scratchBuf(name: string, n: number): Float32Array {
  * GEMMs collected per expert and run as `gemmBatch` calls (concurrently, one per thread): one
  * call per beta, for the caller's beta and, for weight gradients, beta 0 (fresh .grad) / 1.
  */
-class GemmBatch {
+export class GemmBatch {
   private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Float32Array[], bs: [] as Float32Array[], cs: [] as Float32Array[] }));
   add(m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, beta: 0 | 1 = 0): void {
     if (m === 0 || n === 0) return;
@@ -126,12 +126,8 @@ function checkWeights(w: ExpertWeights, D: number): { I: number; Is: number } {
   return { I, Is };
 }
 
-/**
- * FFN output [N, D] of x [N, D]: the shared expert (if any) plus the routed experts with gates
- * [N, K] (differentiable) and the experts chosen per token topkIdx [N·K] (constants). See the
- * module comment.
- */
-export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
+/** Validates the inputs of the grouped op (float32 or FP8); returns its sizes. */
+export function groupedShapes(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): { N: number; D: number; K: number; E: number; I: number; Is: number } {
   checkF32('groupedExperts', x, 'x');
   checkF32('groupedExperts', gates, 'gates');
   if (x.ndim !== 2) throw new Error(`groupedExperts: x must be [N, D], got ${fmtShape(x.shape)}`);
@@ -139,8 +135,16 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   if (gates.ndim !== 2 || gates.shape[0] !== N) throw new Error(`groupedExperts: gates ${fmtShape(gates.shape)} must be [${N}, K]`);
   const K = gates.shape[1]!;
   if (topkIdx.length !== N * K) throw new Error(`groupedExperts: ${topkIdx.length} expert indices for gates ${fmtShape(gates.shape)}`);
-  const E = w.gate.length;
-  const { I, Is } = checkWeights(w, D);
+  return { N, D, K, E: w.gate.length, ...checkWeights(w, D) };
+}
+
+/**
+ * FFN output [N, D] of x [N, D]: the shared expert (if any) plus the routed experts with gates
+ * [N, K] (differentiable) and the experts chosen per token topkIdx [N·K] (constants). See the
+ * module comment.
+ */
+export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
+  const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
   const k = kernels();

@@ -10,6 +10,7 @@ export { sum, mean, max, argmax } from './reduce.js';
 export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight, deferWeightGrads, accumulateWeightGrad } from './linear.js';
 export { groupedExperts, expertPlan, type ExpertPlan, type ExpertWeights } from './grouped.js';
+export { fp8GroupedExperts } from './fp8-grouped.js';
 export { softmax, logSoftmax } from './softmax.js';
 export { rmsNorm } from './norm.js';
 export { swiglu } from './activation.js';

@@ -1,0 +1,157 @@
+// The FP8 grouped MoE FFN op (src/engine/ops/fp8-grouped.ts, paper §3.3 / Figure 6, SPEC §2):
+// forward and every gradient against an oracle that runs each expert (and the shared expert)
+// through the FP8 Linear op (fp8Linear, itself checked against the exact FP8 GEMM of
+// fp8-gemm.ts) on that expert's tokens only, on experts with 0, 1, 127 and 129 tokens (Wgrad
+// tiles must restart at every expert's first token); deferWeightGrads giving the same weight
+// gradients; the no-graph forward; and the result being close to, but not equal to, float32.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { noGrad } from '../src/engine/autograd.js';
+import { Tensor } from '../src/engine/tensor.js';
+import * as ops from '../src/engine/ops/index.js';
+import { fixturePath, readJson } from './helpers/fixtures.js';
+import { randData, rng } from './helpers/random.js';
+
+const TOL = readJson<{ fp8_linear: { gemm_outputs_row_rel_to_max: number } }>(fixturePath('tolerances.json')).fp8_linear.gemm_outputs_row_rel_to_max;
+const r = rng(88);
+
+/** Per-row rule of tolerances.json `fp8_linear`: max_j |got - exp| <= tol * max_j |exp|. */
+function assertRowRel(got: Float32Array, exp: Float32Array, cols: number, what: string, tol = TOL): void {
+  assert.equal(got.length, exp.length, `${what}: length`);
+  for (let row = 0; row < exp.length / Math.max(cols, 1); row++) {
+    let maxE = 0;
+    let maxD = 0;
+    for (let c = row * cols; c < (row + 1) * cols; c++) {
+      maxE = Math.max(maxE, Math.abs(exp[c]!));
+      maxD = Math.max(maxD, Math.abs(got[c]! - exp[c]!));
+    }
+    if (!(maxD <= tol * maxE)) assert.fail(`${what}: row ${row} max|diff| ${maxD} > ${tol} * ${maxE}`);
+  }
+}
+
+interface Case {
+  N: number;
+  D: number;
+  K: number;
+  E: number;
+  x: Float32Array;
+  gates: Float32Array;
+  idx: Int32Array;
+  /** gate[E], up[E], down[E], then (optionally) shared gate, up, down: data and shapes. */
+  ws: { d: Float32Array; shape: [number, number] }[];
+  shared: boolean;
+}
+
+/** Expert e gets counts[e] of the N·K (token, slot) pairs, in a random order. */
+function makeCase(counts: number[], K: number, D: number, I: number, Is: number | null): Case {
+  const P = counts.reduce((a, b) => a + b, 0);
+  const N = P / K;
+  assert.ok(Number.isInteger(N));
+  const E = counts.length;
+  const list = counts.flatMap((c, e) => Array<number>(c).fill(e));
+  for (let i = list.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [list[i], list[j]] = [list[j]!, list[i]!];
+  }
+  const x = randData(r, N * D);
+  for (let t = 0; t < N; t++) {
+    const s = 2 ** Math.floor(r() * 6 - 3); // per-token magnitudes and an outlier channel
+    for (let j = 0; j < D; j++) x[t * D + j]! *= j === 3 ? 30 * s : s;
+  }
+  const gates = new Float32Array(N * K).map(() => 0.1 + r());
+  const w = (rows: number, cols: number) => ({ d: randData(r, rows * cols, 0.05), shape: [rows, cols] as [number, number] });
+  const ws = [...counts.map(() => w(I, D)), ...counts.map(() => w(I, D)), ...counts.map(() => w(D, I))];
+  if (Is !== null) ws.push(w(Is, D), w(Is, D), w(D, Is));
+  return { N, D, K, E, x, gates, idx: Int32Array.from(list), ws, shared: Is !== null };
+}
+
+function weightsOf(c: Case, ts: Tensor[]): ops.ExpertWeights {
+  const E = c.E;
+  return {
+    gate: ts.slice(0, E), up: ts.slice(E, 2 * E), down: ts.slice(2 * E, 3 * E),
+    shared: c.shared ? { gate: ts[3 * E]!, up: ts[3 * E + 1]!, down: ts[3 * E + 2]! } : null,
+  };
+}
+
+/** The oracle: the shared expert and every routed expert on its own tokens, through fp8Linear. */
+function oracle(c: Case, x: Tensor, gates: Tensor, w: ops.ExpertWeights): Tensor {
+  const { N, D, K, E } = c;
+  const ffn = (h: Tensor, g: Tensor, u: Tensor, d: Tensor): Tensor => ops.fp8Linear(ops.swiglu(ops.fp8Linear(h, g), ops.fp8Linear(h, u)), d);
+  const { offsets, rows, slots } = ops.expertPlan(c.idx, K, E);
+  const outs: Tensor[] = [];
+  for (let e = 0; e < E; e++) {
+    const a = offsets[e]!;
+    const b = offsets[e + 1]!;
+    if (a < b) outs.push(ffn(ops.indexSelect(x, 0, rows.subarray(a, b)), w.gate[e]!, w.up[e]!, w.down[e]!));
+  }
+  const g = ops.indexSelect(gates.reshape([N * K]), 0, slots).reshape([N * K, 1]);
+  const base = w.shared ? ffn(x, w.shared.gate, w.shared.up, w.shared.down) : Tensor.zeros([N, D]);
+  return ops.indexAdd(base, 0, rows, ops.mul(ops.cat(outs, 0), g));
+}
+
+type Op = (x: Tensor, gates: Tensor, w: ops.ExpertWeights) => Tensor;
+
+/** Output, dx, dgates and every weight gradient of op on fresh parameters of c. */
+function run(c: Case, op: Op, R: Float32Array, defer = false): Float32Array[] {
+  const x = Tensor.param(c.x.slice(), [c.N, c.D]);
+  const gates = Tensor.param(c.gates.slice(), [c.N, c.K]);
+  const ws = c.ws.map((w) => Tensor.param(w.d.slice(), w.shape));
+  const y = op(x, gates, weightsOf(c, ws));
+  const g = Tensor.fromF32(R.slice(), y.shape);
+  if (!defer) y.backward(g);
+  else {
+    const { weightGrads } = ops.deferWeightGrads(() => y.backward(g));
+    assert.ok(x.grad && gates.grad, 'dX and dgates come with the B part');
+    assert.ok(ws.every((w) => w.grad === null), 'weight gradients wait for their closures');
+    assert.ok(weightGrads.length > 0);
+    for (const f of weightGrads) f();
+  }
+  return [y.f32(), x.grad!.f32(), gates.grad!.f32(), ...ws.map((w) => w.grad?.f32() ?? new Float32Array(w.size))];
+}
+
+const fp8Op = (c: Case): Op => (x, g, w) => ops.fp8GroupedExperts(x, g, c.idx, w);
+const oracleOp = (c: Case): Op => (x, g, w) => oracle(c, x, g, w);
+
+// experts with 0, 1, 127 and 129 tokens (plus a small one); D and I cross a 128 boundary
+const CASES: [number[], number, number, number, number | null][] = [
+  [[0, 1, 127, 129, 3], 2, 160, 144, 136],
+  [[129, 0, 127, 1], 1, 130, 40, null],
+];
+
+test('fp8GroupedExperts: output and all gradients match per-expert fp8Linear (experts with 0, 1, 127, 129 tokens)', () => {
+  for (const [counts, K, D, I, Is] of CASES) {
+    const c = makeCase(counts, K, D, I, Is);
+    const R = randData(r, c.N * c.D);
+    const got = run(c, fp8Op(c), R);
+    const exp = run(c, oracleOp(c), R);
+    const names = ['out', 'dx', 'dgates', ...c.ws.map((_, i) => `dW[${i}]`)];
+    // dgates[t, j] = dout[t] · Y[p] sums with cancellation in another order: relative to the largest
+    const cols = [D, D, c.N * K, ...c.ws.map((w) => w.shape[1])];
+    got.forEach((v, i) => assertRowRel(v, exp[i]!, cols[i]!, `${names[i]} (counts ${counts.join(',')})`));
+    // the expert with no token gets no weight gradient
+    const empty = counts.indexOf(0);
+    assert.ok(got[3 + empty]!.every((v) => v === 0) && got[3 + c.E + empty]!.every((v) => v === 0));
+  }
+});
+
+test('fp8GroupedExperts: deferWeightGrads gives the same gradients; the no-graph forward is the same', () => {
+  const c = makeCase([0, 1, 127, 129, 3], 2, 160, 144, 136);
+  const R = randData(r, c.N * c.D);
+  const now = run(c, fp8Op(c), R);
+  const later = run(c, fp8Op(c), R, true);
+  later.forEach((v, i) => assert.deepEqual(v, now[i]!, `tensor ${i}`));
+  const y = noGrad(() => ops.fp8GroupedExperts(Tensor.fromF32(c.x, [c.N, c.D]), Tensor.fromF32(c.gates, [c.N, c.K]), c.idx, weightsOf(c, c.ws.map((w) => Tensor.fromF32(w.d, w.shape)))));
+  assert.deepEqual(y.f32(), now[0]!);
+});
+
+test('fp8GroupedExperts: quantisation is on (differs from float32 groupedExperts) but close to it', () => {
+  const c = makeCase([0, 1, 127, 129, 3], 2, 160, 144, 136);
+  const R = randData(r, c.N * c.D);
+  const fp8 = run(c, fp8Op(c), R);
+  const f32 = run(c, (x, g, w) => ops.groupedExperts(x, g, c.idx, w), R);
+  fp8.forEach((v, i) => {
+    if (v.every((e) => e === 0)) return; // the expert without tokens
+    assert.notDeepEqual(v, f32[i]!, `tensor ${i} is quantised`);
+    assertRowRel(v, f32[i]!, v.length, `tensor ${i} close to float32`, 0.1);
+  });
+});
