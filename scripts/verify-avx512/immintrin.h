@@ -55,6 +55,34 @@ static inline simde__m512i dsv3v_cvtepu16_epi32(simde__m256i a) {
   for (int i = 0; i < 16; i++) d[i] = s[i];
   return simde_mm512_loadu_si512(d);
 }
+static inline simde__m512i dsv3v_cvtepu8_epi32(simde__m128i a) {
+  uint8_t s[16];
+  int32_t d[16];
+  simde_mm_storeu_si128((simde__m128i*)s, a);
+  for (int i = 0; i < 16; i++) d[i] = s[i];
+  return simde_mm512_loadu_si512(d);
+}
+static inline simde__m128i dsv3v_cvtepi32_epi8(simde__m512i a) { /* VPMOVDB: truncation */
+  int32_t s[16];
+  uint8_t d[16];
+  simde_mm512_storeu_si512(s, a);
+  for (int i = 0; i < 16; i++) d[i] = (uint8_t)s[i];
+  return simde_mm_loadu_si128((const simde__m128i*)d);
+}
+static inline simde__m512 dsv3v_cvtepi32_ps(simde__m512i a) {
+  int32_t s[16];
+  float d[16];
+  simde_mm512_storeu_si512(s, a);
+  for (int i = 0; i < 16; i++) d[i] = (float)s[i];
+  return simde_mm512_loadu_ps(d);
+}
+static inline simde__m512i dsv3v_cvttps_epi32(simde__m512 a) { /* out of range and NaN: INT32_MIN */
+  float s[16];
+  int32_t d[16];
+  simde_mm512_storeu_ps(s, a);
+  for (int i = 0; i < 16; i++) d[i] = s[i] > -2147483904.0f && s[i] < 2147483648.0f ? (int32_t)s[i] : INT32_MIN;
+  return simde_mm512_loadu_si512(d);
+}
 #undef _mm512_mask_loadu_ps
 #define _mm512_mask_loadu_ps dsv3v_mask_loadu_ps
 #undef _mm512_maskz_loadu_ps
@@ -69,4 +97,12 @@ static inline simde__m512i dsv3v_cvtepu16_epi32(simde__m256i a) {
 #define _mm512_cvtepi8_epi32 dsv3v_cvtepi8_epi32
 #undef _mm512_cvtepu16_epi32
 #define _mm512_cvtepu16_epi32 dsv3v_cvtepu16_epi32
+#undef _mm512_cvtepu8_epi32
+#define _mm512_cvtepu8_epi32 dsv3v_cvtepu8_epi32
+#undef _mm512_cvtepi32_epi8
+#define _mm512_cvtepi32_epi8 dsv3v_cvtepi32_epi8
+#undef _mm512_cvtepi32_ps
+#define _mm512_cvtepi32_ps dsv3v_cvtepi32_ps
+#undef _mm512_cvttps_epi32
+#define _mm512_cvttps_epi32 dsv3v_cvttps_epi32
 #endif

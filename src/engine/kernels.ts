@@ -49,6 +49,34 @@ export interface Kernels {
   linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
     beta: number, y: Float32Array): void;
 
+  // ---- FP8 operand quantisation (training recipe, paper §3.3.2) ---------------------------
+  /**
+   * E4M3 quantisation of x (row r at x[r * ld ..], ld >= cols) per 1x128 tile (128 consecutive
+   * elements of a row; the last tile of a row may be shorter). Rule (fixtures README `e4m3/`,
+   * `fp8-linear/`): amax = max|x| over the tile (NaN ignored), s = float32(max(amax, 1e-4) / 448),
+   * code = e4m3(float32(x / s)) (round to nearest even, saturating to ±448, NaN -> 0x7F, sign of
+   * zero kept). Writes `codes` [rows, cols] and `scales` [rows, ceil(cols/128)] (both or neither;
+   * exactly one is a TypeError) and/or `out` [rows, cols] = float32(e4m3(code) * s), where
+   * without codes a value that rounds to zero is +0. out may alias x when ld = cols.
+   */
+  fp8QuantTiles1x128(x: Float32Array, ld: number, rows: number, cols: number,
+    codes: Uint8Array | null, scales: Float32Array | null, out: Float32Array | null): void;
+  /**
+   * fp8QuantTiles1x128's rule per 128x1 tile (128 consecutive rows of one column: the 1x128
+   * tiles of x^T) in x's own layout: codes/out [rows, cols], scales [ceil(rows/128), cols].
+   */
+  fp8QuantTiles128x1(x: Float32Array, ld: number, rows: number, cols: number,
+    codes: Uint8Array | null, scales: Float32Array | null, out: Float32Array | null): void;
+  /** The same rule per 128x128 block (weights): codes/out [rows, cols], scales [ceil(rows/128), ceil(cols/128)]. */
+  fp8QuantBlocks128(x: Float32Array, ld: number, rows: number, cols: number,
+    codes: Uint8Array | null, scales: Float32Array | null, out: Float32Array | null): void;
+  /**
+   * out[r, c] = float32(e4m3(codes[r, c]) * scales[floor(r / blockRows), floor(c / 128)])
+   * (scales [ceil(rows / blockRows), ceil(cols / 128)]: blockRows 1 for 1x128 tiles, 128 for
+   * 128x128 blocks); NaN codes give NaN.
+   */
+  fp8Dequant(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, blockRows: number, out: Float32Array): void;
+
   // ---- elementwise (contiguous, n elements; out may alias a or b) -------------------------
   /** out = a (op) b with op 0 add, 1 sub, 2 mul, 3 div. */
   binary(op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32Array, n: number): void;

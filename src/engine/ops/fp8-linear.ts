@@ -28,9 +28,8 @@
 import { activeArena } from '../arena.js';
 import { attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
-import { quantizeBlocks128 } from '../fp8.js';
 import {
-  dequantBlocks128Into, groups128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
+  dequantBlocks128Into, groups128, quantBlocks128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
   type Fp8Blocks, type Fp8Tiles,
 } from '../fp8-quant.js';
 import { Tensor } from '../tensor.js';
@@ -80,8 +79,9 @@ export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null
 export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
   checkWeight('quantizeFp8Weight', w);
   const [n, k] = [w.shape[0]!, w.shape[1]!];
-  const q = quantizeBlocks128(dataOf(w), n, k);
-  return { rows: n, cols: k, codes: q.codes, scaleInv: q.scaleInv };
+  const q: Fp8Blocks = { rows: n, cols: k, codes: new Uint8Array(n * k), scaleInv: new Float32Array(groups128(n) * groups128(k)) };
+  quantBlocks128(dataOf(w), 0, k, n, k, q.codes, q.scaleInv, null);
+  return q;
 }
 
 function checkWeight(op: string, w: Tensor): void {

@@ -6,6 +6,7 @@ import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } 
 import { gemm, gemmBf16 } from './gemm.js';
 import { gemmBatch } from './gemm-batch.js';
 import { linearFp8 } from './fp8-linear.js';
+import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { adamw, sumSquares } from './optim.js';
 import * as rows from './rows.js';
 
@@ -15,6 +16,10 @@ export const referenceKernels: Kernels = {
   gemmBatch,
   gemmBf16,
   linearFp8,
+  fp8QuantTiles1x128,
+  fp8QuantTiles128x1,
+  fp8QuantBlocks128,
+  fp8Dequant,
   binary,
   axpy,
   gatherRows,

@@ -1,0 +1,166 @@
+/* Node-API bindings of the FP8 (E4M3) operand quantisers (isa/fp8_quant.c, contracts in
+ * fp8q.h), with the JS signatures of the `Kernels` interface (src/engine/kernels.ts):
+ *   fp8QuantTiles1x128(x, ld, rows, cols, codes|null, scales|null, out|null)
+ *   fp8QuantTiles128x1(x, ld, rows, cols, codes|null, scales|null, out|null)
+ *   fp8QuantBlocks128(x, ld, rows, cols, codes|null, scales|null, out|null)
+ *   fp8Dequant(codes, scales, rows, cols, blockRows, out)
+ * x Float32Array (row r at x[r*ld ..], ld >= cols), codes Uint8Array [rows*cols], scales
+ * Float32Array (layouts in fp8q.h), out Float32Array [rows*cols]. codes and scales are given
+ * both or neither (TypeError otherwise). Every length is checked before a kernel runs
+ * (RangeError naming the argument). Large calls run on the thread pool: row ranges for the
+ * 1x128 tiles and the dequantisation, (128-row group x column chunk) tasks for the 128x1 tiles
+ * and 128x128 blocks. */
+#include "fp8q.h"
+#include "fused_napi.h"
+
+typedef struct {
+  int kind; /* 0 rows (1x128), 1 columns (128x1), 2 blocks (128x128), 3 dequantise */
+  const float* x;
+  const uint8_t* cin;
+  int64_t ld, rows, cols, per, chunk, nchunk, block_rows;
+  uint8_t* codes;
+  float *scales, *out;
+} q8_job;
+
+static void q8_task(void* ctx, int t, int thread) {
+  (void)thread;
+  const q8_job* j = (const q8_job*)ctx;
+  if (j->kind == 1 || j->kind == 2) {
+    const int64_t g = t / j->nchunk, c0 = (t % j->nchunk) * j->chunk;
+    const int64_t r0 = g * 128, r1 = r0 + 128 < j->rows ? r0 + 128 : j->rows;
+    const int64_t c1 = c0 + j->chunk < j->cols ? c0 + j->chunk : j->cols;
+    float* sc = j->scales ? j->scales + g * (j->kind == 1 ? j->cols : (j->cols + 127) / 128) : NULL;
+    SELECT_ISA(dsv3_fp8q_cols)(j->x, j->ld, r0, r1, c0, c1, j->cols, j->kind == 2, j->codes, sc, j->out);
+    return;
+  }
+  const int64_t r0 = (int64_t)t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
+  if (j->kind == 0) SELECT_ISA(dsv3_fp8q_rows)(j->x, j->ld, r0, r1, j->cols, j->codes, j->scales, j->out);
+  else SELECT_ISA(dsv3_fp8q_dequant)(j->cin, j->scales, r0, r1, j->cols, j->block_rows, j->out);
+}
+
+static void q8_run(q8_job* j) {
+  const int64_t work = j->rows * j->cols;
+  const int th = dsv3_threads();
+  if (work == 0) return;
+  const int par = th > 1 && work >= FZ_PAR_MIN;
+  if (j->kind == 1 || j->kind == 2) {
+    /* column chunks of up to FP8Q_CHUNK (long row segments stream well and the 128-row group
+     * stays in L2 for the second pass), halved down to 128 until there are 4 tasks per thread */
+    const int64_t groups = (j->rows + 127) / 128;
+    j->chunk = FP8Q_CHUNK;
+    while (par && j->chunk > 128 && groups * ((j->cols + j->chunk - 1) / j->chunk) < 4 * (int64_t)th) j->chunk /= 2;
+    j->nchunk = (j->cols + j->chunk - 1) / j->chunk;
+    const int64_t n = j->nchunk * groups;
+    if (par && n > 1) dsv3_parallel_for((int)n, q8_task, j);
+    else
+      for (int64_t t = 0; t < n; t++) q8_task(j, (int)t, 0);
+    return;
+  }
+  int64_t tasks = par ? work / FZ_TASK_MIN : 1;
+  if (tasks > (int64_t)th * 8) tasks = (int64_t)th * 8;
+  if (tasks > j->rows) tasks = j->rows;
+  if (tasks < 1) tasks = 1;
+  j->per = (j->rows + tasks - 1) / tasks;
+  const int n = (int)((j->rows + j->per - 1) / j->per);
+  if (n > 1) dsv3_parallel_for(n, q8_task, j);
+  else q8_task(j, 0, 0);
+}
+
+/* A typed array of type `want` with >= need elements, or null / undefined (*out = NULL) when
+ * `optional`. An empty array yields a valid, never-dereferenced pointer. */
+static int q8_arg(napi_env env, napi_value v, napi_typedarray_type want, const char* tname, const char* name,
+                  size_t need, int optional, void** out) {
+  static float empty[16];
+  napi_valuetype vt;
+  bool is = false;
+  napi_typedarray_type type;
+  size_t len, off;
+  void* data = NULL;
+  napi_value ab;
+  if (optional && napi_typeof(env, v, &vt) == napi_ok && (vt == napi_null || vt == napi_undefined)) {
+    *out = NULL;
+    return 0;
+  }
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok || type != want) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "dsv3 native: argument '%s' must be a %s%s", name, tname, optional ? " or null" : "");
+    napi_throw_type_error(env, NULL, msg);
+    return -1;
+  }
+  if (dsv3_need(env, len, need, name)) return -1;
+  *out = data ? data : (void*)empty;
+  return 0;
+}
+
+/* fp8QuantTiles1x128 / fp8QuantTiles128x1 / fp8QuantBlocks128(x, ld, rows, cols, codes, scales, out) */
+static napi_value q8_quant(napi_env env, napi_callback_info info, int kind) {
+  GET_ARGS(env, info, 7);
+  q8_job j = {0};
+  j.kind = kind;
+  if (fz_count(env, argv[1], "ld", &j.ld) || fz_dims(env, argv[2], "rows", argv[3], "cols", &j.rows, &j.cols)) return NULL;
+  const int empty = j.rows == 0 || j.cols == 0;
+  if (!empty && j.ld < j.cols) {
+    napi_throw_range_error(env, NULL, "dsv3 native: argument 'ld' must be >= cols");
+    return NULL;
+  }
+  if (!empty && j.rows > 1 && j.ld > (9007199254740991LL - j.cols) / (j.rows - 1)) {
+    napi_throw_range_error(env, NULL, "dsv3 native: (rows - 1) * ld + cols is too large");
+    return NULL;
+  }
+  const size_t nx = empty ? 0 : (size_t)((j.rows - 1) * j.ld + j.cols), dense = (size_t)(j.rows * j.cols);
+  const int64_t rg = (j.rows + 127) / 128, cg = (j.cols + 127) / 128;
+  const size_t ns = (size_t)(kind == 0 ? j.rows * cg : kind == 1 ? rg * j.cols : rg * cg);
+  void *x, *codes, *scales, *out;
+  if (q8_arg(env, argv[0], napi_float32_array, "Float32Array", "x", nx, 0, &x) ||
+      q8_arg(env, argv[4], napi_uint8_array, "Uint8Array", "codes", dense, 1, &codes) ||
+      q8_arg(env, argv[5], napi_float32_array, "Float32Array", "scales", ns, 1, &scales) ||
+      q8_arg(env, argv[6], napi_float32_array, "Float32Array", "out", dense, 1, &out))
+    return NULL;
+  if (!codes != !scales) {
+    napi_throw_type_error(env, NULL, "dsv3 native: 'codes' and 'scales' must be given both or neither");
+    return NULL;
+  }
+  j.x = (const float*)x;
+  j.codes = (uint8_t*)codes;
+  j.scales = (float*)scales;
+  j.out = (float*)out;
+  if (j.codes || j.out) q8_run(&j);
+  return NULL;
+}
+
+static napi_value js_tiles_1x128(napi_env env, napi_callback_info info) { return q8_quant(env, info, 0); }
+static napi_value js_tiles_128x1(napi_env env, napi_callback_info info) { return q8_quant(env, info, 1); }
+static napi_value js_blocks_128(napi_env env, napi_callback_info info) { return q8_quant(env, info, 2); }
+
+/* fp8Dequant(codes, scales, rows, cols, blockRows, out) */
+static napi_value js_dequant(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 6);
+  q8_job j = {0};
+  j.kind = 3;
+  if (fz_dims(env, argv[2], "rows", argv[3], "cols", &j.rows, &j.cols) || fz_count(env, argv[4], "blockRows", &j.block_rows))
+    return NULL;
+  if (j.block_rows < 1) {
+    napi_throw_range_error(env, NULL, "dsv3 native: argument 'blockRows' must be >= 1");
+    return NULL;
+  }
+  const size_t dense = (size_t)(j.rows * j.cols);
+  const size_t ns = (size_t)(((j.rows + j.block_rows - 1) / j.block_rows) * ((j.cols + 127) / 128));
+  void *codes, *scales, *out;
+  if (q8_arg(env, argv[0], napi_uint8_array, "Uint8Array", "codes", dense, 0, &codes) ||
+      q8_arg(env, argv[1], napi_float32_array, "Float32Array", "scales", ns, 0, &scales) ||
+      q8_arg(env, argv[5], napi_float32_array, "Float32Array", "out", dense, 0, &out))
+    return NULL;
+  j.cin = (const uint8_t*)codes;
+  j.scales = (float*)scales;
+  j.out = (float*)out;
+  q8_run(&j);
+  return NULL;
+}
+
+void dsv3_register_fp8q(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "fp8QuantTiles1x128", js_tiles_1x128);
+  dsv3_export(env, exports, "fp8QuantTiles128x1", js_tiles_128x1);
+  dsv3_export(env, exports, "fp8QuantBlocks128", js_blocks_128);
+  dsv3_export(env, exports, "fp8Dequant", js_dequant);
+}
