@@ -11,4 +11,5 @@ export { PipelineStage, stageLayerRanges, withSideLoss, type StageBuildOptions, 
 export { RankParams, allReduceGrads, modelParamSource } from './replicas.js';
 export { RankRunner, stageHolders, streamOf, globalMb, msgKey, describeOp, type ChunkPlace, type Mailbox, type PipelineRank } from './rank-runner.js';
 export { PipelineExecutor, buildPipelineRank, buildPipelineRanks, splitMicroBatches, mergeLossReport, mergeRankOutcomes, type PipelineStepResult, type RankOutcome } from './executor.js';
-export { runPipelineWorkers, type WorkerParamSource, type WorkerRunOptions, type WorkerStepResult } from './workers.js';
+export { runPipelineWorkers, awaitStep, sumRankGrads, type WorkerParamSource, type WorkerRunOptions, type WorkerStepResult } from './workers.js';
+export { PipelineTrainPool, type PoolStepResult, type TrainPoolOptions } from './train-pool.js';

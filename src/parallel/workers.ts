@@ -50,7 +50,7 @@ export interface WorkerStepResult extends PipelineStepResult {
   grads: Map<string, Float32Array>;
 }
 
-interface DoneMsg {
+export interface DoneMsg {
   type: 'done';
   rank: number;
   sent: number;
@@ -60,6 +60,8 @@ interface DoneMsg {
   balances: Map<number, Map<number, number>[]>;
   loads: Map<number, Int32Array>;
   grads: Map<string, Float32Array>;
+  /** Parameters of this rank that got no gradient in the step. */
+  missing: string[];
 }
 interface BlockedMsg {
   type: 'blocked';
@@ -86,7 +88,7 @@ interface ErrorMsg {
 }
 
 /** Directed rank pairs that exchange messages: neighbouring stages of a stream on two ranks. */
-function channelPairs(schedule: PipelineSchedule): [number, number][] {
+export function channelPairs(schedule: PipelineSchedule): [number, number][] {
   const holder = stageHolders(schedule);
   const pairs = new Set<string>();
   const streams = schedule.algo === 'dualpipe' ? 2 : 1;
@@ -139,89 +141,110 @@ export async function runPipelineWorkers(
   const addon = backend === 'native' ? nativeAddon() : null;
   const prevThreads = addon ? addon.info().threads : 0;
   addon?.setThreads(threads);
-  const done: (DoneMsg | null)[] = new Array(n).fill(null);
-  const blocked: (BlockedMsg | null)[] = new Array(n).fill(null);
+  let results: DoneMsg[];
   try {
-    await new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const fail = (e: Error): void => {
-        if (settled) return;
-        settled = true;
-        reject(e);
-      };
-      // Deadlock check (see the module comment): when every unfinished rank's latest report says it
-      // waits and all reported sends were received, probe them; if each answers still waiting with
-      // the counts of its report, all of them were waiting at the moment of the probe with no
-      // message in flight.
-      let probe = 0;
-      let replies = new Map<number, ProbeReply>();
-      const suspect = (): boolean => {
-        let sent = 0;
-        let delivered = 0;
-        for (let r = 0; r < n; r++) {
-          const s = done[r] ?? blocked[r];
-          if (!s) return false; // a rank is running
-          sent += s.sent;
-          delivered += s.delivered;
-        }
-        return sent === delivered;
-      };
-      const onState = (): void => {
-        replies = new Map();
-        if (!suspect()) return;
-        probe++;
-        workers.forEach((w, r) => {
-          if (!done[r]) w.postMessage({ type: 'probe', id: probe });
-        });
-      };
-      const onReply = (m: ProbeReply): void => {
-        if (m.id !== probe) return;
-        replies.set(m.rank, m);
-        const open = blocked.map((b, r) => (done[r] ? null : b));
-        if (open.some((b, r) => b && !replies.has(r))) return;
-        const still = open.every((b, r) => !b || (replies.get(r)!.blocked && replies.get(r)!.sent === b.sent && replies.get(r)!.delivered === b.delivered));
-        if (!still || !suspect()) return;
-        const what = blocked.map((b, r) => (done[r] ? `rank ${r} done` : `rank ${r} at op ${b!.op} waits for ${b!.waits.join(', ')}`));
-        fail(new DsvError(`${schedule.algo} schedule (${n} ranks, ${schedule.microbatches} mb) deadlocks on workers: ${what.join('; ')}`));
-      };
-      workers.forEach((w, r) => {
-        w.on('message', (m: DoneMsg | BlockedMsg | ErrorMsg | ProbeReply) => {
-          if (m.type === 'error') {
-            const e = m.name === 'DsvError' ? new DsvError(`pipeline rank ${r}: ${m.message}`) : new Error(`pipeline rank ${r}: ${m.name}: ${m.message}\n${m.stack}`);
-            fail(e);
-            return;
-          }
-          if (m.type === 'probe-reply') return onReply(m);
-          if (m.type === 'blocked') blocked[r] = m;
-          else {
-            done[r] = m;
-            blocked[r] = null;
-          }
-          if (done.every((d) => d !== null)) {
-            settled = true;
-            resolve();
-          } else onState();
-        });
-        w.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
-        w.on('exit', (code) => {
-          if (!done[r]) fail(new DsvError(`pipeline rank ${r}: worker exited (code ${code}) before finishing its step`));
-        });
-      });
-    });
+    results = await awaitStep(workers, schedule);
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
     if (addon) addon.setThreads(prevThreads);
   }
-  const results = done as DoneMsg[];
-  const merged = mergeRankOutcomes(schedule, results);
+  return { ...mergeRankOutcomes(schedule, results), grads: sumRankGrads(results) };
+}
+
+/** Gradient of every parameter summed over the ranks holding it, in rank order (§2.2). */
+export function sumRankGrads(results: readonly DoneMsg[]): Map<string, Float32Array> {
   const grads = new Map<string, Float32Array>();
   for (const res of results) {
     for (const [name, g] of res.grads) {
       const acc = grads.get(name);
-      if (!acc) grads.set(name, Float32Array.from(g, (x) => 0 + x)); // as allReduceGrads: 0 + g, then + g' ...
+      if (!acc) grads.set(name, Float32Array.from(g, (x) => 0 + x)); // as allReduceGrads: 0 + g, then + g2 ...
       else if (acc.length !== g.length) throw new DsvError(`replicas of "${name}" disagree in size: ${acc.length} vs ${g.length}`);
       else for (let i = 0; i < g.length; i++) acc[i] = acc[i]! + g[i]!;
     }
   }
-  return { ...merged, grads };
+  return grads;
+}
+
+/**
+ * Waits for every rank's 'done' of the step now running on `workers` (one-shot workers here,
+ * persistent ones in train-pool.ts), with the deadlock check of the module comment; a rank's
+ * error or exit rejects. Its listeners are removed once it settles.
+ */
+export function awaitStep(workers: readonly Worker[], schedule: PipelineSchedule): Promise<DoneMsg[]> {
+  const n = workers.length;
+  const done: (DoneMsg | null)[] = new Array(n).fill(null);
+  const blocked: (BlockedMsg | null)[] = new Array(n).fill(null);
+  const offs: (() => void)[] = [];
+  const on = (w: Worker, ev: string, fn: (...a: any[]) => void): void => {
+    w.on(ev, fn);
+    offs.push(() => w.off(ev, fn));
+  };
+  return new Promise<DoneMsg[]>((resolve, reject) => {
+    let settled = false;
+    const fail = (e: Error): void => {
+      if (settled) return;
+      settled = true;
+      for (const off of offs) off();
+      reject(e);
+    };
+    // Deadlock check (see the module comment): when every unfinished rank's latest report says it
+    // waits and all reported sends were received, probe them; if each answers still waiting with
+    // the counts of its report, all of them were waiting at the moment of the probe with no
+    // message in flight.
+    let probe = 0;
+    let replies = new Map<number, ProbeReply>();
+    const suspect = (): boolean => {
+      let sent = 0;
+      let delivered = 0;
+      for (let r = 0; r < n; r++) {
+        const s = done[r] ?? blocked[r];
+        if (!s) return false; // a rank is running
+        sent += s.sent;
+        delivered += s.delivered;
+      }
+      return sent === delivered;
+    };
+    const onState = (): void => {
+      replies = new Map();
+      if (!suspect()) return;
+      probe++;
+      workers.forEach((w, r) => {
+        if (!done[r]) w.postMessage({ type: 'probe', id: probe });
+      });
+    };
+    const onReply = (m: ProbeReply): void => {
+      if (m.id !== probe) return;
+      replies.set(m.rank, m);
+      const open = blocked.map((b, r) => (done[r] ? null : b));
+      if (open.some((b, r) => b && !replies.has(r))) return;
+      const still = open.every((b, r) => !b || (replies.get(r)!.blocked && replies.get(r)!.sent === b.sent && replies.get(r)!.delivered === b.delivered));
+      if (!still || !suspect()) return;
+      const what = blocked.map((b, r) => (done[r] ? `rank ${r} done` : `rank ${r} at op ${b!.op} waits for ${b!.waits.join(', ')}`));
+      fail(new DsvError(`${schedule.algo} schedule (${n} ranks, ${schedule.microbatches} mb) deadlocks on workers: ${what.join('; ')}`));
+    };
+    workers.forEach((w, r) => {
+      on(w, 'message', (m: DoneMsg | BlockedMsg | ErrorMsg | ProbeReply) => {
+        if (m.type === 'error') {
+          const e = m.name === 'DsvError' ? new DsvError(`pipeline rank ${r}: ${m.message}`) : new Error(`pipeline rank ${r}: ${m.name}: ${m.message}\n${m.stack}`);
+          fail(e);
+          return;
+        }
+        if (m.type === 'probe-reply') return onReply(m);
+        if (m.type === 'blocked') blocked[r] = m;
+        else {
+          done[r] = m;
+          blocked[r] = null;
+        }
+        if (done.every((d) => d !== null)) {
+          settled = true;
+          for (const off of offs) off();
+          resolve(done as DoneMsg[]);
+        } else onState();
+      });
+      on(w, 'error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
+      on(w, 'exit', (code) => {
+        if (!done[r]) fail(new DsvError(`pipeline rank ${r}: worker exited (code ${code}) before finishing its step`));
+      });
+    });
+  });
 }

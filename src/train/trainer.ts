@@ -10,24 +10,26 @@
  * loss or gradients are not finite is skipped and reported; after `maxNonFinite` consecutive
  * ones training stops, leaving the last good checkpoint as it was.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
-import { Rng, type RngState } from '../data/rng.js';
-import { stepArena, withArena, type BufferArena } from '../engine/arena.js';
-import { loadTokenizerJson, tokenizerToJson } from '../data/tokenizer/index.js';
+import { stepArena, withArena } from '../engine/arena.js';
+import type { PreparedData } from '../data/dataset.js';
 import { DsvError } from '../errors.js';
-import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
-import { DeepseekV3 } from '../model/model.js';
-import { maxVio, type BalanceMode, type BiasUpdateOptions } from './balance.js';
-import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
+import type { ModelConfig } from '../model/config.js';
+import type { BalanceMode, BiasUpdateOptions } from './balance.js';
 import { lossReport } from './losses.js';
 import { batchSizeAt, biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
-import { MetricsWriter, type LayerStats } from './metrics.js';
-import { AdamW } from './optimizer.js';
-import { Progress } from './progress.js';
-import { modelTensors } from './state-dict.js';
-import { applyUpdate, evalLosses, forwardLosses, type BiasEmaStates } from './train-step.js';
+import { applyUpdate, forwardLosses } from './train-step.js';
+import { TrainRun, type StepPart } from './train-run.js';
+
+/** Pipeline-parallel training (pipeline-trainer.ts; DUALPIPE.md; paper §3.2.1). */
+export interface PipelineTrainOptions {
+  algo: 'dualpipe' | 'dualpipev' | '1f1b' | 'zb1p';
+  /** Pipeline ranks (worker threads). */
+  ranks: number;
+  /** Micro-batches per step (default: the smallest the schedule allows). */
+  microbatches?: number;
+  /** DSV3_THREADS of each rank's worker (default 1). */
+  threads?: number;
+}
 
 export interface TrainOptions {
   model: ModelConfig;
@@ -79,6 +81,11 @@ export interface TrainOptions {
   inject?: (step: number) => 'loss' | 'grad' | null;
   /** Pre-loaded data (tests, benchmarks). */
   prepared?: PreparedData;
+  /**
+   * Pipeline-parallel training (run with `trainPipelined`, pipeline-trainer.ts): each step's
+   * micro-batches (of `batch` sequences each) go through the schedule instead of `gradAccum`.
+   */
+  pipeline?: PipelineTrainOptions;
 }
 
 export interface TrainResult {
@@ -91,39 +98,6 @@ export interface TrainResult {
   finalValLoss: number | null;
 }
 
-interface TrainerStateJson {
-  version: 1;
-  step: number;
-  tokens_seen: number;
-  data: BatchIteratorState;
-  rng: RngState;
-  bias_ema: BiasEmaStates;
-  consecutive_non_finite: number;
-  skipped_steps: number;
-  elapsed_s: number;
-}
-
-function mean(xs: number[]): number {
-  return xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-}
-
-/** Validation: mean losses over the first `n` validation batches (same batches every time). */
-function validate(model: DeepseekV3, val: Int32Array, o: TrainOptions, n: number, lambda: number, arena: BufferArena | null): { total: number; lm: number; mtp: number } {
-  const lm: number[] = [];
-  const mtp: number[] = [];
-  const tot: number[] = [];
-  let k = 0;
-  for (const b of validationBatches(val, o.batch, o.seq)) {
-    if (k++ >= n) break;
-    const r = withArena(arena, () => evalLosses(model, b.tokens, { mtpLambda: lambda, balanceAlpha: 0, balance: 'none' }, b.batchSize));
-    arena?.reset(); // r holds plain numbers
-    lm.push(r.lm);
-    mtp.push(r.mtp_depth_mean_ce.length ? mean(r.mtp_depth_mean_ce) : NaN);
-    tot.push(r.total);
-  }
-  return { total: mean(tot), lm: mean(lm), mtp: mean(mtp) };
-}
-
 export function trainerPlan(o: TrainOptions): { lr: (s: number) => number; lambda: (s: number) => number; gamma: (s: number) => number } {
   const decayStart = o.decayStart ?? o.warmup;
   const sched = { peak: o.lr, warmup: o.warmup, decayStart, decaySteps: Math.max(0, o.steps - decayStart), floor: o.minLr ?? o.lr / 10 };
@@ -132,113 +106,22 @@ export function trainerPlan(o: TrainOptions): { lr: (s: number) => number; lambd
   return { lr: (s) => lrAt(s, sched), lambda: (s) => mtpLambdaAt(s, lam), gamma: (s) => biasGammaAt(s, gam) };
 }
 
-/** The precision run.json of the run in `dir` records ('fp32' for runs from before the flag), or null. */
-function startPrecision(dir: string): string | null {
-  try {
-    const run = JSON.parse(fs.readFileSync(path.join(dir, 'run.json'), 'utf8')) as { precision?: unknown };
-    return typeof run.precision === 'string' ? run.precision : 'fp32';
-  } catch {
-    return null; // no (readable) run.json: nothing to compare with
-  }
-}
-
 /** Runs (or resumes) a training run; see the module comment. */
 export function train(o: TrainOptions): TrainResult {
-  const progress = new Progress(process.stderr, 10, o.quiet ?? false);
+  if (o.pipeline) throw new DsvError('pipeline-parallel training runs through trainPipelined (src/train/pipeline-trainer.ts), which is asynchronous');
   const accum = o.gradAccum ?? 1;
   if (!Number.isInteger(accum) || accum < 1) throw new DsvError(`--grad-accum must be a positive integer, got ${accum}`);
-  let resumeDir: string | null = null;
-  if (o.resume) {
-    resumeDir = typeof o.resume === 'string' ? o.resume : latestCheckpoint(o.out);
-    if (!resumeDir) throw new DsvError(`--resume: no checkpoint found in ${o.out}`);
-  } else if (listCheckpoints(o.out).length > 0) {
-    throw new DsvError(`${o.out} already holds checkpoints of another run; continue it with --resume or choose another --out`);
-  }
-  // a resumed run keeps its own config and tokenizer (so the token stream is the same)
-  const baseCfg = resumeDir ? loadModelConfig(resumeDir) : o.model;
-  const resumeTok = resumeDir && fs.existsSync(path.join(resumeDir, 'tokenizer.json')) ? loadTokenizerJson(path.join(resumeDir, 'tokenizer.json')) : undefined;
-  const data =
-    o.prepared ??
-    prepareData({
-      ...(o.data !== undefined ? { data: o.data } : {}),
-      ...(resumeTok ? { tokenizer: resumeTok } : { vocabSize: baseCfg.vocab_size }),
-      ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir } : {}),
-      seqLen: o.seq,
-      log: (m) => progress.log(m),
-    });
-  const tok = data.tokenizer;
-  if (tok.vocabSize > baseCfg.vocab_size) throw new DsvError(`the tokenizer has ${tok.vocabSize} tokens but the model's vocab_size is ${baseCfg.vocab_size}`);
-  const cfg: ModelConfig = { ...baseCfg, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
-  const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
-  const opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay ?? 0.1, momentDtype: o.momentDtype ?? 'f32' });
-  const it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });
-  // the trainer's own random stream: no op of the default recipe draws from it (no dropout), but
-  // it is saved and restored with the rest so any stochastic addition resumes exactly
-  let rng = new Rng(o.seed);
-  let ema: BiasEmaStates = {};
-  let step = 0;
-  let tokensSeen = 0;
-  let consecutive = 0;
-  let skipped = 0;
-  let elapsed = 0;
-  fs.mkdirSync(o.out, { recursive: true });
-  const metrics = new MetricsWriter(path.join(o.out, 'metrics.jsonl'));
-  if (resumeDir) {
-    const { state, optimizer } = loadTrainerState(resumeDir);
-    const s = state as unknown as TrainerStateJson;
-    opt.loadState(optimizer);
-    it.restore(s.data);
-    rng = Rng.fromState(s.rng);
-    ema = s.bias_ema ?? {};
-    step = s.step;
-    tokensSeen = s.tokens_seen;
-    consecutive = s.consecutive_non_finite;
-    skipped = s.skipped_steps;
-    elapsed = s.elapsed_s;
-    metrics.truncateAfter(step);
-    progress.log(`resumed from ${resumeDir} at step ${step}`);
-    const before = startPrecision(o.out);
-    if (before !== null && before !== (o.fp8 ? 'fp8' : 'fp32')) progress.log(`note: the run started in ${before}; it continues in ${o.fp8 ? 'fp8' : 'fp32'} (step records say which)`);
-  } else {
-    fs.rmSync(metrics.file, { force: true });
-    writeJsonAtomic(path.join(o.out, 'run.json'), {
-      steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: accum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
-      balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
-      mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
-      parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg),
-    });
-  }
-  const plan = trainerPlan(o);
-  const maxNonFinite = o.maxNonFinite ?? 5;
-  const evalN = o.evalBatches ?? 4;
-  const losses: number[] = [];
-  let lastCkpt: string | null = resumeDir;
-  let secPerStep = NaN;
-  let finalVal: number | null = null;
-
-  const save = (): void => {
-    const st: TrainerStateJson = {
-      version: 1, step, tokens_seen: tokensSeen, data: it.state(), rng: rng.state(), bias_ema: ema,
-      consecutive_non_finite: consecutive, skipped_steps: skipped, elapsed_s: elapsed,
-    };
-    lastCkpt = saveTrainingCheckpoint(o.out, step, {
-      config: configToJson(model.cfg),
-      tensors: modelTensors(model),
-      tokenizerJson: JSON.stringify(tokenizerToJson(tok)),
-      generationConfig: { _from_model_config: true, bos_token_id: model.cfg.bos_token_id, eos_token_id: model.cfg.eos_token_id, do_sample: true, temperature: 1.0, top_k: 50 },
-      trainerState: st as unknown as Record<string, unknown>,
-      optimizer: opt.state(),
-    }, o.keepCheckpoints ?? 2);
-  };
-
+  const run = new TrainRun(o);
+  const { model, opt, it, plan } = run;
   const arena = stepArena();
-  while (step < o.steps) {
+  while (run.step < o.steps) {
     const t0 = performance.now();
+    const step = run.step;
     const lambda = plan.lambda(step);
     const lr = plan.lr(step);
     const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, fp8: o.fp8 ?? false };
     const loads = new Map<number, Int32Array>();
-    const parts: { total: number; lm: number; mtp: number; bal: number }[] = [];
+    const parts: StepPart[] = [];
     let bad: string | null = null;
     opt.zeroGrad();
     const nMicro = o.batchWarmup ? batchSizeAt(step, { start: 1, end: accum, rampSteps: o.batchWarmup }) : accum;
@@ -269,7 +152,7 @@ export function train(o: TrainOptions): TrainResult {
         }
       }
       if (!bad) {
-        const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, ema, nMicro);
+        const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, nMicro);
         gradNorm = u.gradNorm;
         if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
       } else {
@@ -277,54 +160,8 @@ export function train(o: TrainOptions): TrainResult {
       }
     });
     arena?.reset(); // gradients are applied and cleared; losses and loads were copied out
-    const tokens = o.batch * o.seq * nMicro;
-    tokensSeen += tokens;
-    step++;
-    const dt = (performance.now() - t0) / 1000;
-    elapsed += dt;
-    secPerStep = Number.isFinite(secPerStep) ? 0.9 * secPerStep + 0.1 * dt : dt;
-    if (bad) {
-      consecutive++;
-      skipped++;
-      losses.push(NaN);
-      metrics.append({ type: 'skip', step, reason: bad, consecutive });
-      progress.log(`step ${step}: skipped, ${bad} (${consecutive} in a row)`);
-      if (consecutive >= maxNonFinite) {
-        progress.done();
-        const message =
-          `training stopped at step ${step}: ${consecutive} consecutive steps with non-finite loss or gradients ` +
-          `(lower --lr or raise --warmup). Last good checkpoint: ${lastCkpt ?? 'none (no checkpoint was written yet)'}`;
-        arena?.trim();
-        return { status: 'diverged', message, step, losses, lastCheckpoint: lastCkpt, finalValLoss: finalVal };
-      }
-      continue;
-    }
-    consecutive = 0;
-    const total = mean(parts.map((p) => p.total));
-    losses.push(total);
-    const layers: Record<string, LayerStats> = {};
-    const biases = model.balanceBiases();
-    let worstVio = 0;
-    for (const [l, load] of loads) {
-      const mv = maxVio(load);
-      worstVio = Math.max(worstVio, mv);
-      layers[String(l)] = { load: Array.from(load), maxvio: mv, bias: Array.from(biases.get(l)?.f32() ?? []) };
-    }
-    const mtp = mean(parts.map((p) => p.mtp));
-    metrics.append({
-      type: 'step', step, loss: total, lm: mean(parts.map((p) => p.lm)), mtp, balance: mean(parts.map((p) => p.bal)),
-      lr, grad_norm: gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
-    });
-    progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep });
-    if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && data.val.length > o.seq) {
-      const v = validate(model, data.val, o, evalN, lambda, arena);
-      finalVal = v.lm;
-      metrics.append({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
-      progress.log(`step ${step}: validation LM loss ${v.lm.toFixed(4)}, MTP CE ${Number.isFinite(v.mtp) ? v.mtp.toFixed(4) : '-'}`);
-    }
-    if ((o.ckptEvery > 0 && step % o.ckptEvery === 0) || step === o.steps) save();
+    const stop = run.finishStep({ bad, parts, loads, lambda, lr, gradNorm, nMicro, t0 }, arena);
+    if (stop) return stop;
   }
-  arena?.trim(); // the arena's buffers are unmapped now, not at some later garbage collection
-  progress.done();
-  return { status: 'done', message: `trained ${step} steps; checkpoint ${lastCkpt}`, step, losses, lastCheckpoint: lastCkpt, finalValLoss: finalVal };
+  return run.done(arena);
 }

@@ -8,7 +8,10 @@ import { parseArgs } from 'node:util';
 import { type Command, UsageError, intFlag, numberFlag } from '../command.js';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '../../model/config.js';
 import type { BalanceMode, BiasMode } from '../../train/balance.js';
-import { train, type TrainOptions } from '../../train/trainer.js';
+import { DsvError } from '../../errors.js';
+import { PIPELINE_ALGOS } from '../../parallel/schedules.js';
+import { checkPipelineOptions, trainPipelined } from '../../train/pipeline-trainer.js';
+import { train, type PipelineTrainOptions, type TrainOptions } from '../../train/trainer.js';
 
 /**
  * The default model of `dsv3 train`: configs/bench-small.json's architecture (4 layers, the first
@@ -112,6 +115,18 @@ Losses and balancing:
   --mtp-lambda X        MTP loss weight λ (default 0.3, the paper's first 10T tokens)
   --mtp-lambda-late X   λ from --mtp-switch on (default 0.1, the paper's last 4.8T tokens)
   --mtp-switch N        step at which λ drops (default: 68% of --steps, the paper's 10T/14.8T)
+Pipeline parallelism (paper section 3.2.1; one worker thread per rank, persistent across steps):
+  --pipeline ALGO       dualpipe | dualpipev | 1f1b | zb1p: each step's micro-batches (of --batch
+                        sequences each) go through that schedule; gradients are summed over the
+                        micro-batches and DualPipe's two replicas of every stage, then one update
+                        (clip, AdamW, bias) on the main thread is copied into every rank. A step
+                        equals the sequential step with --grad-accum = micro-batches: it consumes
+                        micro-batches x --batch sequences. Not with --fp8 or --batch-warmup
+  --pp N                pipeline ranks (DualPipe: even; default 2)
+  --microbatches M      micro-batches per step (default: the smallest the schedule allows with
+                        one per rank: 2N for dualpipe and dualpipev, N for 1f1b and zb1p;
+                        DualPipe needs M even >= 2N, DualPipeV M >= 2N)
+  --pp-threads T        native threads per rank (default 1)
 Run:
   --out DIR             run directory (default runs/train-<date>)
   --resume [DIR]        continue bit-exactly from the latest checkpoint in --out (or from DIR)
@@ -132,7 +147,7 @@ const STRING_FLAGS = [
   'config', 'data', 'cache-dir', 'steps', 'batch', 'seq', 'grad-accum', 'batch-warmup', 'lr', 'warmup', 'decay-start', 'min-lr',
   'weight-decay', 'max-grad-norm', 'moment-dtype', 'seed', 'balance', 'balance-alpha', 'bias-gamma', 'bias-mode',
   'bias-ema', 'bias-bounds', 'bias-freeze', 'mtp-lambda', 'mtp-lambda-late', 'mtp-switch', 'out', 'resume',
-  'eval-every', 'eval-batches', 'ckpt-every', 'keep', 'max-non-finite',
+  'eval-every', 'eval-batches', 'ckpt-every', 'keep', 'max-non-finite', 'pipeline', 'pp', 'microbatches', 'pp-threads',
 ];
 
 function defaultOut(): string {
@@ -226,6 +241,24 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   o.mtpSwitchStep = switchStep ?? Math.round((steps * 10) / 14.8);
   o.mtpLambdaLate = numberFlag('mtp-lambda-late', s('mtp-lambda-late'), 0.1);
   if (resume !== undefined) o.resume = resume === '' ? true : resume;
+  const pipe = s('pipeline');
+  if (pipe === undefined) {
+    for (const f of ['pp', 'microbatches', 'pp-threads']) if (s(f) !== undefined) throw new UsageError(`--${f} needs --pipeline ALGO (one of ${PIPELINE_ALGOS.join(', ')})`);
+    return o;
+  }
+  if (!(PIPELINE_ALGOS as readonly string[]).includes(pipe)) throw new UsageError(`--pipeline must be one of ${PIPELINE_ALGOS.join(', ')}, got '${pipe}'`);
+  if (s('grad-accum') !== undefined) throw new UsageError(`--grad-accum ${s('grad-accum')} cannot be combined with --pipeline ${pipe}: the micro-batches per step are --microbatches`);
+  if (o.fp8) throw new UsageError(`--fp8 cannot be combined with --pipeline ${pipe}: pipeline stages run the float32 path only`);
+  if (o.batchWarmup !== undefined) throw new UsageError(`--batch-warmup cannot be combined with --pipeline ${pipe}: a schedule has a fixed number of micro-batches per step`);
+  const p: PipelineTrainOptions = { algo: pipe as PipelineTrainOptions['algo'], ranks: intFlag('pp', s('pp'), 2, 1), threads: intFlag('pp-threads', s('pp-threads'), 1, 1) };
+  if (s('microbatches') !== undefined) p.microbatches = intFlag('microbatches', s('microbatches'), 1, 1);
+  try {
+    p.microbatches = checkPipelineOptions(o, p); // legal (ranks, micro-batches) for the schedule
+  } catch (e) {
+    if (e instanceof DsvError) throw new UsageError(`--pipeline ${pipe} --pp ${p.ranks}${s('microbatches') !== undefined ? ` --microbatches ${s('microbatches')}` : ''}: ${e.message}`);
+    throw e;
+  }
+  o.pipeline = p;
   return o;
 }
 
@@ -236,7 +269,7 @@ export const trainCommand: Command = {
   async run(argv) {
     const o = parseTrainArgs(argv);
     if (!o.quiet) process.stderr.write(`dsv3 train: run directory ${o.out}\n`);
-    const r = train(o);
+    const r = o.pipeline ? await trainPipelined(o) : train(o);
     if (r.status === 'diverged') {
       process.stderr.write(`dsv3 train: ${r.message}\n`);
       return 1;
