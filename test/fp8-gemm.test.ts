@@ -20,6 +20,7 @@ import {
   fp8Linear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
 } from '../src/engine/ops/fp8-linear.js';
 import { fixturePath, readJson, readTensors } from './helpers/fixtures.js';
+import { assertRowRel } from './helpers/compare.js';
 
 interface Tol { fp8_linear: { gemm_outputs_row_rel_to_max: number; float32_references_rel_to_max: number; limited_accumulation_rel_to_max_if_not_bit_exact: number } }
 const TOL = readJson<Tol>(fixturePath('tolerances.json')).fp8_linear;
@@ -43,22 +44,6 @@ function assertBitEqual(got: ArrayLike<number>, exp: ArrayLike<number>, what: st
   assert.equal(i, -1, `${what}: element ${i} is ${got[i]}, expected ${exp[i]}`);
 }
 
-/** tolerances.json per-row rule; returns the worst max_j|diff| / max_j|exp| over rows. */
-function assertRowRel(got: Float32Array, exp: Float32Array, cols: number, tol: number, what: string): number {
-  assert.equal(got.length, exp.length, what);
-  let worst = 0;
-  for (let r = 0; r < exp.length / cols; r++) {
-    let maxE = 0;
-    let maxD = 0;
-    for (let c = r * cols; c < (r + 1) * cols; c++) {
-      maxE = Math.max(maxE, Math.abs(exp[c]!));
-      maxD = Math.max(maxD, Math.abs(got[c]! - exp[c]!));
-    }
-    if (!(maxD <= tol * maxE)) assert.fail(`${what}: row ${r} max|diff| ${maxD} > ${tol} * ${maxE}`);
-    if (maxE > 0) worst = Math.max(worst, maxD / maxE);
-  }
-  return worst;
-}
 
 function relToMax(got: Float32Array, exp: Float32Array): number {
   let maxE = 0;

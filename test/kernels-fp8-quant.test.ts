@@ -11,34 +11,12 @@
 // are skipped with the load error otherwise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nativeAddon, nativeLoadError, type NativeAddon } from '../src/engine/native.js';
+import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
 import { E4M3_TABLE, quantizeBlocks128, quantizeTiles1x128 } from '../src/engine/fp8.js';
 import { rng } from './helpers/random.js';
 
-const addon = nativeAddon();
-const required = Boolean(process.env.CI) || process.env.DSV3_REQUIRE_NATIVE === '1';
-const skip = addon ? false : `native addon not available (${nativeLoadError() ?? 'unknown'}); build with npx node-gyp rebuild`;
-if (!addon && required) test('native addon loads (required: CI is set)', () => assert.fail(String(skip)));
-const opts = { skip: required ? false : skip };
-const A = addon as NativeAddon;
-
-/** Runs fn under every ISA this CPU supports and 1 and 2 threads, then restores both. */
-function eachConfig(fn: (label: string) => void): void {
-  const { isa, threads } = A.info();
-  try {
-    for (const i of ['scalar', 'avx2', 'avx512'] as const) {
-      if (!A.setIsa(i)) continue;
-      for (const th of [1, 2]) {
-        A.setThreads(th);
-        fn(`${i}/${th}t`);
-      }
-    }
-  } finally {
-    A.setIsa(isa as 'scalar' | 'avx2' | 'avx512');
-    A.setThreads(threads);
-  }
-}
+const { A, opts, eachConfig } = nativeForTests();
 
 type Quant = (x: Float32Array, ld: number, rows: number, cols: number,
   codes: Uint8Array | null, scales: Float32Array | null, out: Float32Array | null) => void;

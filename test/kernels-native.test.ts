@@ -12,35 +12,13 @@
 // skipped with the load error otherwise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nativeAddon, nativeLoadError, type NativeAddon } from '../src/engine/native.js';
+import { nativeForTests } from './helpers/native-configs.js';
 import * as rows from '../src/engine/reference/rows.js';
 import * as ew from '../src/engine/reference/elementwise.js';
 import * as att from '../src/engine/reference/attention.js';
 import type { AttentionParams, BinaryOp } from '../src/engine/kernels.js';
 
-const addon = nativeAddon();
-const required = Boolean(process.env.CI) || process.env.DSV3_REQUIRE_NATIVE === '1';
-const skip = addon ? false : `native addon not available (${nativeLoadError() ?? 'unknown'}); build with npx node-gyp rebuild`;
-if (!addon && required) test('native addon loads (required: CI is set)', () => assert.fail(String(skip)));
-const opts = { skip: required ? false : skip };
-const A = addon as NativeAddon;
-
-/** Runs fn under every ISA this CPU supports and 1 and 2 threads, then restores both. */
-function eachConfig(fn: (label: string) => void): void {
-  const { isa, threads } = A.info();
-  try {
-    for (const i of ['scalar', 'avx2', 'avx512'] as const) {
-      if (!A.setIsa(i)) continue;
-      for (const th of [1, 2]) {
-        A.setThreads(th);
-        fn(`${i}/${th}t`);
-      }
-    }
-  } finally {
-    A.setIsa(isa as 'scalar' | 'avx2' | 'avx512');
-    A.setThreads(threads);
-  }
-}
+const { A, opts, eachConfig } = nativeForTests();
 
 let seed = 12345;
 function rand(): number {

@@ -11,23 +11,12 @@ import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';
 import { fixturePath, readJson } from './helpers/fixtures.js';
 import { randData, rng } from './helpers/random.js';
+import { assertRowRel } from './helpers/compare.js';
 
 const TOL = readJson<{ fp8_linear: { gemm_outputs_row_rel_to_max: number } }>(fixturePath('tolerances.json')).fp8_linear.gemm_outputs_row_rel_to_max;
+const rowRel = (got: Float32Array, exp: Float32Array, cols: number, what: string, tol = TOL): number => assertRowRel(got, exp, cols, tol, what);
 const r = rng(88);
 
-/** Per-row rule of tolerances.json `fp8_linear`: max_j |got - exp| <= tol * max_j |exp|. */
-function assertRowRel(got: Float32Array, exp: Float32Array, cols: number, what: string, tol = TOL): void {
-  assert.equal(got.length, exp.length, `${what}: length`);
-  for (let row = 0; row < exp.length / Math.max(cols, 1); row++) {
-    let maxE = 0;
-    let maxD = 0;
-    for (let c = row * cols; c < (row + 1) * cols; c++) {
-      maxE = Math.max(maxE, Math.abs(exp[c]!));
-      maxD = Math.max(maxD, Math.abs(got[c]! - exp[c]!));
-    }
-    if (!(maxD <= tol * maxE)) assert.fail(`${what}: row ${row} max|diff| ${maxD} > ${tol} * ${maxE}`);
-  }
-}
 
 interface Case {
   N: number;
@@ -127,7 +116,7 @@ test('fp8GroupedExperts: output and all gradients match per-expert fp8Linear (ex
     const names = ['out', 'dx', 'dgates', ...c.ws.map((_, i) => `dW[${i}]`)];
     // dgates[t, j] = dout[t] · Y[p] sums with cancellation in another order: relative to the largest
     const cols = [D, D, c.N * K, ...c.ws.map((w) => w.shape[1])];
-    got.forEach((v, i) => assertRowRel(v, exp[i]!, cols[i]!, `${names[i]} (counts ${counts.join(',')})`));
+    got.forEach((v, i) => rowRel(v, exp[i]!, cols[i]!, `${names[i]} (counts ${counts.join(',')})`));
     // the expert with no token gets no weight gradient
     const empty = counts.indexOf(0);
     assert.ok(got[3 + empty]!.every((v) => v === 0) && got[3 + c.E + empty]!.every((v) => v === 0));
@@ -152,6 +141,6 @@ test('fp8GroupedExperts: quantisation is on (differs from float32 groupedExperts
   fp8.forEach((v, i) => {
     if (v.every((e) => e === 0)) return; // the expert without tokens
     assert.notDeepEqual(v, f32[i]!, `tensor ${i} is quantised`);
-    assertRowRel(v, f32[i]!, v.length, `tensor ${i} close to float32`, 0.1);
+    rowRel(v, f32[i]!, v.length, `tensor ${i} close to float32`, 0.1);
   });
 });

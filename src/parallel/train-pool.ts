@@ -15,17 +15,15 @@
  * check it. The cost is one transfer of each rank's parameters per step, which is small next to
  * a step at the sizes this CPU implementation trains.
  */
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
-import { kernels } from '../engine/backend.js';
+import { Worker } from 'node:worker_threads';
 import { nativeAddon } from '../engine/native.js';
-import { referenceKernels } from '../engine/reference/index.js';
 import { DsvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { mergeRankOutcomes, splitMicroBatches } from './executor.js';
 import type { PipelineWorkerData, PoolRequest } from './pipeline-worker.js';
 import type { PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
-import { awaitStep, channelPairs, sumRankGrads, type WorkerStepResult } from './workers.js';
+import { awaitStep, rankChannels, sumRankGrads, workerSettings, type WorkerStepResult } from './workers.js';
 
 export interface TrainPoolOptions {
   build?: StageBuildOptions;
@@ -106,16 +104,8 @@ export class PipelineTrainPool {
   /** Starts one worker per rank; each builds its stages (random values until `setWeights`). */
   static async start(cfg: ModelConfig, schedule: PipelineSchedule, o: TrainPoolOptions = {}): Promise<PipelineTrainPool> {
     const n = schedule.ranks;
-    const threads = o.threads ?? 1;
-    if (!Number.isInteger(threads) || threads < 1) throw new DsvError(`threads per pipeline worker must be an integer >= 1, got ${threads}`);
-    const backend = o.backend ?? (kernels() === referenceKernels ? 'reference' : 'native');
-    const outs: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
-    const ins: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
-    for (const [a, b] of channelPairs(schedule)) {
-      const ch = new MessageChannel();
-      outs[a]!.push({ peer: b, port: ch.port1 });
-      ins[b]!.push({ peer: a, port: ch.port2 });
-    }
+    const { threads, backend } = workerSettings(o);
+    const { outs, ins } = rankChannels(schedule);
     const workers: Worker[] = [];
     for (let r = 0; r < n; r++) {
       const data: PipelineWorkerData = {

@@ -105,6 +105,32 @@ export function channelPairs(schedule: PipelineSchedule): [number, number][] {
   return [...pairs].map((p) => p.split('>').map(Number) as [number, number]);
 }
 
+/** One end of a channel between two ranks: the peer rank and the port. */
+export interface RankPort {
+  peer: number;
+  port: MessagePort;
+}
+
+/** One MessageChannel per directed pair of neighbouring ranks (DUALPIPE.md §5.4): each rank's
+ * sending ends (`outs`) and receiving ends (`ins`). */
+export function rankChannels(schedule: PipelineSchedule): { outs: RankPort[][]; ins: RankPort[][] } {
+  const outs: RankPort[][] = Array.from({ length: schedule.ranks }, () => []);
+  const ins: RankPort[][] = Array.from({ length: schedule.ranks }, () => []);
+  for (const [a, b] of channelPairs(schedule)) {
+    const ch = new MessageChannel();
+    outs[a]!.push({ peer: b, port: ch.port1 });
+    ins[b]!.push({ peer: a, port: ch.port2 });
+  }
+  return { outs, ins };
+}
+
+/** The native threads of each worker (checked) and its kernels (default: the calling thread's). */
+export function workerSettings(o: { threads?: number; backend?: 'native' | 'reference' }): { threads: number; backend: 'native' | 'reference' } {
+  const threads = o.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1) throw new DsvError(`threads per pipeline worker must be an integer >= 1, got ${threads}`);
+  return { threads, backend: o.backend ?? (kernels() === referenceKernels ? 'reference' : 'native') };
+}
+
 /**
  * One step of `schedule` with every rank on its own worker thread, on tokens [rows, S+1] cut into
  * schedule.microbatches micro-batches (as `PipelineExecutor.run`).
@@ -120,16 +146,8 @@ export async function runPipelineWorkers(
 ): Promise<WorkerStepResult> {
   splitMicroBatches(tokens, rows, schedule.microbatches, cfg.vocab_size); // validate here, not in n workers
   const n = schedule.ranks;
-  const threads = o.threads ?? 1;
-  if (!Number.isInteger(threads) || threads < 1) throw new DsvError(`threads per pipeline worker must be an integer >= 1, got ${threads}`);
-  const backend = o.backend ?? (kernels() === referenceKernels ? 'reference' : 'native');
-  const outs: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
-  const ins: { peer: number; port: MessagePort }[][] = Array.from({ length: n }, () => []);
-  for (const [a, b] of channelPairs(schedule)) {
-    const ch = new MessageChannel();
-    outs[a]!.push({ peer: b, port: ch.port1 });
-    ins[b]!.push({ peer: a, port: ch.port2 });
-  }
+  const { threads, backend } = workerSettings(o);
+  const { outs, ins } = rankChannels(schedule);
   const workers: Worker[] = [];
   for (let r = 0; r < n; r++) {
     const data: PipelineWorkerData = { cfg, schedule, rank: r, source, build: o.build ?? {}, loss, tokens, rows, backend, out: outs[r]!, in: ins[r]! };

@@ -38,3 +38,24 @@ export function assertClose(actual: Float32Array | Float64Array | Tensor | Array
     if (!(Math.abs(x - y) <= tol)) assert.fail(`${what}[${i}]: ${x} vs expected ${y} (|diff| ${Math.abs(x - y).toExponential(3)} > tol ${tol.toExponential(3)}, rms ${rms.toExponential(3)})`);
   }
 }
+
+/**
+ * The per-row rule of tolerances.json `fp8_linear` for a [rows, cols] result: for every row,
+ * max_j |got - exp| <= tol * max_j |exp| (so a row whose expected values are all zero must be
+ * exactly zero). Returns the worst max_j |diff| / max_j |exp| over the rows.
+ */
+export function assertRowRel(got: Float32Array, exp: Float32Array, cols: number, tol: number, what: string): number {
+  assert.equal(got.length, exp.length, `${what}: length`);
+  let worst = 0;
+  for (let r = 0; r < exp.length / Math.max(cols, 1); r++) {
+    let maxE = 0;
+    let maxD = 0;
+    for (let c = r * cols; c < (r + 1) * cols; c++) {
+      maxE = Math.max(maxE, Math.abs(exp[c]!));
+      maxD = Math.max(maxD, Math.abs(got[c]! - exp[c]!));
+    }
+    if (!(maxD <= tol * maxE)) assert.fail(`${what}: row ${r} max|diff| ${maxD} > ${tol} * ${maxE}`);
+    if (maxE > 0) worst = Math.max(worst, maxD / maxE);
+  }
+  return worst;
+}
