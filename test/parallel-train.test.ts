@@ -37,7 +37,7 @@ import { lossReport } from '../src/train/losses.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyPipelineUpdate } from '../src/train/pipeline-trainer.js';
 import { applyUpdate, forwardLosses, type BiasEmaStates, type UpdateOptions } from '../src/train/train-step.js';
-import { tinyConfigJson } from './helpers/tiny-config.js';
+import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
 
 const CFG = parseModelConfig(tinyConfigJson({ num_hidden_layers: 4, vocab_size: 64, max_position_embeddings: 64 }), 'tiny');
 const S = 6;
@@ -186,12 +186,8 @@ test('dsv3 train --pipeline dualpipe --pp 2: a run whose checkpoint samples and 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-pt-cli-'));
   const dsv3 = (args: string[]): { status: number | null; stdout: string; stderr: string } => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
   try {
-    const cfg = path.join(dir, 'config.json');
-    fs.writeFileSync(cfg, JSON.stringify(tinyConfigJson()));
-    const data = path.join(dir, 'text.txt');
-    fs.writeFileSync(data, loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)).join('\n\n'));
     const run = path.join(dir, 'run');
-    const args = ['train', '--config', cfg, '--data', data, '--cache-dir', path.join(dir, 'cache'), '--batch', '1', '--seq', '16',
+    const args = ['train', ...tinyTrainingArgs(dir), '--batch', '1', '--seq', '16',
       '--eval-every', '0', '--ckpt-every', '2', '--out', run, '--pipeline', 'dualpipe', '--pp', '2'];
     const t = dsv3([...args, '--steps', '2']);
     assert.equal(t.status, 0, t.stderr);

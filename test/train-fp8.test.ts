@@ -23,7 +23,7 @@ import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { train, type TrainOptions } from '../src/train/trainer.js';
 import { rng } from './helpers/random.js';
-import { tinyConfigJson } from './helpers/tiny-config.js';
+import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson(), 'tiny');
@@ -189,18 +189,14 @@ test('dsv3 train --fp8 and dsv3 bench train --fp8 on a tiny config', () => {
   assert.match(dsv3(['train', '--help']).stdout, /--fp8 {2,}FP8 mixed precision/);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-fp8-cli-'));
   try {
-    const cfg = path.join(dir, 'config.json');
-    fs.writeFileSync(cfg, JSON.stringify(tinyConfigJson()));
-    const data = path.join(dir, 'text.txt');
-    fs.writeFileSync(data, loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)).join('\n\n'));
     const run = path.join(dir, 'run');
-    const t = dsv3(['train', '--fp8', '--config', cfg, '--data', data, '--cache-dir', path.join(dir, 'cache'), '--steps', '2', '--batch', '2', '--seq', '16', '--eval-every', '0', '--out', run, '--quiet']);
+    const t = dsv3(['train', '--fp8', ...tinyTrainingArgs(dir), '--steps', '2', '--batch', '2', '--seq', '16', '--eval-every', '0', '--out', run, '--quiet']);
     assert.equal(t.status, 0, t.stderr);
     const res = JSON.parse(t.stdout.trim()) as { status: string; step: number; final_loss: number };
     assert.equal(res.status, 'done');
     assert.ok(Number.isFinite(res.final_loss));
     assert.equal(JSON.parse(fs.readFileSync(path.join(run, 'run.json'), 'utf8')).precision, 'fp8');
-    const bench = dsv3(['bench', 'train', '--fp8', '--config', cfg, '--batch', '1', '--seq', '8', '--steps', '1', '--warmup-steps', '0', '--json']);
+    const bench = dsv3(['bench', 'train', '--fp8', '--config', path.join(dir, 'config.json'), '--batch', '1', '--seq', '8', '--steps', '1', '--warmup-steps', '0', '--json']);
     assert.equal(bench.status, 0, bench.stderr);
     const j = JSON.parse(bench.stdout.trim().split('\n').pop()!) as { fp8: boolean; loss_first: number };
     assert.equal(j.fp8, true);

@@ -1,3 +1,7 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadMobyDick } from '../../src/data/corpus.js';
+
 /**
  * The tiny DeepSeek-V3 config the training tests share: 2 layers (dense + MoE), 8 routed experts
  * in 2 groups (top-2 of them, 1 group kept), a shared expert and one MTP module. `over`
@@ -14,4 +18,15 @@ export function tinyConfigJson(over: Record<string, unknown> = {}): Record<strin
     scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true, initializer_range: 0.02, torch_dtype: 'float32',
     ...over,
   };
+}
+
+/** Writes a tiny training setup into `dir` for CLI tests: config.json (tinyConfigJson(over)) and
+ * text.txt (two short Moby-Dick chapters); returns the `--config`, `--data` and `--cache-dir`
+ * arguments. */
+export function tinyTrainingArgs(dir: string, over: Record<string, unknown> = {}): string[] {
+  const cfg = join(dir, 'config.json');
+  writeFileSync(cfg, JSON.stringify(tinyConfigJson(over)));
+  const data = join(dir, 'text.txt');
+  writeFileSync(data, loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)).join('\n\n'));
+  return ['--config', cfg, '--data', data, '--cache-dir', join(dir, 'cache')];
 }
