@@ -62,14 +62,12 @@ function checkOperands(a: Fp8GemmOperand, b: Fp8GemmOperand): void {
 }
 
 /**
- * Runs the block loop of C[i, j] (i < A.rows, j < B.rows) for every element, ascending blocks:
- * `block(aOff, bOff, n)` gives the block's partial sum P (unscaled), `promote(acc, P, sA, sB)`
- * folds it into the accumulator; `finish(acc)` gives the stored value.
+ * C[i, j] = value(...) for i < A.rows, j < B.rows: `value` gets the decoded codes, the offsets of
+ * A's row i and B's row j, and of their scale rows (each row has ceil(inner/128) scales).
  */
-function blockGemm(
+function eachElement(
   a: Fp8GemmOperand, b: Fp8GemmOperand,
-  block: (av: Float64Array, ao: number, bv: Float64Array, bo: number, n: number) => number,
-  promote: (acc: number, p: number, sa: number, sb: number) => number,
+  value: (av: Float64Array, ai: number, bv: Float64Array, bj: number, sa: number, sb: number) => number,
 ): Float32Array {
   checkOperands(a, b);
   const { inner } = a;
@@ -80,17 +78,32 @@ function blockGemm(
   for (let i = 0; i < a.rows; i++) {
     const sa = ((i / a.rowGroup) | 0) * nb;
     for (let j = 0; j < b.rows; j++) {
-      const sb = ((j / b.rowGroup) | 0) * nb;
-      let acc = 0;
-      for (let k = 0; k < nb; k++) {
-        const k0 = k * FP8_BLOCK;
-        const p = block(av, i * inner + k0, bv, j * inner + k0, Math.min(FP8_BLOCK, inner - k0));
-        acc = promote(acc, p, a.scales[sa + k]!, b.scales[sb + k]!);
-      }
-      out[i * b.rows + j] = acc; // the store rounds (a no-op where acc is already float32)
+      out[i * b.rows + j] = value(av, i * inner, bv, j * inner, sa, ((j / b.rowGroup) | 0) * nb); // the store rounds
     }
   }
   return out;
+}
+
+/**
+ * Runs the block loop of C[i, j] for every element, ascending blocks: `block(aOff, bOff, n)`
+ * gives the block's partial sum P (unscaled), `promote(acc, P, sA, sB)` folds it into the
+ * accumulator, whose value is stored (a float32 rounding, a no-op where acc already is one).
+ */
+function blockGemm(
+  a: Fp8GemmOperand, b: Fp8GemmOperand,
+  block: (av: Float64Array, ao: number, bv: Float64Array, bo: number, n: number) => number,
+  promote: (acc: number, p: number, sa: number, sb: number) => number,
+): Float32Array {
+  const { inner } = a;
+  const nb = groups128(inner);
+  return eachElement(a, b, (av, ai, bv, bj, sa, sb) => {
+    let acc = 0;
+    for (let k = 0; k < nb; k++) {
+      const k0 = k * FP8_BLOCK;
+      acc = promote(acc, block(av, ai + k0, bv, bj + k0, Math.min(FP8_BLOCK, inner - k0)), a.scales[sa + k]!, b.scales[sb + k]!);
+    }
+    return acc;
+  });
 }
 
 /** Exact sum of n products of E4M3 values (float64 is exact here, see the file comment). */
@@ -175,26 +188,16 @@ export function fp8GemmLimited(a: Fp8GemmOperand, b: Fp8GemmOperand, promoted: b
     };
     return blockGemm(a, b, block, promoteF32);
   }
-  checkOperands(a, b);
   const { inner } = a;
-  const nb = groups128(inner);
-  const av = decode(a.codes);
-  const bv = decode(b.codes);
-  const out = new Float32Array(a.rows * b.rows);
-  for (let i = 0; i < a.rows; i++) {
-    const sa = ((i / a.rowGroup) | 0) * nb;
-    for (let j = 0; j < b.rows; j++) {
-      const sb = ((j / b.rowGroup) | 0) * nb;
-      let acc = 0;
-      for (let k = 0; k < inner; k++) {
-        const blk = (k / FP8_BLOCK) | 0;
-        const s = Math.fround(a.scales[sa + blk]! * b.scales[sb + blk]!);
-        acc = limitedAdd(acc, av[i * inner + k]! * bv[j * inner + k]! * s, bits);
-      }
-      out[i * b.rows + j] = acc;
+  return eachElement(a, b, (av, ai, bv, bj, sa, sb) => {
+    let acc = 0;
+    for (let k = 0; k < inner; k++) {
+      const blk = (k / FP8_BLOCK) | 0;
+      const s = Math.fround(a.scales[sa + blk]! * b.scales[sb + blk]!);
+      acc = limitedAdd(acc, av[ai + k]! * bv[bj + k]! * s, bits);
     }
-  }
-  return out;
+    return acc;
+  });
 }
 
 // ---- the three GEMMs of a Linear (README `fp8-linear/` table; paper §3.3, Figure 6) ---------
