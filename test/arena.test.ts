@@ -7,6 +7,7 @@ import { DeepseekV3 } from '../src/model/model.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
+import { backward } from '../src/engine/autograd.js';
 
 test('arena: buffers are reused after reset, alloc is zeroed, size classes bound the slack', () => {
   const arena = new BufferArena({ minElems: 16 });
@@ -84,7 +85,7 @@ function run(arena: BufferArena | null, steps: number): { losses: number[]; weig
     withArena(arena, () => {
       const f = forwardLosses(model, tokens, { mtpLambda: 0.3, balanceAlpha: 1e-2 }, B);
       losses.push(f.terms.total.item());
-      f.terms.total.backward();
+      backward(f.terms.total);
       const loads = new Map([...f.routing].map(([l, r]) => [l, Int32Array.from(r.load)] as const));
       applyUpdate(model, opt, loads, { lr: 3e-3, balance: 'aux-free', bias: { gamma: 1e-2 } });
     });

@@ -2,7 +2,7 @@
 // freed-graph error, deferred linear weight gradients, and the per-op overhead of a tiny op.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { customOp, isGradEnabled, noGrad } from '../src/engine/autograd.js';
+import { backward, customOp, isGradEnabled, noGrad } from '../src/engine/autograd.js';
 import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';
 import { assertClose } from './helpers/compare.js';
@@ -10,9 +10,9 @@ import { randTensor, rng } from './helpers/random.js';
 
 test('gradients accumulate over two backward calls', () => {
   const x = Tensor.param(Float32Array.of(1, 2, 3), [3]);
-  ops.sum(ops.mul(x, x)).backward();
+  backward(ops.sum(ops.mul(x, x)));
   assert.deepEqual(x.grad!.toArray(), [2, 4, 6]);
-  ops.sum(ops.scale(x, 3)).backward();
+  backward(ops.sum(ops.scale(x, 3)));
   assert.deepEqual(x.grad!.toArray(), [5, 7, 9]);
 });
 
@@ -25,7 +25,7 @@ test('noGrad records nothing', () => {
   assert.equal(isGradEnabled(), true);
   assert.equal(y.requiresGrad, false);
   assert.equal(y.node, null);
-  assert.throws(() => ops.sum(y).backward(), /does not require grad/);
+  assert.throws(() => backward(ops.sum(y)), /does not require grad/);
 });
 
 test('detach cuts the graph', () => {
@@ -33,7 +33,7 @@ test('detach cuts the graph', () => {
   const d = ops.mul(x, x).detach();
   assert.equal(d.requiresGrad, false);
   const y = ops.sum(ops.mul(d, x)); // d/dx = d (treated as a constant) = x^2
-  y.backward();
+  backward(y);
   assert.deepEqual(x.grad!.toArray(), [4, 9]);
 });
 
@@ -46,7 +46,7 @@ test('customOp with a user backward', () => {
   const y = cube(x);
   assert.deepEqual(y.toArray(), [1, -8, 27]);
   assert.equal(y.node?.name, 'cube');
-  ops.sum(y).backward();
+  backward(ops.sum(y));
   assert.deepEqual(x.grad!.toArray(), [3, 12, 27]);
 });
 
@@ -54,12 +54,12 @@ test('fan-out: a tensor used twice gets the sum of both gradients', () => {
   const x = Tensor.param(Float32Array.of(1, 2, 3), [3]);
   const h = ops.scale(x, 2); // an intermediate used twice
   const y = ops.sum(ops.add(ops.exp(h), ops.mul(h, h)));
-  y.backward();
+  backward(y);
   const want = [1, 2, 3].map((v) => 2 * (Math.exp(2 * v) + 2 * 2 * v));
   assertClose(x.grad!, want, 1e-6, 'grad');
   // a leaf used twice directly
   const w = Tensor.param(Float32Array.of(5), [1]);
-  ops.sum(ops.add(w, w)).backward();
+  backward(ops.sum(ops.add(w, w)));
   assert.deepEqual(w.grad!.toArray(), [2]);
 });
 
@@ -68,25 +68,25 @@ test('backward twice through a freed graph is a clear error', () => {
   const h = ops.exp(x);
   const l1 = ops.sum(h);
   const l2 = ops.mean(h);
-  l1.backward();
-  assert.throws(() => l1.backward(), /already freed/);
+  backward(l1);
+  assert.throws(() => backward(l1), /already freed/);
   // l2 reaches h, whose node was freed by l1's backward
-  assert.throws(() => l2.backward(), /graph through 'exp' was already freed/);
+  assert.throws(() => backward(l2), /graph through 'exp' was already freed/);
 });
 
 test('backward with an explicit gradient, and shape errors', () => {
   const x = Tensor.param(Float32Array.of(1, 2, 3, 4), [2, 2]);
   const y = ops.scale(x, 2);
-  assert.throws(() => y.backward(), /non-scalar/);
-  assert.throws(() => y.backward(Tensor.zeros([4])), /does not match/);
-  y.backward(Tensor.fromF32(Float32Array.of(1, 0, 0, 1), [2, 2]));
+  assert.throws(() => backward(y), /non-scalar/);
+  assert.throws(() => backward(y, Tensor.zeros([4])), /does not match/);
+  backward(y, Tensor.fromF32(Float32Array.of(1, 0, 0, 1), [2, 2]));
   assert.deepEqual(x.grad!.toArray(), [2, 0, 0, 2]);
 });
 
 test('the backward pass records no graph of its own', () => {
   const x = Tensor.param(Float32Array.of(1, 2), [2]);
   const w = Tensor.param(Float32Array.of(3, 4), [2]);
-  ops.sum(ops.mul(x, w)).backward();
+  backward(ops.sum(ops.mul(x, w)));
   assert.equal(x.grad!.requiresGrad, false);
   assert.equal(x.grad!.node, null);
   assert.equal(w.grad!.node, null);
@@ -103,10 +103,10 @@ test('deferWeightGrads: linear weight gradients equal with and without deferral'
     const w2 = Tensor.param(w2d.slice(), [4, 8], 'w2');
     const loss = ops.sum(ops.linear(ops.silu(ops.linear(x, w1)), w2));
     if (!defer) {
-      loss.backward();
+      backward(loss);
       return { x, w1, w2, n: 0 };
     }
-    const { weightGrads } = ops.deferWeightGrads(() => loss.backward());
+    const { weightGrads } = ops.deferWeightGrads(() => backward(loss));
     // input gradients are there already, weight gradients not yet
     assert.ok(x.grad);
     assert.equal(w1.grad, null);
@@ -124,7 +124,7 @@ test('deferWeightGrads: linear weight gradients equal with and without deferral'
   // deferred closures accumulate into an existing gradient
   const w = Tensor.param(w1d.slice(), [8, 6]);
   w.grad = Tensor.full([8, 6], 1);
-  const { weightGrads } = ops.deferWeightGrads(() => ops.sum(ops.linear(x0, w)).backward());
+  const { weightGrads } = ops.deferWeightGrads(() => backward(ops.sum(ops.linear(x0, w))));
   weightGrads.forEach((f) => f());
   const ref = ops.linearGradWeight(Tensor.full([2, 5, 8], 1), x0);
   assertClose(w.grad, ref.toF32Array().map((v) => v + 1), 1e-6, 'accumulated dw');

@@ -10,10 +10,8 @@ import {
   loadModelConfig,
   moeLayerIndices,
   parseModelConfig,
-  ropeAttentionFactor,
-  softmaxScale,
-  yarnInvFreq,
 } from '../src/model/config.js';
+import { ropeAttentionFactor, softmaxScale, yarnInvFreq } from '../src/model/yarn.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const FIX = ROOT + 'test/fixtures/';

@@ -6,6 +6,7 @@ import { dequantFp8Weight } from '../src/engine/fp8.js';
 import { linear, sum, mul } from '../src/engine/ops/index.js';
 import { bf16Linear, denseRows, f32Linear, fp8Linear, linearBf16, linearBytes, linearFp8, weightRows, applyLinear } from '../src/model/weights.js';
 import { randTensor, rng } from './helpers/random.js';
+import { backward } from '../src/engine/autograd.js';
 
 /** Random FP8 codes (no NaN codes) and block scales for a [out, in] weight. */
 function randomFp8(out: number, inF: number, seed: number): { codes: Uint8Array; scaleInv: Float32Array } {
@@ -57,8 +58,8 @@ describe('FP8 linear (weight stays 1 byte/element)', () => {
     const x1 = randTensor(r, [2, 5, K], 1, true);
     const x2 = Tensor.param(x1.f32().slice(), x1.shape);
     const g = randTensor(r, [2, 5, N]);
-    sum(mul(applyLinear(x1, w), g)).backward();
-    sum(mul(linear(x2, dense), g)).backward();
+    backward(sum(mul(applyLinear(x1, w), g)));
+    backward(sum(mul(linear(x2, dense), g)));
     const a = x1.grad!.f32();
     const b = x2.grad!.f32();
     let d = 0;
@@ -89,7 +90,7 @@ describe('bf16 and f32 linear weights', () => {
   it('f32 weightRows is a differentiable view of the parameter', () => {
     const p = randTensor(rng(2), [6, 4], 1, true);
     const w = f32Linear('c.weight', p);
-    sum(weightRows(w, 2, 4)).backward();
+    backward(sum(weightRows(w, 2, 4)));
     const g = p.grad!.f32();
     for (let i = 0; i < 24; i++) assert.equal(g[i], i >= 8 && i < 16 ? 1 : 0);
   });

@@ -2,7 +2,7 @@
 // forward values against plain JS, gradients against finite differences, input validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { customOp } from '../src/engine/autograd.js';
+import { backward, customOp } from '../src/engine/autograd.js';
 import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';
 import { assertClose } from './helpers/compare.js';
@@ -149,7 +149,7 @@ test('max and argmax: values, first index on ties', () => {
   assert.deepEqual(ops.max(x, 0, true).toArray(), [1, 5, 5, 2]);
   assert.deepEqual(ops.max(x, 0, true).shape, [1, 4]);
   const p = Tensor.param(x.toF32Array(), [2, 4]);
-  ops.sum(ops.max(p, 1)).backward();
+  backward(ops.sum(ops.max(p, 1)));
   assert.deepEqual(p.grad!.toArray(), [0, 1, 0, 0, 1, 0, 0, 0]);
 });
 

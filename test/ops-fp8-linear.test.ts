@@ -114,7 +114,7 @@ test('fp8Linear: leading dims are flattened, gradients flow back through them; s
   const xs = Tensor.fromF32(xd.slice(), [b, s, k]);
   xs.requiresGrad = true;
   const y = ops.fp8Linear(xs, w2);
-  ops.sum(ops.mul(y, y)).backward();
+  backward(ops.sum(ops.mul(y, y)));
   assertRowRel(xs.grad!.f32(), refDgrad(y.f32().map((v) => 2 * v), wd, b * s, k, n), k, TOL, 'Dgrad through sum(y^2)');
   // a strided (column-sliced) and a transposed input give the same as their contiguous copies
   const wide = randTensor(r, [7, k + 9]);

@@ -12,6 +12,7 @@ import { requireNative } from './helpers/backends.js';
 import { assertClose } from './helpers/compare.js';
 import { gradcheck } from './helpers/gradcheck.js';
 import { randData, randInts, randTensor, rng } from './helpers/random.js';
+import { backward } from '../src/engine/autograd.js';
 
 const r = rng(31);
 
@@ -68,7 +69,7 @@ function composed(x: Tensor, gates: Tensor, idx: Int32Array, ws: readonly Tensor
 function runGrads(c: Case, f: (x: Tensor, g: Tensor, ws: Tensor[]) => Tensor, R: Float32Array): Float32Array[] {
   const ps = [c.x, c.gates, ...c.ws].map((t) => Tensor.param(t.toF32Array(), t.shape));
   const y = f(ps[0]!, ps[1]!, ps.slice(2));
-  y.backward(Tensor.fromF32(R, y.shape));
+  backward(y, Tensor.fromF32(R, y.shape));
   return [y.toF32Array(), ...ps.map((p) => p.grad?.toF32Array() ?? new Float32Array(p.size))];
 }
 
@@ -121,7 +122,7 @@ test('groupedExperts: finite-difference gradients, frozen inputs, unused experts
   gradcheck((x, g, ...ws) => ops.groupedExperts(x, g, c.idx, split(ws, E)), [c.x, c.gates, ...c.ws], { name: 'groupedExperts' });
   // no gradient asked for the input or the gates: weights still get theirs
   const ws = c.ws.map((t) => Tensor.param(t.toF32Array(), t.shape));
-  ops.sum(ops.groupedExperts(c.x, c.gates, c.idx, split(ws, E))).backward();
+  backward(ops.sum(ops.groupedExperts(c.x, c.gates, c.idx, split(ws, E))));
   assert.ok(ws[0]!.grad && ws[2 * E]!.grad);
   assert.equal(ws[2]!.grad, null); // expert 2 saw no token: untouched
   assert.throws(() => ops.groupedExperts(c.x, c.gates, c.idx.subarray(1), split(c.ws, E)), /11 expert indices for gates \[6, 2\]/);
@@ -138,7 +139,7 @@ test('groupedExperts: deferred weight gradients equal the immediate ones', () =>
   const now = runGrads(c, (x, g, ws) => ops.groupedExperts(x, g, c.idx, withSharedE(ws, E)), R);
   const ps = [c.x, c.gates, ...c.ws].map((t) => Tensor.param(t.toF32Array(), t.shape));
   const y = ops.groupedExperts(ps[0]!, ps[1]!, c.idx, withSharedE(ps.slice(2), E));
-  const { weightGrads } = ops.deferWeightGrads(() => y.backward(Tensor.fromF32(R, y.shape)));
+  const { weightGrads } = ops.deferWeightGrads(() => backward(y, Tensor.fromF32(R, y.shape)));
   assert.equal(weightGrads.length, 3 * E + 3);
   assert.equal(ps[2]!.grad, null);
   // another call in between reuses the op's scratch buffers: the closures must not see it

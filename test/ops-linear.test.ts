@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor } from '../src/engine/tensor.js';
-import { customOp } from '../src/engine/autograd.js';
+import { backward, customOp } from '../src/engine/autograd.js';
 import { withBackend } from '../src/engine/backend.js';
 import type { Kernels } from '../src/engine/kernels.js';
 import { referenceKernels } from '../src/engine/reference/index.js';
@@ -125,7 +125,7 @@ test('linear: bf16 weights use gemmBf16 (x rounded to bf16)', () => {
   const wr = Tensor.fromF32(bf16ArrayToF32(wb.raw('bf16')), [3, 8]);
   assertClose(ops.linear(x, wb), refMatmul(xr, wr.transpose(0, 1)).data, 1e-5, 'linear bf16', 1e-5);
   const xp = Tensor.param(x.toF32Array(), x.shape);
-  ops.sum(ops.linear(xp, wb)).backward();
+  backward(ops.sum(ops.linear(xp, wb)));
   assert.ok(xp.grad);
 });
 
@@ -152,10 +152,10 @@ test('deferWeightGrads: nested scopes, frozen and non-leaf weights', () => {
   const frozen = randTensor(r, [2, 2]); // requires no grad: nothing deferred
   const base = Tensor.param(randTensor(r, [3, 2]).toF32Array(), [3, 2]);
   const outer = ops.deferWeightGrads(() => {
-    const inner = ops.deferWeightGrads(() => ops.sum(ops.linear(ops.linear(x, w), frozen)).backward());
+    const inner = ops.deferWeightGrads(() => backward(ops.sum(ops.linear(ops.linear(x, w), frozen))));
     assert.equal(inner.weightGrads.length, 1);
     // a non-leaf weight (a view of a parameter) is never deferred: its gradient flows now
-    ops.sum(ops.linear(x, base.transpose(0, 1))).backward();
+    backward(ops.sum(ops.linear(x, base.transpose(0, 1))));
     assert.ok(base.grad);
     return inner.weightGrads;
   });
@@ -166,7 +166,7 @@ test('deferWeightGrads: nested scopes, frozen and non-leaf weights', () => {
   // deferral also applies to linear layers reached through a custom op
   const w2 = Tensor.param(randTensor(r, [2, 3]).toF32Array(), [2, 3]);
   const y = customOp('id', [ops.linear(x, w2)], (t) => t.clone(), (g) => [g]);
-  const { weightGrads } = ops.deferWeightGrads(() => ops.sum(y).backward());
+  const { weightGrads } = ops.deferWeightGrads(() => backward(ops.sum(y)));
   assert.equal(weightGrads.length, 1);
 });
 
@@ -188,7 +188,7 @@ test('matmul and linear pass trans flags to gemm instead of copying; batches fol
     assert.equal(calls[0]!.a, a.data.buffer, 'A is passed in place');
     assert.equal(calls[0]!.b, b.data.buffer, 'B is passed in place');
     calls.length = 0;
-    ops.sum(y).backward(); // dA^T = (dC B^T)^T: one GEMM, no copies of B
+    backward(ops.sum(y)); // dA^T = (dC B^T)^T: one GEMM, no copies of B
     assert.equal(calls.length, 1);
     calls.length = 0;
     ops.matmul(randTensor(r, [2, 3, 4]), randTensor(r, [4, 5]));
@@ -196,7 +196,7 @@ test('matmul and linear pass trans flags to gemm instead of copying; batches fol
     calls.length = 0;
     const x = Tensor.param(randTensor(r, [2, 3, 6]).toF32Array(), [2, 3, 6]);
     const w = Tensor.param(randTensor(r, [5, 6]).toF32Array(), [5, 6]);
-    ops.sum(ops.linear(x, w)).backward();
+    backward(ops.sum(ops.linear(x, w)));
     // forward NT [6, 6] x [5, 6]^T; dX = dY W (NN); dW = dY^T X (TN) over all 6 rows
     assert.deepEqual(calls.map((c) => [c.tA, c.tB, c.m, c.n, c.k]), [[false, true, 6, 5, 6], [false, false, 6, 6, 5], [true, false, 5, 6, 6]]);
   });

@@ -38,6 +38,7 @@ import { AdamW } from '../src/train/optimizer.js';
 import { applyPipelineUpdate } from '../src/train/pipeline-trainer.js';
 import { applyUpdate, forwardLosses, type BiasEmaStates, type UpdateOptions } from '../src/train/train-step.js';
 import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
+import { backward } from '../src/engine/autograd.js';
 
 const CFG = parseModelConfig(tinyConfigJson({ num_hidden_layers: 4, vocab_size: 64, max_position_embeddings: 64 }), 'tiny');
 const S = 6;
@@ -72,7 +73,7 @@ function sequentialStep(model: DeepseekV3, opt: AdamW, tokens: Int32Array, m: nu
       for (let e = 0; e < acc.length; e++) acc[e]! += r.load[e]!;
       loads.set(l, acc);
     }
-    f.terms.total.backward();
+    backward(f.terms.total);
   }
   assert.ok(applyUpdate(model, opt, loads, u, ema, m).applied);
   return losses;

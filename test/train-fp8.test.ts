@@ -24,6 +24,7 @@ import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { train, type TrainOptions } from '../src/train/trainer.js';
 import { rng } from './helpers/random.js';
 import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
+import { backward } from '../src/engine/autograd.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson(), 'tiny');
@@ -88,7 +89,7 @@ test('FP8 step: losses finite and close to float32 (not equal); covered weights 
   const run = (fp8: boolean): { loss: number; grads: Map<string, Float32Array> } => {
     const model = DeepseekV3.randomInit(CFG, 4);
     const f = forwardLosses(model, tokens(2), { ...lossOpts, fp8 }, B);
-    f.terms.total.backward();
+    backward(f.terms.total);
     const grads = new Map<string, Float32Array>();
     for (const [n, p] of model.params) grads.set(n, p.grad?.f32().slice() ?? new Float32Array(p.size));
     return { loss: lossReport(f.terms).total, grads };
@@ -127,7 +128,7 @@ test('FP8 steps in a poisoning arena equal plain allocation bit for bit (no FP8 
       withArena(arena, () => {
         const f = forwardLosses(model, tokens(10 + s), { ...lossOpts, fp8: true }, B);
         losses.push(f.terms.total.item());
-        f.terms.total.backward();
+        backward(f.terms.total);
         applyUpdate(model, opt, new Map([...f.routing].map(([l, r]) => [l, Int32Array.from(r.load)] as const)), { lr: 3e-3 });
       });
       arena?.reset();

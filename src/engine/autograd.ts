@@ -14,59 +14,71 @@
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
 import { activeArena, type BufferArena } from './arena.js';
-import { weightGradsDeferred } from './ops/linear.js';
-import { allocUninit } from './ops/util.js';
-import { Tensor } from './tensor.js';
+import { allocUninit, sameShape } from './ops/util.js';
+import { fmtShape } from './layout.js';
+import { Tensor, attach, noGrad, withGrad } from './tensor.js';
 
-export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
+export { attach, isGradEnabled, noGrad, withGrad, type BackwardFn, type GradNode } from './tensor.js';
 
-export interface GradNode {
-  readonly name: string;
-  inputs: readonly (Tensor | null)[];
-  backward: BackwardFn | null;
-}
+// ---- deferred weight gradients (the B/W split of ZeroBubble / DualPipe, DeepSeek-V3 §3.2.1) --
 
-let gradEnabled = true;
+let deferred: Array<() => void> | null = null;
 
-/** True when ops record the graph (false inside `noGrad`). */
-export function isGradEnabled(): boolean {
-  return gradEnabled;
-}
-
-/** Runs fn without recording any graph (inference, optimizer updates). */
-export function noGrad<T>(fn: () => T): T {
-  const prev = gradEnabled;
-  gradEnabled = false;
+/**
+ * Runs fn; every weight gradient of a linear layer (or of another op using
+ * `accumulateWeightGrad`) that a backward pass inside fn would compute is returned as a closure
+ * in `weightGrads` instead (in the order backward reached the layers).
+ * Calling a closure accumulates that layer's dW into `w.grad` (allocating it if null); each
+ * closure may run once. Weights that are not leaves (views or products of parameters) have no
+ * `.grad` to accumulate into and are never deferred.
+ */
+export function deferWeightGrads<T>(fn: () => T): { result: T; weightGrads: Array<() => void> } {
+  const prev = deferred;
+  const weightGrads: Array<() => void> = [];
+  deferred = weightGrads;
   try {
-    return fn();
+    const result = fn();
+    return { result, weightGrads };
   } finally {
-    gradEnabled = prev;
+    deferred = prev;
   }
 }
 
-/** Runs fn with graph recording forced on or off. */
-export function withGrad<T>(enabled: boolean, fn: () => T): T {
-  const prev = gradEnabled;
-  gradEnabled = enabled;
-  try {
-    return fn();
-  } finally {
-    gradEnabled = prev;
-  }
+/** True inside `deferWeightGrads`: weight-gradient closures run later, so they must not read
+ * buffers that are reused in the meantime. */
+export function weightGradsDeferred(): boolean {
+  return deferred !== null;
 }
 
 /**
- * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
- * gradient (or null) per input, each with that input's shape. Returns `out`.
+ * Adds a weight gradient straight into the leaf parameter w, which spares autograd a dW tensor
+ * and its copy into `.grad`. `add(into, beta)` gets `w.grad` (a contiguous float32 tensor of w's
+ * shape) and must write dW into it: accumulate (+=) when beta is 1; when beta is 0, `into` is a
+ * new tensor with unspecified contents (w had no gradient yet) that add must overwrite entirely.
+ * Outside `deferWeightGrads` this runs now; inside, it is pushed as a deferred closure. Returns
+ * false, doing nothing, when w is not a float32 leaf that requires grad (or its `.grad` is not a
+ * contiguous float32 tensor of its shape): the caller then returns dW to autograd as usual.
  */
-export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
-  if (!gradEnabled) return out;
-  let any = false;
-  for (const t of inputs) if (t.requiresGrad) any = true;
-  if (!any) return out;
-  out.requiresGrad = true;
-  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? t : null)), backward };
-  return out;
+export function accumulateWeightGrad(w: Tensor, add: (into: Tensor, beta: 0 | 1) => void): boolean {
+  if (w.dtype !== 'f32' || !w.requiresGrad || w.node !== null) return false;
+  const g = w.grad;
+  if (g && (g.dtype !== 'f32' || !g.isContiguous() || !sameShape(g.shape, w.shape))) return false;
+  const run = (): void => {
+    if (w.grad) add(w.grad, 1);
+    else add((w.grad = new Tensor(allocUninit(w.size), w.shape, 'f32')), 0);
+  };
+  if (!deferred) {
+    run();
+    return true;
+  }
+  let pending = true;
+  const name = w.name ?? fmtShape(w.shape);
+  deferred.push(() => {
+    if (!pending) throw new Error(`deferred weight gradient of ${name} was already applied`);
+    pending = false;
+    run();
+  });
+  return true;
 }
 
 /**
@@ -240,10 +252,4 @@ class GradBuffers {
 function earlyRelease(): GradBuffers | null {
   const arena = activeArena();
   return arena && !weightGradsDeferred() ? new GradBuffers(arena) : null;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -7,36 +7,63 @@
  * View methods here are differentiable: their backward maps the gradient back to the source
  * layout (reshape back, transpose back, zero-pad a slice, sum an expansion).
  */
-import { attach, backward as runBackward, type GradNode } from './autograd.js';
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
 import { arenaF32 } from './arena.js';
+import { checkShape, contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 
-export type Shape = readonly number[];
+export { contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 
-export function shapeSize(shape: Shape): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
+// ---- graph recording (the backward walk is autograd.ts) -------------------------------------
+
+export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
+
+export interface GradNode {
+  readonly name: string;
+  inputs: readonly (Tensor | null)[];
+  backward: BackwardFn | null;
 }
 
-export function contiguousStrides(shape: Shape): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i]!;
+let gradEnabled = true;
+
+/** True when ops record the graph (false inside `noGrad`). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording any graph (inference, optimizer updates). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
   }
-  return s;
 }
 
-export function fmtShape(shape: Shape): string {
-  return `[${shape.join(', ')}]`;
-}
-
-function checkShape(shape: Shape, what: string): void {
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new Error(`${what}: invalid shape ${fmtShape(shape)} (dimensions must be non-negative integers)`);
+/** Runs fn with graph recording forced on or off. */
+export function withGrad<T>(enabled: boolean, fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
   }
+}
+
+/**
+ * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
+ * gradient (or null) per input, each with that input's shape. Returns `out`.
+ */
+export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
+  if (!gradEnabled) return out;
+  let any = false;
+  for (const t of inputs) if (t.requiresGrad) any = true;
+  if (!any) return out;
+  out.requiresGrad = true;
+  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? t : null)), backward };
+  return out;
 }
 
 export class Tensor {
@@ -323,10 +350,6 @@ export class Tensor {
     return this.reshape(shape);
   }
 
-  /** Backpropagates from this tensor (see autograd.backward). */
-  backward(grad?: Tensor): void {
-    runBackward(this, grad);
-  }
 
   toString(): string {
     return `Tensor(${this.dtype}, ${fmtShape(this.shape)})`;

@@ -337,8 +337,6 @@ export function qkHeadDim(cfg: ModelConfig): number {
   return cfg.qk_nope_head_dim + cfg.qk_rope_head_dim;
 }
 
-export { yarnMscale, softmaxScale, ropeAttentionFactor, yarnInvFreq } from './yarn.js';
-
 /** Numbers cached per token per layer by absorbed MLA decoding: kv_lora_rank + qk_rope_head_dim. */
 export function latentCacheWidth(cfg: ModelConfig): number {
   return cfg.kv_lora_rank + cfg.qk_rope_head_dim;

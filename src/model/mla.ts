@@ -25,7 +25,8 @@
  */
 import { attention, cat, matmul, mlaAttention, ropeTail } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
-import { type ModelConfig, softmaxScale } from './config.js';
+import type { ModelConfig } from './config.js';
+import { softmaxScale } from './yarn.js';
 import type { LatentCache } from './latent-cache.js';
 import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';

@@ -3,7 +3,7 @@
  *   h_0 = Emb(t);  h_l = Block_l(h_{l-1}) for l = 1..L;  logits = lm_head(RMSNorm(h_L))
  * plus the optional MTP modules (mtp.ts), MLA's latent cache for incremental decoding and
  * greedy generation. Built from differentiable ops on float32 parameters, so training can call
- * `forward` and `loss.backward()`; decoding with the cache and FP8/bf16 weights run under noGrad.
+ * `forward` and `backward(loss)`; decoding with the cache and FP8/bf16 weights run under noGrad.
  */
 import { embedding } from '../engine/ops/index.js';
 import { noGrad } from '../engine/autograd.js';

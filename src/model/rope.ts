@@ -10,7 +10,8 @@
  */
 import { ropeInterleaved } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
-import { type ModelConfig, ropeAttentionFactor, yarnInvFreq } from './config.js';
+import type { ModelConfig } from './config.js';
+import { ropeAttentionFactor, yarnInvFreq } from './yarn.js';
 
 export class RotaryEmbedding {
   /** Number of rotated channel pairs (qk_rope_head_dim / 2). */

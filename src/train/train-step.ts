@@ -12,7 +12,7 @@
  * `forwardLosses` and `applyUpdate` are exported separately so the trainer can accumulate
  * gradients over micro-batches (sum of micro-batch gradients / n) before one update.
  */
-import { noGrad } from '../engine/autograd.js';
+import { backward, noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { linearCrossEntropy } from '../engine/ops/linear-cross-entropy.js';
 import { DsvError } from '../errors.js';
@@ -81,7 +81,7 @@ function layerRouting(r: Routing, B: number): LayerRouting {
 
 /**
  * Forward of the main model and the MTP modules on tokens [B, S+1] and the loss terms, with the
- * autograd graph recorded (call `terms.total.backward()`).
+ * autograd graph recorded (call `backward(terms.total)`).
  */
 export function forwardLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {
   // unset: whatever an enclosing withFp8 scope says (off by default)
@@ -210,7 +210,7 @@ export function trainStep(
   if (!Number.isFinite(losses.total)) {
     return { ...base, grads: new Map(), gradNorm: NaN, clipCoef: NaN, applied: false, skipReason: `non-finite loss (${losses.total})` };
   }
-  f.terms.total.backward();
+  backward(f.terms.total);
   const grads = new Map<string, Float32Array>();
   for (const p of opt.params) grads.set(p.name!, p.grad ? p.grad.contiguous().f32().slice() : new Float32Array(p.size));
   const loads = new Map<number, Int32Array>();

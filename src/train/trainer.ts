@@ -19,6 +19,7 @@ import { lossReport } from './losses.js';
 import { batchSizeAt, biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
 import { applyUpdate, forwardLosses } from './train-step.js';
 import { TrainRun, type StepPart } from './train-run.js';
+import { backward } from '../engine/autograd.js';
 
 /** Pipeline-parallel training (pipeline-trainer.ts; DUALPIPE.md; paper §3.2.1). */
 export interface PipelineTrainOptions {
@@ -145,7 +146,7 @@ export function train(o: TrainOptions): TrainResult {
           bad = `non-finite loss (${r.total})`;
           continue;
         }
-        f.terms.total.backward();
+        backward(f.terms.total);
         if (inj === 'grad') {
           const g = opt.params[0]!.grad;
           if (g) g.f32()[0] = NaN;

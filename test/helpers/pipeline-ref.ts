@@ -11,6 +11,7 @@ import { splitMicroBatches } from '../../src/parallel/executor.js';
 import type { StageLossOptions } from '../../src/parallel/stages.js';
 import { lossReport, type LossReport } from '../../src/train/losses.js';
 import { forwardLosses } from '../../src/train/train-step.js';
+import { backward } from '../../src/engine/autograd.js';
 
 export interface SequentialRun {
   losses: LossReport[];
@@ -25,7 +26,7 @@ export function sequentialRun(model: DeepseekV3, tokens: Int32Array, rows: numbe
     const f = forwardLosses(model, mb.tokens, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha, ...(o.balance ? { balance: o.balance } : {}) }, mb.B);
     losses.push(lossReport(f.terms));
     const s = o.lossScale ?? 1;
-    (s === 1 ? f.terms.total : scale(f.terms.total, s)).backward();
+    backward((s === 1 ? f.terms.total : scale(f.terms.total, s)));
     for (const [l, r] of f.routing) {
       const acc = loads.get(l);
       if (acc) for (let e = 0; e < acc.length; e++) acc[e]! += r.load[e]!;

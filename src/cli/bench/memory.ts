@@ -6,7 +6,7 @@
  * buffers, so RSS after 1,000 steps should equal RSS after 100 within noise.
  */
 import { Tensor } from '../../engine/tensor.js';
-import { noGrad } from '../../engine/autograd.js';
+import { backward, noGrad } from '../../engine/autograd.js';
 import * as ops from '../../engine/ops/index.js';
 import { kernels } from '../../engine/backend.js';
 import { AdamW } from '../../train/optimizer.js';
@@ -51,7 +51,7 @@ ratio rss(N)/rss(100).
       for (const p of [w1, w2, w3]) p.grad = null;
       const hid = ops.swiglu(ops.linear(x, w1), ops.linear(x, w2));
       const l = ops.crossEntropy(ops.linear(hid, w3), targets);
-      l.backward();
+      backward(l);
       noGrad(() => opt.step());
       loss = l.item();
       if (step === 100 || step === steps) {

@@ -20,6 +20,7 @@ import { AdamW } from '../../train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import { UsageError, intFlag } from '../command.js';
 import { registerBench } from '../commands/bench.js';
+import { backward } from '../../engine/autograd.js';
 
 const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
 
@@ -105,7 +106,7 @@ registerBench({
       const { t1, t2, loss } = withArena(arena, () => {
         const f = forwardLosses(model, tokens, lossOpts, B);
         const t1 = performance.now();
-        f.terms.total.backward();
+        backward(f.terms.total);
         const t2 = performance.now();
         const loads = new Map([...f.routing].map(([l, r]) => [l, r.load] as const));
         applyUpdate(model, opt, loads, { lr: 1e-4 });

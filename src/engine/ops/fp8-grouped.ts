@@ -24,13 +24,12 @@
  * float32 ones of grouped.ts. Weight gradients go to `.grad` or are deferred inside
  * `deferWeightGrads` (the operands are quantised at once, the GEMM runs later: same result).
  */
-import { attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { dequantBlocks128Into, dequantTiles1x128Into, quantTiles128x1, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8-quant.js';
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-linear.js';
 import { GemmBatch, expertPlan, groupedShapes, scratchBuf, type ExpertWeights } from './grouped.js';
-import { accumulateWeightGrad, weightGradsDeferred } from './linear.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 
 /** In place: v [rows, cols] -> its 1x128-tile FP8 values (quantise, dequantise). */

@@ -26,14 +26,13 @@
  * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
  */
 import { activeArena } from '../arena.js';
-import { attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
 import {
   dequantBlocks128Into, groups128, quantBlocks128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
   type Fp8Blocks, type Fp8Tiles,
 } from '../fp8-quant.js';
 import { Tensor } from '../tensor.js';
-import { accumulateWeightGrad } from './linear.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
 

@@ -20,10 +20,9 @@
  * gradients go straight into the parameters' `.grad` (or are deferred inside
  * `deferWeightGrads`), like `linear`'s.
  */
-import { attach } from '../autograd.js';
+import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { accumulateWeightGrad, weightGradsDeferred } from './linear.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
 /** Per-expert grouping of the N·K (token, slot) pairs, in token order within each expert. */

@@ -4,11 +4,10 @@
  * their token rows, DeepSeek-V3 Eq. 12), and torch-style gather / scatterAdd with an index
  * tensor. Each is the other's backward.
  */
-import { attach } from '../autograd.js';
+import { accumulateWeightGrad, attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16ArrayToF32 } from '../dtype.js';
 import { Tensor, contiguousStrides } from '../tensor.js';
-import { accumulateWeightGrad } from './linear.js';
 import { alloc, checkF32, dataOf, empty, fmtShape, indicesOf, normDim, sameShape, shapeSize, splitAt } from './util.js';
 
 function checkRange(op: string, ids: Int32Array, n: number, what: string): void {

@@ -19,10 +19,9 @@
  *
  * Rows whose target is < 0 are ignored (loss 0, no gradient), as in crossEntropy.
  */
-import { attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
-import { accumulateWeightGrad } from './linear.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
 

@@ -12,44 +12,17 @@
  * `w.grad`. Outside it, backward computes both at once, accumulating dW straight into the leaf's
  * `w.grad` (no dW tensor handed to autograd and copied again). The gradients are identical
  * either way (the same GEMM on the same saved dY and X); only the time the W part runs changes.
- * `accumulateWeightGrad` is that mechanism for any op with weights (groupedExperts, embedding).
+ * `accumulateWeightGrad` (autograd.ts) is that mechanism for any op with weights (groupedExperts,
+ * embedding).
  *
  * W may also be a bfloat16 tensor (checkpoint weights kept in bf16): the product uses
  * `kernels().gemmBf16` (x rounded to bf16, float32 accumulation) and W gets no gradient.
  */
-import { attach } from '../autograd.js';
+import { accumulateWeightGrad, attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { as2d, matLayout } from './matmul.js';
 import { alloc, allocUninit, checkF32, fmtShape, sameShape } from './util.js';
-
-let deferred: Array<() => void> | null = null;
-
-/**
- * Runs fn; every weight gradient of a linear layer (or of another op using
- * `accumulateWeightGrad`) that a backward pass inside fn would compute is returned as a closure
- * in `weightGrads` instead (in the order backward reached the layers).
- * Calling a closure accumulates that layer's dW into `w.grad` (allocating it if null); each
- * closure may run once. Weights that are not leaves (views or products of parameters) have no
- * `.grad` to accumulate into and are never deferred.
- */
-export function deferWeightGrads<T>(fn: () => T): { result: T; weightGrads: Array<() => void> } {
-  const prev = deferred;
-  const weightGrads: Array<() => void> = [];
-  deferred = weightGrads;
-  try {
-    const result = fn();
-    return { result, weightGrads };
-  } finally {
-    deferred = prev;
-  }
-}
-
-/** True inside `deferWeightGrads`: weight-gradient closures run later, so they must not read
- * buffers that are reused in the meantime. */
-export function weightGradsDeferred(): boolean {
-  return deferred !== null;
-}
 
 function checkWeight(op: string, w: Tensor): void {
   if (!(w instanceof Tensor)) throw new TypeError(`${op}: weight must be a Tensor`);
@@ -97,37 +70,6 @@ export function linear(x: Tensor, w: Tensor): Tensor {
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => gradWeightInto(g, x, into, beta))) gw = linearGradWeight(g, x);
     return [gx, gw];
   });
-}
-
-/**
- * Adds a weight gradient straight into the leaf parameter w, which spares autograd a dW tensor
- * and its copy into `.grad`. `add(into, beta)` gets `w.grad` (a contiguous float32 tensor of w's
- * shape) and must write dW into it: accumulate (+=) when beta is 1; when beta is 0, `into` is a
- * new tensor with unspecified contents (w had no gradient yet) that add must overwrite entirely.
- * Outside `deferWeightGrads` this runs now; inside, it is pushed as a deferred closure. Returns
- * false, doing nothing, when w is not a float32 leaf that requires grad (or its `.grad` is not a
- * contiguous float32 tensor of its shape): the caller then returns dW to autograd as usual.
- */
-export function accumulateWeightGrad(w: Tensor, add: (into: Tensor, beta: 0 | 1) => void): boolean {
-  if (w.dtype !== 'f32' || !w.requiresGrad || w.node !== null) return false;
-  const g = w.grad;
-  if (g && (g.dtype !== 'f32' || !g.isContiguous() || !sameShape(g.shape, w.shape))) return false;
-  const run = (): void => {
-    if (w.grad) add(w.grad, 1);
-    else add((w.grad = new Tensor(allocUninit(w.size), w.shape, 'f32')), 0);
-  };
-  if (!deferred) {
-    run();
-    return true;
-  }
-  let pending = true;
-  const name = w.name ?? fmtShape(w.shape);
-  deferred.push(() => {
-    if (!pending) throw new Error(`deferred weight gradient of ${name} was already applied`);
-    pending = false;
-    run();
-  });
-  return true;
 }
 
 /** dX = dY W: gy [..., out], w [out, in] -> [..., in] (no graph recorded). */
