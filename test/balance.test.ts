@@ -10,7 +10,7 @@ import {
   sequenceBalanceLoss,
   updateBalanceBias,
   type BiasEmaState,
-} from '../src/train/balance.js';
+} from '../src/objective/balance.js';
 import { backward } from '../src/engine/autograd.js';
 
 const FIX = fileURLToPath(new URL('../../test/fixtures/train-step/', import.meta.url));

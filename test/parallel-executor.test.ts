@@ -15,7 +15,8 @@ import { DsvError } from '../src/errors.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { RandomParams } from '../src/model/params.js';
 import { buildPipelineRanks, PipelineExecutor } from '../src/parallel/executor.js';
-import { modelParamSource, RankParams } from '../src/parallel/replicas.js';
+import { modelParamSource } from '../src/parallel/replicas.js';
+import { ParamRegistry } from '../src/model/param-registry.js';
 import { buildSchedule } from '../src/parallel/schedules.js';
 import type { PipelineSchedule } from '../src/parallel/schedule-types.js';
 import { PipelineStage, stageLayerRanges, type StageLossOptions } from '../src/parallel/stages.js';
@@ -97,7 +98,7 @@ test('DualPipe rank 0 shares one embedding tensor between stage 0 and the MTP of
   const [c0, c1] = r0!.chunks;
   assert.equal(c0!.stage.index, 0);
   assert.equal(c1!.stage.index, 3);
-  assert.ok(c0!.stage.embed !== null && c0!.stage.embed === c1!.stage.mtpEmbed);
+  assert.ok(c0!.stage.embedTokens !== null && c0!.stage.embedTokens === c1!.stage.mtpEmbed);
   // a rank holds only its stages' layers: stage 0 = layer 0, stage 3 = layer 3 + MTP layer 4
   const layers = [...r0!.params.params.keys()].filter((k) => k.startsWith('model.layers.')).map((k) => Number(k.split('.')[2]));
   assert.deepEqual([...new Set(layers)].sort(), [0, 3, 4]);
@@ -121,7 +122,7 @@ test('stage split: even by default, explicit counts checked', () => {
   assert.throws(() => stageLayerRanges(2, 4), DsvError);
   assert.throws(() => stageLayerRanges(4, 2, [4, 0]), DsvError);
   assert.throws(() => stageLayerRanges(4, 2, [1, 2]), DsvError);
-  assert.throws(() => new PipelineStage(CFG, new RankParams(new RandomParams(1, 0.02)), 2, 2), DsvError);
+  assert.throws(() => new PipelineStage(CFG, new ParamRegistry(new RandomParams(1, 0.02)), 2, 2), DsvError);
 });
 
 test('a schedule that cannot make progress is reported as a deadlock', () => {
@@ -150,7 +151,7 @@ test('batch errors: rows that do not split into the micro-batches, ids out of ra
 });
 
 test('split backward b computes the input gradient now and leaves the weight gradients to W', () => {
-  const mk = (): PipelineStage => new PipelineStage(CFG, new RankParams(new RandomParams(SEED, CFG.initializer_range)), 1, 2);
+  const mk = (): PipelineStage => new PipelineStage(CFG, new ParamRegistry(new RandomParams(SEED, CFG.initializer_range)), 1, 2);
   const full = mk();
   const split = mk();
   const mb = { tokens: tokensFor(1, 3), B: 1, S };
@@ -161,7 +162,7 @@ test('split backward b computes the input gradient now and leaves the weight gra
   assert.deepEqual(b.inputGrad!.f32(), a.inputGrad!.f32());
   assert.equal(a.weightGrads.length, 0);
   assert.ok(b.weightGrads.length > 0);
-  const headGrad = (s: PipelineStage): Float32Array | undefined => (s.head!.kind === 'f32' ? s.head!.weight.grad?.f32() : undefined);
+  const headGrad = (s: PipelineStage): Float32Array | undefined => (s.lmHead!.kind === 'f32' ? s.lmHead!.weight.grad?.f32() : undefined);
   assert.equal(headGrad(split), undefined, 'head gradient deferred');
   for (const fn of b.weightGrads) fn();
   assert.deepEqual(headGrad(split), headGrad(full));

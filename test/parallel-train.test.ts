@@ -33,7 +33,7 @@ import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { buildSchedule } from '../src/parallel/schedules.js';
 import { PipelineTrainPool } from '../src/parallel/train-pool.js';
-import { lossReport } from '../src/train/losses.js';
+import { lossReport } from '../src/objective/losses.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyPipelineUpdate } from '../src/train/pipeline-trainer.js';
 import { applyUpdate, forwardLosses, type BiasEmaStates, type UpdateOptions } from '../src/train/train-step.js';

@@ -17,7 +17,7 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { parseTrainArgs } from '../src/cli/commands/train.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
-import { lossReport } from '../src/train/losses.js';
+import { lossReport } from '../src/objective/losses.js';
 import { readMetrics, type StepRecord } from '../src/train/metrics.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';

@@ -10,7 +10,7 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { readBatch, runTrainStep } from '../src/cli/commands/train-step.js';
 import { forwardLosses } from '../src/train/train-step.js';
-import { lossReport } from '../src/train/losses.js';
+import { lossReport } from '../src/objective/losses.js';
 import { fixturePath, readJson, readTensors } from './helpers/fixtures.js';
 import { backward } from '../src/engine/autograd.js';
 

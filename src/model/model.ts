@@ -5,22 +5,22 @@
  * greedy generation. Built from differentiable ops on float32 parameters, so training can call
  * `forward` and `backward(loss)`; decoding with the cache and FP8/bf16 weights run under noGrad.
  */
-import { embedding } from '../engine/ops/index.js';
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import type { Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
-import { type Capture, DecoderLayer } from './decoder-layer.js';
+import type { Capture } from './decoder-layer.js';
 import { LatentCache } from './latent-cache.js';
 import type { AttentionContext, AttentionPath } from './mla.js';
-import { MtpModule, type MtpOutput } from './mtp.js';
-import { CheckpointParams, type Init, type ParamSource, RandomParams, type WeightMode } from './params.js';
-import { RMSNorm } from './rmsnorm.js';
-import { RotaryEmbedding } from './rope.js';
+import { idsTensor, ModelPart } from './model-part.js';
+import { ParamRegistry } from './param-registry.js';
+import { CheckpointParams, type ParamSource, RandomParams, type WeightMode } from './params.js';
+import type { RMSNorm } from './rmsnorm.js';
 import type { Routing } from './router.js';
-import { applyLinear, f32Linear, type LinearWeight } from './weights.js';
+import { applyLinear, type LinearWeight } from './weights.js';
+
 
 export interface LoadOptions {
   /** Linear weight storage (see WeightMode); default 'auto'. */
@@ -53,79 +53,30 @@ export interface ForwardResult {
   routing: Map<number, Routing>;
 }
 
-/** A ParamSource wrapper that records every tensor it hands out, in module order. */
-class Recorder implements ParamSource {
-  readonly params = new Map<string, Tensor>();
-  readonly buffers = new Map<string, Tensor>();
-  readonly linears = new Map<string, LinearWeight>();
-  /** Every name handed out, in module order. */
-  readonly order: string[] = [];
-  constructor(private readonly inner: ParamSource) {}
-  tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
-    const t = this.inner.tensor(name, shape, init, trainable);
-    (trainable ? this.params : this.buffers).set(name, t);
-    this.order.push(name);
-    return t;
-  }
-  linear(name: string, out: number, inF: number): LinearWeight {
-    const w = this.inner.linear(name, out, inF);
-    this.linears.set(name, w);
-    this.order.push(name);
-    if (w.kind === 'f32') this.params.set(name, w.weight);
-    return w;
-  }
-}
-
-/** Token ids as an int32 tensor [B, S] (from a Tensor, or number[][]). */
-export function idsTensor(ids: Tensor | readonly (readonly number[])[]): Tensor {
-  if (ids instanceof Tensor) {
-    if (ids.dtype !== 'i32' || ids.ndim !== 2) throw new DsvError(`token ids must be an int32 tensor [B, S], got ${ids.dtype} [${ids.shape.join(', ')}]`);
-    return ids;
-  }
-  const B = ids.length;
-  const S = B ? ids[0]!.length : 0;
-  if (!ids.every((r) => r.length === S)) throw new DsvError('token ids: every row must have the same length');
-  return Tensor.fromI32(Int32Array.from(ids.flat()), [B, S]);
-}
-
 function argmaxRow(v: Float32Array, off: number, n: number): number {
   let best = 0;
   for (let i = 1; i < n; i++) if (v[off + i]! > v[off + best]!) best = i;
   return best;
 }
 
-export class DeepseekV3 {
-  readonly embedTokens: Tensor;
-  readonly layers: DecoderLayer[] = [];
-  readonly norm: RMSNorm;
-  readonly lmHead: LinearWeight;
-  readonly mtp: MtpModule[] = [];
-  readonly rope: RotaryEmbedding;
+/** The whole model: the part holding every piece (model-part.ts), loadable from a checkpoint. */
+export class DeepseekV3 extends ModelPart {
+  declare readonly embedTokens: Tensor;
+  declare readonly norm: RMSNorm;
+  declare readonly lmHead: LinearWeight;
   /** Trainable float32 parameters by checkpoint name (MTP copies of embed/head not repeated). */
   readonly params: Map<string, Tensor>;
   /** Non-trainable tensors (the balance biases `e_score_correction_bias`). */
   readonly buffers: Map<string, Tensor>;
   /** Every linear weight by name, in whatever storage it was loaded. */
   readonly linears: Map<string, LinearWeight>;
-  private readonly order: string[];
 
-  private constructor(
-    readonly cfg: ModelConfig,
-    source: ParamSource,
-    withMtp: boolean,
-  ) {
-    const rec = new Recorder(source);
-    const D = cfg.hidden_size;
-    this.embedTokens = rec.tensor('model.embed_tokens.weight', [cfg.vocab_size, D], 'normal');
-    for (let i = 0; i < cfg.num_hidden_layers; i++) this.layers.push(new DecoderLayer(cfg, rec, i, i));
-    this.norm = new RMSNorm(rec, 'model.norm', D, cfg.rms_norm_eps);
-    this.lmHead = cfg.tie_word_embeddings ? f32Linear('lm_head.weight', this.embedTokens) : rec.linear('lm_head.weight', cfg.vocab_size, D);
-    if (withMtp) for (let k = 1; k <= cfg.num_nextn_predict_layers; k++) this.mtp.push(new MtpModule(cfg, rec, k));
-    this.rope = new RotaryEmbedding(cfg);
-    this.params = rec.params;
-    this.buffers = rec.buffers;
-    this.linears = rec.linears;
-    this.order = rec.order;
+  private constructor(cfg: ModelConfig, source: ParamSource, withMtp: boolean) {
+    const registry = new ParamRegistry(source);
+    super(cfg, registry, { layers: [0, cfg.num_hidden_layers], embed: true, head: true, mtp: withMtp });
+    this.params = registry.params;
+    this.buffers = registry.buffers;
+    this.linears = registry.linears;
   }
 
   /**
@@ -179,11 +130,6 @@ export class DeepseekV3 {
     return new DeepseekV3(cfg, source, opts.mtp ?? true);
   }
 
-  /** Trainable parameters (float32 leaves), in module order. */
-  parameters(): Tensor[] {
-    return [...this.params.values()];
-  }
-
   /**
    * Every tensor of the Hugging Face checkpoint layout, in module order, sharing storage with
    * the model: float32 parameters and buffers, bf16 weights as bf16, FP8 weights as codes
@@ -201,23 +147,13 @@ export class DeepseekV3 {
       return [[name, new Tensor(w.codes, shape, 'f8_e4m3')], [`${name}_scale_inv`, Tensor.fromF32(w.scaleInv, grid)]];
     };
     const out = new Map<string, Tensor>();
-    for (const name of this.order) {
+    for (const name of this.registry.order) {
       const m = /^model\.layers\.(\d+)\.(enorm|shared_head\.norm)\.weight$/.exec(name);
       if (m?.[2] === 'enorm') out.set(`model.layers.${m[1]}.embed_tokens.weight`, this.embedTokens);
       for (const [n, t] of stored(name)) out.set(n, t);
       if (m?.[2] === 'shared_head.norm') {
         for (const [n, t] of stored('lm_head.weight')) out.set(n.replace('lm_head.weight', `model.layers.${m[1]}.shared_head.head.weight`), t);
       }
-    }
-    return out;
-  }
-
-  /** Balance bias of each MoE layer (main layers and MTP layers), by layer index. */
-  balanceBiases(): Map<number, Tensor> {
-    const out = new Map<number, Tensor>();
-    for (const l of [...this.layers, ...this.mtp.map((m) => m.layer)]) {
-      const mlp = l.mlp;
-      if ('bias' in mlp && mlp.bias) out.set(l.index, mlp.bias);
     }
     return out;
   }
@@ -249,49 +185,13 @@ export class DeepseekV3 {
     const start = cache ? cache.length : 0;
     const ctx: AttentionContext = { rope: this.rope, start, path: opts.path ?? 'naive', ...(cache ? { cache } : {}) };
     const capture = opts.capture;
-    let h = embedding(this.embedTokens, idsT);
+    const h = this.embed(idsT);
     capture?.('hidden.embeddings', h);
     const routing = new Map<number, Routing>();
-    for (const layer of this.layers) {
-      const r = layer.forward(h, ctx, capture);
-      h = r.out;
-      if (r.routing) routing.set(layer.index, r.routing);
-      capture?.(`hidden.layers.${layer.index}`, h);
-    }
-    const hidden = this.norm.forward(h);
+    const hidden = this.norm.forward(this.decoderLayers(h, ctx, routing, capture));
     capture?.('hidden.final_norm', hidden);
     if (cache) cache.length = start + idsT.shape[1]!;
     return { hidden, routing };
-  }
-
-  /**
-   * The MTP modules on the main model's final-norm hidden state [B, S, D] and its ids [B, S]:
-   * module k sees positions 0 .. S-k-1 (RoPE positions from 0) and the tokens k ahead.
-   * Captures `mtp.logits`, `mtp.hidden` (depth 1; `mtp.depth.k.*` for deeper modules) and the
-   * MTP layers' router tensors. With `head: false` the logits are not computed (null): the
-   * caller applies the head to each output's `headInput` (the fused training loss).
-   */
-  mtpForward(hidden: Tensor, ids: Tensor, opts: { path?: AttentionPath; capture?: Capture; head?: boolean } = {}): MtpOutput[] {
-    const idsT = idsTensor(ids);
-    const S = idsT.shape[1]!;
-    if (this.mtp.length === 0) throw new DsvError('this model has no MTP module (num_nextn_predict_layers is 0, or it was loaded with mtp: false)');
-    const ctx: AttentionContext = { rope: this.rope, start: 0, path: opts.path ?? 'naive' };
-    const cap = opts.capture;
-    const routerOnly: Capture | undefined = cap ? (name, t) => name.startsWith('router.') && cap(name, t) : undefined;
-    const outs: MtpOutput[] = [];
-    let hPrev = hidden;
-    for (const m of this.mtp) {
-      const k = m.depth;
-      if (S - k < 1) break;
-      const next = idsT.slice(1, k, S).contiguous();
-      const o = m.forward(hPrev.slice(1, 0, S - k), next, this.embedTokens, opts.head === false ? null : this.lmHead, ctx, routerOnly);
-      const tag = k === 1 ? 'mtp' : `mtp.depth.${k}`;
-      if (o.logits) cap?.(`${tag}.logits`, o.logits);
-      cap?.(`${tag}.hidden`, o.hidden);
-      outs.push(o);
-      hPrev = o.hidden;
-    }
-    return outs;
   }
 
   /** Runs ids [B, T] through the model appending to the cache; returns logits [B, T, V]. */

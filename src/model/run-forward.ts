@@ -13,7 +13,8 @@ import { cat } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { AttentionPath } from './mla.js';
-import { DeepseekV3, idsTensor } from './model.js';
+import { DeepseekV3 } from './model.js';
+import { idsTensor } from './model-part.js';
 import type { WeightMode } from './params.js';
 
 export interface RunForwardOptions {

@@ -3,7 +3,7 @@
  * DeepSeek-V3 report §3.2.1; DUALPIPE.md) on a DeepSeek-V3 model for one batch split into
  * micro-batches.
  *
- * Every rank owns its own parameters (`RankParams`) and the stages of its chunks
+ * Every rank owns its own parameters (`ParamRegistry`) and the stages of its chunks
  * (`schedule.rank_chunks`); DualPipe's two replicas of each stage live on two ranks (§2.2) and
  * `reduceGradients` sums them after the step. Each rank runs its compute list in order
  * (`RankRunner`, rank-runner.ts: dataflow, W FIFO, message tags); this executor interleaves the
@@ -19,9 +19,10 @@ import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ParamSource } from '../model/params.js';
-import type { LossReport } from '../train/losses.js';
+import type { LossReport } from '../objective/losses.js';
 import { describeOp, type Mailbox, type PipelineRank, RankRunner, streamOf } from './rank-runner.js';
-import { allReduceGrads, RankParams } from './replicas.js';
+import { ParamRegistry } from '../model/param-registry.js';
+import { allReduceGrads } from './replicas.js';
 import type { ComputeOp, PipelineSchedule } from './schedule-types.js';
 import { PipelineStage, type StageBuildOptions, type StageLossOptions, type StageMicroBatch } from './stages.js';
 
@@ -44,7 +45,7 @@ export function buildPipelineRanks(cfg: ModelConfig, schedule: PipelineSchedule,
 
 /** Rank `rank`'s parameters and stages (`schedule.rank_chunks[rank]`). */
 export function buildPipelineRank(cfg: ModelConfig, schedule: PipelineSchedule, rank: number, source: ParamSource, o: StageBuildOptions = {}): PipelineRank {
-  const params = new RankParams(source);
+  const params = new ParamRegistry(source);
   const chunks = (schedule.rank_chunks[rank] ?? []).map((c) => ({
     chunk: c.chunk,
     stream: streamOf(schedule.algo, c.chunk),

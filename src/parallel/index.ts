@@ -8,7 +8,7 @@ export { oneFOneBSchedule, zb1pSchedule } from './baselines.js';
 export { simulateSchedule, type SimTimes, type SimMode, type SimSend, type SimResult, type TimelineEntry } from './simulate.js';
 export { table2Bubble, table2Memory, table2IsExact, exactRankBubble, exactMakespan, type BubbleTimes, type Table2Memory } from './bubble.js';
 export { PipelineStage, stageLayerRanges, withSideLoss, type StageBuildOptions, type StageForward, type StageLossOptions, type StageMicroBatch } from './stages.js';
-export { RankParams, allReduceGrads, modelParamSource } from './replicas.js';
+export { allReduceGrads, modelParamSource } from './replicas.js';
 export { RankRunner, stageHolders, streamOf, globalMb, msgKey, describeOp, type ChunkPlace, type Mailbox, type PipelineRank } from './rank-runner.js';
 export { PipelineExecutor, buildPipelineRank, buildPipelineRanks, splitMicroBatches, mergeLossReport, mergeRankOutcomes, type PipelineStepResult, type RankOutcome } from './executor.js';
 export { runPipelineWorkers, awaitStep, sumRankGrads, type WorkerParamSource, type WorkerRunOptions, type WorkerStepResult } from './workers.js';

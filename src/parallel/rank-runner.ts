@@ -14,10 +14,10 @@
  */
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
-import type { LossReport } from '../train/losses.js';
+import type { LossReport } from '../objective/losses.js';
 import type { ChunkMb, ComputeOp, PipelineSchedule } from './schedule-types.js';
 import type { PipelineStage, StageForward, StageLossOptions, StageMicroBatch } from './stages.js';
-import type { RankParams } from './replicas.js';
+import type { ParamRegistry } from '../model/param-registry.js';
 
 /** A chunk of a rank: its stage and the stream (DualPipe: the chunk index; otherwise 0). */
 export interface ChunkPlace {
@@ -29,7 +29,7 @@ export interface ChunkPlace {
 /** One pipeline rank: its parameters and the stages of its chunks. */
 export interface PipelineRank {
   rank: number;
-  params: RankParams;
+  params: ParamRegistry;
   chunks: ChunkPlace[];
 }
 

@@ -2,8 +2,8 @@
  * Parameters of pipeline ranks: where each rank's tensors come from, one tensor per name per
  * rank, and the gradient all-reduce between the copies of a parameter held by several ranks.
  *
- * A rank builds its stages from a `ParamSource` wrapped in `RankParams`, which hands out one
- * tensor per checkpoint name on that rank: when a rank holds two stages that both use a tensor
+ * A rank builds its stages from a `ParamSource` wrapped in a `ParamRegistry` (model/), which
+ * hands out one tensor per checkpoint name on that rank: when a rank holds two stages that both use a tensor
  * (DualPipe/DualPipeV: stage 0's embedding and the last stage's MTP embedding, DUALPIPE.md §2.4
  * and the paper §3.2.3 "physical sharing of parameters and gradients"), both use the same
  * tensor and accumulate into one gradient buffer.
@@ -18,7 +18,8 @@
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
-import type { Init, ParamSource } from '../model/params.js';
+import type { ParamRegistry } from '../model/param-registry.js';
+import type { ParamSource } from '../model/params.js';
 import { f32Linear, type LinearWeight } from '../model/weights.js';
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
@@ -27,47 +28,6 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 function fmt(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
-}
-
-/** One rank's parameters: a caching ParamSource (one tensor per name on the rank). */
-export class RankParams implements ParamSource {
-  /** Trainable float32 parameters by checkpoint name. */
-  readonly params = new Map<string, Tensor>();
-  /** Non-trainable tensors (balance biases) by name. */
-  readonly buffers = new Map<string, Tensor>();
-  private readonly linears = new Map<string, LinearWeight>();
-
-  constructor(private readonly inner: ParamSource) {}
-
-  tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
-    const held = (trainable ? this.params : this.buffers).get(name);
-    if (held) {
-      if (!sameShape(held.shape, shape)) throw new DsvError(`rank parameters: "${name}" is ${fmt(held.shape)} here but asked as ${fmt(shape)}`);
-      return held;
-    }
-    const t = this.inner.tensor(name, shape, init, trainable);
-    (trainable ? this.params : this.buffers).set(name, t);
-    return t;
-  }
-
-  linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {
-    const held = this.linears.get(name);
-    if (held) {
-      if (held.outFeatures !== outFeatures || held.inFeatures !== inFeatures) {
-        throw new DsvError(`rank parameters: linear "${name}" is [${held.outFeatures}, ${held.inFeatures}] here but asked as [${outFeatures}, ${inFeatures}]`);
-      }
-      return held;
-    }
-    const w = this.inner.linear(name, outFeatures, inFeatures);
-    this.linears.set(name, w);
-    if (w.kind === 'f32' && w.weight.requiresGrad) this.params.set(name, w.weight);
-    return w;
-  }
-
-  /** Clears every parameter's gradient. */
-  zeroGrad(): void {
-    for (const p of this.params.values()) p.grad = null;
-  }
 }
 
 /**
@@ -107,7 +67,7 @@ export function modelParamSource(model: DeepseekV3): ParamSource {
  * missing gradient counts as zero), writes the sum into every holder's `.grad` (each its own
  * copy, as an all-reduce would) and returns the sums by name. DUALPIPE.md §2.2.
  */
-export function allReduceGrads(ranks: readonly RankParams[]): Map<string, Float32Array> {
+export function allReduceGrads(ranks: readonly ParamRegistry[]): Map<string, Float32Array> {
   const holders = new Map<string, Tensor[]>();
   for (const r of ranks) {
     for (const [name, p] of r.params) {

@@ -3,7 +3,7 @@
  *
  * `stages` contiguous stages: stage 0 owns the embedding and the first layers, the last stage
  * the last layers, the final norm, the output head, the MTP modules and the loss (DUALPIPE.md
- * §2.4). Each stage is built from a rank's `RankParams`, so a rank holding two stages shares one
+ * §2.4). Each stage is built from a rank's `ParamRegistry`, so a rank holding two stages shares one
  * tensor per name between them (the paper's §3.2.3 sharing of embedding and head with MTP).
  * MTP embeds the shifted tokens with the main model's embedding (§2.4): under DualPipe/DualPipeV
  * the last stage's rank also holds stage 0, so it is the same tensor; under 1F1B/ZB1P (stage 0 on
@@ -27,20 +27,16 @@
  * later W runs (DUALPIPE.md §5.1; ZeroBubble's B/W split).
  */
 import { attach, backward } from '../engine/autograd.js';
-import { add, deferWeightGrads, embedding, linearCrossEntropy, scale } from '../engine/ops/index.js';
+import { add, deferWeightGrads, scale } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
-import { DecoderLayer } from '../model/decoder-layer.js';
-import type { AttentionContext } from '../model/mla.js';
-import { MtpModule } from '../model/mtp.js';
-import { RMSNorm } from '../model/rmsnorm.js';
-import { RotaryEmbedding } from '../model/rope.js';
+import { ModelPart } from '../model/model-part.js';
+import type { ParamRegistry } from '../model/param-registry.js';
 import type { Routing } from '../model/router.js';
-import { applyLinear, f32Linear, type LinearWeight } from '../model/weights.js';
-import type { BalanceMode } from '../train/balance.js';
-import { assembleLoss, layerBalanceLoss, lossReport, mainTargets, mtpTargets, tokenNll, type LossReport } from '../train/losses.js';
-import type { RankParams } from './replicas.js';
+import type { BalanceMode } from '../objective/balance.js';
+import { lossReport, type LossReport } from '../objective/losses.js';
+import { balanceTerms, headObjective, tokenBatch } from '../objective/objective.js';
 
 /** Loss settings of a pipeline step (LossOptions of train-step.ts, plus the loss scale). */
 export interface StageLossOptions {
@@ -116,46 +112,27 @@ export interface StageBuildOptions {
   mtp?: boolean;
 }
 
-export class PipelineStage {
+/** A stage: the part of the model holding its layers (model-part.ts), plus what only a stage does. */
+export class PipelineStage extends ModelPart {
   readonly first: boolean;
   readonly last: boolean;
   /** [start, end) of this stage's decoder layers. */
   readonly layerRange: [number, number];
-  readonly embed: Tensor | null = null;
-  readonly layers: DecoderLayer[] = [];
-  readonly norm: RMSNorm | null = null;
-  readonly head: LinearWeight | null = null;
-  readonly mtp: MtpModule[] = [];
-  /** The embedding MTP uses (the rank's shared tensor), null without MTP. */
-  readonly mtpEmbed: Tensor | null = null;
-  private readonly rope: RotaryEmbedding;
 
   /** Stage `index` of `count` of the model `cfg`, its tensors taken from the rank's `src`. */
   constructor(
-    readonly cfg: ModelConfig,
-    src: RankParams,
+    cfg: ModelConfig,
+    src: ParamRegistry,
     readonly index: number,
     readonly count: number,
     o: StageBuildOptions = {},
   ) {
     if (!Number.isInteger(index) || index < 0 || index >= count) throw new DsvError(`pipeline stage ${index} does not exist in a ${count}-stage model`);
-    const D = cfg.hidden_size;
-    const V = cfg.vocab_size;
+    const layers = stageLayerRanges(cfg.num_hidden_layers, count, o.split)[index]!;
+    super(cfg, src, { layers, embed: index === 0, head: index === count - 1, mtp: o.mtp ?? true });
     this.first = index === 0;
     this.last = index === count - 1;
-    this.layerRange = stageLayerRanges(cfg.num_hidden_layers, count, o.split)[index]!;
-    const embed = (): Tensor => src.tensor('model.embed_tokens.weight', [V, D], 'normal');
-    if (this.first) this.embed = embed();
-    for (let i = this.layerRange[0]; i < this.layerRange[1]; i++) this.layers.push(new DecoderLayer(cfg, src, i, i));
-    if (this.last) {
-      this.norm = new RMSNorm(src, 'model.norm', D, cfg.rms_norm_eps);
-      this.head = cfg.tie_word_embeddings ? f32Linear('lm_head.weight', embed()) : src.linear('lm_head.weight', V, D);
-      if (o.mtp ?? true) {
-        for (let k = 1; k <= cfg.num_nextn_predict_layers; k++) this.mtp.push(new MtpModule(cfg, src, k));
-        if (this.mtp.length > 0) this.mtpEmbed = embed();
-      }
-    }
-    this.rope = new RotaryEmbedding(cfg);
+    this.layerRange = layers;
   }
 
   /**
@@ -164,13 +141,11 @@ export class PipelineStage {
    */
   forward(input: Tensor | null, mb: StageMicroBatch, o: StageLossOptions): StageForward {
     const { B, S } = mb;
-    const ids = new Int32Array(B * S);
-    for (let b = 0; b < B; b++) ids.set(mb.tokens.subarray(b * (S + 1), b * (S + 1) + S), b * S);
-    const idsT = Tensor.fromI32(ids, [B, S]);
+    const batch = tokenBatch(mb.tokens, B, S);
     let h: Tensor;
     if (this.first) {
       if (input !== null) throw new DsvError(`pipeline stage 0 embeds token ids; it was given an activation`);
-      h = embedding(this.embed!, idsT);
+      h = this.embed(batch.ids);
     } else {
       const D = this.cfg.hidden_size;
       if (input === null || input.ndim !== 3 || input.shape[0] !== B || input.shape[1] !== S || input.shape[2] !== D) {
@@ -178,44 +153,21 @@ export class PipelineStage {
       }
       h = input;
     }
-    const ctx: AttentionContext = { rope: this.rope, start: 0, path: 'naive' };
     const routing = new Map<number, Routing>();
-    for (const layer of this.layers) {
-      const r = layer.forward(h, ctx);
-      h = r.out;
-      if (r.routing) routing.set(layer.index, r.routing);
-    }
+    h = this.decoderLayers(h, { rope: this.rope, start: 0, path: 'naive' }, routing);
     const lossScale = o.lossScale ?? 1;
+    const obj = { ...o, balance: o.balance ?? 'aux-free' };
     if (!this.last) {
-      const terms = this.balanceTerms(routing, B, o);
+      const terms = balanceTerms(routing, B, obj);
       let side: Tensor | null = null;
       for (const t of terms.values()) side = side ? add(side, t) : t;
       const root = side ? withSideLoss(h, lossScale === 1 ? side : scale(side, lossScale)) : h;
       return { root, input, output: h.detach(), balance: values(terms), report: null, loads: loadsOf(routing) };
     }
-    // Last stage: final norm, fused head + cross-entropy, MTP (forwardLosses, train-step.ts).
-    const hidden = this.norm!.forward(h);
-    const headW = this.head!.kind === 'f32' ? this.head!.weight : null;
-    const nll = (x: Tensor, targets: Int32Array): Tensor => (headW ? linearCrossEntropy(x, headW, targets) : tokenNll(applyLinear(x, this.head!, { highPrecision: true }), targets));
-    const lmNll = nll(hidden, mainTargets(mb.tokens, B, S));
-    const mtpNll: Tensor[] = [];
-    if (this.mtp.length > 0 && o.mtpLambda !== 0) {
-      // model.mtpForward: module k sees positions 0 .. S-k-1 and the tokens k ahead.
-      let hPrev = hidden;
-      for (const m of this.mtp) {
-        const k = m.depth;
-        if (S - k < 1) break;
-        const next = idsT.slice(1, k, S).contiguous();
-        const out = m.forward(hPrev.slice(1, 0, S - k), next, this.mtpEmbed!, null, ctx);
-        mtpNll.push(nll(out.headInput, mtpTargets(mb.tokens, B, S, k)));
-        if (out.routing) routing.set(m.index, out.routing);
-        hPrev = out.hidden;
-      }
-    }
-    const balance = this.balanceTerms(routing, B, o);
-    const terms = assembleLoss(lmNll, mtpNll, o.mtpLambda, balance);
+    // Last stage: final norm, then the objective of the part holding the head (the sequential one).
+    const { terms } = headObjective(this, this.norm!.forward(h), batch, routing, obj);
     const root = lossScale === 1 ? terms.total : scale(terms.total, lossScale);
-    return { root, input, output: null, balance: values(balance), report: lossReport(terms), loads: loadsOf(routing) };
+    return { root, input, output: null, balance: values(terms.balancePerLayer), report: lossReport(terms), loads: loadsOf(routing) };
   }
 
   /**
@@ -237,15 +189,6 @@ export class PipelineStage {
       f.input.grad = null;
     }
     return { inputGrad, weightGrads };
-  }
-
-  private balanceTerms(routing: Map<number, Routing>, B: number, o: StageLossOptions): Map<number, Tensor> {
-    const out = new Map<number, Tensor>();
-    for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) {
-      const t = layerBalanceLoss(r, B, o.balance ?? 'aux-free', o.balanceAlpha);
-      if (t) out.set(l, t);
-    }
-    return out;
   }
 }
 

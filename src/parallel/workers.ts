@@ -27,7 +27,7 @@ import type { Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { WeightMode } from '../model/params.js';
-import type { LossReport } from '../train/losses.js';
+import type { LossReport } from '../objective/losses.js';
 import { mergeRankOutcomes, type PipelineStepResult, splitMicroBatches } from './executor.js';
 import type { PipelineWorkerData } from './pipeline-worker.js';
 import { stageHolders } from './rank-runner.js';

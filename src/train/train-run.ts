@@ -14,7 +14,7 @@ import { loadTokenizerJson, tokenizerToJson, type Tokenizer } from '../data/toke
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
-import { maxVio } from './balance.js';
+import { maxVio } from '../objective/balance.js';
 import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';

@@ -14,13 +14,13 @@
  */
 import { backward, noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { linearCrossEntropy } from '../engine/ops/linear-cross-entropy.js';
 import { DsvError } from '../errors.js';
 import { withFp8 } from '../model/fp8-mode.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
-import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from './balance.js';
-import { assembleLoss, batchShape, layerBalanceLoss, lossReport, mainTargets, mtpTargets, tokenNll, type LossReport, type LossTerms } from './losses.js';
+import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from '../objective/balance.js';
+import { batchShape, lossReport, type LossReport, type LossTerms } from '../objective/losses.js';
+import { headObjective, tokenBatch } from '../objective/objective.js';
 import { AdamW, clipCoefficient, gradGlobalNorm } from './optimizer.js';
 
 export interface LossOptions {
@@ -95,35 +95,13 @@ function lossesOf(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions
     const t = data[i]!;
     if (t < 0 || t >= V) throw new DsvError(`tokens: id ${t} at position ${i} is out of range for vocab_size ${V}`);
   }
-  const ids = new Int32Array(B * S);
-  for (let b = 0; b < B; b++) ids.set(data.subarray(b * (S + 1), b * (S + 1) + S), b * S);
-  const idsT = Tensor.fromI32(ids, [B, S]);
-  const mode = o.balance ?? 'aux-free';
-  // fused head + cross-entropy unless the logits are wanted (or the head is not a float32 weight)
-  const head = model.lmHead.kind === 'f32' && !o.logits ? model.lmHead.weight : null;
-  const nll = (x: Tensor, targets: Int32Array): Tensor => linearCrossEntropy(x, head!, targets);
-  const fwd = head ? { ...model.forwardHidden(idsT), logits: null } : model.forward(idsT);
-  const lmNll = fwd.logits ? tokenNll(fwd.logits, mainTargets(data, B, S)) : nll(fwd.hidden, mainTargets(data, B, S));
+  const tb = tokenBatch(data, B, S);
+  const fwd = model.forwardHidden(tb.ids);
   const routing = new Map<number, Routing>(fwd.routing);
-  const mtpNll: Tensor[] = [];
-  if (model.mtp.length > 0 && o.mtpLambda !== 0) {
-    const outs = model.mtpForward(fwd.hidden, idsT, { head: !head });
-    for (const out of outs) {
-      const targets = mtpTargets(data, B, S, out.depth);
-      mtpNll.push(out.logits ? tokenNll(out.logits, targets) : nll(out.headInput, targets));
-      const idx = model.cfg.num_hidden_layers + out.depth - 1;
-      if (out.routing) routing.set(idx, out.routing);
-    }
-  }
-  const balance = new Map<number, Tensor>();
-  for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) {
-    const t = layerBalanceLoss(r, B, mode, o.balanceAlpha);
-    if (t) balance.set(l, t);
-  }
-  const terms = assembleLoss(lmNll, mtpNll, o.mtpLambda, balance);
+  const { terms, logits } = headObjective(model, fwd.hidden, tb, routing, { ...o, balance: o.balance ?? 'aux-free' });
   const lr = new Map<number, LayerRouting>();
   for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) lr.set(l, layerRouting(r, B));
-  return { terms, logits: fwd.logits, routing: lr, B, S };
+  return { terms, logits, routing: lr, B, S };
 }
 
 /** Loss values of a forward pass without recording a graph (validation). */

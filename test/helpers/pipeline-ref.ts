@@ -9,7 +9,7 @@ import { DeepseekV3 } from '../../src/model/model.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import { splitMicroBatches } from '../../src/parallel/executor.js';
 import type { StageLossOptions } from '../../src/parallel/stages.js';
-import { lossReport, type LossReport } from '../../src/train/losses.js';
+import { lossReport, type LossReport } from '../../src/objective/losses.js';
 import { forwardLosses } from '../../src/train/train-step.js';
 import { backward } from '../../src/engine/autograd.js';
 

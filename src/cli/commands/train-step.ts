@@ -10,8 +10,8 @@ import { DsvError } from '../../errors.js';
 import { SafetensorsFile } from '../../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
 import { DeepseekV3 } from '../../model/model.js';
-import type { BalanceMode, BiasMode } from '../../train/balance.js';
-import type { LossReport } from '../../train/losses.js';
+import type { BalanceMode, BiasMode } from '../../objective/balance.js';
+import type { LossReport } from '../../objective/losses.js';
 import { AdamW } from '../../train/optimizer.js';
 import { trainStep, type TrainStepOptions } from '../../train/train-step.js';
 

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Command, UsageError, intFlag, numberFlag } from '../command.js';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '../../model/config.js';
-import type { BalanceMode, BiasMode } from '../../train/balance.js';
+import type { BalanceMode, BiasMode } from '../../objective/balance.js';
 import { DsvError } from '../../errors.js';
 import { PIPELINE_ALGOS } from '../../parallel/schedules.js';
 import { checkPipelineOptions, trainPipelined } from '../../train/pipeline-trainer.js';
