@@ -7,6 +7,15 @@ export interface Command {
   run(argv: string[]): Promise<number | void>;
 }
 
+/** A benchmark of `dsv3 bench` (src/cli/bench/): prints JSON lines on stdout (and a readable
+ * table on stderr unless --json). */
+export interface Bench {
+  name: string;
+  summary: string;
+  help: string;
+  run(argv: string[]): Promise<void>;
+}
+
 /** An error whose message is meant for the user as is (no stack trace). */
 export class UsageError extends Error {
   constructor(message: string) {

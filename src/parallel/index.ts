@@ -11,5 +11,6 @@ export { PipelineStage, stageLayerRanges, withSideLoss, type StageBuildOptions, 
 export { allReduceGrads, modelParamSource } from './replicas.js';
 export { RankRunner, stageHolders, streamOf, globalMb, msgKey, describeOp, type ChunkPlace, type Mailbox, type PipelineRank } from './rank-runner.js';
 export { PipelineExecutor, buildPipelineRank, buildPipelineRanks, splitMicroBatches, mergeLossReport, mergeRankOutcomes, type PipelineStepResult, type RankOutcome } from './executor.js';
-export { runPipelineWorkers, awaitStep, sumRankGrads, type WorkerParamSource, type WorkerRunOptions, type WorkerStepResult } from './workers.js';
+export { runPipelineWorkers, awaitStep, sumRankGrads, type WorkerRunOptions, type WorkerStepResult } from './workers.js';
+export type { WorkerParamSource } from './pipeline-worker.js';
 export { PipelineTrainPool, type PoolStepResult, type TrainPoolOptions } from './train-pool.js';

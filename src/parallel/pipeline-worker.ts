@@ -23,9 +23,13 @@ import { buildPipelineRank, splitMicroBatches } from './executor.js';
 import { type Mailbox, type PipelineRank, RankRunner, stageHolders } from './rank-runner.js';
 import type { PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
-import type { WorkerParamSource } from './workers.js';
+import type { Seed } from '../data/rng.js';
+import type { WeightMode } from '../model/params.js';
 
 /** What workers.ts hands each worker. */
+/** Where every worker takes its parameters (each builds only its own stages' tensors). */
+export type WorkerParamSource = { kind: 'random'; seed: Seed } | { kind: 'checkpoint'; dir: string; weights?: WeightMode };
+
 export interface PipelineWorkerData {
   cfg: ModelConfig;
   schedule: PipelineSchedule;

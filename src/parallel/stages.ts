@@ -10,8 +10,10 @@
  * rank 0, the last stage on rank PP−1) the last rank builds its own copy of the embedding (and of
  * a tied head), a replica whose gradient is summed with rank 0's after the step (replicas.ts).
  *
- * The training loss is the one of `forwardLosses` (train-step.ts): L = L_Main + L_MTP + L_Bal.
- * L_Main and L_MTP (and the balance terms of the MTP layers) belong to the last stage. The
+ * A stage is a `ModelPart` (model/model-part.ts): it runs the same forward pieces as the whole
+ * model, and its last stage the same objective (objective/objective.ts, `headObjective`):
+ * L = L_Main + L_MTP + L_Bal. L_Main and L_MTP (and the balance terms of the MTP layers) belong
+ * to the last stage. The
  * balance term of an MoE layer depends only on that layer's routing, so each stage forms the
  * terms of its own layers and back-propagates them locally: a non-last stage ties their sum to
  * its output activation (`withSideLoss`: forward is the identity on the activation, backward
@@ -38,7 +40,7 @@ import type { BalanceMode } from '../objective/balance.js';
 import { lossReport, type LossReport } from '../objective/losses.js';
 import { balanceTerms, headObjective, tokenBatch } from '../objective/objective.js';
 
-/** Loss settings of a pipeline step (LossOptions of train-step.ts, plus the loss scale). */
+/** Loss settings of a pipeline step (the objective's, plus the loss scale). */
 export interface StageLossOptions {
   /** MTP weight λ. */
   mtpLambda: number;

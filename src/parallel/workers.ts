@@ -29,13 +29,10 @@ import type { ModelConfig } from '../model/config.js';
 import type { WeightMode } from '../model/params.js';
 import type { LossReport } from '../objective/losses.js';
 import { mergeRankOutcomes, type PipelineStepResult, splitMicroBatches } from './executor.js';
-import type { PipelineWorkerData } from './pipeline-worker.js';
+import type { PipelineWorkerData, WorkerParamSource } from './pipeline-worker.js';
 import { stageHolders } from './rank-runner.js';
 import type { ComputeOp, PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
-
-/** Where every worker takes its parameters (each builds only its own stages' tensors). */
-export type WorkerParamSource = { kind: 'random'; seed: Seed } | { kind: 'checkpoint'; dir: string; weights?: WeightMode };
 
 export interface WorkerRunOptions {
   build?: StageBuildOptions;

@@ -13,7 +13,7 @@ import { measureDecode, measureModelDecode, measureSpeculative, profileDecode, t
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
 import { UsageError, intFlag } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
                         [--reps N] [--threads N] [--profile] [--speculative] [--baseline] [--json]
@@ -42,7 +42,7 @@ and a summary on stderr unless --json.
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
-registerBench({
+export const decodeBench: Bench = {
   name: 'decode',
   summary: 'greedy decode tokens/s of the inference engine (f32 / bf16 / fp8 weights, speculative MTP)',
   help: HELP,
@@ -116,4 +116,4 @@ registerBench({
       process.stderr.write(txt);
     }
   },
-});
+};

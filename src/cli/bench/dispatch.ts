@@ -10,7 +10,7 @@ import { noGrad } from '../../engine/autograd.js';
 import * as ops from '../../engine/ops/index.js';
 import { kernels } from '../../engine/backend.js';
 import { BinaryOp } from '../../engine/kernels.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 
 function medianUs(fn: () => void, reps = 21, inner = 2000): number {
   for (let i = 0; i < inner; i++) fn();
@@ -24,7 +24,7 @@ function medianUs(fn: () => void, reps = 21, inner = 2000): number {
   return times[reps >> 1]!;
 }
 
-registerBench({
+export const dispatchBench: Bench = {
   name: 'dispatch',
   summary: 'per-op overhead of a tiny op (8x8 add): kernel, op, op with autograd',
   help: `Usage: dsv3 bench dispatch [--json]
@@ -48,4 +48,4 @@ Prints {op, layer, us} lines: the median microseconds of one 8x8 add through the
     ];
     for (const r of rows) process.stdout.write(JSON.stringify({ bench: 'dispatch', op: 'add', shape: [8, 8], backend: k.name, layer: r.layer, us: Math.round(r.us * 1000) / 1000 }) + '\n');
   },
-});
+};

@@ -12,7 +12,7 @@ import { nativeAddon } from '../../engine/native.js';
 import { quantizeBlocks128 } from '../../engine/fp8.js';
 import { f32ArrayToBf16 } from '../../engine/dtype.js';
 import { intFlag, UsageError } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 
 type Weights = 'f32' | 'bf16' | 'fp8';
 interface Case { m: number; k: number; n: number; cache: 'cold' | 'warm' }
@@ -67,7 +67,7 @@ function measure(ts: Timed[], samples: number): void {
     }
 }
 
-registerBench({
+export const fp8Bench: Bench = {
   name: 'fp8',
   summary: 'FP8-weight linear (decoded in-kernel) vs fp32 / bf16 weights, cold and warm',
   help: `Usage: dsv3 bench fp8 [--json] [--threads N] [--samples N]
@@ -130,4 +130,4 @@ to stderr.
       addon.setThreads(threads0);
     }
   },
-});
+};

@@ -6,7 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { largeF32 } from '../../engine/memory.js';
 import { UsageError } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 import { type BenchAddon, loadBenchAddon, measurePeak, parseFlags } from './peak.js';
 
 /** [m, k, n] */
@@ -95,7 +95,7 @@ function dispatchUs(addon: BenchAddon): number {
   return median(per.slice(1));
 }
 
-registerBench({
+export const gemmBench: Bench = {
   name: 'gemm',
   summary: 'native GEMM GFLOPS vs the FMA peak (fp32 / bf16, linear-layer shapes)',
   help: `Usage: dsv3 bench gemm [--json] [--threads a,b,...] [--samples N]
@@ -161,4 +161,4 @@ Without --json a readable table also goes to stderr.
       addon.setThreads(threads0);
     }
   },
-});
+};

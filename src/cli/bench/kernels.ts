@@ -8,7 +8,7 @@
  * gflops counts the useful multiply-adds (causal attention: only the visible key/query pairs).
  */
 import { parseArgs } from 'node:util';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 import { loadNativeKernels, nativeAddon, nativeLoadError } from '../../engine/native.js';
 import { referenceKernels } from '../../engine/reference/index.js';
 import type { AttentionParams, Kernels } from '../../engine/kernels.js';
@@ -121,7 +121,7 @@ function cases(setup: Kernels): Case[] {
   return out;
 }
 
-registerBench({
+export const kernelsBench: Bench = {
   name: 'kernels',
   summary: 'native fused kernels (softmax, rmsNorm, SwiGLU, cross-entropy, attention) vs the reference',
   help: `Usage: dsv3 bench kernels [--json] [--no-reference] [--only NAME]
@@ -171,4 +171,4 @@ Environment: DSV3_THREADS, DSV3_ISA as for every command.
     }
     if (!values.json) process.stderr.write(`\nnative isa ${info.isa}, ${info.threads} threads\n${rows.join('\n')}\n`);
   },
-});
+};

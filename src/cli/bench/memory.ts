@@ -11,7 +11,7 @@ import * as ops from '../../engine/ops/index.js';
 import { kernels } from '../../engine/backend.js';
 import { AdamW } from '../../train/optimizer.js';
 import { intFlag } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 import { parseArgs } from 'node:util';
 import { Rng } from '../../data/rng.js';
 
@@ -22,7 +22,7 @@ function randn(n: number, std: number, seed: number): Float32Array {
 
 const mb = (x: number): number => Math.round((x / 1048576) * 10) / 10;
 
-registerBench({
+export const memoryBench: Bench = {
   name: 'memory',
   summary: 'RSS over a long training loop of a small MLP (flat memory check)',
   help: `Usage: dsv3 bench memory [--steps N] [--json]
@@ -65,4 +65,4 @@ ratio rss(N)/rss(100).
     process.stdout.write(JSON.stringify({ bench: 'memory', rss_ratio: Math.round(ratio * 1000) / 1000, steps, seconds: Math.round(seconds * 10) / 10 }) + '\n');
     if (!values.json) process.stderr.write(`RSS at step 100: ${samples[0]!.rss_mb} MB, at step ${steps}: ${samples[1]!.rss_mb} MB (ratio ${ratio.toFixed(3)}), final loss ${loss.toFixed(4)}\n`);
   },
-});
+};

@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { nativeAddonPath } from '../../engine/native.js';
 import { numberFlag, UsageError } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 
 type GemmFn<B> = (transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
   a: Float32Array, lda: number, b: B, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
@@ -51,7 +51,7 @@ export function measurePeak(addon: BenchAddon, threads: number, seconds: number)
   return addon.fmaPeak(threads, seconds);
 }
 
-registerBench({
+export const peakBench: Bench = {
   name: 'peak',
   summary: 'FMA peak GFLOPS of this CPU for 1..cores threads',
   help: `Usage: dsv3 bench peak [--json] [--seconds S]
@@ -76,4 +76,4 @@ Without --json a readable table also goes to stderr.
       if (!json) process.stderr.write(`${String(t).padStart(8)} ${gflops.toFixed(1).padStart(8)} ${(gflops / t).toFixed(1).padStart(12)}\n`);
     }
   },
-});
+};

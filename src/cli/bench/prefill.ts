@@ -11,7 +11,7 @@ import { measurePrefill } from '../../inference/measure.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
 import { UsageError, intFlag } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 
 const HELP = `Usage: dsv3 bench prefill [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--chunk C] [--reps N] [--threads N] [--json]
 
@@ -25,7 +25,7 @@ Prints one JSON line:
 and a summary on stderr unless --json.
 `;
 
-registerBench({
+export const prefillBench: Bench = {
   name: 'prefill',
   summary: 'prompt tokens/s of the inference engine (chunked prefill into the latent cache)',
   help: HELP,
@@ -75,4 +75,4 @@ registerBench({
     process.stdout.write(JSON.stringify(result) + '\n');
     if (!values.json) process.stderr.write(`prefill (${weights}, ${result.threads} threads): ${prompt} tokens in ${r.ms_median} ms = ${r.tokens_per_s} tokens/s (chunks of ${chunk})\n`);
   },
-});
+};

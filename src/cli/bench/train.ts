@@ -19,7 +19,7 @@ import { DeepseekV3 } from '../../model/model.js';
 import { AdamW } from '../../train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import { UsageError, intFlag } from '../command.js';
-import { registerBench } from '../commands/bench.js';
+import type { Bench } from '../command.js';
 import { backward } from '../../engine/autograd.js';
 
 const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
@@ -64,7 +64,7 @@ function median(xs: number[]): number {
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
-registerBench({
+export const trainBench: Bench = {
   name: 'train',
   summary: 'training throughput (tokens/s, step time, peak RSS, forward/backward/optimizer split)',
   help: HELP,
@@ -159,4 +159,4 @@ registerBench({
       process.stderr.write(txt);
     }
   },
-});
+};

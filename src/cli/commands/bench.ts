@@ -1,21 +1,6 @@
-import { type Command, UsageError, wantsHelp } from '../command.js';
+import { type Bench, type Command, UsageError, wantsHelp } from '../command.js';
 
-/** A benchmark: prints JSON lines on stdout (and a readable table on stderr unless --json). */
-export interface Bench {
-  name: string;
-  summary: string;
-  help: string;
-  run(argv: string[]): Promise<void>;
-}
-
-/** Registered benchmarks; each lives in src/cli/bench/<name>.ts. */
-export const benches: Bench[] = [];
-
-export function registerBench(b: Bench): void {
-  benches.push(b);
-}
-
-function helpText(): string {
+function helpText(benches: readonly Bench[]): string {
   const lines = benches.map((b) => `  ${b.name.padEnd(10)} ${b.summary}`);
   return `Usage: dsv3 bench <name> [options]\n\nBenchmarks (each prints JSON; see dsv3 bench <name> --help):\n${lines.join('\n')}\n`;
 }
@@ -23,14 +8,13 @@ function helpText(): string {
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'run a benchmark (peak, gemm, decode, prefill, train, ...) and print JSON',
-  get help() {
-    return helpText();
-  },
+  help: 'Usage: dsv3 bench <name> [options]\n\n`dsv3 bench --help` lists the benchmarks.\n',
   async run(argv) {
-    await import('../bench/all.js');
+    // loaded on use: the benchmarks import most of dsv3, which other commands need not load
+    const { benches } = await import('../bench/index.js');
     const [name, ...rest] = argv;
     if (!name || name === '--help' || name === '-h') {
-      process.stdout.write(helpText());
+      process.stdout.write(helpText(benches));
       return 0;
     }
     const b = benches.find((x) => x.name === name);
