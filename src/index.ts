@@ -14,6 +14,7 @@ export * as fp8 from './engine/fp8.js';
 export * from './model/index.js';
 export * from './model/config.js';
 export * as inference from './inference/index.js';
+export { runForward, type RunForwardOptions } from './inference/run-forward.js';
 export * as io from './io/safetensors.js';
 export * as data from './data/index.js';
 export { DsvError } from './errors.js';

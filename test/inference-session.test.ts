@@ -10,8 +10,9 @@ import { describe, it } from 'node:test';
 import { withBackend } from '../src/engine/backend.js';
 import { Tensor } from '../src/engine/tensor.js';
 import { DecodeSession } from '../src/inference/decode-session.js';
+import { generate } from '../src/inference/generate.js';
 import { DeepseekV3 } from '../src/model/model.js';
-import { runForward } from '../src/model/run-forward.js';
+import { runForward } from '../src/inference/run-forward.js';
 import { fixturePath, type ModelFixtureMeta, modelTolerance, readJson, readTensors, relToMax } from './helpers/fixtures.js';
 
 const FIXTURES = ['tiny-dense-moe', 'tiny-fp8', 'tiny-v2-routing', 'tiny-v2-greedy'];
@@ -43,8 +44,10 @@ function sessionGreedy(model: DeepseekV3, ids: Tensor, P: number, n: number): { 
   const prompt = new Int32Array(B * P);
   for (let b = 0; b < B; b++) prompt.set(all.subarray(b * S, b * S + P), b * P);
   const s = new DecodeSession(model, { batch: B, maxLen: P + n });
-  const g = s.greedy(prompt, P, n, { logits: true });
-  return { ids: Tensor.fromI32(g.ids, [B, P + n]), logits: Tensor.fromF32(g.logits!, [B, n, model.cfg.vocab_size]) };
+  const g = generate(s, prompt, P, { maxNew: n, logits: true });
+  const out = new Int32Array(B * (P + n));
+  for (let b = 0; b < B; b++) out.set([...prompt.subarray(b * P, (b + 1) * P), ...g.tokens[b]!], b * (P + n));
+  return { ids: Tensor.fromI32(out, [B, P + n]), logits: Tensor.fromF32(g.logits!, [B, n, model.cfg.vocab_size]) };
 }
 
 for (const name of FIXTURES) {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DeepseekV3 } from '../src/model/model.js';
-import { runForward } from '../src/model/run-forward.js';
+import { runForward } from '../src/inference/run-forward.js';
 import { denseRows } from '../src/model/weights.js';
 import { Tensor } from '../src/engine/tensor.js';
 import {

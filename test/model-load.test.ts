@@ -9,7 +9,7 @@ import { Tensor } from '../src/engine/tensor.js';
 import { type TensorToWrite, writeSafetensors } from '../src/io/safetensors-write.js';
 import { loadModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
-import { runForward } from '../src/model/run-forward.js';
+import { runForward } from '../src/inference/run-forward.js';
 import { fixturePath, readTensors, relToMax } from './helpers/fixtures.js';
 
 const SRC = 'tiny-v2-greedy';

@@ -15,6 +15,7 @@ import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { Engine } from './engine.js';
+import type { Decoder } from './generate.js';
 import type { StepShape } from './mla.js';
 import type { PhaseProfiler } from './profile.js';
 
@@ -30,14 +31,8 @@ export interface DecodeSessionOptions {
   profiler?: PhaseProfiler;
 }
 
-/** Index of the largest of v[off .. off+n) (first on ties), as the model's greedy. */
-export function argmax(v: Float32Array, off: number, n: number): number {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (v[off + i]! > v[off + best]!) best = i;
-  return best;
-}
-
-export class DecodeSession {
+/** The fast engine as a `Decoder` of the generation loop (generate.ts). */
+export class DecodeSession implements Decoder {
   readonly engine: Engine;
   readonly cache: LatentCache;
   readonly batch: number;
@@ -118,29 +113,5 @@ export class DecodeSession {
     const l = this.engine.head(0, B);
     this.engine.profiler?.endStep();
     return l;
-  }
-
-  /**
-   * Greedy generation (the model's `greedy`): prefill prompt [B, P], then n argmax tokens.
-   * Returns ids [B, P + n] and, with `logits`, the [B, n, V] logits that chose each token.
-   */
-  greedy(prompt: Int32Array, P: number, n: number, opts: { logits?: boolean } = {}): { ids: Int32Array; logits: Float32Array | null } {
-    const B = this.batch;
-    const V = this.V;
-    const ids = new Int32Array(B * (P + n));
-    for (let b = 0; b < B; b++) ids.set(prompt.subarray(b * P, (b + 1) * P), b * (P + n));
-    const logits = opts.logits ? new Float32Array(B * n * V) : null;
-    const next = new Int32Array(B);
-    this.reset();
-    let l = this.prefill(prompt, P);
-    for (let k = 0; k < n; k++) {
-      for (let b = 0; b < B; b++) {
-        logits?.set(l.subarray(b * V, (b + 1) * V), (b * n + k) * V);
-        next[b] = argmax(l, b * V, V);
-        ids[b * (P + n) + P + k] = next[b]!;
-      }
-      if (k + 1 < n) l = this.step(next);
-    }
-    return { ids, logits };
   }
 }

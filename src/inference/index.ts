@@ -1,5 +1,6 @@
 /** The inference engine: fast cached decoding, speculative MTP decoding, benchmark protocols. */
-export { DecodeSession, argmax, type DecodeSessionOptions } from './decode-session.js';
+export { DecodeSession, type DecodeSessionOptions } from './decode-session.js';
+export { generate, argmax, ModelDecoder, type Decoder, type GenerateOptions, type Generation } from './generate.js';
 export { SpeculativeDecoder, type SpeculativeResult } from './speculative.js';
 export { Engine, type EngineOptions } from './engine.js';
 export { Workspace } from './workspace.js';

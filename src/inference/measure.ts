@@ -10,10 +10,9 @@
  *   - baseline: the same steps through the model's own `decodeStep` (Tensor ops, absorbed path);
  *   - prefill: prompt tokens/s of `DecodeSession.prefill` (chunked).
  */
-import { noGrad } from '../engine/autograd.js';
-import { Tensor } from '../engine/tensor.js';
 import type { DeepseekV3 } from '../model/model.js';
-import { argmax, DecodeSession } from './decode-session.js';
+import { DecodeSession } from './decode-session.js';
+import { type Decoder, generate, ModelDecoder } from './generate.js';
 import { type Phase, PhaseProfiler } from './profile.js';
 import { SpeculativeDecoder } from './speculative.js';
 
@@ -62,41 +61,70 @@ export interface DecodeStats {
   ids: Int32Array;
 }
 
-/** One greedy generation on the session: returns prefill ms, per-step ms and the new ids. */
-function generate(s: DecodeSession, prompt: Int32Array, n: number, stepMs: number[] | null): { prefillMs: number; decodeMs: number; cpuMs: number; ids: Int32Array } {
-  const V = s.V;
-  const ids = new Int32Array(n);
-  const tok = new Int32Array(1);
-  s.reset();
-  const t0 = performance.now();
-  let l = s.prefill(prompt, prompt.length);
-  const t1 = performance.now();
-  const c1 = process.cpuUsage();
-  for (let i = 0; i < n; i++) {
-    tok[0] = argmax(l, 0, V);
-    ids[i] = tok[0];
-    const a = performance.now();
-    l = s.step(tok);
-    stepMs?.push(performance.now() - a);
+/**
+ * A Decoder that times what it delegates: the prefill, each decode step (wall ms) and the CPU
+ * time of the steps. The timed protocols run the one generation loop (generate.ts) through it.
+ */
+class TimedDecoder implements Decoder {
+  readonly batch: number;
+  readonly V: number;
+  prefillMs = 0;
+  readonly stepMs: number[] = [];
+  cpuMs = 0;
+
+  constructor(
+    private readonly inner: Decoder,
+    /** Runs after each prefill, before the first step (e.g. to reset a profiler). */
+    private readonly afterPrefill?: () => void,
+  ) {
+    this.batch = inner.batch;
+    this.V = inner.V;
   }
-  const c = process.cpuUsage(c1);
-  return { prefillMs: t1 - t0, decodeMs: performance.now() - t1, cpuMs: (c.user + c.system) / 1000, ids };
+  reset(): void {
+    this.inner.reset();
+    this.prefillMs = this.cpuMs = 0;
+    this.stepMs.length = 0;
+  }
+  prefill(ids: Int32Array, T: number): Float32Array {
+    const t0 = performance.now();
+    const l = this.inner.prefill(ids, T);
+    this.prefillMs += performance.now() - t0;
+    this.afterPrefill?.();
+    return l;
+  }
+  step(tokens: Int32Array): Float32Array {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const l = this.inner.step(tokens);
+    this.stepMs.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    this.cpuMs += (c.user + c.system) / 1000;
+    return l;
+  }
+}
+
+/** One greedy generation of `tokens` decode steps (the prefill's token plus one per step). */
+function timedGenerate(d: TimedDecoder, prompt: Int32Array, tokens: number): { decodeMs: number; ids: Int32Array } {
+  const g = generate(d, prompt, prompt.length, { maxNew: tokens + 1 });
+  const decodeMs = d.stepMs.reduce((a, b) => a + b, 0);
+  return { decodeMs, ids: Int32Array.from(g.tokens[0]!.slice(0, tokens)) };
 }
 
 export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats {
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
-  const s = new DecodeSession(model, { maxLen: o.prompt + o.tokens });
-  generate(s, prompt, o.tokens, null);
+  const d = new TimedDecoder(new DecodeSession(model, { maxLen: o.prompt + o.tokens }));
+  timedGenerate(d, prompt, o.tokens);
   const steps: number[] = [];
   const rates: number[] = [];
   const prefills: number[] = [];
   const cpu: number[] = [];
   let ids: Int32Array = new Int32Array(0);
   for (let r = 0; r < o.reps; r++) {
-    const g = generate(s, prompt, o.tokens, steps);
+    const g = timedGenerate(d, prompt, o.tokens);
     rates.push(o.tokens / (g.decodeMs / 1000));
-    prefills.push(g.prefillMs);
-    cpu.push(g.cpuMs / o.tokens);
+    steps.push(...d.stepMs);
+    prefills.push(d.prefillMs);
+    cpu.push(d.cpuMs / o.tokens);
     ids = g.ids;
   }
   return {
@@ -114,18 +142,11 @@ export function profileDecode(model: DeepseekV3, o: DecodeOptions): Record<Phase
   const prof = new PhaseProfiler();
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
   const s = new DecodeSession(model, { maxLen: o.prompt + o.tokens, profiler: prof });
-  generate(s, prompt, o.tokens, null);
+  timedGenerate(new TimedDecoder(s), prompt, o.tokens);
   prof.reset();
-  for (let r = 0; r < Math.max(1, o.reps); r++) {
-    s.reset();
-    let l = s.prefill(prompt, prompt.length);
-    prof.reset();
-    const tok = new Int32Array(1);
-    for (let i = 0; i < o.tokens; i++) {
-      tok[0] = argmax(l, 0, s.V);
-      l = s.step(tok);
-    }
-  }
+  // the profile counts decode steps only: it restarts after each prefill
+  const d = new TimedDecoder(s, () => prof.reset());
+  for (let r = 0; r < Math.max(1, o.reps); r++) timedGenerate(d, prompt, o.tokens);
   return prof.perStep();
 }
 
@@ -178,28 +199,16 @@ export function measureSpeculative(model: DeepseekV3, o: DecodeOptions, greedyId
 /** The same greedy steps through the model's own Tensor path (`decodeStep`, absorbed MLA). */
 export function measureModelDecode(model: DeepseekV3, o: DecodeOptions): { tokens_per_s: number; ms_per_token_median: number; cpu_ms_per_token: number } {
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
-  const V = model.cfg.vocab_size;
-  const cpu: number[] = [];
-  const run = (steps: number[] | null): number => {
-    const cache = model.newCache(1, o.prompt + o.tokens);
-    let l = noGrad(() => model.prefill(Tensor.fromI32(prompt, [1, o.prompt]), cache, { path: 'absorbed' }));
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    for (let i = 0; i < o.tokens; i++) {
-      const data = l.contiguous().f32();
-      const tok = Int32Array.of(argmax(data, data.length - V, V));
-      const a = performance.now();
-      l = model.decodeStep(tok, cache, { path: 'absorbed' });
-      steps?.push(performance.now() - a);
-    }
-    const c = process.cpuUsage(c0);
-    if (steps) cpu.push((c.user + c.system) / 1000 / o.tokens);
-    return performance.now() - t0;
-  };
-  run(null);
+  const d = new TimedDecoder(new ModelDecoder(model, 1, o.prompt + o.tokens, 'absorbed'));
+  timedGenerate(d, prompt, o.tokens);
   const steps: number[] = [];
   const rates: number[] = [];
-  for (let r = 0; r < o.reps; r++) rates.push(o.tokens / (run(steps) / 1000));
+  const cpu: number[] = [];
+  for (let r = 0; r < o.reps; r++) {
+    rates.push(o.tokens / (timedGenerate(d, prompt, o.tokens).decodeMs / 1000));
+    steps.push(...d.stepMs);
+    cpu.push(d.cpuMs / o.tokens);
+  }
   return { tokens_per_s: Math.round(median(rates) * 10) / 10, ms_per_token_median: r3(median(steps)), cpu_ms_per_token: r3(median(cpu)) };
 }
 

@@ -19,7 +19,8 @@
  */
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
-import { argmax, DecodeSession } from './decode-session.js';
+import { DecodeSession } from './decode-session.js';
+import { argmax } from './generate.js';
 import type { PhaseProfiler } from './profile.js';
 
 export interface SpeculativeResult {

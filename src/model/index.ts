@@ -2,7 +2,6 @@
 export { DeepseekV3, type ForwardOptions, type ForwardResult, type LoadOptions } from './model.js';
 export { ModelPart, idsTensor, type PartLayout } from './model-part.js';
 export { ParamRegistry } from './param-registry.js';
-export { runForward, type RunForwardOptions } from './run-forward.js';
 export { LatentCache } from './latent-cache.js';
 export { MultiHeadLatentAttention, type AttentionPath, type AttentionContext } from './mla.js';
 export { MoE, dispatchPlan } from './moe.js';

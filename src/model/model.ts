@@ -1,8 +1,8 @@
 /**
  * DeepSeek-V3 (Hugging Face `DeepseekV3ForCausalLM` semantics, paper section 2):
  *   h_0 = Emb(t);  h_l = Block_l(h_{l-1}) for l = 1..L;  logits = lm_head(RMSNorm(h_L))
- * plus the optional MTP modules (mtp.ts), MLA's latent cache for incremental decoding and
- * greedy generation. Built from differentiable ops on float32 parameters, so training can call
+ * plus the optional MTP modules (mtp.ts) and MLA's latent cache for incremental decoding (the
+ * generation loop is inference/generate.ts). Built from differentiable ops on float32 parameters, so training can call
  * `forward` and `backward(loss)`; decoding with the cache and FP8/bf16 weights run under noGrad.
  */
 import { noGrad } from '../engine/autograd.js';
@@ -51,12 +51,6 @@ export interface ForwardResult {
   hidden: Tensor;
   /** Routing of every MoE layer, by layer index. */
   routing: Map<number, Routing>;
-}
-
-function argmaxRow(v: Float32Array, off: number, n: number): number {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (v[off + i]! > v[off + best]!) best = i;
-  return best;
 }
 
 /** The whole model: the part holding every piece (model-part.ts), loadable from a checkpoint. */
@@ -202,34 +196,5 @@ export class DeepseekV3 extends ModelPart {
   /** One decoding step: tokens [B] at position cache.length; returns logits [B, 1, V]. */
   decodeStep(tokens: Int32Array, cache: LatentCache, opts: { path?: AttentionPath } = {}): Tensor {
     return this.prefill(Tensor.fromI32(tokens, [tokens.length, 1]), cache, opts);
-  }
-
-  /**
-   * Greedy generation: prefill the prompt [B, P], then n argmax tokens, one decode step each.
-   * Returns ids [B, P + n] and the logits [B, n, V] that produced each new token.
-   */
-  greedy(prompt: Tensor, n: number, opts: { path?: AttentionPath } = {}): { ids: Tensor; logits: Tensor } {
-    const p = idsTensor(prompt);
-    const [B, P] = p.shape as [number, number];
-    const V = this.cfg.vocab_size;
-    const ids = new Int32Array(B * (P + n));
-    const src = p.contiguous().i32();
-    for (let b = 0; b < B; b++) ids.set(src.subarray(b * P, (b + 1) * P), b * (P + n));
-    const logits = new Float32Array(B * n * V);
-    const cache = this.newCache(B, P + n);
-    let step = this.prefill(p, cache, opts);
-    for (let k = 0; k < n; k++) {
-      const T = step.shape[1]!;
-      const l = step.contiguous().f32();
-      const next = new Int32Array(B);
-      for (let b = 0; b < B; b++) {
-        const off = (b * T + T - 1) * V;
-        logits.set(l.subarray(off, off + V), (b * n + k) * V);
-        next[b] = argmaxRow(l, off, V);
-        ids[b * (P + n) + P + k] = next[b]!;
-      }
-      if (k + 1 < n) step = this.decodeStep(next, cache, opts);
-    }
-    return { ids: Tensor.fromI32(ids, [B, P + n]), logits: Tensor.fromF32(logits, [B, n, V]) };
   }
 }

@@ -10,7 +10,7 @@ import { Tensor } from '../../engine/tensor.js';
 import { SafetensorsFile } from '../../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
 import { DsvError } from '../../errors.js';
-import { runForward, type RunForwardOptions } from '../../model/run-forward.js';
+import { runForward, type RunForwardOptions } from '../../inference/run-forward.js';
 
 const HELP = `Usage: dsv3 forward --model DIR --input FILE --out OUT.safetensors [options]
 

@@ -12,10 +12,11 @@ import { noGrad } from '../engine/autograd.js';
 import { cat } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
-import type { AttentionPath } from './mla.js';
-import { DeepseekV3 } from './model.js';
-import { idsTensor } from './model-part.js';
-import type { WeightMode } from './params.js';
+import type { AttentionPath } from '../model/mla.js';
+import { DeepseekV3 } from '../model/model.js';
+import { idsTensor } from '../model/model-part.js';
+import type { WeightMode } from '../model/params.js';
+import { generate, ModelDecoder } from './generate.js';
 
 export interface RunForwardOptions {
   path?: AttentionPath;
@@ -70,9 +71,12 @@ export function runForward(
       const { prompt, tokens } = opts.greedy;
       if (!Number.isInteger(prompt) || prompt < 1 || prompt > S) throw new DsvError(`greedy prompt length must be an integer in [1, ${S}], got ${prompt}`);
       if (!Number.isInteger(tokens) || tokens < 1) throw new DsvError(`greedy token count must be a positive integer, got ${tokens}`);
-      const g = m.greedy(ids.slice(1, 0, prompt).contiguous(), tokens, { path });
-      res['greedy.ids'] = g.ids;
-      res['greedy.logits'] = g.logits;
+      const p = ids.slice(1, 0, prompt).contiguous().i32();
+      const g = generate(new ModelDecoder(m, B, prompt + tokens, path), p, prompt, { maxNew: tokens, logits: true });
+      const all = new Int32Array(B * (prompt + tokens));
+      for (let b = 0; b < B; b++) all.set([...p.subarray(b * prompt, (b + 1) * prompt), ...g.tokens[b]!], b * (prompt + tokens));
+      res['greedy.ids'] = Tensor.fromI32(all, [B, prompt + tokens]);
+      res['greedy.logits'] = Tensor.fromF32(g.logits!, [B, tokens, m.cfg.vocab_size]);
     }
     return res;
   });
