@@ -23,6 +23,7 @@ import type { StageLossOptions } from '../src/parallel/stages.js';
 import { runPipelineWorkers } from '../src/parallel/workers.js';
 import { assertGradsClose, assertLossesClose, sequentialModel, sequentialRun } from './helpers/pipeline-ref.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
+import { checkpointTensors } from '../src/model/checkpoint-layout.js';
 
 const FIX = fileURLToPath(new URL('../../test/fixtures/dualpipe/schedules/', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson({ num_hidden_layers: 4, vocab_size: 64, max_position_embeddings: 64 }), 'tiny');
@@ -83,7 +84,7 @@ test('workers: each rank reads its own stages from a checkpoint directory', asyn
   try {
     const model = sequentialModel(CFG, 21);
     const tensors: Record<string, { dtype: 'f32'; shape: readonly number[]; data: Float32Array }> = {};
-    for (const [name, t] of model.checkpointTensors()) tensors[name] = { dtype: 'f32', shape: t.shape, data: t.contiguous().f32() };
+    for (const [name, t] of checkpointTensors(model)) tensors[name] = { dtype: 'f32', shape: t.shape, data: t.contiguous().f32() };
     writeShardedCheckpoint(dir, tensors);
     writeFileSync(join(dir, 'config.json'), JSON.stringify(configToJson(CFG)));
     const schedule = buildSchedule('dualpipev', 2, 4);

@@ -1,5 +1,6 @@
 /** The DeepSeek-V3 model: one import for its public API. */
 export { DeepseekV3, type ForwardOptions, type ForwardResult, type LoadOptions } from './model.js';
+export { checkpointTensors, f32CheckpointTensors } from './checkpoint-layout.js';
 export { ModelPart, idsTensor, type PartLayout } from './model-part.js';
 export { ParamRegistry } from './param-registry.js';
 export { LatentCache } from './latent-cache.js';

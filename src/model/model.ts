@@ -124,34 +124,6 @@ export class DeepseekV3 extends ModelPart {
     return new DeepseekV3(cfg, source, opts.mtp ?? true);
   }
 
-  /**
-   * Every tensor of the Hugging Face checkpoint layout, in module order, sharing storage with
-   * the model: float32 parameters and buffers, bf16 weights as bf16, FP8 weights as codes
-   * (dtype f8_e4m3) followed by their float32 `<name>_scale_inv`, and the MTP layers' copies of
-   * the shared `embed_tokens` / `shared_head.head`.
-   */
-  checkpointTensors(): Map<string, Tensor> {
-    const stored = (name: string): [string, Tensor][] => {
-      const w = this.linears.get(name);
-      if (!w) return [[name, this.params.get(name) ?? this.buffers.get(name) ?? this.embedTokens]];
-      const shape = [w.outFeatures, w.inFeatures];
-      if (w.kind === 'f32') return [[name, w.weight]];
-      if (w.kind === 'bf16') return [[name, new Tensor(w.bits, shape, 'bf16')]];
-      const grid = [Math.ceil(w.outFeatures / 128), Math.ceil(w.inFeatures / 128)];
-      return [[name, new Tensor(w.codes, shape, 'f8_e4m3')], [`${name}_scale_inv`, Tensor.fromF32(w.scaleInv, grid)]];
-    };
-    const out = new Map<string, Tensor>();
-    for (const name of this.registry.order) {
-      const m = /^model\.layers\.(\d+)\.(enorm|shared_head\.norm)\.weight$/.exec(name);
-      if (m?.[2] === 'enorm') out.set(`model.layers.${m[1]}.embed_tokens.weight`, this.embedTokens);
-      for (const [n, t] of stored(name)) out.set(n, t);
-      if (m?.[2] === 'shared_head.norm') {
-        for (const [n, t] of stored('lm_head.weight')) out.set(n.replace('lm_head.weight', `model.layers.${m[1]}.shared_head.head.weight`), t);
-      }
-    }
-    return out;
-  }
-
   /** A latent cache for `batch` sequences of up to maxLen tokens (main layers; + MTP layers if asked). */
   newCache(batch: number, maxLen: number, opts: { mtp?: boolean } = {}): LatentCache {
     const n = this.cfg.num_hidden_layers + (opts.mtp ? this.mtp.length : 0);

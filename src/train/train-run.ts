@@ -19,7 +19,7 @@ import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckp
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
-import { modelTensors } from './state-dict.js';
+import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
 import type { TrainOptions, TrainResult } from './trainer.js';
 import { trainerPlan } from './trainer.js';
@@ -169,7 +169,7 @@ export class TrainRun {
     };
     this.lastCkpt = saveTrainingCheckpoint(o.out, this.step, {
       config: configToJson(model.cfg),
-      tensors: modelTensors(model),
+      tensors: f32CheckpointTensors(model),
       tokenizerJson: JSON.stringify(tokenizerToJson(this.tok)),
       generationConfig: { _from_model_config: true, bos_token_id: model.cfg.bos_token_id, eos_token_id: model.cfg.eos_token_id, do_sample: true, temperature: 1.0, top_k: 50 },
       trainerState: st as unknown as Record<string, unknown>,
