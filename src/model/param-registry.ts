@@ -5,12 +5,11 @@
  * MTP modules and the main model share the embedding and the output head (paper §2.2), and a
  * pipeline rank holding two stages shares them between its stages (§3.2.3 "physical sharing").
  */
+import { fmtShape, sameShape } from '../engine/layout.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { Init, ParamSource } from './params.js';
 import type { LinearWeight } from './weights.js';
-
-const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
 
 export class ParamRegistry implements ParamSource {
   /** Trainable float32 parameters by checkpoint name, in module order. */
@@ -27,8 +26,8 @@ export class ParamRegistry implements ParamSource {
   tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
     const held = (trainable ? this.params : this.buffers).get(name);
     if (held) {
-      if (held.shape.length !== shape.length || held.shape.some((d, i) => d !== shape[i])) {
-        throw new DsvError(`parameters: "${name}" is ${fmt(held.shape)} here but asked as ${fmt(shape)}`);
+      if (!sameShape(held.shape, shape)) {
+        throw new DsvError(`parameters: "${name}" is ${fmtShape(held.shape)} here but asked as ${fmtShape(shape)}`);
       }
       return held;
     }

@@ -18,6 +18,7 @@ import { Tensor } from '../engine/tensor.js';
 import { Rng, deriveSeed, type Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
 import { bf16Linear, f32Linear, fp8Linear, type LinearWeight } from './weights.js';
+import { fmtShape, sameShape } from '../engine/layout.js';
 
 /** How a plain tensor is initialised by a random source. */
 export type Init = 'normal' | 'ones' | 'zeros';
@@ -36,14 +37,6 @@ export interface ParamSource {
   linear(name: string, outFeatures: number, inFeatures: number): LinearWeight;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-function fmt(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
-
 /** Reads parameters from an opened checkpoint and records which tensors were used. */
 export class CheckpointParams implements ParamSource {
   private readonly used = new Set<string>();
@@ -58,10 +51,10 @@ export class CheckpointParams implements ParamSource {
   }
 
   private checked(name: string, shape: readonly number[]): void {
-    if (!this.ckpt.has(name)) throw new DsvError(`${this.where()}: missing tensor "${name}" (expected shape ${fmt(shape)})`);
+    if (!this.ckpt.has(name)) throw new DsvError(`${this.where()}: missing tensor "${name}" (expected shape ${fmtShape(shape)})`);
     const info = this.ckpt.info(name);
     if (!sameShape(info.shape, shape)) {
-      throw new DsvError(`${this.where()}: tensor "${name}" has shape ${fmt(info.shape)}, expected ${fmt(shape)}`);
+      throw new DsvError(`${this.where()}: tensor "${name}" has shape ${fmtShape(info.shape)}, expected ${fmtShape(shape)}`);
     }
     this.used.add(name);
   }

@@ -21,14 +21,7 @@ import type { DeepseekV3 } from '../model/model.js';
 import type { ParamRegistry } from '../model/param-registry.js';
 import type { ParamSource } from '../model/params.js';
 import { f32Linear, type LinearWeight } from '../model/weights.js';
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-function fmt(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
+import { fmtShape, sameShape } from '../engine/layout.js';
 
 /**
  * A ParamSource cutting an existing model: hands out copies of `model`'s tensors by name (float32
@@ -37,7 +30,7 @@ function fmt(shape: readonly number[]): string {
  */
 export function modelParamSource(model: DeepseekV3): ParamSource {
   const copyOf = (name: string, t: Tensor, shape: readonly number[], trainable: boolean): Tensor => {
-    if (!sameShape(t.shape, shape)) throw new DsvError(`model parameter "${name}" is ${fmt(t.shape)}, a stage asks for ${fmt(shape)}`);
+    if (!sameShape(t.shape, shape)) throw new DsvError(`model parameter "${name}" is ${fmtShape(t.shape)}, a stage asks for ${fmtShape(shape)}`);
     const data = t.contiguous().f32().slice();
     if (trainable) return Tensor.param(data, shape, name);
     const out = Tensor.fromF32(data, shape);
@@ -73,7 +66,7 @@ export function allReduceGrads(ranks: readonly ParamRegistry[]): Map<string, Flo
     for (const [name, p] of r.params) {
       const list = holders.get(name);
       if (list) {
-        if (!sameShape(list[0]!.shape, p.shape)) throw new DsvError(`replicas of "${name}" disagree in shape: ${fmt(list[0]!.shape)} vs ${fmt(p.shape)}`);
+        if (!sameShape(list[0]!.shape, p.shape)) throw new DsvError(`replicas of "${name}" disagree in shape: ${fmtShape(list[0]!.shape)} vs ${fmtShape(p.shape)}`);
         list.push(p);
       } else holders.set(name, [p]);
     }

@@ -5,7 +5,8 @@
  */
 import { Buffer } from 'node:buffer';
 import { arenaF32 } from '../arena.js';
-import { Tensor, contiguousStrides, fmtShape, shapeSize, type Shape } from '../tensor.js';
+import { contiguousStrides, fmtShape, sameShape, shapeSize, type Shape } from '../layout.js';
+import { Tensor } from '../tensor.js';
 
 /** Throws unless t is a float32 tensor. */
 export function checkF32(op: string, t: Tensor, what = 'input'): void {
@@ -16,12 +17,6 @@ export function checkF32(op: string, t: Tensor, what = 'input'): void {
 /** Throws unless t has at least n dimensions. */
 export function checkMinDims(op: string, t: Tensor, n: number, what = 'input'): void {
   if (t.ndim < n) throw new Error(`${op}: ${what} must have at least ${n} dimension(s), got shape ${fmtShape(t.shape)}`);
-}
-
-export function sameShape(a: Shape, b: Shape): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**
