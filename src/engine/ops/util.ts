@@ -121,7 +121,7 @@ export function reducedShape(shape: Shape, dims: readonly number[], keepdim: boo
   return out;
 }
 
-export { contiguousStrides, fmtShape, shapeSize };
+export { contiguousStrides, fmtShape, sameShape, shapeSize };
 
 // ---- small-buffer allocation -----------------------------------------------------------------
 // Creating an off-heap ArrayBuffer costs ~1 µs, which would dominate ops on tiny tensors. V8
