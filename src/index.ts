@@ -10,7 +10,8 @@ export { nativeAddon, nativeLoadError, loadNativeKernels } from './engine/native
 export type { Kernels, AttentionParams } from './engine/kernels.js';
 export { BinaryOp } from './engine/kernels.js';
 export * from './engine/dtype.js';
-export * as fp8 from './engine/fp8.js';
+export * as fp8 from './engine/fp8/codec.js';
+export * as fp8Weights from './engine/fp8/checkpoint-weights.js';
 export * from './model/index.js';
 export * from './model/config.js';
 export * as inference from './inference/index.js';

@@ -1,7 +1,7 @@
 // The FP8 GEMMs of the training recipe (paper §3.3.2, Figure 7b) against fixtures/fp8-linear
 // (README `fp8-linear/`, tolerances.json `fp8_linear`): the operand codes and scales bit for bit,
-// the oracle (src/engine/fp8-gemm.ts) bit-identical on fprop.y / dgrad.dx / wgrad.dw /
-// wgrad_cached.dw, the training fast path (dequantise, float32 GEMM: src/engine/ops/fp8-linear.ts)
+// the oracle (test/helpers/fp8-gemm-oracle.ts) bit-identical on fprop.y / dgrad.dx / wgrad.dw /
+// wgrad_cached.dw, the training fast path (dequantise, float32 GEMM: src/engine/ops/fp8-training-linear.ts)
 // within the per-row tolerance, and the limited-precision accumulator of
 // limited_accumulation.safetensors (bit-exact under the documented truncation model).
 // Runs on whichever backend is active (the reference when the native addon is absent).
@@ -9,16 +9,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   dgradOperands, fp8GemmIdeal, fp8GemmLimited, fp8GemmRef, fpropOperands, limitedAdd, transpose,
-  truncSignificant, wgradOperands, type Fp8GemmOperand,
-} from '../src/engine/fp8-gemm.js';
-import { e4m3Round, quantTiles128x1, quantTiles1x128, requantTiles128x1 } from '../src/engine/fp8-quant.js';
-import { E4M3_TABLE, e4m3FromBits, quantizeTiles1x128 } from '../src/engine/fp8.js';
+  truncSignificant, wgradOperands, quantizeTiles1x128, type Fp8GemmOperand,
+} from './helpers/fp8-gemm-oracle.js';
+import { quantTiles128x1, quantTiles1x128, requantTiles128x1 } from '../src/engine/fp8/quant.js';
+import { e4m3Round } from '../src/engine/reference/fp8-quant.js';
+import { E4M3_TABLE, e4m3FromBits } from '../src/engine/fp8/codec.js';
 import { rng } from './helpers/random.js';
 import { Tensor } from '../src/engine/tensor.js';
 import { noGrad } from '../src/engine/autograd.js';
 import {
   fp8Linear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
-} from '../src/engine/ops/fp8-linear.js';
+} from '../src/engine/ops/fp8-training-linear.js';
 import { fixturePath, readJson, readTensors } from './helpers/fixtures.js';
 import { assertRowRel } from './helpers/compare.js';
 
@@ -196,7 +197,7 @@ test('fp32 references of the fixture are reproduced by a float64 product (sanity
   assert.ok(relToMax(y, f32('fprop.y_fp32')) <= TOL.float32_references_rel_to_max);
 });
 
-test('fast quantisers: float64 E4M3 rounding and x * (1/s) agree with the fp8.ts codec bit for bit', () => {
+test('fast quantisers: float64 E4M3 rounding and x * (1/s) agree with the fp8/codec.ts codec bit for bit', () => {
   // e4m3Round against the codec: a strided sweep of float32 patterns over [0, 480] (both signs),
   // plus every E4M3 midpoint (a tie) and its float32 neighbours
   const f = new Float32Array(1);
@@ -217,7 +218,7 @@ test('fast quantisers: float64 E4M3 rounding and x * (1/s) agree with the fp8.ts
     const mid = u[0]!;
     for (let d = -2; d <= 2; d++) check(mid + d);
   }
-  // the training quantisers (x * (1/s)) against fp8.ts (float32 division) on values spread over
+  // the training quantisers (x * (1/s)) against the oracle's quantizeTiles1x128 (float32 division) on values spread over
   // the whole float32 range, tile by tile: codes, scales and dequantised values
   const r = rng(5);
   const [rows, cols] = [37, 300];

@@ -5,7 +5,7 @@
 // payloads are not compared), on awkward shapes and values: zeros, all-zero tiles, tiles below
 // the 1e-4 amax floor (float32 denormals too), outliers (E4M3 subnormal results), quotients
 // rounding above 448 (saturation), NaN and infinities; strided inputs and out aliasing x. The
-// reference itself is checked against fp8.ts's quantisers (the fixture-exact oracle).
+// reference itself is checked against the plain-loop quantisers (the fixture-exact oracle).
 //
 // If the addon cannot load, the native tests fail when CI (or DSV3_REQUIRE_NATIVE) is set and
 // are skipped with the load error otherwise.
@@ -13,7 +13,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { E4M3_TABLE, quantizeBlocks128, quantizeTiles1x128 } from '../src/engine/fp8.js';
+import { E4M3_TABLE } from '../src/engine/fp8/codec.js';
+import { quantizeBlocks128 } from '../src/engine/fp8/checkpoint-weights.js';
+import { quantizeTiles1x128 } from './helpers/fp8-gemm-oracle.js';
 import { rng } from './helpers/random.js';
 
 const { A, opts, eachConfig } = nativeForTests();
@@ -103,7 +105,7 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   return t;
 }
 
-test('reference quantisers equal fp8.ts quantizeTiles1x128 / quantizeBlocks128 (codes, scales, code * scale)', () => {
+test('reference quantisers equal the oracle quantizeTiles1x128 / quantizeBlocks128 (codes, scales, code * scale)', () => {
   for (const [rows, cols] of SHAPES) {
     const x = awkward(rows * 7 + cols, rows, cols);
     for (const kind of KINDS) {

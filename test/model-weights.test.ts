@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Tensor } from '../src/engine/tensor.js';
-import { dequantFp8Weight } from '../src/engine/fp8.js';
+import { dequantFp8Weight } from '../src/engine/fp8/checkpoint-weights.js';
 import { linear, sum, mul } from '../src/engine/ops/index.js';
 import { bf16Linear, denseRows, f32Linear, fp8Linear, linearBf16, linearBytes, linearFp8, weightRows, applyLinear } from '../src/model/weights.js';
 import { randTensor, rng } from './helpers/random.js';

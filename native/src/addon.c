@@ -10,8 +10,8 @@ typedef void (*register_fn)(napi_env env, napi_value exports);
 /* one per kernel family; defined in the family's *_napi.c */
 __attribute__((weak)) void dsv3_register_gemm(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_fused(napi_env env, napi_value exports);
-__attribute__((weak)) void dsv3_register_fp8(napi_env env, napi_value exports);
-__attribute__((weak)) void dsv3_register_fp8q(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_fp8_weight(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_fp8_quant(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_elementwise(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_attention(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_bench(napi_env env, napi_value exports);
@@ -68,7 +68,7 @@ static napi_value init(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "info", js_info);
   dsv3_export(env, exports, "setThreads", js_set_threads);
   dsv3_export(env, exports, "setIsa", js_set_isa);
-  register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8, dsv3_register_fp8q,
+  register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8_weight, dsv3_register_fp8_quant,
                             dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench,
                             dsv3_register_rowops, dsv3_register_optim, dsv3_register_gemm_batch,
                             dsv3_register_memory};

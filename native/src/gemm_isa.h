@@ -162,7 +162,7 @@ static inline void gemm_transpose8(__m256 r[8]) {
 /* The gm x gn grid of C tiles for T threads: among the grids of the largest thread count
  * <= T that fit (gm <= pm MR-row panels, gn <= pn NR-column panels), the one with the smallest
  * cost(P, pm, pn, gm, gn), the estimated time of its largest tile; 1 x 1 for T = 1. Shared by
- * the fp32 GEMM (gemm_driver.c) and the FP8 linear (fp8_gemm.c), whose cost models differ. */
+ * the fp32 GEMM (gemm_driver.c) and the FP8 linear (fp8_weight_gemm.c), whose cost models differ. */
 static inline void gemm_pick_grid(int T, int64_t pm, int64_t pn,
                                   double (*cost)(const void* P, int64_t pm, int64_t pn, int gm, int gn),
                                   const void* P, int* gm_out, int* gn_out) {

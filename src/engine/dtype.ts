@@ -1,6 +1,6 @@
 /**
  * Element types. Compute is float32; bf16 and the two FP8 formats are storage types with exact
- * conversions (bf16 <-> f32 here, E4M3/E5M2 in fp8.ts).
+ * conversions (bf16 <-> f32 here, E4M3/E5M2 in fp8/codec.ts).
  */
 export type DType = 'f32' | 'bf16' | 'f8_e4m3' | 'f8_e5m2' | 'i32' | 'u8';
 

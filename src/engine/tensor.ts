@@ -251,7 +251,7 @@ export class Tensor {
     if (this.dtype === 'f32' && dtype === 'bf16') return new Tensor(f32ArrayToBf16(src.f32()), this.shape, 'bf16');
     if ((this.dtype === 'i32' || this.dtype === 'u8') && dtype === 'f32') return Tensor.fromF32(Float32Array.from(src.data as Int32Array), this.shape);
     if (this.dtype === 'f32' && dtype === 'i32') return Tensor.fromI32(Int32Array.from(src.f32(), (x) => Math.trunc(x)), this.shape);
-    throw new Error(`to(): no direct conversion from ${this.dtype} to ${dtype} (FP8 codecs are in src/engine/fp8.ts); size ${n}`);
+    throw new Error(`to(): no direct conversion from ${this.dtype} to ${dtype} (FP8 codecs are in src/engine/fp8/codec.ts); size ${n}`);
   }
 
   // ---- views -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
  */
 import type { Seed } from '../data/rng.js';
 import { f32ArrayToBf16 } from '../engine/dtype.js';
-import { quantizeBlocks128 } from '../engine/fp8.js';
+import { quantizeBlocks128 } from '../engine/fp8/checkpoint-weights.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';

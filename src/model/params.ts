@@ -12,7 +12,7 @@
  */
 import { type Checkpoint } from '../io/checkpoint.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
-import { dequantFp8Weight } from '../engine/fp8.js';
+import { dequantFp8Weight } from '../engine/fp8/checkpoint-weights.js';
 import { largeF32 } from '../engine/memory.js';
 import { Tensor } from '../engine/tensor.js';
 import { Rng, deriveSeed, type Seed } from '../data/rng.js';

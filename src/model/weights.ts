@@ -15,7 +15,7 @@
 import { attach } from '../engine/autograd.js';
 import { kernels } from '../engine/backend.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
-import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8.js';
+import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8/codec.js';
 import { Tensor } from '../engine/tensor.js';
 import { fp8Linear as fp8LinearOp, linear } from '../engine/ops/index.js';
 import { DsvError } from '../errors.js';

@@ -1,28 +1,28 @@
 /* FP8 (E4M3) operand quantisation of the training GEMMs (paper §3.3.2; fixtures README
  * `fp8-linear/`): group amax, scale, E4M3 codes and dequantised values, bit-identical to the
- * TypeScript reference (src/engine/reference/fp8-quant.ts). Contracts: fp8q.h.
+ * TypeScript reference (src/engine/reference/fp8-quant.ts). Contracts: fp8_quant.h.
  *
  * Encoding q = float32(x / s) (a true float32 division, equal to the reference's float64
- * x * (1/s); see fp8q.h), on the float32 bits of |q| = a, as fp8.ts e4m3FromBits:
+ * x * (1/s); see fp8_quant.h), on the float32 bits of |q| = a, as codec.ts e4m3FromBits:
  *   - a >= 2^-6 (normal E4M3): t = a + 0x7FFFF + bit20(a) rounds the mantissa to 3 bits (ties
  *     to even); code = (t >> 20) - 960 (rebias 127 -> 7), value = the float32 t & 0xFFF00000;
  *   - a < 2^-6 (E4M3 subnormals and zero): n = round_half_even(a * 2^9) in float arithmetic
  *     (exact scaling; n in 0..8, 8 being the smallest normal 0x08); code n, value n * 2^-9;
  *   - a >= 448 and infinities: code 0x7E, value 448; NaN: code 0x7F, value NaN (0x7FC00000);
  *   - the sign bit is ORed back (to the value only where it is non-zero when no codes are
- *     written: the reference's float64 rounding yields +0 there, see fp8q.h).
+ *     written: the reference's float64 rounding yields +0 there, see fp8_quant.h).
  * The dequantised output is value * s, exactly float32(e4m3(code) * s). No float32 denormal is
  * produced or consumed on the vector paths, so the MXCSR DAZ/FTZ state does not matter.
  * Decoding (fp8Dequant) is the inverse with normal floats only: for the 7-bit magnitude m of a
  * code, the float32 bits (m << 20) + (120 << 23) are e4m3(m) for m >= 8, and m * 2^-9 below.
- * The scalar copy uses fp8.ts's integer encoder and the E4M3 table of fp8_isa.h. */
+ * The scalar copy uses codec.ts's integer encoder and the E4M3 table of fp8_codec.h. */
 #include <math.h>
 #include <string.h>
-#include "../fp8_isa.h"
-#include "../fp8q.h"
+#include "../fp8_codec.h"
+#include "../fp8_quant.h"
 #include "simd.h"
 
-/* The group scale: float32(max(amax, 1e-4) / 448), in double like fp8.ts fp8Scale. */
+/* The group scale: float32(max(amax, 1e-4) / 448), in double like codec.ts fp8Scale. */
 static inline float q8_scale(float amax) {
   const double a = (double)amax > 1e-4 ? (double)amax : 1e-4;
   return (float)(a / 448.0);
@@ -137,7 +137,7 @@ SIMD_INLINE vf q8_dec(vi c) {
   return _mm256_blendv_ps(v, F_(I_(0x7fc00000)), F_(_mm256_cmpeq_epi32(m, I_(0x7f))));
 }
 
-#else /* scalar: one element at a time, fp8.ts's integer encoder and the decode table */
+#else /* scalar: one element at a time, codec.ts's integer encoder and the decode table */
 typedef uint32_t vi;
 SIMD_INLINE vf vabs(vf v) { return fabsf(v); }
 SIMD_INLINE void q8_enc(vf q, int wc, int wv, int sz, vi* code, vf* val) {
@@ -202,7 +202,7 @@ static inline float q8_amax(const float* x, int64_t n) {
   return vhmax(vmax(m0, m1));
 }
 
-void ISA_FN(dsv3_fp8q_rows)(const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t cols, uint8_t* codes,
+void ISA_FN(dsv3_fp8_quant_rows)(const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t cols, uint8_t* codes,
                             float* scales, float* out) {
   const int64_t nt = (cols + FP8_BLOCK - 1) / FP8_BLOCK;
   for (int64_t r = r0; r < r1; r++) {
@@ -216,9 +216,9 @@ void ISA_FN(dsv3_fp8q_rows)(const float* x, int64_t ld, int64_t r0, int64_t r1, 
   }
 }
 
-void ISA_FN(dsv3_fp8q_cols)(const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+void ISA_FN(dsv3_fp8_quant_cols)(const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                             int64_t cols, int block, uint8_t* codes, float* scales, float* out) {
-  float cm[FP8Q_CHUNK] __attribute__((aligned(64)));
+  float cm[FP8_QUANT_CHUNK] __attribute__((aligned(64)));
   const int64_t w = c1 - c0;
   int64_t j;
   for (j = 0; j < w; j++) cm[j] = 0.0f;
@@ -247,7 +247,7 @@ void ISA_FN(dsv3_fp8q_cols)(const float* x, int64_t ld, int64_t r0, int64_t r1, 
     q8_seg(x + r * ld + c0, w, cm, 0.0f, codes ? codes + r * cols + c0 : NULL, out ? out + r * cols + c0 : NULL);
 }
 
-void ISA_FN(dsv3_fp8q_dequant)(const uint8_t* codes, const float* scales, int64_t r0, int64_t r1, int64_t cols,
+void ISA_FN(dsv3_fp8_quant_dequant)(const uint8_t* codes, const float* scales, int64_t r0, int64_t r1, int64_t cols,
                                int64_t block_rows, float* out) {
   const int64_t nt = (cols + FP8_BLOCK - 1) / FP8_BLOCK;
   for (int64_t r = r0; r < r1; r++) {

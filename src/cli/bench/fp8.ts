@@ -9,7 +9,7 @@
  */
 import { parseArgs } from 'node:util';
 import { nativeAddon } from '../../engine/native.js';
-import { quantizeBlocks128 } from '../../engine/fp8.js';
+import { quantizeBlocks128 } from '../../engine/fp8/checkpoint-weights.js';
 import { f32ArrayToBf16 } from '../../engine/dtype.js';
 import { intFlag, UsageError } from '../command.js';
 import type { Bench } from '../command.js';

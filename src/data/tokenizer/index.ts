@@ -1,6 +1,6 @@
 /** Byte-level BPE tokenizer compatible with Hugging Face tokenizer.json files. */
 export { Tokenizer, type TokenizerParts, type EncodeOptions, type DecodeOptions, type DecoderKind } from './tokenizer.js';
-export { trainBpe, DEFAULT_SPECIAL_TOKENS, type TrainBpeOptions } from './trainer.js';
+export { trainBpe, DEFAULT_SPECIAL_TOKENS, type TrainBpeOptions } from './bpe-trainer.js';
 export {
   loadTokenizerJson,
   saveTokenizerJson,

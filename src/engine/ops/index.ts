@@ -11,7 +11,7 @@ export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight } from './linear.js';
 export { deferWeightGrads, accumulateWeightGrad } from '../autograd.js';
 export { groupedExperts, expertPlan, type ExpertPlan, type ExpertWeights } from './grouped.js';
-export { fp8GroupedExperts } from './fp8-grouped.js';
+export { fp8GroupedExperts } from './fp8-training-grouped.js';
 export { softmax, logSoftmax } from './softmax.js';
 export { rmsNorm } from './norm.js';
 export { swiglu } from './activation.js';
@@ -26,4 +26,4 @@ export { linearCrossEntropy, type LinearCrossEntropyOptions } from './linear-cro
 export {
   fp8Linear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
   type Fp8Blocks, type Fp8Tiles,
-} from './fp8-linear.js';
+} from './fp8-training-linear.js';

@@ -6,7 +6,8 @@
  *
  * Rule (every group): `amax = max(max|x|, 1e-4)` (NaN ignored), `s = float32(amax / 448)`,
  * `code = e4m3(float32(x / s))`, stored scale s, dequantised value `float32(e4m3(code) * s)`.
- * Bit-identical to fp8.ts's quantisers (tested on the fixtures).
+ * Bit-identical to the plain-loop quantisers (fp8/checkpoint-weights.ts `quantizeBlocks128`, and
+ * the 1x128 tiles of test/helpers/fp8-gemm-oracle.ts; tested on the fixtures).
  *
  * x / s is computed as x * (1 / s) in float64 and then rounded to float32: for float32 x and s
  * this equals the float32 division exactly (|x*inv - x/s| <= 2^-52 |x/s|, while a float32
@@ -14,11 +15,11 @@
  * except for results in the float32 subnormal range, which are far below E4M3's smallest step
  * and encode to +-0 either way. A multiplication is much cheaper than a division in the loops.
  * Where codes are wanted, the float32 quotient is read back as bits through a one-element
- * scratch (no allocation) and encoded by fp8.ts; where only the dequantised value is wanted,
+ * scratch (no allocation) and encoded by fp8/codec.ts; where only the dequantised value is wanted,
  * e4m3Round does the rounding in float64 arithmetic, which avoids that round trip (values that
  * round to zero then come out +0, whatever the sign of x: part of the kernels' contract).
  */
-import { E4M3_TABLE, FP8_BLOCK, e4m3FromBits, fp8Scale } from '../fp8.js';
+import { E4M3_TABLE, FP8_BLOCK, e4m3FromBits, fp8Scale } from '../fp8/codec.js';
 
 const one = new Float32Array(1);
 const oneBits = new Uint32Array(one.buffer);

@@ -5,7 +5,7 @@ import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
 import { gemmBatch } from './gemm-batch.js';
-import { linearFp8 } from './fp8-linear.js';
+import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { adamw, sumSquares } from './optim.js';
 import * as rows from './rows.js';

@@ -1,7 +1,8 @@
-/* Internal to native/src/isa/fp8_*.c: the problem descriptor and the E4M3 decoders.
+/* Internal to native/src/isa/fp8_weight_*.c (the FP8-weight linear, fp8_weight.h): the problem
+ * descriptor and the E4M3 decoders.
  *
  * Decoding E4M3FN (1 sign, 4 exponent bits with bias 7, 3 mantissa bits) to float32:
- *   - scalar: a 256-entry float table built at compile time (fp8_e4m3_table, NaN at 0x7F/0xFF).
+ *   - scalar: a 256-entry float table built at compile time (fp8_e4m3_table of fp8_codec.h).
  *   - AVX2 (and AVX-512 without VBMI): exact arithmetic, no table, no gather.  Sign-extend the
  *     code byte to 32 bits and shift it left by 20: bits 26..23 now hold the E4M3 exponent e,
  *     bits 22..20 the mantissa m, bit 27 and bits 31..28 copies of the sign. AND with 0x87F00000
@@ -23,31 +24,20 @@
  *     four masked vpermt2b then spread the byte pairs into the top halves of 4 x 16 float32
  *     lanes: 7 instructions per 64 weights instead of 12. Gathers are not used anywhere (they
  *     measured 2-3x slower than decoding). */
-#ifndef DSV3_FP8_ISA_H
-#define DSV3_FP8_ISA_H
+#ifndef DSV3_FP8_WEIGHT_ISA_H
+#define DSV3_FP8_WEIGHT_ISA_H
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include "fp8.h"
+#include "fp8_codec.h" /* FP8_BLOCK, fp8_e4m3_table and the FP8_E table macros */
+#include "fp8_weight.h"
 #include "gemm_isa.h" /* SIMD headers, GEMM blocking, gemm_pack_a, gemm_kernel, gemm_transpose8 */
 #if !defined(DSV3_ISA_AVX512) && !defined(DSV3_ISA_AVX2) && defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
-#define FP8_BLOCK 128
 #define FP8_GEMV_MAX 8 /* most x rows the GEMV path handles */
 
-/* E4M3FN value of code c (compile-time constant expression). */
-#define FP8_E_(c)                                                                                                  \
-  ((((c) & 0x7F) == 0x7F) ? (((c) & 0x80) ? -__builtin_nanf("") : __builtin_nanf(""))                            \
-                          : (((c) & 0x80) ? -1.0f : 1.0f) *                                                       \
-                                ((((c) >> 3) & 15) ? (float)((8 + ((c) & 7)) << (((c) >> 3) & 15)) / 1024.0f      \
-                                                   : (float)((c) & 7) / 512.0f))
-#define FP8_E4(c) FP8_E(c), FP8_E((c) + 1), FP8_E((c) + 2), FP8_E((c) + 3)
-#define FP8_E16(c) FP8_E4(c), FP8_E4((c) + 4), FP8_E4((c) + 8), FP8_E4((c) + 12)
-#define FP8_E64(c) FP8_E16(c), FP8_E16((c) + 16), FP8_E16((c) + 32), FP8_E16((c) + 48)
-#define FP8_E(c) FP8_E_(c)
-static const float fp8_e4m3_table[256] = {FP8_E64(0), FP8_E64(64), FP8_E64(128), FP8_E64(192)};
 /* raw values e4m3(c) * 2^-120 (exact; denormal for e = 0), what the vector decoders produce */
 #undef FP8_E
 #define FP8_E(c) (FP8_E_(c) * 0x1p-120f)
@@ -169,8 +159,8 @@ static inline __m512 fp8_vbmi_spread(const fp8_vbmi_tab* T, __m512i lo, __m512i 
 }
 #endif
 
-/* Thread-local 64-byte aligned scratch that only grows (fp8_gemm.c); slots 0..2. */
+/* Thread-local 64-byte aligned scratch that only grows (fp8_weight_gemm.c); slots 0..2. */
 void* ISA_FN(fp8_scratch)(int slot, size_t bytes);
-/* The packed-GEMM path for any m (fp8_gemm.c). 0, or -1 when scratch memory ran out. */
-int ISA_FN(fp8_gemm)(const fp8_prob* P);
+/* The packed-GEMM path for any m (fp8_weight_gemm.c). 0, or -1 when scratch memory ran out. */
+int ISA_FN(fp8_weight_gemm)(const fp8_prob* P);
 #endif

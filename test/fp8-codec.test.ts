@@ -6,17 +6,14 @@ import {
   E4M3_TABLE,
   E5M2_TABLE,
   decodeE4M3,
-  dequantFp8Weight,
-  dequantizeBlocks128,
-  dequantizeTiles1x128,
   encodeE4M3,
   encodeE4M3Array,
   encodeE5M2,
   e4m3FromBits,
   e5m2FromBits,
-  quantizeBlocks128,
-  quantizeTiles1x128,
-} from '../src/engine/fp8.js';
+} from '../src/engine/fp8/codec.js';
+import { dequantFp8Weight, quantizeBlocks128 } from '../src/engine/fp8/checkpoint-weights.js';
+import { dequantizeBlocks128, dequantizeTiles1x128, quantizeTiles1x128 } from './helpers/fp8-gemm-oracle.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 
 const FIX = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));

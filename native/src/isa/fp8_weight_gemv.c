@@ -1,7 +1,7 @@
-/* FP8-weight linear y = x W^T (fp8.h): entry point and the small-m path (decode: m = 1..8).
+/* FP8-weight linear y = x W^T (fp8_weight.h): entry point and the small-m path (decode: m = 1..8).
  *
  * GEMV. Memory bound: the codes are streamed exactly once, one byte per weight, straight from
- * the caller's buffer, and decoded in registers to raw values e4m3*2^-120 (fp8_isa.h); each
+ * the caller's buffer, and decoded in registers to raw values e4m3*2^-120 (fp8_weight_isa.h); each
  * decoded vector of 8 (AVX2) or 16 (AVX-512) weights feeds one FMA per x row. Per 8 weights
  * that is 3 decode instructions + M FMAs (+ 2 per 32 for the NaN check): no multiply by the
  * scale in the inner loop. Instead, for each 128-row block of W (one scale per 128-wide k
@@ -27,7 +27,7 @@
  *     with it than with the hardware prefetchers alone (1x2048x2048: ~1.1x). */
 #include <limits.h>
 #include "cpu.h"
-#include "fp8_isa.h"
+#include "fp8_weight_isa.h"
 #include "threadpool.h"
 
 #define SUB FP8_BLOCK /* y buffer rows: one scale block */
@@ -310,5 +310,5 @@ int ISA_FN(dsv3_linear_fp8)(int64_t m, int64_t n, int64_t k, const float* x, con
 #endif
   const int gmax = dsv3_fp8_gemv_max_m < FP8_GEMV_MAX ? dsv3_fp8_gemv_max_m : FP8_GEMV_MAX;
   if (m <= gmax) return gemv(&P);
-  return ISA_FN(fp8_gemm)(&P);
+  return ISA_FN(fp8_weight_gemm)(&P);
 }

@@ -1,9 +1,10 @@
 /**
- * Reference FP8-weight linear: y = x W^T with W decoded one 128-row block-row at a time into a
+ * Reference FP8-weight linear (Kernels.linearFp8, the FP8 checkpoint weights of inference; native:
+ * native/src/isa/fp8_weight_*.c): y = x W^T with W decoded one 128-row block-row at a time into a
  * small scratch buffer (float32(e4m3(code) * scale_inv[block])), then a reference GEMM. Memory
  * stays at one byte per weight plus a 128 x k scratch.
  */
-import { E4M3_TABLE } from '../fp8.js';
+import { E4M3_TABLE } from '../fp8/codec.js';
 import { gemm } from './gemm.js';
 
 export function linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,

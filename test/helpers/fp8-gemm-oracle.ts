@@ -1,6 +1,8 @@
 /**
  * The exact FP8 block GEMM of the DeepSeek-V3 training recipe, in plain TypeScript: the ORACLE
- * for the FP8 Linear (ops/fp8-linear.ts), not a training kernel.
+ * for the FP8 training Linear (src/engine/ops/fp8-training-linear.ts), used by tests only. Its
+ * operands come from the plain-loop quantisers at the end of this file (1x128 tiles) and
+ * codec.ts / checkpoint-weights.ts (128x128 blocks), independent of the quantisation kernels.
  *
  * Paper §3.3.2 ("increased accumulation precision", Figure 7b): operands are E4M3 codes with one
  * float32 scale per group of N_C = 128 elements along the inner dimension; the partial sum of
@@ -23,8 +25,10 @@
  * README's model: 14 fraction bits (15 significant), truncated toward zero after each addition
  * of the exact sum; with promotion every N_C = 128 (`promoted`) or over all of K (`unpromoted`).
  */
-import { E4M3_TABLE, FP8_BLOCK, dequantizeTiles1x128, quantizeBlocks128, quantizeTiles1x128 } from './fp8.js';
-import { groups128 } from './fp8-quant.js';
+import { DsvError } from '../../src/errors.js';
+import { E4M3_TABLE, FP8_BLOCK, e4m3FromBits, fp8Scale } from '../../src/engine/fp8/codec.js';
+import { dequantFp8Weight, quantizeBlocks128 } from '../../src/engine/fp8/checkpoint-weights.js';
+import { groups128 } from '../../src/engine/fp8/quant.js';
 
 /**
  * A GEMM operand [rows, inner]: E4M3 codes, row-major, and scales with groups of 128 along the
@@ -202,7 +206,8 @@ export function fp8GemmLimited(a: Fp8GemmOperand, b: Fp8GemmOperand, promoted: b
 
 // ---- the three GEMMs of a Linear (README `fp8-linear/` table; paper §3.3, Figure 6) ---------
 // X [M, K] activations, W [N, K] weight (out x in), dY [M, N] output gradient, all float32.
-// Built from fp8.ts's quantisers and plain transposes, independently of fp8-quant.ts.
+// Built from the plain-loop quantisers (below, and checkpoint-weights.ts) and plain transposes,
+// independently of src/engine/fp8/quant.ts.
 
 export interface Fp8GemmPair {
   a: Fp8GemmOperand;
@@ -260,4 +265,71 @@ export function refDgrad(dy: Float32Array, w: Float32Array, m: number, k: number
 export function refWgrad(dy: Float32Array, x: Float32Array, m: number, k: number, n: number, cached: boolean): Float32Array {
   const p = wgradOperands(dy, x, m, k, n, cached);
   return fp8GemmRef(p.a, p.b);
+}
+
+// ---- plain-loop 1x128 tile quantisers (the oracle of Kernels.fp8QuantTiles1x128 / fp8Dequant) ----
+
+/** Per-row 1x128 tiles: codes [rows, cols] and scales [rows, ceil(cols/128)]. */
+export interface TileQuant {
+  codes: Uint8Array;
+  scales: Float32Array;
+}
+
+function checkLen(what: string, len: number, expected: number): void {
+  if (len !== expected) throw new DsvError(`${what}: length ${len} does not match the shape (expected ${expected})`);
+}
+
+// Reused between calls: one 128-element row segment, scaled, read back as float32 bits.
+const segF32 = new Float32Array(FP8_BLOCK);
+const segU32 = new Uint32Array(segF32.buffer);
+
+/** Encodes x[off .. off+n) divided by s into codes[off ..) (float32 division, then E4M3). */
+function encodeScaled(x: Float32Array, off: number, n: number, s: number, codes: Uint8Array): void {
+  for (let j = 0; j < n; j++) segF32[j] = x[off + j]! / s;
+  for (let j = 0; j < n; j++) codes[off + j] = e4m3FromBits(segU32[j]!);
+}
+
+/**
+ * Quantises activations per 1x128 tile (128 consecutive elements of a row; the last tile of a
+ * row is shorter when cols is not a multiple of 128).
+ */
+export function quantizeTiles1x128(x: Float32Array, rows: number, cols: number, ue8m0 = false): TileQuant {
+  checkLen('quantizeTiles1x128 input', x.length, rows * cols);
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * nt);
+  for (let r = 0; r < rows; r++) {
+    for (let t = 0; t < nt; t++) {
+      const off = r * cols + t * FP8_BLOCK;
+      const n = Math.min(FP8_BLOCK, cols - t * FP8_BLOCK);
+      let amax = 0;
+      for (let j = 0; j < n; j++) {
+        const v = Math.abs(x[off + j]!);
+        if (v > amax) amax = v;
+      }
+      const s = fp8Scale(amax, ue8m0);
+      scales[r * nt + t] = s;
+      encodeScaled(x, off, n, s, codes);
+    }
+  }
+  return { codes, scales };
+}
+
+/** Inverse of quantizeTiles1x128: float32(e4m3(code) * scale[row, tile]). */
+export function dequantizeTiles1x128(codes: Uint8Array, scales: Float32Array, rows: number, cols: number): Float32Array {
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  checkLen('dequantizeTiles1x128 codes', codes.length, rows * cols);
+  checkLen('dequantizeTiles1x128 scales', scales.length, rows * nt);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      out[r * cols + c] = E4M3_TABLE[codes[r * cols + c]!]! * scales[r * nt + ((c / FP8_BLOCK) | 0)]!;
+    }
+  }
+  return out;
+}
+
+/** Inverse of quantizeBlocks128 (same arithmetic as dequantFp8Weight). */
+export function dequantizeBlocks128(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number): Float32Array {
+  return dequantFp8Weight(codes, scaleInv, rows, cols, 'dequantizeBlocks128');
 }

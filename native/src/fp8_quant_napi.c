@@ -1,16 +1,16 @@
 /* Node-API bindings of the FP8 (E4M3) operand quantisers (isa/fp8_quant.c, contracts in
- * fp8q.h), with the JS signatures of the `Kernels` interface (src/engine/kernels.ts):
+ * fp8_quant.h), with the JS signatures of the `Kernels` interface (src/engine/kernels.ts):
  *   fp8QuantTiles1x128(x, ld, rows, cols, codes|null, scales|null, out|null)
  *   fp8QuantTiles128x1(x, ld, rows, cols, codes|null, scales|null, out|null)
  *   fp8QuantBlocks128(x, ld, rows, cols, codes|null, scales|null, out|null)
  *   fp8Dequant(codes, scales, rows, cols, blockRows, out)
  * x Float32Array (row r at x[r*ld ..], ld >= cols), codes Uint8Array [rows*cols], scales
- * Float32Array (layouts in fp8q.h), out Float32Array [rows*cols]. codes and scales are given
+ * Float32Array (layouts in fp8_quant.h), out Float32Array [rows*cols]. codes and scales are given
  * both or neither (TypeError otherwise). Every length is checked before a kernel runs
  * (RangeError naming the argument). Large calls run on the thread pool: row ranges for the
  * 1x128 tiles and the dequantisation, (128-row group x column chunk) tasks for the 128x1 tiles
  * and 128x128 blocks. */
-#include "fp8q.h"
+#include "fp8_quant.h"
 #include "fused_napi.h"
 
 typedef struct {
@@ -30,12 +30,12 @@ static void q8_task(void* ctx, int t, int thread) {
     const int64_t r0 = g * 128, r1 = r0 + 128 < j->rows ? r0 + 128 : j->rows;
     const int64_t c1 = c0 + j->chunk < j->cols ? c0 + j->chunk : j->cols;
     float* sc = j->scales ? j->scales + g * (j->kind == 1 ? j->cols : (j->cols + 127) / 128) : NULL;
-    SELECT_ISA(dsv3_fp8q_cols)(j->x, j->ld, r0, r1, c0, c1, j->cols, j->kind == 2, j->codes, sc, j->out);
+    SELECT_ISA(dsv3_fp8_quant_cols)(j->x, j->ld, r0, r1, c0, c1, j->cols, j->kind == 2, j->codes, sc, j->out);
     return;
   }
   const int64_t r0 = (int64_t)t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
-  if (j->kind == 0) SELECT_ISA(dsv3_fp8q_rows)(j->x, j->ld, r0, r1, j->cols, j->codes, j->scales, j->out);
-  else SELECT_ISA(dsv3_fp8q_dequant)(j->cin, j->scales, r0, r1, j->cols, j->block_rows, j->out);
+  if (j->kind == 0) SELECT_ISA(dsv3_fp8_quant_rows)(j->x, j->ld, r0, r1, j->cols, j->codes, j->scales, j->out);
+  else SELECT_ISA(dsv3_fp8_quant_dequant)(j->cin, j->scales, r0, r1, j->cols, j->block_rows, j->out);
 }
 
 static void q8_run(q8_job* j) {
@@ -44,10 +44,10 @@ static void q8_run(q8_job* j) {
   if (work == 0) return;
   const int par = th > 1 && work >= FZ_PAR_MIN;
   if (j->kind == 1 || j->kind == 2) {
-    /* column chunks of up to FP8Q_CHUNK (long row segments stream well and the 128-row group
+    /* column chunks of up to FP8_QUANT_CHUNK (long row segments stream well and the 128-row group
      * stays in L2 for the second pass), halved down to 128 until there are 4 tasks per thread */
     const int64_t groups = (j->rows + 127) / 128;
-    j->chunk = FP8Q_CHUNK;
+    j->chunk = FP8_QUANT_CHUNK;
     while (par && j->chunk > 128 && groups * ((j->cols + j->chunk - 1) / j->chunk) < 4 * (int64_t)th) j->chunk /= 2;
     j->nchunk = (j->cols + j->chunk - 1) / j->chunk;
     const int64_t n = j->nchunk * groups;
@@ -158,7 +158,7 @@ static napi_value js_dequant(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-void dsv3_register_fp8q(napi_env env, napi_value exports) {
+void dsv3_register_fp8_quant(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "fp8QuantTiles1x128", js_tiles_1x128);
   dsv3_export(env, exports, "fp8QuantTiles128x1", js_tiles_128x1);
   dsv3_export(env, exports, "fp8QuantBlocks128", js_blocks_128);

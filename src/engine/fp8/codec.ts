@@ -1,5 +1,7 @@
 /**
- * FP8 codecs (E4M3FN and E5M2) and the block quantisation of the DeepSeek-V3 FP8 recipe.
+ * The FP8 number formats (E4M3FN and E5M2) and the block scale rule, shared by both FP8 roles:
+ * FP8 checkpoint weights for inference (checkpoint-weights.ts) and the FP8 training recipe
+ * (quant.ts; paper §3.3).
  *
  * E4M3FN: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities; NaN = S.1111.111
  * (0x7F / 0xFF); max finite 448; subnormals m * 2^-9.
@@ -15,7 +17,6 @@
  * `amax = max(max|x| over the group, 1e-4)`, `s = fround(amax / 448)` (ue8m0: the smallest power
  * of two >= s), `code = e4m3(fround(x / s))`, dequantised value `fround(e4m3(code) * s)`.
  */
-import { DsvError } from '../errors.js';
 
 /** Largest finite E4M3FN value. */
 export const E4M3_MAX = 448;
@@ -158,137 +159,4 @@ function ceilPow2(s: number): number {
   if ((u & 0x7fffff) === 0) return s;
   scratchU32[0] = ((u >>> 23) + 1) << 23;
   return scratchF32[0]!;
-}
-
-/** Per-row 1x128 tiles: codes [rows, cols] and scales [rows, ceil(cols/128)]. */
-export interface TileQuant {
-  codes: Uint8Array;
-  scales: Float32Array;
-}
-
-/** Per-128x128-block weights: codes [rows, cols] and scale_inv [ceil(rows/128), ceil(cols/128)]. */
-export interface BlockQuant {
-  codes: Uint8Array;
-  scaleInv: Float32Array;
-}
-
-function checkLen(what: string, len: number, expected: number): void {
-  if (len !== expected) throw new DsvError(`${what}: length ${len} does not match the shape (expected ${expected})`);
-}
-
-// Reused between calls: one 128-element row segment, scaled, read back as float32 bits.
-const segF32 = new Float32Array(FP8_BLOCK);
-const segU32 = new Uint32Array(segF32.buffer);
-
-/** Encodes x[off .. off+n) divided by s into codes[off ..) (float32 division, then E4M3). */
-function encodeScaled(x: Float32Array, off: number, n: number, s: number, codes: Uint8Array): void {
-  for (let j = 0; j < n; j++) segF32[j] = x[off + j]! / s;
-  for (let j = 0; j < n; j++) codes[off + j] = e4m3FromBits(segU32[j]!);
-}
-
-/**
- * Quantises activations per 1x128 tile (128 consecutive elements of a row; the last tile of a
- * row is shorter when cols is not a multiple of 128).
- */
-export function quantizeTiles1x128(x: Float32Array, rows: number, cols: number, ue8m0 = false): TileQuant {
-  checkLen('quantizeTiles1x128 input', x.length, rows * cols);
-  const nt = Math.ceil(cols / FP8_BLOCK);
-  const codes = new Uint8Array(rows * cols);
-  const scales = new Float32Array(rows * nt);
-  for (let r = 0; r < rows; r++) {
-    for (let t = 0; t < nt; t++) {
-      const off = r * cols + t * FP8_BLOCK;
-      const n = Math.min(FP8_BLOCK, cols - t * FP8_BLOCK);
-      let amax = 0;
-      for (let j = 0; j < n; j++) {
-        const v = Math.abs(x[off + j]!);
-        if (v > amax) amax = v;
-      }
-      const s = fp8Scale(amax, ue8m0);
-      scales[r * nt + t] = s;
-      encodeScaled(x, off, n, s, codes);
-    }
-  }
-  return { codes, scales };
-}
-
-/** Inverse of quantizeTiles1x128: float32(e4m3(code) * scale[row, tile]). */
-export function dequantizeTiles1x128(codes: Uint8Array, scales: Float32Array, rows: number, cols: number): Float32Array {
-  const nt = Math.ceil(cols / FP8_BLOCK);
-  checkLen('dequantizeTiles1x128 codes', codes.length, rows * cols);
-  checkLen('dequantizeTiles1x128 scales', scales.length, rows * nt);
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      out[r * cols + c] = E4M3_TABLE[codes[r * cols + c]!]! * scales[r * nt + ((c / FP8_BLOCK) | 0)]!;
-    }
-  }
-  return out;
-}
-
-/** Quantises a weight [rows, cols] per 128x128 block (edge blocks partial). */
-export function quantizeBlocks128(w: Float32Array, rows: number, cols: number, ue8m0 = false): BlockQuant {
-  checkLen('quantizeBlocks128 input', w.length, rows * cols);
-  const nbr = Math.ceil(rows / FP8_BLOCK);
-  const nbc = Math.ceil(cols / FP8_BLOCK);
-  const codes = new Uint8Array(rows * cols);
-  const scaleInv = new Float32Array(nbr * nbc);
-  for (let br = 0; br < nbr; br++) {
-    const r0 = br * FP8_BLOCK;
-    const r1 = Math.min(rows, r0 + FP8_BLOCK);
-    for (let bc = 0; bc < nbc; bc++) {
-      const c0 = bc * FP8_BLOCK;
-      const n = Math.min(FP8_BLOCK, cols - c0);
-      let amax = 0;
-      for (let r = r0; r < r1; r++) {
-        const off = r * cols + c0;
-        for (let j = 0; j < n; j++) {
-          const v = Math.abs(w[off + j]!);
-          if (v > amax) amax = v;
-        }
-      }
-      const s = fp8Scale(amax, ue8m0);
-      scaleInv[br * nbc + bc] = s;
-      for (let r = r0; r < r1; r++) encodeScaled(w, r * cols + c0, n, s, codes);
-    }
-  }
-  return { codes, scaleInv };
-}
-
-/**
- * Dense float32 value of an FP8 (E4M3FN) weight [rows, cols] with its block scale_inv
- * [ceil(rows/128), ceil(cols/128)]: W[i, j] = float32(e4m3(code[i, j]) * scale_inv[i/128, j/128]).
- * `name` (the tensor name) is used in error messages.
- */
-export function dequantFp8Weight(
-  codes: Uint8Array,
-  scaleInv: Float32Array,
-  rows: number,
-  cols: number,
-  name = 'FP8 weight',
-): Float32Array {
-  const nbr = Math.ceil(rows / FP8_BLOCK);
-  const nbc = Math.ceil(cols / FP8_BLOCK);
-  if (codes.length !== rows * cols) {
-    throw new DsvError(`${name}: ${codes.length} FP8 codes do not match the shape [${rows}, ${cols}]`);
-  }
-  if (scaleInv.length !== nbr * nbc) {
-    throw new DsvError(
-      `${name}: weight_scale_inv has ${scaleInv.length} values, expected [${nbr}, ${nbc}] = ${nbr * nbc} for a [${rows}, ${cols}] weight in 128x128 blocks`,
-    );
-  }
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const sRow = ((r / FP8_BLOCK) | 0) * nbc;
-    const off = r * cols;
-    for (let c = 0; c < cols; c++) {
-      out[off + c] = E4M3_TABLE[codes[off + c]!]! * scaleInv[sRow + ((c / FP8_BLOCK) | 0)]!;
-    }
-  }
-  return out;
-}
-
-/** Inverse of quantizeBlocks128 (same arithmetic as dequantFp8Weight). */
-export function dequantizeBlocks128(codes: Uint8Array, scaleInv: Float32Array, rows: number, cols: number): Float32Array {
-  return dequantFp8Weight(codes, scaleInv, rows, cols, 'dequantizeBlocks128');
 }

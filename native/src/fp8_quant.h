@@ -12,31 +12,31 @@
  * float64 rounding gives it; with codes it keeps the sign of its code (-0 for 0x80).
  *
  * The reference divides as x * (1/s) in float64 and rounds to float32; that equals the float32
- * division used here for every quotient in the float32 normal range (src/engine/fp8-quant.ts
+ * division used here for every quotient in the float32 normal range (src/engine/fp8/quant.ts
  * explains why), and quotients in the subnormal range encode to +-0 either way.
  *
  * Layouts: x row r starts at x + r * ld; codes / out are dense [rows][cols]; scales:
  *   1x128 tiles  [rows][ceil(cols/128)],   128x1 tiles [ceil(rows/128)][cols],
  *   128x128 blocks [ceil(rows/128)][ceil(cols/128)].
  * out may alias x when ld == cols (each element is read before it is written). */
-#ifndef DSV3_FP8Q_H
-#define DSV3_FP8Q_H
+#ifndef DSV3_FP8_QUANT_H
+#define DSV3_FP8_QUANT_H
 #include <stdint.h>
 #include "isa.h"
 
 /* 1x128 tiles of rows [r0, r1). codes and scales both or neither; out optional. */
-DECLARE_ISA(void, dsv3_fp8q_rows, (const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t cols, uint8_t* codes,
+DECLARE_ISA(void, dsv3_fp8_quant_rows, (const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t cols, uint8_t* codes,
                                    float* scales, float* out))
-/* Rows [r0, r1) (inside one 128-row group) and columns [c0, c1) (c1 - c0 <= FP8Q_CHUNK; c0 a
+/* Rows [r0, r1) (inside one 128-row group) and columns [c0, c1) (c1 - c0 <= FP8_QUANT_CHUNK; c0 a
  * multiple of 128 for blocks). block 0: 128x1 tiles, scale of column c at scales[c] (the row of
  * the scale grid for this row group); block 1: 128x128 blocks, scale at scales[c / 128].
  * scales may be NULL (not stored). */
-DECLARE_ISA(void, dsv3_fp8q_cols, (const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+DECLARE_ISA(void, dsv3_fp8_quant_cols, (const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
                                    int64_t cols, int block, uint8_t* codes, float* scales, float* out))
 /* out[r][c] = float32(e4m3(codes[r][c]) * scales[(r / block_rows) * ceil(cols/128) + c / 128]) for
  * rows [r0, r1); NaN codes (0x7F, 0xFF) give NaN. */
-DECLARE_ISA(void, dsv3_fp8q_dequant, (const uint8_t* codes, const float* scales, int64_t r0, int64_t r1, int64_t cols,
+DECLARE_ISA(void, dsv3_fp8_quant_dequant, (const uint8_t* codes, const float* scales, int64_t r0, int64_t r1, int64_t cols,
                                       int64_t block_rows, float* out))
 
-#define FP8Q_CHUNK 1024 /* most columns one dsv3_fp8q_cols call handles (a multiple of 128) */
+#define FP8_QUANT_CHUNK 1024 /* most columns one dsv3_fp8_quant_cols call handles (a multiple of 128) */
 #endif

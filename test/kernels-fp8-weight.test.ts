@@ -1,18 +1,18 @@
 // Native FP8-weight linear (addon export linearFp8) against the reference
-// (src/engine/reference/fp8-linear.ts): random shapes with partial 128-blocks (n, k in 1, 3, 127,
+// (src/engine/reference/fp8-weight.ts): random shapes with partial 128-blocks (n, k in 1, 3, 127,
 // 129, 1000; m in 1, 2, 7, 64, 300), both kernel paths (streaming GEMV for m <= 8, packed GEMM
 // otherwise; fp8SetGemvMaxM forces either), every ISA this CPU has (setIsa), 1 and 2 threads,
 // beta 0 (over NaN) and 1. Tolerance: per row of y, max|got - ref| <= 1e-5 * max|ref| (see check).
-// Documented NaN-code behaviour (fp8.h): a NaN code (0x7F / 0xFF) makes its whole output column
+// Documented NaN-code behaviour (native/src/fp8_weight.h): a NaN code (0x7F / 0xFF) makes its whole output column
 // NaN, in every row of y, as in the reference. Plus extreme magnitudes, empty shapes and
 // argument validation.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeAddon, type NativeAddon } from '../src/engine/native.js';
-import { linearFp8 as refLinearFp8 } from '../src/engine/reference/fp8-linear.js';
+import { linearFp8 as refLinearFp8 } from '../src/engine/reference/fp8-weight.js';
 import { requireNative } from './helpers/backends.js';
 import { rng, randn, type Rng } from './helpers/random.js';
-import { encodeE4M3 } from '../src/engine/fp8.js';
+import { encodeE4M3 } from '../src/engine/fp8/codec.js';
 
 type LinearFp8 = (m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
   beta: number, y: Float32Array) => void;

@@ -1,12 +1,12 @@
-// The FP8 Linear autograd op (src/engine/ops/fp8-linear.ts, paper §3.3 / Figure 6): forward
+// The FP8 Linear autograd op (src/engine/ops/fp8-training-linear.ts, paper §3.3 / Figure 6): forward
 // (Fprop) and both backward parts (Dgrad = the paper's B, Wgrad = W, from the FP8-cached X)
-// against the exact FP8 GEMM oracle (src/engine/fp8-gemm.ts) on awkward shapes, per-row
+// against the exact FP8 GEMM oracle (test/helpers/fp8-gemm-oracle.ts) on awkward shapes, per-row
 // tolerance of tolerances.json `fp8_linear`; deferWeightGrads (DualPipe) giving the same dW;
 // leading dims; strided inputs; and the result being close to, but not equal to, the fp32 linear.
 // Runs on whichever backend is active (the reference when the native addon is absent).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { refDgrad, refFprop, refWgrad } from '../src/engine/fp8-gemm.js';
+import { refDgrad, refFprop, refWgrad } from './helpers/fp8-gemm-oracle.js';
 import { backward, noGrad } from '../src/engine/autograd.js';
 import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';

@@ -17,24 +17,24 @@
  * every output that depends on such a weight, i.e. the whole column y[:, i] of its W row i,
  * is NaN. NaN / infinite scales give NaN / infinite outputs, as in the reference.
  *
- * Two regimes (isa/fp8_linear.c, isa/fp8_gemm.c):
+ * Two regimes (isa/fp8_weight_gemv.c, isa/fp8_weight_gemm.c):
  *   m <= dsv3_fp8_gemv_max_m (default 8): streaming GEMV, codes read once and decoded in
  *     registers, n split across the pool threads;
  *   larger m: W decoded in L2-sized chunks into the packed-B layout of the fp32 GEMM
  *     (gemm_isa.h) and multiplied with its micro-kernel. */
-#ifndef DSV3_FP8_H
-#define DSV3_FP8_H
+#ifndef DSV3_FP8_WEIGHT_H
+#define DSV3_FP8_WEIGHT_H
 #include <stdint.h>
 #include "isa.h"
 
 DECLARE_ISA(int, dsv3_linear_fp8, (int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes,
                                     const float* scale_inv, float beta, float* y))
 
-/* Dispatched entry point (fp8_napi.c): 0, or -1 if scratch memory could not be allocated. */
+/* Dispatched entry point (fp8_weight_napi.c): 0, or -1 if scratch memory could not be allocated. */
 int dsv3_linear_fp8(int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes, const float* scale_inv,
                     float beta, float* y);
 
-/* Test / tuning hooks (defined in fp8_napi.c). m <= dsv3_fp8_gemv_max_m (clamped to 8) takes the
+/* Test / tuning hooks (defined in fp8_weight_napi.c). m <= dsv3_fp8_gemv_max_m (clamped to 8) takes the
  * GEMV path; 0 forces the packed GEMM path for every m. dsv3_fp8_allow_vbmi = 0 makes the
  * AVX-512 build use the arithmetic decode even on CPUs with AVX-512 VBMI. */
 extern int dsv3_fp8_gemv_max_m;

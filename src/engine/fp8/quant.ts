@@ -1,26 +1,27 @@
 /**
- * Operand quantisation of the FP8 training GEMMs (DeepSeek-V3 §3.3.2; fixtures README
- * `fp8-linear/`): the block rule of fp8.ts applied to GEMM operands, writing E4M3 codes + scales
- * (the FP8 copy) and/or the dequantised float32 values `float32(e4m3(code) * s)` (what the
- * training fast path multiplies with the float32 GEMM). The loops are kernels (`kernels()`:
- * native/src/isa/fp8_quant.c, or the TypeScript reference src/engine/reference/fp8-quant.ts,
- * bit-identical); this module keeps the operand-level signatures (offset + row stride) and the
- * FP8 copy types used by ops/fp8-linear.ts.
+ * Operand quantisation of the FP8 training GEMMs, the training role of FP8 (DeepSeek-V3
+ * §3.3.2; fixtures README `fp8-linear/`): the block rule of codec.ts applied online to GEMM
+ * operands, writing E4M3 codes + scales (the FP8 copy) and/or the dequantised float32 values
+ * `float32(e4m3(code) * s)` (what the training fast path multiplies with the float32 GEMM). The
+ * loops are kernels (`kernels()`: native/src/isa/fp8_quant.c, or the TypeScript reference
+ * src/engine/reference/fp8-quant.ts, bit-identical); this module keeps the operand-level
+ * signatures (offset + row stride) and the FP8 copy types used by ops/fp8-training-linear.ts
+ * and ops/fp8-training-grouped.ts.
  *
  * Group orientations (groups always run along the GEMM's inner dimension, §3.3.2 / appendix B.2):
  *   - 1x128 tiles: 128 consecutive elements of a row (activations in Fprop, dY in Dgrad);
  *   - 128x1 tiles: 128 consecutive rows of one column, i.e. the 1x128 tiles of the transpose
  *     (dY^T and X^T in Wgrad), kept in the untransposed [rows, cols] layout so the GEMM can
  *     read them with a transpose flag instead of a transposed copy;
- *   - 128x128 blocks: weights (fp8.ts `quantizeBlocks128`, which stays the independent oracle).
+ *   - 128x128 blocks: weights (checkpoint-weights.ts `quantizeBlocks128` stays the independent
+ *     oracle).
  * Rule (every group): `amax = max(max|x|, 1e-4)`, `s = float32(amax / 448)`,
- * `code = e4m3(float32(x / s))`, stored scale s. Bit-identical to fp8.ts (tested). Without codes,
- * dequantised values that round to zero are +0 (see reference/fp8-quant.ts).
+ * `code = e4m3(float32(x / s))`, stored scale s. Bit-identical to the plain-loop quantisers
+ * (tested). Without codes, dequantised values that round to zero are +0 (see
+ * reference/fp8-quant.ts).
  */
-import { kernels } from './backend.js';
-import { FP8_BLOCK } from './fp8.js';
-
-export { e4m3Round } from './reference/fp8-quant.js';
+import { kernels } from '../backend.js';
+import { FP8_BLOCK } from './codec.js';
 
 /** E4M3 codes [rows, cols] with one scale per 1x128 tile: scales [rows, ceil(cols/128)]. */
 export interface Fp8Tiles {
@@ -85,7 +86,7 @@ export function quantTiles128x1(
 /**
  * 128x128 blocks of a weight x [rows, cols] (row r at x[off + r * ld ..]): `codes` [rows, cols]
  * and `scaleInv` [ceil(rows/128), ceil(cols/128)] (both or neither), `out` [rows, cols]
- * dequantised. Bit-identical to fp8.ts `quantizeBlocks128` (float scales).
+ * dequantised. Bit-identical to checkpoint-weights.ts `quantizeBlocks128` (float scales).
  */
 export function quantBlocks128(
   x: Float32Array, off: number, ld: number, rows: number, cols: number,

@@ -2,13 +2,13 @@
  *   linearFp8(m, n, k, x, codes, scaleInv, beta, y)
  *     x Float32Array [m,k], codes Uint8Array [n,k] (E4M3FN), scaleInv Float32Array
  *     [ceil(n/128), ceil(k/128)], y Float32Array [m,n]; semantics of Kernels.linearFp8
- *     (src/engine/kernels.ts) and fp8.h. Sizes are checked before any memory is touched:
+ *     (src/engine/kernels.ts) and fp8_weight.h. Sizes are checked before any memory is touched:
  *     TypeError for a wrong type, RangeError naming the argument for a bad size.
  *   fp8SetGemvMaxM(n) -> previous value   (test hook: largest m taking the GEMV path, 0..8)
  *   fp8SetVbmi(bool) -> previous value    (test hook: AVX-512 VBMI table decode allowed) */
 #include <math.h>
 #include "cpu.h"
-#include "fp8.h"
+#include "fp8_weight.h"
 #include "napi_util.h"
 
 int dsv3_fp8_gemv_max_m = 8;
@@ -106,7 +106,7 @@ static napi_value js_set_vbmi(napi_env env, napi_callback_info info) {
   return r;
 }
 
-void dsv3_register_fp8(napi_env env, napi_value exports) {
+void dsv3_register_fp8_weight(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "linearFp8", js_linear_fp8);
   dsv3_export(env, exports, "fp8SetGemvMaxM", js_set_gemv_max_m);
   dsv3_export(env, exports, "fp8SetVbmi", js_set_vbmi);

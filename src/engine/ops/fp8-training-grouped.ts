@@ -2,7 +2,7 @@
  * The FP8 variant of the grouped MoE FFN op (grouped.ts, DeepSeek-V3 Eq. 12): the same
  * computation, with every GEMM of every expert (routed and shared) on E4M3 operands as the FP8
  * training recipe prescribes for Linear layers (paper §3.3, Figure 6; SPEC §2), i.e. each
- * expert projection behaves exactly like `fp8Linear` (ops/fp8-linear.ts) applied to that
+ * expert projection behaves exactly like `fp8Linear` (fp8-training-linear.ts) applied to that
  * expert's tokens:
  *   - Fprop  (G = X W1^T, U = X W3^T, Y = H W2^T): activations X and H in 1x128 tiles along the
  *     inner dim (per token, so quantising the whole gathered block row by row is the same as
@@ -17,18 +17,18 @@
  * dYs = gate ⊙ dout rows is the routed expert's output gradient (out += gate · Y), and
  * dgate[p] = dout[t] · Y[p] with Y the FP8 Fprop result, kept for that purpose.
  *
- * As in fp8-linear.ts, each quantised operand is dequantised to float32 and multiplied by the
- * float32 GEMMs (`gemm`, `gemmBatch`): exactly the products of the E4M3 values with float32
- * accumulation, within the fixture tolerance of the exact FP8 GEMM (fp8-gemm.ts). Master
- * weights, outputs and gradients stay float32; the gate, the SwiGLU and the scatter are the
+ * As in fp8-training-linear.ts, each quantised operand is dequantised to float32 and multiplied
+ * by the float32 GEMMs (`gemm`, `gemmBatch`): exactly the products of the E4M3 values with
+ * float32 accumulation, within the fixture tolerance of the exact FP8 GEMM (the test oracle
+ * test/helpers/fp8-gemm-oracle.ts). Master weights, outputs and gradients stay float32; the gate, the SwiGLU and the scatter are the
  * float32 ones of grouped.ts. Weight gradients go to `.grad` or are deferred inside
  * `deferWeightGrads` (the operands are quantised at once, the GEMM runs later: same result).
  */
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
-import { dequantBlocks128Into, dequantTiles1x128Into, quantTiles128x1, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8-quant.js';
+import { dequantBlocks128Into, dequantTiles1x128Into, quantTiles128x1, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
 import { Tensor } from '../tensor.js';
-import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-linear.js';
+import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
 import { GemmBatch, expertPlan, groupedShapes, scratchBuf, type ExpertWeights } from './grouped.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 

@@ -1,5 +1,6 @@
 /**
- * FP8 mixed-precision Linear of the DeepSeek-V3 training recipe (paper §3.3, Figure 6):
+ * FP8 mixed-precision Linear of the DeepSeek-V3 training recipe (paper §3.3, Figure 6; the FP8
+ * checkpoint-weight linear of inference is Kernels.linearFp8 instead):
  * y = x W^T (x [..., in], W [out, in] float32 master weight; leading dims of x flattened as in
  * ops/linear.ts), with all three GEMMs on E4M3 operands:
  *   - Fprop  Y  = X W^T : X in 1x128 tiles along K (per token, per 128 channels, §3.3.1),
@@ -17,9 +18,10 @@
  * runs the float32 GEMM (`kernels().gemm`, native when the addon is loaded): exactly the products
  * of the E4M3 values with float32 accumulation, which the fixtures (meta.json
  * `dequantize_then_float32_matmul`) put within 1.5e-6 (per row, relative to the row max) of the
- * N_C = 128 promotion of §3.3.2 / Figure 7b that the oracle (fp8-gemm.ts) computes exactly; the
- * tolerance is 1e-5 (test/fp8-gemm.test.ts checks it on the fixture). Float32 accumulation over
- * the whole of K is at least as precise as the paper's promoted FP32 accumulation.
+ * N_C = 128 promotion of §3.3.2 / Figure 7b that the oracle (test/helpers/fp8-gemm-oracle.ts)
+ * computes exactly; the tolerance is 1e-5 (test/fp8-gemm.test.ts checks it on the fixture).
+ * Float32 accumulation over the whole of K is at least as precise as the paper's promoted FP32
+ * accumulation.
  *
  * The backward is split like ops/linear.ts: `fp8LinearGradInput` (Dgrad, the paper's B) and
  * `fp8LinearGradWeight` (Wgrad, the W part that DualPipe defers); inside `deferWeightGrads` the
@@ -31,12 +33,12 @@ import { kernels } from '../backend.js';
 import {
   dequantBlocks128Into, groups128, quantBlocks128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
   type Fp8Blocks, type Fp8Tiles,
-} from '../fp8-quant.js';
+} from '../fp8/quant.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
 
-export type { Fp8Blocks, Fp8Tiles } from '../fp8-quant.js';
+export type { Fp8Blocks, Fp8Tiles } from '../fp8/quant.js';
 
 /** A temporary float32 buffer (from the step arena when one is active); give it back with `done`. */
 function temp(n: number): Float32Array {

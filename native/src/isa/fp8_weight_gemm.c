@@ -11,7 +11,7 @@
  *       cheap, so the chunk can stay near the core);
  *       for each MC-tall block of x: pack it (gemm_pack_a, L2), then MR x NR micro-kernel
  *       calls, the B micro-panel (16 KB) in L1.
- * The decode works on 8 rows x 8 k at a time: 8 arithmetic decodes (fp8_isa.h) along k of
+ * The decode works on 8 rows x 8 k at a time: 8 arithmetic decodes (fp8_weight_isa.h) along k of
  * 8 W rows, an 8x8 in-register transpose, 8 aligned stores into the panel. Here each weight
  * takes two multiplies (by 2^120, then by the scale), valid for any scale, plus a per-lane NaN
  * blend (NaN codes -> NaN), the cost being shared by all m rows of x. An NR panel never
@@ -21,7 +21,7 @@
  * buffers; the grid minimises the largest tile's estimated time (flops + x packing per NCF
  * block + W decoding), so a wide y (m = 256, n = 2048) is split along n. */
 #include <stdlib.h>
-#include "fp8_isa.h"
+#include "fp8_weight_isa.h"
 #include "threadpool.h"
 
 #define MR GEMM_MR
@@ -149,7 +149,7 @@ static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn
   return 2.0 * rows * cols * k / flops_per_ns + 0.5 * rows * k * nblocks + 0.3 * cols * k;
 }
 
-int ISA_FN(fp8_gemm)(const fp8_prob* P) {
+int ISA_FN(fp8_weight_gemm)(const fp8_prob* P) {
   grid_ctx G = {P, 1, 1, (P->m + MR - 1) / MR, (P->n + NR - 1) / NR, 0};
   const int T = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : dsv3_threads();
   gemm_pick_grid(T, G.pm, G.pn, grid_cost, P, &G.gm, &G.gn);
