@@ -18,7 +18,7 @@ import { rng } from './helpers/random.js';
 import { Tensor } from '../src/engine/tensor.js';
 import { noGrad } from '../src/engine/autograd.js';
 import {
-  fp8Linear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
+  fp8TrainingLinear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
 } from '../src/engine/ops/fp8-training-linear.js';
 import { fixturePath, readJson, readTensors } from './helpers/fixtures.js';
 import { assertRowRel } from './helpers/compare.js';
@@ -123,7 +123,7 @@ test('fp8-linear fixture: the oracle GEMMs (N_C = 128 promotion, documented orde
 
 test('fp8-linear fixture: the training fast path (dequantise + float32 GEMM) is within the per-row tolerance', () => {
   const tol = TOL.gemm_outputs_row_rel_to_max;
-  const y = noGrad(() => fp8Linear(G.x!, G.w!)).f32();
+  const y = noGrad(() => fp8TrainingLinear(G.x!, G.w!)).f32();
   const dx = fp8LinearGradInput(G.dy!, quantizeFp8Weight(G.w!)).f32();
   const dw = fp8LinearGradWeight(G.dy!, G.x!).f32();
   const dwc = fp8LinearGradWeight(G.dy!, quantizeFp8Activation(G.x!)).f32();

@@ -1,6 +1,6 @@
 // The FP8 grouped MoE FFN op (src/engine/ops/fp8-training-grouped.ts, paper §3.3 / Figure 6,
 // SPEC §2): forward and every gradient against an oracle that runs each expert (and the shared
-// expert) through the FP8 Linear op (fp8Linear, itself checked against the exact FP8 GEMM of
+// expert) through the FP8 Linear op (fp8TrainingLinear, itself checked against the exact FP8 GEMM of
 // test/helpers/fp8-gemm-oracle.ts) on that expert's tokens only, on experts with 0, 1, 127 and
 // 129 tokens (Wgrad tiles must restart at every expert's first token); deferWeightGrads giving
 // the same weight gradients; the no-graph forward; and the result being close to, but not equal
@@ -63,10 +63,10 @@ function weightsOf(c: Case, ts: Tensor[]): ops.ExpertWeights {
   };
 }
 
-/** The oracle: the shared expert and every routed expert on its own tokens, through fp8Linear. */
+/** The oracle: the shared expert and every routed expert on its own tokens, through fp8TrainingLinear. */
 function oracle(c: Case, x: Tensor, gates: Tensor, w: ops.ExpertWeights): Tensor {
   const { N, D, K, E } = c;
-  const ffn = (h: Tensor, g: Tensor, u: Tensor, d: Tensor): Tensor => ops.fp8Linear(ops.swiglu(ops.fp8Linear(h, g), ops.fp8Linear(h, u)), d);
+  const ffn = (h: Tensor, g: Tensor, u: Tensor, d: Tensor): Tensor => ops.fp8TrainingLinear(ops.swiglu(ops.fp8TrainingLinear(h, g), ops.fp8TrainingLinear(h, u)), d);
   const { offsets, rows, slots } = ops.expertPlan(c.idx, K, E);
   const outs: Tensor[] = [];
   for (let e = 0; e < E; e++) {
@@ -108,7 +108,7 @@ const CASES: [number[], number, number, number, number | null][] = [
   [[129, 0, 127, 1], 1, 130, 40, null],
 ];
 
-test('fp8GroupedExperts: output and all gradients match per-expert fp8Linear (experts with 0, 1, 127, 129 tokens)', () => {
+test('fp8GroupedExperts: output and all gradients match per-expert fp8TrainingLinear (experts with 0, 1, 127, 129 tokens)', () => {
   for (const [counts, K, D, I, Is] of CASES) {
     const c = makeCase(counts, K, D, I, Is);
     const R = randData(r, c.N * c.D);

@@ -34,7 +34,7 @@ const SHAPES: [number, number, number][] = [
   [1, 1, 1], [3, 127, 129], [129, 3, 127], [127, 300, 1], [300, 129, 3], [2, 256, 130], [131, 128, 128],
 ];
 
-test('fp8Linear: Fprop, Dgrad and Wgrad (FP8-cached X) match the exact FP8 GEMMs on awkward shapes', () => {
+test('fp8TrainingLinear: Fprop, Dgrad and Wgrad (FP8-cached X) match the exact FP8 GEMMs on awkward shapes', () => {
   for (const [m, k, n] of SHAPES) {
     const xd = activations(m, k);
     const wd = randData(r, n * k, 0.05);
@@ -43,7 +43,7 @@ test('fp8Linear: Fprop, Dgrad and Wgrad (FP8-cached X) match the exact FP8 GEMMs
     const x = Tensor.fromF32(xd.slice(), [m, k]);
     x.requiresGrad = true;
     const w = Tensor.param(wd.slice(), [n, k]);
-    const y = ops.fp8Linear(x, w);
+    const y = ops.fp8TrainingLinear(x, w);
     assert.deepEqual(y.shape, [m, n]);
     const label = `[${m}, ${k}] x [${n}, ${k}]`;
     assertRowRel(y.f32(), refFprop(xd, wd, m, k, n), n, TOL, `Fprop ${label}`);
@@ -56,7 +56,7 @@ test('fp8Linear: Fprop, Dgrad and Wgrad (FP8-cached X) match the exact FP8 GEMMs
   }
 });
 
-test('fp8Linear: deferWeightGrads gives dX at once and the same dW later (the split backward of DualPipe)', () => {
+test('fp8TrainingLinear: deferWeightGrads gives dX at once and the same dW later (the split backward of DualPipe)', () => {
   const [m, k, n] = [150, 200, 70];
   const xd = activations(m, k);
   const wd = randData(r, n * k, 0.05);
@@ -65,7 +65,7 @@ test('fp8Linear: deferWeightGrads gives dX at once and the same dW later (the sp
     const x = Tensor.fromF32(xd.slice(), [m, k]);
     x.requiresGrad = true;
     const w = Tensor.param(wd.slice(), [n, k]);
-    const y = ops.fp8Linear(x, w);
+    const y = ops.fp8TrainingLinear(x, w);
     const g = Tensor.fromF32(gd.slice(), [m, n]);
     if (!defer) backward(y, g);
     else {
@@ -85,12 +85,12 @@ test('fp8Linear: deferWeightGrads gives dX at once and the same dW later (the sp
   // a second backward accumulates into w.grad (Wgrad with beta 1)
   const x = Tensor.fromF32(xd.slice(), [m, k]);
   const w = Tensor.param(wd.slice(), [n, k]);
-  for (let i = 0; i < 2; i++) backward(ops.fp8Linear(x, w), Tensor.fromF32(gd.slice(), [m, n]));
+  for (let i = 0; i < 2; i++) backward(ops.fp8TrainingLinear(x, w), Tensor.fromF32(gd.slice(), [m, n]));
   for (let i = 0; i < now.dw.length; i++) assert.equal(w.grad!.f32()[i], Math.fround(now.dw[i]! * 2));
   assert.equal(x.grad, null, 'x did not require a gradient');
 });
 
-test('fp8Linear: leading dims are flattened, gradients flow back through them; strided x', () => {
+test('fp8TrainingLinear: leading dims are flattened, gradients flow back through them; strided x', () => {
   const [b, s, k, n] = [2, 3, 130, 5];
   const xd = activations(b * s, k);
   const wd = randData(r, n * k, 0.05);
@@ -98,14 +98,14 @@ test('fp8Linear: leading dims are flattened, gradients flow back through them; s
   const x3 = Tensor.fromF32(xd.slice(), [b, s, k]);
   x3.requiresGrad = true;
   const w = Tensor.param(wd.slice(), [n, k]);
-  const y3 = ops.fp8Linear(x3, w);
+  const y3 = ops.fp8TrainingLinear(x3, w);
   assert.deepEqual(y3.shape, [b, s, n]);
   backward(y3, Tensor.fromF32(gd.slice(), [b, s, n]));
   assert.deepEqual(x3.grad!.shape, [b, s, k]);
   const x2 = Tensor.fromF32(xd.slice(), [b * s, k]);
   x2.requiresGrad = true;
   const w2 = Tensor.param(wd.slice(), [n, k]);
-  const y2 = ops.fp8Linear(x2, w2);
+  const y2 = ops.fp8TrainingLinear(x2, w2);
   backward(y2, Tensor.fromF32(gd.slice(), [b * s, n]));
   assert.deepEqual(y3.f32(), y2.f32());
   assert.deepEqual(x3.grad!.f32(), x2.grad!.f32());
@@ -113,23 +113,23 @@ test('fp8Linear: leading dims are flattened, gradients flow back through them; s
   // through another op: the loss sum(y * y) reaches x through the leading dims
   const xs = Tensor.fromF32(xd.slice(), [b, s, k]);
   xs.requiresGrad = true;
-  const y = ops.fp8Linear(xs, w2);
+  const y = ops.fp8TrainingLinear(xs, w2);
   backward(ops.sum(ops.mul(y, y)));
   assertRowRel(xs.grad!.f32(), refDgrad(y.f32().map((v) => 2 * v), wd, b * s, k, n), k, TOL, 'Dgrad through sum(y^2)');
   // a strided (column-sliced) and a transposed input give the same as their contiguous copies
   const wide = randTensor(r, [7, k + 9]);
   const sliced = wide.slice(1, 4, 4 + k);
-  assert.deepEqual(noGrad(() => ops.fp8Linear(sliced, w)).f32(), noGrad(() => ops.fp8Linear(sliced.contiguous(), w)).f32());
+  assert.deepEqual(noGrad(() => ops.fp8TrainingLinear(sliced, w)).f32(), noGrad(() => ops.fp8TrainingLinear(sliced.contiguous(), w)).f32());
   const tr = randTensor(r, [k, 6]).transpose(0, 1);
-  assert.deepEqual(noGrad(() => ops.fp8Linear(tr, w)).f32(), noGrad(() => ops.fp8Linear(tr.contiguous(), w)).f32());
+  assert.deepEqual(noGrad(() => ops.fp8TrainingLinear(tr, w)).f32(), noGrad(() => ops.fp8TrainingLinear(tr.contiguous(), w)).f32());
 });
 
-test('fp8Linear: close to the fp32 linear (E4M3 error of a few percent) but not equal', () => {
+test('fp8TrainingLinear: close to the fp32 linear (E4M3 error of a few percent) but not equal', () => {
   const [m, k, n] = [64, 384, 96];
   const x = randTensor(r, [m, k], 1, true);
   const w = randTensor(r, [n, k], 0.05, true);
   const g = randTensor(r, [m, n]);
-  const yq = ops.fp8Linear(x, w);
+  const yq = ops.fp8TrainingLinear(x, w);
   backward(yq, g);
   const [dxq, dwq] = [x.grad!.f32().slice(), w.grad!.f32().slice()];
   x.grad = null;
@@ -152,24 +152,24 @@ test('fp8Linear: close to the fp32 linear (E4M3 error of a few percent) but not 
   }
 });
 
-test('fp8Linear: no graph without gradients; empty shapes; input validation', () => {
+test('fp8TrainingLinear: no graph without gradients; empty shapes; input validation', () => {
   const x = randTensor(r, [4, 10], 1, true);
   const w = randTensor(r, [3, 10], 1, true);
-  assert.equal(noGrad(() => ops.fp8Linear(x, w)).node, null);
-  assert.equal(ops.fp8Linear(randTensor(r, [4, 10]), randTensor(r, [3, 10])).node, null);
+  assert.equal(noGrad(() => ops.fp8TrainingLinear(x, w)).node, null);
+  assert.equal(ops.fp8TrainingLinear(randTensor(r, [4, 10]), randTensor(r, [3, 10])).node, null);
   // empty rows, empty K (y = 0), empty N
-  const e0 = ops.fp8Linear(Tensor.zeros([0, 10]), w);
+  const e0 = ops.fp8TrainingLinear(Tensor.zeros([0, 10]), w);
   assert.deepEqual(e0.shape, [0, 3]);
   const xk = Tensor.zeros([2, 0]);
   xk.requiresGrad = true;
   const wk = Tensor.param(new Float32Array(0), [3, 0]);
-  const yk = ops.fp8Linear(xk, wk);
+  const yk = ops.fp8TrainingLinear(xk, wk);
   assert.deepEqual(Array.from(yk.f32()), [0, 0, 0, 0, 0, 0]);
   backward(yk, Tensor.full([2, 3], 1));
   assert.deepEqual(wk.grad!.shape, [3, 0]);
-  assert.deepEqual(ops.fp8Linear(x, Tensor.zeros([0, 10])).shape, [4, 0]);
-  assert.throws(() => ops.fp8Linear(x, randTensor(r, [3, 11])), /does not match weight/);
-  assert.throws(() => ops.fp8Linear(x, randTensor(r, [3, 2, 5])), /2-D/);
-  assert.throws(() => ops.fp8Linear(x, w.to('bf16')), /float32 master weight/);
+  assert.deepEqual(ops.fp8TrainingLinear(x, Tensor.zeros([0, 10])).shape, [4, 0]);
+  assert.throws(() => ops.fp8TrainingLinear(x, randTensor(r, [3, 11])), /does not match weight/);
+  assert.throws(() => ops.fp8TrainingLinear(x, randTensor(r, [3, 2, 5])), /2-D/);
+  assert.throws(() => ops.fp8TrainingLinear(x, w.to('bf16')), /float32 master weight/);
   assert.throws(() => ops.fp8LinearGradWeight(randTensor(r, [5, 3]), randTensor(r, [4, 10])), /leading dims/);
 });

@@ -28,7 +28,7 @@ import { backward } from '../src/engine/autograd.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson(), 'tiny');
-const FP8_OPS = new Set(['fp8Linear', 'fp8GroupedExperts']);
+const FP8_OPS = new Set(['fp8TrainingLinear', 'fp8GroupedExperts']);
 const [B, S] = [2, 24];
 
 function tokens(seed: number): Int32Array {

@@ -17,7 +17,7 @@ import { kernels } from '../engine/backend.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8/codec.js';
 import { Tensor } from '../engine/tensor.js';
-import { fp8Linear as fp8LinearOp, linear } from '../engine/ops/index.js';
+import { fp8TrainingLinear, linear } from '../engine/ops/index.js';
 import { DsvError } from '../errors.js';
 import { fp8Enabled } from './fp8-mode.js';
 
@@ -195,7 +195,7 @@ export function applyLinear(x: Tensor, w: LinearWeight, opts: { highPrecision?: 
   switch (w.kind) {
     case 'f32':
       checkInput(x, w);
-      return fp8Enabled() && !opts.highPrecision ? fp8LinearOp(x, w.weight) : linear(x, w.weight);
+      return fp8Enabled() && !opts.highPrecision ? fp8TrainingLinear(x, w.weight) : linear(x, w.weight);
     case 'bf16':
       return linearBf16(x, w);
     case 'fp8':

@@ -96,11 +96,11 @@ function checkWeight(op: string, w: Tensor): void {
  * [..., out]. Caches for backward only the FP8 copies: X codes + tile scales (for Wgrad, when w
  * needs a gradient) and W codes + block scales (for Dgrad, when x needs one).
  */
-export function fp8Linear(x: Tensor, w: Tensor): Tensor {
-  checkF32('fp8Linear', x, 'x');
-  checkWeight('fp8Linear', w);
+export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
+  checkF32('fp8TrainingLinear', x, 'x');
+  checkWeight('fp8TrainingLinear', w);
   if (x.ndim < 1 || x.shape[x.ndim - 1] !== w.shape[1]) {
-    throw new Error(`fp8Linear: x ${fmtShape(x.shape)} does not match weight [out, in] ${fmtShape(w.shape)} (last dim of x must be ${w.shape[1]})`);
+    throw new Error(`fp8TrainingLinear: x ${fmtShape(x.shape)} does not match weight [out, in] ${fmtShape(w.shape)} (last dim of x must be ${w.shape[1]})`);
   }
   const n = w.shape[0]!;
   const k = w.shape[1]!;
@@ -130,7 +130,7 @@ export function fp8Linear(x: Tensor, w: Tensor): Tensor {
   if (!recording) return out;
   const wqB = x.requiresGrad ? (wq ?? quantizeFp8Weight(w)) : null; // Dgrad's operand
   const xqW = xq;
-  return attach(out, 'fp8Linear', [x, w], (g) => {
+  return attach(out, 'fp8TrainingLinear', [x, w], (g) => {
     const gx = wqB ? fp8LinearGradInput(g, wqB) : null;
     let gw: Tensor | null = null;
     if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta))) gw = fp8LinearGradWeight(g, xqW);

@@ -24,6 +24,6 @@ export { mlaAttention, type MlaAttentionOptions } from './mla-attention.js';
 export { crossEntropy, type Reduction } from './loss.js';
 export { linearCrossEntropy, type LinearCrossEntropyOptions } from './linear-cross-entropy.js';
 export {
-  fp8Linear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
+  fp8TrainingLinear, fp8LinearGradInput, fp8LinearGradWeight, quantizeFp8Activation, quantizeFp8Weight,
   type Fp8Blocks, type Fp8Tiles,
 } from './fp8-training-linear.js';
