@@ -10,12 +10,13 @@ import * as path from 'node:path';
 import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
 import { Rng, type RngState } from '../data/rng.js';
 import { withArena, type BufferArena } from '../engine/arena.js';
+import { writeFileAtomic } from '../data/atomic-write.js';
 import { loadTokenizerJson, tokenizerToJson, type Tokenizer } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio } from './balance.js';
-import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
+import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './checkpoint.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
@@ -47,6 +48,25 @@ function startPrecision(dir: string): string | null {
     return typeof run.precision === 'string' ? run.precision : 'fp32';
   } catch {
     return null; // no (readable) run.json: nothing to compare with
+  }
+}
+
+/** The trainer state of state.json `file`, its fields checked (DsvError naming the file and field). */
+function checkTrainerState(s: Record<string, unknown>, file: string): TrainerStateJson {
+  for (const k of ['step', 'tokens_seen', 'consecutive_non_finite', 'skipped_steps', 'elapsed_s']) {
+    const v = s[k];
+    if (typeof v !== 'number' || !(v >= 0) || (k !== 'elapsed_s' && !Number.isSafeInteger(v))) throw new DsvError(`${file}: "${k}" must be a non-negative ${k === 'elapsed_s' ? 'number' : 'integer'}, got ${JSON.stringify(v)}`);
+  }
+  if (s['bias_ema'] !== undefined && (typeof s['bias_ema'] !== 'object' || s['bias_ema'] === null)) throw new DsvError(`${file}: "bias_ema" must be an object`);
+  return s as unknown as TrainerStateJson;
+}
+
+/** Runs `f`, prefixing its DsvErrors with `file`. */
+function inFile(file: string, f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    throw e instanceof DsvError ? new DsvError(`${file}: ${e.message}`) : e;
   }
 }
 
@@ -134,10 +154,13 @@ export class TrainRun {
     this.metrics = new MetricsWriter(path.join(o.out, 'metrics.jsonl'));
     if (resumeDir) {
       const { state, optimizer } = loadTrainerState(resumeDir);
-      const s = state as unknown as TrainerStateJson;
-      this.opt.loadState(optimizer);
-      this.it.restore(s.data);
-      this.rng = Rng.fromState(s.rng);
+      const file = (f: string): string => path.join(resumeDir!, TRAINER_STATE_DIR, f);
+      const s = checkTrainerState(state, file('state.json'));
+      inFile(file('optimizer.safetensors'), () => this.opt.loadState(optimizer));
+      inFile(file('state.json'), () => {
+        this.it.restore(s.data);
+        this.rng = Rng.fromState(s.rng);
+      });
       this.ema = s.bias_ema ?? {};
       this.step = s.step;
       this.tokensSeen = s.tokens_seen;
@@ -145,17 +168,18 @@ export class TrainRun {
       this.skipped = s.skipped_steps;
       this.elapsed = s.elapsed_s;
       this.metrics.truncateAfter(this.step);
+      if (o.resume === true) tidyRunDir(o.out, o.keepCheckpoints ?? 2); // what a killed run left
       progress.log(`resumed from ${resumeDir} at step ${this.step}`);
       const before = startPrecision(o.out);
       if (before !== null && before !== (o.fp8 ? 'fp8' : 'fp32')) progress.log(`note: the run started in ${before}; it continues in ${o.fp8 ? 'fp8' : 'fp32'} (step records say which)`);
     } else {
       fs.rmSync(this.metrics.file, { force: true });
-      writeJsonAtomic(path.join(o.out, 'run.json'), {
+      writeFileAtomic(path.join(o.out, 'run.json'), JSON.stringify({
         steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum ?? 1, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
         balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
         mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
         parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg), ...extraRun,
-      });
+      }, null, 2) + '\n');
     }
     this.plan = trainerPlan(o);
   }
@@ -167,6 +191,7 @@ export class TrainRun {
       version: 1, step: this.step, tokens_seen: this.tokensSeen, data: this.it.state(), rng: this.rng.state(), bias_ema: this.ema,
       consecutive_non_finite: this.consecutive, skipped_steps: this.skipped, elapsed_s: this.elapsed,
     };
+    this.metrics.sync();
     this.lastCkpt = saveTrainingCheckpoint(o.out, this.step, {
       config: configToJson(model.cfg),
       tensors: modelTensors(model),
