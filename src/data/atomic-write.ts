@@ -16,18 +16,14 @@ export type AtomicData = string | NodeJS.ArrayBufferView | ((fd: number) => void
  * fsync a directory (EISDIR, EPERM, EINVAL, ...) are skipped; the rename is atomic there anyway.
  */
 export function fsyncDir(dir: string): void {
-  let fd: number;
+  let fd = -1;
   try {
     fd = fs.openSync(dir, 'r');
-  } catch {
-    return;
-  }
-  try {
     fs.fsyncSync(fd);
   } catch (e) {
     if (!['EISDIR', 'EPERM', 'EINVAL', 'EBADF', 'EACCES', 'ENOTSUP'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
   } finally {
-    fs.closeSync(fd);
+    if (fd >= 0) fs.closeSync(fd);
   }
 }
 

@@ -76,11 +76,8 @@ export class MetricsWriter {
   sync(): void {
     if (!fs.existsSync(this.file)) return;
     const fd = fs.openSync(this.file, 'r+');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
   }
 }
 

@@ -51,25 +51,6 @@ function startPrecision(dir: string): string | null {
   }
 }
 
-/** The trainer state of state.json `file`, its fields checked (DsvError naming the file and field). */
-function checkTrainerState(s: Record<string, unknown>, file: string): TrainerStateJson {
-  for (const k of ['step', 'tokens_seen', 'consecutive_non_finite', 'skipped_steps', 'elapsed_s']) {
-    const v = s[k];
-    if (typeof v !== 'number' || !(v >= 0) || (k !== 'elapsed_s' && !Number.isSafeInteger(v))) throw new DsvError(`${file}: "${k}" must be a non-negative ${k === 'elapsed_s' ? 'number' : 'integer'}, got ${JSON.stringify(v)}`);
-  }
-  if (s['bias_ema'] !== undefined && (typeof s['bias_ema'] !== 'object' || s['bias_ema'] === null)) throw new DsvError(`${file}: "bias_ema" must be an object`);
-  return s as unknown as TrainerStateJson;
-}
-
-/** Runs `f`, prefixing its DsvErrors with `file`. */
-function inFile(file: string, f: () => void): void {
-  try {
-    f();
-  } catch (e) {
-    throw e instanceof DsvError ? new DsvError(`${file}: ${e.message}`) : e;
-  }
-}
-
 /** Losses of one micro-batch as the step record averages them. */
 export interface StepPart {
   total: number;
@@ -154,10 +135,20 @@ export class TrainRun {
     this.metrics = new MetricsWriter(path.join(o.out, 'metrics.jsonl'));
     if (resumeDir) {
       const { state, optimizer } = loadTrainerState(resumeDir);
-      const file = (f: string): string => path.join(resumeDir!, TRAINER_STATE_DIR, f);
-      const s = checkTrainerState(state, file('state.json'));
-      inFile(file('optimizer.safetensors'), () => this.opt.loadState(optimizer));
-      inFile(file('state.json'), () => {
+      const s = state as unknown as TrainerStateJson;
+      const inFile = (f: string, run: () => void): void => {
+        try {
+          run();
+        } catch (e) {
+          throw e instanceof DsvError ? new DsvError(`${path.join(resumeDir!, TRAINER_STATE_DIR, f)}: ${e.message}`) : e;
+        }
+      };
+      inFile('optimizer.safetensors', () => this.opt.loadState(optimizer));
+      inFile('state.json', () => {
+        for (const k of ['step', 'tokens_seen', 'consecutive_non_finite', 'skipped_steps', 'elapsed_s'] as const) {
+          const int = k !== 'elapsed_s';
+          if (!(int ? Number.isSafeInteger(s[k]) : Number.isFinite(s[k])) || s[k] < 0) throw new DsvError(`"${k}" must be a non-negative ${int ? 'integer' : 'number'}, got ${JSON.stringify(s[k])}`);
+        }
         this.it.restore(s.data);
         this.rng = Rng.fromState(s.rng);
       });
