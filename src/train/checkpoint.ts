@@ -79,6 +79,7 @@ export function saveTrainingCheckpoint(runDir: string, step: number, c: Checkpoi
   const tmp = path.join(runDir, tmpName);
   const st = path.join(tmp, TRAINER_STATE_DIR);
   fs.mkdirSync(st, { recursive: true });
+  let pointed = false; // `latest` names tmp: it must stay
   try {
     writeFileAtomic(path.join(tmp, 'config.json'), json(c.config));
     writeFileAtomic(path.join(tmp, 'generation_config.json'), json(c.generationConfig));
@@ -89,15 +90,15 @@ export function saveTrainingCheckpoint(runDir: string, step: number, c: Checkpoi
       moment_dtype: c.optimizer.momentDtype,
     });
     writeFileAtomic(path.join(st, 'state.json'), json(c.trainerState)); // last: it marks the directory complete
-    fsyncDir(tmp);
     if (fs.existsSync(final)) {
       writeFileAtomic(path.join(runDir, LATEST), tmpName + '\n'); // complete, while the old copy goes
+      pointed = true;
       removeCheckpoint(runDir, name);
     }
     fs.renameSync(tmp, final);
     fsyncDir(runDir);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    if (!pointed) fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
   writeFileAtomic(path.join(runDir, LATEST), name + '\n');
