@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DsvError } from '../errors.js';
 import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
-import { checkTensorToWrite, tensorByteLength, writeAll, writeFileAtomic, writeSafetensors } from './safetensors-write.js';
+import { checkTensorToWrite, tensorByteLength, writeFileAtomic, writeSafetensors } from './safetensors-write.js';
 import type { TensorToWrite } from './safetensors-write.js';
 
 /** transformers' default max_shard_size ("5GB"). */
@@ -85,7 +85,7 @@ export function writeShardedCheckpoint(
     const sortedMap: Record<string, string> = {};
     for (const name of Object.keys(weightMap).sort()) sortedMap[name] = weightMap[name]!;
     const text = JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sortedMap }, null, 2) + '\n';
-    writeFileAtomic(index, (fd) => writeAll(fd, new TextEncoder().encode(text), index!));
+    writeFileAtomic(index, text, { mkdir: false });
   }
   removeStale(dir, new Set([...fileNames, ...(index ? [INDEX_FILE] : [])]));
   return { files: fileNames.map((f) => path.join(dir, f)), index, totalSize };

@@ -4,8 +4,8 @@
  * flushed, then renamed over the target, so a reader never sees a partial file.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { DsvError } from '../errors.js';
+import { writeFileAtomic } from '../data/atomic-write.js';
 import type { DType, Storage } from '../engine/dtype.js';
 import { bytesPerElement } from '../engine/dtype.js';
 import { DTYPE_TO_TAG, shapeNumel } from './safetensors-format.js';
@@ -88,31 +88,8 @@ export function writeAll(fd: number, bytes: Uint8Array, file: string): void {
   }
 }
 
-/** Runs `write` on a temporary file next to `file`, fsyncs it and renames it over `file`. */
-export function writeFileAtomic(file: string, write: (fd: number) => void): void {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  let fd: number;
-  try {
-    fd = fs.openSync(tmp, 'wx');
-  } catch (e) {
-    throw new DsvError(`${file}: cannot create a temporary file in ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let ok = false;
-  try {
-    write(fd);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
-    fs.renameSync(tmp, file);
-    ok = true;
-  } finally {
-    if (!ok) {
-      if (fd >= 0) fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
-    }
-  }
-}
+/** The atomic writer (temporary file, fsync, rename, directory fsync); see data/atomic-write.ts. */
+export { writeFileAtomic };
 
 /**
  * Writes `tensors` to a safetensors file at `file`, sorted by name, with `__metadata__` =
@@ -135,5 +112,5 @@ export function writeSafetensors(
       const d = tensors[name]!.data;
       writeAll(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength), file);
     }
-  });
+  }, { mkdir: false });
 }

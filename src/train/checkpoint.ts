@@ -5,20 +5,28 @@
  * iterator position, RNG state, bias EMA, counters) and `optimizer.safetensors` (the AdamW
  * moments `exp_avg.<param>` / `exp_avg_sq.<param>`, F32 or BF16).
  *
- * A checkpoint is written into a temporary directory, every file flushed, then renamed into
- * place in one step; `RUN_DIR/latest` (written atomically) then names it. A crash at any point
- * leaves the previous checkpoint and pointer intact.
+ * A checkpoint is written into a temporary directory `.checkpoint-<step>.tmp-*`, every file
+ * fsynced (state.json last: a directory holding it is complete), then renamed into place;
+ * `RUN_DIR/latest` (written atomically) then names it. When a step is saved again, `latest`
+ * names the complete temporary copy while the old one is swapped out, so at every instant a
+ * crash (kill -9, power loss) leaves `latest` naming a complete checkpoint, or a copy since
+ * renamed to checkpoint-<step>, which the loader then takes. A removed checkpoint is renamed
+ * to a temporary name first, so no checkpoint-<step> is ever partial. Each save (and
+ * `tidyRunDir` on resume) deletes the temporaries a killed run left and prunes to `keep`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fsyncDir, writeFileAtomic } from '../data/atomic-write.js';
 import { DsvError } from '../errors.js';
 import { SafetensorsFile } from '../io/safetensors-read.js';
-import { type TensorToWrite, writeAll, writeFileAtomic, writeSafetensors } from '../io/safetensors-write.js';
+import { type TensorToWrite, writeSafetensors } from '../io/safetensors-write.js';
 import type { AdamWState, Moment } from './optimizer.js';
 
 export const TRAINER_STATE_DIR = 'trainer_state';
 const LATEST = 'latest';
 const CKPT_RE = /^checkpoint-(\d+)$/;
+/** Temporaries of a save or a removal (directories), and of writeFileAtomic (files). */
+const TEMP_RE = /^\..+\.(tmp|old)-\d+-[0-9a-z]+$/;
 
 export interface CheckpointContents {
   /** config.json (HF). */
@@ -33,27 +41,15 @@ export interface CheckpointContents {
   optimizer: AdamWState;
 }
 
-/** Writes a JSON file atomically (temporary file, fsync, rename). */
-export function writeJsonAtomic(file: string, value: unknown): void {
-  const bytes = new TextEncoder().encode(JSON.stringify(value, null, 2) + '\n');
-  writeFileAtomic(file, (fd) => writeAll(fd, bytes, file));
-}
+const json = (value: unknown): string => JSON.stringify(value, null, 2) + '\n';
+const complete = (dir: string): boolean => fs.existsSync(path.join(dir, TRAINER_STATE_DIR, 'state.json'));
+const tempName = (name: string, kind: 'tmp' | 'old'): string => `.${name}.${kind}-${process.pid}-${Math.random().toString(36).slice(2)}`;
 
-function writeTextAtomic(file: string, text: string): void {
-  writeFileAtomic(file, (fd) => writeAll(fd, new TextEncoder().encode(text), file));
-}
-
-function fsyncDir(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // directories cannot be fsynced on every platform; the rename is still atomic
-  }
+/** Deletes checkpoint `name` of runDir: renamed to a temporary name first, then removed. */
+function removeCheckpoint(runDir: string, name: string): void {
+  const old = path.join(runDir, tempName(name, 'old'));
+  fs.renameSync(path.join(runDir, name), old);
+  fs.rmSync(old, { recursive: true, force: true });
 }
 
 export function checkpointDirName(step: number): string {
@@ -73,43 +69,40 @@ export function optimizerTensors(s: AdamWState): Record<string, TensorToWrite> {
 
 /**
  * Saves a checkpoint for `step` under runDir atomically, points `latest` at it and keeps only
- * the newest `keep` checkpoints. Returns the checkpoint directory.
+ * the newest `keep` checkpoints (0: all). Returns the checkpoint directory.
  */
 export function saveTrainingCheckpoint(runDir: string, step: number, c: CheckpointContents, keep = 2): string {
   fs.mkdirSync(runDir, { recursive: true });
   const name = checkpointDirName(step);
   const final = path.join(runDir, name);
-  const tmp = path.join(runDir, `.${name}.tmp-${process.pid}-${Date.now().toString(36)}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(path.join(tmp, TRAINER_STATE_DIR), { recursive: true });
+  const tmpName = tempName(name, 'tmp');
+  const tmp = path.join(runDir, tmpName);
+  const st = path.join(tmp, TRAINER_STATE_DIR);
+  fs.mkdirSync(st, { recursive: true });
+  let pointed = false; // `latest` names tmp: it must stay
   try {
-    writeJsonAtomic(path.join(tmp, 'config.json'), c.config);
-    writeJsonAtomic(path.join(tmp, 'generation_config.json'), c.generationConfig);
-    if (c.tokenizerJson !== undefined) writeTextAtomic(path.join(tmp, 'tokenizer.json'), c.tokenizerJson);
+    writeFileAtomic(path.join(tmp, 'config.json'), json(c.config));
+    writeFileAtomic(path.join(tmp, 'generation_config.json'), json(c.generationConfig));
+    if (c.tokenizerJson !== undefined) writeFileAtomic(path.join(tmp, 'tokenizer.json'), c.tokenizerJson);
     writeSafetensors(path.join(tmp, 'model.safetensors'), c.tensors);
-    const st = path.join(tmp, TRAINER_STATE_DIR);
     writeSafetensors(path.join(st, 'optimizer.safetensors'), optimizerTensors(c.optimizer), {
       step: String(c.optimizer.step),
       moment_dtype: c.optimizer.momentDtype,
     });
-    writeJsonAtomic(path.join(st, 'state.json'), c.trainerState);
-    fsyncDir(st);
-    fsyncDir(tmp);
+    writeFileAtomic(path.join(st, 'state.json'), json(c.trainerState)); // last: it marks the directory complete
     if (fs.existsSync(final)) {
-      const old = path.join(runDir, `.${name}.old-${process.pid}-${Date.now().toString(36)}`);
-      fs.renameSync(final, old);
-      fs.renameSync(tmp, final);
-      fs.rmSync(old, { recursive: true, force: true });
-    } else {
-      fs.renameSync(tmp, final);
+      writeFileAtomic(path.join(runDir, LATEST), tmpName + '\n'); // complete, while the old copy goes
+      pointed = true;
+      removeCheckpoint(runDir, name);
     }
+    fs.renameSync(tmp, final);
+    fsyncDir(runDir);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    if (!pointed) fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  writeTextAtomic(path.join(runDir, LATEST), name + '\n');
-  fsyncDir(runDir);
-  pruneCheckpoints(runDir, keep, name);
+  writeFileAtomic(path.join(runDir, LATEST), name + '\n');
+  tidyRunDir(runDir, keep);
   return final;
 }
 
@@ -124,27 +117,37 @@ export function listCheckpoints(runDir: string): number[] {
     .sort((a, b) => a - b);
 }
 
-function pruneCheckpoints(runDir: string, keep: number, current: string): void {
+/**
+ * Removes what killed runs left in runDir (temporary files and directories) and all but the
+ * newest `keep` checkpoints (0: all); the one `latest` resolves to always stays.
+ */
+export function tidyRunDir(runDir: string, keep: number): void {
+  const current = path.basename(latestCheckpoint(runDir) ?? '');
+  for (const f of fs.readdirSync(runDir)) if (TEMP_RE.test(f) && f !== current) fs.rmSync(path.join(runDir, f), { recursive: true, force: true });
   if (keep <= 0) return;
   const steps = listCheckpoints(runDir);
-  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) {
-    const n = checkpointDirName(s);
-    if (n !== current) fs.rmSync(path.join(runDir, n), { recursive: true, force: true });
-  }
+  for (const s of steps.slice(0, Math.max(0, steps.length - keep))) if (checkpointDirName(s) !== current) removeCheckpoint(runDir, checkpointDirName(s));
 }
 
-/** The newest complete checkpoint directory of a run (via `latest`), or null. */
+/**
+ * The newest complete checkpoint directory of a run, or null: the one `latest` names (or, when
+ * that was a temporary copy since renamed into place, checkpoint-<step>); when `latest` is
+ * missing or names nothing complete, the complete checkpoint of the highest step.
+ */
 export function latestCheckpoint(runDir: string): string | null {
-  const p = path.join(runDir, LATEST);
-  if (fs.existsSync(p)) {
-    const name = fs.readFileSync(p, 'utf8').trim();
-    const dir = path.join(runDir, name);
-    if (CKPT_RE.test(name) && fs.existsSync(path.join(dir, TRAINER_STATE_DIR, 'state.json'))) return dir;
+  let name = '';
+  try {
+    name = fs.readFileSync(path.join(runDir, LATEST), 'utf8').trim();
+  } catch {
+    // no pointer: search
+  }
+  if (/^(checkpoint-\d+|\.checkpoint-\d+\.tmp-\d+-[0-9a-z]+)$/.test(name)) {
+    for (const n of [name, name.replace(/^\.(checkpoint-\d+)\..*$/, '$1')]) if (complete(path.join(runDir, n))) return path.join(runDir, n);
   }
   const steps = listCheckpoints(runDir);
   for (let i = steps.length - 1; i >= 0; i--) {
     const dir = path.join(runDir, checkpointDirName(steps[i]!));
-    if (fs.existsSync(path.join(dir, TRAINER_STATE_DIR, 'state.json'))) return dir;
+    if (complete(dir)) return dir;
   }
   return null;
 }
@@ -165,7 +168,13 @@ export function loadTrainerState(ckptDir: string): { state: Record<string, unkno
   const dir = path.join(ckptDir, TRAINER_STATE_DIR);
   const stateFile = path.join(dir, 'state.json');
   if (!fs.existsSync(stateFile)) throw new DsvError(`${ckptDir}: no ${TRAINER_STATE_DIR}/state.json (not a training checkpoint)`);
-  const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as Record<string, unknown>;
+  let state: unknown;
+  try {
+    state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  } catch (e) {
+    throw new DsvError(`${stateFile}: not a readable JSON file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) throw new DsvError(`${stateFile}: expected a JSON object`);
   const f = SafetensorsFile.open(path.join(dir, 'optimizer.safetensors'));
   try {
     const m: Record<string, Moment> = {};
@@ -181,7 +190,7 @@ export function loadTrainerState(ckptDir: string): { state: Record<string, unkno
     }
     const step = Number(f.metadata?.['step'] ?? NaN);
     if (!Number.isInteger(step)) throw new DsvError(`${f.path}: missing optimizer step in the metadata`);
-    return { state, optimizer: { step, momentDtype, m, v } };
+    return { state: state as Record<string, unknown>, optimizer: { step, momentDtype, m, v } };
   } finally {
     f.close();
   }

@@ -7,6 +7,7 @@
  * `step` counts optimizer steps taken after the record (1 after the first step).
  */
 import * as fs from 'node:fs';
+import { writeFileAtomic } from '../data/atomic-write.js';
 import { DsvError } from '../errors.js';
 
 export interface LayerStats {
@@ -61,13 +62,22 @@ export class MetricsWriter {
     fs.appendFileSync(this.file, toJsonLine(r) + '\n');
   }
 
-  /** Drops records past `step` (after a resume from an older checkpoint). */
+  /**
+   * Drops records past `step`, and a torn last line: on resume from a checkpoint of `step`, the
+   * file then holds exactly the records an uninterrupted run had written by then.
+   */
   truncateAfter(step: number): void {
     if (!fs.existsSync(this.file)) return;
     const kept = readMetrics(this.file).filter((r) => r.step <= step);
-    const tmp = this.file + '.tmp';
-    fs.writeFileSync(tmp, kept.map((r) => toJsonLine(r) + '\n').join(''));
-    fs.renameSync(tmp, this.file);
+    writeFileAtomic(this.file, kept.map((r) => toJsonLine(r) + '\n').join(''));
+  }
+
+  /** Flushes the records to disk (before a checkpoint, so they are never behind it after a crash). */
+  sync(): void {
+    if (!fs.existsSync(this.file)) return;
+    const fd = fs.openSync(this.file, 'r+');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
   }
 }
 

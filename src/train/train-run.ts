@@ -10,12 +10,13 @@ import * as path from 'node:path';
 import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
 import { Rng, type RngState } from '../data/rng.js';
 import { withArena, type BufferArena } from '../engine/arena.js';
+import { writeFileAtomic } from '../data/atomic-write.js';
 import { loadTokenizerJson, tokenizerToJson, type Tokenizer } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio } from '../objective/balance.js';
-import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, writeJsonAtomic } from './checkpoint.js';
+import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './checkpoint.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
@@ -135,9 +136,22 @@ export class TrainRun {
     if (resumeDir) {
       const { state, optimizer } = loadTrainerState(resumeDir);
       const s = state as unknown as TrainerStateJson;
-      this.opt.loadState(optimizer);
-      this.it.restore(s.data);
-      this.rng = Rng.fromState(s.rng);
+      const inFile = (f: string, run: () => void): void => {
+        try {
+          run();
+        } catch (e) {
+          throw e instanceof DsvError ? new DsvError(`${path.join(resumeDir!, TRAINER_STATE_DIR, f)}: ${e.message}`) : e;
+        }
+      };
+      inFile('optimizer.safetensors', () => this.opt.loadState(optimizer));
+      inFile('state.json', () => {
+        for (const k of ['step', 'tokens_seen', 'consecutive_non_finite', 'skipped_steps', 'elapsed_s'] as const) {
+          const int = k !== 'elapsed_s';
+          if (!(int ? Number.isSafeInteger(s[k]) : Number.isFinite(s[k])) || s[k] < 0) throw new DsvError(`"${k}" must be a non-negative ${int ? 'integer' : 'number'}, got ${JSON.stringify(s[k])}`);
+        }
+        this.it.restore(s.data);
+        this.rng = Rng.fromState(s.rng);
+      });
       this.ema = s.bias_ema ?? {};
       this.step = s.step;
       this.tokensSeen = s.tokens_seen;
@@ -145,17 +159,18 @@ export class TrainRun {
       this.skipped = s.skipped_steps;
       this.elapsed = s.elapsed_s;
       this.metrics.truncateAfter(this.step);
+      if (o.resume === true) tidyRunDir(o.out, o.keepCheckpoints ?? 2); // what a killed run left
       progress.log(`resumed from ${resumeDir} at step ${this.step}`);
       const before = startPrecision(o.out);
       if (before !== null && before !== (o.fp8 ? 'fp8' : 'fp32')) progress.log(`note: the run started in ${before}; it continues in ${o.fp8 ? 'fp8' : 'fp32'} (step records say which)`);
     } else {
       fs.rmSync(this.metrics.file, { force: true });
-      writeJsonAtomic(path.join(o.out, 'run.json'), {
+      writeFileAtomic(path.join(o.out, 'run.json'), JSON.stringify({
         steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum ?? 1, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
         balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
         mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
         parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg), ...extraRun,
-      });
+      }, null, 2) + '\n');
     }
     this.plan = trainerPlan(o);
   }
@@ -167,6 +182,7 @@ export class TrainRun {
       version: 1, step: this.step, tokens_seen: this.tokensSeen, data: this.it.state(), rng: this.rng.state(), bias_ema: this.ema,
       consecutive_non_finite: this.consecutive, skipped_steps: this.skipped, elapsed_s: this.elapsed,
     };
+    this.metrics.sync();
     this.lastCkpt = saveTrainingCheckpoint(o.out, this.step, {
       config: configToJson(model.cfg),
       tensors: f32CheckpointTensors(model),
