@@ -21,4 +21,3 @@ export {
   type PrepareDataOptions,
   type PreparedData,
 } from './dataset.js';
-export { writeFileAtomic } from './atomic-write.js';

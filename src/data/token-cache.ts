@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { endianness, homedir } from 'node:os';
 import { join } from 'node:path';
 import { DsvError } from '../errors.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 import { corpusHash, type Corpus } from './corpus.js';
 import {
   DEFAULT_SPECIAL_TOKENS,

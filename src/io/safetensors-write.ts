@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { DsvError } from '../errors.js';
-import { writeFileAtomic } from '../data/atomic-write.js';
+import { writeFileAtomic } from './atomic-write.js';
 import type { DType, Storage } from '../engine/dtype.js';
 import { bytesPerElement } from '../engine/dtype.js';
 import { DTYPE_TO_TAG, shapeNumel } from './safetensors-format.js';
@@ -87,9 +87,6 @@ export function writeAll(fd: number, bytes: Uint8Array, file: string): void {
     done += n;
   }
 }
-
-/** The atomic writer (temporary file, fsync, rename, directory fsync); see data/atomic-write.ts. */
-export { writeFileAtomic };
 
 /**
  * Writes `tensors` to a safetensors file at `file`, sorted by name, with `__metadata__` =

@@ -16,7 +16,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fsyncDir, writeFileAtomic } from '../data/atomic-write.js';
+import { fsyncDir, writeFileAtomic } from '../io/atomic-write.js';
 import { DsvError } from '../errors.js';
 import { SafetensorsFile } from '../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../io/safetensors-write.js';

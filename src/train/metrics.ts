@@ -7,7 +7,7 @@
  * `step` counts optimizer steps taken after the record (1 after the first step).
  */
 import * as fs from 'node:fs';
-import { writeFileAtomic } from '../data/atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 import { DsvError } from '../errors.js';
 
 export interface LayerStats {

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { BatchIterator, prepareData, validationBatches, type BatchIteratorState, type PreparedData } from '../data/dataset.js';
 import { Rng, type RngState } from '../data/rng.js';
 import { withArena, type BufferArena } from '../engine/arena.js';
-import { writeFileAtomic } from '../data/atomic-write.js';
+import { writeFileAtomic } from '../io/atomic-write.js';
 import { loadTokenizerJson, tokenizerToJson, type Tokenizer } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';

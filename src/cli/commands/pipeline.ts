@@ -9,7 +9,7 @@ import { table2Bubble, table2IsExact, table2Memory } from '../../parallel/bubble
 import { buildSchedule, PIPELINE_ALGOS } from '../../parallel/schedules.js';
 import type { PipelineAlgo, PipelineSchedule } from '../../parallel/schedule-types.js';
 import { simulateSchedule, type SimMode, type SimResult, type SimSend, type SimTimes } from '../../parallel/simulate.js';
-import { writeFileAtomic } from '../../data/atomic-write.js';
+import { writeFileAtomic } from '../../io/atomic-write.js';
 
 const HELP = `Usage: dsv3 pipeline [--stages PP] [--microbatches N] [--algo LIST] [--times SPEC]
                      [--latency L] [--mode dataflow|batched] [--send rendezvous|eager]

@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { type Command, UsageError } from '../command.js';
 import { readMetrics } from '../../train/metrics.js';
 import { buildReportHtml } from '../../train/report.js';
-import { writeAll, writeFileAtomic } from '../../io/safetensors-write.js';
+import { writeFileAtomic } from '../../io/atomic-write.js';
+import { writeAll } from '../../io/safetensors-write.js';
 
 const HELP = `Usage: dsv3 report RUN_DIR [--out FILE]
 

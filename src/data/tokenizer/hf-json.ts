@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DsvError } from '../../errors.js';
-import { writeFileAtomic } from '../atomic-write.js';
+import { writeFileAtomic } from '../../io/atomic-write.js';
 import { addedTokensToJSON, parseAddedTokens, type AddedToken } from './added-tokens.js';
 import { BpeModel } from './bpe-model.js';
 import { parseNormalizer } from './normalizer.js';
