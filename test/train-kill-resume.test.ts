@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../src/data/rng.js';
-import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, type CheckpointContents } from '../src/train/checkpoint.js';
+import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, type CheckpointContents } from '../src/train/run-checkpoints.js';
 import { tinyTrainingArgs } from './helpers/tiny-config.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

@@ -7,7 +7,7 @@ import { loadMobyDick } from '../src/data/corpus.js';
 import { prepareData, type PreparedData } from '../src/data/dataset.js';
 import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
-import { latestCheckpoint, loadTrainerState } from '../src/train/checkpoint.js';
+import { latestCheckpoint, loadTrainerState } from '../src/train/run-checkpoints.js';
 import { readMetrics, type StepRecord } from '../src/train/metrics.js';
 import { train, type TrainOptions } from '../src/train/trainer.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DsvError } from '../errors.js';
-import { INDEX_FILE, SINGLE_FILE } from './checkpoint.js';
+import { INDEX_FILE, SINGLE_FILE } from './checkpoint-read.js';
 import { writeFileAtomic } from './atomic-write.js';
 import { checkTensorToWrite, tensorByteLength, writeSafetensors } from './safetensors-write.js';
 import type { TensorToWrite } from './safetensors-write.js';

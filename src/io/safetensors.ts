@@ -5,5 +5,5 @@
 export * from './safetensors-format.js';
 export * from './safetensors-read.js';
 export * from './safetensors-write.js';
-export * from './checkpoint.js';
+export * from './checkpoint-read.js';
 export * from './checkpoint-write.js';

@@ -7,7 +7,7 @@
  */
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint-read.js';
 import type { Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
 import { loadModelConfig, type ModelConfig } from './config.js';

@@ -10,7 +10,7 @@
  *
  * Trainable tensors are `Tensor.param` leaves named after their checkpoint names.
  */
-import { type Checkpoint } from '../io/checkpoint.js';
+import { type Checkpoint } from '../io/checkpoint-read.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { dequantFp8Weight } from '../engine/fp8/checkpoint-weights.js';
 import { largeF32 } from '../engine/memory.js';

@@ -16,7 +16,7 @@ import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { useBackend } from '../engine/backend.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint-read.js';
 import type { ModelConfig } from '../model/config.js';
 import { CheckpointParams, type ParamSource, RandomParams } from '../model/params.js';
 import { buildPipelineRank, splitMicroBatches } from './executor.js';

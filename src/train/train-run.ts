@@ -16,7 +16,7 @@ import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio } from '../objective/balance.js';
-import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './checkpoint.js';
+import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './run-checkpoints.js';
 import { MetricsWriter, type LayerStats } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';

@@ -5,7 +5,7 @@
  * (bias γ 0.001) with the complementary sequence-wise loss (α 1e-4), gradient accumulation.
  *
  * Every step appends to RUN_DIR/metrics.jsonl; every `ckptEvery` steps (and at the end) a
- * checkpoint is written atomically (checkpoint.ts). `resume` restores weights, biases, AdamW
+ * checkpoint is written atomically (run-checkpoints.ts). `resume` restores weights, biases, AdamW
  * moments, the data position, the RNG and the bias EMA, and continues bit-exactly. A step whose
  * loss or gradients are not finite is skipped and reported; after `maxNonFinite` consecutive
  * ones training stops, leaving the last good checkpoint as it was.

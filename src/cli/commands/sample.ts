@@ -12,7 +12,7 @@ import { noGrad } from '../../engine/autograd.js';
 import { Tensor } from '../../engine/tensor.js';
 import { DsvError } from '../../errors.js';
 import { DeepseekV3 } from '../../model/model.js';
-import { resolveCheckpointDir } from '../../train/checkpoint.js';
+import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
 
 const HELP = `Usage: dsv3 sample --model DIR --prompt TEXT [options]
 
