@@ -1,5 +1,5 @@
 // The FP8 grouped MoE FFN op (src/engine/ops/fp8-training-grouped.ts, paper §3.3 / Figure 6,
-// SPEC §2): forward and every gradient against an oracle that runs each expert (and the shared
+// docs/SPEC.md §2): forward and every gradient against an oracle that runs each expert (and the shared
 // expert) through the FP8 Linear op (fp8TrainingLinear, itself checked against the exact FP8 GEMM of
 // test/helpers/fp8-gemm-oracle.ts) on that expert's tokens only, on experts with 0, 1, 127 and
 // 129 tokens (Wgrad tiles must restart at every expert's first token); deferWeightGrads giving

@@ -1,5 +1,5 @@
 /**
- * The single-process pipeline runtime (src/parallel/executor.ts, stages.ts; DUALPIPE.md §2, §5,
+ * The single-process pipeline runtime (src/parallel/executor.ts, stages.ts; docs/DUALPIPE.md §2, §5,
  * §10) on a tiny DeepSeek-V3 (4 layers: dense + 3 MoE, one MoE MTP module): (a) each rank
  * executes exactly its compute list of the golden fixture, (b) per-micro-batch losses and the
  * replica-summed gradients of every parameter equal a plain sequential run on the same

@@ -1,5 +1,5 @@
 /**
- * Pipeline-schedule generators (DualPipe, DualPipeV, 1F1B, ZB1P; DUALPIPE.md §6, §7) against
+ * Pipeline-schedule generators (DualPipe, DualPipeV, 1F1B, ZB1P; docs/DUALPIPE.md §6, §7) against
  * the golden schedules in test/fixtures/dualpipe/schedules, plus the constraints of §4, the
  * p2p pairing invariant of §5.4 and the DualPipeV ↔ DualPipe equivalence of §2.3.
  */
@@ -42,7 +42,7 @@ for (const file of files) {
   });
 }
 
-test('constraints of DUALPIPE.md §4 are enforced with DsvErrors naming the value', () => {
+test('constraints of docs/DUALPIPE.md §4 are enforced with DsvErrors naming the value', () => {
   const rejected: [string, number, number, RegExp][] = [
     ['dualpipe', 4, 6, /micro-batches >= 2 \* ranks = 8, got 6/],
     ['dualpipe', 4, 9, /even number of micro-batches.*got 9/],
@@ -69,7 +69,7 @@ test('constraints of DUALPIPE.md §4 are enforced with DsvErrors naming the valu
   }
 });
 
-/** Structural checks of a generated dual schedule (DUALPIPE.md §5.1, §5.2, §5.4, §6.2). */
+/** Structural checks of a generated dual schedule (docs/DUALPIPE.md §5.1, §5.2, §5.4, §6.2). */
 function checkDualStructure(s: PipelineSchedule): void {
   const M = s.microbatches_per_stream;
   for (let r = 0; r < s.ranks; r++) {

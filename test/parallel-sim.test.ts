@@ -1,9 +1,9 @@
 /**
  * The pipeline-schedule simulator (src/parallel/simulate.ts) against the golden
- * `test/fixtures/dualpipe/sim_expected.json` (DUALPIPE.md §8; fixtures README, format
+ * `test/fixtures/dualpipe/sim_expected.json` (docs/DUALPIPE.md §8; fixtures README, format
  * `dsv3-pipeline-sim/1`): every entry — schedule file × time setting × mode × send — reproduced
  * exactly, full timeline included. Then the Table 2 formulas (bubble.ts; DeepSeek-V3 §3.2.1,
- * Table 2) against the simulated numbers where DUALPIPE.md §8.3 says they are exact, and
+ * Table 2) against the simulated numbers where docs/DUALPIPE.md §8.3 says they are exact, and
  * malformed schedules that must fail with a clear DsvError instead of hanging.
  */
 import { test } from 'node:test';
@@ -51,7 +51,7 @@ for (const e of expected.results) {
   });
 }
 
-test('Table 2 formulas are exact where DUALPIPE.md §8.3 says so (dataflow, latency 0)', () => {
+test('Table 2 formulas are exact where docs/DUALPIPE.md §8.3 says so (dataflow, latency 0)', () => {
   let checked = 0;
   for (const e of expected.results) {
     const t = expected.time_settings[e.time_setting]!;
@@ -66,7 +66,7 @@ test('Table 2 formulas are exact where DUALPIPE.md §8.3 says so (dataflow, late
   assert.equal(checked, 44); // every T1 and T2 dataflow case is in the exact regime
 });
 
-test('peak activations match Table 2 / DUALPIPE.md §8.4', () => {
+test('peak activations match Table 2 / docs/DUALPIPE.md §8.4', () => {
   for (const e of expected.results) {
     const r = run(e);
     const act = table2Memory(e.algo, e.stages).activationsPerDevice;
@@ -79,7 +79,7 @@ test('peak activations match Table 2 / DUALPIPE.md §8.4', () => {
   }
 });
 
-test('batched replay is never faster than dataflow, and equal at latency 0 (DUALPIPE.md §8.6)', () => {
+test('batched replay is never faster than dataflow, and equal at latency 0 (docs/DUALPIPE.md §8.6)', () => {
   for (const e of expected.results) {
     if (e.mode !== 'batched') continue;
     const flow = simulateSchedule(schedule(e.algo, e.ranks, e.microbatches), expected.time_settings[e.time_setting]!, 'dataflow');

@@ -1,6 +1,6 @@
 /**
  * Pipeline-parallel training (src/train/pipeline-trainer.ts, src/parallel/train-pool.ts;
- * DUALPIPE.md §2.2, §10; paper §3.2.1): three optimizer steps on persistent worker ranks equal
+ * docs/DUALPIPE.md §2.2, §10; paper §3.2.1): three optimizer steps on persistent worker ranks equal
  * the sequential trainer's path (forwardLosses + backward per micro-batch, then `applyUpdate`
  * with divisor M) on the same micro-batches: per-step losses, every parameter and every balance
  * bias after each step; all replicas of a parameter are bit-identical to each other and to the

@@ -1,5 +1,5 @@
 /**
- * The worker-thread pipeline runtime (src/parallel/workers.ts, pipeline-worker.ts; DUALPIPE.md
+ * The worker-thread pipeline runtime (src/parallel/workers.ts, pipeline-worker.ts; docs/DUALPIPE.md
  * §5.4, §10): one worker per rank, tensors over MessagePorts. Same checks as the single-process
  * executor: executed ops = the fixture's compute lists, losses and replica-summed gradients =
  * the sequential run (and bit-identical to the single-process executor, which does the same

@@ -1,4 +1,4 @@
-/** `dsv3 pipeline` end to end: the real CLI in a child process; Table 2 figures from DUALPIPE.md §8.2. */
+/** `dsv3 pipeline` end to end: the real CLI in a child process; Table 2 figures from docs/DUALPIPE.md §8.2. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -21,7 +21,7 @@ interface Row {
 }
 const rows = (out: string): Row[] => out.trim().split('\n').map((l) => JSON.parse(l) as Row);
 
-test('dsv3 pipeline: Table 2 at PP = 8, N = 20 with F=1, B=2, W=1, F&B=3 (DUALPIPE.md §8.2)', () => {
+test('dsv3 pipeline: Table 2 at PP = 8, N = 20 with F=1, B=2, W=1, F&B=3 (docs/DUALPIPE.md §8.2)', () => {
   const r = dsv3(['--json']);
   assert.equal(r.status, 0, r.stderr);
   const byAlgo = new Map(rows(r.stdout).map((x) => [x.algo, x]));

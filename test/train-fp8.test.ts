@@ -1,4 +1,4 @@
-// FP8 mixed-precision training (paper §3.3 / Figure 6, SPEC §2; src/model/fp8-mode.ts): which
+// FP8 mixed-precision training (paper §3.3 / Figure 6, docs/SPEC.md §2; src/model/fp8-mode.ts): which
 // ops a training step runs (every covered Linear through an FP8 op, the embedding, output head,
 // MoE gate and norms not), losses and gradients close to but not equal to float32, the trainer
 // (run.json / metrics record it, resume stays bit-exact), `dsv3 train --fp8` and

@@ -1,5 +1,5 @@
 /**
- * The Hugging Face checkpoint layout of a model (SPEC §1), the one place that writes it: every
+ * The Hugging Face checkpoint layout of a model (docs/SPEC.md §1), the one place that writes it: every
  * tensor under its checkpoint name, in module order — float32 parameters and buffers, bf16
  * weights as bf16, FP8 weights as codes (dtype f8_e4m3) followed by their float32
  * `<name>_scale_inv` — plus, for each MTP module at layer L+k−1, the copies

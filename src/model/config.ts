@@ -32,7 +32,7 @@ export interface Fp8Quantization {
   scale_fmt: 'ue8m0' | null;
 }
 
-/** A validated model configuration (every field SPEC.md section 1 honours, HF names). */
+/** A validated model configuration (every field docs/SPEC.md section 1 honours, HF names). */
 export interface ModelConfig {
   model_type: ModelType;
   architectures: string[];

@@ -1,5 +1,5 @@
 /**
- * The FP8 mixed-precision training switch (DeepSeek-V3 §3.3, Figure 6; SPEC §2). Inside
+ * The FP8 mixed-precision training switch (DeepSeek-V3 §3.3, Figure 6; docs/SPEC.md §2). Inside
  * `withFp8(fn)`, the model's Linear layers with float32 (master) weights run their Fprop, Dgrad
  * and Wgrad GEMMs on E4M3 operands: `applyLinear` uses `fp8TrainingLinear` (ops/fp8-training-linear.ts) for the
  * MLA projections (q_a/q_b or q, kv_a, kv_b, o), the dense FFNs and the MTP eh_proj, and the MoE

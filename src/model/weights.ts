@@ -188,7 +188,7 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
 /**
  * y = x W^T for any weight format (the one entry point the model uses). Inside `withFp8`
  * (fp8-mode.ts), a float32 weight runs through the FP8 training Linear (`fp8Linear`: FP8
- * Fprop, Dgrad and Wgrad, paper §3.3 / Figure 6, SPEC §2) unless `highPrecision` is set, which
+ * Fprop, Dgrad and Wgrad, paper §3.3 / Figure 6, docs/SPEC.md §2) unless `highPrecision` is set, which
  * the output head passes (the recipe keeps it in high precision).
  */
 export function applyLinear(x: Tensor, w: LinearWeight, opts: { highPrecision?: boolean } = {}): Tensor {

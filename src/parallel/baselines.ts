@@ -1,8 +1,8 @@
 /**
  * The baselines of the DeepSeek-V3 report's Table 2 (§3.2.1): 1F1B (PipeDream-flush, as in
  * Megatron-LM) and ZB1P, which is the Zero Bubble paper's handcrafted ZB-H1 (Qi et al., arXiv
- * 2401.10241, §2.1, Figure 3 top; see DUALPIPE.md §7 and §9.3). One stage per rank, one stream
- * entering at rank 0 (DUALPIPE.md §2.1). Compute lists only: these schedules carry no reference
+ * 2401.10241, §2.1, Figure 3 top; see docs/DUALPIPE.md §7 and §9.3). One stage per rank, one stream
+ * entering at rank 0 (docs/DUALPIPE.md §2.1). Compute lists only: these schedules carry no reference
  * p2p program.
  */
 import { DsvError } from '../errors.js';
@@ -51,7 +51,7 @@ class RankOps {
   }
 }
 
-/** 1F1B rank i (DUALPIPE.md §7.1): w = min(PP−1−i, N) warm-up forwards, N−w (F, B) pairs,
+/** 1F1B rank i (docs/DUALPIPE.md §7.1): w = min(PP−1−i, N) warm-up forwards, N−w (F, B) pairs,
  * then the remaining w full backwards. */
 function oneFOneBRank(ranks: number, microbatches: number, i: number): ComputeOp[] {
   const r = new RankOps(i);
@@ -65,7 +65,7 @@ function oneFOneBRank(ranks: number, microbatches: number, i: number): ComputeOp
   return r.ops;
 }
 
-/** ZB-H1 rank i (DUALPIPE.md §7.2): 1F1B's order with every backward split; the k-th split
+/** ZB-H1 rank i (docs/DUALPIPE.md §7.2): 1F1B's order with every backward split; the k-th split
  * backward is followed by a W once k ≥ i (the W's are delayed by the rank index), and the
  * remaining min(i, N) W's drain the queue at the end. */
 function zb1pRank(ranks: number, microbatches: number, i: number): ComputeOp[] {

@@ -1,11 +1,11 @@
 /**
  * DeepSeek-V3 report §3.2.1, Table 2 ("Comparison of pipeline bubbles and memory usage across
  * different pipeline parallel methods"), plus the DualPipeV row of the DualPipe README, as
- * specified in DUALPIPE.md §8.1, and the exact-regime refinements of §8.3.
+ * specified in docs/DUALPIPE.md §8.1, and the exact-regime refinements of §8.3.
  *
- * `PP` is always the number of pipeline STAGES (DUALPIPE.md §8.1): the rank count for 1F1B, ZB1P
+ * `PP` is always the number of pipeline STAGES (docs/DUALPIPE.md §8.1): the rank count for 1F1B, ZB1P
  * and DualPipe, twice the rank count for DualPipeV. `B` is a FULL backward chunk (input and
- * weight gradients; Table 2 caption, DUALPIPE.md §9 note 4), `W` its weight part, `FB` the
+ * weight gradients; Table 2 caption, docs/DUALPIPE.md §9 note 4), `W` its weight part, `FB` the
  * mutually overlapped forward-and-backward pair ("F&B").
  *
  * All functions are plain arithmetic on their arguments: given integer ticks (see time-grid.ts)
@@ -45,7 +45,7 @@ export function table2Bubble(algo: PipelineAlgo, stages: number, t: BubbleTimes)
   }
 }
 
-/** Table 2 memory columns (DUALPIPE.md §8.1, §8.4, §8.5). */
+/** Table 2 memory columns (docs/DUALPIPE.md §8.1, §8.4, §8.5). */
 export interface Table2Memory {
   /** parameters per device, in multiples of one 1F1B device's (one stage of a PP-stage model) */
   parametersPerDevice: number;
@@ -71,7 +71,7 @@ export function table2Memory(algo: PipelineAlgo, stages: number): Table2Memory {
 }
 
 /**
- * Whether Table 2's bubble is exact for these times (DUALPIPE.md §8.3; dataflow execution, no
+ * Whether Table 2's bubble is exact for these times (docs/DUALPIPE.md §8.3; dataflow execution, no
  * latency): always for 1F1B; for ZB1P when `N >= PP` and `W <= min(F, B−W)`; for DualPipe and
  * DualPipeV when `F = B−W` and `W <= F` (with `max(F,B) <= F&B <= F+B`). `microbatches` is the
  * schedule's N (all streams together).
@@ -90,7 +90,7 @@ export function table2IsExact(algo: PipelineAlgo, stages: number, microbatches: 
 }
 
 /**
- * Per-rank bubble in the exact regime (DUALPIPE.md §8.3). 1F1B and ZB1P: the Table 2 value on
+ * Per-rank bubble in the exact regime (docs/DUALPIPE.md §8.3). 1F1B and ZB1P: the Table 2 value on
  * every rank. DualPipe / DualPipeV: `(PP/2−1)(F&B+B−3W) − max(0, H−2−h)·(F+B−F&B)` with `H` the
  * ranks from an end to the turn and `h` the rank's distance from its end (§6.1).
  */
@@ -104,7 +104,7 @@ export function exactRankBubble(algo: PipelineAlgo, stages: number, rank: number
 }
 
 /**
- * Makespan in the exact regime (DUALPIPE.md §8.3), N = `microbatches`:
+ * Makespan in the exact regime (docs/DUALPIPE.md §8.3), N = `microbatches`:
  * 1F1B `(N+PP−1)(F+B)`; ZB1P `N(F+B) + (PP−1)(F+B−2W)`;
  * DualPipe `N(F+B) − (N−PP−1)(F+B−F&B) + (PP/2−1)(F&B+B−3W)`;
  * DualPipeV (R = PP/2 ranks) `2N(F+B) − (2N−2R−1)(F+B−F&B) + (R−1)(F&B+B−3W)`.

@@ -3,8 +3,8 @@
  * in which every rank holds two chunks and, in the steady state, overlaps the forward of one
  * chunk with the full backward of the other ("F&B", Figure 4).
  *
- * This file holds the per-rank program of DUALPIPE.md §6.3 (shared with DualPipeV, see
- * dualpipev.ts) and the DualPipe placement of DUALPIPE.md §2.2 / §6.1. The program is generated
+ * This file holds the per-rank program of docs/DUALPIPE.md §6.3 (shared with DualPipeV, see
+ * dualpipev.ts) and the DualPipe placement of docs/DUALPIPE.md §2.2 / §6.1. The program is generated
  * exactly as DeepSeek's reference `dualpipe.py` issues it: compute ops interleaved with the
  * posted p2p operations and the batched waits of the reference runtime protocol (§5.4).
  */
@@ -12,7 +12,7 @@ import { DsvError } from '../errors.js';
 import type { ChunkMb, ComputeOp, P2pOp, PipelineSchedule, ProgramOp, RankChunk } from './schedule-types.js';
 
 /**
- * One chunk of a rank in a two-chunk schedule, with its message routing (DUALPIPE.md §5.1,
+ * One chunk of a rank in a two-chunk schedule, with its message routing (docs/DUALPIPE.md §5.1,
  * §5.4): `prevRank` holds the previous stage of this chunk's stream (activations come from it,
  * input gradients go to it), `nextRank` the next stage (activations go to it, output gradients
  * come from it). `null` when the message does not exist: the first stage of a stream has no
@@ -24,7 +24,7 @@ export interface RoutedChunk extends RankChunk {
   nextRank: number | null;
 }
 
-/** The per-rank parameters of DUALPIPE.md §6.1 and the rank's two chunks. */
+/** The per-rank parameters of docs/DUALPIPE.md §6.1 and the rank's two chunks. */
 export interface DualRankPlan {
   /** H: ranks from an end of the pipeline to the turn. */
   H: number;
@@ -146,7 +146,7 @@ class DualProgramBuilder {
 }
 
 /**
- * The exact per-rank program of DUALPIPE.md §6.3 (the eight steps of §6.2, names as in the
+ * The exact per-rank program of docs/DUALPIPE.md §6.3 (the eight steps of §6.2, names as in the
  * reference `dualpipe.py`), for DualPipe and DualPipeV alike: only the plan (§6.1) differs.
  */
 export function dualRankProgram(plan: DualRankPlan): { compute: ComputeOp[]; program: ProgramOp[] } {

@@ -1,9 +1,9 @@
 /**
  * DualPipeV: the "cut-in-half" V-shaped variant of DualPipe (Sea AI Lab; DeepSeek's DualPipe
- * repository, `dualpipev.py`; the DualPipeV row of DUALPIPE.md §8.1's Table 2). Not in the
- * DeepSeek-V3 paper itself (DUALPIPE.md §9.8).
+ * repository, `dualpipev.py`; the DualPipeV row of docs/DUALPIPE.md §8.1's Table 2). Not in the
+ * DeepSeek-V3 paper itself (docs/DUALPIPE.md §9.8).
  *
- * R ranks, 2R stages, one stream (DUALPIPE.md §2.3): a micro-batch goes down through chunk 0 of
+ * R ranks, 2R stages, one stream (docs/DUALPIPE.md §2.3): a micro-batch goes down through chunk 0 of
  * ranks 0..R−1, turns on rank R−1 (chunk 0 → chunk 1, a local hand-off) and comes back up
  * through chunk 1 of ranks R−1..0; rank 0 computes the loss. Each rank runs the §6.3 program
  * with H = R, M = N, h = i, S = chunk 0, D = chunk 1 (§6.1): the same compute sequence as rank i
@@ -37,7 +37,7 @@ function dualPipeVChunks(ranks: number, i: number): [RoutedChunk, RoutedChunk] {
 }
 
 /** The DualPipeV schedule for `ranks` ranks and `microbatches` micro-batches: every rank's
- * compute list and program (compute + p2p ops, DUALPIPE.md §6.3). */
+ * compute list and program (compute + p2p ops, docs/DUALPIPE.md §6.3). */
 export function dualPipeVSchedule(ranks: number, microbatches: number): PipelineSchedule {
   checkDualPipeVSize(ranks, microbatches);
   return assembleDualSchedule('dualpipev', ranks, 2 * ranks, microbatches, microbatches,

@@ -1,6 +1,6 @@
 /**
  * Single-process pipeline runtime: executes a PipelineSchedule (DualPipe, DualPipeV, 1F1B, ZB1P;
- * DeepSeek-V3 report §3.2.1; DUALPIPE.md) on a DeepSeek-V3 model for one batch split into
+ * DeepSeek-V3 report §3.2.1; docs/DUALPIPE.md) on a DeepSeek-V3 model for one batch split into
  * micro-batches.
  *
  * Every rank owns its own parameters (`ParamRegistry`) and the stages of its chunks
@@ -8,7 +8,7 @@
  * `reduceGradients` sums them after the step. Each rank runs its compute list in order
  * (`RankRunner`, rank-runner.ts: dataflow, W FIFO, message tags); this executor interleaves the
  * ranks round robin, advancing a rank whenever its next op's inputs exist (the dataflow model of
- * DUALPIPE.md §5.1 and §5.4: sends are eager and buffered, an op blocks only on the messages it
+ * docs/DUALPIPE.md §5.1 and §5.4: sends are eager and buffered, an op blocks only on the messages it
  * needs), and reports a full pass in which no rank can advance as a deadlock.
  *
  * Data enters as in §3: DualPipe's stream 0 (chunk 0) gets the first half of the batch's

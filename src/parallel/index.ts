@@ -1,4 +1,4 @@
-/** Pipeline parallelism (DeepSeek-V3 §3.2.1, DUALPIPE.md): schedules as data, their simulator and Table 2,
+/** Pipeline parallelism (DeepSeek-V3 §3.2.1, docs/DUALPIPE.md): schedules as data, their simulator and Table 2,
  * and the runtime executing them on a model (stages, single-process executor, worker threads). */
 export * from './schedule-types.js';
 export { buildSchedule, checkScheduleSize, checkP2pPairing, PIPELINE_ALGOS } from './schedules.js';

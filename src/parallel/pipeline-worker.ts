@@ -1,8 +1,8 @@
 /**
- * Entry point of one pipeline rank on a worker thread (started by workers.ts; DUALPIPE.md §5,
+ * Entry point of one pipeline rank on a worker thread (started by workers.ts; docs/DUALPIPE.md §5,
  * §10). The worker builds its rank's stages from the shared config and parameter source, runs
  * its compute list with a `RankRunner`, and talks to its neighbours over one MessagePort per
- * directed rank pair (DUALPIPE.md §5.4: one FIFO channel per pair carries every message; ours
+ * directed rank pair (docs/DUALPIPE.md §5.4: one FIFO channel per pair carries every message; ours
  * are tagged (kind, stream, stage, mb) and checked on receipt). Sends are eager, with the
  * Float32Array's buffer transferred; an op waits only for the messages it needs. A one-shot
  * worker runs one step and exits (workers.ts); a persistent one (train-pool.ts) keeps its rank,

@@ -1,9 +1,9 @@
 /**
- * One pipeline rank executing its compute list (DUALPIPE.md §5; DeepSeek-V3 report §3.2.1),
+ * One pipeline rank executing its compute list (docs/DUALPIPE.md §5; DeepSeek-V3 report §3.2.1),
  * shared by the single-process executor (executor.ts) and the worker runtime (workers.ts), which
  * differ only in how messages travel (`Mailbox`).
  *
- * Dataflow (DUALPIPE.md §5.1): F of stage s on micro-batch j needs the activation of (s−1, j)
+ * Dataflow (docs/DUALPIPE.md §5.1): F of stage s on micro-batch j needs the activation of (s−1, j)
  * unless s = 0; B/b needs the local F's saved state and the input gradient of (s+1, j) unless s
  * is last; W pops the oldest entry of the rank's single W FIFO (both chunks, §5.1) and must find
  * the (chunk, mb) the schedule names; FB is F then a full B (§5.2). Sends are eager (§5.4's
@@ -33,12 +33,12 @@ export interface PipelineRank {
   chunks: ChunkPlace[];
 }
 
-/** Stream of a chunk (DUALPIPE.md §2: DualPipe has one stream per chunk, the others one). */
+/** Stream of a chunk (docs/DUALPIPE.md §2: DualPipe has one stream per chunk, the others one). */
 export function streamOf(algo: PipelineSchedule['algo'], chunk: number): number {
   return algo === 'dualpipe' ? chunk : 0;
 }
 
-/** Index of (stream, mb) in the step's batch of micro-batches (DUALPIPE.md §3). */
+/** Index of (stream, mb) in the step's batch of micro-batches (docs/DUALPIPE.md §3). */
 export function globalMb(schedule: PipelineSchedule, stream: number, mb: number): number {
   return stream * schedule.microbatches_per_stream + mb;
 }

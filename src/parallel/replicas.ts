@@ -4,11 +4,11 @@
  *
  * A rank builds its stages from a `ParamSource` wrapped in a `ParamRegistry` (model/), which
  * hands out one tensor per checkpoint name on that rank: when a rank holds two stages that both use a tensor
- * (DualPipe/DualPipeV: stage 0's embedding and the last stage's MTP embedding, DUALPIPE.md §2.4
+ * (DualPipe/DualPipeV: stage 0's embedding and the last stage's MTP embedding, docs/DUALPIPE.md §2.4
  * and the paper §3.2.3 "physical sharing of parameters and gradients"), both use the same
  * tensor and accumulate into one gradient buffer.
  *
- * A name held by several ranks is a replica set: every stage of DualPipe (DUALPIPE.md §2.2, the
+ * A name held by several ranks is a replica set: every stage of DualPipe (docs/DUALPIPE.md §2.2, the
  * paper's "two copies of the model parameters", §3.2.1), and under 1F1B/ZB1P the embedding (and
  * a tied head) that the last rank needs for MTP while rank 0 owns it (the Megatron-LM treatment
  * of tied embeddings across pipeline stages). Replicas start identical (same source), each sees
@@ -58,7 +58,7 @@ export function modelParamSource(model: DeepseekV3): ParamSource {
 /**
  * Sums, for every parameter name, the gradients of all ranks holding that name (in rank order; a
  * missing gradient counts as zero), writes the sum into every holder's `.grad` (each its own
- * copy, as an all-reduce would) and returns the sums by name. DUALPIPE.md §2.2.
+ * copy, as an all-reduce would) and returns the sums by name. docs/DUALPIPE.md §2.2.
  */
 export function allReduceGrads(ranks: readonly ParamRegistry[]): Map<string, Float32Array> {
   const holders = new Map<string, Tensor[]>();

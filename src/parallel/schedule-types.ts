@@ -1,6 +1,6 @@
 /**
  * Pipeline schedules as data: the per-rank operation lists of DualPipe, DualPipeV, 1F1B and
- * ZB1P (DeepSeek-V3 report §3.2.1, Figure 5, Table 2; specification: DUALPIPE.md), in the
+ * ZB1P (DeepSeek-V3 report §3.2.1, Figure 5, Table 2; specification: docs/DUALPIPE.md), in the
  * format of the golden files `test/fixtures/dualpipe/schedules/*.json`
  * (`format: "dsv3-pipeline-schedule/1"`). The generators (dualpipe.ts, ...) produce it, the
  * simulator (simulate.ts) and the pipeline runtime consume it.
@@ -47,7 +47,7 @@ export interface FBOp {
 }
 export type ComputeOp = FOp | BOp | WOp | FBOp;
 
-/** Point-to-point entries of a rank's program (DUALPIPE.md §5.4): post a receive or a send of an
+/** Point-to-point entries of a rank's program (docs/DUALPIPE.md §5.4): post a receive or a send of an
  * activation ("act", output of F) or an input gradient ("grad", output of B) of (chunk, mb) from
  * or to rank `peer`; `wait` issues every posted op as one batch and blocks until all complete. */
 export interface P2pOp {

@@ -1,7 +1,7 @@
 /**
- * Pipeline schedules by name (DeepSeek-V3 report §3.2.1, Table 2; specification: DUALPIPE.md):
+ * Pipeline schedules by name (DeepSeek-V3 report §3.2.1, Table 2; specification: docs/DUALPIPE.md):
  * `buildSchedule` dispatches to the generators, `checkScheduleSize` enforces the constraints of
- * DUALPIPE.md §4, and `checkP2pPairing` verifies the message invariant of DUALPIPE.md §5.4.
+ * docs/DUALPIPE.md §4, and `checkP2pPairing` verifies the message invariant of docs/DUALPIPE.md §5.4.
  */
 import { DsvError } from '../errors.js';
 import { checkBaselineSize, oneFOneBSchedule, zb1pSchedule } from './baselines.js';
@@ -19,7 +19,7 @@ function checkAlgo(algo: string): asserts algo is PipelineAlgo {
 
 /**
  * Throws a DsvError naming the value at fault when (ranks, microbatches) is not allowed for the
- * schedule (DUALPIPE.md §4): DualPipe PP even ≥ 2 and N even ≥ 2·PP; DualPipeV R ≥ 1 and N ≥ 2R;
+ * schedule (docs/DUALPIPE.md §4): DualPipe PP even ≥ 2 and N even ≥ 2·PP; DualPipeV R ≥ 1 and N ≥ 2R;
  * 1F1B and ZB1P PP ≥ 1 and N ≥ 1.
  */
 export function checkScheduleSize(algo: string, ranks: number, microbatches: number): void {
@@ -56,7 +56,7 @@ function describe(m: P2pOp | undefined): string {
 }
 
 /**
- * Verifies the invariant of DUALPIPE.md §5.4: for every directed rank pair (a, b), the sequence
+ * Verifies the invariant of docs/DUALPIPE.md §5.4: for every directed rank pair (a, b), the sequence
  * of (kind, chunk, mb) that a posts as sends to b equals the sequence b posts as receives from
  * a, so one FIFO channel per directed pair carries every message in order. Also checks that
  * every peer is another rank of the pipeline. Throws a DsvError describing the first mismatch.

@@ -1,6 +1,6 @@
 /**
  * The simulator's view of a schedule (simulate.ts): each compute op resolved against the
- * placement of its rank's chunks (DUALPIPE.md §2, §5.1) into the parts it forwards, backs
+ * placement of its rank's chunks (docs/DUALPIPE.md §2, §5.1) into the parts it forwards, backs
  * through or applies weight gradients for, with its duration; and the neighbouring stage's rank
  * of a part. Malformed ops (a chunk the rank does not hold, a wrong stage, a micro-batch out of
  * range, an F&B of one chunk) raise a DsvError naming the rank and the op.
@@ -33,7 +33,7 @@ export interface Ctx {
 export const tag = (c: { chunk: number; mb: number }): string => `${c.mb}${c.chunk === 1 ? "'" : ''}`;
 export const p2pName = (p: P2pOp): string => `${p.op} ${p.kind}(chunk ${p.chunk}, mb ${p.mb}) ${p.op === 'send' ? 'to' : 'from'} rank ${p.peer}`;
 
-/** DualPipe has one stream per chunk (DUALPIPE.md §2.2); the other schedules one stream. */
+/** DualPipe has one stream per chunk (docs/DUALPIPE.md §2.2); the other schedules one stream. */
 export function streamOf(s: PipelineSchedule, chunk: number): number {
   return s.algo === 'dualpipe' ? chunk : 0;
 }
@@ -83,7 +83,7 @@ export function resolve(ctx: Ctx, rank: number, op: ComputeOp, i: number, d: { F
     case 'W':
       return { label: `W${tag(op)}`, dur: d.W, w: part(ctx, rank, op, where) };
     case 'FB':
-      if (op.f.chunk === op.b.chunk) throw new DsvError(`schedule: ${where} pairs two ops of chunk ${op.f.chunk}; F&B overlaps two different chunks (DUALPIPE.md §5.2)`);
+      if (op.f.chunk === op.b.chunk) throw new DsvError(`schedule: ${where} pairs two ops of chunk ${op.f.chunk}; F&B overlaps two different chunks (docs/DUALPIPE.md §5.2)`);
       return { label: `F${tag(op.f)}&B${tag(op.b)}`, dur: d.FB, f: part(ctx, rank, op.f, where), b: { ...part(ctx, rank, op.b, where), split: false } };
     default:
       throw new DsvError(`schedule: ${where} is not a compute op`);

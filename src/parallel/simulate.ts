@@ -1,12 +1,12 @@
 /**
- * Discrete-event simulator of a pipeline schedule (DUALPIPE.md §5, §8; fixtures README
+ * Discrete-event simulator of a pipeline schedule (docs/DUALPIPE.md §5, §8; fixtures README
  * "Simulator output", format `dsv3-pipeline-sim/1`): per-op durations in, per-rank timeline,
  * makespan, busy time, bubble and peak activations out, for DualPipe / DualPipeV (DeepSeek-V3
  * report §3.2.1, Figure 5), 1F1B and ZB1P, next to the Table 2 bubble (bubble.ts).
  *
  * Two execution models:
  * - `dataflow`: each rank runs its `compute` list in order; an op starts when the rank is free
- *   and its inputs have arrived (DUALPIPE.md §5.1): F needs the F of the previous stage (same
+ *   and its inputs have arrived (docs/DUALPIPE.md §5.1): F needs the F of the previous stage (same
  *   stream and micro-batch), B the local F (earlier in the list) and, unless last stage, the B of
  *   the next stage; W its B; FB both. A producer on another rank adds `latency`. This is the
  *   "send eagerly, block only on needed receives" runtime of §5.4 / §10.
@@ -61,7 +61,7 @@ export interface SimResult {
 
 /**
  * Per-rank order checks (F before its backward, each once; every W pops the oldest queued split
- * backward, FIFO over both chunks, DUALPIPE.md §5.1) and peak live activations (§8.4): a
+ * backward, FIFO over both chunks, docs/DUALPIPE.md §5.1) and peak live activations (§8.4): a
  * (chunk, mb) is alive from the start of its F to the end of its backward (`toB`), or to the end
  * of its W when split (`toW`). Ops of a rank do not overlap, so the op order decides the peak.
  */
@@ -191,7 +191,7 @@ function pairMessages(ctx: Ctx, program: ProgramOp[][]): (string | null)[][] {
   return keys;
 }
 
-/** `batched` mode: replay of the reference p2p protocol (DUALPIPE.md §5.4), in ticks. */
+/** `batched` mode: replay of the reference p2p protocol (docs/DUALPIPE.md §5.4), in ticks. */
 function runBatched(ctx: Ctx, program: ProgramOp[][], ops: Op[][], send: SimSend, lat: number, d: Parameters<typeof resolve>[4]): RankRun[] {
   const keys = pairMessages(ctx, program);
   const sendIssue = new Map<string, number>();
@@ -279,7 +279,7 @@ function runBatched(ctx: Ctx, program: ProgramOp[][], ops: Op[][], send: SimSend
 }
 
 /**
- * Simulate one step of `schedule` (DUALPIPE.md §5, §8) with the given op durations, in `dataflow`
+ * Simulate one step of `schedule` (docs/DUALPIPE.md §5, §8) with the given op durations, in `dataflow`
  * or `batched` mode (`send` defaults to `rendezvous` in batched mode; must be absent in dataflow).
  */
 export function simulateSchedule(schedule: PipelineSchedule, times: SimTimes, mode: SimMode, send?: SimSend | null): SimResult {

@@ -1,8 +1,8 @@
 /**
- * A DeepSeek-V3 model cut into pipeline stages (DeepSeek-V3 report §3.2.1; DUALPIPE.md §2, §5).
+ * A DeepSeek-V3 model cut into pipeline stages (DeepSeek-V3 report §3.2.1; docs/DUALPIPE.md §2, §5).
  *
  * `stages` contiguous stages: stage 0 owns the embedding and the first layers, the last stage
- * the last layers, the final norm, the output head, the MTP modules and the loss (DUALPIPE.md
+ * the last layers, the final norm, the output head, the MTP modules and the loss (docs/DUALPIPE.md
  * §2.4). Each stage is built from a rank's `ParamRegistry`, so a rank holding two stages shares one
  * tensor per name between them (the paper's §3.2.3 sharing of embedding and head with MTP).
  * MTP embeds the shifted tokens with the main model's embedding (§2.4): under DualPipe/DualPipeV
@@ -26,7 +26,7 @@
  * leaf that requires grad) or, on the last stage, the loss. Backward B from the received output
  * gradient (or the loss) produces the input gradient (the input leaf's `.grad`); the split
  * backward b runs it inside `deferWeightGrads` and hands back the weight-gradient closures that a
- * later W runs (DUALPIPE.md §5.1; ZeroBubble's B/W split).
+ * later W runs (docs/DUALPIPE.md §5.1; ZeroBubble's B/W split).
  */
 import { attach, backward } from '../engine/autograd.js';
 import { add, deferWeightGrads, scale } from '../engine/ops/index.js';

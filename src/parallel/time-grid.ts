@@ -1,5 +1,5 @@
 /**
- * Exact time arithmetic for the pipeline simulator (DUALPIPE.md §8, fixtures README
+ * Exact time arithmetic for the pipeline simulator (docs/DUALPIPE.md §8, fixtures README
  * "Simulator output": all inputs are multiples of 1/4 and results must match exactly).
  *
  * Every input duration is mapped to an integer number of ticks of one common grid 1/den, with

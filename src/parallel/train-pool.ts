@@ -1,5 +1,5 @@
 /**
- * Persistent pipeline ranks for training (DUALPIPE.md §2, §5, §10; DeepSeek-V3 report §3.2.1):
+ * Persistent pipeline ranks for training (docs/DUALPIPE.md §2, §5, §10; DeepSeek-V3 report §3.2.1):
  * one worker thread per rank, started once, that keeps its stages, its parameters (replicas
  * included, §2.2) and its p2p channels across optimizer steps (pipeline-worker.ts, persistent
  * mode). Per step the pool sends the micro-batches, waits for every rank's 'done' (with the

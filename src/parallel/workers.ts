@@ -1,9 +1,9 @@
 /**
- * Pipeline runtime on worker threads (DUALPIPE.md §5, §10; DeepSeek-V3 report §3.2.1): one
+ * Pipeline runtime on worker threads (docs/DUALPIPE.md §5, §10; DeepSeek-V3 report §3.2.1): one
  * worker per rank, each building its own stages from the same config and parameter source
- * (replicas identical, DUALPIPE.md §2.2) and running its compute list (pipeline-worker.ts).
+ * (replicas identical, docs/DUALPIPE.md §2.2) and running its compute list (pipeline-worker.ts).
  * Activations and gradients travel as Float32Arrays with their buffers transferred, over one
- * MessageChannel per directed pair of neighbouring ranks (DUALPIPE.md §5.4). Each worker runs with
+ * MessageChannel per directed pair of neighbouring ranks (docs/DUALPIPE.md §5.4). Each worker runs with
  * DSV3_THREADS=1 (by default) so that the ranks, not a thread pool per rank, use the cores; the
  * native pool itself is process-wide, so it is sized to that for the step (see below).
  *
@@ -108,7 +108,7 @@ export interface RankPort {
   port: MessagePort;
 }
 
-/** One MessageChannel per directed pair of neighbouring ranks (DUALPIPE.md §5.4): each rank's
+/** One MessageChannel per directed pair of neighbouring ranks (docs/DUALPIPE.md §5.4): each rank's
  * sending ends (`outs`) and receiving ends (`ins`). */
 export function rankChannels(schedule: PipelineSchedule): { outs: RankPort[][]; ins: RankPort[][] } {
   const outs: RankPort[][] = Array.from({ length: schedule.ranks }, () => []);

@@ -1,13 +1,13 @@
 /**
  * `dsv3 train --pipeline ALGO --pp N`: pipeline-parallel training (DeepSeek-V3 report §3.2.1;
- * DUALPIPE.md §2, §3, §10) with the same recipe, run directory, metrics and checkpoints as the
+ * docs/DUALPIPE.md §2, §3, §10) with the same recipe, run directory, metrics and checkpoints as the
  * sequential trainer (trainer.ts, train-run.ts).
  *
  * A step takes M micro-batches of `batch` sequences from the data iterator, exactly the batches
  * the sequential trainer with `--grad-accum M` takes, and runs them through the schedule on
  * persistent worker ranks (train-pool.ts). Each micro-batch's loss is back-propagated unscaled
  * (lossScale 1); the ranks return every parameter's gradient summed over its replicas (the
- * DualPipe all-reduce, DUALPIPE.md §2.2) and over the micro-batches, and the expert loads of
+ * DualPipe all-reduce, docs/DUALPIPE.md §2.2) and over the micro-batches, and the expert loads of
  * every MoE layer summed over the step. The main thread then runs the one optimizer update of
  * the sequential path, `applyUpdate` with divisor M (--grad-accum semantics: global-norm
  * clipping over all distinct parameters of sum/M, AdamW, the aux-loss-free bias update from the
@@ -30,7 +30,7 @@ import { applyUpdate, type BiasEmaStates, type UpdateOptions, type UpdateResult 
 
 /**
  * Micro-batches per step when --microbatches is not given: the smallest number the schedule
- * accepts (DUALPIPE.md §4) that gives every rank work in the steady state, i.e. at least one
+ * accepts (docs/DUALPIPE.md §4) that gives every rank work in the steady state, i.e. at least one
  * per rank: DualPipe 2·PP, DualPipeV 2·R, 1F1B and ZB1P PP.
  */
 export function defaultMicrobatches(algo: string, ranks: number): number {

@@ -38,7 +38,7 @@ export interface LossOptions {
    */
   logits?: boolean;
   /**
-   * FP8 mixed precision (paper §3.3, Figure 6; SPEC §2): every Linear covered by the recipe
+   * FP8 mixed precision (paper §3.3, Figure 6; docs/SPEC.md §2): every Linear covered by the recipe
    * (MLA projections, dense / shared / routed expert FFNs, MTP eh_proj) runs Fprop, Dgrad and
    * Wgrad on E4M3 operands (model/fp8-mode.ts); embedding, output head, MoE gate, norms and
    * attention core stay float32, as do the master weights and gradients. Default off.

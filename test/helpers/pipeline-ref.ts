@@ -1,5 +1,5 @@
 /**
- * The plain sequential run a pipeline step must match (DUALPIPE.md §10, fixtures/dualpipe
+ * The plain sequential run a pipeline step must match (docs/DUALPIPE.md §10, fixtures/dualpipe
  * README "Checking an implementation"): one DeepseekV3 model, `forwardLosses` and backward on
  * each micro-batch of the same split, with the same loss scale, gradients accumulated.
  */

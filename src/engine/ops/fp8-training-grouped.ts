@@ -1,7 +1,7 @@
 /**
  * The FP8 variant of the grouped MoE FFN op (grouped.ts, DeepSeek-V3 Eq. 12): the same
  * computation, with every GEMM of every expert (routed and shared) on E4M3 operands as the FP8
- * training recipe prescribes for Linear layers (paper §3.3, Figure 6; SPEC §2), i.e. each
+ * training recipe prescribes for Linear layers (paper §3.3, Figure 6; docs/SPEC.md §2), i.e. each
  * expert projection behaves exactly like `fp8TrainingLinear` (fp8-training-linear.ts) applied to that
  * expert's tokens:
  *   - Fprop  (G = X W1^T, U = X W3^T, Y = H W2^T): activations X and H in 1x128 tiles along the
