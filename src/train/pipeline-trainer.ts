@@ -70,13 +70,13 @@ export function applyPipelineUpdate(model: DeepseekV3, opt: AdamW, res: PoolStep
 }
 
 /** Runs (or resumes) a pipeline-parallel training run; see the module comment. */
-export async function trainPipelined(o: TrainOptions): Promise<TrainResult> {
-  const p = o.pipeline;
+export async function trainPipelined(opts: TrainOptions): Promise<TrainResult> {
+  const p = opts.pipeline;
   if (!p) throw new DsvError('trainPipelined needs TrainOptions.pipeline (use train for sequential training)');
-  const m = checkPipelineOptions(o, p);
+  const m = checkPipelineOptions(opts, p);
   const schedule = buildSchedule(p.algo, p.ranks, m);
-  const run = new TrainRun({ ...o, gradAccum: m }, { pipeline: { algo: p.algo, ranks: p.ranks, microbatches: m } });
-  const { model, opt, it, plan } = run;
+  const run = new TrainRun({ ...opts, gradAccum: m }, { pipeline: { algo: p.algo, ranks: p.ranks, microbatches: m } });
+  const { model, opt, it, plan, o } = run;
   const cfg = model.cfg;
   const pool = await PipelineTrainPool.start(cfg, schedule, { ...(p.threads !== undefined ? { threads: p.threads } : {}) });
   const sendWeights = (): void =>
@@ -107,7 +107,7 @@ export async function trainPipelined(o: TrainOptions): Promise<TrainResult> {
       let bad: string | null = nonFinite ? `non-finite loss (${nonFinite.total})` : null;
       let gradNorm = NaN;
       if (!bad) {
-        const u = applyPipelineUpdate(model, opt, res, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, m);
+        const u = applyPipelineUpdate(model, opt, res, { lr, maxGradNorm: o.maxGradNorm, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, m);
         gradNorm = u.gradNorm;
         if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
         else sendWeights();

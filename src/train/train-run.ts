@@ -21,7 +21,8 @@ import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
 import { modelTensors } from './state-dict.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
-import type { TrainOptions, TrainResult } from './trainer.js';
+import { withRecipe } from './recipe.js';
+import type { RunOptions, TrainOptions, TrainResult } from './trainer.js';
 import { trainerPlan } from './trainer.js';
 
 interface TrainerStateJson {
@@ -74,6 +75,7 @@ export interface StepOutcome {
 
 /** A run: its state and the step bookkeeping shared by the sequential and pipeline loops. */
 export class TrainRun {
+  readonly o: RunOptions;
   readonly progress: Progress;
   readonly data: PreparedData;
   readonly tok: Tokenizer;
@@ -95,7 +97,9 @@ export class TrainRun {
   finalVal: number | null = null;
 
   /** Sets up a fresh run or resumes one (`extraRun`: more run.json fields of a fresh run). */
-  constructor(readonly o: TrainOptions, extraRun: Record<string, unknown> = {}) {
+  constructor(opts: TrainOptions, extraRun: Record<string, unknown> = {}) {
+    const o = withRecipe(opts);
+    this.o = o;
     this.progress = new Progress(process.stderr, 10, o.quiet ?? false);
     const progress = this.progress;
     let resumeDir: string | null = null;
@@ -125,12 +129,13 @@ export class TrainRun {
     const cfg: ModelConfig = { ...baseCfg, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
     const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
     this.model = model;
-    this.opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay ?? 0.1, momentDtype: o.momentDtype ?? 'f32' });
+    this.opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay, momentDtype: o.momentDtype });
     this.it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });
     // the trainer's own random stream: no op of the default recipe draws from it (no dropout), but
     // it is saved and restored with the rest so any stochastic addition resumes exactly
     this.rng = new Rng(o.seed);
     fs.mkdirSync(o.out, { recursive: true });
+    progress.log(`run directory ${o.out}`);
     this.metrics = new MetricsWriter(path.join(o.out, 'metrics.jsonl'));
     if (resumeDir) {
       const { state, optimizer } = loadTrainerState(resumeDir);
@@ -151,9 +156,9 @@ export class TrainRun {
     } else {
       fs.rmSync(this.metrics.file, { force: true });
       writeJsonAtomic(path.join(o.out, 'run.json'), {
-        steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum ?? 1, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
-        balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
-        mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
+        steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
+        balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma, bias_mode: o.bias.mode,
+        mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
         parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg), ...extraRun,
       });
     }
@@ -174,7 +179,7 @@ export class TrainRun {
       generationConfig: { _from_model_config: true, bos_token_id: model.cfg.bos_token_id, eos_token_id: model.cfg.eos_token_id, do_sample: true, temperature: 1.0, top_k: 50 },
       trainerState: st as unknown as Record<string, unknown>,
       optimizer: this.opt.state(),
-    }, o.keepCheckpoints ?? 2);
+    }, o.keepCheckpoints);
   }
 
   /** Validation: mean losses over the first `n` validation batches (same batches every time). */
@@ -214,7 +219,7 @@ export class TrainRun {
       this.losses.push(NaN);
       this.metrics.append({ type: 'skip', step, reason: s.bad, consecutive: this.consecutive });
       this.progress.log(`step ${step}: skipped, ${s.bad} (${this.consecutive} in a row)`);
-      if (this.consecutive >= (o.maxNonFinite ?? 5)) {
+      if (this.consecutive >= o.maxNonFinite) {
         this.progress.done();
         const message =
           `training stopped at step ${step}: ${this.consecutive} consecutive steps with non-finite loss or gradients ` +
@@ -243,7 +248,7 @@ export class TrainRun {
     });
     this.progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && this.data.val.length > o.seq) {
-      const v = this.validate(o.evalBatches ?? 4, lambda, arena);
+      const v = this.validate(o.evalBatches, lambda, arena);
       this.finalVal = v.lm;
       this.metrics.append({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
       this.progress.log(`step ${step}: validation LM loss ${v.lm.toFixed(4)}, MTP CE ${Number.isFinite(v.mtp) ? v.mtp.toFixed(4) : '-'}`);

@@ -1,10 +1,12 @@
-import { type Command, UsageError, wantsHelp } from '../command.js';
+import { type Command, type FlagTable, UsageError, wantsHelp } from '../command.js';
 
 /** A benchmark: prints JSON lines on stdout (and a readable table on stderr unless --json). */
 export interface Bench {
   name: string;
   summary: string;
   help: string;
+  /** Every flag with its domain (flags.ts), as Command.flags. */
+  flags: FlagTable;
   run(argv: string[]): Promise<void>;
 }
 
@@ -26,6 +28,7 @@ export const benchCommand: Command = {
   get help() {
     return helpText();
   },
+  flags: {}, // each benchmark's own: Bench.flags
   async run(argv) {
     await import('../bench/all.js');
     const [name, ...rest] = argv;
