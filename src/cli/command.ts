@@ -33,8 +33,8 @@ export interface NumberRange {
 
 /** A flag's domain (built by the helpers of flags.ts). */
 export interface Flag<T> {
-  /** boolean: takes no value; exists: a path that must exist; out: a path to write. */
-  readonly kind: 'boolean' | 'number' | 'enum' | 'text' | 'exists' | 'out' | 'custom';
+  /** boolean: takes no value; file, dir, path (either): must exist; out-*: a path to write. */
+  readonly kind: 'boolean' | 'number' | 'enum' | 'text' | 'file' | 'dir' | 'path' | 'out-file' | 'out-dir' | 'custom';
   /** What the flag accepts, in words: "a number > 0", "f32 or bf16", "input file". */
   readonly what: string;
   /** The value of `raw`, or undefined when `raw` lies outside the domain. */

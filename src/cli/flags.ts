@@ -56,14 +56,14 @@ export const bool = (): Flag<true> => ({ kind: 'boolean', what: 'no value', pars
 /** Free text; empty only when `empty`. */
 export const text = (empty = false): Flag<string> => ({ kind: 'text', what: 'a non-empty text', parse: (raw) => (raw !== '' || empty ? raw : undefined) });
 
-/** An existing file ('file'), directory ('dir') or either ('any'); `noun` names it in messages. */
-export function exists(noun: string, type: 'file' | 'dir' | 'any'): Flag<string> {
+/** An existing file, directory or either ('path'); `noun` names it in messages. */
+export function exists(noun: string, kind: 'file' | 'dir' | 'path'): Flag<string> {
   return {
-    kind: 'exists',
+    kind,
     what: noun,
     parse(raw) {
       const st = raw === '' ? undefined : fs.statSync(raw, { throwIfNoEntry: false });
-      return st && (type === 'any' || (type === 'dir' ? st.isDirectory() : st.isFile())) ? raw : undefined;
+      return st && (kind === 'path' || (kind === 'dir' ? st.isDirectory() : st.isFile())) ? raw : undefined;
     },
   };
 }
@@ -71,7 +71,7 @@ export function exists(noun: string, type: 'file' | 'dir' | 'any'): Flag<string>
 /** A path to write: a file in an existing directory, or a directory (created with its parents). */
 export function out(type: 'file' | 'dir'): Flag<string> {
   return {
-    kind: 'out',
+    kind: type === 'file' ? 'out-file' : 'out-dir',
     what: type === 'file' ? 'a file path in an existing directory' : 'a directory path (not an existing file)',
     parse(raw) {
       if (raw === '') return undefined;
@@ -82,14 +82,16 @@ export function out(type: 'file' | 'dir'): Flag<string> {
   };
 }
 
+const mustExist = (f: Flag<unknown>): boolean => f.kind === 'file' || f.kind === 'dir' || f.kind === 'path';
+
 /** A value of its own syntax (LO,HI; P,N; ...): `what` describes it, `parse` checks it. */
 export const custom = <T>(what: string, parse: (raw: string) => T | undefined, optionalValue = false): Flag<T> =>
   ({ kind: 'custom', what, parse, ...(optionalValue ? { optionalValue } : {}) });
 
 /** The one-line message for `raw` outside the domain of --name (raw undefined: no value given). */
 export function flagError(name: string, f: Flag<unknown>, raw: string | undefined): UsageError {
-  if (f.kind === 'exists' && raw) return new UsageError(`${raw}: ${f.what} not found (--${name})`);
-  const what = f.kind === 'exists' ? `the path of the ${f.what}` : f.what;
+  if (mustExist(f) && raw) return new UsageError(`${raw}: ${f.what} not found (--${name})`);
+  const what = mustExist(f) ? `the path of the ${f.what}` : f.what;
   return new UsageError(`--${name} ${f.kind === 'enum' ? 'must be' : 'expects'} ${what}, got ${raw === undefined ? 'no value' : `'${raw}'`}`);
 }
 

@@ -53,7 +53,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof code === 'number' ? code : 0;
   } catch (e) {
     if (e instanceof UsageError || (e instanceof Error && e.name === 'DsvError')) {
-      process.stderr.write(`dsv3 ${name}: ${e.message}\n`);
+      const label = name === 'bench' && rest[0] && !rest[0].startsWith('-') ? `bench ${rest[0]}` : name;
+      process.stderr.write(`dsv3 ${label}: ${e.message}\n`);
       return 2;
     }
     throw e;

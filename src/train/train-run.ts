@@ -95,6 +95,7 @@ export class TrainRun {
   lastCkpt: string | null;
   secPerStep = NaN;
   finalVal: number | null = null;
+  finalLm: number | null = null;
 
   /** Sets up a fresh run or resumes one (`extraRun`: more run.json fields of a fresh run). */
   constructor(opts: TrainOptions, extraRun: Record<string, unknown> = {}) {
@@ -225,7 +226,7 @@ export class TrainRun {
           `training stopped at step ${step}: ${this.consecutive} consecutive steps with non-finite loss or gradients ` +
           `(lower --lr or raise --warmup). Last good checkpoint: ${this.lastCkpt ?? 'none (no checkpoint was written yet)'}`;
         arena?.trim();
-        return { status: 'diverged', message, step, losses: this.losses, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
+        return { status: 'diverged', message, step, losses: this.losses, finalLmLoss: this.finalLm, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
       }
       return null;
     }
@@ -242,11 +243,13 @@ export class TrainRun {
       layers[String(l)] = { load: Array.from(load), maxvio: mv, bias: Array.from(biases.get(l)?.f32() ?? []) };
     }
     const mtp = mean(parts.map((p) => p.mtp));
+    const lm = mean(parts.map((p) => p.lm));
+    this.finalLm = lm;
     this.metrics.append({
-      type: 'step', step, loss: total, lm: mean(parts.map((p) => p.lm)), mtp, balance: mean(parts.map((p) => p.bal)),
+      type: 'step', step, loss: total, lm, mtp, balance: mean(parts.map((p) => p.bal)),
       lr, grad_norm: s.gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
     });
-    this.progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
+    this.progress.update({ step, steps: o.steps, lm, mtp: lambda > 0 ? mtp / lambda : NaN, total, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && this.data.val.length > o.seq) {
       const v = this.validate(o.evalBatches, lambda, arena);
       this.finalVal = v.lm;
@@ -261,6 +264,6 @@ export class TrainRun {
   done(arena: BufferArena | null): TrainResult {
     arena?.trim(); // the arena's buffers are unmapped now, not at some later garbage collection
     this.progress.done();
-    return { status: 'done', message: `trained ${this.step} steps; checkpoint ${this.lastCkpt}`, step: this.step, losses: this.losses, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
+    return { status: 'done', message: `trained ${this.step} steps; checkpoint ${this.lastCkpt}`, step: this.step, losses: this.losses, finalLmLoss: this.finalLm, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
   }
 }

@@ -93,9 +93,12 @@ export interface TrainResult {
   status: 'done' | 'diverged';
   message: string;
   step: number;
-  /** Training loss of every step run in this call (NaN for skipped steps). */
+  /** Total training loss (L_Main + λ·L_MTP + α·L_Bal) of every step run in this call (NaN for skipped steps). */
   losses: number[];
+  /** L_Main of the last step that was not skipped (null: none in this call). */
+  finalLmLoss: number | null;
   lastCheckpoint: string | null;
+  /** Validation L_Main of the last evaluation (null: none in this call). */
   finalValLoss: number | null;
 }
 

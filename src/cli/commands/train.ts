@@ -90,8 +90,9 @@ Run:
   --quiet               no progress output
 
 Every value is checked before any work; a bad one exits with code 2 and names the flag.
-Progress lines show the LM loss ("loss") and the MTP cross-entropy ("mtp"); "total" is
-L_Main + λ·L_MTP + α·L_Bal, the loss that is minimised.
+Progress lines show the LM loss L_Main ("loss") and the MTP cross-entropy ("mtp"); "total" is
+L_Main + λ·L_MTP + α·L_Bal, the loss that is minimised. At the end one JSON line on stdout:
+final_lm_loss and val_loss (validation L_Main), then final_loss (the last step's total).
 
 Outputs in DIR: metrics.jsonl (one line per step: losses, lr, grad norm, tokens/s, per-layer
 load, MaxVio and bias), run.json, checkpoint-<step>/ (config.json, model.safetensors,
@@ -106,8 +107,8 @@ function parseBounds(raw: string): [number, number] | undefined {
 }
 
 const FLAGS = {
-  config: exists('model config', 'any'),
-  data: exists('training text', 'any'),
+  config: exists('model config', 'path'),
+  data: exists('training text', 'path'),
   'cache-dir': out('dir'),
   steps: int(1),
   batch: int(1),
@@ -233,7 +234,9 @@ export const trainCommand: Command = {
       return 1;
     }
     if (!o.quiet) process.stderr.write(`dsv3 train: ${r.message}\n`);
-    process.stdout.write(JSON.stringify({ status: r.status, step: r.step, final_loss: r.losses[r.losses.length - 1] ?? null, val_loss: r.finalValLoss, checkpoint: r.lastCheckpoint }) + '\n');
+    // final_loss is the total; the LM losses come first
+    const res = { status: r.status, step: r.step, final_lm_loss: r.finalLmLoss, val_loss: r.finalValLoss, final_loss: r.losses[r.losses.length - 1] ?? null, checkpoint: r.lastCheckpoint };
+    process.stdout.write(JSON.stringify(res) + '\n');
     return 0;
   },
 };
