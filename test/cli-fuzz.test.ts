@@ -21,6 +21,7 @@ import { commands } from '../src/cli/commands/index.js';
 import { main } from '../src/cli/main.js';
 import '../src/cli/bench/all.js';
 import { saveTokenizerJson, trainBpe } from '../src/data/tokenizer/index.js';
+import { writeSafetensors } from '../src/io/safetensors-write.js';
 import { fixturePath } from './helpers/fixtures.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -111,6 +112,7 @@ function makeInputs(dir: string): void {
   fs.writeFileSync(path.join(dir, 'truncated.safetensors'), ids.subarray(0, ids.length - 7));
   fs.writeFileSync(path.join(dir, 'garbage.safetensors'), Buffer.from('\xff\xff\xff\xff\xff\xff\xff\x7f{"a":', 'latin1'));
   fs.writeFileSync(path.join(dir, 'ids.json'), '[[1, 2, 3], [4, 5]]');
+  writeSafetensors(path.join(dir, 'short.safetensors'), { tokens: { dtype: 'i32', shape: [2, 1], data: Int32Array.of(1, 2) }, input_ids: { dtype: 'i32', shape: [1, 0], data: new Int32Array(0) } });
   fs.writeFileSync(path.join(dir, 'ids-oov.json'), '[[1, 2, 100000]]');
   // a checkpoint whose config is not JSON, one whose weights are cut short
   for (const [name, cut] of [['bad-config', 0], ['truncated-weights', 1]] as const) {
@@ -173,6 +175,10 @@ function corruptCases(i: string, w: string): Array<[string[], string[]]> {
     [['forward', '--model', model, '--input', ids], ['--out']],
     [['train-step', '--model', fixturePath('train-step'), '--batch', p('truncated.safetensors'), '--out', o, ...req], ['truncated.safetensors']],
     [['train-step', '--model', fixturePath('train-step'), '--batch', ids, '--out', o, ...req], ['inputs.safetensors']],
+    [['train-step', '--model', fixturePath('train-step'), '--batch', p('short.safetensors'), '--out', o, ...req], ['short.safetensors']],
+    [['forward', '--model', model, '--input', p('short.safetensors'), '--out', o], ['short.safetensors']],
+    [['forward', '--model', model, '--input', ids, '--out', o, '--greedy', '2,100000'], ['--greedy']],
+    [['train', '--out', path.join(i, 'bad.json', 'run')], ['bad.json']],
     [['train-step', '--model', p('bad-config'), '--batch', fixturePath('train-step/batch.safetensors'), '--out', o, ...req], ['bad-config']],
     [['train-step', '--model', fixturePath('train-step'), '--batch', fixturePath('train-step/batch.safetensors'), '--out', o], ['--lr']],
     [['report', p('empty-dir'), '--out', path.join(w, 'r.html')], ['empty-dir']],

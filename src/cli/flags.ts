@@ -62,7 +62,7 @@ export function exists(noun: string, kind: 'file' | 'dir' | 'path'): Flag<string
     kind,
     what: noun,
     parse(raw) {
-      const st = raw === '' ? undefined : fs.statSync(raw, { throwIfNoEntry: false });
+      const st = raw === '' ? undefined : stat(raw);
       return st && (kind === 'path' || (kind === 'dir' ? st.isDirectory() : st.isFile())) ? raw : undefined;
     },
   };
@@ -72,14 +72,35 @@ export function exists(noun: string, kind: 'file' | 'dir' | 'path'): Flag<string
 export function out(type: 'file' | 'dir'): Flag<string> {
   return {
     kind: type === 'file' ? 'out-file' : 'out-dir',
-    what: type === 'file' ? 'a file path in an existing directory' : 'a directory path (not an existing file)',
+    what: type === 'file' ? 'a file path in an existing directory' : 'a directory path that exists or can be created',
     parse(raw) {
       if (raw === '') return undefined;
-      const st = fs.statSync(raw, { throwIfNoEntry: false });
-      if (type === 'dir') return st && !st.isDirectory() ? undefined : raw;
-      return st?.isDirectory() || !fs.statSync(path.dirname(raw), { throwIfNoEntry: false })?.isDirectory() ? undefined : raw;
+      const st = stat(raw);
+      if (type === 'dir') return st?.isDirectory() || (!st && creatable(raw)) ? raw : undefined;
+      return st?.isDirectory() || !stat(path.dirname(raw))?.isDirectory() ? undefined : raw;
     },
   };
+}
+
+/** fs.statSync, or undefined where nothing can be found (ENOENT, ENOTDIR, EACCES, ...). */
+function stat(p: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a directory can be created at `p`: its nearest existing ancestor is a writable directory. */
+function creatable(p: string): boolean {
+  let at = path.resolve(p);
+  while (!fs.existsSync(at) && path.dirname(at) !== at) at = path.dirname(at);
+  try {
+    fs.accessSync(at, fs.constants.W_OK);
+    return fs.statSync(at).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 const mustExist = (f: Flag<unknown>): boolean => f.kind === 'file' || f.kind === 'dir' || f.kind === 'path';

@@ -10,6 +10,7 @@ import { Tensor } from '../../engine/tensor.js';
 import { SafetensorsFile } from '../../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
 import { DsvError } from '../../errors.js';
+import { loadModelConfig } from '../../model/config.js';
 import { runForward, type RunForwardOptions } from '../../model/run-forward.js';
 
 const HELP = `Usage: dsv3 forward --model DIR --input FILE --out OUT.safetensors [options]
@@ -63,8 +64,8 @@ export function readInputIds(file: string): Tensor {
   try {
     if (!f.has('input_ids')) throw new DsvError(`${file}: no tensor named "input_ids"`);
     const t = f.get('input_ids');
-    if (t.dtype !== 'i32' || t.shape.length !== 2) {
-      throw new DsvError(`${file}: input_ids must be I32 (or I64) [B, S], got ${f.info('input_ids').tag} [${t.shape.join(', ')}]`);
+    if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 1) {
+      throw new DsvError(`${file}: input_ids must be I32 (or I64) [B, S] with B, S >= 1, got ${f.info('input_ids').tag} [${t.shape.join(', ')}]`);
     }
     return Tensor.fromI32(t.data as Int32Array, t.shape);
   } finally {
@@ -112,6 +113,8 @@ export const forwardCommand: Command = {
     for (const [flag, n] of [['prefill', v.prefill], ['greedy', v.greedy?.prompt]] as const) {
       if (n !== undefined && n > S) throw new UsageError(`--${flag} needs ${n} prompt tokens, but the sequences of ${input} have ${S}`);
     }
+    const maxLen = loadModelConfig(modelDir).max_position_embeddings;
+    if (v.greedy && v.greedy.prompt + v.greedy.tokens > maxLen) throw new UsageError(`--greedy ${v.greedy.prompt},${v.greedy.tokens}: more than the model's max_position_embeddings ${maxLen} positions`);
     const result = runForward(modelDir, ids, opts);
     writeSafetensors(outFile, toWritable(result));
     process.stderr.write(`dsv3 forward: wrote ${Object.keys(result).length} tensors to ${outFile}\n`);

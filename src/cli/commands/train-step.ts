@@ -55,7 +55,9 @@ export function readBatch(file: string): Tensor {
   try {
     if (!f.has('tokens')) throw new DsvError(`${file}: no tensor named "tokens" (I32 [B, S+1])`);
     const t = f.get('tokens');
-    if (t.dtype !== 'i32' || t.shape.length !== 2) throw new DsvError(`${file}: tokens must be I32 [B, S+1], got ${f.info('tokens').tag} [${t.shape.join(', ')}]`);
+    if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 2) {
+      throw new DsvError(`${file}: tokens must be I32 [B, S+1] with B, S >= 1, got ${f.info('tokens').tag} [${t.shape.join(', ')}]`);
+    }
     return Tensor.fromI32(t.data as Int32Array, t.shape);
   } finally {
     f.close();
