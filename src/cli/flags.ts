@@ -17,7 +17,8 @@ export type FlagValues<S extends FlagTable> = { [K in keyof S]?: S[K] extends Fl
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 const INT_MAX = 2 ** 31 - 1;
 
-function numberFlag(r: NumberRange): Flag<number> {
+function numberFlag(int: boolean, min: number, minOpen: boolean, max = Infinity, maxOpen = false): Flag<number> {
+  const r: NumberRange = { int, min, minOpen, max, maxOpen };
   const lo = `${r.minOpen ? '>' : '>='} ${r.min}`;
   const noun = r.int ? 'an integer' : 'a number';
   const what =
@@ -38,13 +39,13 @@ function numberFlag(r: NumberRange): Flag<number> {
 }
 
 /** An integer in [min, max] (by default at most 2^31 - 1: sizes and counts index Int32 arrays). */
-export const int = (min = 0, max = INT_MAX): Flag<number> => numberFlag({ int: true, min, minOpen: false, max, maxOpen: false });
+export const int = (min = 0, max = INT_MAX): Flag<number> => numberFlag(true, min, false, max);
 /** Native threads: the pool has at most 256 (native/src/threadpool.c). */
 export const threads = (): Flag<number> => int(1, 256);
-export const positive = (): Flag<number> => numberFlag({ int: false, min: 0, minOpen: true, max: Infinity, maxOpen: false });
-export const nonNegative = (): Flag<number> => numberFlag({ int: false, min: 0, minOpen: false, max: Infinity, maxOpen: false });
+export const positive = (): Flag<number> => numberFlag(false, 0, true);
+export const nonNegative = (): Flag<number> => numberFlag(false, 0, false);
 /** A number in [0, 1): an EMA factor or an AdamW β. */
-export const fraction = (): Flag<number> => numberFlag({ int: false, min: 0, minOpen: false, max: 1, maxOpen: true });
+export const fraction = (): Flag<number> => numberFlag(false, 0, false, 1, true);
 
 export function oneOf<T extends string>(values: readonly T[]): Flag<T> {
   const what = values.length > 3 ? `one of ${values.join(', ')}` : `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}`;
@@ -106,11 +107,10 @@ function creatable(p: string): boolean {
 const mustExist = (f: Flag<unknown>): boolean => f.kind === 'file' || f.kind === 'dir' || f.kind === 'path';
 
 /** A value of its own syntax (LO,HI; P,N; ...): `what` describes it, `parse` checks it. */
-export const custom = <T>(what: string, parse: (raw: string) => T | undefined, optionalValue = false): Flag<T> =>
-  ({ kind: 'custom', what, parse, ...(optionalValue ? { optionalValue } : {}) });
+export const custom = <T>(what: string, parse: (raw: string) => T | undefined, optionalValue = false): Flag<T> => ({ kind: 'custom', what, parse, optionalValue });
 
 /** The one-line message for `raw` outside the domain of --name (raw undefined: no value given). */
-export function flagError(name: string, f: Flag<unknown>, raw: string | undefined): UsageError {
+function flagError(name: string, f: Flag<unknown>, raw: string | undefined): UsageError {
   if (mustExist(f) && raw) return new UsageError(`${raw}: ${f.what} not found (--${name})`);
   const what = mustExist(f) ? `the path of the ${f.what}` : f.what;
   return new UsageError(`--${name} ${f.kind === 'enum' ? 'must be' : 'expects'} ${what}, got ${raw === undefined ? 'no value' : `'${raw}'`}`);

@@ -72,9 +72,10 @@ export class MetricsWriter {
 }
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-const isNum = (x: unknown): boolean => typeof x === 'number' || x === null; // null: a non-finite number
+/** A number, null (a non-finite one) or absent (a field older runs did not write). */
+const isNum = (x: unknown): boolean => typeof x === 'number' || x === null || x === undefined;
 
-/** Whether r has the fields of its type that readers use (layers: what the report draws). */
+/** Whether r's fields have the types readers expect (a step needs its losses; layers: what the report draws). */
 function wellFormed(r: Record<string, unknown>): boolean {
   if (r['type'] === 'eval') return ['val_loss', 'val_lm', 'val_mtp'].every((k) => isNum(r[k]));
   if (r['type'] !== 'step') return true;

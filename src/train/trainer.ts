@@ -3,6 +3,7 @@
  * following the report's recipe (section 4.2) at laptop scale: AdamW (0.9, 0.95, wd 0.1),
  * clipping at 1.0, warmup → constant → cosine LR, MTP with λ 0.3 → 0.1, aux-loss-free balancing
  * (bias γ 0.001) with the complementary sequence-wise loss (α 1e-4), gradient accumulation.
+ * The numbers, and what a caller may leave out, are in recipe.ts.
  *
  * Every step appends to RUN_DIR/metrics.jsonl; every `ckptEvery` steps (and at the end) a
  * checkpoint is written atomically (checkpoint.ts). `resume` restores weights, biases, AdamW

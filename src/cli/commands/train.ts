@@ -19,11 +19,11 @@ const r4 = (x: number): number => Number(x.toPrecision(2));
 const HELP = `Usage: dsv3 train [options]
 
 Trains a DeepSeek-V3-architecture MoE model from scratch (MLA, DeepSeekMoE with sigmoid routing
-and aux-loss-free balancing, MTP) with the paper's recipe (src/train/recipe.ts): AdamW
-(${PAPER.beta1}, ${PAPER.beta2}, wd ${PAPER.weightDecay}), clipping at ${PAPER.maxGradNorm.toFixed(1)}, warmup -> constant -> cosine LR, L = L_Main + λ·L_MTP + α·L_Bal,
-bias updates after every step. With no options: bench-small's architecture (${DEFAULT_TRAIN_CONFIG['num_hidden_layers']} layers, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']} routed experts,
-top-${DEFAULT_TRAIN_CONFIG['num_experts_per_tok']}) with a ${DEFAULT_TRAIN_CONFIG['vocab_size']}-token BPE vocabulary on the embedded Moby-Dick text
-(${TRAIN.steps} steps of ${TRAIN.batch}x${TRAIN.seq} tokens), about eight minutes on two cores.
+and aux-loss-free balancing, MTP) with the paper's recipe (src/train/recipe.ts): AdamW (${PAPER.beta1},
+${PAPER.beta2}, wd ${PAPER.weightDecay}), clipping at ${PAPER.maxGradNorm.toFixed(1)}, warmup -> constant -> cosine LR,
+L = L_Main + λ·L_MTP + α·L_Bal, bias updates after every step. With no options: bench-small's
+architecture (${DEFAULT_TRAIN_CONFIG['num_hidden_layers']} layers, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']} routed experts, top-${DEFAULT_TRAIN_CONFIG['num_experts_per_tok']}) with a ${DEFAULT_TRAIN_CONFIG['vocab_size']}-token BPE vocabulary on
+the embedded Moby-Dick text (${TRAIN.steps} steps of ${TRAIN.batch}x${TRAIN.seq} tokens), about eight minutes on two cores.
 
 Model and data:
   --config FILE         model config.json (default: built-in small config; see configs/)
@@ -54,12 +54,14 @@ Schedule:
 Losses and balancing:
   --balance MODE        aux-free (default: bias updates + complementary sequence-wise loss),
                         aux-loss (classic auxiliary loss, no bias), none
-  --balance-alpha X     α of the balance loss, >= 0 (default ${PAPER.balanceAlpha} for aux-free, ${TRAIN.auxLossAlpha} for aux-loss)
+  --balance-alpha X     α of the balance loss, >= 0 (default ${PAPER.balanceAlpha} for aux-free, the paper's;
+                        ${TRAIN.auxLossAlpha} for aux-loss)
   --bias-gamma X        bias update speed γ, >= 0 (default: the paper's γ/lr ratio, ${PAPER.biasGamma} at peak
                         lr ${PAPER.peakLr.toExponential()}, i.e. ${PAPER.biasGamma}·lr/${PAPER.peakLr.toExponential()}: ${r4(biasGammaForLr(TRAIN.lr))} at the default lr; the
                         bias must move as fast relative to the router as in the paper)
   --bias-mode MODE      sign (default, the paper) | proportional
-  --bias-ema B          smooth the load with an EMA of factor B in [0, 1) before the update (default off)
+  --bias-ema B          smooth the load with an EMA of factor B in [0, 1) before the update
+                        (default off)
   --bias-bounds LO,HI   clamp the bias to [LO, HI]
   --bias-freeze N       γ = 0 from step N on (as at the end of the paper's run)
   --mtp-lambda X        MTP loss weight λ, >= 0 (default ${PAPER.mtpLambda}, the paper's first ${PAPER.mtpSwitchTokensT}T tokens)
