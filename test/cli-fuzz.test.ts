@@ -203,6 +203,7 @@ test('every flag of every command: bad values exit 2 with one line naming the fl
     makeInputs(inputs);
     process.chdir(work); // default outputs (runs/, report.html) would land here
     let cases = 0;
+    assert.ok(benches.length > 0, 'no benchmark registered');
     for (const { prefix, flags } of targets()) {
       assert.ok(Object.keys(flags).length > 0 || prefix[0] === 'bench', `${prefix.join(' ')} declares no flags`);
       for (const [name, f] of Object.entries(flags)) {
