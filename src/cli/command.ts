@@ -1,9 +1,11 @@
-/** A CLI command: every command has a one-line summary and a --help text. */
+/** A CLI command: every command has a one-line summary, a --help text and its flag table. */
 export interface Command {
   name: string;
   summary: string;
   /** Full help text printed by `dsv3 <name> --help` (usage line first). */
   help: string;
+  /** Every flag with its domain (flags.ts); test/cli-fuzz.test.ts feeds each one bad values. */
+  flags: FlagTable;
   run(argv: string[]): Promise<number | void>;
 }
 
@@ -13,6 +15,8 @@ export interface Bench {
   name: string;
   summary: string;
   help: string;
+  /** Every flag with its domain (flags.ts), as Command.flags. */
+  flags: FlagTable;
   run(argv: string[]): Promise<void>;
 }
 
@@ -29,18 +33,27 @@ export function wantsHelp(argv: string[]): boolean {
   return argv.includes('--help') || argv.includes('-h');
 }
 
-/** Parses a numeric flag value, naming the flag when it is not a finite number. */
-export function numberFlag(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const x = Number(value);
-  if (!Number.isFinite(x)) throw new UsageError(`--${name} expects a number, got '${value}'`);
-  return x;
+/** Bounds of a numeric flag (open: the bound itself is excluded). */
+export interface NumberRange {
+  int: boolean;
+  min: number;
+  minOpen: boolean;
+  max: number;
+  maxOpen: boolean;
 }
 
-/** Parses an integer flag value (>= min). */
-export function intFlag(name: string, value: string | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  const x = Number(value);
-  if (!Number.isInteger(x) || x < min) throw new UsageError(`--${name} expects an integer >= ${min}, got '${value}'`);
-  return x;
+/** A flag's domain (built by the helpers of flags.ts). */
+export interface Flag<T> {
+  /** boolean: takes no value; file, dir, path (either): must exist; out-*: a path to write. */
+  readonly kind: 'boolean' | 'number' | 'enum' | 'text' | 'file' | 'dir' | 'path' | 'out-file' | 'out-dir' | 'custom';
+  /** What the flag accepts, in words: "a number > 0", "f32 or bf16", "input file". */
+  readonly what: string;
+  /** The value of `raw`, or undefined when `raw` lies outside the domain. */
+  parse(raw: string): T | undefined;
+  readonly range?: NumberRange;
+  readonly values?: readonly string[];
+  /** `--flag` with no value is allowed and reads as '' (train --resume). */
+  readonly optionalValue?: boolean;
 }
+
+export type FlagTable = Readonly<Record<string, Flag<unknown>>>;

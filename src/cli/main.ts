@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { UsageError, wantsHelp } from './command.js';
 import { commands } from './commands/index.js';
 
@@ -27,6 +28,7 @@ function usage(): string {
   ].join('\n');
 }
 
+/** Runs one dsv3 command line; a user error (UsageError, DsvError) is one line on stderr and exit code 2. */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -39,7 +41,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = commands.find((c) => c.name === name);
   if (!cmd) {
-    process.stderr.write(`dsv3: unknown command '${name}'\n\n${usage()}`);
+    process.stderr.write(`dsv3: unknown command '${name}' (dsv3 --help lists the commands)\n`);
     return 2;
   }
   if (wantsHelp(rest) && cmd.name !== 'bench') {
@@ -51,19 +53,23 @@ export async function main(argv: string[]): Promise<number> {
     return typeof code === 'number' ? code : 0;
   } catch (e) {
     if (e instanceof UsageError || (e instanceof Error && e.name === 'DsvError')) {
-      process.stderr.write(`dsv3 ${name}: ${e.message}\n`);
+      const label = name === 'bench' && rest[0] && !rest[0].startsWith('-') ? `bench ${rest[0]}` : name;
+      process.stderr.write(`dsv3 ${label}: ${e.message}\n`);
       return 2;
     }
     throw e;
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`dsv3: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+// run when executed (node dist/src/cli/main.js, or the npm bin link to it), not when imported
+if (process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`dsv3: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -104,7 +104,7 @@ export class BatchIterator {
     this.randomOffset = opts.randomOffset ?? true;
     if (tokens.length < opts.seqLen + 1) {
       throw new DsvError(
-        `training data: ${tokens.length} tokens, fewer than seqLen + 1 = ${opts.seqLen + 1}; lower --seq-len or use more data (--data PATH)`,
+        `training data: ${tokens.length} tokens, fewer than seqLen + 1 = ${opts.seqLen + 1}; lower --seq or use more data (--data PATH)`,
       );
     }
     this.dataChecksum = checksum(tokens);
@@ -262,11 +262,11 @@ export function prepareData(opts: PrepareDataOptions = {}): PreparedData {
     checkPositive('seqLen', opts.seqLen);
     const need = opts.seqLen + 1;
     if (train.length < need) {
-      throw new DsvError(`${corpus.name}: the training split has ${train.length} tokens, fewer than seqLen + 1 = ${need}; lower --seq-len or use more data`);
+      throw new DsvError(`${corpus.name}: the training split has ${train.length} tokens, fewer than seqLen + 1 = ${need}; lower --seq or use more data`);
     }
     if (valFraction > 0 && val.length < need) {
       throw new DsvError(
-        `${corpus.name}: the validation split has ${val.length} tokens (valFraction ${valFraction}), fewer than seqLen + 1 = ${need}; lower --seq-len or raise the validation fraction`,
+        `${corpus.name}: the validation split has ${val.length} tokens (valFraction ${valFraction}), fewer than seqLen + 1 = ${need}; lower --seq or raise the validation fraction`,
       );
     }
   }

@@ -11,6 +11,7 @@
  *   15360 sequences over the first 469B tokens); used as a number of micro-batches.
  */
 import { DsvError } from '../errors.js';
+import { PAPER } from './recipe.js';
 
 export interface LrScheduleOptions {
   peak: number;
@@ -33,7 +34,7 @@ export function lrAt(step: number, o: LrScheduleOptions): number {
   checkNonNeg('peak', o.peak);
   checkNonNeg('warmup', o.warmup);
   checkNonNeg('decaySteps', o.decaySteps);
-  const floor = o.floor ?? o.peak / 10;
+  const floor = o.floor ?? o.peak / PAPER.lrFloorDivisor;
   const decayStart = o.decayStart ?? o.warmup;
   if (o.warmup > 0 && step < o.warmup) return (o.peak * (step + 1)) / o.warmup;
   if (o.decaySteps <= 0 || step < decayStart) return o.peak;
@@ -55,12 +56,12 @@ export function phaseValue(step: number, s: StepSchedule): number {
 }
 
 /** MTP loss weight λ at `step` (paper: 0.3, then 0.1). */
-export function mtpLambdaAt(step: number, s: StepSchedule = { early: 0.3, late: 0.1 }): number {
+export function mtpLambdaAt(step: number, s: StepSchedule = { early: PAPER.mtpLambda, late: PAPER.mtpLambdaLate }): number {
   return phaseValue(step, s);
 }
 
 /** Bias update speed γ at `step` (paper: 0.001, then 0 at the end of training). */
-export function biasGammaAt(step: number, s: StepSchedule = { early: 0.001, late: 0 }): number {
+export function biasGammaAt(step: number, s: StepSchedule = { early: PAPER.biasGamma, late: 0 }): number {
   return phaseValue(step, s);
 }
 

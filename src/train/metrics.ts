@@ -81,6 +81,19 @@ export class MetricsWriter {
   }
 }
 
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+/** A number, null (a non-finite one) or absent (a field older runs did not write). */
+const isNum = (x: unknown): boolean => typeof x === 'number' || x === null || x === undefined;
+
+/** Whether r's fields have the types readers expect (a step needs its losses; layers: what the report draws). */
+function wellFormed(r: Record<string, unknown>): boolean {
+  if (r['type'] === 'eval') return ['val_loss', 'val_lm', 'val_mtp'].every((k) => isNum(r[k]));
+  if (r['type'] !== 'step') return true;
+  const layers = r['layers'];
+  return typeof r['loss'] === 'number' && typeof r['lm'] === 'number' && ['mtp', 'balance', 'lr', 'grad_norm', 'tokens_per_s', 'mtp_lambda'].every((k) => isNum(r[k])) &&
+    (layers === undefined || (isObject(layers) && Object.values(layers).every((l) => isObject(l) && Array.isArray(l['load']) && Array.isArray(l['bias']) && isNum(l['maxvio']))));
+}
+
 /** Reads metrics.jsonl; a torn last line (interrupted write) is ignored. */
 export function readMetrics(file: string): MetricRecord[] {
   let text: string;
@@ -92,12 +105,16 @@ export function readMetrics(file: string): MetricRecord[] {
   const lines = text.split('\n').filter((l) => l.trim().length > 0);
   const out: MetricRecord[] = [];
   lines.forEach((line, i) => {
+    let r: unknown;
     try {
-      const r = JSON.parse(line) as MetricRecord;
-      if (r && typeof r === 'object' && typeof r.step === 'number') out.push(r);
+      r = JSON.parse(line);
     } catch {
       if (i !== lines.length - 1) throw new DsvError(`${file}: line ${i + 1} is not valid JSON`);
+      return;
     }
+    if (!isObject(r) || typeof r['step'] !== 'number') return;
+    if (!wellFormed(r)) throw new DsvError(`${file}: line ${i + 1} is not a dsv3 metrics record (a field is missing or of the wrong type)`);
+    out.push(r as unknown as MetricRecord);
   });
   return out;
 }

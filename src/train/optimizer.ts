@@ -17,6 +17,7 @@ import { kernels } from '../engine/backend.js';
 import { bf16ToF32, f32ToBf16 } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
+import { PAPER, TRAIN } from './recipe.js';
 
 export interface AdamWOptions {
   /** Learning rate (may be overridden per step). */
@@ -82,10 +83,10 @@ export class AdamW {
       if (p.dtype !== 'f32' || !p.isContiguous()) throw new DsvError(`AdamW: parameter ${p.name ?? '?'} must be a contiguous float32 tensor`);
     }
     this.lr = opts.lr;
-    [this.beta1, this.beta2] = opts.betas ?? [0.9, 0.95];
-    this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.1;
-    this.momentDtype = opts.momentDtype ?? 'f32';
+    [this.beta1, this.beta2] = opts.betas ?? [PAPER.beta1, PAPER.beta2];
+    this.eps = opts.eps ?? TRAIN.adamEps;
+    this.weightDecay = opts.weightDecay ?? PAPER.weightDecay;
+    this.momentDtype = opts.momentDtype ?? TRAIN.momentDtype;
     const alloc = (n: number): Moment => (this.momentDtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
     this.m = this.params.map((p) => alloc(p.size));
     this.v = this.params.map((p) => alloc(p.size));

@@ -25,6 +25,7 @@ import { PipelineTrainPool, type PoolStepResult } from '../parallel/train-pool.j
 import type { DeepseekV3 } from '../model/model.js';
 import type { AdamW } from './optimizer.js';
 import type { PipelineTrainOptions, TrainOptions, TrainResult } from './trainer.js';
+import { TRAIN } from './recipe.js';
 import { TrainRun, type StepPart } from './train-run.js';
 import { applyUpdate, type BiasEmaStates, type UpdateOptions, type UpdateResult } from './train-step.js';
 
@@ -47,7 +48,7 @@ export function checkPipelineOptions(o: TrainOptions, p: PipelineTrainOptions): 
   if (!Number.isInteger(p.ranks) || p.ranks < 1) throw new DsvError(`--pp must be an integer >= 1, got ${p.ranks}`);
   const m = p.microbatches ?? defaultMicrobatches(p.algo, p.ranks);
   checkScheduleSize(p.algo, p.ranks, m);
-  const accum = o.gradAccum ?? 1;
+  const accum = o.gradAccum ?? TRAIN.gradAccum;
   if (accum !== 1 && accum !== m) {
     throw new DsvError(`--grad-accum ${accum} conflicts with --pipeline ${p.algo} --pp ${p.ranks}: the step's micro-batches are the schedule's ${m} (set them with --microbatches)`);
   }
@@ -70,15 +71,15 @@ export function applyPipelineUpdate(model: DeepseekV3, opt: AdamW, res: PoolStep
 }
 
 /** Runs (or resumes) a pipeline-parallel training run; see the module comment. */
-export async function trainPipelined(o: TrainOptions): Promise<TrainResult> {
-  const p = o.pipeline;
+export async function trainPipelined(opts: TrainOptions): Promise<TrainResult> {
+  const p = opts.pipeline;
   if (!p) throw new DsvError('trainPipelined needs TrainOptions.pipeline (use train for sequential training)');
-  const m = checkPipelineOptions(o, p);
+  const m = checkPipelineOptions(opts, p);
   const schedule = buildSchedule(p.algo, p.ranks, m);
-  const run = new TrainRun({ ...o, gradAccum: m }, { pipeline: { algo: p.algo, ranks: p.ranks, microbatches: m } });
-  const { model, opt, it, plan } = run;
+  const run = new TrainRun({ ...opts, gradAccum: m }, { pipeline: { algo: p.algo, ranks: p.ranks, microbatches: m } });
+  const { model, opt, it, plan, o } = run;
   const cfg = model.cfg;
-  const pool = await PipelineTrainPool.start(cfg, schedule, { ...(p.threads !== undefined ? { threads: p.threads } : {}) });
+  const pool = await PipelineTrainPool.start(cfg, schedule, { threads: p.threads ?? TRAIN.pipelineThreads });
   const sendWeights = (): void =>
     pool.setWeights((name, kind) => {
       const t = (kind === 'param' ? model.params : model.buffers).get(name);
@@ -107,7 +108,7 @@ export async function trainPipelined(o: TrainOptions): Promise<TrainResult> {
       let bad: string | null = nonFinite ? `non-finite loss (${nonFinite.total})` : null;
       let gradNorm = NaN;
       if (!bad) {
-        const u = applyPipelineUpdate(model, opt, res, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, m);
+        const u = applyPipelineUpdate(model, opt, res, { lr, maxGradNorm: o.maxGradNorm, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, m);
         gradNorm = u.gradNorm;
         if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
         else sendWeights();

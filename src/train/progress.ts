@@ -1,13 +1,18 @@
 /**
- * The progress line of `dsv3 train` on stderr: step, loss, MTP loss, tokens/s, MaxVio, ETA.
+ * The progress line of `dsv3 train` on stderr: step, LM loss ("loss"), MTP cross-entropy, lr,
+ * tokens/s, MaxVio, ETA, and last the total L_Main + λ·L_MTP + α·L_Bal that is minimised.
  * On a terminal it redraws one line; otherwise it prints a line every `every` steps.
  */
 
 export interface ProgressFields {
   step: number;
   steps: number;
-  loss: number;
+  /** L_Main, the next-token cross-entropy. */
+  lm: number;
+  /** Mean cross-entropy of the MTP depths (unweighted). */
   mtp: number;
+  /** L_Main + λ·L_MTP + α·L_Bal. */
+  total: number;
   tokensPerS: number;
   maxVio: number;
   lr: number;
@@ -31,8 +36,8 @@ export function progressLine(f: ProgressFields): string {
   const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
   const eta = fmtDuration((f.steps - f.step) * f.secPerStep);
   return (
-    `[${bar}] step ${f.step}/${f.steps} loss ${f.loss.toFixed(4)} mtp ${Number.isFinite(f.mtp) ? f.mtp.toFixed(4) : '-'} ` +
-    `lr ${f.lr.toExponential(2)} ${Math.round(f.tokensPerS)} tok/s maxvio ${f.maxVio.toFixed(3)} eta ${eta}`
+    `[${bar}] step ${f.step}/${f.steps} loss ${f.lm.toFixed(4)} mtp ${Number.isFinite(f.mtp) ? f.mtp.toFixed(4) : '-'} ` +
+    `lr ${f.lr.toExponential(2)} ${Math.round(f.tokensPerS)} tok/s maxvio ${f.maxVio.toFixed(3)} eta ${eta} total ${f.total.toFixed(4)}`
   );
 }
 

@@ -104,11 +104,13 @@ export function buildReportHtml(records: readonly MetricRecord[], info: ReportIn
   const xs = steps.map((r) => r.step);
   const layers = [...new Set(steps.flatMap((r) => Object.keys(r.layers ?? {})))].sort((a, b) => Number(a) - Number(b));
 
+  const best = (xs: number[]): string => (xs.length ? fmtNum(Math.min(...xs)) : '–');
   const facts: Record<string, string> = {
     'optimizer steps': String(steps.length ? steps[steps.length - 1]!.step : 0),
-    'final train loss': steps.length ? fmtNum(steps[steps.length - 1]!.loss) : '–',
-    'final LM loss': steps.length ? fmtNum(steps[steps.length - 1]!.lm) : '–',
-    'best validation loss': evals.length ? fmtNum(Math.min(...evals.map((e) => e.val_loss))) : '–',
+    'final train LM loss': steps.length ? fmtNum(steps[steps.length - 1]!.lm) : '–',
+    'best validation LM loss': best(evals.map((e) => e.val_lm)),
+    'final train total loss (LM + λ·MTP + balance)': steps.length ? fmtNum(steps[steps.length - 1]!.loss) : '–',
+    'best validation total loss (LM + λ·MTP)': best(evals.map((e) => e.val_loss)),
     'median tokens/s': fmtNum(median(steps.map((r) => r.tokens_per_s))),
     'skipped steps (non-finite)': String(skips.length),
     ...info.facts,
@@ -122,9 +124,9 @@ export function buildReportHtml(records: readonly MetricRecord[], info: ReportIn
     xLabel: 'step',
     yLabel: 'cross-entropy (nats)',
     series: [
+      { name: 'train LM (EMA)', xs, ys: smooth(steps.map((r) => r.lm)), color: '#2ca02c' },
       { name: 'train total', xs, ys: steps.map((r) => r.loss), color: '#aec7e8' },
       { name: 'train total (EMA)', xs, ys: smooth(steps.map((r) => r.loss)), color: '#1f77b4' },
-      { name: 'train LM', xs, ys: smooth(steps.map((r) => r.lm)), color: '#2ca02c' },
       { name: 'MTP CE (mean)', xs, ys: smooth(steps.map((r) => (r.mtp_lambda > 0 ? r.mtp / r.mtp_lambda : NaN))), color: '#ff7f0e' },
       { name: 'validation LM', xs: evals.map((e) => e.step), ys: evals.map((e) => e.val_lm), color: '#d62728', markers: true },
     ],

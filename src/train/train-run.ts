@@ -22,7 +22,8 @@ import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
 import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
-import type { TrainOptions, TrainResult } from './trainer.js';
+import { withRecipe } from './recipe.js';
+import type { RunOptions, TrainOptions, TrainResult } from './trainer.js';
 import { trainerPlan } from './trainer.js';
 
 interface TrainerStateJson {
@@ -75,6 +76,7 @@ export interface StepOutcome {
 
 /** A run: its state and the step bookkeeping shared by the sequential and pipeline loops. */
 export class TrainRun {
+  readonly o: RunOptions;
   readonly progress: Progress;
   readonly data: PreparedData;
   readonly tok: Tokenizer;
@@ -94,9 +96,12 @@ export class TrainRun {
   lastCkpt: string | null;
   secPerStep = NaN;
   finalVal: number | null = null;
+  finalLm: number | null = null;
 
   /** Sets up a fresh run or resumes one (`extraRun`: more run.json fields of a fresh run). */
-  constructor(readonly o: TrainOptions, extraRun: Record<string, unknown> = {}) {
+  constructor(opts: TrainOptions, extraRun: Record<string, unknown> = {}) {
+    const o = withRecipe(opts);
+    this.o = o;
     this.progress = new Progress(process.stderr, 10, o.quiet ?? false);
     const progress = this.progress;
     let resumeDir: string | null = null;
@@ -126,12 +131,13 @@ export class TrainRun {
     const cfg: ModelConfig = { ...baseCfg, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
     const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
     this.model = model;
-    this.opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay ?? 0.1, momentDtype: o.momentDtype ?? 'f32' });
+    this.opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay, momentDtype: o.momentDtype });
     this.it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });
     // the trainer's own random stream: no op of the default recipe draws from it (no dropout), but
     // it is saved and restored with the rest so any stochastic addition resumes exactly
     this.rng = new Rng(o.seed);
     fs.mkdirSync(o.out, { recursive: true });
+    progress.log(`run directory ${o.out}`);
     this.metrics = new MetricsWriter(path.join(o.out, 'metrics.jsonl'));
     if (resumeDir) {
       const { state, optimizer } = loadTrainerState(resumeDir);
@@ -166,9 +172,9 @@ export class TrainRun {
     } else {
       fs.rmSync(this.metrics.file, { force: true });
       writeFileAtomic(path.join(o.out, 'run.json'), JSON.stringify({
-        steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum ?? 1, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
-        balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma ?? 1e-3, bias_mode: o.bias.mode ?? 'sign',
-        mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype ?? 'f32', data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
+        steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
+        balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma, bias_mode: o.bias.mode,
+        mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
         parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg), ...extraRun,
       }, null, 2) + '\n');
     }
@@ -190,7 +196,7 @@ export class TrainRun {
       generationConfig: { _from_model_config: true, bos_token_id: model.cfg.bos_token_id, eos_token_id: model.cfg.eos_token_id, do_sample: true, temperature: 1.0, top_k: 50 },
       trainerState: st as unknown as Record<string, unknown>,
       optimizer: this.opt.state(),
-    }, o.keepCheckpoints ?? 2);
+    }, o.keepCheckpoints);
   }
 
   /** Validation: mean losses over the first `n` validation batches (same batches every time). */
@@ -230,13 +236,13 @@ export class TrainRun {
       this.losses.push(NaN);
       this.metrics.append({ type: 'skip', step, reason: s.bad, consecutive: this.consecutive });
       this.progress.log(`step ${step}: skipped, ${s.bad} (${this.consecutive} in a row)`);
-      if (this.consecutive >= (o.maxNonFinite ?? 5)) {
+      if (this.consecutive >= o.maxNonFinite) {
         this.progress.done();
         const message =
           `training stopped at step ${step}: ${this.consecutive} consecutive steps with non-finite loss or gradients ` +
           `(lower --lr or raise --warmup). Last good checkpoint: ${this.lastCkpt ?? 'none (no checkpoint was written yet)'}`;
         arena?.trim();
-        return { status: 'diverged', message, step, losses: this.losses, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
+        return { status: 'diverged', message, step, losses: this.losses, finalLmLoss: this.finalLm, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
       }
       return null;
     }
@@ -253,13 +259,15 @@ export class TrainRun {
       layers[String(l)] = { load: Array.from(load), maxvio: mv, bias: Array.from(biases.get(l)?.f32() ?? []) };
     }
     const mtp = mean(parts.map((p) => p.mtp));
+    const lm = mean(parts.map((p) => p.lm));
+    this.finalLm = lm;
     this.metrics.append({
-      type: 'step', step, loss: total, lm: mean(parts.map((p) => p.lm)), mtp, balance: mean(parts.map((p) => p.bal)),
+      type: 'step', step, loss: total, lm, mtp, balance: mean(parts.map((p) => p.bal)),
       lr, grad_norm: s.gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
     });
-    this.progress.update({ step, steps: o.steps, loss: total, mtp: lambda > 0 ? mtp / lambda : NaN, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
+    this.progress.update({ step, steps: o.steps, lm, mtp: lambda > 0 ? mtp / lambda : NaN, total, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && this.data.val.length > o.seq) {
-      const v = this.validate(o.evalBatches ?? 4, lambda, arena);
+      const v = this.validate(o.evalBatches, lambda, arena);
       this.finalVal = v.lm;
       this.metrics.append({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
       this.progress.log(`step ${step}: validation LM loss ${v.lm.toFixed(4)}, MTP CE ${Number.isFinite(v.mtp) ? v.mtp.toFixed(4) : '-'}`);
@@ -272,6 +280,6 @@ export class TrainRun {
   done(arena: BufferArena | null): TrainResult {
     arena?.trim(); // the arena's buffers are unmapped now, not at some later garbage collection
     this.progress.done();
-    return { status: 'done', message: `trained ${this.step} steps; checkpoint ${this.lastCkpt}`, step: this.step, losses: this.losses, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
+    return { status: 'done', message: `trained ${this.step} steps; checkpoint ${this.lastCkpt}`, step: this.step, losses: this.losses, finalLmLoss: this.finalLm, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
   }
 }

@@ -3,6 +3,7 @@
  * following the report's recipe (section 4.2) at laptop scale: AdamW (0.9, 0.95, wd 0.1),
  * clipping at 1.0, warmup → constant → cosine LR, MTP with λ 0.3 → 0.1, aux-loss-free balancing
  * (bias γ 0.001) with the complementary sequence-wise loss (α 1e-4), gradient accumulation.
+ * The numbers, and what a caller may leave out, are in recipe.ts.
  *
  * Every step appends to RUN_DIR/metrics.jsonl; every `ckptEvery` steps (and at the end) a
  * checkpoint is written atomically (run-checkpoints.ts). `resume` restores weights, biases, AdamW
@@ -17,6 +18,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { BalanceMode, BiasUpdateOptions } from '../objective/balance.js';
 import { lossReport } from '../objective/losses.js';
 import { batchSizeAt, biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
+import { withRecipe, type WithRecipe } from './recipe.js';
 import { applyUpdate, forwardLosses } from './train-step.js';
 import { TrainRun, type StepPart } from './train-run.js';
 import { backward } from '../engine/autograd.js';
@@ -28,7 +30,7 @@ export interface PipelineTrainOptions {
   ranks: number;
   /** Micro-batches per step (default: the smallest the schedule allows). */
   microbatches?: number;
-  /** DSV3_THREADS of each rank's worker (default 1). */
+  /** Size of the process-wide native thread pool during a step, shared by all ranks (default 1). */
   threads?: number;
 }
 
@@ -93,24 +95,32 @@ export interface TrainResult {
   status: 'done' | 'diverged';
   message: string;
   step: number;
-  /** Training loss of every step run in this call (NaN for skipped steps). */
+  /** Total training loss (L_Main + λ·L_MTP + α·L_Bal) of every step run in this call (NaN for skipped steps). */
   losses: number[];
+  /** L_Main of the last step that was not skipped (null: none in this call). */
+  finalLmLoss: number | null;
   lastCheckpoint: string | null;
+  /** Validation L_Main of the last evaluation (null: none in this call). */
   finalValLoss: number | null;
 }
 
-export function trainerPlan(o: TrainOptions): { lr: (s: number) => number; lambda: (s: number) => number; gamma: (s: number) => number } {
+/** TrainOptions with the recipe's value (recipe.ts) in every setting the caller left out. */
+export type RunOptions = WithRecipe<TrainOptions>;
+
+export function trainerPlan(o: RunOptions): { lr: (s: number) => number; lambda: (s: number) => number; gamma: (s: number) => number } {
   const decayStart = o.decayStart ?? o.warmup;
-  const sched = { peak: o.lr, warmup: o.warmup, decayStart, decaySteps: Math.max(0, o.steps - decayStart), floor: o.minLr ?? o.lr / 10 };
-  const lam = { early: o.mtpLambda, late: o.mtpLambdaLate ?? o.mtpLambda, switchStep: o.mtpSwitchStep ?? Infinity };
-  const gam = { early: o.bias.gamma ?? 1e-3, late: 0, switchStep: o.biasFreezeStep ?? Infinity };
+  const sched = { peak: o.lr, warmup: o.warmup, decayStart, decaySteps: Math.max(0, o.steps - decayStart), floor: o.minLr };
+  // no late λ or freeze step: one value for the whole run
+  const lam = { early: o.mtpLambda, late: o.mtpLambdaLate ?? o.mtpLambda, switchStep: o.mtpSwitchStep };
+  const gam = { early: o.bias.gamma, late: 0, switchStep: o.biasFreezeStep };
   return { lr: (s) => lrAt(s, sched), lambda: (s) => mtpLambdaAt(s, lam), gamma: (s) => biasGammaAt(s, gam) };
 }
 
 /** Runs (or resumes) a training run; see the module comment. */
-export function train(o: TrainOptions): TrainResult {
-  if (o.pipeline) throw new DsvError('pipeline-parallel training runs through trainPipelined (src/train/pipeline-trainer.ts), which is asynchronous');
-  const accum = o.gradAccum ?? 1;
+export function train(opts: TrainOptions): TrainResult {
+  if (opts.pipeline) throw new DsvError('pipeline-parallel training runs through trainPipelined (src/train/pipeline-trainer.ts), which is asynchronous');
+  const o = withRecipe(opts);
+  const accum = o.gradAccum;
   if (!Number.isInteger(accum) || accum < 1) throw new DsvError(`--grad-accum must be a positive integer, got ${accum}`);
   const run = new TrainRun(o);
   const { model, opt, it, plan } = run;
@@ -120,7 +130,7 @@ export function train(o: TrainOptions): TrainResult {
     const step = run.step;
     const lambda = plan.lambda(step);
     const lr = plan.lr(step);
-    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, fp8: o.fp8 ?? false };
+    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, fp8: o.fp8 === true };
     const loads = new Map<number, Int32Array>();
     const parts: StepPart[] = [];
     let bad: string | null = null;
@@ -153,7 +163,7 @@ export function train(o: TrainOptions): TrainResult {
         }
       }
       if (!bad) {
-        const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm ?? 1.0, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, nMicro);
+        const u = applyUpdate(model, opt, loads, { lr, maxGradNorm: o.maxGradNorm, balance: o.balance, bias: { ...o.bias, gamma: plan.gamma(step) } }, run.ema, nMicro);
         gradNorm = u.gradNorm;
         if (!u.applied) bad = `non-finite gradients (norm ${u.gradNorm})`;
       } else {

@@ -5,15 +5,14 @@
  * step, MTP self-speculative decoding, and the model's own Tensor-op decodeStep as a baseline.
  */
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { kernels } from '../../engine/backend.js';
 import { nativeAddon, packageRoot } from '../../engine/native.js';
 import { Engine } from '../../inference/engine.js';
 import { measureDecode, measureModelDecode, measureSpeculative, profileDecode, type SpeculativeStats } from '../../inference/measure.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
-import { UsageError, intFlag } from '../command.js';
-import type { Bench } from '../command.js';
+import { type Bench, UsageError } from '../command.js';
+import { bool, exists, int, oneOf, parseFlags, threads } from '../flags.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
                         [--reps N] [--threads N] [--profile] [--speculative] [--baseline] [--json]
@@ -42,42 +41,29 @@ and a summary on stderr unless --json.
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
+const FLAGS = {
+  config: exists('model config', 'file'), weights: oneOf(['f32', 'bf16', 'fp8'] as const), prompt: int(1), tokens: int(1), reps: int(1), seed: int(0),
+  profile: bool(), speculative: bool(), baseline: bool(), json: bool(), threads: threads(),
+};
+
 export const decodeBench: Bench = {
   name: 'decode',
   summary: 'greedy decode tokens/s of the inference engine (f32 / bf16 / fp8 weights, speculative MTP)',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: {
-          config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, tokens: { type: 'string' },
-          reps: { type: 'string' }, seed: { type: 'string' }, profile: { type: 'boolean' }, speculative: { type: 'boolean' },
-          baseline: { type: 'boolean' }, json: { type: 'boolean' }, threads: { type: 'string' },
-        },
-      }));
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
-    const weights = (values.weights ?? 'f32') as WeightStorage;
-    if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
-    if (values.threads !== undefined) {
-      const n = intFlag('threads', values.threads, 1, 1);
-      const addon = nativeAddon();
-      if (!addon) throw new UsageError('--threads needs the native compute core');
-      addon.setThreads(n);
-    }
+    const { values } = parseFlags('bench decode', argv, FLAGS);
+    const weights: WeightStorage = values.weights ?? 'f32';
     const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
     const cfg = loadModelConfig(configPath);
-    const o = {
-      prompt: intFlag('prompt', values.prompt, 32, 1),
-      tokens: intFlag('tokens', values.tokens, 128, 1),
-      reps: intFlag('reps', values.reps, 3, 1),
-      seed: intFlag('seed', values.seed, 1, 0),
-    };
+    const o = { prompt: values.prompt ?? 32, tokens: values.tokens ?? 128, reps: values.reps ?? 3, seed: values.seed ?? 1 };
     if (o.prompt + o.tokens + 1 > cfg.max_position_embeddings) {
       throw new UsageError(`--prompt + --tokens (${o.prompt + o.tokens}) must leave room within max_position_embeddings ${cfg.max_position_embeddings}`);
+    }
+    if (values.threads !== undefined) {
+      const addon = nativeAddon();
+      if (!addon) throw new UsageError('--threads needs the native compute core');
+      addon.setThreads(values.threads);
     }
     const model = randomModel(cfg, o.seed, weights, { mtp: !!values.speculative });
     const mem = new Engine(model, { rows: 1, logitRows: 1, maxLen: 1 }).memory();

@@ -4,13 +4,15 @@
  * microseconds over many calls. This is the per-op overhead a decode step or a training step
  * pays on top of the math.
  */
-import { parseArgs } from 'node:util';
 import { Tensor } from '../../engine/tensor.js';
 import { noGrad } from '../../engine/autograd.js';
 import * as ops from '../../engine/ops/index.js';
 import { kernels } from '../../engine/backend.js';
 import { BinaryOp } from '../../engine/kernels.js';
 import type { Bench } from '../command.js';
+import { bool, parseFlags } from '../flags.js';
+
+const FLAGS = { json: bool() };
 
 function medianUs(fn: () => void, reps = 21, inner = 2000): number {
   for (let i = 0; i < inner; i++) fn();
@@ -32,8 +34,9 @@ export const dispatchBench: Bench = {
 Prints {op, layer, us} lines: the median microseconds of one 8x8 add through the raw kernel
 (kernels().binary), through ops.add without a graph, and through ops.add recording the graph.
 `,
+  flags: FLAGS,
   async run(argv) {
-    parseArgs({ args: argv, options: { json: { type: 'boolean' } } });
+    parseFlags('bench dispatch', argv, FLAGS);
     const k = kernels();
     const a = Tensor.fromF32(new Float32Array(64).fill(1), [8, 8]);
     const b = Tensor.fromF32(new Float32Array(64).fill(2), [8, 8]);

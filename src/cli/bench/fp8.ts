@@ -7,12 +7,11 @@
  * matrix (from cache when it fits). The three dtypes are timed in interleaved batches so that
  * machine noise hits them alike.
  */
-import { parseArgs } from 'node:util';
 import { nativeAddon } from '../../engine/native.js';
 import { quantizeBlocks128 } from '../../engine/fp8/checkpoint-weights.js';
 import { f32ArrayToBf16 } from '../../engine/dtype.js';
-import { intFlag, UsageError } from '../command.js';
-import type { Bench } from '../command.js';
+import { type Bench, UsageError } from '../command.js';
+import { bool, int, parseFlags, threads as threadCount } from '../flags.js';
 
 type Weights = 'f32' | 'bf16' | 'fp8';
 interface Case { m: number; k: number; n: number; cache: 'cold' | 'warm' }
@@ -67,6 +66,8 @@ function measure(ts: Timed[], samples: number): void {
     }
 }
 
+const FLAGS = { json: bool(), threads: threadCount(), samples: int(1) };
+
 export const fp8Bench: Bench = {
   name: 'fp8',
   summary: 'FP8-weight linear (decoded in-kernel) vs fp32 / bf16 weights, cold and warm',
@@ -84,13 +85,14 @@ gbps: weight bytes streamed per second (1 byte per fp8 weight; scales are neglig
 --threads: native threads (default: the addon's, all cores). Without --json a table also goes
 to stderr.
 `,
+  flags: FLAGS,
   async run(argv) {
-    const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, threads: { type: 'string' }, samples: { type: 'string' } } });
+    const { values } = parseFlags('bench fp8', argv, FLAGS);
     const addon = nativeAddon();
     if (!addon || typeof addon.linearFp8 !== 'function') throw new UsageError('the native addon (with linearFp8) is not available; run `npx node-gyp rebuild`');
     const threads0 = addon.info().threads;
-    const threads = intFlag('threads', values.threads, threads0, 1);
-    const samples = intFlag('samples', values.samples, 21, 1);
+    const threads = values.threads ?? threads0;
+    const samples = values.samples ?? 21;
     const table = !values.json;
     addon.setThreads(threads);
     if (table) process.stderr.write(`FP8 linear (${addon.info().isa}, ${threads} threads)\n weights     m     k     n  cache        ms    min ms    GB/s  vs f32\n`);

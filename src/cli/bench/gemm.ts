@@ -5,9 +5,9 @@
  */
 import { availableParallelism } from 'node:os';
 import { largeF32 } from '../../engine/memory.js';
-import { UsageError } from '../command.js';
 import type { Bench } from '../command.js';
-import { type BenchAddon, loadBenchAddon, measurePeak, parseFlags } from './peak.js';
+import { bool, custom, int, parseFlags } from '../flags.js';
+import { type BenchAddon, loadBenchAddon, measurePeak } from './peak.js';
 
 /** [m, k, n] */
 const SHAPES: [number, number, number][] = [
@@ -95,6 +95,14 @@ function dispatchUs(addon: BenchAddon): number {
   return median(per.slice(1));
 }
 
+/** a,b,...: thread counts, integers >= 1. */
+function parseThreadList(raw: string): number[] | undefined {
+  const ts = raw.split(',').map((s) => (/^\d+$/.test(s.trim()) ? Number(s) : NaN));
+  return ts.every((t) => Number.isInteger(t) && t >= 1 && t <= 256) ? ts : undefined;
+}
+
+const FLAGS = { json: bool(), threads: custom('a comma-separated list of thread counts in [1, 256]', parseThreadList), samples: int(1) };
+
 export const gemmBench: Bench = {
   name: 'gemm',
   summary: 'native GEMM GFLOPS vs the FMA peak (fp32 / bf16, linear-layer shapes)',
@@ -118,16 +126,12 @@ Operands are allocated as the model's tensors are: buffers of 2 MiB and up on tr
 huge pages (src/engine/memory.ts); DSV3_HUGEPAGES=0 in the environment gives plain ones.
 Without --json a readable table also goes to stderr.
 `,
+  flags: FLAGS,
   async run(argv) {
-    const { json, values } = parseFlags(argv, ['threads', 'samples']);
-    const cores = availableParallelism();
-    const threadList = (values.get('threads') ?? `1,${cores}`).split(',').map((s) => {
-      const t = Number(s);
-      if (!Number.isInteger(t) || t < 1) throw new UsageError(`--threads expects integers >= 1, got '${s}'`);
-      return t;
-    });
-    const samples = Number(values.get('samples') ?? 11);
-    if (!Number.isInteger(samples) || samples < 1) throw new UsageError('--samples expects an integer >= 1');
+    const { values } = parseFlags('bench gemm', argv, FLAGS);
+    const json = values.json === true;
+    const threadList = values.threads ?? [1, availableParallelism()];
+    const samples = values.samples ?? 11;
     const addon = loadBenchAddon();
     const threads0 = addon.info().threads;
     const out = (row: object): void => void process.stdout.write(JSON.stringify(row) + '\n');

@@ -7,8 +7,8 @@
  * gbps counts the bytes a kernel must move (each input read once, each output written once);
  * gflops counts the useful multiply-adds (causal attention: only the visible key/query pairs).
  */
-import { parseArgs } from 'node:util';
-import type { Bench } from '../command.js';
+import { type Bench, UsageError } from '../command.js';
+import { bool, parseFlags, text } from '../flags.js';
 import { loadNativeKernels, nativeAddon, nativeLoadError } from '../../engine/native.js';
 import { referenceKernels } from '../../engine/reference/index.js';
 import type { AttentionParams, Kernels } from '../../engine/kernels.js';
@@ -121,6 +121,8 @@ function cases(setup: Kernels): Case[] {
   return out;
 }
 
+const FLAGS = { json: bool(), 'no-reference': bool(), only: text() };
+
 export const kernelsBench: Bench = {
   name: 'kernels',
   summary: 'native fused kernels (softmax, rmsNorm, SwiGLU, cross-entropy, attention) vs the reference',
@@ -140,13 +142,11 @@ Options:
   --only NAME     only the cases whose op contains NAME
 Environment: DSV3_THREADS, DSV3_ISA as for every command.
 `,
+  flags: FLAGS,
   async run(argv) {
-    const { values } = parseArgs({
-      args: argv,
-      options: { json: { type: 'boolean' }, 'no-reference': { type: 'boolean' }, only: { type: 'string' } },
-    });
+    const { values } = parseFlags('bench kernels', argv, FLAGS);
     const native = loadNativeKernels();
-    if (!native) throw new Error(`bench kernels needs the native addon: ${nativeLoadError() ?? 'unknown error'}`);
+    if (!native) throw new UsageError(`bench kernels needs the native addon: ${nativeLoadError() ?? 'unknown error'}`);
     const info = nativeAddon()!.info();
     const rows: string[] = [];
     for (const c of cases(native)) {

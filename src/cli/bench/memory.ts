@@ -10,15 +10,16 @@ import { backward, noGrad } from '../../engine/autograd.js';
 import * as ops from '../../engine/ops/index.js';
 import { kernels } from '../../engine/backend.js';
 import { AdamW } from '../../train/optimizer.js';
-import { intFlag } from '../command.js';
 import type { Bench } from '../command.js';
-import { parseArgs } from 'node:util';
+import { bool, int, parseFlags } from '../flags.js';
 import { Rng } from '../../data/rng.js';
 
 function randn(n: number, std: number, seed: number): Float32Array {
   const rng = new Rng(seed);
   return Float32Array.from({ length: n }, () => rng.nextNormal() * std);
 }
+
+const FLAGS = { steps: int(101), json: bool() };
 
 const mb = (x: number): number => Math.round((x / 1048576) * 10) / 10;
 
@@ -31,9 +32,10 @@ Trains a SwiGLU MLP (256 -> 1024 -> 512 classes, batch 128) with AdamW and print
 {bench, step, rss_mb, heap_mb, external_mb} at step 100 and at step N (default 1000), then the
 ratio rss(N)/rss(100).
 `,
+  flags: FLAGS,
   async run(argv) {
-    const { values } = parseArgs({ args: argv, options: { steps: { type: 'string' }, json: { type: 'boolean' } } });
-    const steps = intFlag('steps', values.steps, 1000, 101);
+    const { values } = parseFlags('bench memory', argv, FLAGS);
+    const steps = values.steps ?? 1000;
     const d = 256;
     const h = 1024;
     const classes = 512;

@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { nativeAddonPath } from '../../engine/native.js';
-import { numberFlag, UsageError } from '../command.js';
-import type { Bench } from '../command.js';
+import { type Bench, UsageError } from '../command.js';
+import { bool, parseFlags, positive } from '../flags.js';
 
 type GemmFn<B> = (transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
   a: Float32Array, lda: number, b: B, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
@@ -30,26 +30,12 @@ export function loadBenchAddon(): BenchAddon {
   return createRequire(import.meta.url)(path) as BenchAddon;
 }
 
-/** Parses --json and `--name value` flags; unknown flags are usage errors. */
-export function parseFlags(argv: string[], valued: string[]): { json: boolean; values: Map<string, string> } {
-  const values = new Map<string, string>();
-  let json = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') json = true;
-    else if (a.startsWith('--') && valued.includes(a.slice(2))) {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      values.set(a.slice(2), v);
-    } else throw new UsageError(`unknown argument '${a}'`);
-  }
-  return { json, values };
-}
-
 /** Measured FMA peak (GFLOPS) on `threads` threads. */
 export function measurePeak(addon: BenchAddon, threads: number, seconds: number): number {
   return addon.fmaPeak(threads, seconds);
 }
+
+const FLAGS = { json: bool(), seconds: positive() };
 
 export const peakBench: Bench = {
   name: 'peak',
@@ -62,10 +48,11 @@ cores threads and prints one JSON line per thread count:
 Each figure is the best of 5 repetitions spread over S seconds (default 1).
 Without --json a readable table also goes to stderr.
 `,
+  flags: FLAGS,
   async run(argv) {
-    const { json, values } = parseFlags(argv, ['seconds']);
-    const seconds = numberFlag('seconds', values.get('seconds'), 1);
-    if (!(seconds > 0)) throw new UsageError('--seconds must be > 0');
+    const { values } = parseFlags('bench peak', argv, FLAGS);
+    const json = values.json === true;
+    const seconds = values.seconds ?? 1;
     const addon = loadBenchAddon();
     const isa = addon.info().isa;
     const cores = availableParallelism();

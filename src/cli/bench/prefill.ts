@@ -4,14 +4,13 @@
  * per projection, causal attention over the latent cache), filling the cache for decoding.
  */
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { kernels } from '../../engine/backend.js';
 import { nativeAddon, packageRoot } from '../../engine/native.js';
 import { measurePrefill } from '../../inference/measure.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
-import { UsageError, intFlag } from '../command.js';
-import type { Bench } from '../command.js';
+import { type Bench, UsageError } from '../command.js';
+import { bool, exists, int, oneOf, parseFlags, threads } from '../flags.js';
 
 const HELP = `Usage: dsv3 bench prefill [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--chunk C] [--reps N] [--threads N] [--json]
 
@@ -25,38 +24,28 @@ Prints one JSON line:
 and a summary on stderr unless --json.
 `;
 
+const FLAGS = {
+  config: exists('model config', 'file'), weights: oneOf(['f32', 'bf16', 'fp8'] as const), prompt: int(1), chunk: int(2), reps: int(1), seed: int(0),
+  json: bool(), threads: threads(),
+};
+
 export const prefillBench: Bench = {
   name: 'prefill',
   summary: 'prompt tokens/s of the inference engine (chunked prefill into the latent cache)',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: {
-          config: { type: 'string' }, weights: { type: 'string' }, prompt: { type: 'string' }, chunk: { type: 'string' },
-          reps: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' }, threads: { type: 'string' },
-        },
-      }));
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
-    const weights = (values.weights ?? 'f32') as WeightStorage;
-    if (!['f32', 'bf16', 'fp8'].includes(weights)) throw new UsageError(`--weights must be f32, bf16 or fp8, got '${values.weights}'`);
-    if (values.threads !== undefined) {
-      const n = intFlag('threads', values.threads, 1, 1);
-      const addon = nativeAddon();
-      if (!addon) throw new UsageError('--threads needs the native compute core');
-      addon.setThreads(n);
-    }
+    const { values } = parseFlags('bench prefill', argv, FLAGS);
+    const weights: WeightStorage = values.weights ?? 'f32';
     const configPath = values.config ?? join(packageRoot(), 'configs', 'bench-small.json');
     const cfg = loadModelConfig(configPath);
-    const prompt = intFlag('prompt', values.prompt, 512, 1);
-    const chunk = intFlag('chunk', values.chunk, 128, 2);
-    const reps = intFlag('reps', values.reps, 3, 1);
-    const seed = intFlag('seed', values.seed, 1, 0);
+    const [prompt, chunk, reps, seed] = [values.prompt ?? 512, values.chunk ?? 128, values.reps ?? 3, values.seed ?? 1];
     if (prompt > cfg.max_position_embeddings) throw new UsageError(`--prompt ${prompt} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
+    if (values.threads !== undefined) {
+      const addon = nativeAddon();
+      if (!addon) throw new UsageError('--threads needs the native compute core');
+      addon.setThreads(values.threads);
+    }
     const model = randomModel(cfg, seed, weights, { mtp: false });
     const info = nativeAddon()?.info();
     const r = measurePrefill(model, { prompt, chunk, reps, seed });

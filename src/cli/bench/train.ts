@@ -8,7 +8,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { packageRoot } from '../../engine/native.js';
 import { kernels, useBackend } from '../../engine/backend.js';
 import { stepArena, withArena } from '../../engine/arena.js';
@@ -16,11 +15,12 @@ import type { Kernels } from '../../engine/kernels.js';
 import { Rng } from '../../data/rng.js';
 import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
-import { AdamW } from '../../train/optimizer.js';
-import { applyUpdate, forwardLosses } from '../../train/train-step.js';
-import { UsageError, intFlag } from '../command.js';
-import type { Bench } from '../command.js';
 import { backward } from '../../engine/autograd.js';
+import { AdamW } from '../../train/optimizer.js';
+import { PAPER } from '../../train/recipe.js';
+import { applyUpdate, forwardLosses } from '../../train/train-step.js';
+import type { Bench } from '../command.js';
+import { bool, exists, int, parseFlags } from '../flags.js';
 
 const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
 
@@ -64,27 +64,19 @@ function median(xs: number[]): number {
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
+const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), json: bool() };
+
 export const trainBench: Bench = {
   name: 'train',
   summary: 'training throughput (tokens/s, step time, peak RSS, forward/backward/optimizer split)',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        options: { config: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, steps: { type: 'string' }, 'warmup-steps': { type: 'string' }, fp8: { type: 'boolean' }, json: { type: 'boolean' } },
-      }));
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
+    const { values } = parseFlags('bench train', argv, FLAGS);
     // the default config ships with the package: found from any working directory
     const cfgPath = values.config ?? (fs.existsSync(DEFAULT_CONFIG) ? DEFAULT_CONFIG : path.join(packageRoot(), DEFAULT_CONFIG));
     const cfg = loadModelConfig(cfgPath);
-    const B = intFlag('batch', values.batch, 8, 1);
-    const S = intFlag('seq', values.seq, 256, 1);
-    const steps = intFlag('steps', values.steps, 20, 1);
-    const warm = intFlag('warmup-steps', values['warmup-steps'], 2, 0);
+    const [B, S, steps, warm] = [values.batch ?? 8, values.seq ?? 256, values.steps ?? 20, values['warmup-steps'] ?? 2];
     const model = DeepseekV3.randomInit(cfg, 0);
     const params = model.parameters().reduce((a, p) => a + p.size, 0);
     const opt = new AdamW(model.parameters(), { lr: 1e-4 });
@@ -96,7 +88,7 @@ export const trainBench: Bench = {
     let lossFirst = NaN;
     let lossLast = NaN;
     const fp8 = values.fp8 ?? false;
-    const lossOpts = { mtpLambda: 0.3, balanceAlpha: 1e-4, ...(fp8 ? { fp8 } : {}) };
+    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, ...(fp8 ? { fp8 } : {}) };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;

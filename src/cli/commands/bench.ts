@@ -9,6 +9,7 @@ export const benchCommand: Command = {
   name: 'bench',
   summary: 'run a benchmark (peak, gemm, decode, prefill, train, ...) and print JSON',
   help: 'Usage: dsv3 bench <name> [options]\n\n`dsv3 bench --help` lists the benchmarks.\n',
+  flags: {}, // each benchmark's own: Bench.flags
   async run(argv) {
     // loaded on use: the benchmarks import most of dsv3, which other commands need not load
     const { benches } = await import('../bench/index.js');

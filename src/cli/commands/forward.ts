@@ -4,12 +4,13 @@
  * request cached decoding, MTP logits and greedy generation) to a safetensors file.
  */
 import * as fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { type Command, UsageError } from '../command.js';
+import { bool, custom, exists, int, oneOf, out, parseFlags, required } from '../flags.js';
 import { Tensor } from '../../engine/tensor.js';
 import { SafetensorsFile } from '../../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
 import { DsvError } from '../../errors.js';
+import { loadModelConfig } from '../../model/config.js';
 import { runForward, type RunForwardOptions } from '../../inference/run-forward.js';
 
 const HELP = `Usage: dsv3 forward --model DIR --input FILE --out OUT.safetensors [options]
@@ -63,8 +64,8 @@ export function readInputIds(file: string): Tensor {
   try {
     if (!f.has('input_ids')) throw new DsvError(`${file}: no tensor named "input_ids"`);
     const t = f.get('input_ids');
-    if (t.dtype !== 'i32' || t.shape.length !== 2) {
-      throw new DsvError(`${file}: input_ids must be I32 (or I64) [B, S], got ${f.info('input_ids').tag} [${t.shape.join(', ')}]`);
+    if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 1) {
+      throw new DsvError(`${file}: input_ids must be I32 (or I64) [B, S] with B, S >= 1, got ${f.info('input_ids').tag} [${t.shape.join(', ')}]`);
     }
     return Tensor.fromI32(t.data as Int32Array, t.shape);
   } finally {
@@ -72,10 +73,10 @@ export function readInputIds(file: string): Tensor {
   }
 }
 
-function parseGreedy(v: string): { prompt: number; tokens: number } {
-  const m = /^(\d+),(\d+)$/.exec(v);
-  if (!m) throw new UsageError(`--greedy expects P,N (prompt length, new tokens), got '${v}'`);
-  return { prompt: Number(m[1]), tokens: Number(m[2]) };
+/** P,N: prompt length and new tokens, both >= 1. */
+function parseGreedy(raw: string): { prompt: number; tokens: number } | undefined {
+  const m = /^(\d+),(\d+)$/.exec(raw);
+  return m && Number(m[1]) >= 1 && Number(m[2]) >= 1 ? { prompt: Number(m[1]), tokens: Number(m[2]) } : undefined;
 }
 
 function toWritable(tensors: Record<string, Tensor>): Record<string, TensorToWrite> {
@@ -87,49 +88,36 @@ function toWritable(tensors: Record<string, Tensor>): Record<string, TensorToWri
   return outT;
 }
 
+const FLAGS = {
+  model: exists('model directory', 'dir'),
+  input: exists('input file', 'file'),
+  out: out('file'),
+  path: oneOf(['naive', 'absorbed'] as const),
+  prefill: int(1),
+  mtp: bool(),
+  greedy: custom('P,N (prompt length and new tokens, both >= 1)', parseGreedy),
+  weights: oneOf(['auto', 'f32', 'bf16'] as const),
+};
+
 export const forwardCommand: Command = {
   name: 'forward',
   summary: 'run a checkpoint on token ids; write logits and every intermediate tensor',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    let values;
-    try {
-      ({ values } = parseArgs({
-        args: argv,
-        strict: true,
-        allowPositionals: false,
-        options: {
-          model: { type: 'string' },
-          input: { type: 'string' },
-          out: { type: 'string' },
-          path: { type: 'string' },
-          prefill: { type: 'string' },
-          mtp: { type: 'boolean' },
-          greedy: { type: 'string' },
-          weights: { type: 'string' },
-        },
-      }));
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    const { values: v } = parseFlags('forward', argv, FLAGS);
+    const [modelDir, input, outFile] = [required(v, 'model'), required(v, 'input'), required(v, 'out')];
+    const opts: RunForwardOptions = { path: v.path, weights: v.weights, mtp: v.mtp === true, prefill: v.prefill, greedy: v.greedy };
+    const ids = readInputIds(input);
+    const S = ids.shape[1]!;
+    for (const [flag, n] of [['prefill', v.prefill], ['greedy', v.greedy?.prompt]] as const) {
+      if (n !== undefined && n > S) throw new UsageError(`--${flag} needs ${n} prompt tokens, but the sequences of ${input} have ${S}`);
     }
-    for (const req of ['model', 'input', 'out'] as const) if (!values[req]) throw new UsageError(`--${req} is required (see dsv3 forward --help)`);
-    const modelDir = values.model!;
-    if (!fs.existsSync(modelDir) || !fs.statSync(modelDir).isDirectory()) throw new DsvError(`${modelDir}: model directory not found`);
-    const path = values.path ?? 'naive';
-    if (path !== 'naive' && path !== 'absorbed') throw new UsageError(`--path must be naive or absorbed, got '${path}'`);
-    const weights = values.weights ?? 'auto';
-    if (weights !== 'auto' && weights !== 'f32' && weights !== 'bf16') throw new UsageError(`--weights must be auto, f32 or bf16, got '${weights}'`);
-    const opts: RunForwardOptions = { path, weights, mtp: values.mtp ?? false };
-    if (values.prefill !== undefined) {
-      const n = Number(values.prefill);
-      if (!Number.isInteger(n) || n < 1) throw new UsageError(`--prefill expects a positive integer, got '${values.prefill}'`);
-      opts.prefill = n;
-    }
-    if (values.greedy !== undefined) opts.greedy = parseGreedy(values.greedy);
-    const ids = readInputIds(values.input!);
+    const maxLen = loadModelConfig(modelDir).max_position_embeddings;
+    if (v.greedy && v.greedy.prompt + v.greedy.tokens > maxLen) throw new UsageError(`--greedy ${v.greedy.prompt},${v.greedy.tokens}: more than the model's max_position_embeddings ${maxLen} positions`);
     const result = runForward(modelDir, ids, opts);
-    writeSafetensors(values.out!, toWritable(result));
-    process.stderr.write(`dsv3 forward: wrote ${Object.keys(result).length} tensors to ${values.out}\n`);
+    writeSafetensors(outFile, toWritable(result));
+    process.stderr.write(`dsv3 forward: wrote ${Object.keys(result).length} tensors to ${outFile}\n`);
     return 0;
   },
 };

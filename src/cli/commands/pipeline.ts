@@ -4,7 +4,8 @@
  * DualPipeV (src/parallel/), replays each in the event simulator with the given per-op times,
  * and prints the simulated bubble and peak activations next to the Table 2 formulas.
  */
-import { intFlag, UsageError, type Command } from '../command.js';
+import { UsageError, type Command } from '../command.js';
+import { bool, int, nonNegative, oneOf, out, parseFlags, text } from '../flags.js';
 import { table2Bubble, table2IsExact, table2Memory } from '../../parallel/bubble.js';
 import { buildSchedule, PIPELINE_ALGOS } from '../../parallel/schedules.js';
 import type { PipelineAlgo, PipelineSchedule } from '../../parallel/schedule-types.js';
@@ -84,47 +85,42 @@ function parseTimes(spec: string | undefined, latency: number): SimTimes {
   return t;
 }
 
+const FLAGS = {
+  stages: int(1),
+  microbatches: int(1),
+  algo: text(),
+  times: text(),
+  latency: nonNegative(),
+  mode: oneOf(['dataflow', 'batched'] as const),
+  send: oneOf(['rendezvous', 'eager'] as const),
+  timeline: bool(),
+  json: bool(),
+  'schedule-out': out('file'),
+};
+
 function parseArgs(argv: string[]): {
   stages: number; microbatches: number; algos: PipelineAlgo[]; times: SimTimes; mode: SimMode; send: SimSend | null;
   timeline: boolean; json: boolean; scheduleOut: string | null;
 } {
-  const values = new Map<string, string>();
-  const flags = new Set<string>();
-  const valued = ['stages', 'microbatches', 'algo', 'times', 'latency', 'mode', 'send', 'schedule-out'];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--timeline' || a === '--json') flags.add(a.slice(2));
-    else if (a.startsWith('--') && valued.includes(a.slice(2))) {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      values.set(a.slice(2), v);
-    } else throw new UsageError(`unknown argument '${a}' (see dsv3 pipeline --help)`);
-  }
-  const latency = Number(values.get('latency') ?? 0);
-  if (!Number.isFinite(latency) || latency < 0) throw new UsageError(`--latency expects a number >= 0, got '${values.get('latency')}'`);
-  const algoList = (values.get('algo') ?? TABLE2_ORDER.join(',')).split(',').map((s) => s.trim());
+  const { values: v } = parseFlags('pipeline', argv, FLAGS);
+  const algoList = (v.algo ?? TABLE2_ORDER.join(',')).split(',').map((s) => s.trim());
   for (const a of algoList) {
     if (!(PIPELINE_ALGOS as readonly string[]).includes(a)) {
       throw new UsageError(`--algo: unknown schedule '${a}' (expected some of ${PIPELINE_ALGOS.join(', ')})`);
     }
   }
-  const mode = values.get('mode') ?? 'dataflow';
-  if (mode !== 'dataflow' && mode !== 'batched') throw new UsageError(`--mode expects dataflow or batched, got '${mode}'`);
-  const sendArg = values.get('send');
-  if (sendArg !== undefined && mode !== 'batched') throw new UsageError('--send applies to --mode batched only');
-  if (sendArg !== undefined && sendArg !== 'rendezvous' && sendArg !== 'eager') {
-    throw new UsageError(`--send expects rendezvous or eager, got '${sendArg}'`);
-  }
+  const mode = v.mode ?? 'dataflow';
+  if (v.send !== undefined && mode !== 'batched') throw new UsageError('--send applies to --mode batched only');
   return {
-    stages: intFlag('stages', values.get('stages'), 8, 1),
-    microbatches: intFlag('microbatches', values.get('microbatches'), 20, 1),
+    stages: v.stages ?? 8,
+    microbatches: v.microbatches ?? 20,
     algos: [...new Set(algoList)] as PipelineAlgo[],
-    times: parseTimes(values.get('times'), latency),
+    times: parseTimes(v.times, v.latency ?? 0),
     mode,
-    send: mode === 'batched' ? ((sendArg as SimSend | undefined) ?? 'rendezvous') : null,
-    timeline: flags.has('timeline'),
-    json: flags.has('json'),
-    scheduleOut: values.get('schedule-out') ?? null,
+    send: mode === 'batched' ? (v.send ?? 'rendezvous') : null,
+    timeline: v.timeline === true,
+    json: v.json === true,
+    scheduleOut: v['schedule-out'] ?? null,
   };
 }
 
@@ -228,5 +224,6 @@ export const pipelineCommand: Command = {
   name: 'pipeline',
   summary: 'pipeline schedules (1F1B, ZB1P, DualPipe, DualPipeV): simulated bubbles vs Table 2',
   help: HELP,
+  flags: FLAGS,
   run,
 };

@@ -4,13 +4,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
-import { type Command, UsageError, intFlag, numberFlag } from '../command.js';
+import type { Command } from '../command.js';
+import { exists, int, nonNegative, parseFlags, required, text } from '../flags.js';
 import { Rng } from '../../data/rng.js';
 import { loadTokenizerJson, type Tokenizer } from '../../data/tokenizer/index.js';
 import { noGrad } from '../../engine/autograd.js';
 import { Tensor } from '../../engine/tensor.js';
 import { DsvError } from '../../errors.js';
+import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
 import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
 
@@ -82,47 +83,39 @@ export function generate(model: DeepseekV3, prompt: number[], o: SampleOptions, 
   });
 }
 
-function loadTokenizer(dir: string): Tokenizer {
+/** The checkpoint's tokenizer, which must fit the model's vocabulary. */
+function loadTokenizer(dir: string, vocabSize: number): Tokenizer {
   const file = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw new DsvError(`${dir}: no tokenizer.json (needed to encode the prompt)`);
-  return loadTokenizerJson(file);
+  const tok = loadTokenizerJson(file);
+  if (tok.vocabSize > vocabSize) throw new DsvError(`${file}: the tokenizer has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize} (${path.join(dir, 'config.json')})`);
+  return tok;
 }
+
+const FLAGS = {
+  model: exists('model directory', 'dir'),
+  prompt: text(true),
+  'max-new': int(0),
+  temperature: nonNegative(),
+  'top-k': int(0),
+  seed: int(0),
+};
 
 export const sampleCommand: Command = {
   name: 'sample',
   summary: 'generate text from a trained checkpoint (temperature / top-k sampling)',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          model: { type: 'string' }, prompt: { type: 'string' }, 'max-new': { type: 'string' },
-          temperature: { type: 'string' }, 'top-k': { type: 'string' }, seed: { type: 'string' },
-        },
-        allowPositionals: true,
-        strict: true,
-      });
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
-    const { values: v, positionals } = parsed;
-    if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-    if (!v.model) throw new UsageError(`--model is required\n\n${HELP}`);
-    if (v.prompt === undefined) throw new UsageError(`--prompt is required\n\n${HELP}`);
-    const dir = resolveCheckpointDir(v.model);
-    const tok = loadTokenizer(dir);
+    const { values: v } = parseFlags('sample', argv, FLAGS);
+    const location = required(v, 'model');
+    const prompt = required(v, 'prompt');
+    const dir = resolveCheckpointDir(location);
+    const tok = loadTokenizer(dir, loadModelConfig(dir).vocab_size);
     const model = DeepseekV3.load(dir, { mtp: false });
-    const o: SampleOptions = {
-      maxNew: intFlag('max-new', v['max-new'], 100),
-      temperature: numberFlag('temperature', v.temperature, 0.8),
-      topK: intFlag('top-k', v['top-k'], 40),
-      seed: intFlag('seed', v.seed, 0),
-    };
-    const prompt = tok.encode(v.prompt, { addBos: tok.bosId !== undefined });
-    const ids = generate(model, prompt, o, tok.eosId);
-    process.stdout.write(v.prompt + tok.decode(ids) + '\n');
+    const o: SampleOptions = { maxNew: v['max-new'] ?? 100, temperature: v.temperature ?? 0.8, topK: v['top-k'] ?? 40, seed: v.seed ?? 0 };
+    const ids = generate(model, tok.encode(prompt, { addBos: tok.bosId !== undefined }), o, tok.eosId);
+    process.stdout.write(prompt + tok.decode(ids) + '\n');
     return 0;
   },
 };

@@ -3,16 +3,16 @@
  * quantity of the golden train-step fixture (losses, per-position NLL, gradients, updated
  * parameters, routing, loads and the updated balance biases).
  */
-import { parseArgs } from 'node:util';
-import { type Command, UsageError, numberFlag } from '../command.js';
+import type { Command } from '../command.js';
+import { exists, fraction, nonNegative, oneOf, out, parseFlags, positive, required } from '../flags.js';
 import { Tensor } from '../../engine/tensor.js';
 import { DsvError } from '../../errors.js';
 import { SafetensorsFile } from '../../io/safetensors-read.js';
 import { type TensorToWrite, writeSafetensors } from '../../io/safetensors-write.js';
 import { DeepseekV3 } from '../../model/model.js';
-import type { BalanceMode, BiasMode } from '../../objective/balance.js';
 import type { LossReport } from '../../objective/losses.js';
 import { AdamW } from '../../train/optimizer.js';
+import { PAPER, TRAIN } from '../../train/recipe.js';
 import { trainStep, type TrainStepOptions } from '../../train/train-step.js';
 
 const HELP = `Usage: dsv3 train-step --model DIR --batch FILE --out OUT.safetensors --lr X --mtp-lambda X
@@ -26,16 +26,16 @@ Required:
   --model DIR            float32/BF16 checkpoint directory (config.json + model.safetensors)
   --batch FILE           safetensors file with tokens (I32 [B, S+1]); the model reads tokens[:, :S]
   --out OUT              output safetensors file (written atomically)
-  --lr X                 AdamW learning rate
-  --mtp-lambda X         MTP loss weight λ
-  --balance-alpha X      α of the sequence-wise balance loss
-  --bias-gamma X         bias update speed γ
+  --lr X                 AdamW learning rate, > 0
+  --mtp-lambda X         MTP loss weight λ, >= 0
+  --balance-alpha X      α of the sequence-wise balance loss, >= 0
+  --bias-gamma X         bias update speed γ, >= 0
 
 Options:
-  --weight-decay X       decoupled weight decay on >= 2-D parameters (default 0.1)
-  --max-grad-norm X      global-norm clipping threshold (default 1.0)
-  --beta1 X, --beta2 X   AdamW betas (default 0.9, 0.95)
-  --eps X                AdamW epsilon (default 1e-8)
+  --weight-decay X       decoupled weight decay on >= 2-D parameters, >= 0 (default ${PAPER.weightDecay})
+  --max-grad-norm X      global-norm clipping threshold, > 0 (default ${PAPER.maxGradNorm.toFixed(1)})
+  --beta1 X, --beta2 X   AdamW betas, in [0, 1) (default ${PAPER.beta1}, ${PAPER.beta2})
+  --eps X                AdamW epsilon, > 0 (default ${TRAIN.adamEps})
   --balance MODE         aux-free (default) | aux-loss | none
   --bias-mode MODE       sign (default) | proportional
 
@@ -55,7 +55,9 @@ export function readBatch(file: string): Tensor {
   try {
     if (!f.has('tokens')) throw new DsvError(`${file}: no tensor named "tokens" (I32 [B, S+1])`);
     const t = f.get('tokens');
-    if (t.dtype !== 'i32' || t.shape.length !== 2) throw new DsvError(`${file}: tokens must be I32 [B, S+1], got ${f.info('tokens').tag} [${t.shape.join(', ')}]`);
+    if (t.dtype !== 'i32' || t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 2) {
+      throw new DsvError(`${file}: tokens must be I32 [B, S+1] with B, S >= 1, got ${f.info('tokens').tag} [${t.shape.join(', ')}]`);
+    }
     return Tensor.fromI32(t.data as Int32Array, t.shape);
   } finally {
     f.close();
@@ -72,12 +74,7 @@ export function runTrainStep(
   tokens: Tensor,
   o: TrainStepOptions & { weightDecay?: number; betas?: [number, number]; eps?: number },
 ): TrainStepRun {
-  const opt = new AdamW(model.parameters(), {
-    lr: o.lr,
-    weightDecay: o.weightDecay ?? 0.1,
-    betas: o.betas ?? [0.9, 0.95],
-    eps: o.eps ?? 1e-8,
-  });
+  const opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay, betas: o.betas, eps: o.eps }); // unset: the recipe's
   const r = trainStep(model, opt, tokens, o);
   const out: Record<string, TensorToWrite> = {
     logits: f32(r.logits),
@@ -100,53 +97,46 @@ export function runTrainStep(
   };
 }
 
-function req(values: Record<string, string | boolean | undefined>, name: string): string {
-  const v = values[name];
-  if (typeof v !== 'string') throw new UsageError(`--${name} is required\n\n${HELP}`);
-  return v;
-}
+const FLAGS = {
+  model: exists('model directory', 'dir'),
+  batch: exists('batch file', 'file'),
+  out: out('file'),
+  lr: positive(),
+  'mtp-lambda': nonNegative(),
+  'balance-alpha': nonNegative(),
+  'bias-gamma': nonNegative(),
+  'weight-decay': nonNegative(),
+  'max-grad-norm': positive(),
+  beta1: fraction(),
+  beta2: fraction(),
+  eps: positive(),
+  balance: oneOf(['aux-free', 'aux-loss', 'none'] as const),
+  'bias-mode': oneOf(['sign', 'proportional'] as const),
+};
 
 export const trainStepCommand: Command = {
   name: 'train-step',
   summary: 'run exactly one training step (losses, gradients, AdamW, bias update) and write it',
   help: HELP,
+  flags: FLAGS,
   async run(argv) {
-    const names = ['model', 'batch', 'out', 'lr', 'mtp-lambda', 'balance-alpha', 'bias-gamma', 'weight-decay', 'max-grad-norm', 'beta1', 'beta2', 'eps', 'balance', 'bias-mode'];
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: Object.fromEntries(names.map((n) => [n, { type: 'string' as const }])),
-        allowPositionals: true,
-        strict: true,
-      });
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
-    const { values, positionals } = parsed;
-    if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'\n\n${HELP}`);
-    const balance = (values['balance'] ?? 'aux-free') as BalanceMode;
-    if (!['aux-free', 'aux-loss', 'none'].includes(balance)) throw new UsageError(`--balance must be aux-free, aux-loss or none, got '${balance}'`);
-    const biasMode = (values['bias-mode'] ?? 'sign') as BiasMode;
-    if (!['sign', 'proportional'].includes(biasMode)) throw new UsageError(`--bias-mode must be sign or proportional, got '${biasMode}'`);
-    const num = (n: string, d?: number): number => {
-      const v = numberFlag(n, d === undefined ? req(values, n) : values[n], d ?? NaN);
-      return v;
+    const { values: v } = parseFlags('train-step', argv, FLAGS);
+    const need = <K extends keyof typeof v & string>(name: K): NonNullable<(typeof v)[K]> => required(v, name);
+    const o = {
+      lr: need('lr'),
+      mtpLambda: need('mtp-lambda'),
+      balanceAlpha: need('balance-alpha'),
+      balance: v.balance,
+      bias: { gamma: need('bias-gamma'), mode: v['bias-mode'] },
+      weightDecay: v['weight-decay'],
+      maxGradNorm: v['max-grad-norm'],
+      betas: [v.beta1 ?? PAPER.beta1, v.beta2 ?? PAPER.beta2] as [number, number],
+      eps: v.eps,
     };
-    const model = DeepseekV3.load(req(values, 'model'), { weights: 'f32' });
-    const tokens = readBatch(req(values, 'batch'));
-    const run = runTrainStep(model, tokens, {
-      lr: num('lr'),
-      mtpLambda: num('mtp-lambda'),
-      balanceAlpha: num('balance-alpha'),
-      balance,
-      bias: { gamma: num('bias-gamma'), mode: biasMode },
-      weightDecay: num('weight-decay', 0.1),
-      maxGradNorm: num('max-grad-norm', 1.0),
-      betas: [num('beta1', 0.9), num('beta2', 0.95)],
-      eps: num('eps', 1e-8),
-    });
-    writeSafetensors(req(values, 'out'), run.tensors);
+    const [modelDir, batchFile, outFile] = [need('model'), need('batch'), need('out')];
+    const model = DeepseekV3.load(modelDir, { weights: 'f32' });
+    const run = runTrainStep(model, readBatch(batchFile), o);
+    writeSafetensors(outFile, run.tensors);
     process.stdout.write(JSON.stringify(run.summary) + '\n');
     return run.summary.skipped ? 1 : 0;
   },
