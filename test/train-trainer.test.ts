@@ -9,7 +9,8 @@ import { parseModelConfig, type ModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { latestCheckpoint, loadTrainerState } from '../src/train/run-checkpoints.js';
 import { readMetrics, type StepRecord } from '../src/train/metrics.js';
-import { train, type TrainOptions } from '../src/train/trainer.js';
+import type { TrainOptions } from '../src/train/train-options.js';
+import { train } from '../src/train/trainer.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
 
 /** A tiny DeepSeek-V3 config: 2 layers (dense + MoE), 8 experts in 2 groups, one MTP module. */

@@ -24,7 +24,7 @@ import { checkScheduleSize, buildSchedule } from '../parallel/schedules.js';
 import { PipelineTrainPool, type PoolStepResult } from '../parallel/train-pool.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { AdamW } from './optimizer.js';
-import type { PipelineTrainOptions, TrainOptions, TrainResult } from './trainer.js';
+import type { PipelineTrainOptions, TrainOptions, TrainResult } from './train-options.js';
 import { TRAIN } from './recipe.js';
 import { TrainRun, type StepPart } from './train-run.js';
 import { applyUpdate, type BiasEmaStates, type UpdateOptions, type UpdateResult } from './train-step.js';

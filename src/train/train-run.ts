@@ -23,8 +23,7 @@ import { Progress } from './progress.js';
 import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
 import { withRecipe } from './recipe.js';
-import type { RunOptions, TrainOptions, TrainResult } from './trainer.js';
-import { trainerPlan } from './trainer.js';
+import { trainerPlan, type RunOptions, type TrainOptions, type TrainResult } from './train-options.js';
 
 interface TrainerStateJson {
   version: 1;

@@ -12,7 +12,8 @@ import { DsvError } from '../../errors.js';
 import { PIPELINE_ALGOS } from '../../parallel/schedules.js';
 import { checkPipelineOptions, trainPipelined } from '../../train/pipeline-trainer.js';
 import { balanceAlphaFor, biasGammaForLr, DEFAULT_TRAIN_CONFIG, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../../train/recipe.js';
-import { train, type PipelineTrainOptions, type TrainOptions } from '../../train/trainer.js';
+import type { PipelineTrainOptions, TrainOptions } from '../../train/train-options.js';
+import { train } from '../../train/trainer.js';
 
 const r4 = (x: number): number => Number(x.toPrecision(2));
 
