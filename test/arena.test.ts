@@ -83,11 +83,11 @@ function run(arena: BufferArena | null, steps: number): { losses: number[]; weig
   for (let s = 0; s < steps; s++) {
     const tokens = Int32Array.from({ length: B * (S + 1) }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % TINY.vocab_size);
     withArena(arena, () => {
-      const f = forwardLosses(model, tokens, { mtpLambda: 0.3, balanceAlpha: 1e-2 }, B);
+      const f = forwardLosses(model, tokens, { mtpLambda: 0.3, balanceAlpha: 1e-2, balance: 'aux-free' }, B);
       losses.push(f.terms.total.item());
       backward(f.terms.total);
       const loads = new Map([...f.routing].map(([l, r]) => [l, Int32Array.from(r.load)] as const));
-      applyUpdate(model, opt, loads, { lr: 3e-3, balance: 'aux-free', bias: { gamma: 1e-2 } });
+      applyUpdate(model, opt, loads, { lr: 3e-3, maxGradNorm: 1, balance: 'aux-free', bias: { gamma: 1e-2 } });
     });
     arena?.reset();
   }

@@ -43,7 +43,7 @@ function fixture(algo: string, ranks: number, mb: number): PipelineSchedule {
   return JSON.parse(readFileSync(`${FIX}${algo}_r${ranks}_mb${mb}.json`, 'utf8')) as PipelineSchedule;
 }
 
-const LOSS: StageLossOptions = { mtpLambda: 0.3, balanceAlpha: 0.01 };
+const LOSS: StageLossOptions = { mtpLambda: 0.3, balanceAlpha: 0.01, balance: 'aux-free' };
 
 const CASES: [string, number, number, number, StageLossOptions][] = [
   // algo, ranks, micro-batches, rows per micro-batch, loss options

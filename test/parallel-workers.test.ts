@@ -31,7 +31,7 @@ const SEED = 7;
 const S = 6;
 const GRAD_REL = 1e-5; // as parallel-executor.test.ts
 const LOSS_REL = 1e-6;
-const LOSS: StageLossOptions = { mtpLambda: 0.3, balanceAlpha: 0.01 };
+const LOSS: StageLossOptions = { mtpLambda: 0.3, balanceAlpha: 0.01, balance: 'aux-free' };
 
 function tokensFor(rows: number, seed: number): Int32Array {
   const rng = new Rng(seed);

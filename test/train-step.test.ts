@@ -35,6 +35,7 @@ const tol = readJson<Tol>(fixturePath('tolerances.json'));
 const hp = meta.hyperparameters;
 const stepOpts = {
   lr: hp.lr,
+  balance: 'aux-free' as const,
   mtpLambda: hp.mtp_lambda,
   balanceAlpha: hp.balance_alpha,
   bias: { gamma: hp.bias_update_gamma },
@@ -128,7 +129,7 @@ test('train-step fixture: losses, NLL, gradients, clipping, AdamW, routing, load
 
 test('train-step fixture: gradient of the balance loss alone w.r.t. each router weight', () => {
   const model = DeepseekV3.load(DIR, { weights: 'f32' });
-  const f = forwardLosses(model, readBatch(path.join(DIR, 'batch.safetensors')), { mtpLambda: hp.mtp_lambda, balanceAlpha: hp.balance_alpha });
+  const f = forwardLosses(model, readBatch(path.join(DIR, 'batch.safetensors')), { mtpLambda: hp.mtp_lambda, balanceAlpha: hp.balance_alpha, balance: 'aux-free' });
   backward(f.terms.balanceTotal!);
   const exp = readTensors(path.join(DIR, 'expected.safetensors'));
   for (const j of [1, 2]) {
@@ -164,7 +165,7 @@ test('dsv3 train-step CLI writes the fixture tensors and prints the losses', () 
 
 test('train-step fixture: the fused head + cross-entropy (the training path) meets the fixture losses, NLL and gradients', () => {
   const model = DeepseekV3.load(DIR, { weights: 'f32' });
-  const f = forwardLosses(model, readBatch(path.join(DIR, 'batch.safetensors')), { mtpLambda: hp.mtp_lambda, balanceAlpha: hp.balance_alpha });
+  const f = forwardLosses(model, readBatch(path.join(DIR, 'batch.safetensors')), { mtpLambda: hp.mtp_lambda, balanceAlpha: hp.balance_alpha, balance: 'aux-free' });
   assert.equal(f.logits, null, 'the default training forward must not materialise the logits');
   checkLosses(lossReport(f.terms), tol.train_step.losses_relative);
   const exp = readTensors(path.join(DIR, 'expected.safetensors'));

@@ -23,8 +23,8 @@ export type BiasMode = 'sign' | 'proportional';
 export interface BiasUpdateOptions {
   /** 'sign' (paper, default) or 'proportional'. */
   mode?: BiasMode;
-  /** Bias update speed γ (paper: 0.001). */
-  gamma?: number;
+  /** Bias update speed γ (paper: 0.001; the recipe scales it with the learning rate). */
+  gamma: number;
   /** EMA factor β of the load (ema ← β·ema + (1 − β)·load); absent or 0: the step's load. */
   emaBeta?: number;
   /** Clamp the bias to [min, max] after the update. */
@@ -48,12 +48,12 @@ function sign(x: number): number {
 export function updateBalanceBias(
   bias: Float32Array,
   load: ArrayLike<number>,
-  opts: BiasUpdateOptions = {},
+  opts: BiasUpdateOptions,
   ema?: BiasEmaState,
 ): Float32Array {
   const E = bias.length;
   if (load.length !== E) throw new DsvError(`updateBalanceBias: load has ${load.length} entries for ${E} experts`);
-  const gamma = opts.gamma ?? 1e-3;
+  const gamma = opts.gamma;
   const mode = opts.mode ?? 'sign';
   const beta = opts.emaBeta ?? 0;
   if (!(beta >= 0 && beta < 1)) throw new DsvError(`updateBalanceBias: emaBeta must be in [0, 1), got ${beta}`);

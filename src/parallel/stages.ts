@@ -38,15 +38,10 @@ import type { ParamRegistry } from '../model/param-registry.js';
 import type { Routing } from '../model/router.js';
 import type { BalanceMode } from '../objective/balance.js';
 import { lossReport, type LossReport } from '../objective/losses.js';
-import { balanceTerms, headObjective, tokenBatch } from '../objective/objective.js';
+import { balanceTerms, headObjective, tokenBatch, type ObjectiveOptions } from '../objective/objective.js';
 
-/** Loss settings of a pipeline step (the objective's, plus the loss scale). */
-export interface StageLossOptions {
-  /** MTP weight λ. */
-  mtpLambda: number;
-  /** α of the balance loss. */
-  balanceAlpha: number;
-  balance?: BalanceMode;
+/** Loss settings of a pipeline step: the objective's, plus the loss scale. */
+export interface StageLossOptions extends ObjectiveOptions {
   /** Factor applied to each micro-batch's loss before backward (e.g. 1/N to average; §3). */
   lossScale?: number;
 }
@@ -158,16 +153,15 @@ export class PipelineStage extends ModelPart {
     const routing = new Map<number, Routing>();
     h = this.decoderLayers(h, { rope: this.rope, start: 0, path: 'naive' }, routing);
     const lossScale = o.lossScale ?? 1;
-    const obj = { ...o, balance: o.balance ?? 'aux-free' };
     if (!this.last) {
-      const terms = balanceTerms(routing, B, obj);
+      const terms = balanceTerms(routing, B, o);
       let side: Tensor | null = null;
       for (const t of terms.values()) side = side ? add(side, t) : t;
       const root = side ? withSideLoss(h, lossScale === 1 ? side : scale(side, lossScale)) : h;
       return { root, input, output: h.detach(), balance: values(terms), report: null, loads: loadsOf(routing) };
     }
     // Last stage: final norm, then the objective of the part holding the head (the sequential one).
-    const { terms } = headObjective(this, this.norm!.forward(h), batch, routing, obj);
+    const { terms } = headObjective(this, this.norm!.forward(h), batch, routing, o);
     const root = lossScale === 1 ? terms.total : scale(terms.total, lossScale);
     return { root, input, output: null, balance: values(terms.balancePerLayer), report: lossReport(terms), loads: loadsOf(routing) };
   }

@@ -109,7 +109,7 @@ export class PipelineTrainPool {
     const workers: Worker[] = [];
     for (let r = 0; r < n; r++) {
       const data: PipelineWorkerData = {
-        cfg, schedule, rank: r, source: { kind: 'random', seed: 0 }, build: o.build ?? {}, loss: { mtpLambda: 0, balanceAlpha: 0 },
+        cfg, schedule, rank: r, source: { kind: 'random', seed: 0 }, build: o.build ?? {}, loss: { mtpLambda: 0, balanceAlpha: 0, balance: 'none' }, // each step sends its own
         tokens: new Int32Array(0), rows: 0, persistent: true, backend, out: outs[r]!, in: ins[r]!,
       };
       const ports = [...outs[r]!, ...ins[r]!].map((x) => x.port);

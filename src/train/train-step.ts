@@ -20,23 +20,11 @@ import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
 import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from '../objective/balance.js';
 import { batchShape, lossReport, type LossReport, type LossTerms } from '../objective/losses.js';
-import { headObjective, tokenBatch } from '../objective/objective.js';
+import { headObjective, tokenBatch, type ObjectiveOptions } from '../objective/objective.js';
 import { AdamW, clipCoefficient, gradGlobalNorm } from './optimizer.js';
 
-export interface LossOptions {
-  /** MTP weight λ (paper: 0.3 then 0.1). */
-  mtpLambda: number;
-  /** α of the balance loss (aux-free: tiny, e.g. 1e-4; aux-loss: large, e.g. 0.01). */
-  balanceAlpha: number;
-  /** 'aux-free' (default: bias update + complementary sequence-wise loss), 'aux-loss', 'none'. */
-  balance?: BalanceMode;
-  /**
-   * Materialise the logits (returned in ForwardLosses.logits; the train-step fixture writes
-   * them). Without it the output head and the cross-entropy run fused in row chunks
-   * (linearCrossEntropy): no [B, S, V] logits or logit gradients, same losses and gradients
-   * up to float rounding.
-   */
-  logits?: boolean;
+/** The objective's settings (objective.ts), plus the precision of the forward. */
+export interface LossOptions extends ObjectiveOptions {
   /**
    * FP8 mixed precision (paper §3.3, Figure 6; docs/SPEC.md §2): every Linear covered by the recipe
    * (MLA projections, dense / shared / routed expert FFNs, MTP eh_proj) runs Fprop, Dgrad and
@@ -48,10 +36,11 @@ export interface LossOptions {
 
 export interface UpdateOptions {
   lr: number;
-  maxGradNorm?: number;
-  balance?: BalanceMode;
+  /** Global-norm clipping threshold (the recipe: 1.0). */
+  maxGradNorm: number;
+  balance: BalanceMode;
   /** Bias update (aux-free mode only): γ, sign/proportional, EMA, bounds. */
-  bias?: BiasUpdateOptions;
+  bias: BiasUpdateOptions;
 }
 
 export interface TrainStepOptions extends LossOptions, UpdateOptions {}
@@ -98,7 +87,7 @@ function lossesOf(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions
   const tb = tokenBatch(data, B, S);
   const fwd = model.forwardHidden(tb.ids);
   const routing = new Map<number, Routing>(fwd.routing);
-  const { terms, logits } = headObjective(model, fwd.hidden, tb, routing, { ...o, balance: o.balance ?? 'aux-free' });
+  const { terms, logits } = headObjective(model, fwd.hidden, tb, routing, o);
   const lr = new Map<number, LayerRouting>();
   for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) lr.set(l, layerRouting(r, B));
   return { terms, logits, routing: lr, B, S };
@@ -134,24 +123,23 @@ export function applyUpdate(
   gradDivisor = 1,
 ): UpdateResult {
   const params = opt.params;
-  const maxNorm = o.maxGradNorm ?? 1.0;
   // a NaN or Inf anywhere makes the norm non-finite: one pass checks and measures
   const gradNorm = gradGlobalNorm(params) / gradDivisor;
   if (!Number.isFinite(gradNorm)) {
     opt.zeroGrad();
     return { applied: false, gradNorm, clipCoef: NaN };
   }
-  const clipCoef = clipCoefficient(gradNorm, maxNorm);
+  const clipCoef = clipCoefficient(gradNorm, o.maxGradNorm);
   opt.step(o.lr, undefined, clipCoef / gradDivisor); // clipping (and 1/n) folded into the update
   opt.zeroGrad();
-  if ((o.balance ?? 'aux-free') === 'aux-free') {
+  if (o.balance === 'aux-free') {
     const biases = model.balanceBiases();
     for (const [l, load] of loads) {
       const b = biases.get(l);
       if (!b) continue;
       const key = String(l);
       ema[key] ??= { ema: null };
-      updateBalanceBias(b.f32(), load, o.bias ?? {}, ema[key]);
+      updateBalanceBias(b.f32(), load, o.bias, ema[key]);
     }
   }
   return { applied: true, gradNorm, clipCoef };

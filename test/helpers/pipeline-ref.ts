@@ -23,7 +23,7 @@ export function sequentialRun(model: DeepseekV3, tokens: Int32Array, rows: numbe
   const losses: LossReport[] = [];
   const loads = new Map<number, Int32Array>();
   for (const mb of splitMicroBatches(tokens, rows, microbatches, model.cfg.vocab_size)) {
-    const f = forwardLosses(model, mb.tokens, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha, ...(o.balance ? { balance: o.balance } : {}) }, mb.B);
+    const f = forwardLosses(model, mb.tokens, { mtpLambda: o.mtpLambda, balanceAlpha: o.balanceAlpha, balance: o.balance }, mb.B);
     losses.push(lossReport(f.terms));
     const s = o.lossScale ?? 1;
     backward((s === 1 ? f.terms.total : scale(f.terms.total, s)));

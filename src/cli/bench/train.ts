@@ -17,7 +17,7 @@ import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
 import { backward } from '../../engine/autograd.js';
 import { AdamW } from '../../train/optimizer.js';
-import { PAPER } from '../../train/recipe.js';
+import { PAPER, TRAIN } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
 import { bool, exists, int, parseFlags } from '../flags.js';
@@ -88,7 +88,7 @@ export const trainBench: Bench = {
     let lossFirst = NaN;
     let lossLast = NaN;
     const fp8 = values.fp8 ?? false;
-    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, ...(fp8 ? { fp8 } : {}) };
+    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, ...(fp8 ? { fp8 } : {}) };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;
@@ -101,7 +101,7 @@ export const trainBench: Bench = {
         backward(f.terms.total);
         const t2 = performance.now();
         const loads = new Map([...f.routing].map(([l, r]) => [l, r.load] as const));
-        applyUpdate(model, opt, loads, { lr: 1e-4 });
+        applyUpdate(model, opt, loads, { lr: 1e-4, maxGradNorm: PAPER.maxGradNorm, balance: TRAIN.balance, bias: { gamma: PAPER.biasGamma } });
         return { t1, t2, loss: f.terms.total.item() };
       });
       arena?.reset();

@@ -126,10 +126,10 @@ export const trainStepCommand: Command = {
       lr: need('lr'),
       mtpLambda: need('mtp-lambda'),
       balanceAlpha: need('balance-alpha'),
-      balance: v.balance,
+      balance: v.balance ?? TRAIN.balance,
       bias: { gamma: need('bias-gamma'), mode: v['bias-mode'] },
       weightDecay: v['weight-decay'],
-      maxGradNorm: v['max-grad-norm'],
+      maxGradNorm: v['max-grad-norm'] ?? PAPER.maxGradNorm,
       betas: [v.beta1 ?? PAPER.beta1, v.beta2 ?? PAPER.beta2] as [number, number],
       eps: v.eps,
     };
