@@ -5,6 +5,7 @@
  * decode step at a time. What computes the logits is a `Decoder`: the fast engine
  * (`DecodeSession`) or the model's differentiable Tensor path (`ModelDecoder`, the reference).
  */
+import type { Rng } from '../data/rng.js';
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
@@ -30,6 +31,31 @@ export function argmax(v: Float32Array, off: number, n: number): number {
   let best = 0;
   for (let i = 1; i < n; i++) if (v[off + i]! > v[off + best]!) best = i;
   return best;
+}
+
+export interface SamplingOptions {
+  /** Softmax temperature; 0 is greedy (argmax). */
+  temperature: number;
+  /** Sample among the K most likely tokens (0: all). */
+  topK: number;
+}
+
+/** A token picker sampling from softmax(logits / T) over the top K, with `rng`. */
+export function sampler(o: SamplingOptions, rng: Rng): (logits: Float32Array, off: number, V: number) => number {
+  if (o.temperature <= 0) return argmax;
+  return (logits, off, V) => {
+    let idx = Array.from({ length: V }, (_, i) => i);
+    if (o.topK > 0 && o.topK < V) idx = idx.sort((a, b) => logits[off + b]! - logits[off + a]!).slice(0, o.topK);
+    let mx = -Infinity;
+    for (const i of idx) mx = Math.max(mx, logits[off + i]!);
+    const w = idx.map((i) => Math.exp((logits[off + i]! - mx) / o.temperature));
+    let u = rng.nextFloat() * w.reduce((a, b) => a + b, 0);
+    for (let k = 0; k < idx.length; k++) {
+      u -= w[k]!;
+      if (u <= 0) return idx[k]!;
+    }
+    return idx[idx.length - 1]!;
+  };
 }
 
 export interface GenerateOptions {

@@ -15,6 +15,7 @@ import { DecodeSession } from './decode-session.js';
 import { type Decoder, generate, ModelDecoder } from './generate.js';
 import { type Phase, PhaseProfiler } from './profile.js';
 import { SpeculativeDecoder } from './speculative.js';
+import { median, quantile } from '../data/stats.js';
 
 export interface DecodeOptions {
   prompt: number;
@@ -34,16 +35,6 @@ export function promptIds(n: number, vocab: number, seed = 1): Int32Array {
   return out;
 }
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-}
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 

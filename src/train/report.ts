@@ -5,6 +5,7 @@
  */
 import type { EvalRecord, MetricRecord, SkipRecord, StepRecord } from './metrics.js';
 import { escapeXml, fmtNum, heatmap, lineChart, paletteColor } from './svg.js';
+import { median } from '../data/stats.js';
 
 export interface ReportInfo {
   title: string;
@@ -32,13 +33,6 @@ export function smooth(ys: readonly number[], beta = smoothingBeta(ys.length)): 
     out.push(acc);
   }
   return out;
-}
-
-function median(xs: number[]): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
 /** Groups step indices into at most `maxCols` consecutive buckets. */

@@ -12,6 +12,7 @@ import { quantizeBlocks128 } from '../../engine/fp8/checkpoint-weights.js';
 import { f32ArrayToBf16 } from '../../engine/dtype.js';
 import { type Bench, UsageError } from '../command.js';
 import { bool, int, parseFlags, threads as threadCount } from '../flags.js';
+import { median } from '../../data/stats.js';
 
 type Weights = 'f32' | 'bf16' | 'fp8';
 interface Case { m: number; k: number; n: number; cache: 'cold' | 'warm' }
@@ -38,11 +39,6 @@ function randomF32(n: number, seed: number, scale: number): Float32Array {
     x[i] = (t - 2) * scale;
   }
   return x;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1]!;
 }
 
 interface Timed { weights: Weights; bytes: number; copies: number; call: (copy: number) => void; per: number[]; batch: number; next: number }

@@ -8,6 +8,7 @@ import { largeF32 } from '../../engine/memory.js';
 import type { Bench } from '../command.js';
 import { bool, custom, int, parseFlags } from '../flags.js';
 import { type BenchAddon, loadBenchAddon, measurePeak } from './peak.js';
+import { median } from '../../data/stats.js';
 
 /** [m, k, n] */
 const SHAPES: [number, number, number][] = [
@@ -32,11 +33,6 @@ function randomF32(n: number): Float32Array {
     x[i] = (s >>> 8) / 16777216 - 0.5;
   }
   return x;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1]!;
 }
 
 /**

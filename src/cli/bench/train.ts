@@ -21,6 +21,7 @@ import { PAPER, TRAIN } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
 import { bool, exists, int, parseFlags } from '../flags.js';
+import { median } from '../../data/stats.js';
 
 const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
 
@@ -54,12 +55,6 @@ function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
     };
   }
   return out as unknown as Kernels;
-}
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  const h = s.length >> 1;
-  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
