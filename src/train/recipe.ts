@@ -52,52 +52,17 @@ export const TRAIN = {
   auxLossAlpha: 0.01,
   /** AdamW ε (not given in the paper). */
   adamEps: 1e-8,
+  /**
+   * The default model (relative to the package): configs/bench-small.json's architecture (4
+   * layers, the first dense; MLA with 8 heads; 16 routed experts in 4 groups, top-4 from 2
+   * groups, 1 shared; one MTP module; 9.5M parameters) with a 2048-token vocabulary, so that
+   * 1000 steps of 8x128 tokens (~0.4 s each, plus validation) fit in about eight minutes on two
+   * cores.
+   */
+  config: 'configs/train-small.json',
   /** `--pipeline`: ranks, and the size of the process-wide native pool during a step. */
   pipelineRanks: 2,
   pipelineThreads: 1,
-};
-
-/**
- * The default model of `dsv3 train`: configs/bench-small.json's architecture (4 layers, the first
- * dense; MLA with 8 heads; 16 routed experts in 4 groups, top-4 from 2 groups, 1 shared; one MTP
- * module; 9.5M parameters) with a 2048-token vocabulary so that 1000 steps of 8x128 tokens
- * (~0.4 s each, plus validation) fit in about eight minutes on two cores.
- */
-export const DEFAULT_TRAIN_CONFIG: Record<string, unknown> = {
-  architectures: ['DeepseekV3ForCausalLM'],
-  model_type: 'deepseek_v3',
-  vocab_size: 2048,
-  hidden_size: 256,
-  intermediate_size: 768,
-  moe_intermediate_size: 128,
-  num_hidden_layers: 4,
-  first_k_dense_replace: 1,
-  moe_layer_freq: 1,
-  num_attention_heads: 8,
-  num_key_value_heads: 8,
-  q_lora_rank: 128,
-  kv_lora_rank: 64,
-  qk_nope_head_dim: 32,
-  qk_rope_head_dim: 16,
-  v_head_dim: 32,
-  n_routed_experts: 16,
-  n_shared_experts: 1,
-  num_experts_per_tok: 4,
-  n_group: 4,
-  topk_group: 2,
-  routed_scaling_factor: 2.5,
-  scoring_func: 'sigmoid',
-  topk_method: 'noaux_tc',
-  norm_topk_prob: true,
-  num_nextn_predict_layers: 1,
-  hidden_act: 'silu',
-  rms_norm_eps: 1e-6,
-  rope_theta: 10000.0,
-  rope_scaling: null,
-  max_position_embeddings: 1024,
-  tie_word_embeddings: false,
-  initializer_range: 0.02,
-  torch_dtype: 'float32',
 };
 
 /** The paper's bias speed per unit of learning rate: γ = 0.001 at peak lr 2.2e-4, so γ(lr) = 0.001·lr/2.2e-4. */

@@ -1,17 +1,18 @@
 /**
  * `dsv3 train`: trains a DeepSeek-V3-architecture model from scratch (src/train/trainer.ts).
- * With no arguments: a small MoE model (DEFAULT_TRAIN_CONFIG) on the embedded Moby-Dick text,
+ * With no arguments: a small MoE model (configs/train-small.json) on the embedded Moby-Dick text,
  * sized to visibly learn in about eight minutes on two CPU cores.
  */
 import * as path from 'node:path';
 import type { Command } from '../command.js';
 import { UsageError } from '../command.js';
 import { bool, custom, exists, fraction, int, nonNegative, oneOf, out, parseFlags, positive, threads } from '../flags.js';
-import { loadModelConfig, parseModelConfig } from '../../model/config.js';
+import { packageRoot } from '../../engine/native.js';
+import { loadModelConfig } from '../../model/config.js';
 import { DsvError } from '../../errors.js';
 import { PIPELINE_ALGOS } from '../../parallel/schedules.js';
 import { checkPipelineOptions, trainPipelined } from '../../train/pipeline-trainer.js';
-import { balanceAlphaFor, biasGammaForLr, DEFAULT_TRAIN_CONFIG, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../../train/recipe.js';
+import { balanceAlphaFor, biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../../train/recipe.js';
 import type { PipelineTrainOptions, TrainOptions } from '../../train/train-options.js';
 import { train } from '../../train/trainer.js';
 
@@ -22,12 +23,12 @@ const HELP = `Usage: dsv3 train [options]
 Trains a DeepSeek-V3-architecture MoE model from scratch (MLA, DeepSeekMoE with sigmoid routing
 and aux-loss-free balancing, MTP) with the paper's recipe (src/train/recipe.ts): AdamW (${PAPER.beta1},
 ${PAPER.beta2}, wd ${PAPER.weightDecay}), clipping at ${PAPER.maxGradNorm.toFixed(1)}, warmup -> constant -> cosine LR,
-L = L_Main + λ·L_MTP + α·L_Bal, bias updates after every step. With no options: bench-small's
-architecture (${DEFAULT_TRAIN_CONFIG['num_hidden_layers']} layers, ${DEFAULT_TRAIN_CONFIG['n_routed_experts']} routed experts, top-${DEFAULT_TRAIN_CONFIG['num_experts_per_tok']}) with a ${DEFAULT_TRAIN_CONFIG['vocab_size']}-token BPE vocabulary on
-the embedded Moby-Dick text (${TRAIN.steps} steps of ${TRAIN.batch}x${TRAIN.seq} tokens), about eight minutes on two cores.
+L = L_Main + λ·L_MTP + α·L_Bal, bias updates after every step. With no options: the model of ${TRAIN.config}
+(configs/bench-small.json's architecture with a smaller BPE vocabulary) on the embedded Moby-Dick
+text (${TRAIN.steps} steps of ${TRAIN.batch}x${TRAIN.seq} tokens), about eight minutes on two cores.
 
 Model and data:
-  --config FILE         model config.json (default: built-in small config; see configs/)
+  --config FILE         model config.json (default: ${TRAIN.config} of the package)
   --data PATH           training text: a file or a directory of .txt/.md (default: Moby-Dick)
   --cache-dir DIR       token cache directory (default $DSV3_CACHE_DIR or ~/.cache/dsv3/data)
 Schedule:
@@ -164,7 +165,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
   const lr = v.lr ?? TRAIN.lr;
   const balance = v.balance ?? TRAIN.balance;
   if (v['min-lr'] !== undefined && v['min-lr'] > lr) throw new UsageError(`--min-lr ${v['min-lr']} exceeds the peak --lr ${lr}`);
-  const model = v.config !== undefined ? loadModelConfig(v.config) : parseModelConfig(DEFAULT_TRAIN_CONFIG, 'built-in train config');
+  const model = loadModelConfig(v.config ?? path.join(packageRoot(), TRAIN.config));
   const o: TrainOptions = {
     model,
     steps,
