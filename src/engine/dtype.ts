@@ -47,10 +47,6 @@ export function allocStorage(dtype: DType, n: number): Storage {
   }
 }
 
-export function isDType(x: string): x is DType {
-  return (DTYPES as readonly string[]).includes(x);
-}
-
 const f32buf = new Float32Array(1);
 const u32buf = new Uint32Array(f32buf.buffer);
 

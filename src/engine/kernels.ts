@@ -198,7 +198,3 @@ export interface AttentionParams {
   oStrides: readonly [number, number, number];
 }
 
-/** The flop count of one GEMM call (2·m·n·k), for benchmarks. */
-export function gemmFlops(m: number, n: number, k: number): number {
-  return 2 * m * n * k;
-}

@@ -69,7 +69,3 @@ export function pushByteLevelBytes(token: string, out: number[]): void {
   }
 }
 
-/** Returns the byte a single byte-level character stands for, or undefined. */
-export function byteOfChar(ch: string): number | undefined {
-  return CHAR_TO_BYTE.get(ch.codePointAt(0)!);
-}

@@ -20,8 +20,6 @@
 
 /** Largest finite E4M3FN value. */
 export const E4M3_MAX = 448;
-/** Largest finite E5M2 value. */
-export const E5M2_MAX = 57344;
 /** Quantisation group length (tiles 1x128, blocks 128x128). */
 export const FP8_BLOCK = 128;
 /** Floor applied to a group's amax before computing its scale. */
@@ -115,34 +113,10 @@ export function decodeE4M3(code: number): number {
   return E4M3_TABLE[code & 0xff]!;
 }
 
-/** Decodes one E5M2 code. */
-export function decodeE5M2(code: number): number {
-  return E5M2_TABLE[code & 0xff]!;
-}
-
 /** Encodes a float32 array to E4M3FN codes (into `dst` when given). */
 export function encodeE4M3Array(src: Float32Array, dst: Uint8Array = new Uint8Array(src.length)): Uint8Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < bits.length; i++) dst[i] = e4m3FromBits(bits[i]!);
-  return dst;
-}
-
-/** Encodes a float32 array to E5M2 codes (into `dst` when given). */
-export function encodeE5M2Array(src: Float32Array, dst: Uint8Array = new Uint8Array(src.length)): Uint8Array {
-  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  for (let i = 0; i < bits.length; i++) dst[i] = e5m2FromBits(bits[i]!);
-  return dst;
-}
-
-/** Decodes E4M3FN codes to float32 (into `dst` when given). */
-export function decodeE4M3Array(codes: Uint8Array, dst: Float32Array = new Float32Array(codes.length)): Float32Array {
-  for (let i = 0; i < codes.length; i++) dst[i] = E4M3_TABLE[codes[i]!]!;
-  return dst;
-}
-
-/** Decodes E5M2 codes to float32 (into `dst` when given). */
-export function decodeE5M2Array(codes: Uint8Array, dst: Float32Array = new Float32Array(codes.length)): Float32Array {
-  for (let i = 0; i < codes.length; i++) dst[i] = E5M2_TABLE[codes[i]!]!;
   return dst;
 }
 

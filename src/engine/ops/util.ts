@@ -14,11 +14,6 @@ export function checkF32(op: string, t: Tensor, what = 'input'): void {
   if (t.dtype !== 'f32') throw new TypeError(`${op}: ${what} must be float32, got ${t.dtype} ${fmtShape(t.shape)}`);
 }
 
-/** Throws unless t has at least n dimensions. */
-export function checkMinDims(op: string, t: Tensor, n: number, what = 'input'): void {
-  if (t.ndim < n) throw new Error(`${op}: ${what} must have at least ${n} dimension(s), got shape ${fmtShape(t.shape)}`);
-}
-
 /**
  * The contiguous float32 elements of t without recording a graph (a view when t is already
  * contiguous, else a copy). Ops read inputs this way and attach their own backward.
