@@ -4,8 +4,6 @@
  */
 export type DType = 'f32' | 'bf16' | 'f8_e4m3' | 'f8_e5m2' | 'i32' | 'u8';
 
-export const DTYPES: readonly DType[] = ['f32', 'bf16', 'f8_e4m3', 'f8_e5m2', 'i32', 'u8'];
-
 /** The typed array that stores each dtype (bf16 as raw bits, FP8 as raw codes). */
 export interface StorageOf {
   f32: Float32Array;

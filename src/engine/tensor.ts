@@ -124,10 +124,10 @@ export class Tensor {
   static scalar(x: number): Tensor {
     return Tensor.fromF32(Float32Array.of(x), []);
   }
-  /** A new leaf that requires grad (a parameter). */
-  static param(data: Float32Array, shape: Shape, name?: string): Tensor {
+  /** A named leaf: a parameter that requires grad, or (trainable false) a plain buffer. */
+  static param(data: Float32Array, shape: Shape, name?: string, trainable = true): Tensor {
     const t = Tensor.fromF32(data, shape);
-    t.requiresGrad = true;
+    t.requiresGrad = trainable;
     if (name !== undefined) t.name = name;
     return t;
   }

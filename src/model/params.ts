@@ -18,7 +18,7 @@ import { Tensor } from '../engine/tensor.js';
 import { Rng, deriveSeed, type Seed } from '../data/rng.js';
 import { DsvError } from '../errors.js';
 import { bf16Linear, f32Linear, fp8Linear, type LinearWeight } from './weights.js';
-import { fmtShape, sameShape } from '../engine/layout.js';
+import { fmtShape, sameShape, shapeSize } from '../engine/layout.js';
 
 /** How a plain tensor is initialised by a random source. */
 export type Init = 'normal' | 'ones' | 'zeros';
@@ -65,13 +65,7 @@ export class CheckpointParams implements ParamSource {
     if (info.tag !== 'F32' && info.tag !== 'BF16' && info.tag !== 'F16') {
       throw new DsvError(`${this.where()}: tensor "${name}" has dtype ${info.tag}; expected F32, BF16 or F16`);
     }
-    const data = this.ckpt.getF32(name);
-    if (!trainable) {
-      const t = Tensor.fromF32(data, shape);
-      t.name = name;
-      return t;
-    }
-    return Tensor.param(data, shape, name);
+    return Tensor.param(this.ckpt.getF32(name), shape, name, trainable);
   }
 
   linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {
@@ -137,15 +131,8 @@ export class RandomParams implements ParamSource {
   }
 
   tensor(name: string, shape: readonly number[], init: Init, trainable = true): Tensor {
-    let n = 1;
-    for (const d of shape) n *= d;
-    const data = init === 'normal' ? this.normal(name, n) : largeF32(n).fill(init === 'ones' ? 1 : 0);
-    if (!trainable) {
-      const t = Tensor.fromF32(data, shape);
-      t.name = name;
-      return t;
-    }
-    return Tensor.param(data, shape, name);
+    const n = shapeSize(shape);
+    return Tensor.param(init === 'normal' ? this.normal(name, n) : largeF32(n).fill(init === 'ones' ? 1 : 0), shape, name, trainable);
   }
 
   linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {

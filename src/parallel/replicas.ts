@@ -31,11 +31,7 @@ import { fmtShape, sameShape } from '../engine/layout.js';
 export function modelParamSource(model: DeepseekV3): ParamSource {
   const copyOf = (name: string, t: Tensor, shape: readonly number[], trainable: boolean): Tensor => {
     if (!sameShape(t.shape, shape)) throw new DsvError(`model parameter "${name}" is ${fmtShape(t.shape)}, a stage asks for ${fmtShape(shape)}`);
-    const data = t.contiguous().f32().slice();
-    if (trainable) return Tensor.param(data, shape, name);
-    const out = Tensor.fromF32(data, shape);
-    out.name = name;
-    return out;
+    return Tensor.param(t.contiguous().f32().slice(), shape, name, trainable);
   };
   return {
     tensor(name, shape, _init, trainable = true) {
