@@ -21,7 +21,6 @@ import type { RMSNorm } from './rmsnorm.js';
 import type { Routing } from './router.js';
 import { applyLinear, type LinearWeight } from './weights.js';
 
-
 export interface LoadOptions {
   /** Linear weight storage (see WeightMode); default 'auto'. */
   weights?: WeightMode;
@@ -44,13 +43,9 @@ export interface HiddenResult {
   routing: Map<number, Routing>;
 }
 
-export interface ForwardResult {
+export interface ForwardResult extends HiddenResult {
   /** [B, T, V] */
   logits: Tensor;
-  /** [B, T, D]: the final-norm hidden state (input of lm_head and of the MTP hnorm). */
-  hidden: Tensor;
-  /** Routing of every MoE layer, by layer index. */
-  routing: Map<number, Routing>;
 }
 
 /** The whole model: the part holding every piece (model-part.ts), loadable from a checkpoint. */
