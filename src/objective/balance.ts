@@ -122,42 +122,37 @@ export function sequenceBalanceLoss(scores: Tensor, topkIdx: Tensor | Int32Array
       f[b * E + e]! += E / (K * T);
     }
   }
+  // per token t of sequence b: S_t = Σ_i s_{i,t} and Σ_i f_i s'_{i,t} (eq. 19), kept for backward
+  const denom = new Float64Array(B * T);
+  const fs = new Float64Array(B * T);
   return customOp(
     'sequenceBalanceLoss',
     [scores],
     (s) => {
       const x = s.contiguous().f32();
       let total = 0;
-      for (let b = 0; b < B; b++) {
-        for (let t = 0; t < T; t++) {
-          const row = (b * T + t) * E;
-          let denom = 0;
-          for (let i = 0; i < E; i++) denom += x[row + i]!;
-          let acc = 0;
-          for (let i = 0; i < E; i++) acc += f[b * E + i]! * x[row + i]!;
-          total += acc / denom; // Σ_i f_i s'_{i,t} (eq. 19)
-        }
+      for (let bt = 0; bt < B * T; bt++) {
+        const row = bt * E;
+        const fb = Math.floor(bt / T) * E;
+        let d = 0;
+        let acc = 0;
+        for (let i = 0; i < E; i++) d += x[row + i]!;
+        for (let i = 0; i < E; i++) acc += f[fb + i]! * x[row + i]!;
+        denom[bt] = d;
+        total += fs[bt] = acc / d;
       }
       return Tensor.scalar((alpha * total) / (T * B)); // eq. 20 (1/T), eq. 17 (α), mean over b
     },
-    (g, s) => {
-      // ∂L/∂s_{j,t} = α/(B·T·S_t) · (f_j − Σ_i f_i s'_{i,t}),  S_t = Σ_i s_{i,t}
-      const x = s.contiguous().f32();
+    (g) => {
+      // ∂L/∂s_{j,t} = α/(B·T·S_t) · (f_j − Σ_i f_i s'_{i,t})
       const gs = g.item();
-      const dx = new Float32Array(x.length);
-      for (let b = 0; b < B; b++) {
-        for (let t = 0; t < T; t++) {
-          const row = (b * T + t) * E;
-          let denom = 0;
-          for (let i = 0; i < E; i++) denom += x[row + i]!;
-          let fs = 0;
-          for (let i = 0; i < E; i++) fs += f[b * E + i]! * x[row + i]!;
-          fs /= denom;
-          const c = (gs * alpha) / (B * T * denom);
-          for (let j = 0; j < E; j++) dx[row + j] = c * (f[b * E + j]! - fs);
-        }
+      const dx = new Float32Array(B * T * E);
+      for (let bt = 0; bt < B * T; bt++) {
+        const fb = Math.floor(bt / T) * E;
+        const c = (gs * alpha) / (B * T * denom[bt]!);
+        for (let j = 0; j < E; j++) dx[bt * E + j] = c * (f[fb + j]! - fs[bt]!);
       }
-      return [Tensor.fromF32(dx, s.shape)];
+      return [Tensor.fromF32(dx, scores.shape)];
     },
   );
 }
