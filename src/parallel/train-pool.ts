@@ -23,7 +23,7 @@ import { mergeRankOutcomes, splitMicroBatches } from './executor.js';
 import type { PipelineWorkerData, PoolRequest } from './pipeline-worker.js';
 import type { PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
-import { awaitStep, rankChannels, sumRankGrads, workerSettings, type WorkerStepResult } from './workers.js';
+import { awaitStep, type ErrorMsg, rankChannels, rankError, sumRankGrads, workerSettings, type WorkerStepResult } from './workers.js';
 
 export interface TrainPoolOptions {
   build?: StageBuildOptions;
@@ -43,16 +43,6 @@ interface WeightsMsg {
   rank: number;
   params: Map<string, Float32Array>;
   buffers: Map<string, Float32Array>;
-}
-interface ErrorMsg {
-  type: 'error';
-  rank: number;
-  name: string;
-  message: string;
-}
-
-function rankError(m: ErrorMsg): Error {
-  return m.name === 'DsvError' ? new DsvError(`pipeline rank ${m.rank}: ${m.message}`) : new Error(`pipeline rank ${m.rank}: ${m.name}: ${m.message}`);
 }
 
 /** One message of `type` from each worker (or the first error / exit). */

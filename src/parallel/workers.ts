@@ -76,12 +76,18 @@ interface ProbeReply {
   sent: number;
   delivered: number;
 }
-interface ErrorMsg {
+/** A rank's uncaught error, as its worker posts it. */
+export interface ErrorMsg {
   type: 'error';
   rank: number;
   name: string;
   message: string;
-  stack: string;
+  stack?: string;
+}
+
+/** The rank's error on this thread: a DsvError stays one line; anything else keeps its stack. */
+export function rankError(m: ErrorMsg): Error {
+  return m.name === 'DsvError' ? new DsvError(`pipeline rank ${m.rank}: ${m.message}`) : new Error(`pipeline rank ${m.rank}: ${m.name}: ${m.message}${m.stack ? `\n${m.stack}` : ''}`);
 }
 
 /** Directed rank pairs that exchange messages: neighbouring stages of a stream on two ranks. */
@@ -239,11 +245,7 @@ export function awaitStep(workers: readonly Worker[], schedule: PipelineSchedule
     };
     workers.forEach((w, r) => {
       on(w, 'message', (m: DoneMsg | BlockedMsg | ErrorMsg | ProbeReply) => {
-        if (m.type === 'error') {
-          const e = m.name === 'DsvError' ? new DsvError(`pipeline rank ${r}: ${m.message}`) : new Error(`pipeline rank ${r}: ${m.name}: ${m.message}\n${m.stack}`);
-          fail(e);
-          return;
-        }
+        if (m.type === 'error') return fail(rankError({ ...m, rank: r }));
         if (m.type === 'probe-reply') return onReply(m);
         if (m.type === 'blocked') blocked[r] = m;
         else {
