@@ -16,9 +16,11 @@ import { BinaryOp } from './kernels.js';
 import { activeArena, type BufferArena } from './arena.js';
 import { allocUninit, sameShape } from './ops/util.js';
 import { fmtShape } from './layout.js';
-import { Tensor, attach, noGrad, withGrad } from './tensor.js';
+import { noGrad, withGrad } from './grad-mode.js';
+import { Tensor, attach } from './tensor.js';
 
-export { attach, isGradEnabled, noGrad, withGrad, type BackwardFn, type GradNode } from './tensor.js';
+export { attach, type BackwardFn, type GradNode } from './tensor.js';
+export { isGradEnabled, noGrad, withGrad } from './grad-mode.js';
 
 // ---- deferred weight gradients (the B/W split of ZeroBubble / DualPipe, DeepSeek-V3 §3.2.1) --
 

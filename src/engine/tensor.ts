@@ -9,6 +9,7 @@
  */
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
 import { arenaF32 } from './arena.js';
+import { isGradEnabled } from './grad-mode.js';
 import { checkShape, contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 
 export { contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
@@ -23,41 +24,12 @@ export interface GradNode {
   backward: BackwardFn | null;
 }
 
-let gradEnabled = true;
-
-/** True when ops record the graph (false inside `noGrad`). */
-export function isGradEnabled(): boolean {
-  return gradEnabled;
-}
-
-/** Runs fn without recording any graph (inference, optimizer updates). */
-export function noGrad<T>(fn: () => T): T {
-  const prev = gradEnabled;
-  gradEnabled = false;
-  try {
-    return fn();
-  } finally {
-    gradEnabled = prev;
-  }
-}
-
-/** Runs fn with graph recording forced on or off. */
-export function withGrad<T>(enabled: boolean, fn: () => T): T {
-  const prev = gradEnabled;
-  gradEnabled = enabled;
-  try {
-    return fn();
-  } finally {
-    gradEnabled = prev;
-  }
-}
-
 /**
  * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
  * gradient (or null) per input, each with that input's shape. Returns `out`.
  */
 export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
-  if (!gradEnabled) return out;
+  if (!isGradEnabled()) return out;
   let any = false;
   for (const t of inputs) if (t.requiresGrad) any = true;
   if (!any) return out;
