@@ -20,12 +20,20 @@
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { DecodeSession } from './decode-session.js';
-import { argmax } from './generate.js';
+import { argmax } from './sampling.js';
+import type { FinishReason } from './generate.js';
 import type { PhaseProfiler } from './profile.js';
 
+/** As in GenerateOptions (generate.ts): EOS (not kept) and the streaming callback (true: stop). */
+export interface SpeculativeOptions {
+  eos?: number;
+  onToken?: (seq: number, token: number) => boolean | void;
+}
+
 export interface SpeculativeResult {
-  /** prompt followed by the n generated tokens. */
+  /** prompt followed by the n generated tokens (fewer when EOS or `onToken` ended it). */
   ids: Int32Array;
+  finish: FinishReason;
   /** Draft tokens proposed (one per verification forward) and accepted. */
   drafted: number;
   accepted: number;
@@ -66,7 +74,7 @@ export class SpeculativeDecoder {
   }
 
   /** Greedy generation of n tokens after prompt (batch 1), drafting with the MTP module. */
-  generate(prompt: Int32Array, n: number): SpeculativeResult {
+  generate(prompt: Int32Array, n: number, o: SpeculativeOptions = {}): SpeculativeResult {
     const s = this.session;
     const e = s.engine;
     const P = prompt.length;
@@ -95,16 +103,30 @@ export class SpeculativeDecoder {
       const d = this.mtpStep(c, this.pendingH, nextIds);
       if (last) draft = d;
     }
-    ids[P] = next;
+    let produced = 0;
+    let finish: FinishReason = 'length';
+    /** Keeps token t; true when the generation ends with it (EOS, which is not kept, or stop). */
+    const emit = (t: number): boolean => {
+      if (t === o.eos) {
+        finish = 'eos';
+        return true;
+      }
+      ids[P + produced++] = t;
+      if (o.onToken?.(0, t) === true) {
+        finish = 'stop';
+        return true;
+      }
+      return false;
+    };
     const t1 = performance.now();
-    let produced = 1;
+    let ended = emit(next);
     let drafted = 0;
     let accepted = 0;
     let mainForwards = 0;
     // ---- verify / accept loop -----------------------------------------------------------------
     let verifyMs = 0;
     let draftMs = 0;
-    while (produced < n) {
+    while (!ended && produced < n) {
       const tv = performance.now();
       const pos = s.cache.length;
       this.pair[0] = next;
@@ -120,28 +142,25 @@ export class SpeculativeDecoder {
         accepted++;
         next = argmax(logits, V, V);
         s.cache.length = pos + 2;
-        ids[P + produced] = a;
-        if (produced + 1 < n) ids[P + produced + 1] = next;
-        produced += 2;
+        ended = emit(a) || (produced < n && emit(next));
         this.pendingIds[0] = a;
         this.pendingIds[1] = next;
         rows = 2;
       } else {
         next = a;
         s.cache.length = pos + 1;
-        ids[P + produced] = a;
-        produced += 1;
+        ended = emit(a);
         this.pendingIds[0] = a;
         rows = 1;
       }
       s.engine.profiler?.endStep();
       const td = performance.now();
       verifyMs += td - tv;
-      if (produced < n) {
+      if (!ended && produced < n) {
         draft = this.mtpStep(rows, this.pendingH, this.pendingIds);
         draftMs += performance.now() - td;
       }
     }
-    return { ids, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
+    return { ids: ids.subarray(0, P + produced), finish, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
   }
 }
