@@ -1,9 +1,12 @@
 /**
- * The generation loop, one for every caller (`dsv3 forward --greedy`, `dsv3 sample`, the decode
- * benchmark, tests): prefill the prompt into the latent cache (paper §2.1.1: only c^KV and k^R
- * are cached), then pick each sequence's next token from its last logits and feed it back, one
- * decode step at a time. What computes the logits is a `Decoder`: the fast engine
+ * The generation loop, one for every caller (`dsv3 forward --greedy`, `dsv3 generate`, the
+ * decode benchmark, tests): prefill the prompt into the latent cache (paper §2.1.1: only c^KV
+ * and k^R are cached), then pick each sequence's next token from its last logits (argmax, or a
+ * `Sampler`: sampling.ts) and feed it back, one decode step at a time. Each token is streamed to
+ * `onToken` as it is chosen; a sequence ends at its EOS, when `onToken` says stop (a stop string:
+ * text-stream.ts) or after maxNew tokens. What computes the logits is a `Decoder`: the fast engine
  * (`DecodeSession`) or the model's differentiable Tensor path (`ModelDecoder`, the reference).
+ * Greedy MTP self-speculative decoding has its own loop (speculative.ts) with the same contract.
  */
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';

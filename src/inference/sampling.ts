@@ -165,10 +165,35 @@ export class Sampler {
       if (this.penalised) applyPenalties(row, this.o, this.seen[seq]!, this.counts[seq]!);
       t = this.o.temperature <= 0 ? argmax(row, 0, V) : draw(tokenProbs(row, this.o, this.probs), this.rng.nextFloat());
     }
-    if (this.penalised) {
-      this.seen[seq]!.add(t);
-      this.counts[seq]!.set(t, (this.counts[seq]!.get(t) ?? 0) + 1);
-    }
+    this.record(seq, t);
     return t;
   };
+
+  /**
+   * The distribution `pick` draws sequence `seq`'s next token from, given its history so far,
+   * written to `out` (one-hot at the argmax for temperature 0). Speculative sampling compares
+   * the draft's and the main model's distributions (speculative.ts).
+   */
+  dist(logits: Float32Array, off: number, seq: number, out: Float64Array): Float64Array {
+    const row = this.row;
+    const V = row.length;
+    row.set(logits.subarray(off, off + V));
+    if (this.penalised) applyPenalties(row, this.o, this.seen[seq]!, this.counts[seq]!);
+    if (this.o.temperature > 0) return tokenProbs(row, this.o, out);
+    out.fill(0);
+    out[argmax(row, 0, V)] = 1;
+    return out;
+  }
+
+  /** A uniform number in [0, 1) from the sampler's seeded stream. */
+  uniform(): number {
+    return this.rng.nextFloat();
+  }
+
+  /** Adds a token chosen outside `pick` to sequence `seq`'s history. */
+  record(seq: number, t: number): void {
+    if (!this.penalised) return;
+    this.seen[seq]!.add(t);
+    this.counts[seq]!.set(t, (this.counts[seq]!.get(t) ?? 0) + 1);
+  }
 }

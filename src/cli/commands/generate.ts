@@ -2,7 +2,8 @@
  * `dsv3 generate` (and its alias `dsv3 sample`): text from a trained checkpoint on the fast
  * decode engine, streamed to stdout as it is produced. Greedy decoding without penalties runs
  * MTP self-speculative decoding when the checkpoint has an MTP module (same tokens, fewer main
- * forwards: inference/speculative.ts); everything else runs the generation loop
+ * forwards: inference/speculative.ts; with --speculative also sampling, by exact speculative
+ * sampling); everything else runs the generation loop
  * (inference/generate.ts) with the sampler (inference/sampling.ts). Text is detokenized
  * incrementally, never splitting a UTF-8 character, and cut at stop strings
  * (inference/text-stream.ts).
@@ -35,10 +36,12 @@ const OPTIONS = `Options:
   --seed N                 sampling seed (default 0): the same seed gives the same text
   --stop STR               end the text before STR (repeatable; STR is not printed)
   --speculative            MTP self-speculative decoding: the MTP module drafts the next token,
-                           the main model verifies two tokens per forward; the output is the
-                           same as plain greedy. Default: on when the checkpoint has an MTP
-                           module and decoding is greedy without penalties (--temperature 0);
-                           not available with sampling or penalties (it would change the output)
+                           the main model verifies two tokens per forward. Greedy: the same
+                           tokens as plain decoding. Sampling or penalties: exact speculative
+                           (rejection) sampling, the same distribution of texts but other draws
+                           for a seed than --no-speculative. Default: on when the checkpoint has
+                           an MTP module and decoding is greedy without penalties
+                           (--temperature 0), i.e. when the output is identical
   --no-speculative         plain decoding, one main forward per token
   --json                   print one JSON line at the end instead of streaming: tokens (the
                            generated ids), text, finish_reason (eos, stop or length),
@@ -112,7 +115,6 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
     presencePenalty: v['presence-penalty'] ?? 0,
   };
   const exact = o.temperature === 0 && !hasPenalties(o);
-  if (v.speculative && !exact) throw new UsageError('--speculative needs greedy decoding without penalties (--temperature 0): speculative sampling is not implemented');
   const dir = resolveCheckpointDir(location);
   const cfg = loadModelConfig(dir);
   if (v.speculative && cfg.num_nextn_predict_layers < 1) throw new UsageError(`--speculative: ${dir} has no MTP module (num_nextn_predict_layers is 0)`);
@@ -124,7 +126,7 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   if (P === 0) throw new DsvError(`${cmd}: the prompt encodes to no tokens`);
   if (P > maxPos) throw new DsvError(`${cmd}: the prompt has ${P} tokens, more than max_position_embeddings (${maxPos})`);
   const maxNew = Math.min(maxPos, P + (v['max-tokens'] ?? v['max-new'] ?? 100)) - P;
-  const speculative = !v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1 && maxNew > 0;
+  const speculative = maxNew > 0 && (v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1));
   const model = DeepseekV3.load(dir, { mtp: speculative });
 
   const stream = new TextStream((id) => tok.decodeBytes([id]), v.stop ?? []);
@@ -141,18 +143,18 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   let finish: FinishReason;
   let acceptance: number | undefined;
   let seconds: number;
+  const sampler = new Sampler(o, { V: cfg.vocab_size, seed: v.seed ?? 0 });
+  sampler.prompt(0, prompt);
   if (speculative) {
     const spec = new SpeculativeDecoder(model, { maxLen: P + maxNew });
     const t0 = performance.now();
-    const r = spec.generate(prompt, maxNew, { ...eos, onToken });
+    const r = spec.generate(prompt, maxNew, { ...eos, onToken, ...(exact ? {} : { sampler }) });
     seconds = (performance.now() - t0) / 1e3;
     tokens = Array.from(r.ids.subarray(P));
     finish = r.finish;
     acceptance = r.drafted > 0 ? r.accepted / r.drafted : 0;
   } else {
     const session = new DecodeSession(model, { maxLen: P + maxNew });
-    const sampler = new Sampler(o, { V: cfg.vocab_size, seed: v.seed ?? 0 });
-    sampler.prompt(0, prompt);
     const t0 = performance.now();
     const g = runLoop(session, prompt, P, { maxNew, pick: sampler.pick, ...eos, onToken });
     seconds = (performance.now() - t0) / 1e3;
