@@ -45,7 +45,9 @@ const OPTIONS = `Options:
   --no-speculative         plain decoding, one main forward per token
   --json                   print one JSON line at the end instead of streaming: tokens (the
                            generated ids), text, finish_reason (eos, stop or length),
-                           prompt_tokens, tokens_per_s, speculative, acceptance_rate (speculative)
+                           prompt_tokens, tokens_per_s (generated tokens per second of
+                           generation, prefill included), speculative, acceptance_rate (the
+                           share of MTP drafts kept; speculative only)
   --verbose                tokens, tokens/s and the acceptance rate on stderr
 `;
 
