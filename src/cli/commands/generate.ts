@@ -98,6 +98,16 @@ function loadTokenizer(dir: string, vocabSize: number): Tokenizer {
   return tok;
 }
 
+/** A closed stdout (`dsv3 generate | head`) ends the generation quietly instead of an EPIPE crash. */
+let epipeQuiet = false;
+function quietEpipe(): void {
+  if (epipeQuiet) return;
+  epipeQuiet = true;
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
 /** All of stdin, less one trailing newline. */
 function readStdin(): string {
   return fs.readFileSync(0, 'utf8').replace(/\r?\n$/, '');
@@ -136,9 +146,10 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
     if (!v.json && s !== '') process.stdout.write(s);
   };
   if (cmd === 'sample') out(promptText);
+  quietEpipe();
   const onToken = (_seq: number, t: number): boolean => {
     out(stream.push(t));
-    return stream.stopped !== null;
+    return stream.stopped !== null || process.stdout.destroyed; // a closed pipe: stop generating
   };
   const eos = tok.eosId === undefined ? {} : { eos: tok.eosId };
   let tokens: number[];
@@ -169,7 +180,7 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
     const res: Record<string, unknown> = { tokens, text: stream.text, finish_reason: finish, prompt_tokens: P, tokens_per_s: Number(tokensPerS.toFixed(1)), speculative };
     if (acceptance !== undefined) res['acceptance_rate'] = Number(acceptance.toFixed(4));
     process.stdout.write(JSON.stringify(res) + '\n');
-  } else process.stdout.write('\n');
+  } else if (!process.stdout.destroyed) process.stdout.write('\n');
   if (v.verbose) {
     const acc = acceptance === undefined ? 'plain decoding' : `speculative, ${(acceptance * 100).toFixed(1)}% of MTP drafts accepted`;
     process.stderr.write(`dsv3 ${cmd}: ${P} prompt tokens, ${tokens.length} generated in ${seconds.toFixed(3)} s (${tokensPerS.toFixed(1)} tokens/s, ${acc}; finish: ${finish})\n`);
