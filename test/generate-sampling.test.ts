@@ -119,3 +119,36 @@ test('generate: EOS, stop from onToken and maxNew end each sequence; tokens are 
   assert.deepEqual(seen.filter(([b]) => b === 0).map(([, t]) => t), [2, 3, 4, 5, 6, 7]);
   assert.deepEqual(seen.slice(0, 3), [[0, 2], [1, 5], [2, 7]]);
 });
+
+test('top-k / top-p / min-p on random logits with ties equal a sort-based reference', () => {
+  const ref = (row: Float32Array, o: SamplingOptions): number[] => {
+    const V = row.length;
+    const mx = Math.max(...row);
+    const w = Array.from(row, (l) => Math.exp((l - mx) / o.temperature));
+    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => w[b]! - w[a]! || a - b);
+    let keep = o.topK ? Math.min(o.topK, V) : V;
+    if ((o.topP ?? 1) < 1) {
+      const z = order.slice(0, keep).reduce((a, i) => a + w[i]!, 0);
+      let cum = 0;
+      for (let j = 0; j < keep; j++) {
+        cum += w[order[j]!]!;
+        if (cum >= o.topP! * z) {
+          keep = j + 1;
+          break;
+        }
+      }
+    }
+    const kept = new Set(order.slice(0, keep));
+    const f = w.map((x, i) => (kept.has(i) && x >= (o.minP ?? 0) ? x : 0));
+    const z = f.reduce((a, b) => a + b, 0);
+    return f.map((x) => x / z);
+  };
+  let seed = 12345;
+  const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  for (let trial = 0; trial < 200; trial++) {
+    const V = 1 + Math.floor(rand() * 40);
+    const row = Float32Array.from({ length: V }, () => Math.round(rand() * 8) / 2 - 2); // many ties
+    const o: SamplingOptions = { temperature: 0.5 + rand() * 2, topK: Math.floor(rand() * (V + 2)), topP: rand() < 0.3 ? 1 : 0.05 + rand() * 0.95, minP: rand() < 0.5 ? 0 : rand() * 0.5 };
+    close(probs(o, row), ref(row, o), 1e-9);
+  }
+});

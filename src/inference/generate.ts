@@ -6,7 +6,8 @@
  * `onToken` as it is chosen; a sequence ends at its EOS, when `onToken` says stop (a stop string:
  * text-stream.ts) or after maxNew tokens. What computes the logits is a `Decoder`: the fast engine
  * (`DecodeSession`) or the model's differentiable Tensor path (`ModelDecoder`, the reference).
- * Greedy MTP self-speculative decoding has its own loop (speculative.ts) with the same contract.
+ * MTP self-speculative decoding (greedy, or speculative sampling) has its own loop with the same
+ * contract (speculative.ts).
  */
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';

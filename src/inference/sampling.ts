@@ -87,22 +87,29 @@ export function tokenProbs(row: Float32Array, o: SamplingOptions, probs: Float64
   const topK = o.topK ?? 0;
   const topP = o.topP ?? 1;
   if ((topK > 0 && topK < V) || topP < 1) {
-    // most probable first (lowest id first on ties)
-    const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => probs[b]! - probs[a]! || a - b);
+    // keep the `keep` most probable tokens (lowest ids first on ties); a native sort of the values
+    const sorted = Float64Array.from(probs).sort(); // ascending: the j-th most probable is sorted[V-1-j]
     let keep = topK > 0 ? Math.min(topK, V) : V;
     if (topP < 1) {
       let z = 0;
-      for (let j = 0; j < keep; j++) z += probs[order[j]!]!;
+      for (let j = 0; j < keep; j++) z += sorted[V - 1 - j]!;
       let cum = 0;
       for (let j = 0; j < keep; j++) {
-        cum += probs[order[j]!]!;
+        cum += sorted[V - 1 - j]!;
         if (cum >= topP * z) {
           keep = j + 1;
           break;
         }
       }
     }
-    for (let j = keep; j < V; j++) probs[order[j]!] = 0;
+    const thr = sorted[V - keep]!;
+    let ties = keep; // values equal to thr that may stay: keep minus those above it
+    for (let i = 0; i < V; i++) if (probs[i]! > thr) ties--;
+    for (let i = 0; i < V; i++) {
+      if (probs[i]! > thr) continue;
+      if (probs[i] === thr && ties > 0) ties--;
+      else probs[i] = 0;
+    }
   }
   const minP = o.minP ?? 0;
   let z = 0;
