@@ -54,6 +54,8 @@ export interface Flag<T> {
   readonly values?: readonly string[];
   /** `--flag` with no value is allowed and reads as '' (train --resume). */
   readonly optionalValue?: boolean;
+  /** May be given several times: the values (arrays) are concatenated (generate --stop). */
+  readonly repeatable?: boolean;
 }
 
 export type FlagTable = Readonly<Record<string, Flag<unknown>>>;

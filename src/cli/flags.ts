@@ -44,6 +44,8 @@ export const int = (min = 0, max = INT_MAX): Flag<number> => numberFlag(true, mi
 export const threads = (): Flag<number> => int(1, 256);
 export const positive = (): Flag<number> => numberFlag(false, 0, true);
 export const nonNegative = (): Flag<number> => numberFlag(false, 0, false);
+/** A number in [min, max] (open at min with `minOpen`). */
+export const numberIn = (min: number, max: number, minOpen = false): Flag<number> => numberFlag(false, min, minOpen, max);
 /** A number in [0, 1): an EMA factor or an AdamW β. */
 export const fraction = (): Flag<number> => numberFlag(false, 0, false, 1, true);
 
@@ -56,6 +58,9 @@ export const bool = (): Flag<true> => ({ kind: 'boolean', what: 'no value', pars
 
 /** Free text; empty only when `empty`. */
 export const text = (empty = false): Flag<string> => ({ kind: 'text', what: 'a non-empty text', parse: (raw) => (raw !== '' || empty ? raw : undefined) });
+
+/** Non-empty free text that may be given several times: the list of values. */
+export const texts = (): Flag<string[]> => ({ kind: 'text', what: 'a non-empty text', repeatable: true, parse: (raw) => (raw !== '' ? [raw] : undefined) });
 
 /** An existing file, directory or either ('path'); `noun` names it in messages. */
 export function exists(noun: string, kind: 'file' | 'dir' | 'path'): Flag<string> {
@@ -147,7 +152,8 @@ export function parseFlags<S extends FlagTable>(cmd: string, argv: readonly stri
     }
     const v = f.parse(raw);
     if (v === undefined) throw flagError(name, f, raw);
-    values[name] = v;
+    const prev = values[name];
+    values[name] = f.repeatable && Array.isArray(prev) && Array.isArray(v) ? [...(prev as unknown[]), ...v] : v;
   }
   return { values: values as FlagValues<S>, positionals: pos };
 }

@@ -1,17 +1,21 @@
 /**
- * The generation loop, one for every caller (`dsv3 forward --greedy`, `dsv3 sample`, the decode
- * benchmark, tests): prefill the prompt into the latent cache (paper §2.1.1: only c^KV and k^R
- * are cached), then pick each sequence's next token from its last logits and feed it back, one
- * decode step at a time. What computes the logits is a `Decoder`: the fast engine
+ * The generation loop, one for every caller (`dsv3 forward --greedy`, `dsv3 generate`, the
+ * decode benchmark, tests): prefill the prompt into the latent cache (paper §2.1.1: only c^KV
+ * and k^R are cached), then pick each sequence's next token from its last logits (argmax, or a
+ * `Sampler`: sampling.ts) and feed it back, one decode step at a time. Each token is streamed to
+ * `onToken` as it is chosen; a sequence ends at its EOS, when `onToken` says stop (a stop string:
+ * text-stream.ts) or after maxNew tokens. What computes the logits is a `Decoder`: the fast engine
  * (`DecodeSession`) or the model's differentiable Tensor path (`ModelDecoder`, the reference).
+ * MTP self-speculative decoding (greedy, or speculative sampling) has its own loop with the same
+ * contract (speculative.ts).
  */
-import type { Rng } from '../data/rng.js';
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
 import type { AttentionPath } from '../model/mla.js';
 import type { DeepseekV3 } from '../model/model.js';
+import { argmax } from './sampling.js';
 
 /** Next-token logits of B sequences over a cache. */
 export interface Decoder {
@@ -26,56 +30,32 @@ export interface Decoder {
   step(tokens: Int32Array): Float32Array;
 }
 
-/** Index of the largest of v[off .. off+n) (first on ties): greedy decoding. */
-export function argmax(v: Float32Array, off: number, n: number): number {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (v[off + i]! > v[off + best]!) best = i;
-  return best;
-}
-
-export interface SamplingOptions {
-  /** Softmax temperature; 0 is greedy (argmax). */
-  temperature: number;
-  /** Sample among the K most likely tokens (0: all). */
-  topK: number;
-}
-
-/** A token picker sampling from softmax(logits / T) over the top K, with `rng`. */
-export function sampler(o: SamplingOptions, rng: Rng): (logits: Float32Array, off: number, V: number) => number {
-  if (o.temperature <= 0) return argmax;
-  return (logits, off, V) => {
-    let idx = Array.from({ length: V }, (_, i) => i);
-    if (o.topK > 0 && o.topK < V) idx = idx.sort((a, b) => logits[off + b]! - logits[off + a]!).slice(0, o.topK);
-    let mx = -Infinity;
-    for (const i of idx) mx = Math.max(mx, logits[off + i]!);
-    const w = idx.map((i) => Math.exp((logits[off + i]! - mx) / o.temperature));
-    let u = rng.nextFloat() * w.reduce((a, b) => a + b, 0);
-    for (let k = 0; k < idx.length; k++) {
-      u -= w[k]!;
-      if (u <= 0) return idx[k]!;
-    }
-    return idx[idx.length - 1]!;
-  };
-}
-
 export interface GenerateOptions {
   /** Most tokens to generate per sequence. */
   maxNew: number;
-  /** Picks the next token from logits[off .. off+V) (default: argmax, greedy decoding). */
-  pick?: (logits: Float32Array, off: number, V: number) => number;
+  /** Picks sequence `seq`'s next token from logits[off .. off+V) (default: argmax, greedy
+   * decoding; `Sampler.pick` for sampling and penalties, sampling.ts). */
+  pick?: (logits: Float32Array, off: number, V: number, seq: number) => number;
   /** A sequence ends when it produces this id (which is not kept). */
   eos?: number;
   /** Keep the logits [B, maxNew, V] that chose each token (rows after a sequence ended stay 0). */
   logits?: boolean;
-  /** Called with every new token as soon as it is chosen (streaming), in sequence order. */
-  onToken?: (seq: number, token: number) => void;
+  /**
+   * Called with every new token as soon as it is chosen (streaming), in sequence order; returning
+   * true ends that sequence after this token (a stop string, text-stream.ts).
+   */
+  onToken?: (seq: number, token: number) => boolean | void;
 }
+
+/** Why a sequence ended: its EOS, `onToken` said stop, or maxNew tokens. */
+export type FinishReason = 'eos' | 'stop' | 'length';
 
 export interface Generation {
   /** The new tokens of each sequence (up to, not including, its EOS). */
   tokens: number[][];
   /** [B, maxNew, V] with `logits`, else null. */
   logits: Float32Array | null;
+  finish: FinishReason[];
 }
 
 /** Generates after prompt [B, P] (row-major ids); see the module comment. */
@@ -89,7 +69,8 @@ export function generate(dec: Decoder, prompt: Int32Array, P: number, o: Generat
   const logits = o.logits ? new Float32Array(B * n * V) : null;
   const done = new Uint8Array(B);
   const next = new Int32Array(B);
-  if (n === 0) return { tokens, logits };
+  const finish: FinishReason[] = new Array<FinishReason>(B).fill('length');
+  if (n === 0) return { tokens, logits, finish };
   dec.reset();
   let l = dec.prefill(prompt, P);
   for (let k = 0; k < n; k++) {
@@ -97,20 +78,25 @@ export function generate(dec: Decoder, prompt: Int32Array, P: number, o: Generat
     for (let b = 0; b < B; b++) {
       if (done[b]) continue;
       logits?.set(l.subarray(b * V, (b + 1) * V), (b * n + k) * V);
-      const t = pick(l, b * V, V);
+      const t = pick(l, b * V, V, b);
       next[b] = t; // a finished sequence keeps feeding its last token; its output is not read
       if (t === o.eos) {
         done[b] = 1;
+        finish[b] = 'eos';
         continue;
       }
       tokens[b]!.push(t);
-      o.onToken?.(b, t);
+      if (o.onToken?.(b, t) === true) {
+        done[b] = 1;
+        finish[b] = 'stop';
+        continue;
+      }
       live++;
     }
     if (live === 0 || k + 1 === n) break;
     l = dec.step(next);
   }
-  return { tokens, logits };
+  return { tokens, logits, finish };
 }
 
 /**

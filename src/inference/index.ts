@@ -1,7 +1,9 @@
 /** The inference engine: fast cached decoding, speculative MTP decoding, benchmark protocols. */
 export { DecodeSession, type DecodeSessionOptions } from './decode-session.js';
-export { generate, argmax, ModelDecoder, type Decoder, type GenerateOptions, type Generation } from './generate.js';
-export { SpeculativeDecoder, type SpeculativeResult } from './speculative.js';
+export { generate, ModelDecoder, type Decoder, type FinishReason, type GenerateOptions, type Generation } from './generate.js';
+export { argmax, Sampler, applyPenalties, tokenProbs, hasPenalties, type SamplingOptions } from './sampling.js';
+export { TextStream } from './text-stream.js';
+export { SpeculativeDecoder, type SpeculativeOptions, type SpeculativeResult } from './speculative.js';
 export { Engine, type EngineOptions } from './engine.js';
 export { Workspace } from './workspace.js';
 export { PhaseProfiler, PHASES, type Phase } from './profile.js';

@@ -16,16 +16,33 @@
  *      simply overwritten later), t_{n+1} = a is the next token.
  * The tokens are therefore exactly the main model's greedy argmax at every position: the
  * draft only decides how many of them one main forward produces.
+ *
+ * With a Sampler (temperature, top-k/p, min-p, penalties), speculative sampling (Leviathan et
+ * al. 2023; Chen et al. 2023): the draft is drawn from the MTP's processed distribution q, kept
+ * with probability min(1, p(d)/q(d)) under the main model's p, else replaced by a draw from
+ * max(0, p − q) renormalised; after a kept draft the next token is drawn from p at n+1. Every
+ * token is distributed exactly as in plain sampling (not the same draws for a seed).
  */
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { DecodeSession } from './decode-session.js';
-import { argmax } from './generate.js';
+import { argmax, draw, type Sampler } from './sampling.js';
+import type { FinishReason } from './generate.js';
 import type { PhaseProfiler } from './profile.js';
 
+/** As in GenerateOptions (generate.ts): EOS (not kept) and the streaming callback (true: stop). */
+export interface SpeculativeOptions {
+  eos?: number;
+  onToken?: (seq: number, token: number) => boolean | void;
+  /** Choose tokens with this sampler (of batch 1, V = the model's) instead of argmax: exact
+   * speculative sampling, see the module comment. */
+  sampler?: Sampler;
+}
+
 export interface SpeculativeResult {
-  /** prompt followed by the n generated tokens. */
+  /** prompt followed by the n generated tokens (fewer when EOS or `onToken` ended it). */
   ids: Int32Array;
+  finish: FinishReason;
   /** Draft tokens proposed (one per verification forward) and accepted. */
   drafted: number;
   accepted: number;
@@ -46,6 +63,9 @@ export class SpeculativeDecoder {
   private readonly chunkIds: Int32Array;
   private readonly pendingIds = new Int32Array(2);
   private readonly pair = new Int32Array(2);
+  /** With a sampler: the draft's distribution q and the main model's p at the draft position. */
+  private readonly q: Float64Array;
+  private readonly p: Float64Array;
   private mtpLen = 0;
 
   constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; profiler?: PhaseProfiler }) {
@@ -53,25 +73,35 @@ export class SpeculativeDecoder {
     this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: true, ...(opts.chunk ? { chunk: opts.chunk } : {}), ...(opts.profiler ? { profiler: opts.profiler } : {}) });
     this.pendingH = new Float32Array(this.session.chunk * model.cfg.hidden_size);
     this.chunkIds = new Int32Array(this.session.chunk);
+    this.q = new Float64Array(model.cfg.vocab_size);
+    this.p = new Float64Array(model.cfg.vocab_size);
   }
 
-  /** Runs the MTP layer on `rows` pending positions from mtpLen on; returns its draft token. */
-  private mtpStep(rows: number, hidden: Float32Array, nextIds: Int32Array): number {
+  /** Runs the MTP layer on `rows` pending positions from mtpLen on; returns its last logits row. */
+  private mtpStep(rows: number, hidden: Float32Array, nextIds: Int32Array): Float32Array {
     const e = this.session.engine;
     const D = e.D;
     e.ws.hPrev.set(hidden.subarray(0, rows * D));
     e.forwardMtp(nextIds, { B: 1, T: rows, start: this.mtpLen }, this.session.cache);
     this.mtpLen += rows;
-    return argmax(e.head(rows - 1, 1), 0, e.V);
+    return e.head(rows - 1, 1);
   }
 
-  /** Greedy generation of n tokens after prompt (batch 1), drafting with the MTP module. */
-  generate(prompt: Int32Array, n: number): SpeculativeResult {
+  /** The draft token from the MTP logits: their argmax, or a draw from the sampler's q. */
+  private propose(logits: Float32Array, sampler: Sampler | undefined): number {
+    if (!sampler) return argmax(logits, 0, logits.length);
+    return draw(sampler.dist(logits, 0, 0, this.q), sampler.uniform());
+  }
+
+  /** Generation of n tokens after prompt (batch 1), drafting with the MTP module: greedy, or
+   * exact speculative sampling with `o.sampler`. */
+  generate(prompt: Int32Array, n: number, o: SpeculativeOptions = {}): SpeculativeResult {
     const s = this.session;
     const e = s.engine;
     const P = prompt.length;
     const V = e.V;
     const D = e.D;
+    const sampler = o.sampler;
     if (P < 1 || !Number.isInteger(n) || n < 1) throw new DsvError('speculative: needs a prompt and n >= 1');
     // the last verification writes position P + n - 1 (the final token's draft row)
     if (P + n > s.cache.maxLen) throw new DsvError(`speculative: prompt ${P} + ${n} tokens exceed the cache length ${s.cache.maxLen}`);
@@ -88,23 +118,37 @@ export class SpeculativeDecoder {
       e.forwardMain(prompt.subarray(t0, t0 + c), { B: 1, T: c, start: t0 }, s.cache);
       s.cache.length = t0 + c;
       const last = t0 + c === P;
-      if (last) next = argmax(e.head(c - 1, 1), 0, V);
+      if (last) next = sampler ? sampler.pick(e.head(c - 1, 1), 0, V, 0) : argmax(e.head(c - 1, 1), 0, V);
       const nextIds = this.chunkIds.subarray(0, c);
       for (let i = 0; i < c; i++) nextIds[i] = t0 + i + 1 < P ? prompt[t0 + i + 1]! : next;
       this.pendingH.set(e.ws.hidden.subarray(0, c * D));
-      const d = this.mtpStep(c, this.pendingH, nextIds);
-      if (last) draft = d;
+      const ml = this.mtpStep(c, this.pendingH, nextIds);
+      if (last) draft = this.propose(ml, sampler);
     }
-    ids[P] = next;
+    let produced = 0;
+    let finish: FinishReason = 'length';
+    /** Keeps token t; true when the generation ends with it (EOS, which is not kept, or stop). */
+    const emit = (t: number): boolean => {
+      if (t === o.eos) {
+        finish = 'eos';
+        return true;
+      }
+      ids[P + produced++] = t;
+      if (o.onToken?.(0, t) === true) {
+        finish = 'stop';
+        return true;
+      }
+      return false;
+    };
     const t1 = performance.now();
-    let produced = 1;
+    let ended = emit(next);
     let drafted = 0;
     let accepted = 0;
     let mainForwards = 0;
     // ---- verify / accept loop -----------------------------------------------------------------
     let verifyMs = 0;
     let draftMs = 0;
-    while (produced < n) {
+    while (!ended && produced < n) {
       const tv = performance.now();
       const pos = s.cache.length;
       this.pair[0] = next;
@@ -113,35 +157,55 @@ export class SpeculativeDecoder {
       mainForwards++;
       drafted++;
       const logits = e.head(0, 2);
-      const a = argmax(logits, 0, V);
+      const a = sampler ? this.verify(logits, draft, sampler) : argmax(logits, 0, V);
       this.pendingH.set(e.ws.hidden.subarray(0, 2 * D));
       let rows: number;
       if (a === draft) {
         accepted++;
-        next = argmax(logits, V, V);
+        next = sampler ? sampler.pick(logits, V, V, 0) : argmax(logits, V, V);
         s.cache.length = pos + 2;
-        ids[P + produced] = a;
-        if (produced + 1 < n) ids[P + produced + 1] = next;
-        produced += 2;
+        ended = emit(a) || (produced < n && emit(next));
         this.pendingIds[0] = a;
         this.pendingIds[1] = next;
         rows = 2;
       } else {
         next = a;
         s.cache.length = pos + 1;
-        ids[P + produced] = a;
-        produced += 1;
+        ended = emit(a);
         this.pendingIds[0] = a;
         rows = 1;
       }
       s.engine.profiler?.endStep();
       const td = performance.now();
       verifyMs += td - tv;
-      if (produced < n) {
-        draft = this.mtpStep(rows, this.pendingH, this.pendingIds);
+      if (!ended && produced < n) {
+        draft = this.propose(this.mtpStep(rows, this.pendingH, this.pendingIds), sampler);
         draftMs += performance.now() - td;
       }
     }
-    return { ids, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
+    return { ids: ids.subarray(0, P + produced), finish, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
+  }
+
+  /**
+   * Speculative sampling's verification of the draft d ~ q at the first of the two rows: d is
+   * kept with probability min(1, p(d) / q(d)); else the token is drawn from max(0, p − q)
+   * renormalised. The kept token is p-distributed either way (Leviathan et al. 2023, Thm. 1).
+   */
+  private verify(logits: Float32Array, d: number, sampler: Sampler): number {
+    const p = sampler.dist(logits, 0, 0, this.p);
+    const q = this.q;
+    let t = d;
+    if (!(sampler.uniform() * q[d]! < p[d]!)) {
+      let z = 0;
+      for (let i = 0; i < p.length; i++) {
+        p[i] = Math.max(0, p[i]! - q[i]!);
+        z += p[i]!;
+      }
+      if (z > 0) for (let i = 0; i < p.length; i++) p[i] = p[i]! / z;
+      else sampler.dist(logits, 0, 0, p); // p = q up to rounding: draw from p
+      t = draw(p, sampler.uniform());
+    }
+    sampler.record(0, t);
+    return t;
   }
 }

@@ -1,11 +1,11 @@
 import type { Command } from '../command.js';
 import { benchCommand } from './bench.js';
 import { forwardCommand } from './forward.js';
+import { generateCommand, sampleCommand } from './generate.js';
 import { pipelineCommand } from './pipeline.js';
 import { reportCommand } from './report.js';
-import { sampleCommand } from './sample.js';
 import { trainCommand } from './train.js';
 import { trainStepCommand } from './train-step.js';
 
 /** Every dsv3 command, in the order `dsv3 --help` lists them. */
-export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, sampleCommand, reportCommand, pipelineCommand];
+export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, generateCommand, sampleCommand, reportCommand, pipelineCommand];

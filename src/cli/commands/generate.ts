@@ -1,0 +1,209 @@
+/**
+ * `dsv3 generate` (and its alias `dsv3 sample`): text from a trained checkpoint on the fast
+ * decode engine, streamed to stdout as it is produced. Greedy decoding without penalties runs
+ * MTP self-speculative decoding when the checkpoint has an MTP module (same tokens, fewer main
+ * forwards: inference/speculative.ts; with --speculative also sampling, by exact speculative
+ * sampling); everything else runs the generation loop
+ * (inference/generate.ts) with the sampler (inference/sampling.ts). Text is detokenized
+ * incrementally, never splitting a UTF-8 character, and cut at stop strings
+ * (inference/text-stream.ts).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { type Command, type FlagTable, UsageError } from '../command.js';
+import { bool, exists, int, nonNegative, numberIn, parseFlags, positive, required, text, texts, type FlagValues } from '../flags.js';
+import { loadTokenizerJson, type Tokenizer } from '../../data/tokenizer/index.js';
+import { DsvError } from '../../errors.js';
+import { DecodeSession } from '../../inference/decode-session.js';
+import { generate as runLoop, type FinishReason } from '../../inference/generate.js';
+import { hasPenalties, Sampler, type SamplingOptions } from '../../inference/sampling.js';
+import { SpeculativeDecoder } from '../../inference/speculative.js';
+import { TextStream } from '../../inference/text-stream.js';
+import { loadModelConfig } from '../../model/config.js';
+import { DeepseekV3 } from '../../model/model.js';
+import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
+
+const OPTIONS = `Options:
+  --max-tokens N           most tokens to generate (default 100; fewer at EOS or a stop string)
+  --temperature T          softmax temperature (default 0.8; 0 = greedy)
+  --top-k K                keep the K most likely tokens (default 40; 0 = all)
+  --top-p P                keep the smallest most-likely set with probability mass >= P (default 1)
+  --min-p P                keep tokens with probability >= P x the most likely one's (default 0)
+  --repetition-penalty R   CTRL/Hugging Face: logits of tokens seen (prompt included) divided by R
+                           when positive, multiplied when negative (default 1: none)
+  --frequency-penalty F    OpenAI: logit -= F x occurrences among the generated tokens (default 0)
+  --presence-penalty F     OpenAI: logit -= F for every token generated before (default 0)
+  --seed N                 sampling seed (default 0): the same seed gives the same text
+  --stop STR               end the text before STR (repeatable; STR is not printed)
+  --speculative            MTP self-speculative decoding: the MTP module drafts the next token,
+                           the main model verifies two tokens per forward. Greedy: the same
+                           tokens as plain decoding. Sampling or penalties: exact speculative
+                           (rejection) sampling, the same distribution of texts but other draws
+                           for a seed than --no-speculative. Default: on when the checkpoint has
+                           an MTP module and decoding is greedy without penalties
+                           (--temperature 0), i.e. when the output is identical
+  --no-speculative         plain decoding, one main forward per token
+  --json                   print one JSON line at the end instead of streaming: tokens (the
+                           generated ids), text, finish_reason (eos, stop or length),
+                           prompt_tokens, tokens_per_s (generated tokens per second of
+                           generation, prefill included), speculative, acceptance_rate (the
+                           share of MTP drafts kept; speculative only)
+  --verbose                tokens, tokens/s and the acceptance rate on stderr
+`;
+
+const GENERATE_HELP = `Usage: dsv3 generate --model DIR [--prompt TEXT] [options]
+
+Generates a continuation of TEXT (read from stdin when --prompt is not given; one trailing
+newline is dropped) with a trained model and streams it to stdout. DIR is a checkpoint
+directory (config.json, model.safetensors, tokenizer.json) or a dsv3 train run directory (its
+latest checkpoint is used). Runs on the fast decode engine over MLA's latent cache.
+
+${OPTIONS}`;
+
+const SAMPLE_HELP = `Usage: dsv3 sample --model DIR --prompt TEXT [options]
+
+An alias of dsv3 generate that prints the prompt before its continuation; --max-new N is
+--max-tokens N. See dsv3 generate --help.
+
+${OPTIONS}  --max-new N              the same as --max-tokens N
+`;
+
+const FLAGS = {
+  model: exists('model directory', 'dir'),
+  prompt: text(true),
+  'max-tokens': int(0),
+  temperature: nonNegative(),
+  'top-k': int(0),
+  'top-p': numberIn(0, 1, true),
+  'min-p': numberIn(0, 1, false),
+  'repetition-penalty': positive(),
+  'frequency-penalty': numberIn(-2, 2, false),
+  'presence-penalty': numberIn(-2, 2, false),
+  seed: int(0),
+  stop: texts(),
+  speculative: bool(),
+  'no-speculative': bool(),
+  json: bool(),
+  verbose: bool(),
+} satisfies FlagTable;
+
+const SAMPLE_FLAGS = { ...FLAGS, 'max-new': int(0) } satisfies FlagTable;
+
+/** The checkpoint's tokenizer, which must fit the model's vocabulary. */
+function loadTokenizer(dir: string, vocabSize: number): Tokenizer {
+  const file = path.join(dir, 'tokenizer.json');
+  if (!fs.existsSync(file)) throw new DsvError(`${dir}: no tokenizer.json (needed to encode the prompt)`);
+  const tok = loadTokenizerJson(file);
+  if (tok.vocabSize > vocabSize) throw new DsvError(`${file}: the tokenizer has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize} (${path.join(dir, 'config.json')})`);
+  return tok;
+}
+
+/** A closed stdout (`dsv3 generate | head`) ends the generation quietly instead of an EPIPE crash. */
+let epipeQuiet = false;
+function quietEpipe(): void {
+  if (epipeQuiet) return;
+  epipeQuiet = true;
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
+/** All of stdin, less one trailing newline. */
+function readStdin(): string {
+  return fs.readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+}
+
+async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS>): Promise<number> {
+  const location = required(v, 'model');
+  if (cmd === 'sample') required(v, 'prompt');
+  if (v.speculative && v['no-speculative']) throw new UsageError('--speculative and --no-speculative exclude each other');
+  const o: SamplingOptions = {
+    temperature: v.temperature ?? 0.8,
+    topK: v['top-k'] ?? 40,
+    topP: v['top-p'] ?? 1,
+    minP: v['min-p'] ?? 0,
+    repetitionPenalty: v['repetition-penalty'] ?? 1,
+    frequencyPenalty: v['frequency-penalty'] ?? 0,
+    presencePenalty: v['presence-penalty'] ?? 0,
+  };
+  const exact = o.temperature === 0 && !hasPenalties(o);
+  const dir = resolveCheckpointDir(location);
+  const cfg = loadModelConfig(dir);
+  if (v.speculative && cfg.num_nextn_predict_layers < 1) throw new UsageError(`--speculative: ${dir} has no MTP module (num_nextn_predict_layers is 0)`);
+  const tok = loadTokenizer(dir, cfg.vocab_size);
+  const promptText = v.prompt ?? readStdin();
+  const prompt = Int32Array.from(tok.encode(promptText, { addBos: tok.bosId !== undefined }));
+  const P = prompt.length;
+  const maxPos = cfg.max_position_embeddings;
+  if (P === 0) throw new DsvError(`${cmd}: the prompt encodes to no tokens`);
+  if (P > maxPos) throw new DsvError(`${cmd}: the prompt has ${P} tokens, more than max_position_embeddings (${maxPos})`);
+  const maxNew = Math.min(maxPos, P + (v['max-tokens'] ?? v['max-new'] ?? 100)) - P;
+  const speculative = maxNew > 0 && (v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1));
+  const model = DeepseekV3.load(dir, { mtp: speculative });
+
+  const stream = new TextStream((id) => tok.decodeBytes([id]), v.stop ?? []);
+  const out = (s: string): void => {
+    if (!v.json && s !== '') process.stdout.write(s);
+  };
+  if (cmd === 'sample') out(promptText);
+  quietEpipe();
+  const onToken = (_seq: number, t: number): boolean => {
+    out(stream.push(t));
+    return stream.stopped !== null || process.stdout.destroyed; // a closed pipe: stop generating
+  };
+  const eos = tok.eosId === undefined ? {} : { eos: tok.eosId };
+  let tokens: number[];
+  let finish: FinishReason;
+  let acceptance: number | undefined;
+  let seconds: number;
+  const sampler = new Sampler(o, { V: cfg.vocab_size, seed: v.seed ?? 0 });
+  sampler.prompt(0, prompt);
+  if (speculative) {
+    const spec = new SpeculativeDecoder(model, { maxLen: P + maxNew });
+    const t0 = performance.now();
+    const r = spec.generate(prompt, maxNew, { ...eos, onToken, ...(exact ? {} : { sampler }) });
+    seconds = (performance.now() - t0) / 1e3;
+    tokens = Array.from(r.ids.subarray(P));
+    finish = r.finish;
+    acceptance = r.drafted > 0 ? r.accepted / r.drafted : 0;
+  } else {
+    const session = new DecodeSession(model, { maxLen: P + maxNew });
+    const t0 = performance.now();
+    const g = runLoop(session, prompt, P, { maxNew, pick: sampler.pick, ...eos, onToken });
+    seconds = (performance.now() - t0) / 1e3;
+    tokens = g.tokens[0]!;
+    finish = g.finish[0]!;
+  }
+  out(stream.finish());
+  const tokensPerS = seconds > 0 ? tokens.length / seconds : 0;
+  if (v.json) {
+    const res: Record<string, unknown> = { tokens, text: stream.text, finish_reason: finish, prompt_tokens: P, tokens_per_s: Number(tokensPerS.toFixed(1)), speculative };
+    if (acceptance !== undefined) res['acceptance_rate'] = Number(acceptance.toFixed(4));
+    process.stdout.write(JSON.stringify(res) + '\n');
+  } else if (!process.stdout.destroyed) process.stdout.write('\n');
+  if (v.verbose) {
+    const acc = acceptance === undefined ? 'plain decoding' : `speculative, ${(acceptance * 100).toFixed(1)}% of MTP drafts accepted`;
+    process.stderr.write(`dsv3 ${cmd}: ${P} prompt tokens, ${tokens.length} generated in ${seconds.toFixed(3)} s (${tokensPerS.toFixed(1)} tokens/s, ${acc}; finish: ${finish})\n`);
+  }
+  return 0;
+}
+
+export const generateCommand: Command = {
+  name: 'generate',
+  summary: 'generate text from a trained checkpoint (streamed; sampling, stop strings, MTP speculative)',
+  help: GENERATE_HELP,
+  flags: FLAGS,
+  async run(argv) {
+    return run('generate', parseFlags('generate', argv, FLAGS).values);
+  },
+};
+
+export const sampleCommand: Command = {
+  name: 'sample',
+  summary: 'alias of generate that echoes the prompt (--max-new N = --max-tokens N)',
+  help: SAMPLE_HELP,
+  flags: SAMPLE_FLAGS,
+  async run(argv) {
+    return run('sample', parseFlags('sample', argv, SAMPLE_FLAGS).values);
+  },
+};
