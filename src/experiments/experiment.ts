@@ -44,7 +44,7 @@ export interface RunRecord extends Measured {
 
 export interface RunContext {
   seed: number;
-  /** A directory this run may write to (inside --out). */
+  /** A directory this run may create and write to (inside --out; removed before the run). */
   dir: string;
   /** Reports progress: `step` of the plan's steps done. */
   tick(step: number): void;

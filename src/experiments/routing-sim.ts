@@ -43,6 +43,19 @@ const entropy = (share: Float64Array): number => {
 export function simulateRouting(rule: Rule, seed: number, o: RoutingSimOptions, tick: (step: number) => void = () => {}): Measured {
   const { experts: N, topK: K, tokens: T, steps } = o;
   const rng = new Rng(deriveSeed(seed, 'routing-sim'));
+  // Box-Muller, both outputs of each pair used (half the uniforms and logarithms of Rng.nextNormal)
+  let spare = NaN;
+  const normal = (): number => {
+    if (!Number.isNaN(spare)) {
+      const z = spare;
+      spare = NaN;
+      return z;
+    }
+    const r = Math.sqrt(-2 * Math.log(1 - rng.nextFloat()));
+    const a = 2 * Math.PI * rng.nextFloat();
+    spare = r * Math.sin(a);
+    return r * Math.cos(a);
+  };
   const trend = Float64Array.from({ length: N }, (_, i) => (rule === 'balanced' ? 0 : -1 + (2 * i) / (N - 1)));
   const bias = new Float64Array(N);
   const usage = new Float64Array(N);
@@ -61,7 +74,7 @@ export function simulateRouting(rule: Rule, seed: number, o: RoutingSimOptions, 
     usage.fill(0);
     for (let t = 0; t < T; t++) {
       for (let i = 0; i < N; i++) {
-        const e = rng.nextNormal() + trend[i]!;
+        const e = normal() + trend[i]!;
         score[i] = rule === 'paper' ? 1 / (1 + Math.exp(-e)) + bias[i]! : e + bias[i]!; // softmax is monotone: top-K of g = top-K of e + b
       }
       // top-K by insertion into a sorted (descending) list of K

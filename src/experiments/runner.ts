@@ -121,8 +121,7 @@ export function runExperiment(exp: Experiment, o: ExperimentOptions): Experiment
   const bar = new Bar(out, todo.length * plan.steps);
   todo.forEach(([arm, seed], i) => {
     const dir = path.join(o.out, 'runs', `${arm.name}-seed${seed}`);
-    fs.rmSync(dir, { recursive: true, force: true });
-    fs.mkdirSync(dir, { recursive: true });
+    fs.rmSync(dir, { recursive: true, force: true }); // what an interrupted run left
     const what = (step: number): string => `run ${i + 1}/${todo.length} ${arm.name} seed ${seed} step ${step}/${plan.steps}`;
     bar.update(i * plan.steps, what(0), true);
     const t0 = performance.now();
