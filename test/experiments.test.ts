@@ -39,7 +39,7 @@ test('routing-sim: deterministic per seed; the bias update flattens the load', (
   assert.notDeepEqual(simulateRouting('paper', 4, o).finals, a.finals, 'another seed, other logits');
   // every rule sees the same logits: at step 0 (bias 0) the notes' and the paper's rules pick alike up to σ
   const n = simulateRouting('notes', 3, o);
-  assert.equal(n.finals['max_share_start'], a.finals['max_share_start']);
+  assert.equal(n.curves['max_share']!.y[0], a.curves['max_share']!.y[0]);
   const bal = simulateRouting('balanced', 3, o).finals;
   const floor = bal['max_share_end']!;
   for (const r of [a, n]) {
@@ -103,6 +103,7 @@ test('dsv3 experiment list, and balance --quick end to end with --resume', () =>
     const more = dsv3(['experiment', 'balance', '--quick', '--seeds', '3', '--out', out, '--resume']);
     assert.equal(more.status, 0, more.stderr);
     assert.match(more.stderr, /run 4\/4 none seed 2/);
+    assert.match(more.stderr, /run 1\/4 aux-free seed 2/);
     const res3 = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as ExperimentResults;
     assert.equal(res3.runs.length, 12);
     assert.equal(res3.summary_by_arm['aux-free']!['val_lm']!.n, 3);

@@ -1,5 +1,6 @@
 /**
- * Runs an experiment: its arms × seeds, one after the other in this process, with one progress
+ * Runs an experiment: its arms × seeds, one after the other in this process (seed 0's arms
+ * first, then seed 1's ...), with one progress
  * line over the whole experiment (arm, seed, step, ETA) on stderr. After every finished pair,
  * DIR/results.json (atomically) and DIR/index.html are rewritten, so an interrupted experiment
  * keeps what it finished and `resume` skips those (arm, seed) pairs (same settings and steps).
@@ -92,8 +93,9 @@ export function runExperiment(exp: Experiment, o: ExperimentOptions): Experiment
     prev.find((r) => r.arm === arm.name && r.seed === seed && r.steps === plan.steps && sameJson(r.settings, { ...plan.settings, ...arm.settings }));
   const runs: RunRecord[] = [];
   const todo: Array<[Arm, number]> = [];
-  for (const arm of plan.arms) {
-    for (const seed of seeds) {
+  // seed by seed, every arm of a seed before the next seed: an interrupted experiment keeps whole seeds
+  for (const seed of seeds) {
+    for (const arm of plan.arms) {
       const k = kept(arm, seed);
       if (k) runs.push(k);
       else todo.push([arm, seed]);
