@@ -108,6 +108,9 @@ test('dsv3 experiment list, and balance --quick end to end with --resume', () =>
     assert.equal(res3.runs.length, 12);
     assert.equal(res3.summary_by_arm['aux-free']!['val_lm']!.n, 3);
 
+    const other = dsv3(['experiment', 'routing-sim', '--quick', '--out', out]);
+    assert.equal(other.status, 2);
+    assert.match(other.stderr, /holds experiment 'balance', not 'routing-sim'/);
     const bad = dsv3(['experiment', 'nope']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /^dsv3 experiment: unknown experiment 'nope'/);

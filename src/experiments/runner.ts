@@ -89,6 +89,15 @@ export function runExperiment(exp: Experiment, o: ExperimentOptions): Experiment
   const file = path.join(o.out, 'results.json');
   const seeds = Array.from({ length: o.seeds }, (_, i) => i);
   const prev = o.resume ? previousRuns(file, exp.name) : [];
+  if (!o.resume) {
+    let other: unknown = null;
+    try {
+      other = (JSON.parse(fs.readFileSync(file, 'utf8')) as { experiment?: unknown }).experiment;
+    } catch {
+      // no (readable) results.json: nothing to protect
+    }
+    if (typeof other === 'string' && other !== exp.name) throw new DsvError(`${file}: holds experiment '${other}', not '${exp.name}'; choose another --out`);
+  }
   const kept = (arm: Arm, seed: number): RunRecord | undefined =>
     prev.find((r) => r.arm === arm.name && r.seed === seed && r.steps === plan.steps && sameJson(r.settings, { ...plan.settings, ...arm.settings }));
   const runs: RunRecord[] = [];
