@@ -52,7 +52,7 @@ test('routing-sim: deterministic per seed; the bias update flattens the load', (
   assert.equal(a.curves['max_share']!.y.length, 60);
 });
 
-test('dsv3 experiment list, and balance --quick end to end with --resume', () => {
+test('dsv3 experiment list, balance --quick end to end with --resume, routing-sim --quick', () => {
   const l = dsv3(['experiment', 'list']);
   assert.equal(l.status, 0, l.stderr);
   assert.match(l.stdout, /^routing-sim /m);
@@ -108,6 +108,13 @@ test('dsv3 experiment list, and balance --quick end to end with --resume', () =>
     assert.equal(res3.runs.length, 12);
     assert.equal(res3.summary_by_arm['aux-free']!['val_lm']!.n, 3);
 
+    const rs = dsv3(['experiment', 'routing-sim', '--quick', '--seeds', '2', '--out', path.join(dir, 'rs')]);
+    assert.equal(rs.status, 0, rs.stderr);
+    const rsRes = JSON.parse(fs.readFileSync(path.join(dir, 'rs', 'results.json'), 'utf8')) as ExperimentResults;
+    assert.deepEqual(rsRes.arms.map((a) => a.name), ['notes', 'paper', 'balanced']);
+    assert.equal(rsRes.runs.length, 6);
+    assert.equal(rsRes.verdicts.length, 4);
+    assert.ok(fs.readFileSync(path.join(dir, 'rs', 'index.html'), 'utf8').includes('Share per expert over steps'));
     const other = dsv3(['experiment', 'routing-sim', '--quick', '--out', out]);
     assert.equal(other.status, 2);
     assert.match(other.stderr, /holds experiment 'balance', not 'routing-sim'/);
