@@ -10,6 +10,8 @@ export interface Series {
   color?: string;
   /** Draw points only (e.g. sparse validation losses). */
   markers?: boolean;
+  /** A shaded band lo[i]..hi[i] around the line (e.g. the spread over seeds). */
+  band?: { lo: readonly number[]; hi: readonly number[] };
 }
 
 export interface LineChartOptions {
@@ -65,12 +67,13 @@ export function lineChart(o: LineChartOptions): string {
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const s of o.series) {
     s.xs.forEach((x, i) => {
-      const y = s.ys[i]!;
-      if (!Number.isFinite(x) || !Number.isFinite(y) || (o.logY && y <= 0)) return;
-      x0 = Math.min(x0, x);
-      x1 = Math.max(x1, x);
-      y0 = Math.min(y0, tf(y));
-      y1 = Math.max(y1, tf(y));
+      for (const y of s.band ? [s.ys[i]!, s.band.lo[i]!, s.band.hi[i]!] : [s.ys[i]!]) {
+        if (!Number.isFinite(x) || !Number.isFinite(y) || (o.logY && y <= 0)) continue;
+        x0 = Math.min(x0, x);
+        x1 = Math.max(x1, x);
+        y0 = Math.min(y0, tf(y));
+        y1 = Math.max(y1, tf(y));
+      }
     });
   }
   const parts: string[] = [];
@@ -105,6 +108,14 @@ export function lineChart(o: LineChartOptions): string {
   }
   if (o.xLabel) parts.push(`<text x="${m.l + pw / 2}" y="${H - 6}" text-anchor="middle">${escapeXml(o.xLabel)}</text>`);
   if (o.yLabel) parts.push(`<text transform="translate(12 ${m.t + ph / 2}) rotate(-90)" text-anchor="middle">${escapeXml(o.yLabel)}</text>`);
+  o.series.forEach((s, si) => {
+    if (!s.band) return;
+    const ok = (i: number): boolean => Number.isFinite(s.xs[i]!) && Number.isFinite(s.band!.lo[i]!) && Number.isFinite(s.band!.hi[i]!) && (!o.logY || s.band!.lo[i]! > 0);
+    const idx = s.xs.map((_, i) => i).filter(ok);
+    const up = idx.map((i) => `${sx(s.xs[i]!).toFixed(1)},${sy(s.band!.hi[i]!).toFixed(1)}`);
+    const down = idx.reverse().map((i) => `${sx(s.xs[i]!).toFixed(1)},${sy(s.band!.lo[i]!).toFixed(1)}`);
+    if (up.length) parts.push(`<polygon fill="${s.color ?? paletteColor(si)}" fill-opacity="0.2" stroke="none" points="${[...up, ...down].join(' ')}"/>`);
+  });
   o.series.forEach((s, si) => {
     const color = s.color ?? paletteColor(si);
     const pts: string[] = [];

@@ -6,6 +6,7 @@
 import type { PreparedData } from '../data/dataset.js';
 import type { ModelConfig } from '../model/config.js';
 import type { BalanceMode, BiasUpdateOptions } from '../objective/balance.js';
+import type { MetricRecord } from './metrics.js';
 import { biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
 import type { WithRecipe } from './recipe.js';
 
@@ -66,6 +67,8 @@ export interface TrainOptions {
   /** Stop after this many consecutive non-finite steps (default 5). */
   maxNonFinite?: number;
   quiet?: boolean;
+  /** Called with every record appended to metrics.jsonl (a caller's own progress: dsv3 experiment). */
+  onRecord?: (r: MetricRecord) => void;
   /** Test hook: poison step `step` ('loss' or 'grad') to exercise the non-finite path. */
   inject?: (step: number) => 'loss' | 'grad' | null;
   /** Pre-loaded data (tests, benchmarks). */

@@ -17,7 +17,7 @@ import { configToJson, loadModelConfig, type ModelConfig } from '../model/config
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio } from '../objective/balance.js';
 import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './run-checkpoints.js';
-import { MetricsWriter, type LayerStats } from './metrics.js';
+import { MetricsWriter, type LayerStats, type MetricRecord } from './metrics.js';
 import { AdamW } from './optimizer.js';
 import { Progress } from './progress.js';
 import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
@@ -180,6 +180,12 @@ export class TrainRun {
     this.plan = trainerPlan(o);
   }
 
+  /** Appends a record to metrics.jsonl and hands it to the caller's onRecord. */
+  private record(r: MetricRecord): void {
+    this.metrics.append(r);
+    this.o.onRecord?.(r);
+  }
+
   /** Writes a checkpoint of the current step (HF layout + trainer_state/). */
   save(): void {
     const { o, model } = this;
@@ -233,7 +239,7 @@ export class TrainRun {
       this.consecutive++;
       this.skipped++;
       this.losses.push(NaN);
-      this.metrics.append({ type: 'skip', step, reason: s.bad, consecutive: this.consecutive });
+      this.record({ type: 'skip', step, reason: s.bad, consecutive: this.consecutive });
       this.progress.log(`step ${step}: skipped, ${s.bad} (${this.consecutive} in a row)`);
       if (this.consecutive >= o.maxNonFinite) {
         this.progress.done();
@@ -260,7 +266,7 @@ export class TrainRun {
     const mtp = mean(parts.map((p) => p.mtp));
     const lm = mean(parts.map((p) => p.lm));
     this.finalLm = lm;
-    this.metrics.append({
+    this.record({
       type: 'step', step, loss: total, lm, mtp, balance: mean(parts.map((p) => p.bal)),
       lr, grad_norm: s.gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
     });
@@ -268,7 +274,7 @@ export class TrainRun {
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && this.data.val.length > o.seq) {
       const v = this.validate(o.evalBatches, lambda, arena);
       this.finalVal = v.lm;
-      this.metrics.append({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
+      this.record({ type: 'eval', step, val_loss: v.total, val_lm: v.lm, val_mtp: v.mtp });
       this.progress.log(`step ${step}: validation LM loss ${v.lm.toFixed(4)}, MTP CE ${Number.isFinite(v.mtp) ? v.mtp.toFixed(4) : '-'}`);
     }
     if ((o.ckptEvery > 0 && step % o.ckptEvery === 0) || step === o.steps) this.save();

@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { benchCommand } from './bench.js';
+import { experimentCommand } from './experiment.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand, sampleCommand } from './generate.js';
 import { pipelineCommand } from './pipeline.js';
@@ -8,4 +9,4 @@ import { trainCommand } from './train.js';
 import { trainStepCommand } from './train-step.js';
 
 /** Every dsv3 command, in the order `dsv3 --help` lists them. */
-export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, generateCommand, sampleCommand, reportCommand, pipelineCommand];
+export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, generateCommand, sampleCommand, reportCommand, pipelineCommand, experimentCommand];
