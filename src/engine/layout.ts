@@ -31,5 +31,7 @@ export function checkShape(shape: Shape, what: string): void {
 
 /** Whether two shapes are equal. */
 export function sameShape(a: Shape, b: Shape): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
