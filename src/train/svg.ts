@@ -57,7 +57,9 @@ export function fmtNum(v: number): string {
 export function lineChart(o: LineChartOptions): string {
   const W = o.width ?? 640;
   const shown = o.series.length <= 16;
-  const perRow = 4;
+  // legend columns as wide as the longest name (~6 px a character at the 11 px font)
+  const colW = Math.max(130, 26 + 6 * Math.max(0, ...o.series.map((s) => s.name.length)));
+  const perRow = Math.max(1, Math.min(4, Math.floor((W - 88) / colW)));
   const legendRows = shown ? Math.ceil(o.series.length / perRow) : 0;
   const H = (o.height ?? 300) + legendRows * 14;
   const m = { l: 64, r: 16, t: 28 + legendRows * 14 + (legendRows ? 4 : 0), b: 40 };
@@ -138,7 +140,7 @@ export function lineChart(o: LineChartOptions): string {
       const color = s.color ?? paletteColor(si);
       const col = si % perRow;
       const row = Math.floor(si / perRow);
-      const lx = m.l + 8 + col * 130;
+      const lx = m.l + 8 + col * colW;
       const ly = 32 + row * 14;
       parts.push(`<rect x="${lx}" y="${ly - 5}" width="10" height="10" fill="${color}"/><text x="${lx + 14}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
     });
