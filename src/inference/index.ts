@@ -21,3 +21,4 @@ export {
   type DecodeStats,
   type SpeculativeStats,
 } from './measure.js';
+export { PrefixReuseDecoder } from './prefix-reuse.js';

@@ -1,6 +1,7 @@
 /**
  * Training checkpoints. Each one is a directory `RUN_DIR/checkpoint-<step>` in Hugging Face
- * layout (config.json, model.safetensors, tokenizer.json, generation_config.json), plus
+ * layout (config.json, model.safetensors, tokenizer.json, tokenizer_config.json with the chat template,
+ * generation_config.json), plus
  * `trainer_state/` with everything needed to continue bit-exactly: `state.json` (step, data
  * iterator position, RNG state, bias EMA, counters) and `optimizer.safetensors` (the AdamW
  * moments `exp_avg.<param>` / `exp_avg_sq.<param>`, F32 or BF16).
@@ -35,6 +36,8 @@ export interface CheckpointContents {
   tensors: Record<string, TensorToWrite>;
   /** tokenizer.json text, when the run has a tokenizer. */
   tokenizerJson?: string;
+  /** tokenizer_config.json (BOS / EOS tokens, chat template), written with tokenizer.json. */
+  tokenizerConfig?: Record<string, unknown>;
   generationConfig: Record<string, unknown>;
   /** trainer_state/state.json (any JSON). */
   trainerState: Record<string, unknown>;
@@ -84,6 +87,7 @@ export function saveTrainingCheckpoint(runDir: string, step: number, c: Checkpoi
     writeFileAtomic(path.join(tmp, 'config.json'), json(c.config));
     writeFileAtomic(path.join(tmp, 'generation_config.json'), json(c.generationConfig));
     if (c.tokenizerJson !== undefined) writeFileAtomic(path.join(tmp, 'tokenizer.json'), c.tokenizerJson);
+    if (c.tokenizerJson !== undefined && c.tokenizerConfig !== undefined) writeFileAtomic(path.join(tmp, 'tokenizer_config.json'), json(c.tokenizerConfig));
     writeSafetensors(path.join(tmp, 'model.safetensors'), c.tensors);
     writeSafetensors(path.join(st, 'optimizer.safetensors'), optimizerTensors(c.optimizer), {
       step: String(c.optimizer.step),

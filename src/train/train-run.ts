@@ -11,7 +11,7 @@ import { BatchIterator, prepareData, validationBatches, type BatchIteratorState,
 import { Rng, type RngState } from '../data/rng.js';
 import { withArena, type BufferArena } from '../engine/arena.js';
 import { writeFileAtomic } from '../io/atomic-write.js';
-import { loadTokenizerJson, tokenizerToJson, type Tokenizer } from '../data/tokenizer/index.js';
+import { loadTokenizerJson, tokenizerConfigJson, tokenizerToJson, type Tokenizer } from '../data/tokenizer/index.js';
 import { DsvError } from '../errors.js';
 import { configToJson, loadModelConfig, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
@@ -198,6 +198,7 @@ export class TrainRun {
       config: configToJson(model.cfg),
       tensors: f32CheckpointTensors(model),
       tokenizerJson: JSON.stringify(tokenizerToJson(this.tok)),
+      tokenizerConfig: tokenizerConfigJson(this.tok),
       generationConfig: { _from_model_config: true, bos_token_id: model.cfg.bos_token_id, eos_token_id: model.cfg.eos_token_id, do_sample: true, temperature: 1.0, top_k: 50 },
       trainerState: st as unknown as Record<string, unknown>,
       optimizer: this.opt.state(),

@@ -9,14 +9,13 @@
  * (inference/text-stream.ts).
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { type Command, type FlagTable, UsageError } from '../command.js';
-import { bool, exists, int, nonNegative, numberIn, parseFlags, positive, required, text, texts, type FlagValues } from '../flags.js';
-import { loadTokenizerJson, type Tokenizer } from '../../data/tokenizer/index.js';
+import { bool, exists, int, parseFlags, required, text, texts, type FlagValues } from '../flags.js';
+import { loadTokenizer, quietEpipe, SAMPLING_FLAGS, SAMPLING_HELP, samplingOptions } from './decoding.js';
 import { DsvError } from '../../errors.js';
 import { DecodeSession } from '../../inference/decode-session.js';
 import { generate as runLoop, type FinishReason } from '../../inference/generate.js';
-import { hasPenalties, Sampler, type SamplingOptions } from '../../inference/sampling.js';
+import { hasPenalties, Sampler } from '../../inference/sampling.js';
 import { SpeculativeDecoder } from '../../inference/speculative.js';
 import { TextStream } from '../../inference/text-stream.js';
 import { loadModelConfig } from '../../model/config.js';
@@ -25,16 +24,7 @@ import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
 
 const OPTIONS = `Options:
   --max-tokens N           most tokens to generate (default 100; fewer at EOS or a stop string)
-  --temperature T          softmax temperature (default 0.8; 0 = greedy)
-  --top-k K                keep the K most likely tokens (default 40; 0 = all)
-  --top-p P                keep the smallest most-likely set with probability mass >= P (default 1)
-  --min-p P                keep tokens with probability >= P x the most likely one's (default 0)
-  --repetition-penalty R   CTRL/Hugging Face: logits of tokens seen (prompt included) divided by R
-                           when positive, multiplied when negative (default 1: none)
-  --frequency-penalty F    OpenAI: logit -= F x occurrences among the generated tokens (default 0)
-  --presence-penalty F     OpenAI: logit -= F for every token generated before (default 0)
-  --seed N                 sampling seed (default 0): the same seed gives the same text
-  --stop STR               end the text before STR (repeatable; STR is not printed)
+${SAMPLING_HELP}  --stop STR               end the text before STR (repeatable; STR is not printed)
   --speculative            MTP self-speculative decoding: the MTP module drafts the next token,
                            the main model verifies two tokens per forward. Greedy: the same
                            tokens as plain decoding. Sampling or penalties: exact speculative
@@ -72,14 +62,7 @@ const FLAGS = {
   model: exists('model directory', 'dir'),
   prompt: text(true),
   'max-tokens': int(0),
-  temperature: nonNegative(),
-  'top-k': int(0),
-  'top-p': numberIn(0, 1, true),
-  'min-p': numberIn(0, 1, false),
-  'repetition-penalty': positive(),
-  'frequency-penalty': numberIn(-2, 2, false),
-  'presence-penalty': numberIn(-2, 2, false),
-  seed: int(0),
+  ...SAMPLING_FLAGS,
   stop: texts(),
   speculative: bool(),
   'no-speculative': bool(),
@@ -88,25 +71,6 @@ const FLAGS = {
 } satisfies FlagTable;
 
 const SAMPLE_FLAGS = { ...FLAGS, 'max-new': int(0) } satisfies FlagTable;
-
-/** The checkpoint's tokenizer, which must fit the model's vocabulary. */
-function loadTokenizer(dir: string, vocabSize: number): Tokenizer {
-  const file = path.join(dir, 'tokenizer.json');
-  if (!fs.existsSync(file)) throw new DsvError(`${dir}: no tokenizer.json (needed to encode the prompt)`);
-  const tok = loadTokenizerJson(file);
-  if (tok.vocabSize > vocabSize) throw new DsvError(`${file}: the tokenizer has ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize} (${path.join(dir, 'config.json')})`);
-  return tok;
-}
-
-/** A closed stdout (`dsv3 generate | head`) ends the generation quietly instead of an EPIPE crash. */
-let epipeQuiet = false;
-function quietEpipe(): void {
-  if (epipeQuiet) return;
-  epipeQuiet = true;
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
-  });
-}
 
 /** All of stdin, less one trailing newline. */
 function readStdin(): string {
@@ -117,15 +81,7 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   const location = required(v, 'model');
   if (cmd === 'sample') required(v, 'prompt');
   if (v.speculative && v['no-speculative']) throw new UsageError('--speculative and --no-speculative exclude each other');
-  const o: SamplingOptions = {
-    temperature: v.temperature ?? 0.8,
-    topK: v['top-k'] ?? 40,
-    topP: v['top-p'] ?? 1,
-    minP: v['min-p'] ?? 0,
-    repetitionPenalty: v['repetition-penalty'] ?? 1,
-    frequencyPenalty: v['frequency-penalty'] ?? 0,
-    presencePenalty: v['presence-penalty'] ?? 0,
-  };
+  const o = samplingOptions(v);
   const exact = o.temperature === 0 && !hasPenalties(o);
   const dir = resolveCheckpointDir(location);
   const cfg = loadModelConfig(dir);

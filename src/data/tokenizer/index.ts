@@ -14,3 +14,4 @@ export type { AddedToken } from './added-tokens.js';
 export { BYTE_TO_CHAR, toByteLevel } from './byte-level.js';
 export { GPT2_PATTERN, LLAMA3_PATTERN, parsePreTokenizer, type PreTokenizer } from './pre-tokenizer.js';
 export { compileOnigRegex, translateOnig } from './onig-regex.js';
+export { ChatTemplate, PLAIN_CHAT_TEMPLATE, tokenizerConfigJson, type ChatMessage, type ChatRole } from './chat-template.js';
