@@ -2,6 +2,7 @@
 import { balanceExperiment } from './balance.js';
 import { biasUpdateExperiment } from './bias-update.js';
 import type { Experiment } from './experiment.js';
+import { mlaExperiment } from './mla.js';
 import { routingSim } from './routing-sim.js';
 
-export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment];
+export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment];
