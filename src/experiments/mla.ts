@@ -17,13 +17,15 @@
  *    (src/model/mla.ts): 'naive' up-projects the whole cached latent to per-head K and V at every
  *    step, 'absorbed' folds W_UK into the query and W_UV into the output and attends in the
  *    latent space. A random bench-small model (src/inference/random-model.ts), batch 1: prefill
- *    the context, then the median time of the decode steps. An arm is a path; a "seed" is a
+ *    the context L, then time decode steps at position L (the cache rewound to L after each, so
+ *    every step attends over exactly L + 1 positions; 4 untimed steps first) and take the median. An arm is a path; a "seed" is a
  *    repetition (another random prompt).
  */
 import * as path from 'node:path';
 import { deriveSeed, Rng } from '../data/rng.js';
+import { noGrad } from '../engine/autograd.js';
 import { packageRoot } from '../engine/native.js';
-import { ModelDecoder } from '../inference/generate.js';
+import { Tensor } from '../engine/tensor.js';
 import { randomModel } from '../inference/random-model.js';
 import { loadModelConfig, type ModelConfig } from '../model/config.js';
 import type { AttentionPath } from '../model/mla.js';
@@ -66,13 +68,16 @@ interface Size {
   gqaV3: number;
 }
 
-const FULL: Size = { config: 'configs/bench-small.json', contexts: [64, 128, 256, 512, 768, 1000], decodeSteps: 48, gqaOurs: 2, gqaV3: 8 };
+const FULL: Size = { config: 'configs/bench-small.json', contexts: [64, 128, 256, 512, 768, 1000], decodeSteps: 256, gqaOurs: 2, gqaV3: 8 };
 const QUICK: Size = { config: 'configs/bench-small.json', contexts: [16, 64], decodeSteps: 4, gqaOurs: 2, gqaV3: 8 };
 
 const ARMS: Array<{ name: AttentionPath; label: string }> = [
   { name: 'naive', label: "naive path: K, V up-projected from the latent cache every step" },
   { name: 'absorbed', label: 'absorbed path: W_UK into the query, W_UV into the output, attention in the latent space' },
 ];
+
+/** Decode steps before the timed ones (JIT, caches). */
+const WARMUP = 4;
 
 const median = (xs: readonly number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -101,15 +106,17 @@ function runArm(arm: Arm, ctx: RunContext, model: DeepseekV3, z: Size): Measured
   const ms: number[] = [];
   const finals: Record<string, number> = {};
   z.contexts.forEach((L, i) => {
-    const dec = new ModelDecoder(model, 1, L + z.decodeSteps + 1, p);
-    dec.prefill(Int32Array.from({ length: L }, () => Math.floor(rng.nextFloat() * V)), L);
+    // prefill L tokens, then decode one token at position L again and again: the cache is rewound to L
+    // after every step, so every timed step attends over exactly L + 1 positions
+    const cache = model.newCache(1, L + 1);
+    noGrad(() => model.prefill(Tensor.fromI32(Int32Array.from({ length: L }, () => Math.floor(rng.nextFloat() * V)), [1, L]), cache, { path: p }));
     const times: number[] = [];
-    let tok = Math.floor(rng.nextFloat() * V);
-    for (let s = 0; s < z.decodeSteps; s++) {
+    for (let s = -WARMUP; s < z.decodeSteps; s++) {
+      const tok = Int32Array.of(Math.floor(rng.nextFloat() * V));
+      cache.length = L;
       const t0 = performance.now();
-      const logits = dec.step(Int32Array.of(tok));
-      times.push(performance.now() - t0);
-      tok = (logits.indexOf(Math.max(...logits)) + 1) % V;
+      model.decodeStep(tok, cache, { path: p });
+      if (s >= 0) times.push(performance.now() - t0);
     }
     const m = median(times);
     ms.push(m);
