@@ -143,19 +143,19 @@ function claims(runs: readonly RunRecord[]): Claim[] {
   const v = (arm: string, key: string): number[] => finalsOf(runs, arm, key);
   return [
     {
-      paper: 'Loss-Free Balancing (arXiv 2408.15664, Fig. 4): too large an update rate (u = 0.01) makes the biases oscillate — here the sign rule at 10× γ flips Δb more often than at 1×.',
+      paper: 'Loss-Free Balancing (arXiv 2408.15664, update-rate ablation): too large an update rate (u = 0.01) makes the biases oscillate — here the sign rule at 10× γ flips Δb more often than at 1×.',
       a: { label: '10× γ bias jitter', values: v('sign-10x', 'jitter') },
       b: { label: '1× γ bias jitter', values: v('sign-1x', 'jitter') },
       direction: 'higher',
     },
     {
-      paper: 'Loss-Free Balancing (Fig. 4): too small an update rate (u = 0.0001) balances slowly — here 0.1× γ has a higher MaxVio_batch (mean over steps) than 1×.',
+      paper: 'Loss-Free Balancing (update-rate ablation): too small an update rate (u = 0.0001) balances slowly — here 0.1× γ has a higher MaxVio_batch (mean over steps) than 1×.',
       a: { label: '0.1× γ MaxVio_batch', values: v('sign-0.1x', 'maxvio_batch') },
       b: { label: '1× γ MaxVio_batch', values: v('sign-1x', 'maxvio_batch') },
       direction: 'higher',
     },
     {
-      paper: 'Loss-Free Balancing (Table 4): the additive (proportional) update and the sign update reach similar LM quality (ppl 9.51 vs 9.50) — here the proportional rule\'s validation LM loss is at most 1% above the sign rule\'s …',
+      paper: 'Loss-Free Balancing (update-rule ablation): the additive (proportional) update and the sign update reach similar LM quality (ppl 9.51 vs 9.50) — here the proportional rule\'s validation LM loss is at most 1% above the sign rule\'s …',
       a: { label: 'proportional validation LM loss', values: v('proportional', 'val_lm') },
       b: { label: 'sign validation LM loss', values: v('sign-1x', 'val_lm') },
       direction: 'lower',
@@ -169,7 +169,7 @@ function claims(runs: readonly RunRecord[]): Claim[] {
       margin: -0.01,
     },
     {
-      paper: 'Loss-Free Balancing (Table 4): the additive update balances about as well as the sign update (MaxVio_global 0.036 vs 0.044) — here the proportional rule\'s MaxVio_global at most 1.25× the sign rule\'s.',
+      paper: 'Loss-Free Balancing (update-rule ablation): the additive update balances about as well as the sign update (MaxVio_global 0.036 vs 0.044) — here the proportional rule\'s MaxVio_global at most 1.25× the sign rule\'s.',
       a: { label: 'proportional MaxVio_global', values: v('proportional', 'maxvio_global') },
       b: { label: 'sign MaxVio_global', values: v('sign-1x', 'maxvio_global') },
       direction: 'lower',
@@ -187,7 +187,7 @@ function claims(runs: readonly RunRecord[]): Claim[] {
 export const biasUpdateExperiment: Experiment = {
   name: 'bias-update',
   summary: 'the aux-free bias update: γ 0.1×/1×/10×, sign vs proportional, EMA load, bounded biases',
-  source: 'DeepSeek-V3 report §2.1.2 (eq. 16); Loss-Free Balancing, arXiv 2408.15664 (update rate, Fig. 4; update rule, Table 4).',
+  source: 'DeepSeek-V3 report §2.1.2 (eq. 16); Loss-Free Balancing, arXiv 2408.15664 (its update-rate and update-rule ablations).',
   plan(size) {
     const z: Size = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
     if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 6));
