@@ -8,6 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { ROUTING_SIM, simulateRouting } from '../src/experiments/routing-sim.js';
 import { pooledSd, stats, verdict } from '../src/experiments/verdict.js';
 import type { ExperimentResults } from '../src/experiments/experiment.js';
+import { flipFractions } from '../src/experiments/bias-update.js';
+import { DEEPSEEK_V3_ATTENTION, kvCacheSizes } from '../src/experiments/mla.js';
+import { loadModelConfig } from '../src/model/config.js';
+import { DeepseekV3 } from '../src/model/model.js';
+import { packageRoot } from '../src/engine/native.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const dsv3 = (args: string[]): { status: number | null; stdout: string; stderr: string } => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
@@ -121,6 +126,78 @@ test('dsv3 experiment list, balance --quick end to end with --resume, routing-si
     const bad = dsv3(['experiment', 'nope']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /^dsv3 experiment: unknown experiment 'nope'/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('mla: KV-cache numbers per token per layer, exact at DeepSeek-V3 and at bench-small', () => {
+  // convention: a head's key is qk_nope + qk_rope wide (192 at V3), its value v_head (128)
+  const v3 = kvCacheSizes(DEEPSEEK_V3_ATTENTION, 8);
+  assert.equal(v3.latent, 576, 'kv_lora 512 + qk_rope 64');
+  assert.equal(v3.mha, 40960, '128 heads × (192 + 128)');
+  assert.equal(v3.naiveMla, 40960, 'naive MLA caches the up-projected K and V: as MHA');
+  assert.equal(v3.gqa, 2560, '8 groups × 320');
+  assert.equal(v3.mhaPaper, 32768, 'DeepSeek-V2 Table 1: 2 · 128 · 128');
+  const cfg = loadModelConfig(path.join(packageRoot(), 'configs/bench-small.json'));
+  const ours = kvCacheSizes(cfg, 2);
+  assert.equal(ours.latent, 64 + 16);
+  assert.equal(ours.mha, 8 * (32 + 16 + 32));
+  // the model's own cache holds exactly the latent numbers
+  const tiny = { ...cfg, num_hidden_layers: 1, first_k_dense_replace: 1, vocab_size: 64 };
+  assert.equal(DeepseekV3.randomInit(tiny, 0).newCache(1, 8).numbersPerToken, ours.latent);
+});
+
+test('bias-update: flip fractions of Δb', () => {
+  // expert 0: +,+,−,+ (2 flips of 3); expert 1: −,−,−,− (none); expert 2: +,0,+,− (the 0 breaks the chain: 1 flip)
+  const b = [[1, -1, 1], [2, -2, 1], [1, -3, 2], [2, -4, 1]];
+  assert.deepEqual(flipFractions(b), [0 / 3, 1 / 3, 2 / 3]);
+  assert.deepEqual(flipFractions([[0.5, -0.5]]), []);
+});
+
+test('dsv3 experiment bias-update --quick and mla --quick end to end', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-experiment-'));
+  try {
+    const l = dsv3(['experiment', 'list']);
+    assert.match(l.stdout, /^bias-update /m);
+    assert.match(l.stdout, /^mla /m);
+    const out = path.join(dir, 'bu');
+    const r = dsv3(['experiment', 'bias-update', '--quick', '--seeds', '2', '--out', out]);
+    assert.equal(r.status, 0, r.stderr);
+    const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as ExperimentResults;
+    assert.equal(res.experiment, 'bias-update');
+    assert.deepEqual(res.arms.map((a) => a.name), ['sign-0.1x', 'sign-1x', 'sign-10x', 'proportional', 'ema', 'bounded']);
+    const g = res.settings['recipe_gamma'] as number;
+    assert.ok(Math.abs((res.arms[2]!.settings['bias_gamma'] as number) - 10 * g) < 1e-12 && Math.abs((res.arms[0]!.settings['bias_gamma'] as number) - 0.1 * g) < 1e-12);
+    assert.equal(res.runs.length, 12);
+    for (const run of res.runs) {
+      for (const k of ['jitter', 'maxvio_batch', 'maxvio_global', 'val_lm']) assert.ok(Number.isFinite(run.finals[k]), `${run.arm}/${run.seed} ${k}`);
+      assert.ok(run.finals['jitter']! >= 0 && run.finals['jitter']! <= 1);
+      assert.equal(run.curves['jitter']!.y.length, 11);
+    }
+    // bounded biases stay in [−0.1, 0.1]
+    for (const run of res.runs.filter((x) => x.arm === 'bounded')) assert.ok(run.finals['max_abs_bias']! <= 0.1 + 1e-7);
+    assert.equal(res.verdicts.length, 6);
+    for (const v of res.verdicts) assert.ok(['reproduced', 'not reproduced', 'inconclusive'].includes(v.outcome));
+    assert.match(r.stdout, /^(REPRODUCED|NOT REPRODUCED|INCONCLUSIVE): Loss-Free Balancing/m);
+
+    const mo = path.join(dir, 'mla');
+    const m = dsv3(['experiment', 'mla', '--quick', '--seeds', '2', '--out', mo]);
+    assert.equal(m.status, 0, m.stderr);
+    const mr = JSON.parse(fs.readFileSync(path.join(mo, 'results.json'), 'utf8')) as ExperimentResults;
+    assert.deepEqual(mr.arms.map((a) => a.name), ['naive', 'absorbed']);
+    assert.equal(mr.runs.length, 4);
+    for (const run of mr.runs) {
+      assert.equal(run.finals['latent_v3'], 576);
+      assert.equal(run.finals['mha_v3'], 40960);
+      assert.equal(run.finals['latent_ours'], 80);
+      assert.deepEqual(run.curves['decode_ms']!.x, [16, 64]);
+      assert.ok(run.curves['decode_ms']!.y.every((y) => Number.isFinite(y) && y > 0));
+    }
+    assert.equal(mr.verdicts.length, 4);
+    assert.equal(mr.verdicts[0]!.outcome, 'reproduced', 'the cache sizes are exact: no spread');
+    assert.equal(mr.verdicts[1]!.outcome, 'reproduced');
+    assert.ok(fs.readFileSync(path.join(mo, 'index.html'), 'utf8').includes('KV cache per token per layer'));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -27,7 +27,7 @@ import { finalsOf, runsOf, type Arm, type Experiment, type Measured, type RunCon
 import type { Claim } from './verdict.js';
 
 /** The tiny model of --quick (as test/helpers/tiny-config.ts): 2 layers (dense + MoE), 8 experts, top-2. */
-const TINY = {
+export const TINY = {
   architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', vocab_size: 320, hidden_size: 32,
   intermediate_size: 48, moe_intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
   n_shared_experts: 1, n_routed_experts: 8, num_experts_per_tok: 2, n_group: 2, topk_group: 1,
@@ -85,6 +85,38 @@ function loadHeat(loads: Int32Array[], cols: number): number[][] {
   return out;
 }
 
+/**
+ * The final measurement of a finished run: LM loss and MaxVio_global (per MoE layer of the main
+ * model, the load summed over the validation split up to `z.valBatches` batches, then averaged
+ * over the layers).
+ */
+export function measureValidation(checkpoint: string, cfg: ModelConfig, data: PreparedData, z: { batch: number; seq: number; valBatches: number }): { val_lm: number; maxvio_global: number } {
+  const layers = moeLayerIndices(cfg, false);
+  const model = DeepseekV3.load(checkpoint, { weights: 'f32' });
+  const total = new Map<number, Float64Array>(layers.map((l) => [l, new Float64Array(cfg.n_routed_experts)]));
+  let nll = 0;
+  let rows = 0;
+  let k = 0;
+  for (const b of validationBatches(data.val, z.batch, z.seq)) {
+    if (k++ >= z.valBatches) break;
+    const f = noGrad(() => forwardLosses(model, b.tokens, { mtpLambda: 0, balanceAlpha: 0, balance: 'none' }, b.batchSize));
+    nll += lossReport(f.terms).lm * b.batchSize;
+    rows += b.batchSize;
+    for (const l of layers) {
+      const load = f.routing.get(l)?.load;
+      if (load) total.get(l)!.forEach((_, e, acc) => (acc[e] = acc[e]! + load[e]!));
+    }
+  }
+  return { val_lm: rows ? nll / rows : NaN, maxvio_global: mean(layers.map((l) => maxVio(total.get(l)!))) };
+}
+
+/** The data of a run: --quick two short chapters of Moby-Dick, else the whole book. */
+export function experimentData(quick: boolean, cfg: ModelConfig, seq: number): PreparedData {
+  return quick
+    ? prepareData({ corpus: { name: 'moby-dick (2 chapters)', documents: loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)) }, vocabSize: cfg.vocab_size, cacheDir: null, seqLen: seq })
+    : prepareData({ vocabSize: cfg.vocab_size, seqLen: seq });
+}
+
 function runArm(arm: Arm, ctx: RunContext, cfg: ModelConfig, data: PreparedData, z: Size): Measured {
   const balance = arm.settings['balance'] as BalanceMode;
   const layers = moeLayerIndices(cfg, false);
@@ -111,26 +143,7 @@ function runArm(arm: Arm, ctx: RunContext, cfg: ModelConfig, data: PreparedData,
     },
   });
   const finals: Record<string, number> = { train_lm: mean(trainLm.slice(-Math.max(1, Math.round(z.steps / 10)))), maxvio_batch: mean(vioBatch), val_lm: NaN, maxvio_global: NaN };
-  if (r.status === 'done' && r.lastCheckpoint) {
-    // the final measurement: LM loss and loads over the validation split (up to valBatches batches)
-    const model = DeepseekV3.load(r.lastCheckpoint, { weights: 'f32' });
-    const total = new Map<number, Float64Array>(layers.map((l) => [l, new Float64Array(cfg.n_routed_experts)]));
-    let nll = 0;
-    let rows = 0;
-    let k = 0;
-    for (const b of validationBatches(data.val, z.batch, z.seq)) {
-      if (k++ >= z.valBatches) break;
-      const f = noGrad(() => forwardLosses(model, b.tokens, { mtpLambda: 0, balanceAlpha: 0, balance: 'none' }, b.batchSize));
-      nll += lossReport(f.terms).lm * b.batchSize;
-      rows += b.batchSize;
-      for (const l of layers) {
-        const load = f.routing.get(l)?.load;
-        if (load) total.get(l)!.forEach((_, e, acc) => (acc[e] = acc[e]! + load[e]!));
-      }
-    }
-    finals['val_lm'] = rows ? nll / rows : NaN;
-    finals['maxvio_global'] = mean(layers.map((l) => maxVio(total.get(l)!)));
-  }
+  if (r.status === 'done' && r.lastCheckpoint) Object.assign(finals, measureValidation(r.lastCheckpoint, cfg, data, z));
   // keep the run's metrics.jsonl and run.json (dsv3 report works on them), not its checkpoint
   for (const f of fs.readdirSync(ctx.dir)) if (f.startsWith('checkpoint-')) fs.rmSync(path.join(ctx.dir, f), { recursive: true, force: true });
   const xs = trainLm.map((_, i) => i + 1);
@@ -192,9 +205,7 @@ export const balanceExperiment: Experiment = {
     const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
     let data: PreparedData | null = null;
     const getData = (): PreparedData =>
-      (data ??= size.quick
-        ? prepareData({ corpus: { name: 'moby-dick (2 chapters)', documents: loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)) }, vocabSize: cfg.vocab_size, cacheDir: null, seqLen: z.seq })
-        : prepareData({ vocabSize: cfg.vocab_size, seqLen: z.seq }));
+      (data ??= experimentData(size.quick, cfg, z.seq));
     return {
       arms: ARMS.map((a) => ({ name: a.name, label: a.label, settings: { balance: a.balance, alpha: a.alpha, ...(a.balance === 'aux-free' ? { bias_mode: 'sign', bias_gamma: biasGammaForLr(z.lr) } : {}) } })),
       steps: z.steps,

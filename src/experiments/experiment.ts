@@ -69,7 +69,7 @@ export interface Experiment {
   /** Final values shown in the table (key in Measured.finals → label). */
   metrics: Record<string, string>;
   /** Curves drawn with a band over seeds (key in Measured.curves → title and axis). */
-  curves: Record<string, { title: string; yLabel: string; logY?: boolean }>;
+  curves: Record<string, { title: string; yLabel: string; logY?: boolean; xLabel?: string }>;
   /** The paper's claims as comparisons of the measured numbers. */
   claims(runs: readonly RunRecord[], arms: readonly Arm[]): Claim[];
   /** More of the page (heatmaps, tables), built from the runs. */

@@ -41,7 +41,7 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
     .map(([key, c]) =>
       lineChart({
         title: `${c.title} (mean, band: min..max over seeds)`,
-        xLabel: 'step',
+        xLabel: c.xLabel ?? 'step',
         yLabel: c.yLabel,
         ...(c.logY ? { logY: true } : {}),
         series: r.arms.map((a, i) => {

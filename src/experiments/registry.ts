@@ -1,6 +1,8 @@
 /** Every experiment of `dsv3 experiment`, in the order `dsv3 experiment list` prints them. */
 import { balanceExperiment } from './balance.js';
+import { biasUpdateExperiment } from './bias-update.js';
 import type { Experiment } from './experiment.js';
+import { mlaExperiment } from './mla.js';
 import { routingSim } from './routing-sim.js';
 
-export const experiments: readonly Experiment[] = [routingSim, balanceExperiment];
+export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment];
