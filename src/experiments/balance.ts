@@ -37,7 +37,8 @@ export const TINY = {
   scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true, initializer_range: 0.02, torch_dtype: 'float32',
 };
 
-interface Size {
+/** The training size of an experiment's runs (the balance and bias-update experiments). */
+export interface Size {
   config: string;
   steps: number;
   batch: number;

@@ -23,19 +23,9 @@ import type { BiasUpdateOptions } from '../objective/balance.js';
 import type { PreparedData } from '../data/dataset.js';
 import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { train } from '../train/trainer.js';
-import { experimentData, measureValidation, TINY } from './balance.js';
+import { experimentData, measureValidation, type Size, TINY } from './balance.js';
 import { finalsOf, type Arm, type Experiment, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import type { Claim } from './verdict.js';
-
-interface Size {
-  config: string;
-  steps: number;
-  batch: number;
-  seq: number;
-  lr: number;
-  evalEvery: number;
-  valBatches: number;
-}
 
 /**
  * The default: the balance experiment's model and batches (configs/train-small.json, 8×128
