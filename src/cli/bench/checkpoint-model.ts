@@ -1,0 +1,75 @@
+/**
+ * The real-size path of `bench decode` / `bench prefill` (--checkpoint-dtype bf16|fp8): a random
+ * checkpoint of the config written to disk once (inference/random-checkpoint.ts; cached under
+ * --cache-dir, default <tmpdir>/dsv3-bench, reused when present and matching), then opened like
+ * a real checkpoint: mapped, BF16 weights and embedding kept as bf16 bits, FP8 weights as E4M3
+ * codes (one byte per weight) + block scales, all read in place. Reports what opening cost:
+ * wall time, resident set (VmRSS) and how the weights are stored.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { mappingAvailable } from '../../io/mapped-file.js';
+import { type CheckpointDtype, ensureRandomCheckpoint } from '../../inference/random-checkpoint.js';
+import type { ModelConfig } from '../../model/config.js';
+import { DeepseekV3 } from '../../model/model.js';
+import { exists, oneOf, out } from '../flags.js';
+
+/** The flags both benches add. */
+export const CHECKPOINT_FLAGS = {
+  'checkpoint-dtype': oneOf(['bf16', 'fp8'] as const),
+  'cache-dir': out('dir'),
+};
+export const CHECKPOINT_HELP = `  --checkpoint-dtype bf16|fp8
+                  write a random checkpoint of the config to disk once (BF16, or FP8 like the
+                  DeepSeek-V3 release), then open it mapped like a real one and run on it; the
+                  config defaults to configs/deepseek-v2-lite-bench.json
+  --cache-dir DIR where such checkpoints are kept (default: <tmpdir>/dsv3-bench)
+`;
+export { exists };
+
+/** Resident set size of this process in MiB (VmRSS; process.memoryUsage where /proc is missing). */
+export function rssMb(): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Math.round(Number(m[1]) / 1024);
+  } catch {
+    // not Linux
+  }
+  return Math.round(process.memoryUsage.rss() / 1048576);
+}
+
+export interface OpenedCheckpoint {
+  model: DeepseekV3;
+  dir: string;
+  /** Seconds spent writing the checkpoint now (0 when it was cached). */
+  write_s: number;
+  checkpoint_gb: number;
+  /** Wall ms of DeepseekV3.load (open, validate, build the model over the mapping). */
+  open_ms: number;
+  rss_before_open_mb: number;
+  rss_after_open_mb: number;
+  mapped: boolean;
+  /** Linear weights by storage: how many are E4M3 codes (1 byte each), bf16 bits, float32. */
+  linears: { fp8: number; bf16: number; f32: number };
+}
+
+/** Writes (once) and opens the random checkpoint of `cfg` in `dtype`. */
+export function openBenchCheckpoint(cfg: ModelConfig, configPath: string, dtype: CheckpointDtype, cacheDir: string | undefined, seed: number): OpenedCheckpoint {
+  const t0 = performance.now();
+  const name = path.basename(configPath).replace(/\.json$/, '');
+  const { dir } = ensureRandomCheckpoint(cacheDir ?? path.join(os.tmpdir(), 'dsv3-bench'), name, cfg, dtype, seed);
+  const write_s = Math.round((performance.now() - t0) / 100) / 10;
+  let bytes = 0;
+  for (const f of fs.readdirSync(dir)) if (f.endsWith('.safetensors')) bytes += fs.statSync(path.join(dir, f)).size;
+  const rss0 = rssMb();
+  const t1 = performance.now();
+  const model = DeepseekV3.load(dir, { weights: 'bf16', map: true, mtp: false });
+  const open_ms = Math.round((performance.now() - t1) * 10) / 10;
+  const linears = { fp8: 0, bf16: 0, f32: 0 };
+  for (const w of model.linears.values()) linears[w.kind]++;
+  return {
+    model, dir, write_s, checkpoint_gb: Math.round(bytes / 1e7) / 100, open_ms,
+    rss_before_open_mb: rss0, rss_after_open_mb: rssMb(), mapped: mappingAvailable(), linears,
+  };
+}
