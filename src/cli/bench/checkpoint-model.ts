@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { mappingAvailable } from '../../io/mapped-file.js';
+import { isMappedBuffer, mappingAvailable } from '../../io/mapped-file.js';
 import { type CheckpointDtype, ensureRandomCheckpoint } from '../../inference/random-checkpoint.js';
 import type { ModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
@@ -50,8 +50,10 @@ export interface OpenedCheckpoint {
   rss_before_open_mb: number;
   rss_after_open_mb: number;
   mapped: boolean;
-  /** Linear weights by storage: how many are E4M3 codes (1 byte each), bf16 bits, float32. */
-  linears: { fp8: number; bf16: number; f32: number };
+  /** Linear weights by storage: how many are E4M3 codes, bf16 bits, float32; how many are views of the mapping. */
+  linears: { fp8: number; bf16: number; f32: number; in_place: number };
+  /** Bytes per weight element over every FP8 linear (1: codes kept one byte each), null without any. */
+  fp8_bytes_per_weight: number | null;
 }
 
 /** Writes (once) and opens the random checkpoint of `cfg` in `dtype`. */
@@ -66,10 +68,21 @@ export function openBenchCheckpoint(cfg: ModelConfig, configPath: string, dtype:
   const t1 = performance.now();
   const model = DeepseekV3.load(dir, { weights: 'bf16', map: true, mtp: false });
   const open_ms = Math.round((performance.now() - t1) * 10) / 10;
-  const linears = { fp8: 0, bf16: 0, f32: 0 };
-  for (const w of model.linears.values()) linears[w.kind]++;
+  const linears = { fp8: 0, bf16: 0, f32: 0, in_place: 0 };
+  let fp8Bytes = 0;
+  let fp8Elems = 0;
+  for (const w of model.linears.values()) {
+    linears[w.kind]++;
+    const data = w.kind === 'fp8' ? w.codes : w.kind === 'bf16' ? w.bits : w.weight.data;
+    if (isMappedBuffer(data.buffer)) linears.in_place++;
+    if (w.kind === 'fp8') {
+      fp8Bytes += w.codes.byteLength;
+      fp8Elems += w.outFeatures * w.inFeatures;
+    }
+  }
   return {
     model, dir, write_s, checkpoint_gb: Math.round(bytes / 1e7) / 100, open_ms,
     rss_before_open_mb: rss0, rss_after_open_mb: rssMb(), mapped: mappingAvailable(), linears,
+    fp8_bytes_per_weight: fp8Elems > 0 ? fp8Bytes / fp8Elems : null,
   };
 }

@@ -90,7 +90,7 @@ export const decodeBench: Bench = {
       const first = firstToken(model, o.prompt, o.prompt + o.tokens, o.seed);
       mem = first.mem;
       real = {
-        checkpoint: { dir: c.dir, gb: c.checkpoint_gb, dtype: ckptDtype, write_s: c.write_s, mapped: c.mapped, linears: c.linears },
+        checkpoint: { dir: c.dir, gb: c.checkpoint_gb, dtype: ckptDtype, write_s: c.write_s, mapped: c.mapped, linears: c.linears, fp8_bytes_per_weight: c.fp8_bytes_per_weight },
         open_ms: c.open_ms, plan_ms: first.plan_ms, first_prefill_ms: first.prefill_ms, ttft_ms: Math.round((c.open_ms + first.total_ms) * 10) / 10,
         rss_before_open_mb: c.rss_before_open_mb, rss_before_first_token_mb: first.rss_before_mb, rss_after_first_token_mb: first.rss_after_mb,
       };

@@ -67,7 +67,7 @@ export const prefillBench: Bench = {
       isa: info?.isa ?? 'none',
       config: configPath,
       ...(opened ? {
-        checkpoint: { dir: opened.dir, gb: opened.checkpoint_gb, dtype: ckptDtype, write_s: opened.write_s, mapped: opened.mapped, linears: opened.linears },
+        checkpoint: { dir: opened.dir, gb: opened.checkpoint_gb, dtype: ckptDtype, write_s: opened.write_s, mapped: opened.mapped, linears: opened.linears, fp8_bytes_per_weight: opened.fp8_bytes_per_weight },
         open_ms: opened.open_ms, rss_after_open_mb: opened.rss_after_open_mb, rss_after_prefill_mb: rssMb(),
       } : {}),
     };
