@@ -9,6 +9,9 @@
  *   adviseMapped(ab, offset, length, advice) -> madvise on the pages covering
  *                                  [offset, offset + length) of a mapFile buffer.
  *   isMapped(ab)                -> whether `ab` is a live mapFile buffer (tests, accounting).
+ *   dropFileCache(fd)           -> posix_fadvise(POSIX_FADV_DONTNEED) on the whole file: its clean
+ *                                  pages leave the page cache (pages other processes map stay),
+ *                                  so the next open reads from disk (cold-start measurements).
  * advice: 0 normal, 1 random (no read-ahead), 2 sequential, 3 willneed (start reading now,
  * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost).
  *
@@ -18,6 +21,7 @@
  * reporting gigabytes would make V8 collect in a panic. Mapping is PROT_READ: kernels only
  * read weights; a write through a view is a bug and faults. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -162,7 +166,21 @@ static napi_value js_is_mapped(napi_env env, napi_callback_info info) {
   return r;
 }
 
+static napi_value js_drop_file_cache(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int64_t fd;
+  if (dsv3_int(env, argv[0], &fd, "fd")) return NULL;
+  if (fd < 0 || fd > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "dsv3 native: dropFileCache: 'fd' must be a file descriptor");
+    return NULL;
+  }
+  napi_value r;
+  napi_get_boolean(env, posix_fadvise((int)fd, 0, 0, POSIX_FADV_DONTNEED) == 0, &r);
+  return r;
+}
+
 void dsv3_register_mapped_file(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "dropFileCache", js_drop_file_cache);
   dsv3_export(env, exports, "mapFile", js_map_file);
   dsv3_export(env, exports, "adviseMapped", js_advise_mapped);
   dsv3_export(env, exports, "isMapped", js_is_mapped);

@@ -10,6 +10,7 @@
  * Without the addon (pure TypeScript backend), or with DSV3_MMAP=0, `mapReadOnly` returns null
  * and callers read copies instead: same values, more memory.
  */
+import * as fs from 'node:fs';
 import { nativeAddon } from '../engine/native.js';
 
 /** madvise advice (the addon's codes). */
@@ -50,4 +51,19 @@ export function adviseRange(buf: ArrayBuffer, offset: number, length: number, ad
 export function isMappedBuffer(buf: ArrayBufferLike): boolean {
   const a = nativeAddon();
   return !!a && typeof a.isMapped === 'function' && buf instanceof ArrayBuffer && a.isMapped(buf);
+}
+
+/**
+ * Asks the OS to drop `file`'s clean pages from the page cache (posix_fadvise DONTNEED), so that
+ * the next open reads it from disk: cold-start measurements. False when the addon is missing.
+ */
+export function dropPageCache(file: string): boolean {
+  const a = nativeAddon();
+  if (!a || typeof a.dropFileCache !== 'function') return false;
+  const fd = fs.openSync(file, 'r');
+  try {
+    return a.dropFileCache(fd) as boolean;
+  } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -9,22 +9,25 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isMappedBuffer, mappingAvailable } from '../../io/mapped-file.js';
+import { dropPageCache, isMappedBuffer, mappingAvailable } from '../../io/mapped-file.js';
 import { type CheckpointDtype, ensureRandomCheckpoint } from '../../inference/random-checkpoint.js';
 import type { ModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
-import { exists, oneOf, out } from '../flags.js';
+import { bool, exists, oneOf, out } from '../flags.js';
 
 /** The flags both benches add. */
 export const CHECKPOINT_FLAGS = {
   'checkpoint-dtype': oneOf(['bf16', 'fp8'] as const),
   'cache-dir': out('dir'),
+  cold: bool(),
 };
 export const CHECKPOINT_HELP = `  --checkpoint-dtype bf16|fp8
                   write a random checkpoint of the config to disk once (BF16, or FP8 like the
                   DeepSeek-V3 release), then open it mapped like a real one and run on it; the
                   config defaults to configs/deepseek-v2-lite-bench.json
   --cache-dir DIR where such checkpoints are kept (default: <tmpdir>/dsv3-bench)
+  --cold          drop the checkpoint's files from the page cache before opening it
+                  (posix_fadvise DONTNEED), so the first token reads the weights from disk
 `;
 export { exists };
 
@@ -50,6 +53,8 @@ export interface OpenedCheckpoint {
   rss_before_open_mb: number;
   rss_after_open_mb: number;
   mapped: boolean;
+  /** Whether the page cache was dropped before opening (--cold), null when not asked. */
+  cold: boolean | null;
   /** Linear weights by storage: how many are E4M3 codes, bf16 bits, float32; how many are views of the mapping. */
   linears: { fp8: number; bf16: number; f32: number; in_place: number };
   /** Bytes per weight element over every FP8 linear (1: codes kept one byte each), null without any. */
@@ -57,13 +62,18 @@ export interface OpenedCheckpoint {
 }
 
 /** Writes (once) and opens the random checkpoint of `cfg` in `dtype`. */
-export function openBenchCheckpoint(cfg: ModelConfig, configPath: string, dtype: CheckpointDtype, cacheDir: string | undefined, seed: number): OpenedCheckpoint {
+export function openBenchCheckpoint(cfg: ModelConfig, configPath: string, dtype: CheckpointDtype, cacheDir: string | undefined, seed: number, cold = false): OpenedCheckpoint {
   const t0 = performance.now();
   const name = path.basename(configPath).replace(/\.json$/, '');
   const { dir } = ensureRandomCheckpoint(cacheDir ?? path.join(os.tmpdir(), 'dsv3-bench'), name, cfg, dtype, seed);
   const write_s = Math.round((performance.now() - t0) / 100) / 10;
   let bytes = 0;
-  for (const f of fs.readdirSync(dir)) if (f.endsWith('.safetensors')) bytes += fs.statSync(path.join(dir, f)).size;
+  let dropped = true;
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.endsWith('.safetensors')) continue;
+    bytes += fs.statSync(path.join(dir, f)).size;
+    if (cold) dropped = dropPageCache(path.join(dir, f)) && dropped;
+  }
   const rss0 = rssMb();
   const t1 = performance.now();
   const model = DeepseekV3.load(dir, { weights: 'bf16', map: true, mtp: false });
@@ -83,6 +93,6 @@ export function openBenchCheckpoint(cfg: ModelConfig, configPath: string, dtype:
   return {
     model, dir, write_s, checkpoint_gb: Math.round(bytes / 1e7) / 100, open_ms,
     rss_before_open_mb: rss0, rss_after_open_mb: rssMb(), mapped: mappingAvailable(), linears,
-    fp8_bytes_per_weight: fp8Elems > 0 ? fp8Bytes / fp8Elems : null,
+    fp8_bytes_per_weight: fp8Elems > 0 ? fp8Bytes / fp8Elems : null, cold: cold ? dropped : null,
   };
 }

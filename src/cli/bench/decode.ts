@@ -85,12 +85,12 @@ export const decodeBench: Bench = {
     let real: Record<string, unknown> | null = null;
     let mem: ReturnType<Engine['memory']>;
     if (ckptDtype) {
-      const c = openBenchCheckpoint(cfg, configPath, ckptDtype, values['cache-dir'], o.seed);
+      const c = openBenchCheckpoint(cfg, configPath, ckptDtype, values['cache-dir'], o.seed, !!values.cold);
       model = c.model;
       const first = firstToken(model, o.prompt, o.prompt + o.tokens, o.seed);
       mem = first.mem;
       real = {
-        checkpoint: { dir: c.dir, gb: c.checkpoint_gb, dtype: ckptDtype, write_s: c.write_s, mapped: c.mapped, linears: c.linears, fp8_bytes_per_weight: c.fp8_bytes_per_weight },
+        checkpoint: { dir: c.dir, gb: c.checkpoint_gb, dtype: ckptDtype, write_s: c.write_s, mapped: c.mapped, linears: c.linears, fp8_bytes_per_weight: c.fp8_bytes_per_weight, cold: c.cold },
         open_ms: c.open_ms, plan_ms: first.plan_ms, first_prefill_ms: first.prefill_ms, ttft_ms: Math.round((c.open_ms + first.total_ms) * 10) / 10,
         rss_before_open_mb: c.rss_before_open_mb, rss_before_first_token_mb: first.rss_before_mb, rss_after_first_token_mb: first.rss_after_mb,
       };

@@ -51,7 +51,7 @@ export const prefillBench: Bench = {
       if (!addon) throw new UsageError('--threads needs the native compute core');
       addon.setThreads(values.threads);
     }
-    const opened = ckptDtype ? openBenchCheckpoint(cfg, configPath, ckptDtype, values['cache-dir'], seed) : null;
+    const opened = ckptDtype ? openBenchCheckpoint(cfg, configPath, ckptDtype, values['cache-dir'], seed, !!values.cold) : null;
     const model = opened ? opened.model : randomModel(cfg, seed, weights, { mtp: false });
     const info = nativeAddon()?.info();
     const r = measurePrefill(model, { prompt, chunk, reps, seed });
@@ -67,7 +67,7 @@ export const prefillBench: Bench = {
       isa: info?.isa ?? 'none',
       config: configPath,
       ...(opened ? {
-        checkpoint: { dir: opened.dir, gb: opened.checkpoint_gb, dtype: ckptDtype, write_s: opened.write_s, mapped: opened.mapped, linears: opened.linears, fp8_bytes_per_weight: opened.fp8_bytes_per_weight },
+        checkpoint: { dir: opened.dir, gb: opened.checkpoint_gb, dtype: ckptDtype, write_s: opened.write_s, mapped: opened.mapped, linears: opened.linears, fp8_bytes_per_weight: opened.fp8_bytes_per_weight, cold: opened.cold },
         open_ms: opened.open_ms, rss_after_open_mb: opened.rss_after_open_mb, rss_after_prefill_mb: rssMb(),
       } : {}),
     };
