@@ -245,7 +245,8 @@ export function ensureRandomCheckpoint(cacheDir: string, name: string, cfg: Mode
   const key = checkpointKey(cfg, dtype, seed);
   const dir = path.join(cacheDir, `${name}-${dtype}-${key}`);
   if (isComplete(dir, key)) return { dir, written: false };
-  fs.rmSync(path.join(dir, MARKER), { force: true });
+  // incomplete (a killed write leaves temp files behind): the directory is ours, start over
+  fs.rmSync(dir, { recursive: true, force: true });
   writeRandomCheckpoint(dir, cfg, dtype, seed);
   return { dir, written: true };
 }
