@@ -175,7 +175,11 @@ static napi_value js_drop_file_cache(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value r;
+#ifdef POSIX_FADV_DONTNEED
   napi_get_boolean(env, posix_fadvise((int)fd, 0, 0, POSIX_FADV_DONTNEED) == 0, &r);
+#else
+  napi_get_boolean(env, false, &r); /* no posix_fadvise (macOS): the cache is left as is */
+#endif
   return r;
 }
 
