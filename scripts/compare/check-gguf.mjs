@@ -9,6 +9,8 @@
 //        --no-speculative --json` for 64 tokens, for every prompt;
 //      - bf16 and q8_0: llama.cpp's top-1 token, teacher-forced on dsv3's greedy continuation,
 //        equals dsv3's at >= 95% of the positions.
+// llama.cpp runs on one thread here: its threads spin-wait at barriers, which on a shared
+// 2-core machine made 64 tokens take ~27 s on 2 threads against 0.04 s on 1.
 // Skips (exit 0, with a message) when scripts/compare/node_modules is absent.
 // Usage: node scripts/compare/check-gguf.mjs [--keep DIR]
 import * as fs from 'node:fs';
@@ -78,7 +80,7 @@ try {
     const info = JSON.parse(dsv3(['export', 'gguf', '--model', run, '--out', file, '--type', type]));
     if (!info.tokenizer_pre_exact) failures.push(`${type}: tokenizer pre-tokenizer ${info.tokenizer_pre} is not an exact match`);
     const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-    const ctx = await model.createContext({ contextSize: 256, threads: 2, batchSize: 256, sequences: 1 });
+    const ctx = await model.createContext({ contextSize: 256, threads: 1, batchSize: 256, sequences: 1 });
     let agree = 0;
     let total = 0;
     for (const r of ref) {
