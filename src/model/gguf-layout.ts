@@ -104,7 +104,9 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
   m.set(`${a}.expert_gating_func`, kv.u32(cfg.scoring_func === 'sigmoid' ? 2 : 1)); // LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX = 1, SIGMOID = 2
   m.set(`${a}.leading_dense_block_count`, kv.u32(cfg.first_k_dense_replace));
   m.set(`${a}.vocab_size`, kv.u32(cfg.vocab_size));
-  if (cfg.q_lora_rank !== null) m.set(`${a}.attention.q_lora_rank`, kv.u32(cfg.q_lora_rank));
+  // llama.cpp requires the key (except for the layer counts it takes for "Lite" models, where it
+  // never reads it); 0 means a plain q_proj (attn_q), as in llama.cpp's `q_lora_rank > 0` test
+  m.set(`${a}.attention.q_lora_rank`, kv.u32(cfg.q_lora_rank ?? 0));
   m.set(`${a}.attention.kv_lora_rank`, kv.u32(cfg.kv_lora_rank));
   m.set(`${a}.attention.key_length`, kv.u32(cfg.kv_lora_rank + cfg.qk_rope_head_dim));
   m.set(`${a}.attention.value_length`, kv.u32(cfg.kv_lora_rank));
