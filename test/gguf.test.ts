@@ -347,3 +347,29 @@ test('dsv3 export gguf bad input: one line, exit 2, no file', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the llama.cpp pre-tokenizer name follows tokenizer.json: regexes, ByteLevel regex, ignore_merges', async () => {
+  const { ggufPreTokenizer } = await import('../src/data/tokenizer/gguf-vocab.js');
+  const { parseTokenizerJson, tokenizerToJson } = await import('../src/data/tokenizer/hf-json.js');
+  const base = tokenizerToJson(trainBpe(['the whale and the sea '.repeat(20)], { vocabSize: 280 })) as Record<string, any>;
+  const variant = (edit: (j: Record<string, any>) => void) => {
+    const j = JSON.parse(JSON.stringify(base)) as Record<string, any>;
+    edit(j);
+    return ggufPreTokenizer(parseTokenizerJson(j));
+  };
+  assert.deepEqual(variant(() => {}), { name: 'dbrx', exact: true });
+  assert.deepEqual(variant((j) => (j.model.ignore_merges = true)), { name: 'llama-bpe', exact: true });
+  assert.deepEqual(variant((j) => (j.pre_tokenizer = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true })), { name: 'gpt-2', exact: true });
+  const ds = variant((j) => {
+    j.pre_tokenizer = { type: 'Sequence', pretokenizers: [
+      ...['\\p{N}{1,3}', '[一-龥\u3040-ゟ゠-ヿ]+', "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"]
+        .map((r) => ({ type: 'Split', pattern: { Regex: r }, behavior: 'Isolated', invert: false })),
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+  });
+  assert.deepEqual(ds, { name: 'deepseek-v3', exact: true });
+  const odd = variant((j) => (j.pre_tokenizer.pretokenizers[0].pattern.Regex = '\\p{L}+|\\p{N}+'));
+  assert.equal(odd.exact, false);
+  assert.match(odd.why!, /no llama\.cpp pre-tokenizer has the Split regexes/);
+  const prefixed = variant((j) => (j.pre_tokenizer.pretokenizers[1].add_prefix_space = true));
+  assert.deepEqual([prefixed.name, prefixed.exact], ['dbrx', false]);
+});
