@@ -373,3 +373,44 @@ test('the llama.cpp pre-tokenizer name follows tokenizer.json: regexes, ByteLeve
   const prefixed = variant((j) => (j.pre_tokenizer.pretokenizers[1].add_prefix_space = true));
   assert.deepEqual([prefixed.name, prefixed.exact], ['dbrx', false]);
 });
+
+test('deepseek2 keys: YaRN, softmax gating, no q_lora, groups only when they limit, and what llama.cpp cannot run', async () => {
+  const { ggufArchKeys } = await import('../src/model/gguf-layout.js');
+  const v2 = parseModelConfig(tinyConfigJson({
+    model_type: 'deepseek_v2', q_lora_rank: null, scoring_func: 'softmax', topk_method: 'greedy', n_group: 1, topk_group: 1,
+    norm_topk_prob: false, routed_scaling_factor: 1, rms_norm_eps: 1e-5,
+    rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 64, beta_fast: 32, beta_slow: 1, mscale: 0.707, mscale_all_dim: 0.707 },
+  }));
+  const { kvs, warnings } = ggufArchKeys(v2, 'f32', 'x');
+  const k = (n: string): unknown => kvs.get(`deepseek2.${n}`)?.value;
+  assert.equal(k('attention.q_lora_rank'), 0, 'llama.cpp requires the key; 0 = plain attn_q');
+  assert.equal(k('expert_gating_func'), 1);
+  assert.equal(k('expert_weights_norm'), undefined);
+  assert.equal(k('expert_weights_scale'), 1);
+  assert.deepEqual([k('expert_group_count'), k('expert_group_used_count')], [1, 1]);
+  assert.equal(k('rope.scaling.type'), 'yarn');
+  assert.equal(k('rope.scaling.factor'), 4);
+  assert.equal(k('rope.scaling.original_context_length'), 64);
+  assert.ok(Math.abs((k('rope.scaling.yarn_log_multiplier') as number) - 0.0707) < 1e-12, 'the converter stores 0.1 * mscale_all_dim');
+  assert.deepEqual([k('rope.scaling.yarn_beta_fast'), k('rope.scaling.yarn_beta_slow')], [32, 1]);
+  assert.match(warnings.join('\n'), /rms_norm_eps is 0\.00001: llama\.cpp uses it for q_a_layernorm \/ kv_a_layernorm/);
+  // every group kept: no group limit (llama.cpp asserts groups used < groups)
+  assert.equal(ggufArchKeys(parseModelConfig(tinyConfigJson({ topk_group: 2 })), 'f32', 'x').kvs.get('deepseek2.expert_group_count')!.value, 1);
+  const glg = ggufArchKeys(parseModelConfig(tinyConfigJson({ topk_method: 'group_limited_greedy', scoring_func: 'softmax' })), 'f32', 'x');
+  assert.equal(glg.kvs.get('deepseek2.expert_group_count')!.value, 2);
+  assert.match(glg.warnings.join('\n'), /group_limited_greedy/);
+  const dir = tmp();
+  try {
+    tinyCheckpoint(dir);
+    const ckpt = openCheckpoint(dir);
+    try {
+      assert.throws(() => ggufTensors(parseModelConfig(tinyConfigJson({ n_shared_experts: 0 })), ckpt, 'f32'), /n_shared_experts = 0 .*shared expert/);
+      assert.throws(() => ggufTensors(parseModelConfig(tinyConfigJson({ num_hidden_layers: 27 })), ckpt, 'f32'), /num_hidden_layers = 27 with q_lora_rank 24.*Lite/);
+      assert.equal(ggufTensors(parseModelConfig(tinyConfigJson({ tie_word_embeddings: true })), ckpt, 'f32').some((t) => t.name === 'output.weight'), false);
+    } finally {
+      ckpt.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
