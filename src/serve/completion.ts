@@ -67,6 +67,8 @@ export function runCompletion(worker: ModelWorker, t: CompletionTask, res: Serve
     sse?.send(chunk(piece, null));
   };
 
+  // the client left while the request was read and checked: nothing to generate
+  if (res.destroyed || res.socket === null || res.socket.destroyed) return Promise.resolve();
   return new Promise<void>((resolve) => {
     let ended = false;
     if (sse) {
