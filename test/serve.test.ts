@@ -8,7 +8,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import OpenAI from 'openai';
 import { ChatTemplate, loadTokenizerJson, type ChatMessage, type Tokenizer } from '../src/data/tokenizer/index.js';
@@ -17,6 +17,7 @@ import { generate } from '../src/inference/generate.js';
 import { TextStream } from '../src/inference/text-stream.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { ApiServer } from '../src/serve/server.js';
+import { fixturePath } from './helpers/fixtures.js';
 import { CLI, tinyServeCheckpoint } from './helpers/serve-checkpoint.js';
 
 let tmp = '';
@@ -163,13 +164,23 @@ test('the server answers while generating; a full queue is 429; an aborted strea
       assert.match(e.message, /queue is full/);
       return true;
     });
-    await it.return!(); // the client aborts a's stream: its slot goes to b
+    await it.return!(); // the client aborts a's stream: it is cancelled, its slot goes to b
     const rb = await b;
+    assert.equal(busy.counts.client_gone, 1, 'a was cancelled, not run to its end');
     assert.equal(rb.choices[0]!.finish_reason === 'length' || rb.choices[0]!.finish_reason === 'stop', true);
     for (let i = 0; i < 100 && busy.pending > 0; i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(busy.pending, 0, 'nothing left in flight after the abort');
     const next = await c.completions.create({ model: 'tiny', prompt: 'The', max_tokens: 3, temperature: 0 });
     assert.equal(next.usage!.completion_tokens <= 3, true);
+    // a non-streaming request whose client gives up is cancelled too
+    const ac = new AbortController();
+    const gone = c.completions.create({ model: 'tiny', prompt: 'The whale', max_tokens: 2000, temperature: 0 }, { signal: ac.signal });
+    for (let i = 0; i < 200 && busy.pending === 0; i++) await new Promise((r) => setTimeout(r, 2));
+    ac.abort();
+    await assert.rejects(gone, (e: unknown) => e instanceof OpenAI.APIUserAbortError);
+    for (let i = 0; i < 200 && busy.pending > 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(busy.pending, 0);
+    assert.deepEqual(busy.counts, { completed: 2, client_gone: 2, failed: 0 }); // b and the next one; a and the given-up one
 
     // the API key: none, or a wrong one, is 401 on every path
     for (const key of [undefined, 'wrong']) {
@@ -216,4 +227,18 @@ test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight
   assert.equal(await exited, 0, stderr);
   assert.match(stderr, /SIGTERM: shutting down/);
   await assert.rejects(fetch(`${url}/health`), 'no longer listening');
+});
+
+test('dsv3 serve on bad input: exit 2 and one line naming the problem', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--model', fixturePath('tiny-dense-moe')], /tiny-dense-moe: no tokenizer\.json/],
+    [['--model', dir, '--max-context', '99999'], /--max-context 99999 exceeds the model's max_position_embeddings \(2048\)/],
+    [['--model', dir, '--port', String(api.address.port)], new RegExp(`cannot listen on 127\\.0\\.0\\.1:${api.address.port}: EADDRINUSE`)],
+  ];
+  for (const [args, says] of cases) {
+    const r = spawnSync(process.execPath, [CLI, 'serve', ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^dsv3 serve: [^\n]+\n$/);
+    assert.match(r.stderr, says);
+  }
 });

@@ -38,8 +38,11 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
+/** How a completion ended: answered, its client went away (cancelled), or it failed (500 / 503). */
+export type CompletionOutcome = 'completed' | 'client_gone' | 'failed';
+
 /** Answers `res` with the completion of `t`; resolves when the response is over (or the client gone). */
-export function runCompletion(worker: ModelWorker, t: CompletionTask, res: ServerResponse): Promise<void> {
+export function runCompletion(worker: ModelWorker, t: CompletionTask, res: ServerResponse): Promise<CompletionOutcome> {
   const chat = t.endpoint === 'chat';
   const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
   const created = Math.floor(Date.now() / 1000);
@@ -68,8 +71,8 @@ export function runCompletion(worker: ModelWorker, t: CompletionTask, res: Serve
   };
 
   // the client left while the request was read and checked: nothing to generate
-  if (res.destroyed || res.socket === null || res.socket.destroyed) return Promise.resolve();
-  return new Promise<void>((resolve) => {
+  if (res.destroyed || res.socket === null || res.socket.destroyed) return Promise.resolve('client_gone');
+  return new Promise<CompletionOutcome>((resolve) => {
     let ended = false;
     if (sse) {
       sse.open();
@@ -84,7 +87,7 @@ export function runCompletion(worker: ModelWorker, t: CompletionTask, res: Serve
       onEnd: (end) => {
         ended = true;
         res.off('close', onClose);
-        if (res.destroyed) return resolve();
+        if (res.destroyed) return resolve('client_gone');
         if (end.reason === 'error' || end.reason === 'cancelled') {
           // cancelled with the client still there: the server is shutting down (server.ts)
           const e = end.reason === 'error'
@@ -92,7 +95,7 @@ export function runCompletion(worker: ModelWorker, t: CompletionTask, res: Serve
             : new ApiError(503, 'The server is shutting down; the request was cancelled.', null, 'shutting_down');
           if (sse) sse.fail(e.body());
           else sendJson(res, e.status, e.body());
-          return resolve();
+          return resolve('failed');
         }
         emit(end.text);
         const finish = finishReason(end.reason);
@@ -106,7 +109,7 @@ export function runCompletion(worker: ModelWorker, t: CompletionTask, res: Serve
             : { index: 0, text, logprobs: null, finish_reason: finish };
           sendJson(res, 200, { id, object: chat ? 'chat.completion' : 'text_completion', created, model: t.model, choices: [choice], usage: usage(end.tokens) });
         }
-        resolve();
+        resolve('completed');
       },
     });
     // the client went away (its connection closed before the response ended): free the slot

@@ -55,7 +55,16 @@ const ROUTES: Record<string, Route> = {
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
+/** Requests answered since the start, by how they ended. */
+export interface ServeCounts {
+  completed: number;
+  /** The client went away before the end: the generation was cancelled and its slot freed. */
+  client_gone: number;
+  failed: number;
+}
+
 export class ApiServer {
+  readonly counts: ServeCounts = { completed: 0, client_gone: 0, failed: 0 };
   private closing: Promise<void> | null = null;
   private readonly inflight = new Set<Promise<void>>();
   private readonly keyDigest: Buffer | null;
@@ -170,6 +179,7 @@ export class ApiServer {
       max_batch: this.worker.maxBatch,
       queue: this.o.queue,
       max_context: this.o.maxContext,
+      requests: this.counts,
     });
   }
 
@@ -197,7 +207,9 @@ export class ApiServer {
       res.setHeader('Retry-After', '1');
       throw new ApiError(429, `The server is busy: ${this.worker.maxBatch} requests generating and ${this.o.queue} waiting (the queue is full). Retry later.`, null, 'queue_full', 'rate_limit_error');
     }
-    const done = runCompletion(this.worker, { endpoint, model: this.info.id, stream: r.stream, includeUsage: r.includeUsage, job }, res);
+    const done = runCompletion(this.worker, { endpoint, model: this.info.id, stream: r.stream, includeUsage: r.includeUsage, job }, res).then((outcome) => {
+      this.counts[outcome]++;
+    });
     this.inflight.add(done);
     try {
       await done;
