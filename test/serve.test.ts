@@ -196,8 +196,9 @@ test('the server answers while generating; a full queue is 429; an aborted strea
   }
 });
 
-test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight and exits 0', async () => {
-  const child = spawn(process.execPath, [CLI, 'serve', '--model', dir, '--port', '0', '--max-batch', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Starts `dsv3 serve --model dir --port 0 ...extra`; resolves with its URL once it listens. */
+async function startCli(extra: string[]): Promise<{ url: string; exited: Promise<number | null>; kill: () => void; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--model', dir, '--port', '0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8');
   const url = await new Promise<string>((resolve, reject) => {
@@ -209,6 +210,11 @@ test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight
     child.once('exit', (code) => reject(new Error(`dsv3 serve exited (${code}): ${stderr}`)));
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { url, exited, kill: () => child.kill('SIGTERM'), stderr: () => stderr };
+}
+
+test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight and exits 0', async () => {
+  const { url, exited, kill, stderr } = await startCli(['--max-batch', '2']);
   const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
   const stream = await c.completions.create({ model: 'checkpoint-4', prompt: 'The whale', max_tokens: 400, temperature: 0, stream: true });
   let text = '';
@@ -216,7 +222,7 @@ test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight
   let first = true;
   for await (const ch of stream) {
     if (first) {
-      child.kill('SIGTERM');
+      kill();
       first = false;
     }
     text += ch.choices[0]!.text;
@@ -224,9 +230,25 @@ test('dsv3 serve (the CLI): URL on stderr, SIGTERM finishes the stream in flight
   }
   assert.equal(text, reference(completionIds('The whale'), 400).text, 'the stream in flight ran to its end');
   assert.ok(finish === 'length' || finish === 'stop');
-  assert.equal(await exited, 0, stderr);
-  assert.match(stderr, /SIGTERM: shutting down/);
+  assert.equal(await exited, 0, stderr());
+  assert.match(stderr(), /SIGTERM: shutting down/);
   await assert.rejects(fetch(`${url}/health`), 'no longer listening');
+});
+
+test('dsv3 serve --grace 0: SIGTERM cancels the stream in flight (an error event, no [DONE]) and exits 0', async () => {
+  const { url, exited, kill, stderr } = await startCli(['--grace', '0']);
+  const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+  assert.equal(reference(completionIds('The whale'), 2000).tokens, 2000, 'precondition: this generation runs to max_tokens');
+  const stream = await c.completions.create({ model: 'checkpoint-4', prompt: 'The whale', max_tokens: 2000, temperature: 0, stream: true });
+  let chunks = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const _ of stream) if (chunks++ === 1) kill();
+    })(),
+    (e: unknown) => e instanceof OpenAI.APIError && /shutting down; the request was cancelled/.test(e.message),
+  );
+  assert.ok(chunks < 2000);
+  assert.equal(await exited, 0, stderr());
 });
 
 test('dsv3 serve on bad input: exit 2 and one line naming the problem', () => {
