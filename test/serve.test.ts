@@ -3,8 +3,10 @@
  * tiny checkpoint trained here. Chat and completions, streaming and not, give the text of the
  * generation loop (generate() on a DecodeSession, greedy) with `usage` and finish_reason; stop
  * strings; seeded sampling; /health answers while a long generation runs; a full queue gives
- * 429; a client that aborts its stream frees its slot (the next request is served); the API key
- * is enforced; and the CLI server exits 0 on SIGTERM after finishing the stream in flight.
+ * 429; a client that aborts its stream, or gives up on a non-streaming request, has its
+ * generation cancelled and its slot freed (the next request is served); the API key is
+ * enforced; the CLI server exits 0 on SIGTERM after finishing the stream in flight (or, with
+ * --grace 0, after cancelling it with an error event); bad CLI input exits 2 with one line.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
