@@ -201,7 +201,8 @@ export function parseRequest(endpoint: Endpoint, body: unknown): ParsedRequest {
   const model = b['model'];
   if (model === undefined || model === null) throw badParam('model', "Missing required parameter: 'model'.", 'missing_required_parameter');
   if (typeof model !== 'string') throw wrongType('model', 'a string', model);
-  for (const k of IGNORED) if (k === 'user' && opt(b, k) !== undefined && typeof b[k] !== 'string') throw wrongType(k, 'a string', b[k]);
+  const user = opt(b, 'user');
+  if (user !== undefined && typeof user !== 'string') throw wrongType('user', 'a string', user);
   refuseUnsupported(b, endpoint);
   const stream = bool(b, 'stream') ?? false;
   const so = opt(b, 'stream_options');
