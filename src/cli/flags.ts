@@ -42,6 +42,8 @@ function numberFlag(int: boolean, min: number, minOpen: boolean, max = Infinity,
 export const int = (min = 0, max = INT_MAX): Flag<number> => numberFlag(true, min, false, max);
 /** Native threads: the pool has at most 256 (native/src/threadpool.c). */
 export const threads = (): Flag<number> => int(1, 256);
+/** A TCP port (0: any free port, chosen by the system). */
+export const port = (): Flag<number> => int(0, 65535);
 export const positive = (): Flag<number> => numberFlag(false, 0, true);
 export const nonNegative = (): Flag<number> => numberFlag(false, 0, false);
 /** A number in [min, max] (open at min with `minOpen`). */

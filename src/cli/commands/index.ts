@@ -7,8 +7,9 @@ import { forwardCommand } from './forward.js';
 import { generateCommand, sampleCommand } from './generate.js';
 import { pipelineCommand } from './pipeline.js';
 import { reportCommand } from './report.js';
+import { serveCommand } from './serve.js';
 import { trainCommand } from './train.js';
 import { trainStepCommand } from './train-step.js';
 
 /** Every dsv3 command, in the order `dsv3 --help` lists them. */
-export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, generateCommand, sampleCommand, chatCommand, reportCommand, pipelineCommand, experimentCommand, exportCommand];
+export const commands: Command[] = [benchCommand, forwardCommand, trainCommand, trainStepCommand, generateCommand, sampleCommand, chatCommand, serveCommand, reportCommand, pipelineCommand, experimentCommand, exportCommand];
