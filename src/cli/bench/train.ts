@@ -20,10 +20,10 @@ import { AdamW } from '../../train/optimizer.js';
 import { PAPER, TRAIN } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
-import { bool, exists, int, parseFlags } from '../flags.js';
+import { bool, exists, int, parseFlags, precision, resolvePrecision } from '../flags.js';
 import { median } from '../../data/stats.js';
 
-const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
+const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--precision fp32|bf16|fp8] [--fp8] [--json]
 
 Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
 B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
@@ -31,6 +31,9 @@ B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed w
   {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
 (breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+--precision bf16 times BF16 mixed-precision steps (\`dsv3 train --precision bf16\`): bf16 GEMM
+operands with float32 accumulation for every Linear, the experts and the output head; the JSON
+says "precision". --precision fp8 is --fp8.
 --fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
 Linears' GEMMs on E4M3 operands (quantise-dequantise + float32 GEMM); the JSON says "fp8": true.
 Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
@@ -59,7 +62,7 @@ function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
-const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), json: bool() };
+const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), precision: precision(), json: bool() };
 
 export const trainBench: Bench = {
   name: 'train',
@@ -82,8 +85,9 @@ export const trainBench: Bench = {
     const phase = { forward: 0, backward: 0, optimizer: 0 };
     let lossFirst = NaN;
     let lossLast = NaN;
-    const fp8 = values.fp8 ?? false;
-    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, ...(fp8 ? { fp8 } : {}) };
+    const prec = resolvePrecision(values);
+    const fp8 = prec === 'fp8';
+    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;
@@ -126,6 +130,7 @@ export const trainBench: Bench = {
       seq: S,
       steps,
       fp8,
+      precision: prec,
       params,
       tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
       step_ms_median: r1(median(stepMs)),
@@ -140,7 +145,7 @@ export const trainBench: Bench = {
     if (!values.json) {
       const per = total / steps;
       const line = (k: string, ms: number): string => `  ${k.padEnd(22)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / per).toFixed(1).padStart(5)}%\n`;
-      let txt = `train${fp8 ? ' (FP8)' : ''}: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
+      let txt = `train${prec !== 'fp32' ? ` (${prec.toUpperCase()})` : ''}: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
       txt += 'per step:\n' + line('forward', phase.forward / steps) + line('backward', phase.backward / steps) + line('optimizer+bias', phase.optimizer / steps);
       txt += 'by kernel:\n' + Object.entries(kernelsMs).map(([k, v]) => line(k, v)).join('') + line('(JS: autograd, routing, ...)', (total - kSum) / steps);
       process.stderr.write(txt);
