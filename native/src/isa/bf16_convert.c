@@ -27,13 +27,16 @@ void ISA_FN(dsv3_bf16_round)(const float* x, uint16_t* out, int64_t n) {
 #if defined(DSV3_ISA_AVX512)
   const __m512i bias = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), absm = _mm512_set1_epi32(0x7fffffff);
   const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x00400000);
+  const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33,
+                                       31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
   for (; i + 16 <= n; i += 16) {
     const __m512i u = _mm512_loadu_si512((const void*)(x + i));
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
     __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, bias), lsb);
     const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, absm), inf);
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, quiet));
-    _mm256_storeu_si256((__m256i*)(out + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    /* the bf16 values are the high (odd) 16-bit words of the lanes: gather them into 256 bits */
+    _mm256_storeu_si256((__m256i*)(out + i), _mm512_castsi512_si256(_mm512_permutexvar_epi16(odd, r)));
   }
 #elif defined(DSV3_ISA_AVX2)
   const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), absm = _mm256_set1_epi32(0x7fffffff);

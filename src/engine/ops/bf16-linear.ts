@@ -54,10 +54,12 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const wGrad = w.requiresGrad;
   if (!isGradEnabled() || (!x.requiresGrad && !wGrad)) return out;
   // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16
+  // (the closure captures neither x nor its data: only xb, wb, w and sizes)
   const xb = wGrad ? toBf16Bits(x2) : null;
   const xShape = x.shape;
+  const xGrad = x.requiresGrad;
   return attach(out, 'bf16Linear', [x, w], (g) => {
-    const gx = x.requiresGrad ? bf16LinearGradInput(g, wb, nOut, nIn, xShape) : null;
+    const gx = xGrad ? bf16LinearGradInput(g, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(g, xb!, rows, nIn, into, beta))) {
       gw = Tensor.zeros([nOut, nIn]);

@@ -267,7 +267,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       k.bf16Widen(src, d, src.length);
       return d;
     };
-    const [Gb, Ub, Gsb, Usb] = [widened('bG', G16, G), widened('bU', U16, U), widened('bGs', Gs16, Gs), widened('bUs', Us16, Us)];
+    // (into the scratch the forward computed them in: G, U, Gs, Us are free again by now)
+    const [Gb, Ub, Gsb, Usb] = [widened('G', G16, G), widened('U', U16, U), widened('Gs', Gs16, Gs), widened('Us', Us16, Us)];
     const wGrads: (Tensor | null)[] = params.map(() => null);
     /**
      * dW (+)= A^T B for weight param i ([m, n], A [rows, m], B [rows, n]) into its .grad (or a
