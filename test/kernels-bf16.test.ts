@@ -89,9 +89,25 @@ function checkGemm(what: string, ta: boolean, tb: boolean, m: number, n: number,
   }
 }
 
+/** Runs fn with the VDPBF16PS path (where the CPU has it) and with the widening path (the
+ * AVX-512 copy on a CPU without avx512_bf16; AVX2 and scalar always widen). */
+function bothBf16Paths(fn: (path: string) => void): void {
+  const a = nativeAddon() as unknown as { gemmAllowDpbf16?: (on: boolean) => boolean };
+  if (!a.gemmAllowDpbf16) return fn('default');
+  const prev = a.gemmAllowDpbf16(true);
+  try {
+    fn('dpbf16');
+    a.gemmAllowDpbf16(false);
+    fn('widening');
+  } finally {
+    a.gemmAllowDpbf16(prev);
+  }
+}
+
 test('gemmBatchBf16: native equals the reference (Fprop NT, Dgrad NN, Wgrad TN; edges, beta, empty GEMMs)', (t) => {
   if (!requireNative(t)) return;
   const nat = loadNativeKernels()!;
+  bothBf16Paths((mode) => {
   const r = rng(11);
   for (const [ta, tb] of [[false, true], [false, false], [true, false], [true, true]] as const) {
     for (const beta of [0, 1]) {
@@ -110,15 +126,17 @@ test('gemmBatchBf16: native equals the reference (Fprop NT, Dgrad NN, Wgrad TN; 
       shapes.forEach(([m, n, k], i) => {
         checkGemm(`batch ta=${ta} tb=${tb} beta=${beta} #${i}`, ta, tb, m, n, k, as[i]!, lda, bs[i]!, ldb, beta, c0[i]!, cn[i]!, cr[i]!, ldc);
         // outside the m x n block C is untouched (NaN fill for beta 0 stays NaN past row m)
-        for (let q = m * ldc; q < M * ldc; q++) assert.ok(Object.is(cn[i]![q], cr[i]![q]) || (Number.isNaN(cn[i]![q]!) && Number.isNaN(cr[i]![q]!)), `C past row ${m}`);
+        for (let q = m * ldc; q < M * ldc; q++) assert.ok(Object.is(cn[i]![q], cr[i]![q]) || (Number.isNaN(cn[i]![q]!) && Number.isNaN(cr[i]![q]!)), `C past row ${m} (${mode})`);
       });
     }
   }
+  });
 });
 
 test('gemmBf16 in the training layouts at training sizes (m in the hundreds, k up to 2 KC blocks)', (t) => {
   if (!requireNative(t)) return;
   const nat = loadNativeKernels()!;
+  bothBf16Paths((mode) => {
   const r = rng(13);
   // Fprop y = x W^T, Dgrad dx = dy W, Wgrad dW = dy^T xb (xb the saved bf16 X)
   for (const [what, ta, tb, m, n, k] of [['fprop', false, true, 300, 96, 256], ['dgrad', false, false, 300, 256, 96], ['wgrad', true, false, 96, 256, 800]] as const) {
@@ -129,6 +147,7 @@ test('gemmBf16 in the training layouts at training sizes (m in the hundreds, k u
     const cr = new Float32Array(m * n);
     nat.gemmBf16(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, cn, n);
     ref.gemmBf16(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, cr, n);
-    checkGemm(what, ta, tb, m, n, k, a, lda, b, ldb, 0, cn, cn, cr, n);
+    checkGemm(`${what} (${mode})`, ta, tb, m, n, k, a, lda, b, ldb, 0, cn, cn, cr, n);
   }
+  });
 });

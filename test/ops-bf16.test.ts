@@ -238,18 +238,24 @@ function tokens(seed: number): Int32Array {
   return Int32Array.from({ length: B * (S + 1) }, () => Math.floor(r() * CFG.vocab_size));
 }
 
-/** Parameter name -> the graph ops that consume it. */
+/**
+ * Parameter name -> the graph ops that consume it. Walks nodes; a node's input is a Tensor (a
+ * leaf, or a non-leaf through its .node) or, where the graph refers to producers' nodes
+ * directly, a node: both are handled.
+ */
 function consumers(root: Tensor): Map<string, Set<string>> {
+  interface Node { name: string; inputs: readonly unknown[] }
   const out = new Map<string, Set<string>>();
   const seen = new Set<object>();
-  const stack = [root];
+  const stack: Node[] = root.node ? [root.node as unknown as Node] : [];
   while (stack.length) {
-    const node = stack.pop()!.node;
-    if (!node || seen.has(node)) continue;
+    const node = stack.pop()!;
+    if (seen.has(node)) continue;
     seen.add(node);
     for (const t of node.inputs) {
       if (!t) continue;
-      if (t.node) stack.push(t);
+      if (!(t instanceof Tensor)) stack.push(t as Node);
+      else if (t.node) stack.push(t.node as unknown as Node);
       else if (t.name) {
         if (!out.has(t.name)) out.set(t.name, new Set());
         out.get(t.name)!.add(node.name);

@@ -28,9 +28,11 @@ const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--s
 Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
 B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
 (default 2). Prints one JSON line:
-  {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
+  {bench, backend, params, tokens_per_s, step_ms_median, step_ms_min, cpu_ms_per_step_median, peak_rss_mb,
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
-(breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+(breakdown and kernel times are per step, averaged; cpu_ms_per_step_median is the process's
+CPU time per step, user + system, all threads: on a shared machine it moves less than wall time;
+with DSV3_THREADS=1 it is the work of a step), and a table on stderr unless --json.
 --precision bf16 times BF16 mixed-precision steps (\`dsv3 train --precision bf16\`): bf16 GEMM
 operands with float32 accumulation for every Linear, the experts and the output head; the JSON
 says "precision". --precision fp8 is --fp8.
@@ -82,6 +84,7 @@ export const trainBench: Bench = {
     const base = kernels();
     const kacc = new Map<string, number>();
     const stepMs: number[] = [];
+    const cpuMs: number[] = []; // process CPU time (user + system) per timed step
     const phase = { forward: 0, backward: 0, optimizer: 0 };
     let lossFirst = NaN;
     let lossLast = NaN;
@@ -94,6 +97,7 @@ export const trainBench: Bench = {
       if (timed && i === warm) useBackend(timedKernels(base, kacc));
       const tokens = Int32Array.from({ length: B * (S + 1) }, () => rng.nextInt(cfg.vocab_size));
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       const { t1, t2, loss } = withArena(arena, () => {
         const f = forwardLosses(model, tokens, lossOpts, B);
         const t1 = performance.now();
@@ -112,6 +116,8 @@ export const trainBench: Bench = {
       phase.backward += t2 - t1;
       phase.optimizer += t3 - t2;
       stepMs.push(t3 - t0);
+      const c1 = process.cpuUsage(c0);
+      cpuMs.push((c1.user + c1.system) / 1000);
     }
     arena?.trim();
     useBackend(base);
@@ -134,6 +140,8 @@ export const trainBench: Bench = {
       params,
       tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
       step_ms_median: r1(median(stepMs)),
+      step_ms_min: r1(Math.min(...stepMs)),
+      cpu_ms_per_step_median: r1(median(cpuMs)),
       peak_rss_mb: r1(process.resourceUsage().maxRSS / 1024),
       breakdown_ms: { forward: r1(phase.forward / steps), backward: r1(phase.backward / steps), optimizer: r1(phase.optimizer / steps) },
       kernels_ms: kernelsMs,
