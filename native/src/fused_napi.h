@@ -59,7 +59,7 @@ static inline int fz_typed(napi_env env, napi_value v, napi_typedarray_type want
   if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
       napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok || type != want) {
     snprintf(msg, sizeof msg, "dsv3 native: argument '%s' must be a %s", name,
-             want == napi_int32_array ? "Int32Array" : "Float32Array");
+             want == napi_int32_array ? "Int32Array" : want == napi_uint16_array ? "Uint16Array" : "Float32Array");
     napi_throw_type_error(env, NULL, msg);
     return -1;
   }

@@ -6,7 +6,9 @@
  * each on one thread of the pool (the GEMM engine runs single-threaded inside a pool task,
  * see gemm.h), largest first, so many small GEMMs (one per MoE expert) keep every core busy
  * without splitting each one, which at these sizes costs more in packing and synchronisation
- * than it gains. Every operand's extent is checked first (RangeError naming it). When two C
+ * than it gains.
+ *   gemmBatchBf16(...same...)  bs: Uint16Array[] of bfloat16 bits; each A rounded to bf16
+ * (Kernels.gemmBatchBf16: the per-GEMM semantics of gemmBf16, see gemm.h). Every operand's extent is checked first (RangeError naming it). When two C
  * regions overlap, the GEMMs run one after another in order instead. */
 #include <stdlib.h>
 #include "fused_napi.h"
@@ -21,6 +23,7 @@ typedef struct {
   const int32_t* dims;
   const float** a;
   const float** b;
+  int bf16; /* b holds uint16_t* (bf16 bits) */
   float** c;
   const int* order; /* task t runs GEMM order[t] */
   volatile int fail;
@@ -28,6 +31,8 @@ typedef struct {
 
 static int gb_one(const gb_job* j, int i) {
   const int64_t m = j->dims[3 * i], n = j->dims[3 * i + 1], k = j->dims[3 * i + 2];
+  if (j->bf16)
+    return dsv3_gemm_bf16(j->ta, j->tb, m, n, k, j->alpha, j->a[i], j->lda, (const uint16_t*)j->b[i], j->ldb, j->beta, j->c[i], j->ldc);
   return dsv3_gemm_f32(j->ta, j->tb, m, n, k, j->alpha, j->a[i], j->lda, j->b[i], j->ldb, j->beta, j->c[i], j->ldc);
 }
 
@@ -48,6 +53,15 @@ static int gb_elem(napi_env env, napi_value arr, uint32_t i, const char* name, s
   snprintf(label, sizeof label, "%s[%u]", name, i);
   if (napi_get_element(env, arr, i, &v) != napi_ok) return -1;
   return fz_f32(env, v, label, need, out);
+}
+
+/* element i of a JS array of Uint16Arrays (bf16 bits), with at least `need` elements */
+static int gb_elem_u16(napi_env env, napi_value arr, uint32_t i, const char* name, size_t need, float** out) {
+  napi_value v;
+  char label[48];
+  snprintf(label, sizeof label, "%s[%u]", name, i);
+  if (napi_get_element(env, arr, i, &v) != napi_ok) return -1;
+  return fz_typed(env, v, napi_uint16_array, label, need, (void**)out);
 }
 
 static int gb_ld(napi_env env, napi_value v, const char* name, int64_t* out) {
@@ -75,9 +89,10 @@ static int cmp_work(const void* x, const void* y) { /* descending m*n*k */
   return wa > wb ? -1 : wa < wb ? 1 : a - b;
 }
 
-static napi_value js_gemm_batch(napi_env env, napi_callback_info info) {
+static napi_value gemm_batch_common(napi_env env, napi_callback_info info, int bf16) {
   GET_ARGS(env, info, 11);
   gb_job j = {0};
+  j.bf16 = bf16;
   bool ta, tb;
   double alpha, beta;
   if (napi_get_value_bool(env, argv[0], &ta) != napi_ok || napi_get_value_bool(env, argv[1], &tb) != napi_ok) {
@@ -136,7 +151,7 @@ static napi_value js_gemm_batch(napi_env env, napi_callback_info info) {
     const int reads = m > 0 && n > 0 && k > 0;
     float *a, *b, *c;
     if (gb_elem(env, argv[4], (uint32_t)i, "as", reads ? gb_extent(arows, acols, j.lda) : 0, &a) ||
-        gb_elem(env, argv[6], (uint32_t)i, "bs", reads ? gb_extent(brows, bcols, j.ldb) : 0, &b) ||
+        (bf16 ? gb_elem_u16 : gb_elem)(env, argv[6], (uint32_t)i, "bs", reads ? gb_extent(brows, bcols, j.ldb) : 0, &b) ||
         gb_elem(env, argv[9], (uint32_t)i, "cs", gb_extent(m, n, j.ldc), &c)) {
       ok = 0;
       break;
@@ -185,4 +200,10 @@ static napi_value js_gemm_batch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-void dsv3_register_gemm_batch(napi_env env, napi_value exports) { dsv3_export(env, exports, "gemmBatch", js_gemm_batch); }
+static napi_value js_gemm_batch(napi_env env, napi_callback_info info) { return gemm_batch_common(env, info, 0); }
+static napi_value js_gemm_batch_bf16(napi_env env, napi_callback_info info) { return gemm_batch_common(env, info, 1); }
+
+void dsv3_register_gemm_batch(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "gemmBatch", js_gemm_batch);
+  dsv3_export(env, exports, "gemmBatchBf16", js_gemm_batch_bf16);
+}

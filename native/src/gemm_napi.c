@@ -2,6 +2,7 @@
  *   gemmF32(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)   b: Float32Array
  *   gemmBf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)  b: Uint16Array
  *   gemmSelfCheck(isa) -> boolean (that ISA's GEMMs agree with the scalar ones)
+ *   gemmAllowDpbf16(on) -> boolean (test hook: off forces the widening bf16 path)
  * with the semantics of Kernels.gemm / Kernels.gemmBf16 (src/engine/kernels.ts). Every size is
  * checked before any memory is touched: a bad call throws TypeError / RangeError naming the
  * argument. */
@@ -229,7 +230,20 @@ static napi_value js_gemm_selfcheck(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* gemmAllowDpbf16(on: boolean) -> boolean (the previous setting). Test hook: false makes the
+ * AVX-512 bf16 GEMMs take the widening path (as on an AVX-512 CPU without avx512_bf16). */
+static napi_value js_gemm_allow_dpbf16(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int on;
+  if (get_bool(env, argv[0], &on, "on")) return NULL;
+  napi_value r;
+  napi_get_boolean(env, dsv3_gemm_allow_dpbf16, &r);
+  dsv3_gemm_allow_dpbf16 = on;
+  return r;
+}
+
 void dsv3_register_gemm(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "gemmAllowDpbf16", js_gemm_allow_dpbf16);
   dsv3_export(env, exports, "gemmF32", js_gemm_f32);
   dsv3_export(env, exports, "gemmBf16", js_gemm_bf16);
   dsv3_export(env, exports, "gemmSelfCheck", js_gemm_selfcheck);

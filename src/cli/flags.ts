@@ -166,3 +166,19 @@ export function required<V extends object, K extends keyof V & string>(values: V
   if (v === undefined || v === null) throw new UsageError(`--${name} is required`);
   return v;
 }
+
+/** The training precisions of `--precision` (dsv3 train, bench train; model/precision-mode.ts). */
+export const PRECISION_VALUES = ['fp32', 'bf16', 'fp8'] as const;
+export type PrecisionFlag = (typeof PRECISION_VALUES)[number];
+export const precision = (): Flag<PrecisionFlag> => oneOf(PRECISION_VALUES);
+
+/**
+ * The precision of `--precision P` and its alias `--fp8` (= `--precision fp8`); fp32 when neither
+ * is given. `--fp8` with another `--precision` is a UsageError naming both.
+ */
+export function resolvePrecision(values: { precision?: PrecisionFlag; fp8?: true }): PrecisionFlag {
+  if (values.fp8 && values.precision !== undefined && values.precision !== 'fp8') {
+    throw new UsageError(`--fp8 (an alias of --precision fp8) contradicts --precision ${values.precision}`);
+  }
+  return values.precision ?? (values.fp8 ? 'fp8' : 'fp32');
+}

@@ -38,6 +38,19 @@ export interface Kernels {
    */
   gemmBf16(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
     a: Float32Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
+  /**
+   * gemmBatch with gemmBf16's operands: every B_i holds bfloat16 bits, every A_i is rounded to
+   * bfloat16; float32 accumulation (BF16 mixed-precision training: the grouped experts).
+   */
+  gemmBatchBf16(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Float32Array[], lda: number,
+    bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
+  /**
+   * out[i] = bfloat16 bits of x[i], round to nearest even (NaN stays a quiet NaN, subnormals
+   * are kept: the rounding gemmBf16 applies to A), for i < n.
+   */
+  bf16Round(x: Float32Array, out: Uint16Array, n: number): void;
+  /** out[i] = the float32 value of the bfloat16 bits h[i] (exact), for i < n. */
+  bf16Widen(h: Uint16Array, out: Float32Array, n: number): void;
 
   /**
    * Linear layer with FP8 block-scaled weights (DeepSeek-V3 checkpoints): y[m,n] = x[m,k] · W^T,

@@ -10,20 +10,19 @@
  * unaffected. The switch is read when an op runs forward; its backward follows that choice.
  */
 
-let active = false;
+import { trainingPrecision, withPrecision } from './precision-mode.js';
 
-/** True inside `withFp8` (with enabled = true). */
+// FP8 is one value of the training precision (precision-mode.ts); these are its historical names.
+
+/** True inside `withFp8` (with enabled = true), i.e. while the training precision is 'fp8'. */
 export function fp8Enabled(): boolean {
-  return active;
+  return trainingPrecision() === 'fp8';
 }
 
-/** Runs fn with FP8 training GEMMs on (or, with enabled = false, off); restores the previous state. */
+/**
+ * Runs fn with FP8 training GEMMs on (precision 'fp8') or, with enabled = false, off
+ * (precision 'fp32'); restores the previous precision.
+ */
 export function withFp8<T>(fn: () => T, enabled = true): T {
-  const prev = active;
-  active = enabled;
-  try {
-    return fn();
-  } finally {
-    active = prev;
-  }
+  return withPrecision(enabled ? 'fp8' : 'fp32', fn);
 }

@@ -10,6 +10,7 @@ export { MtpModule, type MtpOutput } from './mtp.js';
 export { DecoderLayer, type Capture } from './decoder-layer.js';
 export { SwiGluMlp } from './mlp.js';
 export { withFp8, fp8Enabled } from './fp8-mode.js';
+export { withPrecision, trainingPrecision, PRECISIONS, type Precision } from './precision-mode.js';
 export { RMSNorm, LATENT_NORM_EPS } from './rmsnorm.js';
 export { RotaryEmbedding } from './rope.js';
 export { routeTokens, selectExperts, routerConfig, type Routing, type RouterConfig } from './router.js';

@@ -15,7 +15,7 @@
 import { add, cat, expertPlan, fp8GroupedExperts, groupedExperts, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
-import { fp8Enabled } from './fp8-mode.js';
+import { trainingPrecision } from './precision-mode.js';
 import { SwiGluMlp } from './mlp.js';
 import type { ParamSource } from './params.js';
 import { type RouterConfig, type Routing, routeTokens, routerConfig } from './router.js';
@@ -62,20 +62,23 @@ export class MoE {
   /**
    * Shared + routed experts as one fused op, when every expert weight is float32; else null.
    * Inside `withFp8` (training, paper §3.3) the op's expert GEMMs run on FP8 operands
-   * (`fp8GroupedExperts`); the router gate stays float32 either way.
+   * (`fp8GroupedExperts`), under `bf16` on bf16 operands (`groupedExperts` with `bf16`); the
+   * router gate stays float32 either way.
    */
   private fusedF32(flat: Tensor, routing: Routing): Tensor | null {
     const f32 = (m: SwiGluMlp): boolean => m.gate.kind === 'f32' && m.up.kind === 'f32' && m.down.kind === 'f32';
     const weight = (w: LinearWeight): Tensor => (w as F32Linear).weight;
     if (!this.experts.every(f32) || (this.shared && !f32(this.shared))) return null;
     const sh = this.shared;
-    const op = fp8Enabled() ? fp8GroupedExperts : groupedExperts;
-    return op(flat, routing.weights, routing.topkIdx, {
+    const p = trainingPrecision();
+    const ws = {
       gate: this.experts.map((m) => weight(m.gate)),
       up: this.experts.map((m) => weight(m.up)),
       down: this.experts.map((m) => weight(m.down)),
       shared: sh ? { gate: weight(sh.gate), up: weight(sh.up), down: weight(sh.down) } : null,
-    });
+    };
+    if (p === 'fp8') return fp8GroupedExperts(flat, routing.weights, routing.topkIdx, ws);
+    return groupedExperts(flat, routing.weights, routing.topkIdx, ws, { bf16: p === 'bf16' });
   }
 
   /** The routed experts one by one (any weight format): gather, SwiGLU, gate, scatter-add. */

@@ -17,9 +17,9 @@ import { kernels } from '../engine/backend.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8/codec.js';
 import { Tensor } from '../engine/tensor.js';
-import { fp8TrainingLinear, linear } from '../engine/ops/index.js';
+import { bf16Linear as bf16TrainingLinear, fp8TrainingLinear, linear } from '../engine/ops/index.js';
 import { DsvError } from '../errors.js';
-import { fp8Enabled } from './fp8-mode.js';
+import { trainingPrecision } from './precision-mode.js';
 
 interface LinearBase {
   /** Checkpoint name of the weight (e.g. `model.layers.0.self_attn.o_proj.weight`). */
@@ -189,13 +189,19 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
  * y = x W^T for any weight format (the one entry point the model uses). Inside `withFp8`
  * (fp8-mode.ts), a float32 weight runs through the FP8 training Linear (`fp8Linear`: FP8
  * Fprop, Dgrad and Wgrad, paper §3.3 / Figure 6, docs/SPEC.md §2) unless `highPrecision` is set, which
- * the output head passes (the recipe keeps it in high precision).
+ * the output head passes (the recipe keeps it in high precision). Under the `bf16` precision
+ * (precision-mode.ts) a float32 weight runs through ops' `bf16Linear` (bf16 operands, float32
+ * accumulation), the output head included.
  */
 export function applyLinear(x: Tensor, w: LinearWeight, opts: { highPrecision?: boolean } = {}): Tensor {
   switch (w.kind) {
     case 'f32':
       checkInput(x, w);
-      return fp8Enabled() && !opts.highPrecision ? fp8TrainingLinear(x, w.weight) : linear(x, w.weight);
+    {
+      const p = trainingPrecision();
+      if (p === 'bf16') return bf16TrainingLinear(x, w.weight);
+      return p === 'fp8' && !opts.highPrecision ? fp8TrainingLinear(x, w.weight) : linear(x, w.weight);
+    }
     case 'bf16':
       return linearBf16(x, w);
     case 'fp8':

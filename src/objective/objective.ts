@@ -9,6 +9,7 @@ import { linearCrossEntropy } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelPart } from '../model/model-part.js';
 import type { Routing } from '../model/router.js';
+import { trainingPrecision } from '../model/precision-mode.js';
 import { applyLinear } from '../model/weights.js';
 import type { BalanceMode } from './balance.js';
 import { assembleLoss, layerBalanceLoss, mainTargets, mtpTargets, tokenNll, type LossTerms } from './losses.js';
@@ -66,7 +67,7 @@ export function headObjective(part: ModelPart, hidden: Tensor, batch: TokenBatch
   const fused = head.kind === 'f32' && !o.logits ? head.weight : null;
   let logits: Tensor | null = null;
   const nll = (x: Tensor, targets: Int32Array): Tensor => {
-    if (fused) return linearCrossEntropy(x, fused, targets);
+    if (fused) return linearCrossEntropy(x, fused, targets, { bf16: trainingPrecision() === 'bf16' });
     const l = applyLinear(x, head, { highPrecision: true }); // never FP8 (§3.3)
     logits ??= l; // the first call is the main head
     return tokenNll(l, targets);

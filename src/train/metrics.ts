@@ -30,6 +30,8 @@ export interface StepRecord {
   layers: Record<string, LayerStats>;
   /** Present (true) on steps trained with FP8 mixed precision (paper §3.3; TrainOptions.fp8). */
   fp8?: boolean;
+  /** Present on steps trained in a precision other than fp32 ('bf16' or 'fp8'; TrainOptions.precision). */
+  precision?: 'bf16' | 'fp8';
 }
 
 export interface EvalRecord {

@@ -14,6 +14,7 @@
  * moments bit-exactly so a resumed run continues identically.
  */
 import { kernels } from '../engine/backend.js';
+import { invalidateBf16Weights } from '../engine/bf16-weights.js';
 import { bf16ToF32, f32ToBf16 } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
@@ -120,6 +121,7 @@ export class AdamW {
       if (m instanceof Float32Array && v instanceof Float32Array) kernels().adamw(w, g, m, v, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
       else adamBf16(w, g, m as Uint16Array, v as Uint16Array, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
     }
+    invalidateBf16Weights(); // BF16 training rounds the updated weights afresh (engine/bf16-weights.ts)
   }
 
   /** Clears every parameter's gradient. */

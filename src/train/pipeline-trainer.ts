@@ -24,7 +24,7 @@ import { checkScheduleSize, buildSchedule } from '../parallel/schedules.js';
 import { PipelineTrainPool, type PoolStepResult } from '../parallel/train-pool.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { AdamW } from './optimizer.js';
-import type { PipelineTrainOptions, TrainOptions, TrainResult } from './train-options.js';
+import { runPrecision, type PipelineTrainOptions, type TrainOptions, type TrainResult } from './train-options.js';
 import { TRAIN } from './recipe.js';
 import { TrainRun, type StepPart } from './train-run.js';
 import { applyUpdate, type BiasEmaStates, type UpdateOptions, type UpdateResult } from './train-step.js';
@@ -42,7 +42,7 @@ export function defaultMicrobatches(algo: string, ranks: number): number {
 
 /** Rejects what pipeline training does not support, naming the values. */
 export function checkPipelineOptions(o: TrainOptions, p: PipelineTrainOptions): number {
-  if (o.fp8) throw new DsvError(`--fp8 is not supported with --pipeline ${p.algo}: the pipeline stages run the float32 path only`);
+  if (runPrecision(o) !== 'fp32') throw new DsvError(`--precision ${runPrecision(o)} is not supported with --pipeline ${p.algo}: the pipeline stages run the float32 path only`);
   if (o.batchWarmup) throw new DsvError(`--batch-warmup ${o.batchWarmup} is not supported with --pipeline ${p.algo}: a schedule has a fixed number of micro-batches per step (--microbatches)`);
   if (o.inject) throw new DsvError('the non-finite injection hook is not supported with --pipeline');
   if (!Number.isInteger(p.ranks) || p.ranks < 1) throw new DsvError(`--pp must be an integer >= 1, got ${p.ranks}`);

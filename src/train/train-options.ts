@@ -5,6 +5,7 @@
  */
 import type { PreparedData } from '../data/dataset.js';
 import type { ModelConfig } from '../model/config.js';
+import type { Precision } from '../model/precision-mode.js';
 import type { BalanceMode, BiasUpdateOptions } from '../objective/balance.js';
 import type { MetricRecord } from './metrics.js';
 import { biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
@@ -45,8 +46,16 @@ export interface TrainOptions {
    * FP8 mixed-precision training (paper §3.3, Figure 6; SPEC §2; LossOptions.fp8): the covered
    * Linears' Fprop, Dgrad and Wgrad on E4M3 operands, float32 master weights. Validation runs
    * the float32 forward, so FP8 and float32 runs are evaluated alike. Default off.
+   * Same as `precision: 'fp8'`.
    */
   fp8?: boolean;
+  /**
+   * Training precision (model/precision-mode.ts; `--precision`): 'fp32' (default), 'bf16' (BF16
+   * mixed precision: bf16 GEMM operands with float32 accumulation for every Linear, the grouped
+   * experts and the output head; float32 master weights, gradients, norms, softmax, losses and
+   * optimizer) or 'fp8' (the `fp8` recipe). Validation runs the float32 forward either way.
+   */
+  precision?: Precision;
   seed: number;
   balance: BalanceMode;
   balanceAlpha: number;
@@ -103,4 +112,10 @@ export function trainerPlan(o: RunOptions): { lr: (s: number) => number; lambda:
   const lam = { early: o.mtpLambda, late: o.mtpLambdaLate ?? o.mtpLambda, switchStep: o.mtpSwitchStep };
   const gam = { early: o.bias.gamma, late: 0, switchStep: o.biasFreezeStep };
   return { lr: (s) => lrAt(s, sched), lambda: (s) => mtpLambdaAt(s, lam), gamma: (s) => biasGammaAt(s, gam) };
+}
+
+/** The run's training precision: `precision`, else 'fp8' with `fp8`, else 'fp32'. */
+export function runPrecision(o: Pick<TrainOptions, 'fp8' | 'precision'>): Precision {
+  if (o.precision !== undefined && o.fp8 && o.precision !== 'fp8') throw new Error(`TrainOptions: fp8 contradicts precision '${o.precision}'`);
+  return o.precision ?? (o.fp8 ? 'fp8' : 'fp32');
 }

@@ -23,7 +23,7 @@ import { Progress } from './progress.js';
 import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
 import { withRecipe } from './recipe.js';
-import { trainerPlan, type RunOptions, type TrainOptions, type TrainResult } from './train-options.js';
+import { runPrecision, trainerPlan, type RunOptions, type TrainOptions, type TrainResult } from './train-options.js';
 
 interface TrainerStateJson {
   version: 1;
@@ -168,13 +168,13 @@ export class TrainRun {
       if (o.resume === true) tidyRunDir(o.out, o.keepCheckpoints ?? 2); // what a killed run left
       progress.log(`resumed from ${resumeDir} at step ${this.step}`);
       const before = startPrecision(o.out);
-      if (before !== null && before !== (o.fp8 ? 'fp8' : 'fp32')) progress.log(`note: the run started in ${before}; it continues in ${o.fp8 ? 'fp8' : 'fp32'} (step records say which)`);
+      if (before !== null && before !== runPrecision(o)) progress.log(`note: the run started in ${before}; it continues in ${runPrecision(o)} (step records say which)`);
     } else {
       fs.rmSync(this.metrics.file, { force: true });
       writeFileAtomic(path.join(o.out, 'run.json'), JSON.stringify({
         steps: o.steps, batch: o.batch, seq: o.seq, grad_accum: o.gradAccum, batch_warmup: o.batchWarmup ?? 0, lr: o.lr, warmup: o.warmup, seed: o.seed,
         balance: o.balance, balance_alpha: o.balanceAlpha, bias_gamma: o.bias.gamma, bias_mode: o.bias.mode,
-        mtp_lambda: o.mtpLambda, precision: o.fp8 ? 'fp8' : 'fp32', moment_dtype: o.momentDtype, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
+        mtp_lambda: o.mtpLambda, precision: runPrecision(o), moment_dtype: o.momentDtype, data: data.corpusName, train_tokens: data.train.length, val_tokens: data.val.length,
         parameters: model.parameters().reduce((a, p) => a + p.size, 0), model: configToJson(cfg), ...extraRun,
       }, null, 2) + '\n');
     }
@@ -270,7 +270,8 @@ export class TrainRun {
     this.finalLm = lm;
     this.record({
       type: 'step', step, loss: total, lm, mtp, balance: mean(parts.map((p) => p.bal)),
-      lr, grad_norm: s.gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(o.fp8 ? { fp8: true } : {}),
+      lr, grad_norm: s.gradNorm, tokens_per_s: tokens / dt, mtp_lambda: lambda, layers, ...(runPrecision(o) === 'fp8' ? { fp8: true } : {}),
+      ...(runPrecision(o) !== 'fp32' ? { precision: runPrecision(o) as 'bf16' | 'fp8' } : {}),
     });
     this.progress.update({ step, steps: o.steps, lm, mtp: lambda > 0 ? mtp / lambda : NaN, total, tokensPerS: tokens / dt, maxVio: worstVio, lr, secPerStep: this.secPerStep });
     if (o.evalEvery > 0 && (step % o.evalEvery === 0 || step === o.steps) && this.data.val.length > o.seq) {

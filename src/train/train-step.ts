@@ -15,7 +15,7 @@
 import { backward, noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
-import { withFp8 } from '../model/fp8-mode.js';
+import { withPrecision, type Precision } from '../model/precision-mode.js';
 import type { DeepseekV3 } from '../model/model.js';
 import type { Routing } from '../model/router.js';
 import { type BalanceMode, type BiasEmaState, type BiasUpdateOptions, updateBalanceBias } from '../objective/balance.js';
@@ -30,8 +30,25 @@ export interface LossOptions extends ObjectiveOptions {
    * (MLA projections, dense / shared / routed expert FFNs, MTP eh_proj) runs Fprop, Dgrad and
    * Wgrad on E4M3 operands (model/fp8-mode.ts); embedding, output head, MoE gate, norms and
    * attention core stay float32, as do the master weights and gradients. Default off.
+   * `fp8: true` is `precision: 'fp8'` (`fp8: false` is 'fp32' unless `precision` says otherwise).
    */
   fp8?: boolean;
+  /**
+   * The training precision of the forward and its backward (model/precision-mode.ts): 'fp32',
+   * 'bf16' (BF16 mixed precision: bf16 GEMM operands, float32 accumulation, master weights,
+   * norms, softmax, losses) or 'fp8' (the FP8 recipe above). Unset (and no `fp8`): whatever an
+   * enclosing `withPrecision` scope says (fp32 by default).
+   */
+  precision?: Precision;
+}
+
+/** The precision LossOptions ask for, or null to keep the enclosing scope's. */
+export function lossPrecision(o: Pick<LossOptions, 'fp8' | 'precision'>): Precision | null {
+  if (o.precision !== undefined) {
+    if (o.fp8 === true && o.precision !== 'fp8') throw new Error(`LossOptions: fp8: true contradicts precision '${o.precision}'`);
+    return o.precision;
+  }
+  return o.fp8 === undefined ? null : o.fp8 ? 'fp8' : 'fp32';
 }
 
 export interface UpdateOptions {
@@ -73,8 +90,9 @@ function layerRouting(r: Routing, B: number): LayerRouting {
  * autograd graph recorded (call `backward(terms.total)`).
  */
 export function forwardLosses(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {
-  // unset: whatever an enclosing withFp8 scope says (off by default)
-  return o.fp8 === undefined ? lossesOf(model, tokens, o, batch) : withFp8(() => lossesOf(model, tokens, o, batch), o.fp8);
+  // unset: whatever an enclosing withPrecision / withFp8 scope says (fp32 by default)
+  const p = lossPrecision(o);
+  return p === null ? lossesOf(model, tokens, o, batch) : withPrecision(p, () => lossesOf(model, tokens, o, batch));
 }
 
 function lossesOf(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions, batch?: number): ForwardLosses {

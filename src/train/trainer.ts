@@ -17,7 +17,7 @@ import { DsvError } from '../errors.js';
 import { lossReport } from '../objective/losses.js';
 import { batchSizeAt } from './lr-schedule.js';
 import { withRecipe } from './recipe.js';
-import type { TrainOptions, TrainResult } from './train-options.js';
+import { runPrecision, type TrainOptions, type TrainResult } from './train-options.js';
 import { applyUpdate, forwardLosses } from './train-step.js';
 import { TrainRun, type StepPart } from './train-run.js';
 
@@ -35,7 +35,7 @@ export function train(opts: TrainOptions): TrainResult {
     const step = run.step;
     const lambda = plan.lambda(step);
     const lr = plan.lr(step);
-    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, fp8: o.fp8 === true };
+    const lossOpts = { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance, precision: runPrecision(o) };
     const loads = new Map<number, Int32Array>();
     const parts: StepPart[] = [];
     let bad: string | null = null;

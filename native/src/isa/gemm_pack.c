@@ -167,6 +167,17 @@ static inline __m256 pairs_from_f32x16(const float* s) {
 }
 #endif
 
+#if defined(DSV3_ISA_AVX512)
+/* 16 floats rounded to bf16 (gemm_round_bf16): the bf16 value is the high half of each lane. */
+static inline __m512i pairs_round16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+}
+#endif
+
 void ISA_FN(gemm_pack_a_pairs)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
   const int kc2 = (kc + 1) / 2;
   for (int ir = 0; ir < mc; ir += MR) {
@@ -175,7 +186,18 @@ void ISA_FN(gemm_pack_a_pairs)(const gemm_prob* P, int64_t i0, int mc, int64_t p
     const int64_t i = i0 + ir;
     int q0 = 0; /* pairs done */
 #if defined(DSV3_ISA_AVX512)
-    if (mr == MR && !P->ta) {
+    if (P->ta) {
+      /* A stored [k,m] (the Wgrad operand dY^T): rows p and p+1 hold the panel's mr values
+       * contiguously; round both and merge them into words (row p in the low half). */
+      const __mmask16 lanes = (__mmask16)((1u << mr) - 1u);
+      for (; 2 * q0 + 2 <= kc; q0++) {
+        const float* s0 = P->a + (p0 + 2 * q0) * P->lda + i;
+        const __m512i r0 = pairs_round16(_mm512_maskz_loadu_ps(lanes, s0));
+        const __m512i r1 = pairs_round16(_mm512_maskz_loadu_ps(lanes, s0 + P->lda));
+        const __m512i w = _mm512_or_si512(_mm512_srli_epi32(r0, 16), _mm512_and_si512(r1, _mm512_set1_epi32((int)0xffff0000u)));
+        _mm512_mask_storeu_ps((float*)(d + q0 * MR), (__mmask16)((1u << MR) - 1u), _mm512_castsi512_ps(w)); /* zero padded rows */
+      }
+    } else if (mr == MR) {
       for (; 2 * q0 + 16 <= kc; q0 += 8) {
         for (int r0 = 0; r0 < MR; r0 += 8) {
           const int nrow = MR - r0 < 8 ? MR - r0 : 8;

@@ -20,17 +20,22 @@ import { AdamW } from '../../train/optimizer.js';
 import { PAPER, TRAIN } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
-import { bool, exists, int, parseFlags } from '../flags.js';
+import { bool, exists, int, parseFlags, precision, resolvePrecision } from '../flags.js';
 import { median } from '../../data/stats.js';
 
-const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--fp8] [--json]
+const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--precision fp32|bf16|fp8] [--fp8] [--json]
 
 Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
 B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
 (default 2). Prints one JSON line:
-  {bench, backend, params, tokens_per_s, step_ms_median, peak_rss_mb,
+  {bench, backend, params, tokens_per_s, step_ms_median, step_ms_min, cpu_ms_per_step_median, peak_rss_mb,
    breakdown_ms: {forward, backward, optimizer}, kernels_ms: {...}, other_ms, loss_first, loss_last}
-(breakdown and kernel times are per step, averaged), and a table on stderr unless --json.
+(breakdown and kernel times are per step, averaged; cpu_ms_per_step_median is the process's
+CPU time per step, user + system, all threads: on a shared machine it moves less than wall time;
+with DSV3_THREADS=1 it is the work of a step), and a table on stderr unless --json.
+--precision bf16 times BF16 mixed-precision steps (\`dsv3 train --precision bf16\`): bf16 GEMM
+operands with float32 accumulation for every Linear, the experts and the output head; the JSON
+says "precision". --precision fp8 is --fp8.
 --fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
 Linears' GEMMs on E4M3 operands (quantise-dequantise + float32 GEMM); the JSON says "fp8": true.
 Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
@@ -59,7 +64,7 @@ function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
-const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), json: bool() };
+const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), precision: precision(), json: bool() };
 
 export const trainBench: Bench = {
   name: 'train',
@@ -79,17 +84,20 @@ export const trainBench: Bench = {
     const base = kernels();
     const kacc = new Map<string, number>();
     const stepMs: number[] = [];
+    const cpuMs: number[] = []; // process CPU time (user + system) per timed step
     const phase = { forward: 0, backward: 0, optimizer: 0 };
     let lossFirst = NaN;
     let lossLast = NaN;
-    const fp8 = values.fp8 ?? false;
-    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, ...(fp8 ? { fp8 } : {}) };
+    const prec = resolvePrecision(values);
+    const fp8 = prec === 'fp8';
+    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
       const timed = i >= warm;
       if (timed && i === warm) useBackend(timedKernels(base, kacc));
       const tokens = Int32Array.from({ length: B * (S + 1) }, () => rng.nextInt(cfg.vocab_size));
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       const { t1, t2, loss } = withArena(arena, () => {
         const f = forwardLosses(model, tokens, lossOpts, B);
         const t1 = performance.now();
@@ -108,6 +116,8 @@ export const trainBench: Bench = {
       phase.backward += t2 - t1;
       phase.optimizer += t3 - t2;
       stepMs.push(t3 - t0);
+      const c1 = process.cpuUsage(c0);
+      cpuMs.push((c1.user + c1.system) / 1000);
     }
     arena?.trim();
     useBackend(base);
@@ -126,9 +136,12 @@ export const trainBench: Bench = {
       seq: S,
       steps,
       fp8,
+      precision: prec,
       params,
       tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
       step_ms_median: r1(median(stepMs)),
+      step_ms_min: r1(Math.min(...stepMs)),
+      cpu_ms_per_step_median: r1(median(cpuMs)),
       peak_rss_mb: r1(process.resourceUsage().maxRSS / 1024),
       breakdown_ms: { forward: r1(phase.forward / steps), backward: r1(phase.backward / steps), optimizer: r1(phase.optimizer / steps) },
       kernels_ms: kernelsMs,
@@ -140,7 +153,7 @@ export const trainBench: Bench = {
     if (!values.json) {
       const per = total / steps;
       const line = (k: string, ms: number): string => `  ${k.padEnd(22)} ${ms.toFixed(1).padStart(9)} ms  ${((100 * ms) / per).toFixed(1).padStart(5)}%\n`;
-      let txt = `train${fp8 ? ' (FP8)' : ''}: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
+      let txt = `train${prec !== 'fp32' ? ` (${prec.toUpperCase()})` : ''}: ${params.toLocaleString('en-US')} params, ${B}x${S} tokens/step, ${result.tokens_per_s} tokens/s, median step ${result.step_ms_median} ms, peak RSS ${result.peak_rss_mb} MB\n`;
       txt += 'per step:\n' + line('forward', phase.forward / steps) + line('backward', phase.backward / steps) + line('optimizer+bias', phase.optimizer / steps);
       txt += 'by kernel:\n' + Object.entries(kernelsMs).map(([k, v]) => line(k, v)).join('') + line('(JS: autograd, routing, ...)', (total - kSum) / steps);
       process.stderr.write(txt);

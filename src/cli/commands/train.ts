@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import type { Command } from '../command.js';
 import { UsageError } from '../command.js';
-import { bool, custom, exists, fraction, int, nonNegative, oneOf, out, parseFlags, positive, threads } from '../flags.js';
+import { bool, custom, exists, fraction, int, nonNegative, oneOf, out, parseFlags, positive, precision, resolvePrecision, threads } from '../flags.js';
 import { packageRoot } from '../../engine/native.js';
 import { loadModelConfig } from '../../model/config.js';
 import { DsvError } from '../../errors.js';
@@ -45,6 +45,14 @@ Schedule:
   --weight-decay X      AdamW decoupled weight decay on matrices, >= 0 (default ${PAPER.weightDecay})
   --max-grad-norm X     global-norm clipping, > 0 (default ${PAPER.maxGradNorm.toFixed(1)})
   --moment-dtype f32|bf16  AdamW moment storage (default ${TRAIN.momentDtype})
+  --precision fp32|bf16|fp8  training precision (default fp32). bf16: standard BF16 mixed
+                        precision: the GEMMs of every Linear (MLA projections, dense FFNs, MTP
+                        eh_proj, output head) and of the shared / routed experts take bf16
+                        operands with float32 accumulation, forward and backward; weights are
+                        rounded to bf16 once per optimizer step, Linear inputs saved for backward
+                        in bf16; master weights, gradients, norms, softmax, attention core, MoE
+                        gate, losses and AdamW (moments per --moment-dtype) stay float32.
+                        fp8: the same as --fp8 below. Recorded in run.json ("precision")
   --fp8                 FP8 mixed precision (paper section 3.3; default off): the Fprop, Dgrad and
                         Wgrad GEMMs of the MLA projections, dense / shared / routed expert FFNs
                         and MTP eh_proj on E4M3 operands (1x128 activation tiles, 128x128 weight
@@ -127,6 +135,7 @@ const FLAGS = {
   'max-grad-norm': positive(),
   'moment-dtype': oneOf(['f32', 'bf16'] as const),
   fp8: bool(),
+  precision: precision(),
   seed: int(0),
   balance: oneOf(['aux-free', 'aux-loss', 'none'] as const),
   'balance-alpha': nonNegative(),
@@ -200,7 +209,9 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     maxNonFinite: v['max-non-finite'],
     quiet: v.quiet === true,
   };
-  if (v.fp8) o.fp8 = true;
+  const prec = resolvePrecision(v);
+  if (prec === 'fp8') o.fp8 = true;
+  if (prec !== 'fp32') o.precision = prec;
   if (v.data !== undefined) o.data = v.data;
   if (v['cache-dir'] !== undefined) o.cacheDir = v['cache-dir'];
   if (v['batch-warmup'] !== undefined) o.batchWarmup = v['batch-warmup'];
@@ -211,7 +222,7 @@ export function parseTrainArgs(argv: string[]): TrainOptions {
     return o;
   }
   if (v['grad-accum'] !== undefined) throw new UsageError(`--grad-accum ${v['grad-accum']} cannot be combined with --pipeline ${pipe}: the micro-batches per step are --microbatches`);
-  if (o.fp8) throw new UsageError(`--fp8 cannot be combined with --pipeline ${pipe}: pipeline stages run the float32 path only`);
+  if (prec !== 'fp32') throw new UsageError(`${v.fp8 ? '--fp8' : `--precision ${prec}`} cannot be combined with --pipeline ${pipe}: pipeline stages run the float32 path only`);
   if (o.batchWarmup !== undefined) throw new UsageError(`--batch-warmup cannot be combined with --pipeline ${pipe}: a schedule has a fixed number of micro-batches per step`);
   const p: PipelineTrainOptions = { algo: pipe, ranks: v.pp ?? TRAIN.pipelineRanks, threads: v['pp-threads'] ?? TRAIN.pipelineThreads };
   if (v.microbatches !== undefined) p.microbatches = v.microbatches;

@@ -19,9 +19,18 @@
  * x thus gets one gradient from the whole FFN, not one per projection that reads it. Weight
  * gradients go straight into the parameters' `.grad` (or are deferred inside
  * `deferWeightGrads`), like `linear`'s.
+ *
+ * With `{ bf16: true }` (BF16 mixed-precision training) every GEMM above takes bfloat16
+ * operands with float32 accumulation: the weights' bf16 copies of this optimizer step
+ * (bf16-weights.ts), the float32 A operands rounded in the GEMM's packing
+ * (Kernels.gemmBf16 / gemmBatchBf16), and the B operands of the weight gradients (X, gate ⊙ H)
+ * rounded to bf16 first. G and U are kept for the backward as bf16 (half the bytes) and
+ * widened back to float32 for the SwiGLU backward; SwiGLU, gates, scatter-adds and gradients
+ * stay float32.
  */
 import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
+import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
@@ -79,14 +88,41 @@ export function scratchBuf(name: string, n: number): Float32Array {
   }
   return b.subarray(0, n);
 }
+const scratch16 = new Map<string, Uint16Array>();
+/** scratchBuf for bf16 bits. */
+function scratchBuf16(name: string, n: number): Uint16Array {
+  let b = scratch16.get(name);
+  if (!b || b.length < n) {
+    b = new Uint16Array(n);
+    scratch16.set(name, b);
+  }
+  return b.subarray(0, n);
+}
+
+/** n bf16 slots carved from a float32 allocation (the step arena applies). */
+function allocBf16(n: number): Uint16Array {
+  const f = allocUninit(Math.ceil(n / 2));
+  return new Uint16Array(f.buffer, f.byteOffset, n);
+}
+
+/** A GEMM B operand: float32, or bf16 bits (then A is rounded to bf16: Kernels.gemmBf16). */
+type Operand = Float32Array | Uint16Array;
+
+/** One GEMM on either operand type (B decides). */
+function gemmAny(ta: boolean, tb: boolean, m: number, n: number, kk: number, a: Float32Array, lda: number, b: Operand, ldb: number,
+  beta: number, c: Float32Array, ldc: number): void {
+  if (b instanceof Uint16Array) kernels().gemmBf16(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
+  else kernels().gemm(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
+}
 
 /**
  * GEMMs collected per expert and run as `gemmBatch` calls (concurrently, one per thread): one
  * call per beta, for the caller's beta and, for weight gradients, beta 0 (fresh .grad) / 1.
  */
 export class GemmBatch {
-  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Float32Array[], bs: [] as Float32Array[], cs: [] as Float32Array[] }));
-  add(m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, beta: 0 | 1 = 0): void {
+  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Float32Array[], bs: [] as Operand[], cs: [] as Float32Array[] }));
+  /** b: float32, or bf16 bits (gemmBatchBf16; one batch holds one kind). */
+  add(m: number, n: number, k: number, a: Float32Array, b: Operand, c: Float32Array, beta: 0 | 1 = 0): void {
     if (m === 0 || n === 0) return;
     const p = this.parts[beta]!;
     p.dims.push(m, n, k);
@@ -97,7 +133,12 @@ export class GemmBatch {
   /** Runs the GEMMs; those added with beta 0 use `beta0` (the caller's beta). */
   run(transA: boolean, transB: boolean, lda: number, ldb: number, beta0: number, ldc: number): void {
     this.parts.forEach((p, i) => {
-      if (p.as.length > 0) kernels().gemmBatch(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs, ldb, i === 0 ? beta0 : 1, p.cs, ldc);
+      if (p.as.length === 0) return;
+      const beta = i === 0 ? beta0 : 1;
+      const bf16 = p.bs[0] instanceof Uint16Array;
+      if (p.bs.some((b) => b instanceof Uint16Array !== bf16)) throw new Error('GemmBatch: float32 and bf16 B operands in one batch');
+      if (bf16) kernels().gemmBatchBf16(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
+      else kernels().gemmBatch(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs as Float32Array[], ldb, beta, p.cs, ldc);
     });
   }
 }
@@ -142,37 +183,46 @@ export function groupedShapes(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: 
  * [N, K] (differentiable) and the experts chosen per token topkIdx [N·K] (constants). See the
  * module comment.
  */
-export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
+export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: { bf16?: boolean } = {}): Tensor {
   const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
   const k = kernels();
   const xd = dataOf(x);
   const gd = dataOf(gates);
-  const wg = w.gate.map(dataOf);
-  const wu = w.up.map(dataOf);
-  const wdn = w.down.map(dataOf);
+  const bf16 = o.bf16 === true;
+  const wdata = (t: Tensor): Operand => (bf16 ? bf16WeightBits(t) : dataOf(t)); // bf16: this step's bf16 copies
+  const wg: Operand[] = w.gate.map(wdata);
+  const wu: Operand[] = w.up.map(wdata);
+  const wdn: Operand[] = w.down.map(wdata);
   const sh = w.shared ?? null;
-  const sw = sh ? { g: dataOf(sh.gate), u: dataOf(sh.up), d: dataOf(sh.down) } : null;
+  const sw = sh ? { g: wdata(sh.gate), u: wdata(sh.up), d: wdata(sh.down) } : null;
+  /** the B operand of a weight gradient: as is (float32), or rounded to bf16 into `dst` */
+  const asB = (src: Float32Array, dst: () => Uint16Array): Operand => {
+    if (!bf16) return src;
+    const d = dst();
+    k.bf16Round(src, d, src.length);
+    return d;
+  };
   const gp = new Float32Array(P); // gate of each pair
   for (let p = 0; p < P; p++) gp[p] = gd[slots[p]!]!;
   const routed = P > 0 && D > 0 && I > 0;
   const buf = scratchBuf;
 
   // shared expert: its down GEMM (beta 0) writes all of out
-  const Gs = sw ? allocUninit(N * Is) : null;
-  const Us = sw ? allocUninit(N * Is) : null;
+  const Gs = sw ? (bf16 ? buf('Gs', N * Is) : allocUninit(N * Is)) : null;
+  const Us = sw ? (bf16 ? buf('Us', N * Is) : allocUninit(N * Is)) : null;
   const out = sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D);
   if (sw && N * D > 0) {
-    k.gemm(false, true, N, Is, D, 1, xd, D, sw.g, D, 0, Gs!, Is);
-    k.gemm(false, true, N, Is, D, 1, xd, D, sw.u, D, 0, Us!, Is);
+    gemmAny(false, true, N, Is, D, xd, D, sw.g, D, 0, Gs!, Is);
+    gemmAny(false, true, N, Is, D, xd, D, sw.u, D, 0, Us!, Is);
     const Hs = buf('Hs', N * Is);
     k.siluMul(Gs!, Us!, Hs, N * Is);
-    k.gemm(false, true, N, D, Is, 1, Hs, Is, sw.d, Is, 0, out, D);
+    gemmAny(false, true, N, D, Is, Hs, Is, sw.d, Is, 0, out, D);
   }
   // routed experts
-  const G = allocUninit(P * I); // every row belongs to one expert, whose GEMMs write it
-  const U = allocUninit(P * I);
+  const G = bf16 ? buf('G', P * I) : allocUninit(P * I); // every row belongs to one expert, whose GEMMs write it
+  const U = bf16 ? buf('U', P * I) : allocUninit(P * I);
   if (routed) {
     const X = buf('X', P * D);
     k.gatherRows(xd, rows, null, X, P, D);
@@ -195,25 +245,43 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const result = new Tensor(out, [N, D], 'f32');
   const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
   if (!x.requiresGrad && !gates.requiresGrad && !params.some((t) => t.requiresGrad)) return result;
+  // bf16: what the backward keeps of G, U (and the shared Gs, Us) is their bf16 rounding
+  const saved16 = (src: Float32Array | null): Uint16Array | null => {
+    if (!bf16 || !src) return null;
+    const d = allocBf16(src.length);
+    k.bf16Round(src, d, src.length);
+    return d;
+  };
+  const [G16, U16, Gs16, Us16] = [saved16(G), saved16(U), saved16(Gs), saved16(Us)];
 
   return attach(result, 'groupedExperts', [x, gates, ...params], (g) => {
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers
     const deferring = weightGradsDeferred();
     const buf = deferring ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
+    const buf16 = deferring ? (_: string, n: number): Uint16Array => new Uint16Array(n) : scratchBuf16;
     const dout = dataOf(g);
+    // bf16: G, U (Gs, Us) widened from their saved bf16 copies into scratch
+    const widened = (name: string, src: Uint16Array | null, f32: Float32Array | null): Float32Array | null => {
+      if (!src) return f32;
+      const d = scratchBuf(name, src.length);
+      k.bf16Widen(src, d, src.length);
+      return d;
+    };
+    // (into the scratch the forward computed them in: G, U, Gs, Us are free again by now)
+    const [Gb, Ub, Gsb, Usb] = [widened('G', G16, G), widened('U', U16, U), widened('Gs', Gs16, Gs), widened('Us', Us16, Us)];
     const wGrads: (Tensor | null)[] = params.map(() => null);
     /**
      * dW (+)= A^T B for weight param i ([m, n], A [rows, m], B [rows, n]) into its .grad (or a
      * returned gradient): added to `batch` to run with the others, or, when weight gradients are
      * deferred (or no batch is given), computed by its own GEMM whenever its closure runs.
      */
-    const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Float32Array, B: Float32Array, batch?: GemmBatch): void => {
+    const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Float32Array, B: Operand, batch?: GemmBatch): void => {
       const wt = params[i]!;
       if (!wt.requiresGrad) return;
       // rowsAB > 0 here, so a beta-0 GEMM overwrites a fresh .grad entirely
       const dW = (into: Tensor, beta: 0 | 1): void => {
         if (batch && !deferring) batch.add(m, n, rowsAB, A, B, into.f32(), beta);
-        else k.gemm(true, false, m, n, rowsAB, 1, A, m, B, n, beta, into.f32(), n);
+        else gemmAny(true, false, m, n, rowsAB, A, m, B, n, beta, into.f32(), n);
       };
       if (!accumulateWeightGrad(wt, dW)) dW((wGrads[i] = Tensor.zeros([m, n])), 1);
     };
@@ -221,25 +289,26 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     const dgates = gates.requiresGrad ? alloc(N * K) : null;
     if (sw && N * D > 0) {
       const Hs = buf('Hs', N * Is);
-      k.siluMul(Gs!, Us!, Hs, N * Is);
+      k.siluMul(Gsb!, Usb!, Hs, N * Is);
       const dHs = buf('dHs', N * Is);
-      k.gemm(false, false, N, Is, D, 1, dout, D, sw.d, Is, 0, dHs, Is);
-      weightGrad(3 * E + 2, D, Is, N, dout, Hs);
+      gemmAny(false, false, N, Is, D, dout, D, sw.d, Is, 0, dHs, Is);
+      weightGrad(3 * E + 2, D, Is, N, dout, asB(Hs, () => buf16('Hs16', N * Is)));
       const dGs = buf('dGs', N * Is);
       const dUs = buf('dUs', N * Is);
-      k.siluMulBackward(Gs!, Us!, dHs, dGs, dUs, N * Is);
-      weightGrad(3 * E, Is, D, N, dGs, xd);
-      weightGrad(3 * E + 1, Is, D, N, dUs, xd);
+      k.siluMulBackward(Gsb!, Usb!, dHs, dGs, dUs, N * Is);
+      const xB = asB(xd, () => buf16('x16', N * D));
+      weightGrad(3 * E, Is, D, N, dGs, xB);
+      weightGrad(3 * E + 1, Is, D, N, dUs, xB);
       if (dx) {
-        k.gemm(false, false, N, D, Is, 1, dGs, Is, sw.g, D, 0, dx, D);
-        k.gemm(false, false, N, D, Is, 1, dUs, Is, sw.u, D, 1, dx, D);
+        gemmAny(false, false, N, D, Is, dGs, Is, sw.g, D, 0, dx, D);
+        gemmAny(false, false, N, D, Is, dUs, Is, sw.u, D, 1, dx, D);
       }
     }
     if (routed) {
       const dY = buf('Y', P * D); // dout rows of each pair, unscaled
       k.gatherRows(dout, rows, null, dY, P, D);
       const H = buf('H', P * I);
-      k.siluMul(G, U, H, P * I);
+      k.siluMul(Gb!, Ub!, H, P * I);
       const dH = buf('dH', P * I);
       const dh = new GemmBatch(); // dHu_e = dY_e W2_e
       for (let e = 0; e < E; e++) {
@@ -254,19 +323,21 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       }
       k.scaleRows(dH, gp, dH, P, I);
       k.scaleRows(H, gp, H, P, I);
+      const HB = asB(H, () => buf16('H16', P * I));
       // dW2_e = dY_e^T (gate ⊙ H_e): [D, n] x [n, I]
       const dw2 = new GemmBatch();
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
-        if (n > 0) weightGrad(2 * E + e, D, I, n, dY.subarray(a * D), H.subarray(a * I), dw2);
+        if (n > 0) weightGrad(2 * E + e, D, I, n, dY.subarray(a * D), HB.subarray(a * I), dw2);
       }
       dw2.run(true, false, D, I, 0, I);
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
-      k.siluMulBackward(G, U, dH, dG, dU, P * I);
+      k.siluMulBackward(Gb!, Ub!, dH, dG, dU, P * I);
       const X = buf('X', P * D);
       k.gatherRows(xd, rows, null, X, P, D);
+      const XB = asB(X, () => buf16('X16', P * D));
       const dX = buf('Y', P * D); // dY is no longer needed
       const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e
       const dxg = new GemmBatch(); // dX_e = dG_e W1_e ...
@@ -275,8 +346,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
         if (n === 0) continue;
-        weightGrad(e, I, D, n, dG.subarray(a * I), X.subarray(a * D), dw13);
-        weightGrad(E + e, I, D, n, dU.subarray(a * I), X.subarray(a * D), dw13);
+        weightGrad(e, I, D, n, dG.subarray(a * I), XB.subarray(a * D), dw13);
+        weightGrad(E + e, I, D, n, dU.subarray(a * I), XB.subarray(a * D), dw13);
         dxg.add(n, D, I, dG.subarray(a * I), wg[e]!, dX.subarray(a * D));
         dxu.add(n, D, I, dU.subarray(a * I), wu[e]!, dX.subarray(a * D));
       }

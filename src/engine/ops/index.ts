@@ -9,6 +9,7 @@ export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale } from './unary.j
 export { sum, mean, max, argmax } from './reduce.js';
 export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight } from './linear.js';
+export { bf16Linear } from './bf16-linear.js';
 export { deferWeightGrads, accumulateWeightGrad } from '../autograd.js';
 export { groupedExperts, expertPlan, type ExpertPlan, type ExpertWeights } from './grouped.js';
 export { fp8GroupedExperts } from './fp8-training-grouped.js';

@@ -18,9 +18,15 @@
  * Cut Cross-Entropy, on the CPU.
  *
  * Rows whose target is < 0 are ignored (loss 0, no gradient), as in crossEntropy.
+ *
+ * With `bf16` (BF16 mixed-precision training) the three GEMMs take bfloat16 operands with
+ * float32 accumulation: W's bf16 copy of this optimizer step (bf16-weights.ts), X rounded to
+ * bf16 once (its bf16 copy is the B operand of Gw), the logits gradient P − Y rounded in the
+ * GEMMs' packing. The cross-entropy itself (log-sum-exp, softmax) stays float32.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
+import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
@@ -33,6 +39,8 @@ function chunkRows(vocab: number): number {
 export interface LinearCrossEntropyOptions {
   /** Rows per chunk (default: about 8 MiB of logits, 64..1024 rows). */
   chunkRows?: number;
+  /** BF16 mixed precision: bf16 operands, float32 accumulation (see the module comment). */
+  bf16?: boolean;
 }
 
 /**
@@ -70,17 +78,29 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
   const gx = wantGrad && x.requiresGrad ? allocUninit(N * D) : null;
   const gw = wantGrad && w.requiresGrad ? alloc(V * D) : null;
   const ones = wantGrad ? alloc(Math.min(R, N)).fill(1) : null;
+  // bf16: W's bf16 copy (this step), X's bf16 bits (the B operand of Gw)
+  const wb = o.bf16 ? bf16WeightBits(w) : null;
+  let xb: Uint16Array | null = null;
+  if (o.bf16 && gw) {
+    const f = allocUninit(Math.ceil((N * D) / 2));
+    xb = new Uint16Array(f.buffer, f.byteOffset, N * D);
+    k.bf16Round(xd, xb, N * D);
+  }
   for (let r0 = 0; r0 < N; r0 += R) {
     const rows = Math.min(R, N - r0);
     const logits = buf.subarray(0, rows * V);
     const xc = xd.subarray(r0 * D, (r0 + rows) * D);
     const tc = tg.subarray(r0, r0 + rows);
-    k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V); // logits = X_c W^T
+    if (wb) k.gemmBf16(false, true, rows, V, D, 1, xc, D, wb, D, 0, logits, V); // logits = X_c W^T
+    else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
     k.crossEntropy(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), rows, V);
     if (!ones) continue;
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
-    if (gx) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gx.subarray(r0 * D, (r0 + rows) * D), D);
-    if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
+    const gxc = gx?.subarray(r0 * D, (r0 + rows) * D);
+    if (gxc && wb) k.gemmBf16(false, false, rows, D, V, 1, logits, V, wb, D, 0, gxc, D);
+    else if (gxc) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gxc, D);
+    if (gw && xb) k.gemmBf16(true, false, V, D, rows, 1, logits, V, xb.subarray(r0 * D, (r0 + rows) * D), D, 1, gw, D);
+    else if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
   }
   const out = new Tensor(loss, lead, 'f32');
   if (!wantGrad) return out;
@@ -98,7 +118,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
     if (gw) {
       // dW = Σ_r g_r (P_r - Y_r)^T x_r: c Gw when g is uniform, else recomputed chunk by chunk
       let src = gw;
-      if (!uniform) src = recomputeGradW(xd, wd, tg, lse, gd, N, V, D, R);
+      if (!uniform) src = recomputeGradW(xd, wd, tg, lse, gd, N, V, D, R, wb, xb);
       else if (gd[0] !== 1) k.scaleRows(gw, Float32Array.of(gd[0]!), gw, 1, V * D); // in place: runs once
       if (!accumulateWeightGrad(w, (into, beta) => {
         const t = into.f32();
@@ -112,7 +132,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
 
 /** Σ_r g_r (softmax(x_r W^T) − onehot(t_r))^T x_r, a chunk of rows at a time. */
 function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse: Float32Array, gd: Float32Array,
-  N: number, V: number, D: number, R: number): Float32Array {
+  N: number, V: number, D: number, R: number, wb: Uint16Array | null, xb: Uint16Array | null): Float32Array {
   const k = kernels();
   const dw = alloc(V * D);
   const buf = allocUninit(Math.min(R, N) * V);
@@ -121,9 +141,11 @@ function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse:
     const logits = buf.subarray(0, rows * V);
     const xc = xd.subarray(r0 * D, (r0 + rows) * D);
     const tc = tg.subarray(r0, r0 + rows);
-    k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
+    if (wb) k.gemmBf16(false, true, rows, V, D, 1, xc, D, wb, D, 0, logits, V);
+    else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), gd.subarray(r0, r0 + rows), logits, rows, V);
-    k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, dw, D);
+    if (xb) k.gemmBf16(true, false, V, D, rows, 1, logits, V, xb.subarray(r0 * D, (r0 + rows) * D), D, 1, dw, D);
+    else k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, dw, D);
   }
   return dw;
 }

@@ -4,7 +4,8 @@ import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
-import { gemmBatch } from './gemm-batch.js';
+import { gemmBatch, gemmBatchBf16 } from './gemm-batch.js';
+import { bf16Round, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { adamw, sumSquares } from './optim.js';
@@ -15,6 +16,9 @@ export const referenceKernels: Kernels = {
   gemm,
   gemmBatch,
   gemmBf16,
+  gemmBatchBf16,
+  bf16Round,
+  bf16Widen,
   linearFp8,
   fp8QuantTiles1x128,
   fp8QuantTiles128x1,

@@ -1,0 +1,41 @@
+/**
+ * The bfloat16 copies of float32 master weights that BF16 mixed-precision training multiplies
+ * with (ops/bf16-linear.ts, the grouped experts and the output head under `bf16`): each
+ * weight is rounded to bf16 (round to nearest even, Kernels.bf16Round) once per optimizer step
+ * and reused by every GEMM that reads it until then, forward and backward, instead of being
+ * rounded again in every GEMM's packing.
+ *
+ * Validity is an epoch: `invalidateBf16Weights()` starts a new one, and a copy made in an
+ * older epoch is refreshed (in place, same buffer) on its next use. The optimizer calls it
+ * after every update (train/optimizer.ts, AdamW.step); anything else that writes master
+ * weights in place must call it too. Copies are plain allocations, never from the step arena
+ * (they outlive a step), and are dropped with their weight (WeakMap).
+ */
+import { kernels } from './backend.js';
+import type { Tensor } from './tensor.js';
+
+let epoch = 0;
+const copies = new WeakMap<Tensor, { epoch: number; bits: Uint16Array }>();
+
+/** Marks every bf16 weight copy stale (the master weights changed). */
+export function invalidateBf16Weights(): void {
+  epoch++;
+}
+
+/**
+ * The bf16 bits of a float32 weight w, row-major and contiguous in w's logical shape, made at
+ * most once per epoch. The array is owned by the cache: read it, never write it.
+ */
+export function bf16WeightBits(w: Tensor): Uint16Array {
+  if (w.dtype !== 'f32') throw new TypeError(`bf16WeightBits: the weight must be float32, got ${w.dtype}`);
+  let c = copies.get(w);
+  if (c && c.epoch === epoch && c.bits.length === w.size) return c.bits;
+  const src = w.isContiguous() ? w.f32() : w.detach().contiguous().f32();
+  if (!c || c.bits.length !== w.size) {
+    c = { epoch, bits: new Uint16Array(w.size) };
+    copies.set(w, c);
+  }
+  c.epoch = epoch;
+  kernels().bf16Round(src, c.bits, w.size);
+  return c.bits;
+}

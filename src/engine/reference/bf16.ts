@@ -1,0 +1,25 @@
+/**
+ * Reference bfloat16 conversions (Kernels.bf16Round / Kernels.bf16Widen): plain loops over
+ * dtype.ts's f32ToBf16 (round to nearest even, NaN kept a quiet NaN, subnormals kept) and the
+ * exact widening. The native copies (native/src/isa/bf16_convert.c) must match them bit for bit.
+ */
+import { f32ToBf16 } from '../dtype.js';
+
+function check(name: string, a: { length: number }, an: string, b: { length: number }, bn: string, n: number): void {
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`${name}: n must be a non-negative integer, got ${n}`);
+  if (a.length < n) throw new RangeError(`${name}: ${an} has ${a.length} elements, the call needs ${n}`);
+  if (b.length < n) throw new RangeError(`${name}: ${bn} has ${b.length} elements, the call needs ${n}`);
+}
+
+/** out[i] = bf16 bits of x[i] (round to nearest even) for i < n. */
+export function bf16Round(x: Float32Array, out: Uint16Array, n: number): void {
+  check('bf16Round', x, 'x', out, 'out', n);
+  for (let i = 0; i < n; i++) out[i] = f32ToBf16(x[i]!);
+}
+
+/** out[i] = float32 value of the bf16 bits h[i] for i < n (exact). */
+export function bf16Widen(h: Uint16Array, out: Float32Array, n: number): void {
+  check('bf16Widen', h, 'h', out, 'out', n);
+  const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
+  for (let i = 0; i < n; i++) o32[i] = h[i]! << 16;
+}
