@@ -143,7 +143,7 @@ export class Workspace {
     this.oHead = heads(this.o, dv);
     this.logitView = Array.from({ length: logitRows + 1 }, (_, n) => this.logits.subarray(0, n * cfg.vocab_size));
     this.attn = {
-      batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0,
+      batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0, causalOffsets: null, kvBatch: null,
       qStrides: [0, 0, 0], kStrides: [0, 0, 0], vStrides: [0, 0, 0], oStrides: [0, 0, 0],
     };
   }
