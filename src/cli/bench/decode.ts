@@ -9,13 +9,15 @@ import { kernels } from '../../engine/backend.js';
 import { nativeAddon, packageRoot } from '../../engine/native.js';
 import { Engine } from '../../inference/engine.js';
 import { measureDecode, measureModelDecode, measureSpeculative, profileDecode, type SpeculativeStats } from '../../inference/measure.js';
+import { measureBatchDecode, profileBatchDecode } from '../../inference/measure-batch.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
 import { type Bench, UsageError } from '../command.js';
 import { bool, exists, int, oneOf, parseFlags, threads } from '../flags.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
-                        [--reps N] [--threads N] [--profile] [--speculative] [--baseline] [--json]
+                        [--reps N] [--threads N] [--profile] [--speculative] [--baseline]
+                        [--batch N] [--json]
 
 Greedy decoding of a random model (default configs/bench-small.json), batch 1: prefill an
 N-token prompt (default 32), then --tokens decode steps (default 128), each one token, on the
@@ -31,11 +33,17 @@ One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is t
                   the main model on two positions) and report its tokens/s and acceptance rate
                   (on random weights the draft is almost never right: the rate is reported as is)
   --baseline      also time the model's own decodeStep (Tensor ops, absorbed path)
+  --batch N       decode N sequences together through the continuous batcher (one forward of
+                  N rows per step, each row at its own position: sequence b's prompt has
+                  --prompt + b tokens); reports aggregate and per-sequence tokens/s
+                  (with --profile: the batched step's phases). Not with --speculative/--baseline.
 
 Prints one JSON line:
   {bench:"decode", weights, tokens_per_s, ms_per_token_median, ms_per_token_p90, prefill_ms,
    cpu_ms_per_token, threads, backend, isa, prompt, tokens, weight_mb_per_token, decoded_kv_b_mb,
    [phases_ms], [speculative], [baseline]}
+(with --batch: {bench:"decode", weights, batch, tokens_per_s (all sequences), per_sequence_tokens_per_s,
+ ms_per_step_median, ms_per_step_p90, prefill_ms, cpu_ms_per_step, ..., [phases_ms]})
 and a summary on stderr unless --json.
 `;
 
@@ -43,7 +51,7 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 const FLAGS = {
   config: exists('model config', 'file'), weights: oneOf(['f32', 'bf16', 'fp8'] as const), prompt: int(1), tokens: int(1), reps: int(1), seed: int(0),
-  profile: bool(), speculative: bool(), baseline: bool(), json: bool(), threads: threads(),
+  profile: bool(), speculative: bool(), baseline: bool(), json: bool(), threads: threads(), batch: int(1, 256),
 };
 
 export const decodeBench: Bench = {
@@ -65,9 +73,28 @@ export const decodeBench: Bench = {
       if (!addon) throw new UsageError('--threads needs the native compute core');
       addon.setThreads(values.threads);
     }
+    if (values.batch !== undefined && (values.speculative || values.baseline)) throw new UsageError('--batch cannot be combined with --speculative or --baseline');
+    if (values.batch !== undefined && o.prompt + values.batch + o.tokens + 1 > cfg.max_position_embeddings) {
+      throw new UsageError(`--prompt + --batch + --tokens (${o.prompt + values.batch + o.tokens}) must leave room within max_position_embeddings ${cfg.max_position_embeddings}`);
+    }
     const model = randomModel(cfg, o.seed, weights, { mtp: !!values.speculative });
     const mem = new Engine(model, { rows: 1, logitRows: 1, maxLen: 1 }).memory();
     const info = nativeAddon()?.info();
+    if (values.batch !== undefined) {
+      const bo = { ...o, batch: values.batch };
+      const st = measureBatchDecode(model, bo);
+      const res: Record<string, unknown> = {
+        bench: 'decode', weights, batch: st.batch, tokens_per_s: st.tokens_per_s, per_sequence_tokens_per_s: st.per_sequence_tokens_per_s,
+        ms_per_step_median: st.ms_per_step_median, ms_per_step_p90: st.ms_per_step_p90, prefill_ms: st.prefill_ms, cpu_ms_per_step: st.cpu_ms_per_step,
+        threads: info?.threads ?? 1, backend: kernels().name, isa: info?.isa ?? 'none', config: configPath, prompt: o.prompt, tokens: o.tokens, reps: o.reps,
+      };
+      if (values.profile) res['phases_ms'] = profileBatchDecode(model, bo);
+      process.stdout.write(JSON.stringify(res) + '\n');
+      if (!values.json) {
+        process.stderr.write(`decode batch ${st.batch} (${weights}, ${res['threads']} threads, ${res['isa']}): ${st.tokens_per_s} tokens/s in all, ${st.per_sequence_tokens_per_s} per sequence, median step ${st.ms_per_step_median} ms\n`);
+      }
+      return;
+    }
     const stats = measureDecode(model, o);
     const result: Record<string, unknown> = {
       bench: 'decode',
