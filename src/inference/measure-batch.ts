@@ -54,7 +54,7 @@ function run(b: ContinuousBatcher, ps: Int32Array[], tokens: number, stepMs: num
     stepMs?.push(ms);
   }
   const c = process.cpuUsage(c0);
-  return { prefillMs, decodeMs, cpuMs: (c.user + c.system) / 1000, ids: ids.map((x) => Int32Array.from(x.slice(0, tokens + 1))) };
+  return { prefillMs, decodeMs, cpuMs: (c.user + c.system) / 1000, ids: ids.map((x) => Int32Array.from(x.slice(0, tokens))) };
 }
 
 export function measureBatchDecode(model: DeepseekV3, o: DecodeOptions & { batch: number }): BatchDecodeStats {
