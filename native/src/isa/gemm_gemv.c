@@ -91,6 +91,26 @@ static inline __attribute__((always_inline)) void nt_block_at(const gemm_prob* P
       }
     }
   }
+#if defined(DSV3_ISA_AVX512)
+  if (M == 4 && R == 4 && U == 1 && p == k) {
+    /* the 16 dot products at once: a transpose-and-add tree (45 shuffles/adds instead of 16
+     * horizontal sums of ~8 each), leaving row i's 4 outputs in 128-bit lane i */
+    __m512 w[4];
+    for (int i = 0; i < 4; i++) {
+      const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][i][0], acc[0][i][1]), _mm512_unpackhi_ps(acc[0][i][0], acc[0][i][1]));
+      const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][i][2], acc[0][i][3]), _mm512_unpackhi_ps(acc[0][i][2], acc[0][i][3]));
+      w[i] = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+    }
+    const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88), _mm512_shuffle_f32x4(w[0], w[1], 0xDD));
+    const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(w[2], w[3], 0x88), _mm512_shuffle_f32x4(w[2], w[3], 0xDD));
+    const __m512 f = _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88), _mm512_shuffle_f32x4(z01, z23, 0xDD));
+    float out[16];
+    _mm512_storeu_ps(out, f);
+    for (int i = 0; i < 4; i++)
+      for (int r = 0; r < 4; r++) put(P, i0 + i, j + r, out[4 * i + r]);
+    return;
+  }
+#endif
   for (int i = 0; i < M; i++)
     for (int r = 0; r < R; r++) {
       V s = acc[0][i][r];
