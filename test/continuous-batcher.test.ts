@@ -276,6 +276,22 @@ describe('continuous batcher contract', () => {
     }
   });
 
+  it('a throwing callback does not derail the other sequences; step rethrows it at the end', () => {
+    const b = new ContinuousBatcher(model, { maxBatch: 2, maxContext: 30 });
+    const bad: Job = { at: 0, prompt: ids(4, 21, V), maxNew: 6 };
+    const good: Job = { at: 0, prompt: ids(7, 22, V), maxNew: 6 };
+    const gb = fresh(), gg = fresh();
+    const sb = b.admit(request(bad, gb, { onToken: (t) => { gb.tokens.push(t); if (gb.tokens.length === 2) throw new Error('client gone'); } }));
+    b.admit(request(good, gg));
+    b.step();
+    assert.throws(() => b.step(), /client gone/);
+    b.cancel(sb);
+    assert.deepEqual(gb.done, [['cancelled', 2]]);
+    while (b.step() > 0);
+    assert.deepEqual(gg.tokens, alone(model, good.prompt, good.maxNew).tokens);
+    assert.deepEqual(gg.done, [['length', 6]]);
+  });
+
   it('cache memory is fixed at construction: maxBatch x maxContext slots', () => {
     const b = new ContinuousBatcher(model, { maxBatch: 3, maxContext: 50 });
     const c = model.cfg;

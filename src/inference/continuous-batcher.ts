@@ -20,7 +20,8 @@
  *
  * Callbacks run synchronously inside admit/step/cancel and may call admit or cancel themselves
  * (a finished request's onDone admitting the next queued one, say): a slot freed in onDone can be
- * taken at once, and the new prompt is prefilled by the next step.
+ * taken at once, and the new prompt is prefilled by the next step. A callback that throws does
+ * not stop the step for the other sequences; step() rethrows the first such error at its end.
  */
 import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
@@ -144,7 +145,7 @@ export class ContinuousBatcher implements BatchDecoder {
         continue;
       }
       const logits = this.prefill(seq);
-      this.emit(seq, logits, 0);
+      this.emitSafely(seq, logits, 0);
     }
     // 2. one forward for every sequence that already has a token to feed
     let n = 0;
@@ -166,10 +167,30 @@ export class ContinuousBatcher implements BatchDecoder {
         const seq = this.rows[j]!;
         this.rows[j] = null;
         // a callback of an earlier row may have cancelled this one
-        if (this.seqs[seq.slot] === seq) this.emit(seq, logits, j * this.V);
+        if (this.seqs[seq.slot] === seq) this.emitSafely(seq, logits, j * this.V);
       }
     }
+    const err = this.callbackError;
+    if (err !== null) {
+      this.callbackError = null;
+      throw err;
+    }
     return this.live;
+  }
+
+  /** The first error a callback (pick, onToken, onDone) threw during this step, rethrown at its end. */
+  private callbackError: unknown = null;
+
+  /**
+   * emit, but a throwing callback does not stop the step: every other sequence still gets its
+   * token (their cache rows are already written), and step() rethrows the first error at the end.
+   */
+  private emitSafely(seq: Sequence, logits: Float32Array, off: number): void {
+    try {
+      this.emit(seq, logits, off);
+    } catch (e) {
+      if (this.callbackError === null) this.callbackError = e;
+    }
   }
 
   /** Runs seq's prompt through the model into its slot; returns the last token's logits [1, V]. */
