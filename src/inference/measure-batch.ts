@@ -12,7 +12,7 @@ import { median, quantile } from '../data/stats.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { ContinuousBatcher } from './continuous-batcher.js';
 import { type DecodeOptions, promptIds } from './measure.js';
-import { type Phase, PhaseProfiler } from './profile.js';
+import { type Phase, PhaseProfiler, type ProfileClock } from './profile.js';
 import { argmax } from './sampling.js';
 
 export interface BatchDecodeStats {
@@ -88,8 +88,8 @@ export function measureBatchDecode(model: DeepseekV3, o: DecodeOptions & { batch
 }
 
 /** Per-phase ms per batched decode step (one profiled run after a warm-up; the prefill step excluded). */
-export function profileBatchDecode(model: DeepseekV3, o: DecodeOptions & { batch: number }): Record<Phase | 'total', number> {
-  const prof = new PhaseProfiler();
+export function profileBatchDecode(model: DeepseekV3, o: DecodeOptions & { batch: number }, clock: ProfileClock = 'wall'): Record<Phase | 'total', number> {
+  const prof = new PhaseProfiler(clock);
   const ps = prompts(model, o, o.batch);
   const b = new ContinuousBatcher(model, { maxBatch: o.batch, maxContext: o.prompt + o.batch + o.tokens + 1, profiler: prof });
   run(b, ps, o.tokens, null);

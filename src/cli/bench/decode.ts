@@ -17,7 +17,7 @@ import { bool, exists, int, oneOf, parseFlags, threads } from '../flags.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
                         [--reps N] [--threads N] [--profile] [--speculative] [--baseline]
-                        [--batch N] [--json]
+                        [--batch N] [--profile-clock wall|cpu] [--json]
 
 Greedy decoding of a random model (default configs/bench-small.json), batch 1: prefill an
 N-token prompt (default 32), then --tokens decode steps (default 128), each one token, on the
@@ -37,6 +37,8 @@ One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is t
                   N rows per step, each row at its own position: sequence b's prompt has
                   --prompt + b tokens); reports aggregate and per-sequence tokens/s
                   (with --profile: the batched step's phases). Not with --speculative/--baseline.
+  --profile-clock wall (default) or cpu: time --profile's phases by this process's CPU time
+                  (all threads), which other processes on a shared machine do not inflate
 
 Prints one JSON line:
   {bench:"decode", weights, tokens_per_s, ms_per_token_median, ms_per_token_p90, prefill_ms,
@@ -52,6 +54,7 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const FLAGS = {
   config: exists('model config', 'file'), weights: oneOf(['f32', 'bf16', 'fp8'] as const), prompt: int(1), tokens: int(1), reps: int(1), seed: int(0),
   profile: bool(), speculative: bool(), baseline: bool(), json: bool(), threads: threads(), batch: int(1, 256),
+  'profile-clock': oneOf(['wall', 'cpu'] as const),
 };
 
 export const decodeBench: Bench = {
@@ -88,7 +91,7 @@ export const decodeBench: Bench = {
         ms_per_step_median: st.ms_per_step_median, ms_per_step_p90: st.ms_per_step_p90, prefill_ms: st.prefill_ms, cpu_ms_per_step: st.cpu_ms_per_step,
         threads: info?.threads ?? 1, backend: kernels().name, isa: info?.isa ?? 'none', config: configPath, prompt: o.prompt, tokens: o.tokens, reps: o.reps,
       };
-      if (values.profile) res['phases_ms'] = profileBatchDecode(model, bo);
+      if (values.profile) res['phases_ms'] = profileBatchDecode(model, bo, values['profile-clock'] ?? 'wall');
       process.stdout.write(JSON.stringify(res) + '\n');
       if (!values.json) {
         process.stderr.write(`decode batch ${st.batch} (${weights}, ${res['threads']} threads, ${res['isa']}): ${st.tokens_per_s} tokens/s in all, ${st.per_sequence_tokens_per_s} per sequence, median step ${st.ms_per_step_median} ms\n`);
@@ -114,7 +117,7 @@ export const decodeBench: Bench = {
       weight_mb_per_token: r3(mem.weightsPerToken / 1048576),
       decoded_kv_b_mb: r3(mem.decodedKvB / 1048576),
     };
-    if (values.profile) result['phases_ms'] = profileDecode(model, o);
+    if (values.profile) result['phases_ms'] = profileDecode(model, o, values['profile-clock'] ?? 'wall');
     if (values.speculative) result['speculative'] = measureSpeculative(model, o, stats.ids);
     if (values.baseline) result['baseline'] = { impl: 'DeepseekV3.decodeStep (Tensor ops)', ...measureModelDecode(model, o) };
     process.stdout.write(JSON.stringify(result) + '\n');
