@@ -292,6 +292,20 @@ describe('continuous batcher contract', () => {
     assert.deepEqual(gg.done, [['length', 6]]);
   });
 
+  it('a pick outside the vocabulary cancels that sequence only; the prompt is copied at admit', () => {
+    const b = new ContinuousBatcher(model, { maxBatch: 2, maxContext: 30 });
+    const good: Job = { at: 0, prompt: ids(5, 23, V), maxNew: 5 };
+    const want = alone(model, good.prompt, good.maxNew).tokens;
+    const gb = fresh(), gg = fresh();
+    b.admit(request({ at: 0, prompt: ids(3, 24, V), maxNew: 5 }, gb, { pick: () => V }));
+    b.admit(request(good, gg));
+    good.prompt.fill(0); // the caller reuses its buffer after admit
+    assert.throws(() => b.step(), (e: Error) => e instanceof DsvError && /pick returned 320/.test(e.message));
+    assert.deepEqual(gb.done, [['cancelled', 0]]);
+    while (b.step() > 0);
+    assert.deepEqual(gg.tokens, want);
+  });
+
   it('cache memory is fixed at construction: maxBatch x maxContext slots', () => {
     const b = new ContinuousBatcher(model, { maxBatch: 3, maxContext: 50 });
     const c = model.cfg;

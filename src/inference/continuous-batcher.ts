@@ -121,7 +121,8 @@ export class ContinuousBatcher implements BatchDecoder {
     }
     const slot = this.seqs.indexOf(null);
     if (slot < 0) throw new DsvError(`admit: all ${this.maxBatch} slots are in use (maxBatch ${this.maxBatch}); wait for a sequence to finish`);
-    const seq: Sequence = { req, slot, generated: 0, next: -1, prefilledAt: -1 };
+    // the prompt is read at the next step: keep a copy, so the caller may reuse its buffer
+    const seq: Sequence = { req: { ...req, prompt: p.slice() }, slot, generated: 0, next: -1, prefilledAt: -1 };
     this.seqs[slot] = seq;
     this.cache.lengths[slot] = 0;
     this.pending.push(seq);
@@ -141,7 +142,7 @@ export class ContinuousBatcher implements BatchDecoder {
       const seq = this.pending.shift()!;
       if (this.seqs[seq.slot] !== seq) continue; // cancelled before its prefill
       if (seq.req.maxNew === 0) {
-        this.leave(seq, 'length');
+        this.safely(() => this.leave(seq, 'length'));
         continue;
       }
       const logits = this.prefill(seq);
@@ -186,8 +187,12 @@ export class ContinuousBatcher implements BatchDecoder {
    * token (their cache rows are already written), and step() rethrows the first error at the end.
    */
   private emitSafely(seq: Sequence, logits: Float32Array, off: number): void {
+    this.safely(() => this.emit(seq, logits, off));
+  }
+
+  private safely(fn: () => void): void {
     try {
-      this.emit(seq, logits, off);
+      fn();
     } catch (e) {
       if (this.callbackError === null) this.callbackError = e;
     }
@@ -217,6 +222,11 @@ export class ContinuousBatcher implements BatchDecoder {
   private emit(seq: Sequence, logits: Float32Array, off: number): void {
     const req = seq.req;
     const t = req.pick(logits, off, this.V);
+    if (!(Number.isInteger(t) && t >= 0 && t < this.V)) {
+      // feeding it would fail the next step for every sequence: this one leaves instead
+      this.leave(seq, 'cancelled');
+      throw new DsvError(`pick returned ${t} for the sequence in slot ${seq.slot}, not a token id in [0, ${this.V}); the sequence was cancelled`);
+    }
     if (t === req.eos) {
       this.leave(seq, 'eos');
       return;
