@@ -16,6 +16,7 @@ import { DsvError } from '../src/errors.js';
 import type { LeaveReason, SequenceRequest } from '../src/inference/batch-decoder.js';
 import { ContinuousBatcher } from '../src/inference/continuous-batcher.js';
 import { DecodeSession } from '../src/inference/decode-session.js';
+import { Engine } from '../src/inference/engine.js';
 import { generate } from '../src/inference/generate.js';
 import { randomModel } from '../src/inference/random-model.js';
 import { argmax } from '../src/inference/sampling.js';
@@ -310,5 +311,38 @@ describe('continuous batcher contract', () => {
     const b = new ContinuousBatcher(model, { maxBatch: 3, maxContext: 50 });
     const c = model.cfg;
     assert.equal(b.memory().cache, c.num_hidden_layers * 3 * 50 * (c.kv_lora_rank + c.qk_rope_head_dim) * 4);
+  });
+});
+
+describe('engine: several sequences at their own positions and slots in one forward', () => {
+  const model = DeepseekV3.load(fixturePath('tiny-dense-moe'), { mtp: false });
+  const V = model.cfg.vocab_size;
+
+  it('chunks of 3 tokens of two sequences (slots 2 and 0, positions 5 and 9) equal each sequence alone', () => {
+    const cache = model.newCache(3, 40);
+    const eng = new Engine(model, { rows: 16, logitRows: 8, maxLen: 40 });
+    const a = ids(8, 31, V), b = ids(12, 32, V); // prefixes of 5 and 9 tokens, then 3 tokens each
+    const one = (seq: Int32Array, slot: number, n: number): void => {
+      eng.forwardMain(seq.subarray(0, n), { B: 1, T: n, start: 0, slots: Int32Array.of(slot), starts: Int32Array.of(0) }, cache);
+    };
+    one(a, 2, 5);
+    one(b, 0, 9);
+    const chunk = Int32Array.from([...a.subarray(5, 8), ...b.subarray(9, 12)]);
+    eng.forwardMain(chunk, { B: 2, T: 3, start: 0, slots: Int32Array.of(2, 0), starts: Int32Array.of(5, 9) }, cache);
+    const got = eng.head(0, 6).slice();
+    const check = (seq: Int32Array, row0: number): void => {
+      const s = new DecodeSession(model, { maxLen: seq.length });
+      const all = s.prefill(seq, seq.length, { all: true });
+      for (let t = 0; t < 3; t++) {
+        const want = all.subarray((seq.length - 3 + t) * V, (seq.length - 2 + t) * V);
+        const err = maxRelDiff(got.subarray((row0 + t) * V, (row0 + t + 1) * V), want);
+        assert.ok(err <= TOL, `row ${row0 + t}: ${err.toExponential(3)} > ${TOL}`);
+      }
+    };
+    check(a, 0);
+    check(b, 3);
+    // a slot twice in one call, or positions past the cache, are refused
+    assert.throws(() => eng.forwardMain(chunk, { B: 2, T: 3, start: 0, slots: Int32Array.of(1, 1), starts: Int32Array.of(0, 0) }, cache), /appears twice/);
+    assert.throws(() => eng.forwardMain(chunk, { B: 2, T: 3, start: 0, slots: Int32Array.of(1, 0), starts: Int32Array.of(0, 38) }, cache), /exceed the cache length/);
   });
 });
