@@ -165,6 +165,37 @@ describe('continuous batcher on other storages and kernels', () => {
   });
 });
 
+describe('continuous batcher with a prefill budget', () => {
+  const model = DeepseekV3.load(fixturePath('tiny-dense-moe'), { mtp: false });
+  const V = model.cfg.vocab_size;
+
+  it('long prompts are prefilled over several steps; every sequence still equals generate() alone', () => {
+    const jobs = schedule(V);
+    const b = new ContinuousBatcher(model, { maxBatch: 3, maxContext: 40, chunk: 4, prefillBudget: 8 });
+    checkAgainstAlone(model, jobs, runBatched(b, jobs), 4);
+  });
+
+  it('a decoding sequence gets a token every step while a 23-token prompt is prefilled 5 tokens a step', () => {
+    const b = new ContinuousBatcher(model, { maxBatch: 2, maxContext: 40, chunk: 4, prefillBudget: 5 });
+    const first: Got = { tokens: [], logits: [], done: [], slot: -1 };
+    const long: Got = { tokens: [], logits: [], done: [], slot: -1 };
+    const fj: Job = { at: 0, prompt: ids(3, 41, V), maxNew: 12 };
+    const lj: Job = { at: 0, prompt: ids(23, 42, V), maxNew: 4 };
+    b.admit(request(fj, first));
+    b.step(); // first's prompt (3 tokens) and its first token
+    b.admit(request(lj, long));
+    for (let k = 0; k < 5; k++) {
+      b.step(); // 5 prompt tokens of `long` per step: 23 tokens are in after the fifth step
+      assert.equal(first.tokens.length, 2 + k, 'the decoding sequence advanced');
+      assert.equal(long.tokens.length, k < 4 ? 0 : 1, `long prompt after step ${k + 1}`);
+    }
+    while (b.step() > 0);
+    assert.deepEqual(first.tokens, alone(model, fj.prompt, fj.maxNew).tokens);
+    assert.deepEqual(long.tokens, alone(model, lj.prompt, lj.maxNew).tokens);
+    assert.throws(() => new ContinuousBatcher(model, { maxBatch: 1, maxContext: 8, prefillBudget: 0 }), /prefillBudget/);
+  });
+});
+
 describe('continuous batcher contract', () => {
   const model = DeepseekV3.load(fixturePath('tiny-dense-moe'), { mtp: false });
   const V = model.cfg.vocab_size;

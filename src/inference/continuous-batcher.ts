@@ -5,7 +5,9 @@
  * layer). Each step:
  *
  *   1. every newly admitted prompt is prefilled into its slot (chunks of `chunk` tokens, one
- *      engine call per chunk) and its first token is picked from the last prompt token's logits;
+ *      engine call per chunk) and its first token is picked from the last prompt token's logits
+ *      (with `prefillBudget`, at most that many prompt tokens per step: a long prompt then takes
+ *      several steps, and its sequence produces no token until it is in);
  *   2. every other sequence in flight feeds its previous token: ONE engine call for all of them,
  *      each row at its own position in its own slot (StepShape slots/starts; the attention
  *      kernel's per-batch causalOffsets and kvBatch), so each weight is read once per step for all
@@ -38,6 +40,13 @@ export interface ContinuousBatcherOptions {
   maxContext: number;
   /** Most prompt tokens per prefill call (default 64, as DecodeSession). */
   chunk?: number;
+  /**
+   * Most prompt tokens prefilled per step (default: no limit, every new prompt is prefilled
+   * whole in the step after its admission). With a limit, a long prompt is prefilled over
+   * several steps (in admission order) and its sequence produces no token until it is done, so
+   * the sequences already decoding are not held up by it for more than this many tokens' work.
+   */
+  prefillBudget?: number;
   profiler?: PhaseProfiler;
 }
 
@@ -50,12 +59,15 @@ interface Sequence {
   next: number;
   /** The step whose prefill picked its first token (it joins the batched forward from the next step). */
   prefilledAt: number;
+  /** Prompt tokens already in the cache. */
+  prefilled: number;
 }
 
 export class ContinuousBatcher implements BatchDecoder {
   readonly maxBatch: number;
   readonly maxContext: number;
   readonly chunk: number;
+  readonly prefillBudget: number;
   readonly engine: Engine;
   /** maxBatch slots x maxContext positions; slot s's length is cache.lengths[s]. */
   readonly cache: LatentCache;
@@ -86,6 +98,11 @@ export class ContinuousBatcher implements BatchDecoder {
     this.maxBatch = maxBatch;
     this.maxContext = maxContext;
     this.chunk = Math.min(chunk, maxContext);
+    const budget = opts.prefillBudget ?? Infinity;
+    if (!(budget === Infinity || (Number.isInteger(budget) && budget >= 1))) {
+      throw new DsvError(`continuous batcher: prefillBudget must be a positive integer, got ${budget}`);
+    }
+    this.prefillBudget = budget;
     this.V = model.cfg.vocab_size;
     this.engine = new Engine(model, { rows: Math.max(maxBatch, this.chunk), logitRows: maxBatch, maxLen: maxContext });
     this.engine.profiler = opts.profiler ?? null;
@@ -122,7 +139,7 @@ export class ContinuousBatcher implements BatchDecoder {
     const slot = this.seqs.indexOf(null);
     if (slot < 0) throw new DsvError(`admit: all ${this.maxBatch} slots are in use (maxBatch ${this.maxBatch}); wait for a sequence to finish`);
     // the prompt is read at the next step: keep a copy, so the caller may reuse its buffer
-    const seq: Sequence = { req: { ...req, prompt: p.slice() }, slot, generated: 0, next: -1, prefilledAt: -1 };
+    const seq: Sequence = { req: { ...req, prompt: p.slice() }, slot, generated: 0, next: -1, prefilledAt: -1, prefilled: 0 };
     this.seqs[slot] = seq;
     this.cache.lengths[slot] = 0;
     this.pending.push(seq);
@@ -137,15 +154,24 @@ export class ContinuousBatcher implements BatchDecoder {
 
   step(): number {
     this.steps++;
-    // 1. prefill the prompts admitted since the last step; each picks its first token
-    while (this.pending.length > 0) {
-      const seq = this.pending.shift()!;
-      if (this.seqs[seq.slot] !== seq) continue; // cancelled before its prefill
+    // 1. prefill the prompts admitted since the last step (within the budget); a prompt done
+    //    picks its sequence's first token
+    let budget = this.prefillBudget;
+    while (this.pending.length > 0 && budget > 0) {
+      const seq = this.pending[0]!;
+      if (this.seqs[seq.slot] !== seq) { // cancelled before its prefill finished
+        this.pending.shift();
+        continue;
+      }
       if (seq.req.maxNew === 0) {
+        this.pending.shift();
         this.safely(() => this.leave(seq, 'length'));
         continue;
       }
-      const logits = this.prefill(seq);
+      const logits = this.prefill(seq, budget);
+      budget -= seq.prefilled - this.lastPrefillFrom;
+      if (!logits) break; // the budget ran out inside this prompt
+      this.pending.shift();
       this.emitSafely(seq, logits, 0);
     }
     // 2. one forward for every sequence that already has a token to feed
@@ -198,24 +224,33 @@ export class ContinuousBatcher implements BatchDecoder {
     }
   }
 
-  /** Runs seq's prompt through the model into its slot; returns the last token's logits [1, V]. */
-  private prefill(seq: Sequence): Float32Array {
+  /** Where the last prefill call started in its prompt. */
+  private lastPrefillFrom = 0;
+
+  /**
+   * Runs up to `budget` more tokens of seq's prompt through the model into its slot, in chunks;
+   * returns the last prompt token's logits [1, V] once the whole prompt is in, else null.
+   */
+  private prefill(seq: Sequence, budget: number): Float32Array | null {
     const p = seq.req.prompt;
     const T = p.length;
     const sh = this.prefillShape;
     this.prefillSlot[0] = seq.slot;
+    this.lastPrefillFrom = seq.prefilled;
+    const end = Math.min(T, seq.prefilled + budget);
     let logits: Float32Array | null = null;
-    for (let t0 = 0; t0 < T; t0 += this.chunk) {
-      const c = Math.min(this.chunk, T - t0);
+    for (let t0 = seq.prefilled; t0 < end; t0 += this.chunk) {
+      const c = Math.min(this.chunk, end - t0);
       this.ids.set(p.subarray(t0, t0 + c), 0);
       this.prefillStart[0] = t0;
       sh.T = c;
       this.engine.forwardMain(this.ids, sh, this.cache);
       this.cache.lengths[seq.slot] = t0 + c;
+      seq.prefilled = t0 + c;
       if (t0 + c === T) logits = this.engine.head(c - 1, 1);
     }
-    seq.prefilledAt = this.steps;
-    return logits!;
+    if (logits) seq.prefilledAt = this.steps;
+    return logits;
   }
 
   /** seq picks its next token from logits[off .. off+V) and reports it, or leaves. */
