@@ -76,3 +76,18 @@ test('dsv3 train flag parsing', () => {
   assert.throws(() => parseTrainArgs(['--balance', 'foo']), /aux-free, aux-loss or none/);
   assert.throws(() => parseTrainArgs(['--steps', '0']), /--steps/);
 });
+
+test('dsv3 train rejects --seq longer than max_position_embeddings before any work', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-train-seq-'));
+  try {
+    const cfg = path.join(dir, 'config.json');
+    fs.writeFileSync(cfg, JSON.stringify(tinyConfigJson({ max_position_embeddings: 32 })));
+    const out = path.join(dir, 'run');
+    const r = dsv3(['train', '--config', cfg, '--seq', '64', '--steps', '1', '--out', out]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--seq 64 exceeds the model's max_position_embeddings \(32\)/);
+    assert.equal(fs.existsSync(out), false, 'no run directory left behind');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -14,6 +14,7 @@
  * `DeepseekV3.decodeStep` to float32 rounding.
  */
 import { kernels } from '../engine/backend.js';
+import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
@@ -51,7 +52,9 @@ export class Engine {
   readonly V: number;
   /** Profiler charged by every phase when set. */
   profiler: PhaseProfiler | null = null;
-  private readonly embed: Float32Array;
+  /** Embedding rows: float32, or bf16 bits (a mapped checkpoint's embed_tokens kept in place). */
+  private readonly embed: Float32Array | null;
+  private readonly embedBf16: Uint16Array | null;
   private readonly norm: NormPlan;
   private readonly lmHead: PreparedLinear;
   private readonly rope: RopeTables;
@@ -62,7 +65,9 @@ export class Engine {
     this.V = cfg.vocab_size;
     this.ws = new Workspace(cfg, opts.rows, opts.logitRows);
     this.layers = model.layers.map(planLayer);
-    this.embed = model.embedTokens.contiguous().f32();
+    const e = model.embedTokens.contiguous();
+    this.embed = e.dtype === 'bf16' ? null : e.f32();
+    this.embedBf16 = e.dtype === 'bf16' ? (e.data as Uint16Array).subarray(e.offset, e.offset + e.size) : null;
     this.norm = planNorm(model.norm);
     this.lmHead = prepareLinear(model.lmHead);
     const { cos, sin } = model.rope.tables(0, opts.maxLen);
@@ -144,7 +149,8 @@ export class Engine {
       if (!(id >= 0 && id < this.V)) throw new DsvError(`token id ${id} is outside the vocabulary [0, ${this.V})`);
       const src = id * D;
       const dst = row * D;
-      for (let d = 0; d < D; d++) out[dst + d] = this.embed[src + d]!;
+      if (this.embedBf16) bf16ArrayToF32(this.embedBf16.subarray(src, src + D), out.subarray(dst, dst + D));
+      else for (let d = 0; d < D; d++) out[dst + d] = this.embed![src + d]!;
     }
   }
 

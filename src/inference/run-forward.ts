@@ -40,7 +40,7 @@ export function runForward(
   inputIds: Tensor | readonly (readonly number[])[],
   opts: RunForwardOptions = {},
 ): Record<string, Tensor> {
-  const m = typeof model === 'string' ? DeepseekV3.load(model, { weights: opts.weights ?? 'auto', mtp: opts.mtp ?? false }) : model;
+  const m = typeof model === 'string' ? DeepseekV3.load(model, { weights: opts.weights ?? 'auto', mtp: opts.mtp ?? false, map: true }) : model;
   const ids = idsTensor(inputIds);
   const [B, S] = ids.shape as [number, number];
   if (B < 1 || S < 1) throw new DsvError(`input_ids must be [B, S] with B, S >= 1, got [${B}, ${S}]`);

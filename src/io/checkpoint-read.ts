@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DsvError } from '../errors.js';
-import { SafetensorsFile } from './safetensors-read.js';
+import { type OpenOptions, SafetensorsFile, type ViewTensor } from './safetensors-read.js';
+import type { Advice } from './mapped-file.js';
 import type { HostTensor, TensorInfo, TensorSource } from './safetensors-format.js';
 
 /** File name of a single-file checkpoint. */
@@ -26,15 +27,15 @@ export class Checkpoint implements TensorSource {
   ) {}
 
   /** Opens a single safetensors file as a checkpoint. */
-  static fromFile(file: string): Checkpoint {
-    const f = SafetensorsFile.open(file);
+  static fromFile(file: string, opts: OpenOptions = {}): Checkpoint {
+    const f = SafetensorsFile.open(file, opts);
     const owner = new Map<string, SafetensorsFile>();
     for (const n of f.names()) owner.set(n, f);
     return new Checkpoint(file, [f], owner, f.metadata);
   }
 
   /** Opens a sharded checkpoint through its index file (see openCheckpoint). */
-  static fromIndex(indexPath: string): Checkpoint {
+  static fromIndex(indexPath: string, opts: OpenOptions = {}): Checkpoint {
     const dir = path.dirname(indexPath);
     const index = readIndex(indexPath);
     const byShard = new Map<string, SafetensorsFile>();
@@ -48,7 +49,7 @@ export class Checkpoint implements TensorSource {
           if (!fs.existsSync(shardPath)) {
             throw new DsvError(`${indexPath}: weight_map maps "${name}" to ${shard}, which does not exist in ${dir}`);
           }
-          f = SafetensorsFile.open(shardPath);
+          f = SafetensorsFile.open(shardPath, opts);
           byShard.set(shard, f);
         }
         if (!f.has(name)) throw new DsvError(`${indexPath}: weight_map maps "${name}" to ${shard}, but that shard has no such tensor`);
@@ -90,6 +91,26 @@ export class Checkpoint implements TensorSource {
 
   getF32(name: string): Float32Array {
     return this.fileOf(name).getF32(name);
+  }
+
+  /** One tensor in place when its shard is mapped (SafetensorsFile.view), else a copy. */
+  view(name: string): ViewTensor {
+    return this.fileOf(name).view(name);
+  }
+
+  /** madvise for one tensor's pages (no-op when not mapped). */
+  advise(name: string, advice: Advice): void {
+    this.fileOf(name).advise(name, advice);
+  }
+
+  /** Whether every file of the checkpoint is mapped. */
+  get mapped(): boolean {
+    return this.files.every((f) => f.mapped);
+  }
+
+  /** Tensors served as copies by `view` because their offsets are misaligned (all shards). */
+  misalignedCopies(): number {
+    return this.files.reduce((s, f) => s + f.misalignedCopies, 0);
   }
 
   /** Sum of the data bytes of every tensor (what an index's total_size should say). */
@@ -152,9 +173,10 @@ function readIndex(indexPath: string): ShardIndex {
  * Opens a checkpoint: a directory with `model.safetensors` (preferred when both exist, as in
  * transformers) or `model.safetensors.index.json` + shards, or a path to a `.safetensors` file
  * or to an index json. Index errors (missing shard files, tensors missing from the named shard)
- * are DsvErrors naming the index, the tensor and the shard.
+ * are DsvErrors naming the index, the tensor and the shard. `opts.map` maps every file
+ * read-only (see SafetensorsFile.view).
  */
-export function openCheckpoint(location: string): Checkpoint {
+export function openCheckpoint(location: string, opts: OpenOptions = {}): Checkpoint {
   let st: fs.Stats;
   try {
     st = fs.statSync(location);
@@ -162,11 +184,11 @@ export function openCheckpoint(location: string): Checkpoint {
     throw new DsvError(`${location}: checkpoint not found`);
   }
   if (st.isFile()) {
-    return location.endsWith('.json') ? Checkpoint.fromIndex(location) : Checkpoint.fromFile(location);
+    return location.endsWith('.json') ? Checkpoint.fromIndex(location, opts) : Checkpoint.fromFile(location, opts);
   }
   const single = path.join(location, SINGLE_FILE);
-  if (fs.existsSync(single)) return Checkpoint.fromFile(single);
+  if (fs.existsSync(single)) return Checkpoint.fromFile(single, opts);
   const index = path.join(location, INDEX_FILE);
-  if (fs.existsSync(index)) return Checkpoint.fromIndex(index);
+  if (fs.existsSync(index)) return Checkpoint.fromIndex(index, opts);
   throw new DsvError(`${location}: no ${SINGLE_FILE} or ${INDEX_FILE} in this directory`);
 }

@@ -2,12 +2,20 @@
  * Lazy safetensors reader: `open` reads and validates only the header; `get` reads one tensor's
  * bytes at its offset into a freshly allocated (hence aligned) buffer. Nothing else is kept in
  * memory, so loading a model tensor by tensor never holds two copies of it.
+ *
+ * Opened with `{ map: true }` (and the addon loaded), the whole file is also mapped read-only
+ * (mapped-file.ts) and `view` returns tensors as typed-array views of the mapping: no byte is
+ * read or copied until a kernel touches it. safetensors offsets need not be aligned for the
+ * element type (the data area starts at 8 + header length); a tensor whose file offset is not a
+ * multiple of its element size cannot be a Uint16Array / Float32Array view, so `view` copies it
+ * instead and counts it in `misalignedCopies`.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { DsvError } from '../errors.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
-import { MAX_HEADER_BYTES, parseHeader } from './safetensors-format.js';
+import { type Advice, adviseRange, mapReadOnly } from './mapped-file.js';
+import { MAX_HEADER_BYTES, parseHeader, TAG_BYTES } from './safetensors-format.js';
 import type { HostTensor, TensorInfo, TensorSource } from './safetensors-format.js';
 
 /** Largest single read (fs.readSync takes at most 2 GiB - 1 per call). */
@@ -33,15 +41,33 @@ function f16ToF32(h: number): number {
   return sign * (1 + m / 1024) * 2 ** (e - 15);
 }
 
+/** Options of SafetensorsFile.open / openCheckpoint. */
+export interface OpenOptions {
+  /** Map the file read-only so `view` serves tensors in place (default false: copies only). */
+  map?: boolean;
+}
+
+/** A tensor from `view`: `mapped` says whether `data` is a view of the file mapping (read-only). */
+export interface ViewTensor extends HostTensor {
+  mapped: boolean;
+}
+
+/** Tags `view` can serve as views of the mapping (their bytes are the in-memory format). */
+const VIEW_TAGS = new Set(['F32', 'BF16', 'F8_E4M3', 'F8_E5M2', 'I32', 'U8']);
+
 /** One safetensors file opened for lazy, validated reads. */
 export class SafetensorsFile implements TensorSource {
   /** Header `__metadata__` (null when absent). */
   readonly metadata: Record<string, string> | null;
   /** Size of the file in bytes when opened. */
   readonly fileSize: number;
+  /** Tensors `view` had to copy because their offset is misaligned for their element type. */
+  misalignedCopies = 0;
   private fd: number | null;
   private readonly tensors: Map<string, TensorInfo>;
   private readonly sortedNames: string[];
+  /** The whole file mapped read-only from offset 0, or null (not asked, no addon, empty file). */
+  private readonly mapping: ArrayBuffer | null;
 
   private constructor(
     readonly path: string,
@@ -49,16 +75,26 @@ export class SafetensorsFile implements TensorSource {
     fileSize: number,
     tensors: Map<string, TensorInfo>,
     metadata: Record<string, string> | null,
+    mapping: ArrayBuffer | null,
   ) {
     this.fd = fd;
     this.fileSize = fileSize;
     this.tensors = tensors;
     this.metadata = metadata;
     this.sortedNames = [...tensors.keys()].sort();
+    this.mapping = mapping;
   }
 
-  /** Opens `path` and validates its header (see parseHeader); reads no tensor data. */
-  static open(path: string): SafetensorsFile {
+  /** Whether the file is mapped (so `view` serves aligned tensors in place). */
+  get mapped(): boolean {
+    return this.mapping !== null;
+  }
+
+  /**
+   * Opens `path` and validates its header (see parseHeader); reads no tensor data. With
+   * `map`, also maps the file (O(1): nothing is read); falls back to copies without the addon.
+   */
+  static open(path: string, opts: OpenOptions = {}): SafetensorsFile {
     if (os.endianness() !== 'LE') throw new DsvError(`${path}: safetensors loading needs a little-endian host`);
     let fd: number;
     try {
@@ -86,7 +122,15 @@ export class SafetensorsFile implements TensorSource {
       readExactly(fd, header, 8, `${path}: header`);
       const dataStart = 8 + headerLen;
       const parsed = parseHeader(path, header, dataStart, size - dataStart);
-      return new SafetensorsFile(path, fd, size, parsed.tensors, parsed.metadata);
+      let mapping: ArrayBuffer | null = null;
+      if (opts.map) {
+        try {
+          mapping = mapReadOnly(fd, size);
+        } catch (e) {
+          throw new DsvError(`${path}: cannot map the file (${(e as Error).message})`);
+        }
+      }
+      return new SafetensorsFile(path, fd, size, parsed.tensors, parsed.metadata, mapping);
     } catch (e) {
       fs.closeSync(fd);
       throw e;
@@ -162,6 +206,41 @@ export class SafetensorsFile implements TensorSource {
     }
   }
 
+  /**
+   * One tensor in place: for F32, BF16, F8, I32 and U8 tensors of a mapped file whose offset is
+   * aligned for the element type, a typed-array view of the mapping (`mapped: true`; read-only
+   * memory: never write to it). Otherwise (not mapped, misaligned, or a tag converted on read)
+   * what `get` returns, a copy (`mapped: false`); misaligned ones are counted in misalignedCopies.
+   */
+  view(name: string): ViewTensor {
+    const t = this.info(name);
+    const m = this.mapping;
+    if (m === null || !VIEW_TAGS.has(t.tag) || t.dtype === undefined) return { ...this.get(name), mapped: false };
+    const size = TAG_BYTES[t.tag]!;
+    if (t.fileOffset % size !== 0) {
+      this.misalignedCopies++;
+      return { ...this.get(name), mapped: false };
+    }
+    const shape = t.shape.slice();
+    const o = t.fileOffset;
+    switch (t.tag) {
+      case 'F32':
+        return { dtype: 'f32', shape, data: new Float32Array(m, o, t.numel), mapped: true };
+      case 'BF16':
+        return { dtype: 'bf16', shape, data: new Uint16Array(m, o, t.numel), mapped: true };
+      case 'I32':
+        return { dtype: 'i32', shape, data: new Int32Array(m, o, t.numel), mapped: true };
+      default:
+        return { dtype: t.dtype, shape, data: new Uint8Array(m, o, t.numel), mapped: true };
+    }
+  }
+
+  /** madvise for one tensor's pages (no-op when the file is not mapped). */
+  advise(name: string, advice: Advice): void {
+    const t = this.info(name);
+    if (this.mapping && t.byteLength > 0) adviseRange(this.mapping, t.fileOffset, t.byteLength, advice);
+  }
+
   /** Reads an F32, F16 or BF16 tensor as float32. */
   getF32(name: string): Float32Array {
     const t = this.info(name);
@@ -172,7 +251,10 @@ export class SafetensorsFile implements TensorSource {
     return got.dtype === 'bf16' ? bf16ArrayToF32(got.data as Uint16Array) : (got.data as Float32Array);
   }
 
-  /** Closes the file descriptor; later reads throw. Safe to call twice. */
+  /**
+   * Closes the file descriptor; later reads throw. Safe to call twice. Views from `view` stay
+   * valid: the mapping lives until the last of them is collected.
+   */
   close(): void {
     if (this.fd !== null) {
       fs.closeSync(this.fd);

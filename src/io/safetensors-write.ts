@@ -17,6 +17,9 @@ export interface TensorToWrite {
   data: Storage;
 }
 
+/** dtype and shape of a tensor to write, without its data (writeSafetensorsStreamed). */
+export type TensorSpec = Pick<TensorToWrite, 'dtype' | 'shape'>;
+
 /** Default `__metadata__`: Hugging Face transformers refuses safetensors files without format "pt". */
 export const DEFAULT_METADATA: Readonly<Record<string, string>> = { format: 'pt' };
 
@@ -55,12 +58,12 @@ export function checkTensorToWrite(file: string, name: string, t: TensorToWrite)
 }
 
 /** Bytes of the data area of one tensor. */
-export function tensorByteLength(t: TensorToWrite): number {
+export function tensorByteLength(t: TensorSpec): number {
   return shapeNumel(t.shape) * bytesPerElement(t.dtype);
 }
 
 /** Builds the padded header (length prefix included) for tensors written in sorted order. */
-function buildHeader(names: string[], tensors: Record<string, TensorToWrite>, metadata: Record<string, string>): Uint8Array {
+function buildHeader(names: string[], tensors: Record<string, TensorSpec>, metadata: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const name of names) {
@@ -107,6 +110,29 @@ export function writeSafetensors(
     writeAll(fd, header, file);
     for (const name of names) {
       const d = tensors[name]!.data;
+      writeAll(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength), file);
+    }
+  }, { mkdir: false });
+}
+
+/**
+ * Writes a safetensors file whose tensors are produced one at a time, in sorted name order, by
+ * `produce(name)` (which must return storage of the declared dtype and size): a file larger
+ * than memory is never held whole. Atomic like writeSafetensors.
+ */
+export function writeSafetensorsStreamed(
+  file: string,
+  specs: Record<string, TensorSpec>,
+  produce: (name: string) => Storage,
+  metadata: Record<string, string> = {},
+): void {
+  const names = Object.keys(specs).sort();
+  const header = buildHeader(names, specs, { ...DEFAULT_METADATA, ...metadata });
+  writeFileAtomic(file, (fd) => {
+    writeAll(fd, header, file);
+    for (const name of names) {
+      const d = produce(name);
+      checkTensorToWrite(file, name, { ...specs[name]!, data: d });
       writeAll(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength), file);
     }
   }, { mkdir: false });

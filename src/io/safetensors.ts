@@ -7,3 +7,4 @@ export * from './safetensors-read.js';
 export * from './safetensors-write.js';
 export * from './checkpoint-read.js';
 export * from './checkpoint-write.js';
+export * from './mapped-file.js';

@@ -17,7 +17,7 @@ import type { ParamRegistry } from './param-registry.js';
 import { RMSNorm } from './rmsnorm.js';
 import { RotaryEmbedding } from './rope.js';
 import type { Routing } from './router.js';
-import { f32Linear, type LinearWeight } from './weights.js';
+import { bf16Linear, f32Linear, type LinearWeight } from './weights.js';
 
 /** Which pieces a part holds. */
 export interface PartLayout {
@@ -65,7 +65,7 @@ export class ModelPart {
     for (let i = layout.layers[0]; i < layout.layers[1]; i++) this.layers.push(new DecoderLayer(cfg, registry, i, i));
     if (layout.head) {
       this.norm = new RMSNorm(registry, 'model.norm', D, cfg.rms_norm_eps);
-      this.lmHead = cfg.tie_word_embeddings ? f32Linear('lm_head.weight', embed()) : registry.linear('lm_head.weight', cfg.vocab_size, D);
+      this.lmHead = cfg.tie_word_embeddings ? tiedHead(embed()) : registry.linear('lm_head.weight', cfg.vocab_size, D);
       if (layout.mtp) for (let k = 1; k <= cfg.num_nextn_predict_layers; k++) this.mtp.push(new MtpModule(cfg, registry, k));
       if (this.mtp.length > 0) this.mtpEmbed = embed();
     }
@@ -133,4 +133,9 @@ export class ModelPart {
     }
     return out;
   }
+}
+
+/** lm_head tied to the embedding: the same tensor (a bf16 one when a mapped load kept it bf16). */
+function tiedHead(e: Tensor): LinearWeight {
+  return e.dtype === 'bf16' ? bf16Linear('lm_head.weight', e.data as Uint16Array, e.shape[0]!, e.shape[1]!) : f32Linear('lm_head.weight', e);
 }

@@ -26,6 +26,12 @@ export interface LoadOptions {
   weights?: WeightMode;
   /** Load the MTP modules (default true); without them their tensors are skipped. */
   mtp?: boolean;
+  /**
+   * Map the checkpoint files read-only and keep bf16 / FP8 weights in place (params.ts): the
+   * load costs O(1) in the checkpoint size and the resident set grows with the pages used.
+   * For inference only (kept weights are frozen); without the native addon it reads copies.
+   */
+  map?: boolean;
 }
 
 export interface ForwardOptions {
@@ -75,7 +81,7 @@ export class DeepseekV3 extends ModelPart {
    */
   static load(dir: string, opts: LoadOptions = {}): DeepseekV3 {
     const cfg = loadModelConfig(dir);
-    const ckpt = openCheckpoint(dir);
+    const ckpt = openCheckpoint(dir, { map: opts.map ?? false });
     try {
       const src = new CheckpointParams(ckpt, opts.weights ?? 'auto');
       const withMtp = opts.mtp ?? true;

@@ -4,13 +4,20 @@
  *
  *   - `CheckpointParams`: reads each tensor once, lazily, from a checkpoint (single file or
  *     sharded through its index), checks its shape, upcasts BF16 to float32 (or keeps the bf16
- *     bits when asked) and keeps FP8 weights as E4M3 codes + their `weight_scale_inv`;
+ *     bits when asked) and keeps FP8 weights as E4M3 codes + their `weight_scale_inv`. When the
+ *     checkpoint is mapped (openCheckpoint(dir, { map: true })), kept bf16 bits, FP8 codes and
+ *     F32 scales are views of the mapping, read in place by the kernels (nothing copied), as is
+ *     a BF16 `embed_tokens` in 'bf16' mode (a frozen bf16 Tensor); float32 tensors and upcasts
+ *     stay copies (training writes its parameters; the mapping is read-only). Always-used
+ *     weights get MADV_WILLNEED (read ahead now), the embedding MADV_RANDOM (a few rows per
+ *     token); routed experts keep the default read-ahead, paged in when selected;
  *   - `RandomParams`: Hugging Face's initialisation (normal(0, initializer_range) for linears
  *     and embeddings, ones for norms, zeros for the balance bias), one seeded stream per name.
  *
  * Trainable tensors are `Tensor.param` leaves named after their checkpoint names.
  */
 import { type Checkpoint } from '../io/checkpoint-read.js';
+import type { HostTensor } from '../io/safetensors-format.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { dequantFp8Weight } from '../engine/fp8/checkpoint-weights.js';
 import { largeF32 } from '../engine/memory.js';
@@ -65,13 +72,36 @@ export class CheckpointParams implements ParamSource {
     if (info.tag !== 'F32' && info.tag !== 'BF16' && info.tag !== 'F16') {
       throw new DsvError(`${this.where()}: tensor "${name}" has dtype ${info.tag}; expected F32, BF16 or F16`);
     }
+    if (this.ckpt.mapped && this.mode === 'bf16' && info.tag === 'BF16' && name.endsWith('embed_tokens.weight')) {
+      const v = this.ckpt.view(name);
+      if (v.mapped) {
+        this.ckpt.advise(name, 'random');
+        return new Tensor(v.data as Uint16Array, shape, 'bf16');
+      }
+    }
+    if (this.ckpt.mapped && info.tag === 'BF16') {
+      return Tensor.param(bf16ArrayToF32(this.ckpt.view(name).data as Uint16Array), shape, name, trainable);
+    }
     return Tensor.param(this.ckpt.getF32(name), shape, name, trainable);
+  }
+
+  /** A kept (never written) tensor: in place when mapped, else a copy; always-used ones read ahead. */
+  private kept(name: string): HostTensor {
+    if (!this.ckpt.mapped) return this.ckpt.get(name);
+    if (!/\.mlp\.experts\.\d+\./.test(name)) this.ckpt.advise(name, 'willneed');
+    return this.ckpt.view(name);
+  }
+
+  /** float32 block scales: a view of an F32 tensor when mapped, else read (and upcast). */
+  private scales(name: string): Float32Array {
+    const v = this.ckpt.mapped && this.ckpt.info(name).tag === 'F32' ? this.ckpt.view(name) : null;
+    return v ? (v.data as Float32Array) : this.ckpt.getF32(name);
   }
 
   linear(name: string, outFeatures: number, inFeatures: number): LinearWeight {
     const shape = [outFeatures, inFeatures];
     this.checked(name, shape);
-    const t = this.ckpt.get(name);
+    const t = this.ckpt.info(name).tag === 'F32' ? this.ckpt.get(name) : this.kept(name);
     switch (t.dtype) {
       case 'f32':
         return f32Linear(name, Tensor.param(t.data as Float32Array, shape, name));
@@ -84,7 +114,7 @@ export class CheckpointParams implements ParamSource {
         const sName = `${name}_scale_inv`;
         const sShape = [Math.ceil(outFeatures / 128), Math.ceil(inFeatures / 128)];
         this.checked(sName, sShape);
-        const scaleInv = this.ckpt.getF32(sName);
+        const scaleInv = this.scales(sName);
         const codes = t.data as Uint8Array;
         if (this.mode === 'f32') {
           return f32Linear(name, Tensor.param(dequantFp8Weight(codes, scaleInv, outFeatures, inFeatures, name), shape, name));

@@ -113,6 +113,7 @@ export class TrainRun {
     this.lastCkpt = resumeDir;
     // a resumed run keeps its own config and tokenizer (so the token stream is the same)
     const baseCfg = resumeDir ? loadModelConfig(resumeDir) : o.model;
+    if (o.seq > baseCfg.max_position_embeddings) throw new DsvError(`--seq ${o.seq} exceeds the model's max_position_embeddings (${baseCfg.max_position_embeddings})`);
     const resumeTok = resumeDir && fs.existsSync(path.join(resumeDir, 'tokenizer.json')) ? loadTokenizerJson(path.join(resumeDir, 'tokenizer.json')) : undefined;
     const data =
       o.prepared ??

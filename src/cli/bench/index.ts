@@ -6,8 +6,9 @@ import { fp8Bench } from './fp8.js';
 import { gemmBench } from './gemm.js';
 import { kernelsBench } from './kernels.js';
 import { memoryBench } from './memory.js';
+import { memoryBandwidthBench } from './memory-bandwidth.js';
 import { peakBench } from './peak.js';
 import { prefillBench } from './prefill.js';
 import { trainBench } from './train.js';
 
-export const benches: readonly Bench[] = [dispatchBench, memoryBench, kernelsBench, peakBench, gemmBench, decodeBench, prefillBench, trainBench, fp8Bench];
+export const benches: readonly Bench[] = [dispatchBench, memoryBench, kernelsBench, peakBench, gemmBench, decodeBench, prefillBench, trainBench, fp8Bench, memoryBandwidthBench];

@@ -82,7 +82,7 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
   const o = samplingOptions(v);
   const system: ChatMessage[] = v.system !== undefined ? [{ role: 'system', content: v.system }] : [];
   template.render([...system, { role: 'user', content: 'hi' }], true); // a broken template fails here, before the model loads
-  const model = DeepseekV3.load(dir, { mtp: false });
+  const model = DeepseekV3.load(dir, { mtp: false, map: true });
   const dec = new PrefixReuseDecoder(new DecodeSession(model, { maxLen: maxPos }));
   const eos = tok.eosId === undefined ? {} : { eos: tok.eosId };
   const encode = (msgs: ChatMessage[]): Int32Array => Int32Array.from(tok.encode(template.render(msgs, true), { addBos: false }));

@@ -95,7 +95,7 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   if (P > maxPos) throw new DsvError(`${cmd}: the prompt has ${P} tokens, more than max_position_embeddings (${maxPos})`);
   const maxNew = Math.min(maxPos, P + (v['max-tokens'] ?? v['max-new'] ?? 100)) - P;
   const speculative = maxNew > 0 && (v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1));
-  const model = DeepseekV3.load(dir, { mtp: speculative });
+  const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
 
   const stream = new TextStream((id) => tok.decodeBytes([id]), v.stop ?? []);
   const out = (s: string): void => {

@@ -1,0 +1,191 @@
+/* Node-API binding of read-only file mappings (checkpoint weights mapped, not copied):
+ *   mapFile(fd, bytes, advice)  -> ArrayBuffer: an external ArrayBuffer over
+ *                                  mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0), i.e. the
+ *                                  file's first `bytes` bytes from offset 0 (a page boundary),
+ *                                  so a tensor at file offset o is the view at byteOffset o and
+ *                                  its address has the alignment of o. Opening costs O(1) in
+ *                                  the file size: no page is read until a kernel touches it,
+ *                                  and only touched pages count in the resident set (RssFile).
+ *   adviseMapped(ab, offset, length, advice) -> madvise on the pages covering
+ *                                  [offset, offset + length) of a mapFile buffer.
+ *   isMapped(ab)                -> whether `ab` is a live mapFile buffer (tests, accounting).
+ *   dropFileCache(fd)           -> posix_fadvise(POSIX_FADV_DONTNEED) on the whole file: its clean
+ *                                  pages leave the page cache (pages other processes map stay),
+ *                                  so the next open reads from disk (cold-start measurements).
+ * advice: 0 normal, 1 random (no read-ahead), 2 sequential, 3 willneed (start reading now,
+ * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost).
+ *
+ * Lifetime: the finalizer unmaps when V8 collects the ArrayBuffer (every view over it gone);
+ * the descriptor can be closed right after mapFile (the mapping keeps the file open). The
+ * mapped bytes are NOT reported to V8 as external memory: they are page cache, not heap, and
+ * reporting gigabytes would make V8 collect in a panic. Mapping is PROT_READ: kernels only
+ * read weights; a write through a view is a bug and faults. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "napi_util.h"
+
+typedef struct mapping {
+  void* base;
+  size_t bytes;
+  struct mapping *prev, *next;
+} mapping;
+
+static mapping* maps; /* live mappings (for isMapped / adviseMapped lookups) */
+static pthread_mutex_t maps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int advice_of(int64_t a) {
+  switch (a) {
+    case 0: return MADV_NORMAL;
+    case 1: return MADV_RANDOM;
+    case 2: return MADV_SEQUENTIAL;
+    case 3: return MADV_WILLNEED;
+    case 4: return MADV_DONTNEED;
+    default: return -1;
+  }
+}
+
+static void finalize_map(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)data;
+  mapping* m = (mapping*)hint;
+  pthread_mutex_lock(&maps_mu);
+  if (m->prev) m->prev->next = m->next;
+  else maps = m->next;
+  if (m->next) m->next->prev = m->prev;
+  pthread_mutex_unlock(&maps_mu);
+  munmap(m->base, m->bytes);
+  free(m);
+}
+
+static mapping* find_map(void* base, size_t bytes) {
+  pthread_mutex_lock(&maps_mu);
+  mapping* m = maps;
+  while (m && !(m->base == base && m->bytes == bytes)) m = m->next;
+  pthread_mutex_unlock(&maps_mu);
+  return m;
+}
+
+static napi_value js_map_file(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  int64_t fd, bytes, adv;
+  if (dsv3_int(env, argv[0], &fd, "fd") || dsv3_int(env, argv[1], &bytes, "bytes") || dsv3_int(env, argv[2], &adv, "advice")) return NULL;
+  if (fd < 0 || fd > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "dsv3 native: mapFile: 'fd' must be a file descriptor");
+    return NULL;
+  }
+  if (bytes < 1 || bytes > ((int64_t)1 << 46)) {
+    napi_throw_range_error(env, NULL, "dsv3 native: mapFile expects 1 <= bytes <= 2^46");
+    return NULL;
+  }
+  const int a = advice_of(adv);
+  if (a < 0 || a == MADV_DONTNEED) {
+    napi_throw_range_error(env, NULL, "dsv3 native: mapFile: 'advice' must be 0 (normal), 1 (random), 2 (sequential) or 3 (willneed)");
+    return NULL;
+  }
+  void* p = mmap(NULL, (size_t)bytes, PROT_READ, MAP_SHARED, (int)fd, 0);
+  if (p == MAP_FAILED) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "dsv3 native: mapFile: mmap of %lld bytes failed (%s)", (long long)bytes, strerror(errno));
+    napi_throw_error(env, NULL, msg);
+    return NULL;
+  }
+  if (a != MADV_NORMAL) madvise(p, (size_t)bytes, a); /* advisory: errors ignored */
+  mapping* m = (mapping*)calloc(1, sizeof *m);
+  if (!m) {
+    munmap(p, (size_t)bytes);
+    napi_throw_error(env, NULL, "dsv3 native: mapFile: out of memory");
+    return NULL;
+  }
+  m->base = p;
+  m->bytes = (size_t)bytes;
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, p, (size_t)bytes, finalize_map, m, &ab) != napi_ok) {
+    munmap(p, (size_t)bytes);
+    free(m);
+    napi_throw_error(env, NULL, "dsv3 native: mapFile: napi_create_external_arraybuffer failed");
+    return NULL;
+  }
+  pthread_mutex_lock(&maps_mu);
+  m->next = maps;
+  if (maps) maps->prev = m;
+  maps = m;
+  pthread_mutex_unlock(&maps_mu);
+  return ab;
+}
+
+/* The live mapping behind an ArrayBuffer argument, or NULL (with a pending error if `need`). */
+static mapping* mapping_arg(napi_env env, napi_value v, int need) {
+  bool is = false;
+  napi_is_arraybuffer(env, v, &is);
+  if (!is) {
+    if (need) napi_throw_type_error(env, NULL, "dsv3 native: expected an ArrayBuffer");
+    return NULL;
+  }
+  void* data = NULL;
+  size_t len = 0;
+  if (napi_get_arraybuffer_info(env, v, &data, &len) != napi_ok) return NULL;
+  mapping* m = data ? find_map(data, len) : NULL;
+  if (!m && need) napi_throw_type_error(env, NULL, "dsv3 native: the ArrayBuffer was not made by mapFile");
+  return m;
+}
+
+static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 4);
+  mapping* m = mapping_arg(env, argv[0], 1);
+  if (!m) return NULL;
+  int64_t off, len, adv;
+  if (dsv3_int(env, argv[1], &off, "offset") || dsv3_int(env, argv[2], &len, "length") || dsv3_int(env, argv[3], &adv, "advice")) return NULL;
+  if (off < 0 || len < 0 || (uint64_t)off + (uint64_t)len > m->bytes) {
+    napi_throw_range_error(env, NULL, "dsv3 native: adviseMapped: [offset, offset + length) is outside the mapping");
+    return NULL;
+  }
+  const int a = advice_of(adv);
+  if (a < 0) {
+    napi_throw_range_error(env, NULL, "dsv3 native: adviseMapped: 'advice' must be 0..4");
+    return NULL;
+  }
+  if (len > 0) {
+    const long pg = sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
+    const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
+    madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
+  }
+  return NULL;
+}
+
+static napi_value js_is_mapped(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  napi_value r;
+  napi_get_boolean(env, mapping_arg(env, argv[0], 0) != NULL, &r);
+  return r;
+}
+
+static napi_value js_drop_file_cache(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int64_t fd;
+  if (dsv3_int(env, argv[0], &fd, "fd")) return NULL;
+  if (fd < 0 || fd > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "dsv3 native: dropFileCache: 'fd' must be a file descriptor");
+    return NULL;
+  }
+  napi_value r;
+#ifdef POSIX_FADV_DONTNEED
+  napi_get_boolean(env, posix_fadvise((int)fd, 0, 0, POSIX_FADV_DONTNEED) == 0, &r);
+#else
+  napi_get_boolean(env, false, &r); /* no posix_fadvise (macOS): the cache is left as is */
+#endif
+  return r;
+}
+
+void dsv3_register_mapped_file(napi_env env, napi_value exports) {
+  dsv3_export(env, exports, "dropFileCache", js_drop_file_cache);
+  dsv3_export(env, exports, "mapFile", js_map_file);
+  dsv3_export(env, exports, "adviseMapped", js_advise_mapped);
+  dsv3_export(env, exports, "isMapped", js_is_mapped);
+}
