@@ -97,6 +97,8 @@ const SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 7, 3], [3, 1, 7], [7, 3, 1], [2, 129, 127], [4, 127, 129], [3, 1000, 7], [1, 7, 1000],
   [5, 7, 1000], [1000, 3, 7], [127, 129, 7], [129, 127, 130], [7, 1000, 129], [1000, 129, 3], [6, 16, 256],
   [5, 2100, 20], [300, 40, 600], [2, 4200, 5],
+  // the streaming path for several decode rows (continuous batching): m 5..16 in groups of 4
+  [8, 131, 256], [9, 37, 33], [12, 200, 129], [16, 67, 300], [13, 1100, 64], [11, 4099, 17],
 ];
 // [alpha, beta]: overwrite, scaled overwrite (C full of NaN), accumulate, general
 const AB: [number, number][] = [[1, 0], [0.5, 0], [1, 1], [-1.5, 0.25]];

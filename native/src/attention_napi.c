@@ -2,7 +2,7 @@
  *   attention(p, q, k, v, out, lse)
  *   attentionBackward(p, q, k, v, out, lse, dout, dq, dk, dv)
  * with the JS signatures of the `Kernels` interface; p is the AttentionParams object, read
- * property by property here. Every buffer is checked against the extent its strides reach
+ * property by property here (the optional per-batch causalOffsets / kvBatch Int32Arrays too). Every buffer is checked against the extent its strides reach
  * (RangeError naming it) before any work. kvHeads must be 1 or heads. Strides must be
  * non-negative; the rows of out/dq/dk/dv must not overlap one another (dk and dv may be
  * views of one buffer: their gradients then sum, as in the reference). */
@@ -67,6 +67,54 @@ static int read_params(napi_env env, napi_value p, dsv3_attn_ctx* c) {
   c->group = c->heads / c->kv_heads;
   c->scale = (float)scale;
   c->causal_offset = (int64_t)off;
+  return 0;
+}
+
+/* The optional per-batch arrays (continuous batching: each batch row a sequence at its own
+ * position in its own cache slot): causalOffsets[b] replaces causalOffset for batch b;
+ * kvBatch[b] is the k/v batch that batch b reads (forward only). Absent, undefined or null:
+ * not used. *kv_batches receives the k/v batches the views must cover. */
+static int optional_i32(napi_env env, napi_value p, const char* key, int64_t n, const int32_t** out) {
+  bool has = false;
+  napi_value v;
+  napi_valuetype t;
+  *out = NULL;
+  if (napi_has_named_property(env, p, key, &has) != napi_ok || !has) return 0;
+  if (napi_get_named_property(env, p, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return -1;
+  if (t == napi_undefined || t == napi_null) return 0;
+  void* data;
+  char name[48];
+  snprintf(name, sizeof name, "AttentionParams.%s", key);
+  if (fz_typed(env, v, napi_int32_array, name, (size_t)n, &data)) return -1;
+  *out = (const int32_t*)data;
+  return 0;
+}
+
+static int read_rows(napi_env env, napi_value p, dsv3_attn_ctx* c, int backward, int64_t* kv_batches) {
+  *kv_batches = c->batch;
+  if (optional_i32(env, p, "causalOffsets", c->batch, &c->coffs) || optional_i32(env, p, "kvBatch", c->batch, &c->kvb)) return -1;
+  if (c->coffs) {
+    for (int64_t b = 0; b < c->batch; b++)
+      if (c->coffs[b] <= -(1 << 23) || c->coffs[b] >= (1 << 23)) {
+        napi_throw_range_error(env, NULL, "dsv3 native: attention: causalOffsets values must be in (-2^23, 2^23)");
+        return -1;
+      }
+  }
+  if (c->kvb) {
+    if (backward) {
+      napi_throw_range_error(env, NULL, "dsv3 native: attentionBackward: kvBatch is forward only");
+      return -1;
+    }
+    int64_t mx = -1;
+    for (int64_t b = 0; b < c->batch; b++) {
+      if (c->kvb[b] < 0) {
+        napi_throw_range_error(env, NULL, "dsv3 native: attention: kvBatch values must be >= 0");
+        return -1;
+      }
+      if (c->kvb[b] > mx) mx = c->kvb[b];
+    }
+    *kv_batches = mx + 1;
+  }
   return 0;
 }
 
@@ -167,10 +215,11 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   dsv3_attn_ctx c;
   memset(&c, 0, sizeof c);
   float *q, *k, *v, *out, *lse;
-  if (read_params(env, argv[0], &c)) return NULL;
+  int64_t kvn;
+  if (read_params(env, argv[0], &c) || read_rows(env, argv[0], &c, 0, &kvn)) return NULL;
   if (view_f32(env, argv[1], "q", extent(c.qs, c.batch, c.tq, c.heads, c.dqk), &q) ||
-      view_f32(env, argv[2], "k", extent(c.ks, c.batch, c.tk, c.kv_heads, c.dqk), &k) ||
-      view_f32(env, argv[3], "v", extent(c.vs, c.batch, c.tk, c.kv_heads, c.dv), &v) ||
+      view_f32(env, argv[2], "k", extent(c.ks, kvn, c.tk, c.kv_heads, c.dqk), &k) ||
+      view_f32(env, argv[3], "v", extent(c.vs, kvn, c.tk, c.kv_heads, c.dv), &v) ||
       view_f32(env, argv[4], "out", extent(c.os, c.batch, c.tq, c.heads, c.dv), &out) ||
       view_f32(env, argv[5], "lse", (double)c.batch * c.heads * c.tq, &lse))
     return NULL;
@@ -209,7 +258,8 @@ static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
   dsv3_attn_ctx c;
   memset(&c, 0, sizeof c);
   float *q, *k, *v, *o, *lse, *dout, *dq, *dk, *dv;
-  if (read_params(env, argv[0], &c)) return NULL;
+  int64_t kvn;
+  if (read_params(env, argv[0], &c) || read_rows(env, argv[0], &c, 1, &kvn)) return NULL;
   const double nq = extent(c.qs, c.batch, c.tq, c.heads, c.dqk), nk = extent(c.ks, c.batch, c.tk, c.kv_heads, c.dqk);
   const double nv = extent(c.vs, c.batch, c.tk, c.kv_heads, c.dv), no = extent(c.os, c.batch, c.tq, c.heads, c.dv);
   if (view_f32(env, argv[1], "q", nq, &q) || view_f32(env, argv[2], "k", nk, &k) ||

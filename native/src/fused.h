@@ -56,6 +56,8 @@ DECLARE_ISA(void, dsv3_silu_mul_bwd, (const float* g, const float* u, const floa
 typedef struct {
   int64_t batch, heads, kv_heads, group; /* group = heads / kv_heads */
   int64_t tq, tk, dqk, dv, causal_offset;
+  const int32_t* coffs;                  /* per-batch causal offsets, or NULL (causal_offset for all) */
+  const int32_t* kvb;                    /* per-batch key/value batch index, or NULL (b itself; forward only) */
   float scale;
   int64_t qs[3], ks[3], vs[3], os[3];    /* [batch, token, head] strides */
   const float *q, *k, *v, *o, *dout, *lse_in;

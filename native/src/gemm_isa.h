@@ -79,8 +79,10 @@
 
 /* VDPBF16PS path (AVX-512 build on CPUs with avx512_bf16): k is consumed in pairs. */
 #define GEMM_KC_DP (2 * GEMM_KC)
-/* m <= GEMV_MAX_M takes the streaming path (no packing of B). */
-#define GEMV_MAX_M 4
+/* m <= GEMV_MAX_M takes the streaming path (no packing of B): decode, and batched decode of up
+ * to 16 sequences (continuous batching), where packing the whole weight for a few rows cost
+ * more than the product itself. */
+#define GEMV_MAX_M 16
 
 typedef struct {
   int ta, tb;   /* op(A) = A^T, op(B) = B^T */

@@ -87,7 +87,7 @@ static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, int m, int n, int k, int t
 int dsv3_gemm_selfcheck(int level) {
   gemm_f32_fn f = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_f32_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_f32_avx2 : dsv3_gemm_f32_scalar;
   gemm_bf16_fn fb = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_bf16_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_bf16_avx2 : dsv3_gemm_bf16_scalar;
-  /* m, n, k: GEMV (m <= 4), edges in every dimension, more than one KC block (k > 384 covers
+  /* m, n, k: GEMV (m <= 16), edges in every dimension, more than one KC block (k > 384 covers
    * the doubled KC of the pair kernel), k odd for the bf16 pairs, sizes past one MC block */
   static const int cases[][3] = {{1, 37, 300}, {3, 45, 29},  {4, 19, 7},   {13, 37, 19}, {29, 70, 401},
                                  {45, 33, 64}, {7, 100, 35}, {300, 40, 17}, {5, 1, 3},   {12, 32, 32}};

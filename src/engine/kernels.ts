@@ -204,6 +204,18 @@ export interface AttentionParams {
   dv: number;
   scale: number;
   causalOffset: number;
+  /**
+   * Optional per-batch causal offsets [batch] (continuous batching: each batch is a sequence at
+   * its own position): query i of batch b sees keys j <= i + causalOffsets[b]; causalOffset is
+   * then not used. Values in (-2^23, 2^23).
+   */
+  causalOffsets?: Int32Array | null;
+  /**
+   * Optional per-batch key/value batch [batch], forward only: batch b of q and out reads the
+   * keys and values of batch kvBatch[b] (its latent-cache slot), so k and v must cover
+   * max(kvBatch) + 1 batches. attentionBackward rejects it.
+   */
+  kvBatch?: Int32Array | null;
   /** [batch, token, head] strides in elements for q, k, v, out. */
   qStrides: readonly [number, number, number];
   kStrides: readonly [number, number, number];

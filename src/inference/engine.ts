@@ -120,9 +120,25 @@ export class Engine {
   private checkShape(cache: LatentCache, shape: StepShape): void {
     const M = shape.B * shape.T;
     if (M < 1 || M > this.ws.rows) throw new DsvError(`engine: ${M} rows per call, the workspace holds ${this.ws.rows}`);
-    if (shape.B !== cache.batch) throw new DsvError(`engine: batch ${shape.B} does not match the cache batch ${cache.batch}`);
-    if (shape.start + shape.T > cache.maxLen) {
-      throw new DsvError(`engine: positions ${shape.start}..${shape.start + shape.T - 1} exceed the cache length ${cache.maxLen}`);
+    if (!shape.slots) {
+      if (shape.starts) throw new DsvError('engine: per-sequence starts need per-sequence slots');
+      if (shape.B !== cache.batch) throw new DsvError(`engine: batch ${shape.B} does not match the cache batch ${cache.batch}`);
+      if (shape.start + shape.T > cache.maxLen) {
+        throw new DsvError(`engine: positions ${shape.start}..${shape.start + shape.T - 1} exceed the cache length ${cache.maxLen}`);
+      }
+      return;
+    }
+    // sequences at their own positions, each in its own cache slot (continuous batching)
+    const { slots, starts, B, T } = shape;
+    if (slots.length < B || (starts && starts.length < B)) throw new DsvError(`engine: slots/starts hold fewer than ${B} sequences`);
+    for (let b = 0; b < B; b++) {
+      const s = slots[b]!;
+      if (!(s >= 0 && s < cache.batch)) throw new DsvError(`engine: cache slot ${s} is not in [0, ${cache.batch})`);
+      for (let c = 0; c < b; c++) if (slots[c] === s) throw new DsvError(`engine: cache slot ${s} appears twice in one step`);
+      const start = starts ? starts[b]! : shape.start;
+      if (!(start >= 0 && start + T <= cache.maxLen)) {
+        throw new DsvError(`engine: slot ${s} positions ${start}..${start + T - 1} exceed the cache length ${cache.maxLen}`);
+      }
     }
   }
 
@@ -139,8 +155,10 @@ export class Engine {
   }
 
   /**
-   * The main model on ids [B, T] (row-major, B*T rows) at positions shape.start ..: appends
-   * their latents to the cache (slots 0 .. L-1) and leaves hidden = RMSNorm(h_L) in ws.hidden.
+   * The main model on ids [B, T] (row-major, B*T rows) at positions shape.start .. (or each
+   * sequence at its own slot and position: StepShape): appends their latents to the cache
+   * (layer slots 0 .. L-1) and leaves hidden = RMSNorm(h_L) in ws.hidden. Every weight is read
+   * once per call for all B*T rows (GEMMs over the rows; each routed expert on the rows that chose it).
    */
   forwardMain(ids: Int32Array, shape: StepShape, cache: LatentCache): void {
     this.checkShape(cache, shape);

@@ -108,6 +108,73 @@ function moeRowF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, D:
   return true;
 }
 
+/**
+ * Several rows with float32 routed experts (batched decode, prefill chunks): every routed
+ * (row, expert) pair is gathered into one block grouped by expert, then ALL active experts'
+ * gate and up projections run as ONE kernels().gemmBatch call (each expert a GEMM over the rows
+ * that chose it, the experts spread over the threads), one SiLU-multiply over the block, the
+ * down projections as a second gemmBatch, and each output is added into its row scaled by its
+ * gate (the same order and rounding as expertAdd). Each expert's weights are read once per call
+ * however many rows chose it. Returns false (nothing done) when some routed weight is not float32.
+ */
+function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array): boolean {
+  const E = p.rc.experts;
+  const I = p.experts[0]!.inter;
+  if (ws.gg.length < m * p.rc.topK * I) return false;
+  for (let e = 0; e < E; e++) {
+    const q = p.experts[e]!;
+    if (!q.gate.f32 || !q.up.f32 || !q.down.f32 || q.inter !== I) return false;
+  }
+  const off = ws.offsets;
+  const n = off[E]!; // routed pairs
+  // gather each expert's rows (dispatch order: expert-major, rows ascending)
+  for (let q = 0; q < n; q++) {
+    const row = ws.byExpertRow[q]!;
+    ws.xg.set(row === 0 && D === x.length ? x : x.subarray(row * D, (row + 1) * D), q * D);
+  }
+  const dims = ws.grpDims;
+  let g = 0;
+  for (let e = 0; e < E; e++) {
+    const cnt = off[e + 1]! - off[e]!;
+    if (cnt === 0) continue;
+    const q0 = off[e]!;
+    const w = p.experts[e]!;
+    for (let t = 0; t < 2; t++, g++) {
+      dims[3 * g] = cnt;
+      dims[3 * g + 1] = I;
+      dims[3 * g + 2] = D;
+      ws.grpA[g] = ws.xgAt[q0]!;
+      ws.grpB[g] = t === 0 ? w.gate.f32! : w.up.f32!;
+      ws.grpC[g] = t === 0 ? ws.ggAt[q0]! : ws.ugAt[q0]!;
+    }
+  }
+  // (the operand lists may be longer than the dims: gemmBatch reads one entry per triple)
+  kern.gemmBatch(false, true, ws.grpDimsAt[g]!, 1, ws.grpA, D, ws.grpB, D, 0, ws.grpC, I);
+  kern.siluMul(ws.gg, ws.ug, ws.ag, n * I);
+  g = 0;
+  for (let e = 0; e < E; e++) {
+    const cnt = off[e + 1]! - off[e]!;
+    if (cnt === 0) continue;
+    const q0 = off[e]!;
+    dims[3 * g] = cnt;
+    dims[3 * g + 1] = D;
+    dims[3 * g + 2] = I;
+    ws.grpA[g] = ws.agAt[q0]!;
+    ws.grpB[g] = p.experts[e]!.down.f32!;
+    ws.grpC[g] = ws.ygAt[q0]!;
+    g++;
+  }
+  kern.gemmBatch(false, true, ws.grpDimsAt[g]!, 1, ws.grpA, I, ws.grpB, I, 0, ws.grpC, D);
+  const ys = ws.yg;
+  for (let q = 0; q < n; q++) {
+    const w = ws.topW[ws.byExpertSlot[q]!]!;
+    const o = ws.byExpertRow[q]! * D;
+    const so = q * D;
+    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
+  }
+  return true;
+}
+
 /** h[m, D] += MoE(x) for x [m, D] (x = post_attention_layernorm(h)). */
 export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array,
   prof: PhaseProfiler | null): void {
@@ -117,10 +184,12 @@ export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array
     prof?.lap('ffn.experts');
     return;
   }
-  const off = ws.offsets;
-  for (let e = 0; e < p.rc.experts; e++) {
-    const cnt = off[e + 1]! - off[e]!;
-    if (cnt > 0) expertAdd(kern, p.experts[e]!, ws, x, D, off[e]!, cnt, h);
+  if (m === 1 || !moeRowsF32(kern, p, ws, x, m, D, h)) {
+    const off = ws.offsets;
+    for (let e = 0; e < p.rc.experts; e++) {
+      const cnt = off[e + 1]! - off[e]!;
+      if (cnt > 0) expertAdd(kern, p.experts[e]!, ws, x, D, off[e]!, cnt, h);
+    }
   }
   prof?.lap('ffn.experts');
   if (p.shared) mlpAdd(kern, p.shared, ws, x, m, h);

@@ -22,3 +22,5 @@ export {
   type SpeculativeStats,
 } from './measure.js';
 export { PrefixReuseDecoder } from './prefix-reuse.js';
+export { ContinuousBatcher, type ContinuousBatcherOptions } from './continuous-batcher.js';
+export { measureBatchDecode, profileBatchDecode, type BatchDecodeStats } from './measure-batch.js';

@@ -13,7 +13,7 @@
 import type { DeepseekV3 } from '../model/model.js';
 import { DecodeSession } from './decode-session.js';
 import { type Decoder, generate, ModelDecoder } from './generate.js';
-import { type Phase, PhaseProfiler } from './profile.js';
+import { type Phase, PhaseProfiler, type ProfileClock } from './profile.js';
 import { SpeculativeDecoder } from './speculative.js';
 import { median, quantile } from '../data/stats.js';
 
@@ -129,8 +129,8 @@ export function measureDecode(model: DeepseekV3, o: DecodeOptions): DecodeStats 
 }
 
 /** Per-phase ms per decode step (one profiled generation after a warm-up). */
-export function profileDecode(model: DeepseekV3, o: DecodeOptions): Record<Phase | 'total', number> {
-  const prof = new PhaseProfiler();
+export function profileDecode(model: DeepseekV3, o: DecodeOptions, clock: ProfileClock = 'wall'): Record<Phase | 'total', number> {
+  const prof = new PhaseProfiler(clock);
   const prompt = promptIds(o.prompt, model.cfg.vocab_size, o.seed);
   const s = new DecodeSession(model, { maxLen: o.prompt + o.tokens, profiler: prof });
   timedGenerate(new TimedDecoder(s), prompt, o.tokens);

@@ -11,7 +11,9 @@
  *
  * The attention runs on kernels().attention with one KV head (kvHeads 1) reading K = the
  * cache rows [c^KV ; k^R] and V = their c^KV part in place; the rows of this step sit at
- * positions start .. start+T-1 of each sequence (causal offset = start). W^UK[h] / W^UV[h] are
+ * positions start .. start+T-1 of each sequence (causal offset = start), or, in continuous
+ * batching, each sequence at its own position in its own cache slot (the kernel's per-batch
+ * causalOffsets and kvBatch: one call for all rows). W^UK[h] / W^UV[h] are
  * one small GEMM per head each (block-diagonal over heads).
  */
 import type { Kernels } from '../engine/kernels.js';
@@ -27,11 +29,37 @@ export interface RopeTables {
   readonly half: number;
 }
 
-/** Where this step's rows live: B sequences of T tokens at positions start .. start+T-1. */
+/**
+ * Where this step's rows live: B sequences of T tokens each. Sequence b is cache slot b at
+ * positions start .. start+T-1, or, for sequences at their own positions (continuous batching),
+ * cache slot slots[b] at positions starts[b] .. starts[b]+T-1.
+ */
 export interface StepShape {
   B: number;
   T: number;
   start: number;
+  /** Per-sequence cache slot [B]; null or absent: sequence b is slot b. */
+  slots?: Int32Array | null;
+  /** Per-sequence first position [B] (given with slots); null or absent: `start` for all. */
+  starts?: Int32Array | null;
+}
+
+/** The first position of sequence b. */
+export function startOf(shape: StepShape, b: number): number {
+  return shape.starts ? shape.starts[b]! : shape.start;
+}
+
+/** The cache slot of sequence b. */
+export function slotOf(shape: StepShape, b: number): number {
+  return shape.slots ? shape.slots[b]! : b;
+}
+
+/** One past the last position any sequence of the step writes (the attention's key count). */
+export function endOf(shape: StepShape): number {
+  if (!shape.starts) return shape.start + shape.T;
+  let m = 0;
+  for (let b = 0; b < shape.B; b++) m = Math.max(m, shape.starts[b]!);
+  return m + shape.T;
 }
 
 export function rmsNormRows(kern: Kernels, n: NormPlan, ws: Workspace, x: Float32Array, y: Float32Array, rows: number): void {
@@ -57,7 +85,7 @@ function rope(rt: RopeTables, pos: number, src: Float32Array, so: number, dst: F
  */
 export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: Workspace, cache: Float32Array, maxLen: number,
   shape: StepShape, rt: RopeTables, prof: PhaseProfiler | null): void {
-  const { B, T, start } = shape;
+  const { B, T } = shape;
   const M = B * T;
   const { heads: H, dn, dr, dv, r } = p;
   const W = r + dr;
@@ -76,6 +104,7 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   const qcat = ws.qcat;
   for (let h = 0; h < H; h++) kern.gemm(false, false, M, r, dn, 1, ws.qHead[h]!, H * QW, p.ukHead[h]!, r, 0, ws.qcatHead[h]!, H * W);
   for (let b = 0; b < B; b++) {
+    const start = startOf(shape, b);
     for (let t = 0; t < T; t++) {
       const row = b * T + t;
       for (let h = 0; h < H; h++) rope(rt, start + t, q, (row * H + h) * QW + dn, qcat, (row * H + h) * W + r);
@@ -88,7 +117,8 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   runLinear(kern, p.kvA, M, xn, kv, 0);
   if (M === 1) {
     // one row: its latent part is contiguous; normalise it, copy it into the cache row
-    const off = start * W;
+    const start = startOf(shape, 0);
+    const off = (slotOf(shape, 0) * maxLen + start) * W;
     kern.rmsNorm(kv, p.kvANorm.w, ws.cn, ws.rstd, 1, r, p.kvANorm.eps);
     const cn = ws.cn;
     for (let i = 0; i < r; i++) cache[off + i] = cn[i]!;
@@ -98,9 +128,11 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
     for (let row = 0; row < M; row++) c.set(kv.subarray(row * W, row * W + r), row * r);
     rmsNormRows(kern, p.kvANorm, ws, c, ws.cn, M);
     for (let b = 0; b < B; b++) {
+      const start = startOf(shape, b);
+      const base = slotOf(shape, b) * maxLen;
       for (let t = 0; t < T; t++) {
         const row = b * T + t;
-        const off = (b * maxLen + start + t) * W;
+        const off = (base + start + t) * W;
         cache.set(ws.cn.subarray(row * r, (row + 1) * r), off);
         rope(rt, start + t, kv, row * W + r, cache, off + r);
       }
@@ -109,15 +141,18 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   prof?.lap('attn.kv');
 
   // ---- attention over the cache: one KV head, K = [c^KV ; k^R], V = c^KV ---------------------
+  // (sequences at their own positions: per-sequence causal offsets and cache slots)
   const a = ws.attn;
   a.batch = B;
   a.heads = H;
   a.tq = T;
-  a.tk = start + T;
+  a.tk = endOf(shape);
   a.dqk = W;
   a.dv = r;
   if (a.scale !== p.scale) a.scale = p.scale;
-  a.causalOffset = start;
+  a.causalOffset = shape.start;
+  a.causalOffsets = shape.starts ?? null;
+  a.kvBatch = shape.slots ?? null;
   a.qStrides[0] = T * H * W;
   a.qStrides[1] = H * W;
   a.qStrides[2] = W;

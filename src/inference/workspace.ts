@@ -49,6 +49,26 @@ export class Workspace {
   readonly rowA: Float32Array[];
   readonly rowB: Float32Array[];
   readonly rowC: Float32Array[];
+  // ---- several rows through the MoE: every routed (row, expert) pair, grouped by expert --------
+  /** Rows gathered per expert [rows*K, D], gate/up/activation [rows*K, I], routed outputs [rows*K, D]. */
+  readonly xg: Float32Array;
+  readonly gg: Float32Array;
+  readonly ug: Float32Array;
+  readonly ag: Float32Array;
+  readonly yg: Float32Array;
+  /** Views of xg/gg/ug/ag/yg starting at pair q (preallocated: the batched path allocates nothing). */
+  readonly xgAt: Float32Array[];
+  readonly ggAt: Float32Array[];
+  readonly ugAt: Float32Array[];
+  readonly agAt: Float32Array[];
+  readonly ygAt: Float32Array[];
+  /** (m, n, k) triples and operand lists for the experts' gemmBatch calls (up to 2 per expert). */
+  readonly grpDims: Int32Array;
+  /** grpDimsAt[g] = the first g triples of grpDims. */
+  readonly grpDimsAt: Int32Array[];
+  readonly grpA: Float32Array[];
+  readonly grpB: Float32Array[];
+  readonly grpC: Float32Array[];
   // ---- routing -------------------------------------------------------------------------------
   readonly rlogits: Float32Array;
   readonly scores: Float32Array;
@@ -123,6 +143,24 @@ export class Workspace {
     this.rowA = new Array<Float32Array>(2 * slots).fill(gu);
     this.rowB = new Array<Float32Array>(2 * slots).fill(gu);
     this.rowC = new Array<Float32Array>(2 * slots).fill(gu);
+    const pairs = rows * K;
+    const Ie = cfg.moe_intermediate_size;
+    this.xg = new Float32Array(pairs * D);
+    this.gg = new Float32Array(pairs * Ie);
+    this.ug = new Float32Array(pairs * Ie);
+    this.ag = new Float32Array(pairs * Ie);
+    this.yg = new Float32Array(pairs * D);
+    const at = (buf: Float32Array, w: number): Float32Array[] => Array.from({ length: pairs }, (_, q) => buf.subarray(q * w));
+    this.xgAt = at(this.xg, D);
+    this.ggAt = at(this.gg, Ie);
+    this.ugAt = at(this.ug, Ie);
+    this.agAt = at(this.ag, Ie);
+    this.ygAt = at(this.yg, D);
+    this.grpDims = new Int32Array(3 * 2 * E);
+    this.grpDimsAt = Array.from({ length: 2 * E + 1 }, (_, g) => this.grpDims.subarray(0, 3 * g));
+    this.grpA = new Array<Float32Array>(2 * E).fill(this.xg);
+    this.grpB = new Array<Float32Array>(2 * E).fill(this.xg);
+    this.grpC = new Array<Float32Array>(2 * E).fill(this.xg);
     this.rlogits = f(E);
     this.scores = f(E);
     this.topIdx = new Int32Array(rows * K);
@@ -143,7 +181,7 @@ export class Workspace {
     this.oHead = heads(this.o, dv);
     this.logitView = Array.from({ length: logitRows + 1 }, (_, n) => this.logits.subarray(0, n * cfg.vocab_size));
     this.attn = {
-      batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0,
+      batch: 1, heads: H, kvHeads: 1, tq: 1, tk: 1, dqk: r + dr, dv: r, scale: 1, causalOffset: 0, causalOffsets: null, kvBatch: null,
       qStrides: [0, 0, 0], kStrides: [0, 0, 0], vStrides: [0, 0, 0], oStrides: [0, 0, 0],
     };
   }

@@ -14,8 +14,13 @@ export class LatentCache {
   /** One [batch, maxLen, width] buffer per attention layer. */
   readonly layers: Float32Array[];
   readonly width: number;
-  /** Tokens already committed (the next token's position). */
+  /** Tokens already committed (the next token's position) when every sequence advances together. */
   length = 0;
+  /**
+   * Per-slot lengths [batch] when the sequences sit at their own positions (continuous batching,
+   * src/inference/continuous-batcher.ts: slot b's next token goes to position lengths[b]).
+   */
+  readonly lengths: Int32Array;
 
   constructor(
     readonly numLayers: number,
@@ -25,6 +30,7 @@ export class LatentCache {
     readonly ropeDim: number,
   ) {
     this.width = kvLoraRank + ropeDim;
+    this.lengths = new Int32Array(batch);
     this.layers = Array.from({ length: numLayers }, () => new Float32Array(batch * maxLen * this.width));
   }
 
@@ -92,5 +98,6 @@ export class LatentCache {
   /** Clears the cache for a new sequence (keeps the buffers). */
   reset(): void {
     this.length = 0;
+    this.lengths.fill(0);
   }
 }

@@ -13,7 +13,7 @@
  *   m' = max(m, rowmax(S)),  P = exp(S - m'),  l = l*exp(m - m') + rowsum(P),
  *   O  = O*exp(m - m') + P V;
  * at the end out = O / l and lse = m + log(l) is saved for the backward. Keys past a row's
- * causal limit (i + causalOffset) are set to -inf before the max. Rows that see no key get
+ * causal limit (i + causalOffset, or i + causalOffsets[b] per batch) are set to -inf before the max. Rows that see no key get
  * out = 0 and lse = -inf, like the reference.
  *
  * Backward (FlashAttention-2 Alg. 2, recomputing P from lse): per key tile and chunk,
@@ -38,6 +38,10 @@
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t rup(int64_t n) { return (n + VL - 1) / VL * VL; }
 static inline int64_t off3(const int64_t* s, int64_t b, int64_t t, int64_t h) { return b * s[0] + t * s[1] + h * s[2]; }
+/* Batch b's causal offset, and the batch of k/v it reads (continuous batching: each query batch
+ * is a sequence at its own position, reading its own latent-cache slot). */
+static inline int64_t coff(const dsv3_attn_ctx* c, int64_t b) { return c->coffs ? c->coffs[b] : c->causal_offset; }
+static inline int64_t kvb(const dsv3_attn_ctx* c, int64_t b) { return c->kvb ? c->kvb[b] : b; }
 
 /* The rows of chunk `ch` of (b, g): L = ch*R + r -> query position i, head h. */
 typedef struct {
@@ -51,8 +55,8 @@ static chunk_t chunk_of(const dsv3_attn_ctx* c, int64_t bg, int64_t ch) {
   k.L0 = ch * c->rows_per_chunk;
   k.R = min64(c->rows_per_chunk, c->tq * c->group - k.L0);
   k.Rp = rup(k.R);
-  k.minlim = k.L0 / c->group + c->causal_offset;
-  k.maxlim = (k.L0 + k.R - 1) / c->group + c->causal_offset;
+  k.minlim = k.L0 / c->group + coff(c, k.b);
+  k.maxlim = (k.L0 + k.R - 1) / c->group + coff(c, k.b);
   return k;
 }
 static inline int64_t row_i(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r) { return (k->L0 + r) / c->group; }
@@ -99,7 +103,7 @@ static void gather_qt(const dsv3_attn_ctx* c, const chunk_t* k, float* restrict 
     const float* restrict q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
     float* restrict col = QT + r;
     for (int64_t d = 0; d < dqk; d++) col[d * Rp] = q[d] * scale;
-    lim[r] = (float)(i + c->causal_offset);
+    lim[r] = (float)(i + coff(c, k->b));
   }
   for (int64_t r = k->R; r < Rp; r++) {
     for (int64_t d = 0; d < dqk; d++) QT[d * Rp + r] = 0.0f;
@@ -158,8 +162,8 @@ static void pf_step(const dsv3_attn_ctx* c, pf_state* p) {
   const int64_t rows = c->tq * c->group;
   for (int64_t n = 0; n < p->per; n++, p->pos++) {
     const int64_t i = p->pos;
-    if (i < p->kend) pf_row(c->k + off3(c->ks, p->b, i, p->g), c->dqk);
-    else if (i < 2 * p->kend) pf_row(c->v + off3(c->vs, p->b, i - p->kend, p->g), c->dv);
+    if (i < p->kend) pf_row(c->k + off3(c->ks, kvb(c, p->b), i, p->g), c->dqk);
+    else if (i < 2 * p->kend) pf_row(c->v + off3(c->vs, kvb(c, p->b), i - p->kend, p->g), c->dv);
     else {
       const int64_t u = i - 2 * p->kend, w = p->backward ? u % 3 : 0;
       const int64_t L = p->backward ? u / 3 : rows - 1 - u; /* forward: chunks run last first */
@@ -254,7 +258,8 @@ void ISA_FN(dsv3_attn_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
   const int64_t S = c->splits, NC = c->chunks;
   const int64_t s = task % S, ch = NC - 1 - (task / S) % NC, bg = task / S / NC;
   const int64_t b = bg / c->kv_heads, g = bg % c->kv_heads;
-  fwd_chunk(c, bg, ch, s, thread, c->k + off3(c->ks, b, 0, g), c->ks[1], c->v + off3(c->vs, b, 0, g), c->vs[1], NULL);
+  const int64_t kb = kvb(c, b);
+  fwd_chunk(c, bg, ch, s, thread, c->k + off3(c->ks, kb, 0, g), c->ks[1], c->v + off3(c->vs, kb, 0, g), c->vs[1], NULL);
 }
 
 /* The forward of a whole (batch, kv head) bg = task (splits must be 1): its key and value rows
@@ -269,8 +274,8 @@ void ISA_FN(dsv3_attn_fwd_bg_task)(const dsv3_attn_ctx* c, int task, int thread)
   const chunk_t last = chunk_of(c, bg, NC - 1);
   const int64_t kend = min64(c->tk, last.maxlim + 1); /* keys any row of bg sees */
   if (kend > 0) {
-    pack_rows(Kp, ldk, c->k + off3(c->ks, b, 0, g), c->ks[1], kend, c->dqk);
-    pack_rows(Vp, ldv, c->v + off3(c->vs, b, 0, g), c->vs[1], kend, c->dv);
+    pack_rows(Kp, ldk, c->k + off3(c->ks, kvb(c, b), 0, g), c->ks[1], kend, c->dqk);
+    pack_rows(Vp, ldv, c->v + off3(c->vs, kvb(c, b), 0, g), c->vs[1], kend, c->dv);
   }
   pf_state pf; /* the napi layer runs runs of consecutive tasks on one thread */
   pf_init(c, &pf, bg + 1, 0);

@@ -1,4 +1,4 @@
-/* Small-m GEMM (m <= GEMV_MAX_M: decode, x[1..4,k] times a weight): memory bound, so B is
+/* Small-m GEMM (m <= GEMV_MAX_M: decode, x[1..16,k] times a weight; above 4 rows in groups of 4): memory bound, so B is
  * streamed exactly once straight from the caller's buffer, never packed; n is split into
  * column chunks claimed by the pool threads. op(A) (tiny) is first copied to a contiguous
  * [m][k] buffer, rounded to bf16 for gemmBf16 (and as bf16 bits for the VDPBF16PS path).
@@ -68,8 +68,9 @@ static inline V widen(const uint16_t* p) { return gemm_widen_bf16_v8(p); }
 /* Dot products of M A rows with R consecutive B^T columns (W rows) starting at j. With pf,
  * the same positions of the next R rows are prefetched: W rows can be short (k = 512 is 2 KB),
  * too short for the hardware prefetcher to ramp up on its own. */
-static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, const float* ar, int64_t j, const int M,
-                                                           const int R, const int U, const int bf, const int pf) {
+/* (ar holds rows i0 .. i0+M-1 of the [m][k] copy of A; outputs go to those rows of C) */
+static inline __attribute__((always_inline)) void nt_block_at(const gemm_prob* P, const float* ar, const int64_t i0, int64_t j,
+                                                              const int M, const int R, const int U, const int bf, const int pf) {
   const int64_t k = P->k, ldb = P->ldb;
   V acc[2][4][4];
   for (int u = 0; u < U; u++)
@@ -90,14 +91,38 @@ static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, c
       }
     }
   }
+#if defined(DSV3_ISA_AVX512)
+  if (M == 4 && R == 4 && U == 1 && p == k) {
+    /* the 16 dot products at once: a transpose-and-add tree (45 shuffles/adds instead of 16
+     * horizontal sums of ~8 each), leaving row i's 4 outputs in 128-bit lane i */
+    __m512 w[4];
+    for (int i = 0; i < 4; i++) {
+      const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][i][0], acc[0][i][1]), _mm512_unpackhi_ps(acc[0][i][0], acc[0][i][1]));
+      const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[0][i][2], acc[0][i][3]), _mm512_unpackhi_ps(acc[0][i][2], acc[0][i][3]));
+      w[i] = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+    }
+    const __m512 z01 = _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88), _mm512_shuffle_f32x4(w[0], w[1], 0xDD));
+    const __m512 z23 = _mm512_add_ps(_mm512_shuffle_f32x4(w[2], w[3], 0x88), _mm512_shuffle_f32x4(w[2], w[3], 0xDD));
+    const __m512 f = _mm512_add_ps(_mm512_shuffle_f32x4(z01, z23, 0x88), _mm512_shuffle_f32x4(z01, z23, 0xDD));
+    float out[16];
+    _mm512_storeu_ps(out, f);
+    for (int i = 0; i < 4; i++)
+      for (int r = 0; r < 4; r++) put(P, i0 + i, j + r, out[4 * i + r]);
+    return;
+  }
+#endif
   for (int i = 0; i < M; i++)
     for (int r = 0; r < R; r++) {
       V s = acc[0][i][r];
       if (U == 2) s = VADD(s, acc[1][i][r]);
       float t = VHSUM(s);
       for (int64_t q = p; q < k; q++) t += ar[i * k + q] * bval(P, (j + r) * ldb + q);
-      put(P, i, j + r, t);
+      put(P, i0 + i, j + r, t);
     }
+}
+static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, const float* ar, int64_t j, const int M,
+                                                           const int R, const int U, const int bf, const int pf) {
+  nt_block_at(P, ar, 0, j, M, R, U, bf, pf);
 }
 #endif
 
@@ -108,8 +133,9 @@ static inline __m512bh as_bh(__m512i x) {
   memcpy(&r, &x, sizeof r);
   return r;
 }
-static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
-                                                              int64_t j, const int M, const int R, const int pf) {
+static inline __attribute__((always_inline)) void nt_block_dp_at(const gemm_prob* P, const uint16_t* ah, const float* ar,
+                                                                 const int64_t i0, int64_t j, const int M, const int R,
+                                                                 const int pf) {
   const int64_t k = P->k, ldb = P->ldb;
   __m512 acc[4][4];
   for (int i = 0; i < M; i++)
@@ -129,8 +155,77 @@ static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P
     for (int r = 0; r < R; r++) {
       float t = _mm512_reduce_add_ps(acc[i][r]);
       for (int64_t q = p; q < k; q++) t += ar[i * k + q] * gemm_bf16_to_f32(P->bh[(j + r) * ldb + q]);
-      put(P, i, j + r, t);
+      put(P, i0 + i, j + r, t);
     }
+}
+static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
+                                                              int64_t j, const int M, const int R, const int pf) {
+  nt_block_dp_at(P, ah, ar, 0, j, M, R, pf);
+}
+#endif
+
+/* m > 4 (several decode rows: continuous batching): per block of R weight rows, every group of
+ * up to 4 A rows in turn, so each weight row is streamed from memory once and re-read from L1
+ * by the later groups. RG: weight rows per block (the accumulators of 4 A rows x RG stay in
+ * registers: 16 on AVX-512, 8 on AVX2). */
+#if defined(DSV3_ISA_AVX512)
+#define RG 4
+#else
+#define RG 2
+#endif
+#ifdef V
+static inline __attribute__((always_inline)) void nt_group(const gemm_prob* P, const float* ar, int64_t i0, int64_t j, int M,
+                                                           const int R, const int bf, const int pf) {
+  const int64_t k = P->k;
+  const float* a = ar + i0 * k;
+  switch (M) {
+    case 1: nt_block_at(P, a, i0, j, 1, R, 1, bf, pf); break;
+    case 2: nt_block_at(P, a, i0, j, 2, R, 1, bf, pf); break;
+    case 3: nt_block_at(P, a, i0, j, 3, R, 1, bf, pf); break;
+    default: nt_block_at(P, a, i0, j, 4, R, 1, bf, pf); break;
+  }
+}
+#endif
+#if defined(DSV3_ISA_AVX512)
+static inline __attribute__((always_inline)) void nt_group_dp(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t i0,
+                                                              int64_t j, int M, const int R, const int pf) {
+  const int64_t k = P->k;
+  const uint16_t* h = ah + i0 * k;
+  const float* a = ar + i0 * k;
+  switch (M) {
+    case 1: nt_block_dp_at(P, h, a, i0, j, 1, R, pf); break;
+    case 2: nt_block_dp_at(P, h, a, i0, j, 2, R, pf); break;
+    case 3: nt_block_dp_at(P, h, a, i0, j, 3, R, pf); break;
+    default: nt_block_dp_at(P, h, a, i0, j, 4, R, pf); break;
+  }
+}
+#endif
+
+#ifdef V
+static void nt_range_multi(const gemv_ctx* X, int64_t j0, int64_t j1) {
+  const gemm_prob* P = X->P;
+  const int m = (int)P->m;
+  int64_t j = j0;
+#if defined(DSV3_ISA_AVX512)
+  if (P->dp) {
+    for (; j + 4 <= j1; j += 4)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group_dp(P, X->ah, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, 4, i0 == 0 && j + 8 <= P->n);
+    for (; j < j1; j++)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group_dp(P, X->ah, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, 1, 0);
+    return;
+  }
+#endif
+  if (P->bf16) {
+    for (; j + RG <= j1; j += RG)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group(P, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, RG, 1, i0 == 0 && j + 2 * RG <= P->n);
+    for (; j < j1; j++)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group(P, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, 1, 1, 0);
+  } else {
+    for (; j + RG <= j1; j += RG)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group(P, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, RG, 0, i0 == 0 && j + 2 * RG <= P->n);
+    for (; j < j1; j++)
+      for (int i0 = 0; i0 < m; i0 += 4) nt_group(P, X->ar, i0, j, m - i0 < 4 ? m - i0 : 4, 1, 0, 0);
+  }
 }
 #endif
 
@@ -140,6 +235,12 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   const int m = (int)P->m;
   const float* ar = X->ar;
   int64_t j = j0;
+#ifdef V
+  if (m > 4) {
+    nt_range_multi(X, j0, j1);
+    return;
+  }
+#endif
 #if defined(DSV3_ISA_AVX512)
   if (P->dp) {
 #define DP_CASE(M)                                                                  \
@@ -249,14 +350,18 @@ static void nn_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
     /* M*RB broadcast registers + RB B vectors + 1 accumulator stay within 16 registers */
 #define NN_CASE(M, RB)                                                      \
   case M:                                                                  \
-    if (P->bf16) nn_block(P, X->ar, jb, cw, yt, M, RB, 1);                 \
-    else nn_block(P, X->ar, jb, cw, yt, M, RB, 0);                         \
+    if (P->bf16) nn_block(P, ar, jb, cw, yg, M, RB, 1);                    \
+    else nn_block(P, ar, jb, cw, yg, M, RB, 0);                            \
     break;
-    switch (m) {
-      NN_CASE(1, 4)
-      NN_CASE(2, 4)
-      NN_CASE(3, 2)
-      default: NN_CASE(4, 2)
+    for (int i0 = 0; i0 < m; i0 += 4) { /* groups of up to 4 rows (m > 4: several decode rows) */
+      const float* ar = X->ar + (int64_t)i0 * P->k;
+      float* yg = yt + (int64_t)i0 * CW;
+      switch (m - i0 < 4 ? m - i0 : 4) {
+        NN_CASE(1, 4)
+        NN_CASE(2, 4)
+        NN_CASE(3, 2)
+        default: NN_CASE(4, 2)
+      }
     }
 #undef NN_CASE
     for (int i = 0; i < m; i++)

@@ -9,6 +9,7 @@ import { kernels } from '../../engine/backend.js';
 import { nativeAddon, packageRoot } from '../../engine/native.js';
 import { Engine } from '../../inference/engine.js';
 import { measureDecode, measureModelDecode, measureSpeculative, profileDecode, type SpeculativeStats } from '../../inference/measure.js';
+import { measureBatchDecode, profileBatchDecode } from '../../inference/measure-batch.js';
 import { randomModel, type WeightStorage } from '../../inference/random-model.js';
 import { loadModelConfig } from '../../model/config.js';
 import { type Bench, UsageError } from '../command.js';
@@ -20,7 +21,8 @@ import { promptIds } from '../../inference/measure.js';
 import type { DeepseekV3 } from '../../model/model.js';
 
 const HELP = `Usage: dsv3 bench decode [--config FILE] [--weights f32|bf16|fp8] [--prompt N] [--tokens N]
-                        [--reps N] [--threads N] [--profile] [--speculative] [--baseline] [--json]
+                        [--reps N] [--threads N] [--profile] [--speculative] [--baseline]
+                        [--batch N] [--profile-clock wall|cpu] [--json]
                         [--checkpoint-dtype bf16|fp8 [--cache-dir DIR]]
 
 Greedy decoding of a random model (default configs/bench-small.json), batch 1: prefill an
@@ -37,6 +39,12 @@ One untimed warm-up generation, then --reps timed ones (default 3; tokens/s is t
                   the main model on two positions) and report its tokens/s and acceptance rate
                   (on random weights the draft is almost never right: the rate is reported as is)
   --baseline      also time the model's own decodeStep (Tensor ops, absorbed path)
+  --batch N       decode N sequences together through the continuous batcher (one forward of
+                  N rows per step, each row at its own position: sequence b's prompt has
+                  --prompt + b tokens); reports aggregate and per-sequence tokens/s
+                  (with --profile: the batched step's phases). Not with --speculative/--baseline.
+  --profile-clock wall (default) or cpu: time --profile's phases by this process's CPU time
+                  (all threads), which other processes on a shared machine do not inflate
 ${CHECKPOINT_HELP}
 With --checkpoint-dtype the JSON also has: checkpoint (dir, GB, write_s, mapped, linears by
 storage), open_ms, plan_ms, first_prefill_ms, ttft_ms (open + plan + prefill + argmax of the
@@ -49,6 +57,8 @@ Prints one JSON line:
   {bench:"decode", weights, tokens_per_s, ms_per_token_median, ms_per_token_p90, prefill_ms,
    cpu_ms_per_token, threads, backend, isa, prompt, tokens, weight_mb_per_token, decoded_kv_b_mb,
    [phases_ms], [speculative], [baseline]}
+(with --batch: {bench:"decode", weights, batch, tokens_per_s (all sequences), per_sequence_tokens_per_s,
+ ms_per_step_median, ms_per_step_p90, prefill_ms, cpu_ms_per_step, ..., [phases_ms]})
 and a summary on stderr unless --json.
 `;
 
@@ -57,6 +67,7 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const FLAGS = {
   config: exists('model config', 'file'), weights: oneOf(['f32', 'bf16', 'fp8'] as const), prompt: int(1), tokens: int(1), reps: int(1), seed: int(0),
   profile: bool(), speculative: bool(), baseline: bool(), json: bool(), threads: threads(), ...CHECKPOINT_FLAGS,
+  batch: int(1, 256), 'profile-clock': oneOf(['wall', 'cpu'] as const),
 };
 
 export const decodeBench: Bench = {
@@ -81,6 +92,10 @@ export const decodeBench: Bench = {
       if (!addon) throw new UsageError('--threads needs the native compute core');
       addon.setThreads(values.threads);
     }
+    if (values.batch !== undefined && (values.speculative || values.baseline)) throw new UsageError('--batch cannot be combined with --speculative or --baseline');
+    if (values.batch !== undefined && o.prompt + values.batch + o.tokens + 1 > cfg.max_position_embeddings) {
+      throw new UsageError(`--prompt + --batch + --tokens (${o.prompt + values.batch + o.tokens}) must leave room within max_position_embeddings ${cfg.max_position_embeddings}`);
+    }
     let model: DeepseekV3;
     let real: Record<string, unknown> | null = null;
     let mem: ReturnType<Engine['memory']>;
@@ -99,6 +114,21 @@ export const decodeBench: Bench = {
       mem = new Engine(model, { rows: 1, logitRows: 1, maxLen: 1 }).memory();
     }
     const info = nativeAddon()?.info();
+    if (values.batch !== undefined) {
+      const bo = { ...o, batch: values.batch };
+      const st = measureBatchDecode(model, bo);
+      const res: Record<string, unknown> = {
+        bench: 'decode', weights, batch: st.batch, tokens_per_s: st.tokens_per_s, per_sequence_tokens_per_s: st.per_sequence_tokens_per_s,
+        ms_per_step_median: st.ms_per_step_median, ms_per_step_p90: st.ms_per_step_p90, prefill_ms: st.prefill_ms, cpu_ms_per_step: st.cpu_ms_per_step,
+        threads: info?.threads ?? 1, backend: kernels().name, isa: info?.isa ?? 'none', config: configPath, prompt: o.prompt, tokens: o.tokens, reps: o.reps,
+      };
+      if (values.profile) res['phases_ms'] = profileBatchDecode(model, bo, values['profile-clock'] ?? 'wall');
+      process.stdout.write(JSON.stringify(res) + '\n');
+      if (!values.json) {
+        process.stderr.write(`decode batch ${st.batch} (${weights}, ${res['threads']} threads, ${res['isa']}): ${st.tokens_per_s} tokens/s in all, ${st.per_sequence_tokens_per_s} per sequence, median step ${st.ms_per_step_median} ms\n`);
+      }
+      return;
+    }
     const stats = measureDecode(model, o);
     if (real) {
       const bw = measureBandwidth(info?.threads ?? 1);
@@ -130,7 +160,7 @@ export const decodeBench: Bench = {
       decoded_kv_b_mb: r3(mem.decodedKvB / 1048576),
       ...real,
     };
-    if (values.profile) result['phases_ms'] = profileDecode(model, o);
+    if (values.profile) result['phases_ms'] = profileDecode(model, o, values['profile-clock'] ?? 'wall');
     if (values.speculative) result['speculative'] = measureSpeculative(model, o, stats.ids);
     if (values.baseline) result['baseline'] = { impl: 'DeepseekV3.decodeStep (Tensor ops)', ...measureModelDecode(model, o) };
     process.stdout.write(JSON.stringify(result) + '\n');
