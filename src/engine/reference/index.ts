@@ -7,6 +7,7 @@ import { gemm, gemmBf16 } from './gemm.js';
 import { gemmBatch } from './gemm-batch.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
+import { fp8Gemm } from './fp8-gemm.js';
 import { adamw, sumSquares } from './optim.js';
 import * as rows from './rows.js';
 
@@ -20,6 +21,7 @@ export const referenceKernels: Kernels = {
   fp8QuantTiles128x1,
   fp8QuantBlocks128,
   fp8Dequant,
+  fp8Gemm,
   binary,
   axpy,
   gatherRows,
