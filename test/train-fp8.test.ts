@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { loadMobyDick } from '../src/data/corpus.js';
 import { prepareData, type PreparedData } from '../src/data/dataset.js';
 import { BufferArena, withArena } from '../src/engine/arena.js';
-import type { Tensor } from '../src/engine/tensor.js';
+import { Tensor } from '../src/engine/tensor.js';
 import { parseTrainArgs } from '../src/cli/commands/train.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
@@ -25,7 +25,7 @@ import type { TrainOptions } from '../src/train/train-options.js';
 import { train } from '../src/train/trainer.js';
 import { rng } from './helpers/random.js';
 import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
-import { backward } from '../src/engine/autograd.js';
+import { backward, type GradTarget } from '../src/engine/autograd.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson(), 'tiny');
@@ -41,14 +41,14 @@ function tokens(seed: number): Int32Array {
 function consumers(root: Tensor): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   const seen = new Set<object>();
-  const stack = [root];
+  const stack: GradTarget[] = [root.node!];
   while (stack.length) {
-    const node = stack.pop()!.node;
-    if (!node || seen.has(node)) continue;
+    const node = stack.pop()!;
+    if (node instanceof Tensor || seen.has(node)) continue;
     seen.add(node);
     for (const t of node.inputs) {
       if (!t) continue;
-      if (t.node) stack.push(t);
+      if (!(t instanceof Tensor)) stack.push(t); // a producer's node
       else if (t.name) {
         if (!out.has(t.name)) out.set(t.name, new Set());
         out.get(t.name)!.add(node.name);
