@@ -167,6 +167,13 @@ export interface Kernels {
    */
   adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, gradScale: number, decay: number,
     b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+  /**
+   * `adamw` with BF16 moments (paper §3.3.3): m and v hold bfloat16 bit patterns, read widened;
+   * the new m and v are computed in float64 as in `adamw` and stored rounded float64 -> float32
+   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded.
+   */
+  adamwBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, n: number, gradScale: number, decay: number,
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
   /** Σ x[i]² over n elements, accumulated in float64 (for the global gradient norm). */
   sumSquares(x: Float32Array, n: number): number;
 

@@ -92,6 +92,7 @@ export function loadNativeKernels(): Kernels | null {
     crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
     crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
     adamw: has('adamw') ? a.adamw : ref.adamw,
+    adamwBf16: has('adamwBf16') ? a.adamwBf16 : ref.adamwBf16,
     sumSquares: has('sumSquares') ? a.sumSquares : ref.sumSquares,
     attention: has('attention') ? a.attention : ref.attention,
     attentionBackward: has('attentionBackward') ? a.attentionBackward : ref.attentionBackward,

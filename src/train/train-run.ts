@@ -130,6 +130,9 @@ export class TrainRun {
     const cfg: ModelConfig = { ...baseCfg, bos_token_id: tok.bosId ?? null, eos_token_id: tok.eosId ?? null };
     const model = resumeDir ? DeepseekV3.load(resumeDir, { weights: 'f32' }) : DeepseekV3.randomInit(cfg, o.seed);
     this.model = model;
+    // a resumed run keeps its checkpoint's moment storage unless --moment-dtype says otherwise
+    const ckptMoments = resumeDir && opts.momentDtype === undefined ? loadTrainerState(resumeDir).optimizer.momentDtype : null;
+    if (ckptMoments) o.momentDtype = ckptMoments;
     this.opt = new AdamW(model.parameters(), { lr: o.lr, weightDecay: o.weightDecay, momentDtype: o.momentDtype });
     this.it = new BatchIterator(data.train, { batchSize: o.batch, seqLen: o.seq, seed: o.seed });
     // the trainer's own random stream: no op of the default recipe draws from it (no dropout), but

@@ -8,7 +8,7 @@ import { gemmBatch } from './gemm-batch.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { fp8Gemm } from './fp8-gemm.js';
-import { adamw, sumSquares } from './optim.js';
+import { adamw, adamwBf16, sumSquares } from './optim.js';
 import * as rows from './rows.js';
 
 export const referenceKernels: Kernels = {
@@ -41,6 +41,7 @@ export const referenceKernels: Kernels = {
   crossEntropy: rows.crossEntropy,
   crossEntropyBackward: rows.crossEntropyBackward,
   adamw,
+  adamwBf16,
   sumSquares,
   attention,
   attentionBackward,
