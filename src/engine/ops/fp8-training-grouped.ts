@@ -11,16 +11,17 @@
  *     codes and block scales of W (appendix B.2);
  *   - Wgrad  (dW2 = dYs^T H, dW1 = dG^T X, dW3 = dU^T X): both operands in 128x1 tiles along the
  *     token dim, the tiles starting at each expert's first token (no tile straddles two
- *     experts: each expert's Wgrad is its own GEMM); X^T is re-quantised from the FP8 copy of x
- *     cached by the forward pass (§3.3.3 / §3.5.2), H from its FP8 copy (H is recomputed from
- *     the cached SwiGLU inputs, see below, and quantised again).
- * Low-precision caching (§3.3.3, "the inputs of the SwiGLU operator in MoE are cached in FP8"):
- * the forward keeps for the backward only x's FP8 copy and the FP8 copies (1x128 tiles) of the
- * SwiGLU inputs G = X W1^T and U = X W3^T of every routed and shared expert, 1 byte per element
- * instead of 4; the backward recomputes H = silu(G) ⊙ U and the SwiGLU gradient from their
- * dequantised values. The forward's own SwiGLU runs on the float32 G, U.
+ *     experts: each expert's Wgrad is its own GEMM); X^T and H^T are re-quantised from the FP8
+ *     copies of x and H cached by the forward pass (§3.3.3 / §3.5.2, as fp8TrainingLinear does).
  * dYs = gate ⊙ dout rows is the routed expert's output gradient (out += gate · Y), and
- * dgate[p] = dout[t] · Y[p] with Y the FP8 Fprop result, kept for that purpose.
+ * dgate[p] = dout[t] · Y[p] with Y the FP8 Fprop result, recomputed in the backward from H's FP8
+ * copy by the same GEMM (bit-identical; one extra down-projection GEMM instead of keeping Y
+ * [N·K, D] in float32).
+ * Low-precision caching (§3.3.3, "the inputs of the SwiGLU operator in MoE are cached in FP8"):
+ * the forward keeps for the backward only FP8 copies (1x128 tiles, 1 byte per element): x's,
+ * the SwiGLU inputs G = X W1^T and U = X W3^T of every routed and shared expert, and H's (the
+ * down projection's input); the SwiGLU gradient is taken at the dequantised G, U. The forward's
+ * own SwiGLU runs on the float32 G, U.
  *
  * Every GEMM runs on the codes (`fp8Matmul`, fp8/train-gemm.ts; Kernels.fp8Gemm: bf16 dot
  * products with the N_C = 128 promotion, within float32 summation order of the exact FP8 oracle
@@ -105,6 +106,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
   // shared expert: its down GEMM (beta 0) writes all of out
   let GsQ: Fp8Operand | null = null; // the SwiGLU inputs' FP8 copies (kept for the backward)
   let UsQ: Fp8Operand | null = null;
+  let HsQ: Fp8Operand | null = null; // the down projection's input, its FP8 copy (kept for Wgrad)
   const out = shared ? allocUninit(N * D) : alloc(N * D);
   if (shared) {
     const Gs = scratchBuf('f8.Gs', N * Is);
@@ -115,7 +117,8 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     k.siluMul(Gs, Us, Hs, N * Is);
     const Hq = tilesOperand(Hs, 0, Is, N, Is);
     fp8Matmul(N, D, Is, Hq, blocks(sq!.down), 0, out);
-    release(Hq);
+    if (recording) HsQ = Hq;
+    else release(Hq);
     if (recording) {
       GsQ = tilesOperand(Gs, 0, Is, N, Is);
       UsQ = tilesOperand(Us, 0, Is, N, Is);
@@ -124,7 +127,8 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
   // routed experts
   let GQ: Fp8Operand | null = null;
   let UQ: Fp8Operand | null = null;
-  const Y = recording && gates.requiresGrad ? allocUninit(P * D) : scratchBuf('f8.Y', P * D); // kept for dgate
+  let HQ: Fp8Operand | null = null;
+  const Y = scratchBuf('f8.Y', P * D);
   if (routed) {
     const X = gatherOperand(xq, rows, D); // gathered FP8 rows = the experts' 1x128-tile operands
     const G = scratchBuf('f8.G', P * I);
@@ -142,7 +146,8 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       const [a, n] = expertRows(e);
       fp8Matmul(n, D, I, rowsOf(Hq, a, n, I), blocks(wq.down[e]!), 0, Y.subarray(a * D), D); // Y_e = H_e W2_e^T
     }
-    release(Hq);
+    if (recording) HQ = Hq;
+    else release(Hq);
     k.scatterAddRows(Y, rows, gp, out, P, D);
     if (recording) {
       GQ = tilesOperand(G, 0, I, P, I);
@@ -180,17 +185,15 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
       const S = 3 * E;
-      // the SwiGLU inputs from their FP8 cache, H recomputed (and its FP8 copy, the Fprop operand)
+      // the SwiGLU inputs from their FP8 cache; H's FP8 copy (the Fprop operand) read back
       const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
       const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
-      const Hs = scratchBuf('f8.Hs', N * Is);
-      k.siluMul(Gs, Us, Hs, N * Is);
-      qdqRows(Hs, N, Is);
+      const Hs = need(S + 2) ? dequant(HsQ!, N, Is, scratchBuf('f8.Hs', N * Is)) : null;
       const dHs = scratchBuf('f8.dHs', N * Is);
       const dq = tilesOperand(dout, 0, D, N, D);
       fp8Matmul(N, Is, D, dq, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
       release(dq);
-      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(colTilesOperand(Hs, N, Is, undefined, deferring)));
+      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(colTilesOperand(Hs!, N, Is, undefined, deferring)));
       const dGs = scratchBuf('f8.dGs', N * Is);
       const dUs = scratchBuf('f8.dUs', N * Is);
       k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
@@ -211,8 +214,14 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       const dY = deferring ? new Float32Array(P * D) : scratchBuf('f8.dY', P * D); // dout rows of each pair, then gate-scaled
       k.gatherRows(dout, rows, null, dY, P, D);
       if (dgates) {
+        // dgate = dout · Y, Y recomputed from H's FP8 copy exactly as the forward computed it
+        const Yr = scratchBuf('f8.Y', P * D);
+        for (let e = 0; e < E; e++) {
+          const [a, n] = expertRows(e);
+          fp8Matmul(n, D, I, rowsOf(HQ!, a, n, I), blocks(wq.down[e]!), 0, Yr.subarray(a * D), D);
+        }
         const dp = scratchBuf('f8.dgate', P);
-        k.rowDot(dY, Y, dp, P, D); // dgate = dout · Y
+        k.rowDot(dY, Yr, dp, P, D);
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
       }
       k.scaleRows(dY, gp, dY, P, D); // dYs: the down projection's output gradient
@@ -229,9 +238,8 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       const U = dequant(UQ!, P, I, scratchBuf('f8.U', P * I));
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
-        const H = scratchBuf('f8.H', P * I);
-        k.siluMul(G, U, H, P * I);
-        const Hc = keep(colTilesOperand(qdqRows(H, P, I), P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
+        const H = dequant(HQ!, P, I, scratchBuf('f8.H', P * I));
+        const Hc = keep(colTilesOperand(H, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
         const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
