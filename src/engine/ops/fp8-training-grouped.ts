@@ -211,7 +211,9 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       }
     }
     if (routed) {
-      const dY = deferring ? new Float32Array(P * D) : scratchBuf('f8.dY', P * D); // dout rows of each pair, then gate-scaled
+      // scratch buffers are reused once their values are in FP8 operands (which deferred
+      // weight-gradient closures get fresh, see `keep`)
+      const dY = scratchBuf('f8.dY', P * D); // dout rows of each pair, then gate-scaled
       k.gatherRows(dout, rows, null, dY, P, D);
       if (dgates) {
         // dgate = dout · Y, Y recomputed from H's FP8 copy exactly as the forward computed it
@@ -248,12 +250,12 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
           if (n > 0 && need(2 * E + e)) weightGrad(2 * E + e, D, I, n, expertCols(dYc, offsets, soD, e, D), expertCols(Hc, offsets, soI, e, I));
         }
       }
-      const dG = scratchBuf('f8.dG', P * I);
+      const dG = scratchBuf('f8.H', P * I); // H is in its operand now
       const dU = scratchBuf('f8.dU', P * I);
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
-        const X = scratchBuf('f8.Xc', P * D);
+        const X = scratchBuf('f8.dY', P * D); // dY is in its operands now
         k.gatherRows(xc!, rows, null, X, P, D);
         const Xc = keep(colTilesOperand(X, P, D, offsets, deferring));
         const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
@@ -271,7 +273,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       if (dx) {
         const dGq = tilesOperand(dG, 0, I, P, I);
         const dUq = tilesOperand(dU, 0, I, P, I);
-        const dX = scratchBuf('f8.dX', P * D);
+        const dX = scratchBuf('f8.Y', P * D); // Y (dgate) is done
         for (let e = 0; e < E; e++) {
           const [a, n] = expertRows(e);
           fp8Matmul(n, D, I, rowsOf(dGq, a, n, I), blocks(wq.gate[e]!, true), 0, dX.subarray(a * D), D);
