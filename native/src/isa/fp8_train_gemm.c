@@ -36,10 +36,10 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* thread-local grow-only scratch: slots 0 (A panels), 1 (B panels); the decoded operands
- * (used by all threads) are slots 2, 3 of the calling thread */
-static _Thread_local void* tl_buf[4];
-static _Thread_local size_t tl_cap[4];
+/* thread-local grow-only scratch: slots 0 (A panels), 1 (B panels), 4, 5 (their scales); the
+ * decoded operands (used by all threads) are slots 2, 3 of the calling thread */
+static _Thread_local void* tl_buf[6];
+static _Thread_local size_t tl_cap[6];
 static void* scratch(int slot, size_t bytes) {
   if (bytes < 64) bytes = 64;
   if (tl_cap[slot] >= bytes) return tl_buf[slot];
@@ -166,12 +166,17 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   const int KCF = F8T_KC(dp);
   const int64_t ncmax = min64(F8T_NC, (j1 - j0 + NR - 1) / NR * NR);
   /* panels: float32 [kc][MR|NR], or pairs [kc/2][MR|NR] of uint32 (same bytes or fewer) */
+  const int nbk = KCF / 128; /* k blocks per slice */
+  const int mcp = (MC + MR - 1) / MR * MR;
   float* abuf = (float*)scratch(0, (size_t)MC * KCF * sizeof(float));
   float* bbuf = (float*)scratch(1, (size_t)KCF * ncmax * sizeof(float));
-  if (!abuf || !bbuf) return -1;
+  /* the slice's scales: A [nbk][mcp] of the row block, B [nbk][ncmax] of the column block;
+   * zero past the last row / column (their padded products are zero anyway) */
+  float* sap = (float*)scratch(4, (size_t)nbk * mcp * sizeof(float));
+  float* sbp = (float*)scratch(5, (size_t)nbk * ncmax * sizeof(float));
+  if (!abuf || !bbuf || !sap || !sbp) return -1;
   float acc[MR * NR] __attribute__((aligned(64)));
   float pt[MR * NR] __attribute__((aligned(64)));
-  float sa[MR], sb[NR];
   const int64_t ldc = P->ldc;
   for (int64_t jc = j0; jc < j1; jc += F8T_NC) {
     const int nc = (int)min64(F8T_NC, j1 - jc);
@@ -180,10 +185,14 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
       const int ks = dp ? (kc + 1) / 2 : kc; /* panel depth in kernel steps */
       if (dp) ISA_FN(gemm_pack_b_pairs)(G, pc, kc, jc, nc, (uint32_t*)bbuf);
       else ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
+      for (int q = 0; q * 128 < kc; q++)
+        for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
       for (int64_t ic = i0; ic < i1; ic += MC) {
         const int mc = (int)min64(MC, i1 - ic);
         if (dp) ISA_FN(gemm_pack_a_pairs)(G, ic, mc, pc, kc, (uint32_t*)abuf);
         else ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
+        for (int q = 0; q * 128 < kc; q++)
+          for (int i = 0; i < mcp; i++) sap[q * mcp + i] = i < mc ? f8t_scale(&P->a, P->m, X->nb, ic + i, (pc >> 7) + q) : 0.0f;
         for (int jr = 0; jr < nc; jr += NR) {
           const int nr = nc - jr < NR ? nc - jr : NR;
           const float* bp = bbuf + (int64_t)jr * ks;
@@ -197,9 +206,8 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
                 for (int j = 0; j < NR; j++) acc[i * NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
             for (int q0 = 0; q0 < kc; q0 += 128) {
               const int blen = kc - q0 < 128 ? kc - q0 : 128;
-              const int64_t blk = (pc + q0) >> 7;
-              for (int i = 0; i < MR; i++) sa[i] = i < mr ? f8t_scale(&P->a, P->m, X->nb, ic + ir + i, blk) : 0.0f;
-              for (int j = 0; j < NR; j++) sb[j] = j < nr ? f8t_scale(&P->b, P->n, X->nb, jc + jr + j, blk) : 0.0f;
+              const float* sa = sap + (q0 >> 7) * mcp + ir;
+              const float* sb = sbp + (q0 >> 7) * ncmax + jr;
               if (dp)
                 ISA_FN(gemm_kernel_dp)((blen + 1) / 2, (const uint32_t*)ap + (q0 / 2) * MR, (const uint32_t*)bp + (q0 / 2) * NR,
                                        pt, NR, 1.0f, 0.0f, MR, NR);

@@ -63,7 +63,8 @@ export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null
 export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
   checkWeight('quantizeFp8Weight', w);
   const [n, k] = [w.shape[0]!, w.shape[1]!];
-  const q: Fp8Blocks = { rows: n, cols: k, codes: new Uint8Array(n * k), scaleInv: new Float32Array(groups128(n) * groups128(k)) };
+  // per step (the master weight changes every step): from the step arena when one is active
+  const q: Fp8Blocks = { rows: n, cols: k, codes: codeBytes(n * k), scaleInv: allocUninit(groups128(n) * groups128(k)) };
   quantBlocks128(dataOf(w), 0, k, n, k, q.codes, q.scaleInv, null);
   return q;
 }
