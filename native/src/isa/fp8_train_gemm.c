@@ -69,11 +69,14 @@ static void decode_f32(const uint8_t* c, int64_t n, float* out) {
 /* out[0..n) = bf16 bit patterns of e4m3(codes[0..n)) (exact: the high half of the float32) */
 static void decode_bf16(const uint8_t* c, int64_t n, uint16_t* out) {
   int64_t i = 0;
-#if defined(DSV3_ISA_AVX512)
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+  /* AVX2 instructions only (also what the SIMDe verification build supports) */
   const __m256 one = _mm256_set1_ps(1.0f);
   for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_insertf32x8(_mm512_castps256_ps512(fp8_dec8_exact(c + i, one)), fp8_dec8_exact(c + i + 8, one), 1);
-    _mm256_storeu_si256((__m256i*)(out + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i, one)), 16);
+    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i + 8, one)), 16);
+    /* packus works per 128-bit lane: [a0-3 b0-3 a4-7 b4-7] -> [a0-7 b0-7] */
+    _mm256_storeu_si256((__m256i*)(out + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
   }
 #endif
   for (; i < n; i++) {
