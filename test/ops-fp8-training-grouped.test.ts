@@ -1,13 +1,16 @@
 // The FP8 grouped MoE FFN op (src/engine/ops/fp8-training-grouped.ts, paper §3.3 / Figure 6,
 // docs/SPEC.md §2): forward and every gradient against an oracle that runs each expert (and the shared
 // expert) through the FP8 Linear op (fp8TrainingLinear, itself checked against the exact FP8 GEMM of
-// test/helpers/fp8-gemm-oracle.ts) on that expert's tokens only, on experts with 0, 1, 127 and
+// test/helpers/fp8-gemm-oracle.ts) on that expert's tokens only, with the SwiGLU inputs cached in
+// FP8 for the backward (§3.3.3: `swigluDown`), on experts with 0, 1, 127 and
 // 129 tokens (Wgrad tiles must restart at every expert's first token); deferWeightGrads giving
 // the same weight gradients; the no-graph forward; and the result being close to, but not equal
 // to, float32.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backward, noGrad } from '../src/engine/autograd.js';
+import { backward, customOp, noGrad } from '../src/engine/autograd.js';
+import { kernels } from '../src/engine/backend.js';
+import { quantTiles1x128 } from '../src/engine/fp8/quant.js';
 import { Tensor } from '../src/engine/tensor.js';
 import * as ops from '../src/engine/ops/index.js';
 import { fixturePath, readJson } from './helpers/fixtures.js';
@@ -63,10 +66,37 @@ function weightsOf(c: Case, ts: Tensor[]): ops.ExpertWeights {
   };
 }
 
+/** 1x128-tile FP8 values (quantise, dequantise) of a [rows, cols] tensor. */
+function qdq(t: Tensor): Float32Array {
+  const [rows, cols] = t.shape as [number, number];
+  const out = new Float32Array(rows * cols);
+  quantTiles1x128(t.contiguous().f32(), 0, cols, rows, cols, null, null, out);
+  return out;
+}
+
+/**
+ * The down projection of one expert on its SwiGLU, fp8TrainingLinear(swiglu(G, U), W2), with the
+ * SwiGLU inputs cached in FP8 (paper §3.3.3): the backward takes the SwiGLU gradient at the
+ * 1x128-tile FP8 values q(G), q(U); W2's Wgrad uses H's FP8 copy, as fp8TrainingLinear's.
+ */
+function swigluDown(G: Tensor, U: Tensor, W2: Tensor): Tensor {
+  return customOp('fp8SwigluDown', [G, U, W2], (g, u, w2) => ops.fp8TrainingLinear(ops.swiglu(g, u), w2), (gy, g, u, w2) => {
+    const n = g.size;
+    const gq = qdq(g);
+    const uq = qdq(u);
+    const dH = ops.fp8LinearGradInput(gy, ops.quantizeFp8Weight(w2));
+    const dW2 = ops.fp8LinearGradWeight(gy, ops.quantizeFp8Activation(ops.swiglu(g, u)));
+    const dG = new Float32Array(n);
+    const dU = new Float32Array(n);
+    kernels().siluMulBackward(gq, uq, dH.contiguous().f32(), dG, dU, n);
+    return [Tensor.fromF32(dG, g.shape), Tensor.fromF32(dU, u.shape), dW2];
+  });
+}
+
 /** The oracle: the shared expert and every routed expert on its own tokens, through fp8TrainingLinear. */
 function oracle(c: Case, x: Tensor, gates: Tensor, w: ops.ExpertWeights): Tensor {
   const { N, D, K, E } = c;
-  const ffn = (h: Tensor, g: Tensor, u: Tensor, d: Tensor): Tensor => ops.fp8TrainingLinear(ops.swiglu(ops.fp8TrainingLinear(h, g), ops.fp8TrainingLinear(h, u)), d);
+  const ffn = (h: Tensor, g: Tensor, u: Tensor, d: Tensor): Tensor => swigluDown(ops.fp8TrainingLinear(h, g), ops.fp8TrainingLinear(h, u), d);
   const { offsets, rows, slots } = ops.expertPlan(c.idx, K, E);
   const outs: Tensor[] = [];
   for (let e = 0; e < E; e++) {

@@ -173,3 +173,27 @@ test('fp8TrainingLinear: no graph without gradients; empty shapes; input validat
   assert.throws(() => ops.fp8TrainingLinear(x, w.to('bf16')), /float32 master weight/);
   assert.throws(() => ops.fp8LinearGradWeight(randTensor(r, [5, 3]), randTensor(r, [4, 10])), /leading dims/);
 });
+
+test('fp8TrainingLinear keeps its FP8 cache, not its float32 input: the input is collectable before backward (the float32 linear keeps it)', async () => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose_gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const rr = rng(5);
+  const a = Tensor.param(randData(rr, 6 * 130), [6, 130]);
+  const w = Tensor.param(randData(rr, 5 * 130), [5, 130]);
+  const g = Tensor.param(Float32Array.from({ length: 130 }, () => 1), [130]);
+  const make = (op: (x: Tensor, w: Tensor) => Tensor): { y: Tensor; ref: WeakRef<object> } => {
+    const x = ops.rmsNorm(a, g, 1e-6); // a non-leaf float32 input that only the Linear uses (rmsNorm keeps its input, not its output)
+    return { y: op(x, w), ref: new WeakRef(x.data) };
+  };
+  const fp8 = make(ops.fp8TrainingLinear);
+  const f32 = make(ops.linear);
+  await new Promise((r) => setImmediate(r)); // WeakRefs are kept alive until the current job ends
+  gc();
+  assert.equal(fp8.ref.deref(), undefined, 'the float32 input of the FP8 Linear is no longer reachable');
+  assert.notEqual(f32.ref.deref(), undefined, 'the float32 linear keeps its input for Wgrad');
+  // and the backward still reaches a through x's producer node
+  backward(ops.sum(fp8.y));
+  assert.ok(a.grad && w.grad && a.grad.f32().some((v) => v !== 0));
+});

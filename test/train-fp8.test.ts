@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { loadMobyDick } from '../src/data/corpus.js';
 import { prepareData, type PreparedData } from '../src/data/dataset.js';
 import { BufferArena, withArena } from '../src/engine/arena.js';
-import type { Tensor } from '../src/engine/tensor.js';
+import { Tensor } from '../src/engine/tensor.js';
 import { parseTrainArgs } from '../src/cli/commands/train.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
@@ -23,9 +23,10 @@ import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import type { TrainOptions } from '../src/train/train-options.js';
 import { train } from '../src/train/trainer.js';
+import { withRecipe } from '../src/train/recipe.js';
 import { rng } from './helpers/random.js';
 import { tinyConfigJson, tinyTrainingArgs } from './helpers/tiny-config.js';
-import { backward } from '../src/engine/autograd.js';
+import { backward, type GradTarget } from '../src/engine/autograd.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CFG = parseModelConfig(tinyConfigJson(), 'tiny');
@@ -41,14 +42,14 @@ function tokens(seed: number): Int32Array {
 function consumers(root: Tensor): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   const seen = new Set<object>();
-  const stack = [root];
+  const stack: GradTarget[] = [root.node!];
   while (stack.length) {
-    const node = stack.pop()!.node;
-    if (!node || seen.has(node)) continue;
+    const node = stack.pop()!;
+    if (node instanceof Tensor || seen.has(node)) continue;
     seen.add(node);
     for (const t of node.inputs) {
       if (!t) continue;
-      if (t.node) stack.push(t);
+      if (!(t instanceof Tensor)) stack.push(t); // a producer's node
       else if (t.name) {
         if (!out.has(t.name)) out.set(t.name, new Set());
         out.get(t.name)!.add(node.name);
@@ -203,6 +204,26 @@ test('dsv3 train --fp8 and dsv3 bench train --fp8 on a tiny config', () => {
     const j = JSON.parse(bench.stdout.trim().split('\n').pop()!) as { fp8: boolean; loss_first: number };
     assert.equal(j.fp8, true);
     assert.ok(Number.isFinite(j.loss_first));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('AdamW moments default to BF16 under fp8 (paper §3.3.3), f32 otherwise; --moment-dtype wins; resuming converts the checkpoint\'s', () => {
+  const base = { lr: 1e-3, bias: { gamma: 1e-3 } };
+  const recipe = (o: { fp8?: boolean; momentDtype?: 'f32' | 'bf16' }): string => withRecipe({ ...base, ...o }).momentDtype;
+  assert.equal(recipe({ fp8: true }), 'bf16');
+  assert.equal(recipe({ fp8: false }), 'f32');
+  assert.equal(recipe({}), 'f32');
+  assert.equal(recipe({ fp8: true, momentDtype: 'f32' }), 'f32');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-fp8-moments-'));
+  try {
+    const { momentDtype: _, ...noMoments } = opts(dir, { fp8: false, steps: 2, evalEvery: 0, ckptEvery: 1 });
+    assert.equal(train(noMoments).status, 'done'); // a float32 run: f32 moments
+    // continued with --fp8 and no --moment-dtype: BF16 moments, converted from the checkpoint's
+    assert.equal(train({ ...noMoments, fp8: true, steps: 3, resume: true }).status, 'done');
+    const st = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint-3', 'trainer_state', 'state.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(st['step'], 3);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,7 @@
 /* Node-API bindings of the optimizer kernels (isa/optim.c), with the JS signatures of the
  * `Kernels` interface (src/engine/kernels.ts):
  *   adamw(w, g, m, v, n, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps)
+ *   adamwBf16(w, g, m, v, n, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps)  m, v: Uint16Array (bf16)
  *   sumSquares(x, n) -> number
  * Buffers shorter than n are a RangeError naming the argument. Large calls are split into
  * contiguous ranges on the thread pool (memory-bound: ranges of at least 64K elements). */
@@ -11,8 +12,9 @@
 #define OP_MAX_TASKS 64
 
 typedef struct {
-  int kind; /* 0 adamw, 1 sum of squares */
+  int kind; /* 0 adamw, 1 sum of squares, 2 adamw with bf16 moments */
   float *w, *m, *v;
+  uint16_t *mh, *vh;
   const float* g;
   const dsv3_adamw_args* a;
   int64_t n, per;
@@ -24,6 +26,7 @@ static void op_task(void* ctx, int t, int thread) {
   op_job* j = (op_job*)ctx;
   const int64_t s = (int64_t)t * j->per, e = s + j->per < j->n ? s + j->per : j->n;
   if (j->kind == 0) SELECT_ISA(dsv3_adamw)(j->w, j->g, j->m, j->v, s, e, j->a);
+  else if (j->kind == 2) SELECT_ISA(dsv3_adamw_bf16)(j->w, j->g, j->mh, j->vh, s, e, j->a);
   else j->part[t] = SELECT_ISA(dsv3_sum_squares)(j->g, s, e);
 }
 
@@ -67,6 +70,33 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* adamwBf16(w, g, m, v, n, ...): m, v Uint16Array of bf16 bit patterns */
+static napi_value js_adamw_bf16(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 15);
+  op_job j = {0};
+  if (fz_count(env, argv[4], "n", &j.n)) return NULL;
+  float *w, *g;
+  size_t lm, lv;
+  uint16_t *m, *v;
+  if (fz_f32(env, argv[0], "w", (size_t)j.n, &w) || fz_f32(env, argv[1], "g", (size_t)j.n, &g) ||
+      !(m = dsv3_u16(env, argv[2], &lm, "m")) || dsv3_need(env, lm, (size_t)j.n, "m") ||
+      !(v = dsv3_u16(env, argv[3], &lv, "v")) || dsv3_need(env, lv, (size_t)j.n, "v"))
+    return NULL;
+  static const char* names[10] = {"gradScale", "decay", "b1", "b2", "c1", "c2", "lr", "bc1", "bc2", "eps"};
+  double p[10];
+  for (int i = 0; i < 10; i++)
+    if (dsv3_double(env, argv[5 + i], &p[i], names[i])) return NULL;
+  dsv3_adamw_args a = {p[0], p[1], p[2], p[3], p[4], p[5], p[6] / p[7], 1.0 / p[8], p[9]};
+  j.kind = 2;
+  j.w = w;
+  j.g = g;
+  j.mh = m;
+  j.vh = v;
+  j.a = &a;
+  op_run(&j);
+  return NULL;
+}
+
 static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 2);
   op_job j = {0};
@@ -84,5 +114,6 @@ static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
 
 void dsv3_register_optim(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "adamw", js_adamw);
+  dsv3_export(env, exports, "adamwBf16", js_adamw_bf16);
   dsv3_export(env, exports, "sumSquares", js_sum_squares);
 }

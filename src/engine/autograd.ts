@@ -9,7 +9,9 @@
  * calling backward on several losses before an optimizer step accumulates gradients.
  *
  * The graph is freed as backward runs (each node drops its closure after use): memory of a
- * training step's activations is released as soon as its gradients are propagated.
+ * training step's activations is released as soon as its gradients are propagated. Nodes refer
+ * to their non-leaf inputs through those inputs' nodes (tensor.ts `GradNode`), never to the
+ * tensors: what a step keeps for backward is exactly what the ops' closures capture.
  */
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
@@ -17,9 +19,9 @@ import { activeArena, type BufferArena } from './arena.js';
 import { allocUninit, sameShape } from './ops/util.js';
 import { fmtShape } from './layout.js';
 import { noGrad, withGrad } from './grad-mode.js';
-import { Tensor, attach } from './tensor.js';
+import { Tensor, attach, type GradTarget } from './tensor.js';
 
-export { attach, type BackwardFn, type GradNode } from './tensor.js';
+export { attach, type BackwardFn, type GradNode, type GradTarget } from './tensor.js';
 export { isGradEnabled, noGrad, withGrad } from './grad-mode.js';
 
 // ---- deferred weight gradients (the B/W split of ZeroBubble / DualPipe, DeepSeek-V3 §3.2.1) --
@@ -97,16 +99,16 @@ export function customOp(
   return attach(out, name, inputs, (g) => backward(g, ...inputs));
 }
 
-/** Topological order (inputs before outputs) of the graph reachable from root. */
-function topoOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const seen = new Set<Tensor>();
-  const stack: [Tensor, number][] = [[root, 0]];
+/** Topological order (inputs before outputs) of the graph reachable from root (leaves as tensors, the rest as nodes). */
+function topoOrder(root: GradTarget): GradTarget[] {
+  const order: GradTarget[] = [];
+  const seen = new Set<GradTarget>();
+  const stack: [GradTarget, number][] = [[root, 0]];
   seen.add(root);
   while (stack.length) {
     const top = stack[stack.length - 1]!;
     const [t, i] = top;
-    const inputs = t.node?.inputs ?? [];
+    const inputs = t instanceof Tensor ? [] : t.inputs;
     if (i < inputs.length) {
       top[1] = i + 1;
       const x = inputs[i];
@@ -150,18 +152,17 @@ export function backward(root: Tensor, grad?: Tensor): void {
 }
 
 function runGraph(root: Tensor, g0: Tensor): void {
-  const order = topoOrder(root);
-  const grads = new Map<Tensor, Tensor>();
+  const order = topoOrder(root.node ?? root);
+  const grads = new Map<GradTarget, Tensor>();
   const rel = earlyRelease();
-  grads.set(root, g0);
+  grads.set(root.node ?? root, g0);
   rel?.hold(g0);
   for (let idx = order.length - 1; idx >= 0; idx--) {
     const t = order[idx]!;
     const g = grads.get(t);
     if (!g) continue;
     grads.delete(t);
-    const node = t.node;
-    if (!node) {
+    if (t instanceof Tensor) {
       if (t.requiresGrad) {
         if (t.grad) {
           const src = g.contiguous().f32();
@@ -177,6 +178,7 @@ function runGraph(root: Tensor, g0: Tensor): void {
       rel?.flush();
       continue;
     }
+    const node = t;
     if (!node.backward) throw new Error(`backward: the graph through '${node.name}' was already freed by an earlier backward()`);
     const gs = node.backward(g);
     if (gs.length !== node.inputs.length) throw new Error(`backward: '${node.name}' returned ${gs.length} gradients for ${node.inputs.length} inputs`);
@@ -198,9 +200,9 @@ function runGraph(root: Tensor, g0: Tensor): void {
     }
     rel?.drop(g);
     rel?.flush();
-    // Free the closure and its saved tensors, but keep the (now empty) node on t so that a
-    // second backward through this part of the graph fails loudly instead of silently
-    // treating t as a leaf.
+    // Free the closure and its saved tensors, but keep the (now empty) node on its tensor so
+    // that a second backward through this part of the graph fails loudly instead of silently
+    // treating the tensor as a leaf.
     node.backward = null;
     node.inputs = [];
   }

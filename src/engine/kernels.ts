@@ -89,6 +89,21 @@ export interface Kernels {
    * 128x128 blocks); NaN codes give NaN.
    */
   fp8Dequant(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, blockRows: number, out: Float32Array): void;
+  /**
+   * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
+   * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
+   * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of
+   * e4m3(A[i, k]) * e4m3(B[j, k]), blocks promoted in ascending order into a float32 accumulator
+   * starting at +0 (A [m, k], B [n, k] logical operands of E4M3 codes: C = A B^T). The native
+   * kernel sums P_b in float32 on the codes (bf16 dot products where the CPU has them); the
+   * reference sums it exactly. beta 0 overwrites C [m, ldc], beta 1 adds the finished sum.
+   * Operand layouts (`Fp8GemmLayout`, nb = ceil(k / 128)): 0 codes [rows][k] + scales
+   * [rows][nb] (1x128 tiles); 1 codes [k][rows] + scales [nb][rows] (128x1 tiles of the stored
+   * matrix); 2 codes [rows][k] + scales [ceil(rows/128)][nb] (128x128 blocks); 3 codes
+   * [k][rows] + scales [nb][ceil(rows/128)].
+   */
+  fp8Gemm(m: number, n: number, k: number, aCodes: Uint8Array, aScales: Float32Array, aLayout: number,
+    bCodes: Uint8Array, bScales: Float32Array, bLayout: number, beta: 0 | 1, c: Float32Array, ldc: number): void;
 
   // ---- elementwise (contiguous, n elements; out may alias a or b) -------------------------
   /** out = a (op) b with op 0 add, 1 sub, 2 mul, 3 div. */
@@ -164,6 +179,13 @@ export interface Kernels {
    *   w ← w·decay − (lr/bc1)·m / (sqrt(v/bc2) + eps)   (with the new, unrounded m and v).
    */
   adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, gradScale: number, decay: number,
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+  /**
+   * `adamw` with BF16 moments (paper §3.3.3): m and v hold bfloat16 bit patterns, read widened;
+   * the new m and v are computed in float64 as in `adamw` and stored rounded float64 -> float32
+   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded.
+   */
+  adamwBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, n: number, gradScale: number, decay: number,
     b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
   /** Σ x[i]² over n elements, accumulated in float64 (for the global gradient norm). */
   sumSquares(x: Float32Array, n: number): number;

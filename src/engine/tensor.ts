@@ -18,15 +18,28 @@ export { contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js'
 
 export type BackwardFn = (grad: Tensor) => readonly (Tensor | null)[];
 
+/** Where a gradient goes: a leaf tensor (its `.grad`), or the node that produced a non-leaf tensor. */
+export type GradTarget = Tensor | GradNode;
+
 export interface GradNode {
   readonly name: string;
-  inputs: readonly (Tensor | null)[];
+  /**
+   * Per input: the node that produced it (a non-leaf input), the tensor itself (a leaf that
+   * requires grad), or null. The graph holds producers' nodes, not the non-leaf tensors, so an
+   * activation's storage lives exactly as long as some op's backward closure (or the caller)
+   * still uses it: an op that keeps a compressed copy for its backward (the FP8 Linear's E4M3
+   * cache, DeepSeek-V3 §3.3.3) lets the float32 input go.
+   */
+  inputs: readonly (GradTarget | null)[];
   backward: BackwardFn | null;
+  /** Shape of the tensor this node produced (its gradient's shape). */
+  readonly shape: Shape;
 }
 
 /**
  * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
- * gradient (or null) per input, each with that input's shape. Returns `out`.
+ * gradient (or null) per input, each with that input's shape. Returns `out`. The closure should
+ * capture only what the backward needs: the graph itself keeps no input tensor alive.
  */
 export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
   if (!isGradEnabled()) return out;
@@ -34,7 +47,7 @@ export function attach(out: Tensor, name: string, inputs: readonly Tensor[], bac
   for (const t of inputs) if (t.requiresGrad) any = true;
   if (!any) return out;
   out.requiresGrad = true;
-  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? t : null)), backward };
+  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? (t.node ?? t) : null)), backward, shape: out.shape };
   return out;
 }
 

@@ -119,7 +119,7 @@ export class AdamW {
       const v = this.v[i]!;
       // float32 moments: the fused kernel (native, multi-threaded; float64 element arithmetic)
       if (m instanceof Float32Array && v instanceof Float32Array) kernels().adamw(w, g, m, v, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
-      else adamBf16(w, g, m as Uint16Array, v as Uint16Array, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
+      else kernels().adamwBf16(w, g, m as Uint16Array, v as Uint16Array, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
     }
     invalidateBf16Weights(); // BF16 training rounds the updated weights afresh (engine/bf16-weights.ts)
   }
@@ -154,18 +154,6 @@ export class AdamW {
     });
     if (!Number.isInteger(s.step) || s.step < 0) throw new DsvError(`AdamW state: invalid step ${s.step}`);
     this.stepCount = s.step;
-  }
-}
-
-function adamBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, gs: number, decay: number,
-  b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void {
-  for (let j = 0; j < w.length; j++) {
-    const gj = g[j]! * gs;
-    const mj = b1 * bf16ToF32(m[j]!) + c1 * gj;
-    const vj = b2 * bf16ToF32(v[j]!) + c2 * gj * gj;
-    m[j] = f32ToBf16(mj);
-    v[j] = f32ToBf16(vj);
-    w[j] = w[j]! * decay - (lr * (mj / bc1)) / (Math.sqrt(vj / bc2) + eps);
   }
 }
 

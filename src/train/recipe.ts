@@ -100,6 +100,15 @@ export interface RecipeOptions {
 
 export type WithRecipe<T> = T & Required<Omit<RecipeOptions, 'bias'>> & { bias: BiasUpdateOptions & { gamma: number; mode: BiasMode } };
 
+/**
+ * AdamW moment storage when the caller leaves it unset: BF16 under FP8 training, as the paper
+ * trains (§3.3.3: "we adopt the BF16 data format instead of FP32 to track the first and second
+ * moments in the AdamW optimizer"), TRAIN.momentDtype (float32) otherwise.
+ */
+export function defaultMomentDtype(fp8: boolean): 'f32' | 'bf16' {
+  return fp8 ? 'bf16' : TRAIN.momentDtype;
+}
+
 /** `o` with every recipe setting it leaves unset taken from the recipe. */
 export function withRecipe<T extends RecipeOptions>(o: T): WithRecipe<T> {
   return {
@@ -107,7 +116,7 @@ export function withRecipe<T extends RecipeOptions>(o: T): WithRecipe<T> {
     gradAccum: o.gradAccum ?? TRAIN.gradAccum,
     weightDecay: o.weightDecay ?? PAPER.weightDecay,
     maxGradNorm: o.maxGradNorm ?? PAPER.maxGradNorm,
-    momentDtype: o.momentDtype ?? TRAIN.momentDtype,
+    momentDtype: o.momentDtype ?? defaultMomentDtype((o as { fp8?: boolean }).fp8 === true || (o as { precision?: string }).precision === 'fp8'),
     evalBatches: o.evalBatches ?? TRAIN.evalBatches,
     keepCheckpoints: o.keepCheckpoints ?? TRAIN.keepCheckpoints,
     maxNonFinite: o.maxNonFinite ?? TRAIN.maxNonFinite,

@@ -18,7 +18,8 @@ import { DeepseekV3 } from '../model/model.js';
 import { maxVio } from '../objective/balance.js';
 import { latestCheckpoint, listCheckpoints, loadTrainerState, saveTrainingCheckpoint, tidyRunDir, TRAINER_STATE_DIR } from './run-checkpoints.js';
 import { MetricsWriter, type LayerStats, type MetricRecord } from './metrics.js';
-import { AdamW } from './optimizer.js';
+import { AdamW, type AdamWState } from './optimizer.js';
+import { bf16ArrayToF32, f32ArrayToBf16 } from '../engine/dtype.js';
 import { Progress } from './progress.js';
 import { f32CheckpointTensors } from '../model/checkpoint-layout.js';
 import { evalLosses, type BiasEmaStates } from './train-step.js';
@@ -149,7 +150,12 @@ export class TrainRun {
           throw e instanceof DsvError ? new DsvError(`${path.join(resumeDir!, TRAINER_STATE_DIR, f)}: ${e.message}`) : e;
         }
       };
-      inFile('optimizer.safetensors', () => this.opt.loadState(optimizer));
+      // moments saved in the other storage (a run continued with or without --fp8, whose default
+      // differs, or another --moment-dtype) are converted: bf16 -> f32 exactly, f32 -> bf16 rounded
+      if (optimizer.momentDtype !== this.opt.momentDtype) {
+        progress.log(`note: the checkpoint's AdamW moments are ${optimizer.momentDtype}; they continue as ${this.opt.momentDtype}`);
+      }
+      inFile('optimizer.safetensors', () => this.opt.loadState(convertMoments(optimizer, this.opt.momentDtype)));
       inFile('state.json', () => {
         for (const k of ['step', 'tokens_seen', 'consecutive_non_finite', 'skipped_steps', 'elapsed_s'] as const) {
           const int = k !== 'elapsed_s';
@@ -290,4 +296,12 @@ export class TrainRun {
     this.progress.done();
     return { status: 'done', message: `trained ${this.step} steps; checkpoint ${this.lastCkpt}`, step: this.step, losses: this.losses, finalLmLoss: this.finalLm, lastCheckpoint: this.lastCkpt, finalValLoss: this.finalVal };
   }
+}
+
+/** AdamW state with its moments in `dtype` (bf16 -> f32 exact, f32 -> bf16 round to nearest even). */
+function convertMoments(s: AdamWState, dtype: 'f32' | 'bf16'): AdamWState {
+  if (s.momentDtype === dtype) return s;
+  const conv = (r: AdamWState['m']): AdamWState['m'] =>
+    Object.fromEntries(Object.entries(r).map(([k, a]) => [k, dtype === 'f32' ? bf16ArrayToF32(a as Uint16Array) : f32ArrayToBf16(a as Float32Array)]));
+  return { step: s.step, momentDtype: dtype, m: conv(s.m), v: conv(s.v) };
 }

@@ -17,7 +17,7 @@ import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
 import { backward } from '../../engine/autograd.js';
 import { AdamW } from '../../train/optimizer.js';
-import { PAPER, TRAIN } from '../../train/recipe.js';
+import { PAPER, TRAIN, defaultMomentDtype } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
 import { bool, exists, int, parseFlags, precision, resolvePrecision } from '../flags.js';
@@ -37,7 +37,8 @@ with DSV3_THREADS=1 it is the work of a step), and a table on stderr unless --js
 operands with float32 accumulation for every Linear, the experts and the output head; the JSON
 says "precision". --precision fp8 is --fp8.
 --fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
-Linears' GEMMs on E4M3 operands (quantise-dequantise + float32 GEMM); the JSON says "fp8": true.
+Linears' GEMMs on E4M3 operands (bf16 dot products on the codes, N_C = 128 promotion) and BF16
+AdamW moments; the JSON says "fp8": true and "moment_dtype".
 Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
 step to the next (src/engine/arena.ts); DSV3_ARENA=0 in the environment turns it off.
 `;
@@ -79,7 +80,6 @@ export const trainBench: Bench = {
     const [B, S, steps, warm] = [values.batch ?? 8, values.seq ?? 256, values.steps ?? 20, values['warmup-steps'] ?? 2];
     const model = DeepseekV3.randomInit(cfg, 0);
     const params = model.parameters().reduce((a, p) => a + p.size, 0);
-    const opt = new AdamW(model.parameters(), { lr: 1e-4 });
     const rng = new Rng(1);
     const base = kernels();
     const kacc = new Map<string, number>();
@@ -90,6 +90,7 @@ export const trainBench: Bench = {
     let lossLast = NaN;
     const prec = resolvePrecision(values);
     const fp8 = prec === 'fp8';
+    const opt = new AdamW(model.parameters(), { lr: 1e-4, momentDtype: defaultMomentDtype(fp8) }); // BF16 moments under FP8, as `dsv3 train`
     const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {
@@ -137,6 +138,7 @@ export const trainBench: Bench = {
       steps,
       fp8,
       precision: prec,
+      moment_dtype: opt.momentDtype,
       params,
       tokens_per_s: Math.round((B * S * steps) / (total / 1000)),
       step_ms_median: r1(median(stepMs)),

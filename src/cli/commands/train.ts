@@ -44,7 +44,7 @@ Schedule:
   --min-lr X            learning rate at the end of the decay, <= --lr (default lr/${PAPER.lrFloorDivisor})
   --weight-decay X      AdamW decoupled weight decay on matrices, >= 0 (default ${PAPER.weightDecay})
   --max-grad-norm X     global-norm clipping, > 0 (default ${PAPER.maxGradNorm.toFixed(1)})
-  --moment-dtype f32|bf16  AdamW moment storage (default ${TRAIN.momentDtype})
+  --moment-dtype f32|bf16  AdamW moment storage (default ${TRAIN.momentDtype}; bf16 with --precision fp8, as in the paper)
   --precision fp32|bf16|fp8  training precision (default fp32). bf16: standard BF16 mixed
                         precision: the GEMMs of every Linear (MLA projections, dense FFNs, MTP
                         eh_proj, output head) and of the shared / routed experts take bf16
@@ -58,7 +58,7 @@ Schedule:
                         and MTP eh_proj on E4M3 operands (1x128 activation tiles, 128x128 weight
                         blocks, online scales), Linear inputs cached in FP8; embedding, output
                         head, MoE gate, norms and attention stay float32, as do the master
-                        weights (add --moment-dtype bf16 for the paper's BF16 AdamW moments).
+                        weights; AdamW moments default to BF16 (paper section 3.3.3).
                         Recorded in run.json ("precision") and metrics.jsonl
   --seed N              initialisation and data order (default ${TRAIN.seed})
 Losses and balancing:

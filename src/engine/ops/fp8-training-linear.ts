@@ -14,48 +14,31 @@
  * Scales are computed online from the current tensor (amax / 448, with the 1e-4 amax floor of the
  * fixtures README). Master weights, outputs and gradients stay float32.
  *
- * The training fast path dequantises each quantised operand to float32 (code value * scale) and
- * runs the float32 GEMM (`kernels().gemm`, native when the addon is loaded): exactly the products
- * of the E4M3 values with float32 accumulation, which the fixtures (meta.json
- * `dequantize_then_float32_matmul`) put within 1.5e-6 (per row, relative to the row max) of the
- * N_C = 128 promotion of §3.3.2 / Figure 7b that the oracle (test/helpers/fp8-gemm-oracle.ts)
- * computes exactly; the tolerance is 1e-5 (test/fp8-gemm.test.ts checks it on the fixture).
- * Float32 accumulation over the whole of K is at least as precise as the paper's promoted FP32
- * accumulation.
+ * The GEMMs run on the codes (`fp8Matmul`, fp8/train-gemm.ts; Kernels.fp8Gemm): each 128-wide
+ * block's partial sum of code products is promoted into the float32 accumulator with its two
+ * scales, the N_C = 128 promotion of §3.3.2 / Figure 7b that the oracle
+ * (test/helpers/fp8-gemm-oracle.ts) computes exactly; the kernel differs from it only by float32
+ * summation within a block (bf16 dot products on avx512_bf16 CPUs: every E4M3 value is exact in
+ * bf16, every product of two exact in float32), far inside the fixtures' per-row 1e-5
+ * (test/fp8-gemm.test.ts checks it on the fixture).
+ *
+ * Memory (§3.3.3): the backward keeps only the FP8 copies — X's codes + tile scales (1 byte per
+ * element, for Wgrad) and W's codes + block scales (for Dgrad) — never the float32 input; the
+ * graph holds x's producer node, not x (tensor.ts `attach`), so x's storage is freed as soon as
+ * nothing else uses it.
  *
  * The backward is split like ops/linear.ts: `fp8LinearGradInput` (Dgrad, the paper's B) and
  * `fp8LinearGradWeight` (Wgrad, the W part that DualPipe defers); inside `deferWeightGrads` the
  * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
  */
-import { activeArena } from '../arena.js';
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
-import { kernels } from '../backend.js';
-import {
-  dequantBlocks128Into, groups128, quantBlocks128, quantTiles128x1, quantTiles1x128, requantTiles128x1,
-  type Fp8Blocks, type Fp8Tiles,
-} from '../fp8/quant.js';
+import { groups128, quantBlocks128, quantTiles1x128, requantTiles128x1, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
+import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
 
 export type { Fp8Blocks, Fp8Tiles } from '../fp8/quant.js';
-
-/** A temporary float32 buffer (from the step arena when one is active); give it back with `done`. */
-function temp(n: number): Float32Array {
-  return allocUninit(n);
-}
-
-/** Returns a temporary to the active arena at once (a no-op for buffers not from it). */
-function done(...bufs: Float32Array[]): void {
-  const arena = activeArena();
-  if (arena) for (const b of bufs) arena.release(b.buffer as ArrayBuffer);
-}
-
-/** n bytes for E4M3 codes, carved from a float32 allocation so that the step arena applies. */
-function codeBytes(n: number): Uint8Array {
-  const f = allocUninit(Math.ceil(n / 4));
-  return new Uint8Array(f.buffer, f.byteOffset, n);
-}
 
 /** A 2-D float32 operand: data, element offset and row stride. */
 function rowsOf(t: Tensor): { d: Float32Array; off: number; ld: number; rows: number; cols: number } {
@@ -80,7 +63,8 @@ export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null
 export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
   checkWeight('quantizeFp8Weight', w);
   const [n, k] = [w.shape[0]!, w.shape[1]!];
-  const q: Fp8Blocks = { rows: n, cols: k, codes: new Uint8Array(n * k), scaleInv: new Float32Array(groups128(n) * groups128(k)) };
+  // per step (the master weight changes every step): from the step arena when one is active
+  const q: Fp8Blocks = { rows: n, cols: k, codes: codeBytes(n * k), scaleInv: allocUninit(groups128(n) * groups128(k)) };
   quantBlocks128(dataOf(w), 0, k, n, k, q.codes, q.scaleInv, null);
   return q;
 }
@@ -111,18 +95,14 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   let xq: Fp8Tiles | null = null;
   let wq: Fp8Blocks | null = null;
   if (m > 0 && n > 0 && k > 0) {
-    const xdq = temp(m * k);
-    const wdq = temp(n * k);
     // Fprop operands: X per 1x128 tile (its FP8 copy kept only for Wgrad), W per 128x128 block
-    if (wGrad) xq = quantizeFp8Activation(x, xdq);
-    else {
-      const o = rowsOf(x);
-      quantTiles1x128(o.d, o.off, o.ld, m, k, null, null, xdq);
-    }
+    xq = quantizeFp8Activation(x);
     wq = quantizeFp8Weight(w);
-    dequantBlocks128Into(wq, wdq);
-    kernels().gemm(false, true, m, n, k, 1, xdq, k, wdq, k, 0, y, n);
-    done(xdq, wdq);
+    fp8Matmul(m, n, k, tilesOf(xq), blocksOf(wq, false), 0, y);
+    if (!wGrad) {
+      release(xq.codes, xq.scales);
+      xq = null;
+    }
   } else if (wGrad) {
     xq = { rows: m, cols: k, codes: new Uint8Array(m * k), scales: new Float32Array(m * groups128(k)) };
   }
@@ -155,12 +135,10 @@ export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor): Tensor {
   const m = g.rows;
   const dx = n > 0 ? allocUninit(m * k) : alloc(m * k);
   if (m > 0 && n > 0 && k > 0) {
-    const dydq = temp(m * n);
-    const wdq = temp(n * k);
-    quantTiles1x128(g.d, g.off, g.ld, m, n, null, null, dydq);
-    dequantBlocks128Into(wq, wdq); // W^T's blocks are W's, transposed: the same values
-    kernels().gemm(false, false, m, k, n, 1, dydq, n, wdq, k, 0, dx, k);
-    done(dydq, wdq);
+    // dX [M, K] = dY [M, N] (1x128 tiles along N) times W^T: the Fprop codes and block scales read transposed
+    const dyq = tilesOperand(g.d, g.off, g.ld, m, n);
+    fp8Matmul(m, k, n, dyq, blocksOf(wq, true), 0, dx);
+    release(dyq);
   }
   return new Tensor(dx, [...gy.shape.slice(0, -1), k], 'f32');
 }
@@ -199,14 +177,36 @@ function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 |
     if (beta === 0) dw.fill(0);
     return;
   }
-  const dyc = temp(m * n);
-  const xc = temp(m * k);
-  quantTiles128x1(g.d, g.off, g.ld, m, n, null, null, dyc);
+  // dW [N, K] = dY^T [N, M] X [M, K]: both operands in 128x1 tiles of the stored dY and X
+  const dyc = colTilesOperand(contiguousRows(g), m, n);
+  let xc: Fp8Operand;
   if (x instanceof Tensor) {
     const o = rowsOf(x);
-    quantTiles128x1(o.d, o.off, o.ld, m, k, null, null, xc);
-  } else requantTiles128x1(x, null, null, xc);
-  // C[N, K] = dYc^T[N, M] * Xc[M, K]: the 128x1 tiles are stored untransposed, read with transA
-  kernels().gemm(true, false, n, k, m, 1, dyc, n, xc, k, beta, dw, k);
-  done(dyc, xc);
+    xc = colTilesOperand(contiguousRows(o), m, k);
+  } else {
+    const tmp = allocUninit(m * k); // the cached copy's values, re-quantised per 128x1 tile
+    xc = { codes: codeBytes(m * k), scales: allocUninit(groups128(m) * k), layout: Fp8GemmLayout.colsTiles };
+    requantTiles128x1(x, xc.codes, xc.scales, tmp);
+    release(tmp);
+  }
+  fp8Matmul(n, k, m, dyc, xc, beta, dw, k);
+  release(dyc, xc);
+}
+
+/** The rows of a 2-D operand as one contiguous array (a copy only when strided). */
+function contiguousRows(o: { d: Float32Array; off: number; ld: number; rows: number; cols: number }): Float32Array {
+  if (o.ld === o.cols) return o.d.subarray(o.off, o.off + o.rows * o.cols);
+  const out = allocUninit(o.rows * o.cols);
+  for (let r = 0; r < o.rows; r++) out.set(o.d.subarray(o.off + r * o.ld, o.off + r * o.ld + o.cols), r * o.cols);
+  return out;
+}
+
+/** The 1x128-tile FP8 copy as a GEMM operand (rows along the output's rows). */
+function tilesOf(q: Fp8Tiles): Fp8Operand {
+  return { codes: q.codes, scales: q.scales, layout: Fp8GemmLayout.rowsTiles };
+}
+
+/** A weight's 128x128-block copy as the B operand: W [N, K] (Fprop) or, transposed, W^T [K, N] (Dgrad). */
+function blocksOf(q: Fp8Blocks, transposed: boolean): Fp8Operand {
+  return { codes: q.codes, scales: q.scaleInv, layout: transposed ? Fp8GemmLayout.colsBlocks : Fp8GemmLayout.rowsBlocks };
 }

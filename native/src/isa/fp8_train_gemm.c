@@ -1,0 +1,322 @@
+/* The block-scaled FP8 training GEMM (fp8_train.h): E4M3 codes multiplied on the bf16
+ * dot-product kernel (AVX-512 + avx512_bf16) or the float32 micro-kernel (other ISAs), with
+ * each 128-wide k block's partial sum promoted into a float32 accumulator with its two scales
+ * (DeepSeek-V3 §3.3.2, N_C = 128).
+ *
+ * 1. Decode: the codes of A become float32 values [m][k] (COLS layouts transposed on the way,
+ *    8x8 blocks in registers), the codes of B float32 (or, for VDPBF16PS, bf16 bit patterns) in
+ *    their stored layout. The value of every code is exact in both (3 mantissa bits), so the
+ *    fp32 GEMM's packers (gemm_pack_a / _b, gemm_pack_a_pairs / _b_pairs) reproduce the codes
+ *    exactly in their micro-panels. NaN codes decode to NaN.
+ * 2. Multiply, BLIS order per thread tile of C (a gm x gn grid, gemm_pick_grid):
+ *      for each NC-wide column block: for each KC-deep slice (KC a multiple of 128):
+ *        pack B (L3/L2), then for each MC-tall row block: pack A (L2), then per MR x NR tile:
+ *          acc = C tile (later slices) or 0;
+ *          for each 128-block in the slice: P = micro-kernel over the block (into an L1 tile),
+ *            acc = acc + P * (sA(i) * sB(j))      <- the promotion, float32, no FMA;
+ *          C tile = acc (+ C when beta is 1 and this was the first slice).
+ *    The micro-kernel call per 128 k (64 VDPBF16PS pairs) costs one extra tile store and
+ *    reload: ~3% of the multiply-adds of a block. */
+#include <stdlib.h>
+#include "fp8_train.h"
+#include "fp8_weight_isa.h" /* gemm_isa.h (packers, kernels, blocking), E4M3 decoders, fp8_csr_* */
+#include "threadpool.h"
+
+#define MR GEMM_MR
+#define NR GEMM_NR
+#define MC GEMM_MC
+#define F8T_NC 2048
+/* k slice per packing: a multiple of 128; the VDPBF16PS panels hold bf16 (2 bytes per value),
+ * so 256 k keeps the B micro-panel at 16 KB (AVX-512 float32 panels: 128 k, 16 KB) */
+#if defined(DSV3_ISA_AVX512)
+#define F8T_KC(dp) ((dp) ? 256 : 128)
+#else
+#define F8T_KC(dp) 256
+#endif
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* thread-local grow-only scratch: slots 0 (A panels), 1 (B panels), 4, 5 (their scales); the
+ * decoded operands (used by all threads) are slots 2, 3 of the calling thread */
+static _Thread_local void* tl_buf[6];
+static _Thread_local size_t tl_cap[6];
+static void* scratch(int slot, size_t bytes) {
+  if (bytes < 64) bytes = 64;
+  if (tl_cap[slot] >= bytes) return tl_buf[slot];
+  free(tl_buf[slot]);
+  tl_buf[slot] = NULL;
+  tl_cap[slot] = 0;
+  const size_t sz = (bytes + 4095) & ~(size_t)4095;
+  void* p = NULL;
+  if (posix_memalign(&p, 64, sz) != 0) return NULL;
+  tl_buf[slot] = p;
+  tl_cap[slot] = sz;
+  return p;
+}
+
+/* ---- 1. decoding ------------------------------------------------------------------------- */
+
+/* out[0..n) = e4m3(codes[0..n)) as float32 */
+static void decode_f32(const uint8_t* c, int64_t n, float* out) {
+  int64_t i = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, fp8_dec8_exact(c + i, one));
+#endif
+  for (; i < n; i++) out[i] = fp8_e4m3_table[c[i]];
+}
+
+/* out[0..n) = bf16 bit patterns of e4m3(codes[0..n)) (exact: the high half of the float32) */
+static void decode_bf16(const uint8_t* c, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+  /* AVX2 instructions only (also what the SIMDe verification build supports) */
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i, one)), 16);
+    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i + 8, one)), 16);
+    /* packus works per 128-bit lane: [a0-3 b0-3 a4-7 b4-7] -> [a0-7 b0-7] */
+    _mm256_storeu_si256((__m256i*)(out + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
+  }
+#endif
+  for (; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &fp8_e4m3_table[c[i]], 4);
+    out[i] = (uint16_t)(u >> 16);
+  }
+}
+
+/* out [rows][cols] (row stride ldo) = float32 values of codes stored transposed, [cols][rows];
+ * rows [r0, r1) */
+static void decode_f32_t(const uint8_t* c, int64_t rows, int64_t cols, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+  int64_t r = r0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; r + 8 <= r1; r += 8) {
+    int64_t p = 0;
+    for (; p + 8 <= cols; p += 8) {
+      __m256 v[8];
+      for (int q = 0; q < 8; q++) v[q] = fp8_dec8_exact(c + (p + q) * rows + r, one);
+      gemm_transpose8(v);
+      for (int q = 0; q < 8; q++) _mm256_storeu_ps(out + (r + q) * ldo + p, v[q]);
+    }
+    for (; p < cols; p++)
+      for (int q = 0; q < 8; q++) out[(r + q) * ldo + p] = fp8_e4m3_table[c[p * rows + r + q]];
+  }
+#endif
+  for (; r < r1; r++)
+    for (int64_t p = 0; p < cols; p++) out[r * ldo + p] = fp8_e4m3_table[c[p * rows + r]];
+}
+
+typedef struct {
+  const f8t_prob* P;
+  float* af;   /* decoded A [m][k] */
+  void* bd;    /* decoded B, stored layout: float32, or bf16 bits when dp */
+  int64_t per; /* rows per decode task */
+  int64_t na, nb_tasks;
+} dec_ctx;
+
+static void decode_task(void* ctx, int t, int thread) {
+  (void)thread;
+  const dec_ctx* D = (const dec_ctx*)ctx;
+  const f8t_prob* P = D->P;
+  const unsigned csr = fp8_csr_enter(); /* the arithmetic decode goes through float32 denormals */
+  if (t < D->na) {
+    const int64_t r0 = t * D->per, r1 = min64(P->m, r0 + D->per);
+    if (P->a.layout & 1) decode_f32_t(P->a.codes, P->m, P->k, r0, r1, D->af, P->k);
+    else decode_f32(P->a.codes + r0 * P->k, (r1 - r0) * P->k, D->af + r0 * P->k);
+  } else {
+    const int64_t total = P->n * P->k, chunk = (total + D->nb_tasks - 1) / D->nb_tasks;
+    const int64_t e0 = (t - D->na) * chunk, e1 = min64(total, e0 + chunk);
+    if (e0 < e1) {
+      if (P->dp) decode_bf16(P->b.codes + e0, e1 - e0, (uint16_t*)D->bd + e0);
+      else decode_f32(P->b.codes + e0, e1 - e0, (float*)D->bd + e0);
+    }
+  }
+  fp8_csr_leave(csr);
+}
+
+/* ---- 2. the blocked multiply ------------------------------------------------------------- */
+
+typedef struct {
+  const f8t_prob* P;
+  gemm_prob G; /* the decoded operands as the fp32 GEMM's A and B (packers' view) */
+  int64_t nb;  /* k blocks */
+  int gm, gn;
+  int64_t pm, pn;
+  volatile int fail;
+} mul_ctx;
+
+/* acc[MR][NR] = acc + p * (sa[i] * sb[j]): the N_C promotion, one rounding per operation */
+__attribute__((optimize("fp-contract=off"))) static void promote(float* restrict acc, const float* restrict p,
+                                                                 const float* sa, const float* sb) {
+  for (int i = 0; i < MR; i++) {
+    const float si = sa[i];
+    float* a = acc + i * NR;
+    const float* q = p + i * NR;
+    for (int j = 0; j < NR; j++) {
+      const float s = si * sb[j];
+      const float t = q[j] * s;
+      a[j] = a[j] + t;
+    }
+  }
+}
+
+static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const f8t_prob* P = X->P;
+  const gemm_prob* G = &X->G;
+  const int dp = P->dp;
+  const int KCF = F8T_KC(dp);
+  const int64_t ncmax = min64(F8T_NC, (j1 - j0 + NR - 1) / NR * NR);
+  /* panels: float32 [kc][MR|NR], or pairs [kc/2][MR|NR] of uint32 (same bytes or fewer) */
+  const int nbk = KCF / 128; /* k blocks per slice */
+  const int mcp = (MC + MR - 1) / MR * MR;
+  float* abuf = (float*)scratch(0, (size_t)MC * KCF * sizeof(float));
+  float* bbuf = (float*)scratch(1, (size_t)KCF * ncmax * sizeof(float));
+  /* the slice's scales: A [nbk][mcp] of the row block, B [nbk][ncmax] of the column block;
+   * zero past the last row / column (their padded products are zero anyway) */
+  float* sap = (float*)scratch(4, (size_t)nbk * mcp * sizeof(float));
+  float* sbp = (float*)scratch(5, (size_t)nbk * ncmax * sizeof(float));
+  if (!abuf || !bbuf || !sap || !sbp) return -1;
+  float acc[MR * NR] __attribute__((aligned(64)));
+  float pt[MR * NR] __attribute__((aligned(64)));
+  const int64_t ldc = P->ldc;
+  for (int64_t jc = j0; jc < j1; jc += F8T_NC) {
+    const int nc = (int)min64(F8T_NC, j1 - jc);
+    for (int64_t pc = 0; pc < P->k; pc += KCF) {
+      const int kc = (int)min64(KCF, P->k - pc);
+      const int ks = dp ? (kc + 1) / 2 : kc; /* panel depth in kernel steps */
+      if (dp) ISA_FN(gemm_pack_b_pairs)(G, pc, kc, jc, nc, (uint32_t*)bbuf);
+      else ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
+      for (int q = 0; q * 128 < kc; q++)
+        for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
+      for (int64_t ic = i0; ic < i1; ic += MC) {
+        const int mc = (int)min64(MC, i1 - ic);
+        if (dp) ISA_FN(gemm_pack_a_pairs)(G, ic, mc, pc, kc, (uint32_t*)abuf);
+        else ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
+        for (int q = 0; q * 128 < kc; q++)
+          for (int i = 0; i < mcp; i++) sap[q * mcp + i] = i < mc ? f8t_scale(&P->a, P->m, X->nb, ic + i, (pc >> 7) + q) : 0.0f;
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int nr = nc - jr < NR ? nc - jr : NR;
+          const float* bp = bbuf + (int64_t)jr * ks;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR;
+            const float* ap = abuf + (int64_t)ir * ks;
+            float* c = P->c + (ic + ir) * ldc + jc + jr;
+            if (pc == 0) memset(acc, 0, sizeof acc);
+            else
+              for (int i = 0; i < MR; i++)
+                for (int j = 0; j < NR; j++) acc[i * NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
+            for (int q0 = 0; q0 < kc; q0 += 128) {
+              const int blen = kc - q0 < 128 ? kc - q0 : 128;
+              const float* sa = sap + (q0 >> 7) * mcp + ir;
+              const float* sb = sbp + (q0 >> 7) * ncmax + jr;
+              if (dp)
+                ISA_FN(gemm_kernel_dp)((blen + 1) / 2, (const uint32_t*)ap + (q0 / 2) * MR, (const uint32_t*)bp + (q0 / 2) * NR,
+                                       pt, NR, 1.0f, 0.0f, MR, NR);
+              else
+                ISA_FN(gemm_kernel)(blen, ap + q0 * MR, bp + q0 * NR, pt, NR, 1.0f, 0.0f, MR, NR);
+              promote(acc, pt, sa, sb);
+            }
+            const int add = pc == 0 && P->beta != 0.0f;
+            for (int i = 0; i < mr; i++)
+              for (int j = 0; j < nr; j++) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i * NR + j] : acc[i * NR + j];
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+static void mul_task(void* ctx, int t, int thread) {
+  (void)thread;
+  mul_ctx* X = (mul_ctx*)ctx;
+  const int ti = t / X->gn, tj = t % X->gn;
+  const int64_t i0 = X->pm * ti / X->gm * MR, i1 = min64(X->P->m, X->pm * (ti + 1) / X->gm * MR);
+  const int64_t j0 = X->pn * tj / X->gn * NR, j1 = min64(X->P->n, X->pn * (tj + 1) / X->gn * NR);
+  if (i0 >= i1 || j0 >= j1) return;
+  if (tile(X, i0, i1, j0, j1)) X->fail = 1;
+}
+
+/* Estimated time of the largest tile of a gm x gn grid: multiply-adds, plus A packing once per
+ * NC block and B packing once per row of the grid. */
+static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn) {
+  const f8t_prob* P = (const f8t_prob*)prob;
+  const double rows = (double)((pm + gm - 1) / gm * MR), cols = (double)((pn + gn - 1) / gn * NR);
+  const double k = (double)P->k, flops_per_ns = (P->dp ? 12.0 : 6.0) * (GEMM_VEC > 1 ? GEMM_VEC : 2);
+  const double nblocks = (double)(((int64_t)cols + F8T_NC - 1) / F8T_NC);
+  return 2.0 * rows * cols * k / flops_per_ns + 0.5 * rows * k * nblocks + 0.5 * cols * k;
+}
+
+static int run(const f8t_prob* P);
+
+/* beta 1 adds the *finished* sum to C: with more than one k slice per packing, the slices
+ * accumulate in a scratch C (beta 0) that is added at the end */
+int ISA_FN(dsv3_fp8_train_gemm)(const f8t_prob* P) {
+  if (P->beta == 0.0f || P->k <= F8T_KC(P->dp) || P->m <= 0 || P->n <= 0) return run(P);
+  f8t_prob Q = *P;
+  Q.beta = 0.0f;
+  Q.ldc = P->n;
+  Q.c = (float*)malloc((size_t)P->m * P->n * sizeof(float));
+  if (!Q.c) return -1;
+  const int r = run(&Q);
+  if (r == 0)
+    for (int64_t i = 0; i < P->m; i++)
+      for (int64_t j = 0; j < P->n; j++) P->c[i * P->ldc + j] += Q.c[i * P->n + j];
+  free(Q.c);
+  return r;
+}
+
+static int run(const f8t_prob* P) {
+  if (P->m <= 0 || P->n <= 0) return 0;
+  if (P->k <= 0) { /* empty sum: +0 */
+    for (int64_t i = 0; i < P->m; i++)
+      for (int64_t j = 0; j < P->n; j++)
+        if (P->beta == 0.0f) P->c[i * P->ldc + j] = 0.0f;
+    return 0;
+  }
+  const int T = P->threads < 1 ? 1 : P->threads;
+  float* af = (float*)scratch(2, (size_t)P->m * P->k * sizeof(float));
+  void* bd = scratch(3, (size_t)P->n * P->k * (P->dp ? 2 : 4));
+  if (!af || !bd) return -1;
+  /* decode: A in row chunks, B in element chunks */
+  dec_ctx D = {P, af, bd, 0, 0, 0};
+  {
+    const int64_t work = (P->m + P->n) * P->k;
+    const int64_t tasks = T > 1 && work >= 65536 ? 4 * (int64_t)T : 1;
+    D.na = min64(P->m, tasks);
+    D.per = (P->m + D.na - 1) / D.na;
+    D.na = (P->m + D.per - 1) / D.per;
+    D.nb_tasks = tasks;
+    if (D.na + D.nb_tasks > 1) dsv3_parallel_for((int)(D.na + D.nb_tasks), decode_task, &D);
+    else
+      for (int t = 0; t < D.na + D.nb_tasks; t++) decode_task(&D, t, 0);
+  }
+  mul_ctx X;
+  memset(&X, 0, sizeof X);
+  X.P = P;
+  X.nb = (P->k + 127) / 128;
+  X.G.ta = 0;
+  X.G.a = af;
+  X.G.lda = P->k;
+  X.G.tb = !(P->b.layout & 1); /* ROWS: stored [n][k] */
+  X.G.ldb = (P->b.layout & 1) ? P->n : P->k;
+  X.G.bf = P->dp ? NULL : (const float*)bd;
+  X.G.bh = P->dp ? (const uint16_t*)bd : NULL;
+  X.G.bf16 = P->dp;
+  X.G.dp = P->dp;
+  X.G.m = P->m;
+  X.G.n = P->n;
+  X.G.k = P->k;
+  X.G.alpha = 1.0f;
+  X.G.c = P->c;
+  X.G.ldc = P->ldc;
+  X.pm = (P->m + MR - 1) / MR;
+  X.pn = (P->n + NR - 1) / NR;
+  const int Tm = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : T;
+  gemm_pick_grid(Tm, X.pm, X.pn, grid_cost, P, &X.gm, &X.gn);
+  if (X.gm * X.gn > 1) dsv3_parallel_for(X.gm * X.gn, mul_task, &X);
+  else mul_task(&X, 0, 0);
+  return X.fail ? -1 : 0;
+}

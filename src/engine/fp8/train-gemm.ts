@@ -1,0 +1,106 @@
+/**
+ * The FP8 training GEMM on operand codes (DeepSeek-V3 §3.3.2, Figure 7b; Kernels.fp8Gemm):
+ * quantised operands (E4M3 codes + one float32 scale per 128 elements along the inner
+ * dimension) multiplied without dequantising them first — the kernel multiplies the codes (bf16
+ * dot products on CPUs with avx512_bf16) and promotes each 128-wide block's partial sum into the
+ * float32 accumulator with its two scales (N_C = 128), so the FP8 GEMMs run at bf16 speed and
+ * equal the exact FP8 oracle up to float32 summation order within a block.
+ *
+ * An operand is its codes and scales in one of the kernel's layouts (`Fp8GemmLayout`): as
+ * quantised per 1x128 tile of the stored rows (`rowsTiles`, X in Fprop, dY in Dgrad), per 128x1
+ * tile of the stored columns (`colsTiles`, the Wgrad operands dY^T and X^T read from the
+ * untransposed dY and X), or a weight's 128x128 blocks as stored [out, in] (`rowsBlocks`,
+ * Fprop) or read transposed (`colsBlocks`, W^T in Dgrad).
+ */
+import { activeArena } from '../arena.js';
+import { kernels } from '../backend.js';
+import { Fp8GemmLayout } from '../reference/fp8-gemm.js';
+import { allocUninit } from '../ops/util.js';
+import { groups128, quantTiles128x1, quantTiles1x128 } from './quant.js';
+
+export { Fp8GemmLayout } from '../reference/fp8-gemm.js';
+
+/** An FP8 GEMM operand: codes and scales in a layout of Kernels.fp8Gemm. */
+export interface Fp8Operand {
+  codes: Uint8Array;
+  scales: Float32Array;
+  layout: number;
+}
+
+/** Where operand buffers come from: the step arena (reused, `release` gives them back) or, `fresh`, their own memory (deferred closures keep them). */
+export interface Fp8Alloc {
+  fresh: boolean;
+}
+
+/** n bytes for E4M3 codes, carved from a float32 allocation so that the step arena applies. */
+export function codeBytes(n: number, fresh = false): Uint8Array {
+  if (fresh) return new Uint8Array(n);
+  const f = allocUninit(Math.ceil(n / 4));
+  return new Uint8Array(f.buffer, f.byteOffset, n);
+}
+
+function scaleFloats(n: number, fresh: boolean): Float32Array {
+  return fresh ? new Float32Array(n) : allocUninit(n);
+}
+
+/** Gives the buffers of temporaries back to the active step arena at once (a no-op for buffers not from it). */
+export function release(...xs: (Fp8Operand | Float32Array | Uint8Array | null)[]): void {
+  const arena = activeArena();
+  if (!arena) return;
+  for (const x of xs) {
+    if (!x) continue;
+    if (x instanceof Float32Array || x instanceof Uint8Array) arena.release(x.buffer as ArrayBuffer);
+    else {
+      arena.release(x.codes.buffer as ArrayBuffer);
+      arena.release(x.scales.buffer as ArrayBuffer);
+    }
+  }
+}
+
+/** The 1x128-tile operand of x [rows, cols] (row r at x[off + r * ld ..]): layout rowsTiles. */
+export function tilesOperand(x: Float32Array, off: number, ld: number, rows: number, cols: number, fresh = false): Fp8Operand {
+  const codes = codeBytes(rows * cols, fresh);
+  const scales = scaleFloats(rows * groups128(cols), fresh);
+  quantTiles1x128(x, off, ld, rows, cols, codes, scales, null);
+  return { codes, scales, layout: Fp8GemmLayout.rowsTiles };
+}
+
+/**
+ * The 128x1-tile operand of x [rows, cols] (contiguous), tiles restarting at every segment start
+ * (segments [offsets[e], offsets[e+1]) of rows: one expert's tokens each; default one segment):
+ * per segment, layout colsTiles — codes at x's positions, the segment's scales
+ * [ceil(n_e/128), cols] at `scaleOffsets(offsets, cols)[e]`.
+ */
+export function colTilesOperand(x: Float32Array, rows: number, cols: number, offsets: ArrayLike<number> = [0, rows], fresh = false): Fp8Operand {
+  const codes = codeBytes(rows * cols, fresh);
+  const so = scaleOffsets(offsets, cols);
+  const scales = scaleFloats(so[so.length - 1]!, fresh);
+  for (let e = 0; e + 1 < offsets.length; e++) {
+    const a = offsets[e]!;
+    const n = offsets[e + 1]! - a;
+    if (n > 0) quantTiles128x1(x.subarray(a * cols, (a + n) * cols), 0, cols, n, cols, codes.subarray(a * cols), scales.subarray(so[e]!), null);
+  }
+  return { codes, scales, layout: Fp8GemmLayout.colsTiles };
+}
+
+/** Start of each segment's 128x1 scales in a colTilesOperand (and the total at the end). */
+export function scaleOffsets(offsets: ArrayLike<number>, cols: number): Int32Array {
+  const out = new Int32Array(offsets.length);
+  for (let e = 0; e + 1 < offsets.length; e++) out[e + 1] = out[e]! + groups128(offsets[e + 1]! - offsets[e]!) * cols;
+  return out;
+}
+
+/** Rows [r0, r0 + n) of a rowsTiles operand with `cols` columns (the scales of those rows). */
+export function rowsOf(o: Fp8Operand, r0: number, n: number, cols: number): Fp8Operand {
+  const g = groups128(cols);
+  return { codes: o.codes.subarray(r0 * cols, (r0 + n) * cols), scales: o.scales.subarray(r0 * g, (r0 + n) * g), layout: o.layout };
+}
+
+/**
+ * C [m, n] (row stride ldc) = A B^T (beta 0) or C + A B^T (beta 1) for A [m, k], B [n, k] FP8
+ * operands (Kernels.fp8Gemm).
+ */
+export function fp8Matmul(m: number, n: number, k: number, a: Fp8Operand, b: Fp8Operand, beta: 0 | 1, c: Float32Array, ldc = n): void {
+  if (m === 0 || n === 0) return;
+  kernels().fp8Gemm(m, n, k, a.codes, a.scales, a.layout, b.codes, b.scales, b.layout, beta, c, ldc);
+}
