@@ -44,7 +44,8 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
         xLabel: c.xLabel ?? 'step',
         yLabel: c.yLabel,
         ...(c.logY ? { logY: true } : {}),
-        series: r.arms.map((a, i) => {
+        // arms without this curve (an experiment's non-training arms) are left out of the chart
+        series: r.arms.filter((a) => r.runs.some((x) => x.arm === a.name && x.curves[key])).map((a, i) => {
           const b = band(runsOf(r.runs, a.name).map((x) => x.curves[key]).filter((x): x is { x: number[]; y: number[] } => x !== undefined));
           return { name: a.label, xs: b.xs, ys: b.mean, band: { lo: b.lo, hi: b.hi }, color: paletteColor(i) };
         }),
