@@ -33,7 +33,7 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
         const st = s[k];
         return `<td>${st && st.n ? `${fmtNum(st.mean)} ± ${fmtNum(st.sd)}` : '–'}</td>`;
       });
-      return `<tr><th>${escapeXml(a.label)}</th><td>${s[cols[0]?.[0] ?? '']?.n ?? 0}</td>${cells.join('')}</tr>`;
+      return `<tr><th>${escapeXml(a.label)}</th><td>${Math.max(0, ...cols.map(([k]) => s[k]?.n ?? 0))}</td>${cells.join('')}</tr>`;
     })
     .join('');
   const table = `<table><tr><th>arm</th><th>seeds</th>${cols.map(([, l]) => `<th>${escapeXml(l)}</th>`).join('')}</tr>${rows}</table>`;
