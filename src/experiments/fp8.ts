@@ -65,9 +65,11 @@ interface Fp8Size extends Size {
 }
 
 /**
- * The default: configs/train-small.json, 192 steps of 8x128 tokens; float32 ~0.25 s a step and
- * FP8 about twice that on 2 cores: 3 seeds of both ~8 minutes with their evaluations, the
- * ablations (16x16 outputs at K up to 16,384; 256x1024 activations) ~20 s a seed.
+ * The default: configs/train-small.json, 192 steps of 8x128 tokens. Sized from float32 at ~0.25 s
+ * a step on 2 unshared cores (balance's runs) and FP8 at most twice that: 3 seeds of both in
+ * under ~10 minutes with their evaluations, plus the ablations (16x16 outputs at K up to 16,384;
+ * 256x1024 activations: ~20 s a seed). An estimate: the default has not been run to the end on
+ * an unshared machine (docs/EXPERIMENTS.md records a 64-step run on a shared one).
  */
 const FULL: Fp8Size = {
   config: TRAIN.config, steps: 192, batch: 8, seq: 128, lr: TRAIN.lr, evalEvery: 24, valBatches: 64,

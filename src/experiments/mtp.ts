@@ -42,8 +42,10 @@ interface MtpSize extends Size {
 
 /**
  * The default: configs/train-small.json (D = 1 there; D is set per arm), 192 steps of 8x128
- * tokens: ~0.22 / 0.27 / 0.32 s a step for D = 0 / 1 / 2 on 2 cores, so 9 runs ~8 minutes, plus
- * per run 6 checkpoints' acceptance, the final validation and ~3 s of speculative timing.
+ * tokens. Sized from ~0.25 s a step at D = 1 on 2 unshared cores (balance's runs; D = 0 a little
+ * less, D = 2 more): 9 runs ~8 minutes, plus per run 6 checkpoints' acceptance, the final
+ * validation and a few seconds of speculative timing. An estimate: the default has not been run
+ * to the end on an unshared machine (docs/EXPERIMENTS.md records a 64-step run on a shared one).
  */
 const FULL: MtpSize = {
   config: TRAIN.config, steps: 192, batch: 8, seq: 128, lr: TRAIN.lr, evalEvery: 32, valBatches: 64,
