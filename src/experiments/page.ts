@@ -33,7 +33,7 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
         const st = s[k];
         return `<td>${st && st.n ? `${fmtNum(st.mean)} ± ${fmtNum(st.sd)}` : '–'}</td>`;
       });
-      return `<tr><th>${escapeXml(a.label)}</th><td>${s[cols[0]?.[0] ?? '']?.n ?? 0}</td>${cells.join('')}</tr>`;
+      return `<tr><th>${escapeXml(a.label)}</th><td>${Math.max(0, ...cols.map(([k]) => s[k]?.n ?? 0))}</td>${cells.join('')}</tr>`;
     })
     .join('');
   const table = `<table><tr><th>arm</th><th>seeds</th>${cols.map(([, l]) => `<th>${escapeXml(l)}</th>`).join('')}</tr>${rows}</table>`;
@@ -44,7 +44,8 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
         xLabel: c.xLabel ?? 'step',
         yLabel: c.yLabel,
         ...(c.logY ? { logY: true } : {}),
-        series: r.arms.map((a, i) => {
+        // arms without this curve (an experiment's non-training arms) are left out of the chart
+        series: r.arms.filter((a) => r.runs.some((x) => x.arm === a.name && x.curves[key])).map((a, i) => {
           const b = band(runsOf(r.runs, a.name).map((x) => x.curves[key]).filter((x): x is { x: number[]; y: number[] } => x !== undefined));
           return { name: a.label, xs: b.xs, ys: b.mean, band: { lo: b.lo, hi: b.hi }, color: paletteColor(i) };
         }),

@@ -4,5 +4,8 @@ import { biasUpdateExperiment } from './bias-update.js';
 import type { Experiment } from './experiment.js';
 import { mlaExperiment } from './mla.js';
 import { routingSim } from './routing-sim.js';
+import { fp8Experiment } from './fp8.js';
+import { mtpExperiment } from './mtp.js';
 
-export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment];
+export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment,
+  mtpExperiment, fp8Experiment];
