@@ -87,6 +87,11 @@ export class ContinuousBatcher implements BatchDecoder {
   private readonly prefillStart = new Int32Array(1);
   private readonly prefillShape: StepShape;
 
+  /** Bytes of the latent cache (all slots; fixed at construction). */
+  get cacheBytes(): number {
+    return this.cache.bytes;
+  }
+
   constructor(readonly model: DeepseekV3, opts: ContinuousBatcherOptions) {
     const { maxBatch, maxContext } = opts;
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new DsvError(`continuous batcher: maxBatch must be a positive integer, got ${maxBatch}`);

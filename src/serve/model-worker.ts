@@ -9,22 +9,29 @@
  * detokenized at once (TextStream: whole UTF-8 characters, stop strings that end the sequence)
  * and its text posted to the main thread as soon as it is final.
  *
- * The decoder is made in one place, `makeDecoder`: the continuous batcher replaces the
- * sequential one there and nowhere else.
+ * The decoder is made in one place, `makeDecoder`: the continuous batcher
+ * (inference/continuous-batcher.ts), so the sequences in flight advance together, one batched
+ * forward per step, each in its own latent-cache slot. Prompts are prefilled at most
+ * PREFILL_BUDGET tokens per step, so a long new prompt does not stall the streams in flight.
+ * (SequentialDecoder, one sequence at a time, is the simple reference implementation the tests
+ * hold the contract to.)
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as path from 'node:path';
 import { loadTokenizerJson, type Tokenizer } from '../data/tokenizer/index.js';
 import type { BatchDecoder } from '../inference/batch-decoder.js';
+import { ContinuousBatcher } from '../inference/continuous-batcher.js';
 import { Sampler } from '../inference/sampling.js';
 import { TextStream } from '../inference/text-stream.js';
 import { DeepseekV3 } from '../model/model.js';
 import type { FromWorker, GenerationJob, ToWorker, WorkerInit } from './protocol.js';
-import { SequentialDecoder } from './sequential-decoder.js';
+
+/** Most prompt tokens prefilled in one step while other sequences decode. */
+const PREFILL_BUDGET = 256;
 
 /** The BatchDecoder the server runs. */
 function makeDecoder(model: DeepseekV3, init: WorkerInit): BatchDecoder & { cacheBytes?: number } {
-  return new SequentialDecoder(model, { maxBatch: init.maxBatch, maxContext: init.maxContext });
+  return new ContinuousBatcher(model, { maxBatch: init.maxBatch, maxContext: init.maxContext, prefillBudget: PREFILL_BUDGET });
 }
 
 const port = parentPort!;
