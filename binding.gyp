@@ -30,7 +30,7 @@
       "dependencies": ["dsv3_isa_avx512", "dsv3_isa_avx2", "dsv3_isa_scalar"],
       "defines": ["NAPI_VERSION=8"],
       "sources": ["<!@(node scripts/list-core-sources.mjs)"],
-      "libraries": ["-lpthread", "-lm"]
+      "libraries": ["-lpthread", "-lm", "-ldl"]
     }
   ]
 }

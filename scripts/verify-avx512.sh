@@ -38,7 +38,7 @@ for f in native/src/*.c; do
   objs+=("$out/obj/core_$b.o")
 done
 wait
-gcc -shared -o "$out/dsv3.node" "${objs[@]}" -lpthread -lm
+gcc -shared -o "$out/dsv3.node" "${objs[@]}" -lpthread -lm -ldl
 echo "verify-avx512: built $out/dsv3.node"
 node -e "const a=require('$out/dsv3.node'); const i=a.info(); if (i.isa!=='avx512'||!i.avx512bf16) { console.error('verify-avx512: the addon does not report avx512+bf16', i); process.exit(1) } console.log('verify-avx512: addon reports', JSON.stringify(i))"
 filters=("$@")

@@ -2,6 +2,11 @@
  * Each kernel family registers its own functions (binding files *_napi.c); a family that
  * is absent from a build is simply not registered (weak symbols), and the TypeScript side
  * falls back to the reference kernels for it. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
+#endif
+#include <dlfcn.h>
+
 #include "cpu.h"
 #include "napi_util.h"
 #include "threadpool.h"
@@ -67,7 +72,21 @@ static napi_value js_set_isa(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* The thread pool (threadpool.c) is process-wide: its worker threads are created once and live
+ * as long as the process, sleeping between jobs. When the addon is loaded only by a
+ * worker_threads Worker, Node unloads it (dlclose) when that Worker exits, and the pool's
+ * threads would then wake into unmapped code (a segfault). Loading ourselves once more with
+ * RTLD_NODELETE keeps the library mapped until the process exits. Failure is harmless (the
+ * addon then behaves as before), so it is not reported. */
+static void pin_library(void) {
+  static int pinned = 0;
+  if (pinned) return;
+  Dl_info info;
+  if (dladdr((void*)&pin_library, &info) && info.dli_fname && dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE)) pinned = 1;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  pin_library();
   dsv3_export(env, exports, "info", js_info);
   dsv3_export(env, exports, "setThreads", js_set_threads);
   dsv3_export(env, exports, "setIsa", js_set_isa);

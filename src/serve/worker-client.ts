@@ -4,7 +4,6 @@
  * through `onText` as the worker produces it, then exactly one `onEnd`.
  */
 import { Worker } from 'node:worker_threads';
-import { nativeAddon } from '../engine/native.js';
 import { DsvError } from '../errors.js';
 import type { LeaveReason } from '../inference/batch-decoder.js';
 import type { FromWorker, GenerationJob, ToWorker, WorkerInit } from './protocol.js';
@@ -37,10 +36,6 @@ export class ModelWorker {
 
   /** Starts the worker and waits until the model is loaded (a DsvError with the worker's message if not). */
   static async start(init: WorkerInit): Promise<ModelWorker> {
-    // The native addon must stay loaded in this thread: when the worker exits, Node unloads the
-    // addons only it holds, while the addon's thread-pool threads (process-wide) still run in its
-    // code, which crashes the process (SIGSEGV) when the library is unmapped under them.
-    nativeAddon();
     const worker = new Worker(new URL('./model-worker.js', import.meta.url), { workerData: init });
     const listeners: Array<[string, (...a: any[]) => void]> = [];
     const ready = await new Promise<Extract<FromWorker, { type: 'ready' }>>((resolve, reject) => {
