@@ -57,7 +57,8 @@ export interface Plan {
   steps: number;
   /** Settings shared by every arm (model, data, schedule). */
   settings: Record<string, unknown>;
-  run(arm: Arm, ctx: RunContext): Measured;
+  /** One (arm, seed) run; a promise for runs that need the event loop (worker threads: dualpipe). */
+  run(arm: Arm, ctx: RunContext): Measured | Promise<Measured>;
 }
 
 export interface Experiment {

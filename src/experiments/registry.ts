@@ -3,6 +3,8 @@ import { balanceExperiment } from './balance.js';
 import { biasUpdateExperiment } from './bias-update.js';
 import type { Experiment } from './experiment.js';
 import { mlaExperiment } from './mla.js';
+import { dualpipeExperiment } from './dualpipe.js';
 import { routingSim } from './routing-sim.js';
 
-export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment];
+export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment, dualpipeExperiment];
+

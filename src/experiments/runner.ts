@@ -94,7 +94,7 @@ class Bar {
 const sameJson = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
 /** Runs `exp` (see the module comment) and returns what results.json holds. */
-export function runExperiment(exp: Experiment, o: ExperimentOptions): ExperimentResults {
+export async function runExperiment(exp: Experiment, o: ExperimentOptions): Promise<ExperimentResults> {
   const plan = exp.plan({ quick: o.quick, ...(o.steps !== undefined ? { steps: o.steps } : {}) });
   const file = path.join(o.out, 'results.json');
   const seedOffset = o.seedOffset ?? 0;
@@ -142,17 +142,17 @@ export function runExperiment(exp: Experiment, o: ExperimentOptions): Experiment
   const out = o.progress === undefined ? process.stderr : o.progress;
   if (todo.length < plan.arms.length * seeds.length) out?.write(`${exp.name}: ${plan.arms.length * seeds.length - todo.length} finished (arm, seed) pairs kept from ${file}\n`);
   const bar = new Bar(out, todo.length * plan.steps);
-  todo.forEach(([arm, seed], i) => {
+  for (const [i, [arm, seed]] of todo.entries()) {
     const dir = path.join(o.out, 'runs', `${arm.name}-seed${seed}`);
     fs.rmSync(dir, { recursive: true, force: true }); // what an interrupted run left
     const what = (step: number): string => `run ${i + 1}/${todo.length} ${arm.name} seed ${seed} step ${step}/${plan.steps}`;
     bar.update(i * plan.steps, what(0), true);
     const t0 = performance.now();
-    const m = plan.run(arm, { seed, dir, tick: (step) => bar.update(i * plan.steps + step, what(step)) });
+    const m = await plan.run(arm, { seed, dir, tick: (step) => bar.update(i * plan.steps + step, what(step)) });
     runs.push({ arm: arm.name, seed, steps: plan.steps, settings: { ...plan.settings, ...arm.settings }, seconds: (performance.now() - t0) / 1000, date: new Date().toISOString(), ...m });
     bar.update((i + 1) * plan.steps, what(plan.steps), true);
     save();
-  });
+  }
   bar.done();
   return save();
 }

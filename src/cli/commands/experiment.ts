@@ -62,7 +62,7 @@ export const experimentCommand: Command = {
       process.stdout.write(`${v.svg}\n`);
       return 0;
     }
-    const res = runExperiment(exp, {
+    const res = await runExperiment(exp, {
       seeds: v.seeds ?? 3,
       ...(v['seed-offset'] !== undefined ? { seedOffset: v['seed-offset'] } : {}),
       ...(v.steps !== undefined ? { steps: v.steps } : {}),
