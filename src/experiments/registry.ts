@@ -4,7 +4,8 @@ import { biasUpdateExperiment } from './bias-update.js';
 import type { Experiment } from './experiment.js';
 import { mlaExperiment } from './mla.js';
 import { dualpipeExperiment } from './dualpipe.js';
+import { balanceScopeExperiment } from './balance-scope.js';
 import { routingSim } from './routing-sim.js';
 
-export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment, dualpipeExperiment];
+export const experiments: readonly Experiment[] = [routingSim, balanceExperiment, biasUpdateExperiment, mlaExperiment, balanceScopeExperiment, dualpipeExperiment];
 
