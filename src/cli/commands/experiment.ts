@@ -10,6 +10,9 @@ import { readResults, runExperiment } from '../../experiments/runner.js';
 import { keySvg } from '../../experiments/page.js';
 import { writeFileAtomic } from '../../io/atomic-write.js';
 
+/** Width of the name column of the list: the longest name and two spaces. */
+const NAME_WIDTH = Math.max(13, ...experiments.map((e) => e.name.length + 2));
+
 const HELP = `Usage: dsv3 experiment list
        dsv3 experiment NAME [--seeds N] [--seed-offset N] [--steps N] [--out DIR] [--quick] [--resume]
        dsv3 experiment NAME --svg FILE [--out DIR]
@@ -22,7 +25,7 @@ reproduced, not reproduced, or inconclusive when the difference is smaller than 
 pooled standard deviation of the seeds). The verdicts are also printed on stdout.
 
 Experiments:
-${experiments.map((e) => `  ${e.name.padEnd(13)}${e.summary}`).join('\n')}
+${experiments.map((e) => `  ${e.name.padEnd(NAME_WIDTH)}${e.summary}`).join('\n')}
 
 Options:
   --seeds N     seeds per arm, 1..100 (default 3)
@@ -49,7 +52,7 @@ export const experimentCommand: Command = {
     if (name === undefined) throw new UsageError('expected an experiment NAME or list (see dsv3 experiment --help)');
     if (name === 'list') {
       if (Object.keys(v).length) throw new UsageError('experiment list takes no options');
-      for (const e of experiments) process.stdout.write(`${e.name.padEnd(13)}${e.summary}\n`);
+      for (const e of experiments) process.stdout.write(`${e.name.padEnd(NAME_WIDTH)}${e.summary}\n`);
       return 0;
     }
     const exp = experiments.find((e) => e.name === name);
