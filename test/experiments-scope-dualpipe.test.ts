@@ -105,12 +105,14 @@ test('balance-scope and dualpipe: each verdict follows from the numbers (reprodu
   assert.deepEqual(outcomes(balanceScopeExperiment, bs), ['reproduced', 'not reproduced', 'reproduced', 'inconclusive']);
   // dualpipe: DualPipe idles less than 1F1B (reproduced), more than ZB1P (not), DualPipeV within the spread; the step is 1.5x its replay (not within 15%)
   const dp = runs({
-    dualpipe: { idle_frac: [0.10, 0.11, 0.12], step_ms: [150, 151, 152], replay_ms: [100, 100.5, 101] },
+    dualpipe: { idle_frac: [0.10, 0.11, 0.12], overhead: [1.48, 1.5, 1.52] },
     '1f1b': { idle_frac: [0.40, 0.41, 0.42] },
     zb1p: { idle_frac: [0.01, 0.02, 0.03] },
     dualpipev: { idle_frac: [0.38, 0.41, 0.44] },
   });
   assert.deepEqual(outcomes(dualpipeExperiment, dp), ['reproduced', 'not reproduced', 'inconclusive', 'not reproduced']);
+  const close = runs({ dualpipe: { idle_frac: [0.1, 0.1], overhead: [1.02, 1.03] }, '1f1b': { idle_frac: [0.3, 0.3] }, zb1p: { idle_frac: [0.3, 0.3] }, dualpipev: { idle_frac: [0.2, 0.2] } });
+  assert.equal(outcomes(dualpipeExperiment, close)[3], 'reproduced', 'measured within 3% of the replay');
 });
 
 /** Checks shared by both experiments' results.json. */
