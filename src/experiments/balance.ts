@@ -222,4 +222,5 @@ export const balanceExperiment: Experiment = {
   },
   claims: (runs) => claims(runs),
   extraHtml,
+  keyCurve: 'maxvio_batch',
 };

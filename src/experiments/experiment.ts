@@ -57,7 +57,8 @@ export interface Plan {
   steps: number;
   /** Settings shared by every arm (model, data, schedule). */
   settings: Record<string, unknown>;
-  run(arm: Arm, ctx: RunContext): Measured;
+  /** One (arm, seed) run; a promise for runs that need the event loop (worker threads: dualpipe). */
+  run(arm: Arm, ctx: RunContext): Measured | Promise<Measured>;
 }
 
 export interface Experiment {
@@ -74,6 +75,10 @@ export interface Experiment {
   claims(runs: readonly RunRecord[], arms: readonly Arm[]): Claim[];
   /** More of the page (heatmaps, tables), built from the runs. */
   extraHtml?(runs: readonly RunRecord[], arms: readonly Arm[]): string;
+  /** The curve drawn as the key chart (DIR/key.svg, `--svg`; default: the first of `curves`). */
+  keyCurve?: string;
+  /** The key chart as a standalone SVG, when it is not a curve (a timeline, heatmaps). */
+  keySvg?(r: ExperimentResults): string;
 }
 
 /** The runs of `arm`, in seed order. */
@@ -97,6 +102,8 @@ export interface ExperimentResults {
   date: string;
   quick: boolean;
   seeds: number;
+  /** The first seed (`--seed-offset`; absent in files written before it existed: 0). */
+  first_seed?: number;
   steps: number;
   settings: Record<string, unknown>;
   arms: Arm[];

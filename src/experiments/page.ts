@@ -4,6 +4,7 @@
  * we measured, a table of mean ± sd per arm, the curves of every arm with a band over the seeds
  * (min..max), and the experiment's own figures.
  */
+import { DsvError } from '../errors.js';
 import { escapeXml, fmtNum, lineChart, paletteColor } from '../train/svg.js';
 import { runsOf, type Experiment, type ExperimentResults } from './experiment.js';
 
@@ -18,6 +19,44 @@ function band(curves: Array<{ x: number[]; y: number[] }>): { xs: number[]; mean
     return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
   });
   return { xs, mean, lo: xs.map((_, i) => Math.min(...col(i))), hi: xs.map((_, i) => Math.max(...col(i))) };
+}
+
+/** The chart of curve `key` of every arm: the mean over seeds with a min..max band. */
+export function curveChart(exp: Experiment, r: ExperimentResults, key: string): string {
+  const c = exp.curves[key];
+  if (!c) throw new DsvError(`experiment ${exp.name} has no curve '${key}' (${Object.keys(exp.curves).join(', ')})`);
+  return lineChart({
+    title: `${c.title} (mean, band: min..max over seeds)`,
+    xLabel: c.xLabel ?? 'step',
+    yLabel: c.yLabel,
+    ...(c.logY ? { logY: true } : {}),
+    // arms without this curve (an experiment's non-training arms) are left out of the chart
+    series: r.arms.filter((a) => r.runs.some((x) => x.arm === a.name && x.curves[key])).map((a, i) => {
+      const b = band(runsOf(r.runs, a.name).map((x) => x.curves[key]).filter((x): x is { x: number[]; y: number[] } => x !== undefined));
+      return { name: a.label, xs: b.xs, ys: b.mean, band: { lo: b.lo, hi: b.hi }, color: paletteColor(i) };
+    }),
+  });
+}
+
+/**
+ * The experiment's key chart as a standalone SVG file (DIR/key.svg, `dsv3 experiment NAME --svg
+ * FILE`): `exp.keySvg` when it has one, else the chart of `exp.keyCurve` (default: the first
+ * curve), with a caption line naming the run (quick or full, seeds, commit, date).
+ */
+export function keySvg(exp: Experiment, r: ExperimentResults): string {
+  const body = exp.keySvg ? exp.keySvg(r) : curveChart(exp, r, exp.keyCurve ?? Object.keys(exp.curves)[0] ?? '');
+  const caption = `dsv3 experiment ${r.experiment}${r.quick ? ' --quick (a tiny size, not a result)' : ''}: ${r.seeds} seed(s) from ${r.first_seed ?? 0}, ${r.steps} steps, commit ${(r.commit ?? 'unknown').slice(0, 7)}, ${r.date.slice(0, 16).replace('T', ' ')} UTC, ${r.machine.cpu}`;
+  // the chart inside one outer SVG with the caption beneath it
+  const m = /^<svg [^>]*width="(\d+(?:\.\d+)?)" height="(\d+(?:\.\d+)?)"/.exec(body);
+  const w = m ? Number(m[1]) : 800;
+  const h = m ? Number(m[2]) : 400;
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h + 22}" viewBox="0 0 ${w} ${h + 22}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="#fff"/>
+${body}
+<text x="6" y="${h + 15}" fill="${r.quick ? '#d62728' : '#555'}">${escapeXml(caption)}</text>
+</svg>
+`;
 }
 
 export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): string {
@@ -37,21 +76,7 @@ export function buildExperimentHtml(exp: Experiment, r: ExperimentResults): stri
     })
     .join('');
   const table = `<table><tr><th>arm</th><th>seeds</th>${cols.map(([, l]) => `<th>${escapeXml(l)}</th>`).join('')}</tr>${rows}</table>`;
-  const charts = Object.entries(exp.curves)
-    .map(([key, c]) =>
-      lineChart({
-        title: `${c.title} (mean, band: min..max over seeds)`,
-        xLabel: c.xLabel ?? 'step',
-        yLabel: c.yLabel,
-        ...(c.logY ? { logY: true } : {}),
-        // arms without this curve (an experiment's non-training arms) are left out of the chart
-        series: r.arms.filter((a) => r.runs.some((x) => x.arm === a.name && x.curves[key])).map((a, i) => {
-          const b = band(runsOf(r.runs, a.name).map((x) => x.curves[key]).filter((x): x is { x: number[]; y: number[] } => x !== undefined));
-          return { name: a.label, xs: b.xs, ys: b.mean, band: { lo: b.lo, hi: b.hi }, color: paletteColor(i) };
-        }),
-      }),
-    )
-    .join('');
+  const charts = Object.keys(exp.curves).map((key) => curveChart(exp, r, key)).join('');
   const facts: Array<[string, string]> = [
     ['command', r.command],
     ['commit', r.commit ?? 'unknown'],

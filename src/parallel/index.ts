@@ -5,12 +5,12 @@ export { buildSchedule, checkScheduleSize, checkP2pPairing, PIPELINE_ALGOS } fro
 export { dualPipeSchedule } from './dualpipe.js';
 export { dualPipeVSchedule } from './dualpipev.js';
 export { oneFOneBSchedule, zb1pSchedule } from './baselines.js';
-export { simulateSchedule, type SimTimes, type SimMode, type SimSend, type SimResult, type TimelineEntry } from './simulate.js';
+export { simulateSchedule, replaySchedule, type SimTimes, type SimMode, type SimSend, type SimResult, type TimelineEntry } from './simulate.js';
 export { table2Bubble, table2Memory, table2IsExact, exactRankBubble, exactMakespan, type BubbleTimes, type Table2Memory } from './bubble.js';
 export { PipelineStage, stageLayerRanges, withSideLoss, type StageBuildOptions, type StageForward, type StageLossOptions, type StageMicroBatch } from './stages.js';
 export { allReduceGrads, modelParamSource } from './replicas.js';
 export { RankRunner, stageHolders, streamOf, globalMb, msgKey, describeOp, type ChunkPlace, type Mailbox, type PipelineRank } from './rank-runner.js';
 export { PipelineExecutor, buildPipelineRank, buildPipelineRanks, splitMicroBatches, mergeLossReport, mergeRankOutcomes, type PipelineStepResult, type RankOutcome } from './executor.js';
 export { runPipelineWorkers, awaitStep, sumRankGrads, type WorkerRunOptions, type WorkerStepResult } from './workers.js';
-export type { WorkerParamSource } from './pipeline-worker.js';
+export type { OpTiming, WorkerParamSource } from './pipeline-worker.js';
 export { PipelineTrainPool, type PoolStepResult, type TrainPoolOptions } from './train-pool.js';

@@ -20,7 +20,7 @@ import { openCheckpoint } from '../io/checkpoint-read.js';
 import type { ModelConfig } from '../model/config.js';
 import { CheckpointParams, type ParamSource, RandomParams } from '../model/params.js';
 import { buildPipelineRank, splitMicroBatches } from './executor.js';
-import { type Mailbox, type PipelineRank, RankRunner, stageHolders } from './rank-runner.js';
+import { describeOp, type Mailbox, type PipelineRank, RankRunner, stageHolders } from './rank-runner.js';
 import type { PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
 import type { Seed } from '../data/rng.js';
@@ -47,6 +47,12 @@ export interface PipelineWorkerData {
   out: { peer: number; port: MessagePort }[];
   in: { peer: number; port: MessagePort }[];
 }
+
+/** [start, end, label] of one executed compute op, in ms since the epoch (`performance.timeOrigin` + `now()`:
+ * one clock for all worker threads); labels as describeOp (`F3`, `b2'`, `W0`, `F3&B1'`). */
+export type OpTiming = [number, number, string];
+
+const now = (): number => performance.timeOrigin + performance.now();
 
 /** A tensor message between ranks. */
 interface TensorMsg {
@@ -127,6 +133,8 @@ async function runStep(port: MessagePort, d: PipelineWorkerData, built: Pipeline
   const mbs = splitMicroBatches(tokens, rows, schedule.microbatches, d.cfg.vocab_size);
   const runner = new RankRunner(schedule, built, mbs, loss, mailbox);
   const ops = runner.ops;
+  /** Each executed op's [start, end, label] in ms on the clock every thread shares (the dualpipe experiment, DUALPIPE.md §10). */
+  const timeline: OpTiming[] = [];
   // while waiting, answer the main thread's deadlock probes with the current counts
   let waiting: { op: number; waits: string[] } | null = null;
   const onProbe = (m: { type?: string; id?: number }): void => {
@@ -144,7 +152,9 @@ async function runStep(port: MessagePort, d: PipelineWorkerData, built: Pipeline
         waiting = null;
       }
       if (io.failure) throw io.failure;
+      const t0 = now();
       runner.exec(op);
+      timeline.push([t0, now(), describeOp(op)]);
     }
   } finally {
     port.off('message', onProbe);
@@ -159,7 +169,7 @@ async function runStep(port: MessagePort, d: PipelineWorkerData, built: Pipeline
   }
   built.params.zeroGrad();
   const transfer = [...grads.values()].map((g) => g.buffer as ArrayBuffer);
-  const msg = { type: 'done', rank, sent: io.sent, delivered: io.delivered, executed: runner.executed, reports: runner.reports, balances: runner.balances, loads: runner.loads, grads, missing };
+  const msg = { type: 'done', rank, sent: io.sent, delivered: io.delivered, executed: runner.executed, reports: runner.reports, balances: runner.balances, loads: runner.loads, grads, missing, timeline };
   return { msg, transfer };
 }
 

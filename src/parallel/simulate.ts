@@ -322,3 +322,32 @@ export function simulateSchedule(schedule: PipelineSchedule, times: SimTimes, mo
     timeline: runs.map((r) => r.timeline.map(([a, b, l]): TimelineEntry => [grid.time(a), grid.time(b), l])),
   };
 }
+
+/**
+ * Dataflow replay (as `dataflow` mode, latency `latency`) of `schedule` with each compute op's own
+ * duration, `durations[rank][i]` for op i of the rank's compute list, in integer ticks (e.g. µs
+ * of a measured run): the step a runtime with no messaging cost would take with those op times
+ * (the comparison of measured and simulated timelines that docs/DUALPIPE.md §10 asks for).
+ */
+export function replaySchedule(schedule: PipelineSchedule, durations: readonly (readonly number[])[], latency = 0): { makespan: number; finish: number[]; busy: number[]; timeline: TimelineEntry[][] } {
+  const ctx = makeCtx(schedule);
+  const zero = { F: 0, B: 0, b: 0, W: 0, FB: 0 };
+  const ops = schedule.compute.map((list, rank) => {
+    const d = durations[rank];
+    if (!d || d.length !== list.length) throw new DsvError(`pipeline replay: rank ${rank} has ${list.length} compute ops, ${d?.length ?? 0} durations given`);
+    return list.map((op, i) => {
+      const dur = d[i]!;
+      if (!Number.isSafeInteger(dur) || dur < 0) throw new DsvError(`pipeline replay: rank ${rank} op ${i}: duration must be an integer number of ticks >= 0, got ${dur}`);
+      return { ...resolve(ctx, rank, op, i, zero), dur };
+    });
+  });
+  ops.forEach((list, rank) => checkOrder(rank, list));
+  if (!Number.isSafeInteger(latency) || latency < 0) throw new DsvError(`pipeline replay: latency must be an integer number of ticks >= 0, got ${latency}`);
+  const runs = runDataflow(ctx, ops, latency);
+  return {
+    makespan: Math.max(0, ...runs.map((r) => r.finish)),
+    finish: runs.map((r) => r.finish),
+    busy: ops.map((list) => list.reduce((a, o) => a + o.dur, 0)),
+    timeline: runs.map((r) => r.timeline.map(([a, b, l]): TimelineEntry => [a, b, l])),
+  };
+}

@@ -20,7 +20,7 @@ import { nativeAddon } from '../engine/native.js';
 import { DsvError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { mergeRankOutcomes, splitMicroBatches } from './executor.js';
-import type { PipelineWorkerData, PoolRequest } from './pipeline-worker.js';
+import type { OpTiming, PipelineWorkerData, PoolRequest } from './pipeline-worker.js';
 import type { PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
 import { awaitStep, type ErrorMsg, rankChannels, rankError, sumRankGrads, workerSettings, type WorkerStepResult } from './workers.js';
@@ -75,6 +75,8 @@ function collect<T extends { type: string; rank: number }>(workers: readonly Wor
 export interface PoolStepResult extends WorkerStepResult {
   /** Parameters that got no gradient on any rank in the step. */
   noGrad: Set<string>;
+  /** Per rank, each executed compute op's [start, end, label] in ms (one clock for all ranks). */
+  timeline: OpTiming[][];
 }
 
 export class PipelineTrainPool {
@@ -157,7 +159,7 @@ export class PipelineTrainPool {
       for (const r of results) for (const name of r.grads.keys()) holders.set(name, (holders.get(name) ?? 0) + 1);
       for (const r of results) for (const name of r.missing) holders.set(name, holders.get(name)! - 1);
       const noGrad = new Set([...holders].filter(([, k]) => k === 0).map(([name]) => name));
-      return { ...mergeRankOutcomes(this.schedule, results), grads: sumRankGrads(results), noGrad };
+      return { ...mergeRankOutcomes(this.schedule, results), grads: sumRankGrads(results), noGrad, timeline: results.map((r) => r.timeline) };
     } catch (e) {
       await this.close(); // a rank's state is unknown after a failed step
       throw e;

@@ -29,7 +29,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { WeightMode } from '../model/params.js';
 import type { LossReport } from '../objective/losses.js';
 import { mergeRankOutcomes, type PipelineStepResult, splitMicroBatches } from './executor.js';
-import type { PipelineWorkerData, WorkerParamSource } from './pipeline-worker.js';
+import type { OpTiming, PipelineWorkerData, WorkerParamSource } from './pipeline-worker.js';
 import { stageHolders } from './rank-runner.js';
 import type { ComputeOp, PipelineSchedule } from './schedule-types.js';
 import type { StageBuildOptions, StageLossOptions } from './stages.js';
@@ -59,6 +59,8 @@ export interface DoneMsg {
   grads: Map<string, Float32Array>;
   /** Parameters of this rank that got no gradient in the step. */
   missing: string[];
+  /** Each executed compute op's [start, end, label] (ms, a clock shared by the threads). */
+  timeline: OpTiming[];
 }
 interface BlockedMsg {
   type: 'blocked';

@@ -103,6 +103,7 @@ export async function trainPipelined(opts: TrainOptions): Promise<TrainResult> {
         at += b.tokens.length;
       }
       const res = await pool.step(tokens, rows, { mtpLambda: lambda, balanceAlpha: o.balanceAlpha, balance: o.balance });
+      p.onTimeline?.(res.timeline, step);
       const parts: StepPart[] = res.losses.map((r) => ({ total: r.total, lm: r.lm, mtp: r.mtp_weighted, bal: r.balance_total }));
       const nonFinite = parts.find((x) => !Number.isFinite(x.total));
       let bad: string | null = nonFinite ? `non-finite loss (${nonFinite.total})` : null;

@@ -8,6 +8,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { Precision } from '../model/precision-mode.js';
 import type { BalanceMode, BiasUpdateOptions } from '../objective/balance.js';
 import type { MetricRecord } from './metrics.js';
+import type { OpTiming } from '../parallel/pipeline-worker.js';
 import { biasGammaAt, lrAt, mtpLambdaAt } from './lr-schedule.js';
 import type { WithRecipe } from './recipe.js';
 
@@ -20,6 +21,8 @@ export interface PipelineTrainOptions {
   microbatches?: number;
   /** Size of the process-wide native thread pool during a step, shared by all ranks (default 1). */
   threads?: number;
+  /** Called after every step with each rank's measured op timeline ([start, end, label] in ms). */
+  onTimeline?: (timeline: OpTiming[][], step: number) => void;
 }
 
 export interface TrainOptions {
