@@ -16,7 +16,7 @@ import { mtpExperiment } from '../src/experiments/mtp.js';
 import { verdict, type Outcome } from '../src/experiments/verdict.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { parseModelConfig } from '../src/model/config.js';
-import { TINY } from '../src/experiments/balance.js';
+import { TINY } from '../src/experiments/training-setup.js';
 import { fp8GemmLimited as helperLimited } from './helpers/fp8-gemm-oracle.js';
 import { fp8GemmLimited } from '../src/engine/fp8/gemm-oracle.js';
 

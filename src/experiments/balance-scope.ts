@@ -19,8 +19,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { validationBatches } from '../data/dataset.js';
 import { noGrad } from '../engine/autograd.js';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, moeLayerIndices, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { moeLayerIndices, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio, type BalanceMode } from '../objective/balance.js';
 import { lossReport } from '../objective/losses.js';
@@ -28,7 +27,8 @@ import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../tr
 import { escapeXml, heatmap } from '../train/svg.js';
 import { forwardLosses } from '../train/train-step.js';
 import { train } from '../train/trainer.js';
-import { TINY, type Size } from './balance.js';
+import { type Size } from './balance.js';
+import { experimentConfig, runSize } from './training-setup.js';
 import { prepareDomains, proseAndCode, type MultiDomainData } from './domains.js';
 import { finalsOf, runsOf, type Arm, type Experiment, type ExperimentResults, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import type { Claim } from './verdict.js';
@@ -213,9 +213,8 @@ export const balanceScopeExperiment: Experiment = {
   summary: 'sequence-wise vs batch-wise auxiliary loss vs aux-loss-free on prose + code: expert specialisation by domain, LM loss',
   source: 'DeepSeek-V3 report §4.5.3 (Figure 9; 1B validation losses 2.258 / 2.253 / 2.253); balance losses eqs. 17–20.',
   plan(size) {
-    const z: Size = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
-    if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 6));
-    const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
+    const z = runSize(size, QUICK, FULL);
+    const cfg = experimentConfig(size.quick, z.config);
     let data: MultiDomainData | null = null;
     const corpora = proseAndCode(size.quick);
     const gamma = biasGammaForLr(z.lr);

@@ -11,11 +11,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadMobyDick } from '../data/corpus.js';
-import { prepareData, validationBatches, type PreparedData } from '../data/dataset.js';
+import { validationBatches, type PreparedData } from '../data/dataset.js';
 import { noGrad } from '../engine/autograd.js';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, moeLayerIndices, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { moeLayerIndices, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio, type BalanceMode } from '../objective/balance.js';
 import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
@@ -24,18 +22,8 @@ import { escapeXml, heatmap } from '../train/svg.js';
 import { forwardLosses } from '../train/train-step.js';
 import { train } from '../train/trainer.js';
 import { finalsOf, runsOf, type Arm, type Experiment, type Measured, type RunContext, type RunRecord } from './experiment.js';
+import { experimentConfig, lazyExperimentData, runSize } from './training-setup.js';
 import type { Claim } from './verdict.js';
-
-/** The tiny model of --quick (as test/helpers/tiny-config.ts): 2 layers (dense + MoE), 8 experts, top-2. */
-export const TINY = {
-  architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', vocab_size: 320, hidden_size: 32,
-  intermediate_size: 48, moe_intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
-  n_shared_experts: 1, n_routed_experts: 8, num_experts_per_tok: 2, n_group: 2, topk_group: 1,
-  routed_scaling_factor: 2.5, first_k_dense_replace: 1, moe_layer_freq: 1, q_lora_rank: 24, kv_lora_rank: 16,
-  qk_nope_head_dim: 8, qk_rope_head_dim: 4, v_head_dim: 8, max_position_embeddings: 256, rope_theta: 10000,
-  rope_scaling: null, rms_norm_eps: 1e-6, num_nextn_predict_layers: 1, tie_word_embeddings: false,
-  scoring_func: 'sigmoid', topk_method: 'noaux_tc', norm_topk_prob: true, initializer_range: 0.02, torch_dtype: 'float32',
-};
 
 /** The training size of an experiment's runs (the balance and bias-update experiments). */
 export interface Size {
@@ -109,13 +97,6 @@ export function measureValidation(checkpoint: string, cfg: ModelConfig, data: Pr
     }
   }
   return { val_lm: rows ? nll / rows : NaN, maxvio_global: mean(layers.map((l) => maxVio(total.get(l)!))) };
-}
-
-/** The data of a run: --quick two short chapters of Moby-Dick, else the whole book. */
-export function experimentData(quick: boolean, cfg: ModelConfig, seq: number): PreparedData {
-  return quick
-    ? prepareData({ corpus: { name: 'moby-dick (2 chapters)', documents: loadMobyDick().documents.slice(3, 5).map((d) => d.slice(0, 4000)) }, vocabSize: cfg.vocab_size, cacheDir: null, seqLen: seq })
-    : prepareData({ vocabSize: cfg.vocab_size, seqLen: seq });
 }
 
 function runArm(arm: Arm, ctx: RunContext, cfg: ModelConfig, data: PreparedData, z: Size): Measured {
@@ -201,12 +182,9 @@ export const balanceExperiment: Experiment = {
   summary: 'aux-loss-free balancing vs auxiliary loss (α 0.01, 0.001) vs none: LM loss and MaxVio',
   source: 'DeepSeek-V3 report §2.1.2 and §4.5.2 (Table 5); Loss-Free Balancing, arXiv 2408.15664 (MaxVio).',
   plan(size) {
-    const z: Size = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
-    if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 6));
-    const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
-    let data: PreparedData | null = null;
-    const getData = (): PreparedData =>
-      (data ??= experimentData(size.quick, cfg, z.seq));
+    const z = runSize(size, QUICK, FULL);
+    const cfg = experimentConfig(size.quick, z.config);
+    const getData = lazyExperimentData(size.quick, cfg, z.seq);
     return {
       arms: ARMS.map((a) => ({ name: a.name, label: a.label, settings: { balance: a.balance, alpha: a.alpha, ...(a.balance === 'aux-free' ? { bias_mode: 'sign', bias_gamma: biasGammaForLr(z.lr) } : {}) } })),
       steps: z.steps,

@@ -17,13 +17,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, moeLayerIndices, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { moeLayerIndices, type ModelConfig } from '../model/config.js';
 import type { BiasUpdateOptions } from '../objective/balance.js';
 import type { PreparedData } from '../data/dataset.js';
 import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { train } from '../train/trainer.js';
-import { experimentData, measureValidation, type Size, TINY } from './balance.js';
+import { measureValidation, type Size } from './balance.js';
+import { experimentConfig, lazyExperimentData, runSize } from './training-setup.js';
 import { finalsOf, type Arm, type Experiment, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import type { Claim } from './verdict.js';
 
@@ -179,11 +179,10 @@ export const biasUpdateExperiment: Experiment = {
   summary: 'the aux-free bias update: γ 0.1×/1×/10×, sign vs proportional, EMA load, bounded biases',
   source: 'DeepSeek-V3 report §2.1.2 (eq. 16); Loss-Free Balancing, arXiv 2408.15664 (its update-rate and update-rule ablations).',
   plan(size) {
-    const z: Size = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
-    if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 6));
-    const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
+    const z = runSize(size, QUICK, FULL);
+    const cfg = experimentConfig(size.quick, z.config);
     const gamma = biasGammaForLr(z.lr);
-    let data: PreparedData | null = null;
+    const getData = lazyExperimentData(size.quick, cfg, z.seq);
     return {
       arms: ARMS.map((a) => ({
         name: a.name, label: a.label,
@@ -194,7 +193,7 @@ export const biasUpdateExperiment: Experiment = {
       })),
       steps: z.steps,
       settings: { ...z, model: size.quick ? 'tiny' : z.config, data: size.quick ? 'moby-dick, 2 chapters' : 'moby-dick', balance: 'aux-free', alpha: 0, recipe_gamma: gamma, mtp_lambda: PAPER.mtpLambda, warmup: warmupFor(z.steps) },
-      run: (arm, ctx) => runArm(arm, ctx, cfg, (data ??= experimentData(size.quick, cfg, z.seq)), z),
+      run: (arm, ctx) => runArm(arm, ctx, cfg, getData(), z),
     };
   },
   metrics: {

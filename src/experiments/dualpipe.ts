@@ -15,8 +15,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { type ModelConfig } from '../model/config.js';
 import type { PreparedData } from '../data/dataset.js';
 import { table2Bubble } from '../parallel/bubble.js';
 import type { OpTiming } from '../parallel/pipeline-worker.js';
@@ -26,7 +25,7 @@ import { replaySchedule, simulateSchedule, type TimelineEntry } from '../paralle
 import { trainPipelined } from '../train/pipeline-trainer.js';
 import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { escapeXml, fmtNum } from '../train/svg.js';
-import { experimentData, TINY } from './balance.js';
+import { experimentConfig, lazyExperimentData, runSize } from './training-setup.js';
 import { finalsOf, runsOf, type Arm, type Experiment, type ExperimentResults, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import { timelineChart, type TimelineBox } from './timeline-chart.js';
 import type { Claim } from './verdict.js';
@@ -234,15 +233,15 @@ export const dualpipeExperiment: Experiment = {
   summary: 'DualPipe vs DualPipeV vs 1F1B vs ZB1P: measured per-op times and idle against the simulator and Table 2',
   source: 'DeepSeek-V3 report §3.2.1 (Table 2, Figure 5); docs/DUALPIPE.md §8 and §10.',
   plan(size) {
-    const z: PipeSize = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
+    const z = runSize(size, QUICK, FULL);
     if (z.warm >= z.steps) z.warm = Math.max(0, z.steps - 1);
-    const cfg = size.quick ? parseModelConfig({ ...TINY, num_hidden_layers: 4 }, 'tiny config (4 layers)') : loadModelConfig(path.join(packageRoot(), z.config));
-    let data: PreparedData | null = null;
+    const cfg = experimentConfig(size.quick, z.config, { num_hidden_layers: 4 });
+    const getData = lazyExperimentData(size.quick, cfg, z.seq);
     return {
       arms: ARMS.map((a) => ({ name: a.algo, label: a.label, settings: { algo: a.algo } })),
       steps: z.steps,
       settings: { ...z, model: size.quick ? 'tiny-4-layers' : z.config, data: size.quick ? 'moby-dick, 2 chapters' : 'moby-dick', threads_per_rank: 1 },
-      run: (arm, ctx) => runArm(arm, ctx, cfg, (data ??= experimentData(size.quick, cfg, z.seq)), z),
+      run: (arm, ctx) => runArm(arm, ctx, cfg, getData(), z),
     };
   },
   metrics: {

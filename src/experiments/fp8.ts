@@ -22,14 +22,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { type ModelConfig } from '../model/config.js';
 import type { PreparedData } from '../data/dataset.js';
 import { balanceAlphaFor, biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { escapeXml, fmtNum, lineChart, paletteColor } from '../train/svg.js';
 import type { TrainOptions } from '../train/train-options.js';
 import { train } from '../train/trainer.js';
-import { experimentData, measureValidation, type Size, TINY } from './balance.js';
+import { measureValidation, type Size } from './balance.js';
+import { experimentConfig, lazyExperimentData, runSize } from './training-setup.js';
 import { runsOf, type Arm, type Experiment, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import { accumulationErrors, granularityErrors, type Accumulation, type Granularity } from './fp8-ablations.js';
 import { stats } from './verdict.js';
@@ -257,11 +257,9 @@ export const fp8Experiment: Experiment = {
   summary: 'FP8 vs float32 training (loss within 0.25%?); ablations: accumulation promotion, scaling granularity',
   source: 'DeepSeek-V3 report §3.3 (FP8 training; Figure 7: fine-grained quantisation and N_C = 128 promotion), Figure 10 and appendix B.',
   plan(size) {
-    const z: Fp8Size = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
-    if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 8));
-    const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
-    let data: PreparedData | null = null;
-    const getData = (): PreparedData => (data ??= experimentData(size.quick, cfg, z.seq));
+    const z = runSize(size, QUICK, FULL, 8);
+    const cfg = experimentConfig(size.quick, z.config);
+    const getData = lazyExperimentData(size.quick, cfg, z.seq);
     const { ks, gemmRows, magnitudes, actRows, actCols, ...training } = z;
     const arms: Arm[] = [
       ...TRAIN_ARMS.map((t) => ({ name: t.name, label: t.label, settings: { kind: 'training', train: t.train } })),

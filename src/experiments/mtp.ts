@@ -12,12 +12,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { PreparedData } from '../data/dataset.js';
-import { packageRoot } from '../engine/native.js';
-import { loadModelConfig, parseModelConfig, type ModelConfig } from '../model/config.js';
+import { type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { balanceAlphaFor, biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { train } from '../train/trainer.js';
-import { experimentData, measureValidation, type Size, TINY } from './balance.js';
+import { measureValidation, type Size } from './balance.js';
+import { experimentConfig, lazyExperimentData, runSize } from './training-setup.js';
 import { finalsOf, type Arm, type Experiment, type Measured, type RunContext, type RunRecord } from './experiment.js';
 import { draftAcceptance, speculativeSpeedUp } from './mtp-measure.js';
 import type { Claim } from './verdict.js';
@@ -166,11 +166,9 @@ export const mtpExperiment: Experiment = {
   summary: 'MTP depth D = 0 / 1 / 2: main-head LM loss, draft acceptance, speculative-decoding speed-up',
   source: 'DeepSeek-V3 report §2.2 (MTP, eqs. 21–25), §4.5.1 (Table 4) and §5.4.3 (85–90% acceptance, 1.8× TPS).',
   plan(size) {
-    const z: MtpSize = { ...(size.quick ? QUICK : FULL), ...(size.steps !== undefined ? { steps: size.steps } : {}) };
-    if (size.steps !== undefined) z.evalEvery = Math.max(1, Math.round(z.steps / 6));
-    const cfg = size.quick ? parseModelConfig(TINY, 'tiny config') : loadModelConfig(path.join(packageRoot(), z.config));
-    let data: PreparedData | null = null;
-    const getData = (): PreparedData => (data ??= experimentData(size.quick, cfg, z.seq));
+    const z = runSize(size, QUICK, FULL);
+    const cfg = experimentConfig(size.quick, z.config);
+    const getData = lazyExperimentData(size.quick, cfg, z.seq);
     return {
       arms: ARMS.map((a) => ({ name: a.name, label: a.label, settings: { depth: a.depth, mtp_lambda: a.depth ? PAPER.mtpLambda : 0, mtp_lambda_late: a.depth ? PAPER.mtpLambdaLate : 0 } })),
       steps: z.steps,

@@ -13,7 +13,7 @@ import { fmtDuration } from '../train/progress.js';
 import type { Arm, Experiment, ExperimentResults, RunRecord } from './experiment.js';
 import { buildExperimentHtml, keySvg } from './page.js';
 import { gitCommit, machine } from './provenance.js';
-import { stats, verdict, type Stats, type Verdict } from './verdict.js';
+import { stats, verdict, type Stats } from './verdict.js';
 
 export interface ExperimentOptions {
   seeds: number;
