@@ -146,9 +146,10 @@ test('dsv3 experiment mtp --quick and fp8 --quick end to end', () => {
     assert.equal(f.status, 0, f.stderr);
     const fr = JSON.parse(fs.readFileSync(path.join(fo, 'results.json'), 'utf8')) as ExperimentResults;
     assert.equal(fr.experiment, 'fp8');
-    assert.deepEqual(fr.arms.map((a) => a.name), ['fp32', 'fp8', 'acc-unpromoted', 'acc-promoted', 'acc-fp32', 'scale-tensor', 'scale-tile', 'scale-block']);
-    assert.deepEqual(fr.arms[1]!.settings['train'], { fp8: true });
-    assert.equal(fr.runs.length, 16);
+    assert.deepEqual(fr.arms.map((a) => a.name), ['fp32', 'bf16', 'fp8', 'acc-unpromoted', 'acc-promoted', 'acc-fp32', 'scale-tensor', 'scale-tile', 'scale-block']);
+    assert.deepEqual(fr.arms[1]!.settings['train'], { precision: 'bf16' });
+    assert.deepEqual(fr.arms[2]!.settings['train'], { fp8: true });
+    assert.equal(fr.runs.length, 18);
     for (const r of fr.runs) {
       const kind = r.settings['kind'];
       if (kind === 'training') {
@@ -165,10 +166,13 @@ test('dsv3 experiment mtp --quick and fp8 --quick end to end', () => {
     const rel = pairedRelDiff(fr.runs, 'fp8', 'fp32', 'val_lm');
     assert.equal(rel.length, 2);
     assert.ok(rel.every((x) => x !== 0 && Math.abs(x) < 0.05), `relative differences ${rel}`);
-    assert.equal(fr.verdicts.length, 7);
+    // so do the BF16 runs (the bf16 GEMM path ran)
+    const relBf16 = pairedRelDiff(fr.runs, 'bf16', 'fp32', 'val_lm');
+    assert.ok(relBf16.length === 2 && relBf16.every((x) => x !== 0 && Math.abs(x) < 0.05), `relative differences ${relBf16}`);
+    assert.equal(fr.verdicts.length, 9); // FP8 against float32 and against BF16, both ways; 5 ablation claims
     for (const v of fr.verdicts) assert.equal(v.outcome, ruleOf(v));
     // the accumulator and granularity physics are deterministic enough to hold on any seed
-    assert.deepEqual(fr.verdicts.slice(2).map((v) => v.outcome), ['reproduced', 'reproduced', 'reproduced', 'reproduced', 'reproduced']);
+    assert.deepEqual(fr.verdicts.slice(4).map((v) => v.outcome), ['reproduced', 'reproduced', 'reproduced', 'reproduced', 'reproduced']);
     const fh = fs.readFileSync(path.join(fo, 'index.html'), 'utf8');
     assert.ok(fh.includes('Ablation (i)') && fh.includes('Relative difference of validation LM loss'));
     assert.ok(!/<script|<link|https?:\/\/(?!www\.w3\.org\/2000\/svg)/.test(fh), 'self-contained');
