@@ -105,4 +105,6 @@ static inline simde__m512i dsv3v_cvttps_epi32(simde__m512 a) { /* out of range a
 #define _mm512_cvtepi32_ps dsv3v_cvtepi32_ps
 #undef _mm512_cvttps_epi32
 #define _mm512_cvttps_epi32 dsv3v_cvttps_epi32
+#undef _mm512_shuffle_f32x4
+#define _mm512_shuffle_f32x4(a, b, imm) simde_mm512_shuffle_f32x4(a, b, imm)
 #endif
