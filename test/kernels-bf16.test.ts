@@ -90,17 +90,23 @@ function checkGemm(what: string, ta: boolean, tb: boolean, m: number, n: number,
 }
 
 /** Runs fn with the VDPBF16PS path (where the CPU has it) and with the widening path (the
- * AVX-512 copy on a CPU without avx512_bf16; AVX2 and scalar always widen). */
+ * AVX-512 copy on a CPU without avx512_bf16; AVX2 and scalar always widen), the latter both
+ * with A rounded to the bf16 grid once before the loop nest (the default) and with A rounded
+ * while packing (gemmBf16RoundPrepass(false)). */
 function bothBf16Paths(fn: (path: string) => void): void {
-  const a = nativeAddon() as unknown as { gemmAllowDpbf16?: (on: boolean) => boolean };
-  if (!a.gemmAllowDpbf16) return fn('default');
+  const a = nativeAddon() as unknown as { gemmAllowDpbf16?: (on: boolean) => boolean; gemmBf16RoundPrepass?: (on: boolean) => boolean };
+  if (!a.gemmAllowDpbf16 || !a.gemmBf16RoundPrepass) return fn('default');
   const prev = a.gemmAllowDpbf16(true);
+  const prevPre = a.gemmBf16RoundPrepass(true);
   try {
     fn('dpbf16');
     a.gemmAllowDpbf16(false);
-    fn('widening');
+    fn('widening, A rounded before the loop nest');
+    a.gemmBf16RoundPrepass(false);
+    fn('widening, A rounded in packing');
   } finally {
     a.gemmAllowDpbf16(prev);
+    a.gemmBf16RoundPrepass(prevPre);
   }
 }
 

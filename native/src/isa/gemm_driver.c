@@ -29,8 +29,8 @@
  * concurrent callers (nested calls run inline, JS worker threads) never share a buffer. From
  * the huge-page allocator (memory.h): the packed B block (up to 2 MB) is read once per row
  * block, panel after panel. */
-static _Thread_local void* tl_buf[4];
-static _Thread_local size_t tl_cap[4];
+static _Thread_local void* tl_buf[5];
+static _Thread_local size_t tl_cap[5];
 
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes) {
   if (bytes < 64) bytes = 64;
@@ -108,7 +108,7 @@ static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, fl
  * panel's 4 lines per set: within 8 ways). */
 #define DIRECT_MAX_N 128
 static int use_direct_a(const gemm_prob* P, int64_t ncols) {
-  if (P->ta || P->bf16 || P->dp || ncols > DIRECT_MAX_N) return 0;
+  if (P->ta || gemm_round_a(P) || P->dp || ncols > DIRECT_MAX_N) return 0;
   /* the L1 lines of one micro-panel's row segments (every micro-panel and k block has the same
    * pattern up to a common shift) */
   const int64_t bytes = min64(P->k, KC) * 4;
@@ -422,15 +422,43 @@ static int run(gemm_prob* P) {
 
 int ISA_FN(dsv3_gemm_f32)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc};
+  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0};
   return run(&P);
+}
+
+/* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
+ * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
+static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* s = a + r * lda;
+    float* d = dst + r * cols;
+    int64_t e = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+#endif
+    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
+  }
 }
 
 int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc};
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif
+  /* Without VDPBF16PS the micro-kernel is the fp32 one and rounding A in packing only adds
+   * work (and rules out reading A in place: use_direct_a). So A is rounded to the bf16 grid
+   * once, into a float32 copy, and the loop nest then runs exactly as the fp32 GEMM does on
+   * it (B widened in packing): the same products of bf16 values, summed in float32.
+   * Measured (BENCHMARKS.md, BF16 on AVX2): this makes the AVX2 bf16 GEMMs as fast as fp32. */
+  if (!P.dp && m > GEMV_MAX_M && n > 0 && k > 0 && alpha != 0.0f && dsv3_gemm_round_prepass) {
+    const int64_t rows = P.ta ? k : m, cols = P.ta ? m : k;
+    float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
+    if (!ar) return -1;
+    round_a_grid(a, lda, rows, cols, ar);
+    P.a = ar;
+    P.lda = cols;
+    P.around = 1;
+  }
   return run(&P);
 }
