@@ -145,7 +145,7 @@ test('gemmBf16 in the training layouts at training sizes (m in the hundreds, k u
   bothBf16Paths((mode) => {
   const r = rng(13);
   // Fprop y = x W^T, Dgrad dx = dy W, Wgrad dW = dy^T xb (xb the saved bf16 X)
-  for (const [what, ta, tb, m, n, k] of [['fprop', false, true, 300, 96, 256], ['dgrad', false, false, 300, 256, 96], ['wgrad', true, false, 96, 256, 800]] as const) {
+  for (const [what, ta, tb, m, n, k] of [['fprop', false, true, 300, 96, 256], ['dgrad', false, false, 300, 256, 96], ['wgrad', true, false, 96, 256, 800], ['wgrad, many outputs (A packed in several chunks per row)', true, false, 300, 64, 130]] as const) {
     const lda = ta ? m : k, ldb = tb ? k : n;
     const a = randData(r, (ta ? k : m) * lda);
     const b = bits(r, (tb ? n : k) * ldb);
