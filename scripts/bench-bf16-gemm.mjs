@@ -3,8 +3,9 @@
 // bench-small training shapes, best of 9 runs of 5 each. CPU time (process.cpuUsage) rather than
 // wall time, so that a shared machine's load moves it less. Run after `npm run build`:
 //   DSV3_THREADS=1 node scripts/bench-bf16-gemm.mjs        (DSV3_ISA=avx2 for the AVX2 copy)
-import { loadNativeKernels } from '../dist/src/engine/native.js';
+import { loadNativeKernels, nativeAddon } from '../dist/src/engine/native.js';
 const k = loadNativeKernels();
+k.gemmBf16RoundPrepass = nativeAddon().gemmBf16RoundPrepass; // the test / benchmark hook (native only)
 const rnd = (n) => Float32Array.from({ length: n }, () => Math.random() - 0.5);
 // [name, rows, in, out]
 const L = [['q_a', 2048, 256, 128], ['q_b', 2048, 128, 384], ['kv_a', 2048, 256, 80], ['kv_b', 2048, 64, 512], ['o', 2048, 256, 256], ['ffn_up', 2048, 256, 768], ['ffn_down', 2048, 768, 256], ['expert_up', 512, 256, 128], ['expert_down', 512, 128, 256], ['head', 512, 256, 4096]];

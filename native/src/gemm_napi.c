@@ -245,7 +245,7 @@ static napi_value js_gemm_allow_dpbf16(napi_env env, napi_callback_info info) {
 
 /* gemmBf16RoundPrepass(on: boolean) -> boolean (the previous setting). Test / benchmark hook:
  * false makes the bf16 GEMMs without VDPBF16PS round A while packing it instead of once
- * beforehand (the two give the same numbers; the pre-pass is the faster, the default). */
+ * beforehand where the GEMM chooses that (the default; the two give the same numbers). */
 static napi_value js_gemm_round_prepass(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   int on;

@@ -347,6 +347,34 @@ static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn
   return 2.0 * rows * cols * k / flops_per_ns + pack_ns * (rows * k * nblocks + cols * k);
 }
 
+/* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
+ * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
+static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* s = a + r * lda;
+    float* d = dst + r * cols;
+    int64_t e = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+#endif
+    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
+  }
+}
+
+/* The bf16 problem without VDPBF16PS: A rounded to the bf16 grid once, into a float32 copy
+ * (scratch slot 4, this thread's), which the loop nest then packs as plain copies or reads in
+ * place like fp32 A. 0, or -1 when the copy could not be allocated. */
+static int round_a_prepass(gemm_prob* P) {
+  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
+  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
+  if (!ar) return -1;
+  round_a_grid(P->a, P->lda, rows, cols, ar);
+  P->a = ar;
+  P->lda = cols;
+  P->around = 1;
+  return 0;
+}
+
 static int run(gemm_prob* P) {
   const int64_t m = P->m, n = P->n;
   if (m <= 0 || n <= 0) return 0;
@@ -388,7 +416,15 @@ static int run(gemm_prob* P) {
     if (S.cpan < 4) S.cpan = npfull < 4 ? npfull : 4;
   }
   S.ccmax = (npfull + S.cpan - 1) / S.cpan;
-  S.direct = use_direct_a(P, (int64_t)(npfull + S.gn - 1) / S.gn * NR);
+  const int64_t tcols = (int64_t)(npfull + S.gn - 1) / S.gn * NR; /* columns of C per tile */
+  /* bf16 without VDPBF16PS (fp32 micro-kernel): rounding A while packing it costs extra work
+   * per element, the more so for a transposed A (Wgrad's dY^T), and rules out reading A in
+   * place. Where the fp32 GEMM would read A in place (narrow tiles), or A is transposed, A is
+   * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
+   * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
+   * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
+  if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && round_a_prepass(P)) return -1;
+  S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;
   void* mem = NULL;
   if (ntiles > 1) {
@@ -426,39 +462,11 @@ int ISA_FN(dsv3_gemm_f32)(int transA, int transB, int64_t m, int64_t n, int64_t 
   return run(&P);
 }
 
-/* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
- * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
-static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float* s = a + r * lda;
-    float* d = dst + r * cols;
-    int64_t e = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
-#endif
-    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
-  }
-}
-
 int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif
-  /* Without VDPBF16PS the micro-kernel is the fp32 one and rounding A in packing only adds
-   * work (and rules out reading A in place: use_direct_a). So A is rounded to the bf16 grid
-   * once, into a float32 copy, and the loop nest then runs exactly as the fp32 GEMM does on
-   * it (B widened in packing): the same products of bf16 values, summed in float32.
-   * Measured (BENCHMARKS.md, BF16 on AVX2): this makes the AVX2 bf16 GEMMs as fast as fp32. */
-  if (!P.dp && m > GEMV_MAX_M && n > 0 && k > 0 && alpha != 0.0f && dsv3_gemm_round_prepass) {
-    const int64_t rows = P.ta ? k : m, cols = P.ta ? m : k;
-    float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
-    if (!ar) return -1;
-    round_a_grid(a, lda, rows, cols, ar);
-    P.a = ar;
-    P.lda = cols;
-    P.around = 1;
-  }
   return run(&P);
 }
