@@ -90,17 +90,23 @@ function checkGemm(what: string, ta: boolean, tb: boolean, m: number, n: number,
 }
 
 /** Runs fn with the VDPBF16PS path (where the CPU has it) and with the widening path (the
- * AVX-512 copy on a CPU without avx512_bf16; AVX2 and scalar always widen). */
+ * AVX-512 copy on a CPU without avx512_bf16; AVX2 and scalar always widen), the latter both
+ * with A rounded to the bf16 grid once before the loop nest (the default) and with A rounded
+ * while packing (gemmBf16RoundPrepass(false)). */
 function bothBf16Paths(fn: (path: string) => void): void {
-  const a = nativeAddon() as unknown as { gemmAllowDpbf16?: (on: boolean) => boolean };
-  if (!a.gemmAllowDpbf16) return fn('default');
+  const a = nativeAddon() as unknown as { gemmAllowDpbf16?: (on: boolean) => boolean; gemmBf16RoundPrepass?: (on: boolean) => boolean };
+  if (!a.gemmAllowDpbf16 || !a.gemmBf16RoundPrepass) return fn('default');
   const prev = a.gemmAllowDpbf16(true);
+  const prevPre = a.gemmBf16RoundPrepass(true);
   try {
     fn('dpbf16');
     a.gemmAllowDpbf16(false);
-    fn('widening');
+    fn('widening, A rounded before the loop nest');
+    a.gemmBf16RoundPrepass(false);
+    fn('widening, A rounded in packing');
   } finally {
     a.gemmAllowDpbf16(prev);
+    a.gemmBf16RoundPrepass(prevPre);
   }
 }
 
@@ -139,7 +145,7 @@ test('gemmBf16 in the training layouts at training sizes (m in the hundreds, k u
   bothBf16Paths((mode) => {
   const r = rng(13);
   // Fprop y = x W^T, Dgrad dx = dy W, Wgrad dW = dy^T xb (xb the saved bf16 X)
-  for (const [what, ta, tb, m, n, k] of [['fprop', false, true, 300, 96, 256], ['dgrad', false, false, 300, 256, 96], ['wgrad', true, false, 96, 256, 800]] as const) {
+  for (const [what, ta, tb, m, n, k] of [['fprop', false, true, 300, 96, 256], ['dgrad', false, false, 300, 256, 96], ['wgrad', true, false, 96, 256, 800], ['wgrad, many outputs (A packed in several chunks per row)', true, false, 300, 64, 130]] as const) {
     const lda = ta ? m : k, ldb = tb ? k : n;
     const a = randData(r, (ta ? k : m) * lda);
     const b = bits(r, (tb ? n : k) * ldb);

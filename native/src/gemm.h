@@ -36,4 +36,8 @@ int dsv3_gemm_selfcheck(int level);
 /* Test hook for the AVX-512 build: 0 forces the widening bf16 path even where the CPU has
  * avx512_bf16 (1 = use VDPBF16PS when available, the default). */
 extern int dsv3_gemm_allow_dpbf16;
+/* Test / benchmark hook: 0 makes the bf16 GEMMs without VDPBF16PS always round A in packing;
+ * 1 (the default) rounds it once into a float32 copy before the loop nest where the GEMM
+ * chooses that (A transposed, or tiles narrow enough to read A in place). */
+extern int dsv3_gemm_round_prepass;
 #endif

@@ -97,7 +97,12 @@ typedef struct {
   int64_t ldb;
   float* c;
   int64_t ldc;
+  int around;   /* bf16 without dp: A was rounded to the bf16 grid beforehand (a, lda point at
+                 * that float32 copy), so packing copies it plainly and may read it in place */
 } gemm_prob;
+
+/* 1 when packing must round A to bf16 (bf16 problem whose A is not already on the grid) */
+static inline int gemm_round_a(const gemm_prob* P) { return P->bf16 && !P->around; }
 
 /* float32 -> bf16 -> float32, round to nearest even; NaN stays a quiet NaN (the same as
  * f32ToBf16 in src/engine/dtype.ts). Branch-free so loops using it vectorise. */

@@ -15,6 +15,7 @@
 #include "napi_util.h"
 
 int dsv3_gemm_allow_dpbf16 = 1;
+int dsv3_gemm_round_prepass = 1;
 
 /* ---- self-check ---------------------------------------------------------------------------- */
 
@@ -242,8 +243,22 @@ static napi_value js_gemm_allow_dpbf16(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* gemmBf16RoundPrepass(on: boolean) -> boolean (the previous setting). Test / benchmark hook:
+ * false makes the bf16 GEMMs without VDPBF16PS round A while packing it instead of once
+ * beforehand where the GEMM chooses that (the default; the two give the same numbers). */
+static napi_value js_gemm_round_prepass(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int on;
+  if (get_bool(env, argv[0], &on, "on")) return NULL;
+  napi_value r;
+  napi_get_boolean(env, dsv3_gemm_round_prepass, &r);
+  dsv3_gemm_round_prepass = on;
+  return r;
+}
+
 void dsv3_register_gemm(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "gemmAllowDpbf16", js_gemm_allow_dpbf16);
+  dsv3_export(env, exports, "gemmBf16RoundPrepass", js_gemm_round_prepass);
   dsv3_export(env, exports, "gemmF32", js_gemm_f32);
   dsv3_export(env, exports, "gemmBf16", js_gemm_bf16);
   dsv3_export(env, exports, "gemmSelfCheck", js_gemm_selfcheck);

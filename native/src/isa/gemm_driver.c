@@ -29,8 +29,8 @@
  * concurrent callers (nested calls run inline, JS worker threads) never share a buffer. From
  * the huge-page allocator (memory.h): the packed B block (up to 2 MB) is read once per row
  * block, panel after panel. */
-static _Thread_local void* tl_buf[4];
-static _Thread_local size_t tl_cap[4];
+static _Thread_local void* tl_buf[5];
+static _Thread_local size_t tl_cap[5];
 
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes) {
   if (bytes < 64) bytes = 64;
@@ -108,7 +108,7 @@ static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, fl
  * panel's 4 lines per set: within 8 ways). */
 #define DIRECT_MAX_N 128
 static int use_direct_a(const gemm_prob* P, int64_t ncols) {
-  if (P->ta || P->bf16 || P->dp || ncols > DIRECT_MAX_N) return 0;
+  if (P->ta || gemm_round_a(P) || P->dp || ncols > DIRECT_MAX_N) return 0;
   /* the L1 lines of one micro-panel's row segments (every micro-panel and k block has the same
    * pattern up to a common shift) */
   const int64_t bytes = min64(P->k, KC) * 4;
@@ -347,6 +347,34 @@ static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn
   return 2.0 * rows * cols * k / flops_per_ns + pack_ns * (rows * k * nblocks + cols * k);
 }
 
+/* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
+ * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
+static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* s = a + r * lda;
+    float* d = dst + r * cols;
+    int64_t e = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+#endif
+    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
+  }
+}
+
+/* The bf16 problem without VDPBF16PS: A rounded to the bf16 grid once, into a float32 copy
+ * (scratch slot 4, this thread's), which the loop nest then packs as plain copies or reads in
+ * place like fp32 A. 0, or -1 when the copy could not be allocated. */
+static int round_a_prepass(gemm_prob* P) {
+  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
+  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
+  if (!ar) return -1;
+  round_a_grid(P->a, P->lda, rows, cols, ar);
+  P->a = ar;
+  P->lda = cols;
+  P->around = 1;
+  return 0;
+}
+
 static int run(gemm_prob* P) {
   const int64_t m = P->m, n = P->n;
   if (m <= 0 || n <= 0) return 0;
@@ -388,7 +416,15 @@ static int run(gemm_prob* P) {
     if (S.cpan < 4) S.cpan = npfull < 4 ? npfull : 4;
   }
   S.ccmax = (npfull + S.cpan - 1) / S.cpan;
-  S.direct = use_direct_a(P, (int64_t)(npfull + S.gn - 1) / S.gn * NR);
+  const int64_t tcols = (int64_t)(npfull + S.gn - 1) / S.gn * NR; /* columns of C per tile */
+  /* bf16 without VDPBF16PS (fp32 micro-kernel): rounding A while packing it costs extra work
+   * per element, the more so for a transposed A (Wgrad's dY^T), and rules out reading A in
+   * place. Where the fp32 GEMM would read A in place (narrow tiles), or A is transposed, A is
+   * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
+   * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
+   * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
+  if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && round_a_prepass(P)) return -1;
+  S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;
   void* mem = NULL;
   if (ntiles > 1) {
@@ -422,13 +458,13 @@ static int run(gemm_prob* P) {
 
 int ISA_FN(dsv3_gemm_f32)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc};
+  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0};
   return run(&P);
 }
 
 int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc};
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif

@@ -12,7 +12,7 @@
 
 static inline float a_at(const gemm_prob* P, int64_t i, int64_t p) {
   float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
-  return P->bf16 ? gemm_round_bf16(x) : x;
+  return gemm_round_a(P) ? gemm_round_bf16(x) : x;
 }
 static inline float b_at(const gemm_prob* P, int64_t p, int64_t j) {
   int64_t off = P->tb ? j * P->ldb + p : p * P->ldb + j;
@@ -53,7 +53,7 @@ static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float*
       __m256 v[8];
       for (int r = 0; r < 8; r++) {
         v[r] = r < nrow ? _mm256_loadu_ps(src + (int64_t)(r0 + r) * lda + p) : _mm256_setzero_ps();
-        if (P->bf16) v[r] = gemm_round_bf16_v8(v[r]);
+        if (gemm_round_a(P)) v[r] = gemm_round_bf16_v8(v[r]);
       }
       gemm_transpose8(v);
       for (int q = 0; q < 8; q++) store_lanes(d + (p + q) * MR + r0, v[q], nrow);
@@ -65,7 +65,23 @@ static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float*
 
 void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, float* dst) {
   const int full = mc / MR * MR; /* rows in full panels */
-  if (P->ta) {
+  if (P->ta && gemm_round_a(P)) {
+    /* A stored [k,m], rounded to bf16: each row's segment of the full panels is rounded 8
+     * lanes at a time into t (chunks of whole panels), then dealt out MR values per panel. */
+    float t[(256 / MR + 1) * MR];
+    const int chunk = 256 / MR * MR;
+    for (int p = 0; p < kc; p++)
+      for (int c0 = 0; c0 < full; c0 += chunk) {
+        const int cn = full - c0 < chunk ? full - c0 : chunk;
+        const float* s = P->a + (p0 + p) * P->lda + i0 + c0;
+        int e = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+        for (; e + 8 <= cn; e += 8) _mm256_storeu_ps(t + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+#endif
+        for (; e < cn; e++) t[e] = gemm_round_bf16(s[e]);
+        for (int ir = 0; ir < cn; ir += MR) memcpy(dst + (int64_t)(c0 + ir) * kc + p * MR, t + ir, MR * sizeof(float));
+      }
+  } else if (P->ta) {
     /* A stored [k,m]: row p holds the MR values of every panel contiguously. Blocks of 8
      * rows, panels inside: 8 sequential read streams, 8*MR contiguous floats written. */
     for (int pb = 0; pb < kc; pb += 8) {
@@ -74,10 +90,7 @@ void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int
         for (int p = pb; p < pe; p++) {
           const float* s = P->a + (p0 + p) * P->lda + i0 + ir;
           float* o = dst + (int64_t)ir * kc + p * MR;
-          if (P->bf16)
-            for (int r = 0; r < MR; r++) o[r] = gemm_round_bf16(s[r]);
-          else
-            memcpy(o, s, MR * sizeof(float)); /* fixed size: a couple of vector moves */
+          memcpy(o, s, MR * sizeof(float)); /* fixed size: a couple of vector moves */
         }
     }
   } else {
