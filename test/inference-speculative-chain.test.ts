@@ -108,6 +108,28 @@ describe('greedy speculative decoding with 2 chained MTP modules', () => {
     }
   });
 
+  it('reuse (a chat\'s growing conversation): the output of a fresh cache, with the common prefix reused', () => {
+    for (const depth of [1, 2]) {
+      const spec = new SpeculativeDecoder(m, { maxLen: 200, depth, chunk: 5 });
+      let conv = [2, 7, 1, 8];
+      let reusedAny = 0;
+      for (let turn = 0; turn < 6; turn++) {
+        const prompt = Int32Array.from(conv);
+        const n = 9 + turn;
+        const eos = turn === 3 ? plain(prompt, n)[2] : undefined; // a turn that ends at EOS inside accepted drafts
+        const r = spec.generate(prompt, n, { reuse: true, ...(eos === undefined ? {} : { eos }) });
+        assert.deepEqual(Array.from(r.ids.subarray(prompt.length)), plain(prompt, n, eos), `depth ${depth} turn ${turn}`);
+        reusedAny += r.reused;
+        // the next turn: the reply plus new user tokens; turn 4 rewrites an earlier token
+        conv = [...Array.from(r.ids), (turn * 5 + 1) % V, (turn * 3 + 2) % V];
+        if (turn === 4) conv[3] = (conv[3]! + 1) % V;
+      }
+      assert.ok(reusedAny > 20, `reused ${reusedAny}`);
+      spec.clear();
+      assert.equal(spec.generate(Int32Array.from(conv), 3, { reuse: true }).reused, 0);
+    }
+  });
+
   it('checks the draft depth', () => {
     assert.throws(() => new SpeculativeDecoder(m, { maxLen: 8, depth: 3 }), /draft depth 3 is not in \[1, 2\]/);
     assert.throws(() => new SpeculativeDecoder(m, { maxLen: 8, depth: 0 }), /draft depth 0/);

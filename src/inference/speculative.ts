@@ -41,6 +41,11 @@ export interface SpeculativeOptions {
   /** Choose tokens with this sampler (of batch 1, V = the model's) instead of argmax: exact
    * speculative sampling, see the module comment. */
   sampler?: Sampler;
+  /** Keep the cache of the previous generation for the prompt tokens it begins with (a chat's
+   * conversation so far): the main model and every module recompute from K tokens before the
+   * common prefix ends (module k's row i reads tokens up to i + k), the rest is reused. The
+   * output is that of a fresh cache. */
+  reuse?: boolean;
 }
 
 export interface SpeculativeResult {
@@ -54,6 +59,8 @@ export interface SpeculativeResult {
    * draft is accepted only when the drafts before it in its round were. */
   draftedByDepth: number[];
   acceptedByDepth: number[];
+  /** Prompt tokens whose cache rows were reused (`reuse`). */
+  reused: number;
   /** Forward passes of the main model after the prefill. */
   mainForwards: number;
   /** Wall time of the prefill (main + MTP) and of the rest of the generation. */
@@ -78,6 +85,9 @@ export class SpeculativeDecoder {
   private readonly verifyIds: Int32Array;
   private readonly qs: Float64Array[];
   private readonly p: Float64Array;
+  /** The main cache's input tokens (for `reuse`): positions 0 .. cachedLen-1. */
+  private readonly cachedTokens: Int32Array;
+  private cachedLen = 0;
 
   constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; depth?: number; profiler?: PhaseProfiler }) {
     if (model.mtp.length === 0) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
@@ -97,6 +107,14 @@ export class SpeculativeDecoder {
     this.verifyIds = new Int32Array(K + 1);
     this.qs = Array.from({ length: K }, () => new Float64Array(model.cfg.vocab_size));
     this.p = new Float64Array(model.cfg.vocab_size);
+    this.cachedTokens = new Int32Array(opts.maxLen);
+  }
+
+  /** Forgets the cached tokens (the next `reuse` generation computes its whole prompt). */
+  clear(): void {
+    this.cachedLen = 0;
+    this.session.reset();
+    this.final.fill(0);
   }
 
   /** Copies `rows` hidden rows (ws.hidden for depth 0, else ws.h) of positions from.. into ring `depth`. */
@@ -153,12 +171,24 @@ export class SpeculativeDecoder {
     /** Token m: known (m <= known) from ids, else the draft d_{m-known}. */
     let known = P - 1;
     const tok = (m: number): number => (m <= known ? ids[m]! : drafts[m - known - 1]!);
-    s.reset();
-    this.final.fill(0);
+    // reuse: rows before f are valid in the main cache (tokens 0 .. f-1 shared) and in every
+    // module's (row i < f reads tokens up to i + K < the common prefix, and was final)
+    let f = 0;
+    if (o.reuse) {
+      const lim = Math.min(this.cachedLen, P - 1);
+      let c = 0;
+      while (c < lim && this.cachedTokens[c] === prompt[c]) c++;
+      f = Math.max(0, c - K);
+      for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
+    }
+    s.truncate(Math.min(f, s.cache.length));
+    this.final.fill(f);
+    this.cachedTokens.set(prompt);
+    this.cachedLen = P;
     const t0 = performance.now();
     // ---- prefill: each main chunk, then the modules on their rows whose inputs are final ------
     let next = 0;
-    for (let c0 = 0; c0 < P; c0 += s.chunk) {
+    for (let c0 = f; c0 < P; c0 += s.chunk) {
       const c = Math.min(s.chunk, P - c0);
       e.forwardMain(prompt.subarray(c0, c0 + c), { B: 1, T: c, start: c0 }, s.cache);
       s.cache.length = c0 + c;
@@ -229,6 +259,8 @@ export class SpeculativeDecoder {
       if (a === k) t = sampler ? sampler.pick(logits, k * V, V, 0) : argmax(logits, k * V, V);
       this.keep(0, e.ws.hidden, pos, a + 1);
       s.cache.length = pos + a + 1;
+      this.cachedTokens.set(this.verifyIds.subarray(0, a + 1), pos);
+      this.cachedLen = pos + a + 1;
       // tokens d_1 .. d_a and t; t_{pos+a+1} = t is the next (uncached) token
       for (let j = 0; j < a && !ended; j++) ended = emit(drafts[j]!) || produced >= n;
       if (!ended) ended = emit(t);
@@ -246,6 +278,7 @@ export class SpeculativeDecoder {
       accepted,
       draftedByDepth,
       acceptedByDepth,
+      reused: f,
       mainForwards,
       prefillMs: t1 - t0,
       decodeMs: performance.now() - t1,
