@@ -119,6 +119,9 @@ describe('greedy speculative decoding with 2 chained MTP modules', () => {
         const eos = turn === 3 ? plain(prompt, n)[2] : undefined; // a turn that ends at EOS inside accepted drafts
         const r = spec.generate(prompt, n, { reuse: true, ...(eos === undefined ? {} : { eos }) });
         assert.deepEqual(Array.from(r.ids.subarray(prompt.length)), plain(prompt, n, eos), `depth ${depth} turn ${turn}`);
+        // the drafts too are those of a fresh cache (stale MTP rows would change them, not the tokens)
+        const fresh = new SpeculativeDecoder(m, { maxLen: 200, depth, chunk: 5 }).generate(prompt, n, eos === undefined ? {} : { eos });
+        assert.deepEqual([r.draftedByDepth, r.acceptedByDepth], [fresh.draftedByDepth, fresh.acceptedByDepth], `drafts, depth ${depth} turn ${turn}`);
         reusedAny += r.reused;
         // the next turn: the reply plus new user tokens; turn 4 rewrites an earlier token
         conv = [...Array.from(r.ids), (turn * 5 + 1) % V, (turn * 3 + 2) % V];
