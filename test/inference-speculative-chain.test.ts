@@ -91,6 +91,54 @@ describe('greedy speculative decoding with 2 chained MTP modules', () => {
     assert.ok(byDepth[0]! > 0 && byDepth[1]! > 0, `accepted by depth ${byDepth}: both depths must be exercised`);
   });
 
+  it('drafts what the model\'s Tensor-path MTP chain (mtpForward) drafts: per-depth counts of a simulation', () => {
+    const argmaxLast = (t: Tensor): number => {
+      const l = t.contiguous().f32();
+      const off = l.length - V;
+      let best = 0;
+      for (let i = 1; i < V; i++) if (l[off + i]! > l[off + best]!) best = i;
+      return best;
+    };
+    let deep = 0;
+    for (const [P, n, seed] of [[5, 60, 1], [2, 23, 2], [7, 61, 3]] as const) {
+      const prompt = Int32Array.from({ length: P }, (_, i) => (i * seed * 7 + seed) % V);
+      const g = [...prompt, ...plain(prompt, n)];
+      // simulate: a round at pos (t_pos known) drafts d_1 from tokens 0..pos and d_2 from 0..pos, d_1
+      const drafted = [0, 0];
+      const accepted = [0, 0];
+      let pos = P;
+      let produced = 1;
+      while (produced < n) {
+        const k = Math.min(2, n - produced);
+        const seq = g.slice(0, pos + 1);
+        const d1 = noGrad(() => {
+          const t = Tensor.fromI32(Int32Array.from(seq), [1, seq.length]);
+          return argmaxLast(m.mtpForward(m.forward(t, { path: 'absorbed' }).hidden, t, { path: 'absorbed' })[0]!.logits!);
+        });
+        const ds = [d1];
+        if (k === 2) {
+          const seq2 = [...seq, d1];
+          ds.push(noGrad(() => {
+            const t = Tensor.fromI32(Int32Array.from(seq2), [1, seq2.length]);
+            return argmaxLast(m.mtpForward(m.forward(t, { path: 'absorbed' }).hidden, t, { path: 'absorbed' })[1]!.logits!);
+          }));
+        }
+        let a = 0;
+        for (; a < k; a++) {
+          drafted[a]!++;
+          if (ds[a] !== g[pos + 1 + a]) break;
+          accepted[a]!++;
+        }
+        pos += a + 1;
+        produced += a + 1;
+      }
+      const r = new SpeculativeDecoder(m, { maxLen: P + n, chunk: 3 }).generate(prompt, n);
+      assert.deepEqual([r.draftedByDepth, r.acceptedByDepth], [drafted, accepted], `P ${P}`);
+      deep += accepted[1]!;
+    }
+    assert.ok(deep > 0, 'depth-2 drafts accepted');
+  });
+
   it('ends at EOS and at a stop token exactly where plain decoding does; depth 1 also', () => {
     const prompt = Int32Array.of(3, 1, 4, 1, 5);
     const ref = plain(prompt, 40);
