@@ -1,7 +1,9 @@
 #!/bin/bash
+# Usage: scripts/bench-speculative.sh RUN_OR_CHECKPOINT [TOKENS=200] [ROUNDS=5]   (after npm run build)
+# One JSON line per run (mode, tokens/s, acceptance, acceptance_by_depth, md5 of the ids).
 # interleaved: greedy plain / speculative depth 1 / depth 2, and sampling (T 0.8) plain / speculative depth 2; R rounds x 2 prompts
 RUN=$1; N=${2:-200}; R=${3:-5}
-cd /work/wt-spec
+cd "$(dirname "$0")/.."
 for round in $(seq 1 $R); do
   for prompt in "Call me Ishmael." "The whale"; do
     for mode in plain d1 d2 splain sd2; do
