@@ -14,8 +14,9 @@
  *      (K+1 query rows over the latent cache); row j's logits give the true t_{n+j+1};
  *   3. accept the longest prefix d_1 .. d_a that matches, plus the main model's token at row a
  *      (a+1 tokens per main forward); the cache keeps positions up to n+a (rows written past
- *      them are overwritten later). Module k's rows up to n+a+1-k are final now; the rows that
- *      read drafts are recomputed in the next round (L_k = n - k + 1 after a round).
+ *      them are overwritten later). Module k's rows that read only accepted drafts are final;
+ *      the rows that read a rejected draft are recomputed in the next round (L_k = n - k + 1 + a,
+ *      at most n).
  * Greedy: the tokens are exactly the main model's argmax at every position; the drafts only
  * decide how many of them one main forward produces.
  *
@@ -261,6 +262,8 @@ export class SpeculativeDecoder {
       s.cache.length = pos + a + 1;
       this.cachedTokens.set(this.verifyIds.subarray(0, a + 1), pos);
       this.cachedLen = pos + a + 1;
+      // module j's rows that read only accepted drafts (i + j - pos <= a) are final as computed
+      for (let j = 1; j <= k; j++) this.final[j - 1] = Math.max(this.final[j - 1]!, Math.min(pos, pos - j + 1 + a));
       // tokens d_1 .. d_a and t; t_{pos+a+1} = t is the next (uncached) token
       for (let j = 0; j < a && !ended; j++) ended = emit(drafts[j]!) || produced >= n;
       if (!ended) ended = emit(t);
