@@ -111,7 +111,7 @@ const median = (xs: readonly number[]): number => {
 export function speculativeSpeedUp(model: DeepseekV3, val: Int32Array, o: { prompts: number; promptLen: number; n: number; reps: number }): SpeedUp {
   const maxLen = o.promptLen + o.n;
   const plain = new DecodeSession(model, { maxLen });
-  const spec = new SpeculativeDecoder(model, { maxLen });
+  const spec = new SpeculativeDecoder(model, { maxLen, depth: 1 }); // one draft per forward: the formulas below assume it
   const stride = Math.max(o.promptLen, Math.floor((val.length - o.promptLen) / o.prompts));
   const ratios: number[] = [];
   const plainMs: number[] = [];

@@ -26,8 +26,11 @@ export interface DecodeSessionOptions {
   maxLen: number;
   /** Most tokens per sequence in one forward call; longer prefills run in chunks (default 64). */
   chunk?: number;
-  /** Also prepare the MTP module and its cache slot (speculative decoding). */
-  mtp?: boolean;
+  /** Also prepare MTP modules and their cache slots (speculative decoding): true is the first
+   * module, a number modules 1 .. that depth. */
+  mtp?: boolean | number;
+  /** Most rows one `engine.head` call computes per sequence (default 2). */
+  logitRows?: number;
   profiler?: PhaseProfiler;
 }
 
@@ -50,9 +53,9 @@ export class DecodeSession implements Decoder {
     this.batch = B;
     this.chunk = chunk;
     this.V = model.cfg.vocab_size;
-    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * 2, maxLen: opts.maxLen, mtp: opts.mtp ?? false });
+    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * Math.max(2, opts.logitRows ?? 2), maxLen: opts.maxLen, mtp: opts.mtp ?? false });
     this.engine.profiler = opts.profiler ?? null;
-    this.cache = model.newCache(B, opts.maxLen, { mtp: opts.mtp ?? false });
+    this.cache = model.newCache(B, opts.maxLen, { mtp: this.engine.mtps.length > 0 });
     this.ids = new Int32Array(B * chunk);
   }
 

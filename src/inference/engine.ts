@@ -32,8 +32,9 @@ export interface EngineOptions {
   logitRows: number;
   /** Positions the RoPE tables cover (the cache length). */
   maxLen: number;
-  /** Also plan the first MTP module (speculative decoding). */
-  mtp?: boolean;
+  /** Also plan MTP modules 1 .. depth (speculative decoding): true is 1, a number that many
+   * (at most the model's). */
+  mtp?: boolean | number;
 }
 
 interface MtpPlan {
@@ -47,7 +48,8 @@ interface MtpPlan {
 export class Engine {
   readonly ws: Workspace;
   readonly layers: readonly LayerPlan[];
-  readonly mtp: MtpPlan | null;
+  /** Planned MTP modules, depth 1 first. */
+  readonly mtps: readonly MtpPlan[];
   readonly D: number;
   readonly V: number;
   /** Profiler charged by every phase when set. */
@@ -72,16 +74,23 @@ export class Engine {
     this.lmHead = prepareLinear(model.lmHead);
     const { cos, sin } = model.rope.tables(0, opts.maxLen);
     this.rope = { cos: cos.f32(), sin: sin.f32(), half: model.rope.pairs };
-    if (opts.mtp) {
-      const m = model.mtp[0];
-      if (!m) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
-      this.mtp = { enorm: planNorm(m.enorm), hnorm: planNorm(m.hnorm), ehProj: prepareLinear(m.ehProj), layer: planLayer(m.layer), headNorm: planNorm(m.sharedHeadNorm) };
-    } else this.mtp = null;
+    const depth = opts.mtp === true ? 1 : opts.mtp === false || opts.mtp === undefined ? 0 : opts.mtp;
+    if (!(Number.isInteger(depth) && depth >= 0)) throw new DsvError(`engine: MTP depth must be an integer >= 0, got ${depth}`);
+    if (depth > model.mtp.length) {
+      throw new DsvError(`speculative decoding needs ${depth} MTP module(s), the model has ${model.mtp.length} (num_nextn_predict_layers, loaded with mtp: true)`);
+    }
+    this.mtps = model.mtp.slice(0, depth).map((m) => ({
+      enorm: planNorm(m.enorm),
+      hnorm: planNorm(m.hnorm),
+      ehProj: prepareLinear(m.ehProj),
+      layer: planLayer(m.layer),
+      headNorm: planNorm(m.sharedHeadNorm),
+    }));
   }
 
   /** Bytes of float32 copies made at planning (decoded bf16/FP8 kv_b_proj), and of the workspace. */
   memory(): { decodedKvB: number; workspace: number; weightsPerToken: number } {
-    const all = this.mtp ? [...this.layers, this.mtp.layer] : this.layers;
+    const all = [...this.layers, ...this.mtps.map((m) => m.layer)];
     let decodedKvB = 0;
     for (const l of all) if (l.attn.kvBDecoded) decodedKvB += l.attn.kvB.byteLength;
     return { decodedKvB, workspace: this.ws.bytes, weightsPerToken: this.weightBytesPerToken() };
@@ -172,13 +181,15 @@ export class Engine {
   }
 
   /**
-   * The MTP module on rows i with ws.hPrev[row] = h_i (the main model's final-norm hidden) and
-   * nextIds[row] = t_{i+1}, at MTP positions shape.start ..: appends to the MTP layer's cache
-   * slot and leaves RMSNorm_shared_head(h^1) in ws.hidden (feed `head` for the draft logits).
+   * MTP module k = `depth` (Eqs. 21-22) on rows i with ws.hPrev[row] = h^{k-1}_i (k = 1: the
+   * main model's final-norm hidden; k > 1: module k-1's layer output h^{k-1}, which this call
+   * leaves in ws.h) and nextIds[row] = t_{i+k}, at module-k positions shape.start ..: appends to
+   * module k's cache slot, leaves h^k in ws.h and RMSNorm_shared_head(h^k) in ws.hidden (feed
+   * `head` for the logits of t_{i+k+1}, Eq. 23).
    */
-  forwardMtp(nextIds: Int32Array, shape: StepShape, cache: LatentCache): void {
-    const p = this.mtp;
-    if (!p) throw new DsvError('engine: built without the MTP module');
+  forwardMtp(nextIds: Int32Array, shape: StepShape, cache: LatentCache, depth = 1): void {
+    const p = this.mtps[depth - 1];
+    if (!p) throw new DsvError(`engine: built without MTP module ${depth} (planned: ${this.mtps.length})`);
     this.checkShape(cache, shape);
     const kern = kernels();
     const M = shape.B * shape.T;

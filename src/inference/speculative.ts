@@ -1,27 +1,32 @@
 /**
- * Greedy self-speculative decoding with the MTP module as the draft model (paper section
- * 5.4.3: "MTP modules ... can be repurposed for speculative decoding"; the second token is
- * accepted 85-90 % of the time on the released model, 1.8x the tokens per second).
+ * Self-speculative decoding with the MTP modules as the draft model (paper section 5.4.3: "MTP
+ * modules ... can be repurposed for speculative decoding"; the second token is accepted 85-90 %
+ * of the time on the released model, 1.8x the tokens per second), chained over D >= 1 modules.
  *
- * State after each iteration (one sequence): the main model has cached positions 0 .. n-1, the
- * next token t_n is known (argmax of the main logits at n-1) but not yet cached, and the MTP
- * layer has cached positions 0 .. n-2. One iteration:
- *   1. MTP catches up on its pending positions i (1 or 2 of them) from the main model's
- *      final-norm hidden h_i and the token t_{i+1} (Eq. 21); its logits at n-1 propose the
- *      draft d for t_{n+1} (Eq. 23);
- *   2. the main model verifies [t_n, d] at positions n, n+1 in one forward (two query rows
- *      through the latent cache): a = argmax(logits at n) is the true t_{n+1};
- *   3. a == d: both are kept, t_{n+2} = argmax(logits at n+1) is the next token (2 tokens per
- *      main forward); a != d: the cache is rolled back to n+1 (the row written for n+1 is
- *      simply overwritten later), t_{n+1} = a is the next token.
- * The tokens are therefore exactly the main model's greedy argmax at every position: the
- * draft only decides how many of them one main forward produces.
+ * Module k (section 2.2, Eqs. 21-23) at position i reads h^{k-1}_i (k = 1: the main model's
+ * final-norm hidden; else module k-1's output) and the token t_{i+k}, and predicts t_{i+k+1}.
+ * State before a round (one sequence): the main model has cached positions 0 .. n-1 and the
+ * next token t_n is known (emitted, not yet cached). One round:
+ *   1. draft: for k = 1 .. K, module k runs its rows L_k .. n-1 (L_k: its first row not yet
+ *      final) in one forward into its own cache slot, with t_{i+k} taken from the drafts
+ *      d_1 .. d_{k-1} where i + k > n; its logits at row n-1 propose d_k for t_{n+k};
+ *   2. verify: the main model runs [t_n, d_1 .. d_K] at positions n .. n+K in one forward
+ *      (K+1 query rows over the latent cache); row j's logits give the true t_{n+j+1};
+ *   3. accept the longest prefix d_1 .. d_a that matches, plus the main model's token at row a
+ *      (a+1 tokens per main forward); the cache keeps positions up to n+a (rows written past
+ *      them are overwritten later). Module k's rows that read only accepted drafts are final;
+ *      the rows that read a rejected draft are recomputed in the next round (L_k = n - k + 1 + a,
+ *      at most n).
+ * Greedy: the tokens are exactly the main model's argmax at every position; the drafts only
+ * decide how many of them one main forward produces.
  *
  * With a Sampler (temperature, top-k/p, min-p, penalties), speculative sampling (Leviathan et
- * al. 2023; Chen et al. 2023): the draft is drawn from the MTP's processed distribution q, kept
- * with probability min(1, p(d)/q(d)) under the main model's p, else replaced by a draw from
- * max(0, p − q) renormalised; after a kept draft the next token is drawn from p at n+1. Every
- * token is distributed exactly as in plain sampling (not the same draws for a seed).
+ * al. 2023; Chen et al. 2023), sequentially along the chain: d_k is drawn from module k's
+ * processed distribution q_k; row j keeps d_{j+1} with probability min(1, p_j(d)/q_{j+1}(d))
+ * under the main model's p_j (given the tokens kept so far), else draws from max(0, p_j − q_{j+1})
+ * renormalised and stops; after K kept drafts the next token is drawn from p_K. Every token is
+ * distributed exactly as in plain sampling (not the same draws for a seed). q_k is computed with
+ * the history of kept tokens (not the drafts before it): any q gives the exact distribution.
  */
 import { DsvError } from '../errors.js';
 import type { DeepseekV3 } from '../model/model.js';
@@ -37,94 +42,174 @@ export interface SpeculativeOptions {
   /** Choose tokens with this sampler (of batch 1, V = the model's) instead of argmax: exact
    * speculative sampling, see the module comment. */
   sampler?: Sampler;
+  /** Keep the cache of the previous generation for the prompt tokens it begins with (a chat's
+   * conversation so far): the main model and every module recompute from K tokens before the
+   * common prefix ends (module k's row i reads tokens up to i + k), the rest is reused. The
+   * output is that of a fresh cache. */
+  reuse?: boolean;
 }
 
 export interface SpeculativeResult {
   /** prompt followed by the n generated tokens (fewer when EOS or `onToken` ended it). */
   ids: Int32Array;
   finish: FinishReason;
-  /** Draft tokens proposed (one per verification forward) and accepted. */
+  /** Draft tokens proposed (verified by a main forward) and accepted, in all. */
   drafted: number;
   accepted: number;
+  /** Per depth k = 1 .. K (index k-1): drafts of module k proposed and accepted. A depth-k
+   * draft is accepted only when the drafts before it in its round were. */
+  draftedByDepth: number[];
+  acceptedByDepth: number[];
+  /** Prompt tokens whose cache rows were reused (`reuse`). */
+  reused: number;
   /** Forward passes of the main model after the prefill. */
   mainForwards: number;
   /** Wall time of the prefill (main + MTP) and of the rest of the generation. */
   prefillMs: number;
   decodeMs: number;
-  /** Of decodeMs: the main model's two-row verification forwards and the MTP draft steps. */
+  /** Of decodeMs: the main model's verification forwards and the MTP draft steps. */
   verifyMs: number;
   draftMs: number;
 }
 
 export class SpeculativeDecoder {
   readonly session: DecodeSession;
-  /** Main-model hidden rows waiting for the MTP layer, [chunk, D], and their next tokens. */
-  private readonly pendingH: Float32Array;
-  private readonly chunkIds: Int32Array;
-  private readonly pendingIds = new Int32Array(2);
-  private readonly pair = new Int32Array(2);
-  /** With a sampler: the draft's distribution q and the main model's p at the draft position. */
-  private readonly q: Float64Array;
+  /** Modules chained per round (the draft depth K). */
+  readonly depth: number;
+  /** Per depth k = 0 .. K: a ring of the last R hidden rows h^k by position (row i at i mod R). */
+  private readonly rings: Float32Array[];
+  private readonly R: number;
+  /** Per module k = 1 .. K (index k-1): its first row not yet final (L_k). */
+  private readonly final: Int32Array;
+  private readonly rowIds: Int32Array;
+  /** The verification ids [t_n, d_1 .. d_K] and the drafts' distributions q_k (with a sampler). */
+  private readonly verifyIds: Int32Array;
+  private readonly qs: Float64Array[];
   private readonly p: Float64Array;
-  private mtpLen = 0;
+  /** The main cache's input tokens (for `reuse`): positions 0 .. cachedLen-1. */
+  private readonly cachedTokens: Int32Array;
+  private cachedLen = 0;
 
-  constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; profiler?: PhaseProfiler }) {
+  constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; depth?: number; profiler?: PhaseProfiler }) {
     if (model.mtp.length === 0) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
-    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: true, ...(opts.chunk ? { chunk: opts.chunk } : {}), ...(opts.profiler ? { profiler: opts.profiler } : {}) });
-    this.pendingH = new Float32Array(this.session.chunk * model.cfg.hidden_size);
-    this.chunkIds = new Int32Array(this.session.chunk);
-    this.q = new Float64Array(model.cfg.vocab_size);
+    const K = opts.depth ?? model.mtp.length;
+    if (!(Number.isInteger(K) && K >= 1 && K <= model.mtp.length)) {
+      throw new DsvError(`speculative: draft depth ${K} is not in [1, ${model.mtp.length}] (the model's MTP modules)`);
+    }
+    this.depth = K;
+    const chunk = Math.max(K + 1, opts.chunk ?? 64);
+    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, ...(opts.profiler ? { profiler: opts.profiler } : {}) });
+    const D = model.cfg.hidden_size;
+    // rows read back: a prefill chunk plus the rows a round recomputes (<= 2K), with room to spare
+    this.R = this.session.chunk + 4 * K + 4;
+    this.rings = Array.from({ length: K + 1 }, () => new Float32Array(this.R * D));
+    this.final = new Int32Array(K);
+    this.rowIds = new Int32Array(this.session.chunk);
+    this.verifyIds = new Int32Array(K + 1);
+    this.qs = Array.from({ length: K }, () => new Float64Array(model.cfg.vocab_size));
     this.p = new Float64Array(model.cfg.vocab_size);
+    this.cachedTokens = new Int32Array(opts.maxLen);
   }
 
-  /** Runs the MTP layer on `rows` pending positions from mtpLen on; returns its last logits row. */
-  private mtpStep(rows: number, hidden: Float32Array, nextIds: Int32Array): Float32Array {
+  /** Forgets the cached tokens (the next `reuse` generation computes its whole prompt). */
+  clear(): void {
+    this.cachedLen = 0;
+    this.session.reset();
+    this.final.fill(0);
+  }
+
+  /** Copies `rows` hidden rows (ws.hidden for depth 0, else ws.h) of positions from.. into ring `depth`. */
+  private keep(depth: number, src: Float32Array, from: number, rows: number): void {
+    const D = this.session.engine.D;
+    const ring = this.rings[depth]!;
+    for (let r = 0; r < rows; r++) ring.set(src.subarray(r * D, (r + 1) * D), ((from + r) % this.R) * D);
+  }
+
+  /**
+   * Module k on its rows from .. to-1 (to > from), t_{i+k} = tok(i + k); returns the logits of
+   * row to-1 (a view). Reads h^{k-1} from ring k-1, keeps h^k in ring k.
+   */
+  private runModule(k: number, from: number, to: number, tok: (m: number) => number): Float32Array {
     const e = this.session.engine;
     const D = e.D;
-    e.ws.hPrev.set(hidden.subarray(0, rows * D));
-    e.forwardMtp(nextIds, { B: 1, T: rows, start: this.mtpLen }, this.session.cache);
-    this.mtpLen += rows;
-    return e.head(rows - 1, 1);
+    const prev = this.rings[k - 1]!;
+    let logits: Float32Array | null = null;
+    for (let a = from; a < to; a += this.rowIds.length) {
+      const T = Math.min(this.rowIds.length, to - a);
+      for (let r = 0; r < T; r++) {
+        const i = a + r;
+        e.ws.hPrev.set(prev.subarray((i % this.R) * D, (i % this.R + 1) * D), r * D);
+        this.rowIds[r] = tok(i + k);
+      }
+      e.forwardMtp(this.rowIds.subarray(0, T), { B: 1, T, start: a }, this.session.cache, k);
+      this.keep(k, e.ws.h, a, T);
+      if (a + T === to) logits = e.head(T - 1, 1);
+    }
+    return logits!;
   }
 
-  /** The draft token from the MTP logits: their argmax, or a draw from the sampler's q. */
-  private propose(logits: Float32Array, sampler: Sampler | undefined): number {
+  /** The draft token from module logits: their argmax, or a draw from the sampler's q (kept in `q`). */
+  private propose(logits: Float32Array, sampler: Sampler | undefined, q: Float64Array): number {
     if (!sampler) return argmax(logits, 0, logits.length);
-    return draw(sampler.dist(logits, 0, 0, this.q), sampler.uniform());
+    return draw(sampler.dist(logits, 0, 0, q), sampler.uniform());
   }
 
-  /** Generation of n tokens after prompt (batch 1), drafting with the MTP module: greedy, or
+  /** Generation of n tokens after prompt (batch 1), drafting with the MTP chain: greedy, or
    * exact speculative sampling with `o.sampler`. */
   generate(prompt: Int32Array, n: number, o: SpeculativeOptions = {}): SpeculativeResult {
     const s = this.session;
     const e = s.engine;
     const P = prompt.length;
     const V = e.V;
-    const D = e.D;
+    const K = this.depth;
     const sampler = o.sampler;
     if (P < 1 || !Number.isInteger(n) || n < 1) throw new DsvError('speculative: needs a prompt and n >= 1');
-    // the last verification writes position P + n - 1 (the final token's draft row)
+    // the last verification writes at most position P + n - 1
     if (P + n > s.cache.maxLen) throw new DsvError(`speculative: prompt ${P} + ${n} tokens exceed the cache length ${s.cache.maxLen}`);
     const ids = new Int32Array(P + n);
     ids.set(prompt);
-    s.reset();
-    this.mtpLen = 0;
-    const t0 = performance.now();
-    // ---- prefill: main chunk, then the MTP layer over the same positions ---------------------
-    let next = 0;
-    let draft = 0;
-    for (let t0 = 0; t0 < P; t0 += s.chunk) {
-      const c = Math.min(s.chunk, P - t0);
-      e.forwardMain(prompt.subarray(t0, t0 + c), { B: 1, T: c, start: t0 }, s.cache);
-      s.cache.length = t0 + c;
-      const last = t0 + c === P;
-      if (last) next = sampler ? sampler.pick(e.head(c - 1, 1), 0, V, 0) : argmax(e.head(c - 1, 1), 0, V);
-      const nextIds = this.chunkIds.subarray(0, c);
-      for (let i = 0; i < c; i++) nextIds[i] = t0 + i + 1 < P ? prompt[t0 + i + 1]! : next;
-      this.pendingH.set(e.ws.hidden.subarray(0, c * D));
-      const ml = this.mtpStep(c, this.pendingH, nextIds);
-      if (last) draft = this.propose(ml, sampler);
+    const drafts = new Int32Array(K);
+    /** Token m: known (m <= known) from ids, else the draft d_{m-known}. */
+    let known = P - 1;
+    const tok = (m: number): number => (m <= known ? ids[m]! : drafts[m - known - 1]!);
+    // reuse: rows before f are valid in the main cache (tokens 0 .. f-1 shared) and in every
+    // module's (row i < f reads tokens up to i + K < the common prefix, and was final)
+    let f = 0;
+    if (o.reuse) {
+      const lim = Math.min(this.cachedLen, P - 1);
+      let c = 0;
+      while (c < lim && this.cachedTokens[c] === prompt[c]) c++;
+      f = Math.max(0, c - K);
+      for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
     }
+    s.truncate(Math.min(f, s.cache.length));
+    this.final.fill(f);
+    this.cachedTokens.set(prompt);
+    this.cachedLen = P;
+    const t0 = performance.now();
+    // ---- prefill: each main chunk, then the modules on their rows whose inputs are final ------
+    let next = 0;
+    for (let c0 = f; c0 < P; c0 += s.chunk) {
+      const c = Math.min(s.chunk, P - c0);
+      e.forwardMain(prompt.subarray(c0, c0 + c), { B: 1, T: c, start: c0 }, s.cache);
+      s.cache.length = c0 + c;
+      this.keep(0, e.ws.hidden, c0, c);
+      if (c0 + c === P) {
+        next = sampler ? sampler.pick(e.head(c - 1, 1), 0, V, 0) : argmax(e.head(c - 1, 1), 0, V);
+        ids[P] = next;
+        known = P;
+      }
+      // module k's row i is final when h^{k-1}_i is and t_{i+k} is known; row P-1 is left to
+      // the first draft round (its logits propose d_k)
+      let end = Math.min(c0 + c, P - 1);
+      for (let k = 1; k <= K; k++) {
+        end = Math.min(end, known - k + 1);
+        if (end > this.final[k - 1]!) this.runModule(k, this.final[k - 1]!, end, tok);
+        this.final[k - 1] = Math.max(this.final[k - 1]!, end);
+      }
+    }
+    const draftedByDepth = new Array<number>(K).fill(0);
+    const acceptedByDepth = new Array<number>(K).fill(0);
     let produced = 0;
     let finish: FinishReason = 'length';
     /** Keeps token t; true when the generation ends with it (EOS, which is not kept, or stop). */
@@ -142,58 +227,77 @@ export class SpeculativeDecoder {
     };
     const t1 = performance.now();
     let ended = emit(next);
-    let drafted = 0;
-    let accepted = 0;
     let mainForwards = 0;
-    // ---- verify / accept loop -----------------------------------------------------------------
     let verifyMs = 0;
     let draftMs = 0;
     while (!ended && produced < n) {
-      const tv = performance.now();
-      const pos = s.cache.length;
-      this.pair[0] = next;
-      this.pair[1] = draft;
-      e.forwardMain(this.pair, { B: 1, T: 2, start: pos }, s.cache);
-      mainForwards++;
-      drafted++;
-      const logits = e.head(0, 2);
-      const a = sampler ? this.verify(logits, draft, sampler) : argmax(logits, 0, V);
-      this.pendingH.set(e.ws.hidden.subarray(0, 2 * D));
-      let rows: number;
-      if (a === draft) {
-        accepted++;
-        next = sampler ? sampler.pick(logits, V, V, 0) : argmax(logits, V, V);
-        s.cache.length = pos + 2;
-        ended = emit(a) || (produced < n && emit(next));
-        this.pendingIds[0] = a;
-        this.pendingIds[1] = next;
-        rows = 2;
-      } else {
-        next = a;
-        s.cache.length = pos + 1;
-        ended = emit(a);
-        this.pendingIds[0] = a;
-        rows = 1;
-      }
-      s.engine.profiler?.endStep();
+      // ---- draft: modules 1 .. k chained at row pos-1 (k <= the tokens still wanted) ----------
       const td = performance.now();
-      verifyMs += td - tv;
-      if (!ended && produced < n) {
-        draft = this.propose(this.mtpStep(rows, this.pendingH, this.pendingIds), sampler);
-        draftMs += performance.now() - td;
+      const pos = s.cache.length; // = known: t_pos = next is known, not cached
+      const k = Math.min(K, n - produced);
+      for (let j = 1; j <= k; j++) {
+        const L = this.final[j - 1]!;
+        drafts[j - 1] = this.propose(this.runModule(j, L, pos, tok), sampler, this.qs[j - 1]!);
+        this.final[j - 1] = Math.max(L, pos - j + 1);
       }
+      const tv = performance.now();
+      draftMs += tv - td;
+      // ---- verify [t_pos, d_1 .. d_k] in one main forward --------------------------------------
+      this.verifyIds[0] = next;
+      this.verifyIds.set(drafts.subarray(0, k), 1);
+      e.forwardMain(this.verifyIds.subarray(0, k + 1), { B: 1, T: k + 1, start: pos }, s.cache);
+      mainForwards++;
+      const logits = e.head(0, k + 1);
+      let a = 0; // drafts accepted
+      let t = 0; // the main model's token after them
+      for (; a < k; a++) {
+        draftedByDepth[a]!++;
+        const d = drafts[a]!;
+        t = sampler ? this.verify(logits, a, d, this.qs[a]!, sampler) : argmax(logits, a * V, V);
+        if (t !== d) break;
+        acceptedByDepth[a]!++;
+      }
+      if (a === k) t = sampler ? sampler.pick(logits, k * V, V, 0) : argmax(logits, k * V, V);
+      this.keep(0, e.ws.hidden, pos, a + 1);
+      s.cache.length = pos + a + 1;
+      this.cachedTokens.set(this.verifyIds.subarray(0, a + 1), pos);
+      this.cachedLen = pos + a + 1;
+      // module j's rows that read only accepted drafts (i + j - pos <= a) are final as computed
+      for (let j = 1; j <= k; j++) this.final[j - 1] = Math.max(this.final[j - 1]!, Math.min(pos, pos - j + 1 + a));
+      // tokens d_1 .. d_a and t; t_{pos+a+1} = t is the next (uncached) token
+      for (let j = 0; j < a && !ended; j++) ended = emit(drafts[j]!) || produced >= n;
+      if (!ended) ended = emit(t);
+      next = t; // emit wrote d_1 .. d_a, t to ids[pos+1 .. pos+a+1] (read only while not ended)
+      known = pos + a + 1;
+      s.engine.profiler?.endStep();
+      verifyMs += performance.now() - tv;
     }
-    return { ids: ids.subarray(0, P + produced), finish, drafted, accepted, mainForwards, prefillMs: t1 - t0, decodeMs: performance.now() - t1, verifyMs, draftMs };
+    const drafted = draftedByDepth.reduce((x, y) => x + y, 0);
+    const accepted = acceptedByDepth.reduce((x, y) => x + y, 0);
+    return {
+      ids: ids.subarray(0, P + produced),
+      finish,
+      drafted,
+      accepted,
+      draftedByDepth,
+      acceptedByDepth,
+      reused: f,
+      mainForwards,
+      prefillMs: t1 - t0,
+      decodeMs: performance.now() - t1,
+      verifyMs,
+      draftMs,
+    };
   }
 
   /**
-   * Speculative sampling's verification of the draft d ~ q at the first of the two rows: d is
-   * kept with probability min(1, p(d) / q(d)); else the token is drawn from max(0, p − q)
-   * renormalised. The kept token is p-distributed either way (Leviathan et al. 2023, Thm. 1).
+   * Speculative sampling's verification of the draft d ~ q at logits row `row`: d is kept with
+   * probability min(1, p(d) / q(d)); else the token is drawn from max(0, p − q) renormalised.
+   * The kept token is p-distributed either way (Leviathan et al. 2023, Thm. 1); it is recorded
+   * in the sampler's history.
    */
-  private verify(logits: Float32Array, d: number, sampler: Sampler): number {
-    const p = sampler.dist(logits, 0, 0, this.p);
-    const q = this.q;
+  private verify(logits: Float32Array, row: number, d: number, q: Float64Array, sampler: Sampler): number {
+    const p = sampler.dist(logits, row * q.length, 0, this.p);
     let t = d;
     if (!(sampler.uniform() * q[d]! < p[d]!)) {
       let z = 0;
@@ -202,7 +306,7 @@ export class SpeculativeDecoder {
         z += p[i]!;
       }
       if (z > 0) for (let i = 0; i < p.length; i++) p[i] = p[i]! / z;
-      else sampler.dist(logits, 0, 0, p); // p = q up to rounding: draw from p
+      else sampler.dist(logits, row * q.length, 0, p); // p = q up to rounding: draw from p
       t = draw(p, sampler.uniform());
     }
     sampler.record(0, t);

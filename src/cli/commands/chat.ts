@@ -5,8 +5,11 @@
  * a generation prompt; the assistant's reply is generated on the fast decode engine with the
  * sampler of `dsv3 generate`, streamed to stdout, cut at EOS or at the template's end of turn,
  * and appended to the conversation. The latent cache is kept between turns: each turn computes
- * only the tokens that do not begin the previous turn's (inference/prefix-reuse.ts). A
- * conversation longer than the context drops its oldest turns.
+ * only the tokens that do not begin the previous turn's (inference/prefix-reuse.ts; with
+ * speculative decoding the SpeculativeDecoder's `reuse`, which keeps the MTP modules' cache slots
+ * consistent too). Greedy replies without penalties run MTP self-speculative decoding when the
+ * checkpoint has MTP modules (the same tokens: inference/speculative.ts), as in `dsv3 generate`.
+ * A conversation longer than the context drops its oldest turns.
  */
 import * as readline from 'node:readline';
 import { type Command, type FlagTable, UsageError } from '../command.js';
@@ -14,9 +17,11 @@ import { bool, exists, int, parseFlags, required, text, type FlagValues } from '
 import { loadTokenizer, quietEpipe, SAMPLING_FLAGS, SAMPLING_HELP, samplingOptions } from './decoding.js';
 import { ChatTemplate, type ChatMessage } from '../../data/tokenizer/index.js';
 import { DecodeSession } from '../../inference/decode-session.js';
-import { generate } from '../../inference/generate.js';
+import { type FinishReason, generate } from '../../inference/generate.js';
 import { PrefixReuseDecoder } from '../../inference/prefix-reuse.js';
-import { Sampler } from '../../inference/sampling.js';
+import { hasPenalties, Sampler } from '../../inference/sampling.js';
+import { SpeculativeDecoder } from '../../inference/speculative.js';
+import { depthText, draftDepth } from './generate.js';
 import { TextStream } from '../../inference/text-stream.js';
 import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
@@ -43,7 +48,13 @@ earlier text).
 Options:
   --system TEXT            a system message at the start of the conversation
   --max-tokens N           most tokens per reply (default 256, at most half the context)
-${SAMPLING_HELP}  --verbose                tokens, tokens/s and cached tokens reused, per turn, on stderr
+${SAMPLING_HELP}  --speculative            MTP self-speculative decoding (see dsv3 generate --help); default: on
+                           when the checkpoint has MTP modules and decoding is greedy without
+                           penalties (--temperature 0), i.e. when the replies are identical
+  --no-speculative         plain decoding, one main forward per token
+  --draft-depth N          MTP modules chained per draft (default: all the checkpoint has)
+  --verbose                tokens, tokens/s, cached tokens reused and the MTP acceptance rate,
+                           per turn, on stderr
 `;
 
 const FLAGS = {
@@ -51,6 +62,9 @@ const FLAGS = {
   system: text(),
   'max-tokens': int(1),
   ...SAMPLING_FLAGS,
+  speculative: bool(),
+  'no-speculative': bool(),
+  'draft-depth': int(1, 64),
   verbose: bool(),
 } satisfies FlagTable;
 
@@ -80,10 +94,16 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
   const maxTokens = v['max-tokens'] ?? Math.min(256, Math.floor(maxPos / 2));
   if (maxTokens >= maxPos) throw new UsageError(`--max-tokens ${maxTokens} leaves no room for the conversation: max_position_embeddings is ${maxPos}`);
   const o = samplingOptions(v);
+  if (v.speculative && v['no-speculative']) throw new UsageError('--speculative and --no-speculative exclude each other');
+  if (v.speculative && cfg.num_nextn_predict_layers < 1) throw new UsageError(`--speculative: ${dir} has no MTP module (num_nextn_predict_layers is 0)`);
+  const exact = o.temperature === 0 && !hasPenalties(o);
+  const depth = draftDepth(v['draft-depth'], cfg.num_nextn_predict_layers, dir, v['no-speculative'] === true);
+  const speculative = v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1);
   const system: ChatMessage[] = v.system !== undefined ? [{ role: 'system', content: v.system }] : [];
   template.render([...system, { role: 'user', content: 'hi' }], true); // a broken template fails here, before the model loads
-  const model = DeepseekV3.load(dir, { mtp: false, map: true });
-  const dec = new PrefixReuseDecoder(new DecodeSession(model, { maxLen: maxPos }));
+  const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
+  const spec = speculative ? new SpeculativeDecoder(model, { maxLen: maxPos, depth }) : null;
+  const dec = spec ? null : new PrefixReuseDecoder(new DecodeSession(model, { maxLen: maxPos }));
   const eos = tok.eosId === undefined ? {} : { eos: tok.eosId };
   const encode = (msgs: ChatMessage[]): Int32Array => Int32Array.from(tok.encode(template.render(msgs, true), { addBos: false }));
   quietEpipe();
@@ -104,7 +124,8 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
     if (cmd === '/exit' || cmd === '/quit') break;
     if (cmd === '/reset') {
       messages = [...system];
-      dec.clear();
+      dec?.clear();
+      spec?.clear();
       err('conversation cleared');
       continue;
     }
@@ -135,24 +156,35 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
       }
       if (s !== '' && !process.stdout.destroyed) process.stdout.write(s);
     };
+    const onToken = (_seq: number, t: number): boolean => {
+      out(stream.push(t));
+      return stream.stopped !== null || process.stdout.destroyed;
+    };
     const t0 = performance.now();
-    const g = generate(dec, prompt, P, {
-      maxNew,
-      pick: sampler.pick,
-      ...eos,
-      onToken: (_seq, t) => {
-        out(stream.push(t));
-        return stream.stopped !== null || process.stdout.destroyed;
-      },
-    });
+    let n: number;
+    let finish: FinishReason;
+    let reused: number;
+    let acc = '';
+    if (spec) {
+      const r = spec.generate(prompt, maxNew, { ...eos, onToken, reuse: true, ...(exact ? {} : { sampler }) });
+      n = r.ids.length - P;
+      finish = r.finish;
+      reused = r.reused;
+      const byDepth = r.draftedByDepth.map((d, k) => (d > 0 ? r.acceptedByDepth[k]! / d : 0));
+      acc = `; speculative, ${((r.drafted > 0 ? r.accepted / r.drafted : 0) * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}`;
+    } else {
+      const g = generate(dec!, prompt, P, { maxNew, pick: sampler.pick, ...eos, onToken });
+      n = g.tokens[0]!.length;
+      finish = g.finish[0]!;
+      reused = dec!.reused;
+    }
     out(stream.finish());
     const seconds = (performance.now() - t0) / 1e3;
     if (process.stdout.destroyed) break;
     process.stdout.write('\n');
     messages.push({ role: 'assistant', content: stream.text.trim() });
     if (v.verbose) {
-      const n = g.tokens[0]!.length;
-      err(`${P} prompt tokens (${dec.reused} reused from the cache), ${n} generated in ${seconds.toFixed(3)} s (${(n / Math.max(seconds, 1e-9)).toFixed(1)} tokens/s; finish: ${g.finish[0]})`);
+      err(`${P} prompt tokens (${reused} reused from the cache), ${n} generated in ${seconds.toFixed(3)} s (${(n / Math.max(seconds, 1e-9)).toFixed(1)} tokens/s${acc}; finish: ${finish})`);
     }
   }
   rl.close();
