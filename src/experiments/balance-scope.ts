@@ -17,17 +17,13 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { validationBatches } from '../data/dataset.js';
-import { noGrad } from '../engine/autograd.js';
 import { moeLayerIndices, type ModelConfig } from '../model/config.js';
 import { DeepseekV3 } from '../model/model.js';
 import { maxVio, type BalanceMode } from '../objective/balance.js';
-import { lossReport } from '../objective/losses.js';
 import { biasGammaForLr, mtpSwitchStepFor, PAPER, TRAIN, warmupFor } from '../train/recipe.js';
 import { escapeXml, heatmap } from '../train/svg.js';
-import { forwardLosses } from '../train/train-step.js';
 import { train } from '../train/trainer.js';
-import { type Size } from './balance.js';
+import { type Size, validationPass } from './balance.js';
 import { experimentConfig, runSize } from './training-setup.js';
 import { prepareDomains, proseAndCode, type MultiDomainData } from './domains.js';
 import { finalsOf, runsOf, type Arm, type Experiment, type ExperimentResults, type Measured, type RunContext, type RunRecord } from './experiment.js';
@@ -75,25 +71,8 @@ export function domainExpertInformation(loads: readonly (ArrayLike<number>)[]): 
 
 /** Per domain: LM loss and the expert loads of every MoE layer of the main model over its validation split. */
 function measureDomains(checkpoint: string, cfg: ModelConfig, d: MultiDomainData, z: Size): Array<{ lm: number; rows: number; loads: Map<number, Float64Array> }> {
-  const layers = moeLayerIndices(cfg, false);
   const model = DeepseekV3.load(checkpoint, { weights: 'f32' });
-  return d.domains.map((dom) => {
-    const loads = new Map(layers.map((l) => [l, new Float64Array(cfg.n_routed_experts)]));
-    let nll = 0;
-    let rows = 0;
-    let k = 0;
-    for (const b of validationBatches(dom.val, z.batch, z.seq)) {
-      if (k++ >= z.valBatches) break;
-      const f = noGrad(() => forwardLosses(model, b.tokens, { mtpLambda: 0, balanceAlpha: 0, balance: 'none' }, b.batchSize));
-      nll += lossReport(f.terms).lm * b.batchSize;
-      rows += b.batchSize;
-      for (const l of layers) {
-        const load = f.routing.get(l)?.load;
-        if (load) loads.get(l)!.forEach((_, e, acc) => (acc[e] = acc[e]! + load[e]!));
-      }
-    }
-    return { lm: rows ? nll / rows : NaN, rows, loads };
-  });
+  return d.domains.map((dom) => validationPass(model, cfg, dom.val, z));
 }
 
 function runArm(arm: Arm, ctx: RunContext, cfg: ModelConfig, data: MultiDomainData, z: Size): Measured {

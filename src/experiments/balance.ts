@@ -74,29 +74,41 @@ function loadHeat(loads: Int32Array[], cols: number): number[][] {
   return out;
 }
 
-/**
- * The final measurement of a finished run: LM loss and MaxVio_global (per MoE layer of the main
- * model, the load summed over the validation split up to `z.valBatches` batches, then averaged
- * over the layers).
- */
-export function measureValidation(checkpoint: string, cfg: ModelConfig, data: PreparedData, z: { batch: number; seq: number; valBatches: number }): { val_lm: number; maxvio_global: number } {
+/** One pass over a validation split (up to `z.valBatches` batches): mean LM loss per sequence and
+ * the expert loads of each MoE layer of the main model, summed. */
+export function validationPass(
+  model: DeepseekV3,
+  cfg: ModelConfig,
+  val: Int32Array,
+  z: { batch: number; seq: number; valBatches: number },
+): { lm: number; rows: number; loads: Map<number, Float64Array> } {
   const layers = moeLayerIndices(cfg, false);
-  const model = DeepseekV3.load(checkpoint, { weights: 'f32' });
-  const total = new Map<number, Float64Array>(layers.map((l) => [l, new Float64Array(cfg.n_routed_experts)]));
+  const loads = new Map<number, Float64Array>(layers.map((l) => [l, new Float64Array(cfg.n_routed_experts)]));
   let nll = 0;
   let rows = 0;
   let k = 0;
-  for (const b of validationBatches(data.val, z.batch, z.seq)) {
+  for (const b of validationBatches(val, z.batch, z.seq)) {
     if (k++ >= z.valBatches) break;
     const f = noGrad(() => forwardLosses(model, b.tokens, { mtpLambda: 0, balanceAlpha: 0, balance: 'none' }, b.batchSize));
     nll += lossReport(f.terms).lm * b.batchSize;
     rows += b.batchSize;
     for (const l of layers) {
       const load = f.routing.get(l)?.load;
-      if (load) total.get(l)!.forEach((_, e, acc) => (acc[e] = acc[e]! + load[e]!));
+      if (load) loads.get(l)!.forEach((_, e, acc) => (acc[e] = acc[e]! + load[e]!));
     }
   }
-  return { val_lm: rows ? nll / rows : NaN, maxvio_global: mean(layers.map((l) => maxVio(total.get(l)!))) };
+  return { lm: rows ? nll / rows : NaN, rows, loads };
+}
+
+/**
+ * The final measurement of a finished run: LM loss and MaxVio_global (per MoE layer of the main
+ * model, the load summed over the validation split up to `z.valBatches` batches, then averaged
+ * over the layers).
+ */
+export function measureValidation(checkpoint: string, cfg: ModelConfig, data: PreparedData, z: { batch: number; seq: number; valBatches: number }): { val_lm: number; maxvio_global: number } {
+  const model = DeepseekV3.load(checkpoint, { weights: 'f32' });
+  const v = validationPass(model, cfg, data.val, z);
+  return { val_lm: v.lm, maxvio_global: mean([...v.loads.values()].map((l) => maxVio(l))) };
 }
 
 function runArm(arm: Arm, ctx: RunContext, cfg: ModelConfig, data: PreparedData, z: Size): Measured {
