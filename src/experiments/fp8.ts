@@ -254,7 +254,7 @@ function extraHtml(runs: readonly RunRecord[], arms: readonly Arm[]): string {
 
 export const fp8Experiment: Experiment = {
   name: 'fp8',
-  summary: 'FP8 vs float32 training (loss within 0.25%?); ablations: accumulation promotion, scaling granularity',
+  summary: 'FP8 vs BF16 and float32 training (loss within 0.25%?); ablations: accumulation promotion, scaling granularity',
   source: 'DeepSeek-V3 report §3.3 (FP8 training; Figure 7: fine-grained quantisation and N_C = 128 promotion), Figure 10 and appendix B.',
   plan(size) {
     const z = runSize(size, QUICK, FULL, 8);
