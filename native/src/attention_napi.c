@@ -1,6 +1,7 @@
 /* Node-API bindings of flash attention (isa/attention.c):
  *   attention(p, q, k, v, out, lse)
  *   attentionBackward(p, q, k, v, out, lse, dout, dq, dk, dv)
+ * and their BF16 twins attentionBf16 / attentionBackwardBf16 (isa/attention_bf16.c, same arguments)
  * with the JS signatures of the `Kernels` interface; p is the AttentionParams object, read
  * property by property here (the optional per-batch causalOffsets / kvBatch Int32Arrays too). Every buffer is checked against the extent its strides reach
  * (RangeError naming it) before any work. kvHeads must be 1 or heads. Strides must be
@@ -8,7 +9,10 @@
  * views of one buffer: their gradients then sum, as in the reference). */
 #include <stdlib.h>
 #include <string.h>
+#include "attention_bf16.h"
+#include "cpu.h"
 #include "fused_napi.h"
+#include "gemm.h"
 
 static int prop_value(napi_env env, napi_value obj, const char* key, napi_value* v) {
   bool has = false;
@@ -210,7 +214,9 @@ static float* alloc_floats(napi_env env, size_t n) {
   return (float*)p;
 }
 
-static napi_value js_attention(napi_env env, napi_callback_info info) {
+/* bf16: the BF16 kernel (isa/attention_bf16.c), VDPBF16PS where the CPU has it (and the GEMM's
+ * test hook gemmAllowDpbf16 allows it) */
+static napi_value attention_fwd(napi_env env, napi_callback_info info, int bf16) {
   GET_ARGS(env, info, 6);
   dsv3_attn_ctx c;
   memset(&c, 0, sizeof c);
@@ -227,15 +233,16 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   c.q = q, c.k = k, c.v = v, c.out = out, c.lse = lse;
   int th;
   plan(&c, 0, &th);
-  c.scratch_floats = dsv3_attn_fwd_scratch(&c);
+  c.scratch_floats = bf16 ? dsv3_attn_bf16_fwd_scratch(&c) : dsv3_attn_fwd_scratch(&c);
+  c.dp = bf16 && dsv3_isa() == DSV3_ISA_LEVEL_AVX512 && dsv3_has_avx512_bf16() && dsv3_gemm_allow_dpbf16;
   const int64_t tasks = c.batch * c.kv_heads * c.chunks;
   /* Whole (batch, kv head)s per task, from packed K/V, when there are enough of them to keep
    * every thread busy (>= 4 a thread: they cost the same) and a chunk holds enough rows to
    * reuse a packed row (not decode: one query row reads each key once). */
   const int64_t bgs = c.batch * c.kv_heads;
   const size_t pk = pack_floats(&c, 0);
-  const int by_bg = c.splits == 1 && pk > 0 && c.rows_per_chunk >= 16 && c.tq * c.group > 1 && bgs >= 4 * (int64_t)th;
-  if (by_bg) c.scratch_floats += pk + 64;
+  const int by_bg = c.splits == 1 && (pk > 0 || bf16) && c.rows_per_chunk >= 16 && c.tq * c.group > 1 && bgs >= 4 * (int64_t)th;
+  if (by_bg && !bf16) c.scratch_floats += pk + 64; /* (the bf16 scratch always has its packing room) */
   c.scratch = alloc_floats(env, c.scratch_floats * (size_t)th);
   if (!c.scratch) return NULL;
   if (c.splits > 1) {
@@ -245,15 +252,24 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  if (by_bg) run(SELECT_ISA(dsv3_attn_fwd_bg_task), &c, bgs, th, bgs / (8 * (int64_t)th)); /* >= 8 runs a thread */
-  else run(SELECT_ISA(dsv3_attn_fwd_task), &c, tasks * c.splits, th, 1);
-  if (c.splits > 1) run(SELECT_ISA(dsv3_attn_fwd_combine_task), &c, tasks, th, 1);
+  if (bf16) {
+    if (by_bg) run(SELECT_ISA(dsv3_attn_bf16_fwd_bg_task), &c, bgs, th, bgs / (8 * (int64_t)th));
+    else run(SELECT_ISA(dsv3_attn_bf16_fwd_task), &c, tasks * c.splits, th, 1);
+    if (c.splits > 1) run(SELECT_ISA(dsv3_attn_bf16_fwd_combine_task), &c, tasks, th, 1);
+  } else {
+    if (by_bg) run(SELECT_ISA(dsv3_attn_fwd_bg_task), &c, bgs, th, bgs / (8 * (int64_t)th)); /* >= 8 runs a thread */
+    else run(SELECT_ISA(dsv3_attn_fwd_task), &c, tasks * c.splits, th, 1);
+    if (c.splits > 1) run(SELECT_ISA(dsv3_attn_fwd_combine_task), &c, tasks, th, 1);
+  }
   free(c.part);
   free(c.scratch);
   return NULL;
 }
 
-static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
+static napi_value js_attention(napi_env env, napi_callback_info info) { return attention_fwd(env, info, 0); }
+static napi_value js_attention_bf16(napi_env env, napi_callback_info info) { return attention_fwd(env, info, 1); }
+
+static napi_value attention_bwd(napi_env env, napi_callback_info info, int bf16) {
   GET_ARGS(env, info, 10);
   dsv3_attn_ctx c;
   memset(&c, 0, sizeof c);
@@ -274,7 +290,8 @@ static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
   plan(&c, 1, &th);
   /* + room for packed K/V and dK/dV sums (attention.c: the task packs when it is there) */
   const size_t pk = pack_floats(&c, 1);
-  c.scratch_floats = dsv3_attn_bwd_scratch(&c) + (pk > 0 ? pk + 64 : 0);
+  c.scratch_floats = bf16 ? dsv3_attn_bf16_bwd_scratch(&c) : dsv3_attn_bwd_scratch(&c) + (pk > 0 ? pk + 64 : 0);
+  c.dp = bf16 && dsv3_isa() == DSV3_ISA_LEVEL_AVX512 && dsv3_has_avx512_bf16() && dsv3_gemm_allow_dpbf16;
   const int64_t bg = c.batch * c.kv_heads;
   c.scratch = alloc_floats(env, c.scratch_floats * (size_t)th);
   if (!c.scratch) return NULL;
@@ -285,14 +302,20 @@ static napi_value js_attention_bwd(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  run(SELECT_ISA(dsv3_attn_bwd_task), &c, bg * c.splits, th, c.splits == 1 ? bg / (8 * (int64_t)th) : 1);
+  run(bf16 ? SELECT_ISA(dsv3_attn_bf16_bwd_task) : SELECT_ISA(dsv3_attn_bwd_task), &c, bg * c.splits, th,
+      c.splits == 1 ? bg / (8 * (int64_t)th) : 1);
   if (c.splits > 1) run(SELECT_ISA(dsv3_attn_bwd_reduce_task), &c, bg, th, 1);
   free(c.part);
   free(c.scratch);
   return NULL;
 }
 
+static napi_value js_attention_bwd(napi_env env, napi_callback_info info) { return attention_bwd(env, info, 0); }
+static napi_value js_attention_bwd_bf16(napi_env env, napi_callback_info info) { return attention_bwd(env, info, 1); }
+
 void dsv3_register_attention(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "attention", js_attention);
   dsv3_export(env, exports, "attentionBackward", js_attention_bwd);
+  dsv3_export(env, exports, "attentionBf16", js_attention_bf16);
+  dsv3_export(env, exports, "attentionBackwardBf16", js_attention_bwd_bf16);
 }

@@ -68,6 +68,7 @@ typedef struct {
   float* part;                           /* split partials (see attention.c)  */
   float* scratch;                        /* per-thread work space              */
   size_t scratch_floats;                 /* per thread                         */
+  int dp;                                /* bf16 kernel (attention_bf16.h): use VDPBF16PS */
 } dsv3_attn_ctx;
 
 static inline int64_t dsv3_pad(int64_t n) { return (n + DSV3_ATT_PAD - 1) / DSV3_ATT_PAD * DSV3_ATT_PAD; }

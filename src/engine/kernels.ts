@@ -207,6 +207,22 @@ export interface Kernels {
    */
   attentionBackward(p: AttentionParams, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     lse: Float32Array, dout: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
+  /**
+   * `attention` for BF16 mixed-precision training: its matrix products take bfloat16 operands
+   * (round to nearest even) with float32 accumulation, S = scale * bf16(q) bf16(k)^T and
+   * O = bf16(P) bf16(v) / l, where P = exp(S - mq ln 2) with mq = ceil(rowmax(S) log2 e) (any
+   * integer mq gives the same O: bf16 rounding commutes with powers of two) and l = Σ P
+   * unrounded; lse = mq ln 2 + log l. Softmax statistics and accumulators are float32.
+   * Definition: reference/attention-bf16.ts.
+   */
+  attentionBf16(p: AttentionParams, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array): void;
+  /**
+   * Backward of `attentionBf16` (same arguments as attentionBackward): P = exp(S - lse) with S
+   * as in the forward, dP = bf16(dout) bf16(v)^T, D = Σ bf16(dout) * out, dS = bf16(P (dP - D)
+   * scale); dv = bf16(P)^T bf16(dout), dq = dS bf16(k), dk = dS^T bf16(q), float32 sums.
+   */
+  attentionBackwardBf16(p: AttentionParams, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
+    lse: Float32Array, dout: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
 }
 
 export const enum BinaryOp {

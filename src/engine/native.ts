@@ -99,6 +99,8 @@ export function loadNativeKernels(): Kernels | null {
     sumSquares: has('sumSquares') ? a.sumSquares : ref.sumSquares,
     attention: has('attention') ? a.attention : ref.attention,
     attentionBackward: has('attentionBackward') ? a.attentionBackward : ref.attentionBackward,
+    attentionBf16: has('attentionBf16') ? a.attentionBf16 : ref.attentionBf16,
+    attentionBackwardBf16: has('attentionBackwardBf16') ? a.attentionBackwardBf16 : ref.attentionBackwardBf16,
   };
   const missing = missingNativeKernels();
   if (missing.length > 0) {

@@ -27,6 +27,7 @@ import { attention, cat, matmul, mlaAttention, ropeTail } from '../engine/ops/in
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { softmaxScale } from './yarn.js';
+import { trainingPrecision } from './precision-mode.js';
 import type { LatentCache } from './latent-cache.js';
 import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
@@ -148,7 +149,8 @@ export class MultiHeadLatentAttention {
     const [B, S] = cAll.shape as [number, number];
     const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
-    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset });
+    // BF16 attention core under --precision bf16 and fp8 (§3.3: attention's matmuls stay BF16)
+    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: trainingPrecision() !== 'fp32' });
   }
 
   /**
@@ -161,7 +163,7 @@ export class MultiHeadLatentAttention {
     const wUK = wkv.slice(1, 0, dn); // [H, dn, r]
     const wUV = wkv.slice(1, dn, dn + dv); // [H, dv, r]
     const qLat = matmul(qNope.transpose(1, 2), wUK).transpose(1, 2); // [B, T, H, r]
-    const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset });
+    const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset, bf16: trainingPrecision() !== 'fp32' });
     return matmul(ctx.transpose(1, 2), wUV.transpose(1, 2)).transpose(1, 2); // [B, T, H, dv]
   }
 }

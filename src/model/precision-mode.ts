@@ -7,10 +7,13 @@
  *     shared and routed experts (`groupedExperts` with `bf16`) and the output head
  *     (`linearCrossEntropy` with `bf16`) run Fprop, Dgrad and Wgrad on bfloat16 operands with
  *     float32 accumulation; weights are rounded to bf16 once per optimizer step
- *     (engine/bf16-weights.ts) and activations saved for Wgrad are kept in bf16. Master weights,
- *     gradients, norms, softmax, the attention core, the MoE gate (router), the losses and the
- *     optimizer stay float32 (AdamW moments per --moment-dtype);
- *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`).
+ *     (engine/bf16-weights.ts) and activations saved for Wgrad are kept in bf16. The attention
+ *     core's matrix products (QK^T, PV and the four of its backward) take bf16 operands with
+ *     float32 accumulation (mla.ts -> Kernels.attentionBf16). Master weights, gradients, norms,
+ *     the softmax statistics, the MoE gate (router), the losses and the optimizer stay float32
+ *     (AdamW moments per --moment-dtype);
+ *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`); its attention core runs as
+ *     under bf16 (the paper keeps attention's matmuls in BF16).
  * bf16 / FP8 checkpoint weights (inference) are unaffected. The switch is read when an op runs
  * forward; its backward follows that choice.
  */

@@ -20,6 +20,8 @@ export interface AttentionOptions {
   scale: number;
   /** Query i sees keys j <= i + causalOffset; default S - T (the queries are the last T). */
   causalOffset?: number;
+  /** BF16 operands with float32 accumulation in every matrix product (Kernels.attentionBf16); default false. */
+  bf16?: boolean;
 }
 
 type Strides3 = readonly [number, number, number];
@@ -84,7 +86,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   };
   const y = alloc(B * T * H * dv);
   const lse = alloc(B * H * T);
-  if (y.length > 0 && S > 0) kernels().attention(p, qo.data, ko.data, vo.data, y, lse);
+  const bf16 = opts.bf16 === true;
+  if (y.length > 0 && S > 0) (bf16 ? kernels().attentionBf16 : kernels().attention)(p, qo.data, ko.data, vo.data, y, lse);
   else lse.fill(-Infinity);
   const out = new Tensor(y, [B, T, H, dv], 'f32');
   if (!q.requiresGrad && !k.requiresGrad && !v.requiresGrad) return out;
@@ -101,7 +104,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     const dq = alloc(span(q.shape, qb.strides));
     const dk = alloc(span(k.shape, kb.strides));
     const dvb = alloc(span(v.shape, vb.strides));
-    if (y.length > 0 && S > 0) kernels().attentionBackward(pb, qb.data, kb.data, vb.data, y, lse, dout, dq, dk, dvb);
+    if (y.length > 0 && S > 0) (bf16 ? kernels().attentionBackwardBf16 : kernels().attentionBackward)(pb, qb.data, kb.data, vb.data, y, lse, dout, dq, dk, dvb);
     const grad = (t: Tensor, buf: Float32Array, s: Strides3): Tensor | null =>
       t.requiresGrad ? new Tensor(buf, t.shape, 'f32', [s[0], s[1], s[2], 1], 0) : null;
     return [grad(q, dq, qb.strides), grad(k, dk, kb.strides), grad(v, dvb, vb.strides)];

@@ -19,6 +19,11 @@ export interface MlaAttentionOptions {
   scale: number;
   /** Query i sees keys j <= i + causalOffset; default S - T. */
   causalOffset?: number;
+  /**
+   * BF16 mixed precision (§3.3): the attention core's matrix products, forward and backward,
+   * on bfloat16 operands with float32 accumulation (Kernels.attentionBf16); default false.
+   */
+  bf16?: boolean;
 }
 
 // Key / key-gradient scratch, reused by every call (filled and consumed within one call).
@@ -61,6 +66,7 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   const causalOffset = opts.causalOffset ?? S - T;
   if (!Number.isInteger(causalOffset)) throw new Error(`mlaAttention: causalOffset must be an integer, got ${causalOffset}`);
 
+  const bf16 = opts.bf16 === true;
   const qd = dataOf(q);
   const kvd = dataOf(kvb);
   const ped = dataOf(kPe);
@@ -76,7 +82,8 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   if (live) {
     const K = buf('K', nK);
     assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
-    kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+    if (bf16) kernels().attentionBf16(p, qd, K, kvd.subarray(dn), y, lse);
+    else kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
   } else lse.fill(-Infinity);
   const out = new Tensor(y, [B, T, H, dv], 'f32');
   if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
@@ -90,7 +97,7 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
       const dK = buf('dK', nK);
       const k = kernels();
-      k.attentionBackward(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
+      (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
       k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
       k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
     }

@@ -1,6 +1,7 @@
 /** The pure-TypeScript reference kernels: the oracle in tests and the fallback backend. */
 import type { Kernels } from '../kernels.js';
 import { attention, attentionBackward } from './attention.js';
+import { attentionBackwardBf16, attentionBf16 } from './attention-bf16.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
@@ -49,4 +50,6 @@ export const referenceKernels: Kernels = {
   sumSquares,
   attention,
   attentionBackward,
+  attentionBf16,
+  attentionBackwardBf16,
 };

@@ -1,0 +1,573 @@
+/* BF16 flash attention (attention_bf16.h): the tiles and tasks of isa/attention.c (FlashAttention
+ * Alg. 1 forward, FlashAttention-2 Alg. 2 backward; DeepSeek-V3 Eq. 10) with the five matrix
+ * products of a tile on bfloat16 operands and float32 accumulation, as the paper keeps
+ * attention's matmuls in BF16 (§3.3, Figure 6).
+ *
+ * Forward, per key tile (S^T = K Q^T has the query rows as its vector dimension, as in the
+ * float32 kernel):
+ *   S^T[j][r] = scale * sum_d Kr[j][d] QT2[d][r]         (Kr: K rows, QT2: Q^T in d-pairs)
+ *   mq' = max(mq, ceil(rowmax(S) * log2 e)),  P = exp(S - mq' ln 2),
+ *   l = l * 2^(mq - mq') + rowsum(P),  O = O * 2^(mq - mq') + bf16(P) V2
+ * (P written as key pairs P2[j/2][r][2] straight from the softmax loop; V2 = V in key pairs).
+ * Backward, per key tile (P recomputed from lse, FlashAttention-2):
+ *   S^T = K Q^T, dP^T = Vr dOT2, P = exp(S - lse), dS = P (dP - D) scale,
+ *   dV += Pr^T dOn2, dK += dSr^T Qn2, dQ += dS2 K2
+ * with Pr, dSr = bf16 rows [j][r] (pairs along r), dS2 = key pairs, Qn2/dOn2 = Q/dO in row
+ * pairs, K2 = K in key pairs. All pad entries (odd d, odd key counts, rows past R, columns past
+ * d up to the 16-float pad) are zero, so full vectors of B are always read and pairs never mix
+ * a pad with data. */
+#include "../attention_bf16.h"
+#include "simd.h"
+
+#define BK DSV3_ATT_BK
+#define LN2F 0.693147180559945309f
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+/* rows of a tile: a whole number of vectors, and even (row pairs) */
+static inline int64_t rup2(int64_t n) {
+  const int64_t v = (n + VL - 1) / VL * VL;
+  return (v + 1) & ~(int64_t)1;
+}
+static inline int64_t off3(const int64_t* s, int64_t b, int64_t t, int64_t h) { return b * s[0] + t * s[1] + h * s[2]; }
+static inline int64_t coff(const dsv3_attn_ctx* c, int64_t b) { return c->coffs ? c->coffs[b] : c->causal_offset; }
+static inline int64_t kvb(const dsv3_attn_ctx* c, int64_t b) { return c->kvb ? c->kvb[b] : b; }
+
+/* scalar bf16 rounding (bf16_convert.c's rule): nearest even, subnormals kept, NaN quiet */
+static inline uint16_t round1(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u | 0x00400000u) >> 16);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline float widen1(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float y;
+  memcpy(&y, &u, 4);
+  return y;
+}
+
+/* ---- bf16 vectors: vi holds VL 32-bit lanes (a pair each, or one bf16 in the low half) ---- */
+#if defined(DSV3_ISA_AVX512)
+typedef __m512i vi;
+SIMD_INLINE vi vbf16(vf x) { /* bf16 bits of each lane, in its low 16 bits */
+  const __m512i u = _mm512_castps_si512(x);
+  __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                               _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+  return _mm512_srli_epi32(r, 16);
+}
+SIMD_INLINE void vstore_pairs(uint16_t* p, vi lo, vi hi) {
+  _mm512_storeu_si512((void*)p, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+}
+SIMD_INLINE void vstore_row(uint16_t* p, vi r) { _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(r)); }
+SIMD_INLINE vi viload(const uint16_t* p) { return _mm512_loadu_si512((const void*)p); }
+SIMD_INLINE vf vwlo(vi x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
+SIMD_INLINE vf vwhi(vi x) { return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))); }
+SIMD_INLINE vf vceil(vf x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC); }
+SIMD_INLINE __m512bh as_bh(__m512i x) {
+  __m512bh r;
+  memcpy(&r, &x, sizeof r);
+  return r;
+}
+SIMD_INLINE vi vibcast(const uint16_t* p) {
+  int32_t u;
+  memcpy(&u, p, 4);
+  return _mm512_set1_epi32(u);
+}
+SIMD_INLINE vf vdp(vf c, vi a, vi b) { return _mm512_dpbf16_ps(c, as_bh(a), as_bh(b)); }
+#elif defined(DSV3_ISA_AVX2)
+typedef __m256i vi;
+SIMD_INLINE vi vbf16(vf x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                                     _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  return _mm256_srli_epi32(_mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), nan), 16);
+}
+SIMD_INLINE void vstore_pairs(uint16_t* p, vi lo, vi hi) {
+  _mm256_storeu_si256((__m256i*)p, _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16)));
+}
+SIMD_INLINE void vstore_row(uint16_t* p, vi r) {
+  /* packus works within 128-bit lanes: (r0..3 r0..3 | r4..7 r4..7) -> 64-bit elements 0, 2 */
+  const __m256i q = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  _mm_storeu_si128((__m128i*)p, _mm256_castsi256_si128(q));
+}
+SIMD_INLINE vi viload(const uint16_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
+SIMD_INLINE vf vwlo(vi x) { return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)); }
+SIMD_INLINE vf vwhi(vi x) { return _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32((int)0xffff0000u))); }
+SIMD_INLINE vf vceil(vf x) { return _mm256_ceil_ps(x); }
+#else
+typedef uint32_t vi;
+SIMD_INLINE vi vbf16(vf x) { return round1(x); }
+SIMD_INLINE void vstore_pairs(uint16_t* p, vi lo, vi hi) {
+  p[0] = (uint16_t)lo;
+  p[1] = (uint16_t)hi;
+}
+SIMD_INLINE void vstore_row(uint16_t* p, vi r) { p[0] = (uint16_t)r; }
+SIMD_INLINE vi viload(const uint16_t* p) { return (uint32_t)p[0] | (uint32_t)p[1] << 16; }
+SIMD_INLINE vf vwlo(vi x) { return widen1((uint16_t)x); }
+SIMD_INLINE vf vwhi(vi x) { return widen1((uint16_t)(x >> 16)); }
+SIMD_INLINE vf vceil(vf x) { return ceilf(x); }
+#endif
+
+/* float value of the low / high bf16 of the pair at p */
+static inline float pair_lo(const uint16_t* p) { return widen1(p[0]); }
+static inline float pair_hi(const uint16_t* p) { return widen1(p[1]); }
+
+/* ---- the tile product -----------------------------------------------------------------------
+ * C[m][0..N) (+)= sum_{kp < KP} A(m, 2kp) B[2kp][.] + A(m, 2kp+1) B[2kp+1][.], where the pair
+ * A(m, 2kp..2kp+1) is at A + m*ars + kp*acs and B row pair kp at B + kp*ldb ([N][2], readable
+ * in whole vectors: the callers pad B's rows). dp: one VDPBF16PS per pair and vector; else
+ * the pair is widened (shift, mask) and two FMAs run. Blocking as attn_tile.h's mm_tile. */
+SIMD_INLINE void dp_tile(const int dp, const int mr, const int nv, const int nn, const int64_t KP, const uint16_t* A,
+                         const int64_t ars, const int64_t acs, const uint16_t* B, const int64_t ldb, float* C,
+                         const int64_t ldc, const int acc) {
+  vf c0[8], c1[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < mr; i++) c0[i] = c1[i] = vzero();
+  for (int64_t kp = 0; kp < KP; kp++) {
+    const uint16_t* b = B + kp * ldb;
+    const uint16_t* a = A + kp * acs;
+    const vi b0 = viload(b), b1 = nv > 1 ? viload(b + 2 * VL) : b0;
+#if defined(DSV3_ISA_AVX512)
+    if (dp) {
+#pragma GCC unroll 8
+      for (int i = 0; i < mr; i++) {
+        const vi ai = vibcast(a + i * ars);
+        c0[i] = vdp(c0[i], ai, b0);
+        if (nv > 1) c1[i] = vdp(c1[i], ai, b1);
+      }
+      continue;
+    }
+#else
+    (void)dp;
+#endif
+    const vf b0l = vwlo(b0), b0h = vwhi(b0), b1l = vwlo(b1), b1h = vwhi(b1);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++) {
+      const vf al = vset1(pair_lo(a + i * ars)), ah = vset1(pair_hi(a + i * ars));
+      c0[i] = vfma(ah, b0h, vfma(al, b0l, c0[i]));
+      if (nv > 1) c1[i] = vfma(ah, b1h, vfma(al, b1l, c1[i]));
+    }
+  }
+  const int last = nn - (nv - 1) * VL;
+#pragma GCC unroll 8
+  for (int i = 0; i < mr; i++) {
+    float* c = C + i * ldc;
+    if (nv == 1) {
+      if (last == VL) vstore(c, acc ? vadd(vload(c), c0[i]) : c0[i]);
+      else vstoret(c, acc ? vadd(vloadt(c, last, 0), c0[i]) : c0[i], last);
+    } else {
+      vstore(c, acc ? vadd(vload(c), c0[i]) : c0[i]);
+      if (last == VL) vstore(c + VL, acc ? vadd(vload(c + VL), c1[i]) : c1[i]);
+      else vstoret(c + VL, acc ? vadd(vloadt(c + VL, last, 0), c1[i]) : c1[i], last);
+    }
+  }
+}
+
+#define DP_TILE(mr, nv) \
+  dp_tile(dp, mr, nv, nn, KP, A + m0 * ars, ars, acs, B + 2 * n0, ldb, C + m0 * ldc + n0, ldc, acc)
+
+SIMD_INLINE void dpmm_impl(const int dp, const int64_t M, const int64_t N, const int64_t KP, const uint16_t* A,
+                           const int64_t ars, const int64_t acs, const uint16_t* B, const int64_t ldb, float* C,
+                           const int64_t ldc, const int acc) {
+  for (int64_t n0 = 0; n0 < N; n0 += 2 * VL) {
+    const int nn = (int)(N - n0 < 2 * VL ? N - n0 : 2 * VL);
+    int64_t m0 = 0;
+    if (nn > VL) {
+      for (; M - m0 >= 12 || M - m0 == 6; m0 += 6) DP_TILE(6, 2);
+      switch (M - m0) {
+        case 11: DP_TILE(6, 2); m0 += 6; DP_TILE(5, 2); break;
+        case 10: DP_TILE(5, 2); m0 += 5; DP_TILE(5, 2); break;
+        case 9: DP_TILE(5, 2); m0 += 5; DP_TILE(4, 2); break;
+        case 8: DP_TILE(4, 2); m0 += 4; DP_TILE(4, 2); break;
+        case 7: DP_TILE(4, 2); m0 += 4; DP_TILE(3, 2); break;
+        case 5: DP_TILE(5, 2); break;
+        case 4: DP_TILE(4, 2); break;
+        case 3: DP_TILE(3, 2); break;
+        case 2: DP_TILE(2, 2); break;
+        case 1: DP_TILE(1, 2); break;
+        default: break;
+      }
+    } else {
+      for (; m0 + 8 <= M; m0 += 8) DP_TILE(8, 1);
+      switch (M - m0) {
+        case 7: DP_TILE(7, 1); break;
+        case 6: DP_TILE(6, 1); break;
+        case 5: DP_TILE(5, 1); break;
+        case 4: DP_TILE(4, 1); break;
+        case 3: DP_TILE(3, 1); break;
+        case 2: DP_TILE(2, 1); break;
+        case 1: DP_TILE(1, 1); break;
+        default: break;
+      }
+    }
+  }
+}
+#undef DP_TILE
+
+/* C (+)= A.B on bf16 pairs (see dp_tile); acc 0 overwrites C (KP 0: zeroes it) */
+static void dpmm(const int dp, const int64_t M, const int64_t N, const int64_t KP, const uint16_t* A, const int64_t ars,
+                 const int64_t acs, const uint16_t* B, const int64_t ldb, float* C, const int64_t ldc, const int acc) {
+  if (M <= 0 || N <= 0) return;
+  if (dp) dpmm_impl(1, M, N, KP, A, ars, acs, B, ldb, C, ldc, acc);
+  else dpmm_impl(0, M, N, KP, A, ars, acs, B, ldb, C, ldc, acc);
+}
+
+/* ---- packing (once per task: O(keys * d), against O(rows * keys * d) of products) ---------- */
+
+/* rows j in [j0, j1) of src (row stride ld, d floats) -> bf16 rows dst + j*w (w even >= d, pad 0) */
+static void pack_rows_bf16(uint16_t* dst, int64_t w, const float* src, int64_t ld, int64_t j0, int64_t j1, int64_t d) {
+  for (int64_t j = j0; j < j1; j++) {
+    const float* s = src + j * ld;
+    uint16_t* t = dst + j * w;
+    int64_t e = 0;
+    for (; e + VL <= d; e += VL) vstore_row(t + e, vbf16(vload(s + e)));
+    for (; e < d; e++) t[e] = round1(s[e]);
+    for (; e < w; e++) t[e] = 0;
+  }
+}
+
+/* rows j in [j0, j1) (j0 even) -> key pairs dst[(j/2)][e][2], row pairs of np pairs (np >= d,
+ * pad 0); an odd j1's partner slot is zeroed */
+static void pack_pairs_bf16(uint16_t* dst, int64_t np, const float* src, int64_t ld, int64_t j0, int64_t j1, int64_t d) {
+  for (int64_t j = j0; j < j1; j++) {
+    const float* s = src + j * ld;
+    uint16_t* t = dst + (j >> 1) * 2 * np + (j & 1);
+    for (int64_t e = 0; e < d; e++) t[2 * e] = round1(s[e]);
+    for (int64_t e = d; e < np; e++) t[2 * e] = 0;
+  }
+  if (j1 & 1) {
+    uint16_t* t = dst + (j1 >> 1) * 2 * np + 1;
+    for (int64_t e = 0; e < np; e++) t[2 * e] = 0;
+  }
+}
+
+/* The rows of chunk `ch` of (b, g), as attention.c's chunk_t. */
+typedef struct {
+  int64_t b, g, L0, R, Rp, minlim, maxlim;
+} chunk_t;
+
+static chunk_t chunk_of(const dsv3_attn_ctx* c, int64_t bg, int64_t ch) {
+  chunk_t k;
+  k.b = bg / c->kv_heads;
+  k.g = bg % c->kv_heads;
+  k.L0 = ch * c->rows_per_chunk;
+  k.R = min64(c->rows_per_chunk, c->tq * c->group - k.L0);
+  k.Rp = rup2(k.R);
+  k.minlim = k.L0 / c->group + coff(c, k.b);
+  k.maxlim = (k.L0 + k.R - 1) / c->group + coff(c, k.b);
+  return k;
+}
+static inline int64_t row_i(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r) { return (k->L0 + r) / c->group; }
+static inline int64_t row_h(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r) {
+  return k->g * c->group + (k->L0 + r) % c->group;
+}
+
+/* QT2[d/2][Rp][2] = bf16(q) of the chunk's rows (unscaled; pad rows and an odd d's partner 0),
+ * lim[r] = causal limit (pad rows: pad_lim) */
+static void gather_qt2(const dsv3_attn_ctx* c, const chunk_t* k, uint16_t* QT2, float* lim, float pad_lim) {
+  const int64_t Rp = k->Rp, dqk = c->dqk, dqk2 = dsv3_even(dqk);
+  for (int64_t r = 0; r < Rp; r++) {
+    uint16_t* col = QT2 + 2 * r;
+    if (r < k->R) {
+      const int64_t i = row_i(c, k, r);
+      const float* q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
+      for (int64_t d = 0; d < dqk; d++) col[(d >> 1) * 2 * Rp + (d & 1)] = round1(q[d]);
+      if (dqk & 1) col[(dqk >> 1) * 2 * Rp + 1] = 0;
+      lim[r] = (float)(i + coff(c, k->b));
+    } else {
+      for (int64_t d = 0; d < dqk2; d++) col[(d >> 1) * 2 * Rp + (d & 1)] = 0;
+      lim[r] = pad_lim;
+    }
+  }
+}
+
+/* Forward of split s of chunk ch of (batch, kv head) bg from the packed K rows Kr[key][dqk2]
+ * and V key pairs V2[key/2][dvp][2] (indexed by absolute key). */
+static void fwd_chunk(const dsv3_attn_ctx* c, int64_t bg, int64_t ch, int64_t s, int thread, const uint16_t* Kr,
+                      const uint16_t* V2) {
+  const int dp = c->dp;
+  const int64_t S = c->splits, NC = c->chunks, dqk2 = dsv3_even(c->dqk), dv = c->dv, dvp = dsv3_pad(dv);
+  const int64_t Rm = c->rows_per_chunk;
+  const chunk_t k = chunk_of(c, bg, ch);
+  const int64_t R = k.R, Rp = k.Rp;
+  float* base = c->scratch + (size_t)thread * c->scratch_floats;
+  uint16_t* QT2 = (uint16_t*)base;               /* [dqk2/2][Rp][2]               */
+  float* ST = base + dqk2 * Rm / 2;              /* [BK][Rp] scores               */
+  uint16_t* P2 = (uint16_t*)(ST + BK * Rm);      /* [BK/2][Rp][2] P, key pairs    */
+  float* O = ST + BK * Rm + BK * Rm / 2;         /* [R][dvp] unnormalised out     */
+  float *mrow = O + Rm * dvp, *lrow = mrow + Rm, *lim = lrow + Rm, *alpha = lim + Rm; /* mrow: mq */
+  gather_qt2(c, &k, QT2, lim, 3e38f);
+  for (int64_t r = 0; r < Rp; r++) {
+    mrow[r] = -INFINITY;
+    lrow[r] = 0.0f;
+  }
+  memset(O, 0, (size_t)(R * dvp) * sizeof(float));
+  const int64_t kend = min64(c->tk, k.maxlim + 1);
+  const int64_t nkb = kend > 0 ? (kend + BK - 1) / BK : 0;
+  const int64_t kb1 = (s + 1) * nkb / S;
+  const vf vscale = vset1(c->scale), ninf = vset1(-INFINITY);
+  for (int64_t kb = s * nkb / S; kb < kb1; kb++) {
+    const int64_t j0 = kb * BK, nk = min64(BK, kend - j0), nkp = (nk + 1) / 2;
+    dpmm(dp, nk, Rp, dqk2 / 2, Kr + j0 * dqk2, dqk2, 2, QT2, 2 * Rp, ST, Rp, 0); /* S^T = K Q^T */
+    const int masked = j0 + nk - 1 > k.minlim;
+    for (int64_t rv = 0; rv < Rp; rv += VL) {
+      const vf lv = vload(lim + rv), mv = vload(mrow + rv);
+      vf bm = ninf;
+      for (int64_t jj = 0; jj < nk; jj++) {
+        float* sp = ST + jj * Rp + rv;
+        vf x = vmul(vload(sp), vscale);
+        if (masked) x = vsel_gt(vset1((float)(j0 + jj)), lv, x, ninf);
+        vstore(sp, x);
+        bm = vmax(bm, x);
+      }
+      /* running max on the grid mq * ln2: rescaling by 2^(mq - mq') commutes with bf16 rounding */
+      const vf mq = vmax(mv, vceil(vmul(bm, vset1(1.44269504088896341f))));
+      const vf muse = vsel_eq(mq, ninf, vmul(mq, vset1(LN2F)), vzero()); /* all masked so far: P = 0 */
+      const vf dm = vsub(mv, mq);                                         /* <= 0, an integer        */
+      vf al = vldexp(vset1(1.0f), vmax(dm, vset1(-126.0f)));
+      al = vsel_gt(vset1(-126.0f), dm, al, vzero());
+      al = vsel_eq(mv, ninf, al, vzero()); /* nothing accumulated yet (O, l are 0) */
+      vf sum = vzero();
+      for (int64_t jj = 0; jj < nk; jj += 2) {
+        const vf p0 = vexp(vsub(vload(ST + jj * Rp + rv), muse));
+        const vf p1 = jj + 1 < nk ? vexp(vsub(vload(ST + (jj + 1) * Rp + rv), muse)) : vzero();
+        sum = vadd(sum, vadd(p0, p1));
+        vstore_pairs(P2 + (jj >> 1) * 2 * Rp + 2 * rv, vbf16(p0), vbf16(p1));
+      }
+      vstore(lrow + rv, vfma(vload(lrow + rv), al, sum));
+      vstore(mrow + rv, mq);
+      vstore(alpha + rv, al);
+    }
+    for (int64_t r = 0; r < R; r++) {
+      if (alpha[r] == 1.0f) continue;
+      const vf a = vset1(alpha[r]);
+      for (int64_t e = 0; e < dvp; e += VL) vstore(O + r * dvp + e, vmul(vload(O + r * dvp + e), a));
+    }
+    dpmm(dp, R, dv, nkp, P2, 2, 2 * Rp, V2 + (j0 >> 1) * 2 * dvp, 2 * dvp, O, dvp, 1); /* O += P V */
+  }
+  if (S == 1) {
+    for (int64_t r = 0; r < R; r++) {
+      const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+      float* o = c->out + off3(c->os, k.b, i, h);
+      const float l = lrow[r], inv = l > 0 ? 1.0f / l : 0.0f;
+      for (int64_t e = 0; e < dv; e++) o[e] = O[r * dvp + e] * inv;
+      const float muse = mrow[r] * LN2F;
+      c->lse[(k.b * c->heads + h) * c->tq + i] = l > 0 ? (float)((double)muse + log((double)l)) : -INFINITY;
+    }
+  } else {
+    float* p = c->part + (size_t)((bg * NC + ch) * S + s) * dsv3_attn_fwd_part(c);
+    memcpy(p, O, (size_t)(R * dvp) * sizeof(float));
+    memcpy(p + Rm * dvp, mrow, (size_t)R * sizeof(float));
+    memcpy(p + Rm * dvp + Rm, lrow, (size_t)R * sizeof(float));
+  }
+}
+
+static uint16_t* pack_area(const dsv3_attn_ctx* c, int thread, size_t work) {
+  return (uint16_t*)(c->scratch + (size_t)thread * c->scratch_floats + work);
+}
+static size_t fwd_work(const dsv3_attn_ctx* c) {
+  const int64_t R = c->rows_per_chunk;
+  return (size_t)(dsv3_even(c->dqk) * R / 2 + BK * R + BK * R / 2 + R * dsv3_pad(c->dv) + 6 * R + 64);
+}
+
+/* keys [j0, j1) of (b, g) into the thread's packed K rows and V pairs */
+static void fwd_pack(const dsv3_attn_ctx* c, int64_t bg, int thread, int64_t j0, int64_t j1, uint16_t** Kr, uint16_t** V2) {
+  const int64_t b = bg / c->kv_heads, g = bg % c->kv_heads, dqk2 = dsv3_even(c->dqk), dvp = dsv3_pad(c->dv);
+  *Kr = pack_area(c, thread, fwd_work(c));
+  *V2 = *Kr + c->tk * dqk2;
+  if (j1 <= j0) return;
+  pack_rows_bf16(*Kr, dqk2, c->k + off3(c->ks, kvb(c, b), 0, g), c->ks[1], j0, j1, c->dqk);
+  pack_pairs_bf16(*V2, dvp, c->v + off3(c->vs, kvb(c, b), 0, g), c->vs[1], j0, j1, c->dv);
+}
+
+void ISA_FN(dsv3_attn_bf16_fwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  const int64_t S = c->splits, NC = c->chunks;
+  const int64_t s = task % S, ch = NC - 1 - (task / S) % NC, bg = task / S / NC;
+  const chunk_t k = chunk_of(c, bg, ch);
+  const int64_t kend = min64(c->tk, k.maxlim + 1), nkb = kend > 0 ? (kend + BK - 1) / BK : 0;
+  uint16_t *Kr, *V2;
+  fwd_pack(c, bg, thread, s * nkb / S * BK, min64(kend, (s + 1) * nkb / S * BK), &Kr, &V2);
+  fwd_chunk(c, bg, ch, s, thread, Kr, V2);
+}
+
+void ISA_FN(dsv3_attn_bf16_fwd_bg_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  const int64_t bg = task, NC = c->chunks;
+  const int64_t kend = min64(c->tk, chunk_of(c, bg, NC - 1).maxlim + 1);
+  uint16_t *Kr, *V2;
+  fwd_pack(c, bg, thread, 0, kend, &Kr, &V2);
+  for (int64_t ch = NC - 1; ch >= 0; ch--) fwd_chunk(c, bg, ch, 0, thread, Kr, V2);
+}
+
+/* M = max_s mq_s, w_s = 2^(mq_s - M), out = sum_s w_s O_s / sum_s w_s l_s, lse = M ln2 + log L */
+void ISA_FN(dsv3_attn_bf16_fwd_combine_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  (void)thread;
+  const int64_t S = c->splits, NC = c->chunks, dv = c->dv, dvp = dsv3_pad(dv), Rm = c->rows_per_chunk;
+  const int64_t bg = task / NC, ch = task % NC;
+  const chunk_t k = chunk_of(c, bg, ch);
+  const size_t psz = dsv3_attn_fwd_part(c);
+  const float* base = c->part + (size_t)((bg * NC + ch) * S) * psz;
+  for (int64_t r = 0; r < k.R; r++) {
+    const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+    float* o = c->out + off3(c->os, k.b, i, h);
+    float M = -INFINITY;
+    for (int64_t s = 0; s < S; s++) M = fmaxf(M, base[s * psz + Rm * dvp + r]);
+    float* lse = c->lse + (k.b * c->heads + h) * c->tq + i;
+    if (M == -INFINITY) {
+      memset(o, 0, (size_t)dv * sizeof(float));
+      *lse = -INFINITY;
+      continue;
+    }
+    double L = 0;
+    float w[64];
+    for (int64_t s = 0; s < S; s++) {
+      const float* ps = base + s * psz;
+      const float m = ps[Rm * dvp + r];
+      w[s] = m == -INFINITY || m - M < -126.0f ? 0.0f : ldexpf(1.0f, (int)(m - M));
+      L += (double)w[s] * ps[Rm * dvp + Rm + r];
+    }
+    const float inv = (float)(1.0 / L);
+    for (int64_t e0 = 0; e0 < dv; e0 += VL) {
+      const int t = (int)min64(VL, dv - e0);
+      vf acc = vzero();
+      for (int64_t s = 0; s < S; s++) acc = vfma(vset1(w[s]), vload(base + s * psz + r * dvp + e0), acc);
+      vstoret(o + e0, vmul(acc, vset1(inv)), t);
+    }
+    *lse = (float)((double)(M * LN2F) + log(L));
+  }
+}
+
+void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int thread) {
+  const int dp = c->dp;
+  const int64_t S = c->splits, s = task % S, bg = task / S, Rm = c->rows_per_chunk;
+  const int64_t dqk = c->dqk, dv = c->dv, dqk2 = dsv3_even(dqk), dv2 = dsv3_even(dv), dqkp = dsv3_pad(dqk);
+  const int64_t dvp = dsv3_pad(dv), tk = c->tk, tk2 = dsv3_even(tk);
+  const int64_t b = bg / c->kv_heads, g = bg % c->kv_heads;
+  const float* kbase = c->k + off3(c->ks, b, 0, g);
+  const float* vbase = c->v + off3(c->vs, b, 0, g);
+  float* dkbase = c->dk + off3(c->ks, b, 0, g);
+  float* dvbase = c->dv_out + off3(c->vs, b, 0, g);
+  /* this task owns key tiles s, s+S, ...: zero their dk/dv rows (dk, dv may be views of one
+   * buffer: both are zeroed before either is accumulated, so they then sum) */
+  for (int64_t kb = s; kb * BK < tk; kb += S)
+    for (int64_t j = kb * BK; j < min64(tk, kb * BK + BK); j++) {
+      memset(dkbase + j * c->ks[1], 0, (size_t)dqk * sizeof(float));
+      memset(dvbase + j * c->vs[1], 0, (size_t)dv * sizeof(float));
+    }
+  float* base = c->scratch + (size_t)thread * c->scratch_floats;
+  uint16_t* QT2 = (uint16_t*)base;      /* [dqk2/2][Rp][2] bf16(q)      */
+  uint16_t* dOT2 = QT2 + dqk2 * Rm;     /* [dv2/2][Rp][2]  bf16(dout)   */
+  uint16_t* Qn2 = dOT2 + dv2 * Rm;      /* [R/2][dqkp][2]  bf16(q)      */
+  uint16_t* dOn2 = Qn2 + Rm * dqkp;     /* [R/2][dvp][2]   bf16(dout)   */
+  float* dQc = (float*)(dOn2 + Rm * dvp); /* [R][dqkp] dq of the chunk */
+  float* ST = dQc + Rm * dqkp;          /* [BK][Rp] S^T                 */
+  float* dPT = ST + BK * Rm;            /* [BK][Rp] dP^T                */
+  uint16_t* Pr = (uint16_t*)(dPT + BK * Rm); /* [BK][Rp] bf16(P), rows j */
+  uint16_t* dSr = Pr + BK * Rm;         /* [BK][Rp] bf16(dS), rows j    */
+  uint16_t* dS2 = dSr + BK * Rm;        /* [BK/2][Rp][2] bf16(dS), key pairs */
+  float* lser = (float*)(dS2 + BK * Rm);
+  float *D = lser + Rm, *lim = D + Rm;
+  uint16_t* Kr = (uint16_t*)(lim + Rm + 64); /* [tk][dqk2]        */
+  uint16_t* K2 = Kr + tk * dqk2;             /* [tk/2][dqkp][2]   */
+  uint16_t* Vr = K2 + tk2 * dqkp;            /* [tk][dv2]         */
+  float* dKs = (float*)(Vr + tk * dv2);      /* [tk][dqkp] dK sums */
+  float* dVs = dKs + tk * dqkp;              /* [tk][dvp]  dV sums */
+  const int64_t kend_all = min64(tk, chunk_of(c, bg, c->chunks - 1).maxlim + 1);
+  for (int64_t kb = s; kb * BK < kend_all; kb += S) {
+    const int64_t j0 = kb * BK, j1 = min64(kend_all, j0 + BK);
+    pack_rows_bf16(Kr, dqk2, kbase, c->ks[1], j0, j1, dqk);
+    pack_pairs_bf16(K2, dqkp, kbase, c->ks[1], j0, j1, dqk);
+    pack_rows_bf16(Vr, dv2, vbase, c->vs[1], j0, j1, dv);
+    memset(dKs + j0 * dqkp, 0, (size_t)((j1 - j0) * dqkp) * sizeof(float));
+    memset(dVs + j0 * dvp, 0, (size_t)((j1 - j0) * dvp) * sizeof(float));
+  }
+  const vf vscale = vset1(c->scale);
+  for (int64_t ch = 0; ch < c->chunks; ch++) {
+    const chunk_t k = chunk_of(c, bg, ch);
+    const int64_t R = k.R, Rp = k.Rp, kend = min64(tk, k.maxlim + 1), RP = (R + 1) / 2;
+    memset(dQc, 0, (size_t)(R * dqkp) * sizeof(float));
+    if (s * BK < kend) {
+      gather_qt2(c, &k, QT2, lim, -1.0f); /* pad rows: limit -1, always masked */
+      for (int64_t r = 0; r < Rp; r++) {
+        uint16_t* qn = Qn2 + (r >> 1) * 2 * dqkp + (r & 1);
+        uint16_t* don = dOn2 + (r >> 1) * 2 * dvp + (r & 1);
+        uint16_t* dot = dOT2 + 2 * r;
+        if (r < R) {
+          const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
+          const float* q = c->q + off3(c->qs, b, i, h);
+          const float* go = c->dout + off3(c->os, b, i, h);
+          const float* o = c->o + off3(c->os, b, i, h);
+          double dd = 0;
+          for (int64_t d = 0; d < dqk; d++) qn[2 * d] = round1(q[d]);
+          for (int64_t d = dqk; d < dqkp; d++) qn[2 * d] = 0;
+          for (int64_t e = 0; e < dv; e++) {
+            const uint16_t h16 = round1(go[e]);
+            dot[(e >> 1) * 2 * Rp + (e & 1)] = h16;
+            don[2 * e] = h16;
+            dd += (double)widen1(h16) * o[e];
+          }
+          if (dv & 1) dot[(dv >> 1) * 2 * Rp + 1] = 0;
+          for (int64_t e = dv; e < dvp; e++) don[2 * e] = 0;
+          D[r] = (float)dd;
+          lser[r] = c->lse_in[(b * c->heads + h) * c->tq + i];
+        } else {
+          for (int64_t d = 0; d < dqkp; d++) qn[2 * d] = 0;
+          for (int64_t e = 0; e < dv2; e++) dot[(e >> 1) * 2 * Rp + (e & 1)] = 0;
+          for (int64_t e = 0; e < dvp; e++) don[2 * e] = 0;
+          D[r] = 0.0f;
+          lser[r] = 0.0f;
+        }
+      }
+      for (int64_t kb = s; kb * BK < kend; kb += S) {
+        const int64_t j0 = kb * BK, nk = min64(BK, kend - j0), nkp = (nk + 1) / 2;
+        dpmm(dp, nk, Rp, dqk2 / 2, Kr + j0 * dqk2, dqk2, 2, QT2, 2 * Rp, ST, Rp, 0); /* S^T  = K Q^T  */
+        dpmm(dp, nk, Rp, dv2 / 2, Vr + j0 * dv2, dv2, 2, dOT2, 2 * Rp, dPT, Rp, 0);  /* dP^T = V dO^T */
+        const int masked = j0 + nk - 1 > k.minlim;
+        for (int64_t jj = 0; jj < nk; jj += 2) {
+          const int two = jj + 1 < nk;
+          const vf jv0 = vset1((float)(j0 + jj)), jv1 = vset1((float)(j0 + jj + 1));
+          for (int64_t rv = 0; rv < Rp; rv += VL) {
+            const vf ls = vload(lser + rv), Dv = vload(D + rv), lv = vload(lim + rv);
+            vf p0 = vexp(vsub(vmul(vload(ST + jj * Rp + rv), vscale), ls));
+            if (masked) p0 = vsel_gt(jv0, lv, p0, vzero());
+            const vf ds0 = vmul(vmul(p0, vsub(vload(dPT + jj * Rp + rv), Dv)), vscale);
+            const vi pb0 = vbf16(p0), db0 = vbf16(ds0);
+            vstore_row(Pr + jj * Rp + rv, pb0);
+            vstore_row(dSr + jj * Rp + rv, db0);
+            vi db1;
+            if (two) {
+              vf p1 = vexp(vsub(vmul(vload(ST + (jj + 1) * Rp + rv), vscale), ls));
+              if (masked) p1 = vsel_gt(jv1, lv, p1, vzero());
+              const vf ds1 = vmul(vmul(p1, vsub(vload(dPT + (jj + 1) * Rp + rv), Dv)), vscale);
+              db1 = vbf16(ds1);
+              vstore_row(Pr + (jj + 1) * Rp + rv, vbf16(p1));
+              vstore_row(dSr + (jj + 1) * Rp + rv, db1);
+            } else {
+              db1 = vbf16(vzero());
+            }
+            vstore_pairs(dS2 + (jj >> 1) * 2 * Rp + 2 * rv, db0, db1);
+          }
+        }
+        dpmm(dp, nk, dv, RP, Pr, Rp, 2, dOn2, 2 * dvp, dVs + j0 * dvp, dvp, 1);     /* dV += P^T dO */
+        dpmm(dp, nk, dqk, RP, dSr, Rp, 2, Qn2, 2 * dqkp, dKs + j0 * dqkp, dqkp, 1); /* dK += dS^T Q */
+        dpmm(dp, R, dqk, nkp, dS2, 2, 2 * Rp, K2 + (j0 >> 1) * 2 * dqkp, 2 * dqkp, dQc, dqkp, 1); /* dQ += dS K */
+      }
+    }
+    for (int64_t r = 0; r < R; r++) {
+      float* dst = s == 0 ? c->dq + off3(c->qs, b, row_i(c, &k, r), row_h(c, &k, r))
+                          : c->part + ((size_t)((s - 1) * c->batch * c->kv_heads + bg) * (size_t)(c->tq * c->group) +
+                                       (size_t)(k.L0 + r)) * (size_t)dqkp;
+      memcpy(dst, dQc + r * dqkp, (size_t)dqk * sizeof(float));
+    }
+  }
+  /* dk, dv (zeroed above) += the packed sums; sums, so aliased dk/dv still add */
+  for (int64_t kb = s; kb * BK < kend_all; kb += S)
+    for (int64_t j = kb * BK; j < min64(kend_all, kb * BK + BK); j++) {
+      float *dk = dkbase + j * c->ks[1], *dvr = dvbase + j * c->vs[1];
+      const float *sk = dKs + j * dqkp, *sv = dVs + j * dvp;
+      for (int64_t e = 0; e < dqk; e++) dk[e] += sk[e];
+      for (int64_t e = 0; e < dv; e++) dvr[e] += sv[e];
+    }
+}
