@@ -22,20 +22,29 @@
 
 static inline int64_t dsv3_even(int64_t n) { return (n + 1) & ~(int64_t)1; }
 
-/* Per-thread floats: the tile work space, then the K/V rows packed in bf16 (indexed by key:
- * room for all tk keys; a task packs the tiles it runs). */
-static inline size_t dsv3_attn_bf16_fwd_scratch(const dsv3_attn_ctx* c) {
+/* Per-thread floats: the tile work space (then a row of bf16 staging: tmp), then the K/V rows
+ * packed in bf16 (indexed by key: room for all tk keys; a task packs the tiles it runs). */
+static inline size_t dsv3_attn_bf16_tmp(const dsv3_attn_ctx* c) {
+  return (size_t)((dsv3_even(c->dqk) + dsv3_even(c->dv)) / 2 + 32);
+}
+static inline size_t dsv3_attn_bf16_fwd_work(const dsv3_attn_ctx* c) {
   const int64_t R = c->rows_per_chunk, dqk2 = dsv3_even(c->dqk), dvp = dsv3_pad(c->dv), BK = DSV3_ATT_BK;
-  const int64_t work = dqk2 * R / 2 + BK * R + BK * R / 2 + R * dvp + 6 * R + 64;
-  const int64_t pack = (c->tk * dqk2 + dsv3_even(c->tk) * dvp) / 2 + 64;
-  return (size_t)(work + pack);
+  return (size_t)(dqk2 * R / 2 + BK * R + BK * R / 2 + R * dvp + 6 * R + 64) + dsv3_attn_bf16_tmp(c);
+}
+static inline size_t dsv3_attn_bf16_fwd_scratch(const dsv3_attn_ctx* c) {
+  const int64_t dqk2 = dsv3_even(c->dqk), dvp = dsv3_pad(c->dv);
+  return dsv3_attn_bf16_fwd_work(c) + (size_t)((c->tk * dqk2 + dsv3_even(c->tk) * dvp) / 2 + 64);
+}
+static inline size_t dsv3_attn_bf16_bwd_work(const dsv3_attn_ctx* c) {
+  const int64_t R = c->rows_per_chunk, dqk2 = dsv3_even(c->dqk), dv2 = dsv3_even(c->dv), BK = DSV3_ATT_BK;
+  const int64_t dqkp = dsv3_pad(c->dqk), dvp = dsv3_pad(c->dv);
+  return (size_t)((dqk2 * R + dv2 * R + R * dqkp + R * dvp) / 2 + R * dqkp + 2 * BK * R + 3 * BK * R / 2 + 6 * R + 64) +
+         dsv3_attn_bf16_tmp(c);
 }
 static inline size_t dsv3_attn_bf16_bwd_scratch(const dsv3_attn_ctx* c) {
-  const int64_t R = c->rows_per_chunk, dqk2 = dsv3_even(c->dqk), dv2 = dsv3_even(c->dv), BK = DSV3_ATT_BK;
-  const int64_t dqkp = dsv3_pad(c->dqk), dvp = dsv3_pad(c->dv), tk = c->tk, tk2 = dsv3_even(c->tk);
-  const int64_t work = (dqk2 * R + dv2 * R + R * dqkp + R * dvp) / 2 + R * dqkp + 2 * BK * R + 3 * BK * R / 2 + 6 * R + 64;
-  const int64_t pack = (tk * dqk2 + tk2 * dqkp + tk * dv2) / 2 + tk * (dqkp + dvp) + 64;
-  return (size_t)(work + pack);
+  const int64_t dqk2 = dsv3_even(c->dqk), dv2 = dsv3_even(c->dv), dqkp = dsv3_pad(c->dqk), dvp = dsv3_pad(c->dv);
+  const int64_t tk = c->tk, tk2 = dsv3_even(c->tk);
+  return dsv3_attn_bf16_bwd_work(c) + (size_t)((tk * dqk2 + tk2 * dqkp + tk * dv2) / 2 + tk * (dqkp + dvp) + 64);
 }
 
 /* Forward: task = ((b*kvHeads + g)*chunks + chunk)*splits + split, as dsv3_attn_fwd_task. */

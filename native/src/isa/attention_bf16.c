@@ -111,6 +111,44 @@ SIMD_INLINE vf vwhi(vi x) { return widen1((uint16_t)(x >> 16)); }
 SIMD_INLINE vf vceil(vf x) { return ceilf(x); }
 #endif
 
+/* Rounding of P and dS in the softmax loops: dp (an avx512_bf16 CPU) uses VCVTNE(2)PS2BF16,
+ * the same round-to-nearest-even except that it flushes subnormal results (< 2^-126) to 0:
+ * P is never subnormal there (vexp returns 0 below 2^-126); a flushed dS is below 2^-126 (its
+ * products with q, k are far below float32 resolution of the sums). */
+#if defined(DSV3_ISA_AVX512)
+SIMD_INLINE void store_pairs_ps(const int dp, uint16_t* p, vf lo, vf hi) {
+  if (dp) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                                         20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512bh x = _mm512_cvtne2ps_pbh(hi, lo); /* words 0..15: lo, 16..31: hi */
+    __m512i xi;
+    memcpy(&xi, &x, sizeof xi);
+    _mm512_storeu_si512((void*)p, _mm512_permutexvar_epi16(idx, xi));
+  } else {
+    vstore_pairs(p, vbf16(lo), vbf16(hi));
+  }
+}
+SIMD_INLINE void store_row_ps(const int dp, uint16_t* p, vf x) {
+  if (dp) {
+    const __m256bh y = _mm512_cvtneps_pbh(x);
+    __m256i yi;
+    memcpy(&yi, &y, sizeof yi);
+    _mm256_storeu_si256((__m256i*)p, yi);
+  } else {
+    vstore_row(p, vbf16(x));
+  }
+}
+#else
+SIMD_INLINE void store_pairs_ps(const int dp, uint16_t* p, vf lo, vf hi) {
+  (void)dp;
+  vstore_pairs(p, vbf16(lo), vbf16(hi));
+}
+SIMD_INLINE void store_row_ps(const int dp, uint16_t* p, vf x) {
+  (void)dp;
+  vstore_row(p, vbf16(x));
+}
+#endif
+
 /* float value of the low / high bf16 of the pair at p */
 static inline float pair_lo(const uint16_t* p) { return widen1(p[0]); }
 static inline float pair_hi(const uint16_t* p) { return widen1(p[1]); }
@@ -229,19 +267,37 @@ static void pack_rows_bf16(uint16_t* dst, int64_t w, const float* src, int64_t l
   }
 }
 
+/* two rows (r1 NULL: zeros) of d floats -> pairs dst[e][2] for e < np (np >= d a multiple of VL, pad 0) */
+static void pair_rows_bf16(uint16_t* dst, int64_t np, const float* r0, const float* r1, int64_t d) {
+  int64_t e = 0;
+  for (; e + VL <= d; e += VL)
+    vstore_pairs(dst + 2 * e, vbf16(vload(r0 + e)), r1 ? vbf16(vload(r1 + e)) : vbf16(vzero()));
+  if (e < d) {
+    const int t = (int)(d - e);
+    vstore_pairs(dst + 2 * e, vbf16(vloadt(r0 + e, t, 0.0f)), r1 ? vbf16(vloadt(r1 + e, t, 0.0f)) : vbf16(vzero()));
+    e += VL;
+  }
+  for (; e < np; e += VL) vstore_pairs(dst + 2 * e, vbf16(vzero()), vbf16(vzero()));
+}
+
 /* rows j in [j0, j1) (j0 even) -> key pairs dst[(j/2)][e][2], row pairs of np pairs (np >= d,
- * pad 0); an odd j1's partner slot is zeroed */
+ * a multiple of VL, pad 0); an odd j1's partner slot is zeroed */
 static void pack_pairs_bf16(uint16_t* dst, int64_t np, const float* src, int64_t ld, int64_t j0, int64_t j1, int64_t d) {
-  for (int64_t j = j0; j < j1; j++) {
-    const float* s = src + j * ld;
-    uint16_t* t = dst + (j >> 1) * 2 * np + (j & 1);
-    for (int64_t e = 0; e < d; e++) t[2 * e] = round1(s[e]);
-    for (int64_t e = d; e < np; e++) t[2 * e] = 0;
+  for (int64_t j = j0; j < j1; j += 2)
+    pair_rows_bf16(dst + (j >> 1) * 2 * np, np, src + j * ld, j + 1 < j1 ? src + (j + 1) * ld : NULL, d);
+}
+
+/* bf16 row of d floats into tmp (w even >= d, pad 0), then its pairs as 32-bit words
+ * to dst[w * stride32] (a transposed pair layout [d/2][rows][2]: stride32 = rows) */
+static void scatter_pairs_bf16(uint16_t* dst, int64_t stride32, const float* row, int64_t d, uint16_t* tmp) {
+  const int64_t w = dsv3_even(d);
+  int64_t e = 0;
+  if (row) {
+    for (; e + VL <= d; e += VL) vstore_row(tmp + e, vbf16(vload(row + e)));
+    for (; e < d; e++) tmp[e] = round1(row[e]);
   }
-  if (j1 & 1) {
-    uint16_t* t = dst + (j1 >> 1) * 2 * np + 1;
-    for (int64_t e = 0; e < np; e++) t[2 * e] = 0;
-  }
+  for (; e < w; e++) tmp[e] = 0;
+  for (int64_t x = 0; x < w / 2; x++) memcpy(dst + 2 * x * stride32, tmp + 2 * x, 4);
 }
 
 /* The rows of chunk `ch` of (b, g), as attention.c's chunk_t. */
@@ -267,18 +323,15 @@ static inline int64_t row_h(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r)
 
 /* QT2[d/2][Rp][2] = bf16(q) of the chunk's rows (unscaled; pad rows and an odd d's partner 0),
  * lim[r] = causal limit (pad rows: pad_lim) */
-static void gather_qt2(const dsv3_attn_ctx* c, const chunk_t* k, uint16_t* QT2, float* lim, float pad_lim) {
-  const int64_t Rp = k->Rp, dqk = c->dqk, dqk2 = dsv3_even(dqk);
+static void gather_qt2(const dsv3_attn_ctx* c, const chunk_t* k, uint16_t* QT2, float* lim, float pad_lim, uint16_t* tmp) {
+  const int64_t Rp = k->Rp, dqk = c->dqk;
   for (int64_t r = 0; r < Rp; r++) {
-    uint16_t* col = QT2 + 2 * r;
     if (r < k->R) {
       const int64_t i = row_i(c, k, r);
-      const float* q = c->q + off3(c->qs, k->b, i, row_h(c, k, r));
-      for (int64_t d = 0; d < dqk; d++) col[(d >> 1) * 2 * Rp + (d & 1)] = round1(q[d]);
-      if (dqk & 1) col[(dqk >> 1) * 2 * Rp + 1] = 0;
+      scatter_pairs_bf16(QT2 + 2 * r, Rp, c->q + off3(c->qs, k->b, i, row_h(c, k, r)), dqk, tmp);
       lim[r] = (float)(i + coff(c, k->b));
     } else {
-      for (int64_t d = 0; d < dqk2; d++) col[(d >> 1) * 2 * Rp + (d & 1)] = 0;
+      scatter_pairs_bf16(QT2 + 2 * r, Rp, NULL, dqk, tmp);
       lim[r] = pad_lim;
     }
   }
@@ -299,7 +352,8 @@ static void fwd_chunk(const dsv3_attn_ctx* c, int64_t bg, int64_t ch, int64_t s,
   uint16_t* P2 = (uint16_t*)(ST + BK * Rm);      /* [BK/2][Rp][2] P, key pairs    */
   float* O = ST + BK * Rm + BK * Rm / 2;         /* [R][dvp] unnormalised out     */
   float *mrow = O + Rm * dvp, *lrow = mrow + Rm, *lim = lrow + Rm, *alpha = lim + Rm; /* mrow: mq */
-  gather_qt2(c, &k, QT2, lim, 3e38f);
+  uint16_t* tmp = (uint16_t*)(alpha + Rm);
+  gather_qt2(c, &k, QT2, lim, 3e38f, tmp);
   for (int64_t r = 0; r < Rp; r++) {
     mrow[r] = -INFINITY;
     lrow[r] = 0.0f;
@@ -335,7 +389,7 @@ static void fwd_chunk(const dsv3_attn_ctx* c, int64_t bg, int64_t ch, int64_t s,
         const vf p0 = vexp(vsub(vload(ST + jj * Rp + rv), muse));
         const vf p1 = jj + 1 < nk ? vexp(vsub(vload(ST + (jj + 1) * Rp + rv), muse)) : vzero();
         sum = vadd(sum, vadd(p0, p1));
-        vstore_pairs(P2 + (jj >> 1) * 2 * Rp + 2 * rv, vbf16(p0), vbf16(p1));
+        store_pairs_ps(dp, P2 + (jj >> 1) * 2 * Rp + 2 * rv, p0, p1);
       }
       vstore(lrow + rv, vfma(vload(lrow + rv), al, sum));
       vstore(mrow + rv, mq);
@@ -368,10 +422,7 @@ static void fwd_chunk(const dsv3_attn_ctx* c, int64_t bg, int64_t ch, int64_t s,
 static uint16_t* pack_area(const dsv3_attn_ctx* c, int thread, size_t work) {
   return (uint16_t*)(c->scratch + (size_t)thread * c->scratch_floats + work);
 }
-static size_t fwd_work(const dsv3_attn_ctx* c) {
-  const int64_t R = c->rows_per_chunk;
-  return (size_t)(dsv3_even(c->dqk) * R / 2 + BK * R + BK * R / 2 + R * dsv3_pad(c->dv) + 6 * R + 64);
-}
+static size_t fwd_work(const dsv3_attn_ctx* c) { return dsv3_attn_bf16_fwd_work(c); }
 
 /* keys [j0, j1) of (b, g) into the thread's packed K rows and V pairs */
 static void fwd_pack(const dsv3_attn_ctx* c, int64_t bg, int thread, int64_t j0, int64_t j1, uint16_t** Kr, uint16_t** V2) {
@@ -469,7 +520,8 @@ void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int threa
   uint16_t* dS2 = dSr + BK * Rm;        /* [BK/2][Rp][2] bf16(dS), key pairs */
   float* lser = (float*)(dS2 + BK * Rm);
   float *D = lser + Rm, *lim = D + Rm;
-  uint16_t* Kr = (uint16_t*)(lim + Rm + 64); /* [tk][dqk2]        */
+  uint16_t* tmp = (uint16_t*)(lim + Rm);
+  uint16_t* Kr = (uint16_t*)(base + dsv3_attn_bf16_bwd_work(c)); /* [tk][dqk2] */
   uint16_t* K2 = Kr + tk * dqk2;             /* [tk/2][dqkp][2]   */
   uint16_t* Vr = K2 + tk2 * dqkp;            /* [tk][dv2]         */
   float* dKs = (float*)(Vr + tk * dv2);      /* [tk][dqkp] dK sums */
@@ -489,33 +541,36 @@ void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int threa
     const int64_t R = k.R, Rp = k.Rp, kend = min64(tk, k.maxlim + 1), RP = (R + 1) / 2;
     memset(dQc, 0, (size_t)(R * dqkp) * sizeof(float));
     if (s * BK < kend) {
-      gather_qt2(c, &k, QT2, lim, -1.0f); /* pad rows: limit -1, always masked */
+      gather_qt2(c, &k, QT2, lim, -1.0f, tmp); /* pad rows: limit -1, always masked */
+      for (int64_t r = 0; r < Rp; r += 2) { /* row pairs of q and dout, pad rows 0 */
+        const float *q0 = NULL, *q1 = NULL, *g0 = NULL, *g1 = NULL;
+        if (r < R) {
+          q0 = c->q + off3(c->qs, b, row_i(c, &k, r), row_h(c, &k, r));
+          g0 = c->dout + off3(c->os, b, row_i(c, &k, r), row_h(c, &k, r));
+        }
+        if (r + 1 < R) {
+          q1 = c->q + off3(c->qs, b, row_i(c, &k, r + 1), row_h(c, &k, r + 1));
+          g1 = c->dout + off3(c->os, b, row_i(c, &k, r + 1), row_h(c, &k, r + 1));
+        }
+        if (q0) {
+          pair_rows_bf16(Qn2 + (r >> 1) * 2 * dqkp, dqkp, q0, q1, dqk);
+          pair_rows_bf16(dOn2 + (r >> 1) * 2 * dvp, dvp, g0, g1, dv);
+        } else {
+          memset(Qn2 + (r >> 1) * 2 * dqkp, 0, (size_t)(2 * dqkp) * sizeof(uint16_t));
+          memset(dOn2 + (r >> 1) * 2 * dvp, 0, (size_t)(2 * dvp) * sizeof(uint16_t));
+        }
+      }
       for (int64_t r = 0; r < Rp; r++) {
-        uint16_t* qn = Qn2 + (r >> 1) * 2 * dqkp + (r & 1);
-        uint16_t* don = dOn2 + (r >> 1) * 2 * dvp + (r & 1);
-        uint16_t* dot = dOT2 + 2 * r;
         if (r < R) {
           const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
-          const float* q = c->q + off3(c->qs, b, i, h);
-          const float* go = c->dout + off3(c->os, b, i, h);
           const float* o = c->o + off3(c->os, b, i, h);
+          scatter_pairs_bf16(dOT2 + 2 * r, Rp, c->dout + off3(c->os, b, i, h), dv, tmp); /* tmp: bf16(dout) */
           double dd = 0;
-          for (int64_t d = 0; d < dqk; d++) qn[2 * d] = round1(q[d]);
-          for (int64_t d = dqk; d < dqkp; d++) qn[2 * d] = 0;
-          for (int64_t e = 0; e < dv; e++) {
-            const uint16_t h16 = round1(go[e]);
-            dot[(e >> 1) * 2 * Rp + (e & 1)] = h16;
-            don[2 * e] = h16;
-            dd += (double)widen1(h16) * o[e];
-          }
-          if (dv & 1) dot[(dv >> 1) * 2 * Rp + 1] = 0;
-          for (int64_t e = dv; e < dvp; e++) don[2 * e] = 0;
+          for (int64_t e = 0; e < dv; e++) dd += (double)widen1(tmp[e]) * o[e];
           D[r] = (float)dd;
           lser[r] = c->lse_in[(b * c->heads + h) * c->tq + i];
         } else {
-          for (int64_t d = 0; d < dqkp; d++) qn[2 * d] = 0;
-          for (int64_t e = 0; e < dv2; e++) dot[(e >> 1) * 2 * Rp + (e & 1)] = 0;
-          for (int64_t e = 0; e < dvp; e++) don[2 * e] = 0;
+          scatter_pairs_bf16(dOT2 + 2 * r, Rp, NULL, dv, tmp);
           D[r] = 0.0f;
           lser[r] = 0.0f;
         }
@@ -533,21 +588,17 @@ void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int threa
             vf p0 = vexp(vsub(vmul(vload(ST + jj * Rp + rv), vscale), ls));
             if (masked) p0 = vsel_gt(jv0, lv, p0, vzero());
             const vf ds0 = vmul(vmul(p0, vsub(vload(dPT + jj * Rp + rv), Dv)), vscale);
-            const vi pb0 = vbf16(p0), db0 = vbf16(ds0);
-            vstore_row(Pr + jj * Rp + rv, pb0);
-            vstore_row(dSr + jj * Rp + rv, db0);
-            vi db1;
+            store_row_ps(dp, Pr + jj * Rp + rv, p0);
+            store_row_ps(dp, dSr + jj * Rp + rv, ds0);
+            vf ds1 = vzero();
             if (two) {
               vf p1 = vexp(vsub(vmul(vload(ST + (jj + 1) * Rp + rv), vscale), ls));
               if (masked) p1 = vsel_gt(jv1, lv, p1, vzero());
-              const vf ds1 = vmul(vmul(p1, vsub(vload(dPT + (jj + 1) * Rp + rv), Dv)), vscale);
-              db1 = vbf16(ds1);
-              vstore_row(Pr + (jj + 1) * Rp + rv, vbf16(p1));
-              vstore_row(dSr + (jj + 1) * Rp + rv, db1);
-            } else {
-              db1 = vbf16(vzero());
+              ds1 = vmul(vmul(p1, vsub(vload(dPT + (jj + 1) * Rp + rv), Dv)), vscale);
+              store_row_ps(dp, Pr + (jj + 1) * Rp + rv, p1);
+              store_row_ps(dp, dSr + (jj + 1) * Rp + rv, ds1);
             }
-            vstore_pairs(dS2 + (jj >> 1) * 2 * Rp + 2 * rv, db0, db1);
+            store_pairs_ps(dp, dS2 + (jj >> 1) * 2 * Rp + 2 * rv, ds0, ds1);
           }
         }
         dpmm(dp, nk, dv, RP, Pr, Rp, 2, dOn2, 2 * dvp, dVs + j0 * dvp, dvp, 1);     /* dV += P^T dO */
