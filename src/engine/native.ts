@@ -55,6 +55,18 @@ export function nativeLoadError(): string | null {
   return loadError;
 }
 
+/**
+ * Whether the addon multiplies bf16 pairs in hardware (VDPBF16PS: its AVX-512 copy runs, on an
+ * avx512_bf16 CPU). Where it does not, the BF16 attention kernel widens its pairs in registers
+ * (~1.35-1.4x the float32 kernel's time), so training keeps the float32 attention core there.
+ */
+export function nativeHasBf16Dot(): boolean {
+  const a = nativeAddon();
+  if (!a) return false;
+  const i = a.info();
+  return i.isa === 'avx512' && i.avx512bf16;
+}
+
 /** Kernels backed by the addon (null if the addon cannot load). */
 export function loadNativeKernels(): Kernels | null {
   if (nativeKernels) return nativeKernels;

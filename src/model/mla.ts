@@ -28,6 +28,8 @@ import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { softmaxScale } from './yarn.js';
 import { trainingPrecision } from './precision-mode.js';
+import { kernels } from '../engine/backend.js';
+import { nativeHasBf16Dot } from '../engine/native.js';
 import type { LatentCache } from './latent-cache.js';
 import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
@@ -46,6 +48,16 @@ export interface AttentionContext {
   cache?: LatentCache;
   /** Receives `kv_normed` [B, T, r] and `k_pe_rotated` [B, T, dr] of the new tokens. */
   captureLatent?: (cKV: Tensor, kPeRotated: Tensor) => void;
+}
+
+/**
+ * Whether this forward's attention core runs on BF16 operands: under --precision bf16 and fp8
+ * (§3.3 keeps attention's matmuls in BF16), where the CPU has bf16 dot products (VDPBF16PS) or
+ * on the reference backend; without them the BF16 kernel is slower than float32
+ * (native.ts nativeHasBf16Dot), and the float32 core runs.
+ */
+function bf16Attention(): boolean {
+  return trainingPrecision() !== 'fp32' && (kernels().name !== 'native' || nativeHasBf16Dot());
 }
 
 export class MultiHeadLatentAttention {
@@ -150,7 +162,7 @@ export class MultiHeadLatentAttention {
     const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
     // BF16 attention core under --precision bf16 and fp8 (§3.3: attention's matmuls stay BF16)
-    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: trainingPrecision() !== 'fp32' });
+    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: bf16Attention() });
   }
 
   /**
@@ -163,7 +175,7 @@ export class MultiHeadLatentAttention {
     const wUK = wkv.slice(1, 0, dn); // [H, dn, r]
     const wUV = wkv.slice(1, dn, dn + dv); // [H, dv, r]
     const qLat = matmul(qNope.transpose(1, 2), wUK).transpose(1, 2); // [B, T, H, r]
-    const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset, bf16: trainingPrecision() !== 'fp32' });
+    const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset, bf16: bf16Attention() });
     return matmul(ctx.transpose(1, 2), wUV.transpose(1, 2)).transpose(1, 2); // [B, T, H, dv]
   }
 }

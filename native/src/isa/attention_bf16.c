@@ -97,6 +97,11 @@ SIMD_INLINE vi viload(const uint16_t* p) { return _mm256_loadu_si256((const __m2
 SIMD_INLINE vf vwlo(vi x) { return _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)); }
 SIMD_INLINE vf vwhi(vi x) { return _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32((int)0xffff0000u))); }
 SIMD_INLINE vf vceil(vf x) { return _mm256_ceil_ps(x); }
+SIMD_INLINE vi vibcast(const uint16_t* p) {
+  int32_t u;
+  memcpy(&u, p, 4);
+  return _mm256_set1_epi32(u);
+}
 #else
 typedef uint32_t vi;
 SIMD_INLINE vi vbf16(vf x) { return round1(x); }
@@ -184,7 +189,12 @@ SIMD_INLINE void dp_tile(const int dp, const int mr, const int nv, const int nn,
     const vf b0l = vwlo(b0), b0h = vwhi(b0), b1l = vwlo(b1), b1h = vwhi(b1);
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
-      const vf al = vset1(pair_lo(a + i * ars)), ah = vset1(pair_hi(a + i * ars));
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+      const vi ai = vibcast(a + i * ars); /* one broadcast, then both halves in registers */
+      const vf al = vwlo(ai), ah = vwhi(ai);
+#else
+      const vf al = pair_lo(a + i * ars), ah = pair_hi(a + i * ars);
+#endif
       c0[i] = vfma(ah, b0h, vfma(al, b0l, c0[i]));
       if (nv > 1) c1[i] = vfma(ah, b1h, vfma(al, b1l, c1[i]));
     }
