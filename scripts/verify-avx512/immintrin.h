@@ -9,6 +9,7 @@
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline simde__m512 dsv3v_mask_loadu_ps(simde__m512 src, simde__mmask16 k, const void* p) {
   float t[16];
@@ -107,4 +108,48 @@ static inline simde__m512i dsv3v_cvttps_epi32(simde__m512 a) { /* out of range a
 #define _mm512_cvttps_epi32 dsv3v_cvttps_epi32
 #undef _mm512_shuffle_f32x4
 #define _mm512_shuffle_f32x4(a, b, imm) simde_mm512_shuffle_f32x4(a, b, imm)
+/* attention_bf16.c: VPMOVDW (truncation) and VCVTNE(2)PS2BF16 (nearest even; NaN -> quiet NaN;
+ * subnormal inputs read as zero, DAZ, as the instructions do) */
+static inline simde__m256i dsv3v_cvtepi32_epi16(simde__m512i a) {
+  int32_t s[16];
+  uint16_t d[16];
+  simde_mm512_storeu_si512(s, a);
+  for (int i = 0; i < 16; i++) d[i] = (uint16_t)s[i];
+  return simde_mm256_loadu_si256((const simde__m256i*)d);
+}
+static inline uint16_t dsv3v_cvtne1(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u | 0x00400000u) >> 16);
+  if ((u & 0x7f800000u) == 0) return (uint16_t)((u & 0x80000000u) >> 16);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline __m512bh dsv3v_cvtne2ps_pbh(simde__m512 a, simde__m512 b) { /* words 0..15 from b, 16..31 from a */
+  float fa[16], fb[16];
+  uint16_t r[32];
+  __m512bh out;
+  simde_mm512_storeu_ps(fa, a);
+  simde_mm512_storeu_ps(fb, b);
+  for (int i = 0; i < 16; i++) {
+    r[i] = dsv3v_cvtne1(fb[i]);
+    r[16 + i] = dsv3v_cvtne1(fa[i]);
+  }
+  memcpy(&out, r, sizeof out);
+  return out;
+}
+static inline __m256bh dsv3v_cvtneps_pbh(simde__m512 a) {
+  float fa[16];
+  uint16_t r[16];
+  __m256bh out;
+  simde_mm512_storeu_ps(fa, a);
+  for (int i = 0; i < 16; i++) r[i] = dsv3v_cvtne1(fa[i]);
+  memcpy(&out, r, sizeof out);
+  return out;
+}
+#undef _mm512_cvtepi32_epi16
+#define _mm512_cvtepi32_epi16 dsv3v_cvtepi32_epi16
+#undef _mm512_cvtne2ps_pbh
+#define _mm512_cvtne2ps_pbh dsv3v_cvtne2ps_pbh
+#undef _mm512_cvtneps_pbh
+#define _mm512_cvtneps_pbh dsv3v_cvtneps_pbh
 #endif
