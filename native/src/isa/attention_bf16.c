@@ -64,7 +64,12 @@ SIMD_INLINE void vstore_row(uint16_t* p, vi r) { _mm256_storeu_si256((__m256i*)p
 SIMD_INLINE vi viload(const uint16_t* p) { return _mm512_loadu_si512((const void*)p); }
 SIMD_INLINE vf vwlo(vi x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
 SIMD_INLINE vf vwhi(vi x) { return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u))); }
-SIMD_INLINE vf vceil(vf x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC); }
+/* ceil as round-to-nearest + 1 where below x (SIMDe's roundscale, the verification build's
+ * stand-in, mishandles the round-up mode; the result is the same on hardware) */
+SIMD_INLINE vf vceil(vf x) {
+  const vf t = vround(x);
+  return vsel_gt(x, t, t, vadd(t, vset1(1.0f)));
+}
 SIMD_INLINE __m512bh as_bh(__m512i x) {
   __m512bh r;
   memcpy(&r, &x, sizeof r);

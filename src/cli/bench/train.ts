@@ -34,8 +34,8 @@ B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed w
 CPU time per step, user + system, all threads: on a shared machine it moves less than wall time;
 with DSV3_THREADS=1 it is the work of a step), and a table on stderr unless --json.
 --precision bf16 times BF16 mixed-precision steps (\`dsv3 train --precision bf16\`): bf16 GEMM
-operands with float32 accumulation for every Linear, the experts and the output head; the JSON
-says "precision". --precision fp8 is --fp8.
+operands with float32 accumulation for every Linear, the experts, the output head and (where the
+CPU has VDPBF16PS) the attention core's matmuls; the JSON says "precision". --precision fp8 is --fp8.
 --fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
 Linears' GEMMs on E4M3 operands (bf16 dot products on the codes, N_C = 128 promotion) and BF16
 AdamW moments; the JSON says "fp8": true and "moment_dtype".
