@@ -162,6 +162,63 @@ __attribute__((optimize("fp-contract=off"))) static void promote(float* restrict
   }
 }
 
+#if defined(DSV3_ISA_AVX512)
+static inline __m512bh f8t_bh(__m512i x) {
+  __m512bh r;
+  memcpy(&r, &x, sizeof r);
+  return r;
+}
+
+/* One MR x NR tile over a kc-deep slice of VDPBF16PS panels (a: [kc/2][MR], b: [kc/2][NR]
+ * pairs), the promotion in registers: per 128-wide block, P = the block's sum of code products
+ * (2 x MR zmm accumulators, never stored), then per element
+ *   acc = acc + P * (sa[i] * sb[j])      (float32, one rounding per operation, no FMA)
+ * with sa / sb the block's scales (next block: + lsa / + lsb). acc is [MR][lda]; `init`: it
+ * starts at +0 (not read; +0 + t keeps the oracle's sign of zero). Same values as
+ * gemm_kernel_dp per block + promote(), without the tile's store and reload per block. */
+__attribute__((optimize("fp-contract=off"))) static void kernel_dp_promote(int kc, const uint32_t* restrict a,
+                                                                           const uint32_t* restrict b, const float* sa,
+                                                                           int lsa, const float* sb, int lsb,
+                                                                           float* acc, int64_t lda, int init) {
+  for (int i = 0; i < MR; i++) {
+    __builtin_prefetch(acc + i * lda, 1, 3);
+    __builtin_prefetch(acc + i * lda + NR - 1, 1, 3);
+  }
+  for (int q0 = 0; q0 < kc; q0 += 128, sa += lsa, sb += lsb) {
+    const int steps = ((kc - q0 < 128 ? kc - q0 : 128) + 1) / 2;
+    __m512 p[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) p[i][0] = p[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int q = 0; q < steps; q++) {
+      const __m512bh b0 = f8t_bh(_mm512_load_si512((const void*)b));
+      const __m512bh b1 = f8t_bh(_mm512_load_si512((const void*)(b + 16)));
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; i++) {
+        const __m512bh ai = f8t_bh(_mm512_set1_epi32((int)a[i]));
+        p[i][0] = _mm512_dpbf16_ps(p[i][0], ai, b0);
+        p[i][1] = _mm512_dpbf16_ps(p[i][1], ai, b1);
+      }
+      a += MR;
+      b += NR;
+    }
+    const __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
+    const int first = init && q0 == 0;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const __m512 si = _mm512_set1_ps(sa[i]);
+      float* r = acc + i * lda;
+      const __m512 t0 = _mm512_mul_ps(p[i][0], _mm512_mul_ps(si, sb0));
+      const __m512 t1 = _mm512_mul_ps(p[i][1], _mm512_mul_ps(si, sb1));
+      const __m512 c0 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(r);
+      const __m512 c1 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(r + 16);
+      _mm512_storeu_ps(r, _mm512_add_ps(c0, t0));
+      _mm512_storeu_ps(r + 16, _mm512_add_ps(c1, t1));
+    }
+  }
+}
+#endif
+
 static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   const f8t_prob* P = X->P;
   const gemm_prob* G = &X->G;
@@ -203,6 +260,22 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
             const int mr = mc - ir < MR ? mc - ir : MR;
             const float* ap = abuf + (int64_t)ir * ks;
             float* c = P->c + (ic + ir) * ldc + jc + jr;
+#if defined(DSV3_ISA_AVX512)
+            if (dp) {
+              /* full tiles accumulate in C itself unless the finished sum is added to C */
+              const int add = pc == 0 && P->beta != 0.0f, direct = mr == MR && nr == NR && !add;
+              float* dst = direct ? c : acc;
+              if (!direct && pc > 0)
+                for (int i = 0; i < MR; i++)
+                  for (int j = 0; j < NR; j++) acc[i * NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
+              kernel_dp_promote(kc, (const uint32_t*)ap, (const uint32_t*)bp, sap + ir, mcp, sbp + jr, ncmax, dst,
+                                direct ? ldc : NR, pc == 0);
+              if (!direct)
+                for (int i = 0; i < mr; i++)
+                  for (int j = 0; j < nr; j++) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i * NR + j] : acc[i * NR + j];
+              continue;
+            }
+#endif
             if (pc == 0) memset(acc, 0, sizeof acc);
             else
               for (int i = 0; i < MR; i++)
