@@ -169,6 +169,90 @@ static inline __m512bh f8t_bh(__m512i x) {
   return r;
 }
 
+/* Float32 bits of e4m3(c) for 16 codes, integer arithmetic only (no denormal is made or read):
+ * magnitude m >= 8: (m << 20) + (120 << 23); m < 8: m * 2^-9; the sign ORed back; NaN (m = 0x7F):
+ * all ones, as fp8_dec8_exact gives. The low 16 bits of a value are zero: its bf16 bits are
+ * the high half, exactly. */
+static inline __m512i f8t_dec16(__m128i c8) {
+  const __m512i c = _mm512_cvtepu8_epi32(c8), x7f = _mm512_set1_epi32(0x7f);
+  const __m512i m = _mm512_and_si512(c, x7f);
+  const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(m, 20), _mm512_set1_epi32(120 << 23));
+  const __m512 d = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(0x1p-9f));
+  __m512i r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(8), m), v, _mm512_castps_si512(d));
+  r = _mm512_or_si512(r, _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24));
+  return _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(m, x7f), r, _mm512_set1_epi32(-1));
+}
+
+/* The same value's bf16 bits, one code (the tails of pack_a_codes) */
+static inline uint32_t f8t_bf16(uint8_t c) {
+  const uint32_t m = c & 0x7fu;
+  if (m == 0x7fu) return 0xffffu;
+  uint32_t v;
+  if (m >= 8) v = (m << 20) + (120u << 23);
+  else {
+    const float d = (float)m * 0x1p-9f;
+    memcpy(&v, &d, 4);
+  }
+  return (v | (uint32_t)(c & 0x80u) << 24) >> 16;
+}
+
+/* 16 decoded values (float32 bits, consecutive k) -> 8 bf16 pair words (even k in the low half) */
+static inline __m256i f8t_pairs(__m512i bits) {
+  const __m512i lo = _mm512_and_si512(_mm512_srli_epi64(bits, 16), _mm512_set1_epi64(0xffff));
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0xffff0000));
+  return _mm512_cvtepi64_epi32(_mm512_or_si512(lo, hi));
+}
+
+/* The VDPBF16PS A panels of rows [i0, i0 + mc), k [p0, p0 + kc) straight from the E4M3 codes
+ * (what gemm_pack_a_pairs makes of the decoded float32 A, without that copy): per MR-row panel,
+ * [ceil(kc/2)][MR] words of two bf16 values (k even in the low half), zero padded to MR rows
+ * and an even k. ROWS layouts: codes [m][k], 8 rows x 16 codes decoded and transposed as 8x8
+ * words; COLS layouts: codes [k][m], the panel's row values of k and k + 1 are contiguous. */
+static void pack_a_codes(const f8t_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  const int cols = P->a.layout & 1;
+  const uint8_t* A = P->a.codes;
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    uint32_t* d = dst + (int64_t)ir * kc2;
+    const int64_t i = i0 + ir;
+    int q0 = 0;
+    if (cols) {
+      const __mmask16 lanes = (__mmask16)((1u << mr) - 1u), out = (__mmask16)((1u << MR) - 1u);
+      for (; q0 < kc2; q0++) {
+        const uint8_t* s = A + (p0 + 2 * q0) * P->m + i;
+        const __m512i e = f8t_dec16(_mm_maskz_loadu_epi8(lanes, s));
+        const __m512i o = 2 * q0 + 1 < kc ? f8t_dec16(_mm_maskz_loadu_epi8(lanes, s + P->m)) : _mm512_setzero_si512();
+        const __m512i w = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
+        _mm512_mask_storeu_epi32(d + q0 * MR, out, w); /* rows past mr: code 0 -> 0 */
+      }
+      continue;
+    }
+    if (mr == MR) {
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int r0 = 0; r0 < MR; r0 += 8) {
+          const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+          __m256 v[8];
+          for (int r = 0; r < 8; r++)
+            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(A + (i + r0 + r) * P->k + p0 + 2 * q0)))))
+                            : _mm256_setzero_ps();
+          gemm_transpose8(v);
+          const __mmask8 lm = (__mmask8)((1u << nrow) - 1u);
+          for (int q = 0; q < 8; q++) _mm256_mask_storeu_epi32(d + (q0 + q) * MR + r0, lm, _mm256_castps_si256(v[q]));
+        }
+      }
+    }
+    for (int q = q0; q < kc2; q++) {
+      const int64_t p = p0 + 2 * q;
+      for (int r = 0; r < mr; r++) {
+        const uint8_t* row = A + (i + r) * P->k;
+        d[q * MR + r] = f8t_bf16(row[p]) | (2 * q + 1 < kc ? f8t_bf16(row[p + 1]) << 16 : 0u);
+      }
+      for (int r = mr; r < MR; r++) d[q * MR + r] = 0;
+    }
+  }
+}
+
 /* One MR x NR tile over a kc-deep slice of VDPBF16PS panels (a: [kc/2][MR], b: [kc/2][NR]
  * pairs), the promotion in registers: per 128-wide block, P = the block's sum of code products
  * (2 x MR zmm accumulators, never stored), then per element
@@ -249,8 +333,11 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
         for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
       for (int64_t ic = i0; ic < i1; ic += MC) {
         const int mc = (int)min64(MC, i1 - ic);
-        if (dp) ISA_FN(gemm_pack_a_pairs)(G, ic, mc, pc, kc, (uint32_t*)abuf);
-        else ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
+#if defined(DSV3_ISA_AVX512)
+        if (dp) pack_a_codes(P, ic, mc, pc, kc, (uint32_t*)abuf);
+        else
+#endif
+          ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
         for (int q = 0; q * 128 < kc; q++)
           for (int i = 0; i < mcp; i++) sap[q * mcp + i] = i < mc ? f8t_scale(&P->a, P->m, X->nb, ic + i, (pc >> 7) + q) : 0.0f;
         for (int jr = 0; jr < nc; jr += NR) {
@@ -350,7 +437,11 @@ static int run(const f8t_prob* P) {
     return 0;
   }
   const int T = P->threads < 1 ? 1 : P->threads;
-  float* af = (float*)scratch(2, (size_t)P->m * P->k * sizeof(float));
+  int a_codes = 0; /* A packed from its codes: no decoded copy */
+#if defined(DSV3_ISA_AVX512)
+  a_codes = P->dp;
+#endif
+  float* af = (float*)scratch(2, a_codes ? 64 : (size_t)P->m * P->k * sizeof(float));
   void* bd = scratch(3, (size_t)P->n * P->k * (P->dp ? 2 : 4));
   if (!af || !bd) return -1;
   /* decode: A in row chunks, B in element chunks */
@@ -361,6 +452,9 @@ static int run(const f8t_prob* P) {
     D.na = min64(P->m, tasks);
     D.per = (P->m + D.na - 1) / D.na;
     D.na = (P->m + D.per - 1) / D.per;
+#if defined(DSV3_ISA_AVX512)
+    if (P->dp) D.na = 0; /* A is packed straight from its codes (pack_a_codes) */
+#endif
     D.nb_tasks = tasks;
     if (D.na + D.nb_tasks > 1) dsv3_parallel_for((int)(D.na + D.nb_tasks), decode_task, &D);
     else
