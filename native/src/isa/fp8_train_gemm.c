@@ -3,20 +3,24 @@
  * each 128-wide k block's partial sum promoted into a float32 accumulator with its two scales
  * (DeepSeek-V3 §3.3.2, N_C = 128).
  *
- * 1. Decode: the codes of A become float32 values [m][k] (COLS layouts transposed on the way,
- *    8x8 blocks in registers), the codes of B float32 (or, for VDPBF16PS, bf16 bit patterns) in
- *    their stored layout. The value of every code is exact in both (3 mantissa bits), so the
- *    fp32 GEMM's packers (gemm_pack_a / _b, gemm_pack_a_pairs / _b_pairs) reproduce the codes
- *    exactly in their micro-panels. NaN codes decode to NaN.
- * 2. Multiply, BLIS order per thread tile of C (a gm x gn grid, gemm_pick_grid):
- *      for each NC-wide column block: for each KC-deep slice (KC a multiple of 128):
- *        pack B (L3/L2), then for each MC-tall row block: pack A (L2), then per MR x NR tile:
- *          acc = C tile (later slices) or 0;
- *          for each 128-block in the slice: P = micro-kernel over the block (into an L1 tile),
- *            acc = acc + P * (sA(i) * sB(j))      <- the promotion, float32, no FMA;
- *          C tile = acc (+ C when beta is 1 and this was the first slice).
- *    The micro-kernel call per 128 k (64 VDPBF16PS pairs) costs one extra tile store and
- *    reload: ~3% of the multiply-adds of a block. */
+ * VDPBF16PS path (AVX-512 build on a CPU with avx512_bf16), BLIS order per thread tile of C
+ * (a gm x gn grid, gemm_pick_grid):
+ *   for each NC-wide column block: for each KC-deep slice (KC = 256, two 128-blocks):
+ *     pack B's codes into bf16 pair panels (pack_codes), then for each MC-tall row block: pack
+ *     A's codes likewise, then per MR x NR tile (kernel_dp_promote):
+ *       for each 128-block of the slice: P = the block's code products summed in 2 x MR zmm
+ *         registers (64 VDPBF16PS steps), then  acc = acc + P * (sA(i) * sB(j))  in registers
+ *         <- the promotion, float32, no FMA; acc is the C tile itself (a local tile for edge
+ *         tiles and for beta 1, whose finished sum is added to C).
+ *   Every E4M3 value is exact in bf16 (3 mantissa bits) and every product of two exact in
+ *   float32; the panels are made from the codes directly (integer decode, no decoded copy of
+ *   either operand, nothing to synchronise before the multiply). NaN codes decode to NaN.
+ * Float32 path (AVX-512 without bf16, AVX2, scalar):
+ *   1. decode: A's codes to float32 [m][k] (COLS layouts transposed on the way, 8x8 blocks in
+ *      registers), B's to float32 in their stored layout; the fp32 GEMM's packers
+ *      (gemm_pack_a / _b) then reproduce the codes exactly in their micro-panels;
+ *   2. multiply as above with the float32 micro-kernel (gemm_kernel) per 128-block into an L1
+ *      tile, promoted by promote() (one extra tile store and reload per block). */
 #include <stdlib.h>
 #include "fp8_train.h"
 #include "fp8_weight_isa.h" /* gemm_isa.h (packers, kernels, blocking), E4M3 decoders, fp8_csr_* */
@@ -66,26 +70,6 @@ static void decode_f32(const uint8_t* c, int64_t n, float* out) {
   for (; i < n; i++) out[i] = fp8_e4m3_table[c[i]];
 }
 
-/* out[0..n) = bf16 bit patterns of e4m3(codes[0..n)) (exact: the high half of the float32) */
-static void decode_bf16(const uint8_t* c, int64_t n, uint16_t* out) {
-  int64_t i = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-  /* AVX2 instructions only (also what the SIMDe verification build supports) */
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i, one)), 16);
-    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i + 8, one)), 16);
-    /* packus works per 128-bit lane: [a0-3 b0-3 a4-7 b4-7] -> [a0-7 b0-7] */
-    _mm256_storeu_si256((__m256i*)(out + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
-  }
-#endif
-  for (; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &fp8_e4m3_table[c[i]], 4);
-    out[i] = (uint16_t)(u >> 16);
-  }
-}
-
 /* out [rows][cols] (row stride ldo) = float32 values of codes stored transposed, [cols][rows];
  * rows [r0, r1) */
 static void decode_f32_t(const uint8_t* c, int64_t rows, int64_t cols, int64_t r0, int64_t r1, float* out, int64_t ldo) {
@@ -111,7 +95,7 @@ static void decode_f32_t(const uint8_t* c, int64_t rows, int64_t cols, int64_t r
 typedef struct {
   const f8t_prob* P;
   float* af;   /* decoded A [m][k] */
-  void* bd;    /* decoded B, stored layout: float32, or bf16 bits when dp */
+  void* bd;    /* decoded B, stored layout, float32 */
   int64_t per; /* rows per decode task */
   int64_t na, nb_tasks;
 } dec_ctx;
@@ -129,8 +113,7 @@ static void decode_task(void* ctx, int t, int thread) {
     const int64_t total = P->n * P->k, chunk = (total + D->nb_tasks - 1) / D->nb_tasks;
     const int64_t e0 = (t - D->na) * chunk, e1 = min64(total, e0 + chunk);
     if (e0 < e1) {
-      if (P->dp) decode_bf16(P->b.codes + e0, e1 - e0, (uint16_t*)D->bd + e0);
-      else decode_f32(P->b.codes + e0, e1 - e0, (float*)D->bd + e0);
+      decode_f32(P->b.codes + e0, e1 - e0, (float*)D->bd + e0);
     }
   }
   fp8_csr_leave(csr);
@@ -203,52 +186,55 @@ static inline __m256i f8t_pairs(__m512i bits) {
   return _mm512_cvtepi64_epi32(_mm512_or_si512(lo, hi));
 }
 
-/* The VDPBF16PS A panels of rows [i0, i0 + mc), k [p0, p0 + kc) straight from the E4M3 codes
- * (what gemm_pack_a_pairs makes of the decoded float32 A, without that copy): per MR-row panel,
- * [ceil(kc/2)][MR] words of two bf16 values (k even in the low half), zero padded to MR rows
- * and an even k. ROWS layouts: codes [m][k], 8 rows x 16 codes decoded and transposed as 8x8
- * words; COLS layouts: codes [k][m], the panel's row values of k and k + 1 are contiguous. */
-static void pack_a_codes(const f8t_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+/* VDPBF16PS panels straight from E4M3 codes (what gemm_pack_a_pairs / gemm_pack_b_pairs make of
+ * decoded operands, without a decoded copy): the panels of R (MR for A, NR for B) consecutive
+ * operand rows [r0, r0 + rn) of an operand with `rows` rows, k [p0, p0 + kc); per panel
+ * [ceil(kc/2)][R] words of two bf16 values (k even in the low half), zero padded to R rows and
+ * an even k. ROWS layouts (codes [rows][k]): 8 rows x 16 codes decoded, transposed as 8x8
+ * words; COLS layouts (codes [k][rows]): a panel's values of k and of k + 1 are contiguous. */
+static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, int64_t r0, int rn, int64_t p0,
+                       int kc, int R, uint32_t* dst) {
   const int kc2 = (kc + 1) / 2;
-  const int cols = P->a.layout & 1;
-  const uint8_t* A = P->a.codes;
-  for (int ir = 0; ir < mc; ir += MR) {
-    const int mr = mc - ir < MR ? mc - ir : MR;
+  for (int ir = 0; ir < rn; ir += R) {
+    const int rr = rn - ir < R ? rn - ir : R;
     uint32_t* d = dst + (int64_t)ir * kc2;
-    const int64_t i = i0 + ir;
+    const int64_t i = r0 + ir;
     int q0 = 0;
     if (cols) {
-      const __mmask16 lanes = (__mmask16)((1u << mr) - 1u), out = (__mmask16)((1u << MR) - 1u);
-      for (; q0 < kc2; q0++) {
-        const uint8_t* s = A + (p0 + 2 * q0) * P->m + i;
-        const __m512i e = f8t_dec16(_mm_maskz_loadu_epi8(lanes, s));
-        const __m512i o = 2 * q0 + 1 < kc ? f8t_dec16(_mm_maskz_loadu_epi8(lanes, s + P->m)) : _mm512_setzero_si512();
-        const __m512i w = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
-        _mm512_mask_storeu_epi32(d + q0 * MR, out, w); /* rows past mr: code 0 -> 0 */
+      for (int l0 = 0; l0 < R; l0 += 16) {
+        const int nl = rr - l0 <= 0 ? 0 : rr - l0 < 16 ? rr - l0 : 16, w = R - l0 < 16 ? R - l0 : 16;
+        const __mmask16 lanes = (__mmask16)((1u << nl) - 1u), out = (__mmask16)((1u << w) - 1u);
+        for (int q = 0; q < kc2; q++) {
+          const uint8_t* s = codes + (p0 + 2 * q) * rows + i + l0;
+          const __m512i e = f8t_dec16(_mm_maskz_loadu_epi8(lanes, s));
+          const __m512i o = 2 * q + 1 < kc ? f8t_dec16(_mm_maskz_loadu_epi8(lanes, s + rows)) : _mm512_setzero_si512();
+          const __m512i v = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
+          _mm512_mask_storeu_epi32(d + q * R + l0, out, v); /* lanes past rr: code 0 -> 0 */
+        }
       }
       continue;
     }
-    if (mr == MR) {
+    if (rr == R) {
       for (; 2 * q0 + 16 <= kc; q0 += 8) {
-        for (int r0 = 0; r0 < MR; r0 += 8) {
-          const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+        for (int g = 0; g < R; g += 8) {
+          const int nrow = R - g < 8 ? R - g : 8;
           __m256 v[8];
           for (int r = 0; r < 8; r++)
-            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(A + (i + r0 + r) * P->k + p0 + 2 * q0)))))
+            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0)))))
                             : _mm256_setzero_ps();
           gemm_transpose8(v);
           const __mmask8 lm = (__mmask8)((1u << nrow) - 1u);
-          for (int q = 0; q < 8; q++) _mm256_mask_storeu_epi32(d + (q0 + q) * MR + r0, lm, _mm256_castps_si256(v[q]));
+          for (int q = 0; q < 8; q++) _mm256_mask_storeu_epi32(d + (q0 + q) * R + g, lm, _mm256_castps_si256(v[q]));
         }
       }
     }
     for (int q = q0; q < kc2; q++) {
       const int64_t p = p0 + 2 * q;
-      for (int r = 0; r < mr; r++) {
-        const uint8_t* row = A + (i + r) * P->k;
-        d[q * MR + r] = f8t_bf16(row[p]) | (2 * q + 1 < kc ? f8t_bf16(row[p + 1]) << 16 : 0u);
+      for (int r = 0; r < rr; r++) {
+        const uint8_t* row = codes + (i + r) * k;
+        d[q * R + r] = f8t_bf16(row[p]) | (2 * q + 1 < kc ? f8t_bf16(row[p + 1]) << 16 : 0u);
       }
-      for (int r = mr; r < MR; r++) d[q * MR + r] = 0;
+      for (int r = rr; r < R; r++) d[q * R + r] = 0;
     }
   }
 }
@@ -327,14 +313,17 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     for (int64_t pc = 0; pc < P->k; pc += KCF) {
       const int kc = (int)min64(KCF, P->k - pc);
       const int ks = dp ? (kc + 1) / 2 : kc; /* panel depth in kernel steps */
-      if (dp) ISA_FN(gemm_pack_b_pairs)(G, pc, kc, jc, nc, (uint32_t*)bbuf);
-      else ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
+#if defined(DSV3_ISA_AVX512)
+      if (dp) pack_codes(P->b.codes, P->b.layout & 1, P->n, P->k, jc, nc, pc, kc, NR, (uint32_t*)bbuf);
+      else
+#endif
+        ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
       for (int q = 0; q * 128 < kc; q++)
         for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
       for (int64_t ic = i0; ic < i1; ic += MC) {
         const int mc = (int)min64(MC, i1 - ic);
 #if defined(DSV3_ISA_AVX512)
-        if (dp) pack_a_codes(P, ic, mc, pc, kc, (uint32_t*)abuf);
+        if (dp) pack_codes(P->a.codes, P->a.layout & 1, P->m, P->k, ic, mc, pc, kc, MR, (uint32_t*)abuf);
         else
 #endif
           ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
@@ -437,24 +426,23 @@ static int run(const f8t_prob* P) {
     return 0;
   }
   const int T = P->threads < 1 ? 1 : P->threads;
-  int a_codes = 0; /* A packed from its codes: no decoded copy */
+  int codes_packed = 0; /* VDPBF16PS: both operands packed straight from their codes, nothing decoded */
 #if defined(DSV3_ISA_AVX512)
-  a_codes = P->dp;
+  codes_packed = P->dp;
 #endif
-  float* af = (float*)scratch(2, a_codes ? 64 : (size_t)P->m * P->k * sizeof(float));
-  void* bd = scratch(3, (size_t)P->n * P->k * (P->dp ? 2 : 4));
-  if (!af || !bd) return -1;
-  /* decode: A in row chunks, B in element chunks */
-  dec_ctx D = {P, af, bd, 0, 0, 0};
-  {
+  float* af = NULL;
+  void* bd = NULL;
+  if (!codes_packed) {
+    af = (float*)scratch(2, (size_t)P->m * P->k * sizeof(float));
+    bd = scratch(3, (size_t)P->n * P->k * sizeof(float));
+    if (!af || !bd) return -1;
+    /* decode: A in row chunks, B in element chunks */
+    dec_ctx D = {P, af, bd, 0, 0, 0};
     const int64_t work = (P->m + P->n) * P->k;
     const int64_t tasks = T > 1 && work >= 65536 ? 4 * (int64_t)T : 1;
     D.na = min64(P->m, tasks);
     D.per = (P->m + D.na - 1) / D.na;
     D.na = (P->m + D.per - 1) / D.per;
-#if defined(DSV3_ISA_AVX512)
-    if (P->dp) D.na = 0; /* A is packed straight from its codes (pack_a_codes) */
-#endif
     D.nb_tasks = tasks;
     if (D.na + D.nb_tasks > 1) dsv3_parallel_for((int)(D.na + D.nb_tasks), decode_task, &D);
     else
@@ -469,10 +457,10 @@ static int run(const f8t_prob* P) {
   X.G.lda = P->k;
   X.G.tb = !(P->b.layout & 1); /* ROWS: stored [n][k] */
   X.G.ldb = (P->b.layout & 1) ? P->n : P->k;
-  X.G.bf = P->dp ? NULL : (const float*)bd;
-  X.G.bh = P->dp ? (const uint16_t*)bd : NULL;
-  X.G.bf16 = P->dp;
-  X.G.dp = P->dp;
+  X.G.bf = (const float*)bd; /* the packers' view of the decoded operands (float32 path only) */
+  X.G.bh = NULL;
+  X.G.bf16 = 0;
+  X.G.dp = 0;
   X.G.m = P->m;
   X.G.n = P->n;
   X.G.k = P->k;
