@@ -192,6 +192,7 @@ static inline __m256i f8t_pairs(__m512i bits) {
  * [ceil(kc/2)][R] words of two bf16 values (k even in the low half), zero padded to R rows and
  * an even k. ROWS layouts (codes [rows][k]): 8 rows x 16 codes decoded, transposed as 8x8
  * words; COLS layouts (codes [k][rows]): a panel's values of k and of k + 1 are contiguous. */
+_Static_assert(NR % 8 == 0 && (MR % 8 == 0 || MR % 8 == 4), "pack_codes stores rows in groups of 8 (or a last 4)");
 static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, int64_t r0, int rn, int64_t p0,
                        int kc, int R, uint32_t* dst) {
   const int kc2 = (kc + 1) / 2;
@@ -203,13 +204,25 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
     if (cols) {
       for (int l0 = 0; l0 < R; l0 += 16) {
         const int nl = rr - l0 <= 0 ? 0 : rr - l0 < 16 ? rr - l0 : 16, w = R - l0 < 16 ? R - l0 : 16;
-        const __mmask16 lanes = (__mmask16)((1u << nl) - 1u), out = (__mmask16)((1u << w) - 1u);
+        const __mmask16 out = (__mmask16)((1u << w) - 1u);
         for (int q = 0; q < kc2; q++) {
           const uint8_t* s = codes + (p0 + 2 * q) * rows + i + l0;
-          const __m512i e = f8t_dec16(_mm_maskz_loadu_epi8(lanes, s));
-          const __m512i o = 2 * q + 1 < kc ? f8t_dec16(_mm_maskz_loadu_epi8(lanes, s + rows)) : _mm512_setzero_si512();
+          const int odd = 2 * q + 1 < kc;
+          __m128i ce, co;
+          if (nl == w && i + l0 + 16 <= rows) { /* whole lanes, a 16-byte load stays inside the row */
+            ce = _mm_loadu_si128((const __m128i*)s);
+            co = odd ? _mm_loadu_si128((const __m128i*)(s + rows)) : _mm_setzero_si128();
+          } else { /* lanes past rr: code 0 -> 0 */
+            uint8_t t[2][16] = {{0}};
+            memcpy(t[0], s, (size_t)nl);
+            if (odd) memcpy(t[1], s + rows, (size_t)nl);
+            ce = _mm_loadu_si128((const __m128i*)t[0]);
+            co = _mm_loadu_si128((const __m128i*)t[1]);
+          }
+          const __m512i e = f8t_dec16(ce), o = f8t_dec16(co);
           const __m512i v = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
-          _mm512_mask_storeu_epi32(d + q * R + l0, out, v); /* lanes past rr: code 0 -> 0 */
+          if (w == 16) _mm512_storeu_si512((void*)(d + q * R + l0), v);
+          else _mm512_mask_storeu_ps((float*)(d + q * R + l0), out, _mm512_castsi512_ps(v));
         }
       }
       continue;
@@ -223,8 +236,10 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
             v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0)))))
                             : _mm256_setzero_ps();
           gemm_transpose8(v);
-          const __mmask8 lm = (__mmask8)((1u << nrow) - 1u);
-          for (int q = 0; q < 8; q++) _mm256_mask_storeu_epi32(d + (q0 + q) * R + g, lm, _mm256_castps_si256(v[q]));
+          for (int q = 0; q < 8; q++) { /* nrow: 8, or 4 (the last group of MR = 12) */
+            if (nrow == 8) _mm256_storeu_ps((float*)(d + (q0 + q) * R + g), v[q]);
+            else _mm_storeu_ps((float*)(d + (q0 + q) * R + g), _mm256_castps256_ps128(v[q]));
+          }
         }
       }
     }
