@@ -10,7 +10,8 @@
  *     (engine/bf16-weights.ts) and activations saved for Wgrad are kept in bf16. Master weights,
  *     gradients, norms, softmax, the attention core, the MoE gate (router), the losses and the
  *     optimizer stay float32 (AdamW moments per --moment-dtype);
- *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`).
+ *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`); what is not one of its FP8
+ *     GEMMs runs as under `bf16` where `bf16` has a bf16 path (the output head).
  * bf16 / FP8 checkpoint weights (inference) are unaffected. The switch is read when an op runs
  * forward; its backward follows that choice.
  */

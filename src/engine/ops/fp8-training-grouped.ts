@@ -23,6 +23,9 @@
  * down projection's input); the SwiGLU gradient is taken at the dequantised G, U. The forward's
  * own SwiGLU runs on the float32 G, U.
  *
+ * The per-expert GEMMs of a projection run as one batch (`fp8MatmulBatch`, Kernels.fp8GemmBatch:
+ * one parallel region, one expert per pool thread, like gemmBatchBf16 in grouped.ts), each
+ * equal to its own `fp8Matmul`.
  * Every GEMM runs on the codes (`fp8Matmul`, fp8/train-gemm.ts; Kernels.fp8Gemm: bf16 dot
  * products with the N_C = 128 promotion, within float32 summation order of the exact FP8 oracle
  * test/helpers/fp8-gemm-oracle.ts). Master weights, outputs and gradients stay float32; the gate,
