@@ -137,6 +137,53 @@ test('native fp8Gemm: NaN codes give NaN, k = 0 gives +0 / leaves C, bad argumen
   assert.throws(() => refGemm(3, 4, 130, a.codes, a.scales, 0, b.codes, b.scales.subarray(1), 2, 0, c, 4), /B has/);
 });
 
+test('native fp8GemmBatch equals the separate fp8Gemm calls bit for bit (expert-like batches, overlapping C in order)', opts, () => {
+  // per-expert problems as the grouped experts issue them: varying m (Fprop / Dgrad) or k (Wgrad)
+  const cases: Array<{ la: number; lb: number; dims: Array<[number, number, number]> }> = [
+    { la: 0, lb: 2, dims: [[37, 64, 256], [0, 64, 256], [130, 64, 256], [5, 64, 256], [300, 64, 256]] },
+    { la: 0, lb: 3, dims: [[20, 96, 129], [77, 96, 129], [1, 96, 129]] },
+    { la: 1, lb: 1, dims: [[40, 48, 300], [40, 48, 0], [40, 48, 7], [40, 48, 513]] },
+  ];
+  let seed = 500;
+  for (const { la, lb, dims } of cases) {
+    const n = dims[0]![1];
+    const as = dims.map(([m, , k]) => operand(seed++, m, k, la, anyCode));
+    const bs = dims.map(([, nn, k]) => operand(seed++, nn, k, lb, anyCode));
+    const flat = Int32Array.from(dims.flat());
+    for (const beta of [0, 1] as const) {
+      const r = rng(seed++);
+      const c0 = dims.map(([m]) => Float32Array.from({ length: m * n }, () => (beta ? r() - 0.5 : NaN)));
+      eachPath((cfg) => {
+        const want = c0.map((c, i) => runNative(dims[i]![0], n, dims[i]![2], as[i]!, bs[i]!, beta, c));
+        const got = c0.map((c) => c.slice());
+        A.fp8GemmBatch(flat, as.map((o) => o.codes), as.map((o) => o.scales), la, bs.map((o) => o.codes), bs.map((o) => o.scales), lb, beta, got, n);
+        for (let i = 0; i < dims.length; i++) {
+          for (let q = 0; q < want[i]!.length; q++) {
+            if (!Object.is(got[i]![q]! + 0, want[i]![q]! + 0)) assert.fail(`problem ${i} ${JSON.stringify(dims[i])} layouts ${la}/${lb} beta ${beta} ${cfg}: C[${q}] = ${got[i]![q]}, expected ${want[i]![q]}`);
+          }
+        }
+      });
+    }
+  }
+  // overlapping outputs run in order: C = A0 B0^T, then C += A1 B1^T (beta 1 for both here)
+  const a0 = operand(901, 30, 200, 0, smallCode), a1 = operand(902, 30, 200, 0, smallCode);
+  const b0 = operand(903, 40, 200, 2, smallCode), b1 = operand(904, 40, 200, 2, smallCode);
+  const start = Float32Array.from({ length: 1200 }, (_, i) => (i % 7) - 3);
+  const want = start.slice();
+  refGemm(30, 40, 200, a0.codes, a0.scales, 0, b0.codes, b0.scales, 2, 1, want, 40);
+  refGemm(30, 40, 200, a1.codes, a1.scales, 0, b1.codes, b1.scales, 2, 1, want, 40);
+  eachPath((cfg) => {
+    const c = start.slice();
+    A.fp8GemmBatch(Int32Array.of(30, 40, 200, 30, 40, 200), [a0.codes, a1.codes], [a0.scales, a1.scales], 0, [b0.codes, b1.codes], [b0.scales, b1.scales], 2, 1, [c, c], 40);
+    for (let i = 0; i < c.length; i++) if (!Object.is(c[i]! + 0, want[i]! + 0)) assert.fail(`overlapping ${cfg}: C[${i}] = ${c[i]}, expected ${want[i]}`);
+  });
+  const c = new Float32Array(1200);
+  assert.throws(() => A.fp8GemmBatch(Int32Array.of(30, 40, 200), [a0.codes], [a0.scales], 0, [b0.codes], [b0.scales.subarray(1)], 2, 0, [c], 40), /bScales\[0\]/);
+  assert.throws(() => A.fp8GemmBatch(Int32Array.of(30, 40, 200, 30, 40, 200), [a0.codes], [a0.scales], 0, [b0.codes], [b0.scales], 2, 0, [c], 40), /one array per problem/);
+  assert.throws(() => A.fp8GemmBatch(Int32Array.of(30, 40, 200), [a0.codes], [a0.scales], 0, [b0.codes], [b0.scales], 2, 0, [c], 39), /ldc/);
+  assert.throws(() => A.fp8GemmBatch(Int32Array.of(30, 40), [a0.codes], [a0.scales], 0, [b0.codes], [b0.scales], 2, 0, [c], 40), /triples/);
+});
+
 test('reference fp8Gemm is the exact oracle on the fp8-linear fixture operands (Fprop, Dgrad, Wgrad), bit for bit', () => {
   const G = readTensors(fixturePath('fp8-linear/gemm.safetensors'));
   const f32 = (name: string): Float32Array => G[name]!.contiguous().f32();

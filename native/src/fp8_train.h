@@ -14,9 +14,10 @@
  * exact oracle (test/helpers/fp8-gemm-oracle.ts); only P_b's float32 summation differs from the
  * oracle's exact block sum. beta 0 overwrites C, beta 1 adds the finished sum to C.
  *
- * Paths: AVX-512 with avx512_bf16: codes -> bf16 pairs in packing, VDPBF16PS micro-kernel
- * (gemm_kernel_dp); AVX-512 without bf16, AVX2 and scalar: codes -> float32 in packing, the
- * float32 micro-kernel (gemm_kernel). Both with the fp32 GEMM's blocking (gemm_isa.h).
+ * Paths: AVX-512 with avx512_bf16: codes packed straight into bf16 pair panels, a VDPBF16PS
+ * micro-kernel that promotes each block's sum in registers (kernel_dp_promote); AVX-512 without
+ * bf16, AVX2 and scalar: codes decoded to float32, the fp32 GEMM's packers and float32
+ * micro-kernel (gemm_kernel). Both with the fp32 GEMM's blocking (gemm_isa.h).
  *
  * Operand layouts (codes dense, no padding; nb = ceil(k / 128)):
  *   F8T_ROWS_TILES  codes [rows][k],  scales [rows][nb]              (1x128 tiles along k)

@@ -104,6 +104,16 @@ export interface Kernels {
    */
   fp8Gemm(m: number, n: number, k: number, aCodes: Uint8Array, aScales: Float32Array, aLayout: number,
     bCodes: Uint8Array, bScales: Float32Array, bLayout: number, beta: 0 | 1, c: Float32Array, ldc: number): void;
+  /**
+   * A batch of independent fp8Gemm problems (the grouped experts' per-expert GEMMs): problem i
+   * (dims[3i..3i+2] = m, n, k) is fp8Gemm(m, n, k, aCodes[i], aScales[i], aLayout, bCodes[i],
+   * bScales[i], bLayout, beta, cs[i], ldc), with the same result. The native kernel runs the
+   * problems concurrently, one pool thread each, largest first (one parallel region instead
+   * of one per problem); overlapping C regions run in order.
+   */
+  fp8GemmBatch(dims: Int32Array, aCodes: readonly Uint8Array[], aScales: readonly Float32Array[], aLayout: number,
+    bCodes: readonly Uint8Array[], bScales: readonly Float32Array[], bLayout: number, beta: 0 | 1,
+    cs: readonly Float32Array[], ldc: number): void;
 
   // ---- elementwise (contiguous, n elements; out may alias a or b) -------------------------
   /** out = a (op) b with op 0 add, 1 sub, 2 mul, 3 div. */

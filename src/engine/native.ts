@@ -88,6 +88,7 @@ export function loadNativeKernels(): Kernels | null {
     fp8QuantBlocks128: has('fp8QuantBlocks128') ? a.fp8QuantBlocks128 : ref.fp8QuantBlocks128,
     fp8Dequant: has('fp8Dequant') ? a.fp8Dequant : ref.fp8Dequant,
     fp8Gemm: has('fp8Gemm') ? a.fp8Gemm : ref.fp8Gemm,
+    fp8GemmBatch: has('fp8GemmBatch') ? a.fp8GemmBatch : ref.fp8GemmBatch,
     binary: has('binary') ? a.binary : ref.binary,
     axpy: has('axpy') ? a.axpy : ref.axpy,
     gatherRows: has('gatherRows') ? a.gatherRows : ref.gatherRows,

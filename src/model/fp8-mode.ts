@@ -4,9 +4,11 @@
  * and Wgrad GEMMs on E4M3 operands: `applyLinear` uses `fp8TrainingLinear` (ops/fp8-training-linear.ts) for the
  * MLA projections (q_a/q_b or q, kv_a, kv_b, o), the dense FFNs and the MTP eh_proj, and the MoE
  * layer uses `fp8GroupedExperts` (ops/fp8-training-grouped.ts) for the shared and routed experts.
- * Kept in high precision, as the paper does: the embedding, the output head (fused
- * `linearCrossEntropy`, or `applyLinear(..., { highPrecision: true })`), the MoE gate (router),
- * the normalisations and the attention core. bf16 / FP8 checkpoint weights (inference) are
+ * Kept in their original precision, as the paper does ("e.g., BF16 or FP32"): the output head
+ * (fused `linearCrossEntropy`, or `applyLinear(..., { highPrecision: true })`) runs on bf16
+ * operands with float32 accumulation exactly as under the `bf16` precision (its weight rounded
+ * once per optimizer step); the embedding, the MoE gate (router), the normalisations and the
+ * attention core stay float32. bf16 / FP8 checkpoint weights (inference) are
  * unaffected. The switch is read when an op runs forward; its backward follows that choice.
  */
 

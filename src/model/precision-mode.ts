@@ -12,8 +12,8 @@
  *     float32 accumulation (mla.ts -> Kernels.attentionBf16). Master weights, gradients, norms,
  *     the softmax statistics, the MoE gate (router), the losses and the optimizer stay float32
  *     (AdamW moments per --moment-dtype);
- *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`); its attention core runs as
- *     under bf16 (the paper keeps attention's matmuls in BF16).
+ *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`); its attention core and output head run
+ *     as under bf16 (the paper keeps attention's matmuls and the head in BF16).
  * bf16 / FP8 checkpoint weights (inference) are unaffected. The switch is read when an op runs
  * forward; its backward follows that choice.
  */

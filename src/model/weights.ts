@@ -189,7 +189,8 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
  * y = x W^T for any weight format (the one entry point the model uses). Inside `withFp8`
  * (fp8-mode.ts), a float32 weight runs through the FP8 training Linear (`fp8Linear`: FP8
  * Fprop, Dgrad and Wgrad, paper §3.3 / Figure 6, docs/SPEC.md §2) unless `highPrecision` is set, which
- * the output head passes (the recipe keeps it in high precision). Under the `bf16` precision
+ * the output head passes (the recipe keeps it in its original precision, "BF16 or FP32": here it
+ * runs as in BF16 training, `bf16Linear`). Under the `bf16` precision
  * (precision-mode.ts) a float32 weight runs through ops' `bf16Linear` (bf16 operands, float32
  * accumulation), the output head included.
  */
@@ -199,8 +200,8 @@ export function applyLinear(x: Tensor, w: LinearWeight, opts: { highPrecision?: 
       checkInput(x, w);
     {
       const p = trainingPrecision();
-      if (p === 'bf16') return bf16TrainingLinear(x, w.weight);
-      return p === 'fp8' && !opts.highPrecision ? fp8TrainingLinear(x, w.weight) : linear(x, w.weight);
+      if (p === 'bf16' || (p === 'fp8' && opts.highPrecision)) return bf16TrainingLinear(x, w.weight);
+      return p === 'fp8' ? fp8TrainingLinear(x, w.weight) : linear(x, w.weight);
     }
     case 'bf16':
       return linearBf16(x, w);

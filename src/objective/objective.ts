@@ -67,7 +67,8 @@ export function headObjective(part: ModelPart, hidden: Tensor, batch: TokenBatch
   const fused = head.kind === 'f32' && !o.logits ? head.weight : null;
   let logits: Tensor | null = null;
   const nll = (x: Tensor, targets: Int32Array): Tensor => {
-    if (fused) return linearCrossEntropy(x, fused, targets, { bf16: trainingPrecision() === 'bf16' });
+    // bf16 operands under bf16 and fp8 (the head is not one of §3.3's FP8 GEMMs; it runs as in BF16 training)
+    if (fused) return linearCrossEntropy(x, fused, targets, { bf16: trainingPrecision() !== 'fp32' });
     const l = applyLinear(x, head, { highPrecision: true }); // never FP8 (§3.3)
     logits ??= l; // the first call is the main head
     return tokenNll(l, targets);

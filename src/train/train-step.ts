@@ -28,7 +28,8 @@ export interface LossOptions extends ObjectiveOptions {
   /**
    * FP8 mixed precision (paper §3.3, Figure 6; docs/SPEC.md §2): every Linear covered by the recipe
    * (MLA projections, dense / shared / routed expert FFNs, MTP eh_proj) runs Fprop, Dgrad and
-   * Wgrad on E4M3 operands (model/fp8-mode.ts); embedding, output head, MoE gate, norms and
+   * Wgrad on E4M3 operands (model/fp8-mode.ts); the output head runs on bf16 operands as under
+   * 'bf16' (the paper's "original precision, e.g. BF16"); embedding, MoE gate, norms and
    * attention core stay float32, as do the master weights and gradients. Default off.
    * `fp8: true` is `precision: 'fp8'` (`fp8: false` is 'fp32' unless `precision` says otherwise).
    */

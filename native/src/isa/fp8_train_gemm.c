@@ -3,20 +3,24 @@
  * each 128-wide k block's partial sum promoted into a float32 accumulator with its two scales
  * (DeepSeek-V3 §3.3.2, N_C = 128).
  *
- * 1. Decode: the codes of A become float32 values [m][k] (COLS layouts transposed on the way,
- *    8x8 blocks in registers), the codes of B float32 (or, for VDPBF16PS, bf16 bit patterns) in
- *    their stored layout. The value of every code is exact in both (3 mantissa bits), so the
- *    fp32 GEMM's packers (gemm_pack_a / _b, gemm_pack_a_pairs / _b_pairs) reproduce the codes
- *    exactly in their micro-panels. NaN codes decode to NaN.
- * 2. Multiply, BLIS order per thread tile of C (a gm x gn grid, gemm_pick_grid):
- *      for each NC-wide column block: for each KC-deep slice (KC a multiple of 128):
- *        pack B (L3/L2), then for each MC-tall row block: pack A (L2), then per MR x NR tile:
- *          acc = C tile (later slices) or 0;
- *          for each 128-block in the slice: P = micro-kernel over the block (into an L1 tile),
- *            acc = acc + P * (sA(i) * sB(j))      <- the promotion, float32, no FMA;
- *          C tile = acc (+ C when beta is 1 and this was the first slice).
- *    The micro-kernel call per 128 k (64 VDPBF16PS pairs) costs one extra tile store and
- *    reload: ~3% of the multiply-adds of a block. */
+ * VDPBF16PS path (AVX-512 build on a CPU with avx512_bf16), BLIS order per thread tile of C
+ * (a gm x gn grid, gemm_pick_grid):
+ *   for each NC-wide column block: for each KC-deep slice (KC = 256, two 128-blocks):
+ *     pack B's codes into bf16 pair panels (pack_codes), then for each MC-tall row block: pack
+ *     A's codes likewise, then per MR x NR tile (kernel_dp_promote):
+ *       for each 128-block of the slice: P = the block's code products summed in 2 x MR zmm
+ *         registers (64 VDPBF16PS steps), then  acc = acc + P * (sA(i) * sB(j))  in registers
+ *         <- the promotion, float32, no FMA; acc is the C tile itself (a local tile for edge
+ *         tiles and for beta 1, whose finished sum is added to C).
+ *   Every E4M3 value is exact in bf16 (3 mantissa bits) and every product of two exact in
+ *   float32; the panels are made from the codes directly (integer decode, no decoded copy of
+ *   either operand, nothing to synchronise before the multiply). NaN codes decode to NaN.
+ * Float32 path (AVX-512 without bf16, AVX2, scalar):
+ *   1. decode: A's codes to float32 [m][k] (COLS layouts transposed on the way, 8x8 blocks in
+ *      registers), B's to float32 in their stored layout; the fp32 GEMM's packers
+ *      (gemm_pack_a / _b) then reproduce the codes exactly in their micro-panels;
+ *   2. multiply as above with the float32 micro-kernel (gemm_kernel) per 128-block into an L1
+ *      tile, promoted by promote() (one extra tile store and reload per block). */
 #include <stdlib.h>
 #include "fp8_train.h"
 #include "fp8_weight_isa.h" /* gemm_isa.h (packers, kernels, blocking), E4M3 decoders, fp8_csr_* */
@@ -66,26 +70,6 @@ static void decode_f32(const uint8_t* c, int64_t n, float* out) {
   for (; i < n; i++) out[i] = fp8_e4m3_table[c[i]];
 }
 
-/* out[0..n) = bf16 bit patterns of e4m3(codes[0..n)) (exact: the high half of the float32) */
-static void decode_bf16(const uint8_t* c, int64_t n, uint16_t* out) {
-  int64_t i = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-  /* AVX2 instructions only (also what the SIMDe verification build supports) */
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (; i + 16 <= n; i += 16) {
-    const __m256i a = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i, one)), 16);
-    const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(fp8_dec8_exact(c + i + 8, one)), 16);
-    /* packus works per 128-bit lane: [a0-3 b0-3 a4-7 b4-7] -> [a0-7 b0-7] */
-    _mm256_storeu_si256((__m256i*)(out + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
-  }
-#endif
-  for (; i < n; i++) {
-    uint32_t u;
-    memcpy(&u, &fp8_e4m3_table[c[i]], 4);
-    out[i] = (uint16_t)(u >> 16);
-  }
-}
-
 /* out [rows][cols] (row stride ldo) = float32 values of codes stored transposed, [cols][rows];
  * rows [r0, r1) */
 static void decode_f32_t(const uint8_t* c, int64_t rows, int64_t cols, int64_t r0, int64_t r1, float* out, int64_t ldo) {
@@ -111,7 +95,7 @@ static void decode_f32_t(const uint8_t* c, int64_t rows, int64_t cols, int64_t r
 typedef struct {
   const f8t_prob* P;
   float* af;   /* decoded A [m][k] */
-  void* bd;    /* decoded B, stored layout: float32, or bf16 bits when dp */
+  void* bd;    /* decoded B, stored layout, float32 */
   int64_t per; /* rows per decode task */
   int64_t na, nb_tasks;
 } dec_ctx;
@@ -129,8 +113,7 @@ static void decode_task(void* ctx, int t, int thread) {
     const int64_t total = P->n * P->k, chunk = (total + D->nb_tasks - 1) / D->nb_tasks;
     const int64_t e0 = (t - D->na) * chunk, e1 = min64(total, e0 + chunk);
     if (e0 < e1) {
-      if (P->dp) decode_bf16(P->b.codes + e0, e1 - e0, (uint16_t*)D->bd + e0);
-      else decode_f32(P->b.codes + e0, e1 - e0, (float*)D->bd + e0);
+      decode_f32(P->b.codes + e0, e1 - e0, (float*)D->bd + e0);
     }
   }
   fp8_csr_leave(csr);
@@ -162,6 +145,165 @@ __attribute__((optimize("fp-contract=off"))) static void promote(float* restrict
   }
 }
 
+#if defined(DSV3_ISA_AVX512)
+static inline __m512bh f8t_bh(__m512i x) {
+  __m512bh r;
+  memcpy(&r, &x, sizeof r);
+  return r;
+}
+
+/* Float32 bits of e4m3(c) for 16 codes, integer arithmetic only (no denormal is made or read):
+ * magnitude m >= 8: (m << 20) + (120 << 23); m < 8: m * 2^-9; the sign ORed back; NaN (m = 0x7F):
+ * all ones, as fp8_dec8_exact gives. The low 16 bits of a value are zero: its bf16 bits are
+ * the high half, exactly. */
+static inline __m512i f8t_dec16(__m128i c8) {
+  const __m512i c = _mm512_cvtepu8_epi32(c8), x7f = _mm512_set1_epi32(0x7f);
+  const __m512i m = _mm512_and_si512(c, x7f);
+  const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(m, 20), _mm512_set1_epi32(120 << 23));
+  const __m512 d = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(0x1p-9f));
+  __m512i r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(8), m), v, _mm512_castps_si512(d));
+  r = _mm512_or_si512(r, _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24));
+  return _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(m, x7f), r, _mm512_set1_epi32(-1));
+}
+
+/* The same value's bf16 bits, one code (the tails of pack_a_codes) */
+static inline uint32_t f8t_bf16(uint8_t c) {
+  const uint32_t m = c & 0x7fu;
+  if (m == 0x7fu) return 0xffffu;
+  uint32_t v;
+  if (m >= 8) v = (m << 20) + (120u << 23);
+  else {
+    const float d = (float)m * 0x1p-9f;
+    memcpy(&v, &d, 4);
+  }
+  return (v | (uint32_t)(c & 0x80u) << 24) >> 16;
+}
+
+/* 16 decoded values (float32 bits, consecutive k) -> 8 bf16 pair words (even k in the low half) */
+static inline __m256i f8t_pairs(__m512i bits) {
+  const __m512i lo = _mm512_and_si512(_mm512_srli_epi64(bits, 16), _mm512_set1_epi64(0xffff));
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0xffff0000));
+  return _mm512_cvtepi64_epi32(_mm512_or_si512(lo, hi));
+}
+
+/* VDPBF16PS panels straight from E4M3 codes (what gemm_pack_a_pairs / gemm_pack_b_pairs make of
+ * decoded operands, without a decoded copy): the panels of R (MR for A, NR for B) consecutive
+ * operand rows [r0, r0 + rn) of an operand with `rows` rows, k [p0, p0 + kc); per panel
+ * [ceil(kc/2)][R] words of two bf16 values (k even in the low half), zero padded to R rows and
+ * an even k. ROWS layouts (codes [rows][k]): 8 rows x 16 codes decoded, transposed as 8x8
+ * words; COLS layouts (codes [k][rows]): a panel's values of k and of k + 1 are contiguous. */
+_Static_assert(NR % 8 == 0 && (MR % 8 == 0 || MR % 8 == 4), "pack_codes stores rows in groups of 8 (or a last 4)");
+static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, int64_t r0, int rn, int64_t p0,
+                       int kc, int R, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  for (int ir = 0; ir < rn; ir += R) {
+    const int rr = rn - ir < R ? rn - ir : R;
+    uint32_t* d = dst + (int64_t)ir * kc2;
+    const int64_t i = r0 + ir;
+    int q0 = 0;
+    if (cols) {
+      for (int l0 = 0; l0 < R; l0 += 16) {
+        const int nl = rr - l0 <= 0 ? 0 : rr - l0 < 16 ? rr - l0 : 16, w = R - l0 < 16 ? R - l0 : 16;
+        const __mmask16 out = (__mmask16)((1u << w) - 1u);
+        for (int q = 0; q < kc2; q++) {
+          const uint8_t* s = codes + (p0 + 2 * q) * rows + i + l0;
+          const int odd = 2 * q + 1 < kc;
+          __m128i ce, co;
+          if (nl == w && i + l0 + 16 <= rows) { /* whole lanes, a 16-byte load stays inside the row */
+            ce = _mm_loadu_si128((const __m128i*)s);
+            co = odd ? _mm_loadu_si128((const __m128i*)(s + rows)) : _mm_setzero_si128();
+          } else { /* lanes past rr: code 0 -> 0 */
+            uint8_t t[2][16] = {{0}};
+            memcpy(t[0], s, (size_t)nl);
+            if (odd) memcpy(t[1], s + rows, (size_t)nl);
+            ce = _mm_loadu_si128((const __m128i*)t[0]);
+            co = _mm_loadu_si128((const __m128i*)t[1]);
+          }
+          const __m512i e = f8t_dec16(ce), o = f8t_dec16(co);
+          const __m512i v = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
+          if (w == 16) _mm512_storeu_si512((void*)(d + q * R + l0), v);
+          else _mm512_mask_storeu_ps((float*)(d + q * R + l0), out, _mm512_castsi512_ps(v));
+        }
+      }
+      continue;
+    }
+    if (rr == R) {
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int g = 0; g < R; g += 8) {
+          const int nrow = R - g < 8 ? R - g : 8;
+          __m256 v[8];
+          for (int r = 0; r < 8; r++)
+            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0)))))
+                            : _mm256_setzero_ps();
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) { /* nrow: 8, or 4 (the last group of MR = 12) */
+            if (nrow == 8) _mm256_storeu_ps((float*)(d + (q0 + q) * R + g), v[q]);
+            else _mm_storeu_ps((float*)(d + (q0 + q) * R + g), _mm256_castps256_ps128(v[q]));
+          }
+        }
+      }
+    }
+    for (int q = q0; q < kc2; q++) {
+      const int64_t p = p0 + 2 * q;
+      for (int r = 0; r < rr; r++) {
+        const uint8_t* row = codes + (i + r) * k;
+        d[q * R + r] = f8t_bf16(row[p]) | (2 * q + 1 < kc ? f8t_bf16(row[p + 1]) << 16 : 0u);
+      }
+      for (int r = rr; r < R; r++) d[q * R + r] = 0;
+    }
+  }
+}
+
+/* One MR x NR tile over a kc-deep slice of VDPBF16PS panels (a: [kc/2][MR], b: [kc/2][NR]
+ * pairs), the promotion in registers: per 128-wide block, P = the block's sum of code products
+ * (2 x MR zmm accumulators, never stored), then per element
+ *   acc = acc + P * (sa[i] * sb[j])      (float32, one rounding per operation, no FMA)
+ * with sa / sb the block's scales (next block: + lsa / + lsb). acc is [MR][lda]; `init`: it
+ * starts at +0 (not read; +0 + t keeps the oracle's sign of zero). Same values as
+ * gemm_kernel_dp per block + promote(), without the tile's store and reload per block. */
+__attribute__((optimize("fp-contract=off"))) static void kernel_dp_promote(int kc, const uint32_t* restrict a,
+                                                                           const uint32_t* restrict b, const float* sa,
+                                                                           int lsa, const float* sb, int lsb,
+                                                                           float* acc, int64_t lda, int init) {
+  for (int i = 0; i < MR; i++) {
+    __builtin_prefetch(acc + i * lda, 1, 3);
+    __builtin_prefetch(acc + i * lda + NR - 1, 1, 3);
+  }
+  for (int q0 = 0; q0 < kc; q0 += 128, sa += lsa, sb += lsb) {
+    const int steps = ((kc - q0 < 128 ? kc - q0 : 128) + 1) / 2;
+    __m512 p[MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) p[i][0] = p[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int q = 0; q < steps; q++) {
+      const __m512bh b0 = f8t_bh(_mm512_load_si512((const void*)b));
+      const __m512bh b1 = f8t_bh(_mm512_load_si512((const void*)(b + 16)));
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; i++) {
+        const __m512bh ai = f8t_bh(_mm512_set1_epi32((int)a[i]));
+        p[i][0] = _mm512_dpbf16_ps(p[i][0], ai, b0);
+        p[i][1] = _mm512_dpbf16_ps(p[i][1], ai, b1);
+      }
+      a += MR;
+      b += NR;
+    }
+    const __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
+    const int first = init && q0 == 0;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const __m512 si = _mm512_set1_ps(sa[i]);
+      float* r = acc + i * lda;
+      const __m512 t0 = _mm512_mul_ps(p[i][0], _mm512_mul_ps(si, sb0));
+      const __m512 t1 = _mm512_mul_ps(p[i][1], _mm512_mul_ps(si, sb1));
+      const __m512 c0 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(r);
+      const __m512 c1 = first ? _mm512_setzero_ps() : _mm512_loadu_ps(r + 16);
+      _mm512_storeu_ps(r, _mm512_add_ps(c0, t0));
+      _mm512_storeu_ps(r + 16, _mm512_add_ps(c1, t1));
+    }
+  }
+}
+#endif
+
 static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   const f8t_prob* P = X->P;
   const gemm_prob* G = &X->G;
@@ -186,14 +328,20 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
     for (int64_t pc = 0; pc < P->k; pc += KCF) {
       const int kc = (int)min64(KCF, P->k - pc);
       const int ks = dp ? (kc + 1) / 2 : kc; /* panel depth in kernel steps */
-      if (dp) ISA_FN(gemm_pack_b_pairs)(G, pc, kc, jc, nc, (uint32_t*)bbuf);
-      else ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
+#if defined(DSV3_ISA_AVX512)
+      if (dp) pack_codes(P->b.codes, P->b.layout & 1, P->n, P->k, jc, nc, pc, kc, NR, (uint32_t*)bbuf);
+      else
+#endif
+        ISA_FN(gemm_pack_b)(G, pc, kc, jc, nc, bbuf);
       for (int q = 0; q * 128 < kc; q++)
         for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
       for (int64_t ic = i0; ic < i1; ic += MC) {
         const int mc = (int)min64(MC, i1 - ic);
-        if (dp) ISA_FN(gemm_pack_a_pairs)(G, ic, mc, pc, kc, (uint32_t*)abuf);
-        else ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
+#if defined(DSV3_ISA_AVX512)
+        if (dp) pack_codes(P->a.codes, P->a.layout & 1, P->m, P->k, ic, mc, pc, kc, MR, (uint32_t*)abuf);
+        else
+#endif
+          ISA_FN(gemm_pack_a)(G, ic, mc, pc, kc, abuf);
         for (int q = 0; q * 128 < kc; q++)
           for (int i = 0; i < mcp; i++) sap[q * mcp + i] = i < mc ? f8t_scale(&P->a, P->m, X->nb, ic + i, (pc >> 7) + q) : 0.0f;
         for (int jr = 0; jr < nc; jr += NR) {
@@ -203,6 +351,22 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
             const int mr = mc - ir < MR ? mc - ir : MR;
             const float* ap = abuf + (int64_t)ir * ks;
             float* c = P->c + (ic + ir) * ldc + jc + jr;
+#if defined(DSV3_ISA_AVX512)
+            if (dp) {
+              /* full tiles accumulate in C itself unless the finished sum is added to C */
+              const int add = pc == 0 && P->beta != 0.0f, direct = mr == MR && nr == NR && !add;
+              float* dst = direct ? c : acc;
+              if (!direct && pc > 0)
+                for (int i = 0; i < MR; i++)
+                  for (int j = 0; j < NR; j++) acc[i * NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
+              kernel_dp_promote(kc, (const uint32_t*)ap, (const uint32_t*)bp, sap + ir, mcp, sbp + jr, ncmax, dst,
+                                direct ? ldc : NR, pc == 0);
+              if (!direct)
+                for (int i = 0; i < mr; i++)
+                  for (int j = 0; j < nr; j++) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i * NR + j] : acc[i * NR + j];
+              continue;
+            }
+#endif
             if (pc == 0) memset(acc, 0, sizeof acc);
             else
               for (int i = 0; i < MR; i++)
@@ -277,12 +441,18 @@ static int run(const f8t_prob* P) {
     return 0;
   }
   const int T = P->threads < 1 ? 1 : P->threads;
-  float* af = (float*)scratch(2, (size_t)P->m * P->k * sizeof(float));
-  void* bd = scratch(3, (size_t)P->n * P->k * (P->dp ? 2 : 4));
-  if (!af || !bd) return -1;
-  /* decode: A in row chunks, B in element chunks */
-  dec_ctx D = {P, af, bd, 0, 0, 0};
-  {
+  int codes_packed = 0; /* VDPBF16PS: both operands packed straight from their codes, nothing decoded */
+#if defined(DSV3_ISA_AVX512)
+  codes_packed = P->dp;
+#endif
+  float* af = NULL;
+  void* bd = NULL;
+  if (!codes_packed) {
+    af = (float*)scratch(2, (size_t)P->m * P->k * sizeof(float));
+    bd = scratch(3, (size_t)P->n * P->k * sizeof(float));
+    if (!af || !bd) return -1;
+    /* decode: A in row chunks, B in element chunks */
+    dec_ctx D = {P, af, bd, 0, 0, 0};
     const int64_t work = (P->m + P->n) * P->k;
     const int64_t tasks = T > 1 && work >= 65536 ? 4 * (int64_t)T : 1;
     D.na = min64(P->m, tasks);
@@ -302,10 +472,10 @@ static int run(const f8t_prob* P) {
   X.G.lda = P->k;
   X.G.tb = !(P->b.layout & 1); /* ROWS: stored [n][k] */
   X.G.ldb = (P->b.layout & 1) ? P->n : P->k;
-  X.G.bf = P->dp ? NULL : (const float*)bd;
-  X.G.bh = P->dp ? (const uint16_t*)bd : NULL;
-  X.G.bf16 = P->dp;
-  X.G.dp = P->dp;
+  X.G.bf = (const float*)bd; /* the packers' view of the decoded operands (float32 path only) */
+  X.G.bh = NULL;
+  X.G.bf16 = 0;
+  X.G.dp = 0;
   X.G.m = P->m;
   X.G.n = P->n;
   X.G.k = P->k;

@@ -56,8 +56,9 @@ Schedule:
   --fp8                 FP8 mixed precision (paper section 3.3; default off): the Fprop, Dgrad and
                         Wgrad GEMMs of the MLA projections, dense / shared / routed expert FFNs
                         and MTP eh_proj on E4M3 operands (1x128 activation tiles, 128x128 weight
-                        blocks, online scales), Linear inputs cached in FP8; embedding, output
-                        head, MoE gate, norms and attention stay float32, as do the master
+                        blocks, online scales), Linear inputs cached in FP8; the output head
+                        runs as under --precision bf16 (the paper's "original precision");
+                        embedding, MoE gate, norms and attention stay float32, as do the master
                         weights; AdamW moments default to BF16 (paper section 3.3.3).
                         Recorded in run.json ("precision") and metrics.jsonl
   --seed N              initialisation and data order (default ${TRAIN.seed})

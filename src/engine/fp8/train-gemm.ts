@@ -104,3 +104,35 @@ export function fp8Matmul(m: number, n: number, k: number, a: Fp8Operand, b: Fp8
   if (m === 0 || n === 0) return;
   kernels().fp8Gemm(m, n, k, a.codes, a.scales, a.layout, b.codes, b.scales, b.layout, beta, c, ldc);
 }
+
+/** One FP8 GEMM of a batch: C [m, n] (row stride ldc) = A B^T (beta 0) or C + A B^T (beta 1). */
+export interface Fp8Problem {
+  m: number;
+  n: number;
+  k: number;
+  a: Fp8Operand;
+  b: Fp8Operand;
+  beta: 0 | 1;
+  c: Float32Array;
+  ldc: number;
+}
+
+/**
+ * Runs independent FP8 GEMMs (the MoE experts' per-expert GEMMs) with the result of
+ * `fp8Matmul` on each, in order: each run of consecutive problems with the same layouts, beta
+ * and ldc is one Kernels.fp8GemmBatch call (one parallel region, one problem per thread).
+ */
+export function fp8MatmulBatch(ps: readonly Fp8Problem[]): void {
+  const live = ps.filter((p) => p.m > 0 && p.n > 0);
+  for (let s = 0; s < live.length;) {
+    const p0 = live[s]!;
+    let e = s + 1;
+    while (e < live.length && live[e]!.a.layout === p0.a.layout && live[e]!.b.layout === p0.b.layout && live[e]!.beta === p0.beta && live[e]!.ldc === p0.ldc) e++;
+    const run = live.slice(s, e);
+    const dims = new Int32Array(3 * run.length);
+    run.forEach((p, i) => dims.set([p.m, p.n, p.k], 3 * i));
+    kernels().fp8GemmBatch(dims, run.map((p) => p.a.codes), run.map((p) => p.a.scales), p0.a.layout,
+      run.map((p) => p.b.codes), run.map((p) => p.b.scales), p0.b.layout, p0.beta, run.map((p) => p.c), p0.ldc);
+    s = e;
+  }
+}

@@ -23,6 +23,9 @@
  * down projection's input); the SwiGLU gradient is taken at the dequantised G, U. The forward's
  * own SwiGLU runs on the float32 G, U.
  *
+ * The per-expert GEMMs of a projection run as one batch (`fp8MatmulBatch`, Kernels.fp8GemmBatch:
+ * one parallel region, one expert per pool thread, like gemmBatchBf16 in grouped.ts), each
+ * equal to its own `fp8Matmul`.
  * Every GEMM runs on the codes (`fp8Matmul`, fp8/train-gemm.ts; Kernels.fp8Gemm: bf16 dot
  * products with the N_C = 128 promotion, within float32 summation order of the exact FP8 oracle
  * test/helpers/fp8-gemm-oracle.ts). Master weights, outputs and gradients stay float32; the gate,
@@ -34,7 +37,8 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, rowsOf, scaleOffsets, tilesOperand, type Fp8Operand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, rowsOf, scaleOffsets, tilesOperand,
+  type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
@@ -95,6 +99,9 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
   const routed = P > 0 && D > 0 && I > 0;
   const shared = sh !== null && N * D > 0;
   const expertRows = (e: number): [number, number] => [offsets[e]!, offsets[e + 1]! - offsets[e]!];
+  /** One GEMM per expert (first row a, n rows), in expert order. */
+  const perExpert = (f: (a: number, n: number, e: number) => Fp8Problem): Fp8Problem[] =>
+    Array.from({ length: E }, (_, e) => f(offsets[e]!, offsets[e + 1]! - offsets[e]!, e));
 
   // X per 1x128 tile: its FP8 copy (codes + scales) is also all the backward keeps of x
   const xt = quantizeFp8Activation(x);
@@ -133,19 +140,17 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     const X = gatherOperand(xq, rows, D); // gathered FP8 rows = the experts' 1x128-tile operands
     const G = scratchBuf('f8.G', P * I);
     const U = scratchBuf('f8.U', P * I);
-    for (let e = 0; e < E; e++) {
-      const [a, n] = expertRows(e);
-      fp8Matmul(n, I, D, rowsOf(X, a, n, D), blocks(wq.gate[e]!), 0, G.subarray(a * I), I); // G_e = X_e W1_e^T
-      fp8Matmul(n, I, D, rowsOf(X, a, n, D), blocks(wq.up[e]!), 0, U.subarray(a * I), I); // U_e = X_e W3_e^T
-    }
+    // G_e = X_e W1_e^T and U_e = X_e W3_e^T: one batch of 2E GEMMs
+    fp8MatmulBatch([
+      ...perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(X, a, n, D), b: blocks(wq.gate[e]!), beta: 0, c: G.subarray(a * I), ldc: I })),
+      ...perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(X, a, n, D), b: blocks(wq.up[e]!), beta: 0, c: U.subarray(a * I), ldc: I })),
+    ]);
     release(X);
     const H = scratchBuf('f8.H', P * I);
     k.siluMul(G, U, H, P * I);
     const Hq = tilesOperand(H, 0, I, P, I);
-    for (let e = 0; e < E; e++) {
-      const [a, n] = expertRows(e);
-      fp8Matmul(n, D, I, rowsOf(Hq, a, n, I), blocks(wq.down[e]!), 0, Y.subarray(a * D), D); // Y_e = H_e W2_e^T
-    }
+    // Y_e = H_e W2_e^T
+    fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(Hq, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Y.subarray(a * D), ldc: D })));
     if (recording) HQ = Hq;
     else release(Hq);
     k.scatterAddRows(Y, rows, gp, out, P, D);
@@ -172,10 +177,25 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       if (!deferring) temps.push(t);
       return t;
     };
+    // the weight-gradient GEMMs that run now (not deferred) are collected per projection and
+    // run as one batch (`flushWeightGrads`); deferred ones run singly when applied
+    let wgBatch: Fp8Problem[] | null = null;
     /** dW (+)= A^T B for param i ([m, n]): A and B the Wgrad operands [m, rowsAB], [n, rowsAB]. */
     const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Fp8Operand, B: Fp8Operand): void => {
-      const dW = (into: Tensor, beta: 0 | 1): void => fp8Matmul(m, n, rowsAB, A, B, beta, into.f32(), n);
+      const dW = (into: Tensor, beta: 0 | 1): void => {
+        const p: Fp8Problem = { m, n, k: rowsAB, a: A, b: B, beta, c: into.f32(), ldc: n };
+        if (wgBatch) wgBatch.push(p);
+        else fp8MatmulBatch([p]);
+      };
       if (!accumulateWeightGrad(params[i]!, dW)) dW((wGrads[i] = Tensor.zeros([m, n])), 1);
+    };
+    const collectWeightGrads = (): void => {
+      wgBatch = [];
+    };
+    const flushWeightGrads = (): void => {
+      const ps = wgBatch ?? [];
+      wgBatch = null;
+      fp8MatmulBatch(ps);
     };
     const need = (i: number): boolean => params[i]!.requiresGrad;
     const needAny = (from: number, count: number): boolean => params.slice(from, from + count).some((t) => t.requiresGrad);
@@ -218,10 +238,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       if (dgates) {
         // dgate = dout · Y, Y recomputed from H's FP8 copy exactly as the forward computed it
         const Yr = scratchBuf('f8.Y', P * D);
-        for (let e = 0; e < E; e++) {
-          const [a, n] = expertRows(e);
-          fp8Matmul(n, D, I, rowsOf(HQ!, a, n, I), blocks(wq.down[e]!), 0, Yr.subarray(a * D), D);
-        }
+        fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(HQ!, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Yr.subarray(a * D), ldc: D })));
         const dp = scratchBuf('f8.dgate', P);
         k.rowDot(dY, Yr, dp, P, D);
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
@@ -230,10 +247,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       // Dgrad of the down projections: dH_e = q(dYs_e) W2_e
       const dYq = tilesOperand(dY, 0, D, P, D);
       const dH = scratchBuf('f8.dH', P * I);
-      for (let e = 0; e < E; e++) {
-        const [a, n] = expertRows(e);
-        fp8Matmul(n, I, D, rowsOf(dYq, a, n, D), blocks(wq.down[e]!, true), 0, dH.subarray(a * I), I);
-      }
+      fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(dYq, a, n, D), b: blocks(wq.down[e]!, true), beta: 0, c: dH.subarray(a * I), ldc: I })));
       release(dYq);
       // the SwiGLU inputs from their FP8 cache
       const G = dequant(GQ!, P, I, scratchBuf('f8.G', P * I));
@@ -245,10 +259,12 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
         const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
+        collectWeightGrads();
         for (let e = 0; e < E; e++) {
           const [, n] = expertRows(e);
           if (n > 0 && need(2 * E + e)) weightGrad(2 * E + e, D, I, n, expertCols(dYc, offsets, soD, e, D), expertCols(Hc, offsets, soI, e, I));
         }
+        flushWeightGrads();
       }
       const dG = scratchBuf('f8.H', P * I); // H is in its operand now
       const dU = scratchBuf('f8.dU', P * I);
@@ -262,23 +278,25 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
         const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
+        collectWeightGrads();
         for (let e = 0; e < E; e++) {
           const [, n] = expertRows(e);
           if (n === 0) continue;
           if (need(e)) weightGrad(e, I, D, n, expertCols(dGc, offsets, soI, e, I), expertCols(Xc, offsets, soD, e, D));
           if (need(E + e)) weightGrad(E + e, I, D, n, expertCols(dUc, offsets, soI, e, I), expertCols(Xc, offsets, soD, e, D));
         }
+        flushWeightGrads();
       }
       // Dgrad of the gate/up projections: dX_e = q(dG_e) W1_e + q(dU_e) W3_e
       if (dx) {
         const dGq = tilesOperand(dG, 0, I, P, I);
         const dUq = tilesOperand(dU, 0, I, P, I);
         const dX = scratchBuf('f8.Y', P * D); // Y (dgate) is done
-        for (let e = 0; e < E; e++) {
-          const [a, n] = expertRows(e);
-          fp8Matmul(n, D, I, rowsOf(dGq, a, n, I), blocks(wq.gate[e]!, true), 0, dX.subarray(a * D), D);
-          fp8Matmul(n, D, I, rowsOf(dUq, a, n, I), blocks(wq.up[e]!, true), 1, dX.subarray(a * D), D);
-        }
+        // dX_e = q(dG_e) W1_e (all experts), then += q(dU_e) W3_e
+        fp8MatmulBatch([
+          ...perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(dGq, a, n, I), b: blocks(wq.gate[e]!, true), beta: 0, c: dX.subarray(a * D), ldc: D })),
+          ...perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(dUq, a, n, I), b: blocks(wq.up[e]!, true), beta: 1, c: dX.subarray(a * D), ldc: D })),
+        ]);
         release(dGq, dUq);
         k.scatterAddRows(dX, rows, null, dx, P, D);
       }

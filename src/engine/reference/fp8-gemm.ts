@@ -80,3 +80,21 @@ export function fp8Gemm(
     }
   }
 }
+
+/**
+ * Kernels.fp8GemmBatch: problem i (dims[3i..3i+2] = m, n, k) is fp8Gemm(m, n, k, aCodes[i],
+ * aScales[i], aLayout, bCodes[i], bScales[i], bLayout, beta, cs[i], ldc), in order.
+ */
+export function fp8GemmBatch(
+  dims: Int32Array, aCodes: readonly Uint8Array[], aScales: readonly Float32Array[], aLayout: number,
+  bCodes: readonly Uint8Array[], bScales: readonly Float32Array[], bLayout: number, beta: 0 | 1, cs: readonly Float32Array[], ldc: number,
+): void {
+  if (dims.length % 3 !== 0) throw new RangeError(`fp8GemmBatch: dims holds ${dims.length} values, not (m, n, k) triples`);
+  const count = dims.length / 3;
+  if (aCodes.length < count || aScales.length < count || bCodes.length < count || bScales.length < count || cs.length < count) {
+    throw new RangeError('fp8GemmBatch: aCodes, aScales, bCodes, bScales and cs need one array per problem');
+  }
+  for (let i = 0; i < count; i++) {
+    fp8Gemm(dims[3 * i]!, dims[3 * i + 1]!, dims[3 * i + 2]!, aCodes[i]!, aScales[i]!, aLayout, bCodes[i]!, bScales[i]!, bLayout, beta, cs[i]!, ldc);
+  }
+}

@@ -9,7 +9,7 @@ import { gemmBatch, gemmBatchBf16 } from './gemm-batch.js';
 import { bf16Round, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
-import { fp8Gemm } from './fp8-gemm.js';
+import { fp8Gemm, fp8GemmBatch } from './fp8-gemm.js';
 import { adamw, adamwBf16, sumSquares } from './optim.js';
 import * as rows from './rows.js';
 
@@ -27,6 +27,7 @@ export const referenceKernels: Kernels = {
   fp8QuantBlocks128,
   fp8Dequant,
   fp8Gemm,
+  fp8GemmBatch,
   binary,
   axpy,
   gatherRows,

@@ -1,0 +1,72 @@
+// Step-by-step interleaved training-step timing of several builds and precisions in ONE process, for a shared machine:
+//   node scripts/bench-train-precision-interleaved.mjs STEPS LABEL=ROOT:PREC[,PREC] ...
+// ROOT: a built checkout of dsv3 (dist/ and build/Release/dsv3.node); PREC: fp32 | bf16 | fp8 (fp8 with BF16 AdamW
+// moments, as `bench train --precision fp8`). configs/bench-small.json, 8x256 tokens, bench train's step; one step of
+// each trainer in turn after a warm-up step. Prints JSON: per trainer the median wall and CPU (process.cpuUsage, all
+// threads) ms per step and the last loss; for each non-bf16 trainer the medians of its per-step CPU and wall ratios
+// against the same ROOT's bf16 trainer (e.g. base=../main:bf16,fp8 new=.:bf16,fp8).
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+const steps = Number(process.argv[2]);
+if (!(steps >= 1) || process.argv.length < 4) {
+  console.error('usage: node scripts/bench-train-precision-interleaved.mjs STEPS LABEL=ROOT:PREC[,PREC] ... (labels without "-")');
+  process.exit(2);
+}
+const B = 8, S = 256;
+const runners = [];
+for (const spec of process.argv.slice(3)) {
+  const [label, rest] = spec.split('=');
+  const [rootRel, precs] = rest.split(':');
+  const root = resolve(rootRel);
+  const imp = (p) => import(pathToFileURL(root + '/dist/src/' + p).href);
+  const { stepArena, withArena } = await imp('engine/arena.js');
+  const { loadModelConfig } = await imp('model/config.js');
+  const { DeepseekV3 } = await imp('model/model.js');
+  const { backward } = await imp('engine/autograd.js');
+  const { AdamW } = await imp('train/optimizer.js');
+  const { PAPER, TRAIN } = await imp('train/recipe.js');
+  const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
+  const cfg = loadModelConfig(root + '/configs/bench-small.json');
+  for (const prec of precs.split(',')) {
+    const model = DeepseekV3.randomInit(cfg, 0);
+    const opt = new AdamW(model.parameters(), { lr: 1e-4, ...(prec === 'fp8' ? { momentDtype: 'bf16' } : {}) });
+    const arena = stepArena();
+    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
+    let i = 0;
+    const ms = [], cpu = [];
+    let loss = NaN;
+    const step = () => {
+      const tokens = Int32Array.from({ length: B * (S + 1) }, (_, j) => (j * 7919 + i * 31) % cfg.vocab_size);
+      i++;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      withArena(arena, () => {
+        const f = forwardLosses(model, tokens, lossOpts, B);
+        backward(f.terms.total);
+        const loads = new Map([...f.routing].map(([l, r]) => [l, r.load]));
+        applyUpdate(model, opt, loads, { lr: 1e-4, maxGradNorm: PAPER.maxGradNorm, balance: TRAIN.balance, bias: { gamma: PAPER.biasGamma } });
+        loss = f.terms.total.item();
+      });
+      arena?.reset();
+      ms.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
+    };
+    runners.push({ name: `${label}-${prec}`, step, ms, cpu, loss: () => loss });
+  }
+}
+for (const r of runners) r.step();
+for (const r of runners) { r.ms.length = 0; r.cpu.length = 0; }
+for (let s = 0; s < steps; s++) for (const r of runners) r.step();
+const med = (a) => { const b = [...a].sort((x, y) => x - y); const n = b.length; return n % 2 ? b[(n - 1) / 2] : (b[n / 2 - 1] + b[n / 2]) / 2; };
+const out = {};
+for (const r of runners) out[r.name] = { wall_med: Math.round(med(r.ms)), wall_min: Math.round(Math.min(...r.ms)), cpu_med: Math.round(med(r.cpu)), loss_last: +r.loss().toFixed(5) };
+// ratios against the bf16 trainer of the same label
+for (const r of runners) {
+  const base = runners.find((q) => q.name.split('-')[0] === r.name.split('-')[0] && q.name.endsWith('-bf16'));
+  if (base && base !== r) {
+    out[r.name].cpu_ratio_vs_bf16 = +med(r.cpu.map((c, k) => c / base.cpu[k])).toFixed(3);
+    out[r.name].wall_ratio_vs_bf16 = +med(r.ms.map((c, k) => c / base.ms[k])).toFixed(3);
+  }
+}
+console.log(JSON.stringify({ threads: process.env.DSV3_THREADS ?? 'all', steps, ...out }, null, 1));
