@@ -132,6 +132,42 @@ function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m
     const row = ws.byExpertRow[q]!;
     ws.xg.set(row === 0 && D === x.length ? x : x.subarray(row * D, (row + 1) * D), q * D);
   }
+  if (m <= MOE_ROWS_MAX) {
+    // every active expert's gate, up, SiLU and down in one kernel call (weights streamed once)
+    const w = expertWeights(p);
+    kern.moeRows(ws.xg, off, w.gates, w.ups, w.downs, D, I, ws.gg, ws.ug, ws.ag, ws.yg);
+  } else moeRowsBatched(kern, p, ws, D, I);
+  const ys = ws.yg;
+  for (let q = 0; q < n; q++) {
+    const w = ws.topW[ws.byExpertSlot[q]!]!;
+    const o = ws.byExpertRow[q]! * D;
+    const so = q * D;
+    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
+  }
+  return true;
+}
+
+/** Rows per call up to which moeRowsF32 runs kernels().moeRows (decode batches, verification);
+ * above (prefill chunks: many rows per expert) the packed GEMMs of gemmBatch do better. */
+const MOE_ROWS_MAX = 16;
+
+/** The routed experts' float32 weights as the arrays kernels().moeRows takes, made once per plan. */
+const weightLists = new WeakMap<MoePlan, { gates: Float32Array[]; ups: Float32Array[]; downs: Float32Array[] }>();
+function expertWeights(p: MoePlan): { gates: Float32Array[]; ups: Float32Array[]; downs: Float32Array[] } {
+  let w = weightLists.get(p);
+  if (!w) {
+    w = { gates: p.experts.map((q) => q.gate.f32!), ups: p.experts.map((q) => q.up.f32!), downs: p.experts.map((q) => q.down.f32!) };
+    weightLists.set(p, w);
+  }
+  return w;
+}
+
+/** gate/up of every active expert as one gemmBatch, SiLU-multiply, down as a second gemmBatch
+ * (rows grouped by expert in ws.xg; outputs in ws.yg). */
+function moeRowsBatched(kern: Kernels, p: MoePlan, ws: Workspace, D: number, I: number): void {
+  const E = p.rc.experts;
+  const off = ws.offsets;
+  const n = off[E]!;
   const dims = ws.grpDims;
   let g = 0;
   for (let e = 0; e < E; e++) {
@@ -165,14 +201,6 @@ function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m
     g++;
   }
   kern.gemmBatch(false, true, ws.grpDimsAt[g]!, 1, ws.grpA, I, ws.grpB, I, 0, ws.grpC, D);
-  const ys = ws.yg;
-  for (let q = 0; q < n; q++) {
-    const w = ws.topW[ws.byExpertSlot[q]!]!;
-    const o = ws.byExpertRow[q]! * D;
-    const so = q * D;
-    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
-  }
-  return true;
 }
 
 /** h[m, D] += MoE(x) for x [m, D] (x = post_attention_layernorm(h)). */
