@@ -1,5 +1,5 @@
-// kernels().moeRows (native/src/isa/moe_rows.c): the routed experts of several token rows in one
-// call, against the reference (one expert after another: reference GEMMs and siluMul), for
+// kernels().moeRows / moeRowsBf16 (native/src/isa/moe_rows.c): the routed experts of several token
+// rows in one call (float32 / bf16 weights), against the reference (one expert after another: reference GEMMs and siluMul), for
 // every ISA this CPU has and 1 and 2 threads. Shapes: bench-small's experts (D 256, I 128)
 // with 0 .. 17 rows per expert (passes of 4 rows and their tails), sizes that are not multiples
 // of the vector width or of the 4-row output quads (D 37, I 21), and one tiny expert.
@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
-import { moeRows } from '../src/engine/reference/moe-rows.js';
+import { moeRows, moeRowsBf16 } from '../src/engine/reference/moe-rows.js';
 
 const { A, opts, eachConfig } = nativeForTests();
 
@@ -32,6 +32,12 @@ function close(got: Float32Array, want: Float32Array, what: string): void {
 }
 
 type MoeRows = typeof moeRows;
+type MoeRowsBf16 = typeof moeRowsBf16;
+/** bf16 bits of random values in [-1, 1) (any bit pattern of a finite value is a valid weight) */
+const randBits = (n: number): Uint16Array => {
+  const f = randArray(n);
+  return Uint16Array.from(new Uint32Array(f.buffer), (u) => u >>> 16);
+};
 
 test('moeRows: native equals the reference (counts 0..17 per expert, odd sizes, every ISA, 1 and 2 threads)', opts, () => {
   const nat = A['moeRows'] as unknown as MoeRows;
@@ -61,6 +67,21 @@ test('moeRows: native equals the reference (counts 0..17 per expert, odd sizes, 
       const got = run(nat);
       ['g', 'u', 'act', 'y'].forEach((name, i) => close(got[i]!, want[i]!, `${label} D=${D} I=${I} ${name}`));
     });
+    // bf16 weights: x and act rounded to bf16 as gemmBf16 does (the reference runs gemmBf16)
+    const natBf = A['moeRowsBf16'] as unknown as MoeRowsBf16;
+    const bg = counts.map(() => randBits(I * D));
+    const bu = counts.map(() => randBits(I * D));
+    const bd = counts.map(() => randBits(D * I));
+    const runBf = (f: MoeRowsBf16): Float32Array[] => {
+      const out = [new Float32Array(rows * I), new Float32Array(rows * I), new Float32Array(rows * I), new Float32Array(rows * D)];
+      f(x, off, bg, bu, bd, D, I, out[0]!, out[1]!, out[2]!, out[3]!);
+      return out;
+    };
+    const wantBf = runBf(moeRowsBf16);
+    eachConfig((label) => {
+      const got = runBf(natBf);
+      ['g', 'u', 'act', 'y'].forEach((name, i) => close(got[i]!, wantBf[i]!, `bf16 ${label} D=${D} I=${I} ${name}`));
+    });
   }
 });
 
@@ -76,5 +97,7 @@ test('moeRows: bad operands are refused with a message naming them', opts, () =>
   }
   assert.throws(() => call(Int32Array.of(0, 2), [new Float32Array(I * D - 1)]), /gates\[0\]/);
   assert.throws(() => call(Int32Array.of(0, 2), w, buf(2 * D - 1)), /'x'/);
+  const natBf = A['moeRowsBf16'] as unknown as MoeRowsBf16;
+  assert.throws(() => natBf(buf(2 * D), Int32Array.of(0, 2), w as unknown as Uint16Array[], w as unknown as Uint16Array[], w as unknown as Uint16Array[], D, I, buf(8), buf(8), buf(8), buf(16)), /gates\[0\]' must be a Uint16Array/);
   call(Int32Array.of(0, 2));
 });

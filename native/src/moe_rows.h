@@ -8,11 +8,13 @@
 typedef struct {
   int64_t experts, D, I;
   const int32_t* off;     /* [experts + 1]: expert e's rows are off[e] .. off[e+1]-1 */
-  const float* x;         /* [rows, D] gathered by expert */
-  const float* const* wg; /* [experts] -> [I, D] gate_proj */
-  const float* const* wu; /* [experts] -> [I, D] up_proj */
-  const float* const* wd; /* [experts] -> [D, I] down_proj */
+  int bf16;               /* weights are bf16 bits (uint16_t) instead of float32 */
+  const float* x;         /* [rows, D] gathered by expert (bf16: already rounded to bf16 values) */
+  const void* const* wg;  /* [experts] -> [I, D] gate_proj */
+  const void* const* wu;  /* [experts] -> [I, D] up_proj */
+  const void* const* wd;  /* [experts] -> [D, I] down_proj */
   float *g, *u, *act;     /* [rows, I] */
+  const float* ain;       /* the down projection's input: act, or (bf16) act rounded to bf16 */
   float* y;               /* [rows, D] */
 } moe_rows_prob;
 

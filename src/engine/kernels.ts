@@ -53,6 +53,10 @@ export interface Kernels {
    */
   moeRows(x: Float32Array, offsets: Int32Array, gates: readonly Float32Array[], ups: readonly Float32Array[],
     downs: readonly Float32Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
+  /** moeRows with bf16 weights (bits): x and act are rounded to bf16 before their products, float32
+   * accumulation (gemmBf16's rule). */
+  moeRowsBf16(x: Float32Array, offsets: Int32Array, gates: readonly Uint16Array[], ups: readonly Uint16Array[],
+    downs: readonly Uint16Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
   /**
    * out[i] = bfloat16 bits of x[i], round to nearest even (NaN stays a quiet NaN, subnormals
    * are kept: the rounding gemmBf16 applies to A), for i < n.

@@ -3,12 +3,27 @@
  * sum, SwiGLU experts), one expert after another with the reference GEMM and SiLU-multiply:
  * for expert e with rows offsets[e] .. offsets[e+1]-1 of x [rows, D],
  *   g = x W_gate^T, u = x W_up^T (each [cnt, I]); act = silu(g) * u; y = act W_down^T ([cnt, D]).
+ * moeRowsBf16: the same with bf16 weights (Uint16Array bits) through gemmBf16 (x and act rounded
+ * to bf16, float32 accumulation).
  */
-import { gemm } from './gemm.js';
+import { gemm, gemmBf16 } from './gemm.js';
 import { siluMul } from './rows.js';
 
 export function moeRows(x: Float32Array, offsets: Int32Array, gates: readonly Float32Array[], ups: readonly Float32Array[],
   downs: readonly Float32Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void {
+  run(x, offsets, gates, ups, downs, D, I, g, u, act, y, gemm);
+}
+
+export function moeRowsBf16(x: Float32Array, offsets: Int32Array, gates: readonly Uint16Array[], ups: readonly Uint16Array[],
+  downs: readonly Uint16Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void {
+  run(x, offsets, gates, ups, downs, D, I, g, u, act, y, gemmBf16);
+}
+
+type Gemm<W> = (transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: Float32Array, lda: number,
+  b: W, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
+
+function run<W extends Float32Array | Uint16Array>(x: Float32Array, offsets: Int32Array, gates: readonly W[], ups: readonly W[],
+  downs: readonly W[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array, gemm: Gemm<W>): void {
   const E = offsets.length - 1;
   if (E < 0 || offsets[0] !== 0) throw new RangeError('moeRows: offsets must hold experts + 1 entries starting at 0');
   for (let e = 0; e < E; e++) if (offsets[e + 1]! < offsets[e]!) throw new RangeError('moeRows: offsets must be non-decreasing');
