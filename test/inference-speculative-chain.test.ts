@@ -132,7 +132,8 @@ describe('greedy speculative decoding with 2 chained MTP modules', () => {
         pos += a + 1;
         produced += a + 1;
       }
-      const r = new SpeculativeDecoder(m, { maxLen: P + n, chunk: 3 }).generate(prompt, n);
+      // the simulation drafts with the model's own weights: the exact draft path
+      const r = new SpeculativeDecoder(m, { maxLen: P + n, chunk: 3, draft: 'exact' }).generate(prompt, n);
       assert.deepEqual([r.draftedByDepth, r.acceptedByDepth], [drafted, accepted], `P ${P}`);
       deep += accepted[1]!;
     }

@@ -45,6 +45,19 @@ export interface Kernels {
   gemmBatchBf16(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Float32Array[], lda: number,
     bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
   /**
+   * The routed experts of several token rows in one call (float32 weights; batched decode and
+   * the speculative verification forward): for expert e with rows offsets[e] .. offsets[e+1]-1
+   * of x [rows, D] (rows = offsets[E]), g = x W_gate[e]^T and u = x W_up[e]^T ([rows, I] each,
+   * weights [I, D]), act = silu(g) * u (siluMul's formula), y = act W_down[e]^T ([rows, D],
+   * W_down [D, I]). Each weight row is read once for all of its expert's rows.
+   */
+  moeRows(x: Float32Array, offsets: Int32Array, gates: readonly Float32Array[], ups: readonly Float32Array[],
+    downs: readonly Float32Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
+  /** moeRows with bf16 weights (bits): x and act are rounded to bf16 before their products, float32
+   * accumulation (gemmBf16's rule). */
+  moeRowsBf16(x: Float32Array, offsets: Int32Array, gates: readonly Uint16Array[], ups: readonly Uint16Array[],
+    downs: readonly Uint16Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
+  /**
    * out[i] = bfloat16 bits of x[i], round to nearest even (NaN stays a quiet NaN, subnormals
    * are kept: the rounding gemmBf16 applies to A), for i < n.
    */

@@ -80,6 +80,8 @@ export function loadNativeKernels(): Kernels | null {
     gemmBatch: has('gemmBatch') ? a.gemmBatch : ref.gemmBatch,
     gemmBf16: has('gemmBf16') ? a.gemmBf16 : ref.gemmBf16,
     gemmBatchBf16: has('gemmBatchBf16') ? a.gemmBatchBf16 : ref.gemmBatchBf16,
+    moeRows: has('moeRows') ? a.moeRows : ref.moeRows,
+    moeRowsBf16: has('moeRowsBf16') ? a.moeRowsBf16 : ref.moeRowsBf16,
     bf16Round: has('bf16Round') ? a.bf16Round : ref.bf16Round,
     bf16Widen: has('bf16Widen') ? a.bf16Widen : ref.bf16Widen,
     linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,

@@ -32,6 +32,8 @@ export interface DecodeSessionOptions {
   /** Most rows one `engine.head` call computes per sequence (default 2). */
   logitRows?: number;
   profiler?: PhaseProfiler;
+  /** MTP modules on bf16 copies of float32 weights (EngineOptions.draftBf16). */
+  draftBf16?: boolean;
 }
 
 /** The fast engine as a `Decoder` of the generation loop (generate.ts). */
@@ -53,7 +55,7 @@ export class DecodeSession implements Decoder {
     this.batch = B;
     this.chunk = chunk;
     this.V = model.cfg.vocab_size;
-    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * Math.max(2, opts.logitRows ?? 2), maxLen: opts.maxLen, mtp: opts.mtp ?? false });
+    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * Math.max(2, opts.logitRows ?? 2), maxLen: opts.maxLen, mtp: opts.mtp ?? false, draftBf16: opts.draftBf16 ?? false });
     this.engine.profiler = opts.profiler ?? null;
     this.cache = model.newCache(B, opts.maxLen, { mtp: this.engine.mtps.length > 0 });
     this.ids = new Int32Array(B * chunk);

@@ -18,6 +18,7 @@ import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { DsvError } from '../errors.js';
 import type { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
+import { bf16Layer, bf16Linear } from './draft-bf16.js';
 import { mlpAdd, moeAdd } from './ffn.js';
 import { type PreparedLinear, preparedBytes, prepareLinear, runLinear } from './linear.js';
 import { attentionAdd, rmsNormRows, type RopeTables, type StepShape } from './mla.js';
@@ -35,6 +36,9 @@ export interface EngineOptions {
   /** Also plan MTP modules 1 .. depth (speculative decoding): true is 1, a number that many
    * (at most the model's). */
   mtp?: boolean | number;
+  /** Run the MTP modules, and the head for their logits (`draftHead`), on bf16 copies of float32
+   * weights: the cheaper draft path of speculative decoding (draft-bf16.ts). */
+  draftBf16?: boolean;
 }
 
 interface MtpPlan {
@@ -59,6 +63,8 @@ export class Engine {
   private readonly embedBf16: Uint16Array | null;
   private readonly norm: NormPlan;
   private readonly lmHead: PreparedLinear;
+  /** The head of the MTP modules' logits: lmHead, or its bf16 copy (draftBf16). */
+  private readonly mtpHead: PreparedLinear;
   private readonly rope: RopeTables;
 
   constructor(readonly model: DeepseekV3, opts: EngineOptions) {
@@ -79,13 +85,15 @@ export class Engine {
     if (depth > model.mtp.length) {
       throw new DsvError(`speculative decoding needs ${depth} MTP module(s), the model has ${model.mtp.length} (num_nextn_predict_layers, loaded with mtp: true)`);
     }
+    const bf = opts.draftBf16 === true && depth > 0;
     this.mtps = model.mtp.slice(0, depth).map((m) => ({
       enorm: planNorm(m.enorm),
       hnorm: planNorm(m.hnorm),
-      ehProj: prepareLinear(m.ehProj),
-      layer: planLayer(m.layer),
+      ehProj: bf ? bf16Linear(kernels(), prepareLinear(m.ehProj)) : prepareLinear(m.ehProj),
+      layer: bf ? bf16Layer(kernels(), planLayer(m.layer)) : planLayer(m.layer),
       headNorm: planNorm(m.sharedHeadNorm),
     }));
+    this.mtpHead = bf ? bf16Linear(kernels(), this.lmHead) : this.lmHead;
   }
 
   /** Bytes of float32 copies made at planning (decoded bf16/FP8 kv_b_proj), and of the workspace. */
@@ -214,6 +222,15 @@ export class Engine {
    * `stride`, rows first, first+stride, ... (the last token of each sequence).
    */
   head(first: number, n: number, stride = 1): Float32Array {
+    return this.headWith(this.lmHead, first, n, stride);
+  }
+
+  /** `head` for rows of an MTP module's output (Eq. 23's shared head): the draft path's head. */
+  draftHead(first: number, n: number): Float32Array {
+    return this.headWith(this.mtpHead, first, n, 1);
+  }
+
+  private headWith(w: PreparedLinear, first: number, n: number, stride: number): Float32Array {
     if (n > this.ws.logitRows) throw new DsvError(`engine: ${n} logit rows, the workspace holds ${this.ws.logitRows}`);
     const kern = kernels();
     const D = this.D;
@@ -223,7 +240,7 @@ export class Engine {
       for (let j = 0; j < n; j++) ws.headIn.set(ws.hidden.subarray((first + j * stride) * D, (first + j * stride + 1) * D), j * D);
       x = ws.headIn;
     }
-    runLinear(kern, this.lmHead, n, x, ws.logits, 0);
+    runLinear(kern, w, n, x, ws.logits, 0);
     this.profiler?.lap('head');
     return ws.logitView[n]!;
   }

@@ -109,21 +109,26 @@ function moeRowF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, D:
 }
 
 /**
- * Several rows with float32 routed experts (batched decode, prefill chunks): every routed
- * (row, expert) pair is gathered into one block grouped by expert, then ALL active experts'
- * gate and up projections run as ONE kernels().gemmBatch call (each expert a GEMM over the rows
- * that chose it, the experts spread over the threads), one SiLU-multiply over the block, the
- * down projections as a second gemmBatch, and each output is added into its row scaled by its
- * gate (the same order and rounding as expertAdd). Each expert's weights are read once per call
- * however many rows chose it. Returns false (nothing done) when some routed weight is not float32.
+ * Several rows with float32 or bf16 routed experts (batched decode, verification, the bf16
+ * draft path, prefill chunks; kernels().moeRowsBf16 for bf16, up to MOE_ROWS_MAX rows): every
+ * routed (row, expert) pair is gathered into one block grouped by expert. Up to MOE_ROWS_MAX rows,
+ * ALL active experts run in ONE kernels().moeRows call (gate, up, SiLU, down; each weight row
+ * streamed once for all the rows that chose the expert), with the shared expert as one more group
+ * of all m rows when it has the routed width; above, the gate and up projections run as one
+ * kernels().gemmBatch call, then the down projections as a second. Each routed output is added
+ * into its row scaled by its gate (the same order and rounding as expertAdd), then the shared
+ * output. Returns what it did: 'none' (FP8 or mixed storage, or bf16 above MOE_ROWS_MAX rows), 'routed' (the
+ * caller adds the shared expert), 'all'.
  */
-function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array): boolean {
+function moeRowsGrouped(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array): 'none' | 'routed' | 'all' {
   const E = p.rc.experts;
   const I = p.experts[0]!.inter;
-  if (ws.gg.length < m * p.rc.topK * I) return false;
+  if (ws.gg.length < m * (p.rc.topK + 1) * I) return 'none';
+  const kind = storageOf(p.experts[0]!);
+  if (kind === null || (kind === 'bf16' && m > MOE_ROWS_MAX)) return 'none';
   for (let e = 0; e < E; e++) {
     const q = p.experts[e]!;
-    if (!q.gate.f32 || !q.up.f32 || !q.down.f32 || q.inter !== I) return false;
+    if (storageOf(q) !== kind || q.inter !== I) return 'none';
   }
   const off = ws.offsets;
   const n = off[E]!; // routed pairs
@@ -132,6 +137,87 @@ function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m
     const row = ws.byExpertRow[q]!;
     ws.xg.set(row === 0 && D === x.length ? x : x.subarray(row * D, (row + 1) * D), q * D);
   }
+  // the shared expert as one more group of all m rows (same width), when it is float32 too
+  const sh = p.shared;
+  const withShared = m <= MOE_ROWS_MAX && sh !== null && sh.inter === I && storageOf(sh) === kind;
+  if (m <= MOE_ROWS_MAX) {
+    // every active expert's gate, up, SiLU and down in one kernel call (weights streamed once)
+    let o = off;
+    if (withShared) {
+      ws.xg.set(x.subarray(0, m * D), n * D);
+      o = ws.offsetsShared;
+      o.set(off);
+      o[E + 1] = n + m;
+    }
+    if (kind === 'f32') {
+      const w = expertWeights(p, withShared);
+      kern.moeRows(ws.xg, o, w.gates, w.ups, w.downs, D, I, ws.gg, ws.ug, ws.ag, ws.yg);
+    } else {
+      const w = expertBits(p, withShared);
+      kern.moeRowsBf16(ws.xg, o, w.gates, w.ups, w.downs, D, I, ws.gg, ws.ug, ws.ag, ws.yg);
+    }
+  } else moeRowsBatched(kern, p, ws, D, I);
+  const ys = ws.yg;
+  for (let q = 0; q < n; q++) {
+    const w = ws.topW[ws.byExpertSlot[q]!]!;
+    const o = ws.byExpertRow[q]! * D;
+    const so = q * D;
+    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
+  }
+  if (!withShared) return 'routed';
+  // h += FFN_shared(x), after the routed outputs (the order of moeAdd's mlpAdd)
+  for (let q = 0, so = n * D; q < m * D; q++) h[q] = h[q]! + ys[so + q]!;
+  return 'all';
+}
+
+/** Rows per call up to which moeRowsGrouped runs kernels().moeRows (decode batches, verification);
+ * above (prefill chunks: many rows per expert) the packed GEMMs of gemmBatch do better. */
+const MOE_ROWS_MAX = 16;
+
+/** 'f32' / 'bf16' when all three projections of an expert have that storage, else null (FP8, mixed). */
+function storageOf(q: MlpPlan): 'f32' | 'bf16' | null {
+  if (q.gate.f32 && q.up.f32 && q.down.f32) return 'f32';
+  if (q.gate.bits && q.up.bits && q.down.bits) return 'bf16';
+  return null;
+}
+
+interface BitLists { gates: Uint16Array[]; ups: Uint16Array[]; downs: Uint16Array[] }
+const bitLists = new WeakMap<MoePlan, BitLists>();
+const bitListsShared = new WeakMap<MoePlan, BitLists>();
+/** expertWeights for bf16 experts (kernels().moeRowsBf16). */
+function expertBits(p: MoePlan, shared: boolean): BitLists {
+  const map = shared ? bitListsShared : bitLists;
+  let w = map.get(p);
+  if (!w) {
+    const all = shared ? [...p.experts, p.shared!] : p.experts;
+    w = { gates: all.map((q) => q.gate.bits!), ups: all.map((q) => q.up.bits!), downs: all.map((q) => q.down.bits!) };
+    map.set(p, w);
+  }
+  return w;
+}
+
+interface WeightLists { gates: Float32Array[]; ups: Float32Array[]; downs: Float32Array[] }
+/** The routed experts' float32 weights (then the shared expert's) as the arrays kernels().moeRows
+ * takes, made once per plan. */
+const weightLists = new WeakMap<MoePlan, WeightLists>();
+const weightListsShared = new WeakMap<MoePlan, WeightLists>();
+function expertWeights(p: MoePlan, shared: boolean): WeightLists {
+  const map = shared ? weightListsShared : weightLists;
+  let w = map.get(p);
+  if (!w) {
+    const all = shared ? [...p.experts, p.shared!] : p.experts;
+    w = { gates: all.map((q) => q.gate.f32!), ups: all.map((q) => q.up.f32!), downs: all.map((q) => q.down.f32!) };
+    map.set(p, w);
+  }
+  return w;
+}
+
+/** gate/up of every active expert as one gemmBatch, SiLU-multiply, down as a second gemmBatch
+ * (rows grouped by expert in ws.xg; outputs in ws.yg). */
+function moeRowsBatched(kern: Kernels, p: MoePlan, ws: Workspace, D: number, I: number): void {
+  const E = p.rc.experts;
+  const off = ws.offsets;
+  const n = off[E]!;
   const dims = ws.grpDims;
   let g = 0;
   for (let e = 0; e < E; e++) {
@@ -165,14 +251,6 @@ function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m
     g++;
   }
   kern.gemmBatch(false, true, ws.grpDimsAt[g]!, 1, ws.grpA, I, ws.grpB, I, 0, ws.grpC, D);
-  const ys = ws.yg;
-  for (let q = 0; q < n; q++) {
-    const w = ws.topW[ws.byExpertSlot[q]!]!;
-    const o = ws.byExpertRow[q]! * D;
-    const so = q * D;
-    for (let d = 0; d < D; d++) h[o + d] = h[o + d]! + Math.fround(ys[so + d]! * w);
-  }
-  return true;
 }
 
 /** h[m, D] += MoE(x) for x [m, D] (x = post_attention_layernorm(h)). */
@@ -184,7 +262,8 @@ export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array
     prof?.lap('ffn.experts');
     return;
   }
-  if (m === 1 || !moeRowsF32(kern, p, ws, x, m, D, h)) {
+  const done = m === 1 ? 'none' : moeRowsGrouped(kern, p, ws, x, m, D, h);
+  if (done === 'none') {
     const off = ws.offsets;
     for (let e = 0; e < p.rc.experts; e++) {
       const cnt = off[e + 1]! - off[e]!;
@@ -192,6 +271,6 @@ export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array
     }
   }
   prof?.lap('ffn.experts');
-  if (p.shared) mlpAdd(kern, p.shared, ws, x, m, h);
+  if (p.shared && done !== 'all') mlpAdd(kern, p.shared, ws, x, m, h);
   prof?.lap('ffn.shared');
 }

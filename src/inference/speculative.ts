@@ -90,7 +90,11 @@ export class SpeculativeDecoder {
   private readonly cachedTokens: Int32Array;
   private cachedLen = 0;
 
-  constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; depth?: number; profiler?: PhaseProfiler }) {
+  constructor(readonly model: DeepseekV3, opts: { maxLen: number; chunk?: number; depth?: number; profiler?: PhaseProfiler;
+    /** Weights of the draft path (the MTP modules and their head): 'bf16' (default) runs bf16
+     * copies of float32 weights (draft-bf16.ts: half the bytes; the output is unchanged, see
+     * there), 'exact' the model's own. */
+    draft?: 'bf16' | 'exact'; }) {
     if (model.mtp.length === 0) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
     const K = opts.depth ?? model.mtp.length;
     if (!(Number.isInteger(K) && K >= 1 && K <= model.mtp.length)) {
@@ -98,7 +102,7 @@ export class SpeculativeDecoder {
     }
     this.depth = K;
     const chunk = Math.max(K + 1, opts.chunk ?? 64);
-    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, ...(opts.profiler ? { profiler: opts.profiler } : {}) });
+    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, draftBf16: (opts.draft ?? 'bf16') === 'bf16', ...(opts.profiler ? { profiler: opts.profiler } : {}) });
     const D = model.cfg.hidden_size;
     // rows read back: a prefill chunk plus the rows a round recomputes (<= 2K), with room to spare
     this.R = this.session.chunk + 4 * K + 4;
@@ -143,7 +147,7 @@ export class SpeculativeDecoder {
       }
       e.forwardMtp(this.rowIds.subarray(0, T), { B: 1, T, start: a }, this.session.cache, k);
       this.keep(k, e.ws.h, a, T);
-      if (a + T === to) logits = e.head(T - 1, 1);
+      if (a + T === to) logits = e.draftHead(T - 1, 1);
     }
     return logits!;
   }

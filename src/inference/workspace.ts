@@ -77,6 +77,8 @@ export class Workspace {
   readonly topW: Float32Array;
   /** Dispatch: per expert its rows (token order) in byExpert[offsets[e] .. offsets[e+1]). */
   readonly offsets: Int32Array;
+  /** offsets followed by the end of the shared expert's rows (one more group, after the routed pairs). */
+  readonly offsetsShared: Int32Array;
   readonly fill: Int32Array;
   readonly byExpertRow: Int32Array;
   readonly byExpertSlot: Int32Array;
@@ -145,11 +147,12 @@ export class Workspace {
     this.rowC = new Array<Float32Array>(2 * slots).fill(gu);
     const pairs = rows * K;
     const Ie = cfg.moe_intermediate_size;
-    this.xg = new Float32Array(pairs * D);
-    this.gg = new Float32Array(pairs * Ie);
-    this.ug = new Float32Array(pairs * Ie);
-    this.ag = new Float32Array(pairs * Ie);
-    this.yg = new Float32Array(pairs * D);
+    // (+ rows: the shared expert's rows after the routed pairs, kernels().moeRows path)
+    this.xg = new Float32Array((pairs + rows) * D);
+    this.gg = new Float32Array((pairs + rows) * Ie);
+    this.ug = new Float32Array((pairs + rows) * Ie);
+    this.ag = new Float32Array((pairs + rows) * Ie);
+    this.yg = new Float32Array((pairs + rows) * D);
     const at = (buf: Float32Array, w: number): Float32Array[] => Array.from({ length: pairs }, (_, q) => buf.subarray(q * w));
     this.xgAt = at(this.xg, D);
     this.ggAt = at(this.gg, Ie);
@@ -166,6 +169,7 @@ export class Workspace {
     this.topIdx = new Int32Array(rows * K);
     this.topW = f(K);
     this.offsets = new Int32Array(E + 1);
+    this.offsetsShared = new Int32Array(E + 2);
     this.fill = new Int32Array(E);
     this.byExpertRow = new Int32Array(rows * K);
     this.byExpertSlot = new Int32Array(rows * K);

@@ -6,6 +6,7 @@ import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { gemm, gemmBf16 } from './gemm.js';
 import { gemmBatch, gemmBatchBf16 } from './gemm-batch.js';
+import { moeRows, moeRowsBf16 } from './moe-rows.js';
 import { bf16Round, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
@@ -19,6 +20,8 @@ export const referenceKernels: Kernels = {
   gemmBatch,
   gemmBf16,
   gemmBatchBf16,
+  moeRows,
+  moeRowsBf16,
   bf16Round,
   bf16Widen,
   linearFp8,

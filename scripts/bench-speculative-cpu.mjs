@@ -1,0 +1,107 @@
+// Plain vs MTP speculative greedy decoding, interleaved in one process, timed in CPU time
+// (process.cpuUsage: on a shared machine not inflated by other processes' time slices) and
+// wall time. Several builds can be compared in the same run (each a dist/ directory of a
+// build, with its own native addon), e.g. main's and this branch's.
+//
+//   node scripts/bench-speculative-cpu.mjs --model RUN_OR_CHECKPOINT [--dist dist --dist /other/dist]
+//        [--tokens 200] [--rounds 5] [--depth K] [--prompt TEXT ...] [--draft bf16 --draft exact]
+// (--draft: SpeculativeDecoder's draft weights; each value is run as its own variant of each build;
+// builds older than the option ignore it)
+//
+// Per round, per prompt, per build: plain greedy (`DecodeSession` + the generation loop, as
+// `dsv3 generate --no-speculative`) then speculative (`SpeculativeDecoder`, as `dsv3 generate
+// --speculative`), `tokens` new tokens each (prefill included, load excluded). Prints one JSON
+// line per run and a summary per build: median CPU ms per token of each mode, the median of the
+// per-round speculative/plain speed ratios (CPU and wall), acceptance, and whether every
+// speculative output equalled plain greedy. Run with DSV3_THREADS=1 (or 2) to fix the threads.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    dist: { type: 'string', multiple: true },
+    tokens: { type: 'string', default: '200' },
+    rounds: { type: 'string', default: '5' },
+    depth: { type: 'string' },
+    prompt: { type: 'string', multiple: true },
+    draft: { type: 'string', multiple: true },
+  },
+});
+if (!values.model) throw new Error('--model RUN_OR_CHECKPOINT is required');
+const dists = (values.dist ?? ['dist']).map((d) => path.resolve(d));
+const N = Number(values.tokens);
+const R = Number(values.rounds);
+const prompts = values.prompt ?? ['Call me Ishmael.', 'The whale'];
+
+const builds = [];
+for (const d of dists) {
+  const imp = (p) => import(path.join(d, p));
+  const { DeepseekV3 } = await imp('src/model/model.js');
+  const { DecodeSession } = await imp('src/inference/decode-session.js');
+  const { generate } = await imp('src/inference/generate.js');
+  const { SpeculativeDecoder } = await imp('src/inference/speculative.js');
+  const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
+  const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
+  const dir = resolveCheckpointDir(path.resolve(values.model));
+  const model = DeepseekV3.load(dir, { mtp: true, map: true });
+  const tok = loadTokenizer(dir, model.cfg.vocab_size);
+  const depth = values.depth ? Number(values.depth) : model.mtp.length;
+  for (const draft of values.draft ?? [undefined]) {
+    builds.push({ d, label: draft ? `${d} draft=${draft}` : d, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, depth });
+  }
+}
+
+const cpu = () => {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+};
+const runs = [];
+for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
+  for (const text of prompts) {
+    for (const [bi, b] of builds.entries()) {
+      const prompt = Int32Array.from(b.tok.encode(text, { addBos: b.tok.bosId !== undefined }));
+      const P = prompt.length;
+      let c0 = cpu();
+      let t0 = performance.now();
+      const s = new b.DecodeSession(b.model, { maxLen: P + N });
+      const g = b.generate(s, prompt, P, { maxNew: N });
+      const plain = { cpu: cpu() - c0, wall: performance.now() - t0, ids: g.tokens[0] };
+      c0 = cpu();
+      t0 = performance.now();
+      const sp = new b.SpeculativeDecoder(b.model, { maxLen: P + N, depth: b.depth, ...(b.draft ? { draft: b.draft } : {}) });
+      const r = sp.generate(prompt, N);
+      const spec = { cpu: cpu() - c0, wall: performance.now() - t0, ids: Array.from(r.ids.subarray(P)) };
+      const n = plain.ids.length;
+      const same = spec.ids.length === n && spec.ids.every((t, i) => t === plain.ids[i]);
+      const line = {
+        round, prompt: text, build: b.label, tokens: n,
+        plain_cpu_ms_per_token: +(plain.cpu / n).toFixed(4), spec_cpu_ms_per_token: +(spec.cpu / n).toFixed(4),
+        speedup_cpu: +(plain.cpu / spec.cpu).toFixed(3), speedup_wall: +(plain.wall / spec.wall).toFixed(3),
+        acceptance: +(r.accepted / Math.max(1, r.drafted)).toFixed(3), tokens_per_forward: +(n / Math.max(1, r.mainForwards + 1)).toFixed(2),
+        verify_ms_per_forward: +(r.verifyMs / Math.max(1, r.mainForwards)).toFixed(3), draft_ms_per_round: +(r.draftMs / Math.max(1, r.mainForwards)).toFixed(3),
+        identical: same,
+      };
+      if (round > 0) runs.push({ bi, ...line });
+      console.log(JSON.stringify(line));
+    }
+  }
+}
+const med = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+for (const [bi, b] of builds.entries()) {
+  const rs = runs.filter((r) => r.bi === bi);
+  console.log(JSON.stringify({
+    summary: b.label, threads: process.env.DSV3_THREADS ?? 'default', runs: rs.length, depth: b.depth,
+    plain_cpu_ms_per_token: +med(rs.map((r) => r.plain_cpu_ms_per_token)).toFixed(4),
+    spec_cpu_ms_per_token: +med(rs.map((r) => r.spec_cpu_ms_per_token)).toFixed(4),
+    speedup_cpu_median: med(rs.map((r) => r.speedup_cpu)), speedup_wall_median: med(rs.map((r) => r.speedup_wall)),
+    speedup_cpu_range: [Math.min(...rs.map((r) => r.speedup_cpu)), Math.max(...rs.map((r) => r.speedup_cpu))],
+    acceptance_mean: +(rs.reduce((a, r) => a + r.acceptance, 0) / rs.length).toFixed(3),
+    all_identical: rs.every((r) => r.identical),
+    load: fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+  }));
+}
