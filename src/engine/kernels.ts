@@ -45,6 +45,17 @@ export interface Kernels {
   gemmBatchBf16(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Float32Array[], lda: number,
     bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
   /**
+   * gemmBf16 with A also given as bfloat16 bits (an operand rounded once and read by several
+   * GEMMs, e.g. dY by Dgrad and Wgrad, or a saved bf16 activation): the same result as gemmBf16
+   * of A widened to float32, without re-rounding A in every GEMM (the native kernel reads the
+   * bf16 pairs in place or packs them without rounding).
+   */
+  gemmBf16Ab(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+    a: Uint16Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
+  /** gemmBatchBf16 with every A_i also bfloat16 bits (gemmBf16Ab per GEMM). */
+  gemmBatchBf16Ab(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Uint16Array[], lda: number,
+    bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
+  /**
    * out[i] = bfloat16 bits of x[i], round to nearest even (NaN stays a quiet NaN, subnormals
    * are kept: the rounding gemmBf16 applies to A), for i < n.
    */

@@ -68,6 +68,8 @@ export function loadNativeKernels(): Kernels | null {
     gemmBatch: has('gemmBatch') ? a.gemmBatch : ref.gemmBatch,
     gemmBf16: has('gemmBf16') ? a.gemmBf16 : ref.gemmBf16,
     gemmBatchBf16: has('gemmBatchBf16') ? a.gemmBatchBf16 : ref.gemmBatchBf16,
+    gemmBf16Ab: has('gemmBf16Ab') ? a.gemmBf16Ab : ref.gemmBf16Ab,
+    gemmBatchBf16Ab: has('gemmBatchBf16Ab') ? a.gemmBatchBf16Ab : ref.gemmBatchBf16Ab,
     bf16Round: has('bf16Round') ? a.bf16Round : ref.bf16Round,
     bf16Widen: has('bf16Widen') ? a.bf16Widen : ref.bf16Widen,
     linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,

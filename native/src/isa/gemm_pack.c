@@ -191,7 +191,60 @@ static inline __m512i pairs_round16(__m512 x) {
 }
 #endif
 
+/* Pair layout of A given as bf16 bits (gemm_bf16ab): no rounding, half the bytes to read.
+ *   A stored [m,k]: the pair (2q, 2q+1) of row i is the 32-bit word at ah + i*lda + 2q (p0 is
+ *     even: k blocks start at multiples of GEMM_KC_DP), so a full panel is an 8x8 transpose of
+ *     words, as for B stored [n,k] in gemm_pack_b_pairs;
+ *   A stored [k,m] (Wgrad's dY^T): rows p and p+1 hold the panel's mr values contiguously; their
+ *     16-bit values are interleaved into words (row p in the low half). */
+static void pack_a_pairs_bits(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  const uint16_t* A = P->ah;
+  const int64_t lda = P->lda;
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    uint32_t* d = dst + (int64_t)ir * kc2;
+    const int64_t i = i0 + ir;
+    int q0 = 0;
+#if defined(DSV3_ISA_AVX512)
+    if (P->ta) {
+      const __mmask16 lanes = (__mmask16)((1u << mr) - 1u);
+      for (; 2 * q0 + 2 <= kc; q0++) {
+        const uint16_t* s0 = A + (p0 + 2 * q0) * lda + i;
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, s0));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, s0 + lda));
+        _mm512_mask_storeu_epi32(d + q0 * MR, (__mmask16)((1u << MR) - 1u), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+    } else if (mr == MR) {
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int r0 = 0; r0 < MR; r0 += 8) {
+          const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+          __m256 v[8];
+          for (int r = 0; r < 8; r++)
+            v[r] = r < nrow ? _mm256_loadu_ps((const float*)(A + (i + r0 + r) * lda + p0 + 2 * q0)) : _mm256_setzero_ps();
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) store_lanes((float*)(d + (q0 + q) * MR + r0), v[q], nrow);
+        }
+      }
+    }
+#endif
+    for (int q = q0; q < kc2; q++) {
+      const int64_t p = p0 + 2 * q;
+      for (int r = 0; r < mr; r++) {
+        const uint16_t lo = P->ta ? A[p * lda + i + r] : A[(i + r) * lda + p];
+        const uint16_t hi = 2 * q + 1 < kc ? (P->ta ? A[(p + 1) * lda + i + r] : A[(i + r) * lda + p + 1]) : 0;
+        d[q * MR + r] = pair16(lo, hi);
+      }
+      for (int r = mr; r < MR; r++) d[q * MR + r] = 0;
+    }
+  }
+}
+
 void ISA_FN(gemm_pack_a_pairs)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  if (P->ah) {
+    pack_a_pairs_bits(P, i0, mc, p0, kc, dst);
+    return;
+  }
   const int kc2 = (kc + 1) / 2;
   for (int ir = 0; ir < mc; ir += MR) {
     const int mr = mc - ir < MR ? mc - ir : MR;

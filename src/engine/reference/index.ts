@@ -3,8 +3,8 @@ import type { Kernels } from '../kernels.js';
 import { attention, attentionBackward } from './attention.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
-import { gemm, gemmBf16 } from './gemm.js';
-import { gemmBatch, gemmBatchBf16 } from './gemm-batch.js';
+import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
+import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
 import { bf16Round, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
@@ -18,6 +18,8 @@ export const referenceKernels: Kernels = {
   gemmBatch,
   gemmBf16,
   gemmBatchBf16,
+  gemmBf16Ab,
+  gemmBatchBf16Ab,
   bf16Round,
   bf16Widen,
   linearFp8,
