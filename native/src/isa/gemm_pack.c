@@ -207,13 +207,13 @@ static void pack_a_pairs_bits(const gemm_prob* P, int64_t i0, int mc, int64_t p0
     const int64_t i = i0 + ir;
     int q0 = 0;
 #if defined(DSV3_ISA_AVX512)
-    if (P->ta) {
-      const __mmask16 lanes = (__mmask16)((1u << mr) - 1u);
+    if (P->ta && mr == MR) {
+      /* the 12 values of a row: 8 + 4 (no read past them), widened to 32-bit lanes 0..11 */
       for (; 2 * q0 + 2 <= kc; q0++) {
         const uint16_t* s0 = A + (p0 + 2 * q0) * lda + i;
-        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, s0));
-        const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, s0 + lda));
-        _mm512_mask_storeu_epi32(d + q0 * MR, (__mmask16)((1u << MR) - 1u), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_loadl_epi64((const __m128i*)(s0 + 8)), _mm_loadu_si128((const __m128i*)s0)));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_loadl_epi64((const __m128i*)(s0 + lda + 8)), _mm_loadu_si128((const __m128i*)(s0 + lda))));
+        _mm512_mask_storeu_ps((float*)(d + q0 * MR), (__mmask16)((1u << MR) - 1u), _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16))));
       }
     } else if (mr == MR) {
       for (; 2 * q0 + 16 <= kc; q0 += 8) {
