@@ -1,5 +1,5 @@
 // Development tool (not part of the package): the GEMM calls of ONE training step, each timed
-// on its own. Records every gemm / gemmBf16 / gemmBatch / gemmBatchBf16 call of a step of
+// on its own. Records every gemm / gemmBf16 / gemmBf16Ab call and their gemmBatch* forms of a step of
 // configs/bench-small.json (8 x 256, as `bench train`; after one warm-up step), groups equal
 // calls (kernel, layout, sizes, leading dimensions, beta) and replays each group on random
 // operands of the same extents: CPU time per call (process.cpuUsage, best of --reps runs), its
@@ -47,7 +47,7 @@ const opt = new AdamW(model.parameters(), { lr: 1e-4 });
 const arena = stepArena();
 const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: values.precision };
 
-const GEMMS = new Set(['gemm', 'gemmBf16', 'gemmBatch', 'gemmBatchBf16']);
+const GEMMS = new Set(['gemm', 'gemmBf16', 'gemmBatch', 'gemmBatchBf16', 'gemmBf16Ab', 'gemmBatchBf16Ab']);
 const groups = new Map(); // signature -> {kernel, ta, tb, dims, lda, ldb, ldc, beta, calls, ms, site}
 function site() {
   const lines = new Error().stack.split('\n').slice(3);
@@ -112,7 +112,8 @@ const peakMeasured = addon.fmaPeak(1, 0.5);
 const peak1 = values.peak ? Number(values.peak) : peakMeasured;
 const rows = [];
 for (const g of groups.values()) {
-  const bf16 = g.kernel.endsWith('Bf16');
+  const bf16 = g.kernel.includes('Bf16');
+  const abits = g.kernel.endsWith('Ab');
   const count = g.dims.length / 3;
   const as = [], bs = [], cs = [];
   let flops = 0;
@@ -120,12 +121,12 @@ for (const g of groups.values()) {
     const [m, n, kk] = g.dims.slice(3 * q, 3 * q + 3);
     flops += 2 * m * n * kk;
     const ar = g.ta ? kk : m, br = g.tb ? n : kk;
-    as.push(rnd(Math.max(1, ar * g.lda)));
+    as.push(abits ? bits(Math.max(1, ar * g.lda)) : rnd(Math.max(1, ar * g.lda)));
     bs.push(bf16 ? bits(Math.max(1, br * g.ldb)) : rnd(Math.max(1, br * g.ldb)));
     cs.push(rnd(Math.max(1, m * g.ldc)));
   }
   const run = () => {
-    if (g.kernel === 'gemm' || g.kernel === 'gemmBf16') {
+    if (!g.kernel.startsWith('gemmBatch')) {
       const [m, n, kk] = g.dims;
       k[g.kernel](g.ta, g.tb, m, n, kk, 1, as[0], g.lda, bs[0], g.ldb, g.beta, cs[0], g.ldc);
     } else k[g.kernel](g.ta, g.tb, Int32Array.from(g.dims), 1, as, g.lda, bs, g.ldb, g.beta, cs, g.ldc);

@@ -386,9 +386,9 @@ static int round_a_prepass(gemm_prob* P) {
   return 0;
 }
 
-/* gemm_bf16ab without VDPBF16PS: A's bf16 bits widened once into a float32 copy (scratch slot
- * 4, on the bf16 grid), which the loop nest then packs as plain copies or reads in place: the
- * float32 GEMM's costs (no rounding anywhere). 0, or -1 when the copy could not be allocated. */
+/* gemm_bf16ab without VDPBF16PS, narrow tiles: A's bf16 bits widened once into a float32 copy
+ * (scratch slot 4, on the bf16 grid), which the kernels then read in place like float32 A (no
+ * rounding anywhere). 0, or -1 when the copy could not be allocated. */
 static int widen_a_prepass(gemm_prob* P) {
   const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
   float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
@@ -457,7 +457,10 @@ static int run(gemm_prob* P) {
    * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
    * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
    * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
-  if (P->ah && !P->dp && widen_a_prepass(P)) return -1;
+  /* bf16 bits A without VDPBF16PS: widened while packing (as cheap as the float32 copy),
+   * except where the float32 GEMM would read A in place (narrow tiles): there it is widened
+   * once into a float32 copy first, which the kernels then read in place */
+  if (P->ah && !P->dp && !P->ta && tcols <= DIRECT_MAX_N && widen_a_prepass(P)) return -1;
   if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && round_a_prepass(P)) return -1;
   S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;
