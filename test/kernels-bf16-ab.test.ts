@@ -149,3 +149,34 @@ test('gemmBf16Ab / gemmBatchBf16Ab: bad arguments are TypeError / RangeError nam
   assert.throws(() => a['gemmBatchBf16Ab']!(false, true, Int32Array.of(2, 2, 2), 1, [new Float32Array(4)], 2, [h(4)], 2, 0, [new Float32Array(4)], 2), /'as\[0\]' must be a Uint16Array/);
   assert.throws(() => ref.gemmBf16Ab(false, true, 2, 2, 2, 1, h(3), 2, h(4), 2, 0, new Float32Array(4), 2), /argument 'a' has 3 elements/);
 });
+
+test('bf16RoundRows: native equals the reference bit for bit (rows padded, padding untouched, threaded sizes)', (t) => {
+  if (!requireNative(t)) return;
+  const nat = loadNativeKernels()!;
+  const a = nativeAddon()!;
+  const th0 = a.info().threads;
+  const r = rng(29);
+  try {
+    for (const th of [1, 2]) {
+      a.setThreads(th);
+      for (const [rows, cols, ldo] of [[0, 5, 5], [1, 1, 1], [3, 17, 20], [7, 33, 33], [512, 4096, 4128], [300, 1000, 1001]] as const) {
+        const x = randData(r, rows * cols, 3);
+        const xu = new Uint32Array(x.buffer);
+        for (let i = 0; i < x.length; i += 13) xu[i] = (r() * 2 ** 32) >>> 0; // every exponent, NaN payloads, subnormals
+        const n = rows > 0 ? (rows - 1) * ldo + cols + 2 : 2;
+        const got = new Uint16Array(n).fill(0xabcd);
+        const exp = new Uint16Array(n).fill(0xabcd);
+        nat.bf16RoundRows(x, got, rows, cols, ldo);
+        ref.bf16RoundRows(x, exp, rows, cols, ldo);
+        assert.deepEqual(got, exp, `bf16RoundRows ${rows}x${cols} ldo=${ldo} (${th} threads)`);
+        if (rows > 0 && ldo > cols) assert.equal(got[cols], 0xabcd, 'padding untouched');
+      }
+    }
+  } finally {
+    a.setThreads(th0);
+  }
+  const f = a['bf16RoundRows'] as (...args: unknown[]) => void;
+  assert.throws(() => f(new Float32Array(6), new Uint16Array(6), 2, 3, 2), /ldo must be >= cols/);
+  assert.throws(() => f(new Float32Array(6), new Uint16Array(6), 2, 3, 4), /'out' has 6 elements, the call needs 7/);
+  assert.throws(() => ref.bf16RoundRows(new Float32Array(6), new Uint16Array(6), 2, 3, 4), /out has 6 elements, the call needs 7/);
+});

@@ -60,6 +60,12 @@ export interface Kernels {
    * are kept: the rounding gemmBf16 applies to A), for i < n.
    */
   bf16Round(x: Float32Array, out: Uint16Array, n: number): void;
+  /**
+   * bf16Round of a row-major [rows, cols] x into rows ldo >= cols apart (out[r*ldo + c]; the
+   * padding is not written): a GEMM operand whose rows are padded off a multiple of 4 KB (a
+   * transposed A read across rows 8 KB apart misses the cache: the output head's P - Y).
+   */
+  bf16RoundRows(x: Float32Array, out: Uint16Array, rows: number, cols: number, ldo: number): void;
   /** out[i] = the float32 value of the bfloat16 bits h[i] (exact), for i < n. */
   bf16Widen(h: Uint16Array, out: Float32Array, n: number): void;
 

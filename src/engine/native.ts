@@ -71,6 +71,7 @@ export function loadNativeKernels(): Kernels | null {
     gemmBf16Ab: has('gemmBf16Ab') ? a.gemmBf16Ab : ref.gemmBf16Ab,
     gemmBatchBf16Ab: has('gemmBatchBf16Ab') ? a.gemmBatchBf16Ab : ref.gemmBatchBf16Ab,
     bf16Round: has('bf16Round') ? a.bf16Round : ref.bf16Round,
+    bf16RoundRows: has('bf16RoundRows') ? a.bf16RoundRows : ref.bf16RoundRows,
     bf16Widen: has('bf16Widen') ? a.bf16Widen : ref.bf16Widen,
     linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,
     fp8QuantTiles1x128: has('fp8QuantTiles1x128') ? a.fp8QuantTiles1x128 : ref.fp8QuantTiles1x128,

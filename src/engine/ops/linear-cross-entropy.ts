@@ -88,7 +88,10 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
     xb = allocBf16(N * D);
     k.bf16Round(xd, xb, N * D);
   }
-  const pb = wb && (gx || gw) ? allocBf16(Math.min(R, N) * V) : null;
+  // (its rows 64 bytes longer than V values: Gw reads P - Y transposed, down a column of rows,
+  // and rows 2V bytes apart (8 KB at V = 4096) would crowd into a few cache sets)
+  const ldp = V + 32;
+  const pb = wb && (gx || gw) ? allocBf16(Math.min(R, N) * ldp) : null;
   for (let r0 = 0; r0 < N; r0 += R) {
     const rows = Math.min(R, N - r0);
     const logits = buf.subarray(0, rows * V);
@@ -101,11 +104,10 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
     if (!ones) continue;
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
     const gxc = gx?.subarray(r0 * D, (r0 + rows) * D);
-    const pc = pb?.subarray(0, rows * V);
-    if (pc) k.bf16Round(logits, pc, rows * V); // once for both GEMMs
-    if (gxc && pc) k.gemmBf16Ab(false, false, rows, D, V, 1, pc, V, wb!, D, 0, gxc, D);
+    if (pb) k.bf16RoundRows(logits, pb, rows, V, ldp); // once for both GEMMs
+    if (gxc && pb) k.gemmBf16Ab(false, false, rows, D, V, 1, pb, ldp, wb!, D, 0, gxc, D);
     else if (gxc) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gxc, D);
-    if (gw && pc) k.gemmBf16Ab(true, false, V, D, rows, 1, pc, V, xbc!, D, 1, gw, D);
+    if (gw && pb) k.gemmBf16Ab(true, false, V, D, rows, 1, pb, ldp, xbc!, D, 1, gw, D);
     else if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
   }
   const out = new Tensor(loss, lead, 'f32');
