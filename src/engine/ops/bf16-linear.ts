@@ -16,7 +16,7 @@
  * Outputs, gradients and master weights stay float32; dW accumulates into `w.grad` (or is
  * deferred inside `deferWeightGrads`) exactly as ops/linear.ts does.
  */
-import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
@@ -27,6 +27,14 @@ import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape } from './uti
 export function allocBf16(n: number): Uint16Array {
   const f = allocUninit(Math.ceil(n / 2));
   return new Uint16Array(f.buffer, f.byteOffset, n);
+}
+
+let scratch16 = new Uint16Array(0);
+/** n bf16 slots of a buffer shared by every call (grown on demand; never handed out): for bits
+ * read only before the next call, e.g. a backward's dY, used by its own two GEMMs. */
+export function scratchBf16(n: number): Uint16Array {
+  if (scratch16.length < n) scratch16 = new Uint16Array(n);
+  return scratch16.subarray(0, n);
 }
 
 /** The bf16 bits of a float32 tensor's elements (row-major), in a new (arena) buffer. */
@@ -64,7 +72,10 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
   return attach(out, 'bf16Linear', [x, w], (g) => {
-    const gb = toBf16Bits(as2d(g).contiguous()); // dY rounded once for Dgrad and Wgrad
+    // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
+    const gd = dataOf(as2d(g).contiguous());
+    const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
+    kernels().bf16Round(gd, gb, gd.length);
     const gx = xGrad ? bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(gb, nOut, xb!, rows, nIn, into, beta))) {

@@ -29,7 +29,7 @@ import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
-import { allocBf16 } from './bf16-linear.js';
+import { allocBf16, scratchBf16 } from './bf16-linear.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
 
@@ -91,7 +91,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
   // (its rows 64 bytes longer than V values: Gw reads P - Y transposed, down a column of rows,
   // and rows 2V bytes apart (8 KB at V = 4096) would crowd into a few cache sets)
   const ldp = V + 32;
-  const pb = wb && (gx || gw) ? allocBf16(Math.min(R, N) * ldp) : null;
+  const pb = wb && (gx || gw) ? scratchBf16(Math.min(R, N) * ldp) : null; // read only inside this call
   for (let r0 = 0; r0 < N; r0 += R) {
     const rows = Math.min(R, N - r0);
     const logits = buf.subarray(0, rows * V);
