@@ -221,7 +221,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const Us = sw ? (bf16 ? buf('Us', N * Is) : allocUninit(N * Is)) : null;
   const out = sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D);
   if (sw && N * D > 0) {
-    const xA = asB(xd, () => scratchBuf16('xf16', N * D)); // bf16: rounded once for both GEMMs
+    const xA = asB(xd, () => scratchBuf16('x16', N * D)); // bf16: rounded once for both GEMMs (the backward's x16 scratch)
     gemmAny(false, true, N, Is, D, xA, D, sw.g, D, 0, Gs!, Is);
     gemmAny(false, true, N, Is, D, xA, D, sw.u, D, 0, Us!, Is);
     const Hs = buf('Hs', N * Is);
@@ -234,7 +234,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   if (routed) {
     const X = buf('X', P * D);
     k.gatherRows(xd, rows, null, X, P, D);
-    const XA = asB(X, () => scratchBuf16('Xf16', P * D)); // bf16: rounded once for both GEMMs
+    const XA = asB(X, () => scratchBuf16('X16', P * D)); // bf16: rounded once for both GEMMs (the backward's X16 scratch)
     const H = buf('H', P * I);
     const Y = buf('Y', P * D);
     const gu = new GemmBatch(); // G_e = X_e W1_e^T, U_e = X_e W3_e^T
