@@ -5,6 +5,9 @@
  * (NaN garbage in C is ignored); alpha == 0 or k == 0 only scales C by beta (A, B unread).
  * gemm_bf16: B holds bfloat16 bit patterns; A is rounded to bf16 (round-to-nearest-even,
  * NaN kept quiet) before multiplying. C must not overlap A or B.
+ * gemm_bf16ab: A and B both hold bfloat16 bit patterns (an A rounded once by the caller, e.g.
+ * a saved activation or a gradient that two GEMMs read): gemm_bf16 of the widened A, without
+ * its rounding work; on the VDPBF16PS path A is read in place where its tiles are narrow.
  *
  * Three compiled copies exist (isa/gemm_*.c, see isa.h); dsv3_gemm_f32 / dsv3_gemm_bf16 pick
  * the active ISA (and run the AVX-512 self-check on its first use, see gemm_napi.c). Callable
@@ -21,6 +24,9 @@ DECLARE_ISA(int, dsv3_gemm_f32, (int transA, int transB, int64_t m, int64_t n, i
 DECLARE_ISA(int, dsv3_gemm_bf16, (int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha,
                                    const float* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta,
                                    float* c, int64_t ldc))
+DECLARE_ISA(int, dsv3_gemm_bf16ab, (int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha,
+                                     const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta,
+                                     float* c, int64_t ldc))
 
 /* Dispatched entry points (gemm_napi.c). All return 0, or -1 if scratch memory could not be
  * allocated (C is then unspecified). */
@@ -28,6 +34,8 @@ int dsv3_gemm_f32(int transA, int transB, int64_t m, int64_t n, int64_t k, float
                    int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 int dsv3_gemm_bf16(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                     int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
+int dsv3_gemm_bf16ab(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+                      int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 /* Compares the given ISA level's GEMMs with the scalar ones on small awkward problems
  * (all transposes, edges, several k blocks, alpha/beta, GEMV path, bf16). 1 = agree. */

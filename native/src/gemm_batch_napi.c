@@ -8,7 +8,8 @@
  * without splitting each one, which at these sizes costs more in packing and synchronisation
  * than it gains.
  *   gemmBatchBf16(...same...)  bs: Uint16Array[] of bfloat16 bits; each A rounded to bf16
- * (Kernels.gemmBatchBf16: the per-GEMM semantics of gemmBf16, see gemm.h). Every operand's extent is checked first (RangeError naming it). When two C
+ * (Kernels.gemmBatchBf16: the per-GEMM semantics of gemmBf16, see gemm.h).
+ *   gemmBatchBf16Ab(...same...)  as and bs: Uint16Array[] of bfloat16 bits (gemmBf16Ab). Every operand's extent is checked first (RangeError naming it). When two C
  * regions overlap, the GEMMs run one after another in order instead. */
 #include <stdlib.h>
 #include "fused_napi.h"
@@ -23,7 +24,7 @@ typedef struct {
   const int32_t* dims;
   const float** a;
   const float** b;
-  int bf16; /* b holds uint16_t* (bf16 bits) */
+  int bf16; /* 1: b holds uint16_t* (bf16 bits); 2: a too */
   float** c;
   const int* order; /* task t runs GEMM order[t] */
   volatile int fail;
@@ -31,6 +32,8 @@ typedef struct {
 
 static int gb_one(const gb_job* j, int i) {
   const int64_t m = j->dims[3 * i], n = j->dims[3 * i + 1], k = j->dims[3 * i + 2];
+  if (j->bf16 == 2)
+    return dsv3_gemm_bf16ab(j->ta, j->tb, m, n, k, j->alpha, (const uint16_t*)j->a[i], j->lda, (const uint16_t*)j->b[i], j->ldb, j->beta, j->c[i], j->ldc);
   if (j->bf16)
     return dsv3_gemm_bf16(j->ta, j->tb, m, n, k, j->alpha, j->a[i], j->lda, (const uint16_t*)j->b[i], j->ldb, j->beta, j->c[i], j->ldc);
   return dsv3_gemm_f32(j->ta, j->tb, m, n, k, j->alpha, j->a[i], j->lda, j->b[i], j->ldb, j->beta, j->c[i], j->ldc);
@@ -150,7 +153,7 @@ static napi_value gemm_batch_common(napi_env env, napi_callback_info info, int b
     }
     const int reads = m > 0 && n > 0 && k > 0;
     float *a, *b, *c;
-    if (gb_elem(env, argv[4], (uint32_t)i, "as", reads ? gb_extent(arows, acols, j.lda) : 0, &a) ||
+    if ((bf16 == 2 ? gb_elem_u16 : gb_elem)(env, argv[4], (uint32_t)i, "as", reads ? gb_extent(arows, acols, j.lda) : 0, &a) ||
         (bf16 ? gb_elem_u16 : gb_elem)(env, argv[6], (uint32_t)i, "bs", reads ? gb_extent(brows, bcols, j.ldb) : 0, &b) ||
         gb_elem(env, argv[9], (uint32_t)i, "cs", gb_extent(m, n, j.ldc), &c)) {
       ok = 0;
@@ -202,8 +205,10 @@ static napi_value gemm_batch_common(napi_env env, napi_callback_info info, int b
 
 static napi_value js_gemm_batch(napi_env env, napi_callback_info info) { return gemm_batch_common(env, info, 0); }
 static napi_value js_gemm_batch_bf16(napi_env env, napi_callback_info info) { return gemm_batch_common(env, info, 1); }
+static napi_value js_gemm_batch_bf16ab(napi_env env, napi_callback_info info) { return gemm_batch_common(env, info, 2); }
 
 void dsv3_register_gemm_batch(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "gemmBatch", js_gemm_batch);
   dsv3_export(env, exports, "gemmBatchBf16", js_gemm_batch_bf16);
+  dsv3_export(env, exports, "gemmBatchBf16Ab", js_gemm_batch_bf16ab);
 }

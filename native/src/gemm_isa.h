@@ -99,10 +99,13 @@ typedef struct {
   int64_t ldc;
   int around;   /* bf16 without dp: A was rounded to the bf16 grid beforehand (a, lda point at
                  * that float32 copy), so packing copies it plainly and may read it in place */
+  const uint16_t* ah; /* gemm_bf16ab: A as bf16 bits (lda in elements; a is NULL). The dp path
+                       * packs its pairs without rounding or reads them in place; the others
+                       * widen it to a float32 copy first (on the grid: around) */
 } gemm_prob;
 
 /* 1 when packing must round A to bf16 (bf16 problem whose A is not already on the grid) */
-static inline int gemm_round_a(const gemm_prob* P) { return P->bf16 && !P->around; }
+static inline int gemm_round_a(const gemm_prob* P) { return P->bf16 && !P->around && !P->ah; }
 
 /* float32 -> bf16 -> float32, round to nearest even; NaN stays a quiet NaN (the same as
  * f32ToBf16 in src/engine/dtype.ts). Branch-free so loops using it vectorise. */
@@ -205,6 +208,12 @@ void ISA_FN(gemm_kernel_rows)(int kc, const float* a, int64_t lda, const float* 
                               int64_t ldc, float alpha, float beta, int nr);
 void ISA_FN(gemm_kernel_dp)(int kc2, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc,
                             float alpha, float beta, int mr, int nr);
+/* The VDPBF16PS tile with A read in place from bf16 bits stored [m,k] (gemm_bf16ab): row i of
+ * the MR-row micro-panel is a + i*lda, its pair q the 32-bit word at a + i*lda + 2q; kc counts
+ * k values (an odd kc ends with a half pair, the missing value 0); an is the next call's panel
+ * (prefetched). All MR rows valid. */
+void ISA_FN(gemm_kernel_dp_rows)(int kc, const uint16_t* a, int64_t lda, const uint16_t* an, const uint32_t* b,
+                                 float* c, int64_t ldc, float alpha, float beta, int nr);
 
 /* Small-m streaming path (gemm_gemv.c). */
 int ISA_FN(gemm_gemv)(const gemm_prob* P); /* 0, or -1 when scratch memory ran out */

@@ -1,6 +1,7 @@
 /* GEMM: ISA dispatch, the AVX-512 load-time self-check, and the Node-API bindings
  *   gemmF32(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)   b: Float32Array
  *   gemmBf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)  b: Uint16Array
+ *   gemmBf16Ab(...same...)                                                    a, b: Uint16Array
  *   gemmSelfCheck(isa) -> boolean (that ISA's GEMMs agree with the scalar ones)
  *   gemmAllowDpbf16(on) -> boolean (test hook: off forces the widening bf16 path)
  * with the semantics of Kernels.gemm / Kernels.gemmBf16 (src/engine/kernels.ts). Every size is
@@ -23,6 +24,8 @@ typedef int (*gemm_f32_fn)(int, int, int64_t, int64_t, int64_t, float, const flo
                            float, float*, int64_t);
 typedef int (*gemm_bf16_fn)(int, int, int64_t, int64_t, int64_t, float, const float*, int64_t, const uint16_t*,
                             int64_t, float, float*, int64_t);
+typedef int (*gemm_bf16ab_fn)(int, int, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*,
+                              int64_t, float, float*, int64_t);
 
 static float rnd(uint32_t* s) { /* xorshift -> [-1, 1) */
   *s ^= *s << 13;
@@ -33,17 +36,27 @@ static float rnd(uint32_t* s) { /* xorshift -> [-1, 1) */
 
 /* One case: m,n,k, transposes, alpha/beta; odd leading dimensions; C pre-filled with NaN when
  * beta == 0. The tolerance is relative to sum |alpha a b| + |beta c| per output. */
-static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, int m, int n, int k, int ta, int tb, float alpha, float beta,
-                      int use_bf16, uint32_t seed) {
+static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, gemm_bf16ab_fn fab, int m, int n, int k, int ta, int tb, float alpha,
+                      float beta, int use_bf16, uint32_t seed) {
   const int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 2;
   const size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb, nc = (size_t)m * ldc;
   float* a = malloc(na * 4);
   float* b = malloc(nb * 4);
   uint16_t* bh = malloc(nb * 2);
+  uint16_t* ah = malloc(na * 2);
   float *c0 = malloc(nc * 4), *c1 = malloc(nc * 4), *mag = malloc(nc * 4);
-  int ok = a && b && bh && c0 && c1 && mag;
+  int ok = a && b && bh && ah && c0 && c1 && mag;
   if (ok) {
-    for (size_t i = 0; i < na; i++) a[i] = rnd(&seed);
+    for (size_t i = 0; i < na; i++) {
+      a[i] = rnd(&seed);
+      if (use_bf16 == 2) { /* A on the bf16 grid (truncated), and its bits */
+        uint32_t u;
+        memcpy(&u, &a[i], 4);
+        ah[i] = (uint16_t)(u >> 16);
+        u &= 0xffff0000u;
+        memcpy(&a[i], &u, 4);
+      }
+    }
     for (size_t i = 0; i < nb; i++) {
       b[i] = rnd(&seed);
       uint32_t u;
@@ -57,7 +70,10 @@ static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, int m, int n, int k, int t
         for (int p = 0; p < k; p++) s += fabs(a[ta ? p * lda + i : i * lda + p] * b[tb ? j * ldb + p : p * ldb + j]);
         mag[i * ldc + j] = (float)(fabs(alpha) * s + (beta == 0.0f ? 0.0 : fabs(beta * c0[i * ldc + j])));
       }
-    if (use_bf16) {
+    if (use_bf16 == 2) { /* bf16ab against the scalar gemm_bf16 of the widened A */
+      ok = dsv3_gemm_bf16_scalar(ta, tb, m, n, k, alpha, a, lda, bh, ldb, beta, c0, ldc) == 0 &&
+           fab(ta, tb, m, n, k, alpha, ah, lda, bh, ldb, beta, c1, ldc) == 0;
+    } else if (use_bf16) {
       ok = dsv3_gemm_bf16_scalar(ta, tb, m, n, k, alpha, a, lda, bh, ldb, beta, c0, ldc) == 0 &&
            fb(ta, tb, m, n, k, alpha, a, lda, bh, ldb, beta, c1, ldc) == 0;
     } else {
@@ -79,6 +95,7 @@ static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, int m, int n, int k, int t
   free(a);
   free(b);
   free(bh);
+  free(ah);
   free(c0);
   free(c1);
   free(mag);
@@ -88,6 +105,7 @@ static int check_case(gemm_f32_fn f, gemm_bf16_fn fb, int m, int n, int k, int t
 int dsv3_gemm_selfcheck(int level) {
   gemm_f32_fn f = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_f32_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_f32_avx2 : dsv3_gemm_f32_scalar;
   gemm_bf16_fn fb = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_bf16_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_bf16_avx2 : dsv3_gemm_bf16_scalar;
+  gemm_bf16ab_fn fab = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_bf16ab_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_bf16ab_avx2 : dsv3_gemm_bf16ab_scalar;
   /* m, n, k: GEMV (m <= 16), edges in every dimension, more than one KC block (k > 384 covers
    * the doubled KC of the pair kernel), k odd for the bf16 pairs, sizes past one MC block */
   static const int cases[][3] = {{1, 37, 300}, {3, 45, 29},  {4, 19, 7},   {13, 37, 19}, {29, 70, 401},
@@ -97,8 +115,8 @@ int dsv3_gemm_selfcheck(int level) {
   for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++)
     for (int t = 0; t < 4; t++) {
       const float alpha = (c + t) % 2 ? 0.75f : 1.0f, beta = t % 2 ? 0.5f : 0.0f;
-      ok &= check_case(f, fb, cases[c][0], cases[c][1], cases[c][2], t & 1, t >> 1, alpha, beta, 0, seed++);
-      ok &= check_case(f, fb, cases[c][0], cases[c][1], cases[c][2], t & 1, t >> 1, alpha, beta, 1, seed++);
+      for (int mode = 0; mode < 3; mode++) /* fp32, bf16, bf16ab */
+        ok &= check_case(f, fb, fab, cases[c][0], cases[c][1], cases[c][2], t & 1, t >> 1, alpha, beta, mode, seed++);
     }
   return ok;
 }
@@ -133,6 +151,13 @@ int dsv3_gemm_bf16(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha,
                    const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int level = gemm_level();
   gemm_bf16_fn f = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_bf16_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_bf16_avx2 : dsv3_gemm_bf16_scalar;
+  return f(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+int dsv3_gemm_bf16ab(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a, int64_t lda,
+                     const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int level = gemm_level();
+  gemm_bf16ab_fn f = level == DSV3_ISA_LEVEL_AVX512 ? dsv3_gemm_bf16ab_avx512 : level == DSV3_ISA_LEVEL_AVX2 ? dsv3_gemm_bf16ab_avx2 : dsv3_gemm_bf16ab_scalar;
   return f(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -178,7 +203,9 @@ static size_t extent(int64_t rows, int64_t cols, int64_t ld) {
   return rows > 0 && cols > 0 ? (size_t)((rows - 1) * ld + cols) : 0;
 }
 
-static napi_value gemm_common(napi_env env, napi_callback_info info, int bf16) {
+/* mode 0: gemmF32, 1: gemmBf16 (B bits), 2: gemmBf16Ab (A and B bits) */
+static napi_value gemm_common(napi_env env, napi_callback_info info, int mode) {
+  const int bf16 = mode != 0;
   GET_ARGS(env, info, 13);
   int ta, tb;
   int64_t m, n, k, lda, ldb, ldc;
@@ -192,7 +219,7 @@ static napi_value gemm_common(napi_env env, napi_callback_info info, int bf16) {
     return NULL;
   /* a NULL data pointer is legitimate for an empty typed array: failure = pending exception */
   bool pending = false;
-  const float* a = dsv3_f32(env, argv[6], &la, "a");
+  const void* a = mode == 2 ? (const void*)dsv3_u16(env, argv[6], &la, "a") : (const void*)dsv3_f32(env, argv[6], &la, "a");
   if (!a && (napi_is_exception_pending(env, &pending), pending)) return NULL;
   const void* b = bf16 ? (const void*)dsv3_u16(env, argv[8], &lb, "b") : (const void*)dsv3_f32(env, argv[8], &lb, "b");
   if (!b && (napi_is_exception_pending(env, &pending), pending)) return NULL;
@@ -207,14 +234,16 @@ static napi_value gemm_common(napi_env env, napi_callback_info info, int bf16) {
   if (dsv3_need(env, la, reads ? extent(arows, acols, lda) : 0, "a") ||
       dsv3_need(env, lb, reads ? extent(brows, bcols, ldb) : 0, "b") || dsv3_need(env, lc, extent(m, n, ldc), "c"))
     return NULL;
-  const int rc = bf16 ? dsv3_gemm_bf16(ta, tb, m, n, k, (float)alpha, a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc)
-                      : dsv3_gemm_f32(ta, tb, m, n, k, (float)alpha, a, lda, (const float*)b, ldb, (float)beta, c, ldc);
+  const int rc = mode == 2 ? dsv3_gemm_bf16ab(ta, tb, m, n, k, (float)alpha, (const uint16_t*)a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc)
+                 : bf16   ? dsv3_gemm_bf16(ta, tb, m, n, k, (float)alpha, (const float*)a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc)
+                          : dsv3_gemm_f32(ta, tb, m, n, k, (float)alpha, (const float*)a, lda, (const float*)b, ldb, (float)beta, c, ldc);
   if (rc) napi_throw_error(env, NULL, "dsv3 native: gemm could not allocate its packing buffers");
   return NULL;
 }
 
 static napi_value js_gemm_f32(napi_env env, napi_callback_info info) { return gemm_common(env, info, 0); }
 static napi_value js_gemm_bf16(napi_env env, napi_callback_info info) { return gemm_common(env, info, 1); }
+static napi_value js_gemm_bf16ab(napi_env env, napi_callback_info info) { return gemm_common(env, info, 2); }
 
 static napi_value js_gemm_selfcheck(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
@@ -261,5 +290,6 @@ void dsv3_register_gemm(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "gemmBf16RoundPrepass", js_gemm_round_prepass);
   dsv3_export(env, exports, "gemmF32", js_gemm_f32);
   dsv3_export(env, exports, "gemmBf16", js_gemm_bf16);
+  dsv3_export(env, exports, "gemmBf16Ab", js_gemm_bf16ab);
   dsv3_export(env, exports, "gemmSelfCheck", js_gemm_selfcheck);
 }

@@ -57,11 +57,27 @@ export interface Kernels {
    * accumulation (gemmBf16's rule). */
   moeRowsBf16(x: Float32Array, offsets: Int32Array, gates: readonly Uint16Array[], ups: readonly Uint16Array[],
     downs: readonly Uint16Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
+   * gemmBf16 with A also given as bfloat16 bits (an operand rounded once and read by several
+   * GEMMs, e.g. dY by Dgrad and Wgrad, or a saved bf16 activation): the same result as gemmBf16
+   * of A widened to float32, without re-rounding A in every GEMM (the native kernel reads the
+   * bf16 pairs in place or packs them without rounding).
+   */
+  gemmBf16Ab(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+    a: Uint16Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
+  /** gemmBatchBf16 with every A_i also bfloat16 bits (gemmBf16Ab per GEMM). */
+  gemmBatchBf16Ab(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Uint16Array[], lda: number,
+    bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;
   /**
    * out[i] = bfloat16 bits of x[i], round to nearest even (NaN stays a quiet NaN, subnormals
    * are kept: the rounding gemmBf16 applies to A), for i < n.
    */
   bf16Round(x: Float32Array, out: Uint16Array, n: number): void;
+  /**
+   * bf16Round of a row-major [rows, cols] x into rows ldo >= cols apart (out[r*ldo + c]; the
+   * padding is not written): a GEMM operand whose rows are padded off a multiple of 4 KB (a
+   * transposed A read across rows 8 KB apart misses the cache: the output head's P - Y).
+   */
+  bf16RoundRows(x: Float32Array, out: Uint16Array, rows: number, cols: number, ldo: number): void;
   /** out[i] = the float32 value of the bfloat16 bits h[i] (exact), for i < n. */
   bf16Widen(h: Uint16Array, out: Float32Array, n: number): void;
 

@@ -88,8 +88,10 @@ static span b_source(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nr) 
   return (span){b + (p0 * P->ldb + j) * es, P->ldb * es, kc, nr * es, 0, 0, 0};
 }
 static span a_source(const gemm_prob* P, int64_t i, int mc, int64_t p0, int kc) {
-  if (P->ta) return (span){(const char*)(P->a + p0 * P->lda + i), P->lda * 4, kc, mc * 4, 0, 0, 0};
-  return (span){(const char*)(P->a + i * P->lda + p0), P->lda * 4, mc, kc * 4, 0, 0, 0};
+  const int es = P->ah ? 2 : 4;
+  const char* a = P->ah ? (const char*)P->ah : (const char*)P->a;
+  if (P->ta) return (span){a + (p0 * P->lda + i) * es, P->lda * es, kc, mc * es, 0, 0, 0};
+  return (span){a + (i * P->lda + p0) * es, P->lda * es, mc, kc * es, 0, 0, 0};
 }
 
 static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, float* dst) {
@@ -107,15 +109,22 @@ static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, fl
  * same sets; allowed are strides putting at most 3 row segments in any set (plus the B
  * panel's 4 lines per set: within 8 ways). */
 #define DIRECT_MAX_N 128
+/* The same for bf16 bits A on the VDPBF16PS path (gemm_bf16ab, A stored [m,k]): the kernel
+ * (gemm_kernel_dp_rows) broadcasts each pair word from where it lies. Packing the pairs of bits
+ * is cheaper than packing float32 A (no rounding, half the bytes), so the break-even is wider. */
+#define DIRECT_MAX_N_DP 256
 static int use_direct_a(const gemm_prob* P, int64_t ncols) {
-  if (P->ta || gemm_round_a(P) || P->dp || ncols > DIRECT_MAX_N) return 0;
+  if (P->ta) return 0;
+  if (P->dp ? !P->ah || ncols > DIRECT_MAX_N_DP : gemm_round_a(P) || ncols > DIRECT_MAX_N) return 0;
   /* the L1 lines of one micro-panel's row segments (every micro-panel and k block has the same
    * pattern up to a common shift) */
-  const int64_t bytes = min64(P->k, KC) * 4;
+  const int es = P->ah ? 2 : 4;
+  const char* a = P->ah ? (const char*)P->ah : (const char*)P->a;
+  const int64_t bytes = min64(P->k, P->dp ? GEMM_KC_DP : KC) * es;
   int count[64] = {0};
   uintptr_t next = 0; /* first line not yet counted (a line two rows share counts once) */
   for (int i = 0; i < MR; i++) {
-    const uintptr_t s0 = (uintptr_t)(P->a + i * P->lda), l1 = (s0 + bytes - 1) >> 6;
+    const uintptr_t s0 = (uintptr_t)(a + i * P->lda * es), l1 = (s0 + bytes - 1) >> 6;
     for (uintptr_t l = (s0 >> 6) > next ? s0 >> 6 : next; l <= l1 && l < (s0 >> 6) + 64; l++)
       if (++count[l & 63] > 3) return 0;
     next = l1 + 1;
@@ -126,20 +135,22 @@ static int use_direct_a(const gemm_prob* P, int64_t ncols) {
 /* Packs the A block [ic, ic+mc) x [pc, pc+kc) into abuf, or with direct A only its last,
  * partial micro-panel (full ones are read in place). */
 static void pack_a_block(const gemm_prob* P, int direct, int64_t ic, int mc, int64_t pc, int kc, int ks, float* abuf) {
-  if (P->dp) ISA_FN(gemm_pack_a_pairs)(P, ic, mc, pc, kc, (uint32_t*)abuf);
-  else if (!direct) ISA_FN(gemm_pack_a)(P, ic, mc, pc, kc, abuf);
-  else if (mc % MR) {
-    const int full = mc / MR * MR;
-    ISA_FN(gemm_pack_a)(P, ic + full, mc - full, pc, kc, abuf + (int64_t)full * ks);
-  }
+  const int full = direct ? mc / MR * MR : 0; /* rows read in place */
+  if (full == mc) return;
+  if (P->dp) ISA_FN(gemm_pack_a_pairs)(P, ic + full, mc - full, pc, kc, (uint32_t*)(abuf + (int64_t)full * ks));
+  else ISA_FN(gemm_pack_a)(P, ic + full, mc - full, pc, kc, abuf + (int64_t)full * ks);
 }
 
 /* One micro-kernel call: rows [ic+ir, ic+ir+mr) of the A block (mc rows) against the B
  * panel bp. With A read in place the kernel prefetches the rows of the next call: the next
  * micro-panel down, or after the last one the block's first (the next B panel's calls). */
 static inline void kernel_call(const gemm_prob* P, int direct, const float* abuf, int64_t ic, int ir, int mr, int mc,
-                               int64_t pc, int ks, const float* bp, float* c, float beta, int nr) {
-  if (P->dp)
+                               int64_t pc, int kc, int ks, const float* bp, float* c, float beta, int nr) {
+  if (P->dp && direct && mr == MR) {
+    const uint16_t* a = P->ah + (ic + ir) * P->lda + pc;
+    const uint16_t* an = ir + 2 * MR <= mc ? a + MR * P->lda : P->ah + ic * P->lda + pc;
+    ISA_FN(gemm_kernel_dp_rows)(kc, a, P->lda, an, (const uint32_t*)bp, c, P->ldc, P->alpha, beta, nr);
+  } else if (P->dp)
     ISA_FN(gemm_kernel_dp)(ks, (const uint32_t*)(abuf + (int64_t)ir * ks), (const uint32_t*)bp, c, P->ldc, P->alpha,
                            beta, mr, nr);
   else if (direct && mr == MR) {
@@ -285,7 +296,7 @@ static void run_item(const sched_t* S, pstate_t* st, int64_t b, const blk_t* B, 
       const int mr = mc - ir < MR ? mc - ir : MR;
       prefetch_step(&bn);
       prefetch_step(&an);
-      kernel_call(P, S->direct, st->abuf, ic, ir, mr, mc, B->pc, ks, bp, P->c + (ic + ir) * P->ldc + B->jc + jr, beta, nr);
+      kernel_call(P, S->direct, st->abuf, ic, ir, mr, mc, B->pc, B->kc, ks, bp, P->c + (ic + ir) * P->ldc + B->jc + jr, beta, nr);
     }
     if (pack && nnr > 0) pack_b(P, B->pc, B->kc, B->jc + jr + NR, nnr, bbuf + (int64_t)(jr + NR) * ks);
   }
@@ -375,6 +386,29 @@ static int round_a_prepass(gemm_prob* P) {
   return 0;
 }
 
+/* gemm_bf16ab without VDPBF16PS, narrow tiles: A's bf16 bits widened once into a float32 copy
+ * (scratch slot 4, on the bf16 grid), which the kernels then read in place like float32 A (no
+ * rounding anywhere). 0, or -1 when the copy could not be allocated. */
+static int widen_a_prepass(gemm_prob* P) {
+  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
+  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
+  if (!ar) return -1;
+  for (int64_t r = 0; r < rows; r++) {
+    const uint16_t* s = P->ah + r * P->lda;
+    float* d = ar + r * cols;
+    int64_t e = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_widen_bf16_v8(s + e));
+#endif
+    for (; e < cols; e++) d[e] = gemm_bf16_to_f32(s[e]);
+  }
+  P->a = ar;
+  P->lda = cols;
+  P->ah = NULL;
+  P->around = 1;
+  return 0;
+}
+
 static int run(gemm_prob* P) {
   const int64_t m = P->m, n = P->n;
   if (m <= 0 || n <= 0) return 0;
@@ -423,6 +457,10 @@ static int run(gemm_prob* P) {
    * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
    * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
    * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
+  /* bf16 bits A without VDPBF16PS: widened while packing (as cheap as the float32 copy),
+   * except where the float32 GEMM would read A in place (narrow tiles): there it is widened
+   * once into a float32 copy first, which the kernels then read in place */
+  if (P->ah && !P->dp && !P->ta && tcols <= DIRECT_MAX_N && widen_a_prepass(P)) return -1;
   if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && round_a_prepass(P)) return -1;
   S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;
@@ -458,13 +496,22 @@ static int run(gemm_prob* P) {
 
 int ISA_FN(dsv3_gemm_f32)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0};
+  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0, NULL};
   return run(&P);
 }
 
 int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0};
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0, NULL};
+#if defined(DSV3_ISA_AVX512)
+  P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
+#endif
+  return run(&P);
+}
+
+int ISA_FN(dsv3_gemm_bf16ab)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+                             int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, NULL, lda, NULL, b, ldb, c, ldc, 0, a};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif

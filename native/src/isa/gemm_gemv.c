@@ -385,7 +385,8 @@ int ISA_FN(gemm_gemv)(const gemm_prob* P) {
   if (!ar || (P->dp && !ah)) return -1;
   for (int64_t i = 0; i < m; i++)
     for (int64_t p = 0; p < k; p++) {
-      float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
+      const int64_t off = P->ta ? p * P->lda + i : i * P->lda + p;
+      float x = P->ah ? gemm_bf16_to_f32(P->ah[off]) : P->a[off]; /* gemm_bf16ab: exact, rounding keeps it */
       ar[i * k + p] = P->bf16 ? gemm_round_bf16(x) : x;
       if (ah) ah[i * k + p] = gemm_bf16_bits(x);
     }

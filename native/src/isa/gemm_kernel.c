@@ -230,3 +230,62 @@ void ISA_FN(gemm_kernel_dp)(int kc2, const uint32_t* restrict a, const uint32_t*
   store_edge(t, c, ldc, alpha, beta, mr, nr);
 #endif
 }
+
+/* gemm_kernel_dp with A read in place from bf16 bits stored [m,k] (see gemm_isa.h): for a
+ * narrow C each A micro-panel meets few B panels, and reading its 32-bit pairs where they lie
+ * saves packing them (as gemm_kernel_rows does for float32 A). Each 16 pairs (one cache line of
+ * a row), the next line of each row of the next call's panel is prefetched. */
+void ISA_FN(gemm_kernel_dp_rows)(int kc, const uint16_t* restrict a, int64_t lda, const uint16_t* an,
+                                 const uint32_t* restrict b, float* c, int64_t ldc, float alpha, float beta, int nr) {
+  const int kc2 = kc / 2;
+#if defined(DSV3_ISA_AVX512)
+  V acc[MR][NV];
+  start_tile(acc, c, ldc, MR);
+  int q = 0;
+#define DP_ROWS_STEP(qq)                                                                        \
+  do {                                                                                          \
+    const __m512bh b0 = as_bh(_mm512_load_si512((const void*)b));                               \
+    const __m512bh b1 = as_bh(_mm512_load_si512((const void*)(b + 16)));                        \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                                     \
+      uint32_t w;                                                                               \
+      memcpy(&w, a + i * lda + 2 * (qq), 4);                                                    \
+      const __m512bh ai = as_bh(_mm512_set1_epi32((int)w));                                     \
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);                                          \
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);                                          \
+    }                                                                                           \
+    b += NR;                                                                                    \
+  } while (0)
+  for (; q + 16 <= kc2; q += 16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) __builtin_prefetch(an + i * lda + 2 * q, 0, 3);
+#pragma GCC unroll 2
+    for (int qq = q; qq < q + 16; qq++) DP_ROWS_STEP(qq);
+  }
+  for (; q < kc2; q++) DP_ROWS_STEP(q);
+#undef DP_ROWS_STEP
+  if (kc & 1) { /* the last k value, paired with 0 (the packed B pair holds 0 there too) */
+    const __m512bh b0 = as_bh(_mm512_load_si512((const void*)b));
+    const __m512bh b1 = as_bh(_mm512_load_si512((const void*)(b + 16)));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const __m512bh ai = as_bh(_mm512_set1_epi32((int)a[i * lda + kc - 1]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  store_tile(acc, c, ldc, alpha, beta, MR, nr);
+#else
+  (void)an;
+  float t[MR * NR];
+  for (int q = 0; q < MR * NR; q++) t[q] = 0.0f;
+  for (int q = 0; q < (kc + 1) / 2; q++) {
+    for (int i = 0; i < MR; i++) {
+      const float a0 = gemm_bf16_to_f32(a[i * lda + 2 * q]), a1 = 2 * q + 1 < kc ? gemm_bf16_to_f32(a[i * lda + 2 * q + 1]) : 0.0f;
+      for (int j = 0; j < NR; j++)
+        t[i * NR + j] += a0 * gemm_bf16_to_f32((uint16_t)b[j]) + a1 * gemm_bf16_to_f32((uint16_t)(b[j] >> 16));
+    }
+    b += NR;
+  }
+  store_edge(t, c, ldc, alpha, beta, MR, nr);
+#endif
+}

@@ -11,7 +11,9 @@
 #define NR GEMM_NR
 
 static inline float a_at(const gemm_prob* P, int64_t i, int64_t p) {
-  float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
+  const int64_t off = P->ta ? p * P->lda + i : i * P->lda + p;
+  if (P->ah) return gemm_bf16_to_f32(P->ah[off]);
+  float x = P->a[off];
   return gemm_round_a(P) ? gemm_round_bf16(x) : x;
 }
 static inline float b_at(const gemm_prob* P, int64_t p, int64_t j) {
@@ -63,22 +65,59 @@ static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float*
 }
 #endif
 
+/* A given as bf16 bits (gemm_bf16ab without VDPBF16PS), stored [m,k], full panel: 8 k values
+ * of each row widened and transposed in registers, as pack_a_rows_simd does for float32. */
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+static int pack_a_rows_bits_simd(const gemm_prob* P, const uint16_t* src, int kc, float* d) {
+  const int64_t lda = P->lda;
+  int p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    for (int r0 = 0; r0 < MR; r0 += 8) {
+      const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+      __m256 v[8];
+      for (int r = 0; r < 8; r++) v[r] = r < nrow ? gemm_widen_bf16_v8(src + (int64_t)(r0 + r) * lda + p) : _mm256_setzero_ps();
+      gemm_transpose8(v);
+      for (int q = 0; q < 8; q++) store_lanes(d + (p + q) * MR + r0, v[q], nrow);
+    }
+  }
+  return p;
+}
+#endif
+
 void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, float* dst) {
   const int full = mc / MR * MR; /* rows in full panels */
-  if (P->ta && gemm_round_a(P)) {
-    /* A stored [k,m], rounded to bf16: each row's segment of the full panels is rounded 8
-     * lanes at a time into t (chunks of whole panels), then dealt out MR values per panel. */
+  if (P->ah && !P->ta) {
+    for (int ir = 0; ir < full; ir += MR) {
+      float* d = dst + (int64_t)ir * kc;
+      int pa = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+      pa = pack_a_rows_bits_simd(P, P->ah + (i0 + ir) * P->lda + p0, kc, d);
+#endif
+      pack_a_panel_scalar(P, i0 + ir, MR, p0, pa, kc, d);
+    }
+  } else if (P->ta && (gemm_round_a(P) || P->ah)) {
+    /* A stored [k,m], rounded to bf16 (or widened from bf16 bits): each row's segment of the
+     * full panels is rounded 8 lanes at a time into t (chunks of whole panels), then dealt out
+     * MR values per panel. */
     float t[(256 / MR + 1) * MR];
     const int chunk = 256 / MR * MR;
     for (int p = 0; p < kc; p++)
       for (int c0 = 0; c0 < full; c0 += chunk) {
         const int cn = full - c0 < chunk ? full - c0 : chunk;
-        const float* s = P->a + (p0 + p) * P->lda + i0 + c0;
         int e = 0;
+        if (P->ah) { /* bf16 bits: widened */
+          const uint16_t* s = P->ah + (p0 + p) * P->lda + i0 + c0;
 #if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-        for (; e + 8 <= cn; e += 8) _mm256_storeu_ps(t + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+          for (; e + 8 <= cn; e += 8) _mm256_storeu_ps(t + e, gemm_widen_bf16_v8(s + e));
 #endif
-        for (; e < cn; e++) t[e] = gemm_round_bf16(s[e]);
+          for (; e < cn; e++) t[e] = gemm_bf16_to_f32(s[e]);
+        } else {
+          const float* s = P->a + (p0 + p) * P->lda + i0 + c0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+          for (; e + 8 <= cn; e += 8) _mm256_storeu_ps(t + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
+#endif
+          for (; e < cn; e++) t[e] = gemm_round_bf16(s[e]);
+        }
         for (int ir = 0; ir < cn; ir += MR) memcpy(dst + (int64_t)(c0 + ir) * kc + p * MR, t + ir, MR * sizeof(float));
       }
   } else if (P->ta) {
@@ -191,7 +230,60 @@ static inline __m512i pairs_round16(__m512 x) {
 }
 #endif
 
+/* Pair layout of A given as bf16 bits (gemm_bf16ab): no rounding, half the bytes to read.
+ *   A stored [m,k]: the pair (2q, 2q+1) of row i is the 32-bit word at ah + i*lda + 2q (p0 is
+ *     even: k blocks start at multiples of GEMM_KC_DP), so a full panel is an 8x8 transpose of
+ *     words, as for B stored [n,k] in gemm_pack_b_pairs;
+ *   A stored [k,m] (Wgrad's dY^T): rows p and p+1 hold the panel's mr values contiguously; their
+ *     16-bit values are interleaved into words (row p in the low half). */
+static void pack_a_pairs_bits(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  const int kc2 = (kc + 1) / 2;
+  const uint16_t* A = P->ah;
+  const int64_t lda = P->lda;
+  for (int ir = 0; ir < mc; ir += MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    uint32_t* d = dst + (int64_t)ir * kc2;
+    const int64_t i = i0 + ir;
+    int q0 = 0;
+#if defined(DSV3_ISA_AVX512)
+    if (P->ta && mr == MR) {
+      /* the 12 values of a row: 8 + 4 (no read past them), widened to 32-bit lanes 0..11 */
+      for (; 2 * q0 + 2 <= kc; q0++) {
+        const uint16_t* s0 = A + (p0 + 2 * q0) * lda + i;
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_loadl_epi64((const __m128i*)(s0 + 8)), _mm_loadu_si128((const __m128i*)s0)));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_loadl_epi64((const __m128i*)(s0 + lda + 8)), _mm_loadu_si128((const __m128i*)(s0 + lda))));
+        _mm512_mask_storeu_ps((float*)(d + q0 * MR), (__mmask16)((1u << MR) - 1u), _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16))));
+      }
+    } else if (mr == MR) {
+      for (; 2 * q0 + 16 <= kc; q0 += 8) {
+        for (int r0 = 0; r0 < MR; r0 += 8) {
+          const int nrow = MR - r0 < 8 ? MR - r0 : 8;
+          __m256 v[8];
+          for (int r = 0; r < 8; r++)
+            v[r] = r < nrow ? _mm256_loadu_ps((const float*)(A + (i + r0 + r) * lda + p0 + 2 * q0)) : _mm256_setzero_ps();
+          gemm_transpose8(v);
+          for (int q = 0; q < 8; q++) store_lanes((float*)(d + (q0 + q) * MR + r0), v[q], nrow);
+        }
+      }
+    }
+#endif
+    for (int q = q0; q < kc2; q++) {
+      const int64_t p = p0 + 2 * q;
+      for (int r = 0; r < mr; r++) {
+        const uint16_t lo = P->ta ? A[p * lda + i + r] : A[(i + r) * lda + p];
+        const uint16_t hi = 2 * q + 1 < kc ? (P->ta ? A[(p + 1) * lda + i + r] : A[(i + r) * lda + p + 1]) : 0;
+        d[q * MR + r] = pair16(lo, hi);
+      }
+      for (int r = mr; r < MR; r++) d[q * MR + r] = 0;
+    }
+  }
+}
+
 void ISA_FN(gemm_pack_a_pairs)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, uint32_t* dst) {
+  if (P->ah) {
+    pack_a_pairs_bits(P, i0, mc, p0, kc, dst);
+    return;
+  }
   const int kc2 = (kc + 1) / 2;
   for (int ir = 0; ir < mc; ir += MR) {
     const int mr = mc - ir < MR ? mc - ir : MR;

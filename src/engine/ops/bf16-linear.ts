@@ -2,19 +2,21 @@
  * BF16 mixed-precision Linear (the `bf16` training precision; docs/ARCHITECTURE.md): y = x W^T
  * (x [..., in] float32, W [out, in] float32 master weight; leading dims flattened as in
  * ops/linear.ts) with all three GEMMs on bfloat16 operands and float32 accumulation:
- *   - Fprop  Y  = X W^T : X rounded to bf16 (in the GEMM's packing), W the step's bf16 copy
- *                         (bf16-weights.ts: rounded once per optimizer step, not per use);
- *   - Dgrad  dX = dY W  : dY rounded to bf16, the same bf16 W;
- *   - Wgrad  dW = dY^T X: dY rounded to bf16, X the bf16 copy the forward saves for backward
- *                         (a Uint16Array, half the bytes of a float32 copy; the closure keeps
- *                         no reference to X's float32 data).
+ *   - Fprop  Y  = X W^T : X rounded to bf16, W the step's bf16 copy (bf16-weights.ts: rounded
+ *                         once per optimizer step, not per use). When W needs a gradient, X is
+ *                         rounded once into the bf16 copy the backward keeps (a Uint16Array,
+ *                         half the bytes of float32; the closure keeps no reference to X's
+ *                         float32 data) and Fprop reads that copy (Kernels.gemmBf16Ab);
+ *                         otherwise the GEMM rounds X in its packing (Kernels.gemmBf16);
+ *   - Dgrad  dX = dY W  : dY rounded to bf16 once for both backward GEMMs, the same bf16 W;
+ *   - Wgrad  dW = dY^T X: that bf16 dY and the saved bf16 X.
  * Every product of two bf16 values is exact in float32, so each output is the float32 sum of
  * exact products: it equals the float64 GEMM of the bf16-rounded operands to float32
  * summation-order tolerance (test/ops-bf16.test.ts checks this against the reference kernels).
  * Outputs, gradients and master weights stay float32; dW accumulates into `w.grad` (or is
  * deferred inside `deferWeightGrads`) exactly as ops/linear.ts does.
  */
-import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
@@ -25,6 +27,14 @@ import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape } from './uti
 export function allocBf16(n: number): Uint16Array {
   const f = allocUninit(Math.ceil(n / 2));
   return new Uint16Array(f.buffer, f.byteOffset, n);
+}
+
+let scratch16 = new Uint16Array(0);
+/** n bf16 slots of a buffer shared by every call (grown on demand; never handed out): for bits
+ * read only before the next call, e.g. a backward's dY, used by its own two GEMMs. */
+export function scratchBf16(n: number): Uint16Array {
+  if (scratch16.length < n) scratch16 = new Uint16Array(n);
+  return scratch16.subarray(0, n);
 }
 
 /** The bf16 bits of a float32 tensor's elements (row-major), in a new (arena) buffer. */
@@ -48,43 +58,46 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const rows = x2.shape[0]!;
   const y = nIn > 0 ? allocUninit(rows * nOut) : alloc(rows * nOut);
   const wb = bf16WeightBits(w);
-  const xd = dataOf(x2);
-  if (y.length > 0 && nIn > 0) kernels().gemmBf16(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut);
-  const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
   const wGrad = w.requiresGrad;
-  if (!isGradEnabled() || (!x.requiresGrad && !wGrad)) return out;
-  // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16
-  // (the closure captures neither x nor its data: only xb, wb, w and sizes)
-  const xb = wGrad ? toBf16Bits(x2) : null;
+  const recording = isGradEnabled() && (x.requiresGrad || wGrad);
+  // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16 (rounded once here,
+  // and Fprop's A operand); the closure captures neither x nor its data: only xb, wb, w, sizes
+  const xb = recording && wGrad ? toBf16Bits(x2) : null;
+  if (y.length > 0 && nIn > 0) {
+    if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
+    else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, dataOf(x2), nIn, wb, nIn, 0, y, nOut);
+  }
+  const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
+  if (!recording) return out;
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
   return attach(out, 'bf16Linear', [x, w], (g) => {
-    const gx = xGrad ? bf16LinearGradInput(g, wb, nOut, nIn, xShape) : null;
+    // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
+    const gd = dataOf(as2d(g).contiguous());
+    const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
+    kernels().bf16Round(gd, gb, gd.length);
+    const gx = xGrad ? bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
-    if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(g, xb!, rows, nIn, into, beta))) {
+    if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(gb, nOut, xb!, rows, nIn, into, beta))) {
       gw = Tensor.zeros([nOut, nIn]);
-      bf16GradWeightInto(g, xb!, rows, nIn, gw, 0);
+      bf16GradWeightInto(gb, nOut, xb!, rows, nIn, gw, 0);
     }
     return [gx, gw];
   });
 }
 
-/** Dgrad: dX = dY W with dY rounded to bf16 and W's bf16 bits wb [out, in]. */
-export function bf16LinearGradInput(gy: Tensor, wb: Uint16Array, nOut: number, nIn: number, xShape: readonly number[]): Tensor {
-  const g2 = as2d(gy).contiguous();
-  const rows = g2.shape[0]!;
-  if (g2.shape[1] !== nOut) throw new Error(`bf16LinearGradInput: gy ${fmtShape(gy.shape)} does not match ${nOut} outputs`);
+/** Dgrad: dX = dY W with dY's bf16 bits gb [rows, out] and W's bf16 bits wb [out, in]. */
+export function bf16LinearGradInput(gb: Uint16Array, rows: number, wb: Uint16Array, nOut: number, nIn: number, xShape: readonly number[]): Tensor {
+  if (gb.length !== rows * nOut) throw new Error(`bf16LinearGradInput: ${gb.length} dY values for ${rows} rows of ${nOut} outputs`);
   const dx = nOut > 0 ? allocUninit(rows * nIn) : alloc(rows * nIn);
-  if (dx.length > 0 && nOut > 0) kernels().gemmBf16(false, false, rows, nIn, nOut, 1, dataOf(g2), nOut, wb, nIn, 0, dx, nIn);
+  if (dx.length > 0 && nOut > 0) kernels().gemmBf16Ab(false, false, rows, nIn, nOut, 1, gb, nOut, wb, nIn, 0, dx, nIn);
   return new Tensor(dx, xShape, 'f32');
 }
 
-/** Wgrad: dw = dY^T Xb (beta 0) or dw += dY^T Xb (beta 1), dY rounded to bf16, Xb [rows, in] bf16 bits. */
-export function bf16GradWeightInto(gy: Tensor, xb: Uint16Array, rows: number, nIn: number, dw: Tensor, beta: 0 | 1): void {
-  const g2 = as2d(gy).contiguous();
-  const nOut = g2.shape[1]!;
-  if (g2.shape[0] !== rows || !sameShape(dw.shape, [nOut, nIn])) {
-    throw new Error(`bf16GradWeightInto: gy ${fmtShape(gy.shape)}, ${rows} saved rows and dW ${fmtShape(dw.shape)} do not match`);
+/** Wgrad: dw = dY^T Xb (beta 0) or dw += dY^T Xb (beta 1), dY's bf16 bits gb [rows, out], Xb [rows, in] bf16 bits. */
+export function bf16GradWeightInto(gb: Uint16Array, nOut: number, xb: Uint16Array, rows: number, nIn: number, dw: Tensor, beta: 0 | 1): void {
+  if (gb.length !== rows * nOut || !sameShape(dw.shape, [nOut, nIn])) {
+    throw new Error(`bf16GradWeightInto: ${gb.length} dY values, ${rows} saved rows and dW ${fmtShape(dw.shape)} do not match`);
   }
   if (dw.size === 0) return;
   if (rows === 0) {
@@ -92,5 +105,5 @@ export function bf16GradWeightInto(gy: Tensor, xb: Uint16Array, rows: number, nI
     return;
   }
   // C[out, in] = G^T[out, rows] * Xb[rows, in]
-  kernels().gemmBf16(true, false, nOut, nIn, rows, 1, dataOf(g2), nOut, xb, nIn, beta, dw.f32(), nIn);
+  kernels().gemmBf16Ab(true, false, nOut, nIn, rows, 1, gb, nOut, xb, nIn, beta, dw.f32(), nIn);
 }

@@ -22,9 +22,10 @@
  *
  * With `{ bf16: true }` (BF16 mixed-precision training) every GEMM above takes bfloat16
  * operands with float32 accumulation: the weights' bf16 copies of this optimizer step
- * (bf16-weights.ts), the float32 A operands rounded in the GEMM's packing
- * (Kernels.gemmBf16 / gemmBatchBf16), and the B operands of the weight gradients (X, gate ⊙ H)
- * rounded to bf16 first. G and U are kept for the backward as bf16 (half the bytes) and
+ * (bf16-weights.ts), the A operands read by two GEMMs (X, dY, dG, dU and the shared expert's
+ * x, dout, dGs, dUs) rounded to bf16 once (Kernels.gemmBf16Ab / gemmBatchBf16Ab), the others
+ * rounded in the GEMM's packing (Kernels.gemmBf16 / gemmBatchBf16), and the B operands of the
+ * weight gradients (X, gate ⊙ H) rounded to bf16 first. G and U are kept for the backward as bf16 (half the bytes) and
  * widened back to float32 for the SwiGLU backward; SwiGLU, gates, scatter-adds and gradients
  * stay float32.
  */
@@ -108,10 +109,11 @@ function allocBf16(n: number): Uint16Array {
 /** A GEMM B operand: float32, or bf16 bits (then A is rounded to bf16: Kernels.gemmBf16). */
 type Operand = Float32Array | Uint16Array;
 
-/** One GEMM on either operand type (B decides). */
-function gemmAny(ta: boolean, tb: boolean, m: number, n: number, kk: number, a: Float32Array, lda: number, b: Operand, ldb: number,
+/** One GEMM on either operand type (B decides; A in bf16 bits needs B in bf16 bits). */
+function gemmAny(ta: boolean, tb: boolean, m: number, n: number, kk: number, a: Operand, lda: number, b: Operand, ldb: number,
   beta: number, c: Float32Array, ldc: number): void {
-  if (b instanceof Uint16Array) kernels().gemmBf16(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
+  if (a instanceof Uint16Array) kernels().gemmBf16Ab(ta, tb, m, n, kk, 1, a, lda, b as Uint16Array, ldb, beta, c, ldc);
+  else if (b instanceof Uint16Array) kernels().gemmBf16(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
   else kernels().gemm(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -120,9 +122,9 @@ function gemmAny(ta: boolean, tb: boolean, m: number, n: number, kk: number, a: 
  * call per beta, for the caller's beta and, for weight gradients, beta 0 (fresh .grad) / 1.
  */
 export class GemmBatch {
-  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Float32Array[], bs: [] as Operand[], cs: [] as Float32Array[] }));
-  /** b: float32, or bf16 bits (gemmBatchBf16; one batch holds one kind). */
-  add(m: number, n: number, k: number, a: Float32Array, b: Operand, c: Float32Array, beta: 0 | 1 = 0): void {
+  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Operand[], bs: [] as Operand[], cs: [] as Float32Array[] }));
+  /** b: float32, or bf16 bits (gemmBatchBf16); a too (gemmBatchBf16Ab); one batch holds one kind. */
+  add(m: number, n: number, k: number, a: Operand, b: Operand, c: Float32Array, beta: 0 | 1 = 0): void {
     if (m === 0 || n === 0) return;
     const p = this.parts[beta]!;
     p.dims.push(m, n, k);
@@ -136,9 +138,14 @@ export class GemmBatch {
       if (p.as.length === 0) return;
       const beta = i === 0 ? beta0 : 1;
       const bf16 = p.bs[0] instanceof Uint16Array;
-      if (p.bs.some((b) => b instanceof Uint16Array !== bf16)) throw new Error('GemmBatch: float32 and bf16 B operands in one batch');
-      if (bf16) kernels().gemmBatchBf16(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
-      else kernels().gemmBatch(transA, transB, Int32Array.from(p.dims), 1, p.as, lda, p.bs as Float32Array[], ldb, beta, p.cs, ldc);
+      const ab = p.as[0] instanceof Uint16Array;
+      if (p.bs.some((b) => b instanceof Uint16Array !== bf16) || p.as.some((a) => a instanceof Uint16Array !== ab) || (ab && !bf16)) {
+        throw new Error('GemmBatch: mixed float32 and bf16 operands in one batch');
+      }
+      const dims = Int32Array.from(p.dims);
+      if (ab) kernels().gemmBatchBf16Ab(transA, transB, dims, 1, p.as as Uint16Array[], lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
+      else if (bf16) kernels().gemmBatchBf16(transA, transB, dims, 1, p.as as Float32Array[], lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
+      else kernels().gemmBatch(transA, transB, dims, 1, p.as as Float32Array[], lda, p.bs as Float32Array[], ldb, beta, p.cs, ldc);
     });
   }
 }
@@ -214,8 +221,9 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   const Us = sw ? (bf16 ? buf('Us', N * Is) : allocUninit(N * Is)) : null;
   const out = sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D);
   if (sw && N * D > 0) {
-    gemmAny(false, true, N, Is, D, xd, D, sw.g, D, 0, Gs!, Is);
-    gemmAny(false, true, N, Is, D, xd, D, sw.u, D, 0, Us!, Is);
+    const xA = asB(xd, () => scratchBuf16('x16', N * D)); // bf16: rounded once for both GEMMs (the backward's x16 scratch)
+    gemmAny(false, true, N, Is, D, xA, D, sw.g, D, 0, Gs!, Is);
+    gemmAny(false, true, N, Is, D, xA, D, sw.u, D, 0, Us!, Is);
     const Hs = buf('Hs', N * Is);
     k.siluMul(Gs!, Us!, Hs, N * Is);
     gemmAny(false, true, N, D, Is, Hs, Is, sw.d, Is, 0, out, D);
@@ -226,6 +234,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   if (routed) {
     const X = buf('X', P * D);
     k.gatherRows(xd, rows, null, X, P, D);
+    const XA = asB(X, () => scratchBuf16('X16', P * D)); // bf16: rounded once for both GEMMs (the backward's X16 scratch)
     const H = buf('H', P * I);
     const Y = buf('Y', P * D);
     const gu = new GemmBatch(); // G_e = X_e W1_e^T, U_e = X_e W3_e^T
@@ -233,8 +242,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     for (let e = 0; e < E; e++) {
       const a = offsets[e]!;
       const n = offsets[e + 1]! - a;
-      gu.add(n, I, D, X.subarray(a * D), wg[e]!, G.subarray(a * I));
-      gu.add(n, I, D, X.subarray(a * D), wu[e]!, U.subarray(a * I));
+      gu.add(n, I, D, XA.subarray(a * D), wg[e]!, G.subarray(a * I));
+      gu.add(n, I, D, XA.subarray(a * D), wu[e]!, U.subarray(a * I));
       down.add(n, D, I, H.subarray(a * I), wdn[e]!, Y.subarray(a * D));
     }
     gu.run(false, true, D, D, 0, I);
@@ -275,7 +284,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
      * returned gradient): added to `batch` to run with the others, or, when weight gradients are
      * deferred (or no batch is given), computed by its own GEMM whenever its closure runs.
      */
-    const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Float32Array, B: Operand, batch?: GemmBatch): void => {
+    const weightGrad = (i: number, m: number, n: number, rowsAB: number, A: Operand, B: Operand, batch?: GemmBatch): void => {
       const wt = params[i]!;
       if (!wt.requiresGrad) return;
       // rowsAB > 0 here, so a beta-0 GEMM overwrites a fresh .grad entirely
@@ -291,29 +300,32 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       const Hs = buf('Hs', N * Is);
       k.siluMul(Gsb!, Usb!, Hs, N * Is);
       const dHs = buf('dHs', N * Is);
-      gemmAny(false, false, N, Is, D, dout, D, sw.d, Is, 0, dHs, Is);
-      weightGrad(3 * E + 2, D, Is, N, dout, asB(Hs, () => buf16('Hs16', N * Is)));
+      const doutA = asB(dout, () => buf16('dout16', N * D)); // bf16: each A operand below rounded once for its two GEMMs
+      gemmAny(false, false, N, Is, D, doutA, D, sw.d, Is, 0, dHs, Is);
+      weightGrad(3 * E + 2, D, Is, N, doutA, asB(Hs, () => buf16('Hs16', N * Is)));
       const dGs = buf('dGs', N * Is);
       const dUs = buf('dUs', N * Is);
       k.siluMulBackward(Gsb!, Usb!, dHs, dGs, dUs, N * Is);
       const xB = asB(xd, () => buf16('x16', N * D));
-      weightGrad(3 * E, Is, D, N, dGs, xB);
-      weightGrad(3 * E + 1, Is, D, N, dUs, xB);
+      const [dGsA, dUsA] = [asB(dGs, () => buf16('dGs16', N * Is)), asB(dUs, () => buf16('dUs16', N * Is))];
+      weightGrad(3 * E, Is, D, N, dGsA, xB);
+      weightGrad(3 * E + 1, Is, D, N, dUsA, xB);
       if (dx) {
-        gemmAny(false, false, N, D, Is, dGs, Is, sw.g, D, 0, dx, D);
-        gemmAny(false, false, N, D, Is, dUs, Is, sw.u, D, 1, dx, D);
+        gemmAny(false, false, N, D, Is, dGsA, Is, sw.g, D, 0, dx, D);
+        gemmAny(false, false, N, D, Is, dUsA, Is, sw.u, D, 1, dx, D);
       }
     }
     if (routed) {
       const dY = buf('Y', P * D); // dout rows of each pair, unscaled
       k.gatherRows(dout, rows, null, dY, P, D);
+      const dYA = asB(dY, () => buf16('dY16', P * D)); // bf16: rounded once for dh and dw2
       const H = buf('H', P * I);
       k.siluMul(Gb!, Ub!, H, P * I);
       const dH = buf('dH', P * I);
       const dh = new GemmBatch(); // dHu_e = dY_e W2_e
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
-        dh.add(offsets[e + 1]! - a, I, D, dY.subarray(a * D), wdn[e]!, dH.subarray(a * I));
+        dh.add(offsets[e + 1]! - a, I, D, dYA.subarray(a * D), wdn[e]!, dH.subarray(a * I));
       }
       dh.run(false, false, D, I, 0, I);
       if (dgates) {
@@ -329,12 +341,14 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       for (let e = 0; e < E; e++) {
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
-        if (n > 0) weightGrad(2 * E + e, D, I, n, dY.subarray(a * D), HB.subarray(a * I), dw2);
+        if (n > 0) weightGrad(2 * E + e, D, I, n, dYA.subarray(a * D), HB.subarray(a * I), dw2);
       }
       dw2.run(true, false, D, I, 0, I);
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
       k.siluMulBackward(Gb!, Ub!, dH, dG, dU, P * I);
+      // bf16: dG, dU rounded once for their Wgrad and Dgrad GEMMs
+      const [dGA, dUA] = [asB(dG, () => buf16('dG16', P * I)), asB(dU, () => buf16('dU16', P * I))];
       const X = buf('X', P * D);
       k.gatherRows(xd, rows, null, X, P, D);
       const XB = asB(X, () => buf16('X16', P * D));
@@ -346,10 +360,10 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         const a = offsets[e]!;
         const n = offsets[e + 1]! - a;
         if (n === 0) continue;
-        weightGrad(e, I, D, n, dG.subarray(a * I), XB.subarray(a * D), dw13);
-        weightGrad(E + e, I, D, n, dU.subarray(a * I), XB.subarray(a * D), dw13);
-        dxg.add(n, D, I, dG.subarray(a * I), wg[e]!, dX.subarray(a * D));
-        dxu.add(n, D, I, dU.subarray(a * I), wu[e]!, dX.subarray(a * D));
+        weightGrad(e, I, D, n, dGA.subarray(a * I), XB.subarray(a * D), dw13);
+        weightGrad(E + e, I, D, n, dUA.subarray(a * I), XB.subarray(a * D), dw13);
+        dxg.add(n, D, I, dGA.subarray(a * I), wg[e]!, dX.subarray(a * D));
+        dxu.add(n, D, I, dUA.subarray(a * I), wu[e]!, dX.subarray(a * D));
       }
       dw13.run(true, false, I, D, 0, D);
       if (dx) {

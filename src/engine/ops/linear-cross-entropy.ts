@@ -21,13 +21,15 @@
  *
  * With `bf16` (BF16 mixed-precision training) the three GEMMs take bfloat16 operands with
  * float32 accumulation: W's bf16 copy of this optimizer step (bf16-weights.ts), X rounded to
- * bf16 once (its bf16 copy is the B operand of Gw), the logits gradient P − Y rounded in the
- * GEMMs' packing. The cross-entropy itself (log-sum-exp, softmax) stays float32.
+ * bf16 once (its bf16 copy is the A operand of the logits and the B operand of Gw), the logits
+ * gradient P − Y rounded once per chunk for both of its GEMMs (Kernels.gemmBf16Ab). The
+ * cross-entropy itself (log-sum-exp, softmax) stays float32.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
+import { allocBf16, scratchBf16 } from './bf16-linear.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, indicesOf } from './util.js';
 
@@ -78,28 +80,34 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
   const gx = wantGrad && x.requiresGrad ? allocUninit(N * D) : null;
   const gw = wantGrad && w.requiresGrad ? alloc(V * D) : null;
   const ones = wantGrad ? alloc(Math.min(R, N)).fill(1) : null;
-  // bf16: W's bf16 copy (this step), X's bf16 bits (the B operand of Gw)
+  // bf16: W's bf16 copy (this step), X's bf16 bits (the A operand of the logits, the B operand
+  // of Gw) and a chunk of P - Y in bf16 (the A operand of Gx and Gw)
   const wb = o.bf16 ? bf16WeightBits(w) : null;
   let xb: Uint16Array | null = null;
-  if (o.bf16 && gw) {
-    const f = allocUninit(Math.ceil((N * D) / 2));
-    xb = new Uint16Array(f.buffer, f.byteOffset, N * D);
+  if (wb) {
+    xb = allocBf16(N * D);
     k.bf16Round(xd, xb, N * D);
   }
+  // (its rows 64 bytes longer than V values: Gw reads P - Y transposed, down a column of rows,
+  // and rows 2V bytes apart (8 KB at V = 4096) would crowd into a few cache sets)
+  const ldp = V + 32;
+  const pb = wb && (gx || gw) ? scratchBf16(Math.min(R, N) * ldp) : null; // read only inside this call
   for (let r0 = 0; r0 < N; r0 += R) {
     const rows = Math.min(R, N - r0);
     const logits = buf.subarray(0, rows * V);
     const xc = xd.subarray(r0 * D, (r0 + rows) * D);
     const tc = tg.subarray(r0, r0 + rows);
-    if (wb) k.gemmBf16(false, true, rows, V, D, 1, xc, D, wb, D, 0, logits, V); // logits = X_c W^T
+    const xbc = xb?.subarray(r0 * D, (r0 + rows) * D);
+    if (wb) k.gemmBf16Ab(false, true, rows, V, D, 1, xbc!, D, wb, D, 0, logits, V); // logits = X_c W^T
     else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
     k.crossEntropy(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), rows, V);
     if (!ones) continue;
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
     const gxc = gx?.subarray(r0 * D, (r0 + rows) * D);
-    if (gxc && wb) k.gemmBf16(false, false, rows, D, V, 1, logits, V, wb, D, 0, gxc, D);
+    if (pb) k.bf16RoundRows(logits, pb, rows, V, ldp); // once for both GEMMs
+    if (gxc && pb) k.gemmBf16Ab(false, false, rows, D, V, 1, pb, ldp, wb!, D, 0, gxc, D);
     else if (gxc) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gxc, D);
-    if (gw && xb) k.gemmBf16(true, false, V, D, rows, 1, logits, V, xb.subarray(r0 * D, (r0 + rows) * D), D, 1, gw, D);
+    if (gw && pb) k.gemmBf16Ab(true, false, V, D, rows, 1, pb, ldp, xbc!, D, 1, gw, D);
     else if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
   }
   const out = new Tensor(loss, lead, 'f32');
@@ -141,7 +149,7 @@ function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse:
     const logits = buf.subarray(0, rows * V);
     const xc = xd.subarray(r0 * D, (r0 + rows) * D);
     const tc = tg.subarray(r0, r0 + rows);
-    if (wb) k.gemmBf16(false, true, rows, V, D, 1, xc, D, wb, D, 0, logits, V);
+    if (wb && xb) k.gemmBf16Ab(false, true, rows, V, D, 1, xb.subarray(r0 * D, (r0 + rows) * D), D, wb, D, 0, logits, V);
     else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), gd.subarray(r0, r0 + rows), logits, rows, V);
     if (xb) k.gemmBf16(true, false, V, D, rows, 1, logits, V, xb.subarray(r0 * D, (r0 + rows) * D), D, 1, dw, D);

@@ -17,6 +17,18 @@ export function bf16Round(x: Float32Array, out: Uint16Array, n: number): void {
   for (let i = 0; i < n; i++) out[i] = f32ToBf16(x[i]!);
 }
 
+/** out[r * ldo + c] = bf16 bits of x[r * cols + c] for r < rows, c < cols (out's padding untouched). */
+export function bf16RoundRows(x: Float32Array, out: Uint16Array, rows: number, cols: number, ldo: number): void {
+  for (const [v, name] of [[rows, 'rows'], [cols, 'cols'], [ldo, 'ldo']] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new RangeError(`bf16RoundRows: ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (ldo < cols) throw new RangeError(`bf16RoundRows: ldo (${ldo}) must be >= cols (${cols})`);
+  if (x.length < rows * cols) throw new RangeError(`bf16RoundRows: x has ${x.length} elements, the call needs ${rows * cols}`);
+  const need = rows > 0 && cols > 0 ? (rows - 1) * ldo + cols : 0;
+  if (out.length < need) throw new RangeError(`bf16RoundRows: out has ${out.length} elements, the call needs ${need}`);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * ldo + c] = f32ToBf16(x[r * cols + c]!);
+}
+
 /** out[i] = float32 value of the bf16 bits h[i] for i < n (exact). */
 export function bf16Widen(h: Uint16Array, out: Float32Array, n: number): void {
   check('bf16Widen', h, 'h', out, 'out', n);

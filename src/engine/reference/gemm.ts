@@ -103,3 +103,18 @@ export function gemmBf16(
   };
   gemmLoops(transA, transB, m, n, k, alpha, ar, lda, bAt, ldb, beta, c, ldc);
 }
+
+/**
+ * Reference Kernels.gemmBf16Ab: A and B hold bfloat16 bits; C is gemmBf16 of A widened to
+ * float32 (exact, so its rounding changes nothing).
+ */
+export function gemmBf16Ab(
+  transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
+  a: Uint16Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number,
+): void {
+  checkArgs('gemmBf16Ab', transA, transB, m, n, k, a.length, lda, b.length, ldb, c.length, ldc);
+  const af = new Float32Array(a.length);
+  const a32 = new Uint32Array(af.buffer);
+  for (let i = 0; i < a.length; i++) a32[i] = a[i]! << 16;
+  gemmBf16(transA, transB, m, n, k, alpha, af, lda, b, ldb, beta, c, ldc);
+}

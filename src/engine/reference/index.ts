@@ -4,10 +4,10 @@ import { attention, attentionBackward } from './attention.js';
 import { attentionBackwardBf16, attentionBf16 } from './attention-bf16.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
-import { gemm, gemmBf16 } from './gemm.js';
-import { gemmBatch, gemmBatchBf16 } from './gemm-batch.js';
 import { moeRows, moeRowsBf16 } from './moe-rows.js';
-import { bf16Round, bf16Widen } from './bf16.js';
+import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
+import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
+import { bf16Round, bf16RoundRows, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { fp8Gemm, fp8GemmBatch } from './fp8-gemm.js';
@@ -22,7 +22,10 @@ export const referenceKernels: Kernels = {
   gemmBatchBf16,
   moeRows,
   moeRowsBf16,
+  gemmBf16Ab,
+  gemmBatchBf16Ab,
   bf16Round,
+  bf16RoundRows,
   bf16Widen,
   linearFp8,
   fp8QuantTiles1x128,
