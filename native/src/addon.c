@@ -27,6 +27,7 @@ __attribute__((weak)) void dsv3_register_memory(napi_env env, napi_value exports
 __attribute__((weak)) void dsv3_register_mapped_file(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_bf16(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_fp8_train(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_moe_row(napi_env env, napi_value exports);
 
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -93,7 +94,8 @@ static napi_value init(napi_env env, napi_value exports) {
   register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8_weight, dsv3_register_fp8_quant,
                             dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench,
                             dsv3_register_rowops, dsv3_register_optim, dsv3_register_gemm_batch,
-                            dsv3_register_memory, dsv3_register_mapped_file, dsv3_register_bf16, dsv3_register_fp8_train};
+                            dsv3_register_memory, dsv3_register_mapped_file, dsv3_register_bf16, dsv3_register_fp8_train,
+                            dsv3_register_moe_row};
   for (unsigned i = 0; i < sizeof families / sizeof families[0]; i++)
     if (families[i]) families[i](env, exports);
   return exports;
