@@ -11,7 +11,7 @@
 import type { Kernels } from '../engine/kernels.js';
 import type { PhaseProfiler } from './profile.js';
 import { addScaledRow, runLinear } from './linear.js';
-import { mlpRowFused, moeRowFused } from './moe-row.js';
+import { mlpRowFused, moeRowFused, readAheadChosen } from './moe-row.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import { routeRows } from './route.js';
 import type { Workspace } from './workspace.js';
@@ -181,6 +181,7 @@ function moeRowsF32(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m
 export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array,
   prof: PhaseProfiler | null): void {
   routeRows(kern, p, ws, x, m, D);
+  readAheadChosen(p, ws);
   prof?.lap('ffn.router');
   if (m === 1 && (moeRowFused(kern, p, ws, x, D, h) || moeRowF32(kern, p, ws, x, D, h))) {
     prof?.lap('ffn.experts');

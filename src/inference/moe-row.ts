@@ -11,6 +11,7 @@
  * keep ffn.ts's gemmBatch path. DSV3_MOE_ROW=0 in the environment turns it off (A/B benchmarks).
  */
 import type { Kernels } from '../engine/kernels.js';
+import { adviseRange } from '../io/mapped-file.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import type { Workspace } from './workspace.js';
 
@@ -132,4 +133,41 @@ export function mlpRowFused(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32
   if (!put(s, 0, p, 1, kind)) return false;
   run(kern, s, 1, kind, D, ws, x, h);
   return true;
+}
+
+// ---- read-ahead of routed experts on first use (cold start) ----------------------------------
+// A mapped checkpoint is opened with every non-expert tensor advised WILLNEED (model/params.ts);
+// routed experts are not (most of them may never run). The first time routing picks an expert,
+// its gate/up/down are advised WILLNEED together with the other experts chosen for the same
+// layer, so the OS reads them as a few large requests in parallel instead of page faults of the
+// kernels' threads one readahead window at a time. Once per expert: later tokens find the pages
+// resident and pay nothing (an madvise over resident pages still walks them).
+
+const advisedOf = new WeakMap<MoePlan, Uint8Array>();
+
+function adviseLinear(w: MlpPlan['gate']): void {
+  for (const a of [w.bits, w.codes, w.scaleInv]) {
+    if (a && a.buffer instanceof ArrayBuffer) adviseRange(a.buffer, a.byteOffset, a.byteLength, 'willneed');
+  }
+}
+
+/** WILLNEED on the routed experts chosen in ws.offsets (after routeRows) that were never advised. */
+export function readAheadChosen(p: MoePlan, ws: Workspace): void {
+  const E = p.rc.experts;
+  let seen = advisedOf.get(p);
+  if (!seen) {
+    seen = new Uint8Array(E);
+    advisedOf.set(p, seen);
+  }
+  const off = ws.offsets;
+  for (let e = 0; e < E; e++) {
+    if (seen[e] || off[e + 1]! === off[e]!) continue;
+    seen[e] = 1;
+    const q = p.experts[e]!;
+    if (!q.gate.f32) {
+      adviseLinear(q.gate);
+      adviseLinear(q.up);
+      adviseLinear(q.down);
+    }
+  }
 }
