@@ -85,10 +85,12 @@ export class CheckpointParams implements ParamSource {
     return Tensor.param(this.ckpt.getF32(name), shape, name, trainable);
   }
 
-  /** A kept (never written) tensor: in place when mapped, else a copy; always-used ones read ahead. */
+  /** A kept (never written) tensor: in place when mapped, else a copy; always-used ones read ahead
+   * (queued to the addon's background read-ahead thread, in load order, so opening does not wait
+   * for the reads to be submitted). */
   private kept(name: string): HostTensor {
     if (!this.ckpt.mapped) return this.ckpt.get(name);
-    if (!/\.mlp\.experts\.\d+\./.test(name)) this.ckpt.advise(name, 'willneed');
+    if (!/\.mlp\.experts\.\d+\./.test(name)) this.ckpt.advise(name, 'background');
     return this.ckpt.view(name);
   }
 
