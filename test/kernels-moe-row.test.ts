@@ -16,7 +16,7 @@ import { referenceKernels } from '../src/engine/reference/index.js';
 import { encodeE4M3 } from '../src/engine/fp8/codec.js';
 import { withBackend } from '../src/engine/backend.js';
 import { DecodeSession } from '../src/inference/decode-session.js';
-import { setMoeRowFused } from '../src/inference/moe-row.js';
+import { DECODE_POOL_SPIN, setMoeRowFused, useDecodePoolSpin } from '../src/inference/moe-row.js';
 import { randomModel } from '../src/inference/random-model.js';
 import { loadModelConfig } from '../src/model/config.js';
 import { requireNative } from './helpers/backends.js';
@@ -205,4 +205,14 @@ test('batch-1 decode: fused experts give the same logits as the separate calls (
       assert.equal(i, -1, `${storage} step ${s}: logit ${i} ${got[s]![i]} vs ${want[s]![i]}`);
     }
   }
+});
+
+test('setPoolSpin sets the pool idle spin and returns the previous value; decoding shortens it', (t: TestContext) => {
+  if (!requireNative(t)) return;
+  const a = nativeAddon()!;
+  useDecodePoolSpin();
+  const prev = a.setPoolSpin(123) as number;
+  if (!process.env.DSV3_POOL_SPIN) assert.equal(prev, DECODE_POOL_SPIN);
+  assert.equal(a.setPoolSpin(-5), 123);
+  assert.equal(a.setPoolSpin(prev), 0);
 });

@@ -58,6 +58,16 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* setPoolSpin(iters) -> the previous idle-spin length of the pool workers (threadpool.h) */
+static napi_value js_set_pool_spin(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int64_t n;
+  if (dsv3_int(env, argv[0], &n, "iters")) return NULL;
+  napi_value r;
+  napi_create_int32(env, dsv3_set_pool_spin(n < 0 ? 0 : n > 100000000 ? 100000000 : (int)n), &r);
+  return r;
+}
+
 /* setIsa('scalar'|'avx2'|'avx512') -> boolean (false if this CPU lacks it) */
 static napi_value js_set_isa(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
@@ -90,6 +100,7 @@ static napi_value init(napi_env env, napi_value exports) {
   pin_library();
   dsv3_export(env, exports, "info", js_info);
   dsv3_export(env, exports, "setThreads", js_set_threads);
+  dsv3_export(env, exports, "setPoolSpin", js_set_pool_spin);
   dsv3_export(env, exports, "setIsa", js_set_isa);
   register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8_weight, dsv3_register_fp8_quant,
                             dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench,
