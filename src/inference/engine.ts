@@ -20,7 +20,7 @@ import type { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { mlpAdd, moeAdd } from './ffn.js';
 import { type PreparedLinear, preparedBytes, prepareLinear, runLinear } from './linear.js';
-import { useDecodePoolSpin } from './moe-row.js';
+import { readAheadKvB, useDecodePoolSpin } from './moe-row.js';
 import { attentionAdd, rmsNormRows, type RopeTables, type StepShape } from './mla.js';
 import { type LayerPlan, type NormPlan, planLayer, planNorm } from './plan.js';
 import type { PhaseProfiler } from './profile.js';
@@ -68,6 +68,7 @@ export class Engine {
     this.V = cfg.vocab_size;
     this.ws = new Workspace(cfg, opts.rows, opts.logitRows);
     useDecodePoolSpin();
+    readAheadKvB(model.layers);
     this.layers = model.layers.map(planLayer);
     const e = model.embedTokens.contiguous();
     this.embed = e.dtype === 'bf16' ? null : e.f32();

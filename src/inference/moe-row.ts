@@ -13,6 +13,7 @@
 import type { Kernels } from '../engine/kernels.js';
 import { nativeAddon } from '../engine/native.js';
 import { adviseRange } from '../io/mapped-file.js';
+import type { DecoderLayer } from '../model/decoder-layer.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import type { Workspace } from './workspace.js';
 
@@ -192,4 +193,18 @@ export function useDecodePoolSpin(): void {
   if (process.env.DSV3_POOL_SPIN) return;
   const a = nativeAddon();
   if (a && typeof a.setPoolSpin === 'function') a.setPoolSpin(DECODE_POOL_SPIN);
+}
+
+/**
+ * WILLNEED now, from the caller, for the kv_b_proj of every layer whose plan decodes it to
+ * float32 (plan.ts): planning reads all of them before the first token, and from a cold page
+ * cache they would otherwise wait behind the read-ahead queued at open (every layer's attention
+ * and shared experts, in layer order).
+ */
+export function readAheadKvB(layers: readonly DecoderLayer[]): void {
+  for (const l of layers) {
+    const w = l.selfAttn.kvB;
+    const a = w.kind === 'bf16' ? w.bits : w.kind === 'fp8' ? w.codes : null;
+    if (a && a.buffer instanceof ArrayBuffer) adviseRange(a.buffer, a.byteOffset, a.byteLength, 'willneed');
+  }
 }
