@@ -11,7 +11,8 @@
 import type { Kernels } from '../engine/kernels.js';
 import type { PhaseProfiler } from './profile.js';
 import { addScaledRow, runLinear } from './linear.js';
-import { mlpRowFused, moeRowFused, readAheadChosen } from './moe-row.js';
+import { mlpRowFused, moeRowFused } from './moe-row.js';
+import { readAheadChosen } from './read-ahead.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import { routeRows } from './route.js';
 import type { Workspace } from './workspace.js';

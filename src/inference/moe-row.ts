@@ -11,9 +11,6 @@
  * keep ffn.ts's gemmBatch path. DSV3_MOE_ROW=0 in the environment turns it off (A/B benchmarks).
  */
 import type { Kernels } from '../engine/kernels.js';
-import { nativeAddon } from '../engine/native.js';
-import { adviseRange } from '../io/mapped-file.js';
-import type { DecoderLayer } from '../model/decoder-layer.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import type { Workspace } from './workspace.js';
 
@@ -135,76 +132,4 @@ export function mlpRowFused(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32
   if (!put(s, 0, p, 1, kind)) return false;
   run(kern, s, 1, kind, D, ws, x, h);
   return true;
-}
-
-// ---- read-ahead of routed experts on first use (cold start) ----------------------------------
-// A mapped checkpoint is opened with every non-expert tensor advised WILLNEED (model/params.ts);
-// routed experts are not (most of them may never run). The first time routing picks an expert,
-// its gate/up/down are advised WILLNEED together with the other experts chosen for the same
-// layer, so the OS reads them as a few large requests in parallel instead of page faults of the
-// kernels' threads one readahead window at a time. Once per expert: later tokens find the pages
-// resident and pay nothing (an madvise over resident pages still walks them).
-
-const advisedOf = new WeakMap<MoePlan, Uint8Array>();
-
-function adviseLinear(w: MlpPlan['gate']): void {
-  for (const a of [w.bits, w.codes, w.scaleInv]) {
-    if (a && a.buffer instanceof ArrayBuffer) adviseRange(a.buffer, a.byteOffset, a.byteLength, 'willneed');
-  }
-}
-
-/** WILLNEED on the routed experts chosen in ws.offsets (after routeRows) that were never advised. */
-export function readAheadChosen(p: MoePlan, ws: Workspace): void {
-  const E = p.rc.experts;
-  let seen = advisedOf.get(p);
-  if (!seen) {
-    seen = new Uint8Array(E);
-    advisedOf.set(p, seen);
-  }
-  const off = ws.offsets;
-  for (let e = 0; e < E; e++) {
-    if (seen[e] || off[e + 1]! === off[e]!) continue;
-    seen[e] = 1;
-    const q = p.experts[e]!;
-    if (!q.gate.f32) {
-      adviseLinear(q.gate);
-      adviseLinear(q.up);
-      adviseLinear(q.down);
-    }
-  }
-}
-
-// ---- the pool's idle spin for decoding ---------------------------------------------------------
-/** PAUSE iterations an idle pool worker spins before sleeping while decoding (about 0.1 ms). */
-export const DECODE_POOL_SPIN = 2000;
-let spinSet = false;
-
-/**
- * Shortens the native pool's idle spin (200000 iterations, ~9 ms, tuned for training's long
- * back-to-back kernels) to DECODE_POOL_SPIN, once per process, unless DSV3_POOL_SPIN is set: a
- * decode step leaves the pool idle for many short gaps (routing, norms, RoPE in JS), and a
- * worker spinning through them takes CPU time from the main thread or other processes (measured
- * in BENCHMARKS.md, issue 12: -20% CPU time per token, faster wall time under load). Only speed
- * changes, never a result. Process-wide: later training in the same process keeps it.
- */
-export function useDecodePoolSpin(): void {
-  if (spinSet) return;
-  spinSet = true;
-  if (process.env.DSV3_POOL_SPIN) return;
-  const a = nativeAddon();
-  if (a && typeof a.setPoolSpin === 'function') a.setPoolSpin(DECODE_POOL_SPIN);
-}
-
-/**
- * WILLNEED now, from the caller, for the kv_b_proj of every layer whose plan decodes it to
- * float32 (plan.ts): planning reads all of them before the first token, and from a cold page
- * cache they would otherwise wait behind the read-ahead queued at open (every layer's attention
- * and shared experts, in layer order).
- */
-export function readAheadKvB(layers: readonly DecoderLayer[]): void {
-  for (const l of layers) {
-    const w = l.selfAttn.kvB;
-    const a = w.kind === 'bf16' ? w.bits : w.kind === 'fp8' ? w.codes : null;
-    if (a && a.buffer instanceof ArrayBuffer) adviseRange(a.buffer, a.byteOffset, a.byteLength, 'willneed');
-  }
 }
