@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { nativeAddon, packageRoot } from '../src/engine/native.js';
+import { execFileSync } from 'node:child_process';
+import { nativeAddon, nativeAddonPath, packageRoot } from '../src/engine/native.js';
 import { DsvError } from '../src/errors.js';
 import { openCheckpoint } from '../src/io/checkpoint-read.js';
 import { isMappedBuffer, mappingAvailable } from '../src/io/mapped-file.js';
@@ -202,6 +203,33 @@ describe('mapped checkpoints', () => {
       assert.throws(() => a.adviseMapped(buf, 8, 16, 3), RangeError);
       assert.throws(() => a.adviseMapped(new ArrayBuffer(8), 0, 8, 3), TypeError);
       a.adviseMapped(buf, 0, 16, 3);
+      assert.throws(() => a.adviseMapped(buf, 0, 16, 6), RangeError);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('background read-ahead (advice 5) leaves the mapping readable, also when it is dropped while queued', { skip: !canMap }, () => {
+    const a = nativeAddon()!;
+    const p = path.join(tmp, 'readahead.bin');
+    const data = Buffer.alloc(12 << 20);
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
+    fs.writeFileSync(p, data);
+    const fd = fs.openSync(p, 'r');
+    try {
+      const buf = a.mapFile(fd, data.length, 0) as ArrayBuffer;
+      for (let r = 0; r < 4; r++) a.adviseMapped(buf, r * 4096, data.length - r * 4096, 5);
+      assert.throws(() => a.adviseMapped(buf, 8, data.length, 5), RangeError);
+      const v = new Uint8Array(buf);
+      for (let i = 0; i < data.length; i += 4096) assert.equal(v[i], data[i]);
+      // a mapping whose ArrayBuffer goes away with ranges still queued is unmapped by the
+      // background thread after them (a child process: gc, then exit cleanly)
+      const script = `const a = require(${JSON.stringify(nativeAddonPath())}); const fs = require('fs');
+        const fd = fs.openSync(${JSON.stringify(p)}, 'r');
+        for (let k = 0; k < 8; k++) { let b = a.mapFile(fd, ${data.length}, 0); for (let r = 0; r < 8; r++) a.adviseMapped(b, 0, ${data.length}, 5); b = null; global.gc(); }
+        const b = a.mapFile(fd, ${data.length}, 0); a.adviseMapped(b, 0, ${data.length}, 5);
+        if (new Uint8Array(b)[4096] !== 1) process.exit(3);`;
+      execFileSync(process.execPath, ['--expose-gc', '-e', script], { stdio: 'pipe' });
     } finally {
       fs.closeSync(fd);
     }

@@ -28,6 +28,7 @@ __attribute__((weak)) void dsv3_register_mapped_file(napi_env env, napi_value ex
 __attribute__((weak)) void dsv3_register_bf16(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_fp8_train(napi_env env, napi_value exports);
 __attribute__((weak)) void dsv3_register_moe_rows(napi_env env, napi_value exports);
+__attribute__((weak)) void dsv3_register_moe_row(napi_env env, napi_value exports);
 
 static napi_value js_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -55,6 +56,16 @@ static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   dsv3_set_threads((int)n);
   napi_value r;
   napi_create_int32(env, dsv3_threads(), &r);
+  return r;
+}
+
+/* setPoolSpin(iters) -> the previous idle-spin length of the pool workers (threadpool.h) */
+static napi_value js_set_pool_spin(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int64_t n;
+  if (dsv3_int(env, argv[0], &n, "iters")) return NULL;
+  napi_value r;
+  napi_create_int32(env, dsv3_set_pool_spin(n < 0 ? 0 : n > 100000000 ? 100000000 : (int)n), &r);
   return r;
 }
 
@@ -90,12 +101,13 @@ static napi_value init(napi_env env, napi_value exports) {
   pin_library();
   dsv3_export(env, exports, "info", js_info);
   dsv3_export(env, exports, "setThreads", js_set_threads);
+  dsv3_export(env, exports, "setPoolSpin", js_set_pool_spin);
   dsv3_export(env, exports, "setIsa", js_set_isa);
   register_fn families[] = {dsv3_register_gemm, dsv3_register_fused, dsv3_register_fp8_weight, dsv3_register_fp8_quant,
                             dsv3_register_elementwise, dsv3_register_attention, dsv3_register_bench,
                             dsv3_register_rowops, dsv3_register_optim, dsv3_register_gemm_batch,
                             dsv3_register_memory, dsv3_register_mapped_file, dsv3_register_bf16, dsv3_register_fp8_train,
-                            dsv3_register_moe_rows};
+                            dsv3_register_moe_rows, dsv3_register_moe_row};
   for (unsigned i = 0; i < sizeof families / sizeof families[0]; i++)
     if (families[i]) families[i](env, exports);
   return exports;

@@ -163,4 +163,7 @@ static inline __m512 fp8_vbmi_spread(const fp8_vbmi_tab* T, __m512i lo, __m512i 
 void* ISA_FN(fp8_scratch)(int slot, size_t bytes);
 /* The packed-GEMM path for any m (fp8_weight_gemm.c). 0, or -1 when scratch memory ran out. */
 int ISA_FN(fp8_weight_gemm)(const fp8_prob* P);
+/* The GEMV path's pieces for callers that split rows themselves (fp8_weight_gemv.c). */
+int ISA_FN(fp8_gemv_exponent)(const float* x, int64_t k);
+int ISA_FN(fp8_gemv_rows)(const fp8_prob* P, const int* ex, int64_t j0, int64_t j1);
 #endif

@@ -37,6 +37,10 @@ int dsv3_gemm_bf16(int transA, int transB, int64_t m, int64_t n, int64_t k, floa
 int dsv3_gemm_bf16ab(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
                       int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
+/* The ISA level dsv3_gemm_f32 / dsv3_gemm_bf16 run at (dsv3_isa(), or AVX2 where the AVX-512
+ * self-check failed): kernels built on the GEMV row functions use it to give the same results. */
+int dsv3_gemm_active_level(void);
+
 /* Compares the given ISA level's GEMMs with the scalar ones on small awkward problems
  * (all transposes, edges, several k blocks, alpha/beta, GEMV path, bf16). 1 = agree. */
 int dsv3_gemm_selfcheck(int level);

@@ -217,6 +217,9 @@ void ISA_FN(gemm_kernel_dp_rows)(int kc, const uint16_t* a, int64_t lda, const u
 
 /* Small-m streaming path (gemm_gemv.c). */
 int ISA_FN(gemm_gemv)(const gemm_prob* P); /* 0, or -1 when scratch memory ran out */
+/* gemm_gemv's A copy and its B^T outputs [j0, j1) on the calling thread (no pool). */
+void ISA_FN(gemm_gemv_prep_a)(const gemm_prob* P, float* ar, uint16_t* ah);
+void ISA_FN(gemm_gemv_rows)(const gemm_prob* P, const float* ar, const uint16_t* ah, int64_t j0, int64_t j1);
 
 /* Thread-local, 64-byte aligned scratch that only grows (gemm_driver.c); slot 0..3. */
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes);

@@ -140,6 +140,8 @@ static int gemm_level(void) {
   return g_avx512_ok ? level : DSV3_ISA_LEVEL_AVX2;
 }
 
+int dsv3_gemm_active_level(void) { return gemm_level(); }
+
 int dsv3_gemm_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                   const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const int level = gemm_level();

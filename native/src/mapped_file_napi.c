@@ -13,7 +13,8 @@
  *                                  pages leave the page cache (pages other processes map stay),
  *                                  so the next open reads from disk (cold-start measurements).
  * advice: 0 normal, 1 random (no read-ahead), 2 sequential, 3 willneed (start reading now,
- * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost).
+ * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost),
+ * 5 (adviseMapped only) willneed from a background thread, ranges in the order given (below).
  *
  * Lifetime: the finalizer unmaps when V8 collects the ArrayBuffer (every view over it gone);
  * the descriptor can be closed right after mapFile (the mapping keeps the file open). The
@@ -33,11 +34,87 @@
 typedef struct mapping {
   void* base;
   size_t bytes;
+  int refs; /* 1 for the ArrayBuffer while it lives, + 1 per queued background read-ahead */
   struct mapping *prev, *next;
 } mapping;
 
 static mapping* maps; /* live mappings (for isMapped / adviseMapped lookups) */
 static pthread_mutex_t maps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Drops one reference (maps_mu held); the last one unmaps. */
+static void unref_locked(mapping* m) {
+  if (--m->refs > 0) return;
+  munmap(m->base, m->bytes);
+  free(m);
+}
+
+/* ---- background read-ahead (advice 5) -------------------------------------------------------
+ * madvise(MADV_WILLNEED) starts reading a range, but the call itself blocks while it submits
+ * the reads (once the device queue is full, until earlier reads complete): advising a gigabyte
+ * at open would hold the caller for a good part of the read. Advice 5 queues the range instead;
+ * one background thread advises the queued ranges in order, 8 MiB at a time, so the caller goes
+ * on computing (planning, the first layers) while the disk reads what comes next. A queued range
+ * holds a reference on its mapping, so the ArrayBuffer's finalizer never unmaps under it. */
+typedef struct ra_item {
+  mapping* m;
+  uintptr_t lo, hi;
+  struct ra_item* next;
+} ra_item;
+static ra_item *ra_head, *ra_tail;
+static pthread_cond_t ra_cv = PTHREAD_COND_INITIALIZER;
+static int ra_started;
+#define RA_STEP ((uintptr_t)8 << 20)
+
+static void* ra_main(void* arg) {
+  (void)arg;
+  const long pg = sysconf(_SC_PAGESIZE);
+  pthread_mutex_lock(&maps_mu);
+  for (;;) {
+    while (!ra_head) pthread_cond_wait(&ra_cv, &maps_mu);
+    ra_item* it = ra_head;
+    ra_head = it->next;
+    if (!ra_head) ra_tail = NULL;
+    pthread_mutex_unlock(&maps_mu);
+    for (uintptr_t a = it->lo; a < it->hi; a += RA_STEP) {
+      const uintptr_t b = it->hi - a < RA_STEP ? it->hi : a + RA_STEP;
+      madvise((void*)(a & ~(uintptr_t)(pg - 1)), (size_t)(b - (a & ~(uintptr_t)(pg - 1))), MADV_WILLNEED);
+    }
+    pthread_mutex_lock(&maps_mu);
+    unref_locked(it->m);
+    free(it);
+  }
+  return NULL;
+}
+
+/* Queues [lo, hi) of m for the background thread (starting it once). */
+static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
+  ra_item* it = (ra_item*)calloc(1, sizeof *it);
+  if (!it) return; /* advisory */
+  it->m = m;
+  it->lo = lo;
+  it->hi = hi;
+  pthread_mutex_lock(&maps_mu);
+  if (!ra_started) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    ra_started = pthread_create(&t, &attr, ra_main, NULL) == 0 ? 1 : -1;
+    pthread_attr_destroy(&attr);
+  }
+  if (ra_started < 0) { /* no thread: advise here */
+    pthread_mutex_unlock(&maps_mu);
+    madvise((void*)lo, (size_t)(hi - lo), MADV_WILLNEED);
+    free(it);
+    return;
+  }
+  m->refs++;
+  if (ra_tail) ra_tail->next = it;
+  else ra_head = it;
+  ra_tail = it;
+  pthread_cond_signal(&ra_cv);
+  pthread_mutex_unlock(&maps_mu);
+}
 
 static int advice_of(int64_t a) {
   switch (a) {
@@ -58,9 +135,8 @@ static void finalize_map(napi_env env, void* data, void* hint) {
   if (m->prev) m->prev->next = m->next;
   else maps = m->next;
   if (m->next) m->next->prev = m->prev;
+  unref_locked(m);
   pthread_mutex_unlock(&maps_mu);
-  munmap(m->base, m->bytes);
-  free(m);
 }
 
 static mapping* find_map(void* base, size_t bytes) {
@@ -104,6 +180,7 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
   }
   m->base = p;
   m->bytes = (size_t)bytes;
+  m->refs = 1;
   napi_value ab;
   if (napi_create_external_arraybuffer(env, p, (size_t)bytes, finalize_map, m, &ab) != napi_ok) {
     munmap(p, (size_t)bytes);
@@ -145,16 +222,17 @@ static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "dsv3 native: adviseMapped: [offset, offset + length) is outside the mapping");
     return NULL;
   }
-  const int a = advice_of(adv);
+  const int a = adv == 5 ? MADV_WILLNEED : advice_of(adv);
   if (a < 0) {
-    napi_throw_range_error(env, NULL, "dsv3 native: adviseMapped: 'advice' must be 0..4");
+    napi_throw_range_error(env, NULL, "dsv3 native: adviseMapped: 'advice' must be 0..5");
     return NULL;
   }
   if (len > 0) {
     const long pg = sysconf(_SC_PAGESIZE);
     const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
     const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
-    madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
+    if (adv == 5) ra_push(m, lo, hi);
+    else madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
   }
   return NULL;
 }

@@ -13,6 +13,10 @@
 #ifndef SPIN_ITERS
 #define SPIN_ITERS 200000
 #endif
+/* DSV3_POOL_SPIN=N in the environment overrides it at start-up (0: sleep at once). Batch-1
+ * decode has many short gaps between kernel calls (routing, norms in JS) where a spinning worker
+ * only takes CPU time from the process's own main thread or from other processes. */
+static _Atomic int g_spin_iters = SPIN_ITERS;
 
 typedef struct {
   dsv3_task_fn fn;
@@ -67,7 +71,7 @@ static void* worker_main(void* arg) {
     int spins = 0;
     uint32_t gen;
     while ((gen = atomic_load_explicit(&g_gen, memory_order_acquire)) == seen) {
-      if (++spins < SPIN_ITERS) {
+      if (++spins < atomic_load_explicit(&g_spin_iters, memory_order_relaxed)) {
         cpu_relax();
       } else {
         pthread_mutex_lock(&g_mu);
@@ -111,11 +115,23 @@ static void ensure_workers(int n) {
   g_nthreads = n;
 }
 
-static void init_once(void) { ensure_workers(default_threads()); }
+static void init_once(void) {
+  const char* sp = getenv("DSV3_POOL_SPIN");
+  if (sp && *sp) {
+    const long v = atol(sp);
+    g_spin_iters = v < 0 ? 0 : v > 100000000L ? 100000000 : (int)v;
+  }
+  ensure_workers(default_threads());
+}
 
 int dsv3_threads(void) {
   pthread_once(&g_once, init_once);
   return g_nthreads;
+}
+
+int dsv3_set_pool_spin(int iters) {
+  pthread_once(&g_once, init_once);
+  return atomic_exchange(&g_spin_iters, iters < 0 ? 0 : iters);
 }
 
 void dsv3_set_threads(int n) {

@@ -15,4 +15,7 @@ int dsv3_in_task(void);
 /* Sets the number of threads used from now on (1..cores*4); default: DSV3_THREADS or the
  * number of online cores. */
 void dsv3_set_threads(int n);
+/* Sets how long an idle worker spins (PAUSE iterations) before it sleeps; returns the previous
+ * value. Process-wide; DSV3_POOL_SPIN sets the start-up value. */
+int dsv3_set_pool_spin(int iters);
 #endif

@@ -90,6 +90,25 @@ export interface Kernels {
    */
   linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
     beta: number, y: Float32Array): void;
+  /**
+   * The experts of ONE token (batch-1 decode), DeepSeekMoE (paper Eq. 12) on the row x [D]:
+   *   h[D] += sum_e alpha_e * down_e(silu(gate_e x) * up_e x)
+   * over E = inters.length experts in order, expert e of width inters[e] with weights
+   * weights[3e] (gate [I_e, D]), weights[3e+1] (up [I_e, D]), weights[3e+2] (down [D, I_e]) as
+   * bfloat16 bits. Each expert's arithmetic is that of gemmBf16 (gate, up; x rounded to bf16),
+   * siluMul, gemmBf16(down, alpha_e, beta 1): the same h as those calls, bit for bit, in one call
+   * (the native kernel spreads the experts' rows over the threads with two barriers).
+   * scratch: at least 5*S + 2*D + 64 float32 elements (S = sum of the widths); h must not
+   * overlap x or scratch.
+   */
+  moeRowBf16(D: number, inters: Int32Array, alphas: Float32Array, weights: readonly Uint16Array[], x: Float32Array,
+    h: Float32Array, scratch: Float32Array): void;
+  /**
+   * moeRowBf16 for FP8 weights (codes[3e+t] with block scales scales[3e+t], as linearFp8): per
+   * expert linearFp8 gate and up, siluMul, act *= alpha_e (float32), linearFp8(down, beta 1).
+   */
+  moeRowFp8(D: number, inters: Int32Array, alphas: Float32Array, codes: readonly Uint8Array[],
+    scales: readonly Float32Array[], x: Float32Array, h: Float32Array, scratch: Float32Array): void;
 
   // ---- FP8 operand quantisation (training recipe, paper §3.3.2) ---------------------------
   /**

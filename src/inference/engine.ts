@@ -21,6 +21,8 @@ import type { DeepseekV3 } from '../model/model.js';
 import { bf16Layer, bf16Linear } from './draft-bf16.js';
 import { mlpAdd, moeAdd } from './ffn.js';
 import { type PreparedLinear, preparedBytes, prepareLinear, runLinear } from './linear.js';
+import { useDecodePoolSpin } from './pool-spin.js';
+import { readAheadKvB } from './read-ahead.js';
 import { attentionAdd, rmsNormRows, type RopeTables, type StepShape } from './mla.js';
 import { type LayerPlan, type NormPlan, planLayer, planNorm } from './plan.js';
 import type { PhaseProfiler } from './profile.js';
@@ -72,6 +74,8 @@ export class Engine {
     this.D = cfg.hidden_size;
     this.V = cfg.vocab_size;
     this.ws = new Workspace(cfg, opts.rows, opts.logitRows);
+    useDecodePoolSpin();
+    readAheadKvB(model.layers);
     this.layers = model.layers.map(planLayer);
     const e = model.embedTokens.contiguous();
     this.embed = e.dtype === 'bf16' ? null : e.f32();

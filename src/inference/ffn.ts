@@ -11,12 +11,15 @@
 import type { Kernels } from '../engine/kernels.js';
 import type { PhaseProfiler } from './profile.js';
 import { addScaledRow, runLinear } from './linear.js';
+import { mlpRowFused, moeRowFused } from './moe-row.js';
+import { readAheadChosen } from './read-ahead.js';
 import type { MlpPlan, MoePlan } from './plan.js';
 import { routeRows } from './route.js';
 import type { Workspace } from './workspace.js';
 
 /** h[m, D] += down(silu(gate x) * up x) for x [m, D]. */
 export function mlpAdd(kern: Kernels, p: MlpPlan, ws: Workspace, x: Float32Array, m: number, h: Float32Array): void {
+  if (m === 1 && mlpRowFused(kern, p, ws, x, p.gate.k, h)) return;
   const n = m * p.inter;
   runLinear(kern, p.gate, m, x, ws.g, 0);
   runLinear(kern, p.up, m, x, ws.u, 0);
@@ -257,8 +260,9 @@ function moeRowsBatched(kern: Kernels, p: MoePlan, ws: Workspace, D: number, I: 
 export function moeAdd(kern: Kernels, p: MoePlan, ws: Workspace, x: Float32Array, m: number, D: number, h: Float32Array,
   prof: PhaseProfiler | null): void {
   routeRows(kern, p, ws, x, m, D);
+  readAheadChosen(p, ws);
   prof?.lap('ffn.router');
-  if (m === 1 && moeRowF32(kern, p, ws, x, D, h)) {
+  if (m === 1 && (moeRowFused(kern, p, ws, x, D, h) || moeRowF32(kern, p, ws, x, D, h))) {
     prof?.lap('ffn.experts');
     return;
   }

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import { nativeAddon } from '../engine/native.js';
 
 /** madvise advice (the addon's codes). */
-export const ADVICE = { normal: 0, random: 1, sequential: 2, willneed: 3, dontneed: 4 } as const;
+export const ADVICE = { normal: 0, random: 1, sequential: 2, willneed: 3, dontneed: 4, background: 5 } as const;
 export type Advice = keyof typeof ADVICE;
 
 interface MapAddon {

@@ -109,6 +109,7 @@ export class DeepseekV3 extends ModelPart {
         const shown = extra.slice(0, 8).map((n) => `"${n}"`).join(', ');
         throw new DsvError(`${ckpt.location}: ${extra.length} unexpected tensor(s) not used by a ${cfg.model_type} model with this config: ${shown}${extra.length > 8 ? ', ...' : ''}`);
       }
+      src.startReadAhead();
       return model;
     } finally {
       ckpt.close();

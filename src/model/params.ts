@@ -48,10 +48,24 @@ export interface ParamSource {
 export class CheckpointParams implements ParamSource {
   private readonly used = new Set<string>();
 
+  /** Always-used tensors kept in the mapping, in load order (startReadAhead). */
+  private readonly readAhead: string[] = [];
+
   constructor(
     private readonly ckpt: Checkpoint,
     private readonly mode: WeightMode = 'auto',
   ) {}
+
+  /**
+   * Queues the always-used mapped tensors (every kept one but the routed experts), in load
+   * order, to the addon's background read-ahead thread (MADV_WILLNEED from that thread), once
+   * the model is built: opening does not wait for the reads to be submitted, and the small
+   * copies made while building (norms, router weights) are not queued behind a gigabyte of them.
+   */
+  startReadAhead(): void {
+    for (const n of this.readAhead) this.ckpt.advise(n, 'background');
+    this.readAhead.length = 0;
+  }
 
   private where(): string {
     return this.ckpt.location;
@@ -85,10 +99,11 @@ export class CheckpointParams implements ParamSource {
     return Tensor.param(this.ckpt.getF32(name), shape, name, trainable);
   }
 
-  /** A kept (never written) tensor: in place when mapped, else a copy; always-used ones read ahead. */
+  /** A kept (never written) tensor: in place when mapped, else a copy; always-used ones are
+   * listed for startReadAhead. */
   private kept(name: string): HostTensor {
     if (!this.ckpt.mapped) return this.ckpt.get(name);
-    if (!/\.mlp\.experts\.\d+\./.test(name)) this.ckpt.advise(name, 'willneed');
+    if (!/\.mlp\.experts\.\d+\./.test(name)) this.readAhead.push(name);
     return this.ckpt.view(name);
   }
 

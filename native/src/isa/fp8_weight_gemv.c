@@ -242,17 +242,13 @@ typedef struct {
   volatile int fail;
 } gemv_ctx;
 
-static void gemv_task(void* ctx, int t, int thread) {
-  (void)thread;
-  gemv_ctx* X = (gemv_ctx*)ctx;
-  const fp8_prob* P = X->P;
-  const int64_t j0 = (int64_t)t * X->chunk, j1 = j0 + X->chunk < P->n ? j0 + X->chunk : P->n;
+/* Output rows [j0, j1) of the GEMV on the calling thread; ex[i] = max_exponent of x row i.
+ * Each row's value does not depend on how the rows are cut (the scale block of a row fixes
+ * its xs), so any split gives the whole call's result. 0, or -1 when scratch ran out. */
+static int gemv_rows(const fp8_prob* P, const int* ex, int64_t j0, int64_t j1) {
   const int m = (int)P->m;
   float* xs = (float*)ISA_FN(fp8_scratch)(2, (size_t)(m * P->k) * sizeof(float));
-  if (!xs) {
-    X->fail = 1;
-    return;
-  }
+  if (!xs) return -1;
   const unsigned csr = fp8_csr_enter();
   tab_t T;
 #if defined(DSV3_ISA_AVX512)
@@ -267,14 +263,28 @@ static void gemv_task(void* ctx, int t, int thread) {
   for (int64_t jb = j0, je; jb < j1; jb = je) { /* one 128-row scale block (or part) at a time */
     je = (jb / FP8_BLOCK + 1) * FP8_BLOCK < j1 ? (jb / FP8_BLOCK + 1) * FP8_BLOCK : j1;
     const int rows = (int)(je - jb);
-    build_xs(P, X->ex, jb / FP8_BLOCK, xs, post);
+    build_xs(P, ex, jb / FP8_BLOCK, xs, post);
     for (int i = 0; i < m; i++) memset(ybuf + i * SUB, 0, (size_t)rows * sizeof(float));
     for (int64_t k0 = 0; k0 < P->k; k0 += ks) gemv_range(P, &T, xs, jb, rows, k0, k0 + ks < P->k ? k0 + ks : P->k, ybuf);
     for (int i = 0; i < m; i++)
       for (int r = 0; r < rows; r++) fp8_put(P, i, jb + r, (float)(ybuf[i * SUB + r] * post[i]));
   }
   fp8_csr_leave(csr);
+  return 0;
 }
+
+static void gemv_task(void* ctx, int t, int thread) {
+  (void)thread;
+  gemv_ctx* X = (gemv_ctx*)ctx;
+  const fp8_prob* P = X->P;
+  const int64_t j0 = (int64_t)t * X->chunk, j1 = j0 + X->chunk < P->n ? j0 + X->chunk : P->n;
+  if (gemv_rows(P, X->ex, j0, j1)) X->fail = 1;
+}
+
+/* For callers that schedule the rows themselves (moe_row.c): the exponent gemv computes per x
+ * row, and rows [j0, j1) of the m <= FP8_GEMV_MAX GEMV on the calling thread. */
+int ISA_FN(fp8_gemv_exponent)(const float* x, int64_t k) { return max_exponent(x, k); }
+int ISA_FN(fp8_gemv_rows)(const fp8_prob* P, const int* ex, int64_t j0, int64_t j1) { return gemv_rows(P, ex, j0, j1); }
 
 static int gemv(const fp8_prob* P) {
   const int64_t n = P->n;

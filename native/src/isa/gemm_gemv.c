@@ -378,6 +378,23 @@ static void gemv_task(void* ctx, int t, int thread) {
   else nn_range(X, j0, j1);
 }
 
+/* The pieces of gemm_gemv for callers that schedule the rows themselves (moe_row.c): op(A)
+ * copied as gemm_gemv does (ar [m][k], rounded to bf16 for bf16 problems; ah the bf16 bits when
+ * P->dp), and outputs [j0, j1) of a B^T problem computed on the calling thread. Each output's
+ * value does not depend on how [0, n) is cut, so any split gives gemm_gemv's result. */
+void ISA_FN(gemm_gemv_prep_a)(const gemm_prob* P, float* ar, uint16_t* ah) {
+  for (int64_t i = 0; i < P->m; i++)
+    for (int64_t p = 0; p < P->k; p++) {
+      float x = P->ta ? P->a[p * P->lda + i] : P->a[i * P->lda + p];
+      ar[i * P->k + p] = P->bf16 ? gemm_round_bf16(x) : x;
+      if (ah) ah[i * P->k + p] = gemm_bf16_bits(x);
+    }
+}
+void ISA_FN(gemm_gemv_rows)(const gemm_prob* P, const float* ar, const uint16_t* ah, int64_t j0, int64_t j1) {
+  gemv_ctx X = {P, ar, ah, P->n, 0};
+  nt_range(&X, j0, j1);
+}
+
 int ISA_FN(gemm_gemv)(const gemm_prob* P) {
   const int64_t m = P->m, n = P->n, k = P->k;
   float* ar = (float*)ISA_FN(gemm_scratch)(2, (size_t)(m * k) * sizeof(float));

@@ -9,6 +9,7 @@ import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
 import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
 import { bf16Round, bf16RoundRows, bf16Widen } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
+import { moeRowBf16, moeRowFp8 } from './moe-row.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { fp8Gemm, fp8GemmBatch } from './fp8-gemm.js';
 import { adamw, adamwBf16, sumSquares } from './optim.js';
@@ -28,6 +29,8 @@ export const referenceKernels: Kernels = {
   bf16RoundRows,
   bf16Widen,
   linearFp8,
+  moeRowBf16,
+  moeRowFp8,
   fp8QuantTiles1x128,
   fp8QuantTiles128x1,
   fp8QuantBlocks128,
