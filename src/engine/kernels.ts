@@ -57,6 +57,7 @@ export interface Kernels {
    * accumulation (gemmBf16's rule). */
   moeRowsBf16(x: Float32Array, offsets: Int32Array, gates: readonly Uint16Array[], ups: readonly Uint16Array[],
     downs: readonly Uint16Array[], D: number, I: number, g: Float32Array, u: Float32Array, act: Float32Array, y: Float32Array): void;
+  /**
    * gemmBf16 with A also given as bfloat16 bits (an operand rounded once and read by several
    * GEMMs, e.g. dY by Dgrad and Wgrad, or a saved bf16 activation): the same result as gemmBf16
    * of A widened to float32, without re-rounding A in every GEMM (the native kernel reads the
