@@ -48,9 +48,12 @@ export interface ArenaStats {
   /** Requests served from a free buffer / by a new one, since construction. */
   hits: number;
   misses: number;
-  /** Buffers given back early (`release`), since construction. */
+  /** Buffers given back early (`release`, or dropped and no longer held), since construction. */
   released: number;
 }
+
+/** Anything over a buffer: a typed array, or a Tensor (its `data`). */
+export type OverBuffer = ArrayBufferView | { readonly data: ArrayBufferView };
 
 /** Size class of `bytes`: rounded up to 1/8 of its power of two (at least 64 bytes). */
 function sizeClass(bytes: number): number {
@@ -76,6 +79,13 @@ export class BufferArena {
   /** counters behind stats(); `taken` restarts at each reset */
   private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0 };
   private epochCount = 0;
+  /**
+   * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
+   * closure that saved it, a pending gradient), and whether the code that made it has dropped
+   * it (`drop`). A dropped buffer with no holder goes back to the free list at once.
+   */
+  private readonly holds = new Map<ArrayBuffer, number>();
+  private readonly dropped = new Set<ArrayBuffer>();
 
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
@@ -122,10 +132,54 @@ export class BufferArena {
     const e = bin?.taken.get(buf);
     if (!bin || e === undefined || e < since) return false;
     bin.taken.delete(buf);
+    this.holds.delete(buf);
+    this.dropped.delete(buf);
     if (this.poison) new Float32Array(buf).fill(NaN);
     bin.free.push(buf);
     this.counts.released++;
     return true;
+  }
+
+  /** Whether buf was handed out by this arena in this step and not given back. */
+  owns(buf: ArrayBufferLike): boolean {
+    return this.bins.get(buf.byteLength)?.taken.has(buf as ArrayBuffer) ?? false;
+  }
+
+  /**
+   * One more holder of buf: something that will read it later (a backward closure that saved
+   * it). Returns false, doing nothing, for a buffer this arena does not own this step; every
+   * true must be matched by one `unhold`.
+   */
+  hold(buf: ArrayBufferLike): boolean {
+    if (!this.owns(buf)) return false;
+    const b = buf as ArrayBuffer;
+    this.holds.set(b, (this.holds.get(b) ?? 0) + 1);
+    return true;
+  }
+
+  /** A holder of buf is done with it; a dropped buffer whose last holder this was is released. */
+  unhold(buf: ArrayBufferLike): void {
+    const b = buf as ArrayBuffer;
+    const n = (this.holds.get(b) ?? 0) - 1;
+    if (n > 0) {
+      this.holds.set(b, n);
+      return;
+    }
+    this.holds.delete(b);
+    if (this.dropped.has(b)) this.release(b);
+  }
+
+  /**
+   * The code that made buf will not read it again (nor any view of it): it goes back to the
+   * free list as soon as no holder remains (now, if none). The caller guarantees that whatever
+   * else reads the buffer later holds it (`hold`); in a poisoning arena a buffer read after its
+   * release reads NaN. Does nothing for a buffer this arena does not own this step.
+   */
+  drop(buf: ArrayBufferLike): void {
+    if (!this.owns(buf)) return;
+    const b = buf as ArrayBuffer;
+    if (this.holds.has(b)) this.dropped.add(b);
+    else this.release(b);
   }
 
   /**
@@ -149,6 +203,8 @@ export class BufferArena {
       bin.peak = 0;
       if (bin.free.length === 0) this.bins.delete(cls);
     }
+    this.holds.clear();
+    this.dropped.clear();
     this.counts.taken = 0;
     this.epochCount = 0;
   }
@@ -175,6 +231,24 @@ let active: BufferArena | null = null;
 /** The arena that `alloc`/`allocUninit` draw from now, if any. */
 export function activeArena(): BufferArena | null {
   return active;
+}
+
+/**
+ * Declares tensors (or typed arrays) dead for the code that made them: their buffers return to
+ * the active arena as soon as no recorded backward closure holds them (arena `drop`). For
+ * activations a forward pass will not read again: a model drops its intermediate tensors
+ * once the ops that read them have run, and each op's backward node holds exactly the buffers
+ * its closure reads (tensor.ts `attach`, `saves`), so a float32 input that an op kept only as
+ * a bf16 / FP8 copy is reused within the step. No-op outside an arena.
+ */
+export function dropActivations(...ts: readonly (OverBuffer | null | undefined)[]): void {
+  if (!active) return;
+  for (const t of ts) if (t) active.drop(bufferOf(t));
+}
+
+/** The buffer under a typed array or a tensor. */
+export function bufferOf(t: OverBuffer): ArrayBufferLike {
+  return ('buffer' in t ? t : t.data).buffer;
 }
 
 /**

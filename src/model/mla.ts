@@ -23,6 +23,7 @@
  *     cache itself (one KV "head"), and W^UV is applied after the weighted sum:
  *     o[h] = W^UV[h] (sum_j p_j c^KV_j).
  */
+import { dropActivations } from '../engine/arena.js';
 import { attention, cat, matmul, mlaAttention, ropeTail } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
@@ -97,9 +98,16 @@ export class MultiHeadLatentAttention {
   }
 
   /** Eqs. 6-8: per-head query [B, T, H, dn + dr] (rope part not yet rotated). */
-  private query(x: Tensor): Tensor {
+  private query(x: Tensor, drop: typeof dropActivations): Tensor {
     const [B, T] = x.shape as [number, number];
-    const q = this.q ? applyLinear(x, this.q) : applyLinear(this.qANorm!.forward(applyLinear(x, this.qA!)), this.qB!);
+    let q: Tensor;
+    if (this.q) q = applyLinear(x, this.q);
+    else {
+      const cQ = applyLinear(x, this.qA!);
+      const cQn = this.qANorm!.forward(cQ);
+      q = applyLinear(cQn, this.qB!);
+      drop(cQ, cQn);
+    }
     return q.reshape([B, T, this.heads, this.dn + this.dr]);
   }
 
@@ -107,11 +115,15 @@ export class MultiHeadLatentAttention {
   forward(x: Tensor, ctx: AttentionContext): Tensor {
     const [B, T] = x.shape as [number, number];
     const { dn, dr, r } = this;
-    const q = this.query(x);
+    // training (no cache, no capture): intermediates are dropped once read (arena.ts
+    // dropActivations); each op's backward holds what it saved
+    const drop = ctx.cache || ctx.captureLatent ? (): void => {} : dropActivations;
+    const q = this.query(x, drop);
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
     const cKV = this.kvANorm.forward(kv.slice(2, 0, r));
     const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
+    drop(kv);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));
 
     let cAll: Tensor; // [B, S, r]
@@ -131,12 +143,17 @@ export class MultiHeadLatentAttention {
     let out: Tensor;
     if (ctx.path === 'naive') {
       const { cos, sin } = ctx.rope.tables(ctx.start, T);
-      out = this.naive(ropeTail(q, cos, sin, dr), cAll, kPeAll, S - T);
+      const qr = ropeTail(q, cos, sin, dr);
+      drop(q);
+      out = this.naive(qr, cAll, kPeAll, S - T, drop);
+      drop(qr, cKV, kPe);
     } else {
       const qPe = ctx.rope.apply(q.slice(3, dn, dn + dr), ctx.start);
       out = this.absorbed(q.slice(3, 0, dn), qPe, latent ?? cat([cAll, kPeAll.reshape([B, S, dr])], 2).reshape([B, S, 1, r + dr]), S - T);
     }
-    return applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
+    const u = applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
+    drop(out);
+    return u;
   }
 
   /**
@@ -144,11 +161,13 @@ export class MultiHeadLatentAttention {
    * [q^C ; q^R] with q^R rotated; `mlaAttention` assembles the keys from kv_b_proj's k^C and
    * the shared k^R and reads v^C in place.
    */
-  private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number): Tensor {
+  private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number, drop: typeof dropActivations): Tensor {
     const [B, S] = cAll.shape as [number, number];
     const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
-    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset });
+    const o = mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset });
+    drop(kvb);
+    return o;
   }
 
   /**

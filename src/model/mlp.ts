@@ -2,6 +2,7 @@
  * The SwiGLU feed-forward network (Shazeer 2020) of the dense layers, of every routed expert and
  * of the shared experts: FFN(u) = W_down (silu(W_gate u) * W_up u).
  */
+import { dropActivations } from '../engine/arena.js';
 import { swiglu } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';
@@ -19,6 +20,11 @@ export class SwiGluMlp {
   }
 
   forward(x: Tensor): Tensor {
-    return applyLinear(swiglu(applyLinear(x, this.gate), applyLinear(x, this.up)), this.down);
+    const g = applyLinear(x, this.gate);
+    const u = applyLinear(x, this.up);
+    const h = swiglu(g, u);
+    const y = applyLinear(h, this.down);
+    dropActivations(g, u, h); // what the backward needs is held by the ops that saved it
+    return y;
   }
 }

@@ -25,5 +25,5 @@ export function swiglu(g: Tensor, u: Tensor): Tensor {
     const du = allocUninit(n);
     if (n > 0) kernels().siluMulBackward(gd, ud, dataOf(dy), dg, du, n);
     return [g.requiresGrad ? new Tensor(dg, g.shape, 'f32') : null, u.requiresGrad ? new Tensor(du, u.shape, 'f32') : null];
-  });
+  }, [gd, ud]);
 }

@@ -285,5 +285,5 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     }
     release(...temps);
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  });
+  }, []); // reads only its own FP8 caches (never x or the gates): a dropped x is reused
 }

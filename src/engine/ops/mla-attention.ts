@@ -99,5 +99,5 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       kvb.requiresGrad ? new Tensor(dkvb, kvb.shape, 'f32') : null,
       kPe.requiresGrad ? new Tensor(dpe, kPe.shape, 'f32') : null,
     ];
-  });
+  }, [qd, kvd, ped, y, lse]);
 }

@@ -64,7 +64,7 @@ export function ropeInterleaved(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     const dx = allocUninit(y.length);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, dr, 0, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
-  });
+  }, [cd, sd]); // the tables only: x is not read again
 }
 
 /**
@@ -100,5 +100,5 @@ export function ropeTail(x: Tensor, cos: Tensor, sin: Tensor, dr: number): Tenso
     const dx = allocUninit(y.length);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, d, d - dr, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
-  });
+  }, [cd, sd]); // the tables only: x is not read again
 }
