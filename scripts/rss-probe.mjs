@@ -35,6 +35,7 @@ const { PAPER, TRAIN, defaultMomentDtype } = await imp('train/recipe.js');
 const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
 
 const MB = (b) => Math.round(b / 1e5) / 10;
+const rssBoot = process.memoryUsage.rss();
 const prec = values.precision;
 const [B, S, steps] = [Number(values.batch), Number(values.seq), Number(values.steps)];
 const cfg = loadModelConfig(values.config);
@@ -42,6 +43,7 @@ const model = DeepseekV3.randomInit(cfg, 0);
 const params = model.parameters();
 const paramBytes = params.reduce((a, p) => a + p.size * 4, 0);
 const opt = new AdamW(params, { lr: 1e-4, momentDtype: defaultMomentDtype(prec === 'fp8') });
+const rssModel = process.memoryUsage.rss(); // parameters (and the moments once allocated)
 const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
 
 // ---- instrumentation of the arena: bytes in use and their call sites ----------------------
@@ -129,6 +131,7 @@ const momentBytes = params.reduce((a, p) => a + p.size * (opt.momentDtype === 'b
 const out = {
   precision: prec, batch: B, seq: S, moment_dtype: opt.momentDtype,
   baseline_mb: { params: MB(paramBytes), grads: MB(paramBytes), adamw_moments: MB(momentBytes) },
+  rss_mb: { after_imports: MB(rssBoot), after_model_init: MB(rssModel) },
   steps: report,
   peak_sites_mb: Object.fromEntries(sites.slice(0, k).map(([s, b]) => [s, MB(b)])),
   peak_sites_rest_mb: MB(sites.slice(k).reduce((a, [, b]) => a + b, 0)),

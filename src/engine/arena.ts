@@ -38,6 +38,12 @@ export interface ArenaOptions {
   /** Pool requests of at least this many float32 elements (default ARENA_MIN_ELEMS; tests
    * lower it so that a tiny model's every tensor comes from the arena). */
   minElems?: number;
+  /**
+   * When a size class has no free buffer, a request takes the free buffer of the smallest
+   * larger class up to `fit` times its size (default 4, DSV3_ARENA_FIT; 1: own class only), so that buffers
+   * given back within a step serve other sizes instead of new ones being mapped.
+   */
+  fit?: number;
 }
 
 export interface ArenaStats {
@@ -76,6 +82,8 @@ export class BufferArena {
   private readonly poison: boolean;
   /** Requests of fewer float32 elements are not served from the arena. */
   readonly minElems: number;
+  /** A request may take a free buffer up to this many times its size class (ArenaOptions.fit). */
+  readonly fit: number;
   /** counters behind stats(); `taken` restarts at each reset */
   private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0 };
   private epochCount = 0;
@@ -90,6 +98,7 @@ export class BufferArena {
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
+    this.fit = Math.max(1, o.fit ?? Number(process.env.DSV3_ARENA_FIT ?? 4));
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -101,6 +110,15 @@ export class BufferArena {
       this.bins.set(cls, bin);
     }
     let buf = bin.free.pop();
+    if (!buf) {
+      // none free in this class: a free one of a larger class, up to `fit` times the size
+      // (buffers released early within the step are then reused across classes)
+      const up = this.freeAbove(cls);
+      if (up) {
+        bin = up;
+        buf = up.free.pop();
+      }
+    }
     if (buf) this.counts.hits++;
     else {
       buf = largeBuffer(cls);
@@ -111,6 +129,15 @@ export class BufferArena {
     bin.peak = Math.max(bin.peak, bin.taken.size);
     this.counts.taken++;
     return buf;
+  }
+
+  /** The bin of the smallest class above cls, up to `fit` times cls, with a free buffer. */
+  private freeAbove(cls: number): Bin | null {
+    let best: Bin | null = null;
+    let bestCls = Infinity;
+    const max = cls * this.fit;
+    for (const [c, b] of this.bins) if (c > cls && c <= max && c < bestCls && b.free.length > 0) [best, bestCls] = [b, c];
+    return best;
   }
 
   /**

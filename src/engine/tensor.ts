@@ -52,23 +52,29 @@ export interface GradNode {
  * buffers are held in the step arena until this node's backward ran; `dropActivations`, arena.ts).
  * Omitted, the node holds the buffers of every input and of `out` (always safe); an op that
  * names its saves exactly lets its other inputs be reused as soon as the forward drops them.
- * A closure must not read a dropped buffer it did not list.
+ * A closure must not read a dropped buffer it did not list. `owns` are buffers the op made for
+ * its backward alone (a bf16 copy, row statistics): held like `saves`, and dropped at once, so
+ * they go back to the arena as soon as this node's backward ran (at once when none is recorded).
  */
-export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn, saves?: readonly (OverBuffer | null | undefined)[]): Tensor {
-  if (!isGradEnabled()) return out;
+export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn,
+  saves?: readonly (OverBuffer | null | undefined)[], owns: readonly (OverBuffer | null | undefined)[] = []): Tensor {
   let any = false;
   for (const t of inputs) if (t.requiresGrad) any = true;
-  if (!any) return out;
+  const arena = activeArena();
+  if (!isGradEnabled() || !any) {
+    for (const t of owns) if (t && arena) arena.drop(bufferOf(t));
+    return out;
+  }
   out.requiresGrad = true;
   const node: GradNode = { name, inputs: inputs.map((t) => (t.requiresGrad ? (t.node ?? t) : null)), backward, shape: out.shape };
-  const arena = activeArena();
   if (arena) {
     const held: ArrayBufferLike[] = [];
-    for (const t of saves ?? [...inputs, out]) if (t && arena.hold(bufferOf(t))) held.push(bufferOf(t));
+    for (const t of [...(saves ?? [...inputs, out]), ...owns]) if (t && arena.hold(bufferOf(t))) held.push(bufferOf(t));
     if (held.length > 0) {
       node.saved = held;
       node.arena = arena;
     }
+    for (const t of owns) if (t) arena.drop(bufferOf(t));
   }
   out.node = node;
   return out;

@@ -66,7 +66,7 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
       bf16GradWeightInto(g, xb!, rows, nIn, gw, 0);
     }
     return [gx, gw];
-  }, [xb, wb]); // X only as its bf16 copy: the float32 input can be dropped
+  }, [wb], [xb]); // X only as its bf16 copy (its own): the float32 input can be dropped
 }
 
 /** Dgrad: dX = dY W with dY rounded to bf16 and W's bf16 bits wb [out, in]. */

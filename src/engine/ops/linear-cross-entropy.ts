@@ -129,7 +129,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
       })) dw = new Tensor(src, [V, D], 'f32');
     }
     return [dx, dw];
-  }, [xd, wd, lse, gx, gw, xb]);
+  }, [xd, wd], [lse, gx, gw, xb]);
 }
 
 /** Σ_r g_r (softmax(x_r W^T) − onehot(t_r))^T x_r, a chunk of rows at a time. */
