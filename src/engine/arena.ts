@@ -38,12 +38,6 @@ export interface ArenaOptions {
   /** Pool requests of at least this many float32 elements (default ARENA_MIN_ELEMS; tests
    * lower it so that a tiny model's every tensor comes from the arena). */
   minElems?: number;
-  /**
-   * When a size class has no free buffer, a request takes the free buffer of the smallest
-   * larger class up to `fit` times its size (default 4, DSV3_ARENA_FIT; 1: own class only), so that buffers
-   * given back within a step serve other sizes instead of new ones being mapped.
-   */
-  fit?: number;
 }
 
 export interface ArenaStats {
@@ -56,6 +50,9 @@ export interface ArenaStats {
   misses: number;
   /** Buffers given back early (`release`, or dropped and no longer held), since construction. */
   released: number;
+  /** Bytes handed out and not given back now, and their most since the last reset. */
+  inUseBytes: number;
+  peakInUseBytes: number;
 }
 
 /** Anything over a buffer: a typed array, or a Tensor (its `data`). */
@@ -82,10 +79,8 @@ export class BufferArena {
   private readonly poison: boolean;
   /** Requests of fewer float32 elements are not served from the arena. */
   readonly minElems: number;
-  /** A request may take a free buffer up to this many times its size class (ArenaOptions.fit). */
-  readonly fit: number;
   /** counters behind stats(); `taken` restarts at each reset */
-  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0 };
+  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0 };
   private epochCount = 0;
   /**
    * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
@@ -98,7 +93,6 @@ export class BufferArena {
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
-    this.fit = Math.max(1, o.fit ?? Number(process.env.DSV3_ARENA_FIT ?? 4));
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -110,15 +104,6 @@ export class BufferArena {
       this.bins.set(cls, bin);
     }
     let buf = bin.free.pop();
-    if (!buf) {
-      // none free in this class: a free one of a larger class, up to `fit` times the size
-      // (buffers released early within the step are then reused across classes)
-      const up = this.freeAbove(cls);
-      if (up) {
-        bin = up;
-        buf = up.free.pop();
-      }
-    }
     if (buf) this.counts.hits++;
     else {
       buf = largeBuffer(cls);
@@ -127,17 +112,10 @@ export class BufferArena {
     }
     bin.taken.set(buf, this.epochCount);
     bin.peak = Math.max(bin.peak, bin.taken.size);
+    this.counts.inUse += cls;
+    this.counts.peakInUse = Math.max(this.counts.peakInUse, this.counts.inUse);
     this.counts.taken++;
     return buf;
-  }
-
-  /** The bin of the smallest class above cls, up to `fit` times cls, with a free buffer. */
-  private freeAbove(cls: number): Bin | null {
-    let best: Bin | null = null;
-    let bestCls = Infinity;
-    const max = cls * this.fit;
-    for (const [c, b] of this.bins) if (c > cls && c <= max && c < bestCls && b.free.length > 0) [best, bestCls] = [b, c];
-    return best;
   }
 
   /**
@@ -159,6 +137,7 @@ export class BufferArena {
     const e = bin?.taken.get(buf);
     if (!bin || e === undefined || e < since) return false;
     bin.taken.delete(buf);
+    this.counts.inUse -= buf.byteLength;
     this.holds.delete(buf);
     this.dropped.delete(buf);
     if (this.poison) new Float32Array(buf).fill(NaN);
@@ -233,6 +212,8 @@ export class BufferArena {
     this.holds.clear();
     this.dropped.clear();
     this.counts.taken = 0;
+    this.counts.inUse = 0;
+    this.counts.peakInUse = 0;
     this.epochCount = 0;
   }
 
@@ -249,7 +230,7 @@ export class BufferArena {
 
   stats(): ArenaStats {
     const c = this.counts;
-    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released };
+    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released, inUseBytes: c.inUse, peakInUseBytes: c.peakInUse };
   }
 }
 
