@@ -26,7 +26,7 @@
  * buffers instead of adding its gradients to the step's peak. Buffers of 2 MiB and up are on
  * transparent huge pages (memory.ts).
  */
-import { freeLargeBuffer, largeBuffer } from './memory.js';
+import { LARGE_BYTES, freeLargeBuffer, largeBuffer } from './memory.js';
 
 /** By default buffers below this many float32 elements (16 KiB) are not pooled: ops/util.ts
  * carves small ones from slabs, and V8 keeps tiny ones on its heap. */
@@ -38,6 +38,11 @@ export interface ArenaOptions {
   /** Pool requests of at least this many float32 elements (default ARENA_MIN_ELEMS; tests
    * lower it so that a tiny model's every tensor comes from the arena). */
   minElems?: number;
+  /**
+   * Before mapping a new buffer, unmap free huge-page buffers of other size classes (default
+   * true; DSV3_ARENA_GIVEBACK=0 turns it off): the arena then holds about its peak in use.
+   */
+  giveBack?: boolean;
 }
 
 export interface ArenaStats {
@@ -53,10 +58,24 @@ export interface ArenaStats {
   /** Bytes handed out and not given back now, and their most since the last reset. */
   inUseBytes: number;
   peakInUseBytes: number;
+  /** Free buffers unmapped to make room for a new one (ArenaOptions.giveBack), since construction. */
+  givenBack: number;
 }
 
 /** Anything over a buffer: a typed array, or a Tensor (its `data`). */
 export type OverBuffer = ArrayBufferView | { readonly data: ArrayBufferView };
+
+/**
+ * A buffer released early in a poisoning arena: NaN-filled, and (below LARGE_BYTES, plain
+ * ArrayBuffers) moved to a new ArrayBuffer object, so that every view over the old one is
+ * detached (length 0): a tensor used after its release reads nothing and fails loudly, even
+ * where NaN would go unnoticed (a length, an index). The new object is what gets reused.
+ */
+function poisoned(buf: ArrayBuffer): ArrayBuffer {
+  new Float32Array(buf).fill(NaN);
+  if (buf.byteLength >= LARGE_BYTES) return buf;
+  return structuredClone(buf, { transfer: [buf] });
+}
 
 /** Size class of `bytes`: rounded up to 1/8 of its power of two (at least 64 bytes). */
 function sizeClass(bytes: number): number {
@@ -80,7 +99,9 @@ export class BufferArena {
   /** Requests of fewer float32 elements are not served from the arena. */
   readonly minElems: number;
   /** counters behind stats(); `taken` restarts at each reset */
-  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0 };
+  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0, givenBack: 0 };
+  /** ArenaOptions.giveBack */
+  private readonly giveBack: boolean;
   private epochCount = 0;
   /**
    * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
@@ -93,6 +114,7 @@ export class BufferArena {
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
+    this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK !== '0';
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -106,6 +128,7 @@ export class BufferArena {
     let buf = bin.free.pop();
     if (buf) this.counts.hits++;
     else {
+      if (this.giveBack) this.makeRoom(cls);
       buf = largeBuffer(cls);
       this.counts.held += cls;
       this.counts.misses++;
@@ -116,6 +139,27 @@ export class BufferArena {
     this.counts.peakInUse = Math.max(this.counts.peakInUse, this.counts.inUse);
     this.counts.taken++;
     return buf;
+  }
+
+  /**
+   * Before mapping a new buffer of `bytes`: unmaps free huge-page buffers of other size
+   * classes, about as many bytes, so that the memory the arena holds stays near what is in use
+   * at once, not the sum of every class's own peak (a step's classes peak at different times:
+   * the forward's activations early, the backward's gradients late). Page faults on re-use
+   * are the price (huge pages: one per 2 MiB).
+   */
+  private makeRoom(bytes: number): void {
+    let freed = 0;
+    for (const [c, b] of this.bins) {
+      if (c < LARGE_BYTES) continue;
+      while (freed < bytes && b.free.length > 0) {
+        freeLargeBuffer(b.free.pop()!);
+        this.counts.held -= c;
+        this.counts.givenBack++;
+        freed += c;
+      }
+      if (freed >= bytes) return;
+    }
   }
 
   /**
@@ -140,8 +184,7 @@ export class BufferArena {
     this.counts.inUse -= buf.byteLength;
     this.holds.delete(buf);
     this.dropped.delete(buf);
-    if (this.poison) new Float32Array(buf).fill(NaN);
-    bin.free.push(buf);
+    bin.free.push(this.poison ? poisoned(buf) : buf);
     this.counts.released++;
     return true;
   }
@@ -230,7 +273,7 @@ export class BufferArena {
 
   stats(): ArenaStats {
     const c = this.counts;
-    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released, inUseBytes: c.inUse, peakInUseBytes: c.peakInUse };
+    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released, inUseBytes: c.inUse, peakInUseBytes: c.peakInUse, givenBack: c.givenBack };
   }
 }
 

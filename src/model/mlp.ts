@@ -3,10 +3,11 @@
  * of the shared experts: FFN(u) = W_down (silu(W_gate u) * W_up u).
  */
 import { dropActivations } from '../engine/arena.js';
-import { swiglu } from '../engine/ops/index.js';
+import { swigluWith } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';
 import { applyLinear, type LinearWeight } from './weights.js';
+import { trainingPrecision } from './precision-mode.js';
 
 export class SwiGluMlp {
   readonly gate: LinearWeight;
@@ -22,7 +23,7 @@ export class SwiGluMlp {
   forward(x: Tensor): Tensor {
     const g = applyLinear(x, this.gate);
     const u = applyLinear(x, this.up);
-    const h = swiglu(g, u);
+    const h = swigluWith(g, u, { bf16: trainingPrecision() === 'bf16' }); // bf16: G, U kept in bf16
     const y = applyLinear(h, this.down);
     dropActivations(g, u, h); // what the backward needs is held by the ops that saved it
     return y;

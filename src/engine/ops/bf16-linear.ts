@@ -14,7 +14,7 @@
  * Outputs, gradients and master weights stay float32; dW accumulates into `w.grad` (or is
  * deferred inside `deferWeightGrads`) exactly as ops/linear.ts does.
  */
-import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
@@ -34,6 +34,13 @@ export function toBf16Bits(t: Tensor): Uint16Array {
   kernels().bf16Round(d, out, d.length);
   return out;
 }
+
+/**
+ * The bf16 copy a recorded bf16Linear made of an input, by the input's float32 array, while the
+ * node that owns the copy has not run its backward: Linears that read the same x (W^DQ and
+ * W^DKV of one normalised h, the gate and up projections of one FFN input) share one copy.
+ */
+const savedCopies = new WeakMap<Float32Array, { xb: Uint16Array; node: GradNode }>();
 
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
 export function bf16Linear(x: Tensor, w: Tensor): Tensor {
@@ -55,10 +62,12 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   if (!isGradEnabled() || (!x.requiresGrad && !wGrad)) return out;
   // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16
   // (the closure captures neither x nor its data: only xb, wb, w and sizes)
-  const xb = wGrad ? toBf16Bits(x2) : null;
+  const shared = wGrad ? savedCopies.get(xd) : undefined;
+  const reuse = shared && shared.node.backward !== null && shared.xb.length === xd.length ? shared.xb : null;
+  const xb = wGrad ? (reuse ?? toBf16Bits(x2)) : null;
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
-  return attach(out, 'bf16Linear', [x, w], (g) => {
+  const y2 = attach(out, 'bf16Linear', [x, w], (g) => {
     const gx = xGrad ? bf16LinearGradInput(g, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(g, xb!, rows, nIn, into, beta))) {
@@ -66,7 +75,9 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
       bf16GradWeightInto(g, xb!, rows, nIn, gw, 0);
     }
     return [gx, gw];
-  }, [wb], [xb]); // X only as its bf16 copy (its own): the float32 input can be dropped
+  }, [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
+  if (xb && !reuse && y2.node) savedCopies.set(xd, { xb, node: y2.node });
+  return y2;
 }
 
 /** Dgrad: dX = dY W with dY rounded to bf16 and W's bf16 bits wb [out, in]. */
