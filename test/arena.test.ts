@@ -9,6 +9,7 @@ import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
 import { attach, backward } from '../src/engine/autograd.js';
 import { dropActivations } from '../src/engine/arena.js';
+import { hugePagesActive } from '../src/engine/memory.js';
 import { Tensor } from '../src/engine/tensor.js';
 import { add, sum } from '../src/engine/ops/index.js';
 import { withMlaRecompute } from '../src/model/mla.js';
@@ -216,3 +217,16 @@ for (const precision of ['fp32', 'bf16', 'fp8'] as const) {
     assert.ok(on.peak < off.peak, `peak in use ${on.peak} B with recomputation, ${off.peak} B without`);
   });
 }
+
+test('arena: giveBack unmaps free huge-page buffers of other classes before mapping a new one', { skip: !hugePagesActive() && 'no huge-page allocator (addon missing or DSV3_HUGEPAGES=0)' }, () => {
+  const arena = new BufferArena({ giveBack: true });
+  const MiB = 1 << 18; // floats
+  const [a, b] = withArena(arena, () => [allocUninit(2 * MiB), allocUninit(2 * MiB)]);
+  arena.release(a.buffer as ArrayBuffer);
+  arena.release(b.buffer as ArrayBuffer);
+  const held = arena.stats().heldBytes;
+  withArena(arena, () => allocUninit(4 * MiB)); // 16 MiB, another class: both free 8 MiB buffers make room
+  assert.equal(arena.stats().givenBack, 2, JSON.stringify(arena.stats()));
+  assert.equal(arena.stats().heldBytes, held, 'the arena holds more than before');
+  assert.equal(a.length + b.length, 0, 'the unmapped buffers\' views are not detached');
+});

@@ -21,10 +21,24 @@
  * Buffers are binned by size class (8 per power of two, so at most 12.5% slack), which lets
  * the MoE layers' per-step varying expert batch sizes reuse each other's buffers. Classes
  * not fully used in the last two steps are trimmed at reset, so the arena holds about one
- * step's worth of memory. Within a step, backward gives gradient buffers back as soon as
- * they are consumed (`release`, used by autograd.ts), so the backward pass reuses a few
- * buffers instead of adding its gradients to the step's peak. Buffers of 2 MiB and up are on
- * transparent huge pages (memory.ts).
+ * step's worth of memory. Buffers of 2 MiB and up are on transparent huge pages (memory.ts).
+ *
+ * Within a step, a buffer goes back to the free list as soon as nothing will read it again
+ * (issue 13: lower precision only saves memory if the float32 tensors it replaces are reused):
+ *   - backward gives gradient buffers back as soon as they are consumed (`release`, used by
+ *     autograd.ts);
+ *   - every recorded backward node holds (`hold`) the buffers its closure reads, as its op
+ *     declares them (tensor.ts `attach`: `saves`, `owns`), until its backward ran (`unhold`);
+ *   - the forward drops (`drop`, `dropActivations`) the intermediates it will not read again
+ *     (the model's layers, once their readers ran); a dropped buffer nobody holds is free.
+ * A bf16 / FP8 Linear holds only its low-precision copy, so its float32 input is reused as soon
+ * as the forward moves on; the backward frees activations as it goes, so the gradients reuse
+ * them. Size classes peak at different times (activations early, weight gradients late), so
+ * with `giveBack` (off by default: it costs page faults every step) the arena unmaps free
+ * huge-page buffers of other classes before mapping a new one, and holds about its peak in
+ * use, not the sum of the classes' peaks.
+ * In a poisoning arena an early-released buffer is NaN-filled and its old views detached, so a
+ * closure that reads a buffer it did not declare fails (test/arena.test.ts).
  */
 import { LARGE_BYTES, freeLargeBuffer, largeBuffer } from './memory.js';
 
@@ -40,7 +54,9 @@ export interface ArenaOptions {
   minElems?: number;
   /**
    * Before mapping a new buffer, unmap free huge-page buffers of other size classes (default
-   * true; DSV3_ARENA_GIVEBACK=0 turns it off): the arena then holds about its peak in use.
+   * off; DSV3_ARENA_GIVEBACK=1 turns it on): the arena then holds about its peak in use, at
+   * the price of page faults every step (bench-small: -36 to -59 MB peak RSS, +5 to +30% CPU
+   * time per step; BENCHMARKS.md, issue 13).
    */
   giveBack?: boolean;
 }
@@ -114,7 +130,7 @@ export class BufferArena {
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
-    this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK !== '0';
+    this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK === '1';
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -146,21 +162,23 @@ export class BufferArena {
    * classes, about as many bytes, so that the memory the arena holds stays near what is in use
    * at once, not the sum of every class's own peak (a step's classes peak at different times:
    * the forward's activations early, the backward's gradients late). Page faults on re-use
-   * are the price (huge pages: one per 2 MiB).
+   * are the price (huge pages: one per 2 MiB, plus compaction): off by default.
    */
   private makeRoom(bytes: number): void {
-    let freed = 0;
+    // bytes mapped and not yet matched by an unmapping: a buffer is unmapped only once they
+    // reach its size (a run of small requests does not cost a huge-page buffer each)
+    this.debt += bytes;
     for (const [c, b] of this.bins) {
       if (c < LARGE_BYTES) continue;
-      while (freed < bytes && b.free.length > 0) {
+      while (this.debt >= c && b.free.length > 0) {
         freeLargeBuffer(b.free.pop()!);
         this.counts.held -= c;
         this.counts.givenBack++;
-        freed += c;
+        this.debt -= c;
       }
-      if (freed >= bytes) return;
     }
   }
+  private debt = 0;
 
   /**
    * Starts a new epoch and returns it. `release(buf, epoch)` only frees buffers taken in or
@@ -258,6 +276,7 @@ export class BufferArena {
     this.counts.inUse = 0;
     this.counts.peakInUse = 0;
     this.epochCount = 0;
+    this.debt = 0;
   }
 
   /** Drops every free buffer (handed-out ones stay valid until the next reset); huge-page
