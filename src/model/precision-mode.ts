@@ -7,7 +7,8 @@
  *     shared and routed experts (`groupedExperts` with `bf16`) and the output head
  *     (`linearCrossEntropy` with `bf16`) run Fprop, Dgrad and Wgrad on bfloat16 operands with
  *     float32 accumulation; weights are rounded to bf16 once per optimizer step
- *     (engine/bf16-weights.ts) and activations saved for Wgrad are kept in bf16. Master weights,
+ *     (engine/bf16-weights.ts) and activations saved for Wgrad (and the SwiGLU inputs G, U) are
+ *     kept in bf16. Master weights,
  *     gradients, norms, softmax, the attention core, the MoE gate (router), the losses and the
  *     optimizer stay float32 (AdamW moments per --moment-dtype);
  *   - `fp8`: the FP8 recipe of paper §3.3 (fp8-mode.ts, `withFp8`).
