@@ -7,7 +7,13 @@ import { DeepseekV3 } from '../src/model/model.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
-import { backward } from '../src/engine/autograd.js';
+import { attach, backward } from '../src/engine/autograd.js';
+import { dropActivations } from '../src/engine/arena.js';
+import { hugePagesActive } from '../src/engine/memory.js';
+import { Tensor } from '../src/engine/tensor.js';
+import { add, sum } from '../src/engine/ops/index.js';
+import { withMlaRecompute } from '../src/model/mla.js';
+import type { Precision } from '../src/model/precision-mode.js';
 
 test('arena: buffers are reused after reset, alloc is zeroed, size classes bound the slack', () => {
   const arena = new BufferArena({ minElems: 16 });
@@ -73,8 +79,11 @@ test('arena: withArena nests and restores the previous arena on throw', () => {
 /** Tiny DeepSeek-V3: dense + MoE layer, grouped routing, one MTP module. */
 const TINY = parseModelConfig(tinyConfigJson({ vocab_size: 96, max_position_embeddings: 64 }), 'tiny');
 
+/** The arena's peak bytes in use during the last step of the last `run`. */
+let lastPeak = 0;
+
 /** Losses and final weights of `steps` training steps, each in `arena` (reset after it) if given. */
-function run(arena: BufferArena | null, steps: number): { losses: number[]; weights: Float32Array[] } {
+function run(arena: BufferArena | null, steps: number, precision: Precision = 'fp32'): { losses: number[]; weights: Float32Array[] } {
   const model = DeepseekV3.randomInit(TINY, 3);
   const opt = new AdamW(model.parameters(), { lr: 3e-3, weightDecay: 0.1 });
   const B = 2, S = 24;
@@ -83,12 +92,13 @@ function run(arena: BufferArena | null, steps: number): { losses: number[]; weig
   for (let s = 0; s < steps; s++) {
     const tokens = Int32Array.from({ length: B * (S + 1) }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % TINY.vocab_size);
     withArena(arena, () => {
-      const f = forwardLosses(model, tokens, { mtpLambda: 0.3, balanceAlpha: 1e-2, balance: 'aux-free' }, B);
+      const f = forwardLosses(model, tokens, { mtpLambda: 0.3, balanceAlpha: 1e-2, balance: 'aux-free', precision }, B);
       losses.push(f.terms.total.item());
       backward(f.terms.total);
       const loads = new Map([...f.routing].map(([l, r]) => [l, Int32Array.from(r.load)] as const));
       applyUpdate(model, opt, loads, { lr: 3e-3, maxGradNorm: 1, balance: 'aux-free', bias: { gamma: 1e-2 } });
     });
+    if (arena) lastPeak = arena.stats().peakInUseBytes;
     arena?.reset();
   }
   return { losses, weights: model.parameters().map((p) => p.f32().slice()) };
@@ -105,4 +115,118 @@ test('arena: training steps in a poisoning arena equal plain allocation bit for 
   assert.deepEqual(pooled.losses, plain.losses);
   assert.ok(plain.losses.every(Number.isFinite));
   for (let i = 0; i < plain.weights.length; i++) assert.deepEqual(pooled.weights[i], plain.weights[i], `parameter ${i} differs`);
+});
+
+for (const precision of ['bf16', 'fp8'] as const) {
+  test(`arena: ${precision} training in a poisoning arena equals plain allocation bit for bit`, () => {
+    // forward activations are released as soon as their last holder is done (drops in the
+    // model, holds of the backward nodes): a buffer read after its release reads NaN here
+    const arena = new BufferArena({ poison: true, minElems: 64 });
+    const plain = run(null, 3, precision);
+    const pooled = run(arena, 3, precision);
+    assert.deepEqual(pooled.losses, plain.losses);
+    assert.ok(plain.losses.every(Number.isFinite));
+    for (let i = 0; i < plain.weights.length; i++) assert.deepEqual(pooled.weights[i], plain.weights[i], `parameter ${i} differs`);
+  });
+}
+
+test('arena: a dropped buffer goes back once its last holder is done, not before', () => {
+  const arena = new BufferArena({ poison: true, minElems: 16 });
+  withArena(arena, () => {
+    const a = allocUninit(100).fill(1);
+    const b = allocUninit(100).fill(2);
+    assert.equal(arena.hold(a.buffer), true);
+    assert.equal(arena.hold(a.buffer), true);
+    assert.equal(arena.hold(new ArrayBuffer(400)), false, 'a foreign buffer was held');
+    arena.drop(a.buffer);
+    arena.unhold(a.buffer);
+    assert.equal(a[0], 1, 'released while a holder remains');
+    assert.equal(arena.stats().inUseBytes, 2 * a.buffer.byteLength);
+    arena.unhold(a.buffer);
+    assert.equal(a.length, 0, 'not released after its last holder (poisoning detaches the old views)');
+    assert.equal(arena.stats().inUseBytes, 448); // b (400 bytes: size class 448)
+    // dropped with no holder: at once, and the next request of its class gets it
+    const bBytes = b.buffer.byteLength;
+    arena.drop(b.buffer);
+    assert.equal(b.length, 0);
+    const c = allocUninit(100);
+    assert.ok(Number.isNaN(c[0]!) && c.buffer.byteLength === bBytes, 'the released buffer (NaN-filled) is not the next one handed out');
+    assert.equal(arena.stats().inUseBytes, bBytes); // c
+    // a buffer given back is no longer this step's: dropping it again does nothing
+    const held = arena.stats().released;
+    arena.drop(a.buffer);
+    assert.equal(arena.stats().released, held);
+    assert.equal(arena.stats().peakInUseBytes, 2 * bBytes);
+  });
+});
+
+/** x * x with a backward that reads x; `declared` says whether attach is told so. */
+function square(x: Tensor, declared: boolean): Tensor {
+  const xd = x.f32();
+  const y = allocUninit(xd.length);
+  for (let i = 0; i < y.length; i++) y[i] = xd[i]! * xd[i]!;
+  return attach(new Tensor(y, x.shape, 'f32'), 'square', [x], (g) => {
+    const gd = g.contiguous().f32();
+    const dx = allocUninit(xd.length);
+    for (let i = 0; i < dx.length; i++) dx[i] = 2 * xd[i]! * gd[i]!;
+    return [new Tensor(dx, x.shape, 'f32')];
+  }, declared ? [xd] : []);
+}
+
+test('arena: a backward that reads a dropped buffer it did not declare is caught by poisoning', () => {
+  // the debug mode for use-after-release: an op that does not list what its closure reads
+  // lets the forward's drop release it, and the poisoning arena (NaN-filled on release) or the
+  // buffer's next user changes what the backward reads
+  const grad = (declared: boolean): Float32Array => {
+    const arena = new BufferArena({ poison: true, minElems: 16 });
+    const w = Tensor.param(Float32Array.from({ length: 64 }, (_, i) => (i % 7) - 3), [64]);
+    withArena(arena, () => {
+      const x = add(w, w); // an add keeps nothing for its backward
+      const y = square(x, declared);
+      dropActivations(x); // the forward is done with x
+      backward(sum(y));
+    });
+    const g = w.grad!.f32().slice();
+    arena.reset();
+    return g;
+  };
+  const good = grad(true);
+  assert.ok(good.every(Number.isFinite));
+  assert.deepEqual(Array.from(good), Array.from({ length: 64 }, (_, i) => 8 * ((i % 7) - 3))); // d/dw (2w)^2
+  // the released buffer's old views are detached (length 0): the backward fails, or reads
+  // nothing / NaN and gives a wrong gradient; it never silently gives the right one
+  let bad: Float32Array | null = null;
+  try {
+    bad = grad(false);
+  } catch (e) {
+    assert.match(String(e), /0 elements|length|detached/i);
+  }
+  if (bad) assert.notDeepEqual(Array.from(bad), Array.from(good), 'the undeclared read was not caught');
+});
+
+for (const precision of ['fp32', 'bf16', 'fp8'] as const) {
+  test(`arena: ${precision} MLA up-projections recomputed in backward give the same bits and a lower peak`, () => {
+    const peak = (on: boolean): { r: ReturnType<typeof run>; peak: number } => {
+      const r = withMlaRecompute(on, () => run(new BufferArena({ minElems: 64 }), 1, precision));
+      return { r, peak: lastPeak };
+    };
+    const on = peak(true);
+    const off = peak(false);
+    assert.deepEqual(on.r.losses, off.r.losses);
+    for (let i = 0; i < on.r.weights.length; i++) assert.deepEqual(on.r.weights[i], off.r.weights[i], `parameter ${i} differs`);
+    assert.ok(on.peak < off.peak, `peak in use ${on.peak} B with recomputation, ${off.peak} B without`);
+  });
+}
+
+test('arena: giveBack unmaps free huge-page buffers of other classes before mapping a new one', { skip: !hugePagesActive() && 'no huge-page allocator (addon missing or DSV3_HUGEPAGES=0)' }, () => {
+  const arena = new BufferArena({ giveBack: true });
+  const MiB = 1 << 18; // floats
+  const [a, b] = withArena(arena, () => [allocUninit(2 * MiB), allocUninit(2 * MiB)]);
+  arena.release(a.buffer as ArrayBuffer);
+  arena.release(b.buffer as ArrayBuffer);
+  const held = arena.stats().heldBytes;
+  withArena(arena, () => allocUninit(4 * MiB)); // 16 MiB, another class: both free 8 MiB buffers make room
+  assert.equal(arena.stats().givenBack, 2, JSON.stringify(arena.stats()));
+  assert.equal(arena.stats().heldBytes, held, 'the arena holds more than before');
+  assert.equal(a.length + b.length, 0, 'the unmapped buffers\' views are not detached');
 });

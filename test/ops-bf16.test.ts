@@ -401,3 +401,56 @@ test('dsv3 train --precision bf16 end to end; --precision fp8 is --fp8; conflict
   }
   noGrad(() => 0);
 });
+
+test('swigluWith bf16: forward as float32, backward on the bf16 copies of g and u (native and reference kernels), FD on bf16 values', () => {
+  const n = 3000;
+  const gv = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 3);
+  const uv = Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.11) * 2);
+  const dyv = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.05));
+  const round = (a: Float32Array): Float32Array => a.map((x) => bf16ToF32(f32ToBf16(x)));
+  for (const backend of ['native', 'reference'] as const) {
+    withBackend(backend, () => {
+      const grads = (bf16: boolean, g0: Float32Array, u0: Float32Array): { y: Float32Array; dg: Float32Array; du: Float32Array } => {
+        const g = Tensor.param(g0.slice(), [n]);
+        const u = Tensor.param(u0.slice(), [n]);
+        const y = ops.swigluWith(g, u, { bf16 });
+        backward(y, Tensor.fromF32(dyv.slice(), [n]));
+        return { y: y.toF32Array(), dg: g.grad!.toF32Array(), du: u.grad!.toF32Array() };
+      };
+      const a = grads(true, gv, uv);
+      const full = grads(false, gv, uv);
+      const rounded = grads(false, round(gv), round(uv));
+      assert.deepEqual(a.y, full.y, `${backend}: the forward changed`);
+      // the backward is exactly float32 swiglu's backward at the bf16-rounded g and u
+      assert.deepEqual(a.dg, rounded.dg, `${backend}: dg`);
+      assert.deepEqual(a.du, rounded.du, `${backend}: du`);
+      assert.notDeepEqual(a.dg, full.dg, `${backend}: the bf16 copies were not used`);
+    });
+  }
+  // finite differences of sum(dy * swiglu) on bf16-representable g, u (where the copies are exact)
+  const g0 = round(gv.subarray(0, 64));
+  const u0 = round(uv.subarray(0, 64));
+  const g = Tensor.param(g0.slice(), [64]);
+  const u = Tensor.param(u0.slice(), [64]);
+  backward(ops.swigluWith(g, u, { bf16: true }), Tensor.fromF32(dyv.slice(0, 64), [64]));
+  const f = (gg: Float64Array, uu: Float64Array): number => {
+    let s = 0;
+    for (let i = 0; i < 64; i++) s += dyv[i]! * (gg[i]! / (1 + Math.exp(-gg[i]!))) * uu[i]!;
+    return s;
+  };
+  const h = 1e-3;
+  for (const i of [0, 7, 31, 63]) {
+    const gp = Float64Array.from(g0);
+    const gm = Float64Array.from(g0);
+    gp[i]! += h;
+    gm[i]! -= h;
+    const up = Float64Array.from(u0);
+    const um = Float64Array.from(u0);
+    up[i]! += h;
+    um[i]! -= h;
+    const G = Float64Array.from(g0);
+    const U = Float64Array.from(u0);
+    assert.ok(Math.abs((f(gp, U) - f(gm, U)) / (2 * h) - g.grad!.f32()[i]!) < 1e-3, `dg[${i}]`);
+    assert.ok(Math.abs((f(G, up) - f(G, um)) / (2 * h) - u.grad!.f32()[i]!) < 1e-3, `du[${i}]`);
+  }
+});

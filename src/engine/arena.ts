@@ -21,12 +21,26 @@
  * Buffers are binned by size class (8 per power of two, so at most 12.5% slack), which lets
  * the MoE layers' per-step varying expert batch sizes reuse each other's buffers. Classes
  * not fully used in the last two steps are trimmed at reset, so the arena holds about one
- * step's worth of memory. Within a step, backward gives gradient buffers back as soon as
- * they are consumed (`release`, used by autograd.ts), so the backward pass reuses a few
- * buffers instead of adding its gradients to the step's peak. Buffers of 2 MiB and up are on
- * transparent huge pages (memory.ts).
+ * step's worth of memory. Buffers of 2 MiB and up are on transparent huge pages (memory.ts).
+ *
+ * Within a step, a buffer goes back to the free list as soon as nothing will read it again
+ * (issue 13: lower precision only saves memory if the float32 tensors it replaces are reused):
+ *   - backward gives gradient buffers back as soon as they are consumed (`release`, used by
+ *     autograd.ts);
+ *   - every recorded backward node holds (`hold`) the buffers its closure reads, as its op
+ *     declares them (tensor.ts `attach`: `saves`, `owns`), until its backward ran (`unhold`);
+ *   - the forward drops (`drop`, `dropActivations`) the intermediates it will not read again
+ *     (the model's layers, once their readers ran); a dropped buffer nobody holds is free.
+ * A bf16 / FP8 Linear holds only its low-precision copy, so its float32 input is reused as soon
+ * as the forward moves on; the backward frees activations as it goes, so the gradients reuse
+ * them. Size classes peak at different times (activations early, weight gradients late), so
+ * with `giveBack` (off by default: it costs page faults every step) the arena unmaps free
+ * huge-page buffers of other classes before mapping a new one, and holds about its peak in
+ * use, not the sum of the classes' peaks.
+ * In a poisoning arena an early-released buffer is NaN-filled and its old views detached, so a
+ * closure that reads a buffer it did not declare fails (test/arena.test.ts).
  */
-import { freeLargeBuffer, largeBuffer } from './memory.js';
+import { LARGE_BYTES, freeLargeBuffer, largeBuffer } from './memory.js';
 
 /** By default buffers below this many float32 elements (16 KiB) are not pooled: ops/util.ts
  * carves small ones from slabs, and V8 keeps tiny ones on its heap. */
@@ -38,6 +52,13 @@ export interface ArenaOptions {
   /** Pool requests of at least this many float32 elements (default ARENA_MIN_ELEMS; tests
    * lower it so that a tiny model's every tensor comes from the arena). */
   minElems?: number;
+  /**
+   * Before mapping a new buffer, unmap free huge-page buffers of other size classes (default
+   * off; DSV3_ARENA_GIVEBACK=1 turns it on): the arena then holds about its peak in use, at
+   * the price of page faults every step (bench-small: -36 to -59 MB peak RSS, +5 to +30% CPU
+   * time per step; BENCHMARKS.md, issue 13).
+   */
+  giveBack?: boolean;
 }
 
 export interface ArenaStats {
@@ -48,8 +69,28 @@ export interface ArenaStats {
   /** Requests served from a free buffer / by a new one, since construction. */
   hits: number;
   misses: number;
-  /** Buffers given back early (`release`), since construction. */
+  /** Buffers given back early (`release`, or dropped and no longer held), since construction. */
   released: number;
+  /** Bytes handed out and not given back now, and their most since the last reset. */
+  inUseBytes: number;
+  peakInUseBytes: number;
+  /** Free buffers unmapped to make room for a new one (ArenaOptions.giveBack), since construction. */
+  givenBack: number;
+}
+
+/** Anything over a buffer: a typed array, or a Tensor (its `data`). */
+export type OverBuffer = ArrayBufferView | { readonly data: ArrayBufferView };
+
+/**
+ * A buffer released early in a poisoning arena: NaN-filled, and (below LARGE_BYTES, plain
+ * ArrayBuffers) moved to a new ArrayBuffer object, so that every view over the old one is
+ * detached (length 0): a tensor used after its release reads nothing and fails loudly, even
+ * where NaN would go unnoticed (a length, an index). The new object is what gets reused.
+ */
+function poisoned(buf: ArrayBuffer): ArrayBuffer {
+  new Float32Array(buf).fill(NaN);
+  if (buf.byteLength >= LARGE_BYTES) return buf;
+  return structuredClone(buf, { transfer: [buf] });
 }
 
 /** Size class of `bytes`: rounded up to 1/8 of its power of two (at least 64 bytes). */
@@ -74,12 +115,22 @@ export class BufferArena {
   /** Requests of fewer float32 elements are not served from the arena. */
   readonly minElems: number;
   /** counters behind stats(); `taken` restarts at each reset */
-  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0 };
+  private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0, givenBack: 0 };
+  /** ArenaOptions.giveBack */
+  private readonly giveBack: boolean;
   private epochCount = 0;
+  /**
+   * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
+   * closure that saved it, a pending gradient), and whether the code that made it has dropped
+   * it (`drop`). A dropped buffer with no holder goes back to the free list at once.
+   */
+  private readonly holds = new Map<ArrayBuffer, number>();
+  private readonly dropped = new Set<ArrayBuffer>();
 
   constructor(o: ArenaOptions = {}) {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
+    this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK === '1';
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -93,15 +144,41 @@ export class BufferArena {
     let buf = bin.free.pop();
     if (buf) this.counts.hits++;
     else {
+      if (this.giveBack) this.makeRoom(cls);
       buf = largeBuffer(cls);
       this.counts.held += cls;
       this.counts.misses++;
     }
     bin.taken.set(buf, this.epochCount);
     bin.peak = Math.max(bin.peak, bin.taken.size);
+    this.counts.inUse += cls;
+    this.counts.peakInUse = Math.max(this.counts.peakInUse, this.counts.inUse);
     this.counts.taken++;
     return buf;
   }
+
+  /**
+   * Before mapping a new buffer of `bytes`: unmaps free huge-page buffers of other size
+   * classes, about as many bytes, so that the memory the arena holds stays near what is in use
+   * at once, not the sum of every class's own peak (a step's classes peak at different times:
+   * the forward's activations early, the backward's gradients late). Page faults on re-use
+   * are the price (huge pages: one per 2 MiB, plus compaction): off by default.
+   */
+  private makeRoom(bytes: number): void {
+    // bytes mapped and not yet matched by an unmapping: a buffer is unmapped only once they
+    // reach its size (a run of small requests does not cost a huge-page buffer each)
+    this.debt += bytes;
+    for (const [c, b] of this.bins) {
+      if (c < LARGE_BYTES) continue;
+      while (this.debt >= c && b.free.length > 0) {
+        freeLargeBuffer(b.free.pop()!);
+        this.counts.held -= c;
+        this.counts.givenBack++;
+        this.debt -= c;
+      }
+    }
+  }
+  private debt = 0;
 
   /**
    * Starts a new epoch and returns it. `release(buf, epoch)` only frees buffers taken in or
@@ -122,10 +199,54 @@ export class BufferArena {
     const e = bin?.taken.get(buf);
     if (!bin || e === undefined || e < since) return false;
     bin.taken.delete(buf);
-    if (this.poison) new Float32Array(buf).fill(NaN);
-    bin.free.push(buf);
+    this.counts.inUse -= buf.byteLength;
+    this.holds.delete(buf);
+    this.dropped.delete(buf);
+    bin.free.push(this.poison ? poisoned(buf) : buf);
     this.counts.released++;
     return true;
+  }
+
+  /** Whether buf was handed out by this arena in this step and not given back. */
+  owns(buf: ArrayBufferLike): boolean {
+    return this.bins.get(buf.byteLength)?.taken.has(buf as ArrayBuffer) ?? false;
+  }
+
+  /**
+   * One more holder of buf: something that will read it later (a backward closure that saved
+   * it). Returns false, doing nothing, for a buffer this arena does not own this step; every
+   * true must be matched by one `unhold`.
+   */
+  hold(buf: ArrayBufferLike): boolean {
+    if (!this.owns(buf)) return false;
+    const b = buf as ArrayBuffer;
+    this.holds.set(b, (this.holds.get(b) ?? 0) + 1);
+    return true;
+  }
+
+  /** A holder of buf is done with it; a dropped buffer whose last holder this was is released. */
+  unhold(buf: ArrayBufferLike): void {
+    const b = buf as ArrayBuffer;
+    const n = (this.holds.get(b) ?? 0) - 1;
+    if (n > 0) {
+      this.holds.set(b, n);
+      return;
+    }
+    this.holds.delete(b);
+    if (this.dropped.has(b)) this.release(b);
+  }
+
+  /**
+   * The code that made buf will not read it again (nor any view of it): it goes back to the
+   * free list as soon as no holder remains (now, if none). The caller guarantees that whatever
+   * else reads the buffer later holds it (`hold`); in a poisoning arena a buffer read after its
+   * release reads NaN. Does nothing for a buffer this arena does not own this step.
+   */
+  drop(buf: ArrayBufferLike): void {
+    if (!this.owns(buf)) return;
+    const b = buf as ArrayBuffer;
+    if (this.holds.has(b)) this.dropped.add(b);
+    else this.release(b);
   }
 
   /**
@@ -149,8 +270,13 @@ export class BufferArena {
       bin.peak = 0;
       if (bin.free.length === 0) this.bins.delete(cls);
     }
+    this.holds.clear();
+    this.dropped.clear();
     this.counts.taken = 0;
+    this.counts.inUse = 0;
+    this.counts.peakInUse = 0;
     this.epochCount = 0;
+    this.debt = 0;
   }
 
   /** Drops every free buffer (handed-out ones stay valid until the next reset); huge-page
@@ -166,7 +292,7 @@ export class BufferArena {
 
   stats(): ArenaStats {
     const c = this.counts;
-    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released };
+    return { heldBytes: c.held, taken: c.taken, hits: c.hits, misses: c.misses, released: c.released, inUseBytes: c.inUse, peakInUseBytes: c.peakInUse, givenBack: c.givenBack };
   }
 }
 
@@ -175,6 +301,24 @@ let active: BufferArena | null = null;
 /** The arena that `alloc`/`allocUninit` draw from now, if any. */
 export function activeArena(): BufferArena | null {
   return active;
+}
+
+/**
+ * Declares tensors (or typed arrays) dead for the code that made them: their buffers return to
+ * the active arena as soon as no recorded backward closure holds them (arena `drop`). For
+ * activations a forward pass will not read again: a model drops its intermediate tensors
+ * once the ops that read them have run, and each op's backward node holds exactly the buffers
+ * its closure reads (tensor.ts `attach`, `saves`), so a float32 input that an op kept only as
+ * a bf16 / FP8 copy is reused within the step. No-op outside an arena.
+ */
+export function dropActivations(...ts: readonly (OverBuffer | null | undefined)[]): void {
+  if (!active) return;
+  for (const t of ts) if (t) active.drop(bufferOf(t));
+}
+
+/** The buffer under a typed array or a tensor. */
+export function bufferOf(t: OverBuffer): ArrayBufferLike {
+  return ('buffer' in t ? t : t.data).buffer;
 }
 
 /**

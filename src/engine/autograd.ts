@@ -19,7 +19,7 @@ import { activeArena, type BufferArena } from './arena.js';
 import { allocUninit, sameShape } from './ops/util.js';
 import { fmtShape } from './layout.js';
 import { noGrad, withGrad } from './grad-mode.js';
-import { Tensor, attach, type GradTarget } from './tensor.js';
+import { Tensor, attach, type GradNode, type GradTarget } from './tensor.js';
 
 export { attach, type BackwardFn, type GradNode, type GradTarget } from './tensor.js';
 export { isGradEnabled, noGrad, withGrad } from './grad-mode.js';
@@ -199,12 +199,16 @@ function runGraph(root: Tensor, g0: Tensor): void {
       }
     }
     rel?.drop(g);
+    // the forward buffers this closure saved: let them go (a dropped one is reused from now on)
+    if (rel && node.saved) rel.unholdSaved(node);
     rel?.flush();
     // Free the closure and its saved tensors, but keep the (now empty) node on its tensor so
     // that a second backward through this part of the graph fails loudly instead of silently
     // treating the tensor as a leaf.
     node.backward = null;
     node.inputs = [];
+    node.saved = undefined;
+    node.arena = undefined;
   }
 }
 
@@ -218,6 +222,8 @@ function runGraph(root: Tensor, g0: Tensor): void {
 class GradBuffers {
   private readonly refs = new Map<ArrayBuffer, number>();
   private readonly candidates: ArrayBuffer[] = [];
+  /** Saved forward buffers to unhold once no pending gradient uses them. */
+  private readonly unholdLater: ArrayBuffer[] = [];
   private readonly since: number;
 
   constructor(private readonly arena: BufferArena) {
@@ -246,10 +252,23 @@ class GradBuffers {
     this.candidates.push(t.data.buffer as ArrayBuffer);
   }
 
+  /** A node's backward ran: its saved forward buffers are unheld (tensor.ts `attach`), those a
+   * pending gradient still uses once it is consumed. */
+  unholdSaved(node: GradNode): void {
+    if (node.arena !== this.arena) return; // recorded in another arena: left to its reset
+    for (const b of node.saved!) this.unholdLater.push(b as ArrayBuffer);
+  }
+
   /** Releases the candidates no pending gradient uses. */
   flush(): void {
     for (const b of this.candidates) if (!this.refs.has(b)) this.arena.release(b, this.since);
     this.candidates.length = 0;
+    let keep = 0;
+    for (const b of this.unholdLater) {
+      if (this.refs.has(b)) this.unholdLater[keep++] = b;
+      else this.arena.unhold(b);
+    }
+    this.unholdLater.length = keep;
   }
 }
 

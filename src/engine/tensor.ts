@@ -8,7 +8,7 @@
  * layout (reshape back, transpose back, zero-pad a slice, sum an expansion).
  */
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
-import { arenaF32 } from './arena.js';
+import { activeArena, arenaF32, bufferOf, type BufferArena, type OverBuffer } from './arena.js';
 import { isGradEnabled } from './grad-mode.js';
 import { checkShape, contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 
@@ -34,22 +34,54 @@ export interface GradNode {
   backward: BackwardFn | null;
   /** Shape of the tensor this node produced (its gradient's shape). */
   readonly shape: Shape;
+  /**
+   * The step-arena buffers this node's backward may read, held in `arena` (arena.ts `hold`)
+   * until the backward ran (autograd.ts then lets them go), so that a dropped activation is
+   * reused as soon as the last backward that saved it is done.
+   */
+  saved?: ArrayBufferLike[];
+  arena?: BufferArena | null;
 }
 
 /**
  * Records `out` as produced from `inputs` by a differentiable op. `backward(g)` must return one
  * gradient (or null) per input, each with that input's shape. Returns `out`. The closure should
  * capture only what the backward needs: the graph itself keeps no input tensor alive.
+ *
+ * `saves` lists what the closure reads of the forward's data (tensors or typed arrays: their
+ * buffers are held in the step arena until this node's backward ran; `dropActivations`, arena.ts).
+ * Omitted, the node holds the buffers of every input and of `out` (always safe); an op that
+ * names its saves exactly lets its other inputs be reused as soon as the forward drops them.
+ * A closure must not read a dropped buffer it did not list. `owns` are buffers the op made for
+ * its backward alone (a bf16 copy, row statistics): held like `saves`, and dropped at once, so
+ * they go back to the arena as soon as this node's backward ran (at once when none is recorded).
  */
-export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn): Tensor {
-  if (!isGradEnabled()) return out;
+export function attach(out: Tensor, name: string, inputs: readonly Tensor[], backward: BackwardFn,
+  saves?: readonly (OverBuffer | null | undefined)[], owns: readonly (OverBuffer | null | undefined)[] = []): Tensor {
   let any = false;
   for (const t of inputs) if (t.requiresGrad) any = true;
-  if (!any) return out;
+  const arena = activeArena();
+  if (!isGradEnabled() || !any) {
+    for (const t of owns) if (t && arena) arena.drop(bufferOf(t));
+    return out;
+  }
   out.requiresGrad = true;
-  out.node = { name, inputs: inputs.map((t) => (t.requiresGrad ? (t.node ?? t) : null)), backward, shape: out.shape };
+  const node: GradNode = { name, inputs: inputs.map((t) => (t.requiresGrad ? (t.node ?? t) : null)), backward, shape: out.shape };
+  if (arena) {
+    const held: ArrayBufferLike[] = [];
+    for (const t of [...(saves ?? [...inputs, out]), ...owns]) if (t && arena.hold(bufferOf(t))) held.push(bufferOf(t));
+    if (held.length > 0) {
+      node.saved = held;
+      node.arena = arena;
+    }
+    for (const t of owns) if (t) arena.drop(bufferOf(t));
+  }
+  out.node = node;
   return out;
 }
+
+/** Views: the backward reads no data, only shapes. */
+const NO_SAVES: readonly Tensor[] = [];
 
 export class Tensor {
   readonly dtype: DType;
@@ -221,7 +253,7 @@ export class Tensor {
   /** A contiguous copy that owns its storage (differentiable). */
   clone(): Tensor {
     const out = new Tensor(this.gather(), this.shape, this.dtype);
-    return attach(out, 'clone', [this], (g) => [g]);
+    return attach(out, 'clone', [this], (g) => [g], NO_SAVES);
   }
   /** The same data, cut from the graph. */
   detach(): Tensor {
@@ -261,7 +293,7 @@ export class Tensor {
     const src = this.contiguous();
     const out = new Tensor(src.data, shape, src.dtype, contiguousStrides(shape), src.offset);
     const inShape = this.shape;
-    return attach(out, 'reshape', [src], (g) => [g.reshape(inShape)]);
+    return attach(out, 'reshape', [src], (g) => [g.reshape(inShape)], NO_SAVES);
   }
   /** Alias of reshape (kept for readers used to PyTorch). */
   view(...dims: number[]): Tensor {
@@ -285,7 +317,7 @@ export class Tensor {
     const out = new Tensor(this.data, p.map((i) => this.shape[i]!), this.dtype, p.map((i) => this.strides[i]!), this.offset);
     const inv = new Array<number>(p.length);
     p.forEach((src, i) => (inv[src] = i));
-    return attach(out, 'permute', [this], (g) => [g.permute(inv)]);
+    return attach(out, 'permute', [this], (g) => [g.permute(inv)], NO_SAVES);
   }
   /** Elements start..end-1 along dim (a view). */
   slice(dim: number, start: number, end: number): Tensor {
@@ -298,7 +330,7 @@ export class Tensor {
     shape[d] = end - start;
     const out = new Tensor(this.data, shape, this.dtype, this.strides, this.offset + start * this.strides[d]!);
     const inShape = this.shape;
-    return attach(out, 'slice', [this], (g) => [padSlice(g, inShape, d, start)]);
+    return attach(out, 'slice', [this], (g) => [padSlice(g, inShape, d, start)], NO_SAVES);
   }
   /** Broadcasts size-1 dimensions (and new leading ones) to `shape` (a view, stride 0). */
   expand(shape: Shape): Tensor {
@@ -317,7 +349,7 @@ export class Tensor {
     }
     const out = new Tensor(this.data, shape, this.dtype, strides, this.offset);
     const inShape = this.shape;
-    return attach(out, 'expand', [this], (g) => [sumToShape(g, inShape)]);
+    return attach(out, 'expand', [this], (g) => [sumToShape(g, inShape)], NO_SAVES);
   }
   /** Inserts a size-1 dimension at d. */
   unsqueeze(d: number): Tensor {

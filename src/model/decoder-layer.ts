@@ -4,6 +4,7 @@
  * where FFN is DeepSeekMoE when `isMoeLayer(cfg, i)` (i >= first_k_dense_replace and
  * i % moe_layer_freq == 0) and a dense SwiGLU MLP otherwise.
  */
+import { dropActivations } from '../engine/arena.js';
 import { add } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { isMoeLayer, type ModelConfig } from './config.js';
@@ -55,9 +56,15 @@ export class DecoderLayer {
           },
         }
       : ctx;
-    const attnOut = this.selfAttn.forward(this.inputLayernorm.forward(x), attnCtx);
+    // intermediates are dropped once their readers ran (arena.ts dropActivations): each op's
+    // backward holds what it saved, the rest is reused within the step; not while capturing
+    const drop = capture ? (): void => {} : dropActivations;
+    const normed = this.inputLayernorm.forward(x);
+    const attnOut = this.selfAttn.forward(normed, attnCtx);
+    drop(normed);
     capture?.(`attn_out.layers.${i}`, attnOut);
     const h = add(x, attnOut);
+    drop(attnOut);
     const u = this.postAttentionLayernorm.forward(h);
     let ffnOut: Tensor;
     let routing: Routing | null = null;
@@ -75,6 +82,9 @@ export class DecoderLayer {
       ffnOut = this.mlp.forward(u);
     }
     capture?.(`ffn_out.layers.${i}`, ffnOut);
-    return { out: add(h, ffnOut), routing };
+    drop(u);
+    const out = add(h, ffnOut);
+    drop(h, ffnOut);
+    return { out, routing };
   }
 }

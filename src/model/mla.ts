@@ -23,11 +23,12 @@
  *     cache itself (one KV "head"), and W^UV is applied after the weighted sum:
  *     o[h] = W^UV[h] (sum_j p_j c^KV_j).
  */
-import { attention, cat, matmul, mlaAttention, ropeTail } from '../engine/ops/index.js';
+import { dropActivations } from '../engine/arena.js';
+import { isGradEnabled, noGrad } from '../engine/autograd.js';
+import { attention, cat, matmul, mlaAttention, ropeTail, type MlaAttentionOptions } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { softmaxScale } from './yarn.js';
-import { trainingPrecision } from './precision-mode.js';
 import { kernels } from '../engine/backend.js';
 import { nativeHasBf16Dot } from '../engine/native.js';
 import type { LatentCache } from './latent-cache.js';
@@ -35,6 +36,26 @@ import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
 import type { RotaryEmbedding } from './rope.js';
 import { applyLinear, type LinearWeight, weightRows } from './weights.js';
+import { trainingPrecision, withPrecision } from './precision-mode.js';
+
+let recomputeOn = process.env.DSV3_RECOMPUTE !== '0';
+
+/** Whether training forwards recompute MLA's up-projections in backward (default on; env
+ * DSV3_RECOMPUTE=0 turns it off, for comparisons). */
+export function mlaRecomputeEnabled(): boolean {
+  return recomputeOn;
+}
+
+/** Runs fn with the MLA up-projection recomputation on or off; restores the setting after. */
+export function withMlaRecompute<T>(on: boolean, fn: () => T): T {
+  const prev = recomputeOn;
+  recomputeOn = on;
+  try {
+    return fn();
+  } finally {
+    recomputeOn = prev;
+  }
+}
 
 export type AttentionPath = 'naive' | 'absorbed';
 
@@ -109,22 +130,61 @@ export class MultiHeadLatentAttention {
     this.o = src.linear(`${prefix}.o_proj.weight`, D, H * this.dv);
   }
 
-  /** Eqs. 6-8: per-head query [B, T, H, dn + dr] (rope part not yet rotated). */
-  private query(x: Tensor): Tensor {
-    const [B, T] = x.shape as [number, number];
-    const q = this.q ? applyLinear(x, this.q) : applyLinear(this.qANorm!.forward(applyLinear(x, this.qA!)), this.qB!);
-    return q.reshape([B, T, this.heads, this.dn + this.dr]);
+  /**
+   * Eqs. 6-8: per-head query [B, T, H, dn + dr] (rope part not yet rotated), and the input of
+   * its up-projection (c^Q normalised; x itself without q_lora_rank).
+   */
+  private query(x: Tensor, drop: typeof dropActivations): { q: Tensor; cQ: Tensor } {
+    let cQ = x;
+    if (!this.q) {
+      const c = applyLinear(x, this.qA!);
+      cQ = this.qANorm!.forward(c);
+      drop(c);
+    }
+    return { q: this.upQuery(cQ), cQ };
+  }
+
+  /** Eqs. 7-8: W^UQ / W^QR (or q_proj) of cQ [B, T, *] -> [B, T, H, dn + dr]. */
+  private upQuery(cQ: Tensor): Tensor {
+    const [B, T] = cQ.shape as [number, number];
+    return applyLinear(cQ, this.q ?? this.qB!).reshape([B, T, this.heads, this.dn + this.dr]);
+  }
+
+  /**
+   * What the attention's backward needs of q (rotated) and kv_b_proj's output, recomputed from
+   * the latents instead of stored (DeepSeek-V3 §3.2.3, "Recomputation of RMSNorm and MLA
+   * Up-Projection"): the same ops in the same precision, so the values are the same bits.
+   */
+  private recompute(cQ: Tensor, cKV: Tensor, cos: Tensor, sin: Tensor): MlaAttentionOptions['recompute'] {
+    const p = trainingPrecision();
+    const again = (f: () => Tensor): Tensor => withPrecision(p, () => noGrad(f));
+    const [B, S] = cKV.shape as [number, number];
+    const { heads: H, dn, dv, dr } = this;
+    return {
+      from: [cQ, cKV],
+      q: () => again(() => {
+        const q = this.upQuery(cQ);
+        const qr = ropeTail(q, cos, sin, dr);
+        dropActivations(q);
+        return qr;
+      }),
+      kvb: () => again(() => applyLinear(cKV, this.kvB).reshape([B, S, H, dn + dv])),
+    };
   }
 
   /** x [B, T, D] -> attention output u [B, T, D] (after o_proj). */
   forward(x: Tensor, ctx: AttentionContext): Tensor {
     const [B, T] = x.shape as [number, number];
     const { dn, dr, r } = this;
-    const q = this.query(x);
+    // training (no cache, no capture): intermediates are dropped once read (arena.ts
+    // dropActivations); each op's backward holds what it saved
+    const drop = ctx.cache || ctx.captureLatent ? (): void => {} : dropActivations;
+    const { q, cQ } = this.query(x, drop);
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
     const cKV = this.kvANorm.forward(kv.slice(2, 0, r));
     const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
+    drop(kv);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));
 
     let cAll: Tensor; // [B, S, r]
@@ -144,12 +204,19 @@ export class MultiHeadLatentAttention {
     let out: Tensor;
     if (ctx.path === 'naive') {
       const { cos, sin } = ctx.rope.tables(ctx.start, T);
-      out = this.naive(ropeTail(q, cos, sin, dr), cAll, kPeAll, S - T);
+      const qr = ropeTail(q, cos, sin, dr);
+      drop(q);
+      // training: q and kv_b_proj's output are recomputed in backward, not kept (§3.2.3)
+      const rc = !ctx.cache && isGradEnabled() && mlaRecomputeEnabled() ? this.recompute(cQ, cAll, cos, sin) : undefined;
+      out = this.naive(qr, cAll, kPeAll, S - T, drop, rc);
+      drop(qr, cKV, kPe, cQ !== x ? cQ : null);
     } else {
       const qPe = ctx.rope.apply(q.slice(3, dn, dn + dr), ctx.start);
       out = this.absorbed(q.slice(3, 0, dn), qPe, latent ?? cat([cAll, kPeAll.reshape([B, S, dr])], 2).reshape([B, S, 1, r + dr]), S - T);
     }
-    return applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
+    const u = applyLinear(out.reshape([B, T, this.heads * this.dv]), this.o);
+    drop(out);
+    return u;
   }
 
   /**
@@ -157,12 +224,15 @@ export class MultiHeadLatentAttention {
    * [q^C ; q^R] with q^R rotated; `mlaAttention` assembles the keys from kv_b_proj's k^C and
    * the shared k^R and reads v^C in place.
    */
-  private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number): Tensor {
+  private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number, drop: typeof dropActivations,
+    recompute?: MlaAttentionOptions['recompute']): Tensor {
     const [B, S] = cAll.shape as [number, number];
     const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
     // BF16 attention core under --precision bf16 and fp8 (§3.3: attention's matmuls stay BF16)
-    return mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: bf16Attention() });
+    const o = mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: bf16Attention(), ...(recompute ? { recompute } : {}) });
+    drop(kvb);
+    return o;
   }
 
   /**

@@ -2,10 +2,12 @@
  * The SwiGLU feed-forward network (Shazeer 2020) of the dense layers, of every routed expert and
  * of the shared experts: FFN(u) = W_down (silu(W_gate u) * W_up u).
  */
-import { swiglu } from '../engine/ops/index.js';
+import { dropActivations } from '../engine/arena.js';
+import { swigluWith } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';
 import { applyLinear, type LinearWeight } from './weights.js';
+import { trainingPrecision } from './precision-mode.js';
 
 export class SwiGluMlp {
   readonly gate: LinearWeight;
@@ -19,6 +21,11 @@ export class SwiGluMlp {
   }
 
   forward(x: Tensor): Tensor {
-    return applyLinear(swiglu(applyLinear(x, this.gate), applyLinear(x, this.up)), this.down);
+    const g = applyLinear(x, this.gate);
+    const u = applyLinear(x, this.up);
+    const h = swigluWith(g, u, { bf16: trainingPrecision() === 'bf16' }); // bf16: G, U kept in bf16
+    const y = applyLinear(h, this.down);
+    dropActivations(g, u, h); // what the backward needs is held by the ops that saved it
+    return y;
   }
 }

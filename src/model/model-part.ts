@@ -6,6 +6,7 @@
  * The whole model is the part that holds everything (`DeepseekV3`); a pipeline stage holds a
  * range of layers (parallel/stages.ts). Both run these same pieces, so there is one forward.
  */
+import { dropActivations } from '../engine/arena.js';
 import { embedding } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
@@ -80,8 +81,11 @@ export class ModelPart {
 
   /** This part's decoder layers on h [B, T, D]; the routing of each MoE layer goes into `routing`. */
   decoderLayers(h: Tensor, ctx: AttentionContext, routing: Map<number, Routing>, capture?: Capture): Tensor {
+    const input = h;
     for (const layer of this.layers) {
       const r = layer.forward(h, ctx, capture);
+      // a layer's output is this loop's own: dropped once the next layer read it (arena.ts)
+      if (h !== input && !capture && !ctx.cache) dropActivations(h);
       h = r.out;
       if (r.routing) routing.set(layer.index, r.routing);
       capture?.(`hidden.layers.${layer.index}`, h);

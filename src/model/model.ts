@@ -5,6 +5,7 @@
  * generation loop is inference/generate.ts). Built from differentiable ops on float32 parameters, so training can call
  * `forward` and `backward(loss)`; decoding with the cache and FP8/bf16 weights run under noGrad.
  */
+import { dropActivations } from '../engine/arena.js';
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { openCheckpoint } from '../io/checkpoint-read.js';
@@ -156,7 +157,9 @@ export class DeepseekV3 extends ModelPart {
     const h = this.embed(idsT);
     capture?.('hidden.embeddings', h);
     const routing = new Map<number, Routing>();
-    const hidden = this.norm.forward(this.decoderLayers(h, ctx, routing, capture));
+    const last = this.decoderLayers(h, ctx, routing, capture);
+    const hidden = this.norm.forward(last);
+    if (!capture && !cache) dropActivations(h, last); // read by now; their readers hold what they saved (arena.ts)
     capture?.('hidden.final_norm', hidden);
     if (cache) cache.length = start + idsT.shape[1]!;
     return { hidden, routing };

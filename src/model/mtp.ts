@@ -10,6 +10,7 @@
  * `shared_head.head` copies under `model.layers.<L+k-1>` are the same parameters). h^0 is the
  * main model's hidden state after `model.norm`. RoPE positions restart at 0.
  */
+import { dropActivations } from '../engine/arena.js';
 import { cat, embedding } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
@@ -59,10 +60,15 @@ export class MtpModule {
    * the logits are left to the caller (the training loss fuses head and cross-entropy).
    */
   forward(hPrev: Tensor, nextIds: Tensor, embed: Tensor, head: LinearWeight | null, ctx: AttentionContext, capture?: Capture): MtpOutput {
-    const e = this.enorm.forward(embedding(embed, nextIds));
+    const drop = capture ? (): void => {} : dropActivations; // intermediates, once read (arena.ts)
+    const emb = embedding(embed, nextIds);
+    const e = this.enorm.forward(emb);
     const h = this.hnorm.forward(hPrev);
-    const x = applyLinear(cat([e, h], -1), this.ehProj);
+    const eh = cat([e, h], -1);
+    const x = applyLinear(eh, this.ehProj);
+    drop(emb, e, h, eh);
     const { out, routing } = this.layer.forward(x, ctx, capture);
+    drop(x);
     const headInput = this.sharedHeadNorm.forward(out);
     const logits = head ? applyLinear(headInput, head, { highPrecision: true }) : null; // the shared head: never FP8
     return { depth: this.depth, logits, headInput, hidden: out, routing };

@@ -7,7 +7,8 @@
  *     shared and routed experts (`groupedExperts` with `bf16`) and the output head
  *     (`linearCrossEntropy` with `bf16`) run Fprop, Dgrad and Wgrad on bfloat16 operands with
  *     float32 accumulation; weights are rounded to bf16 once per optimizer step
- *     (engine/bf16-weights.ts) and activations saved for Wgrad are kept in bf16. The attention
+ *     (engine/bf16-weights.ts) and activations saved for Wgrad (and the SwiGLU inputs G, U) are
+ *     kept in bf16. The attention
  *     core's matrix products (QK^T, PV and the four of its backward) take bf16 operands with
  *     float32 accumulation (mla.ts -> Kernels.attentionBf16). Master weights, gradients, norms,
  *     the softmax statistics, the MoE gate (router), the losses and the optimizer stay float32

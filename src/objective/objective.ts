@@ -5,6 +5,7 @@
  *   L = L_Main + (λ/D)·Σ_k L^k_MTP + Σ_layers L_Bal
  * Both trainers call this one function, so they optimise the same objective.
  */
+import { dropActivations } from '../engine/arena.js';
 import { linearCrossEntropy } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelPart } from '../model/model-part.js';
@@ -78,6 +79,7 @@ export function headObjective(part: ModelPart, hidden: Tensor, batch: TokenBatch
   if (part.mtp.length > 0 && o.mtpLambda !== 0) {
     for (const out of part.mtpForward(hidden, batch.ids, { head: false })) {
       mtpNll.push(nll(out.headInput, mtpTargets(tokens, B, S, out.depth)));
+      dropActivations(out.headInput, out.hidden); // read by now (the next module ran already); arena.ts
       if (out.routing) routing.set(part.cfg.num_hidden_layers + out.depth - 1, out.routing);
     }
   }

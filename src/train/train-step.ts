@@ -13,6 +13,7 @@
  * gradients over micro-batches (sum of micro-batch gradients / n) before one update.
  */
 import { backward, noGrad } from '../engine/autograd.js';
+import { dropActivations } from '../engine/arena.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import { withPrecision, type Precision } from '../model/precision-mode.js';
@@ -107,6 +108,7 @@ function lossesOf(model: DeepseekV3, tokens: Tensor | Int32Array, o: LossOptions
   const fwd = model.forwardHidden(tb.ids);
   const routing = new Map<number, Routing>(fwd.routing);
   const { terms, logits } = headObjective(model, fwd.hidden, tb, routing, o);
+  if (!o.logits) dropActivations(fwd.hidden); // read by the head and the MTP modules (arena.ts)
   const lr = new Map<number, LayerRouting>();
   for (const [l, r] of [...routing].sort((a, b) => a[0] - b[0])) lr.set(l, layerRouting(r, B));
   return { terms, logits, routing: lr, B, S };

@@ -16,7 +16,7 @@
  * Outputs, gradients and master weights stay float32; dW accumulates into `w.grad` (or is
  * deferred inside `deferWeightGrads`) exactly as ops/linear.ts does.
  */
-import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
@@ -45,6 +45,13 @@ export function toBf16Bits(t: Tensor): Uint16Array {
   return out;
 }
 
+/**
+ * The bf16 copy a recorded bf16Linear made of an input, by the input's float32 array, while the
+ * node that owns the copy has not run its backward: Linears that read the same x (W^DQ and
+ * W^DKV of one normalised h, the gate and up projections of one FFN input) share one copy.
+ */
+const savedCopies = new WeakMap<Float32Array, { xb: Uint16Array; node: GradNode }>();
+
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
 export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   checkF32('bf16Linear', x, 'x');
@@ -62,16 +69,20 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const recording = isGradEnabled() && (x.requiresGrad || wGrad);
   // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16 (rounded once here,
   // and Fprop's A operand); the closure captures neither x nor its data: only xb, wb, w, sizes
-  const xb = recording && wGrad ? toBf16Bits(x2) : null;
+  // (one copy shared by the Linears that read the same x while its owner has not run backward)
+  const xd = dataOf(x2);
+  const shared = recording && wGrad ? savedCopies.get(xd) : undefined;
+  const reuse = shared && shared.node.backward !== null && shared.xb.length === xd.length ? shared.xb : null;
+  const xb = recording && wGrad ? (reuse ?? toBf16Bits(x2)) : null;
   if (y.length > 0 && nIn > 0) {
     if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
-    else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, dataOf(x2), nIn, wb, nIn, 0, y, nOut);
+    else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut);
   }
   const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
   if (!recording) return out;
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
-  return attach(out, 'bf16Linear', [x, w], (g) => {
+  const y2 = attach(out, 'bf16Linear', [x, w], (g) => {
     // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
     const gd = dataOf(as2d(g).contiguous());
     const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
@@ -83,7 +94,9 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
       bf16GradWeightInto(gb, nOut, xb!, rows, nIn, gw, 0);
     }
     return [gx, gw];
-  });
+  }, [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
+  if (xb && !reuse && y2.node) savedCopies.set(xd, { xb, node: y2.node });
+  return y2;
 }
 
 /** Dgrad: dX = dY W with dY's bf16 bits gb [rows, out] and W's bf16 bits wb [out, in]. */

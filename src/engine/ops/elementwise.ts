@@ -145,7 +145,7 @@ function binaryOp(op: BinaryOp, a: Tensor, b: Tensor | number): Tensor {
     return attach(out, name, [a], (g) => {
       if (op === BinaryOp.Add || op === BinaryOp.Sub) return [g];
       return [scalarOp(op, g, b, false)]; // d(a*s) = g*s, d(a/s) = g/s
-    });
+    }, []); // reads no forward data
   }
   checkF32(name, b, 'b');
   const out = binaryRaw(op, a, b);
@@ -176,7 +176,7 @@ function binaryOp(op: BinaryOp, a: Tensor, b: Tensor | number): Tensor {
         break;
     }
     return [ga, gb];
-  });
+  }, op === BinaryOp.Add || op === BinaryOp.Sub ? [] : undefined); // a sum reads no forward data
 }
 
 /** a + b (broadcasting). */

@@ -115,7 +115,7 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
     let gw: Tensor | null = null;
     if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta))) gw = fp8LinearGradWeight(g, xqW);
     return [gx, gw];
-  });
+  }, [w], [wqB?.codes, wqB?.scaleInv, xqW?.codes, xqW?.scales]); // its own FP8 copies, not x: a dropped x is reused
 }
 
 /**

@@ -373,5 +373,5 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       }
     }
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  });
+  }, [xd], [G, U, Gs, Us, G16, U16, Gs16, Us16]); // its own G, U (or bf16 copies); not the gates (gp is a copy) nor the output
 }

@@ -15,7 +15,7 @@ export { groupedExperts, expertPlan, type ExpertPlan, type ExpertWeights } from 
 export { fp8GroupedExperts } from './fp8-training-grouped.js';
 export { softmax, logSoftmax } from './softmax.js';
 export { rmsNorm } from './norm.js';
-export { swiglu } from './activation.js';
+export { swiglu, swigluWith } from './activation.js';
 export { embedding, indexSelect, indexAdd, gather, scatterAdd } from './indexing.js';
 export { topk } from './topk.js';
 export { cat, split } from './shape.js';

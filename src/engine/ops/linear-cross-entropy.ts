@@ -26,6 +26,7 @@
  * cross-entropy itself (log-sum-exp, softmax) stays float32.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
+import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
@@ -110,6 +111,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
     if (gw && pb) k.gemmBf16Ab(true, false, V, D, rows, 1, pb, ldp, xbc!, D, 1, gw, D);
     else if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
   }
+  dropActivations(buf); // the logits of the last chunk: scratch, never read again
   const out = new Tensor(loss, lead, 'f32');
   if (!wantGrad) return out;
   return attach(out, 'linearCrossEntropy', [x, w], (g) => {
@@ -135,7 +137,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
       })) dw = new Tensor(src, [V, D], 'f32');
     }
     return [dx, dw];
-  });
+  }, [xd, wd], [lse, gx, gw, xb]);
 }
 
 /** Σ_r g_r (softmax(x_r W^T) − onehot(t_r))^T x_r, a chunk of rows at a time. */

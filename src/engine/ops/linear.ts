@@ -69,7 +69,7 @@ export function linear(x: Tensor, w: Tensor): Tensor {
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => gradWeightInto(g, x, into, beta))) gw = linearGradWeight(g, x);
     return [gx, gw];
-  });
+  }, [x, w]); // not the output
 }
 
 /** dX = dY W: gy [..., out], w [out, in] -> [..., in] (no graph recorded). */

@@ -9,6 +9,7 @@
  * is recorded, so none of their copies and zero-padded gradients are made.
  */
 import { attach } from '../autograd.js';
+import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
@@ -24,6 +25,13 @@ export interface MlaAttentionOptions {
    * on bfloat16 operands with float32 accumulation (Kernels.attentionBf16); default false.
    */
   bf16?: boolean;
+  /**
+   * Recomputation instead of storage (DeepSeek-V3 §3.2.3, "Recomputation of RMSNorm and MLA
+   * Up-Projection"): the backward gets q and kvb again from `q()` and `kvb()`, which must
+   * return exactly the values given (recomputed deterministically from the tensors in `from`,
+   * the compressed latents, which the op keeps instead of q and kvb). Shapes are checked.
+   */
+  recompute?: { from: readonly Tensor[]; q: () => Tensor; kvb: () => Tensor };
 }
 
 // Key / key-gradient scratch, reused by every call (filled and consumed within one call).
@@ -88,7 +96,21 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   const out = new Tensor(y, [B, T, H, dv], 'f32');
   if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
 
+  const rc = opts.recompute;
+  const again = (t: Tensor, want: readonly number[], what: string): Float32Array => {
+    if (t.dtype !== 'f32' || t.shape.length !== want.length || t.shape.some((s, i) => s !== want[i])) {
+      throw new Error(`mlaAttention: the recomputed ${what} ${fmtShape(t.shape)} does not match ${fmtShape(want)}`);
+    }
+    return dataOf(t);
+  };
+  const [qShape, kvShape] = [q.shape, kvb.shape];
+  const savedQ = rc ? null : qd; // with recomputation the closure keeps neither q nor kvb
+  const savedKv = rc ? null : kvd;
   return attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
+    const qT = rc ? rc.q() : null;
+    const kvT = rc ? rc.kvb() : null;
+    const qd = qT ? again(qT, qShape, 'q') : savedQ!;
+    const kvd = kvT ? again(kvT, kvShape, 'kvb') : savedKv!;
     const dqb = live ? allocUninit(qd.length) : alloc(qd.length);
     const dkvb = live ? allocUninit(kvd.length) : alloc(kvd.length);
     const dpe = alloc(ped.length);
@@ -101,10 +123,11 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
       k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
     }
+    dropActivations(qT, kvT); // the recomputed inputs: read
     return [
       q.requiresGrad ? new Tensor(dqb, q.shape, 'f32') : null,
       kvb.requiresGrad ? new Tensor(dkvb, kvb.shape, 'f32') : null,
       kPe.requiresGrad ? new Tensor(dpe, kPe.shape, 'f32') : null,
     ];
-  });
+  }, rc ? [...rc.from, ped, y] : [qd, kvd, ped, y], [lse]);
 }

@@ -32,5 +32,5 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
     const dw = alloc(cols); // accumulated into
     if (rows > 0) kernels().rmsNormBackward(xd, wd, rstd, dataOf(g), dx, dw, rows, cols);
     return [x.requiresGrad ? new Tensor(dx, x.shape, 'f32') : null, w.requiresGrad ? new Tensor(dw, w.shape, 'f32') : null];
-  });
+  }, [xd, wd], [rstd, xd.buffer !== x.data.buffer ? xd : null]); // not the output; x's copy (strided x) is its own
 }

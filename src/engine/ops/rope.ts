@@ -60,11 +60,12 @@ export function ropeInterleaved(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const out = new Tensor(y, x.shape, 'f32');
   if (!x.requiresGrad) return out;
   const shape = x.shape;
+  const n = y.length; // the closure reads no forward buffer (y may be released before it runs)
   return attach(out, 'ropeInterleaved', [x], (g) => {
-    const dx = allocUninit(y.length);
+    const dx = allocUninit(n);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, dr, 0, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
-  });
+  }, [cd, sd]); // the tables only: x is not read again
 }
 
 /**
@@ -96,9 +97,10 @@ export function ropeTail(x: Tensor, cos: Tensor, sin: Tensor, dr: number): Tenso
   const out = new Tensor(y, x.shape, 'f32');
   if (!x.requiresGrad) return out;
   const shape = x.shape;
+  const n = y.length; // the closure reads no forward buffer (y may be released before it runs)
   return attach(out, 'ropeTail', [x], (g) => {
-    const dx = allocUninit(y.length);
+    const dx = allocUninit(n);
     if (rows > 0) kernels().ropeRows(dataOf(g), dx, rows, d, d - dr, dr, mid, T, cd, sd, true);
     return [new Tensor(dx, shape, 'f32')];
-  });
+  }, [cd, sd]); // the tables only: x is not read again
 }

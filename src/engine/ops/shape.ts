@@ -51,7 +51,7 @@ export function cat(tensors: readonly Tensor[], dim: number): Tensor {
   return attach(out, 'cat', tensors, (g) => {
     const gd = dataOf(g);
     return tensors.map((t, i) => (t.requiresGrad ? narrowCopy(gd, shape, d, starts[i]!, t.shape[d]!) : null));
-  });
+  }, []); // shapes only
 }
 
 /** Splits x along dim into parts of the given sizes (which must sum to x's size there). */
