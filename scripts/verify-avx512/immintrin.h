@@ -152,4 +152,23 @@ static inline __m256bh dsv3v_cvtneps_pbh(simde__m512 a) {
 #define _mm512_cvtne2ps_pbh dsv3v_cvtne2ps_pbh
 #undef _mm512_cvtneps_pbh
 #define _mm512_cvtneps_pbh dsv3v_cvtneps_pbh
+/* optim.c (adamwBf16 on 8 lanes): VCVTPS2PD / VCVTPD2PS (float <-> double, round to nearest) */
+static inline simde__m512d dsv3v_cvtps_pd(__m256 a) {
+  float s[8];
+  double d[8];
+  _mm256_storeu_ps(s, a);
+  for (int i = 0; i < 8; i++) d[i] = (double)s[i];
+  return simde_mm512_loadu_pd(d);
+}
+static inline __m256 dsv3v_cvtpd_ps(simde__m512d a) {
+  double s[8];
+  float d[8];
+  simde_mm512_storeu_pd(s, a);
+  for (int i = 0; i < 8; i++) d[i] = (float)s[i];
+  return _mm256_loadu_ps(d);
+}
+#undef _mm512_cvtps_pd
+#define _mm512_cvtps_pd dsv3v_cvtps_pd
+#undef _mm512_cvtpd_ps
+#define _mm512_cvtpd_ps dsv3v_cvtpd_ps
 #endif
