@@ -220,6 +220,16 @@ export interface Kernels {
   /** dg = dy * u * silu'(g), du = dy * silu(g). */
   siluMulBackward(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
   /**
+   * siluMul(g, u, y, n) and bf16Round of g into g16 and of u into u16, in one pass (the bf16
+   * SwiGLU's forward: the backward keeps g, u as bf16): the same bits as the three calls.
+   */
+  siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void;
+  /**
+   * siluMulBackward of g, u given as bf16 bits (widened exactly): the same bits as bf16Widen
+   * of both and siluMulBackward, without float32 copies of g and u.
+   */
+  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /**
    * Cross-entropy over a large vocabulary without materialising probabilities:
    * loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]], lse[r] = logsumexp(logits[r,:]).
    * Rows whose target is < 0 are ignored: loss 0 (lse still written).

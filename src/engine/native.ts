@@ -112,6 +112,8 @@ export function loadNativeKernels(): Kernels | null {
     rmsNormBackward: has('rmsNormBackward') ? a.rmsNormBackward : ref.rmsNormBackward,
     siluMul: has('siluMul') ? a.siluMul : ref.siluMul,
     siluMulBackward: has('siluMulBackward') ? a.siluMulBackward : ref.siluMulBackward,
+    siluMulRound: has('siluMulRound') ? a.siluMulRound : ref.siluMulRound,
+    siluMulBackwardBf16: has('siluMulBackwardBf16') ? a.siluMulBackwardBf16 : ref.siluMulBackwardBf16,
     crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
     crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
     adamw: has('adamw') ? a.adamw : ref.adamw,

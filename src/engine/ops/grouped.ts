@@ -215,6 +215,23 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   for (let p = 0; p < P; p++) gp[p] = gd[slots[p]!]!;
   const routed = P > 0 && D > 0 && I > 0;
   const buf = scratchBuf;
+  const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
+  const needGrad = x.requiresGrad || gates.requiresGrad || params.some((t) => t.requiresGrad);
+  // bf16: what the backward keeps of G, U (and the shared Gs, Us) is their bf16 rounding,
+  // written by the SwiGLU's pass (siluMulRound) instead of passes of their own
+  const keep16 = bf16 && needGrad;
+  /** y = silu(g) * u, and (keep16) g, u rounded to bf16 into fresh buffers */
+  const swiglu = (g: Float32Array, u: Float32Array, y: Float32Array, n: number): [Uint16Array | null, Uint16Array | null] => {
+    if (!keep16) {
+      k.siluMul(g, u, y, n);
+      return [null, null];
+    }
+    const g16 = allocBf16(n);
+    const u16 = allocBf16(n);
+    k.siluMulRound(g, u, y, g16, u16, n);
+    return [g16, u16];
+  };
+  let [Gs16, Us16, G16, U16]: (Uint16Array | null)[] = [null, null, null, null];
 
   // shared expert: its down GEMM (beta 0) writes all of out
   const Gs = sw ? (bf16 ? buf('Gs', N * Is) : allocUninit(N * Is)) : null;
@@ -225,7 +242,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     gemmAny(false, true, N, Is, D, xA, D, sw.g, D, 0, Gs!, Is);
     gemmAny(false, true, N, Is, D, xA, D, sw.u, D, 0, Us!, Is);
     const Hs = buf('Hs', N * Is);
-    k.siluMul(Gs!, Us!, Hs, N * Is);
+    [Gs16, Us16] = swiglu(Gs!, Us!, Hs, N * Is);
     gemmAny(false, true, N, D, Is, Hs, Is, sw.d, Is, 0, out, D);
   }
   // routed experts
@@ -247,21 +264,17 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       down.add(n, D, I, H.subarray(a * I), wdn[e]!, Y.subarray(a * D));
     }
     gu.run(false, true, D, D, 0, I);
-    k.siluMul(G, U, H, P * I);
+    [G16, U16] = swiglu(G, U, H, P * I);
     down.run(false, true, I, I, 0, D);
     k.scatterAddRows(Y, rows, gp, out, P, D);
   }
   const result = new Tensor(out, [N, D], 'f32');
-  const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
-  if (!x.requiresGrad && !gates.requiresGrad && !params.some((t) => t.requiresGrad)) return result;
-  // bf16: what the backward keeps of G, U (and the shared Gs, Us) is their bf16 rounding
-  const saved16 = (src: Float32Array | null): Uint16Array | null => {
-    if (!bf16 || !src) return null;
-    const d = allocBf16(src.length);
-    k.bf16Round(src, d, src.length);
-    return d;
-  };
-  const [G16, U16, Gs16, Us16] = [saved16(G), saved16(U), saved16(Gs), saved16(Us)];
+  if (!needGrad) return result;
+  if (keep16) {
+    // (no SwiGLU ran where there are no rows or no shared expert: empty or absent copies)
+    if (!routed) [G16, U16] = [allocBf16(P * I), allocBf16(P * I)];
+    if (Gs && !Gs16) [Gs16, Us16] = [allocBf16(N * Is), allocBf16(N * Is)];
+  }
 
   return attach(result, 'groupedExperts', [x, gates, ...params], (g) => {
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers

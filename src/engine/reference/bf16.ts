@@ -2,8 +2,11 @@
  * Reference bfloat16 conversions (Kernels.bf16Round / Kernels.bf16Widen): plain loops over
  * dtype.ts's f32ToBf16 (round to nearest even, NaN kept a quiet NaN, subnormals kept) and the
  * exact widening. The native copies (native/src/isa/bf16_convert.c) must match them bit for bit.
+ * Also the bf16 SwiGLU forms siluMulRound / siluMulBackwardBf16: rows.ts's siluMul /
+ * siluMulBackward composed with these conversions (native: native/src/elementwise_napi.c).
  */
 import { f32ToBf16 } from '../dtype.js';
+import { siluMul, siluMulBackward } from './rows.js';
 
 function check(name: string, a: { length: number }, an: string, b: { length: number }, bn: string, n: number): void {
   if (!Number.isInteger(n) || n < 0) throw new RangeError(`${name}: n must be a non-negative integer, got ${n}`);
@@ -34,4 +37,26 @@ export function bf16Widen(h: Uint16Array, out: Float32Array, n: number): void {
   check('bf16Widen', h, 'h', out, 'out', n);
   const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
   for (let i = 0; i < n; i++) o32[i] = h[i]! << 16;
+}
+
+/** Kernels.siluMulRound: siluMul(g, u, y), then bf16Round of g into g16 and of u into u16. */
+export function siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void {
+  check('siluMulRound', g, 'g', u, 'u', n);
+  check('siluMulRound', y, 'y', g16, 'g16', n);
+  check('siluMulRound', u16, 'u16', u16, 'u16', n);
+  siluMul(g, u, y, n);
+  bf16Round(g, g16, n);
+  bf16Round(u, u16, n);
+}
+
+/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward. */
+export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void {
+  check('siluMulBackwardBf16', g16, 'g16', u16, 'u16', n);
+  check('siluMulBackwardBf16', dy, 'dy', dg, 'dg', n);
+  check('siluMulBackwardBf16', du, 'du', du, 'du', n);
+  const g = new Float32Array(n);
+  const u = new Float32Array(n);
+  bf16Widen(g16, g, n);
+  bf16Widen(u16, u, n);
+  siluMulBackward(g, u, dy, dg, du, n);
 }
