@@ -1,6 +1,7 @@
-// The bf16 SwiGLU kernels of BF16 mixed-precision training (native/src/elementwise_napi.c):
-// siluMulRound (siluMul + bf16Round of g and u in one pass) and siluMulBackwardBf16
-// (siluMulBackward of g, u given as bf16 bits). Under every ISA and 1 and 2 threads, the native
+// The fused bf16 kernels of the BF16 experts and SwiGLU (native/src/elementwise_napi.c,
+// native/src/rowops_napi.c): siluMulRound (siluMul + bf16Round of g and u in one pass),
+// siluMulBf16 / siluMulBackwardBf16 (siluMul / siluMulBackward of g, u given as bf16 bits) and
+// gatherRowsBf16 (gatherRows + bf16Round). Under every ISA and 1 and 2 threads, the native
 // fused kernels must give the bits of the native unfused calls they replace (so training results
 // do not change), and match the TypeScript reference (the rounded bits exactly; y, dg, du to the
 // tolerance of the siluMul test in kernels-native.test.ts). Sizes cover vector tails, the
@@ -80,13 +81,64 @@ test('siluMulBackwardBf16: native equals bf16Widen + siluMulBackward (native, bi
   }
 });
 
-test('siluMulRound / siluMulBackwardBf16: short or mistyped buffers are errors naming the argument', opts, () => {
+test('siluMulBf16: native equals bf16Widen + siluMul (native, bit for bit) and the reference', opts, () => {
+  const r = rng(13);
+  for (const n of SIZES) {
+    const g16 = new Uint16Array(n), u16 = new Uint16Array(n);
+    ref.bf16Round(data(r, n, 8), g16, n);
+    ref.bf16Round(data(r, n, 2), u16, n);
+    const yRef = new Float32Array(n);
+    ref.siluMulBf16(g16, u16, yRef, n);
+    eachConfig((c) => {
+      const y = new Float32Array(n + 1).fill(-3);
+      A.siluMulBf16(g16, u16, y, n);
+      const g = new Float32Array(n), u = new Float32Array(n), y0 = new Float32Array(n);
+      A.bf16Widen(g16, g, n);
+      A.bf16Widen(u16, u, n);
+      A.siluMul(g, u, y0, n);
+      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y n=${n} ${c}`);
+      assert.equal(y[n], -3, `writes stop at n=${n} ${c}`);
+      close(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
+    });
+  }
+});
+
+test('gatherRowsBf16: native equals gatherRows + bf16Round (native and reference, bit for bit)', opts, () => {
+  const r = rng(14);
+  for (const [srcRows, rows, cols] of [[1, 0, 5], [5, 9, 1], [7, 13, 17], [40, 300, 256], [64, 2100, 33]] as const) {
+    const src = data(r, srcRows * cols, 3);
+    const su = new Uint32Array(src.buffer);
+    for (let i = 7; i < src.length; i += 29) su[i] = (r() * 2 ** 32) >>> 0; // every exponent, NaN payloads
+    const idx = Int32Array.from({ length: rows }, () => Math.floor(r() * srcRows));
+    const want = new Uint16Array(rows * cols);
+    ref.gatherRowsBf16(src, idx, want, rows, cols);
+    const tmp = new Float32Array(rows * cols), want2 = new Uint16Array(rows * cols);
+    ref.gatherRows(src, idx, null, tmp, rows, cols);
+    ref.bf16Round(tmp, want2, rows * cols);
+    assert.deepEqual(want, want2);
+    eachConfig((c) => {
+      const got = new Uint16Array(rows * cols + 1).fill(0xabcd);
+      A.gatherRowsBf16(src, idx, got, rows, cols);
+      const t32 = new Float32Array(rows * cols), n16 = new Uint16Array(rows * cols);
+      A.gatherRows(src, idx, null, t32, rows, cols);
+      A.bf16Round(t32, n16, rows * cols);
+      assert.deepEqual(got.subarray(0, rows * cols), n16, `native unfused ${rows}x${cols} ${c}`);
+      assert.deepEqual(got.subarray(0, rows * cols), want, `reference ${rows}x${cols} ${c}`);
+      assert.equal(got[rows * cols], 0xabcd, `writes stop ${c}`);
+    });
+  }
+});
+
+test('fused bf16 kernels: short or mistyped buffers are errors naming the argument', opts, () => {
   const f = new Float32Array(8), h = new Uint16Array(8), hs = new Uint16Array(4);
   const a = A as unknown as Record<string, (...args: unknown[]) => void>;
   assert.throws(() => a.siluMulRound!(f, f, f, h, hs, 8), (e: Error) => e instanceof RangeError && /u16/.test(e.message));
   assert.throws(() => a.siluMulRound!(f, f, f, f, h, 8), (e: Error) => /g16/.test(e.message));
   assert.throws(() => a.siluMulBackwardBf16!(h, h, f, f, new Float32Array(3), 8), (e: Error) => e instanceof RangeError && /du/.test(e.message));
   assert.throws(() => a.siluMulBackwardBf16!(f, h, f, f, f, 8), (e: Error) => /g16/.test(e.message));
+  assert.throws(() => a.siluMulBf16!(h, h, new Float32Array(3), 8), (e: Error) => e instanceof RangeError && /\by\b/.test(e.message));
+  assert.throws(() => a.gatherRowsBf16!(f, Int32Array.of(0, 9), new Uint16Array(8), 2, 4), (e: Error) => e instanceof RangeError && /idx/.test(e.message));
+  assert.throws(() => a.gatherRowsBf16!(f, Int32Array.of(0, 1), new Uint16Array(7), 2, 4), (e: Error) => e instanceof RangeError && /dst16/.test(e.message));
   for (const k of [ref.siluMulRound, ref.siluMulBackwardBf16] as const) {
     assert.throws(() => (k as (...args: unknown[]) => void)(f, f, f, hs, hs, 8), RangeError);
   }

@@ -177,6 +177,11 @@ export interface Kernels {
    */
   gatherRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
   /**
+   * gatherRows (no scale) rounded to bf16: dst16[r*cols + c] = bf16 bits of src[idx[r]*cols + c],
+   * the bits of gatherRows + bf16Round without the float32 copy (the experts' bf16 GEMM operands).
+   */
+  gatherRowsBf16(src: Float32Array, idx: Int32Array, dst16: Uint16Array, rows: number, cols: number): void;
+  /**
    * dst[idx[i], :] += s_i * src[i, :] for i = 0, 1, ... in order (repeated indices accumulate;
    * each element is one fused multiply-add, rounded once).
    */
@@ -229,6 +234,8 @@ export interface Kernels {
    * of both and siluMulBackward, without float32 copies of g and u.
    */
   siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /** siluMul of g, u given as bf16 bits (widened exactly): the bits of bf16Widen + siluMul. */
+  siluMulBf16(g16: Uint16Array, u16: Uint16Array, y: Float32Array, n: number): void;
   /**
    * Cross-entropy over a large vocabulary without materialising probabilities:
    * loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]], lse[r] = logsumexp(logits[r,:]).

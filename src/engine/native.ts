@@ -114,6 +114,8 @@ export function loadNativeKernels(): Kernels | null {
     siluMulBackward: has('siluMulBackward') ? a.siluMulBackward : ref.siluMulBackward,
     siluMulRound: has('siluMulRound') ? a.siluMulRound : ref.siluMulRound,
     siluMulBackwardBf16: has('siluMulBackwardBf16') ? a.siluMulBackwardBf16 : ref.siluMulBackwardBf16,
+    siluMulBf16: has('siluMulBf16') ? a.siluMulBf16 : ref.siluMulBf16,
+    gatherRowsBf16: has('gatherRowsBf16') ? a.gatherRowsBf16 : ref.gatherRowsBf16,
     crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
     crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
     adamw: has('adamw') ? a.adamw : ref.adamw,
