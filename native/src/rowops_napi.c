@@ -1,6 +1,7 @@
 /* Node-API bindings of the row kernels (isa/rowops.c), with the JS signatures of the `Kernels`
  * interface (src/engine/kernels.ts):
  *   gatherRows(src, idx, scale|null, dst, rows, cols)
+ *   gatherRowsBf16(src, idx, dst16, rows, cols)  (gatherRows, then bf16Round: dst16 bf16 bits)
  *   scatterAddRows(src, idx, scale|null, dst, rows, cols)
  *   rowDot(a, b, out, rows, cols)
  *   scaleRows(x, s, y, rows, cols)
@@ -10,16 +11,18 @@
  * argument). Large calls run on the thread pool: gather, dot, scale, copy and rope split rows
  * (copies whose destination rows overlap run on one thread); the scatter-add splits columns
  * (rows may share a destination, columns never do). */
+#include "bf16_convert.h"
 #include "fused_napi.h"
 #include "rowops.h"
 
 #define RG_PAR_MIN 32768 /* elements below which a call runs inline */
 
 typedef struct {
-  int kind; /* 0 gather, 1 scatter-add, 2 row dot, 3 scale rows, 4 strided copy, 5 rope */
+  int kind; /* 0 gather, 1 scatter-add, 2 row dot, 3 scale rows, 4 strided copy, 5 rope, 6 gather to bf16 */
   const float *a, *b, *scale;
   const int32_t* idx;
   float* out;
+  uint16_t* out16; /* 6 */
   int64_t rows, cols, per;
   int64_t n1, st[4], start, dr, mid, T; /* copy: inner count, strides; rope: channel range, positions */
   int accumulate;
@@ -54,6 +57,12 @@ static void rg_task(void* ctx, int t, int thread) {
     case 4: {
       const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
       SELECT_ISA(dsv3_copy_strided)(j->a, j->out, s, e, j->n1, j->cols, j->st[0], j->st[1], j->st[2], j->st[3], j->accumulate);
+      break;
+    }
+    case 6: {
+      /* the gather copies rows exactly, so rounding each source row gives gather + bf16Round's bits */
+      const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
+      for (int64_t r = s; r < e; r++) SELECT_ISA(dsv3_bf16_round)(j->a + (int64_t)j->idx[r] * j->cols, j->out16 + r * j->cols, j->cols);
       break;
     }
     default: {
@@ -140,6 +149,30 @@ static napi_value rg_indexed(napi_env env, napi_callback_info info, int kind) {
 }
 
 static napi_value js_gather_rows(napi_env env, napi_callback_info info) { return rg_indexed(env, info, 0); }
+
+/* gatherRowsBf16(src, idx, dst16, rows, cols): dst16[r, :] = bf16 bits of src[idx[r], :] */
+static napi_value js_gather_rows_bf16(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 5);
+  rg_job j = {0};
+  j.kind = 6;
+  if (fz_dims(env, argv[3], "rows", argv[4], "cols", &j.rows, &j.cols)) return NULL;
+  float* src;
+  void* dst;
+  if (fz_f32(env, argv[0], "src", 0, &src) ||
+      fz_typed(env, argv[2], napi_uint16_array, "dst16", (size_t)(j.rows * j.cols), &dst))
+    return NULL;
+  size_t ilen = 0, off;
+  napi_value ab;
+  napi_typedarray_type type;
+  void* data;
+  napi_get_typedarray_info(env, argv[0], &type, &ilen, &data, &ab, &off);
+  const int64_t limit = j.cols > 0 ? (int64_t)ilen / j.cols : 0;
+  if (j.cols > 0 && rg_indices(env, argv[1], j.rows, limit, &j.idx)) return NULL;
+  j.a = src;
+  j.out16 = (uint16_t*)dst;
+  rg_run(&j);
+  return NULL;
+}
 static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) { return rg_indexed(env, info, 1); }
 
 /* rowDot(a, b, out, rows, cols) / scaleRows(x, s, y, rows, cols) */
@@ -246,6 +279,7 @@ void dsv3_register_rowops(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "copyStrided", js_copy_strided);
   dsv3_export(env, exports, "ropeRows", js_rope_rows);
   dsv3_export(env, exports, "gatherRows", js_gather_rows);
+  dsv3_export(env, exports, "gatherRowsBf16", js_gather_rows_bf16);
   dsv3_export(env, exports, "scatterAddRows", js_scatter_add_rows);
   dsv3_export(env, exports, "rowDot", js_row_dot);
   dsv3_export(env, exports, "scaleRows", js_scale_rows);

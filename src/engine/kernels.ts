@@ -177,6 +177,11 @@ export interface Kernels {
    */
   gatherRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
   /**
+   * gatherRows (no scale) rounded to bf16: dst16[r*cols + c] = bf16 bits of src[idx[r]*cols + c],
+   * the bits of gatherRows + bf16Round without the float32 copy (the experts' bf16 GEMM operands).
+   */
+  gatherRowsBf16(src: Float32Array, idx: Int32Array, dst16: Uint16Array, rows: number, cols: number): void;
+  /**
    * dst[idx[i], :] += s_i * src[i, :] for i = 0, 1, ... in order (repeated indices accumulate;
    * each element is one fused multiply-add, rounded once).
    */
@@ -219,6 +224,18 @@ export interface Kernels {
   siluMul(g: Float32Array, u: Float32Array, y: Float32Array, n: number): void;
   /** dg = dy * u * silu'(g), du = dy * silu(g). */
   siluMulBackward(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /**
+   * siluMul(g, u, y, n) and bf16Round of g into g16 and of u into u16, in one pass (the bf16
+   * SwiGLU's forward: the backward keeps g, u as bf16): the same bits as the three calls.
+   */
+  siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void;
+  /**
+   * siluMulBackward of g, u given as bf16 bits (widened exactly): the same bits as bf16Widen
+   * of both and siluMulBackward, without float32 copies of g and u.
+   */
+  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /** siluMul of g, u given as bf16 bits (widened exactly): the bits of bf16Widen + siluMul. */
+  siluMulBf16(g16: Uint16Array, u16: Uint16Array, y: Float32Array, n: number): void;
   /**
    * Cross-entropy over a large vocabulary without materialising probabilities:
    * loss[r] = logsumexp(logits[r,:]) - logits[r, targets[r]], lse[r] = logsumexp(logits[r,:]).

@@ -3,10 +3,10 @@
  *   FFN(x) = W2 (silu(W1 x) * W3 x),  silu(z) = z * sigmoid(z),
  * whose elementwise core silu(g) * u is fused on kernels().siluMul / siluMulBackward.
  * With `{ bf16: true }` (BF16 mixed-precision training) the backward keeps g and u as bf16
- * copies (half the bytes) and widens them back, as the grouped experts do (ops/grouped.ts).
+ * copies (half the bytes), rounded in the forward's own pass (siluMulRound) and widened block
+ * by block inside the backward's (siluMulBackwardBf16), as the grouped experts keep theirs.
  */
 import { attach, isGradEnabled } from '../autograd.js';
-import { dropActivations } from '../arena.js';
 import { allocBf16 } from './bf16-linear.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
@@ -26,32 +26,25 @@ export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean } = {}): Te
   const ud = dataOf(u);
   const n = gd.length;
   const y = allocUninit(n); // siluMul / siluMulBackward write every element
-  if (n > 0) kernels().siluMul(gd, ud, y, n);
-  const out = new Tensor(y, g.shape, 'f32');
-  if (!g.requiresGrad && !u.requiresGrad) return out;
   const k = kernels();
-  const g16 = o.bf16 && isGradEnabled() ? allocBf16(n) : null;
+  const grad = g.requiresGrad || u.requiresGrad;
+  // bf16: g, u rounded to bf16 in the SwiGLU's own pass (siluMulRound)
+  const g16 = grad && o.bf16 && isGradEnabled() ? allocBf16(n) : null;
   const u16 = g16 ? allocBf16(n) : null;
-  if (g16 && n > 0) {
-    k.bf16Round(gd, g16, n);
-    k.bf16Round(ud, u16!, n);
+  if (n > 0) {
+    if (g16) k.siluMulRound(gd, ud, y, g16, u16!, n);
+    else k.siluMul(gd, ud, y, n);
   }
+  const out = new Tensor(y, g.shape, 'f32');
+  if (!grad) return out;
   const [gs, us] = g16 ? [null, null] : [gd, ud]; // what the closure reads of the float32 inputs
   return attach(out, 'swiglu', [g, u], (dy) => {
     const dg = allocUninit(n);
     const du = allocUninit(n);
-    let gw = gs;
-    let uw = us;
-    if (g16) {
-      gw = allocUninit(n);
-      uw = allocUninit(n);
-      if (n > 0) {
-        k.bf16Widen(g16, gw, n);
-        k.bf16Widen(u16!, uw, n);
-      }
+    if (n > 0) {
+      if (g16) k.siluMulBackwardBf16(g16, u16!, dataOf(dy), dg, du, n); // g, u widened block by block
+      else k.siluMulBackward(gs!, us!, dataOf(dy), dg, du, n);
     }
-    if (n > 0) k.siluMulBackward(gw!, uw!, dataOf(dy), dg, du, n);
-    if (g16) dropActivations(gw, uw);
     return [g.requiresGrad ? new Tensor(dg, g.shape, 'f32') : null, u.requiresGrad ? new Tensor(du, u.shape, 'f32') : null];
   }, g16 ? [] : [gd, ud], [g16, u16]);
 }

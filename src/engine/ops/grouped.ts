@@ -215,6 +215,23 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
   for (let p = 0; p < P; p++) gp[p] = gd[slots[p]!]!;
   const routed = P > 0 && D > 0 && I > 0;
   const buf = scratchBuf;
+  const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
+  const needGrad = x.requiresGrad || gates.requiresGrad || params.some((t) => t.requiresGrad);
+  // bf16: what the backward keeps of G, U (and the shared Gs, Us) is their bf16 rounding,
+  // written by the SwiGLU's pass (siluMulRound) instead of passes of their own
+  const keep16 = bf16 && needGrad;
+  /** y = silu(g) * u, and (keep16) g, u rounded to bf16 into fresh buffers */
+  const swiglu = (g: Float32Array, u: Float32Array, y: Float32Array, n: number): [Uint16Array | null, Uint16Array | null] => {
+    if (!keep16) {
+      k.siluMul(g, u, y, n);
+      return [null, null];
+    }
+    const g16 = allocBf16(n);
+    const u16 = allocBf16(n);
+    k.siluMulRound(g, u, y, g16, u16, n);
+    return [g16, u16];
+  };
+  let [Gs16, Us16, G16, U16]: (Uint16Array | null)[] = [null, null, null, null];
 
   // shared expert: its down GEMM (beta 0) writes all of out
   const Gs = sw ? (bf16 ? buf('Gs', N * Is) : allocUninit(N * Is)) : null;
@@ -225,16 +242,17 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     gemmAny(false, true, N, Is, D, xA, D, sw.g, D, 0, Gs!, Is);
     gemmAny(false, true, N, Is, D, xA, D, sw.u, D, 0, Us!, Is);
     const Hs = buf('Hs', N * Is);
-    k.siluMul(Gs!, Us!, Hs, N * Is);
+    [Gs16, Us16] = swiglu(Gs!, Us!, Hs, N * Is);
     gemmAny(false, true, N, D, Is, Hs, Is, sw.d, Is, 0, out, D);
   }
   // routed experts
   const G = bf16 ? buf('G', P * I) : allocUninit(P * I); // every row belongs to one expert, whose GEMMs write it
   const U = bf16 ? buf('U', P * I) : allocUninit(P * I);
   if (routed) {
-    const X = buf('X', P * D);
-    k.gatherRows(xd, rows, null, X, P, D);
-    const XA = asB(X, () => scratchBuf16('X16', P * D)); // bf16: rounded once for both GEMMs (the backward's X16 scratch)
+    // bf16: X gathered straight into bf16, once for both GEMMs (the backward's X16 scratch)
+    let XA: Operand;
+    if (bf16) k.gatherRowsBf16(xd, rows, (XA = scratchBuf16('X16', P * D)), P, D);
+    else k.gatherRows(xd, rows, null, (XA = buf('X', P * D)), P, D);
     const H = buf('H', P * I);
     const Y = buf('Y', P * D);
     const gu = new GemmBatch(); // G_e = X_e W1_e^T, U_e = X_e W3_e^T
@@ -247,21 +265,17 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       down.add(n, D, I, H.subarray(a * I), wdn[e]!, Y.subarray(a * D));
     }
     gu.run(false, true, D, D, 0, I);
-    k.siluMul(G, U, H, P * I);
+    [G16, U16] = swiglu(G, U, H, P * I);
     down.run(false, true, I, I, 0, D);
     k.scatterAddRows(Y, rows, gp, out, P, D);
   }
   const result = new Tensor(out, [N, D], 'f32');
-  const params = [...w.gate, ...w.up, ...w.down, ...(sh ? [sh.gate, sh.up, sh.down] : [])];
-  if (!x.requiresGrad && !gates.requiresGrad && !params.some((t) => t.requiresGrad)) return result;
-  // bf16: what the backward keeps of G, U (and the shared Gs, Us) is their bf16 rounding
-  const saved16 = (src: Float32Array | null): Uint16Array | null => {
-    if (!bf16 || !src) return null;
-    const d = allocBf16(src.length);
-    k.bf16Round(src, d, src.length);
-    return d;
-  };
-  const [G16, U16, Gs16, Us16] = [saved16(G), saved16(U), saved16(Gs), saved16(Us)];
+  if (!needGrad) return result;
+  if (keep16) {
+    // (no SwiGLU ran where there are no rows or no shared expert: empty or absent copies)
+    if (!routed) [G16, U16] = [allocBf16(P * I), allocBf16(P * I)];
+    if (Gs && !Gs16) [Gs16, Us16] = [allocBf16(N * Is), allocBf16(N * Is)];
+  }
 
   return attach(result, 'groupedExperts', [x, gates, ...params], (g) => {
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers
@@ -269,15 +283,28 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     const buf = deferring ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
     const buf16 = deferring ? (_: string, n: number): Uint16Array => new Uint16Array(n) : scratchBuf16;
     const dout = dataOf(g);
-    // bf16: G, U (Gs, Us) widened from their saved bf16 copies into scratch
-    const widened = (name: string, src: Uint16Array | null, f32: Float32Array | null): Float32Array | null => {
-      if (!src) return f32;
-      const d = scratchBuf(name, src.length);
-      k.bf16Widen(src, d, src.length);
+    // bf16: the SwiGLU's recompute and backward read G, U (Gs, Us) from their saved bf16 copies,
+    // widened block by block inside the kernels (siluMulBf16, siluMulBackwardBf16)
+    const swigluY = (g32: Float32Array | null, u32: Float32Array | null, g16: Uint16Array | null, u16: Uint16Array | null, y: Float32Array, n: number): void => {
+      if (g16) k.siluMulBf16(g16, u16!, y, n);
+      else k.siluMul(g32!, u32!, y, n);
+    };
+    const swigluBack = (g32: Float32Array | null, u32: Float32Array | null, g16: Uint16Array | null, u16: Uint16Array | null,
+      dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void => {
+      if (g16) k.siluMulBackwardBf16(g16, u16!, dy, dg, du, n);
+      else k.siluMulBackward(g32!, u32!, dy, dg, du, n);
+    };
+    /** rows of `src` gathered by expert (the plan's order): as is, or (bf16) rounded straight into bf16 */
+    const gathered = (src: Float32Array, name: string, name16: string): Operand => {
+      if (!bf16) {
+        const d = buf(name, P * D);
+        k.gatherRows(src, rows, null, d, P, D);
+        return d;
+      }
+      const d = buf16(name16, P * D);
+      k.gatherRowsBf16(src, rows, d, P, D);
       return d;
     };
-    // (into the scratch the forward computed them in: G, U, Gs, Us are free again by now)
-    const [Gb, Ub, Gsb, Usb] = [widened('G', G16, G), widened('U', U16, U), widened('Gs', Gs16, Gs), widened('Us', Us16, Us)];
     const wGrads: (Tensor | null)[] = params.map(() => null);
     /**
      * dW (+)= A^T B for weight param i ([m, n], A [rows, m], B [rows, n]) into its .grad (or a
@@ -298,14 +325,14 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     const dgates = gates.requiresGrad ? alloc(N * K) : null;
     if (sw && N * D > 0) {
       const Hs = buf('Hs', N * Is);
-      k.siluMul(Gsb!, Usb!, Hs, N * Is);
+      swigluY(Gs, Us, Gs16, Us16, Hs, N * Is);
       const dHs = buf('dHs', N * Is);
       const doutA = asB(dout, () => buf16('dout16', N * D)); // bf16: each A operand below rounded once for its two GEMMs
       gemmAny(false, false, N, Is, D, doutA, D, sw.d, Is, 0, dHs, Is);
       weightGrad(3 * E + 2, D, Is, N, doutA, asB(Hs, () => buf16('Hs16', N * Is)));
       const dGs = buf('dGs', N * Is);
       const dUs = buf('dUs', N * Is);
-      k.siluMulBackward(Gsb!, Usb!, dHs, dGs, dUs, N * Is);
+      swigluBack(Gs, Us, Gs16, Us16, dHs, dGs, dUs, N * Is);
       const xB = asB(xd, () => buf16('x16', N * D));
       const [dGsA, dUsA] = [asB(dGs, () => buf16('dGs16', N * Is)), asB(dUs, () => buf16('dUs16', N * Is))];
       weightGrad(3 * E, Is, D, N, dGsA, xB);
@@ -316,11 +343,9 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       }
     }
     if (routed) {
-      const dY = buf('Y', P * D); // dout rows of each pair, unscaled
-      k.gatherRows(dout, rows, null, dY, P, D);
-      const dYA = asB(dY, () => buf16('dY16', P * D)); // bf16: rounded once for dh and dw2
+      const dYA = gathered(dout, 'Y', 'dY16'); // dout rows of each pair, unscaled (bf16: rounded once for dh and dw2)
       const H = buf('H', P * I);
-      k.siluMul(Gb!, Ub!, H, P * I);
+      swigluY(G, U, G16, U16, H, P * I);
       const dH = buf('dH', P * I);
       const dh = new GemmBatch(); // dHu_e = dY_e W2_e
       for (let e = 0; e < E; e++) {
@@ -346,13 +371,11 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       dw2.run(true, false, D, I, 0, I);
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
-      k.siluMulBackward(Gb!, Ub!, dH, dG, dU, P * I);
+      swigluBack(G, U, G16, U16, dH, dG, dU, P * I);
       // bf16: dG, dU rounded once for their Wgrad and Dgrad GEMMs
       const [dGA, dUA] = [asB(dG, () => buf16('dG16', P * I)), asB(dU, () => buf16('dU16', P * I))];
-      const X = buf('X', P * D);
-      k.gatherRows(xd, rows, null, X, P, D);
-      const XB = asB(X, () => buf16('X16', P * D));
-      const dX = buf('Y', P * D); // dY is no longer needed
+      const XB = gathered(xd, 'X', 'X16');
+      const dX = buf('Y', P * D); // dY (float32: its scratch) is no longer needed
       const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e
       const dxg = new GemmBatch(); // dX_e = dG_e W1_e ...
       const dxu = new GemmBatch(); // ... + dU_e W3_e

@@ -2,8 +2,13 @@
  * Reference bfloat16 conversions (Kernels.bf16Round / Kernels.bf16Widen): plain loops over
  * dtype.ts's f32ToBf16 (round to nearest even, NaN kept a quiet NaN, subnormals kept) and the
  * exact widening. The native copies (native/src/isa/bf16_convert.c) must match them bit for bit.
+ * Also the fused bf16 forms siluMulRound / siluMulBf16 / siluMulBackwardBf16 and gatherRowsBf16:
+ * rows.ts's siluMul / siluMulBackward and gather.ts's gatherRows composed with these
+ * conversions (native: native/src/elementwise_napi.c, native/src/rowops_napi.c).
  */
 import { f32ToBf16 } from '../dtype.js';
+import { siluMul, siluMulBackward } from './rows.js';
+import { gatherRows } from './gather.js';
 
 function check(name: string, a: { length: number }, an: string, b: { length: number }, bn: string, n: number): void {
   if (!Number.isInteger(n) || n < 0) throw new RangeError(`${name}: n must be a non-negative integer, got ${n}`);
@@ -34,4 +39,46 @@ export function bf16Widen(h: Uint16Array, out: Float32Array, n: number): void {
   check('bf16Widen', h, 'h', out, 'out', n);
   const o32 = new Uint32Array(out.buffer, out.byteOffset, n);
   for (let i = 0; i < n; i++) o32[i] = h[i]! << 16;
+}
+
+/** Kernels.siluMulRound: siluMul(g, u, y), then bf16Round of g into g16 and of u into u16. */
+export function siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void {
+  check('siluMulRound', g, 'g', u, 'u', n);
+  check('siluMulRound', y, 'y', g16, 'g16', n);
+  check('siluMulRound', u16, 'u16', u16, 'u16', n);
+  siluMul(g, u, y, n);
+  bf16Round(g, g16, n);
+  bf16Round(u, u16, n);
+}
+
+/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward. */
+export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void {
+  check('siluMulBackwardBf16', g16, 'g16', u16, 'u16', n);
+  check('siluMulBackwardBf16', dy, 'dy', dg, 'dg', n);
+  check('siluMulBackwardBf16', du, 'du', du, 'du', n);
+  const g = new Float32Array(n);
+  const u = new Float32Array(n);
+  bf16Widen(g16, g, n);
+  bf16Widen(u16, u, n);
+  siluMulBackward(g, u, dy, dg, du, n);
+}
+
+/** Kernels.siluMulBf16: bf16Widen of g16 and u16, then siluMul. */
+export function siluMulBf16(g16: Uint16Array, u16: Uint16Array, y: Float32Array, n: number): void {
+  check('siluMulBf16', g16, 'g16', u16, 'u16', n);
+  check('siluMulBf16', y, 'y', y, 'y', n);
+  const g = new Float32Array(n);
+  const u = new Float32Array(n);
+  bf16Widen(g16, g, n);
+  bf16Widen(u16, u, n);
+  siluMul(g, u, y, n);
+}
+
+/** Kernels.gatherRowsBf16: gatherRows (no scale) into a float32 copy, then bf16Round. */
+export function gatherRowsBf16(src: Float32Array, idx: Int32Array, dst16: Uint16Array, rows: number, cols: number): void {
+  const n = rows * cols;
+  if (dst16.length < n) throw new RangeError(`gatherRowsBf16: dst16 has ${dst16.length} elements, the call needs ${n}`);
+  const tmp = new Float32Array(n);
+  gatherRows(src, idx, null, tmp, rows, cols);
+  bf16Round(tmp, dst16, n);
 }

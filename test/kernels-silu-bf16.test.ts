@@ -1,0 +1,145 @@
+// The fused bf16 kernels of the BF16 experts and SwiGLU (native/src/elementwise_napi.c,
+// native/src/rowops_napi.c): siluMulRound (siluMul + bf16Round of g and u in one pass),
+// siluMulBf16 / siluMulBackwardBf16 (siluMul / siluMulBackward of g, u given as bf16 bits) and
+// gatherRowsBf16 (gatherRows + bf16Round). Under every ISA and 1 and 2 threads, the native
+// fused kernels must give the bits of the native unfused calls they replace (so training results
+// do not change), and match the TypeScript reference (the rounded bits exactly; y, dg, du to the
+// tolerance of the siluMul test in kernels-native.test.ts). Sizes cover vector tails, the
+// 1024-element blocks, and the threaded split.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { nativeForTests } from './helpers/native-configs.js';
+import { referenceKernels as ref } from '../src/engine/reference/index.js';
+import { rng } from './helpers/random.js';
+
+const { A, opts, eachConfig } = nativeForTests();
+const SIZES = [0, 1, 7, 17, 1023, 1024, 1025, 3000, (1 << 15) + 33, (1 << 18) + 5];
+
+function data(r: () => number, n: number, scale: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (2 * r() - 1) * scale;
+  if (n > 6) [a[0], a[1], a[2], a[3], a[4], a[5]] = [-100, 100, -88.5, 0, -0, 1 + 2 ** -8]; // exp limits, signed zero, an RNE tie
+  return a;
+}
+const bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+function close(got: Float32Array, want: Float32Array, what: string, rtol = 1e-5): void {
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  const tol = rtol * scale + 1e-30;
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i]! - want[i]!) <= tol)) assert.fail(`${what}[${i}]: ${got[i]}, reference ${want[i]} (tol ${tol})`);
+  }
+}
+
+test('siluMulRound: native equals siluMul + bf16Round (native, bit for bit) and the reference', opts, () => {
+  const r = rng(11);
+  for (const n of SIZES) {
+    const g = data(r, n, 8);
+    const u = data(r, n, 2);
+    const yRef = new Float32Array(n), g16Ref = new Uint16Array(n), u16Ref = new Uint16Array(n);
+    ref.siluMulRound(g, u, yRef, g16Ref, u16Ref, n);
+    eachConfig((c) => {
+      const y = new Float32Array(n + 1).fill(-3), g16 = new Uint16Array(n + 1).fill(0xabcd), u16 = new Uint16Array(n + 1).fill(0xabcd);
+      A.siluMulRound(g, u, y, g16, u16, n);
+      const y0 = new Float32Array(n), g0 = new Uint16Array(n), u0 = new Uint16Array(n);
+      A.siluMul(g, u, y0, n);
+      A.bf16Round(g, g0, n);
+      A.bf16Round(u, u0, n);
+      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y n=${n} ${c}`);
+      assert.deepEqual(g16.subarray(0, n), g0, `g16 n=${n} ${c}`);
+      assert.deepEqual(u16.subarray(0, n), u0, `u16 n=${n} ${c}`);
+      assert.deepEqual([y[n], g16[n], u16[n]], [-3, 0xabcd, 0xabcd], `writes stop at n=${n} ${c}`);
+      assert.deepEqual(g16.subarray(0, n), g16Ref, `g16 vs reference n=${n} ${c}`);
+      assert.deepEqual(u16.subarray(0, n), u16Ref, `u16 vs reference n=${n} ${c}`);
+      close(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
+    });
+  }
+});
+
+test('siluMulBackwardBf16: native equals bf16Widen + siluMulBackward (native, bit for bit) and the reference', opts, () => {
+  const r = rng(12);
+  for (const n of SIZES) {
+    const g16 = new Uint16Array(n), u16 = new Uint16Array(n);
+    ref.bf16Round(data(r, n, 8), g16, n);
+    ref.bf16Round(data(r, n, 2), u16, n);
+    const dy = data(r, n, 1);
+    const dgRef = new Float32Array(n), duRef = new Float32Array(n);
+    ref.siluMulBackwardBf16(g16, u16, dy, dgRef, duRef, n);
+    eachConfig((c) => {
+      const dg = new Float32Array(n + 1).fill(-3), du = new Float32Array(n + 1).fill(-3);
+      A.siluMulBackwardBf16(g16, u16, dy, dg, du, n);
+      const g = new Float32Array(n), u = new Float32Array(n), dg0 = new Float32Array(n), du0 = new Float32Array(n);
+      A.bf16Widen(g16, g, n);
+      A.bf16Widen(u16, u, n);
+      A.siluMulBackward(g, u, dy, dg0, du0, n);
+      assert.deepEqual(bits(dg.subarray(0, n)), bits(dg0), `dg n=${n} ${c}`);
+      assert.deepEqual(bits(du.subarray(0, n)), bits(du0), `du n=${n} ${c}`);
+      assert.deepEqual([dg[n], du[n]], [-3, -3], `writes stop at n=${n} ${c}`);
+      close(dg.subarray(0, n), dgRef, `dg vs reference n=${n} ${c}`);
+      close(du.subarray(0, n), duRef, `du vs reference n=${n} ${c}`);
+    });
+  }
+});
+
+test('siluMulBf16: native equals bf16Widen + siluMul (native, bit for bit) and the reference', opts, () => {
+  const r = rng(13);
+  for (const n of SIZES) {
+    const g16 = new Uint16Array(n), u16 = new Uint16Array(n);
+    ref.bf16Round(data(r, n, 8), g16, n);
+    ref.bf16Round(data(r, n, 2), u16, n);
+    const yRef = new Float32Array(n);
+    ref.siluMulBf16(g16, u16, yRef, n);
+    eachConfig((c) => {
+      const y = new Float32Array(n + 1).fill(-3);
+      A.siluMulBf16(g16, u16, y, n);
+      const g = new Float32Array(n), u = new Float32Array(n), y0 = new Float32Array(n);
+      A.bf16Widen(g16, g, n);
+      A.bf16Widen(u16, u, n);
+      A.siluMul(g, u, y0, n);
+      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y n=${n} ${c}`);
+      assert.equal(y[n], -3, `writes stop at n=${n} ${c}`);
+      close(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
+    });
+  }
+});
+
+test('gatherRowsBf16: native equals gatherRows + bf16Round (native and reference, bit for bit)', opts, () => {
+  const r = rng(14);
+  for (const [srcRows, rows, cols] of [[1, 0, 5], [5, 9, 1], [7, 13, 17], [40, 300, 256], [64, 2100, 33]] as const) {
+    const src = data(r, srcRows * cols, 3);
+    const su = new Uint32Array(src.buffer);
+    for (let i = 7; i < src.length; i += 29) su[i] = (r() * 2 ** 32) >>> 0; // every exponent, NaN payloads
+    const idx = Int32Array.from({ length: rows }, () => Math.floor(r() * srcRows));
+    const want = new Uint16Array(rows * cols);
+    ref.gatherRowsBf16(src, idx, want, rows, cols);
+    const tmp = new Float32Array(rows * cols), want2 = new Uint16Array(rows * cols);
+    ref.gatherRows(src, idx, null, tmp, rows, cols);
+    ref.bf16Round(tmp, want2, rows * cols);
+    assert.deepEqual(want, want2);
+    eachConfig((c) => {
+      const got = new Uint16Array(rows * cols + 1).fill(0xabcd);
+      A.gatherRowsBf16(src, idx, got, rows, cols);
+      const t32 = new Float32Array(rows * cols), n16 = new Uint16Array(rows * cols);
+      A.gatherRows(src, idx, null, t32, rows, cols);
+      A.bf16Round(t32, n16, rows * cols);
+      assert.deepEqual(got.subarray(0, rows * cols), n16, `native unfused ${rows}x${cols} ${c}`);
+      assert.deepEqual(got.subarray(0, rows * cols), want, `reference ${rows}x${cols} ${c}`);
+      assert.equal(got[rows * cols], 0xabcd, `writes stop ${c}`);
+    });
+  }
+});
+
+test('fused bf16 kernels: short or mistyped buffers are errors naming the argument', opts, () => {
+  const f = new Float32Array(8), h = new Uint16Array(8), hs = new Uint16Array(4);
+  const a = A as unknown as Record<string, (...args: unknown[]) => void>;
+  assert.throws(() => a.siluMulRound!(f, f, f, h, hs, 8), (e: Error) => e instanceof RangeError && /u16/.test(e.message));
+  assert.throws(() => a.siluMulRound!(f, f, f, f, h, 8), (e: Error) => /g16/.test(e.message));
+  assert.throws(() => a.siluMulBackwardBf16!(h, h, f, f, new Float32Array(3), 8), (e: Error) => e instanceof RangeError && /du/.test(e.message));
+  assert.throws(() => a.siluMulBackwardBf16!(f, h, f, f, f, 8), (e: Error) => /g16/.test(e.message));
+  assert.throws(() => a.siluMulBf16!(h, h, new Float32Array(3), 8), (e: Error) => e instanceof RangeError && /\by\b/.test(e.message));
+  assert.throws(() => a.gatherRowsBf16!(f, Int32Array.of(0, 9), new Uint16Array(8), 2, 4), (e: Error) => e instanceof RangeError && /idx/.test(e.message));
+  assert.throws(() => a.gatherRowsBf16!(f, Int32Array.of(0, 1), new Uint16Array(7), 2, 4), (e: Error) => e instanceof RangeError && /dst16/.test(e.message));
+  for (const k of [ref.siluMulRound, ref.siluMulBackwardBf16] as const) {
+    assert.throws(() => (k as (...args: unknown[]) => void)(f, f, f, hs, hs, 8), RangeError);
+  }
+});
