@@ -11,6 +11,9 @@
  *   - a >= 448 and infinities: code 0x7E, value 448; NaN: code 0x7F, value NaN (0x7FC00000);
  *   - the sign bit is ORed back (to the value only where it is non-zero when no codes are
  *     written: the reference's float64 rounding yields +0 there, see fp8_quant.h).
+ * The AVX-512 copy encodes q0 = x * float32(1/s) instead, with the exponent-based encoder
+ * q8_enc_fast (no division); wherever q0 lies so near an E4M3 rounding midpoint that q0 and the true quotient might
+ * round apart (about 1 lane in 2^16), that vector is divided and encoded by q8_enc. Same codes.
  * The dequantised output is value * s, exactly float32(e4m3(code) * s). No float32 denormal is
  * produced or consumed on the vector paths, so the MXCSR DAZ/FTZ state does not matter.
  * Decoding (fp8Dequant) is the inverse with normal floats only: for the 7-bit magnitude m of a
@@ -220,7 +223,7 @@ static inline q8_consts q8_consts_init(void) { return 0; }
 
 /* n lanes (1..VL) of x / s -> codes (wc) and dequantised values (wv); r = float32(1 / s). The
  * AVX-512 copy encodes x * r instead of the division, except for a vector with a lane whose
- * rounding x * r might decide differently (q8_near_tie: about 1 lane in 2^15), which divides. */
+ * rounding x * r might decide differently (q8_enc_fast returns 0: about 1 lane in 2^16), which divides. */
 SIMD_INLINE void q8_lanes(const q8_consts* K, const float* x, vf s, vf r, int n, uint8_t* codes, float* out, int wc, int wv) {
   vi c;
   vf v;
