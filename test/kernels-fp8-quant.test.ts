@@ -231,3 +231,39 @@ test('native fp8 quantisers validate their arguments before touching memory', op
   assert.throws(() => A.fp8Dequant(codes, new Float32Array(2), 3, 100, 1, out), RangeError, 'dequant scales too short');
   assert.throws(() => A.fp8Dequant(codes, scales, 3, 100, 1, new Float32Array(10)), RangeError, 'dequant out too short');
 });
+
+// The AVX-512 encoder multiplies by float32(1/s) and divides only where that product lies near an
+// E4M3 rounding midpoint (isa/fp8_quant.c q8_enc_fast). These inputs put float32(x / s) within a
+// few ulps of a midpoint (normal and E4M3-subnormal ones), on both sides, for many scales: the
+// codes and values must still equal the reference's true division bit for bit.
+function nearTies(seed: number, rows: number, cols: number): Float32Array {
+  const r = rng(seed);
+  const x = new Float32Array(rows * cols);
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  for (let i = 0; i < rows; i++) {
+    const amax = Math.fround(0.01 + 100 * r()); // the first element of each row (and column tile) sets the scale
+    x[i * cols] = amax;
+    const s = Math.fround(Math.max(amax, 1e-4) / 448);
+    for (let j = 1; j < cols; j++) {
+      // a midpoint between neighbouring E4M3 values: normal (mantissa m + 1/2 in binade e) or subnormal ((n + 1/2) * 2^-9)
+      const mid = r() < 0.8 ? (8 + Math.floor(8 * r()) + 0.5) * 2 ** (Math.floor(15 * r()) - 9) : (Math.floor(8 * r()) + 0.5) * 2 ** -9;
+      f32[0] = Math.min(mid, 440) * s;
+      u32[0] += Math.floor(17 * r()) - 8; // within +-8 ulp of s * mid
+      x[i * cols + j] = r() < 0.5 ? f32[0] : -f32[0];
+    }
+  }
+  return x;
+}
+
+test('native fp8 quantisers equal the reference on quotients near E4M3 rounding midpoints (every ISA)', opts, () => {
+  for (const [rows, cols] of [[300, 1000], [1000, 129], [129, 300]] as Array<[number, number]>) {
+    const x = nearTies(rows + cols, rows, cols);
+    for (const kind of KINDS) {
+      for (const mode of MODES) {
+        const want = call(REF[kind], kind, mode, x, cols, rows, cols);
+        eachConfig((cfg) => sameRes(call(A[NATIVE[kind]], kind, mode, x, cols, rows, cols), want, `near ties ${kind} ${mode} [${rows}, ${cols}] ${cfg}`));
+      }
+    }
+  }
+});
