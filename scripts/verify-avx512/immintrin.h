@@ -5,11 +5,14 @@
  * the selected lanes, as the instructions do). */
 #ifndef DSV3_VERIFY_IMMINTRIN_H
 #define DSV3_VERIFY_IMMINTRIN_H
+/* kernels may test this: vectors here are SIMDe structs, not registers (no "v" asm operands) */
+#define DSV3_SIMD_EMULATED 1
 #include_next <immintrin.h>
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 
 static inline simde__m512 dsv3v_mask_loadu_ps(simde__m512 src, simde__mmask16 k, const void* p) {
   float t[16];
@@ -171,4 +174,31 @@ static inline __m256 dsv3v_cvtpd_ps(simde__m512d a) {
 #define _mm512_cvtps_pd dsv3v_cvtps_pd
 #undef _mm512_cvtpd_ps
 #define _mm512_cvtpd_ps dsv3v_cvtpd_ps
+/* fp8_quant.c: VCVTPS2DQ with embedded rounding; only round-to-nearest-even is used (out of
+ * range or NaN -> INT32_MIN, the integer indefinite, as the instruction) */
+static inline simde__m512i dsv3v_cvt_roundps_epi32_nearest(simde__m512 a) {
+  float s[16];
+  int32_t d[16];
+  simde_mm512_storeu_ps(s, a);
+  for (int i = 0; i < 16; i++) {
+    const float r = __builtin_nearbyintf(s[i]);
+    d[i] = r >= -2147483648.0f && r < 2147483648.0f ? (int32_t)r : INT32_MIN;
+  }
+  return simde_mm512_loadu_si512(d);
+}
+#undef _mm512_cvt_roundps_epi32
+#define _mm512_cvt_roundps_epi32(a, r) \
+  (((r) & 3) == _MM_FROUND_TO_NEAREST_INT ? dsv3v_cvt_roundps_epi32_nearest(a) : (abort(), simde_mm512_setzero_si512()))
+/* fp8_quant.c: VPCMPUD (unsigned less-than, one mask bit per lane) */
+static inline simde__mmask16 dsv3v_cmplt_epu32_mask(simde__m512i a, simde__m512i b) {
+  uint32_t x[16], y[16];
+  simde_mm512_storeu_si512(x, a);
+  simde_mm512_storeu_si512(y, b);
+  simde__mmask16 m = 0;
+  for (int i = 0; i < 16; i++)
+    if (x[i] < y[i]) m = (simde__mmask16)(m | (1u << i));
+  return m;
+}
+#undef _mm512_cmplt_epu32_mask
+#define _mm512_cmplt_epu32_mask dsv3v_cmplt_epu32_mask
 #endif

@@ -82,7 +82,11 @@ typedef struct {
   vi abs, expm, b121, k257, tadd, tmask, nine, c968, c7e, c80, c7f, c16, c3, sgn, nanv;
   vf f16, f448;
 } q8_consts;
+#ifdef DSV3_SIMD_EMULATED /* the SIMDe verification build: its vectors are not registers */
+#define Q8_OPAQUE(v) ((void)(v))
+#else
 #define Q8_OPAQUE(v) __asm__("" : "+v"(v))
+#endif
 static inline q8_consts q8_consts_init(void) {
   q8_consts k = {I_(0x7fffffff), I_(0x7f800000), I_(121 << 23), I_(257u << 23), I_(4 - 0x40000), I_(0x7ffff), I_(9),
                  I_(968), I_(0x7e), I_(0x80), I_(0x7f), I_(16), I_(3 << 23), I_(0x80000000u), I_(0x7fc00000),
