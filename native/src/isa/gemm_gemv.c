@@ -158,6 +158,37 @@ static inline __attribute__((always_inline)) void nt_block_dp_at(const gemm_prob
       put(P, i0 + i, j + r, t);
     }
 }
+/* m = 1 (batch-1 decode): one weight row at a time, 4 accumulators (128 bf16 = 256 bytes per
+ * step), and a software prefetch GEMV_PF bytes ahead of the read position along the contiguous
+ * rows (into the next rows near a row's end). A single sequential stream per thread with a
+ * prefetch a few KiB ahead streams at the memory roofline; 4 interleaved rows (nt_block_dp)
+ * measured ~0.65-0.75 of it (BENCHMARKS.md, issue 12). pend: end of the rows this call reads
+ * (no prefetch past it). */
+#define GEMV_PF 4096
+static inline void nt_row_dp1(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const char* pend) {
+  const int64_t k = P->k;
+  const uint16_t* w = P->bh + j * P->ldb;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t p = 0;
+  for (; p + 128 <= k; p += 128) {
+    const char* f = (const char*)(w + p) + GEMV_PF;
+    if (f < pend) {
+      _mm_prefetch(f, _MM_HINT_T1);
+      _mm_prefetch(f + 64, _MM_HINT_T1);
+      _mm_prefetch(f + 128, _MM_HINT_T1);
+      _mm_prefetch(f + 192, _MM_HINT_T1);
+    }
+    a0 = _mm512_dpbf16_ps(a0, as_bh(_mm512_loadu_si512((const void*)(ah + p))), as_bh(_mm512_loadu_si512((const void*)(w + p))));
+    a1 = _mm512_dpbf16_ps(a1, as_bh(_mm512_loadu_si512((const void*)(ah + p + 32))), as_bh(_mm512_loadu_si512((const void*)(w + p + 32))));
+    a2 = _mm512_dpbf16_ps(a2, as_bh(_mm512_loadu_si512((const void*)(ah + p + 64))), as_bh(_mm512_loadu_si512((const void*)(w + p + 64))));
+    a3 = _mm512_dpbf16_ps(a3, as_bh(_mm512_loadu_si512((const void*)(ah + p + 96))), as_bh(_mm512_loadu_si512((const void*)(w + p + 96))));
+  }
+  for (; p + 32 <= k; p += 32)
+    a0 = _mm512_dpbf16_ps(a0, as_bh(_mm512_loadu_si512((const void*)(ah + p))), as_bh(_mm512_loadu_si512((const void*)(w + p))));
+  float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; p < k; p++) t += ar[p] * gemm_bf16_to_f32(w[p]);
+  put(P, 0, j, t);
+}
 static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
                                                               int64_t j, const int M, const int R, const int pf) {
   nt_block_dp_at(P, ah, ar, 0, j, M, R, pf);
@@ -242,6 +273,11 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   }
 #endif
 #if defined(DSV3_ISA_AVX512)
+  if (P->dp && m == 1) {
+    const char* pend = (const char*)(P->bh + (j1 - 1) * P->ldb + P->k);
+    for (; j < j1; j++) nt_row_dp1(P, X->ah, ar, j, pend);
+    return;
+  }
   if (P->dp) {
 #define DP_CASE(M)                                                                  \
   case M:                                                                           \
