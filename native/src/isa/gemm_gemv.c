@@ -126,6 +126,31 @@ static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, c
 }
 #endif
 
+#ifdef V
+/* m = 1 with bf16 weights, widen + FMA (AVX2, AVX-512 without avx512_bf16): as nt_row_dp1, one
+ * weight row at a time, 4 accumulators, a prefetch 4 KiB ahead along the contiguous rows. */
+#define GEMV_PF_BF 4096
+static inline void nt_row_bf1(const gemm_prob* P, const float* ar, int64_t j, const char* pend) {
+  const int64_t k = P->k;
+  const uint16_t* w = P->bh + j * P->ldb;
+  V a0 = VZERO, a1 = VZERO, a2 = VZERO, a3 = VZERO;
+  int64_t p = 0;
+  for (; p + 4 * W <= k; p += 4 * W) {
+    const char* f = (const char*)(w + p) + GEMV_PF_BF;
+    if (f < pend)
+      for (int o = 0; o < 4 * W * 2; o += 64) _mm_prefetch(f + o, _MM_HINT_T1);
+    a0 = VFMA(VLOADU(ar + p), widen(w + p), a0);
+    a1 = VFMA(VLOADU(ar + p + W), widen(w + p + W), a1);
+    a2 = VFMA(VLOADU(ar + p + 2 * W), widen(w + p + 2 * W), a2);
+    a3 = VFMA(VLOADU(ar + p + 3 * W), widen(w + p + 3 * W), a3);
+  }
+  for (; p + W <= k; p += W) a0 = VFMA(VLOADU(ar + p), widen(w + p), a0);
+  float t = VHSUM(VADD(VADD(a0, a1), VADD(a2, a3)));
+  for (; p < k; p++) t += ar[p] * gemm_bf16_to_f32(w[p]);
+  put(P, 0, j, t);
+}
+#endif
+
 #if defined(DSV3_ISA_AVX512)
 /* VDPBF16PS dot products: 32 bf16 products of one row pair per instruction. */
 static inline __m512bh as_bh(__m512i x) {
@@ -305,6 +330,11 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
     for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 0, 0);                           \
   }
   /* M*R*U accumulators: 8 on AVX2 (16 registers), up to 16 on AVX-512 (32 registers) */
+  if (P->bf16 && m == 1) {
+    const char* pend = (const char*)(P->bh + (j1 - 1) * P->ldb + P->k);
+    for (; j < j1; j++) nt_row_bf1(P, ar, j, pend);
+    return;
+  }
   switch (m) {
     case 1: NT_LOOP(1, 4, 2); break;
 #if defined(DSV3_ISA_AVX512)
