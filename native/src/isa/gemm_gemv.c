@@ -126,6 +126,31 @@ static inline __attribute__((always_inline)) void nt_block(const gemm_prob* P, c
 }
 #endif
 
+#ifdef V
+/* m = 1 with bf16 weights, widen + FMA (AVX2, AVX-512 without avx512_bf16): as nt_row_dp1, one
+ * weight row at a time, 4 accumulators, a prefetch 4 KiB ahead along the contiguous rows. */
+#define GEMV_PF_BF 4096
+static inline void nt_row_bf1(const gemm_prob* P, const float* ar, int64_t j, const char* pend) {
+  const int64_t k = P->k;
+  const uint16_t* w = P->bh + j * P->ldb;
+  V a0 = VZERO, a1 = VZERO, a2 = VZERO, a3 = VZERO;
+  int64_t p = 0;
+  for (; p + 4 * W <= k; p += 4 * W) {
+    const char* f = (const char*)(w + p) + GEMV_PF_BF;
+    if (f < pend)
+      for (int o = 0; o < 4 * W * 2; o += 64) _mm_prefetch(f + o, _MM_HINT_T1);
+    a0 = VFMA(VLOADU(ar + p), widen(w + p), a0);
+    a1 = VFMA(VLOADU(ar + p + W), widen(w + p + W), a1);
+    a2 = VFMA(VLOADU(ar + p + 2 * W), widen(w + p + 2 * W), a2);
+    a3 = VFMA(VLOADU(ar + p + 3 * W), widen(w + p + 3 * W), a3);
+  }
+  for (; p + W <= k; p += W) a0 = VFMA(VLOADU(ar + p), widen(w + p), a0);
+  float t = VHSUM(VADD(VADD(a0, a1), VADD(a2, a3)));
+  for (; p < k; p++) t += ar[p] * gemm_bf16_to_f32(w[p]);
+  put(P, 0, j, t);
+}
+#endif
+
 #if defined(DSV3_ISA_AVX512)
 /* VDPBF16PS dot products: 32 bf16 products of one row pair per instruction. */
 static inline __m512bh as_bh(__m512i x) {
@@ -157,6 +182,37 @@ static inline __attribute__((always_inline)) void nt_block_dp_at(const gemm_prob
       for (int64_t q = p; q < k; q++) t += ar[i * k + q] * gemm_bf16_to_f32(P->bh[(j + r) * ldb + q]);
       put(P, i0 + i, j + r, t);
     }
+}
+/* m = 1 (batch-1 decode): one weight row at a time, 4 accumulators (128 bf16 = 256 bytes per
+ * step), and a software prefetch GEMV_PF bytes ahead of the read position along the contiguous
+ * rows (into the next rows near a row's end). A single sequential stream per thread with a
+ * prefetch a few KiB ahead streams at the memory roofline; 4 interleaved rows (nt_block_dp)
+ * measured ~0.65-0.75 of it (BENCHMARKS.md, issue 12). pend: end of the rows this call reads
+ * (no prefetch past it). */
+#define GEMV_PF 4096
+static inline void nt_row_dp1(const gemm_prob* P, const uint16_t* ah, const float* ar, int64_t j, const char* pend) {
+  const int64_t k = P->k;
+  const uint16_t* w = P->bh + j * P->ldb;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t p = 0;
+  for (; p + 128 <= k; p += 128) {
+    const char* f = (const char*)(w + p) + GEMV_PF;
+    if (f < pend) {
+      _mm_prefetch(f, _MM_HINT_T1);
+      _mm_prefetch(f + 64, _MM_HINT_T1);
+      _mm_prefetch(f + 128, _MM_HINT_T1);
+      _mm_prefetch(f + 192, _MM_HINT_T1);
+    }
+    a0 = _mm512_dpbf16_ps(a0, as_bh(_mm512_loadu_si512((const void*)(ah + p))), as_bh(_mm512_loadu_si512((const void*)(w + p))));
+    a1 = _mm512_dpbf16_ps(a1, as_bh(_mm512_loadu_si512((const void*)(ah + p + 32))), as_bh(_mm512_loadu_si512((const void*)(w + p + 32))));
+    a2 = _mm512_dpbf16_ps(a2, as_bh(_mm512_loadu_si512((const void*)(ah + p + 64))), as_bh(_mm512_loadu_si512((const void*)(w + p + 64))));
+    a3 = _mm512_dpbf16_ps(a3, as_bh(_mm512_loadu_si512((const void*)(ah + p + 96))), as_bh(_mm512_loadu_si512((const void*)(w + p + 96))));
+  }
+  for (; p + 32 <= k; p += 32)
+    a0 = _mm512_dpbf16_ps(a0, as_bh(_mm512_loadu_si512((const void*)(ah + p))), as_bh(_mm512_loadu_si512((const void*)(w + p))));
+  float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; p < k; p++) t += ar[p] * gemm_bf16_to_f32(w[p]);
+  put(P, 0, j, t);
 }
 static inline __attribute__((always_inline)) void nt_block_dp(const gemm_prob* P, const uint16_t* ah, const float* ar,
                                                               int64_t j, const int M, const int R, const int pf) {
@@ -242,6 +298,11 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   }
 #endif
 #if defined(DSV3_ISA_AVX512)
+  if (P->dp && m == 1) {
+    const char* pend = (const char*)(P->bh + (j1 - 1) * P->ldb + P->k);
+    for (; j < j1; j++) nt_row_dp1(P, X->ah, ar, j, pend);
+    return;
+  }
   if (P->dp) {
 #define DP_CASE(M)                                                                  \
   case M:                                                                           \
@@ -269,6 +330,11 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
     for (; j < j1; j++) nt_block(P, ar, j, M, 1, U, 0, 0);                           \
   }
   /* M*R*U accumulators: 8 on AVX2 (16 registers), up to 16 on AVX-512 (32 registers) */
+  if (P->bf16 && m == 1) {
+    const char* pend = (const char*)(P->bh + (j1 - 1) * P->ldb + P->k);
+    for (; j < j1; j++) nt_row_bf1(P, ar, j, pend);
+    return;
+  }
   switch (m) {
     case 1: NT_LOOP(1, 4, 2); break;
 #if defined(DSV3_ISA_AVX512)
