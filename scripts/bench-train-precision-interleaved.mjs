@@ -4,7 +4,10 @@
 // moments, as `bench train --precision fp8`). configs/bench-small.json, 8x256 tokens, bench train's step; one step of
 // each trainer in turn after a warm-up step. Prints JSON: per trainer the median wall and CPU (process.cpuUsage, all
 // threads) ms per step and the last loss; for each non-bf16 trainer the medians of its per-step CPU and wall ratios
-// against the same ROOT's bf16 trainer (e.g. base=../main:bf16,fp8 new=.:bf16,fp8).
+// against the same ROOT's bf16 trainer, and for the trainers of every later LABEL the medians of their per-step
+// ratios against the first LABEL's trainer of the same precision (e.g. base=../main:fp32,bf16,fp8 new=.:fp32,bf16,fp8:
+// new vs base per precision, and fp8 vs bf16 within each build). The one step-timing script of the repository
+// (it replaced bench-train-ab.mjs, bench-train-bf16-cpu.mjs and bench-train-interleaved.mjs).
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 const steps = Number(process.argv[2]);
@@ -67,6 +70,16 @@ for (const r of runners) {
   if (base && base !== r) {
     out[r.name].cpu_ratio_vs_bf16 = +med(r.cpu.map((c, k) => c / base.cpu[k])).toFixed(3);
     out[r.name].wall_ratio_vs_bf16 = +med(r.ms.map((c, k) => c / base.ms[k])).toFixed(3);
+  }
+}
+// ratios against the first label's trainer of the same precision (base vs new builds)
+const first = runners[0]?.name.split('-')[0];
+for (const r of runners) {
+  const [label, prec] = r.name.split('-');
+  const base = runners.find((q) => q.name === `${first}-${prec}`);
+  if (base && label !== first) {
+    out[r.name][`cpu_ratio_vs_${first}`] = +med(r.cpu.map((c, k) => c / base.cpu[k])).toFixed(3);
+    out[r.name][`wall_ratio_vs_${first}`] = +med(r.ms.map((c, k) => c / base.ms[k])).toFixed(3);
   }
 }
 console.log(JSON.stringify({ threads: process.env.DSV3_THREADS ?? 'all', steps, ...out }, null, 1));
