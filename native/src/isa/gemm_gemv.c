@@ -16,6 +16,12 @@
  * the hardware prefetcher and the TLB see long sequential runs; y (M x CW floats, 16-64 KB,
  * L1/L2) is updated once per RB rows. */
 #define CW 4096
+/* One decode row against narrow fp32 rows (<= NARROW values, 4 KiB; e.g. a head's absorbed
+ * W^UK [128][512] or W^UV [128][512] of MLA): the rows are read one at a time, in memory order,
+ * instead of 4 rows interleaved, which streamed such 2 KiB rows at ~0.5 of one sequential run
+ * (BENCHMARKS.md, issue 12). Each output sums exactly as before (NN: over rows p = 0, 1, ... in
+ * order; NT: one row's own accumulators), so the results are identical. */
+#define NARROW 1024
 
 typedef struct {
   const gemm_prob* P;
@@ -335,6 +341,11 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
     for (; j < j1; j++) nt_row_bf1(P, ar, j, pend);
     return;
   }
+  if (!P->bf16 && m == 1 && P->k <= NARROW) {
+    for (; j + 2 <= j1; j++) nt_block(P, ar, j, 1, 1, 2, 0, 1); /* prefetches row j+1 */
+    for (; j < j1; j++) nt_block(P, ar, j, 1, 1, 2, 0, 0);
+    return;
+  }
   switch (m) {
     case 1: NT_LOOP(1, 4, 2); break;
 #if defined(DSV3_ISA_AVX512)
@@ -417,6 +428,7 @@ static void nn_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
 #define NN_CASE(M, RB)                                                      \
   case M:                                                                  \
     if (P->bf16) nn_block(P, ar, jb, cw, yg, M, RB, 1);                    \
+    else if (M == 1 && cw <= NARROW) nn_block(P, ar, jb, cw, yg, 1, 1, 0);  \
     else nn_block(P, ar, jb, cw, yg, M, RB, 0);                            \
     break;
     for (int i0 = 0; i0 < m; i0 += 4) { /* groups of up to 4 rows (m > 4: several decode rows) */
