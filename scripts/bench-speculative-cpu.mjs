@@ -42,13 +42,14 @@ for (const d of dists) {
   const { DeepseekV3 } = await imp('src/model/model.js');
   const { DecodeSession } = await imp('src/inference/decode-session.js');
   const { generate } = await imp('src/inference/generate.js');
-  const { SpeculativeDecoder } = await imp('src/inference/speculative.js');
+  const { SpeculativeDecoder, MAX_CHAIN_DEPTH } = await imp('src/inference/speculative.js');
   const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
   const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
   const dir = resolveCheckpointDir(path.resolve(values.model));
   const model = DeepseekV3.load(dir, { mtp: true, map: true });
   const tok = loadTokenizer(dir, model.cfg.vocab_size);
   for (const depth of (values.depth ?? [String(model.mtp.length)]).map(Number)) {
+    if (depth > model.mtp.length && MAX_CHAIN_DEPTH === undefined) continue; // a build without chained drafts
     for (const draft of values.draft ?? [undefined]) {
       const label = `${d}${draft ? ` draft=${draft}` : ''}${values.depth ? ` depth=${depth}` : ''}`;
       builds.push({ d, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, depth });
