@@ -4,9 +4,10 @@
 // build, with its own native addon), e.g. main's and this branch's.
 //
 //   node scripts/bench-speculative-cpu.mjs --model RUN_OR_CHECKPOINT [--dist dist --dist /other/dist]
-//        [--tokens 200] [--rounds 5] [--depth K] [--prompt TEXT ...] [--draft bf16 --draft exact]
+//        [--tokens 200] [--rounds 5] [--depth K ...] [--prompt TEXT ...] [--draft bf16 --draft exact]
 // (--draft: SpeculativeDecoder's draft weights; each value is run as its own variant of each build;
-// builds older than the option ignore it)
+// builds older than the option ignore it. --depth: each value its own variant too; a depth past the
+// checkpoint's MTP modules chains its last module on its own output (SpeculativeDecoder's `chain`))
 //
 // Per round, per prompt, per build: plain greedy (`DecodeSession` + the generation loop, as
 // `dsv3 generate --no-speculative`) then speculative (`SpeculativeDecoder`, as `dsv3 generate
@@ -24,7 +25,7 @@ const { values } = parseArgs({
     dist: { type: 'string', multiple: true },
     tokens: { type: 'string', default: '200' },
     rounds: { type: 'string', default: '5' },
-    depth: { type: 'string' },
+    depth: { type: 'string', multiple: true },
     prompt: { type: 'string', multiple: true },
     draft: { type: 'string', multiple: true },
   },
@@ -41,15 +42,18 @@ for (const d of dists) {
   const { DeepseekV3 } = await imp('src/model/model.js');
   const { DecodeSession } = await imp('src/inference/decode-session.js');
   const { generate } = await imp('src/inference/generate.js');
-  const { SpeculativeDecoder } = await imp('src/inference/speculative.js');
+  const { SpeculativeDecoder, MAX_CHAIN_DEPTH } = await imp('src/inference/speculative.js');
   const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
   const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
   const dir = resolveCheckpointDir(path.resolve(values.model));
   const model = DeepseekV3.load(dir, { mtp: true, map: true });
   const tok = loadTokenizer(dir, model.cfg.vocab_size);
-  const depth = values.depth ? Number(values.depth) : model.mtp.length;
-  for (const draft of values.draft ?? [undefined]) {
-    builds.push({ d, label: draft ? `${d} draft=${draft}` : d, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, depth });
+  for (const depth of (values.depth ?? [String(model.mtp.length)]).map(Number)) {
+    if (depth > model.mtp.length && MAX_CHAIN_DEPTH === undefined) continue; // a build without chained drafts
+    for (const draft of values.draft ?? [undefined]) {
+      const label = `${d}${draft ? ` draft=${draft}` : ''}${values.depth ? ` depth=${depth}` : ''}`;
+      builds.push({ d, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, depth });
+    }
   }
 }
 
@@ -70,7 +74,7 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
       const plain = { cpu: cpu() - c0, wall: performance.now() - t0, ids: g.tokens[0] };
       c0 = cpu();
       t0 = performance.now();
-      const sp = new b.SpeculativeDecoder(b.model, { maxLen: P + N, depth: b.depth, ...(b.draft ? { draft: b.draft } : {}) });
+      const sp = new b.SpeculativeDecoder(b.model, { maxLen: P + N, depth: b.depth, ...(b.draft ? { draft: b.draft } : {}), ...(b.depth > b.model.mtp.length ? { chain: true } : {}) });
       const r = sp.generate(prompt, N);
       const spec = { cpu: cpu() - c0, wall: performance.now() - t0, ids: Array.from(r.ids.subarray(P)) };
       const n = plain.ids.length;

@@ -12,7 +12,7 @@
  * equal `DeepseekV3.decodeStep` (absorbed path) to float32 rounding (test/inference-session).
  */
 import { DsvError } from '../errors.js';
-import type { LatentCache } from '../model/latent-cache.js';
+import { LatentCache } from '../model/latent-cache.js';
 import type { DeepseekV3 } from '../model/model.js';
 import { Engine } from './engine.js';
 import type { Decoder } from './generate.js';
@@ -34,6 +34,8 @@ export interface DecodeSessionOptions {
   profiler?: PhaseProfiler;
   /** MTP modules on bf16 copies of float32 weights (EngineOptions.draftBf16). */
   draftBf16?: boolean;
+  /** MTP depths past the model's modules reuse its last module (EngineOptions.mtpChain). */
+  mtpChain?: boolean;
 }
 
 /** The fast engine as a `Decoder` of the generation loop (generate.ts). */
@@ -55,9 +57,11 @@ export class DecodeSession implements Decoder {
     this.batch = B;
     this.chunk = chunk;
     this.V = model.cfg.vocab_size;
-    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * Math.max(2, opts.logitRows ?? 2), maxLen: opts.maxLen, mtp: opts.mtp ?? false, draftBf16: opts.draftBf16 ?? false });
+    this.engine = new Engine(model, { rows: B * chunk, logitRows: B * Math.max(2, opts.logitRows ?? 2), maxLen: opts.maxLen, mtp: opts.mtp ?? false, draftBf16: opts.draftBf16 ?? false, mtpChain: opts.mtpChain ?? false });
     this.engine.profiler = opts.profiler ?? null;
-    this.cache = model.newCache(B, opts.maxLen, { mtp: this.engine.mtps.length > 0 });
+    // one cache slot per main layer and per planned MTP depth (chained depths included)
+    const cfg = model.cfg;
+    this.cache = new LatentCache(cfg.num_hidden_layers + this.engine.mtps.length, B, opts.maxLen, cfg.kv_lora_rank, cfg.qk_rope_head_dim);
     this.ids = new Int32Array(B * chunk);
   }
 

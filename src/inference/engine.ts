@@ -41,6 +41,10 @@ export interface EngineOptions {
   /** Run the MTP modules, and the head for their logits (`draftHead`), on bf16 copies of float32
    * weights: the cheaper draft path of speculative decoding (draft-bf16.ts). */
   draftBf16?: boolean;
+  /** Allow an MTP depth past the model's modules: depth k > D reuses module D's weights (on its
+   * own output, each depth in its own cache slot L + k - 1), as vLLM / SGLang chain DeepSeek-V3's
+   * single MTP module to draft several tokens. */
+  mtpChain?: boolean;
 }
 
 interface MtpPlan {
@@ -86,17 +90,25 @@ export class Engine {
     this.rope = { cos: cos.f32(), sin: sin.f32(), half: model.rope.pairs };
     const depth = opts.mtp === true ? 1 : opts.mtp === false || opts.mtp === undefined ? 0 : opts.mtp;
     if (!(Number.isInteger(depth) && depth >= 0)) throw new DsvError(`engine: MTP depth must be an integer >= 0, got ${depth}`);
-    if (depth > model.mtp.length) {
+    if (depth > model.mtp.length && !(opts.mtpChain === true && model.mtp.length > 0)) {
       throw new DsvError(`speculative decoding needs ${depth} MTP module(s), the model has ${model.mtp.length} (num_nextn_predict_layers, loaded with mtp: true)`);
     }
     const bf = opts.draftBf16 === true && depth > 0;
-    this.mtps = model.mtp.slice(0, depth).map((m) => ({
+    const own: MtpPlan[] = model.mtp.slice(0, depth).map((m) => ({
       enorm: planNorm(m.enorm),
       hnorm: planNorm(m.hnorm),
       ehProj: bf ? bf16Linear(kernels(), prepareLinear(m.ehProj)) : prepareLinear(m.ehProj),
       layer: bf ? bf16Layer(kernels(), planLayer(m.layer)) : planLayer(m.layer),
       headNorm: planNorm(m.sharedHeadNorm),
     }));
+    // chained depths past the model's modules: the last module's plan (same weight arrays), its
+    // attention writing cache slot L + k - 1
+    const L = cfg.num_hidden_layers;
+    this.mtps = Array.from({ length: depth }, (_, k) => {
+      if (k < own.length) return own[k]!;
+      const last = own[own.length - 1]!;
+      return { ...last, layer: { ...last.layer, attn: { ...last.layer.attn, slot: L + k } } };
+    });
     this.mtpHead = bf ? bf16Linear(kernels(), this.lmHead) : this.lmHead;
   }
 

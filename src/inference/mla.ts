@@ -66,15 +66,17 @@ export function rmsNormRows(kern: Kernels, n: NormPlan, ws: Workspace, x: Float3
   kern.rmsNorm(x, n.w, y, ws.rstd, rows, n.dim, n.eps);
 }
 
-const dimsCache = new Map<number, Int32Array>();
-/** (1, n, k) for each of H heads: the dims of a one-row per-head gemmBatch (cached per shape). */
-function headDims(H: number, n: number, k: number): Int32Array {
+const dimsCache = new Map<number, Int32Array[]>();
+/** (m, n, k) for each of H heads: the dims of a per-head gemmBatch over m rows (cached per shape). */
+function headDims(H: number, m: number, n: number, k: number): Int32Array {
   const key = (H * 65536 + n) * 65536 + k;
-  let d = dimsCache.get(key);
+  let byM = dimsCache.get(key);
+  if (!byM) dimsCache.set(key, (byM = []));
+  let d = byM[m];
   if (!d) {
     d = new Int32Array(3 * H);
-    for (let h = 0; h < H; h++) d.set([1, n, k], 3 * h);
-    dimsCache.set(key, d);
+    for (let h = 0; h < H; h++) d.set([m, n, k], 3 * h);
+    byM[m] = d;
   }
   return d;
 }
@@ -115,10 +117,9 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
     runLinear(kern, p.qB!, M, ws.qan, q, 0);
   }
   const qcat = ws.qcat;
-  // one decode row: the H small GEMVs as one batched call (each head on one thread, one pool
-  // barrier instead of H; each head's GEMV computes the same values either way)
-  if (M === 1) kern.gemmBatch(false, false, headDims(H, r, dn), 1, ws.qHead, H * QW, p.ukHead, r, 0, ws.qcatHead, H * W);
-  else for (let h = 0; h < H; h++) kern.gemm(false, false, M, r, dn, 1, ws.qHead[h]!, H * QW, p.ukHead[h]!, r, 0, ws.qcatHead[h]!, H * W);
+  // the H small per-head GEMMs as one batched call (each head on one thread, one pool barrier
+  // instead of H; each head's GEMM computes the same values either way)
+  kern.gemmBatch(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHead, r, 0, ws.qcatHead, H * W);
   for (let b = 0; b < B; b++) {
     const start = startOf(shape, b);
     for (let t = 0; t < T; t++) {
@@ -182,8 +183,7 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   prof?.lap('attn.core');
 
   // ---- o[h] = W^UV[h] ctx[h]; h += W^O o ------------------------------------------------------
-  if (M === 1) kern.gemmBatch(false, true, headDims(H, dv, r), 1, ws.ctxHead, H * r, p.uvHead, r, 0, ws.oHead, H * dv);
-  else for (let h = 0; h < H; h++) kern.gemm(false, true, M, dv, r, 1, ws.ctxHead[h]!, H * r, p.uvHead[h]!, r, 0, ws.oHead[h]!, H * dv);
+  kern.gemmBatch(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHead, r, 0, ws.oHead, H * dv);
   runLinear(kern, p.o, M, ws.o, ws.h, 1);
   prof?.lap('attn.out');
 }

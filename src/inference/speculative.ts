@@ -72,6 +72,9 @@ export interface SpeculativeResult {
   draftMs: number;
 }
 
+/** Deepest chained draft (`chain`): K drafts make a K+1-row verification forward. */
+export const MAX_CHAIN_DEPTH = 8;
+
 export class SpeculativeDecoder {
   readonly session: DecodeSession;
   /** Modules chained per round (the draft depth K). */
@@ -94,15 +97,20 @@ export class SpeculativeDecoder {
     /** Weights of the draft path (the MTP modules and their head): 'bf16' (default) runs bf16
      * copies of float32 weights (draft-bf16.ts: half the bytes; the output is unchanged, see
      * there), 'exact' the model's own. */
-    draft?: 'bf16' | 'exact'; }) {
+    draft?: 'bf16' | 'exact';
+    /** Allow a draft depth past the model's modules (up to MAX_CHAIN_DEPTH): the last module drafts
+     * again on its own output (its hidden h^k and its draft as the next input), each depth in its
+     * own cache slot, as vLLM / SGLang chain DeepSeek-V3's one MTP module. Output unchanged. */
+    chain?: boolean; }) {
     if (model.mtp.length === 0) throw new DsvError('speculative decoding needs the MTP module (num_nextn_predict_layers >= 1, loaded with mtp: true)');
     const K = opts.depth ?? model.mtp.length;
-    if (!(Number.isInteger(K) && K >= 1 && K <= model.mtp.length)) {
-      throw new DsvError(`speculative: draft depth ${K} is not in [1, ${model.mtp.length}] (the model's MTP modules)`);
+    const most = opts.chain === true ? Math.max(MAX_CHAIN_DEPTH, model.mtp.length) : model.mtp.length;
+    if (!(Number.isInteger(K) && K >= 1 && K <= most)) {
+      throw new DsvError(`speculative: draft depth ${K} is not in [1, ${most}] (${opts.chain === true ? 'chained drafts' : "the model's MTP modules"})`);
     }
     this.depth = K;
     const chunk = Math.max(K + 1, opts.chunk ?? 64);
-    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, draftBf16: (opts.draft ?? 'bf16') === 'bf16', ...(opts.profiler ? { profiler: opts.profiler } : {}) });
+    this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, draftBf16: (opts.draft ?? 'bf16') === 'bf16', mtpChain: opts.chain === true, ...(opts.profiler ? { profiler: opts.profiler } : {}) });
     const D = model.cfg.hidden_size;
     // rows read back: a prefill chunk plus the rows a round recomputes (<= 2K), with room to spare
     this.R = this.session.chunk + 4 * K + 4;

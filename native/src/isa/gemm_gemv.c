@@ -264,10 +264,36 @@ static inline __attribute__((always_inline)) void nt_group_dp(const gemm_prob* P
 #endif
 
 #ifdef V
+/* m >= 2 rows against narrow fp32 W rows (k <= NARROW): as the m = 1 path, the W rows are read
+ * one at a time in memory order (the next one prefetched), every A row against each (groups of 4
+ * from L1), with the m = 1 path's accumulators (U = 2, one output's own chains): each output is
+ * the value m = 1 gives it, and interleaving 4 short rows ran at about half their streaming rate
+ * (the batched decode / verification forward, issue 11). */
+static void nt_rows_narrow(const gemv_ctx* X, int64_t j0, int64_t j1) {
+  const gemm_prob* P = X->P;
+  const int m = (int)P->m;
+  for (int64_t j = j0; j < j1; j++) {
+    const int pf = j + 2 <= j1;
+    for (int i0 = 0; i0 < m; i0 += 4) {
+      const float* a = X->ar + i0 * P->k;
+      switch (m - i0 < 4 ? m - i0 : 4) {
+        case 1: nt_block_at(P, a, i0, j, 1, 1, 2, 0, pf && i0 == 0); break;
+        case 2: nt_block_at(P, a, i0, j, 2, 1, 2, 0, pf && i0 == 0); break;
+        case 3: nt_block_at(P, a, i0, j, 3, 1, 2, 0, pf && i0 == 0); break;
+        default: nt_block_at(P, a, i0, j, 4, 1, 2, 0, pf && i0 == 0); break;
+      }
+    }
+  }
+}
+
 static void nt_range_multi(const gemv_ctx* X, int64_t j0, int64_t j1) {
   const gemm_prob* P = X->P;
   const int m = (int)P->m;
   int64_t j = j0;
+  if (!P->bf16 && P->k <= NARROW) {
+    nt_rows_narrow(X, j0, j1);
+    return;
+  }
 #if defined(DSV3_ISA_AVX512)
   if (P->dp) {
     for (; j + 4 <= j1; j += 4)
@@ -344,6 +370,10 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
   if (!P->bf16 && m == 1 && P->k <= NARROW) {
     for (; j + 2 <= j1; j++) nt_block(P, ar, j, 1, 1, 2, 0, 1); /* prefetches row j+1 */
     for (; j < j1; j++) nt_block(P, ar, j, 1, 1, 2, 0, 0);
+    return;
+  }
+  if (!P->bf16 && P->k <= NARROW) { /* m = 2 .. 4 */
+    nt_rows_narrow(X, j0, j1);
     return;
   }
   switch (m) {

@@ -7,11 +7,11 @@
  * buffers, each weight row streamed once for
  * all of the expert's rows (up to MG rows share one pass; more rows re-read the row from L1).
  * Work is cut into units of 4 weight rows (an output quad of every row of one expert); a task
- * takes a contiguous range of units, so consecutive units read consecutive memory, and the
- * next unit's weight rows are prefetched while the current one computes: the experts of a
- * small model are short streams (128 KB) that the hardware prefetcher alone does not keep ahead
- * of (measured: 7 GB/s on the batch-8 expert phase against 29 GB/s sequential).
- * The 16 dot products of 4 rows x 4 weight rows are reduced by a transpose-and-add tree. */
+ * takes a contiguous range of units, so consecutive units read consecutive memory, a unit's
+ * weight rows are read one after another in memory order, and the next row is prefetched while
+ * the current one computes: the experts of a small model are short streams (128 KB) that the
+ * hardware prefetcher alone does not keep ahead of (measured: 7 GB/s on the batch-8 expert
+ * phase against 29 GB/s sequential). */
 #include "moe_rows.h"
 #include "simd.h"
 
@@ -40,63 +40,50 @@ SIMD_INLINE const void* wrow(const void* w, int64_t row, int64_t k, const int bf
 }
 
 #if defined(DSV3_ISA_AVX512)
-#define MG 4 /* rows per pass: MG x 4 accumulators (16 of 32 zmm) */
-/* The sums of 4 vectors, lane i = sum of vector i. */
-SIMD_INLINE __m128 red4(vf a, vf b, vf c, vf d) {
-  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(w), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1)));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
+#define MG 4 /* rows per pass: MG x 2 accumulators */
 #elif defined(DSV3_ISA_AVX2)
-#define MG 2 /* 8 of 16 ymm */
-SIMD_INLINE __m128 red4(vf a, vf b, vf c, vf d) {
-  const __m256 s01 = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
-  const __m256 s23 = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
-  const __m256 w = _mm256_add_ps(_mm256_shuffle_ps(s01, s23, 0x44), _mm256_shuffle_ps(s01, s23, 0xEE));
-  return _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1));
-}
+#define MG 4 /* 8 of 16 ymm */
 #else
 #define MG 1
 #endif
 
-/* out[i*ldo + r] = a[i, :] . w[r, :] for i < M rows (stride k), r < 4 weight rows (stride ldw),
- * over k values; while streaming, the same positions of pf[0..3] (the next unit's rows, or
- * NULL) are prefetched. */
-SIMD_INLINE void quad(const float* a, int M, const void* w, int64_t ldw, int64_t k, const void* const* pf, float* out,
-                      int64_t ldo, const int bf) {
+/* out[i*ldo] = a[i, :] . w for i < M rows (stride k) against ONE weight row w of k values, with two
+ * accumulators per row (even and odd vectors, added before the horizontal sum); while streaming
+ * it, the same positions of the row at pf (the next one in memory, or NULL) are prefetched. The
+ * weight rows of a unit are read one at a time in memory order: interleaving 4 short rows (1 KiB
+ * at D = 256) ran at about half their streaming rate, as it did in the m = 1 GEMV (issue 12). */
+SIMD_INLINE void row1(const float* a, int M, const void* w, int64_t k, const void* pf, float* out, int64_t ldo, const int bf) {
 #if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-  vf acc[MG][4];
-  for (int i = 0; i < M; i++)
-    for (int r = 0; r < 4; r++) acc[i][r] = vzero();
+  vf acc[MG][2];
+  for (int i = 0; i < M; i++) acc[i][0] = acc[i][1] = vzero();
   int64_t p = 0;
-  for (; p + VL <= k; p += VL) {
-    if (pf)
-      for (int r = 0; r < 4; r++) __builtin_prefetch(bf ? (const void*)((const uint16_t*)pf[r] + p) : (const void*)((const float*)pf[r] + p));
-    vf wv[4];
-    for (int r = 0; r < 4; r++) wv[r] = wload(w, r * ldw + p, bf);
+  for (; p + 2 * VL <= k; p += 2 * VL) {
+    if (pf) {
+      __builtin_prefetch(bf ? (const void*)((const uint16_t*)pf + p) : (const void*)((const float*)pf + p));
+      if (!bf) __builtin_prefetch((const float*)pf + p + VL);
+    }
+    const vf w0 = wload(w, p, bf), w1 = wload(w, p + VL, bf);
     for (int i = 0; i < M; i++) {
-      const vf av = vload(a + i * k + p);
-      for (int r = 0; r < 4; r++) acc[i][r] = vfma(av, wv[r], acc[i][r]);
+      acc[i][0] = vfma(vload(a + i * k + p), w0, acc[i][0]);
+      acc[i][1] = vfma(vload(a + i * k + p + VL), w1, acc[i][1]);
     }
   }
+  for (; p + VL <= k; p += VL) {
+    const vf w0 = wload(w, p, bf);
+    for (int i = 0; i < M; i++) acc[i][0] = vfma(vload(a + i * k + p), w0, acc[i][0]);
+  }
   for (int i = 0; i < M; i++) {
-    float s[4];
-    _mm_storeu_ps(s, red4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
-    for (int r = 0; r < 4; r++) {
-      for (int64_t q = p; q < k; q++) s[r] += a[i * k + q] * wval(w, r * ldw + q, bf);
-      out[i * ldo + r] = s[r];
-    }
+    float s = vhsum(vadd(acc[i][0], acc[i][1]));
+    for (int64_t q = p; q < k; q++) s += a[i * k + q] * wval(w, q, bf);
+    out[i * ldo] = s;
   }
 #else
   (void)pf;
-  for (int i = 0; i < M; i++)
-    for (int r = 0; r < 4; r++) {
-      float s = 0.0f;
-      for (int64_t q = 0; q < k; q++) s += a[i * k + q] * wval(w, r * ldw + q, bf);
-      out[i * ldo + r] = s;
-    }
+  for (int i = 0; i < M; i++) {
+    float s = 0.0f;
+    for (int64_t q = 0; q < k; q++) s += a[i * k + q] * wval(w, q, bf);
+    out[i * ldo] = s;
+  }
 #endif
 }
 
@@ -116,23 +103,26 @@ static void single(const float* a, int M, const void* w, int64_t k, float* out, 
 }
 
 /* C[rows, n] = A[rows, k] W[n, k]^T for output columns [j, j + R) (R = 4, or 1..3 at the tail),
- * all rows, in passes of MG rows; pf: the next unit's first weight rows (prefetch) or NULL. */
+ * all rows, in passes of MG rows, the 4 weight rows one after another; pf: the next unit's first
+ * weight rows (prefetched while the last row of this one streams) or NULL. */
 SIMD_INLINE void unit_nt(const float* A, int64_t rows, const void* W, int64_t n, int64_t k, int64_t j, float* C,
                          const void* const* pf, const int bf) {
   if (j + 4 <= n) {
-    const void* wj = wrow(W, j, k, bf);
-    for (int64_t i0 = 0; i0 < rows; i0 += MG) {
-      const int M = rows - i0 < MG ? (int)(rows - i0) : MG;
-      const void* const* p = i0 == 0 ? pf : NULL;
-      switch (M) {
+    for (int r = 0; r < 4; r++) {
+      const void* wr = wrow(W, j + r, k, bf);
+      const void* nx = r < 3 ? wrow(W, j + r + 1, k, bf) : (pf ? pf[0] : NULL);
+      for (int64_t i0 = 0; i0 < rows; i0 += MG) {
+        const int M = rows - i0 < MG ? (int)(rows - i0) : MG;
+        const void* p = i0 == 0 ? nx : NULL;
+        float* out = C + i0 * n + j + r;
+        switch (M) {
 #if MG >= 4
-        case 4: quad(A + i0 * k, 4, wj, k, k, p, C + i0 * n + j, n, bf); break;
-        case 3: quad(A + i0 * k, 3, wj, k, k, p, C + i0 * n + j, n, bf); break;
+          case 4: row1(A + i0 * k, 4, wr, k, p, out, n, bf); break;
+          case 3: row1(A + i0 * k, 3, wr, k, p, out, n, bf); break;
+          case 2: row1(A + i0 * k, 2, wr, k, p, out, n, bf); break;
 #endif
-#if MG >= 2
-        case 2: quad(A + i0 * k, 2, wj, k, k, p, C + i0 * n + j, n, bf); break;
-#endif
-        default: quad(A + i0 * k, 1, wj, k, k, p, C + i0 * n + j, n, bf); break;
+          default: row1(A + i0 * k, 1, wr, k, p, out, n, bf); break;
+        }
       }
     }
     return;
