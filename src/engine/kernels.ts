@@ -217,6 +217,12 @@ export interface Kernels {
   logSoftmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
   /** RMSNorm: rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps); y = x * rstd[r] * w. */
   rmsNorm(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  /**
+   * rmsNorm(x, w, y, rstd, rows, cols, eps) and y16[i] = bf16Round of y[i], in one pass over the
+   * rows (a BF16 Linear's input written by the norm in front of it, ops/norm.ts): y and rstd are
+   * the bits rmsNorm writes, y16 the bits bf16Round(y) writes.
+   */
+  rmsNormBf16(x: Float32Array, w: Float32Array, y: Float32Array, y16: Uint16Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
   /** RMSNorm backward: dx written, dw ACCUMULATED (+=) over rows. */
   rmsNormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, dy: Float32Array,
     dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
