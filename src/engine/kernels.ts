@@ -259,16 +259,18 @@ export interface Kernels {
    * AdamW update of n elements in place, arithmetic in float64 (each stored value rounded once):
    *   g' = g·gradScale;  m ← b1·m + c1·g';  v ← b2·v + c2·g'·g';
    *   w ← w·decay − (lr/bc1)·m / (sqrt(v/bc2) + eps)   (with the new, unrounded m and v).
+   * With wb, also wb[i] = bf16Round of the new w[i] (the step's bf16 copy of the weight,
+   * engine/bf16-weights.ts), in the same pass over w.
    */
   adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, gradScale: number, decay: number,
-    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number, wb?: Uint16Array): void;
   /**
    * `adamw` with BF16 moments (paper §3.3.3): m and v hold bfloat16 bit patterns, read widened;
    * the new m and v are computed in float64 as in `adamw` and stored rounded float64 -> float32
-   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded.
+   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded; wb as in `adamw`.
    */
   adamwBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, n: number, gradScale: number, decay: number,
-    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number, wb?: Uint16Array): void;
   /** Σ x[i]² over n elements, accumulated in float64 (for the global gradient norm). */
   sumSquares(x: Float32Array, n: number): number;
 
