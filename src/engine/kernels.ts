@@ -237,9 +237,11 @@ export interface Kernels {
   siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void;
   /**
    * siluMulBackward of g, u given as bf16 bits (widened exactly): the same bits as bf16Widen
-   * of both and siluMulBackward, without float32 copies of g and u.
+   * of both and siluMulBackward, without float32 copies of g and u. With dg16 / du16, also
+   * bf16Round of dg / du into them in the same pass (the bf16 experts' GEMM operands).
    */
-  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number,
+    dg16?: Uint16Array, du16?: Uint16Array): void;
   /** siluMul of g, u given as bf16 bits (widened exactly): the bits of bf16Widen + siluMul. */
   siluMulBf16(g16: Uint16Array, u16: Uint16Array, y: Float32Array, n: number): void;
   /**

@@ -61,16 +61,21 @@ export function rmsNormBf16(x: Float32Array, w: Float32Array, y: Float32Array, y
   bf16Round(y, y16, n);
 }
 
-/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward. */
-export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void {
+/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward (and bf16Round of dg, du into dg16, du16 when given). */
+export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number,
+  dg16?: Uint16Array, du16?: Uint16Array): void {
   check('siluMulBackwardBf16', g16, 'g16', u16, 'u16', n);
   check('siluMulBackwardBf16', dy, 'dy', dg, 'dg', n);
   check('siluMulBackwardBf16', du, 'du', du, 'du', n);
+  if (dg16) check('siluMulBackwardBf16', dg16, 'dg16', dg16, 'dg16', n);
+  if (du16) check('siluMulBackwardBf16', du16, 'du16', du16, 'du16', n);
   const g = new Float32Array(n);
   const u = new Float32Array(n);
   bf16Widen(g16, g, n);
   bf16Widen(u16, u, n);
   siluMulBackward(g, u, dy, dg, du, n);
+  if (dg16) bf16Round(dg, dg16, n);
+  if (du16) bf16Round(du, du16, n);
 }
 
 /** Kernels.siluMulBf16: bf16Widen of g16 and u16, then siluMul. */
