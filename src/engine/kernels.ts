@@ -188,8 +188,8 @@ export interface Kernels {
   scatterAddRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
   /** out[i] = Σ_j a[i, j] * b[i, j] (per-row dot products). */
   rowDot(a: Float32Array, b: Float32Array, out: Float32Array, rows: number, cols: number): void;
-  /** y[i, :] = s[i] * x[i, :]; y may alias x. */
-  scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** y[i, :] = s[i] * x[i, :]; y may alias x. With y16, also bf16Round of y into y16 in the same pass. */
+  scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number, y16?: Uint16Array): void;
   /**
    * For i < n0, j < n1, c < cols: dst[i*ds0 + j*ds1 + c] = src[i*ss0 + j*ss1 + c], or += with
    * `accumulate`. Strides are >= 0; a 0 source stride broadcasts, a 0 destination stride with

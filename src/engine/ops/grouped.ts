@@ -366,8 +366,9 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
       }
       k.scaleRows(dH, gp, dH, P, I);
-      k.scaleRows(H, gp, H, P, I);
-      const HB = asB(H, () => buf16('H16', P * I));
+      let HB: Operand = H; // gate ⊙ H: float32, or (bf16) its bf16 bits written by the same pass
+      if (bf16) k.scaleRows(H, gp, H, P, I, (HB = buf16('H16', P * I)));
+      else k.scaleRows(H, gp, H, P, I);
       // dW2_e = dY_e^T (gate ⊙ H_e): [D, n] x [n, I]
       const dw2 = new GemmBatch();
       for (let e = 0; e < E; e++) {
