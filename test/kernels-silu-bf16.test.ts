@@ -1,6 +1,7 @@
 // The fused bf16 kernels of the BF16 experts and SwiGLU (native/src/elementwise_napi.c,
 // native/src/rowops_napi.c): siluMulRound (siluMul + bf16Round of g and u in one pass),
-// siluMulBf16 / siluMulBackwardBf16 (siluMul / siluMulBackward of g, u given as bf16 bits) and
+// siluMulBf16 / siluMulBackwardBf16 (siluMul / siluMulBackward of g, u given as bf16 bits; the latter optionally
+// also writing the bf16 bits of dg, du in the same pass), scaleRows with y16 (the bits of the scaled rows too) and
 // gatherRowsBf16 (gatherRows + bf16Round). Under every ISA and 1 and 2 threads, the native
 // fused kernels must give the bits of the native unfused calls they replace (so training results
 // do not change), and match the TypeScript reference (the rounded bits exactly; y, dg, du to the
@@ -79,6 +80,70 @@ test('siluMulBackwardBf16: native equals bf16Widen + siluMulBackward (native, bi
       close(du.subarray(0, n), duRef, `du vs reference n=${n} ${c}`);
     });
   }
+});
+
+test('siluMulBackwardBf16 with dg16, du16: the same dg, du, and their bf16Round (native and reference, bit for bit)', opts, () => {
+  const r = rng(14);
+  for (const n of SIZES) {
+    const g16 = new Uint16Array(n), u16 = new Uint16Array(n);
+    ref.bf16Round(data(r, n, 8), g16, n);
+    ref.bf16Round(data(r, n, 2), u16, n);
+    const dy = data(r, n, 1);
+    const dgRef = new Float32Array(n), duRef = new Float32Array(n), dg16Ref = new Uint16Array(n), du16Ref = new Uint16Array(n);
+    ref.siluMulBackwardBf16(g16, u16, dy, dgRef, duRef, n, dg16Ref, du16Ref);
+    const rounded = (a: Float32Array): Uint16Array => { const h = new Uint16Array(a.length); ref.bf16Round(a, h, a.length); return h; };
+    assert.deepEqual(dg16Ref, rounded(dgRef), `reference dg16 n=${n}`);
+    assert.deepEqual(du16Ref, rounded(duRef), `reference du16 n=${n}`);
+    eachConfig((c) => {
+      const dg = new Float32Array(n), du = new Float32Array(n);
+      const dg16 = new Uint16Array(n + 1).fill(0xabcd), du16 = new Uint16Array(n + 1).fill(0xabcd);
+      A.siluMulBackwardBf16(g16, u16, dy, dg, du, n, dg16, du16);
+      const dg0 = new Float32Array(n), du0 = new Float32Array(n);
+      A.siluMulBackwardBf16(g16, u16, dy, dg0, du0, n);
+      assert.deepEqual(bits(dg), bits(dg0), `dg n=${n} ${c}`);
+      assert.deepEqual(bits(du), bits(du0), `du n=${n} ${c}`);
+      assert.deepEqual(dg16.subarray(0, n), rounded(dg0), `dg16 n=${n} ${c}`);
+      assert.deepEqual(du16.subarray(0, n), rounded(du0), `du16 n=${n} ${c}`);
+      assert.deepEqual([dg16[n], du16[n]], [0xabcd, 0xabcd], `writes stop at n=${n} ${c}`);
+      const only = new Uint16Array(n).fill(7);
+      A.siluMulBackwardBf16(g16, u16, dy, dg0, du0, n, undefined, only); // one of the two
+      assert.deepEqual(only, rounded(du0), `du16 alone n=${n} ${c}`);
+    });
+  }
+  const h = new Uint16Array(8), f = new Float32Array(8);
+  assert.throws(() => A.siluMulBackwardBf16(h, h, f, f, f, 8, new Uint16Array(7)), (e: Error) => e instanceof RangeError && /dg16/.test(e.message));
+  assert.throws(() => A.siluMulBackwardBf16(h, h, f, f, f, 8, undefined, new Float32Array(8)), (e: Error) => e instanceof TypeError && /du16/.test(e.message));
+  assert.throws(() => ref.siluMulBackwardBf16(h, h, f, f, f, 8, new Uint16Array(7)), (e: Error) => e instanceof RangeError && /dg16/.test(e.message));
+});
+
+test('scaleRows with y16: the same y (in place too), and its bf16Round (native and reference, bit for bit)', opts, () => {
+  const r = rng(15);
+  // cols: vector tails, a row over the 2,048-element block (one row a block), the experts' I; rows: the threaded split
+  for (const [rows, cols] of [[0, 4], [1, 1], [3, 7], [17, 128], [5, 3000], [8192, 128]] as const) {
+    const n = rows * cols;
+    const x = data(r, n, 4);
+    const sc = data(r, rows, 2);
+    const yRef = new Float32Array(n), y16Ref = new Uint16Array(n);
+    ref.scaleRows(x, sc, yRef, rows, cols, y16Ref);
+    const rounded = new Uint16Array(n);
+    ref.bf16Round(yRef, rounded, n);
+    assert.deepEqual(y16Ref, rounded, `reference y16 [${rows},${cols}]`);
+    eachConfig((c) => {
+      const y = new Float32Array(n), y16 = new Uint16Array(n + 1).fill(0xabcd);
+      A.scaleRows(x, sc, y, rows, cols, y16);
+      assert.deepEqual(bits(y), bits(yRef), `y [${rows},${cols}] ${c}`);
+      assert.deepEqual(y16.subarray(0, n), y16Ref, `y16 [${rows},${cols}] ${c}`);
+      assert.equal(y16[n], 0xabcd, `writes stop at n [${rows},${cols}] ${c}`);
+      const z = x.slice(), z16 = new Uint16Array(n);
+      A.scaleRows(z, sc, z, rows, cols, z16); // in place, as the experts' backward calls it
+      assert.deepEqual(bits(z), bits(yRef), `in place y [${rows},${cols}] ${c}`);
+      assert.deepEqual(z16, y16Ref, `in place y16 [${rows},${cols}] ${c}`);
+    });
+  }
+  const f = new Float32Array(8);
+  assert.throws(() => A.scaleRows(f, new Float32Array(2), f, 2, 4, new Uint16Array(7)), (e: Error) => e instanceof RangeError && /y16/.test(e.message));
+  assert.throws(() => A.scaleRows(f, new Float32Array(2), f, 2, 4, f as unknown as Uint16Array), (e: Error) => e instanceof TypeError && /y16/.test(e.message));
+  assert.throws(() => ref.scaleRows(f, new Float32Array(2), f, 2, 4, new Uint16Array(7)), (e: Error) => e instanceof RangeError && /y16/.test(e.message));
 });
 
 test('siluMulBf16: native equals bf16Widen + siluMul (native, bit for bit) and the reference', opts, () => {

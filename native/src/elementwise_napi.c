@@ -17,7 +17,7 @@ typedef struct {
   const float *a, *b, *c;
   float *o0, *o1;
   const uint16_t *ha, *hb; /* 5, 6: g, u as bf16 bits */
-  uint16_t *h0, *h1;       /* 4: g, u rounded to bf16 bits */
+  uint16_t *h0, *h1;       /* 4: g, u rounded to bf16 bits; 5 (optional): dg, du rounded */
   int64_t n, per;
 } ew_job;
 
@@ -49,6 +49,8 @@ static void ew_silu_bwd_bf16(const ew_job* j, int64_t s, int64_t e) {
     SELECT_ISA(dsv3_bf16_widen)(j->ha + i, g, n);
     SELECT_ISA(dsv3_bf16_widen)(j->hb + i, u, n);
     SELECT_ISA(dsv3_silu_mul_bwd)(g, u, j->c + i, j->o0 + i, j->o1 + i, n);
+    if (j->h0) SELECT_ISA(dsv3_bf16_round)(j->o0 + i, j->h0 + i, n);
+    if (j->h1) SELECT_ISA(dsv3_bf16_round)(j->o1 + i, j->h1 + i, n);
   }
 }
 
@@ -206,7 +208,18 @@ static napi_value js_silu_mul_bf16(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* siluMulBackwardBf16(g16, u16, dy, dg, du, n): siluMulBackward of g, u given as bf16 bits */
+/* argument i, when passed and not undefined: a Uint16Array of at least n elements */
+static int ew_opt_u16(napi_env env, size_t argc, napi_value* argv, size_t i, const char* name, int64_t n, uint16_t** out) {
+  *out = NULL;
+  if (argc <= i) return 0;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[i], &t) != napi_ok) return -1;
+  if (t == napi_undefined) return 0;
+  return fz_typed(env, argv[i], napi_uint16_array, name, (size_t)n, (void**)out);
+}
+
+/* siluMulBackwardBf16(g16, u16, dy, dg, du, n[, dg16, du16]): siluMulBackward of g, u given as
+ * bf16 bits; dg16 / du16 (optional): also the bf16 bits of dg / du, rounded block by block */
 static napi_value js_silu_mul_bwd_bf16(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 6);
   ew_job j = {0};
@@ -216,7 +229,8 @@ static napi_value js_silu_mul_bwd_bf16(napi_env env, napi_callback_info info) {
   if (fz_typed(env, argv[0], napi_uint16_array, "g16", (size_t)j.n, (void**)&g16) ||
       fz_typed(env, argv[1], napi_uint16_array, "u16", (size_t)j.n, (void**)&u16) ||
       fz_f32(env, argv[2], "dy", (size_t)j.n, &dy) || fz_f32(env, argv[3], "dg", (size_t)j.n, &dg) ||
-      fz_f32(env, argv[4], "du", (size_t)j.n, &du))
+      fz_f32(env, argv[4], "du", (size_t)j.n, &du) || ew_opt_u16(env, argc_, argv, 6, "dg16", j.n, &j.h0) ||
+      ew_opt_u16(env, argc_, argv, 7, "du16", j.n, &j.h1))
     return NULL;
   j.kind = 5;
   j.ha = g16;

@@ -24,6 +24,7 @@ typedef struct {
   float* rstd_out;     /* RMSNorm forward                                  */
   float* loss_out;     /* cross-entropy forward                            */
   float* lse_out;      /* cross-entropy forward                            */
+  uint16_t* out16;     /* rmsNormBf16: bf16 bits of each y row (NULL: none) */
   float eps;
 } dsv3_rows_args;
 

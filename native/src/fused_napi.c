@@ -1,5 +1,5 @@
 /* Node-API bindings of the fused row kernels (isa/rows.c): softmax, softmaxBackward,
- * logSoftmax, logSoftmaxBackward, rmsNorm, rmsNormBackward, crossEntropy,
+ * logSoftmax, logSoftmaxBackward, rmsNorm, rmsNormBackward, rmsNormBf16, crossEntropy,
  * crossEntropyBackward, with exactly the JS signatures of the `Kernels` interface
  * (src/engine/kernels.ts). Sizes are checked before any kernel runs: a buffer that is too
  * short is a RangeError naming the argument; a cross-entropy target >= vocab is a RangeError
@@ -72,6 +72,31 @@ static napi_value js_rms_norm(napi_env env, napi_callback_info info) {
   a.x = x;
   a.w = w;
   a.out = y;
+  a.rstd_out = rstd;
+  a.eps = (float)eps;
+  fz_run_rows(SELECT_ISA(dsv3_rms_norm_rows), &a);
+  return NULL;
+}
+
+/* rmsNormBf16(x, w, y, y16, rstd, rows, cols, eps): rmsNorm, and y16 = bf16 bits of y (RNE) */
+static napi_value js_rms_norm_bf16(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 8);
+  dsv3_rows_args a = {0};
+  float *x, *w, *y, *rstd;
+  uint16_t* y16;
+  double eps;
+  if (fz_dims(env, argv[5], "rows", argv[6], "cols", &a.rows, &a.cols) ||
+      dsv3_double(env, argv[7], &eps, "eps"))
+    return NULL;
+  const size_t n = (size_t)(a.rows * a.cols);
+  if (fz_f32(env, argv[0], "x", n, &x) || fz_f32(env, argv[1], "w", (size_t)a.cols, &w) ||
+      fz_f32(env, argv[2], "y", n, &y) || fz_typed(env, argv[3], napi_uint16_array, "y16", n, (void**)&y16) ||
+      fz_f32(env, argv[4], "rstd", (size_t)a.rows, &rstd))
+    return NULL;
+  a.x = x;
+  a.w = w;
+  a.out = y;
+  a.out16 = y16;
   a.rstd_out = rstd;
   a.eps = (float)eps;
   fz_run_rows(SELECT_ISA(dsv3_rms_norm_rows), &a);
@@ -190,6 +215,7 @@ void dsv3_register_fused(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "logSoftmaxBackward", js_log_softmax_bwd);
   dsv3_export(env, exports, "rmsNorm", js_rms_norm);
   dsv3_export(env, exports, "rmsNormBackward", js_rms_norm_bwd);
+  dsv3_export(env, exports, "rmsNormBf16", js_rms_norm_bf16);
   dsv3_export(env, exports, "crossEntropy", js_cross_entropy);
   dsv3_export(env, exports, "crossEntropyBackward", js_cross_entropy_bwd);
 }

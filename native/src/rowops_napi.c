@@ -4,7 +4,7 @@
  *   gatherRowsBf16(src, idx, dst16, rows, cols)  (gatherRows, then bf16Round: dst16 bf16 bits)
  *   scatterAddRows(src, idx, scale|null, dst, rows, cols)
  *   rowDot(a, b, out, rows, cols)
- *   scaleRows(x, s, y, rows, cols)
+ *   scaleRows(x, s, y, rows, cols[, y16])  (y16: also the bf16 bits of y, rounded block by block)
  *   copyStrided(src, dst, n0, n1, cols, ss0, ss1, ds0, ds1, accumulate)
  *   ropeRows(x, y, rows, cols, start, dr, mid, T, cos, sin, inverse)
  * Every buffer length and every index is checked before a kernel runs (RangeError naming the
@@ -22,7 +22,7 @@ typedef struct {
   const float *a, *b, *scale;
   const int32_t* idx;
   float* out;
-  uint16_t* out16; /* 6 */
+  uint16_t* out16; /* 6; 3: optional bf16 bits of y */
   int64_t rows, cols, per;
   int64_t n1, st[4], start, dr, mid, T; /* copy: inner count, strides; rope: channel range, positions */
   int accumulate;
@@ -51,7 +51,17 @@ static void rg_task(void* ctx, int t, int thread) {
     }
     case 3: {
       const int64_t e = s + j->per < j->rows ? s + j->per : j->rows;
-      SELECT_ISA(dsv3_scale_rows)(j->a, j->b, j->out, s, e, j->cols);
+      if (!j->out16) {
+        SELECT_ISA(dsv3_scale_rows)(j->a, j->b, j->out, s, e, j->cols);
+        break;
+      }
+      /* blocks of rows (about 2K elements, in L1) scaled, then rounded: the bits of scaleRows + bf16Round */
+      const int64_t blk = j->cols >= 2048 ? 1 : 2048 / (j->cols > 0 ? j->cols : 1);
+      for (int64_t r = s; r < e; r += blk) {
+        const int64_t re = r + blk < e ? r + blk : e;
+        SELECT_ISA(dsv3_scale_rows)(j->a, j->b, j->out, r, re, j->cols);
+        SELECT_ISA(dsv3_bf16_round)(j->out + r * j->cols, j->out16 + r * j->cols, (re - r) * j->cols);
+      }
       break;
     }
     case 4: {
@@ -175,7 +185,7 @@ static napi_value js_gather_rows_bf16(napi_env env, napi_callback_info info) {
 }
 static napi_value js_scatter_add_rows(napi_env env, napi_callback_info info) { return rg_indexed(env, info, 1); }
 
-/* rowDot(a, b, out, rows, cols) / scaleRows(x, s, y, rows, cols) */
+/* rowDot(a, b, out, rows, cols) / scaleRows(x, s, y, rows, cols[, y16]) */
 static napi_value rg_rowwise(napi_env env, napi_callback_info info, int kind) {
   GET_ARGS(env, info, 5);
   rg_job j = {0};
@@ -190,6 +200,11 @@ static napi_value rg_rowwise(napi_env env, napi_callback_info info, int kind) {
   } else if (fz_f32(env, argv[0], "x", dense, &a) || fz_f32(env, argv[1], "s", (size_t)j.rows, &b) ||
              fz_f32(env, argv[2], "y", dense, &out)) {
     return NULL;
+  }
+  if (kind == 3 && argc_ > 5) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[5], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && fz_typed(env, argv[5], napi_uint16_array, "y16", dense, (void**)&j.out16)) return NULL;
   }
   j.a = a;
   j.b = b;

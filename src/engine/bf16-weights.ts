@@ -7,7 +7,8 @@
  *
  * Validity is an epoch: `invalidateBf16Weights()` starts a new one, and a copy made in an
  * older epoch is refreshed (in place, same buffer) on its next use. The optimizer calls it
- * after every update (train/optimizer.ts, AdamW.step); anything else that writes master
+ * after every update (train/optimizer.ts, AdamW.step), which writes the new bits of the weights
+ * that have a copy in the same pass and marks those current; anything else that writes master
  * weights in place must call it too. Copies are plain allocations, never from the step arena
  * (they outlive a step), and are dropped with their weight (WeakMap).
  */
@@ -20,6 +21,25 @@ const copies = new WeakMap<Tensor, { epoch: number; bits: Uint16Array }>();
 /** Marks every bf16 weight copy stale (the master weights changed). */
 export function invalidateBf16Weights(): void {
   epoch++;
+}
+
+/**
+ * The optimizer's side of the cache: the buffer of w's bf16 copy when w has one (a BF16 GEMM
+ * read w since it was made), for the update to write the new weight's bits into in the same
+ * pass (Kernels.adamw `wb`); null otherwise. After writing every such buffer, the optimizer
+ * calls `invalidateBf16Weights()` and then `markBf16WeightsCurrent` with those weights.
+ */
+export function bf16WeightCopyFor(w: Tensor): Uint16Array | null {
+  const c = copies.get(w);
+  return c && c.bits.length === w.size && w.isContiguous() ? c.bits : null;
+}
+
+/** Marks the copies of `ws` as made in the current epoch: their buffers hold the bf16 bits of the weights as they are now. */
+export function markBf16WeightsCurrent(ws: readonly Tensor[]): void {
+  for (const w of ws) {
+    const c = copies.get(w);
+    if (c) c.epoch = epoch;
+  }
 }
 
 /**

@@ -188,8 +188,8 @@ export interface Kernels {
   scatterAddRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void;
   /** out[i] = Σ_j a[i, j] * b[i, j] (per-row dot products). */
   rowDot(a: Float32Array, b: Float32Array, out: Float32Array, rows: number, cols: number): void;
-  /** y[i, :] = s[i] * x[i, :]; y may alias x. */
-  scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** y[i, :] = s[i] * x[i, :]; y may alias x. With y16, also bf16Round of y into y16 in the same pass. */
+  scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number, y16?: Uint16Array): void;
   /**
    * For i < n0, j < n1, c < cols: dst[i*ds0 + j*ds1 + c] = src[i*ss0 + j*ss1 + c], or += with
    * `accumulate`. Strides are >= 0; a 0 source stride broadcasts, a 0 destination stride with
@@ -217,6 +217,12 @@ export interface Kernels {
   logSoftmaxBackward(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
   /** RMSNorm: rstd[r] = 1/sqrt(mean(x[r,:]^2) + eps); y = x * rstd[r] * w. */
   rmsNorm(x: Float32Array, w: Float32Array, y: Float32Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
+  /**
+   * rmsNorm(x, w, y, rstd, rows, cols, eps) and y16[i] = bf16Round of y[i], in one pass over the
+   * rows (a BF16 Linear's input written by the norm in front of it, ops/norm.ts): y and rstd are
+   * the bits rmsNorm writes, y16 the bits bf16Round(y) writes.
+   */
+  rmsNormBf16(x: Float32Array, w: Float32Array, y: Float32Array, y16: Uint16Array, rstd: Float32Array, rows: number, cols: number, eps: number): void;
   /** RMSNorm backward: dx written, dw ACCUMULATED (+=) over rows. */
   rmsNormBackward(x: Float32Array, w: Float32Array, rstd: Float32Array, dy: Float32Array,
     dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
@@ -231,9 +237,11 @@ export interface Kernels {
   siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, g16: Uint16Array, u16: Uint16Array, n: number): void;
   /**
    * siluMulBackward of g, u given as bf16 bits (widened exactly): the same bits as bf16Widen
-   * of both and siluMulBackward, without float32 copies of g and u.
+   * of both and siluMulBackward, without float32 copies of g and u. With dg16 / du16, also
+   * bf16Round of dg / du into them in the same pass (the bf16 experts' GEMM operands).
    */
-  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number,
+    dg16?: Uint16Array, du16?: Uint16Array): void;
   /** siluMul of g, u given as bf16 bits (widened exactly): the bits of bf16Widen + siluMul. */
   siluMulBf16(g16: Uint16Array, u16: Uint16Array, y: Float32Array, n: number): void;
   /**
@@ -253,16 +261,18 @@ export interface Kernels {
    * AdamW update of n elements in place, arithmetic in float64 (each stored value rounded once):
    *   g' = g·gradScale;  m ← b1·m + c1·g';  v ← b2·v + c2·g'·g';
    *   w ← w·decay − (lr/bc1)·m / (sqrt(v/bc2) + eps)   (with the new, unrounded m and v).
+   * With wb, also wb[i] = bf16Round of the new w[i] (the step's bf16 copy of the weight,
+   * engine/bf16-weights.ts), in the same pass over w.
    */
   adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number, gradScale: number, decay: number,
-    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number, wb?: Uint16Array): void;
   /**
    * `adamw` with BF16 moments (paper §3.3.3): m and v hold bfloat16 bit patterns, read widened;
    * the new m and v are computed in float64 as in `adamw` and stored rounded float64 -> float32
-   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded.
+   * -> bf16 (nearest even each time; NaN stays NaN), the w update using them unrounded; wb as in `adamw`.
    */
   adamwBf16(w: Float32Array, g: Float32Array, m: Uint16Array, v: Uint16Array, n: number, gradScale: number, decay: number,
-    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number): void;
+    b1: number, b2: number, c1: number, c2: number, lr: number, bc1: number, bc2: number, eps: number, wb?: Uint16Array): void;
   /** Σ x[i]² over n elements, accumulated in float64 (for the global gradient norm). */
   sumSquares(x: Float32Array, n: number): number;
 

@@ -110,6 +110,7 @@ export function loadNativeKernels(): Kernels | null {
     logSoftmaxBackward: has('logSoftmaxBackward') ? a.logSoftmaxBackward : ref.logSoftmaxBackward,
     rmsNorm: has('rmsNorm') ? a.rmsNorm : ref.rmsNorm,
     rmsNormBackward: has('rmsNormBackward') ? a.rmsNormBackward : ref.rmsNormBackward,
+    rmsNormBf16: has('rmsNormBf16') ? a.rmsNormBf16 : ref.rmsNormBf16,
     siluMul: has('siluMul') ? a.siluMul : ref.siluMul,
     siluMulBackward: has('siluMulBackward') ? a.siluMulBackward : ref.siluMulBackward,
     siluMulRound: has('siluMulRound') ? a.siluMulRound : ref.siluMulRound,

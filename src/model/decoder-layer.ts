@@ -59,13 +59,14 @@ export class DecoderLayer {
     // intermediates are dropped once their readers ran (arena.ts dropActivations): each op's
     // backward holds what it saved, the rest is reused within the step; not while capturing
     const drop = capture ? (): void => {} : dropActivations;
-    const normed = this.inputLayernorm.forward(x);
+    // the norms write the bf16 bits of their output too when BF16 Linears read it next
+    const normed = this.inputLayernorm.forward(x, { bf16Out: this.selfAttn.inputFeedsBf16() });
     const attnOut = this.selfAttn.forward(normed, attnCtx);
     drop(normed);
     capture?.(`attn_out.layers.${i}`, attnOut);
     const h = add(x, attnOut);
     drop(attnOut);
-    const u = this.postAttentionLayernorm.forward(h);
+    const u = this.postAttentionLayernorm.forward(h, { bf16Out: this.mlp instanceof SwiGluMlp && this.mlp.inputFeedsBf16() });
     let ffnOut: Tensor;
     let routing: Routing | null = null;
     if (this.mlp instanceof MoE) {

@@ -35,7 +35,7 @@ import type { LatentCache } from './latent-cache.js';
 import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
 import type { RotaryEmbedding } from './rope.js';
-import { applyLinear, type LinearWeight, weightRows } from './weights.js';
+import { applyLinear, feedsBf16Linear, type LinearWeight, weightRows } from './weights.js';
 import { trainingPrecision, withPrecision } from './precision-mode.js';
 
 let recomputeOn = process.env.DSV3_RECOMPUTE !== '0';
@@ -138,7 +138,7 @@ export class MultiHeadLatentAttention {
     let cQ = x;
     if (!this.q) {
       const c = applyLinear(x, this.qA!);
-      cQ = this.qANorm!.forward(c);
+      cQ = this.qANorm!.forward(c, { bf16Out: feedsBf16Linear(this.qB!) });
       drop(c);
     }
     return { q: this.upQuery(cQ), cQ };
@@ -172,6 +172,11 @@ export class MultiHeadLatentAttention {
     };
   }
 
+  /** Whether forward's input is read first by BF16 Linears that save its bf16 bits (W^DQ or W_Q, and W^DKV). */
+  inputFeedsBf16(): boolean {
+    return feedsBf16Linear(this.kvA) && feedsBf16Linear(this.q ?? this.qA!);
+  }
+
   /** x [B, T, D] -> attention output u [B, T, D] (after o_proj). */
   forward(x: Tensor, ctx: AttentionContext): Tensor {
     const [B, T] = x.shape as [number, number];
@@ -182,7 +187,8 @@ export class MultiHeadLatentAttention {
     const { q, cQ } = this.query(x, drop);
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
-    const cKV = this.kvANorm.forward(kv.slice(2, 0, r));
+    // c^KV feeds kv_b_proj directly on the training path (naive, no cache: cAll = cKV)
+    const cKV = this.kvANorm.forward(kv.slice(2, 0, r), { bf16Out: !ctx.cache && ctx.path === 'naive' && feedsBf16Linear(this.kvB) });
     const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
     drop(kv);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));

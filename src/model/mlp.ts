@@ -6,7 +6,7 @@ import { dropActivations } from '../engine/arena.js';
 import { swigluWith } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';
-import { applyLinear, type LinearWeight } from './weights.js';
+import { applyLinear, feedsBf16Linear, type LinearWeight } from './weights.js';
 import { trainingPrecision } from './precision-mode.js';
 
 export class SwiGluMlp {
@@ -18,6 +18,11 @@ export class SwiGluMlp {
     this.gate = src.linear(`${prefix}.gate_proj.weight`, intermediate, hidden);
     this.up = src.linear(`${prefix}.up_proj.weight`, intermediate, hidden);
     this.down = src.linear(`${prefix}.down_proj.weight`, hidden, intermediate);
+  }
+
+  /** Whether forward's input is read first by a BF16 Linear that saves its bf16 bits (the gate and up projections). */
+  inputFeedsBf16(): boolean {
+    return feedsBf16Linear(this.gate);
   }
 
   forward(x: Tensor): Tensor {

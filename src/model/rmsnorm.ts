@@ -26,7 +26,8 @@ export class RMSNorm {
     this.weight = src.tensor(`${prefix}.weight`, [dim], 'ones');
   }
 
-  forward(x: Tensor): Tensor {
-    return rmsNorm(x, this.weight, this.eps);
+  /** bf16Out: a BF16 Linear reads the result next (weights.ts feedsBf16Linear); also write its bf16 bits. */
+  forward(x: Tensor, opts: { bf16Out?: boolean } = {}): Tensor {
+    return rmsNorm(x, this.weight, this.eps, opts);
   }
 }

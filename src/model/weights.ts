@@ -12,7 +12,7 @@
  * The FP8 GEMM lives in `linearFp8` only, so a native FP8 kernel can replace it in one place.
  * bf16/fp8 weights are frozen: gradients flow to the input x but never to the weight.
  */
-import { attach } from '../engine/autograd.js';
+import { attach, isGradEnabled } from '../engine/autograd.js';
 import { kernels } from '../engine/backend.js';
 import { bf16ArrayToF32 } from '../engine/dtype.js';
 import { E4M3_TABLE, FP8_BLOCK } from '../engine/fp8/codec.js';
@@ -183,6 +183,15 @@ export function linearFp8(x: Tensor, w: Fp8Linear): Tensor {
     }
     return [Tensor.fromF32(dx, x.shape)];
   });
+}
+
+/**
+ * Whether `applyLinear(x, w)` here records a BF16 Linear that saves x's bf16 bits for Wgrad
+ * (the `bf16` precision, a trainable float32 weight, gradients recorded): then the RMSNorm that
+ * writes x can write those bits in the same pass (ops/norm.ts `bf16Out`).
+ */
+export function feedsBf16Linear(w: LinearWeight): boolean {
+  return w.kind === 'f32' && w.weight.requiresGrad && trainingPrecision() === 'bf16' && isGradEnabled();
 }
 
 /**

@@ -14,7 +14,7 @@
  * moments bit-exactly so a resumed run continues identically.
  */
 import { kernels } from '../engine/backend.js';
-import { invalidateBf16Weights } from '../engine/bf16-weights.js';
+import { bf16WeightCopyFor, invalidateBf16Weights, markBf16WeightsCurrent } from '../engine/bf16-weights.js';
 import { bf16ToF32, f32ToBf16 } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
@@ -108,6 +108,7 @@ export class AdamW {
     const bc1 = 1 - Math.pow(b1, t);
     const bc2 = 1 - Math.pow(b2, t);
     const eps = this.eps;
+    const rounded: Tensor[] = []; // weights whose bf16 copy the update rewrote (bf16-weights.ts)
     for (let i = 0; i < this.params.length; i++) {
       const p = this.params[i]!;
       const g = grads ? grads.get(this.names[i]!) : p.grad?.contiguous().f32();
@@ -118,10 +119,14 @@ export class AdamW {
       const m = this.m[i]!;
       const v = this.v[i]!;
       // float32 moments: the fused kernel (native, multi-threaded; float64 element arithmetic)
-      if (m instanceof Float32Array && v instanceof Float32Array) kernels().adamw(w, g, m, v, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
-      else kernels().adamwBf16(w, g, m as Uint16Array, v as Uint16Array, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps);
+      // a weight with a bf16 copy (BF16 training) gets its new bits in the same pass
+      const wb = bf16WeightCopyFor(p) ?? undefined;
+      if (m instanceof Float32Array && v instanceof Float32Array) kernels().adamw(w, g, m, v, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps, wb);
+      else kernels().adamwBf16(w, g, m as Uint16Array, v as Uint16Array, w.length, gradScale, decay, b1, b2, c1, c2, lr, bc1, bc2, eps, wb);
+      if (wb) rounded.push(p);
     }
-    invalidateBf16Weights(); // BF16 training rounds the updated weights afresh (engine/bf16-weights.ts)
+    invalidateBf16Weights(); // every other bf16 weight copy is rounded afresh on its next use (engine/bf16-weights.ts)
+    markBf16WeightsCurrent(rounded);
   }
 
   /** Clears every parameter's gradient. */

@@ -59,6 +59,8 @@ static inline int64_t row_h(const dsv3_attn_ctx* c, const chunk_t* k, int64_t r)
 static void gather_qt2(const dsv3_attn_ctx* c, const chunk_t* k, uint16_t* QT2, float* lim, float pad_lim, uint16_t* tmp) {
   const int64_t Rp = k->Rp, dqk = c->dqk;
   for (int64_t r = 0; r < Rp; r++) {
+    if (r + PF_AHEAD < k->R && dqk > 0)
+      prefetch_row(c->q + off3(c->qs, k->b, row_i(c, k, r + PF_AHEAD), row_h(c, k, r + PF_AHEAD)), dqk);
     if (r < k->R) {
       const int64_t i = row_i(c, k, r);
       scatter_pairs_bf16(QT2 + 2 * r, Rp, c->q + off3(c->qs, k->b, i, row_h(c, k, r)), dqk, tmp);
@@ -277,6 +279,8 @@ void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int threa
       gather_qt2(c, &k, QT2, lim, -1.0f, tmp); /* pad rows: limit -1, always masked */
       for (int64_t r = 0; r < Rp; r += 2) { /* row pairs of q and dout, pad rows 0 */
         const float *q0 = NULL, *q1 = NULL, *g0 = NULL, *g1 = NULL;
+        for (int64_t a = r + PF_AHEAD; a < r + PF_AHEAD + 2 && a < R && dv > 0; a++)
+          prefetch_row(c->dout + off3(c->os, b, row_i(c, &k, a), row_h(c, &k, a)), dv);
         if (r < R) {
           q0 = c->q + off3(c->qs, b, row_i(c, &k, r), row_h(c, &k, r));
           g0 = c->dout + off3(c->os, b, row_i(c, &k, r), row_h(c, &k, r));
@@ -294,6 +298,11 @@ void ISA_FN(dsv3_attn_bf16_bwd_task)(const dsv3_attn_ctx* c, int task, int threa
         }
       }
       for (int64_t r = 0; r < Rp; r++) {
+        if (r + PF_AHEAD < R && dv > 0) {
+          const int64_t off = off3(c->os, b, row_i(c, &k, r + PF_AHEAD), row_h(c, &k, r + PF_AHEAD));
+          prefetch_row(c->dout + off, dv);
+          prefetch_row(c->o + off, dv);
+        }
         if (r < R) {
           const int64_t i = row_i(c, &k, r), h = row_h(c, &k, r);
           const float* o = c->o + off3(c->os, b, i, h);

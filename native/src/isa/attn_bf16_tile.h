@@ -247,10 +247,20 @@ static void dpmm(const int dp, const int64_t M, const int64_t N, const int64_t K
 
 /* ---- packing (once per task: O(keys * d), against O(rows * keys * d) of products) ---------- */
 
+/* The rows packed here are read once, strided (one head's rows of [B, T, H, d] are H*d floats
+ * apart), and the loads of their first touch dominated the packing: each packing loop asks for
+ * the row PF_AHEAD rows ahead (a hint only; nothing it computes changes). */
+#define PF_AHEAD 4
+static inline void prefetch_row(const float* p, int64_t d) {
+  for (int64_t e = 0; e < d; e += 16) __builtin_prefetch(p + e, 0, 3);
+  __builtin_prefetch(p + d - 1, 0, 3);
+}
+
 /* rows j in [j0, j1) of src (row stride ld, d floats) -> bf16 rows dst + j*w (w even >= d, pad 0) */
 static void pack_rows_bf16(uint16_t* dst, int64_t w, const float* src, int64_t ld, int64_t j0, int64_t j1, int64_t d) {
   for (int64_t j = j0; j < j1; j++) {
     const float* s = src + j * ld;
+    if (j + PF_AHEAD < j1 && d > 0) prefetch_row(src + (j + PF_AHEAD) * ld, d);
     uint16_t* t = dst + j * w;
     int64_t e = 0;
     for (; e + VL <= d; e += VL) vstore_row(t + e, vbf16(vload(s + e)));
@@ -275,8 +285,13 @@ static void pair_rows_bf16(uint16_t* dst, int64_t np, const float* r0, const flo
 /* rows j in [j0, j1) (j0 even) -> key pairs dst[(j/2)][e][2], row pairs of np pairs (np >= d,
  * a multiple of VL, pad 0); an odd j1's partner slot is zeroed */
 static void pack_pairs_bf16(uint16_t* dst, int64_t np, const float* src, int64_t ld, int64_t j0, int64_t j1, int64_t d) {
-  for (int64_t j = j0; j < j1; j += 2)
+  for (int64_t j = j0; j < j1; j += 2) {
+    if (j + PF_AHEAD + 1 < j1 && d > 0) {
+      prefetch_row(src + (j + PF_AHEAD) * ld, d);
+      prefetch_row(src + (j + PF_AHEAD + 1) * ld, d);
+    }
     pair_rows_bf16(dst + (j >> 1) * 2 * np, np, src + j * ld, j + 1 < j1 ? src + (j + 1) * ld : NULL, d);
+  }
 }
 
 /* bf16 row of d floats into tmp (w even >= d, pad 0), then its pairs as 32-bit words

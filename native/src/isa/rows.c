@@ -8,6 +8,7 @@
  *
  * Aliasing: every kernel reads an element before it writes the same index and finishes its
  * reductions before its first write, so y may alias x (and dx may alias dy). */
+#include "../bf16_convert.h"
 #include "../fused.h"
 #include "simd.h"
 
@@ -186,7 +187,7 @@ void ISA_FN(dsv3_log_softmax_bwd_rows)(const dsv3_rows_args* a, int64_t r0, int6
 }
 
 /* rstd = 1/sqrt(mean(x^2) + eps) (computed in double, rounded to float like the reference);
- * y = x * rstd * w */
+ * y = x * rstd * w; with out16 also the bf16 bits of y (dsv3_bf16_round of each row) */
 void ISA_FN(dsv3_rms_norm_rows)(const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part) {
   (void)part;
   const int64_t n = a->cols;
@@ -203,6 +204,9 @@ void ISA_FN(dsv3_rms_norm_rows)(const dsv3_rows_args* a, int64_t r0, int64_t r1,
       const int t = (int)(n - j);
       vstoret(y + j, vmul(vmul(vloadt(x + j, t, 0), vr), vloadt(w + j, t, 0)), t);
     }
+    /* rmsNormBf16: the row's bf16 bits, rounded from the float32 y just written (still in L1),
+     * so they equal bf16Round(y) bit for bit */
+    if (a->out16) ISA_FN(dsv3_bf16_round)(y, a->out16 + r * n, n);
   }
 }
 

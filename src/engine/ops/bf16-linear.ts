@@ -52,6 +52,20 @@ export function toBf16Bits(t: Tensor): Uint16Array {
  */
 const savedCopies = new WeakMap<Float32Array, { xb: Uint16Array; node: GradNode }>();
 
+/**
+ * bf16 bits of a tensor's elements written by the op that produced it, in the same pass as its
+ * float32 values (RMSNorm in front of the Linears: ops/norm.ts `bf16Out`): the first recording
+ * bf16Linear that reads that tensor takes them as its saved copy instead of rounding x again
+ * (the same bits: bf16Round of the same float32 values). Keyed by the tensor object, taken once.
+ */
+const offered = new WeakMap<Tensor, Uint16Array>();
+
+/** Offers xb (the bf16 bits of every element of the contiguous tensor t) to the next bf16Linear of t. */
+export function offerBf16Copy(t: Tensor, xb: Uint16Array): void {
+  if (xb.length !== t.size) throw new Error(`offerBf16Copy: ${xb.length} bf16 values for a tensor of ${t.size} elements`);
+  offered.set(t, xb);
+}
+
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
 export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   checkF32('bf16Linear', x, 'x');
@@ -73,7 +87,12 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const xd = dataOf(x2);
   const shared = recording && wGrad ? savedCopies.get(xd) : undefined;
   const reuse = shared && shared.node.backward !== null && shared.xb.length === xd.length ? shared.xb : null;
-  const xb = recording && wGrad ? (reuse ?? toBf16Bits(x2)) : null;
+  let xb: Uint16Array | null = null;
+  if (recording && wGrad) {
+    const given = reuse ? undefined : offered.get(x);
+    if (given) offered.delete(x);
+    xb = reuse ?? (given && given.length === xd.length ? given : toBf16Bits(x2));
+  }
   if (y.length > 0 && nIn > 0) {
     if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
     else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut);

@@ -289,10 +289,18 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       if (g16) k.siluMulBf16(g16, u16!, y, n);
       else k.siluMul(g32!, u32!, y, n);
     };
+    /** dg, du of the SwiGLU; (bf16) with their bf16 bits written in the same pass into the buffers
+     * `dg16` / `du16` name: the returned A operands of their GEMMs (else dg, du themselves) */
     const swigluBack = (g32: Float32Array | null, u32: Float32Array | null, g16: Uint16Array | null, u16: Uint16Array | null,
-      dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void => {
+      dy: Float32Array, dg: Float32Array, du: Float32Array, n: number, dg16: string, du16: string): [Operand, Operand] => {
+      if (g16 && bf16) {
+        const [a, b] = [buf16(dg16, n), buf16(du16, n)];
+        k.siluMulBackwardBf16(g16, u16!, dy, dg, du, n, a, b);
+        return [a, b];
+      }
       if (g16) k.siluMulBackwardBf16(g16, u16!, dy, dg, du, n);
       else k.siluMulBackward(g32!, u32!, dy, dg, du, n);
+      return [asB(dg, () => buf16(dg16, n)), asB(du, () => buf16(du16, n))];
     };
     /** rows of `src` gathered by expert (the plan's order): as is, or (bf16) rounded straight into bf16 */
     const gathered = (src: Float32Array, name: string, name16: string): Operand => {
@@ -332,9 +340,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       weightGrad(3 * E + 2, D, Is, N, doutA, asB(Hs, () => buf16('Hs16', N * Is)));
       const dGs = buf('dGs', N * Is);
       const dUs = buf('dUs', N * Is);
-      swigluBack(Gs, Us, Gs16, Us16, dHs, dGs, dUs, N * Is);
+      const [dGsA, dUsA] = swigluBack(Gs, Us, Gs16, Us16, dHs, dGs, dUs, N * Is, 'dGs16', 'dUs16');
       const xB = asB(xd, () => buf16('x16', N * D));
-      const [dGsA, dUsA] = [asB(dGs, () => buf16('dGs16', N * Is)), asB(dUs, () => buf16('dUs16', N * Is))];
       weightGrad(3 * E, Is, D, N, dGsA, xB);
       weightGrad(3 * E + 1, Is, D, N, dUsA, xB);
       if (dx) {
@@ -359,8 +366,9 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
       }
       k.scaleRows(dH, gp, dH, P, I);
-      k.scaleRows(H, gp, H, P, I);
-      const HB = asB(H, () => buf16('H16', P * I));
+      let HB: Operand = H; // gate ⊙ H: float32, or (bf16) its bf16 bits written by the same pass
+      if (bf16) k.scaleRows(H, gp, H, P, I, (HB = buf16('H16', P * I)));
+      else k.scaleRows(H, gp, H, P, I);
       // dW2_e = dY_e^T (gate ⊙ H_e): [D, n] x [n, I]
       const dw2 = new GemmBatch();
       for (let e = 0; e < E; e++) {
@@ -371,9 +379,8 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       dw2.run(true, false, D, I, 0, I);
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
-      swigluBack(G, U, G16, U16, dH, dG, dU, P * I);
-      // bf16: dG, dU rounded once for their Wgrad and Dgrad GEMMs
-      const [dGA, dUA] = [asB(dG, () => buf16('dG16', P * I)), asB(dU, () => buf16('dU16', P * I))];
+      // bf16: dG, dU rounded once (in the SwiGLU backward's pass) for their Wgrad and Dgrad GEMMs
+      const [dGA, dUA] = swigluBack(G, U, G16, U16, dH, dG, dU, P * I, 'dG16', 'dU16');
       const XB = gathered(xd, 'X', 'X16');
       const dX = buf('Y', P * D); // dY (float32: its scratch) is no longer needed
       const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e

@@ -3,14 +3,18 @@
  * after the compressed MLA latents c^Q and c^KV (§4.2), and in the MTP modules (Eq. 21):
  *   y = x / sqrt(mean(x^2) + eps) * w     over the last dim,
  * fused on kernels().rmsNorm; the per-row 1/rms is saved for kernels().rmsNormBackward.
+ * With `bf16Out` (a BF16 Linear reads y next, the `bf16` training precision) the same pass also
+ * writes y's bf16 bits (kernels().rmsNormBf16) and offers them to that Linear (bf16-linear.ts
+ * offerBf16Copy), which then does not round y again; y and the gradients are unchanged.
  */
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
+import { allocBf16, offerBf16Copy } from './bf16-linear.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
 /** RMSNorm over the last dim: x [..., D], w [D]. */
-export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
+export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6, opts: { bf16Out?: boolean } = {}): Tensor {
   checkF32('rmsNorm', x, 'x');
   checkF32('rmsNorm', w, 'weight');
   if (x.ndim < 1) throw new Error('rmsNorm: x must have at least one dim');
@@ -24,8 +28,11 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   const rows = cols === 0 ? 0 : xd.length / cols;
   const y = allocUninit(xd.length); // the kernel writes every row
   const rstd = alloc(rows);
-  if (rows > 0) kernels().rmsNorm(xd, wd, y, rstd, rows, cols, eps);
+  const y16 = opts.bf16Out && rows > 0 ? allocBf16(xd.length) : null;
+  if (y16) kernels().rmsNormBf16(xd, wd, y, y16, rstd, rows, cols, eps);
+  else if (rows > 0) kernels().rmsNorm(xd, wd, y, rstd, rows, cols, eps);
   const out = new Tensor(y, x.shape, 'f32');
+  if (y16) offerBf16Copy(out, y16);
   if (!x.requiresGrad && !w.requiresGrad) return out;
   return attach(out, 'rmsNorm', [x, w], (g) => {
     const dx = allocUninit(xd.length);

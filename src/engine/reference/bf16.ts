@@ -2,12 +2,12 @@
  * Reference bfloat16 conversions (Kernels.bf16Round / Kernels.bf16Widen): plain loops over
  * dtype.ts's f32ToBf16 (round to nearest even, NaN kept a quiet NaN, subnormals kept) and the
  * exact widening. The native copies (native/src/isa/bf16_convert.c) must match them bit for bit.
- * Also the fused bf16 forms siluMulRound / siluMulBf16 / siluMulBackwardBf16 and gatherRowsBf16:
- * rows.ts's siluMul / siluMulBackward and gather.ts's gatherRows composed with these
- * conversions (native: native/src/elementwise_napi.c, native/src/rowops_napi.c).
+ * Also the fused bf16 forms siluMulRound / siluMulBf16 / siluMulBackwardBf16, rmsNormBf16 and gatherRowsBf16:
+ * rows.ts's siluMul / siluMulBackward / rmsNorm and gather.ts's gatherRows composed with these
+ * conversions (native: native/src/elementwise_napi.c, native/src/rowops_napi.c, native/src/fused_napi.c).
  */
 import { f32ToBf16 } from '../dtype.js';
-import { siluMul, siluMulBackward } from './rows.js';
+import { rmsNorm, siluMul, siluMulBackward } from './rows.js';
 import { gatherRows } from './gather.js';
 
 function check(name: string, a: { length: number }, an: string, b: { length: number }, bn: string, n: number): void {
@@ -51,16 +51,31 @@ export function siluMulRound(g: Float32Array, u: Float32Array, y: Float32Array, 
   bf16Round(u, u16, n);
 }
 
-/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward. */
-export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void {
+/** Kernels.rmsNormBf16: rmsNorm(x, w, y, rstd), then bf16Round of y into y16. */
+export function rmsNormBf16(x: Float32Array, w: Float32Array, y: Float32Array, y16: Uint16Array, rstd: Float32Array, rows: number, cols: number, eps: number): void {
+  const n = rows * cols;
+  check('rmsNormBf16', x, 'x', y16, 'y16', n);
+  check('rmsNormBf16', y, 'y', y16, 'y16', n);
+  if (w.length < cols || rstd.length < rows) throw new RangeError(`rmsNormBf16: w needs ${cols} and rstd ${rows} elements, got ${w.length} and ${rstd.length}`);
+  rmsNorm(x, w, y, rstd, rows, cols, eps);
+  bf16Round(y, y16, n);
+}
+
+/** Kernels.siluMulBackwardBf16: bf16Widen of g16 and u16, then siluMulBackward (and bf16Round of dg, du into dg16, du16 when given). */
+export function siluMulBackwardBf16(g16: Uint16Array, u16: Uint16Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number,
+  dg16?: Uint16Array, du16?: Uint16Array): void {
   check('siluMulBackwardBf16', g16, 'g16', u16, 'u16', n);
   check('siluMulBackwardBf16', dy, 'dy', dg, 'dg', n);
   check('siluMulBackwardBf16', du, 'du', du, 'du', n);
+  if (dg16) check('siluMulBackwardBf16', dg16, 'dg16', dg16, 'dg16', n);
+  if (du16) check('siluMulBackwardBf16', du16, 'du16', du16, 'du16', n);
   const g = new Float32Array(n);
   const u = new Float32Array(n);
   bf16Widen(g16, g, n);
   bf16Widen(u16, u, n);
   siluMulBackward(g, u, dy, dg, du, n);
+  if (dg16) bf16Round(dg, dg16, n);
+  if (du16) bf16Round(du, du16, n);
 }
 
 /** Kernels.siluMulBf16: bf16Widen of g16 and u16, then siluMul. */

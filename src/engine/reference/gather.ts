@@ -1,6 +1,7 @@
 /** Reference row kernels: gather / scatter (the MoE dispatch and combine), strided copies and
  * RoPE on a channel range (MLA). Plain loops; the scatter's multiply-add and the rotations are
  * computed in float64 and rounded once. */
+import { f32ToBf16 } from '../dtype.js';
 
 export function gatherRows(src: Float32Array, idx: Int32Array, scale: Float32Array | null, dst: Float32Array, rows: number, cols: number): void {
   for (let i = 0; i < rows; i++) {
@@ -33,12 +34,14 @@ export function rowDot(a: Float32Array, b: Float32Array, out: Float32Array, rows
   }
 }
 
-export function scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number): void {
+export function scaleRows(x: Float32Array, s: Float32Array, y: Float32Array, rows: number, cols: number, y16?: Uint16Array): void {
+  if (y16 && y16.length < rows * cols) throw new RangeError(`scaleRows: y16 has ${y16.length} elements, the call needs ${rows * cols}`);
   for (let i = 0; i < rows; i++) {
     const o = i * cols;
     const f = s[i]!;
     for (let j = 0; j < cols; j++) y[o + j] = f * x[o + j]!;
   }
+  if (y16) for (let i = 0; i < rows * cols; i++) y16[i] = f32ToBf16(y[i]!); // bf16Round of y
 }
 
 export function copyStrided(src: Float32Array, dst: Float32Array, n0: number, n1: number, cols: number,
