@@ -37,7 +37,7 @@
 #include "threadpool.h"
 
 #define SUB FP8_BLOCK /* y buffer rows: one scale block */
-#define PF 4096 /* prefetch distance in bytes (issue 12, Zen 4: 4 KiB into L2 beat 2 KiB NTA) */
+#define PF 8192 /* prefetch distance in bytes (issue 12, Zen 4: see the top) */
 #define PFHINT _MM_HINT_T1
 #define XBYTES 32768
 
@@ -91,6 +91,15 @@ typedef fp8_vbmi_tab tab_t;
 typedef int tab_t; /* no table outside the AVX-512 build */
 #endif
 
+#if defined(DSV3_ISA_AVX512)
+/* GFNI present (cached; a benign race: every thread computes the same value) */
+static int fp8_gfni_ok(void) {
+  static volatile int g = -1;
+  if (g < 0) g = dsv3_has_gfni();
+  return g;
+}
+#endif
+
 #ifdef FV
 #define GROUP (4 * FVL)
 /* out[i*SUB] += sum over p in [k0,k1) of xs[i][p] * raw(W[j][p]), for i < M. One row of W at a
@@ -119,6 +128,17 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
     const int64_t t = p + PF;
     _mm_prefetch((const char*)(t < k1 ? w + t : w + k + k0 + (t - k1)), PFHINT);
 #if defined(DSV3_ISA_AVX512)
+    if (vbmi == 2) { /* GFNI: two affine byte transforms + 4 byte spreads per 64 codes */
+      const __m512i cv = _mm512_loadu_si512((const void*)c);
+      nacc = _mm512_max_epu8(nacc, _mm512_add_epi8(cv, cv));
+      __m512i lo, hi;
+      fp8_gfni_bytes(cv, &lo, &hi);
+      for (int q = 0; q < 4; q++) {
+        const FV wq = fp8_vbmi_spread(T, lo, hi, q);
+        for (int i = 0; i < M; i++) acc[q % U][i] = FFMA(FLOADU(xs + i * k + p + q * FVL), wq, acc[q % U][i]);
+      }
+      continue;
+    }
     if (vbmi) {
       __m512i lo, hi;
       fp8_vbmi_bytes(T, _mm512_loadu_si512((const void*)c), &lo, &hi);
@@ -149,7 +169,7 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
     for (int u = 1; u < U; u++) a = FADD(a, acc[u][i]);
     out[i * SUB] += FHSUM(a) + tail[i];
   }
-  if ((swar || (!vbmi && nacc_hit(nacc))) && fp8_row_has_nan(w + k0, k1 - k0)) /* rare */
+  if ((swar || (vbmi != 1 && nacc_hit(nacc))) && fp8_row_has_nan(w + k0, k1 - k0)) /* rare */
     for (int i = 0; i < M; i++) out[i * SUB] = __builtin_nanf("");
 }
 
@@ -165,10 +185,11 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
     if (P->vbmi) ROWS(M, U5, 1);                          \
     else ROWS(M, U5, 0);                                  \
     break;
-#else /* the arithmetic decode: faster than VBMI here (see gemv_range) */
-#define CASE(M, U2, U5) \
-  case M:               \
-    ROWS(M, U5, 0);     \
+#else /* GFNI decode where the CPU has it (and VBMI is allowed), else the arithmetic decode */
+#define CASE(M, U2, U5)                                   \
+  case M:                                                 \
+    if (P->vbmi && gfni) ROWS(M, U5, 2);                  \
+    else ROWS(M, U5, 0);                                  \
     break;
 #endif
 #else
@@ -176,6 +197,9 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
   case M:               \
     ROWS(M, U2, 0);     \
     break;
+#endif
+#if defined(DSV3_ISA_AVX512)
+  const int gfni = fp8_gfni_ok();
 #endif
   /* M*U accumulators: <= 8 of the 16 ymm registers (AVX2), <= 16 of the 32 zmm (AVX-512) */
   switch (P->m) {
