@@ -23,14 +23,18 @@
  *     never cut, keeping each row one sequential stream;
  *   - one row of W at a time (one sequential stream), 4 vectors of codes per step, then single
  *     vectors, then a scalar tail (the exact raw table); M*U accumulators in registers;
- *   - a software prefetch (prefetcht1, into L2) 4 KiB ahead of the stream: on Zen 4 a decode
- *     loop over DRAM-resident codes ran at 17 GB/s with it vs 12.5 GB/s with the former
+ *   - a software prefetch (prefetcht1, into L2) 8 KiB ahead of the stream: on Zen 4 a decode
+ *     loop over DRAM-resident codes ran at 17 GB/s with 4 KiB vs 12.5 GB/s with the former
  *     prefetchnta 2 KB ahead (issue 12; on Zen 3, 2 KB NTA had measured up to 1.5x faster than
- *     the hardware prefetchers alone);
- *   - the arithmetic decode (fp8_raw16/fp8_raw8), not the VBMI table: on Zen 4 the 3
- *     instructions per 16 codes outrun the 7 byte permutes per 64 (L2-resident codes: 26 vs
- *     22 GB/s of codes; DRAM: 21 vs 16). Both give the same raw values, so the results are
- *     identical; -DFP8_GEMV_VBMI restores the table in the GEMV (the GEMM keeps it). */
+ *     the hardware prefetchers alone); 8 KiB: +5-9% over 4 KiB on 4 KiB pages (BENCHMARKS.md);
+ *   - the decode: on CPUs with AVX-512 VBMI and GFNI (Zen 4, Ice Lake and later), the two
+ *     bytes of each raw float32 come from two VGF2P8AFFINEQB bit selections of 64 codes and
+ *     4 two-source byte permutes spread them (fp8_gfni_bytes + fp8_vbmi_spread): 6 shuffle-class
+ *     instructions per 64 codes instead of 12 (DRAM-resident codes, 4 KiB pages, one row
+ *     stream: 18.7 vs 16.5 GB/s of codes). Elsewhere the arithmetic decode (fp8_raw16 /
+ *     fp8_raw8), which on Zen 4 outruns the VBMI table lookup (7 permutes per 64: L2-resident
+ *     26 vs 22 GB/s). All three give the same raw values in the same lanes, so the results are
+ *     identical; -DFP8_GEMV_VBMI selects the table in the GEMV (the GEMM keeps it). */
 #include <limits.h>
 #include "cpu.h"
 #include "fp8_weight_isa.h"
