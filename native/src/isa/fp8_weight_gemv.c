@@ -26,7 +26,7 @@
  *   - a software prefetch (prefetcht1, into L2) 8 KiB ahead of the stream: on Zen 4 a decode
  *     loop over DRAM-resident codes ran at 17 GB/s with 4 KiB vs 12.5 GB/s with the former
  *     prefetchnta 2 KB ahead (issue 12; on Zen 3, 2 KB NTA had measured up to 1.5x faster than
- *     the hardware prefetchers alone); 8 KiB: +5-9% over 4 KiB on 4 KiB pages (BENCHMARKS.md);
+ *     the hardware prefetchers alone); 8 KiB: +4-9% over 4 KiB on 4 KiB pages (BENCHMARKS.md);
  *   - the decode: on CPUs with AVX-512 VBMI and GFNI (Zen 4, Ice Lake and later), the two
  *     bytes of each raw float32 come from two VGF2P8AFFINEQB bit selections of 64 codes and
  *     4 two-source byte permutes spread them (fp8_gfni_bytes + fp8_vbmi_spread): 6 shuffle-class
