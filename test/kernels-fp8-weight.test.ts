@@ -179,6 +179,51 @@ test('native linearFp8: a NaN code makes its whole output column NaN (documented
   });
 });
 
+test('native linearFp8 GEMV: the GFNI decode (AVX-512 + VBMI + GFNI) gives exactly the arithmetic decode\'s outputs', (t) => {
+  const a = addon(t);
+  if (!a) return;
+  const info = a.info();
+  if (!info.avx512 || !info.avx512vbmi || !info.gfni) {
+    t.skip('this CPU has no AVX-512 VBMI + GFNI: the GEMV uses the arithmetic decode only');
+    return;
+  }
+  const r = rng(11);
+  const cases: Case[] = [];
+  // every code value (NaN codes excluded: the NaN test covers them), rows of 64-code groups,
+  // single vectors and a scalar tail, m = 1..8, several 128-row scale blocks
+  for (const [m, n, k] of [[1, 300, 2048], [1, 257, 1408], [2, 140, 1000], [4, 131, 129], [8, 200, 700], [3, 130, 64]] as const) {
+    const cs = makeCase(r, m, n, k, m % 2, { uniformCodes: true });
+    for (let q = 0; q < 256 && q < cs.codes.length; q++) cs.codes[q] = (q & 0x7f) === 0x7f ? q ^ 1 : q;
+    cs.want = cs.y0.slice();
+    refLinearFp8(m, n, k, cs.x, cs.codes, cs.scale, cs.beta, cs.want);
+    cases.push(cs);
+  }
+  const { isa: isa0, threads: threads0 } = a.info();
+  const gemvMax0 = a.fp8SetGemvMaxM(8) as number;
+  try {
+    a.setIsa('avx512');
+    for (const threads of [1, 2]) {
+      a.setThreads(threads);
+      for (const cs of cases) {
+        const out: Float32Array[] = [];
+        for (const vbmi of [true, false]) {
+          a.fp8SetVbmi(vbmi);
+          const got = cs.y0.slice();
+          (a.linearFp8 as LinearFp8)(cs.m, cs.n, cs.k, cs.x, cs.codes, cs.scale, cs.beta, got);
+          out.push(got);
+        }
+        assert.deepEqual(new Uint32Array(out[0].buffer), new Uint32Array(out[1].buffer), `${threads}t ${cs.label}`);
+        check(`avx512/gfni/${threads}t ${cs.label}`, cs, out[0]);
+      }
+    }
+  } finally {
+    a.setIsa(isa0 as 'scalar');
+    a.setThreads(threads0);
+    a.fp8SetVbmi(true);
+    a.fp8SetGemvMaxM(gemvMax0);
+  }
+});
+
 test('native linearFp8: empty shapes and k = 0', (t) => {
   const a = addon(t);
   if (!a) return;

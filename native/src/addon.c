@@ -46,6 +46,8 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, obj, "avx512bf16", v);
   napi_get_boolean(env, dsv3_has_avx512_vbmi(), &v);
   napi_set_named_property(env, obj, "avx512vbmi", v);
+  napi_get_boolean(env, dsv3_has_gfni(), &v);
+  napi_set_named_property(env, obj, "gfni", v);
   return obj;
 }
 

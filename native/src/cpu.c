@@ -41,6 +41,14 @@ int dsv3_has_avx512_vbmi(void) {
   return dsv3_has_avx512() && __builtin_cpu_supports("avx512vbmi");
 }
 
+int dsv3_has_gfni(void) {
+#ifdef DSV3_EMULATE_AVX512
+  return 1;
+#endif
+  __builtin_cpu_init();
+  return dsv3_has_avx512() && __builtin_cpu_supports("gfni");
+}
+
 const char* dsv3_isa_name(int level) {
   return level == DSV3_ISA_LEVEL_AVX512 ? "avx512" : level == DSV3_ISA_LEVEL_AVX2 ? "avx2" : "scalar";
 }

@@ -10,6 +10,7 @@ int dsv3_has_avx2_fma(void);
 int dsv3_has_avx512(void);      /* avx512 f+bw+vl+dq */
 int dsv3_has_avx512_bf16(void);
 int dsv3_has_avx512_vbmi(void);
+int dsv3_has_gfni(void);        /* GFNI (VGF2P8AFFINEQB on zmm with AVX-512) */
 /* Force an ISA level at run time (tests compare ISAs); returns 0 if this CPU lacks it. */
 int dsv3_set_isa(int level);
 #endif

@@ -153,6 +153,32 @@ static inline void fp8_vbmi_bytes(const fp8_vbmi_tab* T, __m512i c, __m512i* lo,
   const __m512i h = _mm512_permutex2var_epi8(T->hi0, c, T->hi1);
   *hi = _mm512_ternarylogic_epi32(h, c, _mm512_set1_epi32((int)0x80808080u), 0xF8); /* h | (c & 0x80) */
 }
+/* The same two byte vectors in two GFNI affine transforms (one VGF2P8AFFINEQB each, issue 12):
+ * a code s.eeee.mmm (bits 7..0) has the raw float32 value e4m3(c) * 2^-120 = bits s<<31 |
+ * eeeemmm<<20, whose second byte is e0.m2.m1.m0.0000 and whose high byte is s.0000.e3.e2.e1 —
+ * both pure bit selections of the code, i.e. GF(2) matrices (row r of the matrix, the byte 7-r of
+ * the qword, picks the input bits of output bit r). Exactly fp8_vbmi_bytes' values, NaN codes
+ * included (they decode to 448 * 2^-120; the callers check for them separately). The instruction
+ * is written as asm so that the AVX-512 library need not be compiled with -mgfni (which would let
+ * the compiler use GFNI anywhere); callers use it only where dsv3_has_gfni(). */
+#define FP8_GF_LO 0x0000000001020408ll /* out bits 7..4 = in bits 3..0 */
+#define FP8_GF_HI 0x1020400000000080ll /* out bit 7 = in bit 7, out bits 2..0 = in bits 6..4 */
+#ifdef DSV3_SIMD_EMULATED /* the SIMDe verification build: vectors are structs, not registers */
+#include <simde/x86/gfni.h>
+static inline __m512i fp8_gf_affine(__m512i x, long long m) {
+  return simde_mm512_gf2p8affine_epi64_epi8(x, _mm512_set1_epi64(m), 0);
+}
+#else
+static inline __m512i fp8_gf_affine(__m512i x, long long m) {
+  __m512i r;
+  __asm__("vgf2p8affineqb $0, %2, %1, %0" : "=v"(r) : "v"(x), "v"(_mm512_set1_epi64(m)));
+  return r;
+}
+#endif
+static inline void fp8_gfni_bytes(__m512i c, __m512i* lo, __m512i* hi) {
+  *lo = fp8_gf_affine(c, FP8_GF_LO);
+  *hi = fp8_gf_affine(c, FP8_GF_HI);
+}
 /* Raw floats of codes 16q..16q+15 of the 64 decoded by fp8_vbmi_bytes. */
 static inline __m512 fp8_vbmi_spread(const fp8_vbmi_tab* T, __m512i lo, __m512i hi, int q) {
   return _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(0xCCCCCCCCCCCCCCCCull, lo, T->idx[q], hi));

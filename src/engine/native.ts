@@ -13,7 +13,7 @@ import { referenceKernels } from './reference/index.js';
 /** The raw addon exports (functions are added by each kernel family). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeAddon = Record<string, any> & {
-  info(): { isa: string; threads: number; avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vbmi: boolean };
+  info(): { isa: string; threads: number; avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vbmi: boolean; gfni?: boolean };
   setThreads(n: number): number;
   setIsa(isa: 'scalar' | 'avx2' | 'avx512'): boolean;
 };

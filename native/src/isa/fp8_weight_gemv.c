@@ -23,21 +23,25 @@
  *     never cut, keeping each row one sequential stream;
  *   - one row of W at a time (one sequential stream), 4 vectors of codes per step, then single
  *     vectors, then a scalar tail (the exact raw table); M*U accumulators in registers;
- *   - a software prefetch (prefetcht1, into L2) 4 KiB ahead of the stream: on Zen 4 a decode
- *     loop over DRAM-resident codes ran at 17 GB/s with it vs 12.5 GB/s with the former
+ *   - a software prefetch (prefetcht1, into L2) 8 KiB ahead of the stream: on Zen 4 a decode
+ *     loop over DRAM-resident codes ran at 17 GB/s with 4 KiB vs 12.5 GB/s with the former
  *     prefetchnta 2 KB ahead (issue 12; on Zen 3, 2 KB NTA had measured up to 1.5x faster than
- *     the hardware prefetchers alone);
- *   - the arithmetic decode (fp8_raw16/fp8_raw8), not the VBMI table: on Zen 4 the 3
- *     instructions per 16 codes outrun the 7 byte permutes per 64 (L2-resident codes: 26 vs
- *     22 GB/s of codes; DRAM: 21 vs 16). Both give the same raw values, so the results are
- *     identical; -DFP8_GEMV_VBMI restores the table in the GEMV (the GEMM keeps it). */
+ *     the hardware prefetchers alone); 8 KiB: +4-9% over 4 KiB on 4 KiB pages (BENCHMARKS.md);
+ *   - the decode: on CPUs with AVX-512 VBMI and GFNI (Zen 4, Ice Lake and later), the two
+ *     bytes of each raw float32 come from two VGF2P8AFFINEQB bit selections of 64 codes and
+ *     4 two-source byte permutes spread them (fp8_gfni_bytes + fp8_vbmi_spread): 6 shuffle-class
+ *     instructions per 64 codes instead of 12 (DRAM-resident codes, 4 KiB pages, one row
+ *     stream: 18.7 vs 16.5 GB/s of codes). Elsewhere the arithmetic decode (fp8_raw16 /
+ *     fp8_raw8), which on Zen 4 outruns the VBMI table lookup (7 permutes per 64: L2-resident
+ *     26 vs 22 GB/s). All three give the same raw values in the same lanes, so the results are
+ *     identical; -DFP8_GEMV_VBMI selects the table in the GEMV (the GEMM keeps it). */
 #include <limits.h>
 #include "cpu.h"
 #include "fp8_weight_isa.h"
 #include "threadpool.h"
 
 #define SUB FP8_BLOCK /* y buffer rows: one scale block */
-#define PF 4096 /* prefetch distance in bytes (issue 12, Zen 4: 4 KiB into L2 beat 2 KiB NTA) */
+#define PF 8192 /* prefetch distance in bytes (issue 12, Zen 4: see the top) */
 #define PFHINT _MM_HINT_T1
 #define XBYTES 32768
 
@@ -91,6 +95,15 @@ typedef fp8_vbmi_tab tab_t;
 typedef int tab_t; /* no table outside the AVX-512 build */
 #endif
 
+#if defined(DSV3_ISA_AVX512)
+/* GFNI present (cached; a benign race: every thread computes the same value) */
+static int fp8_gfni_ok(void) {
+  static volatile int g = -1;
+  if (g < 0) g = dsv3_has_gfni();
+  return g;
+}
+#endif
+
 #ifdef FV
 #define GROUP (4 * FVL)
 /* out[i*SUB] += sum over p in [k0,k1) of xs[i][p] * raw(W[j][p]), for i < M. One row of W at a
@@ -119,6 +132,17 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
     const int64_t t = p + PF;
     _mm_prefetch((const char*)(t < k1 ? w + t : w + k + k0 + (t - k1)), PFHINT);
 #if defined(DSV3_ISA_AVX512)
+    if (vbmi == 2) { /* GFNI: two affine byte transforms + 4 byte spreads per 64 codes */
+      const __m512i cv = _mm512_loadu_si512((const void*)c);
+      nacc = _mm512_max_epu8(nacc, _mm512_add_epi8(cv, cv));
+      __m512i lo, hi;
+      fp8_gfni_bytes(cv, &lo, &hi);
+      for (int q = 0; q < 4; q++) {
+        const FV wq = fp8_vbmi_spread(T, lo, hi, q);
+        for (int i = 0; i < M; i++) acc[q % U][i] = FFMA(FLOADU(xs + i * k + p + q * FVL), wq, acc[q % U][i]);
+      }
+      continue;
+    }
     if (vbmi) {
       __m512i lo, hi;
       fp8_vbmi_bytes(T, _mm512_loadu_si512((const void*)c), &lo, &hi);
@@ -149,7 +173,7 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
     for (int u = 1; u < U; u++) a = FADD(a, acc[u][i]);
     out[i * SUB] += FHSUM(a) + tail[i];
   }
-  if ((swar || (!vbmi && nacc_hit(nacc))) && fp8_row_has_nan(w + k0, k1 - k0)) /* rare */
+  if ((swar || (vbmi != 1 && nacc_hit(nacc))) && fp8_row_has_nan(w + k0, k1 - k0)) /* rare */
     for (int i = 0; i < M; i++) out[i * SUB] = __builtin_nanf("");
 }
 
@@ -165,10 +189,11 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
     if (P->vbmi) ROWS(M, U5, 1);                          \
     else ROWS(M, U5, 0);                                  \
     break;
-#else /* the arithmetic decode: faster than VBMI here (see gemv_range) */
-#define CASE(M, U2, U5) \
-  case M:               \
-    ROWS(M, U5, 0);     \
+#else /* GFNI decode where the CPU has it (and VBMI is allowed), else the arithmetic decode */
+#define CASE(M, U2, U5)                                   \
+  case M:                                                 \
+    if (P->vbmi && gfni) ROWS(M, U5, 2);                  \
+    else ROWS(M, U5, 0);                                  \
     break;
 #endif
 #else
@@ -176,6 +201,9 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
   case M:               \
     ROWS(M, U2, 0);     \
     break;
+#endif
+#if defined(DSV3_ISA_AVX512)
+  const int gfni = fp8_gfni_ok();
 #endif
   /* M*U accumulators: <= 8 of the 16 ymm registers (AVX2), <= 16 of the 32 zmm (AVX-512) */
   switch (P->m) {
