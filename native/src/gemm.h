@@ -27,14 +27,6 @@ DECLARE_ISA(int, dsv3_gemm_bf16, (int transA, int transB, int64_t m, int64_t n, 
 DECLARE_ISA(int, dsv3_gemm_bf16ab, (int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha,
                                      const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta,
                                      float* c, int64_t ldc))
-/* gemm_bf16x: gemm_bf16 of an untransposed A stored [m,k] that also writes A's bf16 bits
- * (bf16Round's, dense [m][k]) to aout, from the pass that rounds A for the GEMM (packing, or the
- * pre-pass) instead of a separate rounding pass: the same C as gemm_bf16 and the same aout as
- * rounding A first (then gemm_bf16ab of those bits). Where the GEMM does not round A itself
- * (VDPBF16PS, the small-m GEMV path) it rounds A into aout first and runs gemm_bf16ab. */
-DECLARE_ISA(int, dsv3_gemm_bf16x, (int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                                    int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                                    uint16_t* aout))
 
 /* Dispatched entry points (gemm_napi.c). All return 0, or -1 if scratch memory could not be
  * allocated (C is then unspecified). */
@@ -44,9 +36,6 @@ int dsv3_gemm_bf16(int transA, int transB, int64_t m, int64_t n, int64_t k, floa
                     int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 int dsv3_gemm_bf16ab(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
                       int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
-
-int dsv3_gemm_bf16x(int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                    const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc, uint16_t* aout);
 
 /* The ISA level dsv3_gemm_f32 / dsv3_gemm_bf16 run at (dsv3_isa(), or AVX2 where the AVX-512
  * self-check failed): kernels built on the GEMV row functions use it to give the same results. */

@@ -102,8 +102,6 @@ typedef struct {
   const uint16_t* ah; /* gemm_bf16ab: A as bf16 bits (lda in elements; a is NULL). The dp path
                        * packs its pairs without rounding or reads them in place; the others
                        * widen it to a float32 copy first (on the grid: around) */
-  uint16_t* aout; /* gemm_bf16x (A stored [m,k], rounded in packing or in the pre-pass): A's
-                   * bf16 bits are also written here, dense [m][k], by whatever rounds A */
 } gemm_prob;
 
 /* 1 when packing must round A to bf16 (bf16 problem whose A is not already on the grid) */
@@ -144,11 +142,6 @@ static inline __m256 gemm_round_bf16_v8(__m256 x) {
   const __m256i q = _mm256_and_si256(_mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), hi);
   const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
   return _mm256_castsi256_ps(_mm256_blendv_epi8(r, q, nan));
-}
-/* 8 floats already on the bf16 grid (gemm_round_bf16_v8) -> their 8 bf16 bits. */
-static inline __m128i gemm_bf16_bits_v8(__m256 rounded) {
-  const __m256i s = _mm256_srli_epi32(_mm256_castps_si256(rounded), 16);
-  return _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 /* 8 bf16 values -> 8 floats. */
 static inline __m256 gemm_widen_bf16_v8(const uint16_t* p) {

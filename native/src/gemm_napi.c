@@ -2,7 +2,6 @@
  *   gemmF32(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)   b: Float32Array
  *   gemmBf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)  b: Uint16Array
  *   gemmBf16Ab(...same...)                                                    a, b: Uint16Array
- *   gemmBf16RoundA(...same as gemmBf16..., aBits)  also A's bf16 bits (Uint16Array [m][k]), transA false
  *   gemmSelfCheck(isa) -> boolean (that ISA's GEMMs agree with the scalar ones)
  *   gemmAllowDpbf16(on) -> boolean (test hook: off forces the widening bf16 path)
  * with the semantics of Kernels.gemm / Kernels.gemmBf16 (src/engine/kernels.ts). Every size is
@@ -164,14 +163,6 @@ int dsv3_gemm_bf16ab(int ta, int tb, int64_t m, int64_t n, int64_t k, float alph
   return f(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-int dsv3_gemm_bf16x(int tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const uint16_t* b,
-                    int64_t ldb, float beta, float* c, int64_t ldc, uint16_t* aout) {
-  const int level = gemm_level();
-  if (level == DSV3_ISA_LEVEL_AVX512) return dsv3_gemm_bf16x_avx512(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, aout);
-  if (level == DSV3_ISA_LEVEL_AVX2) return dsv3_gemm_bf16x_avx2(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, aout);
-  return dsv3_gemm_bf16x_scalar(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, aout);
-}
-
 /* ---- bindings ------------------------------------------------------------------------------ */
 
 static int get_bool(napi_env env, napi_value v, int* out, const char* name) {
@@ -214,11 +205,10 @@ static size_t extent(int64_t rows, int64_t cols, int64_t ld) {
   return rows > 0 && cols > 0 ? (size_t)((rows - 1) * ld + cols) : 0;
 }
 
-/* mode 0: gemmF32, 1: gemmBf16 (B bits), 2: gemmBf16Ab (A and B bits), 3: gemmBf16RoundA
- * (gemmBf16 writing A's bits to argument 13) */
+/* mode 0: gemmF32, 1: gemmBf16 (B bits), 2: gemmBf16Ab (A and B bits) */
 static napi_value gemm_common(napi_env env, napi_callback_info info, int mode) {
   const int bf16 = mode != 0;
-  GET_ARGS(env, info, mode == 3 ? 14 : 13);
+  GET_ARGS(env, info, 13);
   int ta, tb;
   int64_t m, n, k, lda, ldb, ldc;
   double alpha, beta;
@@ -246,23 +236,6 @@ static napi_value gemm_common(napi_env env, napi_callback_info info, int mode) {
   if (dsv3_need(env, la, reads ? extent(arows, acols, lda) : 0, "a") ||
       dsv3_need(env, lb, reads ? extent(brows, bcols, ldb) : 0, "b") || dsv3_need(env, lc, extent(m, n, ldc), "c"))
     return NULL;
-  if (mode == 3) { /* aBits: A's bf16 bits, dense [m][k] */
-    if (ta) {
-      napi_throw_range_error(env, NULL, "dsv3 native: gemmBf16RoundA: argument 'transA' must be false (A stored [m,k])");
-      return NULL;
-    }
-    size_t lo;
-    uint16_t* ao = dsv3_u16(env, argv[13], &lo, "aBits");
-    if (!ao && (napi_is_exception_pending(env, &pending), pending)) return NULL;
-    if (dsv3_need(env, lo, m > 0 && k > 0 ? (size_t)(m * k) : 0, "aBits")) return NULL;
-    if (m > 0 && k > 0 && (const void*)ao < (const void*)((const float*)a + extent(m, k, lda)) && (const void*)a < (const void*)(ao + m * k)) {
-      napi_throw_range_error(env, NULL, "dsv3 native: gemmBf16RoundA: 'aBits' must not overlap 'a'");
-      return NULL;
-    }
-    if (dsv3_gemm_bf16x(tb, m, n, k, (float)alpha, (const float*)a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc, ao))
-      napi_throw_error(env, NULL, "dsv3 native: gemm could not allocate its packing buffers");
-    return NULL;
-  }
   const int rc = mode == 2 ? dsv3_gemm_bf16ab(ta, tb, m, n, k, (float)alpha, (const uint16_t*)a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc)
                  : bf16   ? dsv3_gemm_bf16(ta, tb, m, n, k, (float)alpha, (const float*)a, lda, (const uint16_t*)b, ldb, (float)beta, c, ldc)
                           : dsv3_gemm_f32(ta, tb, m, n, k, (float)alpha, (const float*)a, lda, (const float*)b, ldb, (float)beta, c, ldc);
@@ -273,7 +246,6 @@ static napi_value gemm_common(napi_env env, napi_callback_info info, int mode) {
 static napi_value js_gemm_f32(napi_env env, napi_callback_info info) { return gemm_common(env, info, 0); }
 static napi_value js_gemm_bf16(napi_env env, napi_callback_info info) { return gemm_common(env, info, 1); }
 static napi_value js_gemm_bf16ab(napi_env env, napi_callback_info info) { return gemm_common(env, info, 2); }
-static napi_value js_gemm_bf16_round_a(napi_env env, napi_callback_info info) { return gemm_common(env, info, 3); }
 
 static napi_value js_gemm_selfcheck(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
@@ -321,6 +293,5 @@ void dsv3_register_gemm(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "gemmF32", js_gemm_f32);
   dsv3_export(env, exports, "gemmBf16", js_gemm_bf16);
   dsv3_export(env, exports, "gemmBf16Ab", js_gemm_bf16ab);
-  dsv3_export(env, exports, "gemmBf16RoundA", js_gemm_bf16_round_a);
   dsv3_export(env, exports, "gemmSelfCheck", js_gemm_selfcheck);
 }

@@ -65,14 +65,6 @@ export interface Kernels {
    */
   gemmBf16Ab(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
     a: Uint16Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number): void;
-  /**
-   * gemmBf16 of an untransposed A (transA must be false) that also writes A's bfloat16 bits to
-   * aBits (dense [m, k]; the bits bf16Round gives): the same C and bits as bf16Round of A then
-   * gemmBf16Ab, with the rounding done by the GEMM's own pass over A (its packing) instead of a
-   * separate one where the native GEMM rounds A itself (no VDPBF16PS: AVX2, scalar).
-   */
-  gemmBf16RoundA(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
-    a: Float32Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number, aBits: Uint16Array): void;
   /** gemmBatchBf16 with every A_i also bfloat16 bits (gemmBf16Ab per GEMM). */
   gemmBatchBf16Ab(transA: boolean, transB: boolean, dims: Int32Array, alpha: number, as: readonly Uint16Array[], lda: number,
     bs: readonly Uint16Array[], ldb: number, beta: number, cs: readonly Float32Array[], ldc: number): void;

@@ -83,7 +83,6 @@ export function loadNativeKernels(): Kernels | null {
     moeRows: has('moeRows') ? a.moeRows : ref.moeRows,
     moeRowsBf16: has('moeRowsBf16') ? a.moeRowsBf16 : ref.moeRowsBf16,
     gemmBf16Ab: has('gemmBf16Ab') ? a.gemmBf16Ab : ref.gemmBf16Ab,
-    gemmBf16RoundA: has('gemmBf16RoundA') ? a.gemmBf16RoundA : ref.gemmBf16RoundA,
     gemmBatchBf16Ab: has('gemmBatchBf16Ab') ? a.gemmBatchBf16Ab : ref.gemmBatchBf16Ab,
     bf16Round: has('bf16Round') ? a.bf16Round : ref.bf16Round,
     bf16RoundRows: has('bf16RoundRows') ? a.bf16RoundRows : ref.bf16RoundRows,

@@ -360,23 +360,15 @@ static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn
 
 /* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
  * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
-static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst, uint16_t* bits) {
+static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
   for (int64_t r = 0; r < rows; r++) {
     const float* s = a + r * lda;
-    float* d = dst ? dst + r * cols : NULL;
-    uint16_t* o = bits ? bits + r * cols : NULL;
+    float* d = dst + r * cols;
     int64_t e = 0;
 #if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-    for (; e + 8 <= cols; e += 8) {
-      const __m256 v = gemm_round_bf16_v8(_mm256_loadu_ps(s + e));
-      if (d) _mm256_storeu_ps(d + e, v);
-      if (o) _mm_storeu_si128((__m128i*)(o + e), gemm_bf16_bits_v8(v));
-    }
+    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
 #endif
-    for (; e < cols; e++) {
-      if (d) d[e] = gemm_round_bf16(s[e]);
-      if (o) o[e] = gemm_bf16_bits(s[e]);
-    }
+    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
   }
 }
 
@@ -387,7 +379,7 @@ static int round_a_prepass(gemm_prob* P) {
   const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
   float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
   if (!ar) return -1;
-  round_a_grid(P->a, P->lda, rows, cols, ar, P->ta ? NULL : P->aout); /* gemm_bf16x: the bits too */
+  round_a_grid(P->a, P->lda, rows, cols, ar);
   P->a = ar;
   P->lda = cols;
   P->around = 1;
@@ -504,13 +496,13 @@ static int run(gemm_prob* P) {
 
 int ISA_FN(dsv3_gemm_f32)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0, NULL, NULL};
+  gemm_prob P = {transA != 0, transB != 0, 0, 0, m, n, k, alpha, beta, a, lda, b, NULL, ldb, c, ldc, 0, NULL};
   return run(&P);
 }
 
 int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                            int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0, NULL, NULL};
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0, NULL};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif
@@ -519,30 +511,9 @@ int ISA_FN(dsv3_gemm_bf16)(int transA, int transB, int64_t m, int64_t n, int64_t
 
 int ISA_FN(dsv3_gemm_bf16ab)(int transA, int transB, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
                              int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, NULL, lda, NULL, b, ldb, c, ldc, 0, a, NULL};
+  gemm_prob P = {transA != 0, transB != 0, 1, 0, m, n, k, alpha, beta, NULL, lda, NULL, b, ldb, c, ldc, 0, a};
 #if defined(DSV3_ISA_AVX512)
   P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
 #endif
-  return run(&P);
-}
-
-/* gemm_bf16 that also writes A's bf16 bits (gemm.h): the rounding pass of the GEMM writes them
- * (packing, or round_a_prepass); where the GEMM would not round A (VDPBF16PS, the GEMV path for
- * small m, nothing to multiply) A is rounded into aout first and the bf16ab problem runs. */
-int ISA_FN(dsv3_gemm_bf16x)(int transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                            const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc, uint16_t* aout) {
-  gemm_prob P = {0, transB != 0, 1, 0, m, n, k, alpha, beta, a, lda, NULL, b, ldb, c, ldc, 0, NULL, NULL};
-#if defined(DSV3_ISA_AVX512)
-  P.dp = dsv3_gemm_allow_dpbf16 && dsv3_has_avx512_bf16();
-#endif
-  if (m <= 0 || k <= 0) return run(&P);
-  if (P.dp || m <= GEMV_MAX_M || n <= 0 || alpha == 0.0f) {
-    round_a_grid(a, lda, m, k, NULL, aout);
-    P.a = NULL;
-    P.ah = aout;
-    P.lda = k;
-    return run(&P);
-  }
-  P.aout = aout;
   return run(&P);
 }

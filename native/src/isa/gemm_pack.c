@@ -26,17 +26,8 @@ static inline uint16_t bh_at(const gemm_prob* P, int64_t p, int64_t j) {
 
 /* Scalar packing of one A panel, k range [pa, kc). */
 static void pack_a_panel_scalar(const gemm_prob* P, int64_t i, int mr, int64_t p0, int pa, int kc, float* d) {
-  uint16_t* bo = P->aout && gemm_round_a(P) && !P->ta ? P->aout : NULL; /* gemm_bf16x: A's bits too */
   for (int p = pa; p < kc; p++) {
-    for (int r = 0; r < mr; r++) {
-      const float v = a_at(P, i + r, p0 + p);
-      d[p * MR + r] = v;
-      if (bo) {
-        uint32_t u;
-        memcpy(&u, &v, 4);
-        bo[(i + r) * P->k + p0 + p] = (uint16_t)(u >> 16);
-      }
-    }
+    for (int r = 0; r < mr; r++) d[p * MR + r] = a_at(P, i + r, p0 + p);
     for (int r = mr; r < MR; r++) d[p * MR + r] = 0.0f;
   }
 }
@@ -54,9 +45,8 @@ static inline void store_lanes(float* d, __m256 v, int n) {
   }
 }
 /* A stored [m,k] (no transpose), full panel: 8 k values of each row, transposed in registers
- * so that column p of the block lands at d[p*MR ...]. Rows are processed 8 at a time. bo: where
- * the panel's rounded bits go (gemm_bf16x: the panel's first row and k in P->aout), or NULL. */
-static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float* d, uint16_t* bo) {
+ * so that column p of the block lands at d[p*MR ...]. Rows are processed 8 at a time. */
+static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float* d) {
   const int64_t lda = P->lda;
   int p = 0;
   for (; p + 8 <= kc; p += 8) {
@@ -66,7 +56,6 @@ static int pack_a_rows_simd(const gemm_prob* P, const float* src, int kc, float*
       for (int r = 0; r < 8; r++) {
         v[r] = r < nrow ? _mm256_loadu_ps(src + (int64_t)(r0 + r) * lda + p) : _mm256_setzero_ps();
         if (gemm_round_a(P)) v[r] = gemm_round_bf16_v8(v[r]);
-        if (bo && r < nrow) _mm_storeu_si128((__m128i*)(bo + (int64_t)(r0 + r) * P->k + p), gemm_bf16_bits_v8(v[r]));
       }
       gemm_transpose8(v);
       for (int q = 0; q < 8; q++) store_lanes(d + (p + q) * MR + r0, v[q], nrow);
@@ -148,8 +137,7 @@ void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int
       float* d = dst + (int64_t)ir * kc;
       int pa = 0;
 #if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-      uint16_t* bo = P->aout && gemm_round_a(P) ? P->aout + (i0 + ir) * P->k + p0 : NULL;
-      pa = pack_a_rows_simd(P, P->a + (i0 + ir) * P->lda + p0, kc, d, bo);
+      pa = pack_a_rows_simd(P, P->a + (i0 + ir) * P->lda + p0, kc, d);
 #endif
       pack_a_panel_scalar(P, i0 + ir, MR, p0, pa, kc, d);
     }

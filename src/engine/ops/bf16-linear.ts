@@ -19,7 +19,6 @@
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
-import { nativeHasBf16Dot } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape } from './util.js';
@@ -36,16 +35,6 @@ let scratch16 = new Uint16Array(0);
 export function scratchBf16(n: number): Uint16Array {
   if (scratch16.length < n) scratch16 = new Uint16Array(n);
   return scratch16.subarray(0, n);
-}
-
-/**
- * Whether a GEMM should round its float32 A operand itself and hand back the bits
- * (Kernels.gemmBf16RoundA) instead of a separate bf16Round pass before gemmBf16Ab: where the
- * GEMM runs the float32 micro-kernel (no VDPBF16PS: AVX2, scalar, the reference) it rounds A
- * while packing anyway, so the bits come without another pass over A. Same bits, same C.
- */
-export function roundsInGemm(): boolean {
-  return !nativeHasBf16Dot();
 }
 
 /** The bf16 bits of a float32 tensor's elements (row-major), in a new (arena) buffer. */
@@ -84,11 +73,9 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const xd = dataOf(x2);
   const shared = recording && wGrad ? savedCopies.get(xd) : undefined;
   const reuse = shared && shared.node.backward !== null && shared.xb.length === xd.length ? shared.xb : null;
-  const fuse = recording && wGrad && !reuse && y.length > 0 && nIn > 0 && roundsInGemm(); // Fprop rounds X and keeps the bits
-  const xb = recording && wGrad ? (reuse ?? (fuse ? allocBf16(xd.length) : toBf16Bits(x2))) : null;
+  const xb = recording && wGrad ? (reuse ?? toBf16Bits(x2)) : null;
   if (y.length > 0 && nIn > 0) {
-    if (fuse) kernels().gemmBf16RoundA(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut, xb!);
-    else if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
+    if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
     else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut);
   }
   const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
@@ -99,15 +86,8 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
     // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
     const gd = dataOf(as2d(g).contiguous());
     const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
-    let gx: Tensor | null = null;
-    if (xGrad && nOut > 0 && rows * nIn > 0 && roundsInGemm()) { // Dgrad rounds dY and keeps the bits for Wgrad
-      const dx = allocUninit(rows * nIn);
-      kernels().gemmBf16RoundA(false, false, rows, nIn, nOut, 1, gd, nOut, wb, nIn, 0, dx, nIn, gb);
-      gx = new Tensor(dx, xShape, 'f32');
-    } else {
-      kernels().bf16Round(gd, gb, gd.length);
-      if (xGrad) gx = bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape);
-    }
+    kernels().bf16Round(gd, gb, gd.length);
+    const gx = xGrad ? bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(gb, nOut, xb!, rows, nIn, into, beta))) {
       gw = Tensor.zeros([nOut, nIn]);

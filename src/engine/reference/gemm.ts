@@ -118,18 +118,3 @@ export function gemmBf16Ab(
   for (let i = 0; i < a.length; i++) a32[i] = a[i]! << 16;
   gemmBf16(transA, transB, m, n, k, alpha, af, lda, b, ldb, beta, c, ldc);
 }
-
-/**
- * Reference Kernels.gemmBf16RoundA: aBits (dense [m, k]) = the bf16 bits of A (untransposed, [m, k]
- * with stride lda; f32ToBf16 per element, as bf16Round), then C as gemmBf16 of the same A.
- */
-export function gemmBf16RoundA(
-  transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number,
-  a: Float32Array, lda: number, b: Uint16Array, ldb: number, beta: number, c: Float32Array, ldc: number, aBits: Uint16Array,
-): void {
-  if (transA) throw new RangeError('gemmBf16RoundA: transA must be false (A stored [m, k])');
-  checkArgs('gemmBf16RoundA', transA, transB, m, n, k, a.length, lda, b.length, ldb, c.length, ldc);
-  if (m > 0 && k > 0 && aBits.length < m * k) throw new RangeError(`gemmBf16RoundA: aBits has ${aBits.length} elements, needs ${m * k}`);
-  for (let r = 0; r < m; r++) for (let q = 0; q < k; q++) aBits[r * k + q] = f32ToBf16(a[r * lda + q]!);
-  gemmBf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}

@@ -5,7 +5,7 @@ import { attentionBackwardBf16, attentionBf16 } from './attention-bf16.js';
 import { axpy, binary } from './elementwise.js';
 import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } from './gather.js';
 import { moeRows, moeRowsBf16 } from './moe-rows.js';
-import { gemm, gemmBf16, gemmBf16Ab, gemmBf16RoundA } from './gemm.js';
+import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
 import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
 import { bf16Round, bf16RoundRows, bf16Widen, gatherRowsBf16, siluMulBackwardBf16, siluMulBf16, siluMulRound } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
@@ -24,7 +24,6 @@ export const referenceKernels: Kernels = {
   moeRows,
   moeRowsBf16,
   gemmBf16Ab,
-  gemmBf16RoundA,
   gemmBatchBf16Ab,
   bf16Round,
   bf16RoundRows,
