@@ -154,6 +154,58 @@ __attribute__((optimize("fp-contract=off"))) static void kernel_promote(int kc, 
   }
 }
 
+/* kernel_promote with A read in place from its codes (ROWS layouts, codes [m][k]): row i of the
+ * micro-panel is a + i*lda, each k step broadcasts the float32 value of its code from the E4M3
+ * table (a byte load and a broadcast load per row; the same values the packing decodes to, so
+ * the same bits). For narrow C, where each A micro-panel meets only a few B panels and decoding
+ * it into a packed panel would cost a large part of the multiply (as the fp32 GEMM's
+ * use_direct_a). All MR rows valid. */
+__attribute__((optimize("fp-contract=off"))) static void kernel_promote_codes(int kc, const uint8_t* restrict a, int64_t lda,
+                                                                              const float* restrict b, const float* sa,
+                                                                              int lsa, const float* sb, int lsb, float* acc,
+                                                                              int64_t ld, int init) {
+  const float* T = fp8_e4m3_table;
+  const uint8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+  for (int i = 0; i < MR; i++) {
+    __builtin_prefetch(acc + i * ld, 1, 3);
+    __builtin_prefetch(acc + i * ld + NR - 1, 1, 3);
+  }
+  for (int q0 = 0; q0 < kc; q0 += 128, sa += lsa, sb += lsb) {
+    const int steps = kc - q0 < 128 ? kc - q0 : 128;
+    __m256 p[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) p[i][0] = p[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int q = q0; q < q0 + steps; q++) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+      __m256 ai;
+#define F8F_ROW(i, ap)                                \
+  ai = _mm256_broadcast_ss(T + ap[q]);                \
+  p[i][0] = _mm256_fmadd_ps(ai, b0, p[i][0]);         \
+  p[i][1] = _mm256_fmadd_ps(ai, b1, p[i][1]);
+      F8F_ROW(0, a0) F8F_ROW(1, a1) F8F_ROW(2, a2) F8F_ROW(3, a3) F8F_ROW(4, a4) F8F_ROW(5, a5)
+#undef F8F_ROW
+      b += NR;
+    }
+    const __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
+    const int first = init && q0 == 0;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      const __m256 si = _mm256_set1_ps(sa[i]);
+      float* r = acc + i * ld;
+      const __m256 t0 = _mm256_mul_ps(p[i][0], _mm256_mul_ps(si, sb0));
+      const __m256 t1 = _mm256_mul_ps(p[i][1], _mm256_mul_ps(si, sb1));
+      const __m256 c0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r);
+      const __m256 c1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r + 8);
+      _mm256_storeu_ps(r, _mm256_add_ps(c0, t0));
+      _mm256_storeu_ps(r + 8, _mm256_add_ps(c1, t1));
+    }
+  }
+}
+
+/* C tiles at most this many columns wide read A in place from its codes (kernel_promote_codes) */
+#define F8F_DIRECT_N 128
+
 typedef struct {
   const f8t_prob* P;
   int64_t nb; /* k blocks */
@@ -179,6 +231,7 @@ static int tile(const f8f_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1
   if (!abuf || !bbuf || !sap || !sbp) return -1;
   float acc[MR * NR] __attribute__((aligned(64)));
   const int64_t ldc = P->ldc;
+  const int direct_a = !(P->a.layout & 1) && j1 - j0 <= F8F_DIRECT_N; /* A's codes read in place */
   for (int64_t jc = j0; jc < j1; jc += F8F_NC) {
     const int nc = (int)min64(F8F_NC, j1 - jc);
     for (int64_t pc = 0; pc < P->k; pc += F8F_KC) {
@@ -188,7 +241,9 @@ static int tile(const f8f_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1
         for (int j = 0; j < ncmax; j++) sbp[q * ncmax + j] = j < nc ? f8t_scale(&P->b, P->n, X->nb, jc + j, (pc >> 7) + q) : 0.0f;
       for (int64_t ic = i0; ic < i1; ic += MC) {
         const int mc = (int)min64(MC, i1 - ic);
-        pack_codes_f32(P->a.codes, P->a.layout & 1, P->m, P->k, ic, mc, pc, kc, MR, abuf);
+        if (!direct_a) pack_codes_f32(P->a.codes, P->a.layout & 1, P->m, P->k, ic, mc, pc, kc, MR, abuf);
+        else if (mc % MR) /* the partial last micro-panel is packed (its rows past m are not read) */
+          pack_codes_f32(P->a.codes, 0, P->m, P->k, ic + mc / MR * MR, mc % MR, pc, kc, MR, abuf + (int64_t)(mc / MR * MR) * kc);
         for (int q = 0; q * 128 < kc; q++)
           for (int i = 0; i < mcp; i++) sap[q * mcp + i] = i < mc ? f8t_scale(&P->a, P->m, X->nb, ic + i, (pc >> 7) + q) : 0.0f;
         for (int jr = 0; jr < nc; jr += NR) {
@@ -204,7 +259,11 @@ static int tile(const f8f_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1
             if (!direct && pc > 0)
               for (int i = 0; i < MR; i++)
                 for (int j = 0; j < NR; j++) acc[i * NR + j] = i < mr && j < nr ? c[i * ldc + j] : 0.0f;
-            kernel_promote(kc, ap, bp, sap + ir, mcp, sbp + jr, (int)ncmax, dst, direct ? ldc : NR, pc == 0);
+            if (direct_a && mr == MR)
+              kernel_promote_codes(kc, P->a.codes + (ic + ir) * P->k + pc, P->k, bp, sap + ir, mcp, sbp + jr, (int)ncmax, dst,
+                                   direct ? ldc : NR, pc == 0);
+            else
+              kernel_promote(kc, ap, bp, sap + ir, mcp, sbp + jr, (int)ncmax, dst, direct ? ldc : NR, pc == 0);
             if (!direct)
               for (int i = 0; i < mr; i++)
                 for (int j = 0; j < nr; j++) c[i * ldc + j] = add ? c[i * ldc + j] + acc[i * NR + j] : acc[i * NR + j];
