@@ -10,7 +10,10 @@
  *   - the promotion in registers: the 6 x 16 tile's block sum P_b stays in its 12 ymm
  *     accumulators and is scaled and added to the C tile (C itself for full tiles) at the end of
  *     each block, instead of a store of P_b, a scalar promote loop and scalar copies of the tile
- *     in and out of a local buffer per k slice.
+ *     in and out of a local buffer per k slice;
+ *   - for narrow C (a thread's tile <= 128 columns) with A stored [m][k], A is not packed at all:
+ *     the micro-kernel reads its codes in place (kernel_promote_codes), as the fp32 GEMM reads a
+ *     narrow float32 A in place.
  * Blocking as the fp32 GEMM's AVX2 copy (gemm_isa.h: MR 6, NR 16, MC 288) with KC = 256 (two
  * 128-blocks per packing: B micro-panel 16 KB) and NC = 2048; threads split C into a gm x gn
  * grid of tiles (gemm_pick_grid). */
