@@ -23,6 +23,7 @@
  *      tile, promoted by promote() (one extra tile store and reload per block). */
 #include <stdlib.h>
 #include "fp8_train.h"
+#include "fp8_train_gemm_f32.h"
 #include "fp8_weight_isa.h" /* gemm_isa.h (packers, kernels, blocking), E4M3 decoders, fp8_csr_* */
 #include "threadpool.h"
 
@@ -440,6 +441,9 @@ static int run(const f8t_prob* P) {
         if (P->beta == 0.0f) P->c[i * P->ldc + j] = 0.0f;
     return 0;
   }
+#if defined(DSV3_ISA_AVX2)
+  return fp8_train_gemm_f32_avx2(P); /* codes decoded in packing, promotion in registers */
+#endif
   const int T = P->threads < 1 ? 1 : P->threads;
   int codes_packed = 0; /* VDPBF16PS: both operands packed straight from their codes, nothing decoded */
 #if defined(DSV3_ISA_AVX512)
