@@ -212,6 +212,11 @@ export class BufferArena {
     return this.bins.get(buf.byteLength)?.taken.has(buf as ArrayBuffer) ?? false;
   }
 
+  /** Whether a backward node (or a pending gradient) holds buf now (`hold` not yet matched). */
+  isHeld(buf: ArrayBufferLike): boolean {
+    return (this.holds.get(buf as ArrayBuffer) ?? 0) > 0;
+  }
+
   /**
    * One more holder of buf: something that will read it later (a backward closure that saved
    * it). Returns false, doing nothing, for a buffer this arena does not own this step; every

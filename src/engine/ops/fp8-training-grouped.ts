@@ -43,6 +43,7 @@ import {
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
 import { expertPlan, groupedShapes, scratchBuf, type ExpertWeights } from './grouped.js';
+import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 
 /** A weight's 128x128-block FP8 copy as the B operand: W (Fprop) or W^T (Dgrad, `t`). */
@@ -86,6 +87,9 @@ function expertCols(o: Fp8Operand, offsets: Int32Array, so: Int32Array, e: numbe
  * FP8 GEMMs of the training recipe; see the module comment.
  */
 export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
+  return scratchScope(() => fp8GroupedExpertsIn(x, gates, topkIdx, w)); // its scratchBuf buffers (scratch.ts)
+}
+function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
   const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
@@ -167,7 +171,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
 
   const xGrad = x.requiresGrad; // the closure must not capture x: its FP8 copy is what is kept
   const gatesGrad = gates.requiresGrad;
-  return attach(result, 'fp8GroupedExperts', [x, gates, ...params], (g) => {
+  return attach(result, 'fp8GroupedExperts', [x, gates, ...params], (g) => scratchScope(() => {
     // Wgrad operands may be read later by deferred closures: give them their own buffers
     const deferring = weightGradsDeferred();
     const dout = dataOf(g);
@@ -303,7 +307,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     }
     release(...temps);
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  }, [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
+  }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
     .concat([...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv])));
   // ^ reads only its own FP8 caches (never x or the gates, so a dropped x is reused); they go when its backward ran
 }

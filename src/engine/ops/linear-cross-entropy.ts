@@ -28,6 +28,7 @@
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
+import { scratchScope } from '../scratch.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { allocBf16, scratchBf16 } from './bf16-linear.js';
@@ -51,6 +52,9 @@ export interface LinearCrossEntropyOptions {
  * targets one int32 per row of x. Gradients flow to x and w.
  */
 export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | Tensor, o: LinearCrossEntropyOptions = {}): Tensor {
+  return scratchScope(() => linearCrossEntropyIn(x, w, targets, o)); // the bf16 P − Y chunk is scratch (scratch.ts)
+}
+function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor, o: LinearCrossEntropyOptions): Tensor {
   checkF32('linearCrossEntropy', x, 'x');
   checkF32('linearCrossEntropy', w, 'weight');
   if (w.ndim !== 2) throw new Error(`linearCrossEntropy: weight must be [vocab, hidden], got ${fmtShape(w.shape)}`);

@@ -11,6 +11,7 @@
 import { attach } from '../autograd.js';
 import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
+import { scratchF32, scratchScope } from '../scratch.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
@@ -35,15 +36,8 @@ export interface MlaAttentionOptions {
 }
 
 // Key / key-gradient scratch, reused by every call (filled and consumed within one call).
-const scratch = new Map<string, Float32Array>();
-function buf(name: string, n: number): Float32Array {
-  let b = scratch.get(name);
-  if (!b || b.length < n) {
-    b = new Float32Array(n);
-    scratch.set(name, b);
-  }
-  return b.subarray(0, n);
-}
+// (scratch.ts: from the step arena while the call's scratchScope runs)
+const buf = (name: string, n: number): Float32Array => scratchF32(`mla.${name}`, n);
 
 /** K[b,s,h,:] = [kvb[b,s,h,0:dn] ; kPe[b,s,:]] for the rows (b,s) of the batch. */
 function assembleKeys(kvb: Float32Array, kPe: Float32Array, K: Float32Array, rows: number, H: number, dn: number, dr: number, W: number): void {
@@ -88,10 +82,12 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   const lse = alloc(B * H * T);
   const nK = B * S * H * dq;
   if (live) {
-    const K = buf('K', nK);
-    assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
-    if (bf16) kernels().attentionBf16(p, qd, K, kvd.subarray(dn), y, lse);
-    else kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+    scratchScope(() => {
+      const K = buf('K', nK);
+      assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
+      if (bf16) kernels().attentionBf16(p, qd, K, kvd.subarray(dn), y, lse);
+      else kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+    });
   } else lse.fill(-Infinity);
   const out = new Tensor(y, [B, T, H, dv], 'f32');
   if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
@@ -114,7 +110,7 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
     const dqb = live ? allocUninit(qd.length) : alloc(qd.length);
     const dkvb = live ? allocUninit(kvd.length) : alloc(kvd.length);
     const dpe = alloc(ped.length);
-    if (live) {
+    if (live) scratchScope(() => {
       const K = buf('K', nK);
       assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
       const dK = buf('dK', nK);
@@ -122,7 +118,7 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
       k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
       k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
-    }
+    });
     dropActivations(qT, kvT); // the recomputed inputs: read
     return [
       q.requiresGrad ? new Tensor(dqb, q.shape, 'f32') : null,
