@@ -230,3 +230,22 @@ test('arena: giveBack unmaps free huge-page buffers of other classes before mapp
   assert.equal(arena.stats().heldBytes, held, 'the arena holds more than before');
   assert.equal(a.length + b.length, 0, 'the unmapped buffers\' views are not detached');
 });
+
+test('arena: a request whose class has nothing free borrows a free buffer of a class at most BORROW_RATIO larger', async () => {
+  const { BORROW_RATIO } = await import('../src/engine/arena.js');
+  for (const borrow of [true, false]) {
+    const arena = new BufferArena({ minElems: 16, borrow });
+    withArena(arena, () => {
+      const big = allocUninit(1400); // class 5632 bytes
+      dropActivations(big); // free now
+      const small = allocUninit(1000); // class 4096: none free; 5632 <= 1.5 * 4096
+      assert.equal(small.buffer === big.buffer, borrow);
+      assert.equal(small.length, 1000);
+      dropActivations(small);
+      assert.equal(arena.stats().inUseBytes, 0, 'the borrowed buffer goes back to its own class');
+      const tiny = allocUninit(500); // class 2048: 5632 is more than BORROW_RATIO times larger
+      assert.notEqual(tiny.buffer, big.buffer);
+      assert.ok(5632 > 2048 * BORROW_RATIO);
+    });
+  }
+});

@@ -37,6 +37,9 @@
  * with `giveBack` (off by default: it costs page faults every step) the arena unmaps free
  * huge-page buffers of other classes before mapping a new one, and holds about its peak in
  * use, not the sum of the classes' peaks.
+ * Without give-back, a request whose class has no free buffer first borrows a free buffer of a
+ * class at most BORROW_RATIO larger (`borrow`), which maps nothing new (bench-small 8x256: -17 to
+ * -29 MB peak RSS; BENCHMARKS.md, issue 13).
  * In a poisoning arena an early-released buffer is NaN-filled and its old views detached, so a
  * closure that reads a buffer it did not declare fails (test/arena.test.ts).
  */
@@ -59,7 +62,16 @@ export interface ArenaOptions {
    * time per step; BENCHMARKS.md, issue 13).
    */
   giveBack?: boolean;
+  /**
+   * A request whose size class has no free buffer takes a free one of a larger class (up to
+   * BORROW_RATIO times its size) before mapping a new one (default on; DSV3_ARENA_BORROW=0 turns
+   * it off): no page faults, and fewer bytes held than every class's own peak.
+   */
+  borrow?: boolean;
 }
+
+/** How much larger than its size class a borrowed buffer may be (ArenaOptions.borrow). */
+export const BORROW_RATIO = 1.5;
 
 export interface ArenaStats {
   /** Bytes of all buffers the arena holds (handed out or free). */
@@ -118,6 +130,8 @@ export class BufferArena {
   private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0, givenBack: 0 };
   /** ArenaOptions.giveBack */
   private readonly giveBack: boolean;
+  /** ArenaOptions.borrow */
+  private readonly borrowing: boolean;
   private epochCount = 0;
   /**
    * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
@@ -131,6 +145,7 @@ export class BufferArena {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
     this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK === '1';
+    this.borrowing = o.borrow ?? process.env.DSV3_ARENA_BORROW !== '0';
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -141,9 +156,11 @@ export class BufferArena {
       bin = { free: [], taken: new Map(), peak: 0, prevPeak: 0 };
       this.bins.set(cls, bin);
     }
-    let buf = bin.free.pop();
-    if (buf) this.counts.hits++;
-    else {
+    let buf = bin.free.pop() ?? this.borrow(cls);
+    if (buf) {
+      bin = this.bins.get(buf.byteLength)!;
+      this.counts.hits++;
+    } else {
       if (this.giveBack) this.makeRoom(cls);
       buf = largeBuffer(cls);
       this.counts.held += cls;
@@ -151,10 +168,30 @@ export class BufferArena {
     }
     bin.taken.set(buf, this.epochCount);
     bin.peak = Math.max(bin.peak, bin.taken.size);
-    this.counts.inUse += cls;
+    this.counts.inUse += buf.byteLength;
     this.counts.peakInUse = Math.max(this.counts.peakInUse, this.counts.inUse);
     this.counts.taken++;
     return buf;
+  }
+
+  /**
+   * A free buffer of a larger class (at most BORROW_RATIO times `cls`, the smallest such), or
+   * undefined: the classes' peaks come at different times in a step (the forward's activations,
+   * the backward's gradients and op scratch, scratch.ts), so a request whose class has nothing
+   * free takes a free buffer of another class rather than mapping new memory. The buffer stays
+   * in its own class (released and trimmed there).
+   */
+  private borrow(cls: number): ArrayBuffer | undefined {
+    if (!this.borrowing) return undefined;
+    let best: Bin | null = null;
+    let bestCls = Infinity;
+    for (const [c, b] of this.bins) {
+      if (c > cls && c <= cls * BORROW_RATIO && c < bestCls && b.free.length > 0) {
+        best = b;
+        bestCls = c;
+      }
+    }
+    return best?.free.pop();
   }
 
   /**
