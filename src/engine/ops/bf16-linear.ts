@@ -51,6 +51,15 @@ export function toBf16Bits(t: Tensor): Uint16Array {
  */
 const savedCopies = new WeakMap<Float32Array, { xb: Uint16Array; node: GradNode }>();
 
+/**
+ * Offers xb, the bf16 bits of the float32 array xd, to the bf16Linears that read xd next, while
+ * `node` (which owns xb and holds it until its backward) has not run its backward: e.g. the
+ * attention output, whose bf16 copy the attention's backward keeps (mla-attention.ts).
+ */
+export function offerBf16Copy(xd: Float32Array, xb: Uint16Array, node: GradNode): void {
+  savedCopies.set(xd, { xb, node });
+}
+
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
 export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   checkF32('bf16Linear', x, 'x');

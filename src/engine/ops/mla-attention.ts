@@ -12,6 +12,7 @@ import { attach } from '../autograd.js';
 import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
 import { scratchF32, scratchScope } from '../scratch.js';
+import { offerBf16Copy, toBf16Bits } from './bf16-linear.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
@@ -99,10 +100,14 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
     }
     return dataOf(t);
   };
+  // bf16 core: the backward reads O only in D = Σ bf16(dO) O; it keeps O rounded to bf16 (the
+  // copy the bf16 o_proj reading O next shares, offerBf16Copy) instead of float32 O (issue 13)
+  const ob = bf16 && live ? toBf16Bits(out) : null;
+  const nO = y.length;
   const [qShape, kvShape] = [q.shape, kvb.shape];
   const savedQ = rc ? null : qd; // with recomputation the closure keeps neither q nor kvb
   const savedKv = rc ? null : kvd;
-  return attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
+  const res = attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
     const qT = rc ? rc.q() : null;
     const kvT = rc ? rc.kvb() : null;
     const qd = qT ? again(qT, qShape, 'q') : savedQ!;
@@ -115,7 +120,9 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
       const dK = buf('dK', nK);
       const k = kernels();
-      (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
+      const o32 = ob ? buf('O', nO) : y;
+      if (ob) k.bf16Widen(ob, o32, nO);
+      (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), o32, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
       k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
       k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
     });
@@ -125,5 +132,7 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
       kvb.requiresGrad ? new Tensor(dkvb, kvb.shape, 'f32') : null,
       kPe.requiresGrad ? new Tensor(dpe, kPe.shape, 'f32') : null,
     ];
-  }, rc ? [...rc.from, ped, y] : [qd, kvd, ped, y], [lse]);
+  }, rc ? [...rc.from, ped, ob ? null : y] : [qd, kvd, ped, ob ? null : y], [lse, ob]);
+  if (ob && res.node) offerBf16Copy(y, ob, res.node);
+  return res;
 }
