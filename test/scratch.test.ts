@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BufferArena, withArena } from '../src/engine/arena.js';
-import { scratchF32, scratchScope, scratchU16 } from '../src/engine/scratch.js';
+import { scratchF32, scratchFree, scratchScope, scratchU16 } from '../src/engine/scratch.js';
 
 test('scratch: inside a scope with an arena, buffers come from the arena and go back when the outermost scope ends', () => {
   const arena = new BufferArena({ minElems: 16 });
@@ -55,4 +55,21 @@ test('scratch: a poisoning arena NaN-fills and detaches scratch after its scope;
       arena.hold(s.buffer); // as if a backward node had saved it
     }), /held by a backward node/);
   });
+});
+
+test('scratch: scratchFree gives a scope buffer back before the scope ends; a later request takes a fresh one', () => {
+  const arena = new BufferArena({ minElems: 16, poison: true });
+  withArena(arena, () => {
+    scratchScope(() => {
+      const a = scratchF32('t.f', 1000);
+      scratchFree('t.f', 't.none');
+      assert.equal(a.length, 0, 'poisoned and detached once freed');
+      assert.equal(arena.stats().inUseBytes, 0);
+      const b = scratchF32('t.f', 1000);
+      assert.equal(b.length, 1000);
+      assert.ok(arena.owns(b.buffer));
+    });
+    assert.equal(arena.stats().inUseBytes, 0);
+  });
+  scratchFree('t.f'); // outside a scope: nothing happens
 });

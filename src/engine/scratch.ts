@@ -80,6 +80,22 @@ function bytesFor(name: string, bytes: number): ArrayBuffer {
   return b;
 }
 
+/**
+ * Gives the named scratch buffers of the open scope back to the arena now, before the scope
+ * ends (no view of them may be used again; a later request under the name takes a new one).
+ * Nothing happens for a name that holds no arena buffer of this scope (module buffers stay).
+ */
+export function scratchFree(...names: string[]): void {
+  if (!scoped) return;
+  for (const name of names) {
+    const b = scoped.get(name);
+    if (!b) continue;
+    scoped.delete(name);
+    if (scopeArena!.isHeld(b)) throw new Error(`scratchFree: scratch '${name}' is held by a backward node (scratch must never be saved)`);
+    scopeArena!.release(b);
+  }
+}
+
 /** n float32s of scratch under `name` (contents unspecified), valid until the scope ends. */
 export function scratchF32(name: string, n: number): Float32Array {
   return new Float32Array(bytesFor(name, n * 4), 0, n);

@@ -42,7 +42,7 @@ import {
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
-import { expertPlan, groupedShapes, scratchBuf, type ExpertWeights } from './grouped.js';
+import { expertPlan, groupedShapes, scratchBuf, scratchDone, type ExpertWeights } from './grouped.js';
 import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 
@@ -233,6 +233,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         fp8Matmul(N, D, Is, dUq, blocks(sq!.up, true), 1, dx);
         release(dGq, dUq);
       }
+      scratchDone('f8.Gs', 'f8.Us', 'f8.Hs', 'f8.dHs', 'f8.dGs', 'f8.dUs'); // back to the arena now (scratch.ts)
     }
     if (routed) {
       // scratch buffers are reused once their values are in FP8 operands (which deferred
@@ -246,6 +247,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         const dp = scratchBuf('f8.dgate', P);
         k.rowDot(dY, Yr, dp, P, D);
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
+        scratchDone('f8.Y');
       }
       k.scaleRows(dY, gp, dY, P, D); // dYs: the down projection's output gradient
       // Dgrad of the down projections: dH_e = q(dYs_e) W2_e
@@ -273,11 +275,13 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const dG = scratchBuf('f8.H', P * I); // H is in its operand now
       const dU = scratchBuf('f8.dU', P * I);
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
+      scratchDone('f8.G', 'f8.U', 'f8.dH');
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
         const X = scratchBuf('f8.dY', P * D); // dY is in its operands now
         k.gatherRows(xc!, rows, null, X, P, D);
         const Xc = keep(colTilesOperand(X, P, D, offsets, deferring));
+        scratchDone('f8.dY', 'f8.xc'); // X and x are in their operand now
         const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
         const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
         const soD = scaleOffsets(offsets, D);

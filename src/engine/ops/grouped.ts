@@ -29,7 +29,7 @@
  * widened back to float32 for the SwiGLU backward; SwiGLU, gates, scatter-adds and gradients
  * stay float32.
  */
-import { scratchF32, scratchScope, scratchU16 } from '../scratch.js';
+import { scratchF32, scratchFree, scratchScope, scratchU16 } from '../scratch.js';
 import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
@@ -84,6 +84,8 @@ export interface ExpertWeights {
 export const scratchBuf = (name: string, n: number): Float32Array => scratchF32(`grouped.${name}`, n);
 /** scratchBuf for bf16 bits. */
 const scratchBuf16 = (name: string, n: number): Uint16Array => scratchU16(`grouped.${name}`, n);
+/** Scratch of these names is read no more in this call: back to the arena now (scratch.ts). */
+export const scratchDone = (...names: string[]): void => scratchFree(...names.map((n) => `grouped.${n}`));
 
 /** n bf16 slots carved from a float32 allocation (the step arena applies). */
 function allocBf16(n: number): Uint16Array {
@@ -329,6 +331,7 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
         gemmAny(false, false, N, D, Is, dGsA, Is, sw.g, D, 0, dx, D);
         gemmAny(false, false, N, D, Is, dUsA, Is, sw.u, D, 1, dx, D);
       }
+      scratchDone('Hs', 'dHs', 'dout16', 'Hs16', 'dGs', 'dUs', 'x16', 'dGs16', 'dUs16');
     }
     if (routed) {
       const dYA = gathered(dout, 'Y', 'dY16'); // dout rows of each pair, unscaled (bf16: rounded once for dh and dw2)
@@ -357,11 +360,13 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
         if (n > 0) weightGrad(2 * E + e, D, I, n, dYA.subarray(a * D), HB.subarray(a * I), dw2);
       }
       dw2.run(true, false, D, I, 0, I);
+      scratchDone('dY16', 'H16'); // bf16: read by dh and dw2 only
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
       swigluBack(G, U, G16, U16, dH, dG, dU, P * I);
       // bf16: dG, dU rounded once for their Wgrad and Dgrad GEMMs
       const [dGA, dUA] = [asB(dG, () => buf16('dG16', P * I)), asB(dU, () => buf16('dU16', P * I))];
+      scratchDone('dH');
       const XB = gathered(xd, 'X', 'X16');
       const dX = buf('Y', P * D); // dY (float32: its scratch) is no longer needed
       const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e
