@@ -11,7 +11,7 @@ import { attach, backward } from '../src/engine/autograd.js';
 import { dropActivations } from '../src/engine/arena.js';
 import { hugePagesActive } from '../src/engine/memory.js';
 import { Tensor } from '../src/engine/tensor.js';
-import { add, sum } from '../src/engine/ops/index.js';
+import { add, linear, sum } from '../src/engine/ops/index.js';
 import { withMlaRecompute } from '../src/model/mla.js';
 import type { Precision } from '../src/model/precision-mode.js';
 
@@ -248,4 +248,40 @@ test('arena: a request whose class has nothing free borrows a free buffer of a c
       assert.ok(5632 > 2048 * BORROW_RATIO);
     });
   }
+});
+
+test('arena: weight gradients are carved from shared 2 MiB slabs of the step (arenaSlabF32)', async () => {
+  const { arenaSlabF32 } = await import('../src/engine/arena.js');
+  assert.equal(arenaSlabF32(1000), null, 'no arena: the caller allocates');
+  const arena = new BufferArena({ minElems: 16 });
+  withArena(arena, () => {
+    const a = arenaSlabF32(1000)!;
+    const b = arenaSlabF32(3)!;
+    assert.equal(b, null, 'below the arena minimum');
+    const c = arenaSlabF32(5000)!;
+    assert.equal(a.buffer, c.buffer, 'one slab');
+    assert.equal(c.byteOffset, 4032, '64-byte aligned after 4000 bytes');
+    assert.equal(a.length, 1000);
+    assert.ok(arena.owns(a.buffer));
+    assert.equal(arenaSlabF32(2 ** 20), null, 'more than a quarter slab: the caller allocates');
+  });
+  const held = arena.stats().heldBytes;
+  arena.reset();
+  withArena(arena, () => {
+    const d = arenaSlabF32(1000)!;
+    assert.equal(d.byteOffset, 0, 'a new slab after the reset');
+    assert.equal(arena.stats().heldBytes, held, 'the slab buffer is reused');
+  });
+  // autograd: a weight's .grad made in an arena is a slab view, and equals plain allocation
+  const run = (inArena: boolean): Float32Array => {
+    const w = Tensor.param(Float32Array.from({ length: 64 * 32 }, (_, i) => Math.sin(i)), [64, 32]);
+    const x = Tensor.fromF32(Float32Array.from({ length: 8 * 32 }, (_, i) => Math.cos(i)), [8, 32]);
+    const go = (): Float32Array => {
+      backward(sum(linear(x, w)));
+      if (inArena) assert.ok(w.grad!.f32().buffer.byteLength >= 2 * 1024 * 1024, 'a slab view');
+      return w.grad!.f32().slice();
+    };
+    return inArena ? withArena(new BufferArena({ minElems: 16 }), go) : go();
+  };
+  assert.deepEqual(run(true), run(false));
 });

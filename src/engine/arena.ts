@@ -373,6 +373,33 @@ export function arenaF32(n: number, zero: boolean): Float32Array | null {
   return zero ? a.fill(0) : a;
 }
 
+/** Bytes of one weight-gradient slab (arenaSlabF32): one huge page. */
+const GRAD_SLAB_BYTES = LARGE_BYTES;
+const gradSlabs = new WeakMap<BufferArena, { buf: ArrayBuffer; off: number }>();
+
+/**
+ * n float32s (contents unspecified) carved from a slab of the active arena, for buffers that
+ * live until the arena's reset and are never released early: the weight gradients that
+ * autograd's accumulateWeightGrad creates late in backward. Carving them from 2 MiB slabs
+ * taken then (when the forward's activations of that class are free again) instead of taking
+ * one small buffer each keeps them out of a size class of their own, whose buffers would sit
+ * idle through the forward (bench-small: 222 expert gradients of 128 KiB, 29 MB). Null when no
+ * arena is active or n is below its minimum or above a quarter slab (the caller allocates as
+ * usual). Offsets are 64-byte aligned.
+ */
+export function arenaSlabF32(n: number): Float32Array | null {
+  const bytes = Math.ceil((n * 4) / 64) * 64;
+  if (!active || n < active.minElems || bytes > GRAD_SLAB_BYTES / 4) return null;
+  let s = gradSlabs.get(active);
+  if (!s || !active.owns(s.buf) || s.off + bytes > s.buf.byteLength) {
+    s = { buf: active.take(GRAD_SLAB_BYTES), off: 0 };
+    gradSlabs.set(active, s);
+  }
+  const a = new Float32Array(s.buf, s.off, n);
+  s.off += bytes;
+  return a;
+}
+
 /**
  * Runs fn with `arena` active: large buffers allocated inside come from it. Does not reset
  * the arena (the caller decides when the step's tensors are dead). Nests: the previous arena
