@@ -272,6 +272,14 @@ test('arena: weight gradients are carved from shared 2 MiB slabs of the step (ar
     assert.equal(d.byteOffset, 0, 'a new slab after the reset');
     assert.equal(arena.stats().heldBytes, held, 'the slab buffer is reused');
   });
+  arena.reset();
+  withArena(arena, () => {
+    // the old slab taken by another request of this step: never carved into again
+    const other = allocUninit(2 * 1024 * 1024 / 4);
+    const e = arenaSlabF32(1000)!;
+    assert.notEqual(e.buffer, other.buffer);
+    assert.equal(e.byteOffset, 0);
+  });
   // autograd: a weight's .grad made in an arena is a slab view, and equals plain allocation
   const run = (inArena: boolean): Float32Array => {
     const w = Tensor.param(Float32Array.from({ length: 64 * 32 }, (_, i) => Math.sin(i)), [64, 32]);

@@ -133,6 +133,11 @@ export class BufferArena {
   /** ArenaOptions.borrow */
   private readonly borrowing: boolean;
   private epochCount = 0;
+  /** Steps ended (`reset` calls): a buffer taken in an earlier generation is not this step's. */
+  private gen = 0;
+  get generation(): number {
+    return this.gen;
+  }
   /**
    * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
    * closure that saved it, a pending gradient), and whether the code that made it has dropped
@@ -296,6 +301,7 @@ export class BufferArena {
    * arena was active may be used afterwards.
    */
   reset(): void {
+    this.gen++;
     for (const [cls, bin] of this.bins) {
       for (const b of bin.taken.keys()) {
         if (this.poison) new Float32Array(b).fill(NaN);
@@ -375,7 +381,7 @@ export function arenaF32(n: number, zero: boolean): Float32Array | null {
 
 /** Bytes of one weight-gradient slab (arenaSlabF32): one huge page. */
 const GRAD_SLAB_BYTES = LARGE_BYTES;
-const gradSlabs = new WeakMap<BufferArena, { buf: ArrayBuffer; off: number }>();
+const gradSlabs = new WeakMap<BufferArena, { buf: ArrayBuffer; off: number; generation: number }>();
 
 /**
  * n float32s (contents unspecified) carved from a slab of the active arena, for buffers that
@@ -385,14 +391,15 @@ const gradSlabs = new WeakMap<BufferArena, { buf: ArrayBuffer; off: number }>();
  * one small buffer each keeps them out of a size class of their own, whose buffers would sit
  * idle through the forward (bench-small: 222 expert gradients of 128 KiB, 29 MB). Null when no
  * arena is active or n is below its minimum or above a quarter slab (the caller allocates as
- * usual). Offsets are 64-byte aligned.
+ * usual). Offsets are 64-byte aligned. DSV3_GRAD_SLAB=0 turns it off (for comparisons).
  */
 export function arenaSlabF32(n: number): Float32Array | null {
   const bytes = Math.ceil((n * 4) / 64) * 64;
-  if (!active || n < active.minElems || bytes > GRAD_SLAB_BYTES / 4) return null;
+  if (!active || n < active.minElems || bytes > GRAD_SLAB_BYTES / 4 || process.env.DSV3_GRAD_SLAB === '0') return null;
   let s = gradSlabs.get(active);
-  if (!s || !active.owns(s.buf) || s.off + bytes > s.buf.byteLength) {
-    s = { buf: active.take(GRAD_SLAB_BYTES), off: 0 };
+  // (after a reset the old slab may be taken again by anyone: only this step's slab is carved)
+  if (!s || s.generation !== active.generation || !active.owns(s.buf) || s.off + bytes > s.buf.byteLength) {
+    s = { buf: active.take(GRAD_SLAB_BYTES), off: 0, generation: active.generation };
     gradSlabs.set(active, s);
   }
   const a = new Float32Array(s.buf, s.off, n);
