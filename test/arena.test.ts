@@ -11,7 +11,7 @@ import { attach, backward } from '../src/engine/autograd.js';
 import { dropActivations } from '../src/engine/arena.js';
 import { hugePagesActive } from '../src/engine/memory.js';
 import { Tensor } from '../src/engine/tensor.js';
-import { add, sum } from '../src/engine/ops/index.js';
+import { add, linear, sum } from '../src/engine/ops/index.js';
 import { withMlaRecompute } from '../src/model/mla.js';
 import type { Precision } from '../src/model/precision-mode.js';
 
@@ -229,4 +229,67 @@ test('arena: giveBack unmaps free huge-page buffers of other classes before mapp
   assert.equal(arena.stats().givenBack, 2, JSON.stringify(arena.stats()));
   assert.equal(arena.stats().heldBytes, held, 'the arena holds more than before');
   assert.equal(a.length + b.length, 0, 'the unmapped buffers\' views are not detached');
+});
+
+test('arena: a request whose class has nothing free borrows a free buffer of a class at most BORROW_RATIO larger', async () => {
+  const { BORROW_RATIO } = await import('../src/engine/arena.js');
+  for (const borrow of [true, false]) {
+    const arena = new BufferArena({ minElems: 16, borrow });
+    withArena(arena, () => {
+      const big = allocUninit(1400); // class 5632 bytes
+      dropActivations(big); // free now
+      const small = allocUninit(1000); // class 4096: none free; 5632 <= 1.5 * 4096
+      assert.equal(small.buffer === big.buffer, borrow);
+      assert.equal(small.length, 1000);
+      dropActivations(small);
+      assert.equal(arena.stats().inUseBytes, 0, 'the borrowed buffer goes back to its own class');
+      const tiny = allocUninit(500); // class 2048: 5632 is more than BORROW_RATIO times larger
+      assert.notEqual(tiny.buffer, big.buffer);
+      assert.ok(5632 > 2048 * BORROW_RATIO);
+    });
+  }
+});
+
+test('arena: weight gradients are carved from shared 2 MiB slabs of the step (arenaSlabF32)', async () => {
+  const { arenaSlabF32 } = await import('../src/engine/arena.js');
+  assert.equal(arenaSlabF32(1000), null, 'no arena: the caller allocates');
+  const arena = new BufferArena({ minElems: 16 });
+  withArena(arena, () => {
+    const a = arenaSlabF32(1000)!;
+    const b = arenaSlabF32(3)!;
+    assert.equal(b, null, 'below the arena minimum');
+    const c = arenaSlabF32(5000)!;
+    assert.equal(a.buffer, c.buffer, 'one slab');
+    assert.equal(c.byteOffset, 4032, '64-byte aligned after 4000 bytes');
+    assert.equal(a.length, 1000);
+    assert.ok(arena.owns(a.buffer));
+    assert.equal(arenaSlabF32(2 ** 20), null, 'more than a quarter slab: the caller allocates');
+  });
+  const held = arena.stats().heldBytes;
+  arena.reset();
+  withArena(arena, () => {
+    const d = arenaSlabF32(1000)!;
+    assert.equal(d.byteOffset, 0, 'a new slab after the reset');
+    assert.equal(arena.stats().heldBytes, held, 'the slab buffer is reused');
+  });
+  arena.reset();
+  withArena(arena, () => {
+    // the old slab taken by another request of this step: never carved into again
+    const other = allocUninit(2 * 1024 * 1024 / 4);
+    const e = arenaSlabF32(1000)!;
+    assert.notEqual(e.buffer, other.buffer);
+    assert.equal(e.byteOffset, 0);
+  });
+  // autograd: a weight's .grad made in an arena is a slab view, and equals plain allocation
+  const run = (inArena: boolean): Float32Array => {
+    const w = Tensor.param(Float32Array.from({ length: 64 * 32 }, (_, i) => Math.sin(i)), [64, 32]);
+    const x = Tensor.fromF32(Float32Array.from({ length: 8 * 32 }, (_, i) => Math.cos(i)), [8, 32]);
+    const go = (): Float32Array => {
+      backward(sum(linear(x, w)));
+      if (inArena) assert.ok(w.grad!.f32().buffer.byteLength >= 2 * 1024 * 1024, 'a slab view');
+      return w.grad!.f32().slice();
+    };
+    return inArena ? withArena(new BufferArena({ minElems: 16 }), go) : go();
+  };
+  assert.deepEqual(run(true), run(false));
 });

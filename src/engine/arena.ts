@@ -37,6 +37,9 @@
  * with `giveBack` (off by default: it costs page faults every step) the arena unmaps free
  * huge-page buffers of other classes before mapping a new one, and holds about its peak in
  * use, not the sum of the classes' peaks.
+ * Without give-back, a request whose class has no free buffer first borrows a free buffer of a
+ * class at most BORROW_RATIO larger (`borrow`), which maps nothing new (bench-small 8x256: -17 to
+ * -29 MB peak RSS; BENCHMARKS.md, issue 13).
  * In a poisoning arena an early-released buffer is NaN-filled and its old views detached, so a
  * closure that reads a buffer it did not declare fails (test/arena.test.ts).
  */
@@ -59,7 +62,16 @@ export interface ArenaOptions {
    * time per step; BENCHMARKS.md, issue 13).
    */
   giveBack?: boolean;
+  /**
+   * A request whose size class has no free buffer takes a free one of a larger class (up to
+   * BORROW_RATIO times its size) before mapping a new one (default on; DSV3_ARENA_BORROW=0 turns
+   * it off): no page faults, and fewer bytes held than every class's own peak.
+   */
+  borrow?: boolean;
 }
+
+/** How much larger than its size class a borrowed buffer may be (ArenaOptions.borrow). */
+export const BORROW_RATIO = 1.5;
 
 export interface ArenaStats {
   /** Bytes of all buffers the arena holds (handed out or free). */
@@ -118,7 +130,14 @@ export class BufferArena {
   private readonly counts = { held: 0, taken: 0, hits: 0, misses: 0, released: 0, inUse: 0, peakInUse: 0, givenBack: 0 };
   /** ArenaOptions.giveBack */
   private readonly giveBack: boolean;
+  /** ArenaOptions.borrow */
+  private readonly borrowing: boolean;
   private epochCount = 0;
+  /** Steps ended (`reset` calls): a buffer taken in an earlier generation is not this step's. */
+  private gen = 0;
+  get generation(): number {
+    return this.gen;
+  }
   /**
    * Per buffer of this step: how many holders may still read it (`hold`: a recorded backward
    * closure that saved it, a pending gradient), and whether the code that made it has dropped
@@ -131,6 +150,7 @@ export class BufferArena {
     this.poison = o.poison ?? false;
     this.minElems = Math.max(1, o.minElems ?? ARENA_MIN_ELEMS);
     this.giveBack = o.giveBack ?? process.env.DSV3_ARENA_GIVEBACK === '1';
+    this.borrowing = o.borrow ?? process.env.DSV3_ARENA_BORROW !== '0';
   }
 
   /** A buffer of at least `bytes` bytes with unspecified contents, valid until `reset()`. */
@@ -141,9 +161,11 @@ export class BufferArena {
       bin = { free: [], taken: new Map(), peak: 0, prevPeak: 0 };
       this.bins.set(cls, bin);
     }
-    let buf = bin.free.pop();
-    if (buf) this.counts.hits++;
-    else {
+    let buf = bin.free.pop() ?? this.borrow(cls);
+    if (buf) {
+      bin = this.bins.get(buf.byteLength)!;
+      this.counts.hits++;
+    } else {
       if (this.giveBack) this.makeRoom(cls);
       buf = largeBuffer(cls);
       this.counts.held += cls;
@@ -151,10 +173,30 @@ export class BufferArena {
     }
     bin.taken.set(buf, this.epochCount);
     bin.peak = Math.max(bin.peak, bin.taken.size);
-    this.counts.inUse += cls;
+    this.counts.inUse += buf.byteLength;
     this.counts.peakInUse = Math.max(this.counts.peakInUse, this.counts.inUse);
     this.counts.taken++;
     return buf;
+  }
+
+  /**
+   * A free buffer of a larger class (at most BORROW_RATIO times `cls`, the smallest such), or
+   * undefined: the classes' peaks come at different times in a step (the forward's activations,
+   * the backward's gradients and op scratch, scratch.ts), so a request whose class has nothing
+   * free takes a free buffer of another class rather than mapping new memory. The buffer stays
+   * in its own class (released and trimmed there).
+   */
+  private borrow(cls: number): ArrayBuffer | undefined {
+    if (!this.borrowing) return undefined;
+    let best: Bin | null = null;
+    let bestCls = Infinity;
+    for (const [c, b] of this.bins) {
+      if (c > cls && c <= cls * BORROW_RATIO && c < bestCls && b.free.length > 0) {
+        best = b;
+        bestCls = c;
+      }
+    }
+    return best?.free.pop();
   }
 
   /**
@@ -212,6 +254,11 @@ export class BufferArena {
     return this.bins.get(buf.byteLength)?.taken.has(buf as ArrayBuffer) ?? false;
   }
 
+  /** Whether a backward node (or a pending gradient) holds buf now (`hold` not yet matched). */
+  isHeld(buf: ArrayBufferLike): boolean {
+    return (this.holds.get(buf as ArrayBuffer) ?? 0) > 0;
+  }
+
   /**
    * One more holder of buf: something that will read it later (a backward closure that saved
    * it). Returns false, doing nothing, for a buffer this arena does not own this step; every
@@ -254,6 +301,7 @@ export class BufferArena {
    * arena was active may be used afterwards.
    */
   reset(): void {
+    this.gen++;
     for (const [cls, bin] of this.bins) {
       for (const b of bin.taken.keys()) {
         if (this.poison) new Float32Array(b).fill(NaN);
@@ -329,6 +377,34 @@ export function arenaF32(n: number, zero: boolean): Float32Array | null {
   if (!active || n < active.minElems) return null;
   const a = new Float32Array(active.take(n * 4), 0, n);
   return zero ? a.fill(0) : a;
+}
+
+/** Bytes of one weight-gradient slab (arenaSlabF32): one huge page. */
+const GRAD_SLAB_BYTES = LARGE_BYTES;
+const gradSlabs = new WeakMap<BufferArena, { buf: ArrayBuffer; off: number; generation: number }>();
+
+/**
+ * n float32s (contents unspecified) carved from a slab of the active arena, for buffers that
+ * live until the arena's reset and are never released early: the weight gradients that
+ * autograd's accumulateWeightGrad creates late in backward. Carving them from 2 MiB slabs
+ * taken then (when the forward's activations of that class are free again) instead of taking
+ * one small buffer each keeps them out of a size class of their own, whose buffers would sit
+ * idle through the forward (bench-small: 222 expert gradients of 128 KiB, 29 MB). Null when no
+ * arena is active or n is below its minimum or above a quarter slab (the caller allocates as
+ * usual). Offsets are 64-byte aligned. DSV3_GRAD_SLAB=0 turns it off (for comparisons).
+ */
+export function arenaSlabF32(n: number): Float32Array | null {
+  const bytes = Math.ceil((n * 4) / 64) * 64;
+  if (!active || n < active.minElems || bytes > GRAD_SLAB_BYTES / 4 || process.env.DSV3_GRAD_SLAB === '0') return null;
+  let s = gradSlabs.get(active);
+  // (after a reset the old slab may be taken again by anyone: only this step's slab is carved)
+  if (!s || s.generation !== active.generation || !active.owns(s.buf) || s.off + bytes > s.buf.byteLength) {
+    s = { buf: active.take(GRAD_SLAB_BYTES), off: 0, generation: active.generation };
+    gradSlabs.set(active, s);
+  }
+  const a = new Float32Array(s.buf, s.off, n);
+  s.off += bytes;
+  return a;
 }
 
 /**

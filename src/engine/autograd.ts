@@ -15,7 +15,7 @@
  */
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
-import { activeArena, type BufferArena } from './arena.js';
+import { activeArena, arenaSlabF32, type BufferArena } from './arena.js';
 import { allocUninit, sameShape } from './ops/util.js';
 import { fmtShape } from './layout.js';
 import { noGrad, withGrad } from './grad-mode.js';
@@ -69,7 +69,7 @@ export function accumulateWeightGrad(w: Tensor, add: (into: Tensor, beta: 0 | 1)
   if (g && (g.dtype !== 'f32' || !g.isContiguous() || !sameShape(g.shape, w.shape))) return false;
   const run = (): void => {
     if (w.grad) add(w.grad, 1);
-    else add((w.grad = new Tensor(allocUninit(w.size), w.shape, 'f32')), 0);
+    else add((w.grad = new Tensor(arenaSlabF32(w.size) ?? allocUninit(w.size), w.shape, 'f32')), 0); // (arena.ts)
   };
   if (!deferred) {
     run();

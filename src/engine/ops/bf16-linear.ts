@@ -16,6 +16,7 @@
  * Outputs, gradients and master weights stay float32; dW accumulates into `w.grad` (or is
  * deferred inside `deferWeightGrads`) exactly as ops/linear.ts does.
  */
+import { scratchScope, scratchU16 } from '../scratch.js';
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
@@ -29,12 +30,10 @@ export function allocBf16(n: number): Uint16Array {
   return new Uint16Array(f.buffer, f.byteOffset, n);
 }
 
-let scratch16 = new Uint16Array(0);
-/** n bf16 slots of a buffer shared by every call (grown on demand; never handed out): for bits
- * read only before the next call, e.g. a backward's dY, used by its own two GEMMs. */
+/** n bf16 slots of scratch (never handed out): for bits read only within the current call, e.g.
+ * a backward's dY, used by its own two GEMMs; from the step arena inside a scratchScope (scratch.ts). */
 export function scratchBf16(n: number): Uint16Array {
-  if (scratch16.length < n) scratch16 = new Uint16Array(n);
-  return scratch16.subarray(0, n);
+  return scratchU16('bf16', n);
 }
 
 /** The bf16 bits of a float32 tensor's elements (row-major), in a new (arena) buffer. */
@@ -64,6 +63,15 @@ const offered = new WeakMap<Tensor, Uint16Array>();
 export function offerBf16Copy(t: Tensor, xb: Uint16Array): void {
   if (xb.length !== t.size) throw new Error(`offerBf16Copy: ${xb.length} bf16 values for a tensor of ${t.size} elements`);
   offered.set(t, xb);
+}
+
+/**
+ * Offers xb, the bf16 bits of the float32 array xd, to the bf16Linears that read xd next, while
+ * `node` (which owns xb and holds it until its backward) has not run its backward: e.g. the
+ * attention output, whose bf16 copy the attention's backward keeps (mla-attention.ts).
+ */
+export function shareBf16Copy(xd: Float32Array, xb: Uint16Array, node: GradNode): void {
+  savedCopies.set(xd, { xb, node });
 }
 
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
@@ -101,7 +109,7 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   if (!recording) return out;
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
-  const y2 = attach(out, 'bf16Linear', [x, w], (g) => {
+  const y2 = attach(out, 'bf16Linear', [x, w], (g) => scratchScope(() => {
     // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
     const gd = dataOf(as2d(g).contiguous());
     const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
@@ -113,7 +121,7 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
       bf16GradWeightInto(gb, nOut, xb!, rows, nIn, gw, 0);
     }
     return [gx, gw];
-  }, [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
+  }), [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
   if (xb && !reuse && y2.node) savedCopies.set(xd, { xb, node: y2.node });
   return y2;
 }

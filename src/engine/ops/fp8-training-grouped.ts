@@ -42,7 +42,8 @@ import {
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
-import { expertPlan, groupedShapes, scratchBuf, type ExpertWeights } from './grouped.js';
+import { expertPlan, groupedShapes, scratchBuf, scratchDone, type ExpertWeights } from './grouped.js';
+import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 
 /** A weight's 128x128-block FP8 copy as the B operand: W (Fprop) or W^T (Dgrad, `t`). */
@@ -86,6 +87,9 @@ function expertCols(o: Fp8Operand, offsets: Int32Array, so: Int32Array, e: numbe
  * FP8 GEMMs of the training recipe; see the module comment.
  */
 export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
+  return scratchScope(() => fp8GroupedExpertsIn(x, gates, topkIdx, w)); // its scratchBuf buffers (scratch.ts)
+}
+function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): Tensor {
   const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
@@ -167,7 +171,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
 
   const xGrad = x.requiresGrad; // the closure must not capture x: its FP8 copy is what is kept
   const gatesGrad = gates.requiresGrad;
-  return attach(result, 'fp8GroupedExperts', [x, gates, ...params], (g) => {
+  return attach(result, 'fp8GroupedExperts', [x, gates, ...params], (g) => scratchScope(() => {
     // Wgrad operands may be read later by deferred closures: give them their own buffers
     const deferring = weightGradsDeferred();
     const dout = dataOf(g);
@@ -229,6 +233,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
         fp8Matmul(N, D, Is, dUq, blocks(sq!.up, true), 1, dx);
         release(dGq, dUq);
       }
+      scratchDone('f8.Gs', 'f8.Us', 'f8.Hs', 'f8.dHs', 'f8.dGs', 'f8.dUs'); // back to the arena now (scratch.ts)
     }
     if (routed) {
       // scratch buffers are reused once their values are in FP8 operands (which deferred
@@ -242,6 +247,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
         const dp = scratchBuf('f8.dgate', P);
         k.rowDot(dY, Yr, dp, P, D);
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
+        scratchDone('f8.Y');
       }
       k.scaleRows(dY, gp, dY, P, D); // dYs: the down projection's output gradient
       // Dgrad of the down projections: dH_e = q(dYs_e) W2_e
@@ -269,11 +275,13 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       const dG = scratchBuf('f8.H', P * I); // H is in its operand now
       const dU = scratchBuf('f8.dU', P * I);
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
+      scratchDone('f8.G', 'f8.U', 'f8.dH');
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
         const X = scratchBuf('f8.dY', P * D); // dY is in its operands now
         k.gatherRows(xc!, rows, null, X, P, D);
         const Xc = keep(colTilesOperand(X, P, D, offsets, deferring));
+        scratchDone('f8.dY', 'f8.xc'); // X and x are in their operand now
         const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
         const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
@@ -303,7 +311,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     }
     release(...temps);
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  }, [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
+  }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
     .concat([...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv])));
   // ^ reads only its own FP8 caches (never x or the gates, so a dropped x is reused); they go when its backward ran
 }

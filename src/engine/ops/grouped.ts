@@ -29,6 +29,7 @@
  * widened back to float32 for the SwiGLU backward; SwiGLU, gates, scatter-adds and gradients
  * stay float32.
  */
+import { scratchF32, scratchFree, scratchScope, scratchU16 } from '../scratch.js';
 import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
@@ -78,27 +79,13 @@ export interface ExpertWeights {
   shared?: { gate: Tensor; up: Tensor; down: Tensor } | null;
 }
 
-// Scratch buffers of the op, grown on demand and reused by every call (never handed out: they
-// hold values only between two statements of one forward or one backward).
-const scratch = new Map<string, Float32Array>();
-export function scratchBuf(name: string, n: number): Float32Array {
-  let b = scratch.get(name);
-  if (!b || b.length < n) {
-    b = new Float32Array(n);
-    scratch.set(name, b);
-  }
-  return b.subarray(0, n);
-}
-const scratch16 = new Map<string, Uint16Array>();
+// Scratch buffers of the op (never handed out: they hold values only between two statements of
+// one forward or one backward); from the step arena within the op's scratchScope (scratch.ts).
+export const scratchBuf = (name: string, n: number): Float32Array => scratchF32(`grouped.${name}`, n);
 /** scratchBuf for bf16 bits. */
-function scratchBuf16(name: string, n: number): Uint16Array {
-  let b = scratch16.get(name);
-  if (!b || b.length < n) {
-    b = new Uint16Array(n);
-    scratch16.set(name, b);
-  }
-  return b.subarray(0, n);
-}
+const scratchBuf16 = (name: string, n: number): Uint16Array => scratchU16(`grouped.${name}`, n);
+/** Scratch of these names is read no more in this call: back to the arena now (scratch.ts). */
+export const scratchDone = (...names: string[]): void => scratchFree(...names.map((n) => `grouped.${n}`));
 
 /** n bf16 slots carved from a float32 allocation (the step arena applies). */
 function allocBf16(n: number): Uint16Array {
@@ -191,6 +178,9 @@ export function groupedShapes(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: 
  * module comment.
  */
 export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: { bf16?: boolean } = {}): Tensor {
+  return scratchScope(() => groupedExpertsIn(x, gates, topkIdx, w, o));
+}
+function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: { bf16?: boolean }): Tensor {
   const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
@@ -277,7 +267,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
     if (Gs && !Gs16) [Gs16, Us16] = [allocBf16(N * Is), allocBf16(N * Is)];
   }
 
-  return attach(result, 'groupedExperts', [x, gates, ...params], (g) => {
+  return attach(result, 'groupedExperts', [x, gates, ...params], (g) => scratchScope(() => {
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers
     const deferring = weightGradsDeferred();
     const buf = deferring ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
@@ -348,6 +338,7 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         gemmAny(false, false, N, D, Is, dGsA, Is, sw.g, D, 0, dx, D);
         gemmAny(false, false, N, D, Is, dUsA, Is, sw.u, D, 1, dx, D);
       }
+      scratchDone('Hs', 'dHs', 'dout16', 'Hs16', 'dGs', 'dUs', 'x16', 'dGs16', 'dUs16');
     }
     if (routed) {
       const dYA = gathered(dout, 'Y', 'dY16'); // dout rows of each pair, unscaled (bf16: rounded once for dh and dw2)
@@ -377,10 +368,12 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
         if (n > 0) weightGrad(2 * E + e, D, I, n, dYA.subarray(a * D), HB.subarray(a * I), dw2);
       }
       dw2.run(true, false, D, I, 0, I);
+      scratchDone('dY16', 'H16'); // bf16: read by dh and dw2 only
       const dG = buf('H', P * I); // H is no longer needed
       const dU = buf('dU', P * I);
       // bf16: dG, dU rounded once (in the SwiGLU backward's pass) for their Wgrad and Dgrad GEMMs
       const [dGA, dUA] = swigluBack(G, U, G16, U16, dH, dG, dU, P * I, 'dG16', 'dU16');
+      scratchDone('dH');
       const XB = gathered(xd, 'X', 'X16');
       const dX = buf('Y', P * D); // dY (float32: its scratch) is no longer needed
       const dw13 = new GemmBatch(); // dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e
@@ -403,5 +396,5 @@ export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w:
       }
     }
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  }, [xd], [G, U, Gs, Us, G16, U16, Gs16, Us16]); // its own G, U (or bf16 copies); not the gates (gp is a copy) nor the output
+  }), [xd], bf16 ? [G16, U16, Gs16, Us16] : [G, U, Gs, Us]); // its own G, U (bf16: their copies; G, U are scratch); not the gates (gp is a copy) nor the output
 }

@@ -28,6 +28,7 @@
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
+import { scratchScope } from '../scratch.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { allocBf16, scratchBf16 } from './bf16-linear.js';
@@ -51,6 +52,9 @@ export interface LinearCrossEntropyOptions {
  * targets one int32 per row of x. Gradients flow to x and w.
  */
 export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | Tensor, o: LinearCrossEntropyOptions = {}): Tensor {
+  return scratchScope(() => linearCrossEntropyIn(x, w, targets, o)); // the bf16 P − Y chunk is scratch (scratch.ts)
+}
+function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor, o: LinearCrossEntropyOptions): Tensor {
   checkF32('linearCrossEntropy', x, 'x');
   checkF32('linearCrossEntropy', w, 'weight');
   if (w.ndim !== 2) throw new Error(`linearCrossEntropy: weight must be [vocab, hidden], got ${fmtShape(w.shape)}`);
@@ -128,7 +132,7 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
     if (gw) {
       // dW = Σ_r g_r (P_r - Y_r)^T x_r: c Gw when g is uniform, else recomputed chunk by chunk
       let src = gw;
-      if (!uniform) src = recomputeGradW(xd, wd, tg, lse, gd, N, V, D, R, wb, xb);
+      if (!uniform) src = recomputeGradW(wb ? null : xd, wd, tg, lse, gd, N, V, D, R, wb, xb);
       else if (gd[0] !== 1) k.scaleRows(gw, Float32Array.of(gd[0]!), gw, 1, V * D); // in place: runs once
       if (!accumulateWeightGrad(w, (into, beta) => {
         const t = into.f32();
@@ -137,11 +141,11 @@ export function linearCrossEntropy(x: Tensor, w: Tensor, targets: Int32Array | T
       })) dw = new Tensor(src, [V, D], 'f32');
     }
     return [dx, dw];
-  }, [xd, wd], [lse, gx, gw, xb]);
+  }, [wb ? null : xd, wd], [lse, gx, gw, xb]); // bf16: x only as its bf16 copy (the float32 x can be dropped)
 }
 
 /** Σ_r g_r (softmax(x_r W^T) − onehot(t_r))^T x_r, a chunk of rows at a time. */
-function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse: Float32Array, gd: Float32Array,
+function recomputeGradW(xd: Float32Array | null, wd: Float32Array, tg: Int32Array, lse: Float32Array, gd: Float32Array,
   N: number, V: number, D: number, R: number, wb: Uint16Array | null, xb: Uint16Array | null): Float32Array {
   const k = kernels();
   const dw = alloc(V * D);
@@ -149,13 +153,12 @@ function recomputeGradW(xd: Float32Array, wd: Float32Array, tg: Int32Array, lse:
   for (let r0 = 0; r0 < N; r0 += R) {
     const rows = Math.min(R, N - r0);
     const logits = buf.subarray(0, rows * V);
-    const xc = xd.subarray(r0 * D, (r0 + rows) * D);
     const tc = tg.subarray(r0, r0 + rows);
     if (wb && xb) k.gemmBf16Ab(false, true, rows, V, D, 1, xb.subarray(r0 * D, (r0 + rows) * D), D, wb, D, 0, logits, V);
-    else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
+    else k.gemm(false, true, rows, V, D, 1, xd!.subarray(r0 * D, (r0 + rows) * D), D, wd, D, 0, logits, V);
     k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), gd.subarray(r0, r0 + rows), logits, rows, V);
     if (xb) k.gemmBf16(true, false, V, D, rows, 1, logits, V, xb.subarray(r0 * D, (r0 + rows) * D), D, 1, dw, D);
-    else k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, dw, D);
+    else k.gemm(true, false, V, D, rows, 1, logits, V, xd!.subarray(r0 * D, (r0 + rows) * D), D, 1, dw, D);
   }
   return dw;
 }

@@ -11,6 +11,8 @@
 import { attach } from '../autograd.js';
 import { dropActivations } from '../arena.js';
 import { kernels } from '../backend.js';
+import { scratchF32, scratchScope } from '../scratch.js';
+import { shareBf16Copy, toBf16Bits } from './bf16-linear.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
@@ -35,15 +37,8 @@ export interface MlaAttentionOptions {
 }
 
 // Key / key-gradient scratch, reused by every call (filled and consumed within one call).
-const scratch = new Map<string, Float32Array>();
-function buf(name: string, n: number): Float32Array {
-  let b = scratch.get(name);
-  if (!b || b.length < n) {
-    b = new Float32Array(n);
-    scratch.set(name, b);
-  }
-  return b.subarray(0, n);
-}
+// (scratch.ts: from the step arena while the call's scratchScope runs)
+const buf = (name: string, n: number): Float32Array => scratchF32(`mla.${name}`, n);
 
 /** K[b,s,h,:] = [kvb[b,s,h,0:dn] ; kPe[b,s,:]] for the rows (b,s) of the batch. */
 function assembleKeys(kvb: Float32Array, kPe: Float32Array, K: Float32Array, rows: number, H: number, dn: number, dr: number, W: number): void {
@@ -88,10 +83,12 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
   const lse = alloc(B * H * T);
   const nK = B * S * H * dq;
   if (live) {
-    const K = buf('K', nK);
-    assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
-    if (bf16) kernels().attentionBf16(p, qd, K, kvd.subarray(dn), y, lse);
-    else kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+    scratchScope(() => {
+      const K = buf('K', nK);
+      assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
+      if (bf16) kernels().attentionBf16(p, qd, K, kvd.subarray(dn), y, lse);
+      else kernels().attention(p, qd, K, kvd.subarray(dn), y, lse);
+    });
   } else lse.fill(-Infinity);
   const out = new Tensor(y, [B, T, H, dv], 'f32');
   if (!q.requiresGrad && !kvb.requiresGrad && !kPe.requiresGrad) return out;
@@ -103,10 +100,14 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
     }
     return dataOf(t);
   };
+  // bf16 core: the backward reads O only in D = Σ bf16(dO) O; it keeps O rounded to bf16 (the
+  // copy the bf16 o_proj reading O next shares, shareBf16Copy) instead of float32 O (issue 13)
+  const ob = bf16 && live ? toBf16Bits(out) : null;
+  const nO = y.length;
   const [qShape, kvShape] = [q.shape, kvb.shape];
   const savedQ = rc ? null : qd; // with recomputation the closure keeps neither q nor kvb
   const savedKv = rc ? null : kvd;
-  return attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
+  const res = attach(out, 'mlaAttention', [q, kvb, kPe], (g) => {
     const qT = rc ? rc.q() : null;
     const kvT = rc ? rc.kvb() : null;
     const qd = qT ? again(qT, qShape, 'q') : savedQ!;
@@ -114,20 +115,24 @@ export function mlaAttention(q: Tensor, kvb: Tensor, kPe: Tensor, opts: MlaAtten
     const dqb = live ? allocUninit(qd.length) : alloc(qd.length);
     const dkvb = live ? allocUninit(kvd.length) : alloc(kvd.length);
     const dpe = alloc(ped.length);
-    if (live) {
+    if (live) scratchScope(() => {
       const K = buf('K', nK);
       assembleKeys(kvd, ped, K, B * S, H, dn, dr, W);
       const dK = buf('dK', nK);
       const k = kernels();
-      (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), y, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
+      const o32 = ob ? buf('O', nO) : y;
+      if (ob) k.bf16Widen(ob, o32, nO);
+      (bf16 ? k.attentionBackwardBf16 : k.attentionBackward)(p, qd, K, kvd.subarray(dn), o32, lse, dataOf(g), dqb, dK, dkvb.subarray(dn));
       k.copyStrided(dK, dkvb, B * S, H, dn, H * dq, dq, H * W, W, false); // dk^C next to dv^C
       k.copyStrided(dK.subarray(dn), dpe, B * S, H, dr, H * dq, dq, dr, 0, true); // dk^R summed over heads
-    }
+    });
     dropActivations(qT, kvT); // the recomputed inputs: read
     return [
       q.requiresGrad ? new Tensor(dqb, q.shape, 'f32') : null,
       kvb.requiresGrad ? new Tensor(dkvb, kvb.shape, 'f32') : null,
       kPe.requiresGrad ? new Tensor(dpe, kPe.shape, 'f32') : null,
     ];
-  }, rc ? [...rc.from, ped, y] : [qd, kvd, ped, y], [lse]);
+  }, rc ? [...rc.from, ped, ob ? null : y] : [qd, kvd, ped, ob ? null : y], [lse, ob]);
+  if (ob && res.node) shareBf16Copy(y, ob, res.node);
+  return res;
 }
