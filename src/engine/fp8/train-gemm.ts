@@ -83,6 +83,20 @@ export function colTilesOperand(x: Float32Array, rows: number, cols: number, off
   return { codes, scales, layout: Fp8GemmLayout.colsTiles };
 }
 
+/**
+ * The 128x1-tile operand re-quantised from a 1x128-tile FP8 copy (codes + scales of [rows, cols],
+ * e.g. the forward's cached X for the Wgrad X^T operand, §3.3.3 / README `wgrad_cached`): what
+ * colTilesOperand makes of the dequantised values, segments as there (offsets null: one), in one
+ * fused kernel call (Kernels.fp8RequantTiles128x1) that never writes the float32 values out.
+ */
+export function requantOperand(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, offsets: Int32Array | null = null, fresh = false): Fp8Operand {
+  const out = codeBytes(rows * cols, fresh);
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const sc = scaleFloats(total, fresh);
+  kernels().fp8RequantTiles128x1(codes, scales, rows, cols, offsets, out, sc);
+  return { codes: out, scales: sc, layout: Fp8GemmLayout.colsTiles };
+}
+
 /** Start of each segment's 128x1 scales in a colTilesOperand (and the total at the end). */
 export function scaleOffsets(offsets: ArrayLike<number>, cols: number): Int32Array {
   const out = new Int32Array(offsets.length);

@@ -37,7 +37,7 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, rowsOf, scaleOffsets, tilesOperand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -67,9 +67,21 @@ function gatherOperand(src: Fp8Operand, rows: Int32Array, cols: number): Fp8Oper
   const P = rows.length;
   const g = groups128(cols);
   const codes = codeBytes(P * cols);
-  for (let p = 0; p < P; p++) {
-    const r = rows[p]!;
-    codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+  if (cols % 4 === 0 && src.codes.byteOffset % 4 === 0 && codes.byteOffset % 4 === 0) {
+    // rows of whole 32-bit words: copied as integers (exact bytes), no per-row subarray
+    const w = cols >> 2;
+    const s32 = new Int32Array(src.codes.buffer, src.codes.byteOffset, src.codes.length >> 2);
+    const d32 = new Int32Array(codes.buffer, codes.byteOffset, P * w);
+    for (let p = 0; p < P; p++) {
+      const s = rows[p]! * w;
+      const o = p * w;
+      for (let j = 0; j < w; j++) d32[o + j] = s32[s + j]!;
+    }
+  } else {
+    for (let p = 0; p < P; p++) {
+      const r = rows[p]!;
+      codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+    }
   }
   const scales = allocUninit(P * g);
   kernels().gatherRows(src.scales, rows, null, scales, P, g);
@@ -199,26 +211,24 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
     };
     const need = (i: number): boolean => params[i]!.requiresGrad;
     const needAny = (from: number, count: number): boolean => params.slice(from, from + count).some((t) => t.requiresGrad);
-    // x's FP8 copy read back (dequantised) for the Wgrad X^T operands
-    const xc = needAny(0, 2 * E) || (sh !== null && needAny(3 * E, 2)) ? dequant(xq, N, D, scratchBuf('f8.xc', N * D)) : null;
     const dx = xGrad ? (shared ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
       const S = 3 * E;
-      // the SwiGLU inputs from their FP8 cache; H's FP8 copy (the Fprop operand) read back
+      // the SwiGLU inputs from their FP8 cache
       const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
       const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
-      const Hs = need(S + 2) ? dequant(HsQ!, N, Is, scratchBuf('f8.Hs', N * Is)) : null;
       const dHs = scratchBuf('f8.dHs', N * Is);
       const dq = tilesOperand(dout, 0, D, N, D);
       fp8Matmul(N, Is, D, dq, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
       release(dq);
-      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(colTilesOperand(Hs!, N, Is, undefined, deferring)));
+      // H's FP8 copy (the Fprop operand) re-quantised 128x1 for Wgrad
+      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
       const dGs = scratchBuf('f8.dGs', N * Is);
       const dUs = scratchBuf('f8.dUs', N * Is);
       k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
       if (need(S) || need(S + 1)) {
-        const xs = keep(colTilesOperand(xc!, N, D, undefined, deferring));
+        const xs = keep(requantOperand(xq.codes, xq.scales, N, D, null, deferring)); // x's FP8 copy, re-quantised 128x1
         if (need(S)) weightGrad(S, Is, D, N, keep(colTilesOperand(dGs, N, Is, undefined, deferring)), xs);
         if (need(S + 1)) weightGrad(S + 1, Is, D, N, keep(colTilesOperand(dUs, N, Is, undefined, deferring)), xs);
       }
@@ -254,8 +264,7 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       const U = dequant(UQ!, P, I, scratchBuf('f8.U', P * I));
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
-        const H = dequant(HQ!, P, I, scratchBuf('f8.H', P * I));
-        const Hc = keep(colTilesOperand(H, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
+        const Hc = keep(requantOperand(HQ!.codes, HQ!.scales, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
         const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
@@ -271,9 +280,10 @@ export function fp8GroupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array,
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
-        const X = scratchBuf('f8.dY', P * D); // dY is in its operands now
-        k.gatherRows(xc!, rows, null, X, P, D);
-        const Xc = keep(colTilesOperand(X, P, D, offsets, deferring));
+        // x's FP8 copy gathered per pair, re-quantised 128x1 within each expert
+        const Xg = gatherOperand(xq, rows, D);
+        const Xc = keep(requantOperand(Xg.codes, Xg.scales, P, D, offsets, deferring));
+        release(Xg);
         const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
         const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
         const soD = scaleOffsets(offsets, D);

@@ -32,8 +32,8 @@
  * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
-import { groups128, quantBlocks128, quantTiles1x128, requantTiles128x1, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
-import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
+import { groups128, quantBlocks128, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
+import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, requantOperand, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
@@ -184,10 +184,7 @@ function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 |
     const o = rowsOf(x);
     xc = colTilesOperand(contiguousRows(o), m, k);
   } else {
-    const tmp = allocUninit(m * k); // the cached copy's values, re-quantised per 128x1 tile
-    xc = { codes: codeBytes(m * k), scales: allocUninit(groups128(m) * k), layout: Fp8GemmLayout.colsTiles };
-    requantTiles128x1(x, xc.codes, xc.scales, tmp);
-    release(tmp);
+    xc = requantOperand(x.codes, x.scales, m, k); // the cached copy's values, re-quantised per 128x1 tile
   }
   fp8Matmul(n, k, m, dyc, xc, beta, dw, k);
   release(dyc, xc);
