@@ -67,21 +67,9 @@ function gatherOperand(src: Fp8Operand, rows: Int32Array, cols: number): Fp8Oper
   const P = rows.length;
   const g = groups128(cols);
   const codes = codeBytes(P * cols);
-  if (cols % 4 === 0 && src.codes.byteOffset % 4 === 0 && codes.byteOffset % 4 === 0) {
-    // rows of whole 32-bit words: copied as integers (exact bytes), no per-row subarray
-    const w = cols >> 2;
-    const s32 = new Int32Array(src.codes.buffer, src.codes.byteOffset, src.codes.length >> 2);
-    const d32 = new Int32Array(codes.buffer, codes.byteOffset, P * w);
-    for (let p = 0; p < P; p++) {
-      const s = rows[p]! * w;
-      const o = p * w;
-      for (let j = 0; j < w; j++) d32[o + j] = s32[s + j]!;
-    }
-  } else {
-    for (let p = 0; p < P; p++) {
-      const r = rows[p]!;
-      codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
-    }
+  for (let p = 0; p < P; p++) {
+    const r = rows[p]!;
+    codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
   }
   const scales = allocUninit(P * g);
   kernels().gatherRows(src.scales, rows, null, scales, P, g);
