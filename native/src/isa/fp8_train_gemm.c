@@ -179,11 +179,20 @@ static inline uint32_t f8t_bf16(uint8_t c) {
   return (v | (uint32_t)(c & 0x80u) << 24) >> 16;
 }
 
-/* 16 decoded values (float32 bits, consecutive k) -> 8 bf16 pair words (even k in the low half) */
-static inline __m256i f8t_pairs(__m512i bits) {
-  const __m512i lo = _mm512_and_si512(_mm512_srli_epi64(bits, 16), _mm512_set1_epi64(0xffff));
-  const __m512i hi = _mm512_and_si512(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0xffff0000));
-  return _mm512_cvtepi64_epi32(_mm512_or_si512(lo, hi));
+/* The bf16 pair words of 16 consecutive codes (k even in the low half): the
+ * high halves of f8t_dec16(c8), paired, decoded in 16-bit lanes (a third of the work): magnitude
+ * m >= 8: the high half of (m << 20) + (120 << 23), i.e. (m << 4) + 0x3C00; m < 8: the bf16 bits
+ * of m * 2^-9 (exact: at most 3 significant bits) from a table; the sign bit ORed back; NaN
+ * (m = 0x7F): all ones. */
+static inline __m256i f8t_pairs16(__m128i c8) {
+  const __m256i c = _mm256_cvtepu8_epi16(c8), x7f = _mm256_set1_epi16(0x7f);
+  const __m256i m = _mm256_and_si256(c, x7f);
+  const __m256i sub = _mm256_permutexvar_epi16(m, _mm256_setr_epi16(0, 0x3b00, 0x3b80, 0x3bc0, 0x3c00, 0x3c20, 0x3c40, 0x3c60,
+                                                                   0, 0, 0, 0, 0, 0, 0, 0));
+  __m256i v = _mm256_add_epi16(_mm256_slli_epi16(m, 4), _mm256_set1_epi16(0x3c00));
+  v = _mm256_blendv_epi8(v, sub, _mm256_cmpgt_epi16(_mm256_set1_epi16(8), m));
+  v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8));
+  return _mm256_or_si256(v, _mm256_cmpeq_epi16(m, x7f));
 }
 
 /* VDPBF16PS panels straight from E4M3 codes (what gemm_pack_a_pairs / gemm_pack_b_pairs make of
@@ -233,7 +242,7 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
           const int nrow = R - g < 8 ? R - g : 8;
           __m256 v[8];
           for (int r = 0; r < 8; r++)
-            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0)))))
+            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0))))
                             : _mm256_setzero_ps();
           gemm_transpose8(v);
           for (int q = 0; q < 8; q++) { /* nrow: 8, or 4 (the last group of MR = 12) */
