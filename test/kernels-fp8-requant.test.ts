@@ -5,12 +5,14 @@
 // awkward codes and scales (all 256 codes, zero / tiny / huge / infinite scales: NaN and
 // infinite values, all-zero tiles); and the reference against the plain composition it stands
 // for (fp8Dequant, then fp8QuantTiles128x1 of each segment). The fixture-exact check of the
-// kernel on `wgrad_cached` is in test/fp8-gemm.test.ts.
+// kernel on `wgrad_cached` is in test/fp8-gemm.test.ts. Kernels.fp8QuantTiles128x1Segments (the
+// same per-segment 128x1 quantisation of float32 rows) likewise, against its reference and the
+// reference against fp8QuantTiles128x1 per segment.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
+import { fp8QuantTiles128x1Segments, fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
 import { rng } from './helpers/random.js';
 
 const { A, opts, eachConfig } = nativeForTests();
@@ -120,4 +122,67 @@ test('fp8RequantTiles128x1 validates offsets and lengths (native and reference)'
     f(codes, scales, 300, 4, Int32Array.of(0, 100, 300), oc, new Float32Array(12)); // 1 + 2 groups of 4 columns
   }
   assert.throws(() => A.fp8RequantTiles128x1(codes, scales, 300, 4, [0, 300] as unknown as Int32Array, oc, os), TypeError, 'offsets of the wrong type');
+});
+
+/** Awkward float32 rows: zero rows, tiny (below the amax floor) and huge values, outliers, NaN and infinities. */
+function awkwardRows(seed: number, rows: number, cols: number): Float32Array {
+  const r = rng(seed);
+  const x = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const mode = Math.floor(r() * 5);
+    const mag = 2 ** Math.floor(r() * 60 - 30);
+    for (let j = 0; j < cols; j++) {
+      let v = (r() - 0.5) * mag;
+      if (mode === 0) v = 0;
+      else if (mode === 1) v = (r() - 0.5) * 1e-6;
+      else if (mode === 2 && r() < 0.02) v *= 3000;
+      else if (mode === 3 && r() < 0.01) v = [NaN, Infinity, -Infinity, -0][Math.floor(r() * 4)]!;
+      x[i * cols + j] = v;
+    }
+  }
+  return x;
+}
+
+test('native fp8QuantTiles128x1Segments equals the reference bit for bit; the reference is fp8QuantTiles128x1 per segment', opts, () => {
+  let seed = 100;
+  for (const [sizes, cols] of CASES) {
+    const offsets = Int32Array.from([0, ...sizes.map(((s) => (v: number) => (s += v))(0))]);
+    const rows = offsets[offsets.length - 1]!;
+    const x = awkwardRows(seed++, rows, cols);
+    const ns = scaleTotal(offsets, cols);
+    const wantC = new Uint8Array(rows * cols);
+    const wantS = new Float32Array(ns);
+    fp8QuantTiles128x1Segments(x, rows, cols, offsets, wantC, wantS);
+    let so = 0;
+    for (let e = 0; e + 1 < offsets.length; e++) {
+      const [a, n] = [offsets[e]!, offsets[e + 1]! - offsets[e]!];
+      const c = new Uint8Array(n * cols);
+      const sc = new Float32Array(g128(n) * cols);
+      ref.fp8QuantTiles128x1(x.subarray(a * cols), cols, n, cols, c, sc, null);
+      sameCodes(wantC.subarray(a * cols, (a + n) * cols), c, `reference segment ${e} of [${sizes}] x ${cols}`);
+      sameBits(wantS.subarray(so, so + sc.length), sc, `reference scales of segment ${e} of [${sizes}] x ${cols}`);
+      so += sc.length;
+    }
+    for (const segs of sizes.length === 1 ? [null, offsets] : [offsets]) {
+      eachConfig((cfg) => {
+        const gotC = new Uint8Array(rows * cols).fill(0x5a);
+        const gotS = new Float32Array(ns).fill(-7);
+        A.fp8QuantTiles128x1Segments(x, rows, cols, segs, gotC, gotS);
+        const what = `[${sizes}] x ${cols} ${segs ? 'offsets' : 'null'} ${cfg}`;
+        sameCodes(gotC, wantC, `codes ${what}`);
+        sameBits(gotS, wantS, `scales ${what}`);
+      });
+    }
+  }
+});
+
+test('fp8QuantTiles128x1Segments validates offsets and lengths (native and reference)', opts, () => {
+  const x = new Float32Array(1200), oc = new Uint8Array(1200), os = new Float32Array(12);
+  for (const [name, f] of [['native', A.fp8QuantTiles128x1Segments.bind(A)], ['reference', fp8QuantTiles128x1Segments]] as const) {
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 299), oc, os), RangeError, `${name}: offsets short of rows`);
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 200, 100, 300), oc, os), RangeError, `${name}: decreasing offsets`);
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 100, 300), oc, new Float32Array(11)), RangeError, `${name}: outScales too short`);
+    assert.throws(() => f(new Float32Array(1199), 300, 4, null, oc, os), RangeError, `${name}: x too short`);
+    f(x, 300, 4, Int32Array.of(0, 100, 300), oc, os);
+  }
 });

@@ -5,7 +5,8 @@
  * quantised again in 128x1 tiles (fp8QuantTiles128x1, codes and scales), per segment of rows
  * (one expert's tokens each: tiles restart at every segment start). Literally that composition:
  * the oracle of the fused native kernel (native/src/fp8_quant_napi.c), which never writes the
- * float32 values to memory.
+ * float32 values to memory. Kernels.fp8QuantTiles128x1Segments is the same per-segment 128x1
+ * quantisation of float32 rows (every expert's Wgrad operand in one call).
  */
 import { FP8_BLOCK } from '../fp8/codec.js';
 import { fp8Dequant, fp8QuantTiles128x1 } from './fp8-quant.js';
@@ -32,6 +33,25 @@ export function fp8RequantTiles128x1(
     const v = new Float32Array(n * cols);
     fp8Dequant(codes.subarray(a * cols), scales.subarray(a * nt), n, cols, 1, v);
     fp8QuantTiles128x1(v, cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
+  }
+}
+
+/**
+ * x [rows, cols] (contiguous) -> outCodes [rows, cols] and, per segment (as fp8RequantTiles128x1),
+ * outScales: fp8QuantTiles128x1 (codes, scales) of each segment's rows.
+ */
+export function fp8QuantTiles128x1Segments(
+  x: Float32Array, rows: number, cols: number, offsets: Int32Array | null, outCodes: Uint8Array, outScales: Float32Array,
+): void {
+  const segs = requantSegments('fp8QuantTiles128x1Segments', rows, cols, offsets);
+  if (x.length < rows * cols || outCodes.length < rows * cols || outScales.length < segs.scaleCount) {
+    throw new RangeError(`fp8QuantTiles128x1Segments: arrays too short for [${rows}, ${cols}] (x ${x.length}, outCodes ${outCodes.length}, outScales ${outScales.length}, need ${segs.scaleCount} scales)`);
+  }
+  for (let e = 0; e + 1 < segs.starts.length; e++) {
+    const a = segs.starts[e]!;
+    const n = segs.starts[e + 1]! - a;
+    if (n === 0 || cols === 0) continue;
+    fp8QuantTiles128x1(x.subarray(a * cols, (a + n) * cols), cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
   }
 }
 
