@@ -152,21 +152,10 @@ static inline __m512bh f8t_bh(__m512i x) {
   return r;
 }
 
-/* Float32 bits of e4m3(c) for 16 codes, integer arithmetic only (no denormal is made or read):
- * magnitude m >= 8: (m << 20) + (120 << 23); m < 8: m * 2^-9; the sign ORed back; NaN (m = 0x7F):
- * all ones, as fp8_dec8_exact gives. The low 16 bits of a value are zero: its bf16 bits are
- * the high half, exactly. */
-static inline __m512i f8t_dec16(__m128i c8) {
-  const __m512i c = _mm512_cvtepu8_epi32(c8), x7f = _mm512_set1_epi32(0x7f);
-  const __m512i m = _mm512_and_si512(c, x7f);
-  const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(m, 20), _mm512_set1_epi32(120 << 23));
-  const __m512 d = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(0x1p-9f));
-  __m512i r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(8), m), v, _mm512_castps_si512(d));
-  r = _mm512_or_si512(r, _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24));
-  return _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(m, x7f), r, _mm512_set1_epi32(-1));
-}
-
-/* The same value's bf16 bits, one code (the tails of pack_a_codes) */
+/* The bf16 bits of e4m3(c), one code (the tails of pack_codes), from the float32 bits, integer
+ * arithmetic only (no denormal made or read): magnitude m >= 8: (m << 20) + (120 << 23); m < 8:
+ * m * 2^-9; the sign ORed back; NaN (m = 0x7F): all ones, as fp8_dec8_exact gives. The low 16
+ * bits of the value are zero: its bf16 bits are the high half, exactly. */
 static inline uint32_t f8t_bf16(uint8_t c) {
   const uint32_t m = c & 0x7fu;
   if (m == 0x7fu) return 0xffffu;
@@ -179,8 +168,8 @@ static inline uint32_t f8t_bf16(uint8_t c) {
   return (v | (uint32_t)(c & 0x80u) << 24) >> 16;
 }
 
-/* The bf16 pair words of 16 consecutive codes (k even in the low half): the
- * high halves of f8t_dec16(c8), paired, decoded in 16-bit lanes (a third of the work): magnitude
+/* The bf16 bits of 16 codes as 16 words (of consecutive k: 8 pair words, k even in the low half),
+ * as f8t_bf16 gives them, decoded in 16-bit lanes: magnitude
  * m >= 8: the high half of (m << 20) + (120 << 23), i.e. (m << 4) + 0x3C00; m < 8: the bf16 bits
  * of m * 2^-9 (exact: at most 3 significant bits) from a table; the sign bit ORed back; NaN
  * (m = 0x7F): all ones. */
@@ -228,8 +217,11 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
             ce = _mm_loadu_si128((const __m128i*)t[0]);
             co = _mm_loadu_si128((const __m128i*)t[1]);
           }
-          const __m512i e = f8t_dec16(ce), o = f8t_dec16(co);
-          const __m512i v = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
+          /* the 16 lanes' bf16 bits at k (e) and k + 1 (o), interleaved into pair words */
+          const __m256i e = f8t_pairs16(ce), o = f8t_pairs16(co);
+          const __m256i lo = _mm256_unpacklo_epi16(e, o), hi = _mm256_unpackhi_epi16(e, o); /* lanes 0-3 | 8-11, 4-7 | 12-15 */
+          const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                               _mm256_permute2x128_si256(lo, hi, 0x31), 1);
           if (w == 16) _mm512_storeu_si512((void*)(d + q * R + l0), v);
           else _mm512_mask_storeu_ps((float*)(d + q * R + l0), out, _mm512_castsi512_ps(v));
         }
