@@ -12,6 +12,7 @@ import {
   truncSignificant, wgradOperands, quantizeTiles1x128, type Fp8GemmOperand,
 } from './helpers/fp8-gemm-oracle.js';
 import { quantTiles128x1, quantTiles1x128, requantTiles128x1 } from '../src/engine/fp8/quant.js';
+import { requantOperand } from '../src/engine/fp8/train-gemm.js';
 import { e4m3Round } from '../src/engine/reference/fp8-quant.js';
 import { E4M3_TABLE, e4m3FromBits } from '../src/engine/fp8/codec.js';
 import { rng } from './helpers/random.js';
@@ -103,6 +104,12 @@ test('fp8-linear fixture: the training quantisers (1x128, 128x1, cached re-quant
   requantTiles128x1(xq, codes, scales, dq);
   assertBitEqual(transpose(codes, M, K), u8('wgrad_cached.x_t_codes'), 'cached X^T codes');
   assertBitEqual(transpose(scales, Math.ceil(M / 128), K), f32('wgrad_cached.x_t_scales'), 'cached X^T scales');
+  // the fused kernel the training op uses (Kernels.fp8RequantTiles128x1, via requantOperand)
+  const rq = requantOperand(xq.codes, xq.scales, M, K, null, true);
+  assertBitEqual(transpose(rq.codes, M, K), u8('wgrad_cached.x_t_codes'), 'requantOperand X^T codes');
+  assertBitEqual(transpose(rq.scales, Math.ceil(M / 128), K), f32('wgrad_cached.x_t_scales'), 'requantOperand X^T scales');
+  const rs = requantOperand(xq.codes, xq.scales, M, K, Int32Array.of(0, 1, M), true); // two segments: row 0, the rest
+  assert.notDeepEqual(rs.scales.subarray(0, K), rq.scales.subarray(0, K), 'a one-row segment has its own scales');
   // dequantised output of the fused kernel = code value * scale
   for (let i = 0; i < M * K; i++) assert.equal(dq[i], Math.fround(E4M3_TABLE[codes[i]!]! * scales[((i / K / 128) | 0) * K + (i % K)]!));
 });

@@ -197,3 +197,45 @@ test('fp8TrainingLinear keeps its FP8 cache, not its float32 input: the input is
   backward(ops.sum(fp8.y));
   assert.ok(a.grad && w.grad && a.grad.f32().some((v) => v !== 0));
 });
+
+test('fp8TrainingLinear: Linears that read the same x quantise it once and share the FP8 copy (same results as separate inputs; arena poison)', async () => {
+  const { kernels, useBackend } = await import('../src/engine/backend.js');
+  const { BufferArena, withArena } = await import('../src/engine/arena.js');
+  const [m, k] = [130, 200];
+  const xd = activations(m, k);
+  const w1d = randData(r, 70 * k, 0.05);
+  const w2d = randData(r, 90 * k, 0.05);
+  /** out1, out2, dx, dw1, dw2 and the number of 1x128 quantisations of an m x k operand. */
+  const run = (same: boolean, arena: InstanceType<typeof BufferArena> | null): [Float32Array[], number] => {
+    const base = kernels();
+    let quants = 0;
+    useBackend({ ...base, fp8QuantTiles1x128: (x, ld, rows, cols, codes, scales, out) => {
+      if (rows === m && cols === k) quants++;
+      base.fp8QuantTiles1x128(x, ld, rows, cols, codes, scales, out);
+    } });
+    try {
+      const res = withArena(arena, () => {
+        const x = Tensor.param(xd.slice(), [m, k]);
+        const w1 = Tensor.param(w1d.slice(), [70, k]);
+        const w2 = Tensor.param(w2d.slice(), [90, k]);
+        const h = ops.mul(x, Tensor.scalar(1)); // a non-leaf activation, as in the model
+        const h2 = same ? h : ops.mul(x, Tensor.scalar(1));
+        const y1 = ops.fp8TrainingLinear(h, w1);
+        const y2 = ops.fp8TrainingLinear(h2, w2);
+        backward(ops.add(ops.sum(ops.mul(y1, y1)), ops.sum(y2)));
+        return [y1.f32().slice(), y2.f32().slice(), x.grad!.f32().slice(), w1.grad!.f32().slice(), w2.grad!.f32().slice()];
+      });
+      return [res, quants];
+    } finally {
+      useBackend(base);
+    }
+  };
+  const [sep, nSep] = run(false, null);
+  const [shared, nShared] = run(true, null);
+  assert.equal(nSep, 2, 'two inputs: two quantisations');
+  assert.equal(nShared, 1, 'one input read by two Linears: one quantisation');
+  shared.forEach((v, i) => assert.deepEqual(v, sep[i]!, `tensor ${i}`));
+  const arena = new BufferArena({ poison: true, minElems: 16 });
+  const [poisoned] = run(true, arena);
+  poisoned.forEach((v, i) => assert.deepEqual(v, sep[i]!, `tensor ${i} (arena, poison)`));
+});

@@ -4,12 +4,15 @@
  *   fp8QuantTiles128x1(x, ld, rows, cols, codes|null, scales|null, out|null)
  *   fp8QuantBlocks128(x, ld, rows, cols, codes|null, scales|null, out|null)
  *   fp8Dequant(codes, scales, rows, cols, blockRows, out)
+ *   fp8RequantTiles128x1(codes, scales, rows, cols, offsets|null, outCodes, outScales)
+ *   fp8QuantTiles128x1Segments(x, rows, cols, offsets, outCodes, outScales)
  * x Float32Array (row r at x[r*ld ..], ld >= cols), codes Uint8Array [rows*cols], scales
  * Float32Array (layouts in fp8_quant.h), out Float32Array [rows*cols]. codes and scales are given
  * both or neither (TypeError otherwise). Every length is checked before a kernel runs
  * (RangeError naming the argument). Large calls run on the thread pool: row ranges for the
  * 1x128 tiles and the dequantisation, (128-row group x column chunk) tasks for the 128x1 tiles
  * and 128x128 blocks. */
+#include <stdlib.h>
 #include "fp8_quant.h"
 #include "fused_napi.h"
 
@@ -158,9 +161,143 @@ static napi_value js_dequant(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- fp8RequantTiles128x1 / fp8QuantTiles128x1Segments: 128x1 tiles per segment of rows -----
+ * One task per (segment, 128-row group of it): the group's 1x128-tile codes are dequantised
+ * (dsv3_fp8_quant_dequant) into a thread-local scratch of <= 128 x cols floats, which
+ * dsv3_fp8_quant_cols then quantises in 128x1 tiles (codes, scales) while it is in cache: the
+ * values of fp8Dequant + fp8QuantTiles128x1, without the float32 copy of the whole operand.
+ * fp8QuantTiles128x1Segments quantises float32 rows the same way (no dequantisation): every
+ * expert's Wgrad operand in one call (one parallel region) instead of one call per expert. */
+typedef struct {
+  const uint8_t* codes; /* NULL: quantise x instead (fp8QuantTiles128x1Segments) */
+  const float* scales;
+  const float* x;
+  int64_t cols;
+  const int32_t* starts; /* segment starts, nseg + 1 */
+  const int64_t* task_seg; /* per task: its segment */
+  const int64_t* task_row; /* per task: its first row */
+  const int64_t* task_so;  /* per task: where its row of scales starts in out_scales */
+  uint8_t* out_codes;
+  float* out_scales;
+  volatile int fail;
+} rq_job;
+
+static _Thread_local float* rq_buf;
+static _Thread_local size_t rq_cap;
+
+static void rq_task(void* ctx, int t, int thread) {
+  (void)thread;
+  rq_job* j = (rq_job*)ctx;
+  const int64_t e = j->task_seg[t], r0 = j->task_row[t], end = j->starts[e + 1];
+  const int64_t n = end - r0 < 128 ? end - r0 : 128, cols = j->cols, nt = (cols + 127) / 128;
+  if (!j->codes) { /* float32 rows: 128x1 tiles of the group straight from x */
+    for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
+      const int64_t c1 = c0 + FP8_QUANT_CHUNK < cols ? c0 + FP8_QUANT_CHUNK : cols;
+      SELECT_ISA(dsv3_fp8_quant_cols)(j->x + r0 * cols, cols, 0, n, c0, c1, cols, 0, j->out_codes + r0 * cols, j->out_scales + j->task_so[t], NULL);
+    }
+    return;
+  }
+  const size_t need = (size_t)(n * cols) * sizeof(float);
+  if (rq_cap < need) {
+    free(rq_buf);
+    rq_buf = NULL;
+    rq_cap = 0;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
+      j->fail = 1;
+      return;
+    }
+    rq_buf = (float*)p;
+    rq_cap = (need + 4095) & ~(size_t)4095;
+  }
+  SELECT_ISA(dsv3_fp8_quant_dequant)(j->codes + r0 * cols, j->scales + r0 * nt, 0, n, cols, 1, rq_buf);
+  for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
+    const int64_t c1 = c0 + FP8_QUANT_CHUNK < cols ? c0 + FP8_QUANT_CHUNK : cols;
+    SELECT_ISA(dsv3_fp8_quant_cols)(rq_buf, cols, 0, n, c0, c1, cols, 0, j->out_codes + r0 * cols, j->out_scales + j->task_so[t], NULL);
+  }
+}
+
+/* fp8RequantTiles128x1(codes, scales, rows, cols, offsets|null, outCodes, outScales) (from_x 0) or
+ * fp8QuantTiles128x1Segments(x, rows, cols, offsets, outCodes, outScales) (from_x 1) */
+static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
+  GET_ARGS(env, info, from_x ? 6 : 7);
+  if (from_x) { /* the same argument positions as the re-quantiser's, without scales */
+    for (int i = 6; i > 1; i--) argv[i] = argv[i - 1];
+  }
+  int64_t rows, cols;
+  if (fz_dims(env, argv[2], "rows", argv[3], "cols", &rows, &cols)) return NULL;
+  int32_t one[2] = {0, (int32_t)rows};
+  const int32_t* starts = one;
+  int64_t nseg = 1;
+  napi_valuetype vt;
+  if (napi_typeof(env, argv[4], &vt) != napi_ok) return NULL;
+  if (vt != napi_null && vt != napi_undefined) {
+    bool is = false;
+    napi_typedarray_type type;
+    size_t len = 0, off;
+    void* data = NULL;
+    napi_value ab;
+    if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is ||
+        napi_get_typedarray_info(env, argv[4], &type, &len, &data, &ab, &off) != napi_ok || type != napi_int32_array) {
+      napi_throw_type_error(env, NULL, "dsv3 native: argument 'offsets' must be an Int32Array or null");
+      return NULL;
+    }
+    starts = (const int32_t*)data;
+    if (len < 2 || starts[0] != 0 || starts[len - 1] != rows) {
+      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must run from 0 to rows");
+      return NULL;
+    }
+    nseg = (int64_t)len - 1;
+  }
+  int64_t ntask = 0, nscale = 0;
+  for (int64_t e = 0; e < nseg; e++) {
+    const int64_t n = (int64_t)starts[e + 1] - starts[e];
+    if (n < 0) {
+      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must not decrease");
+      return NULL;
+    }
+    ntask += (n + 127) / 128;
+    nscale += (n + 127) / 128 * cols;
+  }
+  const size_t dense = (size_t)(rows * cols), ns = (size_t)(rows * ((cols + 127) / 128));
+  void *codes = NULL, *scales = NULL, *x = NULL, *oc, *os;
+  if ((from_x ? q8_arg(env, argv[0], napi_float32_array, "Float32Array", "x", dense, 0, &x)
+              : q8_arg(env, argv[0], napi_uint8_array, "Uint8Array", "codes", dense, 0, &codes) ||
+                    q8_arg(env, argv[1], napi_float32_array, "Float32Array", "scales", ns, 0, &scales)) ||
+      q8_arg(env, argv[5], napi_uint8_array, "Uint8Array", "outCodes", dense, 0, &oc) ||
+      q8_arg(env, argv[6], napi_float32_array, "Float32Array", "outScales", (size_t)nscale, 0, &os))
+    return NULL;
+  if (dense == 0 || ntask == 0) return NULL;
+  int64_t* plan = (int64_t*)malloc((size_t)ntask * 3 * sizeof(int64_t));
+  if (!plan) {
+    napi_throw_error(env, NULL, "dsv3 native: fp8RequantTiles128x1: out of memory");
+    return NULL;
+  }
+  rq_job j = {(const uint8_t*)codes, (const float*)scales, (const float*)x, cols, starts, plan, plan + ntask, plan + 2 * ntask,
+              (uint8_t*)oc, (float*)os, 0};
+  int64_t t = 0, so = 0;
+  for (int64_t e = 0; e < nseg; e++)
+    for (int64_t r = starts[e]; r < starts[e + 1]; r += 128, t++, so += cols) {
+      plan[t] = e;
+      plan[ntask + t] = r;
+      plan[2 * ntask + t] = so;
+    }
+  const int th = dsv3_threads();
+  if (th > 1 && (int64_t)dense >= FZ_PAR_MIN && ntask > 1) dsv3_parallel_for((int)ntask, rq_task, &j);
+  else
+    for (t = 0; t < ntask; t++) rq_task(&j, (int)t, 0);
+  free(plan);
+  if (j.fail) napi_throw_error(env, NULL, "dsv3 native: fp8RequantTiles128x1: out of memory");
+  return NULL;
+}
+static napi_value js_requant_128x1(napi_env env, napi_callback_info info) { return rq_run(env, info, 0); }
+static napi_value js_quant_128x1_segments(napi_env env, napi_callback_info info) { return rq_run(env, info, 1); }
+
 void dsv3_register_fp8_quant(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "fp8QuantTiles1x128", js_tiles_1x128);
   dsv3_export(env, exports, "fp8QuantTiles128x1", js_tiles_128x1);
   dsv3_export(env, exports, "fp8QuantBlocks128", js_blocks_128);
   dsv3_export(env, exports, "fp8Dequant", js_dequant);
+  dsv3_export(env, exports, "fp8RequantTiles128x1", js_requant_128x1);
+  dsv3_export(env, exports, "fp8QuantTiles128x1Segments", js_quant_128x1_segments);
 }

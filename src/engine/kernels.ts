@@ -139,6 +139,23 @@ export interface Kernels {
    */
   fp8Dequant(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, blockRows: number, out: Float32Array): void;
   /**
+   * The Wgrad X^T operand from a cached 1x128-tile FP8 copy (codes [rows, cols], scales
+   * [rows, ceil(cols/128)]): fp8Dequant, then fp8QuantTiles128x1 (codes, scales) of each segment
+   * of rows [offsets[e], offsets[e+1]) (tiles restart at each segment start; offsets null: one
+   * segment). outCodes [rows, cols]; outScales: segment e's [ceil(n_e/128), cols] scales after
+   * those of the segments before it. The native kernel keeps the float32 values in cache.
+   */
+  fp8RequantTiles128x1(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+    outCodes: Uint8Array, outScales: Float32Array): void;
+  /**
+   * fp8QuantTiles128x1 (codes, scales) of each segment of rows [offsets[e], offsets[e+1]) of a
+   * contiguous x [rows, cols] (tiles restart at each segment start; offsets null: one segment):
+   * outCodes [rows, cols], outScales laid out as fp8RequantTiles128x1's. One call for every
+   * expert's Wgrad operand.
+   */
+  fp8QuantTiles128x1Segments(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+    outCodes: Uint8Array, outScales: Float32Array): void;
+  /**
    * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
    * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
    * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of

@@ -153,21 +153,10 @@ static inline __m512bh f8t_bh(__m512i x) {
   return r;
 }
 
-/* Float32 bits of e4m3(c) for 16 codes, integer arithmetic only (no denormal is made or read):
- * magnitude m >= 8: (m << 20) + (120 << 23); m < 8: m * 2^-9; the sign ORed back; NaN (m = 0x7F):
- * all ones, as fp8_dec8_exact gives. The low 16 bits of a value are zero: its bf16 bits are
- * the high half, exactly. */
-static inline __m512i f8t_dec16(__m128i c8) {
-  const __m512i c = _mm512_cvtepu8_epi32(c8), x7f = _mm512_set1_epi32(0x7f);
-  const __m512i m = _mm512_and_si512(c, x7f);
-  const __m512i v = _mm512_add_epi32(_mm512_slli_epi32(m, 20), _mm512_set1_epi32(120 << 23));
-  const __m512 d = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(0x1p-9f));
-  __m512i r = _mm512_mask_blend_epi32(_mm512_cmpgt_epi32_mask(_mm512_set1_epi32(8), m), v, _mm512_castps_si512(d));
-  r = _mm512_or_si512(r, _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24));
-  return _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(m, x7f), r, _mm512_set1_epi32(-1));
-}
-
-/* The same value's bf16 bits, one code (the tails of pack_a_codes) */
+/* The bf16 bits of e4m3(c), one code (the tails of pack_codes), from the float32 bits, integer
+ * arithmetic only (no denormal made or read): magnitude m >= 8: (m << 20) + (120 << 23); m < 8:
+ * m * 2^-9; the sign ORed back; NaN (m = 0x7F): all ones, as fp8_dec8_exact gives. The low 16
+ * bits of the value are zero: its bf16 bits are the high half, exactly. */
 static inline uint32_t f8t_bf16(uint8_t c) {
   const uint32_t m = c & 0x7fu;
   if (m == 0x7fu) return 0xffffu;
@@ -180,11 +169,20 @@ static inline uint32_t f8t_bf16(uint8_t c) {
   return (v | (uint32_t)(c & 0x80u) << 24) >> 16;
 }
 
-/* 16 decoded values (float32 bits, consecutive k) -> 8 bf16 pair words (even k in the low half) */
-static inline __m256i f8t_pairs(__m512i bits) {
-  const __m512i lo = _mm512_and_si512(_mm512_srli_epi64(bits, 16), _mm512_set1_epi64(0xffff));
-  const __m512i hi = _mm512_and_si512(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0xffff0000));
-  return _mm512_cvtepi64_epi32(_mm512_or_si512(lo, hi));
+/* The bf16 bits of 16 codes as 16 words (of consecutive k: 8 pair words, k even in the low half),
+ * as f8t_bf16 gives them, decoded in 16-bit lanes: magnitude
+ * m >= 8: the high half of (m << 20) + (120 << 23), i.e. (m << 4) + 0x3C00; m < 8: the bf16 bits
+ * of m * 2^-9 (exact: at most 3 significant bits) from a table; the sign bit ORed back; NaN
+ * (m = 0x7F): all ones. */
+static inline __m256i f8t_pairs16(__m128i c8) {
+  const __m256i c = _mm256_cvtepu8_epi16(c8), x7f = _mm256_set1_epi16(0x7f);
+  const __m256i m = _mm256_and_si256(c, x7f);
+  const __m256i sub = _mm256_permutexvar_epi16(m, _mm256_setr_epi16(0, 0x3b00, 0x3b80, 0x3bc0, 0x3c00, 0x3c20, 0x3c40, 0x3c60,
+                                                                   0, 0, 0, 0, 0, 0, 0, 0));
+  __m256i v = _mm256_add_epi16(_mm256_slli_epi16(m, 4), _mm256_set1_epi16(0x3c00));
+  v = _mm256_blendv_epi8(v, sub, _mm256_cmpgt_epi16(_mm256_set1_epi16(8), m));
+  v = _mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8));
+  return _mm256_or_si256(v, _mm256_cmpeq_epi16(m, x7f));
 }
 
 /* VDPBF16PS panels straight from E4M3 codes (what gemm_pack_a_pairs / gemm_pack_b_pairs make of
@@ -220,8 +218,11 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
             ce = _mm_loadu_si128((const __m128i*)t[0]);
             co = _mm_loadu_si128((const __m128i*)t[1]);
           }
-          const __m512i e = f8t_dec16(ce), o = f8t_dec16(co);
-          const __m512i v = _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, _mm512_set1_epi32((int)0xffff0000u)));
+          /* the 16 lanes' bf16 bits at k (e) and k + 1 (o), interleaved into pair words */
+          const __m256i e = f8t_pairs16(ce), o = f8t_pairs16(co);
+          const __m256i lo = _mm256_unpacklo_epi16(e, o), hi = _mm256_unpackhi_epi16(e, o); /* lanes 0-3 | 8-11, 4-7 | 12-15 */
+          const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                               _mm256_permute2x128_si256(lo, hi, 0x31), 1);
           if (w == 16) _mm512_storeu_si512((void*)(d + q * R + l0), v);
           else _mm512_mask_storeu_ps((float*)(d + q * R + l0), out, _mm512_castsi512_ps(v));
         }
@@ -234,7 +235,7 @@ static void pack_codes(const uint8_t* codes, int cols, int64_t rows, int64_t k, 
           const int nrow = R - g < 8 ? R - g : 8;
           __m256 v[8];
           for (int r = 0; r < 8; r++)
-            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs(f8t_dec16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0)))))
+            v[r] = r < nrow ? _mm256_castsi256_ps(f8t_pairs16(_mm_loadu_si128((const __m128i*)(codes + (i + g + r) * k + p0 + 2 * q0))))
                             : _mm256_setzero_ps();
           gemm_transpose8(v);
           for (int q = 0; q < 8; q++) { /* nrow: 8, or 4 (the last group of MR = 12) */

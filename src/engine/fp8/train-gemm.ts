@@ -71,16 +71,27 @@ export function tilesOperand(x: Float32Array, off: number, ld: number, rows: num
  * per segment, layout colsTiles — codes at x's positions, the segment's scales
  * [ceil(n_e/128), cols] at `scaleOffsets(offsets, cols)[e]`.
  */
-export function colTilesOperand(x: Float32Array, rows: number, cols: number, offsets: ArrayLike<number> = [0, rows], fresh = false): Fp8Operand {
+export function colTilesOperand(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null = null, fresh = false): Fp8Operand {
   const codes = codeBytes(rows * cols, fresh);
-  const so = scaleOffsets(offsets, cols);
-  const scales = scaleFloats(so[so.length - 1]!, fresh);
-  for (let e = 0; e + 1 < offsets.length; e++) {
-    const a = offsets[e]!;
-    const n = offsets[e + 1]! - a;
-    if (n > 0) quantTiles128x1(x.subarray(a * cols, (a + n) * cols), 0, cols, n, cols, codes.subarray(a * cols), scales.subarray(so[e]!), null);
-  }
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const scales = scaleFloats(total, fresh);
+  if (offsets) kernels().fp8QuantTiles128x1Segments(x, rows, cols, offsets, codes, scales); // every segment in one call
+  else quantTiles128x1(x, 0, cols, rows, cols, codes, scales, null);
   return { codes, scales, layout: Fp8GemmLayout.colsTiles };
+}
+
+/**
+ * The 128x1-tile operand re-quantised from a 1x128-tile FP8 copy (codes + scales of [rows, cols],
+ * e.g. the forward's cached X for the Wgrad X^T operand, §3.3.3 / README `wgrad_cached`): what
+ * colTilesOperand makes of the dequantised values, segments as there (offsets null: one), in one
+ * fused kernel call (Kernels.fp8RequantTiles128x1) that never writes the float32 values out.
+ */
+export function requantOperand(codes: Uint8Array, scales: Float32Array, rows: number, cols: number, offsets: Int32Array | null = null, fresh = false): Fp8Operand {
+  const out = codeBytes(rows * cols, fresh);
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const sc = scaleFloats(total, fresh);
+  kernels().fp8RequantTiles128x1(codes, scales, rows, cols, offsets, out, sc);
+  return { codes: out, scales: sc, layout: Fp8GemmLayout.colsTiles };
 }
 
 /** Start of each segment's 128x1 scales in a colTilesOperand (and the total at the end). */

@@ -37,7 +37,7 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, rowsOf, scaleOffsets, tilesOperand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -203,26 +203,24 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     };
     const need = (i: number): boolean => params[i]!.requiresGrad;
     const needAny = (from: number, count: number): boolean => params.slice(from, from + count).some((t) => t.requiresGrad);
-    // x's FP8 copy read back (dequantised) for the Wgrad X^T operands
-    const xc = needAny(0, 2 * E) || (sh !== null && needAny(3 * E, 2)) ? dequant(xq, N, D, scratchBuf('f8.xc', N * D)) : null;
     const dx = xGrad ? (shared ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
       const S = 3 * E;
-      // the SwiGLU inputs from their FP8 cache; H's FP8 copy (the Fprop operand) read back
+      // the SwiGLU inputs from their FP8 cache
       const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
       const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
-      const Hs = need(S + 2) ? dequant(HsQ!, N, Is, scratchBuf('f8.Hs', N * Is)) : null;
       const dHs = scratchBuf('f8.dHs', N * Is);
       const dq = tilesOperand(dout, 0, D, N, D);
       fp8Matmul(N, Is, D, dq, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
       release(dq);
-      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(colTilesOperand(Hs!, N, Is, undefined, deferring)));
+      // H's FP8 copy (the Fprop operand) re-quantised 128x1 for Wgrad
+      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
       const dGs = scratchBuf('f8.dGs', N * Is);
       const dUs = scratchBuf('f8.dUs', N * Is);
       k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
       if (need(S) || need(S + 1)) {
-        const xs = keep(colTilesOperand(xc!, N, D, undefined, deferring));
+        const xs = keep(requantOperand(xq.codes, xq.scales, N, D, null, deferring)); // x's FP8 copy, re-quantised 128x1
         if (need(S)) weightGrad(S, Is, D, N, keep(colTilesOperand(dGs, N, Is, undefined, deferring)), xs);
         if (need(S + 1)) weightGrad(S + 1, Is, D, N, keep(colTilesOperand(dUs, N, Is, undefined, deferring)), xs);
       }
@@ -260,8 +258,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const U = dequant(UQ!, P, I, scratchBuf('f8.U', P * I));
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
-        const H = dequant(HQ!, P, I, scratchBuf('f8.H', P * I));
-        const Hc = keep(colTilesOperand(H, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
+        const Hc = keep(requantOperand(HQ!.codes, HQ!.scales, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
         const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
@@ -278,10 +275,11 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       scratchDone('f8.G', 'f8.U', 'f8.dH');
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
-        const X = scratchBuf('f8.dY', P * D); // dY is in its operands now
-        k.gatherRows(xc!, rows, null, X, P, D);
-        const Xc = keep(colTilesOperand(X, P, D, offsets, deferring));
-        scratchDone('f8.dY', 'f8.xc'); // X and x are in their operand now
+        // x's FP8 copy gathered per pair, re-quantised 128x1 within each expert
+        const Xg = gatherOperand(xq, rows, D);
+        const Xc = keep(requantOperand(Xg.codes, Xg.scales, P, D, offsets, deferring));
+        release(Xg);
+        scratchDone('f8.dY'); // dY is in its operands now
         const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
         const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
         const soD = scaleOffsets(offsets, D);

@@ -32,8 +32,9 @@
  * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
-import { groups128, quantBlocks128, quantTiles1x128, requantTiles128x1, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
-import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
+import type { GradNode } from '../tensor.js';
+import { groups128, quantBlocks128, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
+import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, requantOperand, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
@@ -58,6 +59,15 @@ export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null
   quantTiles1x128(o.d, o.off, o.ld, o.rows, o.cols, q.codes, q.scales, out);
   return q;
 }
+
+/**
+ * The FP8 copy of an input that a recorded fp8TrainingLinear made and keeps for Wgrad, by the
+ * input's float32 array, while the node that owns the copy has not run its backward: Linears
+ * that read the same x (W^DQ and W^DKV of one normalised h, the dense FFN's gate and up
+ * projections) quantise it once and share the copy (held by both nodes, arena.ts `hold`). Each
+ * arena allocation is a new Float32Array, so a key is never a reused buffer's new contents.
+ */
+const savedCopies = new WeakMap<Float32Array, { xq: Fp8Tiles; off: number; ld: number; node: GradNode }>();
 
 /** The FP8 copy of a weight w [N, K] (128x128 blocks), the Fprop operand reused by Dgrad. */
 export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
@@ -94,15 +104,20 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   const y = k > 0 ? allocUninit(m * n) : alloc(m * n);
   let xq: Fp8Tiles | null = null;
   let wq: Fp8Blocks | null = null;
+  let reuse = false;
   if (m > 0 && n > 0 && k > 0) {
-    // Fprop operands: X per 1x128 tile (its FP8 copy kept only for Wgrad), W per 128x128 block
-    xq = quantizeFp8Activation(x);
+    // Fprop operands: X per 1x128 tile (its FP8 copy kept only for Wgrad; one copy for the
+    // Linears that read the same x), W per 128x128 block
+    const o = rowsOf(x);
+    const saved = savedCopies.get(o.d);
+    if (saved && saved.node.backward !== null && saved.off === o.off && saved.ld === o.ld && saved.xq.rows === m && saved.xq.cols === k) {
+      xq = saved.xq;
+      reuse = true;
+    } else xq = quantizeFp8Activation(x);
     wq = quantizeFp8Weight(w);
     fp8Matmul(m, n, k, tilesOf(xq), blocksOf(wq, false), 0, y);
-    if (!wGrad) {
-      release(xq.codes, xq.scales);
-      xq = null;
-    }
+    if (!wGrad && !reuse) release(xq.codes, xq.scales);
+    if (!wGrad) xq = null;
   } else if (wGrad) {
     xq = { rows: m, cols: k, codes: new Uint8Array(m * k), scales: new Float32Array(m * groups128(k)) };
   }
@@ -110,12 +125,18 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   if (!recording) return out;
   const wqB = x.requiresGrad ? (wq ?? quantizeFp8Weight(w)) : null; // Dgrad's operand
   const xqW = xq;
-  return attach(out, 'fp8TrainingLinear', [x, w], (g) => {
+  const y2 = attach(out, 'fp8TrainingLinear', [x, w], (g) => {
     const gx = wqB ? fp8LinearGradInput(g, wqB) : null;
     let gw: Tensor | null = null;
     if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta))) gw = fp8LinearGradWeight(g, xqW);
     return [gx, gw];
-  }, [w], [wqB?.codes, wqB?.scaleInv, xqW?.codes, xqW?.scales]); // its own FP8 copies, not x: a dropped x is reused
+  }, [w, ...(reuse ? [xqW?.codes, xqW?.scales] : [])], [wqB?.codes, wqB?.scaleInv, ...(reuse ? [] : [xqW?.codes, xqW?.scales])]);
+  // ^ its FP8 copies (X's its own, or shared), not x: a dropped x is reused
+  if (xqW && !reuse && y2.node && m > 0 && k > 0) {
+    const o = rowsOf(x);
+    savedCopies.set(o.d, { xq: xqW, off: o.off, ld: o.ld, node: y2.node });
+  }
+  return y2;
 }
 
 /**
@@ -184,10 +205,7 @@ function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 |
     const o = rowsOf(x);
     xc = colTilesOperand(contiguousRows(o), m, k);
   } else {
-    const tmp = allocUninit(m * k); // the cached copy's values, re-quantised per 128x1 tile
-    xc = { codes: codeBytes(m * k), scales: allocUninit(groups128(m) * k), layout: Fp8GemmLayout.colsTiles };
-    requantTiles128x1(x, xc.codes, xc.scales, tmp);
-    release(tmp);
+    xc = requantOperand(x.codes, x.scales, m, k); // the cached copy's values, re-quantised per 128x1 tile
   }
   fp8Matmul(n, k, m, dyc, xc, beta, dw, k);
   release(dyc, xc);

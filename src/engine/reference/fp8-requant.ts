@@ -1,0 +1,71 @@
+/**
+ * Reference Kernels.fp8RequantTiles128x1: the Wgrad X^T operand re-quantised from the FP8 copy
+ * the forward pass caches (DeepSeek-V3 §3.3.3 / §3.5.2 "cache the activations in FP8"; fixtures
+ * README `wgrad_cached`): the 1x128-tile codes are dequantised (fp8Dequant) and the values
+ * quantised again in 128x1 tiles (fp8QuantTiles128x1, codes and scales), per segment of rows
+ * (one expert's tokens each: tiles restart at every segment start). Literally that composition:
+ * the oracle of the fused native kernel (native/src/fp8_quant_napi.c), which never writes the
+ * float32 values to memory. Kernels.fp8QuantTiles128x1Segments is the same per-segment 128x1
+ * quantisation of float32 rows (every expert's Wgrad operand in one call).
+ */
+import { FP8_BLOCK } from '../fp8/codec.js';
+import { fp8Dequant, fp8QuantTiles128x1 } from './fp8-quant.js';
+
+/**
+ * codes [rows, cols] + scales [rows, ceil(cols/128)] (1x128 tiles) -> outCodes [rows, cols] and,
+ * for segment e = rows [offsets[e], offsets[e+1]) (offsets null: one segment [0, rows)),
+ * outScales[so_e ..] = its 128x1-tile scales [ceil(n_e/128), cols], so_0 = 0 and
+ * so_{e+1} = so_e + ceil(n_e/128) * cols.
+ */
+export function fp8RequantTiles128x1(
+  codes: Uint8Array, scales: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+  outCodes: Uint8Array, outScales: Float32Array,
+): void {
+  const segs = requantSegments('fp8RequantTiles128x1', rows, cols, offsets);
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  if (codes.length < rows * cols || scales.length < rows * nt || outCodes.length < rows * cols || outScales.length < segs.scaleCount) {
+    throw new RangeError(`fp8RequantTiles128x1: arrays too short for [${rows}, ${cols}] (codes ${codes.length}, scales ${scales.length}, outCodes ${outCodes.length}, outScales ${outScales.length}, need ${segs.scaleCount} scales)`);
+  }
+  for (let e = 0; e + 1 < segs.starts.length; e++) {
+    const a = segs.starts[e]!;
+    const n = segs.starts[e + 1]! - a;
+    if (n === 0 || cols === 0) continue;
+    const v = new Float32Array(n * cols);
+    fp8Dequant(codes.subarray(a * cols), scales.subarray(a * nt), n, cols, 1, v);
+    fp8QuantTiles128x1(v, cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
+  }
+}
+
+/**
+ * x [rows, cols] (contiguous) -> outCodes [rows, cols] and, per segment (as fp8RequantTiles128x1),
+ * outScales: fp8QuantTiles128x1 (codes, scales) of each segment's rows.
+ */
+export function fp8QuantTiles128x1Segments(
+  x: Float32Array, rows: number, cols: number, offsets: Int32Array | null, outCodes: Uint8Array, outScales: Float32Array,
+): void {
+  const segs = requantSegments('fp8QuantTiles128x1Segments', rows, cols, offsets);
+  if (x.length < rows * cols || outCodes.length < rows * cols || outScales.length < segs.scaleCount) {
+    throw new RangeError(`fp8QuantTiles128x1Segments: arrays too short for [${rows}, ${cols}] (x ${x.length}, outCodes ${outCodes.length}, outScales ${outScales.length}, need ${segs.scaleCount} scales)`);
+  }
+  for (let e = 0; e + 1 < segs.starts.length; e++) {
+    const a = segs.starts[e]!;
+    const n = segs.starts[e + 1]! - a;
+    if (n === 0 || cols === 0) continue;
+    fp8QuantTiles128x1(x.subarray(a * cols, (a + n) * cols), cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
+  }
+}
+
+/** Segment starts (offsets, or [0, rows]) checked non-decreasing within [0, rows], and where each segment's scales start. */
+export function requantSegments(op: string, rows: number, cols: number, offsets: Int32Array | null): { starts: Int32Array; scaleStart: Float64Array; scaleCount: number } {
+  const starts = offsets ?? Int32Array.of(0, rows);
+  if (starts.length < 2 || starts[0] !== 0 || starts[starts.length - 1] !== rows) {
+    throw new RangeError(`${op}: offsets must run from 0 to rows (${rows}), got [${Array.from(starts.subarray(0, 4)).join(', ')}${starts.length > 4 ? ', ...' : ''}] (${starts.length} entries)`);
+  }
+  const scaleStart = new Float64Array(starts.length);
+  for (let e = 0; e + 1 < starts.length; e++) {
+    const n = starts[e + 1]! - starts[e]!;
+    if (n < 0) throw new RangeError(`${op}: offsets must not decrease (offsets[${e}] = ${starts[e]}, offsets[${e + 1}] = ${starts[e + 1]})`);
+    scaleStart[e + 1] = scaleStart[e]! + Math.ceil(n / FP8_BLOCK) * cols;
+  }
+  return { starts, scaleStart, scaleCount: scaleStart[starts.length - 1]! };
+}

@@ -1,0 +1,188 @@
+// Kernels.fp8RequantTiles128x1 (the Wgrad X^T operand re-quantised from the forward's cached
+// 1x128-tile FP8 copy, paper §3.3.3 / fixtures README `wgrad_cached`): the fused native kernel
+// (every ISA this CPU has, 1 and 2 threads) against the TypeScript reference BIT FOR BIT, codes
+// and scales, over segment layouts (one segment; experts with 0, 1, 127, 128, 129 and 300 rows),
+// awkward codes and scales (all 256 codes, zero / tiny / huge / infinite scales: NaN and
+// infinite values, all-zero tiles); and the reference against the plain composition it stands
+// for (fp8Dequant, then fp8QuantTiles128x1 of each segment). The fixture-exact check of the
+// kernel on `wgrad_cached` is in test/fp8-gemm.test.ts. Kernels.fp8QuantTiles128x1Segments (the
+// same per-segment 128x1 quantisation of float32 rows) likewise, against its reference and the
+// reference against fp8QuantTiles128x1 per segment.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { nativeForTests } from './helpers/native-configs.js';
+import * as ref from '../src/engine/reference/fp8-quant.js';
+import { fp8QuantTiles128x1Segments, fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
+import { rng } from './helpers/random.js';
+
+const { A, opts, eachConfig } = nativeForTests();
+const g128 = (n: number): number => Math.ceil(n / 128);
+
+function scaleTotal(offsets: Int32Array, cols: number): number {
+  let t = 0;
+  for (let e = 0; e + 1 < offsets.length; e++) t += g128(offsets[e + 1]! - offsets[e]!) * cols;
+  return t;
+}
+
+/** A 1x128-tile FP8 copy of [rows, cols]: either quantised from random values (realistic) or raw codes with awkward scales. */
+function copyOf(seed: number, rows: number, cols: number, awkward: boolean): { codes: Uint8Array; scales: Float32Array } {
+  const r = rng(seed);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * g128(cols));
+  if (!awkward) {
+    const x = new Float32Array(rows * cols);
+    for (let i = 0; i < x.length; i++) x[i] = (r() - 0.5) * 2 ** Math.floor(r() * 12 - 6) * (r() < 0.01 ? 300 : 1);
+    for (let i = 0; i < rows; i += 7) x.fill(0, i * cols, (i + 1) * cols); // all-zero rows
+    ref.fp8QuantTiles1x128(x, cols, rows, cols, codes, scales, null);
+    return { codes, scales };
+  }
+  for (let i = 0; i < codes.length; i++) codes[i] = (i * 97 + Math.floor(r() * 7)) & 0xff;
+  for (let i = 0; i < scales.length; i++) scales[i] = [0, 1e-38, 3.4e38, Infinity, 2 ** -20, 1][i % 11] ?? r() * 2 ** Math.floor(r() * 40 - 20);
+  return { codes, scales };
+}
+
+function sameBits(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
+  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
+  for (let i = 0; i < w.length; i++) {
+    if (g[i] !== w[i] && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) assert.fail(`${what}[${i}]: 0x${g[i]!.toString(16)}, reference 0x${w[i]!.toString(16)}`);
+  }
+}
+function sameCodes(got: Uint8Array, want: Uint8Array, what: string): void {
+  assert.equal(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) assert.fail(`${what}[${i}]: 0x${got[i]!.toString(16)}, reference 0x${want[i]!.toString(16)}`);
+}
+
+// [segment sizes], cols: one segment of awkward sizes, and expert-like segment lists
+const CASES: Array<[number[], number]> = [
+  [[1], 1], [[3], 127], [[127], 128], [[128], 129], [[129], 300], [[300], 256], [[1000], 3], [[2], 1000],
+  [[0, 1, 127, 0, 128, 129, 300, 0], 256], [[5, 0, 131], 128], [[0], 64], [[257, 3], 130], [[64, 64, 64, 64], 512],
+];
+
+test('native fp8RequantTiles128x1 equals the reference bit for bit (segments, awkward codes and scales)', opts, () => {
+  let seed = 1;
+  for (const [sizes, cols] of CASES) {
+    const offsets = Int32Array.from([0, ...sizes.map(((s) => (v: number) => (s += v))(0))]);
+    const rows = offsets[offsets.length - 1]!;
+    for (const awkward of [false, true]) {
+      const { codes, scales } = copyOf(seed++, rows, cols, awkward);
+      for (const segs of sizes.length === 1 ? [null, offsets] : [offsets]) {
+        const ns = scaleTotal(offsets, cols);
+        const wantC = new Uint8Array(rows * cols);
+        const wantS = new Float32Array(ns);
+        fp8RequantTiles128x1(codes, scales, rows, cols, segs, wantC, wantS);
+        eachConfig((cfg) => {
+          const gotC = new Uint8Array(rows * cols).fill(0x5a);
+          const gotS = new Float32Array(ns).fill(-7);
+          A.fp8RequantTiles128x1(codes, scales, rows, cols, segs, gotC, gotS);
+          const what = `[${sizes}] x ${cols} ${awkward ? 'awkward' : 'quantised'} ${segs ? 'offsets' : 'null'} ${cfg}`;
+          sameCodes(gotC, wantC, `codes ${what}`);
+          sameBits(gotS, wantS, `scales ${what}`);
+        });
+      }
+    }
+  }
+});
+
+test('reference fp8RequantTiles128x1 is fp8Dequant then fp8QuantTiles128x1 per segment', () => {
+  const sizes = [0, 130, 1, 128, 0, 40];
+  const cols = 200;
+  const offsets = Int32Array.of(0, 0, 130, 131, 259, 259, 299);
+  const rows = 299;
+  const { codes, scales } = copyOf(7, rows, cols, false);
+  const got = new Uint8Array(rows * cols);
+  const gotS = new Float32Array(scaleTotal(offsets, cols));
+  fp8RequantTiles128x1(codes, scales, rows, cols, offsets, got, gotS);
+  const v = new Float32Array(rows * cols);
+  ref.fp8Dequant(codes, scales, rows, cols, 1, v);
+  let so = 0;
+  let a = 0;
+  for (const n of sizes) {
+    const c = new Uint8Array(n * cols);
+    const s = new Float32Array(g128(n) * cols);
+    ref.fp8QuantTiles128x1(v.subarray(a * cols), cols, n, cols, c, s, null);
+    sameCodes(got.subarray(a * cols, (a + n) * cols), c, `segment at row ${a}`);
+    sameBits(gotS.subarray(so, so + s.length), s, `scales of the segment at row ${a}`);
+    so += s.length;
+    a += n;
+  }
+  assert.equal(so, gotS.length);
+});
+
+test('fp8RequantTiles128x1 validates offsets and lengths (native and reference)', opts, () => {
+  const codes = new Uint8Array(300 * 4), scales = new Float32Array(300), oc = new Uint8Array(300 * 4), os = new Float32Array(12);
+  for (const [name, f] of [['native', A.fp8RequantTiles128x1.bind(A)], ['reference', fp8RequantTiles128x1]] as const) {
+    assert.throws(() => f(codes, scales, 300, 4, Int32Array.of(0, 299), oc, os), RangeError, `${name}: offsets short of rows`);
+    assert.throws(() => f(codes, scales, 300, 4, Int32Array.of(1, 300), oc, os), RangeError, `${name}: offsets not from 0`);
+    assert.throws(() => f(codes, scales, 300, 4, Int32Array.of(0, 200, 100, 300), oc, os), RangeError, `${name}: decreasing offsets`);
+    assert.throws(() => f(codes, scales, 300, 4, null, oc, new Float32Array(11)), RangeError, `${name}: outScales too short`);
+    assert.throws(() => f(codes, scales, 300, 4, null, new Uint8Array(1199), os), RangeError, `${name}: outCodes too short`);
+    assert.throws(() => f(codes, new Float32Array(299), 300, 4, null, oc, os), RangeError, `${name}: scales too short`);
+    f(codes, scales, 300, 4, Int32Array.of(0, 100, 300), oc, new Float32Array(12)); // 1 + 2 groups of 4 columns
+  }
+  assert.throws(() => A.fp8RequantTiles128x1(codes, scales, 300, 4, [0, 300] as unknown as Int32Array, oc, os), TypeError, 'offsets of the wrong type');
+});
+
+/** Awkward float32 rows: zero rows, tiny (below the amax floor) and huge values, outliers, NaN and infinities. */
+function awkwardRows(seed: number, rows: number, cols: number): Float32Array {
+  const r = rng(seed);
+  const x = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    const mode = Math.floor(r() * 5);
+    const mag = 2 ** Math.floor(r() * 60 - 30);
+    for (let j = 0; j < cols; j++) {
+      let v = (r() - 0.5) * mag;
+      if (mode === 0) v = 0;
+      else if (mode === 1) v = (r() - 0.5) * 1e-6;
+      else if (mode === 2 && r() < 0.02) v *= 3000;
+      else if (mode === 3 && r() < 0.01) v = [NaN, Infinity, -Infinity, -0][Math.floor(r() * 4)]!;
+      x[i * cols + j] = v;
+    }
+  }
+  return x;
+}
+
+test('native fp8QuantTiles128x1Segments equals the reference bit for bit; the reference is fp8QuantTiles128x1 per segment', opts, () => {
+  let seed = 100;
+  for (const [sizes, cols] of CASES) {
+    const offsets = Int32Array.from([0, ...sizes.map(((s) => (v: number) => (s += v))(0))]);
+    const rows = offsets[offsets.length - 1]!;
+    const x = awkwardRows(seed++, rows, cols);
+    const ns = scaleTotal(offsets, cols);
+    const wantC = new Uint8Array(rows * cols);
+    const wantS = new Float32Array(ns);
+    fp8QuantTiles128x1Segments(x, rows, cols, offsets, wantC, wantS);
+    let so = 0;
+    for (let e = 0; e + 1 < offsets.length; e++) {
+      const [a, n] = [offsets[e]!, offsets[e + 1]! - offsets[e]!];
+      const c = new Uint8Array(n * cols);
+      const sc = new Float32Array(g128(n) * cols);
+      ref.fp8QuantTiles128x1(x.subarray(a * cols), cols, n, cols, c, sc, null);
+      sameCodes(wantC.subarray(a * cols, (a + n) * cols), c, `reference segment ${e} of [${sizes}] x ${cols}`);
+      sameBits(wantS.subarray(so, so + sc.length), sc, `reference scales of segment ${e} of [${sizes}] x ${cols}`);
+      so += sc.length;
+    }
+    for (const segs of sizes.length === 1 ? [null, offsets] : [offsets]) {
+      eachConfig((cfg) => {
+        const gotC = new Uint8Array(rows * cols).fill(0x5a);
+        const gotS = new Float32Array(ns).fill(-7);
+        A.fp8QuantTiles128x1Segments(x, rows, cols, segs, gotC, gotS);
+        const what = `[${sizes}] x ${cols} ${segs ? 'offsets' : 'null'} ${cfg}`;
+        sameCodes(gotC, wantC, `codes ${what}`);
+        sameBits(gotS, wantS, `scales ${what}`);
+      });
+    }
+  }
+});
+
+test('fp8QuantTiles128x1Segments validates offsets and lengths (native and reference)', opts, () => {
+  const x = new Float32Array(1200), oc = new Uint8Array(1200), os = new Float32Array(12);
+  for (const [name, f] of [['native', A.fp8QuantTiles128x1Segments.bind(A)], ['reference', fp8QuantTiles128x1Segments]] as const) {
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 299), oc, os), RangeError, `${name}: offsets short of rows`);
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 200, 100, 300), oc, os), RangeError, `${name}: decreasing offsets`);
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 100, 300), oc, new Float32Array(11)), RangeError, `${name}: outScales too short`);
+    assert.throws(() => f(new Float32Array(1199), 300, 4, null, oc, os), RangeError, `${name}: x too short`);
+    f(x, 300, 4, Int32Array.of(0, 100, 300), oc, os);
+  }
+});
