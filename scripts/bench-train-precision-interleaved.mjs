@@ -8,49 +8,25 @@
 // ratios against the first LABEL's trainer of the same precision (e.g. base=../main:fp32,bf16,fp8 new=.:fp32,bf16,fp8:
 // new vs base per precision, and fp8 vs bf16 within each build). The one step-timing script of the repository
 // (it replaced bench-train-ab.mjs, bench-train-bf16-cpu.mjs and bench-train-interleaved.mjs).
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { benchSmallTrainer, loadBuild } from './lib/bench-small-trainer.mjs';
 const steps = Number(process.argv[2]);
 if (!(steps >= 1) || process.argv.length < 4) {
   console.error('usage: node scripts/bench-train-precision-interleaved.mjs STEPS LABEL=ROOT:PREC[,PREC] ... (labels without "-")');
   process.exit(2);
 }
-const B = 8, S = 256;
 const runners = [];
 for (const spec of process.argv.slice(3)) {
   const [label, rest] = spec.split('=');
   const [rootRel, precs] = rest.split(':');
-  const root = resolve(rootRel);
-  const imp = (p) => import(pathToFileURL(root + '/dist/src/' + p).href);
-  const { stepArena, withArena } = await imp('engine/arena.js');
-  const { loadModelConfig } = await imp('model/config.js');
-  const { DeepseekV3 } = await imp('model/model.js');
-  const { backward } = await imp('engine/autograd.js');
-  const { AdamW } = await imp('train/optimizer.js');
-  const { PAPER, TRAIN } = await imp('train/recipe.js');
-  const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
-  const cfg = loadModelConfig(root + '/configs/bench-small.json');
+  const build = await loadBuild(rootRel);
   for (const prec of precs.split(',')) {
-    const model = DeepseekV3.randomInit(cfg, 0);
-    const opt = new AdamW(model.parameters(), { lr: 1e-4, ...(prec === 'fp8' ? { momentDtype: 'bf16' } : {}) });
-    const arena = stepArena();
-    const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
-    let i = 0;
+    const trainer = benchSmallTrainer(build, prec);
     const ms = [], cpu = [];
     let loss = NaN;
     const step = () => {
-      const tokens = Int32Array.from({ length: B * (S + 1) }, (_, j) => (j * 7919 + i * 31) % cfg.vocab_size);
-      i++;
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      withArena(arena, () => {
-        const f = forwardLosses(model, tokens, lossOpts, B);
-        backward(f.terms.total);
-        const loads = new Map([...f.routing].map(([l, r]) => [l, r.load]));
-        applyUpdate(model, opt, loads, { lr: 1e-4, maxGradNorm: PAPER.maxGradNorm, balance: TRAIN.balance, bias: { gamma: PAPER.biasGamma } });
-        loss = f.terms.total.item();
-      });
-      arena?.reset();
+      loss = trainer.step();
       ms.push(performance.now() - t0);
       const c = process.cpuUsage(c0);
       cpu.push((c.user + c.system) / 1000);

@@ -14,38 +14,28 @@
 // lowers; on the quiet Zen 4 machine `bench peak` gives 117).
 // Needs a build (npm run build; the native addon).
 import { parseArgs } from 'node:util';
+import { benchSmallTrainer, loadBuild } from './lib/bench-small-trainer.mjs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { loadavg } from 'node:os';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const imp = (p) => import(join(root, 'dist', 'src', p));
 const { values } = parseArgs({
   options: {
     precision: { type: 'string', default: 'bf16' }, threads: { type: 'string' }, reps: { type: 'string', default: '7' },
     json: { type: 'boolean' }, peak: { type: 'string' }, config: { type: 'string', default: join(root, 'configs', 'bench-small.json') },
   },
 });
-const { kernels, useBackend } = await imp('engine/backend.js');
-const { nativeAddon } = await imp('engine/native.js');
-const { loadModelConfig } = await imp('model/config.js');
-const { DeepseekV3 } = await imp('model/model.js');
-const { backward } = await imp('engine/autograd.js');
-const { AdamW } = await imp('train/optimizer.js');
-const { PAPER, TRAIN } = await imp('train/recipe.js');
-const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
-const { stepArena, withArena } = await imp('engine/arena.js');
+const build = await loadBuild(root);
+const { kernels, useBackend } = build;
+const { nativeAddon } = await build.imp('engine/native.js');
 
 const addon = nativeAddon();
 if (values.threads) addon.setThreads(Number(values.threads));
 const threads = addon.info().threads;
 const isa = addon.info().isa;
-const cfg = loadModelConfig(values.config);
 const B = 8, S = 256;
-const model = DeepseekV3.randomInit(cfg, 0);
-const opt = new AdamW(model.parameters(), { lr: 1e-4 });
-const arena = stepArena();
-const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: values.precision };
+const { step } = benchSmallTrainer(build, values.precision, { config: values.config, batch: B, seq: S }); // bench train's step
 
 const GEMMS = new Set(['gemm', 'gemmBf16', 'gemmBatch', 'gemmBatchBf16', 'gemmBf16Ab', 'gemmBatchBf16Ab']);
 const groups = new Map(); // signature -> {kernel, ta, tb, dims, lda, ldb, ldc, beta, calls, ms, site}
@@ -84,18 +74,6 @@ function recorder(inner) {
   return out;
 }
 
-let i = 0;
-const step = () => {
-  const tokens = Int32Array.from({ length: B * (S + 1) }, (_, j) => (j * 7919 + i * 31) % cfg.vocab_size);
-  i++;
-  withArena(arena, () => {
-    const f = forwardLosses(model, tokens, lossOpts, B);
-    backward(f.terms.total);
-    const loads = new Map([...f.routing].map(([l, r]) => [l, r.load]));
-    applyUpdate(model, opt, loads, { lr: 1e-4, maxGradNorm: PAPER.maxGradNorm, balance: TRAIN.balance, bias: { gamma: PAPER.biasGamma } });
-  });
-  arena?.reset();
-};
 step(); // warm-up
 const base = kernels();
 useBackend(recorder(base));

@@ -10,22 +10,12 @@
 // JS, autograd; the last loss; CPU ms per step by kernel). stderr: the precisions side by side,
 // kernel ms per step and calls per step, and each precision's CPU per step over the first's.
 // `detail` splits the GEMM and FP8 quantiser entries by shape and layout.
-import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { benchSmallTrainer, loadBuild } from './lib/bench-small-trainer.mjs';
 if (!(Number(process.argv[3]) >= 1)) { console.error('usage: DSV3_THREADS=1 node scripts/profile-kernels-cpu.mjs ROOT STEPS [fp32,bf16,fp8] [detail]'); process.exit(2); }
-const root = resolve(process.argv[2]); const steps = Number(process.argv[3]);
+const steps = Number(process.argv[3]);
 const precs = (process.argv[4] ?? 'fp32,bf16,fp8').split(','); const detail = process.argv[5] === 'detail';
-const imp = (p) => import(pathToFileURL(root + '/dist/src/' + p).href);
-const { kernels, useBackend } = await imp('engine/backend.js');
-const { stepArena, withArena } = await imp('engine/arena.js');
-const { loadModelConfig } = await imp('model/config.js');
-const { DeepseekV3 } = await imp('model/model.js');
-const { backward } = await imp('engine/autograd.js');
-const { AdamW } = await imp('train/optimizer.js');
-const { PAPER, TRAIN } = await imp('train/recipe.js');
-const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
-const cfg = loadModelConfig(root + '/configs/bench-small.json');
-const B = 8, S = 256;
+const build = await loadBuild(process.argv[2]);
+const { kernels, useBackend } = build;
 const base = kernels();
 let acc = null;
 /** the entry a call is counted under: the kernel, or (detail) the kernel with its shape */
@@ -53,22 +43,11 @@ for (const key of Object.keys(base)) {
   };
 }
 useBackend(wrapped);
-const R = [];
-for (const prec of precs) {
-  const model = DeepseekV3.randomInit(cfg, 0);
-  const opt = new AdamW(model.parameters(), { lr: 1e-4, ...(prec === 'fp8' ? { momentDtype: 'bf16' } : {}) });
-  const arena = stepArena();
-  const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
-  R.push({ prec, model, opt, arena, lossOpts, i: 0, k: new Map(), cpu: [], loss: NaN });
-}
+const R = precs.map((prec) => ({ prec, trainer: benchSmallTrainer(build, prec), k: new Map(), cpu: [], loss: NaN }));
 const step = (r, timed) => {
-  const tokens = Int32Array.from({ length: B * (S + 1) }, (_, j) => (j * 7919 + r.i * 31) % cfg.vocab_size); r.i++;
   acc = timed ? r.k : null;
   const c0 = process.cpuUsage();
-  withArena(r.arena, () => { const f = forwardLosses(r.model, tokens, r.lossOpts, B); backward(f.terms.total);
-    const loads = new Map([...f.routing].map(([l, x]) => [l, x.load]));
-    applyUpdate(r.model, r.opt, loads, { lr: 1e-4, maxGradNorm: PAPER.maxGradNorm, balance: TRAIN.balance, bias: { gamma: PAPER.biasGamma } }); r.loss = f.terms.total.item(); });
-  r.arena?.reset();
+  r.loss = r.trainer.step();
   const c = process.cpuUsage(c0); if (timed) r.cpu.push((c.user + c.system) / 1000);
   acc = null;
 };
