@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import { referenceKernels as ref } from '../src/engine/reference/index.js';
 import { rng } from './helpers/random.js';
+import { assertCloseToScale, f32Bits } from './helpers/compare.js';
 import { kernels, withBackend } from '../src/engine/backend.js';
 import type { Kernels } from '../src/engine/kernels.js';
 import { backward } from '../src/engine/autograd.js';
@@ -26,15 +27,6 @@ function data(r: () => number, n: number, scale: number): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = (2 * r() - 1) * scale;
   return a;
-}
-const bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
-function close(got: Float32Array, want: Float32Array, what: string, rtol = 1e-5): void {
-  let scale = 0;
-  for (const v of want) scale = Math.max(scale, Math.abs(v));
-  const tol = rtol * scale + 1e-30;
-  for (let i = 0; i < want.length; i++) {
-    if (!(Math.abs(got[i]! - want[i]!) <= tol)) assert.fail(`${what}[${i}]: ${got[i]}, reference ${want[i]} (tol ${tol})`);
-  }
 }
 
 test('rmsNormBf16: native equals rmsNorm + bf16Round (native, bit for bit) and the reference', opts, () => {
@@ -53,13 +45,13 @@ test('rmsNormBf16: native equals rmsNorm + bf16Round (native, bit for bit) and t
       A.rmsNorm(x, w, y0, r0, rows, cols, 1e-6);
       A.bf16Round(y0, b0, n);
       const at = `[${rows},${cols}] ${c}`;
-      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y ${at}`);
-      assert.deepEqual(bits(rstd.subarray(0, rows)), bits(r0), `rstd ${at}`);
+      assert.deepEqual(f32Bits(y.subarray(0, n)), f32Bits(y0), `y ${at}`);
+      assert.deepEqual(f32Bits(rstd.subarray(0, rows)), f32Bits(r0), `rstd ${at}`);
       assert.deepEqual(y16.subarray(0, n), b0, `y16 ${at}`);
       assert.deepEqual([y[n], y16[n], rstd[rows]], [-3, 0xabcd, -3], `writes stop at the end ${at}`);
       // against the reference: y and rstd as kernels-native.test.ts's rmsNorm; y16 is the reference rounding of y
-      close(y.subarray(0, n), yRef, `y vs reference ${at}`);
-      close(rstd.subarray(0, rows), rstdRef, `rstd vs reference ${at}`);
+      assertCloseToScale(y.subarray(0, n), yRef, `y vs reference ${at}`);
+      assertCloseToScale(rstd.subarray(0, rows), rstdRef, `rstd vs reference ${at}`);
       const b1 = new Uint16Array(n);
       ref.bf16Round(y.subarray(0, n), b1, n);
       assert.deepEqual(y16.subarray(0, n), b1, `y16 vs reference rounding ${at}`);
@@ -115,8 +107,8 @@ for (const backend of ['reference', 'native'] as const) {
         });
       };
       const a = run(false), b = run(true);
-      for (let i = 0; i < 2; i++) assert.deepEqual(bits(b.out[i]!), bits(a.out[i]!), `output ${i}`);
-      for (let i = 0; i < 4; i++) assert.deepEqual(bits(b.grads[i]!), bits(a.grads[i]!), `gradient ${i}`);
+      for (let i = 0; i < 2; i++) assert.deepEqual(f32Bits(b.out[i]!), f32Bits(a.out[i]!), `output ${i}`);
+      for (let i = 0; i < 4; i++) assert.deepEqual(f32Bits(b.grads[i]!), f32Bits(a.grads[i]!), `gradient ${i}`);
       // forward: the two weights are rounded either way; unfused, X is rounded once more (one copy
       // shared by the two Linears); fused, the norm writes X's bits
       assert.deepEqual(a.calls, { bf16Round: 3, rmsNormBf16: 0 });

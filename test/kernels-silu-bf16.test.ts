@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import { referenceKernels as ref } from '../src/engine/reference/index.js';
 import { rng } from './helpers/random.js';
+import { assertCloseToScale, f32Bits } from './helpers/compare.js';
 
 const { A, opts, eachConfig } = nativeForTests();
 const SIZES = [0, 1, 7, 17, 1023, 1024, 1025, 3000, (1 << 15) + 33, (1 << 18) + 5];
@@ -21,15 +22,6 @@ function data(r: () => number, n: number, scale: number): Float32Array {
   for (let i = 0; i < n; i++) a[i] = (2 * r() - 1) * scale;
   if (n > 6) [a[0], a[1], a[2], a[3], a[4], a[5]] = [-100, 100, -88.5, 0, -0, 1 + 2 ** -8]; // exp limits, signed zero, an RNE tie
   return a;
-}
-const bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
-function close(got: Float32Array, want: Float32Array, what: string, rtol = 1e-5): void {
-  let scale = 0;
-  for (const v of want) scale = Math.max(scale, Math.abs(v));
-  const tol = rtol * scale + 1e-30;
-  for (let i = 0; i < want.length; i++) {
-    if (!(Math.abs(got[i]! - want[i]!) <= tol)) assert.fail(`${what}[${i}]: ${got[i]}, reference ${want[i]} (tol ${tol})`);
-  }
 }
 
 test('siluMulRound: native equals siluMul + bf16Round (native, bit for bit) and the reference', opts, () => {
@@ -46,13 +38,13 @@ test('siluMulRound: native equals siluMul + bf16Round (native, bit for bit) and 
       A.siluMul(g, u, y0, n);
       A.bf16Round(g, g0, n);
       A.bf16Round(u, u0, n);
-      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y n=${n} ${c}`);
+      assert.deepEqual(f32Bits(y.subarray(0, n)), f32Bits(y0), `y n=${n} ${c}`);
       assert.deepEqual(g16.subarray(0, n), g0, `g16 n=${n} ${c}`);
       assert.deepEqual(u16.subarray(0, n), u0, `u16 n=${n} ${c}`);
       assert.deepEqual([y[n], g16[n], u16[n]], [-3, 0xabcd, 0xabcd], `writes stop at n=${n} ${c}`);
       assert.deepEqual(g16.subarray(0, n), g16Ref, `g16 vs reference n=${n} ${c}`);
       assert.deepEqual(u16.subarray(0, n), u16Ref, `u16 vs reference n=${n} ${c}`);
-      close(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
+      assertCloseToScale(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
     });
   }
 });
@@ -73,11 +65,11 @@ test('siluMulBackwardBf16: native equals bf16Widen + siluMulBackward (native, bi
       A.bf16Widen(g16, g, n);
       A.bf16Widen(u16, u, n);
       A.siluMulBackward(g, u, dy, dg0, du0, n);
-      assert.deepEqual(bits(dg.subarray(0, n)), bits(dg0), `dg n=${n} ${c}`);
-      assert.deepEqual(bits(du.subarray(0, n)), bits(du0), `du n=${n} ${c}`);
+      assert.deepEqual(f32Bits(dg.subarray(0, n)), f32Bits(dg0), `dg n=${n} ${c}`);
+      assert.deepEqual(f32Bits(du.subarray(0, n)), f32Bits(du0), `du n=${n} ${c}`);
       assert.deepEqual([dg[n], du[n]], [-3, -3], `writes stop at n=${n} ${c}`);
-      close(dg.subarray(0, n), dgRef, `dg vs reference n=${n} ${c}`);
-      close(du.subarray(0, n), duRef, `du vs reference n=${n} ${c}`);
+      assertCloseToScale(dg.subarray(0, n), dgRef, `dg vs reference n=${n} ${c}`);
+      assertCloseToScale(du.subarray(0, n), duRef, `du vs reference n=${n} ${c}`);
     });
   }
 });
@@ -100,8 +92,8 @@ test('siluMulBackwardBf16 with dg16, du16: the same dg, du, and their bf16Round 
       A.siluMulBackwardBf16(g16, u16, dy, dg, du, n, dg16, du16);
       const dg0 = new Float32Array(n), du0 = new Float32Array(n);
       A.siluMulBackwardBf16(g16, u16, dy, dg0, du0, n);
-      assert.deepEqual(bits(dg), bits(dg0), `dg n=${n} ${c}`);
-      assert.deepEqual(bits(du), bits(du0), `du n=${n} ${c}`);
+      assert.deepEqual(f32Bits(dg), f32Bits(dg0), `dg n=${n} ${c}`);
+      assert.deepEqual(f32Bits(du), f32Bits(du0), `du n=${n} ${c}`);
       assert.deepEqual(dg16.subarray(0, n), rounded(dg0), `dg16 n=${n} ${c}`);
       assert.deepEqual(du16.subarray(0, n), rounded(du0), `du16 n=${n} ${c}`);
       assert.deepEqual([dg16[n], du16[n]], [0xabcd, 0xabcd], `writes stop at n=${n} ${c}`);
@@ -131,12 +123,12 @@ test('scaleRows with y16: the same y (in place too), and its bf16Round (native a
     eachConfig((c) => {
       const y = new Float32Array(n), y16 = new Uint16Array(n + 1).fill(0xabcd);
       A.scaleRows(x, sc, y, rows, cols, y16);
-      assert.deepEqual(bits(y), bits(yRef), `y [${rows},${cols}] ${c}`);
+      assert.deepEqual(f32Bits(y), f32Bits(yRef), `y [${rows},${cols}] ${c}`);
       assert.deepEqual(y16.subarray(0, n), y16Ref, `y16 [${rows},${cols}] ${c}`);
       assert.equal(y16[n], 0xabcd, `writes stop at n [${rows},${cols}] ${c}`);
       const z = x.slice(), z16 = new Uint16Array(n);
       A.scaleRows(z, sc, z, rows, cols, z16); // in place, as the experts' backward calls it
-      assert.deepEqual(bits(z), bits(yRef), `in place y [${rows},${cols}] ${c}`);
+      assert.deepEqual(f32Bits(z), f32Bits(yRef), `in place y [${rows},${cols}] ${c}`);
       assert.deepEqual(z16, y16Ref, `in place y16 [${rows},${cols}] ${c}`);
     });
   }
@@ -161,9 +153,9 @@ test('siluMulBf16: native equals bf16Widen + siluMul (native, bit for bit) and t
       A.bf16Widen(g16, g, n);
       A.bf16Widen(u16, u, n);
       A.siluMul(g, u, y0, n);
-      assert.deepEqual(bits(y.subarray(0, n)), bits(y0), `y n=${n} ${c}`);
+      assert.deepEqual(f32Bits(y.subarray(0, n)), f32Bits(y0), `y n=${n} ${c}`);
       assert.equal(y[n], -3, `writes stop at n=${n} ${c}`);
-      close(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
+      assertCloseToScale(y.subarray(0, n), yRef, `y vs reference n=${n} ${c}`);
     });
   }
 });

@@ -59,3 +59,16 @@ export function assertRowRel(got: Float32Array, exp: Float32Array, cols: number,
   }
   return worst;
 }
+
+/** The IEEE bit patterns of a float32 array (for bit-for-bit comparisons with assert.deepEqual). */
+export const f32Bits = (a: Float32Array): Uint32Array => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+/** |got - want| <= rtol * max|want| for every element: a tolerance on the array's scale (kernels vs references). */
+export function assertCloseToScale(got: Float32Array, want: Float32Array, what: string, rtol = 1e-5): void {
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  const tol = rtol * scale + 1e-30;
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i]! - want[i]!) <= tol)) assert.fail(`${what}[${i}]: ${got[i]}, reference ${want[i]} (tol ${tol})`);
+  }
+}
