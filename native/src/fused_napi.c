@@ -56,42 +56,23 @@ static napi_value js_log_softmax(napi_env env, napi_callback_info info) { return
 static napi_value js_softmax_bwd(napi_env env, napi_callback_info info) { return rows_backward(env, info, k_softmax_bwd); }
 static napi_value js_log_softmax_bwd(napi_env env, napi_callback_info info) { return rows_backward(env, info, k_log_softmax_bwd); }
 
-/* rmsNorm(x, w, y, rstd, rows, cols, eps) */
-static napi_value js_rms_norm(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 7);
+/* rmsNorm(x, w, y, rstd, rows, cols, eps) and rmsNormBf16(x, w, y, y16, rstd, rows, cols, eps): the
+ * latter also writes y16 = bf16 bits of y (RNE) in the same pass. bf16: whether y16 is among the args. */
+static napi_value rms_norm(napi_env env, napi_callback_info info, int bf16) {
+  const int o = bf16 ? 1 : 0; /* argument shift after y */
+  GET_ARGS(env, info, 7 + o);
   dsv3_rows_args a = {0};
   float *x, *w, *y, *rstd;
+  uint16_t* y16 = NULL;
   double eps;
-  if (fz_dims(env, argv[4], "rows", argv[5], "cols", &a.rows, &a.cols) ||
-      dsv3_double(env, argv[6], &eps, "eps"))
+  if (fz_dims(env, argv[4 + o], "rows", argv[5 + o], "cols", &a.rows, &a.cols) ||
+      dsv3_double(env, argv[6 + o], &eps, "eps"))
     return NULL;
   const size_t n = (size_t)(a.rows * a.cols);
   if (fz_f32(env, argv[0], "x", n, &x) || fz_f32(env, argv[1], "w", (size_t)a.cols, &w) ||
-      fz_f32(env, argv[2], "y", n, &y) || fz_f32(env, argv[3], "rstd", (size_t)a.rows, &rstd))
-    return NULL;
-  a.x = x;
-  a.w = w;
-  a.out = y;
-  a.rstd_out = rstd;
-  a.eps = (float)eps;
-  fz_run_rows(SELECT_ISA(dsv3_rms_norm_rows), &a);
-  return NULL;
-}
-
-/* rmsNormBf16(x, w, y, y16, rstd, rows, cols, eps): rmsNorm, and y16 = bf16 bits of y (RNE) */
-static napi_value js_rms_norm_bf16(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 8);
-  dsv3_rows_args a = {0};
-  float *x, *w, *y, *rstd;
-  uint16_t* y16;
-  double eps;
-  if (fz_dims(env, argv[5], "rows", argv[6], "cols", &a.rows, &a.cols) ||
-      dsv3_double(env, argv[7], &eps, "eps"))
-    return NULL;
-  const size_t n = (size_t)(a.rows * a.cols);
-  if (fz_f32(env, argv[0], "x", n, &x) || fz_f32(env, argv[1], "w", (size_t)a.cols, &w) ||
-      fz_f32(env, argv[2], "y", n, &y) || fz_typed(env, argv[3], napi_uint16_array, "y16", n, (void**)&y16) ||
-      fz_f32(env, argv[4], "rstd", (size_t)a.rows, &rstd))
+      fz_f32(env, argv[2], "y", n, &y) ||
+      (bf16 && fz_typed(env, argv[3], napi_uint16_array, "y16", n, (void**)&y16)) ||
+      fz_f32(env, argv[3 + o], "rstd", (size_t)a.rows, &rstd))
     return NULL;
   a.x = x;
   a.w = w;
@@ -102,6 +83,8 @@ static napi_value js_rms_norm_bf16(napi_env env, napi_callback_info info) {
   fz_run_rows(SELECT_ISA(dsv3_rms_norm_rows), &a);
   return NULL;
 }
+static napi_value js_rms_norm(napi_env env, napi_callback_info info) { return rms_norm(env, info, 0); }
+static napi_value js_rms_norm_bf16(napi_env env, napi_callback_info info) { return rms_norm(env, info, 1); }
 
 /* rmsNormBackward(x, w, rstd, dy, dx, dw, rows, cols): dw accumulated. Rows are cut into a
  * number of chunks that depends on the shape only; each chunk sums its dw contribution into
