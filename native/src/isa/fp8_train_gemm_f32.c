@@ -110,6 +110,25 @@ static void pack_codes_f32(const uint8_t* codes, int cols, int64_t rows, int64_t
   }
 }
 
+
+/* One 128-block's partial sums p (MR x NR, float32 over decoded codes) promoted into acc: the
+ * block's product scaled by its two scales, then added (first block: stored), multiply then add,
+ * never fused (fp-contract off, as its callers): the N_C = 128 promotion of §3.3.2. */
+__attribute__((optimize("fp-contract=off"))) static inline void promote_block(__m256 p[MR][2], const float* sa, const float* sb, float* acc, int64_t ld, int first) {
+  const __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    const __m256 si = _mm256_set1_ps(sa[i]);
+    float* r = acc + i * ld;
+    const __m256 t0 = _mm256_mul_ps(p[i][0], _mm256_mul_ps(si, sb0));
+    const __m256 t1 = _mm256_mul_ps(p[i][1], _mm256_mul_ps(si, sb1));
+    const __m256 c0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r);
+    const __m256 c1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r + 8);
+    _mm256_storeu_ps(r, _mm256_add_ps(c0, t0));
+    _mm256_storeu_ps(r + 8, _mm256_add_ps(c1, t1));
+  }
+}
+
 /* One MR x NR tile over a kc-deep slice of float32 panels (a: [kc][MR], b: [kc][NR]): per
  * 128-wide block, P = the block's FMA sum of code products (12 ymm accumulators from +0, k
  * ascending: gemm_kernel's arithmetic), then per element
@@ -141,19 +160,7 @@ __attribute__((optimize("fp-contract=off"))) static void kernel_promote(int kc, 
       a += MR;
       b += NR;
     }
-    const __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
-    const int first = init && q0 == 0;
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) {
-      const __m256 si = _mm256_set1_ps(sa[i]);
-      float* r = acc + i * ld;
-      const __m256 t0 = _mm256_mul_ps(p[i][0], _mm256_mul_ps(si, sb0));
-      const __m256 t1 = _mm256_mul_ps(p[i][1], _mm256_mul_ps(si, sb1));
-      const __m256 c0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r);
-      const __m256 c1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r + 8);
-      _mm256_storeu_ps(r, _mm256_add_ps(c0, t0));
-      _mm256_storeu_ps(r + 8, _mm256_add_ps(c1, t1));
-    }
+    promote_block(p, sa, sb, acc, ld, init && q0 == 0);
   }
 }
 
@@ -190,19 +197,7 @@ __attribute__((optimize("fp-contract=off"))) static void kernel_promote_codes(in
 #undef F8F_ROW
       b += NR;
     }
-    const __m256 sb0 = _mm256_loadu_ps(sb), sb1 = _mm256_loadu_ps(sb + 8);
-    const int first = init && q0 == 0;
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) {
-      const __m256 si = _mm256_set1_ps(sa[i]);
-      float* r = acc + i * ld;
-      const __m256 t0 = _mm256_mul_ps(p[i][0], _mm256_mul_ps(si, sb0));
-      const __m256 t1 = _mm256_mul_ps(p[i][1], _mm256_mul_ps(si, sb1));
-      const __m256 c0 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r);
-      const __m256 c1 = first ? _mm256_setzero_ps() : _mm256_loadu_ps(r + 8);
-      _mm256_storeu_ps(r, _mm256_add_ps(c0, t0));
-      _mm256_storeu_ps(r + 8, _mm256_add_ps(c1, t1));
-    }
+    promote_block(p, sa, sb, acc, ld, init && q0 == 0);
   }
 }
 
