@@ -52,7 +52,7 @@ for (const [v, root] of [['base', resolve(baseRoot)], ['new', resolve(newRoot)]]
   const ops = await imp('engine/ops/index.js');
   const { Tensor } = await imp('engine/tensor.js');
   const { backward } = await imp('engine/autograd.js');
-  const { stepArena, withArena } = await imp('engine/arena.js');
+  const { stepArena, withArena } = { ...(await imp('engine/arena.js')), ...(await imp('engine/active-arena.js').catch(() => ({}))) }; // active-arena.js: builds after 2026-12-07
   const { invalidateBf16Weights } = await imp('engine/bf16-weights.js').catch(() => ({}));
   const ps = wvals.map((w, i) => Tensor.param(w.slice(), shapes[i]));
   const w = { gate: ps.slice(0, E), up: ps.slice(E, 2 * E), down: ps.slice(2 * E, 3 * E), shared: { gate: ps[3 * E], up: ps[3 * E + 1], down: ps[3 * E + 2] } };

@@ -21,7 +21,7 @@ const variants = [['base', {}], ['new', {}], ['new', { giveBack: true }], ['new'
 for (const [v, o] of variants) {
   const root = roots[v];
   const imp = (p) => import(pathToFileURL(root + '/dist/src/' + p).href);
-  const { BufferArena, withArena } = await imp('engine/arena.js');
+  const { BufferArena, withArena } = { ...(await imp('engine/arena.js')), ...(await imp('engine/active-arena.js').catch(() => ({}))) }; // active-arena.js: builds after 2026-12-07
   const { loadModelConfig } = await imp('model/config.js');
   const { DeepseekV3 } = await imp('model/model.js');
   const { backward } = await imp('engine/autograd.js');

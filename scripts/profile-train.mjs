@@ -54,7 +54,7 @@ const { loadModelConfig } = await imp('model/config.js');
 const { DeepseekV3 } = await imp('model/model.js');
 const { AdamW } = await imp('train/optimizer.js');
 const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
-const { stepArena, withArena } = await imp('engine/arena.js');
+const { stepArena, withArena } = { ...(await imp('engine/arena.js')), ...(await imp('engine/active-arena.js').catch(() => ({}))) }; // active-arena.js: builds after 2026-12-07
 const arena = stepArena(); // as dsv3 train; DSV3_ARENA=0 turns it off
 
 if (values.threads) nativeAddon()?.setThreads(Number(values.threads));

@@ -26,7 +26,7 @@ const { values } = parseArgs({
     config: { type: 'string', default: join(root, 'configs', 'bench-small.json') },
   },
 });
-const { BufferArena, stepArena, withArena } = await imp('engine/arena.js');
+const { BufferArena, stepArena, withArena } = { ...(await imp('engine/arena.js')), ...(await imp('engine/active-arena.js').catch(() => ({}))) }; // active-arena.js: builds after 2026-12-07
 const { loadModelConfig } = await imp('model/config.js');
 const { DeepseekV3 } = await imp('model/model.js');
 const { backward } = await imp('engine/autograd.js');

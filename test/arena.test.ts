@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BufferArena, activeArena, withArena } from '../src/engine/arena.js';
+import { BufferArena } from '../src/engine/arena.js';
+import { activeArena, withArena } from '../src/engine/active-arena.js';
 import { alloc, allocUninit } from '../src/engine/ops/util.js';
 import { parseModelConfig } from '../src/model/config.js';
 import { DeepseekV3 } from '../src/model/model.js';
@@ -8,7 +9,7 @@ import { AdamW } from '../src/train/optimizer.js';
 import { applyUpdate, forwardLosses } from '../src/train/train-step.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
 import { attach, backward } from '../src/engine/autograd.js';
-import { dropActivations } from '../src/engine/arena.js';
+import { dropActivations } from '../src/engine/active-arena.js';
 import { hugePagesActive } from '../src/engine/memory.js';
 import { Tensor } from '../src/engine/tensor.js';
 import { add, linear, sum } from '../src/engine/ops/index.js';
@@ -251,7 +252,7 @@ test('arena: a request whose class has nothing free borrows a free buffer of a c
 });
 
 test('arena: weight gradients are carved from shared 2 MiB slabs of the step (arenaSlabF32)', async () => {
-  const { arenaSlabF32 } = await import('../src/engine/arena.js');
+  const { arenaSlabF32 } = await import('../src/engine/active-arena.js');
   assert.equal(arenaSlabF32(1000), null, 'no arena: the caller allocates');
   const arena = new BufferArena({ minElems: 16 });
   withArena(arena, () => {

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { BufferArena, withArena } from '../src/engine/arena.js';
+import { BufferArena } from '../src/engine/arena.js';
+import { withArena } from '../src/engine/active-arena.js';
 import { freeLargeBuffer, hugePagesActive, LARGE_BYTES, largeBuffer, largeF32 } from '../src/engine/memory.js';
 import { nativeAddon } from '../src/engine/native.js';
 import { alloc } from '../src/engine/ops/util.js';

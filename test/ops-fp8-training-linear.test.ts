@@ -200,7 +200,8 @@ test('fp8TrainingLinear keeps its FP8 cache, not its float32 input: the input is
 
 test('fp8TrainingLinear: Linears that read the same x quantise it once and share the FP8 copy (same results as separate inputs; arena poison)', async () => {
   const { kernels, useBackend } = await import('../src/engine/backend.js');
-  const { BufferArena, withArena } = await import('../src/engine/arena.js');
+  const { BufferArena } = await import('../src/engine/arena.js');
+  const { withArena } = await import('../src/engine/active-arena.js');
   const [m, k] = [130, 200];
   const xd = activations(m, k);
   const w1d = randData(r, 70 * k, 0.05);

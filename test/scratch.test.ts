@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BufferArena, withArena } from '../src/engine/arena.js';
+import { BufferArena } from '../src/engine/arena.js';
+import { withArena } from '../src/engine/active-arena.js';
 import { scratchF32, scratchFree, scratchScope, scratchU16 } from '../src/engine/scratch.js';
 
 test('scratch: inside a scope with an arena, buffers come from the arena and go back when the outermost scope ends', () => {

@@ -14,6 +14,7 @@ export async function loadBuild(rootArg) {
     imp,
     ...(await imp('engine/backend.js')),
     ...(await imp('engine/arena.js')),
+    ...(await imp('engine/active-arena.js').catch(() => ({}))), // (builds before it: in arena.js)
     ...(await imp('model/config.js')),
     ...(await imp('model/model.js')),
     ...(await imp('engine/autograd.js')),

@@ -15,7 +15,8 @@
  */
 import { kernels } from './backend.js';
 import { BinaryOp } from './kernels.js';
-import { activeArena, arenaSlabF32, type BufferArena } from './arena.js';
+import { type BufferArena } from './arena.js';
+import { activeArena, arenaSlabF32 } from './active-arena.js';
 import { allocUninit, sameShape } from './ops/util.js';
 import { fmtShape } from './layout.js';
 import { noGrad, withGrad } from './grad-mode.js';

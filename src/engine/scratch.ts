@@ -23,7 +23,8 @@
  * NaN-filled and their views detached, so a later read fails; and releasing one that a
  * backward node holds throws.
  */
-import { type BufferArena, activeArena } from './arena.js';
+import { type BufferArena } from './arena.js';
+import { activeArena } from './active-arena.js';
 
 const persistent = new Map<string, ArrayBuffer>();
 /** The buffers of the open scope (outermost and nested share them), by name. */

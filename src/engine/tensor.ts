@@ -8,7 +8,8 @@
  * layout (reshape back, transpose back, zero-pad a slice, sum an expansion).
  */
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
-import { activeArena, arenaF32, bufferOf, type BufferArena, type OverBuffer } from './arena.js';
+import { type BufferArena, type OverBuffer } from './arena.js';
+import { activeArena, arenaF32, bufferOf } from './active-arena.js';
 import { isGradEnabled } from './grad-mode.js';
 import { checkShape, contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 

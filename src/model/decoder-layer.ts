@@ -4,7 +4,7 @@
  * where FFN is DeepSeekMoE when `isMoeLayer(cfg, i)` (i >= first_k_dense_replace and
  * i % moe_layer_freq == 0) and a dense SwiGLU MLP otherwise.
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { add } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { isMoeLayer, type ModelConfig } from './config.js';

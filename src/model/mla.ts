@@ -23,7 +23,7 @@
  *     cache itself (one KV "head"), and W^UV is applied after the weighted sum:
  *     o[h] = W^UV[h] (sum_j p_j c^KV_j).
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
 import { attention, cat, matmul, mlaAttention, ropeTail, type MlaAttentionOptions } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';

@@ -2,7 +2,7 @@
  * The SwiGLU feed-forward network (Shazeer 2020) of the dense layers, of every routed expert and
  * of the shared experts: FFN(u) = W_down (silu(W_gate u) * W_up u).
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { swigluWith } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';

@@ -6,7 +6,7 @@
  * The whole model is the part that holds everything (`DeepseekV3`); a pipeline stage holds a
  * range of layers (parallel/stages.ts). Both run these same pieces, so there is one forward.
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { embedding } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';

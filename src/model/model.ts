@@ -5,7 +5,7 @@
  * generation loop is inference/generate.ts). Built from differentiable ops on float32 parameters, so training can call
  * `forward` and `backward(loss)`; decoding with the cache and FP8/bf16 weights run under noGrad.
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { noGrad } from '../engine/autograd.js';
 import { Tensor } from '../engine/tensor.js';
 import { openCheckpoint } from '../io/checkpoint-read.js';

@@ -10,7 +10,7 @@
  * `shared_head.head` copies under `model.layers.<L+k-1>` are the same parameters). h^0 is the
  * main model's hidden state after `model.norm`. RoPE positions restart at 0.
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { cat, embedding } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';

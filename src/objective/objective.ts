@@ -5,7 +5,7 @@
  *   L = L_Main + (λ/D)·Σ_k L^k_MTP + Σ_layers L_Bal
  * Both trainers call this one function, so they optimise the same objective.
  */
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { linearCrossEntropy } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelPart } from '../model/model-part.js';

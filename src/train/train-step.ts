@@ -13,7 +13,7 @@
  * gradients over micro-batches (sum of micro-batch gradients / n) before one update.
  */
 import { backward, noGrad } from '../engine/autograd.js';
-import { dropActivations } from '../engine/arena.js';
+import { dropActivations } from '../engine/active-arena.js';
 import { Tensor } from '../engine/tensor.js';
 import { DsvError } from '../errors.js';
 import { withPrecision, type Precision } from '../model/precision-mode.js';

@@ -11,7 +11,7 @@
  * loss or gradients are not finite is skipped and reported; after `maxNonFinite` consecutive
  * ones training stops, leaving the last good checkpoint as it was.
  */
-import { stepArena, withArena } from '../engine/arena.js';
+import { stepArena, withArena } from '../engine/active-arena.js';
 import { backward } from '../engine/autograd.js';
 import { DsvError } from '../errors.js';
 import { lossReport } from '../objective/losses.js';

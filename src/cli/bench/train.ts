@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { packageRoot } from '../../engine/native.js';
 import { kernels, useBackend } from '../../engine/backend.js';
-import { stepArena, withArena } from '../../engine/arena.js';
+import { stepArena, withArena } from '../../engine/active-arena.js';
 import type { Kernels } from '../../engine/kernels.js';
 import { Rng } from '../../data/rng.js';
 import { loadModelConfig } from '../../model/config.js';

@@ -12,7 +12,7 @@
  * untransposed dY and X), or a weight's 128x128 blocks as stored [out, in] (`rowsBlocks`,
  * Fprop) or read transposed (`colsBlocks`, W^T in Dgrad).
  */
-import { activeArena } from '../arena.js';
+import { activeArena } from '../active-arena.js';
 import { kernels } from '../backend.js';
 import { Fp8GemmLayout } from '../reference/fp8-gemm.js';
 import { allocUninit } from '../ops/util.js';

@@ -26,7 +26,7 @@
  * cross-entropy itself (log-sum-exp, softmax) stays float32.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
-import { dropActivations } from '../arena.js';
+import { dropActivations } from '../active-arena.js';
 import { kernels } from '../backend.js';
 import { scratchScope } from '../scratch.js';
 import { bf16WeightBits } from '../bf16-weights.js';

@@ -9,7 +9,7 @@
  * is recorded, so none of their copies and zero-padded gradients are made.
  */
 import { attach } from '../autograd.js';
-import { dropActivations } from '../arena.js';
+import { dropActivations } from '../active-arena.js';
 import { kernels } from '../backend.js';
 import { scratchF32, scratchScope } from '../scratch.js';
 import { shareBf16Copy, toBf16Bits } from './bf16-linear.js';

@@ -4,7 +4,7 @@
  * iteration over the rows (last dimension) of strided tensors.
  */
 import { Buffer } from 'node:buffer';
-import { arenaF32 } from '../arena.js';
+import { arenaF32 } from '../active-arena.js';
 import { contiguousStrides, fmtShape, sameShape, shapeSize, type Shape } from '../layout.js';
 import { Tensor } from '../tensor.js';
 
