@@ -110,13 +110,15 @@ static int fp8_gfni_ok(void) {
  * time: a single sequential stream per thread is what the hardware prefetchers serve best
  * (measured ~1.5x the DRAM throughput of 4 interleaved rows). U accumulator sets (vector q of
  * a 4-vector step goes to set q % U) keep the FMA dependency chains shorter than the step. */
-static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, const tab_t* T, const float* xs,
-                                                           int64_t j, int64_t k0, int64_t k1, float* out,
-                                                           const int M, const int U, const int vbmi) {
+/* row_acc: the accumulation of one row; *sum[i] = its vectors summed (set 0 + 1 + .. + U-1), tail[i]
+ * the scalar tail, *nan_maybe = whether a NaN code may be present (a confirming scan follows). */
+static inline __attribute__((always_inline)) void row_acc(const fp8_prob* P, const tab_t* T, const float* xs,
+                                                          int64_t j, int64_t k0, int64_t k1, FV* sum, float* tail,
+                                                          nacc_t* nacc_out, uint64_t* swar_out, const int M,
+                                                          const int U, const int vbmi) {
   (void)T;
   const int64_t k = P->k;
   FV acc[4][FP8_GEMV_MAX];
-  float tail[FP8_GEMV_MAX];
   for (int i = 0; i < M; i++) {
     for (int u = 0; u < U; u++) acc[u][i] = FZERO;
     tail[i] = 0.0f;
@@ -171,11 +173,56 @@ static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, co
   for (int i = 0; i < M; i++) {
     FV a = acc[0][i];
     for (int u = 1; u < U; u++) a = FADD(a, acc[u][i]);
-    out[i * SUB] += FHSUM(a) + tail[i];
+    sum[i] = a;
   }
-  if ((swar || (vbmi != 1 && nacc_hit(nacc))) && fp8_row_has_nan(w + k0, k1 - k0)) /* rare */
+  *nacc_out = nacc;
+  *swar_out = swar;
+}
+
+static inline __attribute__((always_inline)) void gemv_row(const fp8_prob* P, const tab_t* T, const float* xs,
+                                                           int64_t j, int64_t k0, int64_t k1, float* out,
+                                                           const int M, const int U, const int vbmi) {
+  FV sum[FP8_GEMV_MAX];
+  float tail[FP8_GEMV_MAX];
+  nacc_t nacc;
+  uint64_t swar;
+  row_acc(P, T, xs, j, k0, k1, sum, tail, &nacc, &swar, M, U, vbmi);
+  for (int i = 0; i < M; i++) out[i * SUB] += FHSUM(sum[i]) + tail[i];
+  if ((swar || (vbmi != 1 && nacc_hit(nacc))) && fp8_row_has_nan(P->w + j * P->k + k0, k1 - k0)) /* rare */
     for (int i = 0; i < M; i++) out[i * SUB] = __builtin_nanf("");
 }
+
+#if defined(DSV3_ISA_AVX512)
+/* m = 1, two rows per pass (issue 12): rows j and j+1 are accumulated one after the other (still
+ * one sequential stream: they are adjacent in W), then both horizontal sums are formed by one
+ * set of shuffles, and one NaN test covers both rows. Each row's sum keeps FHSUM's order exactly
+ * (_mm512_reduce_add_ps: upper 256 + lower, upper 128 + lower, [2 3] + [0 1], 1 + 0), so the results are bit-identical to one row at a time. */
+static inline __attribute__((always_inline)) void gemv_row2(const fp8_prob* P, const tab_t* T, const float* xs,
+                                                            int64_t j, int64_t k0, int64_t k1, float* out,
+                                                            const int U, const int vbmi) {
+  FV a, b;
+  float ta, tb;
+  nacc_t na, nb;
+  uint64_t sa, sb;
+  row_acc(P, T, xs, j, k0, k1, &a, &ta, &na, &sa, 1, U, vbmi);
+  row_acc(P, T, xs, j + 1, k0, k1, &b, &tb, &nb, &sb, 1, U, vbmi);
+  /* [a0 a1 b0 b1] + [a2 a3 b2 b3] (128-bit lanes): the upper 256 bits added to the lower */
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)),
+                                 _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)));
+  /* lanes 0 / 2: the upper 128 of each half added to the lower */
+  const __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)), s);
+  /* within the lane: [2 3] added to [0 1], then element 1 to element 0 */
+  const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t, t, _MM_SHUFFLE(1, 0, 3, 2)), t);
+  const __m512 v = _mm512_add_ps(u, _mm512_shuffle_ps(u, u, _MM_SHUFFLE(3, 3, 1, 1)));
+  out[0] += _mm_cvtss_f32(_mm512_castps512_ps128(v)) + ta;
+  out[1] += _mm_cvtss_f32(_mm512_extractf32x4_ps(v, 2)) + tb;
+  if (__builtin_expect((sa | sb) != 0 || (vbmi != 1 && nacc_hit(_mm512_max_epu8(na, nb))), 0)) { /* rare */
+    const uint8_t* w = P->w + j * P->k + k0;
+    if (fp8_row_has_nan(w, k1 - k0)) out[0] = __builtin_nanf("");
+    if (fp8_row_has_nan(w + P->k, k1 - k0)) out[1] = __builtin_nanf("");
+  }
+}
+#endif
 
 /* Rows [jb, jb+rows) over the slice [k0,k1) into ybuf. */
 static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64_t jb, int rows, int64_t k0,
@@ -196,6 +243,12 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
     else ROWS(M, U5, 0);                                  \
     break;
 #endif
+#define ROWS2(U, VB)                                                                   \
+  {                                                                                    \
+    int r = 0;                                                                         \
+    for (; r + 2 <= rows; r += 2) gemv_row2(P, T, xs, jb + r, k0, k1, ybuf + r, U, VB); \
+    if (r < rows) gemv_row(P, T, xs, jb + r, k0, k1, ybuf + r, 1, U, VB);              \
+  }
 #else
 #define CASE(M, U2, U5) \
   case M:               \
@@ -207,7 +260,14 @@ static void gemv_range(const fp8_prob* P, const tab_t* T, const float* xs, int64
 #endif
   /* M*U accumulators: <= 8 of the 16 ymm registers (AVX2), <= 16 of the 32 zmm (AVX-512) */
   switch (P->m) {
+#if defined(DSV3_ISA_AVX512) && !defined(FP8_GEMV_VBMI)
+    case 1: /* two rows per pass */
+      if (P->vbmi && gfni) ROWS2(4, 2)
+      else ROWS2(4, 0)
+      break;
+#else
     CASE(1, 4, 4)
+#endif
     CASE(2, 4, 4)
     CASE(3, 2, 4)
     CASE(4, 2, 4)
