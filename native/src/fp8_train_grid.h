@@ -29,11 +29,8 @@ typedef struct {
 static void f8t_grid_task(void* ctx, int t, int thread) {
   (void)thread;
   f8t_grid* X = (f8t_grid*)ctx;
-  const int ti = t / X->gn, tj = t % X->gn;
-  int64_t i1 = X->pm * (ti + 1) / X->gm * GEMM_MR, j1 = X->pn * (tj + 1) / X->gn * GEMM_NR;
-  const int64_t i0 = X->pm * ti / X->gm * GEMM_MR, j0 = X->pn * tj / X->gn * GEMM_NR;
-  if (i1 > X->P->m) i1 = X->P->m;
-  if (j1 > X->P->n) j1 = X->P->n;
+  int64_t i0, i1, j0, j1;
+  gemm_grid_tile(t, X->gm, X->gn, X->pm, X->pn, X->P->m, X->P->n, &i0, &i1, &j0, &j1);
   if (i0 >= i1 || j0 >= j1) return;
   if (X->tile(X->ctx, i0, i1, j0, j1)) X->fail = 1;
 }
