@@ -193,6 +193,19 @@ static inline void gemm_pick_grid(int T, int64_t pm, int64_t pn,
   }
 }
 
+/* Tile t (row-major) of a gm x gn grid over the pm GEMM_MR-row and pn GEMM_NR-column panels of
+ * an m x n C: rows [*i0, *i1), columns [*j0, *j1); empty (i0 >= i1 or j0 >= j1) when the grid
+ * has more rows or columns than C has panels. Shared by the FP8 GEMMs' grid tasks. */
+static inline void gemm_grid_tile(int t, int gm, int gn, int64_t pm, int64_t pn, int64_t m, int64_t n, int64_t* i0,
+                                  int64_t* i1, int64_t* j0, int64_t* j1) {
+  const int ti = t / gn, tj = t % gn;
+  const int64_t r1 = pm * (ti + 1) / gm * GEMM_MR, c1 = pn * (tj + 1) / gn * GEMM_NR;
+  *i0 = pm * ti / gm * GEMM_MR;
+  *i1 = r1 < m ? r1 : m;
+  *j0 = pn * tj / gn * GEMM_NR;
+  *j1 = c1 < n ? c1 : n;
+}
+
 /* Packing (gemm_pack.c). Panels are zero padded to full MR / NR (and, for the pair
  * layouts, to an even k), so the micro-kernels always run full width. */
 void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int kc, float* dst);

@@ -9,9 +9,10 @@
  */
 import { allocStorage, bf16ArrayToF32, f32ArrayToBf16, type DType, type Storage, type StorageOf } from './dtype.js';
 import { type BufferArena, type OverBuffer } from './arena.js';
-import { activeArena, arenaF32, bufferOf } from './active-arena.js';
+import { activeArena, bufferOf } from './active-arena.js';
 import { isGradEnabled } from './grad-mode.js';
 import { checkShape, contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
+import { gatherStrided, padSliceF32, sumToShapeF32 } from './strided.js';
 
 export { contiguousStrides, fmtShape, shapeSize, type Shape } from './layout.js';
 
@@ -214,36 +215,7 @@ export class Tensor {
   // ---- copies and dtype conversion ---------------------------------------------------------
   /** Elements copied into a new contiguous storage (any dtype, any layout). */
   private gather(): Storage {
-    const n = this.size;
-    const out = (this.dtype === 'f32' ? arenaF32(n, false) : null) ?? allocStorage(this.dtype, n); // every element is written
-    if (this.isContiguous()) {
-      out.set(this.data.subarray(this.offset, this.offset + n) as never);
-      return out;
-    }
-    const nd = this.ndim;
-    const shape = this.shape;
-    const strides = this.strides;
-    const src = this.data;
-    const inner = shape[nd - 1]!;
-    const innerStride = strides[nd - 1]!;
-    const idx = new Array<number>(Math.max(nd - 1, 0)).fill(0);
-    const rows = inner === 0 ? 0 : n / inner;
-    let o = 0;
-    for (let r = 0; r < rows; r++) {
-      let base = this.offset;
-      for (let i = 0; i < nd - 1; i++) base += idx[i]! * strides[i]!;
-      if (innerStride === 1) {
-        out.set(src.subarray(base, base + inner) as never, o);
-        o += inner;
-      } else {
-        for (let j = 0; j < inner; j++) out[o++] = src[base + j * innerStride]!;
-      }
-      for (let i = nd - 2; i >= 0; i--) {
-        if (++idx[i]! < shape[i]!) break;
-        idx[i] = 0;
-      }
-    }
-    return out;
+    return gatherStrided(this.data, this.dtype, this.shape, this.strides, this.offset, this.isContiguous());
   }
 
   /** This tensor if contiguous, else a contiguous copy (differentiable). */
@@ -368,7 +340,6 @@ export class Tensor {
     return this.reshape(shape);
   }
 
-
   toString(): string {
     return `Tensor(${this.dtype}, ${fmtShape(this.shape)})`;
   }
@@ -376,50 +347,11 @@ export class Tensor {
 
 /** Gradient of a slice: g placed at [start, start+len) along dim d of a zero tensor. */
 function padSlice(g: Tensor, shape: Shape, d: number, start: number): Tensor {
-  const o = arenaF32(shapeSize(shape), true) ?? new Float32Array(shapeSize(shape));
-  const out = Tensor.fromF32(o, shape);
-  const gc = g.contiguous().f32();
-  const outer = shapeSize(shape.slice(0, d));
-  const inner = shapeSize(shape.slice(d + 1));
-  const len = g.shape[d]!;
-  const full = shape[d]!;
-  for (let i = 0; i < outer; i++) o.set(gc.subarray(i * len * inner, (i + 1) * len * inner), (i * full + start) * inner);
-  return out;
+  return Tensor.fromF32(padSliceF32(g.contiguous().f32(), g.shape[d]!, shape, d, start), shape);
 }
 
 /** Sums a broadcast gradient back to `shape` (the reverse of expand/broadcasting). */
 export function sumToShape(g: Tensor, shape: Shape): Tensor {
   if (g.shape.length === shape.length && g.shape.every((s, i) => s === shape[i])) return g;
-  const lead = g.ndim - shape.length;
-  const gc = g.contiguous().f32();
-  const out = arenaF32(shapeSize(shape), true) ?? new Float32Array(shapeSize(shape));
-  const gs = g.shape;
-  // strides of out, with 0 where the output dimension is broadcast (size 1 or missing)
-  const ostr = new Array<number>(g.ndim).fill(0);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    ostr[i + lead] = shape[i] === 1 && gs[i + lead] !== 1 ? 0 : acc;
-    acc *= shape[i]!;
-  }
-  const nd = g.ndim;
-  const inner = gs[nd - 1] ?? 1;
-  const innerStride = ostr[nd - 1] ?? 0;
-  const idx = new Array<number>(Math.max(nd - 1, 0)).fill(0);
-  const rows = gc.length / Math.max(inner, 1);
-  let k = 0;
-  for (let r = 0; r < rows; r++) {
-    let base = 0;
-    for (let i = 0; i < nd - 1; i++) base += idx[i]! * ostr[i]!;
-    if (innerStride === 1) for (let j = 0; j < inner; j++) out[base + j]! += gc[k++]!;
-    else {
-      let s = 0;
-      for (let j = 0; j < inner; j++) s += gc[k++]!;
-      out[base]! += s;
-    }
-    for (let i = nd - 2; i >= 0; i--) {
-      if (++idx[i]! < gs[i]!) break;
-      idx[i] = 0;
-    }
-  }
-  return Tensor.fromF32(out, shape);
+  return Tensor.fromF32(sumToShapeF32(g.contiguous().f32(), g.shape, shape), shape);
 }

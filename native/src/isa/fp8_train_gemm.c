@@ -26,6 +26,7 @@
 #include "fp8_train_gemm_f32.h"
 #include "fp8_weight_isa.h" /* gemm_isa.h (packers, kernels, blocking), E4M3 decoders, fp8_csr_* */
 #include "threadpool.h"
+#include "fp8_train_grid.h" /* the thread grid, shared with fp8_train_gemm_f32.c */
 
 #define MR GEMM_MR
 #define NR GEMM_NR
@@ -126,9 +127,6 @@ typedef struct {
   const f8t_prob* P;
   gemm_prob G; /* the decoded operands as the fp32 GEMM's A and B (packers' view) */
   int64_t nb;  /* k blocks */
-  int gm, gn;
-  int64_t pm, pn;
-  volatile int fail;
 } mul_ctx;
 
 /* acc[MR][NR] = acc + p * (sa[i] * sb[j]): the N_C promotion, one rounding per operation */
@@ -306,7 +304,8 @@ __attribute__((optimize("fp-contract=off"))) static void kernel_dp_promote(int k
 }
 #endif
 
-static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+static int tile(void* ctx, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  mul_ctx* X = (mul_ctx*)ctx;
   const f8t_prob* P = X->P;
   const gemm_prob* G = &X->G;
   const int dp = P->dp;
@@ -395,26 +394,6 @@ static int tile(mul_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   return 0;
 }
 
-static void mul_task(void* ctx, int t, int thread) {
-  (void)thread;
-  mul_ctx* X = (mul_ctx*)ctx;
-  const int ti = t / X->gn, tj = t % X->gn;
-  const int64_t i0 = X->pm * ti / X->gm * MR, i1 = min64(X->P->m, X->pm * (ti + 1) / X->gm * MR);
-  const int64_t j0 = X->pn * tj / X->gn * NR, j1 = min64(X->P->n, X->pn * (tj + 1) / X->gn * NR);
-  if (i0 >= i1 || j0 >= j1) return;
-  if (tile(X, i0, i1, j0, j1)) X->fail = 1;
-}
-
-/* Estimated time of the largest tile of a gm x gn grid: multiply-adds, plus A packing once per
- * NC block and B packing once per row of the grid. */
-static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn) {
-  const f8t_prob* P = (const f8t_prob*)prob;
-  const double rows = (double)((pm + gm - 1) / gm * MR), cols = (double)((pn + gn - 1) / gn * NR);
-  const double k = (double)P->k, flops_per_ns = (P->dp ? 12.0 : 6.0) * (GEMM_VEC > 1 ? GEMM_VEC : 2);
-  const double nblocks = (double)(((int64_t)cols + F8T_NC - 1) / F8T_NC);
-  return 2.0 * rows * cols * k / flops_per_ns + 0.5 * rows * k * nblocks + 0.5 * cols * k;
-}
-
 static int run(const f8t_prob* P);
 
 /* beta 1 adds the *finished* sum to C: with more than one k slice per packing, the slices
@@ -487,11 +466,6 @@ static int run(const f8t_prob* P) {
   X.G.alpha = 1.0f;
   X.G.c = P->c;
   X.G.ldc = P->ldc;
-  X.pm = (P->m + MR - 1) / MR;
-  X.pn = (P->n + NR - 1) / NR;
-  const int Tm = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : T;
-  gemm_pick_grid(Tm, X.pm, X.pn, grid_cost, P, &X.gm, &X.gn);
-  if (X.gm * X.gn > 1) dsv3_parallel_for(X.gm * X.gn, mul_task, &X);
-  else mul_task(&X, 0, 0);
-  return X.fail ? -1 : 0;
+  /* the grid's cost model (fp8_train_grid.h): VDPBF16PS does two products per lane and step */
+  return f8t_grid_run(P, (P->dp ? 12.0 : 6.0) * (GEMM_VEC > 1 ? GEMM_VEC : 2), F8T_NC, tile, &X);
 }

@@ -23,6 +23,7 @@
 #include "fp8_codec.h" /* fp8_e4m3_table: the scalar tails */
 #include "gemm_isa.h"
 #include "threadpool.h"
+#include "fp8_train_grid.h"
 
 #define MR GEMM_MR /* 6 */
 #define NR GEMM_NR /* 16 */
@@ -207,14 +208,12 @@ __attribute__((optimize("fp-contract=off"))) static void kernel_promote_codes(in
 typedef struct {
   const f8t_prob* P;
   int64_t nb; /* k blocks */
-  int gm, gn;
-  int64_t pm, pn;
-  volatile int fail;
 } f8f_ctx;
 
 /* C rows [i0, i1), columns [j0, j1): the BLIS loop nest of the fp32 GEMM, one k slice of both
  * operands' panels at a time, every tile promoted block by block (kernel_promote). */
-static int tile(const f8f_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+static int tile(void* ctx, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const f8f_ctx* X = (const f8f_ctx*)ctx;
   const f8t_prob* P = X->P;
   const int64_t ncmax = min64(F8F_NC, (j1 - j0 + NR - 1) / NR * NR);
   const int nbk = F8F_KC / 128;
@@ -273,39 +272,12 @@ static int tile(const f8f_ctx* X, int64_t i0, int64_t i1, int64_t j0, int64_t j1
   return 0;
 }
 
-static void mul_task(void* ctx, int t, int thread) {
-  (void)thread;
-  f8f_ctx* X = (f8f_ctx*)ctx;
-  const int ti = t / X->gn, tj = t % X->gn;
-  const int64_t i0 = X->pm * ti / X->gm * MR, i1 = min64(X->P->m, X->pm * (ti + 1) / X->gm * MR);
-  const int64_t j0 = X->pn * tj / X->gn * NR, j1 = min64(X->P->n, X->pn * (tj + 1) / X->gn * NR);
-  if (i0 >= i1 || j0 >= j1) return;
-  if (tile(X, i0, i1, j0, j1)) X->fail = 1;
-}
-
-/* Estimated time of the largest tile of a gm x gn grid: multiply-adds, plus A packing once per
- * NC block and B packing once per row of the grid (fp8_train_gemm.c's model). */
-static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn) {
-  const f8t_prob* P = (const f8t_prob*)prob;
-  const double rows = (double)((pm + gm - 1) / gm * MR), cols = (double)((pn + gn - 1) / gn * NR);
-  const double k = (double)P->k, flops_per_ns = 6.0 * GEMM_VEC;
-  const double nblocks = (double)(((int64_t)cols + F8F_NC - 1) / F8F_NC);
-  return 2.0 * rows * cols * k / flops_per_ns + 0.5 * rows * k * nblocks + 0.5 * cols * k;
-}
-
 int fp8_train_gemm_f32_avx2(const f8t_prob* P) {
   if (P->m <= 0 || P->n <= 0 || P->k <= 0) return 0; /* handled by the caller (fp8_train_gemm.c) */
   f8f_ctx X;
   memset(&X, 0, sizeof X);
   X.P = P;
   X.nb = (P->k + 127) / 128;
-  X.pm = (P->m + MR - 1) / MR;
-  X.pn = (P->n + NR - 1) / NR;
-  const int T = P->threads < 1 ? 1 : P->threads;
-  const int Tm = 2.0 * (double)P->m * (double)P->n * (double)P->k < 1e6 ? 1 : T;
-  gemm_pick_grid(Tm, X.pm, X.pn, grid_cost, P, &X.gm, &X.gn);
-  if (X.gm * X.gn > 1) dsv3_parallel_for(X.gm * X.gn, mul_task, &X);
-  else mul_task(&X, 0, 0);
-  return X.fail ? -1 : 0;
+  return f8t_grid_run(P, 6.0 * GEMM_VEC, F8F_NC, tile, &X); /* the grid: fp8_train_grid.h */
 }
 #endif

@@ -130,9 +130,8 @@ typedef struct {
 static void grid_task(void* ctx, int t, int thread) {
   (void)thread;
   grid_ctx* G = (grid_ctx*)ctx;
-  const int ti = t / G->gn, tj = t % G->gn;
-  const int64_t i0 = G->pm * ti / G->gm * MR, i1 = min64(G->P->m, G->pm * (ti + 1) / G->gm * MR);
-  const int64_t j0 = G->pn * tj / G->gn * NR, j1 = min64(G->P->n, G->pn * (tj + 1) / G->gn * NR);
+  int64_t i0, i1, j0, j1;
+  gemm_grid_tile(t, G->gm, G->gn, G->pm, G->pn, G->P->m, G->P->n, &i0, &i1, &j0, &j1);
   if (i0 >= i1 || j0 >= j1) return;
   const unsigned csr = fp8_csr_enter();
   if (tile(G->P, i0, i1, j0, j1)) G->fail = 1;

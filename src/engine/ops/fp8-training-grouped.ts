@@ -42,7 +42,8 @@ import {
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
-import { expertPlan, groupedShapes, scratchBuf, scratchDone, type ExpertWeights } from './grouped.js';
+import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js';
+import { scratchBuf, scratchDone } from './grouped-gemm.js';
 import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 

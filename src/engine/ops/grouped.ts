@@ -4,7 +4,8 @@
  *   out[t] = S(x_t) + Σ_{j<K} gates[t, j] · F_e(x_t),   e = topkIdx[t, j],
  *   F_e(x) = W2_e (silu(W1_e x) ⊙ W3_e x)   (routed expert e),  S: the optional shared expert(s).
  *
- * Forward: the shared expert runs on x as is and its down GEMM writes `out`; the (token, slot)
+ * Forward (the plan and input checks: grouped-plan.ts; scratch and GEMM batching: grouped-gemm.ts):
+ * the shared expert runs on x as is and its down GEMM writes `out`; the (token, slot)
  * pairs are grouped per expert (`expertPlan`), the tokens' rows gathered once into one [N·K, D]
  * block, each expert runs its gate/up GEMMs on its contiguous slice of that block, one SwiGLU
  * kernel covers every row, each expert's down GEMM writes its slice of Y [N·K, D], and one
@@ -29,148 +30,14 @@
  * widened back to float32 for the SwiGLU backward; SwiGLU, gates, scatter-adds and gradients
  * stay float32.
  */
-import { scratchF32, scratchFree, scratchScope, scratchU16 } from '../scratch.js';
+import { scratchScope } from '../scratch.js';
 import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
-import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
-
-/** Per-expert grouping of the N·K (token, slot) pairs, in token order within each expert. */
-export interface ExpertPlan {
-  /** [E + 1]: expert e owns pairs offsets[e] .. offsets[e+1]-1. */
-  offsets: Int32Array;
-  /** [N·K]: the token of each pair. */
-  rows: Int32Array;
-  /** [N·K]: the slot t·K + j of each pair (its gate's index in the flat [N, K] gates). */
-  slots: Int32Array;
-}
-
-/** Groups topkIdx [N·K] (experts chosen per token, K per token) by expert. */
-export function expertPlan(topkIdx: Int32Array, topK: number, experts: number): ExpertPlan {
-  const n = topkIdx.length;
-  const offsets = new Int32Array(experts + 1);
-  for (let p = 0; p < n; p++) {
-    const e = topkIdx[p]!;
-    if (!(e >= 0 && e < experts)) throw new RangeError(`expertPlan: expert ${e} at position ${p} is out of range for ${experts} experts`);
-    offsets[e + 1]!++;
-  }
-  for (let e = 0; e < experts; e++) offsets[e + 1]! += offsets[e]!;
-  const fill = offsets.slice(0, experts);
-  const rows = new Int32Array(n);
-  const slots = new Int32Array(n);
-  for (let p = 0; p < n; p++) {
-    const q = fill[topkIdx[p]!]!++;
-    rows[q] = (p / topK) | 0;
-    slots[q] = p;
-  }
-  return { offsets, rows, slots };
-}
-
-/** The three projections of every routed expert, each [out, in] float32. */
-export interface ExpertWeights {
-  /** W1_e (gate_proj) [I, D]. */
-  gate: readonly Tensor[];
-  /** W3_e (up_proj) [I, D]. */
-  up: readonly Tensor[];
-  /** W2_e (down_proj) [D, I]. */
-  down: readonly Tensor[];
-  /** The shared expert(s) as one SwiGLU FFN (gate/up [Is, D], down [D, Is]), if any. */
-  shared?: { gate: Tensor; up: Tensor; down: Tensor } | null;
-}
-
-// Scratch buffers of the op (never handed out: they hold values only between two statements of
-// one forward or one backward); from the step arena within the op's scratchScope (scratch.ts).
-export const scratchBuf = (name: string, n: number): Float32Array => scratchF32(`grouped.${name}`, n);
-/** scratchBuf for bf16 bits. */
-const scratchBuf16 = (name: string, n: number): Uint16Array => scratchU16(`grouped.${name}`, n);
-/** Scratch of these names is read no more in this call: back to the arena now (scratch.ts). */
-export const scratchDone = (...names: string[]): void => scratchFree(...names.map((n) => `grouped.${n}`));
-
-/** n bf16 slots carved from a float32 allocation (the step arena applies). */
-function allocBf16(n: number): Uint16Array {
-  const f = allocUninit(Math.ceil(n / 2));
-  return new Uint16Array(f.buffer, f.byteOffset, n);
-}
-
-/** A GEMM B operand: float32, or bf16 bits (then A is rounded to bf16: Kernels.gemmBf16). */
-type Operand = Float32Array | Uint16Array;
-
-/** One GEMM on either operand type (B decides; A in bf16 bits needs B in bf16 bits). */
-function gemmAny(ta: boolean, tb: boolean, m: number, n: number, kk: number, a: Operand, lda: number, b: Operand, ldb: number,
-  beta: number, c: Float32Array, ldc: number): void {
-  if (a instanceof Uint16Array) kernels().gemmBf16Ab(ta, tb, m, n, kk, 1, a, lda, b as Uint16Array, ldb, beta, c, ldc);
-  else if (b instanceof Uint16Array) kernels().gemmBf16(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
-  else kernels().gemm(ta, tb, m, n, kk, 1, a, lda, b, ldb, beta, c, ldc);
-}
-
-/**
- * GEMMs collected per expert and run as `gemmBatch` calls (concurrently, one per thread): one
- * call per beta, for the caller's beta and, for weight gradients, beta 0 (fresh .grad) / 1.
- */
-export class GemmBatch {
-  private readonly parts = [0, 1].map(() => ({ dims: [] as number[], as: [] as Operand[], bs: [] as Operand[], cs: [] as Float32Array[] }));
-  /** b: float32, or bf16 bits (gemmBatchBf16); a too (gemmBatchBf16Ab); one batch holds one kind. */
-  add(m: number, n: number, k: number, a: Operand, b: Operand, c: Float32Array, beta: 0 | 1 = 0): void {
-    if (m === 0 || n === 0) return;
-    const p = this.parts[beta]!;
-    p.dims.push(m, n, k);
-    p.as.push(a);
-    p.bs.push(b);
-    p.cs.push(c);
-  }
-  /** Runs the GEMMs; those added with beta 0 use `beta0` (the caller's beta). */
-  run(transA: boolean, transB: boolean, lda: number, ldb: number, beta0: number, ldc: number): void {
-    this.parts.forEach((p, i) => {
-      if (p.as.length === 0) return;
-      const beta = i === 0 ? beta0 : 1;
-      const bf16 = p.bs[0] instanceof Uint16Array;
-      const ab = p.as[0] instanceof Uint16Array;
-      if (p.bs.some((b) => b instanceof Uint16Array !== bf16) || p.as.some((a) => a instanceof Uint16Array !== ab) || (ab && !bf16)) {
-        throw new Error('GemmBatch: mixed float32 and bf16 operands in one batch');
-      }
-      const dims = Int32Array.from(p.dims);
-      if (ab) kernels().gemmBatchBf16Ab(transA, transB, dims, 1, p.as as Uint16Array[], lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
-      else if (bf16) kernels().gemmBatchBf16(transA, transB, dims, 1, p.as as Float32Array[], lda, p.bs as Uint16Array[], ldb, beta, p.cs, ldc);
-      else kernels().gemmBatch(transA, transB, dims, 1, p.as as Float32Array[], lda, p.bs as Float32Array[], ldb, beta, p.cs, ldc);
-    });
-  }
-}
-
-function checkFfn(what: string, gate: Tensor, up: Tensor, down: Tensor, I: number, D: number): void {
-  for (const [part, t, shape] of [['gate', gate, [I, D]], ['up', up, [I, D]], ['down', down, [D, I]]] as const) {
-    checkF32('groupedExperts', t, `${part}${what}`);
-    if (t.ndim !== 2 || t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
-      throw new Error(`groupedExperts: ${part}${what} ${fmtShape(t.shape)} must be ${fmtShape(shape)}`);
-    }
-  }
-}
-
-/** Validates the weights; returns the routed and shared intermediate sizes. */
-function checkWeights(w: ExpertWeights, D: number): { I: number; Is: number } {
-  const E = w.gate.length;
-  if (E === 0 || w.up.length !== E || w.down.length !== E) {
-    throw new Error(`groupedExperts: need the same non-zero number of gate, up and down weights, got ${w.gate.length}, ${w.up.length}, ${w.down.length}`);
-  }
-  const I = w.gate[0]!.shape[0]!;
-  for (let e = 0; e < E; e++) checkFfn(`[${e}]`, w.gate[e]!, w.up[e]!, w.down[e]!, I, D);
-  const sh = w.shared;
-  const Is = sh ? sh.gate.shape[0]! : 0;
-  if (sh) checkFfn(' (shared)', sh.gate, sh.up, sh.down, Is, D);
-  return { I, Is };
-}
-
-/** Validates the inputs of the grouped op (float32 or FP8); returns its sizes. */
-export function groupedShapes(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights): { N: number; D: number; K: number; E: number; I: number; Is: number } {
-  checkF32('groupedExperts', x, 'x');
-  checkF32('groupedExperts', gates, 'gates');
-  if (x.ndim !== 2) throw new Error(`groupedExperts: x must be [N, D], got ${fmtShape(x.shape)}`);
-  const [N, D] = x.shape as [number, number];
-  if (gates.ndim !== 2 || gates.shape[0] !== N) throw new Error(`groupedExperts: gates ${fmtShape(gates.shape)} must be [${N}, K]`);
-  const K = gates.shape[1]!;
-  if (topkIdx.length !== N * K) throw new Error(`groupedExperts: ${topkIdx.length} expert indices for gates ${fmtShape(gates.shape)}`);
-  return { N, D, K, E: w.gate.length, ...checkWeights(w, D) };
-}
+import { alloc, allocUninit, dataOf } from './util.js';
+import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js';
+import { allocBf16, gemmAny, GemmBatch, scratchBuf, scratchBuf16, scratchDone, type Operand } from './grouped-gemm.js';
 
 /**
  * FFN output [N, D] of x [N, D]: the shared expert (if any) plus the routed experts with gates
