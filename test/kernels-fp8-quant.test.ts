@@ -232,9 +232,9 @@ test('native fp8 quantisers validate their arguments before touching memory', op
   assert.throws(() => A.fp8Dequant(codes, scales, 3, 100, 1, new Float32Array(10)), RangeError, 'dequant out too short');
 });
 
-// The AVX-512 and AVX2 encoders multiply by float32(1/s) and divide only where that product lies near
-// an E4M3 rounding midpoint (isa/fp8_quant.c q8_enc_fast; with the fallback off, the tests below fail
-// under avx512 and avx2). These inputs put float32(x / s) within a
+// The AVX-512 encoder multiplies by float32(1/s) and divides only where that product lies near an
+// E4M3 rounding midpoint (isa/fp8_quant.c q8_enc_fast; with that fallback off the tests below fail;
+// an AVX2 port of it, commit c814d96, failed them too without its fallback). These inputs put float32(x / s) within a
 // few ulps of a midpoint (normal and E4M3-subnormal ones), on both sides, for many scales: the
 // codes and values must still equal the reference's true division bit for bit.
 function nearTies(seed: number, rows: number, cols: number): Float32Array {

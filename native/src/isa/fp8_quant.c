@@ -11,7 +11,7 @@
  *   - a >= 448 and infinities: code 0x7E, value 448; NaN: code 0x7F, value NaN (0x7FC00000);
  *   - the sign bit is ORed back (to the value only where it is non-zero when no codes are
  *     written: the reference's float64 rounding yields +0 there, see fp8_quant.h).
- * The AVX-512 and AVX2 copies encode q0 = x * float32(1/s) instead, with the exponent-based encoder
+ * The AVX-512 copy encodes q0 = x * float32(1/s) instead, with the exponent-based encoder
  * q8_enc_fast (no division); wherever q0 lies so near an E4M3 rounding midpoint that q0 and the true quotient might
  * round apart (about 1 lane in 2^16), that vector is divided and encoded by q8_enc. Same codes.
  * The dequantised output is value * s, exactly float32(e4m3(code) * s). No float32 denormal is
@@ -171,59 +171,6 @@ SIMD_INLINE void q8_enc(vf q, int wc, int wv, int sz, vi* code, vf* val) {
     *val = _mm256_blendv_ps(_mm256_or_ps(v, sg), F_(I_(0x7fc00000)), F_(nan));
   }
 }
-/* The AVX-512 q8_enc_fast on 8 lanes (same arithmetic, same proof: q0 = x * float32(1 / s),
- * t = float32(16 + |q0| * 2^(3 - (E - 127))), 0 where t's fraction lies within 4 ulp(t) of the
- * midpoint, so the caller divides). AVX2 has no mask registers or unsigned compares on 32-bit
- * lanes, but every compared quantity here is non-negative as a signed integer (a, the masked
- * 19-bit fraction), so the signed compares decide alike; the rounding is VROUNDPS with an explicit
- * round-to-nearest-even (t - 16 is exact), so it does not depend on MXCSR either. The saturated
- * codes (n + 8 (E - 121) above 0x7E, infinities: VCVTTPS2DQ's 0x80000000) clamp with an unsigned
- * minimum, as in the AVX-512 copy. */
-typedef struct {
-  vi abs, expm, b121, k257, tadd, tmask, nine, c968, c7e, c80, c7f, c3, sgn, nanv;
-  vf f16, f448;
-} q8_consts;
-#ifdef DSV3_SIMD_EMULATED
-#define Q8_OPAQUE(v) ((void)(v))
-#else
-#define Q8_OPAQUE(v) __asm__("" : "+x"(v))
-#endif
-/* As the AVX-512 copy's: opaque, so GCC does not re-materialise each broadcast (a GPR move, a
- * VMOVD and a VPBROADCASTD) inside the loops; what does not fit the 16 ymm registers is spilled
- * once and read as a memory operand. */
-static inline q8_consts q8_consts_init(void) {
-  q8_consts k = {I_(0x7fffffff), I_(0x7f800000), I_(121 << 23), I_(257u << 23), I_(4 - 0x40000), I_(0x7ffff), I_(9),
-                 I_(968), I_(0x7e), I_(0x80), I_(0x7f), I_(3 << 23), I_(0x80000000u), I_(0x7fc00000),
-                 _mm256_set1_ps(16.0f), _mm256_set1_ps(448.0f)};
-  Q8_OPAQUE(k.abs); Q8_OPAQUE(k.expm); Q8_OPAQUE(k.b121); Q8_OPAQUE(k.k257); Q8_OPAQUE(k.tadd); Q8_OPAQUE(k.tmask);
-  Q8_OPAQUE(k.nine); Q8_OPAQUE(k.c968); Q8_OPAQUE(k.c7e); Q8_OPAQUE(k.c80); Q8_OPAQUE(k.c7f); Q8_OPAQUE(k.c3);
-  Q8_OPAQUE(k.sgn); Q8_OPAQUE(k.nanv); Q8_OPAQUE(k.f16); Q8_OPAQUE(k.f448);
-  return k;
-}
-SIMD_INLINE int q8_enc_fast(const q8_consts* K, vf q0, int wc, int wv, vi* code, vf* val) {
-  const vi u = _mm256_castps_si256(q0), a = _mm256_and_si256(u, K->abs);
-  const vi ea = _mm256_max_epi32(_mm256_and_si256(a, K->expm), K->b121);
-  const vf t = _mm256_fmadd_ps(F_(a), F_(_mm256_sub_epi32(K->k257, ea)), K->f16);
-  const vi frac = _mm256_and_si256(_mm256_add_epi32(_mm256_castps_si256(t), K->tadd), K->tmask);
-  const vi near = _mm256_cmpgt_epi32(K->nine, frac);
-  if (!_mm256_testz_si256(near, near)) return 0;
-  const vi nan = _mm256_cmpgt_epi32(a, K->expm);
-  const vf nf = _mm256_sub_ps(_mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), K->f16);
-  if (wc) {
-    const vi n = _mm256_cvttps_epi32(nf);
-    vi c = _mm256_min_epu32(_mm256_add_epi32(n, _mm256_sub_epi32(_mm256_srli_epi32(ea, 20), K->c968)), K->c7e);
-    c = _mm256_or_si256(c, _mm256_and_si256(_mm256_srli_epi32(u, 24), K->c80));
-    *code = _mm256_blendv_epi8(c, K->c7f, nan);
-  }
-  if (wv) { /* the sign of zero is kept (with codes) or dropped, as q8_enc's sz = wc */
-    const vf v = _mm256_min_ps(_mm256_mul_ps(nf, F_(_mm256_sub_epi32(ea, K->c3))), K->f448);
-    const vi vb = _mm256_castps_si256(v);
-    vi sg = _mm256_and_si256(u, K->sgn);
-    if (!wc) sg = _mm256_andnot_si256(_mm256_cmpeq_epi32(vb, _mm256_setzero_si256()), sg);
-    *val = F_(_mm256_blendv_epi8(_mm256_or_si256(vb, sg), K->nanv, nan));
-  }
-  return 1;
-}
 SIMD_INLINE void q8_store_codes(uint8_t* p, vi c, int n) {
   const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
   const __m128i b = _mm_packus_epi16(w, w);
@@ -273,19 +220,19 @@ SIMD_INLINE vi q8_load_codes(const uint8_t* p, int n) { (void)n; return *p; }
 SIMD_INLINE vf q8_dec(vi c) { return fp8_e4m3_table[c]; }
 #endif
 
-#if !defined(DSV3_ISA_AVX512) && !defined(DSV3_ISA_AVX2)
-typedef int q8_consts; /* the AVX-512 encoder's register-held constants; unused elsewhere */
+#if !defined(DSV3_ISA_AVX512)
+typedef int q8_consts; /* the fast encoder is AVX-512 only */
 static inline q8_consts q8_consts_init(void) { return 0; }
 #endif
 
 /* n lanes (1..VL) of x / s -> codes (wc) and dequantised values (wv); r = float32(1 / s). The
- * AVX-512 and AVX2 copies encode x * r instead of the division, except for a vector with a lane whose
- * rounding x * r might decide differently (q8_enc_fast returns 0: about 1 lane in 2^16), which divides; the scalar copy divides. */
+ * AVX-512 copy encodes x * r instead of the division, except for a vector with a lane whose
+ * rounding x * r might decide differently (q8_enc_fast returns 0: about 1 lane in 2^16), which divides. */
 SIMD_INLINE void q8_lanes(const q8_consts* K, const float* x, vf s, vf r, int n, uint8_t* codes, float* out, int wc, int wv) {
   vi c;
   vf v;
   const vf xv = n == VL ? vload(x) : vloadt(x, n, 0.0f);
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+#if defined(DSV3_ISA_AVX512)
   if (__builtin_expect(!q8_enc_fast(K, vmul(xv, r), wc, wv, &c, &v), 0)) q8_enc(vdiv(xv, s), wc, wv, wc, &c, &v);
 #else
   (void)r;
