@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { E4M3_TABLE } from '../src/engine/fp8/codec.js';
+import { E4M3_TABLE, encodeE4M3 } from '../src/engine/fp8/codec.js';
 import { quantizeBlocks128 } from '../src/engine/fp8/checkpoint-weights.js';
 import { quantizeTiles1x128 } from './helpers/fp8-gemm-oracle.js';
 import { rng } from './helpers/random.js';
@@ -233,7 +233,8 @@ test('native fp8 quantisers validate their arguments before touching memory', op
 });
 
 // The AVX-512 encoder multiplies by float32(1/s) and divides only where that product lies near an
-// E4M3 rounding midpoint (isa/fp8_quant.c q8_enc_fast). These inputs put float32(x / s) within a
+// E4M3 rounding midpoint (isa/fp8_quant.c q8_enc_fast; with that fallback off the tests below fail;
+// an AVX2 port of it, commit c814d96, failed them too without its fallback). These inputs put float32(x / s) within a
 // few ulps of a midpoint (normal and E4M3-subnormal ones), on both sides, for many scales: the
 // codes and values must still equal the reference's true division bit for bit.
 function nearTies(seed: number, rows: number, cols: number): Float32Array {
@@ -265,5 +266,43 @@ test('native fp8 quantisers equal the reference on quotients near E4M3 rounding 
         eachConfig((cfg) => sameRes(call(A[NATIVE[kind]], kind, mode, x, cols, rows, cols), want, `near ties ${kind} ${mode} [${rows}, ${cols}] ${cfg}`));
       }
     }
+  }
+});
+
+// Widths around the AVX2 (8) and AVX-512 (16) vector lengths: full vectors, partial tail vectors and
+// per-column scales (128x1) whose reciprocals load with a 1.0 fill, all near midpoints.
+test('native fp8 quantisers equal the reference near E4M3 midpoints on widths around 8 and 16 lanes (every ISA)', opts, () => {
+  for (const cols of [1, 5, 7, 8, 9, 15, 16, 17, 23, 24, 25, 33]) {
+    const rows = 257;
+    const x = nearTies(cols * 31 + 5, rows, cols);
+    for (const [r, c, xx] of [[rows, cols, x], [cols, rows, transpose(x, rows, cols)]] as Array<[number, number, Float32Array]>) {
+      for (const kind of KINDS) {
+        for (const mode of MODES) {
+          const want = call(REF[kind], kind, mode, xx, c, r, c);
+          eachConfig((cfg) => sameRes(call(A[NATIVE[kind]], kind, mode, xx, c, r, c), want, `near ties ${kind} ${mode} [${r}, ${c}] ${cfg}`));
+        }
+      }
+    }
+  }
+});
+
+// The tests above can fail: on these inputs float32(x * float32(1/s)) and the reference's float32(x / s)
+// encode to different E4M3 codes for some elements (normal and subnormal ones for 1x128 and 128x1
+// tiles, normal ones for 128x128 blocks), so an encoder without the exact fallback gets codes wrong.
+test('near-midpoint inputs include quotients that multiplying by the reciprocal encodes wrongly (normal and subnormal codes)', () => {
+  for (const kind of KINDS) {
+    const rows = 300, cols = 1000; // 128x1 tiles run down columns: the transpose of rows of near ties
+    const x = kind === '128x1' ? transpose(nearTies(rows + cols, cols, rows), cols, rows) : nearTies(rows + cols, rows, cols);
+    const { codes, scales } = call(REF[kind], kind, 'codes+scales', x, cols, rows, cols);
+    let normal = 0, subnormal = 0;
+    for (let i = 0; i < rows * cols; i++) {
+      const r = Math.floor(i / cols), c = i % cols;
+      const s = scales![kind === '1x128' ? r * g128(cols) + (c >> 7) : kind === '128x1' ? (r >> 7) * cols + c : (r >> 7) * g128(cols) + (c >> 7)]!;
+      assert.equal(encodeE4M3(x[i]! / s), codes![i], `${kind} [${i}]: the reference is x / s`);
+      const viaRecip = encodeE4M3(Math.fround(x[i]! * Math.fround(1 / s)));
+      if (viaRecip !== codes![i]) { if ((codes![i]! & 0x7f) < 8) subnormal++; else normal++; }
+    }
+    // blocks: one scale per 128 x 128, set by one row's amax, so only that row's elements are near ties
+    assert.ok(normal > 0 && (subnormal > 0 || kind === 'blocks'), `${kind}: ${normal} normal and ${subnormal} subnormal codes differ via the reciprocal`);
   }
 });
