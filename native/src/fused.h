@@ -24,7 +24,8 @@ typedef struct {
   float* rstd_out;     /* RMSNorm forward                                  */
   float* loss_out;     /* cross-entropy forward                            */
   float* lse_out;      /* cross-entropy forward                            */
-  uint16_t* out16;     /* rmsNormBf16: bf16 bits of each y row (NULL: none) */
+  uint16_t* out16;     /* rmsNormBf16: bf16 bits of each y row (NULL: none); crossEntropyGradBf16: P - Y */
+  int64_t ld16;        /* crossEntropyGradBf16: out16 rows this many elements apart (>= cols) */
   float eps;
 } dsv3_rows_args;
 
@@ -39,6 +40,7 @@ DECLARE_ISA(void, dsv3_rms_norm_rows, (const dsv3_rows_args* a, int64_t r0, int6
 DECLARE_ISA(void, dsv3_rms_norm_bwd_rows, (const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part))
 DECLARE_ISA(void, dsv3_cross_entropy_rows, (const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part))
 DECLARE_ISA(void, dsv3_cross_entropy_bwd_rows, (const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part))
+DECLARE_ISA(void, dsv3_cross_entropy_grad_bf16_rows, (const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part))
 
 /* ---- elementwise (n contiguous elements; outputs may alias inputs) ------------------------ */
 DECLARE_ISA(void, dsv3_binary, (int op, const float* a, const float* b, float* out, int64_t n))

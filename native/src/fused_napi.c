@@ -191,6 +191,36 @@ static napi_value js_cross_entropy_bwd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* crossEntropyGradBf16(logits, targets, loss, lse, g16, rows, vocab, ldg): crossEntropy, and the
+ * bf16 bits of its gradient with dloss 1 (softmax - onehot) in g16 rows ldg apart (padding not
+ * written); logits are only read. */
+static napi_value js_cross_entropy_grad_bf16(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 8);
+  dsv3_rows_args a = {0};
+  float *logits, *loss, *lse;
+  uint16_t* g16;
+  int64_t ldg;
+  if (fz_dims(env, argv[5], "rows", argv[6], "vocab", &a.rows, &a.cols) || fz_count(env, argv[7], "ldg", &ldg)) return NULL;
+  if (ldg < a.cols) {
+    napi_throw_range_error(env, NULL, "dsv3 native: crossEntropyGradBf16: ldg must be >= vocab");
+    return NULL;
+  }
+  const size_t need16 = a.rows > 0 && a.cols > 0 ? (size_t)((a.rows - 1) * ldg + a.cols) : 0;
+  if (fz_f32(env, argv[0], "logits", (size_t)(a.rows * a.cols), &logits) ||
+      get_targets(env, argv[1], a.rows, &a.targets) || fz_f32(env, argv[2], "loss", (size_t)a.rows, &loss) ||
+      fz_f32(env, argv[3], "lse", (size_t)a.rows, &lse) ||
+      fz_typed(env, argv[4], napi_uint16_array, "g16", need16, (void**)&g16) ||
+      check_targets(env, a.targets, a.rows, a.cols, "crossEntropyGradBf16"))
+    return NULL;
+  a.x = logits;
+  a.loss_out = loss;
+  a.lse_out = lse;
+  a.out16 = g16;
+  a.ld16 = ldg;
+  fz_run_rows(SELECT_ISA(dsv3_cross_entropy_grad_bf16_rows), &a);
+  return NULL;
+}
+
 void dsv3_register_fused(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "softmax", js_softmax);
   dsv3_export(env, exports, "softmaxBackward", js_softmax_bwd);
@@ -201,4 +231,5 @@ void dsv3_register_fused(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "rmsNormBf16", js_rms_norm_bf16);
   dsv3_export(env, exports, "crossEntropy", js_cross_entropy);
   dsv3_export(env, exports, "crossEntropyBackward", js_cross_entropy_bwd);
+  dsv3_export(env, exports, "crossEntropyGradBf16", js_cross_entropy_grad_bf16);
 }

@@ -272,6 +272,15 @@ export interface Kernels {
    * dlogits may alias logits (the fused head turns its logits into the gradient in place). */
   crossEntropyBackward(logits: Float32Array, targets: Int32Array, lse: Float32Array, dloss: Float32Array,
     dlogits: Float32Array, rows: number, vocab: number): void;
+  /**
+   * crossEntropy, and in the same pass over each row the bf16 bits of its gradient with dloss 1:
+   * g16[r*ldg + j] = bf16Round((softmax(logits[r,:]) - onehot(targets[r]))[j]) (ignored rows: 0;
+   * the padding of rows ldg >= vocab apart is not written; logits are only read). Bit for bit
+   * crossEntropy + crossEntropyBackward (dloss 1) + bf16RoundRows: the BF16 output head's P - Y,
+   * the A operand of both of its backward GEMMs (ops/linear-cross-entropy.ts).
+   */
+  crossEntropyGradBf16(logits: Float32Array, targets: Int32Array, loss: Float32Array, lse: Float32Array, g16: Uint16Array,
+    rows: number, vocab: number, ldg: number): void;
 
   // ---- optimizer ----------------------------------------------------------------------------
   /**

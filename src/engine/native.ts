@@ -121,6 +121,7 @@ export function loadNativeKernels(): Kernels | null {
     gatherRowsBf16: has('gatherRowsBf16') ? a.gatherRowsBf16 : ref.gatherRowsBf16,
     crossEntropy: has('crossEntropy') ? a.crossEntropy : ref.crossEntropy,
     crossEntropyBackward: has('crossEntropyBackward') ? a.crossEntropyBackward : ref.crossEntropyBackward,
+    crossEntropyGradBf16: has('crossEntropyGradBf16') ? a.crossEntropyGradBf16 : ref.crossEntropyGradBf16,
     adamw: has('adamw') ? a.adamw : ref.adamw,
     adamwBf16: has('adamwBf16') ? a.adamwBf16 : ref.adamwBf16,
     sumSquares: has('sumSquares') ? a.sumSquares : ref.sumSquares,

@@ -307,3 +307,48 @@ void ISA_FN(dsv3_cross_entropy_bwd_rows)(const dsv3_rows_args* a, int64_t r0, in
     g[t] -= d;
   }
 }
+
+/* crossEntropyGradBf16 (the BF16 output head's forward and its logits gradient in one pass per
+ * row): lse and loss as dsv3_cross_entropy_rows, then P - Y = exp(logits - lse) * 1, minus 1 at
+ * the target (dsv3_cross_entropy_bwd_rows with dloss 1), written only as bf16 bits into out16
+ * (rows ld16 apart; ignored rows: zeros). The float32 values go through a block on the stack
+ * (in L1) and are rounded by dsv3_bf16_round, elementwise as the unfused kernels compute them,
+ * so the bits equal crossEntropy + crossEntropyBackward + bf16RoundRows's bit for bit; the row
+ * is read from memory once (its later passes hit L1) and the float32 gradient is never stored. */
+#define CE_BF16_BLOCK 1024
+void ISA_FN(dsv3_cross_entropy_grad_bf16_rows)(const dsv3_rows_args* a, int64_t r0, int64_t r1, float* part) {
+  (void)part;
+  const int64_t n = a->cols;
+  float buf[CE_BF16_BLOCK] __attribute__((aligned(64)));
+  for (int64_t r = r0; r < r1; r++) {
+    const float* x = a->x + r * n;
+    uint16_t* g16 = a->out16 + r * a->ld16;
+    const double l = row_lse(x, n);
+    const int32_t t = a->targets[r];
+    const float lf = (float)l;
+    a->lse_out[r] = lf;
+    a->loss_out[r] = t < 0 ? 0.0f : (float)(l - (double)x[t]);
+    if (t < 0) {
+      memset(g16, 0, (size_t)n * sizeof(uint16_t));
+      continue;
+    }
+    const vf vl = vset1(lf), vd = vset1(1.0f);
+    for (int64_t b = 0; b < n; b += CE_BF16_BLOCK) {
+      const int64_t len = min64(n - b, CE_BF16_BLOCK);
+      const float* xb = x + b;
+      int64_t j = 0;
+      for (; j + 2 * VL <= len; j += 2 * VL) {
+        const vf e0 = vexp(vsub(vload(xb + j), vl)), e1 = vexp(vsub(vload(xb + j + VL), vl));
+        vstore(buf + j, vmul(e0, vd));
+        vstore(buf + j + VL, vmul(e1, vd));
+      }
+      for (; j + VL <= len; j += VL) vstore(buf + j, vmul(vexp(vsub(vload(xb + j), vl)), vd));
+      if (j < len) {
+        const int tl = (int)(len - j);
+        vstoret(buf + j, vmul(vexp(vsub(vloadt(xb + j, tl, 0), vl)), vd), tl);
+      }
+      if (t >= b && t < b + len) buf[t - b] -= 1.0f;
+      ISA_FN(dsv3_bf16_round)(buf, g16 + b, len);
+    }
+  }
+}

@@ -22,8 +22,10 @@
  * With `bf16` (BF16 mixed-precision training) the three GEMMs take bfloat16 operands with
  * float32 accumulation: W's bf16 copy of this optimizer step (bf16-weights.ts), X rounded to
  * bf16 once (its bf16 copy is the A operand of the logits and the B operand of Gw), the logits
- * gradient P − Y rounded once per chunk for both of its GEMMs (Kernels.gemmBf16Ab). The
- * cross-entropy itself (log-sum-exp, softmax) stays float32.
+ * gradient P − Y rounded once per chunk for both of its GEMMs (Kernels.gemmBf16Ab), its bf16
+ * bits written by the cross-entropy's own pass over each row (Kernels.crossEntropyGradBf16: the
+ * same bits as rounding the float32 P − Y, which is never stored). The cross-entropy itself
+ * (log-sum-exp, softmax) stays float32.
  */
 import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { dropActivations } from '../active-arena.js';
@@ -84,7 +86,7 @@ function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor
   // unscaled gradients (dloss = 1 on every row): Gx [N, D], Gw [V, D]
   const gx = wantGrad && x.requiresGrad ? allocUninit(N * D) : null;
   const gw = wantGrad && w.requiresGrad ? alloc(V * D) : null;
-  const ones = wantGrad ? alloc(Math.min(R, N)).fill(1) : null;
+  const ones = wantGrad && !o.bf16 ? alloc(Math.min(R, N)).fill(1) : null; // (bf16: crossEntropyGradBf16 has dloss 1 built in)
   // bf16: W's bf16 copy (this step), X's bf16 bits (the A operand of the logits, the B operand
   // of Gw) and a chunk of P - Y in bf16 (the A operand of Gx and Gw)
   const wb = o.bf16 ? bf16WeightBits(w) : null;
@@ -105,11 +107,16 @@ function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor
     const xbc = xb?.subarray(r0 * D, (r0 + rows) * D);
     if (wb) k.gemmBf16Ab(false, true, rows, V, D, 1, xbc!, D, wb, D, 0, logits, V); // logits = X_c W^T
     else k.gemm(false, true, rows, V, D, 1, xc, D, wd, D, 0, logits, V);
-    k.crossEntropy(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), rows, V);
-    if (!ones) continue;
-    k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
+    if (pb) {
+      // the loss and P - Y's bf16 bits (for both GEMMs) in one pass per row: the bits of
+      // crossEntropy + crossEntropyBackward + bf16RoundRows, without the float32 P - Y
+      k.crossEntropyGradBf16(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), pb, rows, V, ldp);
+    } else {
+      k.crossEntropy(logits, tc, loss.subarray(r0, r0 + rows), lse.subarray(r0, r0 + rows), rows, V);
+      if (!ones) continue;
+      k.crossEntropyBackward(logits, tc, lse.subarray(r0, r0 + rows), ones.subarray(0, rows), logits, rows, V); // P - Y, in place
+    }
     const gxc = gx?.subarray(r0 * D, (r0 + rows) * D);
-    if (pb) k.bf16RoundRows(logits, pb, rows, V, ldp); // once for both GEMMs
     if (gxc && pb) k.gemmBf16Ab(false, false, rows, D, V, 1, pb, ldp, wb!, D, 0, gxc, D);
     else if (gxc) k.gemm(false, false, rows, D, V, 1, logits, V, wd, D, 0, gxc, D);
     if (gw && pb) k.gemmBf16Ab(true, false, V, D, rows, 1, pb, ldp, xbc!, D, 1, gw, D);

@@ -2,12 +2,12 @@
  * Reference bfloat16 conversions (Kernels.bf16Round / Kernels.bf16Widen): plain loops over
  * dtype.ts's f32ToBf16 (round to nearest even, NaN kept a quiet NaN, subnormals kept) and the
  * exact widening. The native copies (native/src/isa/bf16_convert.c) must match them bit for bit.
- * Also the fused bf16 forms siluMulRound / siluMulBf16 / siluMulBackwardBf16, rmsNormBf16 and gatherRowsBf16:
- * rows.ts's siluMul / siluMulBackward / rmsNorm and gather.ts's gatherRows composed with these
+ * Also the fused bf16 forms siluMulRound / siluMulBf16 / siluMulBackwardBf16, rmsNormBf16, gatherRowsBf16 and
+ * crossEntropyGradBf16: rows.ts's siluMul / siluMulBackward / rmsNorm / crossEntropy(Backward) and gather.ts's gatherRows composed with these
  * conversions (native: native/src/elementwise_napi.c, native/src/rowops_napi.c, native/src/fused_napi.c).
  */
 import { f32ToBf16 } from '../dtype.js';
-import { rmsNorm, siluMul, siluMulBackward } from './rows.js';
+import { crossEntropy, crossEntropyBackward, rmsNorm, siluMul, siluMulBackward } from './rows.js';
 import { gatherRows } from './gather.js';
 
 function check(name: string, a: { length: number }, an: string, b: { length: number }, bn: string, n: number): void {
@@ -96,4 +96,23 @@ export function gatherRowsBf16(src: Float32Array, idx: Int32Array, dst16: Uint16
   const tmp = new Float32Array(n);
   gatherRows(src, idx, null, tmp, rows, cols);
   bf16Round(tmp, dst16, n);
+}
+
+/** Kernels.crossEntropyGradBf16: crossEntropy, then crossEntropyBackward with dloss 1 (into a temporary), then bf16RoundRows into g16. */
+export function crossEntropyGradBf16(logits: Float32Array, targets: Int32Array, loss: Float32Array, lse: Float32Array, g16: Uint16Array,
+  rows: number, vocab: number, ldg: number): void {
+  for (const [v, name] of [[rows, 'rows'], [vocab, 'vocab'], [ldg, 'ldg']] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new RangeError(`crossEntropyGradBf16: ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (ldg < vocab) throw new RangeError(`crossEntropyGradBf16: ldg (${ldg}) must be >= vocab (${vocab})`);
+  if (logits.length < rows * vocab) throw new RangeError(`crossEntropyGradBf16: logits has ${logits.length} elements, the call needs ${rows * vocab}`);
+  for (const [a, name] of [[targets, 'targets'], [loss, 'loss'], [lse, 'lse']] as const) {
+    if (a.length < rows) throw new RangeError(`crossEntropyGradBf16: ${name} has ${a.length} elements, the call needs ${rows}`);
+  }
+  const need = rows > 0 && vocab > 0 ? (rows - 1) * ldg + vocab : 0;
+  if (g16.length < need) throw new RangeError(`crossEntropyGradBf16: g16 has ${g16.length} elements, the call needs ${need}`);
+  crossEntropy(logits, targets, loss, lse, rows, vocab);
+  const p = new Float32Array(rows * vocab);
+  crossEntropyBackward(logits, targets, lse, new Float32Array(rows).fill(1), p, rows, vocab);
+  bf16RoundRows(p, g16, rows, vocab, ldg);
 }

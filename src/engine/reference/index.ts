@@ -7,7 +7,7 @@ import { copyStrided, gatherRows, ropeRows, rowDot, scaleRows, scatterAddRows } 
 import { moeRows, moeRowsBf16 } from './moe-rows.js';
 import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
 import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
-import { bf16Round, bf16RoundRows, bf16Widen, gatherRowsBf16, rmsNormBf16, siluMulBackwardBf16, siluMulBf16, siluMulRound } from './bf16.js';
+import { bf16Round, bf16RoundRows, bf16Widen, crossEntropyGradBf16, gatherRowsBf16, rmsNormBf16, siluMulBackwardBf16, siluMulBf16, siluMulRound } from './bf16.js';
 import { linearFp8 } from './fp8-weight.js';
 import { moeRowBf16, moeRowFp8 } from './moe-row.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
@@ -63,6 +63,7 @@ export const referenceKernels: Kernels = {
   gatherRowsBf16,
   crossEntropy: rows.crossEntropy,
   crossEntropyBackward: rows.crossEntropyBackward,
+  crossEntropyGradBf16,
   adamw,
   adamwBf16,
   sumSquares,
