@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Tensor } from '../src/engine/tensor.js';
-import { routeTokens, type RouterConfig } from '../src/model/router.js';
+import { routeTokens, selectExperts, type RouterConfig } from '../src/model/router.js';
 import { gradcheck } from './helpers/gradcheck.js';
 
 const logit = (p: number): number => Math.log(p / (1 - p));
@@ -64,5 +64,68 @@ describe('routeTokens', () => {
     const w = Tensor.from(Array.from({ length: E * D }, (_, i) => Math.cos(0.7 * i)), [E, D]);
     gradcheck((xx, ww) => routeTokens(xx!, ww!, null, V3).weights, [x, w], { name: 'routeTokens weights' });
     gradcheck((xx, ww) => routeTokens(xx!, ww!, null, V3).scores, [x, w], { name: 'routeTokens scores' });
+  });
+});
+
+describe('selectExperts: one-pass top-k', () => {
+  /** The selection-rounds rule (the implementation before the one-pass top-k, kept as the oracle):
+   * round j takes the first allowed, untaken expert unless a later one is strictly larger. */
+  function oracle(s: Float32Array, bias: Float32Array | null, tokens: number, rc: RouterConfig): Int32Array {
+    const E = rc.experts, K = rc.topK, per = E / rc.nGroup;
+    const out = new Int32Array(tokens * K);
+    const top = (v: number[], k: number, allowed: boolean[] | null): number[] => {
+      const r: number[] = [];
+      for (let j = 0; j < k; j++) {
+        let best = -1, bestV = -Infinity;
+        for (let i = 0; i < v.length; i++) {
+          if ((allowed && !allowed[i]) || r.includes(i)) continue;
+          if (best < 0 || v[i]! > bestV) [best, bestV] = [i, v[i]!];
+        }
+        r.push(best);
+      }
+      return r;
+    };
+    for (let t = 0; t < tokens; t++) {
+      const c = Array.from({ length: E }, (_, e) => s[t * E + e]! + (bias ? bias[e]! : 0));
+      let allowed: boolean[] | null = null;
+      if (rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup) {
+        const gs = Array.from({ length: rc.nGroup }, (_, g) => {
+          const xs = c.slice(g * per, (g + 1) * per);
+          let m1 = -Infinity, m2 = -Infinity;
+          for (const x of xs) if (x > m1) [m2, m1] = [m1, x]; else if (x > m2) m2 = x;
+          return rc.method === 'noaux_tc' ? m1 + m2 : m1;
+        });
+        const keep = top(gs, rc.topkGroup, null);
+        allowed = c.map((_, e) => keep.includes(Math.floor(e / per)));
+      }
+      out.set(top(c, K, allowed), t * K);
+    }
+    return out;
+  }
+
+  it('chooses exactly what the selection rounds chose: ties, -Infinity, NaN, every method', () => {
+    let seed = 7;
+    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const methods: Array<[RouterConfig['method'], number, number, number, number]> = [
+      ['noaux_tc', 16, 4, 4, 2], ['noaux_tc', 12, 3, 3, 1], ['group_limited_greedy', 16, 6, 8, 3], ['greedy', 10, 3, 1, 1], ['noaux_tc', 8, 8, 2, 2]];
+    let checked = 0;
+    for (const [method, E, K, nGroup, topkGroup] of methods) {
+      const rc: RouterConfig = { experts: E, topK: K, nGroup, topkGroup, scoring: 'sigmoid', method, normTopkProb: true, scalingFactor: 1 };
+      const N = 300;
+      // few distinct values: many ties; some -Infinity; a few NaN tokens
+      const s = Float32Array.from({ length: N * E }, () => Math.floor(rnd() * 5) / 4);
+      for (let i = 0; i < N * E; i += 37) s[i] = -Infinity;
+      for (let i = 5; i < N * E; i += 401) s[i] = NaN;
+      for (const bias of [null, Float32Array.from({ length: E }, (_, e) => (e % 3) * 0.25)]) {
+        const got = selectExperts(s, bias, N, rc);
+        const want = oracle(s, bias, N, rc);
+        assert.deepEqual([...got.topkIdx], [...want], `${method} E${E} K${K} bias ${bias ? 'yes' : 'no'}`);
+        const load = new Int32Array(E);
+        for (const e of want) if (e >= 0) load[e]!++;
+        assert.deepEqual([...got.load], [...load]);
+        checked++;
+      }
+    }
+    assert.equal(checked, 10);
   });
 });

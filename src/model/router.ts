@@ -58,7 +58,29 @@ export interface Routing {
 }
 
 /** Indices of the k largest values of v[0..n) among allowed ones, descending (ties: lower index). */
-function topIndices(v: Float64Array, n: number, k: number, allowed: Uint8Array | null, out: Int32Array, outOff: number): void {
+function topIndices(v: Float64Array, n: number, k: number, allowed: Uint8Array | null, out: Int32Array, outOff: number, best: Float64Array): void {
+  // one pass: the best k so far kept sorted by (value descending, index ascending) in out / best;
+  // a later index goes after every kept value >= its own, so ties keep the lower index first
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    if (allowed && !allowed[i]) continue;
+    const x = v[i]!;
+    if (x !== x) return topIndicesNaN(v, n, k, allowed, out, outOff); // NaN: the selection-rounds rule below
+    if (count === k && !(x > best[k - 1]!)) continue;
+    let p = count < k ? count++ : k - 1;
+    while (p > 0 && best[p - 1]! < x) {
+      best[p] = best[p - 1]!;
+      out[outOff + p] = out[outOff + p - 1]!;
+      p--;
+    }
+    best[p] = x;
+    out[outOff + p] = i;
+  }
+  for (let j = count; j < k; j++) out[outOff + j] = -1;
+}
+
+/** topIndices by k selection rounds (each takes the first allowed, untaken index unless a later one is strictly larger): the rule NaN scores follow. */
+function topIndicesNaN(v: Float64Array, n: number, k: number, allowed: Uint8Array | null, out: Int32Array, outOff: number): void {
   for (let j = 0; j < k; j++) {
     let best = -1;
     let bestV = -Infinity;
@@ -79,6 +101,7 @@ function topIndices(v: Float64Array, n: number, k: number, allowed: Uint8Array |
 /** Group scores of one token's biased scores c: top-2 sum (noaux_tc) or max (group_limited_greedy). */
 function groupScores(c: Float64Array, rc: RouterConfig, out: Float64Array): void {
   const per = rc.experts / rc.nGroup;
+  const top2 = rc.method === 'noaux_tc';
   for (let g = 0; g < rc.nGroup; g++) {
     let m1 = -Infinity;
     let m2 = -Infinity;
@@ -89,7 +112,7 @@ function groupScores(c: Float64Array, rc: RouterConfig, out: Float64Array): void
         m1 = x;
       } else if (x > m2) m2 = x;
     }
-    out[g] = rc.method === 'noaux_tc' ? m1 + m2 : m1;
+    out[g] = top2 ? m1 + m2 : m1;
   }
 }
 
@@ -104,9 +127,11 @@ export class ExpertSelector {
   private readonly gScore: Float64Array;
   private readonly gKeep: Int32Array;
   private readonly allowed: Uint8Array | null;
+  private readonly best: Float64Array;
 
   constructor(readonly rc: RouterConfig) {
     this.c = new Float64Array(rc.experts);
+    this.best = new Float64Array(Math.max(rc.topK, rc.topkGroup, 1));
     this.gScore = new Float64Array(rc.nGroup);
     this.gKeep = new Int32Array(rc.topkGroup);
     const grouped = rc.method !== 'greedy' && rc.nGroup > 1 && rc.topkGroup < rc.nGroup;
@@ -121,11 +146,17 @@ export class ExpertSelector {
     if (allowed) {
       const per = E / rc.nGroup;
       groupScores(c, rc, this.gScore);
-      topIndices(this.gScore, rc.nGroup, rc.topkGroup, null, this.gKeep, 0);
-      allowed.fill(0);
-      for (const g of this.gKeep) allowed.fill(1, g * per, (g + 1) * per);
+      topIndices(this.gScore, rc.nGroup, rc.topkGroup, null, this.gKeep, 0, this.best);
+      // (plain loops: fill() and for-of cost more than the 16-64 stores at this size)
+      for (let e = 0; e < E; e++) allowed[e] = 0;
+      const keep = this.gKeep;
+      for (let j = 0; j < keep.length; j++) {
+        const g = keep[j]!;
+        if (g < 0) continue;
+        for (let e = Math.trunc(g * per), end = Math.trunc((g + 1) * per); e < end; e++) allowed[e] = 1;
+      }
     }
-    topIndices(c, E, rc.topK, allowed, out, outOff);
+    topIndices(c, E, rc.topK, allowed, out, outOff, this.best);
   }
 }
 
