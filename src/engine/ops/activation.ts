@@ -4,10 +4,12 @@
  * whose elementwise core silu(g) * u is fused on kernels().siluMul / siluMulBackward.
  * With `{ bf16: true }` (BF16 mixed-precision training) the backward keeps g and u as bf16
  * copies (half the bytes), rounded in the forward's own pass (siluMulRound) and widened block
- * by block inside the backward's (siluMulBackwardBf16), as the grouped experts keep theirs.
+ * by block inside the backward's (siluMulBackwardBf16), as the grouped experts keep theirs; that
+ * pass also writes dG's and dU's bf16 bits, which the gate and up bf16 Linears' backward take
+ * as their rounded dY (bf16-linear.ts offerBf16Grad) instead of rounding dY again.
  */
 import { attach, isGradEnabled } from '../autograd.js';
-import { allocBf16 } from './bf16-linear.js';
+import { allocBf16, offerBf16Grad } from './bf16-linear.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { allocUninit, checkF32, dataOf, fmtShape, sameShape } from './util.js';
@@ -41,10 +43,18 @@ export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean } = {}): Te
   return attach(out, 'swiglu', [g, u], (dy) => {
     const dg = allocUninit(n);
     const du = allocUninit(n);
+    // bf16: dG and dU also as bf16 bits, written in the same pass, for the backward of the
+    // bf16 Linears (gate, up) that produced g and u: their rounded dY (offerBf16Grad)
+    const dg16 = g16 && n > 0 && g.requiresGrad ? allocBf16(n) : undefined;
+    const du16 = g16 && n > 0 && u.requiresGrad ? allocBf16(n) : undefined;
     if (n > 0) {
-      if (g16) k.siluMulBackwardBf16(g16, u16!, dataOf(dy), dg, du, n); // g, u widened block by block
+      if (g16) k.siluMulBackwardBf16(g16, u16!, dataOf(dy), dg, du, n, dg16, du16); // g, u widened block by block
       else k.siluMulBackward(gs!, us!, dataOf(dy), dg, du, n);
     }
-    return [g.requiresGrad ? new Tensor(dg, g.shape, 'f32') : null, u.requiresGrad ? new Tensor(du, u.shape, 'f32') : null];
+    const dgt = g.requiresGrad ? new Tensor(dg, g.shape, 'f32') : null;
+    const dut = u.requiresGrad ? new Tensor(du, u.shape, 'f32') : null;
+    if (dgt && dg16) offerBf16Grad(dgt, dg16);
+    if (dut && du16) offerBf16Grad(dut, du16);
+    return [dgt, dut];
   }, g16 ? [] : [gd, ud], [g16, u16]);
 }

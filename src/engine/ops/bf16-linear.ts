@@ -20,6 +20,7 @@ import { scratchScope, scratchU16 } from '../scratch.js';
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16WeightBits } from '../bf16-weights.js';
+import { dropActivations } from '../active-arena.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape } from './util.js';
@@ -74,6 +75,21 @@ export function shareBf16Copy(xd: Float32Array, xb: Uint16Array, node: GradNode)
   savedCopies.set(xd, { xb, node });
 }
 
+/**
+ * bf16 bits of a gradient tensor's elements written by the backward that produced it, in the
+ * same pass as its float32 values (the SwiGLU's dG and dU: ops/activation.ts): the backward of
+ * the bf16Linear whose output gradient is exactly that tensor takes them as its rounded dY
+ * instead of rounding dY again (the same bits: bf16Round of the same float32 values). Keyed by
+ * the tensor object (autograd hands a single contribution on as is), taken once.
+ */
+const offeredGrads = new WeakMap<Tensor, Uint16Array>();
+
+/** Offers gb (the bf16 bits of every element of the contiguous gradient g) to the bf16Linear backward that receives g. */
+export function offerBf16Grad(g: Tensor, gb: Uint16Array): void {
+  if (gb.length !== g.size) throw new Error(`offerBf16Grad: ${gb.length} bf16 values for a gradient of ${g.size} elements`);
+  offeredGrads.set(g, gb);
+}
+
 /** y = x W^T in BF16 mixed precision: x [..., in], w [out, in] float32 -> [..., out]. */
 export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   checkF32('bf16Linear', x, 'x');
@@ -110,16 +126,25 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const xShape = x.shape;
   const xGrad = x.requiresGrad;
   const y2 = attach(out, 'bf16Linear', [x, w], (g) => scratchScope(() => {
-    // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred)
+    // dY rounded once for Dgrad and Wgrad (into shared scratch unless Wgrad is deferred), or
+    // its bits as the producing backward wrote them (offerBf16Grad)
+    const given = offeredGrads.get(g);
+    if (given) offeredGrads.delete(g);
     const gd = dataOf(as2d(g).contiguous());
-    const gb = weightGradsDeferred() ? allocBf16(gd.length) : scratchBf16(gd.length);
-    kernels().bf16Round(gd, gb, gd.length);
+    const deferred = weightGradsDeferred();
+    let gb: Uint16Array;
+    if (given && given.length === gd.length) gb = given;
+    else {
+      gb = deferred ? allocBf16(gd.length) : scratchBf16(gd.length);
+      kernels().bf16Round(gd, gb, gd.length);
+    }
     const gx = xGrad ? bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(gb, nOut, xb!, rows, nIn, into, beta))) {
       gw = Tensor.zeros([nOut, nIn]);
       bf16GradWeightInto(gb, nOut, xb!, rows, nIn, gw, 0);
     }
+    if (gb === given && !deferred) dropActivations(given); // read by both GEMMs: back to the arena
     return [gx, gw];
   }), [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
   if (xb && !reuse && y2.node) savedCopies.set(xd, { xb, node: y2.node });
