@@ -9,6 +9,8 @@ import { assertClose } from './helpers/compare.js';
 import { gradcheck } from './helpers/gradcheck.js';
 import { distinctValues, randInts, randTensor, rng } from './helpers/random.js';
 import { backward } from '../src/engine/autograd.js';
+import { withBackend } from '../src/engine/backend.js';
+import { nativeAddon } from '../src/engine/native.js';
 
 const r = rng(5);
 
@@ -159,4 +161,23 @@ test('cat and split: forward, gradients, errors', () => {
   }, [a], { name: 'split parts used together' });
   assert.throws(() => ops.cat([a, randTensor(r, [3, 1, 4])], 1), /cat: shapes \[2, 3, 4\], \[3, 1, 4\] differ outside dim 1/);
   assert.throws(() => ops.split(a, [1, 1], 1), /split: sizes \[1, 1\] sum to 2, but dim 1 of \[2, 3, 4\] has size 3/);
+});
+
+test('embedding: packed rows (one gatherRows call) and row-strided weights copy the rows exactly, on both backends', () => {
+  const V = 9, D = 5;
+  const wr = Float32Array.from({ length: V * 2 * D }, (_, i) => (i % 7 === 3 ? -0 : Math.sin(i) * 1e3));
+  const ids = Int32Array.of(4, 0, 8, 4, 2);
+  for (const backend of nativeAddon() ? (['reference', 'native'] as const) : (['reference'] as const)) {
+    withBackend(backend, () => {
+      const packed = Tensor.fromF32(wr.slice(0, V * D), [V, D]);
+      const wide = Tensor.fromF32(wr.slice(), [V, 2 * D]);
+      const strided = ops.split(wide, [D, D], 1)[1]!; // rows 2D apart, offset D
+      for (const [w, rowAt] of [[packed, (v: number) => v * D], [strided, (v: number) => v * 2 * D + D]] as const) {
+        const y = ops.embedding(w, ids).f32();
+        const want = new Float32Array(ids.length * D);
+        ids.forEach((v, i) => want.set(wr.subarray(rowAt(v), rowAt(v) + D), i * D));
+        assert.deepEqual(new Uint32Array(y.buffer, y.byteOffset, y.length), new Uint32Array(want.buffer), `${backend}`);
+      }
+    });
+  }
 });

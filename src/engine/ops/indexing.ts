@@ -8,7 +8,7 @@ import { accumulateWeightGrad, attach } from '../autograd.js';
 import { kernels } from '../backend.js';
 import { bf16ArrayToF32 } from '../dtype.js';
 import { Tensor, contiguousStrides } from '../tensor.js';
-import { alloc, checkF32, dataOf, empty, fmtShape, indicesOf, normDim, sameShape, shapeSize, splitAt } from './util.js';
+import { alloc, allocUninit, checkF32, dataOf, empty, fmtShape, indicesOf, normDim, sameShape, shapeSize, splitAt } from './util.js';
 
 function checkRange(op: string, ids: Int32Array, n: number, what: string): void {
   for (let i = 0; i < ids.length; i++) {
@@ -31,10 +31,14 @@ export function embedding(weight: Tensor, ids: Tensor | Int32Array): Tensor {
     if (v < 0 || v >= V) throw new RangeError(`embedding: id ${v} at position ${i} is out of range for a vocabulary of ${V} (weight ${fmtShape(weight.shape)})`);
   }
   const n = id.length;
-  const y = alloc(n * D);
   const w = weight.strides[1] === 1 || D <= 1 ? weight : weight.detach().contiguous();
   const rs = V <= 1 ? D : w.strides[0]!;
-  if (w.dtype === 'bf16') {
+  const dense = w.dtype === 'f32' && rs === D;
+  const y = dense ? allocUninit(n * D) : alloc(n * D); // (dense: gatherRows writes every element)
+  if (dense) {
+    // rows packed [V, D]: one kernel call instead of a typed-array copy per id
+    if (n > 0 && D > 0) kernels().gatherRows((w.data as Float32Array).subarray(w.offset, w.offset + V * D), id, null, y, n, D);
+  } else if (w.dtype === 'bf16') {
     const bits = w.data as Uint16Array;
     for (let i = 0; i < n; i++) {
       const o = w.offset + id[i]! * rs;
