@@ -195,7 +195,7 @@ describe('AdaptiveSpeculation', () => {
 });
 
 test('sampling stays exact: a speculative round right after a plain step draws the third token from p (chi-square)', () => {
-  const o: SamplingOptions = { temperature: 1, minP: 0.05, repetitionPenalty: 1.3 };
+  const o: SamplingOptions = { temperature: 0.3, minP: 0.02, repetitionPenalty: 1.3 }; // peaked: few (t1, t2) paths, a sensitive test
   const prompt = all.slice(0, 4);
   // exact distribution of the third token: sum over t1, t2 of p(t1) p(t2 | t1) p(t3 | t1, t2)
   const s = new DecodeSession(model, { maxLen: 8 });
@@ -247,6 +247,8 @@ test('sampling stays exact: a speculative round right after a plain step draws t
   // df = bins - 1 <= 9: P(chi2 > 35) < 1e-4
   assert.ok(bins.length >= 5 && bins.length <= 10, `${bins.length} bins`);
   assert.ok(chi2 < 35, `chi-square ${chi2.toFixed(1)} over ${bins.length} bins: ${JSON.stringify(bins)}`);
-  const rate = accepted / drafted;
-  assert.ok(rate > 0.05 && rate < 0.95, `acceptance ${rate}: both the accept and the residual branch must be exercised`);
+  // this peaked p and the random fixture's MTP q agree rarely (~1.4%): the residual branch
+  // dominates; the accept branch is exercised, its distribution tested at temperature 1 in
+  // inference-speculative-sampling.test.ts
+  assert.ok(accepted >= 10 && accepted < 0.95 * drafted, `${accepted} of ${drafted} drafts accepted: both branches must be exercised`);
 });
