@@ -138,20 +138,23 @@ describe('AdaptiveSpeculation', () => {
     return seen;
   }
 
-  it('probes both modes (a warm-up round each), runs the cheaper, re-probes with a doubling interval', () => {
+  it('probes both modes alternately (a warm-up round each), runs the cheaper, re-probes with a doubling interval', () => {
     const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, clock: () => 0 });
     const seen = drive(p, 200, (m) => (m === 'speculate' ? 1.5 : 1));
-    // 4 speculative rounds (1 warm-up + 3), then 4 plain (1 + 3), then plain for 8 tokens
-    assert.deepEqual(seen.slice(0, 16), [...Array(4).fill('speculate'), ...Array(12).fill('plain')]);
-    assert.deepEqual(seen.slice(16, 19), ['speculate', 'speculate', 'speculate']); // re-probe
-    assert.equal(seen[19], 'plain');
+    const S = 'speculate';
+    const Pl = 'plain';
+    // warm-up S, S, warm-up P, P, then alternating to 3 measured rounds each; plain for 8 tokens
+    assert.deepEqual(seen.slice(0, 16), [S, S, Pl, Pl, S, Pl, S, Pl, ...Array(8).fill(Pl)]);
+    assert.deepEqual(seen.slice(16, 23), [S, Pl, S, Pl, S, Pl, Pl]); // re-probe, then plain for 16
+    assert.deepEqual(seen.slice(23, 38), Array(15).fill(Pl));
+    assert.equal(seen[38], S);
     const s = p.summary();
     assert.equal(s.decision, 'plain');
     assert.equal(s.switches, 0);
     assert.equal(s.speculativeMsPerToken, 1.5);
     assert.equal(s.plainMsPerToken, 1);
     // intervals 8, 16, 32, 32, ...: few speculative tokens
-    assert.ok(s.speculativeTokens < 0.25 * 200, JSON.stringify(s));
+    assert.ok(s.speculativeTokens < 0.3 * 200, JSON.stringify(s));
     assert.equal(s.speculativeTokens + s.plainTokens, seen.reduce((a, m) => a + (m === 'speculate' ? 2 : 1), 0));
   });
 

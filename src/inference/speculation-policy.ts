@@ -10,14 +10,16 @@
  * compute-bound models (`dsv3 train`'s default: a 2-row verification costs ~1.65 one-row steps,
  * BENCHMARKS.md "M-row steps, second pass") it does not. AdaptiveSpeculation measures instead of
  * guessing: the cost per emitted token of each kind of round, on a clock (default: the process's
- * CPU time, which other processes' load does not inflate), and runs the cheaper one:
- *   1. probe: `probeRounds` speculative rounds, then `probeRounds` plain steps (each mode's very
- *      first round is a warm-up, not measured);
+ * CPU time, which other processes' time slices do not inflate), and runs the cheaper one:
+ *   1. probe: `probeRounds` speculative rounds and `probeRounds` plain steps, alternating (so
+ *      both see the same load and context length; each mode's very first round is a warm-up,
+ *      not measured);
  *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
- *      `margin`) for `interval` tokens, measuring it as it runs;
- *   3. re-probe the other mode for `probeRounds` rounds and decide again with the two fresh
- *      figures: the same decision doubles `interval` (up to `maxInterval`), a change resets it to
- *      `firstInterval`.
+ *      `margin`) for `interval` tokens;
+ *   3. probe again and decide again: the same decision doubles `interval` (up to
+ *      `maxInterval`), a change resets it to `firstInterval`.
+ * The MTP modules' catch-up after plain steps (batched, a fraction of a step per row) is not
+ * charged to either mode.
  * The state carries over between generations (a chat's turns, one policy per model).
  */
 import { DsvError } from '../errors.js';
@@ -42,7 +44,7 @@ export function cpuClockMs(): number {
 }
 
 export interface AdaptiveOptions {
-  /** Rounds of each mode per probe (default 6). */
+  /** Rounds of each mode per probe (default 8). */
   probeRounds?: number;
   /** Tokens run in the chosen mode before the first re-probe (default 64). */
   firstInterval?: number;
@@ -80,15 +82,16 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private readonly firstInterval: number;
   private readonly maxInterval: number;
   private readonly margin: number;
-  /** Current phase: probing `probing` (rounds left), else running `mode` (tokens left). */
-  private probing: RoundMode | null = 'speculate';
-  private probeLeft: number;
+  /** Probing (rounds of each mode left to measure), else running `mode` (`runLeft` tokens). */
+  private probing = true;
+  private readonly probeLeft: Record<RoundMode, number>;
+  private lastProbed: RoundMode = 'plain';
   private mode: RoundMode = 'speculate';
   private runLeft = 0;
   private interval: number;
-  /** The cost of each mode in the current measuring window. */
+  /** Each mode's cost in the current probe. */
   private readonly window: Record<RoundMode, Tally> = { speculate: { ms: 0, tokens: 0 }, plain: { ms: 0, tokens: 0 } };
-  /** The latest window's cost per token of each mode. */
+  /** The latest probe's cost per token of each mode. */
   private readonly cost: Record<RoundMode, number> = { speculate: NaN, plain: NaN };
   private readonly emitted: Record<RoundMode, number> = { speculate: 0, plain: 0 };
   private probes = 1;
@@ -98,7 +101,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private readonly warm: Record<RoundMode, boolean> = { speculate: false, plain: false };
 
   constructor(o: AdaptiveOptions = {}) {
-    this.probeRounds = o.probeRounds ?? 6;
+    this.probeRounds = o.probeRounds ?? 8;
     this.firstInterval = o.firstInterval ?? 64;
     this.maxInterval = o.maxInterval ?? 512;
     this.margin = o.margin ?? 0.03;
@@ -109,42 +112,47 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     if (!(this.margin >= 0 && this.margin < 1)) throw new DsvError(`AdaptiveSpeculation: margin must be in [0, 1), got ${this.margin}`);
     const c = o.clock ?? 'cpu';
     this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
-    this.probeLeft = this.probeRounds;
+    this.probeLeft = { speculate: this.probeRounds, plain: this.probeRounds };
     this.interval = this.firstInterval;
   }
 
   next(): RoundMode {
-    return this.probing ?? this.mode;
+    if (!this.probing) return this.mode;
+    // alternate while both modes have rounds left, so that both see the same load and context
+    const { speculate, plain } = this.probeLeft;
+    if (speculate > 0 && plain > 0) return this.lastProbed === 'plain' ? 'speculate' : 'plain';
+    return speculate > 0 ? 'speculate' : 'plain';
   }
 
   record(mode: RoundMode, ms: number, tokens: number): void {
     this.emitted[mode] += tokens;
-    if (tokens > 0 && !this.warm[mode]) {
+    if (tokens === 0) return; // work without a token (the modules' catch-up) is no round
+    if (!this.warm[mode]) {
       this.warm[mode] = true;
       return;
     }
-    const w = this.window[mode];
-    w.ms += Math.max(0, ms);
-    w.tokens += tokens;
-    if (tokens === 0) return; // work without a token (catch-up): counted, not a round
-    if (this.probing !== null) {
-      if (mode === this.probing && --this.probeLeft <= 0) this.endProbe();
+    if (this.probing) {
+      this.lastProbed = mode;
+      const w = this.window[mode];
+      w.ms += Math.max(0, ms);
+      w.tokens += tokens;
+      this.probeLeft[mode]--;
+      if (this.probeLeft.speculate <= 0 && this.probeLeft.plain <= 0) this.decide();
     } else if (mode === this.mode) {
       this.runLeft -= tokens;
       if (this.runLeft <= 0) this.startProbe();
     }
   }
 
-  /** The first probe measures both modes in turn; a re-probe only the mode not running. */
-  private endProbe(): void {
-    if (!this.decided && this.probing === 'speculate') {
-      this.probing = 'plain';
-      this.probeLeft = this.probeRounds;
-      return;
+  /** The end of a probe: run the cheaper mode for `interval` tokens. */
+  private decide(): void {
+    this.probing = false;
+    for (const m of ['speculate', 'plain'] as const) {
+      const w = this.window[m];
+      this.cost[m] = w.ms / w.tokens;
+      w.ms = 0;
+      w.tokens = 0;
     }
-    this.probing = null;
-    this.settle('speculate');
-    this.settle('plain');
     const best: RoundMode = this.cost.speculate < this.cost.plain * (1 - this.margin) ? 'speculate' : 'plain';
     if (this.decided && best !== this.mode) this.switches++;
     if (this.decided && best === this.mode) this.interval = Math.min(this.maxInterval, this.interval * 2);
@@ -156,16 +164,9 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
 
   private startProbe(): void {
     this.probes++;
-    this.probing = this.mode === 'speculate' ? 'plain' : 'speculate';
-    this.probeLeft = this.probeRounds;
-  }
-
-  /** Closes mode m's window into its cost per token (kept when the window is empty). */
-  private settle(m: RoundMode): void {
-    const w = this.window[m];
-    if (w.tokens > 0) this.cost[m] = w.ms / w.tokens;
-    w.ms = 0;
-    w.tokens = 0;
+    this.probing = true;
+    this.probeLeft.speculate = this.probeRounds;
+    this.probeLeft.plain = this.probeRounds;
   }
 
   summary(): AdaptiveSummary {
