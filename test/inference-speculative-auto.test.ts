@@ -138,24 +138,36 @@ describe('AdaptiveSpeculation', () => {
     return seen;
   }
 
-  it('probes both modes alternately (a warm-up round each), runs the cheaper, re-probes with a doubling interval', () => {
+  it('probes in blocks of each mode (a block\'s first round unmeasured), runs the cheaper, re-probes with a doubling interval', () => {
     const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, clock: () => 0 });
-    const seen = drive(p, 200, (m) => (m === 'speculate' ? 1.5 : 1));
-    const S = 'speculate';
-    const Pl = 'plain';
-    // warm-up S, S, warm-up P, P, then alternating to 3 measured rounds each; plain for 8 tokens
-    assert.deepEqual(seen.slice(0, 16), [S, S, Pl, Pl, S, Pl, S, Pl, ...Array(8).fill(Pl)]);
-    assert.deepEqual(seen.slice(16, 23), [S, Pl, S, Pl, S, Pl, Pl]); // re-probe, then plain for 16
-    assert.deepEqual(seen.slice(23, 38), Array(15).fill(Pl));
-    assert.equal(seen[38], S);
+    const seen = drive(p, 300, (m) => (m === 'speculate' ? 1.5 : 1));
+    const S: RoundMode = 'speculate';
+    const Pl: RoundMode = 'plain';
+    const probe = [S, S, S, Pl, Pl, Pl, S, S, S, Pl, Pl, Pl];
+    // probe, plain for 8 tokens, probe (the other mode first), plain for 16, probe, plain for 32
+    assert.deepEqual(seen.slice(0, 12), probe);
+    assert.deepEqual(seen.slice(12, 20), Array(8).fill(Pl));
+    assert.deepEqual(seen.slice(20, 32), probe);
+    assert.deepEqual(seen.slice(32, 48), Array(16).fill(Pl));
+    assert.deepEqual(seen.slice(48, 60), probe);
+    assert.deepEqual(seen.slice(60, 93), [...Array(32).fill(Pl), S]);
     const s = p.summary();
     assert.equal(s.decision, 'plain');
     assert.equal(s.switches, 0);
     assert.equal(s.speculativeMsPerToken, 1.5);
     assert.equal(s.plainMsPerToken, 1);
     // intervals 8, 16, 32, 32, ...: few speculative tokens
-    assert.ok(s.speculativeTokens < 0.3 * 200, JSON.stringify(s));
+    assert.ok(s.speculativeTokens < 0.35 * 300, JSON.stringify(s));
     assert.equal(s.speculativeTokens + s.plainTokens, seen.reduce((a, m) => a + (m === 'speculate' ? 2 : 1), 0));
+  });
+
+  it('a preempted round (50x its cost) does not decide', () => {
+    const p = new AdaptiveSpeculation({ probeRounds: 3, clock: () => 0 });
+    // the plain step at token 8 (the third of the first plain block: measured) takes 50x
+    const seen = drive(p, 40, (m, at) => (m === 'plain' ? (at === 8 ? 50 : 1) : 1.2));
+    assert.deepEqual(seen.slice(3, 6), ['plain', 'plain', 'plain']);
+    assert.equal(p.summary().decision, 'plain');
+    assert.equal(p.summary().plainMsPerToken, 1);
   });
 
   it('keeps speculating when it is cheaper, and switches when the costs cross', () => {
@@ -170,6 +182,7 @@ describe('AdaptiveSpeculation', () => {
 
   it('rejects bad options', () => {
     assert.throws(() => new AdaptiveSpeculation({ probeRounds: 0 }), /probeRounds must be a positive integer/);
+    assert.throws(() => new AdaptiveSpeculation({ probeRounds: 1 }), /probeRounds must be >= 2/);
     assert.throws(() => new AdaptiveSpeculation({ firstInterval: 64, maxInterval: 8 }), /maxInterval 8 < firstInterval 64/);
     assert.throws(() => new AdaptiveSpeculation({ margin: 1 }), /margin must be in \[0, 1\)/);
   });

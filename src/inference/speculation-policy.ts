@@ -11,9 +11,10 @@
  * BENCHMARKS.md "M-row steps, second pass") it does not. AdaptiveSpeculation measures instead of
  * guessing: the cost per emitted token of each kind of round, on a clock (default: the process's
  * CPU time, which other processes' time slices do not inflate), and runs the cheaper one:
- *   1. probe: `probeRounds` speculative rounds and `probeRounds` plain steps, alternating (so
- *      both see the same load and context length; each mode's very first round is a warm-up,
- *      not measured);
+ *   1. probe: four blocks of `probeRounds` rounds, speculative and plain in turn (so both see
+ *      the same load and context; the first round of a block pays for the switch and is not
+ *      measured); a mode's cost per token is its median round's over its mean tokens per round
+ *      (robust to a preempted or interrupted round);
  *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
  *      `margin`) for `interval` tokens;
  *   3. probe again and decide again: the same decision doubles `interval` (up to
@@ -44,7 +45,7 @@ export function cpuClockMs(): number {
 }
 
 export interface AdaptiveOptions {
-  /** Rounds of each mode per probe (default 8). */
+  /** Rounds per block of a probe (4 blocks, 2 per mode; default 4, at least 2). */
   probeRounds?: number;
   /** Tokens run in the chosen mode before the first re-probe (default 64). */
   firstInterval?: number;
@@ -76,82 +77,88 @@ interface Tally {
   tokens: number;
 }
 
+/** The median of xs (not empty). */
+function median(xs: number[]): number {
+  const v = [...xs].sort((x, y) => x - y);
+  const h = v.length >> 1;
+  return v.length % 2 ? v[h]! : (v[h - 1]! + v[h]!) / 2;
+}
+
 export class AdaptiveSpeculation implements SpeculationPolicy {
   readonly now: () => number;
-  private readonly probeRounds: number;
+  private readonly block: number;
   private readonly firstInterval: number;
   private readonly maxInterval: number;
   private readonly margin: number;
-  /** Probing (rounds of each mode left to measure), else running `mode` (`runLeft` tokens). */
+  /** Probing: the next round of the probe's plan (4 blocks: first, other, first, other), else
+   * running `mode` for `runLeft` more tokens. */
   private probing = true;
-  private readonly probeLeft: Record<RoundMode, number>;
-  private lastProbed: RoundMode = 'plain';
+  private step = 0;
+  private first: RoundMode = 'speculate';
   private mode: RoundMode = 'speculate';
   private runLeft = 0;
   private interval: number;
-  /** Each mode's cost in the current probe. */
-  private readonly window: Record<RoundMode, Tally> = { speculate: { ms: 0, tokens: 0 }, plain: { ms: 0, tokens: 0 } };
+  /** The current probe's measured rounds: cost (ms) and tokens, per mode. */
+  private readonly ms: Record<RoundMode, number[]> = { speculate: [], plain: [] };
+  private readonly toks: Record<RoundMode, number[]> = { speculate: [], plain: [] };
   /** The latest probe's cost per token of each mode. */
   private readonly cost: Record<RoundMode, number> = { speculate: NaN, plain: NaN };
   private readonly emitted: Record<RoundMode, number> = { speculate: 0, plain: 0 };
   private probes = 1;
   private switches = 0;
   private decided = false;
-  /** Whether a mode's first round (its warm-up: JIT, caches) has been seen; it is not measured. */
-  private readonly warm: Record<RoundMode, boolean> = { speculate: false, plain: false };
 
   constructor(o: AdaptiveOptions = {}) {
-    this.probeRounds = o.probeRounds ?? 8;
+    this.block = o.probeRounds ?? 4;
     this.firstInterval = o.firstInterval ?? 64;
     this.maxInterval = o.maxInterval ?? 512;
     this.margin = o.margin ?? 0.03;
-    for (const [k, x] of [['probeRounds', this.probeRounds], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
+    for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
       if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
     }
+    if (this.block < 2) throw new DsvError(`AdaptiveSpeculation: probeRounds must be >= 2 (a block's first round is not measured), got ${this.block}`);
     if (this.maxInterval < this.firstInterval) throw new DsvError(`AdaptiveSpeculation: maxInterval ${this.maxInterval} < firstInterval ${this.firstInterval}`);
     if (!(this.margin >= 0 && this.margin < 1)) throw new DsvError(`AdaptiveSpeculation: margin must be in [0, 1), got ${this.margin}`);
     const c = o.clock ?? 'cpu';
     this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
-    this.probeLeft = { speculate: this.probeRounds, plain: this.probeRounds };
     this.interval = this.firstInterval;
   }
 
+  /** The mode of probe round i: blocks of `block` rounds, `first` in blocks 0 and 2. */
+  private planned(i: number): RoundMode {
+    const other: RoundMode = this.first === 'speculate' ? 'plain' : 'speculate';
+    return Math.floor(i / this.block) % 2 === 0 ? this.first : other;
+  }
+
   next(): RoundMode {
-    if (!this.probing) return this.mode;
-    // alternate while both modes have rounds left, so that both see the same load and context
-    const { speculate, plain } = this.probeLeft;
-    if (speculate > 0 && plain > 0) return this.lastProbed === 'plain' ? 'speculate' : 'plain';
-    return speculate > 0 ? 'speculate' : 'plain';
+    return this.probing ? this.planned(this.step) : this.mode;
   }
 
   record(mode: RoundMode, ms: number, tokens: number): void {
     this.emitted[mode] += tokens;
     if (tokens === 0) return; // work without a token (the modules' catch-up) is no round
-    if (!this.warm[mode]) {
-      this.warm[mode] = true;
-      return;
-    }
     if (this.probing) {
-      this.lastProbed = mode;
-      const w = this.window[mode];
-      w.ms += Math.max(0, ms);
-      w.tokens += tokens;
-      this.probeLeft[mode]--;
-      if (this.probeLeft.speculate <= 0 && this.probeLeft.plain <= 0) this.decide();
+      // a block's first round pays for the switch (caches, JIT): not measured
+      if (mode === this.planned(this.step) && this.step % this.block !== 0) {
+        this.ms[mode].push(Math.max(0, ms));
+        this.toks[mode].push(tokens);
+      }
+      if (++this.step >= 4 * this.block) this.decide();
     } else if (mode === this.mode) {
       this.runLeft -= tokens;
       if (this.runLeft <= 0) this.startProbe();
     }
   }
 
-  /** The end of a probe: run the cheaper mode for `interval` tokens. */
+  /** The end of a probe: run the cheaper mode for `interval` tokens. A mode's cost per token
+   * is its median round's cost over its mean tokens per round (robust to a preempted round). */
   private decide(): void {
     this.probing = false;
     for (const m of ['speculate', 'plain'] as const) {
-      const w = this.window[m];
-      this.cost[m] = w.ms / w.tokens;
-      w.ms = 0;
-      w.tokens = 0;
+      const n = this.toks[m].reduce((x, y) => x + y, 0);
+      if (n > 0) this.cost[m] = median(this.ms[m]) / (n / this.toks[m].length);
+      this.ms[m].length = 0;
+      this.toks[m].length = 0;
     }
     const best: RoundMode = this.cost.speculate < this.cost.plain * (1 - this.margin) ? 'speculate' : 'plain';
     if (this.decided && best !== this.mode) this.switches++;
@@ -165,8 +172,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private startProbe(): void {
     this.probes++;
     this.probing = true;
-    this.probeLeft.speculate = this.probeRounds;
-    this.probeLeft.plain = this.probeRounds;
+    this.step = 0;
+    this.first = this.mode === 'speculate' ? 'plain' : 'speculate';
   }
 
   summary(): AdaptiveSummary {
