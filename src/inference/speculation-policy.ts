@@ -51,7 +51,8 @@ export interface AdaptiveOptions {
   firstInterval?: number;
   /** Most tokens between re-probes (default 512). */
   maxInterval?: number;
-  /** Speculate only when its cost per token is below (1 - margin) x plain's (default 0.03). */
+  /** Speculate only when its cost per token is below (1 - margin) x plain's (default 0.1: a
+   * speculative stretch also pays the probes and the modules' catch-up, not measured). */
   margin?: number;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
@@ -112,7 +113,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.block = o.probeRounds ?? 4;
     this.firstInterval = o.firstInterval ?? 64;
     this.maxInterval = o.maxInterval ?? 512;
-    this.margin = o.margin ?? 0.03;
+    this.margin = o.margin ?? 0.1;
     for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
       if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
     }
