@@ -30,7 +30,9 @@ export const SPECULATION_HELP = `  --speculative            MTP self-speculative
                            identical either way: the first rounds measure the CPU time per token
                            of speculative rounds and of plain steps, the cheaper one runs, and
                            the other is re-measured now and then (after 64 tokens, then 128, ..
-                           up to 512); on small models plain usually wins. Otherwise: off
+                           up to 512). Speculation pays where verifying several tokens costs
+                           little more than one (large, memory-bound models); on dsv3 train's
+                           small default it costs ~1.2-1.5x per token. Otherwise: off
   --draft-depth N          drafts per round (1 .. ${MAX_CHAIN_DEPTH}; default: the checkpoint's MTP modules);
                            past the checkpoint's modules its last module drafts again on its own
                            output (chained drafts, as vLLM / SGLang run DeepSeek-V3's one module)
