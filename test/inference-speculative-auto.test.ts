@@ -170,6 +170,16 @@ describe('AdaptiveSpeculation', () => {
     assert.equal(p.summary().plainMsPerToken, 1);
   });
 
+  it('a speculative run that gets dearer than plain probes before its interval ends', () => {
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 200, maxInterval: 400, clock: () => 0 });
+    const seen = drive(p, 120, (m, at) => (m === 'plain' ? 1 : at < 40 ? 0.6 : 1.5));
+    assert.equal(seen[12], 'speculate', 'decided to speculate');
+    const s = p.summary();
+    assert.equal(s.decision, 'plain', JSON.stringify(s));
+    assert.equal(s.switches, 1);
+    assert.equal(s.probes, 2);
+  });
+
   it('keeps speculating when it is cheaper, and switches when the costs cross', () => {
     const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 16, clock: () => 0 });
     const seen = drive(p, 400, (m, at) => (m === 'plain' ? 1 : at < 200 ? 0.6 : 1.4));

@@ -18,7 +18,9 @@
  *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
  *      `margin`) for `interval` tokens;
  *   3. probe again and decide again: the same decision doubles `interval` (up to
- *      `maxInterval`), a change resets it to `firstInterval`.
+ *      `maxInterval`), a change resets it to `firstInterval`. A speculative run is also watched:
+ *      when its last 8 rounds cost more per token than the last probe's plain steps (the text
+ *      got harder to draft), it probes at once.
  * The MTP modules' catch-up after plain steps (batched, a fraction of a step per row) is not
  * charged to either mode.
  * The state carries over between generations (a chat's turns, one policy per model).
@@ -77,6 +79,9 @@ interface Tally {
   ms: number;
   tokens: number;
 }
+
+/** Rounds of a speculative run watched against the plain cost (see record). */
+const WATCH = 8;
 
 /** The median of xs (not empty). */
 function median(xs: number[]): number {
@@ -147,8 +152,25 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       if (++this.step >= 4 * this.block) this.decide();
     } else if (mode === this.mode) {
       this.runLeft -= tokens;
+      if (mode === 'speculate') {
+        // watch a speculative run: acceptance moves with the text; when its last WATCH rounds
+        // cost more per token than the latest plain steps, probe now
+        this.ms.speculate.push(Math.max(0, ms));
+        this.toks.speculate.push(tokens);
+        if (this.ms.speculate.length > WATCH) {
+          this.ms.speculate.shift();
+          this.toks.speculate.shift();
+        }
+        if (this.ms.speculate.length === WATCH && this.perToken('speculate') > this.cost.plain) this.runLeft = 0;
+      }
       if (this.runLeft <= 0) this.startProbe();
     }
+  }
+
+  /** Mode m's cost per token over its rounds held: the median round's over the mean tokens. */
+  private perToken(m: RoundMode): number {
+    const n = this.toks[m].reduce((x, y) => x + y, 0);
+    return n > 0 ? median(this.ms[m]) / (n / this.toks[m].length) : NaN;
   }
 
   /** The end of a probe: run the cheaper mode for `interval` tokens. A mode's cost per token
@@ -156,8 +178,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private decide(): void {
     this.probing = false;
     for (const m of ['speculate', 'plain'] as const) {
-      const n = this.toks[m].reduce((x, y) => x + y, 0);
-      if (n > 0) this.cost[m] = median(this.ms[m]) / (n / this.toks[m].length);
+      const c = this.perToken(m);
+      if (Number.isFinite(c)) this.cost[m] = c;
       this.ms[m].length = 0;
       this.toks[m].length = 0;
     }
@@ -172,6 +194,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
 
   private startProbe(): void {
     this.probes++;
+    this.ms.speculate.length = 0;
+    this.toks.speculate.length = 0;
     this.probing = true;
     this.step = 0;
     this.first = this.mode === 'speculate' ? 'plain' : 'speculate';
