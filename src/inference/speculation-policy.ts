@@ -17,7 +17,8 @@
  *      (robust to a preempted or interrupted round);
  *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
  *      `margin`) for `interval` tokens;
- *   3. probe again and decide again: the same decision doubles `interval` (up to
+ *   3. probe again (one block of each mode, the one not running first) and decide again: the
+ *      same decision doubles `interval` (up to
  *      `maxInterval`), a change resets it to `firstInterval`. A speculative run is also watched:
  *      when its last 8 rounds cost more per token than the last probe's plain steps (the text
  *      got harder to draft), it probes at once.
@@ -96,8 +97,9 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private readonly firstInterval: number;
   private readonly maxInterval: number;
   private readonly margin: number;
-  /** Probing: the next round of the probe's plan (4 blocks: first, other, first, other), else
-   * running `mode` for `runLeft` more tokens. */
+  /** Probing: the next round of the probe's plan (the first probe 4 blocks: first, other, first,
+   * other; a re-probe 2: the mode not running, then the running one), else running `mode` for
+   * `runLeft` more tokens. */
   private probing = true;
   private step = 0;
   private first: RoundMode = 'speculate';
@@ -149,7 +151,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
         this.ms[mode].push(Math.max(0, ms));
         this.toks[mode].push(tokens);
       }
-      if (++this.step >= 4 * this.block) this.decide();
+      if (++this.step >= (this.decided ? 2 : 4) * this.block) this.decide();
     } else if (mode === this.mode) {
       this.runLeft -= tokens;
       if (mode === 'speculate') {
