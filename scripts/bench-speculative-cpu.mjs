@@ -10,11 +10,13 @@
 // checkpoint's MTP modules chains its last module on its own output (SpeculativeDecoder's `chain`))
 //
 // Per round, per prompt, per build: plain greedy (`DecodeSession` + the generation loop, as
-// `dsv3 generate --no-speculative`) then speculative (`SpeculativeDecoder`, as `dsv3 generate
-// --speculative`), `tokens` new tokens each (prefill included, load excluded). Prints one JSON
-// line per run and a summary per build: median CPU ms per token of each mode, the median of the
-// per-round speculative/plain speed ratios (CPU and wall), acceptance, and whether every
-// speculative output equalled plain greedy. Run with DSV3_THREADS=1 (or 2) to fix the threads.
+// `dsv3 generate --no-speculative`), speculative (`SpeculativeDecoder`, as `dsv3 generate
+// --speculative`) and, in builds that have it, auto (the SpeculativeDecoder with an
+// AdaptiveSpeculation policy, as `dsv3 generate`'s default), `tokens` new tokens each (prefill
+// included, load excluded). Prints one JSON line per run and a summary per build: median CPU ms
+// per token of each mode, the median of the per-round speculative/plain and auto/plain speed
+// ratios (CPU and wall), acceptance, auto's decisions, and whether every output equalled plain
+// greedy. Run with DSV3_THREADS=1 (or 2) to fix the threads.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,6 +45,7 @@ for (const d of dists) {
   const { DecodeSession } = await imp('src/inference/decode-session.js');
   const { generate } = await imp('src/inference/generate.js');
   const { SpeculativeDecoder, MAX_CHAIN_DEPTH } = await imp('src/inference/speculative.js');
+  const AdaptiveSpeculation = await imp('src/inference/speculation-policy.js').then((m) => m.AdaptiveSpeculation, () => undefined);
   const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
   const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
   const dir = resolveCheckpointDir(path.resolve(values.model));
@@ -52,7 +55,7 @@ for (const d of dists) {
     if (depth > model.mtp.length && MAX_CHAIN_DEPTH === undefined) continue; // a build without chained drafts
     for (const draft of values.draft ?? [undefined]) {
       const label = `${d}${draft ? ` draft=${draft}` : ''}${values.depth ? ` depth=${depth}` : ''}`;
-      builds.push({ d, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, depth });
+      builds.push({ d, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, AdaptiveSpeculation, depth });
     }
   }
 }
@@ -78,7 +81,17 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
       const r = sp.generate(prompt, N);
       const spec = { cpu: cpu() - c0, wall: performance.now() - t0, ids: Array.from(r.ids.subarray(P)) };
       const n = plain.ids.length;
-      const same = spec.ids.length === n && spec.ids.every((t, i) => t === plain.ids[i]);
+      const eq = (ids) => ids.length === n && ids.every((t, i) => t === plain.ids[i]);
+      const same = eq(spec.ids);
+      let auto = null;
+      if (b.AdaptiveSpeculation) {
+        c0 = cpu();
+        t0 = performance.now();
+        const policy = new b.AdaptiveSpeculation();
+        const sa = new b.SpeculativeDecoder(b.model, { maxLen: P + N, depth: b.depth, ...(b.draft ? { draft: b.draft } : {}), ...(b.depth > b.model.mtp.length ? { chain: true } : {}) });
+        const ra = sa.generate(prompt, N, { policy });
+        auto = { cpu: cpu() - c0, wall: performance.now() - t0, ids: Array.from(ra.ids.subarray(P)), summary: policy.summary() };
+      }
       const line = {
         round, prompt: text, build: b.label, tokens: n,
         plain_cpu_ms_per_token: +(plain.cpu / n).toFixed(4), spec_cpu_ms_per_token: +(spec.cpu / n).toFixed(4),
@@ -86,6 +99,11 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
         acceptance: +(r.accepted / Math.max(1, r.drafted)).toFixed(3), tokens_per_forward: +(n / Math.max(1, r.mainForwards + 1)).toFixed(2),
         verify_ms_per_forward: +(r.verifyMs / Math.max(1, r.mainForwards)).toFixed(3), draft_ms_per_round: +(r.draftMs / Math.max(1, r.mainForwards)).toFixed(3),
         identical: same,
+        ...(auto ? {
+          auto_cpu_ms_per_token: +(auto.cpu / n).toFixed(4), auto_speedup_cpu: +(plain.cpu / auto.cpu).toFixed(3), auto_speedup_wall: +(plain.wall / auto.wall).toFixed(3),
+          auto_decision: auto.summary.decision, auto_switches: auto.summary.switches, auto_speculative_tokens: auto.summary.speculativeTokens, auto_plain_tokens: auto.summary.plainTokens,
+          auto_identical: eq(auto.ids),
+        } : {}),
       };
       if (round > 0) runs.push({ bi, ...line });
       console.log(JSON.stringify(line));
@@ -106,6 +124,13 @@ for (const [bi, b] of builds.entries()) {
     speedup_cpu_range: [Math.min(...rs.map((r) => r.speedup_cpu)), Math.max(...rs.map((r) => r.speedup_cpu))],
     acceptance_mean: +(rs.reduce((a, r) => a + r.acceptance, 0) / rs.length).toFixed(3),
     all_identical: rs.every((r) => r.identical),
+    ...(b.AdaptiveSpeculation ? {
+      auto_cpu_ms_per_token: +med(rs.map((r) => r.auto_cpu_ms_per_token)).toFixed(4),
+      auto_speedup_cpu_median: med(rs.map((r) => r.auto_speedup_cpu)), auto_speedup_wall_median: med(rs.map((r) => r.auto_speedup_wall)),
+      auto_speedup_cpu_range: [Math.min(...rs.map((r) => r.auto_speedup_cpu)), Math.max(...rs.map((r) => r.auto_speedup_cpu))],
+      auto_decisions: rs.map((r) => r.auto_decision[0]).join(''), auto_speculative_token_share: +(rs.reduce((a, r) => a + r.auto_speculative_tokens, 0) / rs.reduce((a, r) => a + r.auto_speculative_tokens + r.auto_plain_tokens, 0)).toFixed(3),
+      auto_all_identical: rs.every((r) => r.auto_identical),
+    } : {}),
     load: fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
   }));
 }

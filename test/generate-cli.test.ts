@@ -62,6 +62,7 @@ test('dsv3 generate --json: greedy speculative (the default) equals plain greedy
   const plain = gen(['--prompt', 'The whale', '--temperature', '0', '--max-tokens', '60', '--no-speculative']);
   assert.equal(spec.speculative, true);
   assert.equal(plain.speculative, false);
+  assert.equal((spec as unknown as { speculation: string }).speculation, 'auto');
   assert.ok(typeof spec.acceptance_rate === 'number' && spec.acceptance_rate >= 0 && spec.acceptance_rate <= 1);
   assert.equal(plain.acceptance_rate, undefined);
   assert.deepEqual(spec.tokens, plain.tokens);

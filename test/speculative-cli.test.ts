@@ -25,6 +25,8 @@ interface Out {
   tokens: number[];
   finish_reason: string;
   speculative: boolean;
+  speculation: string;
+  auto?: { decision: string; probes: number; switches: number; speculative_tokens: number; plain_tokens: number; speculative_cpu_ms_per_token: number | null; plain_cpu_ms_per_token: number | null };
   acceptance_rate?: number;
   draft_depth?: number;
   acceptance_by_depth?: number[];
@@ -51,14 +53,28 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 test('dsv3 generate with 2 MTP modules: speculative (depth 2 by default, and 1) equals plain greedy; per-depth acceptance', () => {
   for (const [prompt, n] of [['The whale', '80'], ['Call me Ishmael. Some years ago', '57'], ['a', '1'], ['a', '2']] as const) {
     const plain = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n, '--no-speculative']);
-    const spec = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n]);
+    const spec = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n, '--speculative']);
     assert.equal(spec.speculative, true);
+    assert.equal(spec.speculation, 'on');
+    assert.equal(spec.auto, undefined);
+    assert.equal(plain.speculation, 'off');
+    // the default: auto (speculative rounds or plain steps, whichever measures cheaper), same tokens
+    const auto = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n]);
+    assert.equal(auto.speculation, 'auto');
+    assert.deepEqual(auto.tokens, plain.tokens, prompt);
+    assert.ok(auto.auto && ['speculative', 'plain'].includes(auto.auto.decision), JSON.stringify(auto.auto));
+    if (auto.finish_reason === 'length') assert.equal(auto.auto.speculative_tokens + auto.auto.plain_tokens, auto.tokens.length - 1, JSON.stringify(auto.auto));
+    // chained: a third draft from module 2 on its own output (--draft-depth past the modules)
+    const three = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n, '--speculative', '--draft-depth', '3']);
+    assert.deepEqual(three.tokens, plain.tokens, prompt);
+    assert.equal(three.draft_depth, 3);
+    assert.equal(three.acceptance_by_depth!.length, 3);
     assert.equal(spec.draft_depth, 2);
     assert.deepEqual(spec.tokens, plain.tokens, prompt);
     assert.equal(spec.finish_reason, plain.finish_reason);
     assert.equal(spec.acceptance_by_depth!.length, 2);
     for (const a of spec.acceptance_by_depth!) assert.ok(a >= 0 && a <= 1);
-    const one = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n, '--draft-depth', '1']);
+    const one = gen(['--prompt', prompt, '--temperature', '0', '--max-tokens', n, '--draft-depth', '1', '--speculative']);
     assert.deepEqual(one.tokens, plain.tokens);
     assert.equal(one.draft_depth, 1);
     assert.equal(one.acceptance_by_depth!.length, 1);
@@ -74,9 +90,9 @@ test('dsv3 generate with 2 MTP modules: speculative (depth 2 by default, and 1) 
   }
   const v = dsv3(['generate', '--model', run, '--prompt', 'The whale', '--temperature', '0', '--max-tokens', '30', '--verbose']);
   assert.equal(v.status, 0, v.stderr);
-  assert.match(v.stderr, /speculative, [\d.]+% of MTP drafts accepted \(by depth 1: [\d.]+%, 2: [\d.]+%\)/);
+  assert.match(v.stderr, /speculative, [\d.]+% of MTP drafts accepted \(by depth 1: [\d.]+%, 2: [\d.]+%\); auto: (speculative|plain) decoding chosen \(CPU ms per token: speculative [\d.]+, plain [\d.]+; \d+ tokens speculative, \d+ plain, \d+ switches\)/);
   for (const [args, re] of [
-    [['--draft-depth', '3'], /--draft-depth 3: .* has 2 MTP module\(s\)/],
+    [['--draft-depth', '9'], /--draft-depth expects an integer/],
     [['--draft-depth', '1', '--no-speculative'], /--draft-depth needs speculative decoding/],
     [['--draft-depth', '0'], /--draft-depth/],
   ] as const) {
@@ -94,14 +110,16 @@ test('dsv3 chat with 2 MTP modules: replies with and without speculative decodin
   const g1 = dsv3(greedy, input);
   const g0 = dsv3([...greedy, '--no-speculative'], input);
   assert.equal(g1.status, 0, g1.stderr);
-  assert.match(g1.stderr, /speculative, [\d.]+% of MTP drafts accepted/);
+  assert.match(g1.stderr, /speculative, [\d.]+% of MTP drafts accepted[^;]*; auto: (speculative|plain) decoding chosen/);
   assert.equal(g1.stdout, g0.stdout);
   // temperature 0 with a frequency penalty (text here): exact speculative decoding with --speculative
   const args = ['chat', '--model', run, '--temperature', '0', '--frequency-penalty', '1.5', '--max-tokens', '24', '--verbose'];
   const spec = dsv3([...args, '--speculative'], input);
   const plain = dsv3(args, input);
   const one = dsv3([...args, '--speculative', '--draft-depth', '1'], input);
-  for (const r of [spec, plain, one]) assert.equal(r.status, 0, r.stderr);
+  const chained = dsv3([...args, '--speculative', '--draft-depth', '4'], input);
+  for (const r of [spec, plain, one, chained]) assert.equal(r.status, 0, r.stderr);
+  assert.equal(chained.stdout, plain.stdout);
   assert.ok(spec.stdout.replace(/\s/g, '').length > 20, spec.stdout);
   assert.equal(spec.stdout, plain.stdout);
   assert.equal(one.stdout, plain.stdout);

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { type Flag, type FlagTable, type NumberRange, UsageError } from './command.js';
+import { MAX_CHAIN_DEPTH } from '../inference/speculative.js';
 
 export type FlagValues<S extends FlagTable> = { [K in keyof S]?: S[K] extends Flag<infer T> ? T : never };
 
@@ -42,6 +43,9 @@ function numberFlag(int: boolean, min: number, minOpen: boolean, max = Infinity,
 export const int = (min = 0, max = INT_MAX): Flag<number> => numberFlag(true, min, false, max);
 /** Native threads: the pool has at most 256 (native/src/threadpool.c). */
 export const threads = (): Flag<number> => int(1, 256);
+/** MTP draft depth (--draft-depth): 1 .. MAX_CHAIN_DEPTH (inference/speculative.ts); past the
+ * checkpoint's modules the last module is chained on its own output. */
+export const draftDepth = (): Flag<number> => int(1, MAX_CHAIN_DEPTH);
 /** A TCP port (0: any free port, chosen by the system). */
 export const port = (): Flag<number> => int(0, 65535);
 export const positive = (): Flag<number> => numberFlag(false, 0, true);

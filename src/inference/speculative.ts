@@ -34,6 +34,7 @@ import { DecodeSession } from './decode-session.js';
 import { argmax, draw, type Sampler } from './sampling.js';
 import type { FinishReason } from './generate.js';
 import type { PhaseProfiler } from './profile.js';
+import type { SpeculationPolicy } from './speculation-policy.js';
 
 /** As in GenerateOptions (generate.ts): EOS (not kept) and the streaming callback (true: stop). */
 export interface SpeculativeOptions {
@@ -47,6 +48,12 @@ export interface SpeculativeOptions {
    * common prefix ends (module k's row i reads tokens up to i + k), the rest is reused. The
    * output is that of a fresh cache. */
   reuse?: boolean;
+  /** Ask this policy before each round whether to speculate or run a plain step (one main
+   * forward, one token; speculation-policy.ts), and report each round's cost to it. Without
+   * one every round speculates. The output is the same either way: plain steps emit the main
+   * model's token as the verification does; the MTP modules catch up on the rows they skipped
+   * (in one batched forward per module) before the next speculative round. */
+  policy?: SpeculationPolicy;
 }
 
 export interface SpeculativeResult {
@@ -64,6 +71,8 @@ export interface SpeculativeResult {
   reused: number;
   /** Forward passes of the main model after the prefill. */
   mainForwards: number;
+  /** Of mainForwards: the plain one-token steps a `policy` chose (the rest speculated). */
+  plainSteps: number;
   /** Wall time of the prefill (main + MTP) and of the rest of the generation. */
   prefillMs: number;
   decodeMs: number;
@@ -74,6 +83,10 @@ export interface SpeculativeResult {
 
 /** Deepest chained draft (`chain`): K drafts make a K+1-row verification forward. */
 export const MAX_CHAIN_DEPTH = 8;
+
+/** Most positions the MTP modules may lag the main model during plain steps (their hidden-row
+ * rings hold this many more rows); past it they catch up while still plain. */
+export const CATCH_UP_GAP = 256;
 
 export class SpeculativeDecoder {
   readonly session: DecodeSession;
@@ -113,7 +126,8 @@ export class SpeculativeDecoder {
     this.session = new DecodeSession(model, { maxLen: opts.maxLen, mtp: K, chunk, logitRows: K + 1, draftBf16: (opts.draft ?? 'bf16') === 'bf16', mtpChain: opts.chain === true, ...(opts.profiler ? { profiler: opts.profiler } : {}) });
     const D = model.cfg.hidden_size;
     // rows read back: a prefill chunk plus the rows a round recomputes (<= 2K), with room to spare
-    this.R = this.session.chunk + 4 * K + 4;
+    // and the rows plain steps leave to catch up (CATCH_UP_GAP)
+    this.R = this.session.chunk + 4 * K + 4 + CATCH_UP_GAP;
     this.rings = Array.from({ length: K + 1 }, () => new Float32Array(this.R * D));
     this.final = new Int32Array(K);
     this.rowIds = new Int32Array(this.session.chunk);
@@ -139,9 +153,10 @@ export class SpeculativeDecoder {
 
   /**
    * Module k on its rows from .. to-1 (to > from), t_{i+k} = tok(i + k); returns the logits of
-   * row to-1 (a view). Reads h^{k-1} from ring k-1, keeps h^k in ring k.
+   * row to-1 (a view; with `head` false none are computed, an empty array is returned). Reads
+   * h^{k-1} from ring k-1, keeps h^k in ring k.
    */
-  private runModule(k: number, from: number, to: number, tok: (m: number) => number): Float32Array {
+  private runModule(k: number, from: number, to: number, tok: (m: number) => number, head = true): Float32Array {
     const e = this.session.engine;
     const D = e.D;
     const prev = this.rings[k - 1]!;
@@ -155,9 +170,23 @@ export class SpeculativeDecoder {
       }
       e.forwardMtp(this.rowIds.subarray(0, T), { B: 1, T, start: a }, this.session.cache, k);
       this.keep(k, e.ws.h, a, T);
-      if (a + T === to) logits = e.draftHead(T - 1, 1);
+      if (a + T === to && head) logits = e.draftHead(T - 1, 1);
     }
-    return logits!;
+    return logits ?? new Float32Array(0);
+  }
+
+  /**
+   * Makes every module's rows final up to row `upto` - 1 where their inputs allow: module k's row
+   * i needs h^{k-1}_i final and t_{i+k} known (i + k <= known). Modules run in order, one batched
+   * forward each (chunked), without the draft head.
+   */
+  private catchUp(upto: number, known: number, tok: (m: number) => number): void {
+    let end = upto;
+    for (let k = 1; k <= this.depth; k++) {
+      end = Math.min(end, known - k + 1);
+      if (end > this.final[k - 1]!) this.runModule(k, this.final[k - 1]!, end, tok, false);
+      this.final[k - 1] = Math.max(this.final[k - 1]!, end);
+    }
   }
 
   /** The draft token from module logits: their argmax, or a draw from the sampler's q (kept in `q`). */
@@ -213,12 +242,7 @@ export class SpeculativeDecoder {
       }
       // module k's row i is final when h^{k-1}_i is and t_{i+k} is known; row P-1 is left to
       // the first draft round (its logits propose d_k)
-      let end = Math.min(c0 + c, P - 1);
-      for (let k = 1; k <= K; k++) {
-        end = Math.min(end, known - k + 1);
-        if (end > this.final[k - 1]!) this.runModule(k, this.final[k - 1]!, end, tok);
-        this.final[k - 1] = Math.max(this.final[k - 1]!, end);
-      }
+      this.catchUp(Math.min(c0 + c, P - 1), known, tok);
     }
     const draftedByDepth = new Array<number>(K).fill(0);
     const acceptedByDepth = new Array<number>(K).fill(0);
@@ -242,10 +266,48 @@ export class SpeculativeDecoder {
     let mainForwards = 0;
     let verifyMs = 0;
     let draftMs = 0;
+    const policy = o.policy;
+    let plainSteps = 0;
+    let lagging = false; // plain steps ran since the modules' rows were last made final
     while (!ended && produced < n) {
+      const pos = s.cache.length; // = known: t_pos = next is known, not cached
+      const c0 = policy?.now() ?? 0;
+      if (policy?.next() === 'plain') {
+        // ---- plain step: the main model on t_pos alone; the modules fall behind (bounded) ------
+        if (pos - this.final[K - 1]! >= CATCH_UP_GAP) {
+          this.catchUp(pos - 1, known, tok);
+          policy.record('plain', policy.now() - c0, 0);
+        }
+        const c1 = policy.now();
+        const u = produced;
+        this.verifyIds[0] = next;
+        e.forwardMain(this.verifyIds.subarray(0, 1), { B: 1, T: 1, start: pos }, s.cache);
+        mainForwards++;
+        plainSteps++;
+        const logits = e.head(0, 1);
+        const t = sampler ? sampler.pick(logits, 0, V, 0) : argmax(logits, 0, V);
+        this.keep(0, e.ws.hidden, pos, 1);
+        s.cache.length = pos + 1;
+        this.cachedTokens[pos] = next;
+        this.cachedLen = pos + 1;
+        ended = emit(t);
+        next = t;
+        known = pos + 1;
+        lagging = true;
+        s.engine.profiler?.endStep();
+        policy.record('plain', policy.now() - c1, produced - u);
+        continue;
+      }
+      if (policy && lagging) {
+        // the rows plain steps skipped, in one batched forward per module: plain's cost
+        this.catchUp(pos - 1, known, tok);
+        lagging = false;
+        policy.record('plain', policy.now() - c0, 0);
+      }
+      const c1 = policy?.now() ?? 0;
+      const u = produced;
       // ---- draft: modules 1 .. k chained at row pos-1 (k <= the tokens still wanted) ----------
       const td = performance.now();
-      const pos = s.cache.length; // = known: t_pos = next is known, not cached
       const k = Math.min(K, n - produced);
       for (let j = 1; j <= k; j++) {
         const L = this.final[j - 1]!;
@@ -283,7 +345,10 @@ export class SpeculativeDecoder {
       known = pos + a + 1;
       s.engine.profiler?.endStep();
       verifyMs += performance.now() - tv;
+      policy?.record('speculate', policy.now() - c1, produced - u);
     }
+    // a chat's next turn reuses the modules' rows (`reuse`): bring them up to the main cache
+    if (lagging && o.reuse) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
     const drafted = draftedByDepth.reduce((x, y) => x + y, 0);
     const accepted = acceptedByDepth.reduce((x, y) => x + y, 0);
     return {
@@ -295,6 +360,7 @@ export class SpeculativeDecoder {
       acceptedByDepth,
       reused: f,
       mainForwards,
+      plainSteps,
       prefillMs: t1 - t0,
       decodeMs: performance.now() - t1,
       verifyMs,

@@ -7,8 +7,9 @@
  * and appended to the conversation. The latent cache is kept between turns: each turn computes
  * only the tokens that do not begin the previous turn's (inference/prefix-reuse.ts; with
  * speculative decoding the SpeculativeDecoder's `reuse`, which keeps the MTP modules' cache slots
- * consistent too). Greedy replies without penalties run MTP self-speculative decoding when the
- * checkpoint has MTP modules (the same tokens: inference/speculative.ts), as in `dsv3 generate`.
+ * consistent too). Greedy replies without penalties run the SpeculativeDecoder in "auto" mode when
+ * the checkpoint has MTP modules (speculative rounds or plain steps, whichever measures cheaper;
+ * the same tokens: inference/speculative.ts), as in `dsv3 generate`; one policy for all turns.
  * A conversation longer than the context drops its oldest turns.
  */
 import * as readline from 'node:readline';
@@ -21,7 +22,7 @@ import { type FinishReason, generate } from '../../inference/generate.js';
 import { PrefixReuseDecoder } from '../../inference/prefix-reuse.js';
 import { hasPenalties, Sampler } from '../../inference/sampling.js';
 import { SpeculativeDecoder } from '../../inference/speculative.js';
-import { depthText, draftDepth } from './generate.js';
+import { autoText, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
 import { TextStream } from '../../inference/text-stream.js';
 import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
@@ -48,13 +49,8 @@ earlier text).
 Options:
   --system TEXT            a system message at the start of the conversation
   --max-tokens N           most tokens per reply (default 256, at most half the context)
-${SAMPLING_HELP}  --speculative            MTP self-speculative decoding (see dsv3 generate --help); default: on
-                           when the checkpoint has MTP modules and decoding is greedy without
-                           penalties (--temperature 0), i.e. when the replies are identical
-  --no-speculative         plain decoding, one main forward per token
-  --draft-depth N          MTP modules chained per draft (default: all the checkpoint has)
-  --verbose                tokens, tokens/s, cached tokens reused and the MTP acceptance rate,
-                           per turn, on stderr
+${SAMPLING_HELP}${SPECULATION_HELP}  --verbose                tokens, tokens/s, cached tokens reused, the MTP acceptance rate and
+                           the auto decision, per turn, on stderr
 `;
 
 const FLAGS = {
@@ -62,9 +58,7 @@ const FLAGS = {
   system: text(),
   'max-tokens': int(1),
   ...SAMPLING_FLAGS,
-  speculative: bool(),
-  'no-speculative': bool(),
-  'draft-depth': int(1, 64),
+  ...SPECULATION_FLAGS,
   verbose: bool(),
 } satisfies FlagTable;
 
@@ -94,15 +88,14 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
   const maxTokens = v['max-tokens'] ?? Math.min(256, Math.floor(maxPos / 2));
   if (maxTokens >= maxPos) throw new UsageError(`--max-tokens ${maxTokens} leaves no room for the conversation: max_position_embeddings is ${maxPos}`);
   const o = samplingOptions(v);
-  if (v.speculative && v['no-speculative']) throw new UsageError('--speculative and --no-speculative exclude each other');
-  if (v.speculative && cfg.num_nextn_predict_layers < 1) throw new UsageError(`--speculative: ${dir} has no MTP module (num_nextn_predict_layers is 0)`);
   const exact = o.temperature === 0 && !hasPenalties(o);
-  const depth = draftDepth(v['draft-depth'], cfg.num_nextn_predict_layers, dir, v['no-speculative'] === true);
-  const speculative = v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1);
+  const choice = speculationChoice(v, cfg.num_nextn_predict_layers, dir, exact);
+  const speculative = choice.mode !== 'off';
+  const policy = speculationPolicy(choice.mode);
   const system: ChatMessage[] = v.system !== undefined ? [{ role: 'system', content: v.system }] : [];
   template.render([...system, { role: 'user', content: 'hi' }], true); // a broken template fails here, before the model loads
   const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
-  const spec = speculative ? new SpeculativeDecoder(model, { maxLen: maxPos, depth }) : null;
+  const spec = speculative ? new SpeculativeDecoder(model, { maxLen: maxPos, depth: choice.depth, chain: choice.chain }) : null;
   const dec = spec ? null : new PrefixReuseDecoder(new DecodeSession(model, { maxLen: maxPos }));
   const eos = tok.eosId === undefined ? {} : { eos: tok.eosId };
   const encode = (msgs: ChatMessage[]): Int32Array => Int32Array.from(tok.encode(template.render(msgs, true), { addBos: false }));
@@ -166,12 +159,12 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
     let reused: number;
     let acc = '';
     if (spec) {
-      const r = spec.generate(prompt, maxNew, { ...eos, onToken, reuse: true, ...(exact ? {} : { sampler }) });
+      const r = spec.generate(prompt, maxNew, { ...eos, onToken, reuse: true, ...(exact ? {} : { sampler }), ...(policy ? { policy } : {}) });
       n = r.ids.length - P;
       finish = r.finish;
       reused = r.reused;
       const byDepth = r.draftedByDepth.map((d, k) => (d > 0 ? r.acceptedByDepth[k]! / d : 0));
-      acc = `; speculative, ${((r.drafted > 0 ? r.accepted / r.drafted : 0) * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}`;
+      acc = `; speculative, ${((r.drafted > 0 ? r.accepted / r.drafted : 0) * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}${policy ? `; ${autoText(policy.summary())}` : ''}`;
     } else {
       const g = generate(dec!, prompt, P, { maxNew, pick: sampler.pick, ...eos, onToken });
       n = g.tokens[0]!.length;

@@ -1,9 +1,11 @@
 /**
  * `dsv3 generate` (and its alias `dsv3 sample`): text from a trained checkpoint on the fast
  * decode engine, streamed to stdout as it is produced. Greedy decoding without penalties runs
- * MTP self-speculative decoding when the checkpoint has an MTP module (same tokens, fewer main
- * forwards: inference/speculative.ts; with --speculative also sampling, by exact speculative
- * sampling); everything else runs the generation loop
+ * the SpeculativeDecoder in "auto" mode when the checkpoint has an MTP module: each round is a
+ * speculative round or a plain step, whichever measures cheaper per token (same tokens either
+ * way: inference/speculative.ts, speculation-policy.ts; the flags: ./speculation.ts); with
+ * --speculative every round speculates, sampling too (exact speculative sampling); everything
+ * else runs the generation loop
  * (inference/generate.ts) with the sampler (inference/sampling.ts). Text is detokenized
  * incrementally, never splitting a UTF-8 character, and cut at stop strings
  * (inference/text-stream.ts).
@@ -12,6 +14,7 @@ import * as fs from 'node:fs';
 import { type Command, type FlagTable, UsageError } from '../command.js';
 import { bool, exists, int, parseFlags, required, text, texts, type FlagValues } from '../flags.js';
 import { loadTokenizer, quietEpipe, SAMPLING_FLAGS, SAMPLING_HELP, samplingOptions } from './decoding.js';
+import { autoJson, autoText, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
 import { DsvError } from '../../errors.js';
 import { DecodeSession } from '../../inference/decode-session.js';
 import { generate as runLoop, type FinishReason } from '../../inference/generate.js';
@@ -25,26 +28,19 @@ import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
 const OPTIONS = `Options:
   --max-tokens N           most tokens to generate (default 100; fewer at EOS or a stop string)
 ${SAMPLING_HELP}  --stop STR               end the text before STR (repeatable; STR is not printed)
-  --speculative            MTP self-speculative decoding: the MTP modules draft the next tokens
-                           (chained: module k drafts token k+1 from module k-1's hidden state
-                           and the draft before), the main model verifies them all in one
-                           forward and keeps the longest matching prefix. Greedy: the same
-                           tokens as plain decoding. Sampling or penalties: exact speculative
-                           (rejection) sampling, the same distribution of texts but other draws
-                           for a seed than --no-speculative. Default: on when the checkpoint has
-                           an MTP module and decoding is greedy without penalties
-                           (--temperature 0), i.e. when the output is identical
-  --no-speculative         plain decoding, one main forward per token
-  --draft-depth N          MTP modules chained per draft (1 .. num_nextn_predict_layers; default:
-                           all the checkpoint has)
-  --json                   print one JSON line at the end instead of streaming: tokens (the
+${SPECULATION_HELP}  --json                   print one JSON line at the end instead of streaming: tokens (the
                            generated ids), text, finish_reason (eos, stop or length),
                            prompt_tokens, tokens_per_s (generated tokens per second of
-                           generation, prefill included), speculative, acceptance_rate (the
+                           generation, prefill included), speculation (on, off or auto),
+                           speculative (whether the MTP decoder ran), acceptance_rate (the
                            share of MTP drafts kept; speculative only), draft_depth and
                            acceptance_by_depth (per depth k: the share of module k's drafts
-                           kept; a depth-k draft is kept only if the ones before it were)
-  --verbose                tokens, tokens/s and the acceptance rates on stderr
+                           kept; a depth-k draft is kept only if the ones before it were); in
+                           auto mode also auto: decision (speculative or plain), probes,
+                           switches, speculative_tokens, plain_tokens and the measured
+                           speculative_cpu_ms_per_token and plain_cpu_ms_per_token
+  --verbose                tokens, tokens/s, the acceptance rates and the auto decision on
+                           stderr
 `;
 
 const GENERATE_HELP = `Usage: dsv3 generate --model DIR [--prompt TEXT] [options]
@@ -70,27 +66,12 @@ const FLAGS = {
   'max-tokens': int(0),
   ...SAMPLING_FLAGS,
   stop: texts(),
-  speculative: bool(),
-  'no-speculative': bool(),
-  'draft-depth': int(1, 64),
+  ...SPECULATION_FLAGS,
   json: bool(),
   verbose: bool(),
 } satisfies FlagTable;
 
 const SAMPLE_FLAGS = { ...FLAGS, 'max-new': int(0) } satisfies FlagTable;
-
-/** The --draft-depth of a checkpoint with `modules` MTP modules (default: all of them). */
-export function draftDepth(flag: number | undefined, modules: number, dir: string, plain: boolean): number {
-  if (flag === undefined) return Math.max(1, modules);
-  if (plain) throw new UsageError('--draft-depth needs speculative decoding; it excludes --no-speculative');
-  if (flag > modules) throw new UsageError(`--draft-depth ${flag}: ${dir} has ${modules} MTP module(s) (num_nextn_predict_layers), expected 1 .. ${modules}`);
-  return flag;
-}
-
-/** ", by depth 1: 80.0%, 2: 55.0%" (acceptance per draft depth) when there are several. */
-export function depthText(byDepth: readonly number[]): string {
-  return byDepth.length > 1 ? ` (by depth ${byDepth.map((a, k) => `${k + 1}: ${(a * 100).toFixed(1)}%`).join(', ')})` : '';
-}
 
 /** All of stdin, less one trailing newline. */
 function readStdin(): string {
@@ -105,8 +86,8 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   const exact = o.temperature === 0 && !hasPenalties(o);
   const dir = resolveCheckpointDir(location);
   const cfg = loadModelConfig(dir);
-  if (v.speculative && cfg.num_nextn_predict_layers < 1) throw new UsageError(`--speculative: ${dir} has no MTP module (num_nextn_predict_layers is 0)`);
-  const depth = draftDepth(v['draft-depth'], cfg.num_nextn_predict_layers, dir, v['no-speculative'] === true);
+  const choice = speculationChoice(v, cfg.num_nextn_predict_layers, dir, exact);
+  const { depth } = choice;
   const tok = loadTokenizer(dir, cfg.vocab_size);
   const promptText = v.prompt ?? readStdin();
   const prompt = Int32Array.from(tok.encode(promptText, { addBos: tok.bosId !== undefined }));
@@ -115,7 +96,8 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   if (P === 0) throw new DsvError(`${cmd}: the prompt encodes to no tokens`);
   if (P > maxPos) throw new DsvError(`${cmd}: the prompt has ${P} tokens, more than max_position_embeddings (${maxPos})`);
   const maxNew = Math.min(maxPos, P + (v['max-tokens'] ?? v['max-new'] ?? 100)) - P;
-  const speculative = maxNew > 0 && (v.speculative || (!v['no-speculative'] && exact && cfg.num_nextn_predict_layers >= 1));
+  const speculative = maxNew > 0 && choice.mode !== 'off';
+  const policy = speculative ? speculationPolicy(choice.mode) : null;
   const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
 
   const stream = new TextStream((id) => tok.decodeBytes([id]), v.stop ?? []);
@@ -137,9 +119,9 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   const sampler = new Sampler(o, { V: cfg.vocab_size, seed: v.seed ?? 0 });
   sampler.prompt(0, prompt);
   if (speculative) {
-    const spec = new SpeculativeDecoder(model, { maxLen: P + maxNew, depth });
+    const spec = new SpeculativeDecoder(model, { maxLen: P + maxNew, depth, chain: choice.chain });
     const t0 = performance.now();
-    const r = spec.generate(prompt, maxNew, { ...eos, onToken, ...(exact ? {} : { sampler }) });
+    const r = spec.generate(prompt, maxNew, { ...eos, onToken, ...(exact ? {} : { sampler }), ...(policy ? { policy } : {}) });
     seconds = (performance.now() - t0) / 1e3;
     tokens = Array.from(r.ids.subarray(P));
     finish = r.finish;
@@ -156,16 +138,17 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   out(stream.finish());
   const tokensPerS = seconds > 0 ? tokens.length / seconds : 0;
   if (v.json) {
-    const res: Record<string, unknown> = { tokens, text: stream.text, finish_reason: finish, prompt_tokens: P, tokens_per_s: Number(tokensPerS.toFixed(1)), speculative };
+    const res: Record<string, unknown> = { tokens, text: stream.text, finish_reason: finish, prompt_tokens: P, tokens_per_s: Number(tokensPerS.toFixed(1)), speculation: maxNew > 0 ? choice.mode : 'off', speculative };
     if (acceptance !== undefined) {
       res['acceptance_rate'] = Number(acceptance.toFixed(4));
       res['draft_depth'] = depth;
       res['acceptance_by_depth'] = byDepth.map((a) => Number(a.toFixed(4)));
     }
+    if (policy) res['auto'] = autoJson(policy.summary());
     process.stdout.write(JSON.stringify(res) + '\n');
   } else if (!process.stdout.destroyed) process.stdout.write('\n');
   if (v.verbose) {
-    const acc = acceptance === undefined ? 'plain decoding' : `speculative, ${(acceptance * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}`;
+    const acc = (acceptance === undefined ? 'plain decoding' : `speculative, ${(acceptance * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}`) + (policy ? `; ${autoText(policy.summary())}` : '');
     process.stderr.write(`dsv3 ${cmd}: ${P} prompt tokens, ${tokens.length} generated in ${seconds.toFixed(3)} s (${tokensPerS.toFixed(1)} tokens/s, ${acc}; finish: ${finish})\n`);
   }
   return 0;

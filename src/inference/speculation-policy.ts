@@ -1,0 +1,217 @@
+/**
+ * When to speculate: the SpeculativeDecoder (speculative.ts) asks a SpeculationPolicy before every
+ * round whether to run a speculative round (MTP drafts, then one (K+1)-row verification forward)
+ * or a plain step (one main forward, one token). Either kind of round emits exactly the main
+ * model's tokens (greedy: its argmax; sampling: draws from its distribution), so a policy
+ * changes only the speed, never the output.
+ *
+ * Speculation pays when the verification forward over K+1 rows costs less than the tokens it
+ * yields (paper section 5.4.3: memory-bound decoding, where extra rows are nearly free). On small,
+ * compute-bound models (`dsv3 train`'s default: a 2-row verification costs ~1.65 one-row steps,
+ * BENCHMARKS.md "M-row steps, second pass") it does not. AdaptiveSpeculation measures instead of
+ * guessing: the cost per emitted token of each kind of round, on a clock (default: the process's
+ * CPU time, which other processes' time slices do not inflate), and runs the cheaper one:
+ *   1. probe: four blocks of `probeRounds` rounds, speculative and plain in turn (so both see
+ *      the same load and context; the first round of a block pays for the switch and is not
+ *      measured); a mode's cost per token is its median round's over its mean tokens per round
+ *      (robust to a preempted or interrupted round);
+ *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
+ *      `margin`) for `interval` tokens;
+ *   3. probe again (one block of each mode, the one not running first) and decide again: the
+ *      same decision doubles `interval` (up to
+ *      `maxInterval`), a change resets it to `firstInterval`. A speculative run is also watched:
+ *      when its last 8 rounds cost more per token than the last probe's plain steps (the text
+ *      got harder to draft), it probes at once.
+ * The MTP modules' catch-up after plain steps (batched, a fraction of a step per row) is not
+ * charged to either mode.
+ * The state carries over between generations (a chat's turns, one policy per model).
+ */
+import { DsvError } from '../errors.js';
+
+export type RoundMode = 'speculate' | 'plain';
+
+/** What the decoder asks before each round and tells after it. */
+export interface SpeculationPolicy {
+  /** The kind of the next round. */
+  next(): RoundMode;
+  /** The clock the costs are measured on (ms, monotone). */
+  now(): number;
+  /** A round of `mode` that took `ms` on the clock and emitted `tokens` tokens (0: work done for
+   * that mode without a token, e.g. the MTP modules catching up after plain steps). */
+  record(mode: RoundMode, ms: number, tokens: number): void;
+}
+
+/** The process's CPU time in ms (all its threads; process.cpuUsage). */
+export function cpuClockMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
+export interface AdaptiveOptions {
+  /** Rounds per block of a probe (4 blocks, 2 per mode; default 4, at least 2). */
+  probeRounds?: number;
+  /** Tokens run in the chosen mode before the first re-probe (default 64). */
+  firstInterval?: number;
+  /** Most tokens between re-probes (default 512). */
+  maxInterval?: number;
+  /** Speculate only when its cost per token is below (1 - margin) x plain's (default 0.1: a
+   * speculative stretch also pays the probes and the modules' catch-up, not measured). */
+  margin?: number;
+  /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
+  clock?: 'cpu' | 'wall' | (() => number);
+}
+
+/** The decision so far, for --json / --verbose. */
+export interface AdaptiveSummary {
+  /** The mode in force (the last decision). */
+  decision: RoundMode;
+  /** Probes run (the first included) and decisions that changed the mode. */
+  probes: number;
+  switches: number;
+  /** Tokens emitted by speculative rounds and by plain steps. */
+  speculativeTokens: number;
+  plainTokens: number;
+  /** The latest measured cost per token of each mode (ms on the clock; NaN before measured). */
+  speculativeMsPerToken: number;
+  plainMsPerToken: number;
+}
+
+interface Tally {
+  ms: number;
+  tokens: number;
+}
+
+/** Rounds of a speculative run watched against the plain cost (see record). */
+const WATCH = 8;
+
+/** The median of xs (not empty). */
+function median(xs: number[]): number {
+  const v = [...xs].sort((x, y) => x - y);
+  const h = v.length >> 1;
+  return v.length % 2 ? v[h]! : (v[h - 1]! + v[h]!) / 2;
+}
+
+export class AdaptiveSpeculation implements SpeculationPolicy {
+  readonly now: () => number;
+  private readonly block: number;
+  private readonly firstInterval: number;
+  private readonly maxInterval: number;
+  private readonly margin: number;
+  /** Probing: the next round of the probe's plan (the first probe 4 blocks: first, other, first,
+   * other; a re-probe 2: the mode not running, then the running one), else running `mode` for
+   * `runLeft` more tokens. */
+  private probing = true;
+  private step = 0;
+  private first: RoundMode = 'speculate';
+  private mode: RoundMode = 'speculate';
+  private runLeft = 0;
+  private interval: number;
+  /** The current probe's measured rounds: cost (ms) and tokens, per mode. */
+  private readonly ms: Record<RoundMode, number[]> = { speculate: [], plain: [] };
+  private readonly toks: Record<RoundMode, number[]> = { speculate: [], plain: [] };
+  /** The latest probe's cost per token of each mode. */
+  private readonly cost: Record<RoundMode, number> = { speculate: NaN, plain: NaN };
+  private readonly emitted: Record<RoundMode, number> = { speculate: 0, plain: 0 };
+  private probes = 1;
+  private switches = 0;
+  private decided = false;
+
+  constructor(o: AdaptiveOptions = {}) {
+    this.block = o.probeRounds ?? 4;
+    this.firstInterval = o.firstInterval ?? 64;
+    this.maxInterval = o.maxInterval ?? 512;
+    this.margin = o.margin ?? 0.1;
+    for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
+      if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
+    }
+    if (this.block < 2) throw new DsvError(`AdaptiveSpeculation: probeRounds must be >= 2 (a block's first round is not measured), got ${this.block}`);
+    if (this.maxInterval < this.firstInterval) throw new DsvError(`AdaptiveSpeculation: maxInterval ${this.maxInterval} < firstInterval ${this.firstInterval}`);
+    if (!(this.margin >= 0 && this.margin < 1)) throw new DsvError(`AdaptiveSpeculation: margin must be in [0, 1), got ${this.margin}`);
+    const c = o.clock ?? 'cpu';
+    this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
+    this.interval = this.firstInterval;
+  }
+
+  /** The mode of probe round i: blocks of `block` rounds, `first` in blocks 0 and 2. */
+  private planned(i: number): RoundMode {
+    const other: RoundMode = this.first === 'speculate' ? 'plain' : 'speculate';
+    return Math.floor(i / this.block) % 2 === 0 ? this.first : other;
+  }
+
+  next(): RoundMode {
+    return this.probing ? this.planned(this.step) : this.mode;
+  }
+
+  record(mode: RoundMode, ms: number, tokens: number): void {
+    this.emitted[mode] += tokens;
+    if (tokens === 0) return; // work without a token (the modules' catch-up) is no round
+    if (this.probing) {
+      // a block's first round pays for the switch (caches, JIT): not measured
+      if (mode === this.planned(this.step) && this.step % this.block !== 0) {
+        this.ms[mode].push(Math.max(0, ms));
+        this.toks[mode].push(tokens);
+      }
+      if (++this.step >= (this.decided ? 2 : 4) * this.block) this.decide();
+    } else if (mode === this.mode) {
+      this.runLeft -= tokens;
+      if (mode === 'speculate') {
+        // watch a speculative run: acceptance moves with the text; when its last WATCH rounds
+        // cost more per token than the latest plain steps, probe now
+        this.ms.speculate.push(Math.max(0, ms));
+        this.toks.speculate.push(tokens);
+        if (this.ms.speculate.length > WATCH) {
+          this.ms.speculate.shift();
+          this.toks.speculate.shift();
+        }
+        if (this.ms.speculate.length === WATCH && this.perToken('speculate') > this.cost.plain) this.runLeft = 0;
+      }
+      if (this.runLeft <= 0) this.startProbe();
+    }
+  }
+
+  /** Mode m's cost per token over its rounds held: the median round's over the mean tokens. */
+  private perToken(m: RoundMode): number {
+    const n = this.toks[m].reduce((x, y) => x + y, 0);
+    return n > 0 ? median(this.ms[m]) / (n / this.toks[m].length) : NaN;
+  }
+
+  /** The end of a probe: run the cheaper mode for `interval` tokens. A mode's cost per token
+   * is its median round's cost over its mean tokens per round (robust to a preempted round). */
+  private decide(): void {
+    this.probing = false;
+    for (const m of ['speculate', 'plain'] as const) {
+      const c = this.perToken(m);
+      if (Number.isFinite(c)) this.cost[m] = c;
+      this.ms[m].length = 0;
+      this.toks[m].length = 0;
+    }
+    const best: RoundMode = this.cost.speculate < this.cost.plain * (1 - this.margin) ? 'speculate' : 'plain';
+    if (this.decided && best !== this.mode) this.switches++;
+    if (this.decided && best === this.mode) this.interval = Math.min(this.maxInterval, this.interval * 2);
+    else if (this.decided) this.interval = this.firstInterval;
+    this.decided = true;
+    this.mode = best;
+    this.runLeft = this.interval;
+  }
+
+  private startProbe(): void {
+    this.probes++;
+    this.ms.speculate.length = 0;
+    this.toks.speculate.length = 0;
+    this.probing = true;
+    this.step = 0;
+    this.first = this.mode === 'speculate' ? 'plain' : 'speculate';
+  }
+
+  summary(): AdaptiveSummary {
+    return {
+      decision: this.decided ? this.mode : 'speculate',
+      probes: this.probes,
+      switches: this.switches,
+      speculativeTokens: this.emitted.speculate,
+      plainTokens: this.emitted.plain,
+      speculativeMsPerToken: this.cost.speculate,
+      plainMsPerToken: this.cost.plain,
+    };
+  }
+}
