@@ -13,7 +13,7 @@
 // file. The baseline (parameters, their gradients, the AdamW moments) is reported apart, and
 // `outside_arena_at_rss_peak_mb` splits the last step's peak RSS: the arena's held bytes, the
 // process at start (Node, the addon), master weights, AdamW moments, bf16 weight copies, the
-// V8 heap then, and the rest (native memory: compiled code, compiler zones, malloc). The
+// V8 heap's growth since the start, and the rest (native memory: compiled code, compiler zones, malloc). The
 // moments follow `dsv3 train`'s default for the precision unless --moment-dtype says.
 // Needs a build (npm run build).
 import { parseArgs } from 'node:util';
@@ -40,6 +40,7 @@ const { applyUpdate, forwardLosses } = await imp('train/train-step.js');
 
 const MB = (b) => Math.round(b / 1e5) / 10;
 const rssBoot = process.memoryUsage.rss();
+const heapBoot = process.memoryUsage().heapTotal; // part of rssBoot
 const prec = values.precision;
 const [B, S, steps] = [Number(values.batch), Number(values.seq), Number(values.steps)];
 const cfg = loadModelConfig(values.config);
@@ -136,7 +137,7 @@ const sites = [...step.peakSites].filter(([, b]) => b > 0).sort((a, b) => b[1] -
 const k = Number(values.sites);
 const momentBytes = params.reduce((a, p) => a + p.size * (opt.momentDtype === 'bf16' ? 4 : 8), 0);
 const copyBytes = bf16WeightCopyBytes?.() ?? NaN;
-const outside = { arena_held: step.held, node_at_start: rssBoot, master_weights: paramBytes, adamw_moments: momentBytes, bf16_weight_copies: copyBytes, v8_heap: step.heap };
+const outside = { arena_held: step.held, node_at_start: rssBoot, master_weights: paramBytes, adamw_moments: momentBytes, bf16_weight_copies: copyBytes, v8_heap_growth: step.heap - heapBoot };
 outside.rest = step.rssMax - Object.values(outside).reduce((a, b) => a + (Number.isNaN(b) ? 0 : b), 0);
 const out = {
   precision: prec, batch: B, seq: S, moment_dtype: opt.momentDtype,
