@@ -388,11 +388,16 @@ test('dsv3 train --precision bf16 end to end; --precision fp8 is --fp8; conflict
     assert.equal(res.status, 'done');
     assert.ok(Number.isFinite(res.final_loss));
     assert.equal(JSON.parse(fs.readFileSync(path.join(run, 'run.json'), 'utf8')).precision, 'bf16');
+    assert.equal(JSON.parse(fs.readFileSync(path.join(run, 'run.json'), 'utf8')).moment_dtype, 'bf16'); // the bf16 default (issue 13: peak RSS)
+    const b32 = dsv3(['bench', 'train', '--precision', 'bf16', '--moment-dtype', 'f32', '--config', path.join(dir, 'config.json'), '--batch', '1', '--seq', '8', '--steps', '1', '--warmup-steps', '0', '--json']);
+    assert.equal(b32.status, 0, b32.stderr);
+    assert.equal((JSON.parse(b32.stdout.trim().split('\n').pop()!) as { moment_dtype: string }).moment_dtype, 'f32');
     const bench = dsv3(['bench', 'train', '--precision', 'bf16', '--config', path.join(dir, 'config.json'), '--batch', '1', '--seq', '8', '--steps', '1', '--warmup-steps', '0', '--json']);
     assert.equal(bench.status, 0, bench.stderr);
     const j = JSON.parse(bench.stdout.trim().split('\n').pop()!) as { precision: string; fp8: boolean; loss_first: number; kernels_ms: Record<string, number> };
     assert.equal(j.precision, 'bf16');
     assert.equal(j.fp8, false);
+    assert.equal((j as unknown as { moment_dtype: string }).moment_dtype, 'bf16');
     assert.ok(Number.isFinite(j.loss_first));
     // the bf16 GEMMs (B in bf16 bits; A too where it was rounded once for two GEMMs) carry the step
     const bf = Object.entries(j.kernels_ms).filter(([k]) => /^gemm(Batch)?Bf16(Ab)?$/.test(k)).reduce((a, [, v]) => a + v, 0);

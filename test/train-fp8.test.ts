@@ -211,13 +211,18 @@ test('dsv3 train --fp8 and dsv3 bench train --fp8 on a tiny config', () => {
   }
 });
 
-test('AdamW moments default to BF16 under fp8 (paper §3.3.3), f32 otherwise; --moment-dtype wins; resuming converts the checkpoint\'s', () => {
+test('AdamW moments default to BF16 under fp8 (paper §3.3.3) and bf16, f32 under fp32; --moment-dtype wins; resuming converts the checkpoint\'s', () => {
   const base = { lr: 1e-3, bias: { gamma: 1e-3 } };
-  const recipe = (o: { fp8?: boolean; momentDtype?: 'f32' | 'bf16' }): string => withRecipe({ ...base, ...o }).momentDtype;
+  const recipe = (o: { fp8?: boolean; precision?: 'fp32' | 'bf16' | 'fp8'; momentDtype?: 'f32' | 'bf16' }): string => withRecipe({ ...base, ...o }).momentDtype;
   assert.equal(recipe({ fp8: true }), 'bf16');
   assert.equal(recipe({ fp8: false }), 'f32');
   assert.equal(recipe({}), 'f32');
   assert.equal(recipe({ fp8: true, momentDtype: 'f32' }), 'f32');
+  // BF16 mixed precision defaults to BF16 moments too (issue 13, peak RSS); fp32 keeps float32
+  assert.equal(recipe({ precision: 'fp8' }), 'bf16');
+  assert.equal(recipe({ precision: 'bf16' }), 'bf16');
+  assert.equal(recipe({ precision: 'bf16', momentDtype: 'f32' }), 'f32');
+  assert.equal(recipe({ precision: 'fp32' }), 'f32');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-fp8-moments-'));
   try {
     const { momentDtype: _, ...noMoments } = opts(dir, { fp8: false, steps: 2, evalEvery: 0, ckptEvery: 1 });

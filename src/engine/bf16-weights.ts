@@ -17,6 +17,13 @@ import type { Tensor } from './tensor.js';
 
 let epoch = 0;
 const copies = new WeakMap<Tensor, { epoch: number; bits: Uint16Array }>();
+/** Bytes of the copies made so far (each once: refreshes reuse the buffer), for the memory probe. */
+let madeBytes = 0;
+
+/** Bytes of all bf16 weight copies made in this process (scripts/rss-probe.mjs: what they add to the RSS). */
+export function bf16WeightCopyBytes(): number {
+  return madeBytes;
+}
 
 /** Marks every bf16 weight copy stale (the master weights changed). */
 export function invalidateBf16Weights(): void {
@@ -53,6 +60,7 @@ export function bf16WeightBits(w: Tensor): Uint16Array {
   const src = w.isContiguous() ? w.f32() : w.detach().contiguous().f32();
   if (!c || c.bits.length !== w.size) {
     c = { epoch, bits: new Uint16Array(w.size) };
+    madeBytes += c.bits.byteLength;
     copies.set(w, c);
   }
   c.epoch = epoch;

@@ -103,10 +103,13 @@ export type WithRecipe<T> = T & Required<Omit<RecipeOptions, 'bias'>> & { bias: 
 /**
  * AdamW moment storage when the caller leaves it unset: BF16 under FP8 training, as the paper
  * trains (§3.3.3: "we adopt the BF16 data format instead of FP32 to track the first and second
- * moments in the AdamW optimizer"), TRAIN.momentDtype (float32) otherwise.
+ * moments in the AdamW optimizer"), and under BF16 mixed precision too (issue 13, round 5: the
+ * peak-RSS bar bf16 <= 0.85x fp32 is out of reach with 84 MB of float32 moments at bench-small;
+ * `--moment-dtype f32` restores float32 moments); TRAIN.momentDtype (float32) for fp32.
+ * `precision` is a training precision, or (the older form) whether FP8 training is on.
  */
-export function defaultMomentDtype(fp8: boolean): 'f32' | 'bf16' {
-  return fp8 ? 'bf16' : TRAIN.momentDtype;
+export function defaultMomentDtype(precision: boolean | 'fp32' | 'bf16' | 'fp8'): 'f32' | 'bf16' {
+  return precision === true || precision === 'fp8' || precision === 'bf16' ? 'bf16' : TRAIN.momentDtype;
 }
 
 /** `o` with every recipe setting it leaves unset taken from the recipe. */
@@ -116,7 +119,7 @@ export function withRecipe<T extends RecipeOptions>(o: T): WithRecipe<T> {
     gradAccum: o.gradAccum ?? TRAIN.gradAccum,
     weightDecay: o.weightDecay ?? PAPER.weightDecay,
     maxGradNorm: o.maxGradNorm ?? PAPER.maxGradNorm,
-    momentDtype: o.momentDtype ?? defaultMomentDtype((o as { fp8?: boolean }).fp8 === true || (o as { precision?: string }).precision === 'fp8'),
+    momentDtype: o.momentDtype ?? defaultMomentDtype((o as { fp8?: boolean }).fp8 === true ? 'fp8' : ((o as { precision?: 'fp32' | 'bf16' | 'fp8' }).precision ?? 'fp32')),
     evalBatches: o.evalBatches ?? TRAIN.evalBatches,
     keepCheckpoints: o.keepCheckpoints ?? TRAIN.keepCheckpoints,
     maxNonFinite: o.maxNonFinite ?? TRAIN.maxNonFinite,

@@ -20,10 +20,10 @@ import { AdamW } from '../../train/optimizer.js';
 import { PAPER, TRAIN, defaultMomentDtype } from '../../train/recipe.js';
 import { applyUpdate, forwardLosses } from '../../train/train-step.js';
 import type { Bench } from '../command.js';
-import { bool, exists, int, parseFlags, precision, resolvePrecision } from '../flags.js';
+import { bool, exists, int, oneOf, parseFlags, precision, resolvePrecision } from '../flags.js';
 import { median } from '../../data/stats.js';
 
-const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--precision fp32|bf16|fp8] [--fp8] [--json]
+const HELP = `Usage: dsv3 bench train [--config FILE] [--batch B] [--seq S] [--steps N] [--warmup-steps W] [--precision fp32|bf16|fp8] [--fp8] [--moment-dtype f32|bf16] [--json]
 
 Times full training steps of the model in FILE (default configs/bench-small.json) on batches of
 B x S random tokens (default 8 x 256) for N steps (default 20) after W untimed warmup steps
@@ -39,6 +39,8 @@ CPU has VDPBF16PS) the attention core's matmuls; the JSON says "precision". --pr
 --fp8 times FP8 mixed-precision steps (\`dsv3 train --fp8\`, paper section 3.3): the covered
 Linears' GEMMs on E4M3 operands (bf16 dot products on the codes, N_C = 128 promotion) and BF16
 AdamW moments; the JSON says "fp8": true and "moment_dtype".
+--moment-dtype f32|bf16 sets the AdamW moment storage; the default is \`dsv3 train\`'s: bf16 under
+--precision bf16 and fp8 (changed for bf16 on 2026-12-07, issue 13: peak RSS), f32 under fp32.
 Like \`dsv3 train\`, steps allocate their activations from a step arena that is reused from one
 step to the next (src/engine/arena.ts); DSV3_ARENA=0 in the environment turns it off.
 `;
@@ -65,7 +67,7 @@ function timedKernels(inner: Kernels, acc: Map<string, number>): Kernels {
 
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
-const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), precision: precision(), json: bool() };
+const FLAGS = { config: exists('model config', 'file'), batch: int(1), seq: int(1), steps: int(1), 'warmup-steps': int(0), fp8: bool(), precision: precision(), 'moment-dtype': oneOf(['f32', 'bf16'] as const), json: bool() };
 
 export const trainBench: Bench = {
   name: 'train',
@@ -90,7 +92,7 @@ export const trainBench: Bench = {
     let lossLast = NaN;
     const prec = resolvePrecision(values);
     const fp8 = prec === 'fp8';
-    const opt = new AdamW(model.parameters(), { lr: 1e-4, momentDtype: defaultMomentDtype(fp8) }); // BF16 moments under FP8, as `dsv3 train`
+    const opt = new AdamW(model.parameters(), { lr: 1e-4, momentDtype: values['moment-dtype'] ?? defaultMomentDtype(prec) }); // as `dsv3 train`: BF16 moments under fp8 and bf16
     const lossOpts = { mtpLambda: PAPER.mtpLambda, balanceAlpha: PAPER.balanceAlpha, balance: TRAIN.balance, precision: prec };
     const arena = stepArena(); // as the trainer: activations reused across steps
     for (let i = 0; i < warm + steps; i++) {

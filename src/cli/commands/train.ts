@@ -44,14 +44,17 @@ Schedule:
   --min-lr X            learning rate at the end of the decay, <= --lr (default lr/${PAPER.lrFloorDivisor})
   --weight-decay X      AdamW decoupled weight decay on matrices, >= 0 (default ${PAPER.weightDecay})
   --max-grad-norm X     global-norm clipping, > 0 (default ${PAPER.maxGradNorm.toFixed(1)})
-  --moment-dtype f32|bf16  AdamW moment storage (default ${TRAIN.momentDtype}; bf16 with --precision fp8, as in the paper)
+  --moment-dtype f32|bf16  AdamW moment storage (default ${TRAIN.momentDtype} under fp32; bf16 under
+                        --precision fp8, as in the paper, and under --precision bf16 since
+                        2026-12-07 (issue 13: peak RSS); f32 restores float32 moments)
   --precision fp32|bf16|fp8  training precision (default fp32). bf16: standard BF16 mixed
                         precision: the GEMMs of every Linear (MLA projections, dense FFNs, MTP
                         eh_proj, output head) and of the shared / routed experts take bf16
                         operands with float32 accumulation, forward and backward; weights are
                         rounded to bf16 once per optimizer step, Linear inputs saved for backward
                         in bf16; master weights, gradients, norms, softmax, attention core, MoE
-                        gate, losses and AdamW (moments per --moment-dtype) stay float32.
+                        gate, losses and AdamW's arithmetic stay float32; its moments are
+                        bf16 unless --moment-dtype f32.
                         fp8: the same as --fp8 below. Recorded in run.json ("precision")
   --fp8                 FP8 mixed precision (paper section 3.3; default off): the Fprop, Dgrad and
                         Wgrad GEMMs of the MLA projections, dense / shared / routed expert FFNs
