@@ -7,12 +7,14 @@
 // for (fp8Dequant, then fp8QuantTiles128x1 of each segment). The fixture-exact check of the
 // kernel on `wgrad_cached` is in test/fp8-gemm.test.ts. Kernels.fp8QuantTiles128x1Segments (the
 // same per-segment 128x1 quantisation of float32 rows) likewise, against its reference and the
-// reference against fp8QuantTiles128x1 per segment.
+// reference against fp8QuantTiles128x1 per segment. Kernels.fp8QuantTilesDual (an output
+// gradient's 1x128 and 128x1 operands from one read) likewise, against its reference, which is
+// fp8QuantTiles1x128 plus fp8QuantTiles128x1Segments.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { fp8QuantTiles128x1Segments, fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
+import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
 import { rng } from './helpers/random.js';
 
 const { A, opts, eachConfig } = nativeForTests();
@@ -184,5 +186,50 @@ test('fp8QuantTiles128x1Segments validates offsets and lengths (native and refer
     assert.throws(() => f(x, 300, 4, Int32Array.of(0, 100, 300), oc, new Float32Array(11)), RangeError, `${name}: outScales too short`);
     assert.throws(() => f(new Float32Array(1199), 300, 4, null, oc, os), RangeError, `${name}: x too short`);
     f(x, 300, 4, Int32Array.of(0, 100, 300), oc, os);
+  }
+});
+
+test('native fp8QuantTilesDual equals the reference bit for bit: fp8QuantTiles1x128 and fp8QuantTiles128x1Segments of the same rows', opts, () => {
+  let seed = 500;
+  // CASES, plus widths past the kernel's 1024-column chunk
+  for (const [sizes, cols] of [...CASES, [[200], 1300], [[129, 0, 5], 2050], [[3, 140], 1024]] as Array<[number[], number]>) {
+    const offsets = Int32Array.from([0, ...sizes.map(((s) => (v: number) => (s += v))(0))]);
+    const rows = offsets[offsets.length - 1]!;
+    const x = awkwardRows(seed++, rows, cols);
+    const ns = scaleTotal(offsets, cols);
+    const nr = rows * g128(cols);
+    const wantC = new Uint8Array(rows * cols), wantS = new Float32Array(nr), wantCc = new Uint8Array(rows * cols), wantCs = new Float32Array(ns);
+    fp8QuantTilesDual(x, rows, cols, offsets, wantC, wantS, wantCc, wantCs);
+    // the reference is literally the two quantisations
+    const c1 = new Uint8Array(rows * cols), s1 = new Float32Array(nr), c2 = new Uint8Array(rows * cols), s2 = new Float32Array(ns);
+    if (rows > 0) ref.fp8QuantTiles1x128(x, cols, rows, cols, c1, s1, null);
+    fp8QuantTiles128x1Segments(x, rows, cols, offsets, c2, s2);
+    sameCodes(wantC, c1, `reference 1x128 codes [${sizes}] x ${cols}`);
+    sameBits(wantS, s1, `reference 1x128 scales [${sizes}] x ${cols}`);
+    sameCodes(wantCc, c2, `reference 128x1 codes [${sizes}] x ${cols}`);
+    sameBits(wantCs, s2, `reference 128x1 scales [${sizes}] x ${cols}`);
+    for (const segs of sizes.length === 1 ? [null, offsets] : [offsets]) {
+      eachConfig((cfg) => {
+        const gotC = new Uint8Array(rows * cols).fill(0x5a), gotS = new Float32Array(nr).fill(-7);
+        const gotCc = new Uint8Array(rows * cols).fill(0xa5), gotCs = new Float32Array(ns).fill(-9);
+        A.fp8QuantTilesDual(x, rows, cols, segs, gotC, gotS, gotCc, gotCs);
+        const what = `[${sizes}] x ${cols} ${segs ? 'offsets' : 'null'} ${cfg}`;
+        sameCodes(gotC, wantC, `1x128 codes ${what}`);
+        sameBits(gotS, wantS, `1x128 scales ${what}`);
+        sameCodes(gotCc, wantCc, `128x1 codes ${what}`);
+        sameBits(gotCs, wantCs, `128x1 scales ${what}`);
+      });
+    }
+  }
+});
+
+test('fp8QuantTilesDual validates offsets and lengths (native and reference)', opts, () => {
+  const x = new Float32Array(1200), c = new Uint8Array(1200), sc = new Float32Array(300), oc = new Uint8Array(1200), os = new Float32Array(12);
+  for (const [name, f] of [['native', A.fp8QuantTilesDual.bind(A)], ['reference', fp8QuantTilesDual]] as const) {
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 299), c, sc, oc, os), RangeError, `${name}: offsets short of rows`);
+    assert.throws(() => f(x, 300, 4, null, c, new Float32Array(299), oc, os), RangeError, `${name}: scales too short`);
+    assert.throws(() => f(x, 300, 4, null, new Uint8Array(1199), sc, oc, os), RangeError, `${name}: codes too short`);
+    assert.throws(() => f(x, 300, 4, Int32Array.of(0, 100, 300), c, sc, oc, new Float32Array(11)), RangeError, `${name}: colScales too short`);
+    f(x, 300, 4, Int32Array.of(0, 100, 300), c, sc, oc, os);
   }
 });

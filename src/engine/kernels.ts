@@ -156,6 +156,14 @@ export interface Kernels {
   fp8QuantTiles128x1Segments(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
     outCodes: Uint8Array, outScales: Float32Array): void;
   /**
+   * Both FP8 operands of an output gradient dY [rows, cols] (contiguous) from one read of it:
+   * fp8QuantTiles1x128 (codes, scales: Dgrad's dY) and fp8QuantTiles128x1Segments (colCodes,
+   * colScales: Wgrad's dY^T, tiles restarting at each segment start) — the same bits as the two
+   * calls.
+   */
+  fp8QuantTilesDual(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+    codes: Uint8Array, scales: Float32Array, colCodes: Uint8Array, colScales: Float32Array): void;
+  /**
    * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
    * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
    * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of

@@ -81,6 +81,22 @@ export function colTilesOperand(x: Float32Array, rows: number, cols: number, off
 }
 
 /**
+ * Both operands of an output gradient dY [rows, cols] (contiguous) from one read of it
+ * (Kernels.fp8QuantTilesDual): `tiles` = tilesOperand(dY) (Dgrad), `cols` =
+ * colTilesOperand(dY, offsets) (Wgrad's dY^T; `freshCols`: in its own memory, for a deferred
+ * weight-gradient closure). The same codes and scales as the two separate quantisations.
+ */
+export function dualOperands(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null = null, freshCols = false): { tiles: Fp8Operand; cols: Fp8Operand } {
+  const codes = codeBytes(rows * cols);
+  const scales = scaleFloats(rows * groups128(cols), false);
+  const colCodes = codeBytes(rows * cols, freshCols);
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const colScales = scaleFloats(total, freshCols);
+  kernels().fp8QuantTilesDual(x, rows, cols, offsets, codes, scales, colCodes, colScales);
+  return { tiles: { codes, scales, layout: Fp8GemmLayout.rowsTiles }, cols: { codes: colCodes, scales: colScales, layout: Fp8GemmLayout.colsTiles } };
+}
+
+/**
  * The 128x1-tile operand re-quantised from a 1x128-tile FP8 copy (codes + scales of [rows, cols],
  * e.g. the forward's cached X for the Wgrad X^T operand, §3.3.3 / README `wgrad_cached`): what
  * colTilesOperand makes of the dequantised values, segments as there (offsets null: one), in one

@@ -37,7 +37,7 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -204,6 +204,18 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     };
     const need = (i: number): boolean => params[i]!.requiresGrad;
     const needAny = (from: number, count: number): boolean => params.slice(from, from + count).some((t) => t.requiresGrad);
+    /**
+     * An output gradient's Dgrad operand (1x128 tiles, when `tiles`) and Wgrad operand (128x1
+     * tiles within the segments, when `cols`; kept for deferred closures): from one read of it
+     * when both are needed (dualOperands, the same bits as tilesOperand and colTilesOperand).
+     */
+    const gradOperands = (v: Float32Array, rows: number, cols: number, offs: Int32Array | null, tiles: boolean, wcols: boolean): { tiles: Fp8Operand | null; cols: Fp8Operand | null } => {
+      if (tiles && wcols) {
+        const d = dualOperands(v, rows, cols, offs, deferring);
+        return { tiles: d.tiles, cols: keep(d.cols) };
+      }
+      return { tiles: tiles ? tilesOperand(v, 0, cols, rows, cols) : null, cols: wcols ? keep(colTilesOperand(v, rows, cols, offs, deferring)) : null };
+    };
     const dx = xGrad ? (shared ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
@@ -212,25 +224,25 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
       const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
       const dHs = scratchBuf('f8.dHs', N * Is);
-      const dq = tilesOperand(dout, 0, D, N, D);
-      fp8Matmul(N, Is, D, dq, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
-      release(dq);
+      const dq = gradOperands(dout, N, D, null, true, need(S + 2));
+      fp8Matmul(N, Is, D, dq.tiles!, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
+      release(dq.tiles);
       // H's FP8 copy (the Fprop operand) re-quantised 128x1 for Wgrad
-      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
+      if (need(S + 2)) weightGrad(S + 2, D, Is, N, dq.cols!, keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
       const dGs = scratchBuf('f8.dGs', N * Is);
       const dUs = scratchBuf('f8.dUs', N * Is);
       k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
+      const dGo = gradOperands(dGs, N, Is, null, dx !== null, need(S));
+      const dUo = gradOperands(dUs, N, Is, null, dx !== null, need(S + 1));
       if (need(S) || need(S + 1)) {
         const xs = keep(requantOperand(xq.codes, xq.scales, N, D, null, deferring)); // x's FP8 copy, re-quantised 128x1
-        if (need(S)) weightGrad(S, Is, D, N, keep(colTilesOperand(dGs, N, Is, undefined, deferring)), xs);
-        if (need(S + 1)) weightGrad(S + 1, Is, D, N, keep(colTilesOperand(dUs, N, Is, undefined, deferring)), xs);
+        if (need(S)) weightGrad(S, Is, D, N, dGo.cols!, xs);
+        if (need(S + 1)) weightGrad(S + 1, Is, D, N, dUo.cols!, xs);
       }
       if (dx) {
-        const dGq = tilesOperand(dGs, 0, Is, N, Is);
-        const dUq = tilesOperand(dUs, 0, Is, N, Is);
-        fp8Matmul(N, D, Is, dGq, blocks(sq!.gate, true), 0, dx);
-        fp8Matmul(N, D, Is, dUq, blocks(sq!.up, true), 1, dx);
-        release(dGq, dUq);
+        fp8Matmul(N, D, Is, dGo.tiles!, blocks(sq!.gate, true), 0, dx);
+        fp8Matmul(N, D, Is, dUo.tiles!, blocks(sq!.up, true), 1, dx);
+        release(dGo.tiles, dUo.tiles);
       }
       scratchDone('f8.Gs', 'f8.Us', 'f8.Hs', 'f8.dHs', 'f8.dGs', 'f8.dUs'); // back to the arena now (scratch.ts)
     }
@@ -250,7 +262,8 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       }
       k.scaleRows(dY, gp, dY, P, D); // dYs: the down projection's output gradient
       // Dgrad of the down projections: dH_e = q(dYs_e) W2_e
-      const dYq = tilesOperand(dY, 0, D, P, D);
+      const dYo = gradOperands(dY, P, D, offsets, true, needAny(2 * E, E));
+      const dYq = dYo.tiles!;
       const dH = scratchBuf('f8.dH', P * I);
       fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(dYq, a, n, D), b: blocks(wq.down[e]!, true), beta: 0, c: dH.subarray(a * I), ldc: I })));
       release(dYq);
@@ -260,7 +273,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
         const Hc = keep(requantOperand(HQ!.codes, HQ!.scales, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
-        const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
+        const dYc = dYo.cols!;
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
         collectWeightGrads();
@@ -274,6 +287,9 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const dU = scratchBuf('f8.dU', P * I);
       k.siluMulBackward(G, U, dH, dG, dU, P * I);
       scratchDone('f8.G', 'f8.U', 'f8.dH');
+      // dG's and dU's Dgrad (1x128) and Wgrad (128x1 within each expert) operands
+      const dGo = gradOperands(dG, P, I, offsets, dx !== null, needAny(0, E));
+      const dUo = gradOperands(dU, P, I, offsets, dx !== null, needAny(E, E));
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
         // x's FP8 copy gathered per pair, re-quantised 128x1 within each expert
@@ -281,8 +297,8 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         const Xc = keep(requantOperand(Xg.codes, Xg.scales, P, D, offsets, deferring));
         release(Xg);
         scratchDone('f8.dY'); // dY is in its operands now
-        const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
-        const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
+        const dGc = dGo.cols!;
+        const dUc = dUo.cols!;
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
         collectWeightGrads();
@@ -296,8 +312,8 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       }
       // Dgrad of the gate/up projections: dX_e = q(dG_e) W1_e + q(dU_e) W3_e
       if (dx) {
-        const dGq = tilesOperand(dG, 0, I, P, I);
-        const dUq = tilesOperand(dU, 0, I, P, I);
+        const dGq = dGo.tiles!;
+        const dUq = dUo.tiles!;
         const dX = scratchBuf('f8.Y', P * D); // Y (dgate) is done
         // dX_e = q(dG_e) W1_e (all experts), then += q(dU_e) W3_e
         fp8MatmulBatch([

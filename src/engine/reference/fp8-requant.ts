@@ -9,7 +9,7 @@
  * quantisation of float32 rows (every expert's Wgrad operand in one call).
  */
 import { FP8_BLOCK } from '../fp8/codec.js';
-import { fp8Dequant, fp8QuantTiles128x1 } from './fp8-quant.js';
+import { fp8Dequant, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 
 /**
  * codes [rows, cols] + scales [rows, ceil(cols/128)] (1x128 tiles) -> outCodes [rows, cols] and,
@@ -53,6 +53,23 @@ export function fp8QuantTiles128x1Segments(
     if (n === 0 || cols === 0) continue;
     fp8QuantTiles128x1(x.subarray(a * cols, (a + n) * cols), cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
   }
+}
+
+/**
+ * Kernels.fp8QuantTilesDual: literally fp8QuantTiles1x128 (codes, scales) of x [rows, cols] and
+ * fp8QuantTiles128x1Segments (colCodes, colScales): the oracle of the native kernel that takes
+ * both from one read of x (native/src/isa/fp8_quant.c dsv3_fp8_quant_dual).
+ */
+export function fp8QuantTilesDual(
+  x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+  codes: Uint8Array, scales: Float32Array, colCodes: Uint8Array, colScales: Float32Array,
+): void {
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  if (codes.length < rows * cols || scales.length < rows * nt) {
+    throw new RangeError(`fp8QuantTilesDual: arrays too short for [${rows}, ${cols}] (codes ${codes.length}, scales ${scales.length}, need ${rows * nt} scales)`);
+  }
+  fp8QuantTiles128x1Segments(x, rows, cols, offsets, colCodes, colScales);
+  if (rows > 0 && cols > 0) fp8QuantTiles1x128(x, cols, rows, cols, codes, scales, null);
 }
 
 /** Segment starts (offsets, or [0, rows]) checked non-decreasing within [0, rows], and where each segment's scales start. */
