@@ -69,9 +69,17 @@ function gatherOperand(src: Fp8Operand, rows: Int32Array, cols: number): Fp8Oper
   const P = rows.length;
   const g = groups128(cols);
   const codes = codeBytes(P * cols);
-  for (let p = 0; p < P; p++) {
-    const r = rows[p]!;
-    codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+  const k = kernels();
+  if (k.name === 'native' && cols % 4 === 0 && src.codes.byteOffset % 4 === 0 && codes.byteOffset % 4 === 0) {
+    // 4 codes per float32 lane: the native row gather copies the bits (memmove); the JS
+    // reference's float copy could quiet a NaN pattern, so it keeps the byte copy below
+    const f = (u: Uint8Array): Float32Array => new Float32Array(u.buffer, u.byteOffset, u.length >> 2);
+    k.gatherRows(f(src.codes), rows, null, f(codes), P, cols >> 2);
+  } else {
+    for (let p = 0; p < P; p++) {
+      const r = rows[p]!;
+      codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+    }
   }
   const scales = allocUninit(P * g);
   kernels().gatherRows(src.scales, rows, null, scales, P, g);
