@@ -9,12 +9,15 @@
 // same per-segment 128x1 quantisation of float32 rows) likewise, against its reference and the
 // reference against fp8QuantTiles128x1 per segment. Kernels.fp8QuantTilesDual (an output
 // gradient's 1x128 and 128x1 operands from one read) likewise, against its reference, which is
-// fp8QuantTiles1x128 plus fp8QuantTiles128x1Segments.
+// fp8QuantTiles1x128 plus fp8QuantTiles128x1Segments. Kernels.fp8SwigluBackwardDual (the FP8
+// experts' SwiGLU backward with its dG / dU operands, one pass) against the native kernels it
+// fuses (fp8Dequant, siluMulBackward, fp8QuantTilesDual) bit for bit, and the reference likewise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1 } from '../src/engine/reference/fp8-requant.js';
+import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1, fp8SwigluBackwardDual } from '../src/engine/reference/fp8-requant.js';
+import { siluMulBackward as refSiluMulBackward } from '../src/engine/reference/rows.js';
 import { rng } from './helpers/random.js';
 
 const { A, opts, eachConfig } = nativeForTests();
@@ -231,5 +234,60 @@ test('fp8QuantTilesDual validates offsets and lengths (native and reference)', o
     assert.throws(() => f(x, 300, 4, null, new Uint8Array(1199), sc, oc, os), RangeError, `${name}: codes too short`);
     assert.throws(() => f(x, 300, 4, Int32Array.of(0, 100, 300), c, sc, oc, new Float32Array(11)), RangeError, `${name}: colScales too short`);
     f(x, 300, 4, Int32Array.of(0, 100, 300), c, sc, oc, os);
+  }
+});
+
+test('native fp8SwigluBackwardDual equals native fp8Dequant + siluMulBackward + fp8QuantTilesDual bit for bit (every ISA, 1 and 2 threads); the reference likewise', opts, () => {
+  let seed = 900;
+  for (const [sizes, cols] of [[[1], 1], [[3], 127], [[129], 128], [[300], 256], [[0, 1, 127, 0, 128, 129, 300, 0], 128], [[5, 0, 131], 200], [[200], 1300]] as Array<[number[], number]>) {
+    const offsets = Int32Array.from([0, ...sizes.map(((s) => (v: number) => (s += v))(0))]);
+    const rows = offsets[offsets.length - 1]!;
+    const g = copyOf(seed++, rows, cols, false), u = copyOf(seed++, rows, cols, seed % 3 === 0);
+    const dh = awkwardRows(seed++, rows, cols);
+    const n = rows * cols, nr = rows * g128(cols), ns = scaleTotal(offsets, cols);
+    const out = (): [Uint8Array, Float32Array, Uint8Array, Float32Array, Uint8Array, Float32Array, Uint8Array, Float32Array] =>
+      [new Uint8Array(n).fill(0x5a), new Float32Array(nr).fill(-7), new Uint8Array(n).fill(0xa5), new Float32Array(ns).fill(-9),
+        new Uint8Array(n).fill(0x3c), new Float32Array(nr).fill(-5), new Uint8Array(n).fill(0xc3), new Float32Array(ns).fill(-3)];
+    const check = (got: ReturnType<typeof out>, want: ReturnType<typeof out>, what: string): void => {
+      for (let i = 0; i < 8; i++) {
+        if (i % 2 === 0) sameCodes(got[i] as Uint8Array, want[i] as Uint8Array, `${['dG 1x128', '', 'dG 128x1', '', 'dU 1x128', '', 'dU 128x1'][i]} codes ${what}`);
+        else sameBits(got[i] as Float32Array, want[i] as Float32Array, `output ${i} scales ${what}`);
+      }
+    };
+    const separate = (K: { fp8Dequant: typeof ref.fp8Dequant; siluMulBackward: (g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number) => void; fp8QuantTilesDual: typeof fp8QuantTilesDual }, segs: Int32Array | null): ReturnType<typeof out> => {
+      const o = out();
+      const G = new Float32Array(n), U = new Float32Array(n), dG = new Float32Array(n), dU = new Float32Array(n);
+      if (n > 0) {
+        K.fp8Dequant(g.codes, g.scales, rows, cols, 1, G);
+        K.fp8Dequant(u.codes, u.scales, rows, cols, 1, U);
+        K.siluMulBackward(G, U, dh, dG, dU, n);
+      }
+      K.fp8QuantTilesDual(dG, rows, cols, segs, o[0], o[1], o[2], o[3]);
+      K.fp8QuantTilesDual(dU, rows, cols, segs, o[4], o[5], o[6], o[7]);
+      return o;
+    };
+    for (const segs of sizes.length === 1 ? [null, offsets] : [offsets]) {
+      const what = `[${sizes}] x ${cols} ${segs ? 'offsets' : 'null'}`;
+      const r = out();
+      fp8SwigluBackwardDual(g.codes, g.scales, u.codes, u.scales, dh, rows, cols, segs, ...r);
+      check(r, separate({ fp8Dequant: ref.fp8Dequant, siluMulBackward: refSiluMulBackward, fp8QuantTilesDual }, segs), `reference ${what}`);
+      eachConfig((cfg) => {
+        const want = separate(A as unknown as Parameters<typeof separate>[0], segs);
+        const got = out();
+        A.fp8SwigluBackwardDual(g.codes, g.scales, u.codes, u.scales, dh, rows, cols, segs, ...got);
+        check(got, want, `${what} ${cfg}`);
+      });
+    }
+  }
+});
+
+test('fp8SwigluBackwardDual validates its arguments (native and reference)', opts, () => {
+  const c = new Uint8Array(1200), s = new Float32Array(300), dh = new Float32Array(1200), os = new Float32Array(12);
+  for (const [name, f] of [['native', A.fp8SwigluBackwardDual.bind(A)], ['reference', fp8SwigluBackwardDual]] as const) {
+    assert.throws(() => f(c, s, c, s, new Float32Array(1199), 300, 4, null, c, s, c, os, c, s, c, os), RangeError, `${name}: dh too short`);
+    assert.throws(() => f(c, s, c, new Float32Array(299), dh, 300, 4, null, c, s, c, os, c, s, c, os), RangeError, `${name}: uScales too short`);
+    assert.throws(() => f(c, s, c, s, dh, 300, 4, Int32Array.of(0, 299), c, s, c, os, c, s, c, os), RangeError, `${name}: offsets short of rows`);
+    assert.throws(() => f(c, s, c, s, dh, 300, 4, null, c, s, c, os, c, s, c, new Float32Array(11)), RangeError, `${name}: duColScales too short`);
+    f(c, s, c, s, dh, 300, 4, Int32Array.of(0, 100, 300), c, s, c, os, c, s, c, os);
   }
 });

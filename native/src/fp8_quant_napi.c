@@ -314,7 +314,10 @@ static napi_value js_requant_128x1(napi_env env, napi_callback_info info) { retu
 static napi_value js_quant_128x1_segments(napi_env env, napi_callback_info info) { return rq_run(env, info, 1); }
 static napi_value js_quant_tiles_dual(napi_env env, napi_callback_info info) { return rq_run(env, info, 2); }
 
+void dsv3_register_fp8_swiglu(napi_env env, napi_value exports); /* fp8_swiglu_napi.c */
+
 void dsv3_register_fp8_quant(napi_env env, napi_value exports) {
+  dsv3_register_fp8_swiglu(env, exports);
   dsv3_export(env, exports, "fp8QuantTiles1x128", js_tiles_1x128);
   dsv3_export(env, exports, "fp8QuantTiles128x1", js_tiles_128x1);
   dsv3_export(env, exports, "fp8QuantBlocks128", js_blocks_128);

@@ -164,6 +164,17 @@ export interface Kernels {
   fp8QuantTilesDual(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
     codes: Uint8Array, scales: Float32Array, colCodes: Uint8Array, colScales: Float32Array): void;
   /**
+   * The FP8 experts' SwiGLU backward with its operands (paper §3.3.3: the SwiGLU inputs cached
+   * in FP8): G, U = fp8Dequant of the 1x128-tile copies (gCodes, gScales), (uCodes, uScales);
+   * dG, dU = siluMulBackward(G, U, dh); then fp8QuantTilesDual of dG (dgCodes, dgScales,
+   * dgColCodes, dgColScales) and of dU (du...), segments as there. The same bits as those
+   * calls; the native kernel keeps G, U, dG and dU in cache.
+   */
+  fp8SwigluBackwardDual(gCodes: Uint8Array, gScales: Float32Array, uCodes: Uint8Array, uScales: Float32Array, dh: Float32Array,
+    rows: number, cols: number, offsets: Int32Array | null,
+    dgCodes: Uint8Array, dgScales: Float32Array, dgColCodes: Uint8Array, dgColScales: Float32Array,
+    duCodes: Uint8Array, duScales: Float32Array, duColCodes: Uint8Array, duColScales: Float32Array): void;
+  /**
    * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
    * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
    * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of

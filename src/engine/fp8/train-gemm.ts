@@ -97,6 +97,26 @@ export function dualOperands(x: Float32Array, rows: number, cols: number, offset
 }
 
 /**
+ * The SwiGLU backward of the FP8 experts with its output operands (Kernels.fp8SwigluBackwardDual):
+ * dG, dU = SwiGLU backward at the dequantised FP8 copies gq, uq of G and U (1x128 tiles) and dH
+ * [rows, cols], returned as dualOperands(dG) and dualOperands(dU) (`freshCols` as there),
+ * without float32 copies of G, U, dG or dU in memory. The same bits as fp8Dequant,
+ * siluMulBackward and dualOperands.
+ */
+export function swigluBackwardOperands(gq: Fp8Operand, uq: Fp8Operand, dh: Float32Array, rows: number, cols: number, offsets: Int32Array | null, freshCols = false): { dG: { tiles: Fp8Operand; cols: Fp8Operand }; dU: { tiles: Fp8Operand; cols: Fp8Operand } } {
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const make = (): { tiles: Fp8Operand; cols: Fp8Operand } => ({
+    tiles: { codes: codeBytes(rows * cols), scales: scaleFloats(rows * groups128(cols), false), layout: Fp8GemmLayout.rowsTiles },
+    cols: { codes: codeBytes(rows * cols, freshCols), scales: scaleFloats(total, freshCols), layout: Fp8GemmLayout.colsTiles },
+  });
+  const dG = make();
+  const dU = make();
+  kernels().fp8SwigluBackwardDual(gq.codes, gq.scales, uq.codes, uq.scales, dh, rows, cols, offsets,
+    dG.tiles.codes, dG.tiles.scales, dG.cols.codes, dG.cols.scales, dU.tiles.codes, dU.tiles.scales, dU.cols.codes, dU.cols.scales);
+  return { dG, dU };
+}
+
+/**
  * The 128x1-tile operand re-quantised from a 1x128-tile FP8 copy (codes + scales of [rows, cols],
  * e.g. the forward's cached X for the Wgrad X^T operand, §3.3.3 / README `wgrad_cached`): what
  * colTilesOperand makes of the dequantised values, segments as there (offsets null: one), in one

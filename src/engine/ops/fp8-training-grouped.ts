@@ -37,7 +37,8 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets,
+  swigluBackwardOperands, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -224,24 +225,41 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       }
       return { tiles: tiles ? tilesOperand(v, 0, cols, rows, cols) : null, cols: wcols ? keep(colTilesOperand(v, rows, cols, offs, deferring)) : null };
     };
+    type GradOps = { tiles: Fp8Operand | null; cols: Fp8Operand | null };
+    /**
+     * dG, dU = the SwiGLU backward at the dequantised FP8 caches gq, uq of G, U and dh
+     * [rows, cols], as gradOperands (Dgrad tiles when `tiles`, Wgrad columns when wg / wu): in one
+     * fused pass (swigluBackwardOperands, the same bits) when all four are needed, else through
+     * float32 scratch (`tag` names it).
+     */
+    const swiglu = (gq: Fp8Operand, uq: Fp8Operand, dh: Float32Array, rows: number, cols: number, offs: Int32Array | null,
+      tiles: boolean, wg: boolean, wu: boolean, tag: string): { dG: GradOps; dU: GradOps } => {
+      if (tiles && wg && wu) {
+        const o = swigluBackwardOperands(gq, uq, dh, rows, cols, offs, deferring);
+        return { dG: { tiles: o.dG.tiles, cols: keep(o.dG.cols) }, dU: { tiles: o.dU.tiles, cols: keep(o.dU.cols) } };
+      }
+      const n = rows * cols;
+      const G = dequant(gq, rows, cols, scratchBuf(`f8.G${tag}`, n));
+      const U = dequant(uq, rows, cols, scratchBuf(`f8.U${tag}`, n));
+      const dG = scratchBuf(`f8.dG${tag}`, n);
+      const dU = scratchBuf(`f8.dU${tag}`, n);
+      k.siluMulBackward(G, U, dh, dG, dU, n);
+      const r = { dG: gradOperands(dG, rows, cols, offs, tiles, wg), dU: gradOperands(dU, rows, cols, offs, tiles, wu) };
+      scratchDone(`f8.G${tag}`, `f8.U${tag}`, `f8.dG${tag}`, `f8.dU${tag}`);
+      return r;
+    };
     const dx = xGrad ? (shared ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
       const S = 3 * E;
-      // the SwiGLU inputs from their FP8 cache
-      const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
-      const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
       const dHs = scratchBuf('f8.dHs', N * Is);
       const dq = gradOperands(dout, N, D, null, true, need(S + 2));
       fp8Matmul(N, Is, D, dq.tiles!, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
       release(dq.tiles);
       // H's FP8 copy (the Fprop operand) re-quantised 128x1 for Wgrad
       if (need(S + 2)) weightGrad(S + 2, D, Is, N, dq.cols!, keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
-      const dGs = scratchBuf('f8.dGs', N * Is);
-      const dUs = scratchBuf('f8.dUs', N * Is);
-      k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
-      const dGo = gradOperands(dGs, N, Is, null, dx !== null, need(S));
-      const dUo = gradOperands(dUs, N, Is, null, dx !== null, need(S + 1));
+      // the SwiGLU backward at the SwiGLU inputs' FP8 cache, with dGs's and dUs's operands
+      const { dG: dGo, dU: dUo } = swiglu(GsQ!, UsQ!, dHs, N, Is, null, dx !== null, need(S), need(S + 1), 's');
       if (need(S) || need(S + 1)) {
         const xs = keep(requantOperand(xq.codes, xq.scales, N, D, null, deferring)); // x's FP8 copy, re-quantised 128x1
         if (need(S)) weightGrad(S, Is, D, N, dGo.cols!, xs);
@@ -275,9 +293,6 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const dH = scratchBuf('f8.dH', P * I);
       fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(dYq, a, n, D), b: blocks(wq.down[e]!, true), beta: 0, c: dH.subarray(a * I), ldc: I })));
       release(dYq);
-      // the SwiGLU inputs from their FP8 cache
-      const G = dequant(GQ!, P, I, scratchBuf('f8.G', P * I));
-      const U = dequant(UQ!, P, I, scratchBuf('f8.U', P * I));
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
         const Hc = keep(requantOperand(HQ!.codes, HQ!.scales, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
@@ -291,13 +306,10 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         }
         flushWeightGrads();
       }
-      const dG = scratchBuf('f8.H', P * I); // H is in its operand now
-      const dU = scratchBuf('f8.dU', P * I);
-      k.siluMulBackward(G, U, dH, dG, dU, P * I);
-      scratchDone('f8.G', 'f8.U', 'f8.dH');
-      // dG's and dU's Dgrad (1x128) and Wgrad (128x1 within each expert) operands
-      const dGo = gradOperands(dG, P, I, offsets, dx !== null, needAny(0, E));
-      const dUo = gradOperands(dU, P, I, offsets, dx !== null, needAny(E, E));
+      // the SwiGLU backward at the SwiGLU inputs' FP8 cache, with dG's and dU's Dgrad (1x128)
+      // and Wgrad (128x1 within each expert) operands
+      const { dG: dGo, dU: dUo } = swiglu(GQ!, UQ!, dH, P, I, offsets, dx !== null, needAny(0, E), needAny(E, E), '');
+      scratchDone('f8.dH');
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
         // x's FP8 copy gathered per pair, re-quantised 128x1 within each expert

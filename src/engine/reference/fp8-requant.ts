@@ -10,6 +10,7 @@
  */
 import { FP8_BLOCK } from '../fp8/codec.js';
 import { fp8Dequant, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
+import { siluMulBackward } from './rows.js';
 
 /**
  * codes [rows, cols] + scales [rows, ceil(cols/128)] (1x128 tiles) -> outCodes [rows, cols] and,
@@ -70,6 +71,31 @@ export function fp8QuantTilesDual(
   }
   fp8QuantTiles128x1Segments(x, rows, cols, offsets, colCodes, colScales);
   if (rows > 0 && cols > 0) fp8QuantTiles1x128(x, cols, rows, cols, codes, scales, null);
+}
+
+/**
+ * Kernels.fp8SwigluBackwardDual: literally fp8Dequant of the cached G and U copies,
+ * siluMulBackward, and fp8QuantTilesDual of dG and of dU.
+ */
+export function fp8SwigluBackwardDual(
+  gCodes: Uint8Array, gScales: Float32Array, uCodes: Uint8Array, uScales: Float32Array, dh: Float32Array,
+  rows: number, cols: number, offsets: Int32Array | null,
+  dgCodes: Uint8Array, dgScales: Float32Array, dgColCodes: Uint8Array, dgColScales: Float32Array,
+  duCodes: Uint8Array, duScales: Float32Array, duColCodes: Uint8Array, duColScales: Float32Array,
+): void {
+  const n = rows * cols;
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  if (gCodes.length < n || uCodes.length < n || gScales.length < rows * nt || uScales.length < rows * nt || dh.length < n) {
+    throw new RangeError(`fp8SwigluBackwardDual: inputs too short for [${rows}, ${cols}] (gCodes ${gCodes.length}, gScales ${gScales.length}, uCodes ${uCodes.length}, uScales ${uScales.length}, dh ${dh.length})`);
+  }
+  const g = new Float32Array(n), u = new Float32Array(n), dg = new Float32Array(n), du = new Float32Array(n);
+  if (n > 0) {
+    fp8Dequant(gCodes, gScales, rows, cols, 1, g);
+    fp8Dequant(uCodes, uScales, rows, cols, 1, u);
+    siluMulBackward(g, u, dh, dg, du, n);
+  }
+  fp8QuantTilesDual(dg, rows, cols, offsets, dgCodes, dgScales, dgColCodes, dgColScales);
+  fp8QuantTilesDual(du, rows, cols, offsets, duCodes, duScales, duColCodes, duColScales);
 }
 
 /** Segment starts (offsets, or [0, rows]) checked non-decreasing within [0, rows], and where each segment's scales start. */
