@@ -16,8 +16,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nativeForTests } from './helpers/native-configs.js';
 import * as ref from '../src/engine/reference/fp8-quant.js';
-import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1, fp8SwigluBackwardDual } from '../src/engine/reference/fp8-requant.js';
-import { siluMulBackward as refSiluMulBackward } from '../src/engine/reference/rows.js';
+import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1, fp8SiluMulQuant, fp8SwigluBackwardDual } from '../src/engine/reference/fp8-requant.js';
+import { siluMul as refSiluMul, siluMulBackward as refSiluMulBackward } from '../src/engine/reference/rows.js';
 import { rng } from './helpers/random.js';
 
 const { A, opts, eachConfig } = nativeForTests();
@@ -290,4 +290,51 @@ test('fp8SwigluBackwardDual validates its arguments (native and reference)', opt
     assert.throws(() => f(c, s, c, s, dh, 300, 4, null, c, s, c, os, c, s, c, new Float32Array(11)), RangeError, `${name}: duColScales too short`);
     f(c, s, c, s, dh, 300, 4, Int32Array.of(0, 100, 300), c, s, c, os, c, s, c, os);
   }
+});
+
+test('native fp8SiluMulQuant equals native siluMul + fp8QuantTiles1x128 (of H, G, U) bit for bit (every ISA, 1 and 2 threads); the reference likewise', opts, () => {
+  let seed = 1300;
+  for (const [rows, cols] of [[1, 1], [3, 127], [129, 128], [300, 256], [70, 1300], [1000, 64]] as Array<[number, number]>) {
+    const g = awkwardRows(seed++, rows, cols), u = awkwardRows(seed++, rows, cols);
+    const n = rows * cols, nr = rows * g128(cols);
+    type Out = [Uint8Array, Float32Array, Uint8Array, Float32Array, Uint8Array, Float32Array];
+    const out = (): Out => [new Uint8Array(n).fill(0x5a), new Float32Array(nr).fill(-7), new Uint8Array(n).fill(0xa5), new Float32Array(nr).fill(-9), new Uint8Array(n).fill(0x3c), new Float32Array(nr).fill(-5)];
+    type K = { siluMul(g: Float32Array, u: Float32Array, y: Float32Array, n: number): void; fp8QuantTiles1x128: typeof ref.fp8QuantTiles1x128 };
+    const separate = (k: K): Out => {
+      const o = out();
+      const h = new Float32Array(n);
+      k.siluMul(g, u, h, n);
+      k.fp8QuantTiles1x128(h, cols, rows, cols, o[0], o[1], null);
+      k.fp8QuantTiles1x128(g, cols, rows, cols, o[2], o[3], null);
+      k.fp8QuantTiles1x128(u, cols, rows, cols, o[4], o[5], null);
+      return o;
+    };
+    const check = (got: Out, want: Out, what: string, cache: boolean): void => {
+      for (let i = 0; i < (cache ? 6 : 2); i++) {
+        if (i % 2 === 0) sameCodes(got[i] as Uint8Array, want[i] as Uint8Array, `${['H', 'G', 'U'][i / 2]} codes ${what}`);
+        else sameBits(got[i] as Float32Array, want[i] as Float32Array, `${['H', 'G', 'U'][(i - 1) / 2]} scales ${what}`);
+      }
+    };
+    const r = out();
+    fp8SiluMulQuant(g, u, rows, cols, ...r);
+    check(r, separate({ siluMul: refSiluMul, fp8QuantTiles1x128: ref.fp8QuantTiles1x128 }), `reference [${rows}, ${cols}]`, true);
+    eachConfig((cfg) => {
+      const want = separate(A as unknown as K);
+      for (const cache of [true, false]) {
+        const got = out();
+        A.fp8SiluMulQuant(g, u, rows, cols, got[0], got[1], cache ? got[2] : null, cache ? got[3] : null, cache ? got[4] : null, cache ? got[5] : null);
+        check(got, want, `[${rows}, ${cols}] ${cache ? 'with' : 'without'} G/U ${cfg}`, cache);
+      }
+    });
+  }
+});
+
+test('fp8SiluMulQuant validates its arguments (native and reference)', opts, () => {
+  const x = new Float32Array(1200), c = new Uint8Array(1200), s = new Float32Array(300);
+  for (const [name, f] of [['native', A.fp8SiluMulQuant.bind(A)], ['reference', fp8SiluMulQuant]] as const) {
+    assert.throws(() => f(new Float32Array(1199), x, 300, 4, c, s, null, null, null, null), RangeError, `${name}: g too short`);
+    assert.throws(() => f(x, x, 300, 4, c, s, c, null, null, null), TypeError, `${name}: gCodes without gScales`);
+    f(x, x, 300, 4, c, s, c, s, null, null);
+  }
+  assert.throws(() => A.fp8SiluMulQuant(x, x, 300, 4, c, new Float32Array(299), null, null, null, null), RangeError, 'native: hScales too short');
 });

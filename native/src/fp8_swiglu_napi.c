@@ -10,7 +10,12 @@
  * kernels on it (dsv3_fp8_quant_dequant, dsv3_silu_mul_bwd: elementwise; dsv3_fp8_quant_dual:
  * per row and per column of the group), so the bits are those of the separate calls, while
  * G, U, dG and dU (float32) stay in a thread-local scratch of 4 x 128 x cols floats instead of
- * going through memory. Lengths are checked before anything runs (RangeError naming the argument). */
+ * going through memory. Lengths are checked before anything runs (RangeError naming the argument).
+ * And the forward's counterpart:
+ *   fp8SiluMulQuant(g, u, rows, cols, hCodes, hScales, gCodes|null, gScales|null, uCodes|null, uScales|null)
+ * = H = siluMul(G, U) quantised per 1x128 tile (fp8QuantTiles1x128: the down projection's Fprop
+ * operand), and the FP8 copies of G and U (when given; cached for the backward), per row range:
+ * the same bits as siluMul and the three quantisations, H never written out in float32. */
 #include <stdlib.h>
 #include "fp8_quant.h"
 #include "fused.h"
@@ -150,6 +155,83 @@ static napi_value js_swiglu_bwd_dual(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+typedef struct {
+  const float *g, *u;
+  int64_t rows, cols, per;
+  uint8_t *hc, *gc, *uc;
+  float *hs, *gs, *us;
+  volatile int fail;
+} sf_job;
+
+static void sf_task(void* ctx, int t, int thread) {
+  (void)thread;
+  sf_job* j = (sf_job*)ctx;
+  const int64_t r0 = (int64_t)t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows, cols = j->cols;
+  if (r0 >= r1) return;
+  const size_t need = (size_t)((r1 - r0) * cols) * sizeof(float);
+  if (sw_cap < need) {
+    free(sw_buf);
+    sw_buf = NULL;
+    sw_cap = 0;
+    void* p = NULL;
+    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
+      j->fail = 1;
+      return;
+    }
+    sw_buf = (float*)p;
+    sw_cap = (need + 4095) & ~(size_t)4095;
+  }
+  SELECT_ISA(dsv3_silu_mul)(j->g + r0 * cols, j->u + r0 * cols, sw_buf, (r1 - r0) * cols);
+  const int64_t nt = (cols + 127) / 128;
+  SELECT_ISA(dsv3_fp8_quant_rows)(sw_buf, cols, 0, r1 - r0, cols, j->hc + r0 * cols, j->hs + r0 * nt, NULL);
+  if (j->gc) SELECT_ISA(dsv3_fp8_quant_rows)(j->g, cols, r0, r1, cols, j->gc, j->gs, NULL);
+  if (j->uc) SELECT_ISA(dsv3_fp8_quant_rows)(j->u, cols, r0, r1, cols, j->uc, j->us, NULL);
+}
+
+static napi_value js_silu_mul_quant(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 10);
+  sf_job j = {0};
+  if (fz_dims(env, argv[2], "rows", argv[3], "cols", &j.rows, &j.cols)) return NULL;
+  const size_t dense = (size_t)(j.rows * j.cols), ns = (size_t)(j.rows * ((j.cols + 127) / 128));
+  void *g, *u, *hc, *hs, *gc = NULL, *gs = NULL, *uc = NULL, *us = NULL;
+  if (sw_arg(env, argv[0], 0, "g", dense, &g) || sw_arg(env, argv[1], 0, "u", dense, &u) ||
+      sw_arg(env, argv[4], 1, "hCodes", dense, &hc) || sw_arg(env, argv[5], 0, "hScales", ns, &hs))
+    return NULL;
+  for (int q = 0; q < 2; q++) { /* (gCodes, gScales), (uCodes, uScales): both or neither */
+    napi_valuetype a, b;
+    if (napi_typeof(env, argv[6 + 2 * q], &a) != napi_ok || napi_typeof(env, argv[7 + 2 * q], &b) != napi_ok) return NULL;
+    const int na = a == napi_null || a == napi_undefined, nb = b == napi_null || b == napi_undefined;
+    if (na != nb) {
+      napi_throw_type_error(env, NULL, q ? "dsv3 native: 'uCodes' and 'uScales' must be given both or neither"
+                                         : "dsv3 native: 'gCodes' and 'gScales' must be given both or neither");
+      return NULL;
+    }
+    if (na) continue;
+    if (sw_arg(env, argv[6 + 2 * q], 1, q ? "uCodes" : "gCodes", dense, q ? &uc : &gc) ||
+        sw_arg(env, argv[7 + 2 * q], 0, q ? "uScales" : "gScales", ns, q ? &us : &gs))
+      return NULL;
+  }
+  if (dense == 0) return NULL;
+  j.g = (const float*)g;
+  j.u = (const float*)u;
+  j.hc = (uint8_t*)hc;
+  j.hs = (float*)hs;
+  j.gc = (uint8_t*)gc;
+  j.gs = (float*)gs;
+  j.uc = (uint8_t*)uc;
+  j.us = (float*)us;
+  const int th = dsv3_threads();
+  /* row ranges of ~16K elements (the scratch stays in L1/L2), at least one row */
+  j.per = FZ_TASK_MIN / j.cols > 0 ? FZ_TASK_MIN / j.cols : 1;
+  const int64_t ntask = (j.rows + j.per - 1) / j.per;
+  if (th > 1 && (int64_t)dense >= FZ_PAR_MIN && ntask > 1) dsv3_parallel_for((int)ntask, sf_task, &j);
+  else
+    for (int64_t t = 0; t < ntask; t++) sf_task(&j, (int)t, 0);
+  if (j.fail) napi_throw_error(env, NULL, "dsv3 native: fp8SiluMulQuant: out of memory");
+  return NULL;
+}
+
 void dsv3_register_fp8_swiglu(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "fp8SwigluBackwardDual", js_swiglu_bwd_dual);
+  dsv3_export(env, exports, "fp8SiluMulQuant", js_silu_mul_quant);
 }

@@ -175,6 +175,14 @@ export interface Kernels {
     dgCodes: Uint8Array, dgScales: Float32Array, dgColCodes: Uint8Array, dgColScales: Float32Array,
     duCodes: Uint8Array, duScales: Float32Array, duColCodes: Uint8Array, duColScales: Float32Array): void;
   /**
+   * The FP8 experts' SwiGLU forward with its operands: hCodes/hScales = fp8QuantTiles1x128 of
+   * H = siluMul(g, u) [rows, cols] (the down projection's Fprop operand), and gCodes/gScales,
+   * uCodes/uScales (each pair both or neither) = fp8QuantTiles1x128 of g and u (their FP8 cache,
+   * §3.3.3). The same bits as those calls; the native kernel never writes H out.
+   */
+  fp8SiluMulQuant(g: Float32Array, u: Float32Array, rows: number, cols: number, hCodes: Uint8Array, hScales: Float32Array,
+    gCodes: Uint8Array | null, gScales: Float32Array | null, uCodes: Uint8Array | null, uScales: Float32Array | null): void;
+  /**
    * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
    * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
    * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of

@@ -98,6 +98,7 @@ export function loadNativeKernels(): Kernels | null {
     fp8QuantTiles128x1Segments: has('fp8QuantTiles128x1Segments') ? a.fp8QuantTiles128x1Segments : ref.fp8QuantTiles128x1Segments,
     fp8QuantTilesDual: has('fp8QuantTilesDual') ? a.fp8QuantTilesDual : ref.fp8QuantTilesDual,
     fp8SwigluBackwardDual: has('fp8SwigluBackwardDual') ? a.fp8SwigluBackwardDual : ref.fp8SwigluBackwardDual,
+    fp8SiluMulQuant: has('fp8SiluMulQuant') ? a.fp8SiluMulQuant : ref.fp8SiluMulQuant,
     fp8Gemm: has('fp8Gemm') ? a.fp8Gemm : ref.fp8Gemm,
     fp8GemmBatch: has('fp8GemmBatch') ? a.fp8GemmBatch : ref.fp8GemmBatch,
     binary: has('binary') ? a.binary : ref.binary,

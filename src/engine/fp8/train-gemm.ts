@@ -97,6 +97,21 @@ export function dualOperands(x: Float32Array, rows: number, cols: number, offset
 }
 
 /**
+ * The SwiGLU forward of the FP8 experts with its operands (Kernels.fp8SiluMulQuant): `h` =
+ * tilesOperand(siluMul(g, u)) for g, u [rows, cols] (contiguous), and with `cache` the FP8
+ * copies tilesOperand(g), tilesOperand(u) kept for the backward (§3.3.3) — the same bits as
+ * siluMul and those quantisations, without H in float32.
+ */
+export function siluMulOperands(g: Float32Array, u: Float32Array, rows: number, cols: number, cache: boolean): { h: Fp8Operand; g: Fp8Operand | null; u: Fp8Operand | null } {
+  const op = (): Fp8Operand => ({ codes: codeBytes(rows * cols), scales: scaleFloats(rows * groups128(cols), false), layout: Fp8GemmLayout.rowsTiles });
+  const h = op();
+  const gq = cache ? op() : null;
+  const uq = cache ? op() : null;
+  kernels().fp8SiluMulQuant(g, u, rows, cols, h.codes, h.scales, gq?.codes ?? null, gq?.scales ?? null, uq?.codes ?? null, uq?.scales ?? null);
+  return { h, g: gq, u: uq };
+}
+
+/**
  * The SwiGLU backward of the FP8 experts with its output operands (Kernels.fp8SwigluBackwardDual):
  * dG, dU = SwiGLU backward at the dequantised FP8 copies gq, uq of G and U (1x128 tiles) and dH
  * [rows, cols], returned as dualOperands(dG) and dualOperands(dU) (`freshCols` as there),

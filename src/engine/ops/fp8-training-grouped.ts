@@ -38,7 +38,7 @@ import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
   Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets,
-  swigluBackwardOperands, tilesOperand,
+  siluMulOperands, swigluBackwardOperands, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -134,16 +134,14 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     const Us = scratchBuf('f8.Us', N * Is);
     fp8Matmul(N, Is, D, xq, blocks(sq!.gate), 0, Gs);
     fp8Matmul(N, Is, D, xq, blocks(sq!.up), 0, Us);
-    const Hs = scratchBuf('f8.Hs', N * Is);
-    k.siluMul(Gs, Us, Hs, N * Is);
-    const Hq = tilesOperand(Hs, 0, Is, N, Is);
+    // H = silu(G) ⊙ U as the down projection's FP8 operand, and the FP8 cache of G, U, in one pass
+    const sw = siluMulOperands(Gs, Us, N, Is, recording);
+    const Hq = sw.h;
     fp8Matmul(N, D, Is, Hq, blocks(sq!.down), 0, out);
     if (recording) HsQ = Hq;
     else release(Hq);
-    if (recording) {
-      GsQ = tilesOperand(Gs, 0, Is, N, Is);
-      UsQ = tilesOperand(Us, 0, Is, N, Is);
-    }
+    GsQ = sw.g;
+    UsQ = sw.u;
   }
   // routed experts
   let GQ: Fp8Operand | null = null;
@@ -160,18 +158,16 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       ...perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(X, a, n, D), b: blocks(wq.up[e]!), beta: 0, c: U.subarray(a * I), ldc: I })),
     ]);
     release(X);
-    const H = scratchBuf('f8.H', P * I);
-    k.siluMul(G, U, H, P * I);
-    const Hq = tilesOperand(H, 0, I, P, I);
+    // H = silu(G) ⊙ U as the down projections' FP8 operand, and the FP8 cache of G, U, in one pass
+    const sw = siluMulOperands(G, U, P, I, recording);
+    const Hq = sw.h;
     // Y_e = H_e W2_e^T
     fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(Hq, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Y.subarray(a * D), ldc: D })));
     if (recording) HQ = Hq;
     else release(Hq);
     k.scatterAddRows(Y, rows, gp, out, P, D);
-    if (recording) {
-      GQ = tilesOperand(G, 0, I, P, I);
-      UQ = tilesOperand(U, 0, I, P, I);
-    }
+    GQ = sw.g;
+    UQ = sw.u;
   }
   const result = new Tensor(out, [N, D], 'f32');
   if (!recording) {

@@ -10,7 +10,7 @@
  */
 import { FP8_BLOCK } from '../fp8/codec.js';
 import { fp8Dequant, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
-import { siluMulBackward } from './rows.js';
+import { siluMul, siluMulBackward } from './rows.js';
 
 /**
  * codes [rows, cols] + scales [rows, ceil(cols/128)] (1x128 tiles) -> outCodes [rows, cols] and,
@@ -96,6 +96,22 @@ export function fp8SwigluBackwardDual(
   }
   fp8QuantTilesDual(dg, rows, cols, offsets, dgCodes, dgScales, dgColCodes, dgColScales);
   fp8QuantTilesDual(du, rows, cols, offsets, duCodes, duScales, duColCodes, duColScales);
+}
+
+/** Kernels.fp8SiluMulQuant: literally siluMul, then fp8QuantTiles1x128 of H (and of g, u when their outputs are given). */
+export function fp8SiluMulQuant(
+  g: Float32Array, u: Float32Array, rows: number, cols: number, hCodes: Uint8Array, hScales: Float32Array,
+  gCodes: Uint8Array | null, gScales: Float32Array | null, uCodes: Uint8Array | null, uScales: Float32Array | null,
+): void {
+  const n = rows * cols;
+  if (g.length < n || u.length < n) throw new RangeError(`fp8SiluMulQuant: g (${g.length}) or u (${u.length}) shorter than [${rows}, ${cols}]`);
+  if (!gCodes !== !gScales || !uCodes !== !uScales) throw new TypeError('fp8SiluMulQuant: codes and scales must be given both or neither');
+  if (n === 0) return;
+  const h = new Float32Array(n);
+  siluMul(g, u, h, n);
+  fp8QuantTiles1x128(h, cols, rows, cols, hCodes, hScales, null);
+  if (gCodes) fp8QuantTiles1x128(g, cols, rows, cols, gCodes, gScales, null);
+  if (uCodes) fp8QuantTiles1x128(u, cols, rows, cols, uCodes, uScales, null);
 }
 
 /** Segment starts (offsets, or [0, rows]) checked non-decreasing within [0, rows], and where each segment's scales start. */
