@@ -21,7 +21,9 @@
  * the forward keeps for the backward only FP8 copies (1x128 tiles, 1 byte per element): x's,
  * the SwiGLU inputs G = X W1^T and U = X W3^T of every routed and shared expert, and H's (the
  * down projection's input); the SwiGLU gradient is taken at the dequantised G, U. The forward's
- * own SwiGLU runs on the float32 G, U.
+ * own SwiGLU runs on the float32 G, U. Both SwiGLU passes run fused with their FP8 operands
+ * (`siluMulOperands`, `swigluBackwardOperands`: H and dG, dU never in float32), and each output
+ * gradient's 1x128 and 128x1 operands come from one read of it (`dualOperands`); same bits.
  *
  * The per-expert GEMMs of a projection run as one batch (`fp8MatmulBatch`, Kernels.fp8GemmBatch:
  * one parallel region, one expert per pool thread, like gemmBatchBf16 in grouped.ts), each
