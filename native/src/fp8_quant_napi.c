@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include "fp8_quant.h"
 #include "fused_napi.h"
+#include "fp8_segments_napi.h"
 
 typedef struct {
   int kind; /* 0 rows (1x128), 1 columns (128x1), 2 blocks (128x128), 3 dequantise */
@@ -185,9 +186,6 @@ typedef struct {
   volatile int fail;
 } rq_job;
 
-static _Thread_local float* rq_buf;
-static _Thread_local size_t rq_cap;
-
 static void rq_task(void* ctx, int t, int thread) {
   (void)thread;
   rq_job* j = (rq_job*)ctx;
@@ -204,18 +202,10 @@ static void rq_task(void* ctx, int t, int thread) {
     }
     return;
   }
-  const size_t need = (size_t)(n * cols) * sizeof(float);
-  if (rq_cap < need) {
-    free(rq_buf);
-    rq_buf = NULL;
-    rq_cap = 0;
-    void* p = NULL;
-    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
-      j->fail = 1;
-      return;
-    }
-    rq_buf = (float*)p;
-    rq_cap = (need + 4095) & ~(size_t)4095;
+  float* rq_buf = f8s_scratch((size_t)(n * cols) * sizeof(float));
+  if (!rq_buf) {
+    j->fail = 1;
+    return;
   }
   SELECT_ISA(dsv3_fp8_quant_dequant)(j->codes + r0 * cols, j->scales + r0 * nt, 0, n, cols, 1, rq_buf);
   for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
@@ -243,39 +233,10 @@ static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
   }
   int64_t rows, cols;
   if (fz_dims(env, argv[2], "rows", argv[3], "cols", &rows, &cols)) return NULL;
-  int32_t one[2] = {0, (int32_t)rows};
-  const int32_t* starts = one;
-  int64_t nseg = 1;
-  napi_valuetype vt;
-  if (napi_typeof(env, argv[4], &vt) != napi_ok) return NULL;
-  if (vt != napi_null && vt != napi_undefined) {
-    bool is = false;
-    napi_typedarray_type type;
-    size_t len = 0, off;
-    void* data = NULL;
-    napi_value ab;
-    if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is ||
-        napi_get_typedarray_info(env, argv[4], &type, &len, &data, &ab, &off) != napi_ok || type != napi_int32_array) {
-      napi_throw_type_error(env, NULL, "dsv3 native: argument 'offsets' must be an Int32Array or null");
-      return NULL;
-    }
-    starts = (const int32_t*)data;
-    if (len < 2 || starts[0] != 0 || starts[len - 1] != rows) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must run from 0 to rows");
-      return NULL;
-    }
-    nseg = (int64_t)len - 1;
-  }
-  int64_t ntask = 0, nscale = 0;
-  for (int64_t e = 0; e < nseg; e++) {
-    const int64_t n = (int64_t)starts[e + 1] - starts[e];
-    if (n < 0) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must not decrease");
-      return NULL;
-    }
-    ntask += (n + 127) / 128;
-    nscale += (n + 127) / 128 * cols;
-  }
+  int32_t one[2];
+  const int32_t* starts;
+  int64_t nseg, ntask, nscale;
+  if (f8s_segments(env, argv[4], rows, cols, one, &starts, &nseg, &ntask, &nscale)) return NULL;
   const size_t dense = (size_t)(rows * cols), ns = (size_t)(rows * ((cols + 127) / 128));
   void *codes = NULL, *scales = NULL, *x = NULL, *oc, *os;
   if ((from_x ? q8_arg(env, argv[0], napi_float32_array, "Float32Array", "x", dense, 0, &x)

@@ -20,6 +20,7 @@
 #include "fp8_quant.h"
 #include "fused.h"
 #include "fused_napi.h"
+#include "fp8_segments_napi.h"
 
 typedef struct {
   const uint8_t *gc, *uc;
@@ -31,27 +32,16 @@ typedef struct {
   volatile int fail;
 } sw_job;
 
-static _Thread_local float* sw_buf;
-static _Thread_local size_t sw_cap;
-
 static void sw_task(void* ctx, int t, int thread) {
   (void)thread;
   sw_job* j = (sw_job*)ctx;
   const int64_t r0 = j->task_row[t], n = j->task_n[t], cols = j->cols, nt = (cols + 127) / 128, so = j->task_so[t];
-  const size_t need = (size_t)(4 * n * cols) * sizeof(float);
-  if (sw_cap < need) {
-    free(sw_buf);
-    sw_buf = NULL;
-    sw_cap = 0;
-    void* p = NULL;
-    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
-      j->fail = 1;
-      return;
-    }
-    sw_buf = (float*)p;
-    sw_cap = (need + 4095) & ~(size_t)4095;
+  float* const buf = f8s_scratch((size_t)(4 * n * cols) * sizeof(float));
+  if (!buf) {
+    j->fail = 1;
+    return;
   }
-  float *g = sw_buf, *u = g + n * cols, *dg = u + n * cols, *du = dg + n * cols;
+  float *g = buf, *u = g + n * cols, *dg = u + n * cols, *du = dg + n * cols;
   SELECT_ISA(dsv3_fp8_quant_dequant)(j->gc + r0 * cols, j->gs + r0 * nt, 0, n, cols, 1, g);
   SELECT_ISA(dsv3_fp8_quant_dequant)(j->uc + r0 * cols, j->us + r0 * nt, 0, n, cols, 1, u);
   SELECT_ISA(dsv3_silu_mul_bwd)(g, u, j->dh + r0 * cols, dg, du, n * cols);
@@ -86,40 +76,10 @@ static napi_value js_swiglu_bwd_dual(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 16);
   int64_t rows, cols;
   if (fz_dims(env, argv[5], "rows", argv[6], "cols", &rows, &cols)) return NULL;
-  int32_t one[2] = {0, (int32_t)rows};
-  const int32_t* starts = one;
-  int64_t nseg = 1;
-  napi_valuetype vt;
-  if (napi_typeof(env, argv[7], &vt) != napi_ok) return NULL;
-  if (vt != napi_null && vt != napi_undefined) {
-    void* p;
-    size_t len = 0;
-    bool is = false;
-    napi_typedarray_type type;
-    size_t off;
-    napi_value ab;
-    if (napi_is_typedarray(env, argv[7], &is) != napi_ok || !is ||
-        napi_get_typedarray_info(env, argv[7], &type, &len, &p, &ab, &off) != napi_ok || type != napi_int32_array) {
-      napi_throw_type_error(env, NULL, "dsv3 native: argument 'offsets' must be an Int32Array or null");
-      return NULL;
-    }
-    starts = (const int32_t*)p;
-    if (len < 2 || starts[0] != 0 || starts[len - 1] != rows) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must run from 0 to rows");
-      return NULL;
-    }
-    nseg = (int64_t)len - 1;
-  }
-  int64_t ntask = 0, nscale = 0;
-  for (int64_t e = 0; e < nseg; e++) {
-    const int64_t n = (int64_t)starts[e + 1] - starts[e];
-    if (n < 0) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must not decrease");
-      return NULL;
-    }
-    ntask += (n + 127) / 128;
-    nscale += (n + 127) / 128 * cols;
-  }
+  int32_t one[2];
+  const int32_t* starts;
+  int64_t nseg, ntask, nscale;
+  if (f8s_segments(env, argv[7], rows, cols, one, &starts, &nseg, &ntask, &nscale)) return NULL;
   const size_t dense = (size_t)(rows * cols), ns = (size_t)(rows * ((cols + 127) / 128));
   static const char* names[16] = {"gCodes", "gScales", "uCodes", "uScales", "dh", "", "", "", "dgCodes", "dgScales",
                                   "dgColCodes", "dgColScales", "duCodes", "duScales", "duColCodes", "duColScales"};
@@ -168,18 +128,10 @@ static void sf_task(void* ctx, int t, int thread) {
   sf_job* j = (sf_job*)ctx;
   const int64_t r0 = (int64_t)t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows, cols = j->cols;
   if (r0 >= r1) return;
-  const size_t need = (size_t)((r1 - r0) * cols) * sizeof(float);
-  if (sw_cap < need) {
-    free(sw_buf);
-    sw_buf = NULL;
-    sw_cap = 0;
-    void* p = NULL;
-    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
-      j->fail = 1;
-      return;
-    }
-    sw_buf = (float*)p;
-    sw_cap = (need + 4095) & ~(size_t)4095;
+  float* const sw_buf = f8s_scratch((size_t)((r1 - r0) * cols) * sizeof(float));
+  if (!sw_buf) {
+    j->fail = 1;
+    return;
   }
   SELECT_ISA(dsv3_silu_mul)(j->g + r0 * cols, j->u + r0 * cols, sw_buf, (r1 - r0) * cols);
   const int64_t nt = (cols + 127) / 128;
