@@ -42,7 +42,7 @@ gcc -shared -o "$out/dsv3.node" "${objs[@]}" -lpthread -lm -ldl
 echo "verify-avx512: built $out/dsv3.node"
 node -e "const a=require('$out/dsv3.node'); const i=a.info(); if (i.isa!=='avx512'||!i.avx512bf16) { console.error('verify-avx512: the addon does not report avx512+bf16', i); process.exit(1) } console.log('verify-avx512: addon reports', JSON.stringify(i))"
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(kernels-native kernels-fp8-quant kernels-fp8-gemm ops-native gemm kernels-fp8-weight optim-kernels native-complete kernels-bf16 kernels-attention-bf16)
+[ ${#filters[@]} -gt 0 ] || filters=(kernels-native kernels-fp8-quant kernels-fp8-requant kernels-fp8-gemm ops-native gemm kernels-fp8-weight optim-kernels native-complete kernels-bf16 kernels-attention-bf16)
 files=()
 for f in dist/test/*.test.js; do
   for s in "${filters[@]}"; do

@@ -38,5 +38,16 @@ DECLARE_ISA(void, dsv3_fp8_quant_cols, (const float* x, int64_t ld, int64_t r0, 
 DECLARE_ISA(void, dsv3_fp8_quant_dequant, (const uint8_t* codes, const float* scales, int64_t r0, int64_t r1, int64_t cols,
                                       int64_t block_rows, float* out))
 
+/* Both operands of an output gradient dY from ONE read of it (DeepSeek-V3 §3.3.2: Dgrad takes dY in
+ * 1x128 tiles, Wgrad dY^T in 1x128 tiles along the tokens = 128x1 tiles of dY): rows [0, n) of a
+ * group of n <= 128 rows starting at x (row stride cols), columns [c0, c1) (c0 a multiple of 128,
+ * c1 - c0 <= FP8_QUANT_CHUNK). Writes what dsv3_fp8_quant_rows writes for these rows (rcodes /
+ * rscales point at the group's first row, scales [n][ceil(cols/128)]) and what
+ * dsv3_fp8_quant_cols (block 0) writes for the group (ccodes at its first row, cscales its row of
+ * the 128x1 scale grid, indexed by column): the same bits, the amax of both tilings taken in one
+ * pass and both encodings in a second pass over the group while it is in cache. */
+DECLARE_ISA(void, dsv3_fp8_quant_dual, (const float* x, int64_t n, int64_t c0, int64_t c1, int64_t cols, uint8_t* rcodes,
+                                   float* rscales, uint8_t* ccodes, float* cscales))
+
 #define FP8_QUANT_CHUNK 1024 /* most columns one dsv3_fp8_quant_cols call handles (a multiple of 128) */
 #endif

@@ -6,6 +6,7 @@
  *   fp8Dequant(codes, scales, rows, cols, blockRows, out)
  *   fp8RequantTiles128x1(codes, scales, rows, cols, offsets|null, outCodes, outScales)
  *   fp8QuantTiles128x1Segments(x, rows, cols, offsets, outCodes, outScales)
+ *   fp8QuantTilesDual(x, rows, cols, offsets, codes, scales, colCodes, colScales)
  * x Float32Array (row r at x[r*ld ..], ld >= cols), codes Uint8Array [rows*cols], scales
  * Float32Array (layouts in fp8_quant.h), out Float32Array [rows*cols]. codes and scales are given
  * both or neither (TypeError otherwise). Every length is checked before a kernel runs
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include "fp8_quant.h"
 #include "fused_napi.h"
+#include "fp8_segments_napi.h"
 
 typedef struct {
   int kind; /* 0 rows (1x128), 1 columns (128x1), 2 blocks (128x128), 3 dequantise */
@@ -179,11 +181,10 @@ typedef struct {
   const int64_t* task_so;  /* per task: where its row of scales starts in out_scales */
   uint8_t* out_codes;
   float* out_scales;
+  uint8_t* row_codes; /* fp8QuantTilesDual: the 1x128 tiles too (codes [rows][cols], scales [rows][nt]) */
+  float* row_scales;
   volatile int fail;
 } rq_job;
-
-static _Thread_local float* rq_buf;
-static _Thread_local size_t rq_cap;
 
 static void rq_task(void* ctx, int t, int thread) {
   (void)thread;
@@ -193,22 +194,18 @@ static void rq_task(void* ctx, int t, int thread) {
   if (!j->codes) { /* float32 rows: 128x1 tiles of the group straight from x */
     for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
       const int64_t c1 = c0 + FP8_QUANT_CHUNK < cols ? c0 + FP8_QUANT_CHUNK : cols;
-      SELECT_ISA(dsv3_fp8_quant_cols)(j->x + r0 * cols, cols, 0, n, c0, c1, cols, 0, j->out_codes + r0 * cols, j->out_scales + j->task_so[t], NULL);
+      if (j->row_codes)
+        SELECT_ISA(dsv3_fp8_quant_dual)(j->x + r0 * cols, n, c0, c1, cols, j->row_codes + r0 * cols, j->row_scales + r0 * nt,
+                                        j->out_codes + r0 * cols, j->out_scales + j->task_so[t]);
+      else
+        SELECT_ISA(dsv3_fp8_quant_cols)(j->x + r0 * cols, cols, 0, n, c0, c1, cols, 0, j->out_codes + r0 * cols, j->out_scales + j->task_so[t], NULL);
     }
     return;
   }
-  const size_t need = (size_t)(n * cols) * sizeof(float);
-  if (rq_cap < need) {
-    free(rq_buf);
-    rq_buf = NULL;
-    rq_cap = 0;
-    void* p = NULL;
-    if (posix_memalign(&p, 64, (need + 4095) & ~(size_t)4095) != 0) {
-      j->fail = 1;
-      return;
-    }
-    rq_buf = (float*)p;
-    rq_cap = (need + 4095) & ~(size_t)4095;
+  float* rq_buf = f8s_scratch((size_t)(n * cols) * sizeof(float));
+  if (!rq_buf) {
+    j->fail = 1;
+    return;
   }
   SELECT_ISA(dsv3_fp8_quant_dequant)(j->codes + r0 * cols, j->scales + r0 * nt, 0, n, cols, 1, rq_buf);
   for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
@@ -217,48 +214,29 @@ static void rq_task(void* ctx, int t, int thread) {
   }
 }
 
-/* fp8RequantTiles128x1(codes, scales, rows, cols, offsets|null, outCodes, outScales) (from_x 0) or
- * fp8QuantTiles128x1Segments(x, rows, cols, offsets, outCodes, outScales) (from_x 1) */
+/* fp8RequantTiles128x1(codes, scales, rows, cols, offsets|null, outCodes, outScales) (from_x 0),
+ * fp8QuantTiles128x1Segments(x, rows, cols, offsets, outCodes, outScales) (from_x 1) or
+ * fp8QuantTilesDual(x, rows, cols, offsets, codes, scales, colCodes, colScales) (from_x 2: the
+ * 1x128 tiles of fp8QuantTiles1x128 and the 128x1 tiles of fp8QuantTiles128x1Segments at once) */
 static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
-  GET_ARGS(env, info, from_x ? 6 : 7);
+  GET_ARGS(env, info, from_x == 2 ? 8 : from_x ? 6 : 7);
+  void *rcodes = NULL, *rscales = NULL;
+  napi_value rcv = NULL, rsv = NULL;
+  if (from_x == 2) { /* (x, rows, cols, offsets, codes, scales, colCodes, colScales) -> the positions below */
+    rcv = argv[4];
+    rsv = argv[5];
+    argv[4] = argv[6];
+    argv[5] = argv[7];
+  }
   if (from_x) { /* the same argument positions as the re-quantiser's, without scales */
     for (int i = 6; i > 1; i--) argv[i] = argv[i - 1];
   }
   int64_t rows, cols;
   if (fz_dims(env, argv[2], "rows", argv[3], "cols", &rows, &cols)) return NULL;
-  int32_t one[2] = {0, (int32_t)rows};
-  const int32_t* starts = one;
-  int64_t nseg = 1;
-  napi_valuetype vt;
-  if (napi_typeof(env, argv[4], &vt) != napi_ok) return NULL;
-  if (vt != napi_null && vt != napi_undefined) {
-    bool is = false;
-    napi_typedarray_type type;
-    size_t len = 0, off;
-    void* data = NULL;
-    napi_value ab;
-    if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is ||
-        napi_get_typedarray_info(env, argv[4], &type, &len, &data, &ab, &off) != napi_ok || type != napi_int32_array) {
-      napi_throw_type_error(env, NULL, "dsv3 native: argument 'offsets' must be an Int32Array or null");
-      return NULL;
-    }
-    starts = (const int32_t*)data;
-    if (len < 2 || starts[0] != 0 || starts[len - 1] != rows) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must run from 0 to rows");
-      return NULL;
-    }
-    nseg = (int64_t)len - 1;
-  }
-  int64_t ntask = 0, nscale = 0;
-  for (int64_t e = 0; e < nseg; e++) {
-    const int64_t n = (int64_t)starts[e + 1] - starts[e];
-    if (n < 0) {
-      napi_throw_range_error(env, NULL, "dsv3 native: argument 'offsets' must not decrease");
-      return NULL;
-    }
-    ntask += (n + 127) / 128;
-    nscale += (n + 127) / 128 * cols;
-  }
+  int32_t one[2];
+  const int32_t* starts;
+  int64_t nseg, ntask, nscale;
+  if (f8s_segments(env, argv[4], rows, cols, one, &starts, &nseg, &ntask, &nscale)) return NULL;
   const size_t dense = (size_t)(rows * cols), ns = (size_t)(rows * ((cols + 127) / 128));
   void *codes = NULL, *scales = NULL, *x = NULL, *oc, *os;
   if ((from_x ? q8_arg(env, argv[0], napi_float32_array, "Float32Array", "x", dense, 0, &x)
@@ -267,6 +245,9 @@ static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
       q8_arg(env, argv[5], napi_uint8_array, "Uint8Array", "outCodes", dense, 0, &oc) ||
       q8_arg(env, argv[6], napi_float32_array, "Float32Array", "outScales", (size_t)nscale, 0, &os))
     return NULL;
+  if (from_x == 2 && (q8_arg(env, rcv, napi_uint8_array, "Uint8Array", "codes", dense, 0, &rcodes) ||
+                      q8_arg(env, rsv, napi_float32_array, "Float32Array", "scales", ns, 0, &rscales)))
+    return NULL;
   if (dense == 0 || ntask == 0) return NULL;
   int64_t* plan = (int64_t*)malloc((size_t)ntask * 3 * sizeof(int64_t));
   if (!plan) {
@@ -274,7 +255,7 @@ static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
     return NULL;
   }
   rq_job j = {(const uint8_t*)codes, (const float*)scales, (const float*)x, cols, starts, plan, plan + ntask, plan + 2 * ntask,
-              (uint8_t*)oc, (float*)os, 0};
+              (uint8_t*)oc, (float*)os, (uint8_t*)rcodes, (float*)rscales, 0};
   int64_t t = 0, so = 0;
   for (int64_t e = 0; e < nseg; e++)
     for (int64_t r = starts[e]; r < starts[e + 1]; r += 128, t++, so += cols) {
@@ -292,12 +273,17 @@ static napi_value rq_run(napi_env env, napi_callback_info info, int from_x) {
 }
 static napi_value js_requant_128x1(napi_env env, napi_callback_info info) { return rq_run(env, info, 0); }
 static napi_value js_quant_128x1_segments(napi_env env, napi_callback_info info) { return rq_run(env, info, 1); }
+static napi_value js_quant_tiles_dual(napi_env env, napi_callback_info info) { return rq_run(env, info, 2); }
+
+void dsv3_register_fp8_swiglu(napi_env env, napi_value exports); /* fp8_swiglu_napi.c */
 
 void dsv3_register_fp8_quant(napi_env env, napi_value exports) {
+  dsv3_register_fp8_swiglu(env, exports);
   dsv3_export(env, exports, "fp8QuantTiles1x128", js_tiles_1x128);
   dsv3_export(env, exports, "fp8QuantTiles128x1", js_tiles_128x1);
   dsv3_export(env, exports, "fp8QuantBlocks128", js_blocks_128);
   dsv3_export(env, exports, "fp8Dequant", js_dequant);
   dsv3_export(env, exports, "fp8RequantTiles128x1", js_requant_128x1);
   dsv3_export(env, exports, "fp8QuantTiles128x1Segments", js_quant_128x1_segments);
+  dsv3_export(env, exports, "fp8QuantTilesDual", js_quant_tiles_dual);
 }

@@ -156,6 +156,33 @@ export interface Kernels {
   fp8QuantTiles128x1Segments(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
     outCodes: Uint8Array, outScales: Float32Array): void;
   /**
+   * Both FP8 operands of an output gradient dY [rows, cols] (contiguous) from one read of it:
+   * fp8QuantTiles1x128 (codes, scales: Dgrad's dY) and fp8QuantTiles128x1Segments (colCodes,
+   * colScales: Wgrad's dY^T, tiles restarting at each segment start) — the same bits as the two
+   * calls.
+   */
+  fp8QuantTilesDual(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+    codes: Uint8Array, scales: Float32Array, colCodes: Uint8Array, colScales: Float32Array): void;
+  /**
+   * The FP8 experts' SwiGLU backward with its operands (paper §3.3.3: the SwiGLU inputs cached
+   * in FP8): G, U = fp8Dequant of the 1x128-tile copies (gCodes, gScales), (uCodes, uScales);
+   * dG, dU = siluMulBackward(G, U, dh); then fp8QuantTilesDual of dG (dgCodes, dgScales,
+   * dgColCodes, dgColScales) and of dU (du...), segments as there. The same bits as those
+   * calls; the native kernel keeps G, U, dG and dU in cache.
+   */
+  fp8SwigluBackwardDual(gCodes: Uint8Array, gScales: Float32Array, uCodes: Uint8Array, uScales: Float32Array, dh: Float32Array,
+    rows: number, cols: number, offsets: Int32Array | null,
+    dgCodes: Uint8Array, dgScales: Float32Array, dgColCodes: Uint8Array, dgColScales: Float32Array,
+    duCodes: Uint8Array, duScales: Float32Array, duColCodes: Uint8Array, duColScales: Float32Array): void;
+  /**
+   * The FP8 experts' SwiGLU forward with its operands: hCodes/hScales = fp8QuantTiles1x128 of
+   * H = siluMul(g, u) [rows, cols] (the down projection's Fprop operand), and gCodes/gScales,
+   * uCodes/uScales (each pair both or neither) = fp8QuantTiles1x128 of g and u (their FP8 cache,
+   * §3.3.3). The same bits as those calls; the native kernel never writes H out.
+   */
+  fp8SiluMulQuant(g: Float32Array, u: Float32Array, rows: number, cols: number, hCodes: Uint8Array, hScales: Float32Array,
+    gCodes: Uint8Array | null, gScales: Float32Array | null, uCodes: Uint8Array | null, uScales: Float32Array | null): void;
+  /**
    * The block-scaled FP8 GEMM of the training recipe (paper §3.3.2, Figure 7b; native
    * native/src/fp8_train.h): C[i, j] (+)= sum over 128-blocks b of
    * float32(P_b[i, j] * float32(sA(i, b) * sB(j, b))), P_b = sum over k in block b of

@@ -81,6 +81,57 @@ export function colTilesOperand(x: Float32Array, rows: number, cols: number, off
 }
 
 /**
+ * Both operands of an output gradient dY [rows, cols] (contiguous) from one read of it
+ * (Kernels.fp8QuantTilesDual): `tiles` = tilesOperand(dY) (Dgrad), `cols` =
+ * colTilesOperand(dY, offsets) (Wgrad's dY^T; `freshCols`: in its own memory, for a deferred
+ * weight-gradient closure). The same codes and scales as the two separate quantisations.
+ */
+export function dualOperands(x: Float32Array, rows: number, cols: number, offsets: Int32Array | null = null, freshCols = false): { tiles: Fp8Operand; cols: Fp8Operand } {
+  const codes = codeBytes(rows * cols);
+  const scales = scaleFloats(rows * groups128(cols), false);
+  const colCodes = codeBytes(rows * cols, freshCols);
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const colScales = scaleFloats(total, freshCols);
+  kernels().fp8QuantTilesDual(x, rows, cols, offsets, codes, scales, colCodes, colScales);
+  return { tiles: { codes, scales, layout: Fp8GemmLayout.rowsTiles }, cols: { codes: colCodes, scales: colScales, layout: Fp8GemmLayout.colsTiles } };
+}
+
+/**
+ * The SwiGLU forward of the FP8 experts with its operands (Kernels.fp8SiluMulQuant): `h` =
+ * tilesOperand(siluMul(g, u)) for g, u [rows, cols] (contiguous), and with `cache` the FP8
+ * copies tilesOperand(g), tilesOperand(u) kept for the backward (§3.3.3) — the same bits as
+ * siluMul and those quantisations, without H in float32.
+ */
+export function siluMulOperands(g: Float32Array, u: Float32Array, rows: number, cols: number, cache: boolean): { h: Fp8Operand; g: Fp8Operand | null; u: Fp8Operand | null } {
+  const op = (): Fp8Operand => ({ codes: codeBytes(rows * cols), scales: scaleFloats(rows * groups128(cols), false), layout: Fp8GemmLayout.rowsTiles });
+  const h = op();
+  const gq = cache ? op() : null;
+  const uq = cache ? op() : null;
+  kernels().fp8SiluMulQuant(g, u, rows, cols, h.codes, h.scales, gq?.codes ?? null, gq?.scales ?? null, uq?.codes ?? null, uq?.scales ?? null);
+  return { h, g: gq, u: uq };
+}
+
+/**
+ * The SwiGLU backward of the FP8 experts with its output operands (Kernels.fp8SwigluBackwardDual):
+ * dG, dU = SwiGLU backward at the dequantised FP8 copies gq, uq of G and U (1x128 tiles) and dH
+ * [rows, cols], returned as dualOperands(dG) and dualOperands(dU) (`freshCols` as there),
+ * without float32 copies of G, U, dG or dU in memory. The same bits as fp8Dequant,
+ * siluMulBackward and dualOperands.
+ */
+export function swigluBackwardOperands(gq: Fp8Operand, uq: Fp8Operand, dh: Float32Array, rows: number, cols: number, offsets: Int32Array | null, freshCols = false): { dG: { tiles: Fp8Operand; cols: Fp8Operand }; dU: { tiles: Fp8Operand; cols: Fp8Operand } } {
+  const total = offsets ? scaleOffsets(offsets, cols)[offsets.length - 1]! : groups128(rows) * cols;
+  const make = (): { tiles: Fp8Operand; cols: Fp8Operand } => ({
+    tiles: { codes: codeBytes(rows * cols), scales: scaleFloats(rows * groups128(cols), false), layout: Fp8GemmLayout.rowsTiles },
+    cols: { codes: codeBytes(rows * cols, freshCols), scales: scaleFloats(total, freshCols), layout: Fp8GemmLayout.colsTiles },
+  });
+  const dG = make();
+  const dU = make();
+  kernels().fp8SwigluBackwardDual(gq.codes, gq.scales, uq.codes, uq.scales, dh, rows, cols, offsets,
+    dG.tiles.codes, dG.tiles.scales, dG.cols.codes, dG.cols.scales, dU.tiles.codes, dU.tiles.scales, dU.cols.codes, dU.cols.scales);
+  return { dG, dU };
+}
+
+/**
  * The 128x1-tile operand re-quantised from a 1x128-tile FP8 copy (codes + scales of [rows, cols],
  * e.g. the forward's cached X for the Wgrad X^T operand, §3.3.3 / README `wgrad_cached`): what
  * colTilesOperand makes of the dequantised values, segments as there (offsets null: one), in one

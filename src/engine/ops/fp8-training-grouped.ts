@@ -21,7 +21,9 @@
  * the forward keeps for the backward only FP8 copies (1x128 tiles, 1 byte per element): x's,
  * the SwiGLU inputs G = X W1^T and U = X W3^T of every routed and shared expert, and H's (the
  * down projection's input); the SwiGLU gradient is taken at the dequantised G, U. The forward's
- * own SwiGLU runs on the float32 G, U.
+ * own SwiGLU runs on the float32 G, U. Both SwiGLU passes run fused with their FP8 operands
+ * (`siluMulOperands`, `swigluBackwardOperands`: H and dG, dU never in float32), and each output
+ * gradient's 1x128 and 128x1 operands come from one read of it (`dualOperands`); same bits.
  *
  * The per-expert GEMMs of a projection run as one batch (`fp8MatmulBatch`, Kernels.fp8GemmBatch:
  * one parallel region, one expert per pool thread, like gemmBatchBf16 in grouped.ts), each
@@ -37,7 +39,8 @@ import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from
 import { kernels } from '../backend.js';
 import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets, tilesOperand,
+  Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets,
+  siluMulOperands, swigluBackwardOperands, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
@@ -69,9 +72,17 @@ function gatherOperand(src: Fp8Operand, rows: Int32Array, cols: number): Fp8Oper
   const P = rows.length;
   const g = groups128(cols);
   const codes = codeBytes(P * cols);
-  for (let p = 0; p < P; p++) {
-    const r = rows[p]!;
-    codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+  const k = kernels();
+  if (k.name === 'native' && cols % 4 === 0 && src.codes.byteOffset % 4 === 0 && codes.byteOffset % 4 === 0) {
+    // 4 codes per float32 lane: the native row gather copies the bits (memmove); the JS
+    // reference's float copy could quiet a NaN pattern, so it keeps the byte copy below
+    const f = (u: Uint8Array): Float32Array => new Float32Array(u.buffer, u.byteOffset, u.length >> 2);
+    k.gatherRows(f(src.codes), rows, null, f(codes), P, cols >> 2);
+  } else {
+    for (let p = 0; p < P; p++) {
+      const r = rows[p]!;
+      codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
+    }
   }
   const scales = allocUninit(P * g);
   kernels().gatherRows(src.scales, rows, null, scales, P, g);
@@ -125,16 +136,14 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     const Us = scratchBuf('f8.Us', N * Is);
     fp8Matmul(N, Is, D, xq, blocks(sq!.gate), 0, Gs);
     fp8Matmul(N, Is, D, xq, blocks(sq!.up), 0, Us);
-    const Hs = scratchBuf('f8.Hs', N * Is);
-    k.siluMul(Gs, Us, Hs, N * Is);
-    const Hq = tilesOperand(Hs, 0, Is, N, Is);
+    // H = silu(G) ⊙ U as the down projection's FP8 operand, and the FP8 cache of G, U, in one pass
+    const sw = siluMulOperands(Gs, Us, N, Is, recording);
+    const Hq = sw.h;
     fp8Matmul(N, D, Is, Hq, blocks(sq!.down), 0, out);
     if (recording) HsQ = Hq;
     else release(Hq);
-    if (recording) {
-      GsQ = tilesOperand(Gs, 0, Is, N, Is);
-      UsQ = tilesOperand(Us, 0, Is, N, Is);
-    }
+    GsQ = sw.g;
+    UsQ = sw.u;
   }
   // routed experts
   let GQ: Fp8Operand | null = null;
@@ -151,18 +160,16 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       ...perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(X, a, n, D), b: blocks(wq.up[e]!), beta: 0, c: U.subarray(a * I), ldc: I })),
     ]);
     release(X);
-    const H = scratchBuf('f8.H', P * I);
-    k.siluMul(G, U, H, P * I);
-    const Hq = tilesOperand(H, 0, I, P, I);
+    // H = silu(G) ⊙ U as the down projections' FP8 operand, and the FP8 cache of G, U, in one pass
+    const sw = siluMulOperands(G, U, P, I, recording);
+    const Hq = sw.h;
     // Y_e = H_e W2_e^T
     fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(Hq, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Y.subarray(a * D), ldc: D })));
     if (recording) HQ = Hq;
     else release(Hq);
     k.scatterAddRows(Y, rows, gp, out, P, D);
-    if (recording) {
-      GQ = tilesOperand(G, 0, I, P, I);
-      UQ = tilesOperand(U, 0, I, P, I);
-    }
+    GQ = sw.g;
+    UQ = sw.u;
   }
   const result = new Tensor(out, [N, D], 'f32');
   if (!recording) {
@@ -204,33 +211,62 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     };
     const need = (i: number): boolean => params[i]!.requiresGrad;
     const needAny = (from: number, count: number): boolean => params.slice(from, from + count).some((t) => t.requiresGrad);
+    /**
+     * An output gradient's Dgrad operand (1x128 tiles, when `tiles`) and Wgrad operand (128x1
+     * tiles within the segments, when `cols`; kept for deferred closures): from one read of it
+     * when both are needed (dualOperands, the same bits as tilesOperand and colTilesOperand).
+     */
+    const gradOperands = (v: Float32Array, rows: number, cols: number, offs: Int32Array | null, tiles: boolean, wcols: boolean): { tiles: Fp8Operand | null; cols: Fp8Operand | null } => {
+      if (tiles && wcols) {
+        const d = dualOperands(v, rows, cols, offs, deferring);
+        return { tiles: d.tiles, cols: keep(d.cols) };
+      }
+      return { tiles: tiles ? tilesOperand(v, 0, cols, rows, cols) : null, cols: wcols ? keep(colTilesOperand(v, rows, cols, offs, deferring)) : null };
+    };
+    type GradOps = { tiles: Fp8Operand | null; cols: Fp8Operand | null };
+    /**
+     * dG, dU = the SwiGLU backward at the dequantised FP8 caches gq, uq of G, U and dh
+     * [rows, cols], as gradOperands (Dgrad tiles when `tiles`, Wgrad columns when wg / wu): in one
+     * fused pass (swigluBackwardOperands, the same bits) when all four are needed, else through
+     * float32 scratch (`tag` names it).
+     */
+    const swiglu = (gq: Fp8Operand, uq: Fp8Operand, dh: Float32Array, rows: number, cols: number, offs: Int32Array | null,
+      tiles: boolean, wg: boolean, wu: boolean, tag: string): { dG: GradOps; dU: GradOps } => {
+      if (tiles && wg && wu) {
+        const o = swigluBackwardOperands(gq, uq, dh, rows, cols, offs, deferring);
+        return { dG: { tiles: o.dG.tiles, cols: keep(o.dG.cols) }, dU: { tiles: o.dU.tiles, cols: keep(o.dU.cols) } };
+      }
+      const n = rows * cols;
+      const G = dequant(gq, rows, cols, scratchBuf(`f8.G${tag}`, n));
+      const U = dequant(uq, rows, cols, scratchBuf(`f8.U${tag}`, n));
+      const dG = scratchBuf(`f8.dG${tag}`, n);
+      const dU = scratchBuf(`f8.dU${tag}`, n);
+      k.siluMulBackward(G, U, dh, dG, dU, n);
+      const r = { dG: gradOperands(dG, rows, cols, offs, tiles, wg), dU: gradOperands(dU, rows, cols, offs, tiles, wu) };
+      scratchDone(`f8.G${tag}`, `f8.U${tag}`, `f8.dG${tag}`, `f8.dU${tag}`);
+      return r;
+    };
     const dx = xGrad ? (shared ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gatesGrad ? alloc(N * K) : null;
     if (shared) {
       const S = 3 * E;
-      // the SwiGLU inputs from their FP8 cache
-      const Gs = dequant(GsQ!, N, Is, scratchBuf('f8.Gs', N * Is));
-      const Us = dequant(UsQ!, N, Is, scratchBuf('f8.Us', N * Is));
       const dHs = scratchBuf('f8.dHs', N * Is);
-      const dq = tilesOperand(dout, 0, D, N, D);
-      fp8Matmul(N, Is, D, dq, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
-      release(dq);
+      const dq = gradOperands(dout, N, D, null, true, need(S + 2));
+      fp8Matmul(N, Is, D, dq.tiles!, blocks(sq!.down, true), 0, dHs); // dHs = q(dout) W2s
+      release(dq.tiles);
       // H's FP8 copy (the Fprop operand) re-quantised 128x1 for Wgrad
-      if (need(S + 2)) weightGrad(S + 2, D, Is, N, keep(colTilesOperand(dout, N, D, undefined, deferring)), keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
-      const dGs = scratchBuf('f8.dGs', N * Is);
-      const dUs = scratchBuf('f8.dUs', N * Is);
-      k.siluMulBackward(Gs, Us, dHs, dGs, dUs, N * Is);
+      if (need(S + 2)) weightGrad(S + 2, D, Is, N, dq.cols!, keep(requantOperand(HsQ!.codes, HsQ!.scales, N, Is, null, deferring)));
+      // the SwiGLU backward at the SwiGLU inputs' FP8 cache, with dGs's and dUs's operands
+      const { dG: dGo, dU: dUo } = swiglu(GsQ!, UsQ!, dHs, N, Is, null, dx !== null, need(S), need(S + 1), 's');
       if (need(S) || need(S + 1)) {
         const xs = keep(requantOperand(xq.codes, xq.scales, N, D, null, deferring)); // x's FP8 copy, re-quantised 128x1
-        if (need(S)) weightGrad(S, Is, D, N, keep(colTilesOperand(dGs, N, Is, undefined, deferring)), xs);
-        if (need(S + 1)) weightGrad(S + 1, Is, D, N, keep(colTilesOperand(dUs, N, Is, undefined, deferring)), xs);
+        if (need(S)) weightGrad(S, Is, D, N, dGo.cols!, xs);
+        if (need(S + 1)) weightGrad(S + 1, Is, D, N, dUo.cols!, xs);
       }
       if (dx) {
-        const dGq = tilesOperand(dGs, 0, Is, N, Is);
-        const dUq = tilesOperand(dUs, 0, Is, N, Is);
-        fp8Matmul(N, D, Is, dGq, blocks(sq!.gate, true), 0, dx);
-        fp8Matmul(N, D, Is, dUq, blocks(sq!.up, true), 1, dx);
-        release(dGq, dUq);
+        fp8Matmul(N, D, Is, dGo.tiles!, blocks(sq!.gate, true), 0, dx);
+        fp8Matmul(N, D, Is, dUo.tiles!, blocks(sq!.up, true), 1, dx);
+        release(dGo.tiles, dUo.tiles);
       }
       scratchDone('f8.Gs', 'f8.Us', 'f8.Hs', 'f8.dHs', 'f8.dGs', 'f8.dUs'); // back to the arena now (scratch.ts)
     }
@@ -250,17 +286,15 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       }
       k.scaleRows(dY, gp, dY, P, D); // dYs: the down projection's output gradient
       // Dgrad of the down projections: dH_e = q(dYs_e) W2_e
-      const dYq = tilesOperand(dY, 0, D, P, D);
+      const dYo = gradOperands(dY, P, D, offsets, true, needAny(2 * E, E));
+      const dYq = dYo.tiles!;
       const dH = scratchBuf('f8.dH', P * I);
       fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: I, k: D, a: rowsOf(dYq, a, n, D), b: blocks(wq.down[e]!, true), beta: 0, c: dH.subarray(a * I), ldc: I })));
       release(dYq);
-      // the SwiGLU inputs from their FP8 cache
-      const G = dequant(GQ!, P, I, scratchBuf('f8.G', P * I));
-      const U = dequant(UQ!, P, I, scratchBuf('f8.U', P * I));
       // Wgrad of the down projections: dW2_e = dYs_e^T H_e, both in 128x1 tiles within expert e
       if (needAny(2 * E, E)) {
         const Hc = keep(requantOperand(HQ!.codes, HQ!.scales, P, I, offsets, deferring)); // H's FP8 copy, re-quantised 128x1
-        const dYc = keep(colTilesOperand(dY, P, D, offsets, deferring));
+        const dYc = dYo.cols!;
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
         collectWeightGrads();
@@ -270,10 +304,10 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         }
         flushWeightGrads();
       }
-      const dG = scratchBuf('f8.H', P * I); // H is in its operand now
-      const dU = scratchBuf('f8.dU', P * I);
-      k.siluMulBackward(G, U, dH, dG, dU, P * I);
-      scratchDone('f8.G', 'f8.U', 'f8.dH');
+      // the SwiGLU backward at the SwiGLU inputs' FP8 cache, with dG's and dU's Dgrad (1x128)
+      // and Wgrad (128x1 within each expert) operands
+      const { dG: dGo, dU: dUo } = swiglu(GQ!, UQ!, dH, P, I, offsets, dx !== null, needAny(0, E), needAny(E, E), '');
+      scratchDone('f8.dH');
       // Wgrad of the gate/up projections: dW1_e = dG_e^T X_e, dW3_e = dU_e^T X_e (128x1 tiles)
       if (needAny(0, 2 * E)) {
         // x's FP8 copy gathered per pair, re-quantised 128x1 within each expert
@@ -281,8 +315,8 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         const Xc = keep(requantOperand(Xg.codes, Xg.scales, P, D, offsets, deferring));
         release(Xg);
         scratchDone('f8.dY'); // dY is in its operands now
-        const dGc = keep(colTilesOperand(dG, P, I, offsets, deferring));
-        const dUc = keep(colTilesOperand(dU, P, I, offsets, deferring));
+        const dGc = dGo.cols!;
+        const dUc = dUo.cols!;
         const soD = scaleOffsets(offsets, D);
         const soI = scaleOffsets(offsets, I);
         collectWeightGrads();
@@ -296,8 +330,8 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       }
       // Dgrad of the gate/up projections: dX_e = q(dG_e) W1_e + q(dU_e) W3_e
       if (dx) {
-        const dGq = tilesOperand(dG, 0, I, P, I);
-        const dUq = tilesOperand(dU, 0, I, P, I);
+        const dGq = dGo.tiles!;
+        const dUq = dUo.tiles!;
         const dX = scratchBuf('f8.Y', P * D); // Y (dgate) is done
         // dX_e = q(dG_e) W1_e (all experts), then += q(dU_e) W3_e
         fp8MatmulBatch([

@@ -31,10 +31,10 @@
  * `fp8LinearGradWeight` (Wgrad, the W part that DualPipe defers); inside `deferWeightGrads` the
  * Wgrad runs as a closure that accumulates into `w.grad` later, with the same result.
  */
-import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
+import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import type { GradNode } from '../tensor.js';
 import { groups128, quantBlocks128, quantTiles1x128, type Fp8Blocks, type Fp8Tiles } from '../fp8/quant.js';
-import { Fp8GemmLayout, codeBytes, colTilesOperand, fp8Matmul, release, requantOperand, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
+import { Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, release, requantOperand, tilesOperand, type Fp8Operand } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape, sameShape, shapeSize } from './util.js';
@@ -126,9 +126,12 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   const wqB = x.requiresGrad ? (wq ?? quantizeFp8Weight(w)) : null; // Dgrad's operand
   const xqW = xq;
   const y2 = attach(out, 'fp8TrainingLinear', [x, w], (g) => {
-    const gx = wqB ? fp8LinearGradInput(g, wqB) : null;
+    // both GEMMs now (not deferred): dY's two FP8 operands from one read of it (same bits)
+    const dual = wqB && xqW && g.dtype === 'f32' && !weightGradsDeferred() && m > 0 && n > 0 && k > 0 ? dyOperands(g) : null;
+    const gx = wqB ? fp8LinearGradInput(g, wqB, dual?.tiles) : null;
     let gw: Tensor | null = null;
-    if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta))) gw = fp8LinearGradWeight(g, xqW);
+    if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta, dual?.cols))) gw = fp8LinearGradWeight(g, xqW, undefined, dual?.cols);
+    if (dual) release(dual.tiles, dual.cols);
     return [gx, gw];
   }, [w, ...(reuse ? [xqW?.codes, xqW?.scales] : [])], [wqB?.codes, wqB?.scaleInv, ...(reuse ? [] : [xqW?.codes, xqW?.scales])]);
   // ^ its FP8 copies (X's its own, or shared), not x: a dropped x is reused
@@ -144,7 +147,7 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
  * 1x128 tile along N; w is the Fprop FP8 copy (or a float32 weight, quantised per block).
  * Returns [..., K].
  */
-export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor): Tensor {
+export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor, dyTiles?: Fp8Operand): Tensor {
   checkF32('fp8LinearGradInput', gy, 'gy');
   const wq = w instanceof Tensor ? quantizeFp8Weight(w) : w;
   const n = wq.rows;
@@ -157,9 +160,9 @@ export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor): Tensor {
   const dx = n > 0 ? allocUninit(m * k) : alloc(m * k);
   if (m > 0 && n > 0 && k > 0) {
     // dX [M, K] = dY [M, N] (1x128 tiles along N) times W^T: the Fprop codes and block scales read transposed
-    const dyq = tilesOperand(g.d, g.off, g.ld, m, n);
+    const dyq = dyTiles ?? tilesOperand(g.d, g.off, g.ld, m, n);
     fp8Matmul(m, k, n, dyq, blocksOf(wq, true), 0, dx);
-    release(dyq);
+    if (!dyTiles) release(dyq);
   }
   return new Tensor(dx, [...gy.shape.slice(0, -1), k], 'f32');
 }
@@ -170,7 +173,7 @@ export function fp8LinearGradInput(gy: Tensor, w: Fp8Blocks | Tensor): Tensor {
  * (`Fp8Tiles`, the training path) or, given a float32 tensor, quantised from it directly
  * (README `wgrad`). Returns [N, K]; with `into` (contiguous float32 [N, K]) accumulates into it.
  */
-export function fp8LinearGradWeight(gy: Tensor, x: Fp8Tiles | Tensor, into?: Tensor): Tensor {
+export function fp8LinearGradWeight(gy: Tensor, x: Fp8Tiles | Tensor, into?: Tensor, dyCols?: Fp8Operand): Tensor {
   checkF32('fp8LinearGradWeight', gy, 'gy');
   if (x instanceof Tensor) checkF32('fp8LinearGradWeight', x, 'x');
   const rows = x instanceof Tensor ? rowsOf(x).rows : x.rows;
@@ -183,12 +186,12 @@ export function fp8LinearGradWeight(gy: Tensor, x: Fp8Tiles | Tensor, into?: Ten
     throw new Error(`fp8LinearGradWeight: the accumulator must be a contiguous float32 [${n}, ${k}] tensor, got ${into.dtype} ${fmtShape(into.shape)}`);
   }
   const dw = into ?? new Tensor(allocUninit(n * k), [n, k], 'f32');
-  wgradInto(gy, x, dw.f32(), into ? 1 : 0);
+  wgradInto(gy, x, dw.f32(), into ? 1 : 0, dyCols);
   return dw;
 }
 
 /** dw = dY^T X (beta 0: dw's old contents ignored) or dw += dY^T X (beta 1), FP8 operands. */
-function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 | 1): void {
+function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 | 1, dyCols?: Fp8Operand): void {
   const g = rowsOf(gy);
   const m = g.rows;
   const n = g.cols;
@@ -199,7 +202,7 @@ function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 |
     return;
   }
   // dW [N, K] = dY^T [N, M] X [M, K]: both operands in 128x1 tiles of the stored dY and X
-  const dyc = colTilesOperand(contiguousRows(g), m, n);
+  const dyc = dyCols ?? colTilesOperand(contiguousRows(g), m, n);
   let xc: Fp8Operand;
   if (x instanceof Tensor) {
     const o = rowsOf(x);
@@ -208,7 +211,17 @@ function wgradInto(gy: Tensor, x: Fp8Tiles | Tensor, dw: Float32Array, beta: 0 |
     xc = requantOperand(x.codes, x.scales, m, k); // the cached copy's values, re-quantised per 128x1 tile
   }
   fp8Matmul(n, k, m, dyc, xc, beta, dw, k);
-  release(dyc, xc);
+  release(xc);
+  if (!dyCols) release(dyc);
+}
+
+/**
+ * dY's 1x128-tile operand (Dgrad) and 128x1-tile operand (Wgrad) from one read of it
+ * (`dualOperands`): the codes and scales tilesOperand and colTilesOperand give.
+ */
+function dyOperands(gy: Tensor): { tiles: Fp8Operand; cols: Fp8Operand } {
+  const g = rowsOf(gy);
+  return dualOperands(contiguousRows(g), g.rows, g.cols);
 }
 
 /** The rows of a 2-D operand as one contiguous array (a copy only when strided). */

@@ -9,7 +9,8 @@
  * quantisation of float32 rows (every expert's Wgrad operand in one call).
  */
 import { FP8_BLOCK } from '../fp8/codec.js';
-import { fp8Dequant, fp8QuantTiles128x1 } from './fp8-quant.js';
+import { fp8Dequant, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
+import { siluMul, siluMulBackward } from './rows.js';
 
 /**
  * codes [rows, cols] + scales [rows, ceil(cols/128)] (1x128 tiles) -> outCodes [rows, cols] and,
@@ -53,6 +54,64 @@ export function fp8QuantTiles128x1Segments(
     if (n === 0 || cols === 0) continue;
     fp8QuantTiles128x1(x.subarray(a * cols, (a + n) * cols), cols, n, cols, outCodes.subarray(a * cols, (a + n) * cols), outScales.subarray(segs.scaleStart[e]!), null);
   }
+}
+
+/**
+ * Kernels.fp8QuantTilesDual: literally fp8QuantTiles1x128 (codes, scales) of x [rows, cols] and
+ * fp8QuantTiles128x1Segments (colCodes, colScales): the oracle of the native kernel that takes
+ * both from one read of x (native/src/isa/fp8_quant.c dsv3_fp8_quant_dual).
+ */
+export function fp8QuantTilesDual(
+  x: Float32Array, rows: number, cols: number, offsets: Int32Array | null,
+  codes: Uint8Array, scales: Float32Array, colCodes: Uint8Array, colScales: Float32Array,
+): void {
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  if (codes.length < rows * cols || scales.length < rows * nt) {
+    throw new RangeError(`fp8QuantTilesDual: arrays too short for [${rows}, ${cols}] (codes ${codes.length}, scales ${scales.length}, need ${rows * nt} scales)`);
+  }
+  fp8QuantTiles128x1Segments(x, rows, cols, offsets, colCodes, colScales);
+  if (rows > 0 && cols > 0) fp8QuantTiles1x128(x, cols, rows, cols, codes, scales, null);
+}
+
+/**
+ * Kernels.fp8SwigluBackwardDual: literally fp8Dequant of the cached G and U copies,
+ * siluMulBackward, and fp8QuantTilesDual of dG and of dU.
+ */
+export function fp8SwigluBackwardDual(
+  gCodes: Uint8Array, gScales: Float32Array, uCodes: Uint8Array, uScales: Float32Array, dh: Float32Array,
+  rows: number, cols: number, offsets: Int32Array | null,
+  dgCodes: Uint8Array, dgScales: Float32Array, dgColCodes: Uint8Array, dgColScales: Float32Array,
+  duCodes: Uint8Array, duScales: Float32Array, duColCodes: Uint8Array, duColScales: Float32Array,
+): void {
+  const n = rows * cols;
+  const nt = Math.ceil(cols / FP8_BLOCK);
+  if (gCodes.length < n || uCodes.length < n || gScales.length < rows * nt || uScales.length < rows * nt || dh.length < n) {
+    throw new RangeError(`fp8SwigluBackwardDual: inputs too short for [${rows}, ${cols}] (gCodes ${gCodes.length}, gScales ${gScales.length}, uCodes ${uCodes.length}, uScales ${uScales.length}, dh ${dh.length})`);
+  }
+  const g = new Float32Array(n), u = new Float32Array(n), dg = new Float32Array(n), du = new Float32Array(n);
+  if (n > 0) {
+    fp8Dequant(gCodes, gScales, rows, cols, 1, g);
+    fp8Dequant(uCodes, uScales, rows, cols, 1, u);
+    siluMulBackward(g, u, dh, dg, du, n);
+  }
+  fp8QuantTilesDual(dg, rows, cols, offsets, dgCodes, dgScales, dgColCodes, dgColScales);
+  fp8QuantTilesDual(du, rows, cols, offsets, duCodes, duScales, duColCodes, duColScales);
+}
+
+/** Kernels.fp8SiluMulQuant: literally siluMul, then fp8QuantTiles1x128 of H (and of g, u when their outputs are given). */
+export function fp8SiluMulQuant(
+  g: Float32Array, u: Float32Array, rows: number, cols: number, hCodes: Uint8Array, hScales: Float32Array,
+  gCodes: Uint8Array | null, gScales: Float32Array | null, uCodes: Uint8Array | null, uScales: Float32Array | null,
+): void {
+  const n = rows * cols;
+  if (g.length < n || u.length < n) throw new RangeError(`fp8SiluMulQuant: g (${g.length}) or u (${u.length}) shorter than [${rows}, ${cols}]`);
+  if (!gCodes !== !gScales || !uCodes !== !uScales) throw new TypeError('fp8SiluMulQuant: codes and scales must be given both or neither');
+  if (n === 0) return;
+  const h = new Float32Array(n);
+  siluMul(g, u, h, n);
+  fp8QuantTiles1x128(h, cols, rows, cols, hCodes, hScales, null);
+  if (gCodes) fp8QuantTiles1x128(g, cols, rows, cols, gCodes, gScales, null);
+  if (uCodes) fp8QuantTiles1x128(u, cols, rows, cols, uCodes, uScales, null);
 }
 
 /** Segment starts (offsets, or [0, rows]) checked non-decreasing within [0, rows], and where each segment's scales start. */

@@ -11,7 +11,7 @@ import { bf16Round, bf16RoundRows, bf16Widen, crossEntropyGradBf16, gatherRowsBf
 import { linearFp8 } from './fp8-weight.js';
 import { moeRowBf16, moeRowFp8 } from './moe-row.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
-import { fp8QuantTiles128x1Segments, fp8RequantTiles128x1 } from './fp8-requant.js';
+import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1, fp8SiluMulQuant, fp8SwigluBackwardDual } from './fp8-requant.js';
 import { fp8Gemm, fp8GemmBatch } from './fp8-gemm.js';
 import { adamw, adamwBf16, sumSquares } from './optim.js';
 import * as rows from './rows.js';
@@ -38,6 +38,9 @@ export const referenceKernels: Kernels = {
   fp8Dequant,
   fp8RequantTiles128x1,
   fp8QuantTiles128x1Segments,
+  fp8QuantTilesDual,
+  fp8SwigluBackwardDual,
+  fp8SiluMulQuant,
   fp8Gemm,
   fp8GemmBatch,
   binary,
