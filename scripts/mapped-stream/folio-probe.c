@@ -14,17 +14,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "file-pmd-mapped.h"
 
 #define HUGE_SZ ((size_t)2 << 20)
-static long pmd_kb(void) {
-  FILE* f = fopen("/proc/self/smaps_rollup", "r");
-  char l[256];
-  long kb = -1;
-  while (f && fgets(l, sizeof l, f))
-    if (!strncmp(l, "FilePmdMapped:", 14)) kb = atol(l + 14);
-  if (f) fclose(f);
-  return kb;
-}
 static char* map_huge(int fd, size_t n, int advise) {
   char* r = mmap(NULL, n + HUGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   char* a = (char*)(((uintptr_t)r + HUGE_SZ - 1) & ~(uintptr_t)(HUGE_SZ - 1));
@@ -52,9 +44,9 @@ int main(int argc, char** argv) {
   fsync(fd);
   { /* the pages as write() left them */
     char* p = map_huge(fd, n, 1);
-    const long k0 = pmd_kb();
+    const long k0 = pmd_mapped_kb();
     touch(p, n);
-    printf("{\"read_by\":\"none: as written by write() 4 MiB calls\",\"mib\":%zu,\"file_pmd_mapped_mib\":%ld}\n", n >> 20, (pmd_kb() - k0) >> 10);
+    printf("{\"read_by\":\"none: as written by write() 4 MiB calls\",\"mib\":%zu,\"file_pmd_mapped_mib\":%ld}\n", n >> 20, (pmd_mapped_kb() - k0) >> 10);
     munmap(p, n);
   }
   for (int m = 0; m < 7; m++) {
@@ -71,9 +63,9 @@ int main(int argc, char** argv) {
     }
     if (m >= 2 && m <= 5) usleep(200000); /* let asynchronous reads finish */
     if (m >= 2) { munmap(p, n); p = map_huge(fd, n, 1); } /* map afresh: entries from reading only */
-    const long k0 = pmd_kb();
+    const long k0 = pmd_mapped_kb();
     touch(p, n);
-    printf("{\"read_by\":\"%s\",\"mib\":%zu,\"file_pmd_mapped_mib\":%ld}\n", names[m], n >> 20, (pmd_kb() - k0) >> 10);
+    printf("{\"read_by\":\"%s\",\"mib\":%zu,\"file_pmd_mapped_mib\":%ld}\n", names[m], n >> 20, (pmd_mapped_kb() - k0) >> 10);
     munmap(p, n);
   }
   /* small folios (order 0 via WILLNEED), then MADV_COLLAPSE */
@@ -87,7 +79,7 @@ int main(int argc, char** argv) {
   munmap(p, n);
   p = map_huge(fd, n, 1);
   touch(p, n);
-  printf("{\"madv_collapse_of_small_folios\":\"%s\",\"file_pmd_mapped_mib_after\":%ld}\n", rc == 0 ? "ok" : strerror(err), pmd_kb() >> 10);
+  printf("{\"madv_collapse_of_small_folios\":\"%s\",\"file_pmd_mapped_mib_after\":%ld}\n", rc == 0 ? "ok" : strerror(err), pmd_mapped_kb() >> 10);
   close(fd);
   unlink(path);
   return 0;
