@@ -31,10 +31,10 @@
  * readahead(2) read order-0 folios, which then stay small for as long as they are cached.
  * With huge = 1 the file is therefore mapped at a 2 MiB-aligned address (a reservation of
  * bytes + 2 MiB, the file mapped MAP_FIXED inside it, the rest released) and advised
- * MADV_HUGEPAGE, and read-ahead on it (advice 3 and 5) is done by the background thread with
- * MADV_POPULATE_READ (page faults, so PMD-order folios) followed by MADV_DONTNEED of this
- * process's page-table entries (the pages stay cached; the resident set is not inflated by
- * read-ahead). Advice 1 (random) on a huge mapping also advises MADV_NOHUGEPAGE on that range, so
+ * MADV_HUGEPAGE; background read-ahead on it (advice 5) is MADV_POPULATE_READ (page faults, so
+ * PMD-order folios) followed by MADV_DONTNEED of this process's page-table entries (the pages stay
+ * cached; the resident set is not inflated by read-ahead), and advice 3 (willneed, for ranges the
+ * caller reads next) does nothing, leaving the reads to the caller's faults. Advice 1 (random) on a huge mapping also advises MADV_NOHUGEPAGE on that range, so
  * a random row read faults one page, not 2 MiB. Every step is advisory: where the reservation,
  * MADV_HUGEPAGE or MADV_POPULATE_READ is unavailable (older kernels, macOS, THP "never"), the
  * mapping is a plain one and read-ahead is MADV_WILLNEED, as with huge = 0. Small folios already
@@ -139,9 +139,8 @@ static void* ra_main(void* arg) {
   return NULL;
 }
 
-/* Queues [lo, hi) of m for the background thread (starting it once), at the tail of the queue,
- * or at its head when `first` (a range the caller needs next). */
-static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi, int first) {
+/* Queues [lo, hi) of m for the background thread (starting it once). */
+static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
   ra_item* it = (ra_item*)calloc(1, sizeof *it);
   if (!it) return; /* advisory */
   it->m = m;
@@ -164,15 +163,9 @@ static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi, int first) {
     return;
   }
   m->refs++;
-  if (first) {
-    it->next = ra_head;
-    ra_head = it;
-    if (!ra_tail) ra_tail = it;
-  } else {
-    if (ra_tail) ra_tail->next = it;
-    else ra_head = it;
-    ra_tail = it;
-  }
+  if (ra_tail) ra_tail->next = it;
+  else ra_head = it;
+  ra_tail = it;
   pthread_cond_signal(&ra_cv);
   pthread_mutex_unlock(&maps_mu);
 }
@@ -337,8 +330,12 @@ static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
     const long pg = sysconf(_SC_PAGESIZE);
     const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
     const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
-    if (adv == 5) ra_push(m, lo, hi, 0);
-    else if (adv == 3 && m->huge) ra_push(m, lo, hi, 1); /* WILLNEED would read order-0 folios */
+    if (adv == 5) ra_push(m, lo, hi);
+    else if (adv == 3 && m->huge) {
+      /* nothing: WILLNEED would read order-0 folios; the caller's own faults read PMD-order ones
+       * (measured: queueing the range to the populating thread instead delayed a cold first
+       * token by ~0.5 s, the thread and the caller faulting the same pages) */
+    }
     else {
       madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
 #ifdef MADV_NOHUGEPAGE

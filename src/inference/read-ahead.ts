@@ -8,9 +8,8 @@
  *     picked, so they are read as a few large requests in parallel instead of page faults of the
  *     kernels' threads one readahead window at a time. Once per expert: later tokens find the
  *     pages resident and pay nothing (an madvise over resident pages still walks them).
- * On a huge-page mapping (src/io/mapped-file.ts) the addon turns WILLNEED into a request at the
- * head of its background thread's queue, which reads by page faults (MADV_POPULATE_READ) so the
- * pages come in as 2 MiB folios; WILLNEED itself would read 4 KiB ones.
+ * On a huge-page mapping (src/io/mapped-file.ts) the addon ignores WILLNEED, which would read
+ * 4 KiB folios: the kernels' own page faults read these ranges as 2 MiB folios.
  * Advice only: values never change, and on copies (not mapped) every call is a no-op.
  */
 import { adviseRange } from '../io/mapped-file.js';
