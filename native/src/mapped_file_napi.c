@@ -34,8 +34,9 @@
  * MADV_HUGEPAGE; background read-ahead on it (advice 5) is MADV_POPULATE_READ (page faults, so
  * PMD-order folios) followed by MADV_DONTNEED of this process's page-table entries (the pages stay
  * cached; the resident set is not inflated by read-ahead), and advice 3 (willneed, for ranges the
- * caller reads next) does nothing, leaving the reads to the caller's faults. Advice 1 (random) on a huge mapping also advises MADV_NOHUGEPAGE on that range, so
- * a random row read faults one page, not 2 MiB. Every step is advisory: where the reservation,
+ * caller reads next) does nothing, leaving the reads to the caller's faults. Advice 1 (random)
+ * on a huge mapping also advises MADV_NOHUGEPAGE on that range, so a random row read faults one
+ * page, not 2 MiB. Every step is advisory: where the reservation,
  * MADV_HUGEPAGE or MADV_POPULATE_READ is unavailable (older kernels, macOS, THP "never"), the
  * mapping is a plain one and read-ahead is MADV_WILLNEED, as with huge = 0. Small folios already
  * in the page cache stay small: dropping them (bench --cold, posix_fadvise DONTNEED) is the
