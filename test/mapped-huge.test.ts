@@ -90,7 +90,7 @@ describe('huge-page file mappings', () => {
     const a = nativeAddon()!;
     const { file, data } = patterned('ra.bin', (10 << 20) + 999, 7);
     const buf = mapWhole(file, 1);
-    a.adviseMapped(buf, 4096, 5 << 20, 3); // willneed: left to page faults on a huge mapping
+    a.adviseMapped(buf, 4096, 5 << 20, 3); // willneed: populated from a thread of its own on a huge mapping
     for (let r = 0; r < 4; r++) a.adviseMapped(buf, r * 4096 + 17, data.length - r * 4096 - 17, 5);
     a.adviseMapped(buf, 1 << 20, 1 << 20, 1); // random: also MADV_NOHUGEPAGE on that range
     a.adviseMapped(buf, 0, data.length, 4); // dontneed: drops this process's entries only

@@ -20,27 +20,16 @@
  * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost),
  * 5 (adviseMapped only) willneed from a background thread, ranges in the order given (below).
  *
- * Huge-page mapping (issue 12: the weight stream runs at the page-cache mapping's speed, and with
- * 4 KiB page-table entries that is 0.75-0.85x of a huge-page stream on Zen 4: TLB misses).
- * Linux >= 6.16 (ext4 and other file systems with large folios) maps a file with 2 MiB PMD
- * entries (smaps FilePmdMapped) where its page cache holds PMD-order folios and the virtual
- * address is 2 MiB-aligned congruent to the file offset; READ_ONLY_THP_FOR_FS is not needed, but
- * nothing collapses small folios already cached either (MADV_COLLAPSE: EINVAL). What decides the
- * folio size is how the pages were read: a page fault in a VM_HUGEPAGE mapping reads PMD-order
- * folios, plain faults and read() ramp up to them, but MADV_WILLNEED / POSIX_FADV_WILLNEED /
- * readahead(2) read order-0 folios, which then stay small for as long as they are cached.
- * With huge = 1 the file is therefore mapped at a 2 MiB-aligned address (a reservation of
- * bytes + 2 MiB, the file mapped MAP_FIXED inside it, the rest released) and advised
- * MADV_HUGEPAGE; background read-ahead on it (advice 5) is MADV_POPULATE_READ (page faults, so
- * PMD-order folios) followed by MADV_DONTNEED of this process's page-table entries (the pages stay
- * cached; the resident set is not inflated by read-ahead), and advice 3 (willneed, for ranges the
- * caller reads next) does nothing, leaving the reads to the caller's faults. Advice 1 (random)
- * on a huge mapping also advises MADV_NOHUGEPAGE on that range, so a random row read faults one
- * page, not 2 MiB. Every step is advisory: where the reservation,
- * MADV_HUGEPAGE or MADV_POPULATE_READ is unavailable (older kernels, macOS, THP "never"), the
- * mapping is a plain one and read-ahead is MADV_WILLNEED, as with huge = 0. Small folios already
- * in the page cache stay small: dropping them (bench --cold, posix_fadvise DONTNEED) is the
- * caller's choice, never done here.
+ * Huge-page mapping (huge = 1; issue 12, measurements and the kernel's behaviour per read path in
+ * BENCHMARKS.md and scripts/mapped-stream/folio-probe.c): Linux >= 6.16 maps a file with 2 MiB
+ * entries where its page cache holds PMD-order folios and the address is 2 MiB-aligned; faults in
+ * a MADV_HUGEPAGE mapping and MADV_POPULATE_READ read such folios, MADV_WILLNEED reads order-0
+ * ones, and nothing collapses them later. So the file is mapped inside a reservation of
+ * bytes + 2 MiB at an aligned address, advised MADV_HUGEPAGE; advice 5 populates then drops this
+ * process's entries (pages stay cached, RSS not inflated); advice 3 populates from a short-lived
+ * thread per range (below); advice 1 also sets MADV_NOHUGEPAGE (a random row faults one page).
+ * All advisory: where any step is unavailable the mapping and read-ahead are as with huge = 0.
+ * Small folios already cached stay small; dropping them (bench --cold) is the caller's choice.
  *
  * Lifetime: the finalizer unmaps when V8 collects the ArrayBuffer (every view over it gone);
  * the descriptor can be closed right after mapFile (the mapping keeps the file open). The
@@ -60,8 +49,6 @@
 typedef struct mapping {
   void* base;
   size_t bytes;
-  void* unmap_base; /* what munmap releases (== base) */
-  size_t unmap_bytes;
   int refs; /* 1 for the ArrayBuffer while it lives, + 1 per queued background read-ahead */
   int aligned; /* base is 2 MiB-aligned */
   int huge;    /* MADV_HUGEPAGE accepted: read-ahead populates instead of MADV_WILLNEED */
@@ -74,7 +61,7 @@ static pthread_mutex_t maps_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Drops one reference (maps_mu held); the last one unmaps. */
 static void unref_locked(mapping* m) {
   if (--m->refs > 0) return;
-  munmap(m->unmap_base, m->unmap_bytes);
+  munmap(m->base, m->bytes);
   free(m);
 }
 
@@ -171,6 +158,51 @@ static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
   pthread_mutex_unlock(&maps_mu);
 }
 
+/* Advice 3 on a huge mapping: a detached thread per range populates it, so ranges advised together
+ * (a layer's chosen experts) are read in parallel like MADV_WILLNEED's asynchronous reads; the
+ * entries stay (the caller reads them next). At most URGENT_MAX at once; beyond that, nothing. */
+#define URGENT_MAX 16
+static int urgent_running;
+typedef struct { mapping* m; uintptr_t lo, hi; } urgent_job;
+static void* urgent_main(void* arg) {
+  urgent_job* j = (urgent_job*)arg;
+#ifdef MADV_POPULATE_READ
+  if (populate_ok) madvise((void*)j->lo, (size_t)(j->hi - j->lo), MADV_POPULATE_READ);
+#endif
+  pthread_mutex_lock(&maps_mu);
+  urgent_running--;
+  unref_locked(j->m);
+  pthread_mutex_unlock(&maps_mu);
+  free(j);
+  return NULL;
+}
+static void urgent_populate(mapping* m, uintptr_t lo, uintptr_t hi) {
+  urgent_job* j = (urgent_job*)calloc(1, sizeof *j);
+  if (!j) return; /* advisory */
+  j->m = m;
+  j->lo = lo;
+  j->hi = hi;
+  pthread_mutex_lock(&maps_mu);
+  if (urgent_running >= URGENT_MAX) {
+    pthread_mutex_unlock(&maps_mu);
+    free(j);
+    return;
+  }
+  m->refs++;
+  urgent_running++;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, urgent_main, j) != 0) {
+    urgent_running--;
+    unref_locked(m);
+    free(j);
+  }
+  pthread_attr_destroy(&attr);
+  pthread_mutex_unlock(&maps_mu);
+}
+
 static int advice_of(int64_t a) {
   switch (a) {
     case 0: return MADV_NORMAL;
@@ -203,8 +235,8 @@ static mapping* find_map(void* base, size_t bytes) {
 }
 
 /* mmap of the file's first `bytes` bytes; with `huge`, at a 2 MiB-aligned address when one can be
- * reserved (then *aligned is set), else wherever the kernel puts it; ubase, ubytes: what to munmap. */
-static void* map_aligned(int fd, size_t bytes, int huge, int* aligned, void** ubase, size_t* ubytes) {
+ * reserved (then *aligned is set), else wherever the kernel puts it. */
+static void* map_aligned(int fd, size_t bytes, int huge, int* aligned) {
   const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
   const size_t len = (bytes + pg - 1) & ~(pg - 1);
   *aligned = 0;
@@ -217,8 +249,6 @@ static void* map_aligned(int fd, size_t bytes, int huge, int* aligned, void** ub
         if (a > r) munmap(r, (size_t)(a - r));
         if (r + len + HUGE_SZ > a + len) munmap(a + len, (size_t)(r + len + HUGE_SZ - (a + len)));
         *aligned = 1;
-        *ubase = a;
-        *ubytes = bytes;
         return a;
       }
       munmap(r, len + HUGE_SZ); /* also removes a failed MAP_FIXED's leftovers */
@@ -226,8 +256,6 @@ static void* map_aligned(int fd, size_t bytes, int huge, int* aligned, void** ub
   }
   void* p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
   if (p != MAP_FAILED) *aligned = ((uintptr_t)p & (HUGE_SZ - 1)) == 0;
-  *ubase = p;
-  *ubytes = bytes;
   return p;
 }
 
@@ -254,9 +282,7 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int aligned = 0;
-  void* ubase = NULL;
-  size_t ubytes = 0;
-  void* p = map_aligned((int)fd, (size_t)bytes, (int)huge, &aligned, &ubase, &ubytes);
+  void* p = map_aligned((int)fd, (size_t)bytes, (int)huge, &aligned);
   if (p == MAP_FAILED) {
     char msg[160];
     snprintf(msg, sizeof msg, "dsv3 native: mapFile: mmap of %lld bytes failed (%s)", (long long)bytes, strerror(errno));
@@ -270,20 +296,18 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
   if (a != MADV_NORMAL) madvise(p, (size_t)bytes, a); /* advisory: errors ignored */
   mapping* m = (mapping*)calloc(1, sizeof *m);
   if (!m) {
-    munmap(ubase, ubytes);
+    munmap(p, (size_t)bytes);
     napi_throw_error(env, NULL, "dsv3 native: mapFile: out of memory");
     return NULL;
   }
   m->base = p;
   m->bytes = (size_t)bytes;
-  m->unmap_base = ubase;
-  m->unmap_bytes = ubytes;
   m->refs = 1;
   m->aligned = aligned;
   m->huge = advised_huge;
   napi_value ab;
   if (napi_create_external_arraybuffer(env, p, (size_t)bytes, finalize_map, m, &ab) != napi_ok) {
-    munmap(ubase, ubytes);
+    munmap(p, (size_t)bytes);
     free(m);
     napi_throw_error(env, NULL, "dsv3 native: mapFile: napi_create_external_arraybuffer failed");
     return NULL;
@@ -332,11 +356,7 @@ static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
     const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
     const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
     if (adv == 5) ra_push(m, lo, hi);
-    else if (adv == 3 && m->huge) {
-      /* nothing: WILLNEED would read order-0 folios; the caller's own faults read PMD-order ones
-       * (measured: queueing the range to the populating thread instead delayed a cold first
-       * token by ~0.5 s, the thread and the caller faulting the same pages) */
-    }
+    else if (adv == 3 && m->huge) urgent_populate(m, lo, hi); /* WILLNEED reads order-0 folios */
     else {
       madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
 #ifdef MADV_NOHUGEPAGE
