@@ -1,20 +1,35 @@
 /* Node-API binding of read-only file mappings (checkpoint weights mapped, not copied):
- *   mapFile(fd, bytes, advice)  -> ArrayBuffer: an external ArrayBuffer over
+ *   mapFile(fd, bytes, advice[, huge])
+ *                               -> ArrayBuffer: an external ArrayBuffer over
  *                                  mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0), i.e. the
  *                                  file's first `bytes` bytes from offset 0 (a page boundary),
  *                                  so a tensor at file offset o is the view at byteOffset o and
  *                                  its address has the alignment of o. Opening costs O(1) in
  *                                  the file size: no page is read until a kernel touches it,
  *                                  and only touched pages count in the resident set (RssFile).
+ *                                  huge (default 0) = 1: huge-page mapping, below.
  *   adviseMapped(ab, offset, length, advice) -> madvise on the pages covering
  *                                  [offset, offset + length) of a mapFile buffer.
  *   isMapped(ab)                -> whether `ab` is a live mapFile buffer (tests, accounting).
+ *   mappingInfo(ab)             -> {aligned, huge}: whether the mapping starts on a 2 MiB
+ *                                  boundary and was advised MADV_HUGEPAGE successfully.
  *   dropFileCache(fd)           -> posix_fadvise(POSIX_FADV_DONTNEED) on the whole file: its clean
  *                                  pages leave the page cache (pages other processes map stay),
  *                                  so the next open reads from disk (cold-start measurements).
  * advice: 0 normal, 1 random (no read-ahead), 2 sequential, 3 willneed (start reading now,
  * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost),
  * 5 (adviseMapped only) willneed from a background thread, ranges in the order given (below).
+ *
+ * Huge-page mapping (huge = 1; issue 12, measurements and the kernel's behaviour per read path in
+ * BENCHMARKS.md and scripts/mapped-stream/folio-probe.c): Linux >= 6.16 maps a file with 2 MiB
+ * entries where its page cache holds PMD-order folios and the address is 2 MiB-aligned; faults in
+ * a MADV_HUGEPAGE mapping and MADV_POPULATE_READ read such folios, MADV_WILLNEED reads order-0
+ * ones, and nothing collapses them later. So the file is mapped inside a reservation of
+ * bytes + 2 MiB at an aligned address, advised MADV_HUGEPAGE; advice 5 populates then drops this
+ * process's entries (pages stay cached, RSS not inflated); advice 3 populates from a short-lived
+ * thread per range (below); advice 1 also sets MADV_NOHUGEPAGE (a random row faults one page).
+ * All advisory: where any step is unavailable the mapping and read-ahead are as with huge = 0.
+ * Small folios already cached stay small; dropping them (bench --cold) is the caller's choice.
  *
  * Lifetime: the finalizer unmaps when V8 collects the ArrayBuffer (every view over it gone);
  * the descriptor can be closed right after mapFile (the mapping keeps the file open). The
@@ -35,6 +50,8 @@ typedef struct mapping {
   void* base;
   size_t bytes;
   int refs; /* 1 for the ArrayBuffer while it lives, + 1 per queued background read-ahead */
+  int aligned; /* base is 2 MiB-aligned */
+  int huge;    /* MADV_HUGEPAGE accepted: read-ahead populates instead of MADV_WILLNEED */
   struct mapping *prev, *next;
 } mapping;
 
@@ -58,12 +75,36 @@ static void unref_locked(mapping* m) {
 typedef struct ra_item {
   mapping* m;
   uintptr_t lo, hi;
+  int populate; /* MADV_POPULATE_READ + MADV_DONTNEED instead of MADV_WILLNEED */
   struct ra_item* next;
 } ra_item;
 static ra_item *ra_head, *ra_tail;
 static pthread_cond_t ra_cv = PTHREAD_COND_INITIALIZER;
 static int ra_started;
 #define RA_STEP ((uintptr_t)8 << 20)
+#define HUGE_SZ ((uintptr_t)2 << 20)
+
+#ifdef MADV_POPULATE_READ
+static int populate_ok = 1; /* cleared when the kernel rejects MADV_POPULATE_READ (< 5.14) */
+#endif
+
+/* Reads [a, b) (page-aligned a) into the page cache: on a huge mapping by page faults (PMD-order
+ * folios), then drops this process's entries again; else (or where that is unsupported) by
+ * MADV_WILLNEED. */
+static void read_ahead_step(uintptr_t a, uintptr_t b, int populate) {
+#ifdef MADV_POPULATE_READ
+  if (populate && populate_ok) {
+    if (madvise((void*)a, (size_t)(b - a), MADV_POPULATE_READ) == 0) {
+      madvise((void*)a, (size_t)(b - a), MADV_DONTNEED); /* clean shared file pages: nothing lost */
+      return;
+    }
+    if (errno == EINVAL) populate_ok = 0;
+  }
+#else
+  (void)populate;
+#endif
+  madvise((void*)a, (size_t)(b - a), MADV_WILLNEED);
+}
 
 static void* ra_main(void* arg) {
   (void)arg;
@@ -77,7 +118,7 @@ static void* ra_main(void* arg) {
     pthread_mutex_unlock(&maps_mu);
     for (uintptr_t a = it->lo; a < it->hi; a += RA_STEP) {
       const uintptr_t b = it->hi - a < RA_STEP ? it->hi : a + RA_STEP;
-      madvise((void*)(a & ~(uintptr_t)(pg - 1)), (size_t)(b - (a & ~(uintptr_t)(pg - 1))), MADV_WILLNEED);
+      read_ahead_step(a & ~(uintptr_t)(pg - 1), b, it->populate);
     }
     pthread_mutex_lock(&maps_mu);
     unref_locked(it->m);
@@ -93,6 +134,7 @@ static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
   it->m = m;
   it->lo = lo;
   it->hi = hi;
+  it->populate = m->huge;
   pthread_mutex_lock(&maps_mu);
   if (!ra_started) {
     pthread_t t;
@@ -113,6 +155,51 @@ static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
   else ra_head = it;
   ra_tail = it;
   pthread_cond_signal(&ra_cv);
+  pthread_mutex_unlock(&maps_mu);
+}
+
+/* Advice 3 on a huge mapping: a detached thread per range populates it, so ranges advised together
+ * (a layer's chosen experts) are read in parallel like MADV_WILLNEED's asynchronous reads; the
+ * entries stay (the caller reads them next). At most URGENT_MAX at once; beyond that, nothing. */
+#define URGENT_MAX 16
+static int urgent_running;
+typedef struct { mapping* m; uintptr_t lo, hi; } urgent_job;
+static void* urgent_main(void* arg) {
+  urgent_job* j = (urgent_job*)arg;
+#ifdef MADV_POPULATE_READ
+  if (populate_ok) madvise((void*)j->lo, (size_t)(j->hi - j->lo), MADV_POPULATE_READ);
+#endif
+  pthread_mutex_lock(&maps_mu);
+  urgent_running--;
+  unref_locked(j->m);
+  pthread_mutex_unlock(&maps_mu);
+  free(j);
+  return NULL;
+}
+static void urgent_populate(mapping* m, uintptr_t lo, uintptr_t hi) {
+  urgent_job* j = (urgent_job*)calloc(1, sizeof *j);
+  if (!j) return; /* advisory */
+  j->m = m;
+  j->lo = lo;
+  j->hi = hi;
+  pthread_mutex_lock(&maps_mu);
+  if (urgent_running >= URGENT_MAX) {
+    pthread_mutex_unlock(&maps_mu);
+    free(j);
+    return;
+  }
+  m->refs++;
+  urgent_running++;
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, urgent_main, j) != 0) {
+    urgent_running--;
+    unref_locked(m);
+    free(j);
+  }
+  pthread_attr_destroy(&attr);
   pthread_mutex_unlock(&maps_mu);
 }
 
@@ -147,10 +234,40 @@ static mapping* find_map(void* base, size_t bytes) {
   return m;
 }
 
+/* mmap of the file's first `bytes` bytes; with `huge`, at a 2 MiB-aligned address when one can be
+ * reserved (then *aligned is set), else wherever the kernel puts it. */
+static void* map_aligned(int fd, size_t bytes, int huge, int* aligned) {
+  const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+  const size_t len = (bytes + pg - 1) & ~(pg - 1);
+  *aligned = 0;
+  if (huge && len >= HUGE_SZ) {
+    char* r = (char*)mmap(NULL, len + HUGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r != MAP_FAILED) {
+      char* a = (char*)(((uintptr_t)r + HUGE_SZ - 1) & ~(HUGE_SZ - 1));
+      void* p = mmap(a, bytes, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+      if (p == a) {
+        if (a > r) munmap(r, (size_t)(a - r));
+        if (r + len + HUGE_SZ > a + len) munmap(a + len, (size_t)(r + len + HUGE_SZ - (a + len)));
+        *aligned = 1;
+        return a;
+      }
+      munmap(r, len + HUGE_SZ); /* also removes a failed MAP_FIXED's leftovers */
+    }
+  }
+  void* p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  if (p != MAP_FAILED) *aligned = ((uintptr_t)p & (HUGE_SZ - 1)) == 0;
+  return p;
+}
+
 static napi_value js_map_file(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
-  int64_t fd, bytes, adv;
+  int64_t fd, bytes, adv, huge = 0;
   if (dsv3_int(env, argv[0], &fd, "fd") || dsv3_int(env, argv[1], &bytes, "bytes") || dsv3_int(env, argv[2], &adv, "advice")) return NULL;
+  if (argc_ > 3 && dsv3_int(env, argv[3], &huge, "huge")) return NULL;
+  if (huge != 0 && huge != 1) {
+    napi_throw_range_error(env, NULL, "dsv3 native: mapFile: 'huge' must be 0 or 1");
+    return NULL;
+  }
   if (fd < 0 || fd > INT32_MAX) {
     napi_throw_range_error(env, NULL, "dsv3 native: mapFile: 'fd' must be a file descriptor");
     return NULL;
@@ -164,13 +281,18 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "dsv3 native: mapFile: 'advice' must be 0 (normal), 1 (random), 2 (sequential) or 3 (willneed)");
     return NULL;
   }
-  void* p = mmap(NULL, (size_t)bytes, PROT_READ, MAP_SHARED, (int)fd, 0);
+  int aligned = 0;
+  void* p = map_aligned((int)fd, (size_t)bytes, (int)huge, &aligned);
   if (p == MAP_FAILED) {
     char msg[160];
     snprintf(msg, sizeof msg, "dsv3 native: mapFile: mmap of %lld bytes failed (%s)", (long long)bytes, strerror(errno));
     napi_throw_error(env, NULL, msg);
     return NULL;
   }
+  int advised_huge = 0;
+#ifdef MADV_HUGEPAGE
+  if (huge && aligned) advised_huge = madvise(p, (size_t)bytes, MADV_HUGEPAGE) == 0;
+#endif
   if (a != MADV_NORMAL) madvise(p, (size_t)bytes, a); /* advisory: errors ignored */
   mapping* m = (mapping*)calloc(1, sizeof *m);
   if (!m) {
@@ -181,6 +303,8 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
   m->base = p;
   m->bytes = (size_t)bytes;
   m->refs = 1;
+  m->aligned = aligned;
+  m->huge = advised_huge;
   napi_value ab;
   if (napi_create_external_arraybuffer(env, p, (size_t)bytes, finalize_map, m, &ab) != napi_ok) {
     munmap(p, (size_t)bytes);
@@ -232,7 +356,13 @@ static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
     const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
     const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
     if (adv == 5) ra_push(m, lo, hi);
-    else madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
+    else if (adv == 3 && m->huge) urgent_populate(m, lo, hi); /* WILLNEED reads order-0 folios */
+    else {
+      madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
+#ifdef MADV_NOHUGEPAGE
+      if (adv == 1 && m->huge) madvise((void*)lo, (size_t)(hi - lo), MADV_NOHUGEPAGE);
+#endif
+    }
   }
   return NULL;
 }
@@ -241,6 +371,19 @@ static napi_value js_is_mapped(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   napi_value r;
   napi_get_boolean(env, mapping_arg(env, argv[0], 0) != NULL, &r);
+  return r;
+}
+
+static napi_value js_mapping_info(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  mapping* m = mapping_arg(env, argv[0], 1);
+  if (!m) return NULL;
+  napi_value r, al, hu;
+  napi_create_object(env, &r);
+  napi_get_boolean(env, m->aligned != 0, &al);
+  napi_get_boolean(env, m->huge != 0, &hu);
+  napi_set_named_property(env, r, "aligned", al);
+  napi_set_named_property(env, r, "huge", hu);
   return r;
 }
 
@@ -266,4 +409,5 @@ void dsv3_register_mapped_file(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "mapFile", js_map_file);
   dsv3_export(env, exports, "adviseMapped", js_advise_mapped);
   dsv3_export(env, exports, "isMapped", js_is_mapped);
+  dsv3_export(env, exports, "mappingInfo", js_mapping_info);
 }

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include "file-pmd-mapped.h"
 
 static double cpu_now(void) {
   struct timespec t;
@@ -47,15 +48,6 @@ __attribute__((noinline)) static long stream(const char* c, size_t n) {
 #endif
 }
 
-static long pmd_mapped_kb(void) {
-  FILE* f = fopen("/proc/self/smaps_rollup", "r");
-  char l[256];
-  long kb = -1;
-  while (f && fgets(l, sizeof l, f))
-    if (!strncmp(l, "FilePmdMapped:", 14)) kb = atol(l + 14);
-  if (f) fclose(f);
-  return kb;
-}
 
 static void report(const char* what, const char* p, size_t n, int reps) {
   volatile long sink = stream(p, n); /* first pass: faults, TLB */

@@ -8,6 +8,9 @@
  *     picked, so they are read as a few large requests in parallel instead of page faults of the
  *     kernels' threads one readahead window at a time. Once per expert: later tokens find the
  *     pages resident and pay nothing (an madvise over resident pages still walks them).
+ * On a huge-page mapping (src/io/mapped-file.ts) the addon does WILLNEED as MADV_POPULATE_READ
+ * from a short-lived thread per range (WILLNEED itself would read 4 KiB folios), so the ranges
+ * are still read in parallel, as 2 MiB folios.
  * Advice only: values never change, and on copies (not mapped) every call is a no-op.
  */
 import { adviseRange } from '../io/mapped-file.js';

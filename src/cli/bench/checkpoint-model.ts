@@ -27,7 +27,11 @@ export const CHECKPOINT_HELP = `  --checkpoint-dtype bf16|fp8
                   config defaults to configs/deepseek-v2-lite-bench.json
   --cache-dir DIR where such checkpoints are kept (default: <tmpdir>/dsv3-bench)
   --cold          drop the checkpoint's files from the page cache before opening it
-                  (posix_fadvise DONTNEED), so the first token reads the weights from disk
+                  (posix_fadvise DONTNEED), so the first token reads the weights from disk;
+                  pages small in the cache stay small until dropped, and pages read again
+                  through dsv3's huge-page mapping come back as 2 MiB folios where the kernel
+                  has large folios (Linux >= 6.16, ext4/xfs), mapped with 2 MiB entries by
+                  every later run (file_pmd_mapped_mb)
 `;
 export { exists };
 

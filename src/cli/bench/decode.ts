@@ -17,6 +17,7 @@ import { bool, exists, int, oneOf, parseFlags, threads } from '../flags.js';
 import { CHECKPOINT_FLAGS, CHECKPOINT_HELP, openBenchCheckpoint, rssMb } from './checkpoint-model.js';
 import { measureBandwidth } from './memory-bandwidth.js';
 import { DecodeSession } from '../../inference/decode-session.js';
+import { filePmdMappedBytes } from '../../io/mapped-file.js';
 import { promptIds } from '../../inference/measure.js';
 import type { DeepseekV3 } from '../../model/model.js';
 
@@ -49,7 +50,8 @@ ${CHECKPOINT_HELP}
 With --checkpoint-dtype the JSON also has: checkpoint (dir, GB, write_s, mapped, linears by
 storage), open_ms, plan_ms, first_prefill_ms, ttft_ms (open + plan + prefill + argmax of the
 first token, cold in this process), rss_before_open_mb, rss_before_first_token_mb,
-rss_after_first_token_mb, weight_bytes_per_token (attention, dense FFN, shared + the top-k
+rss_after_first_token_mb, file_pmd_mapped_mb (after the decode: MiB of the mapped weights the
+kernel maps with 2 MiB entries, smaps FilePmdMapped; null where unknown), weight_bytes_per_token (attention, dense FFN, shared + the top-k
 routed experts, router, lm_head, decoded kv_b), bandwidth_gb_per_s (bench memory-bandwidth on
 the same threads), roofline_tokens_per_s = bandwidth / bytes per token, roofline_fraction.
 
@@ -140,6 +142,8 @@ export const decodeBench: Bench = {
         real['roofline_fraction'] = r3(stats.tokens_per_s / roof);
       }
       real['rss_after_decode_mb'] = rssMb();
+      const pmd = filePmdMappedBytes();
+      real['file_pmd_mapped_mb'] = pmd === null ? null : Math.round(pmd / 1048576);
     }
     const result: Record<string, unknown> = {
       bench: 'decode',
@@ -172,6 +176,7 @@ export const decodeBench: Bench = {
       if (sp) txt += `speculative (MTP draft): ${sp.tokens_per_s} tokens/s, acceptance ${sp.acceptance_rate}, same ids as greedy: ${sp.matches_greedy}; verify ${sp.ms_per_verify} ms + draft ${sp.ms_per_draft} ms per main forward, ${sp.projected_tokens_per_s_at_085} tokens/s projected at acceptance 0.85\n`;
       if (real) {
         txt += `checkpoint ${ckptDtype} ${real['checkpoint'] && (real['checkpoint'] as { gb: number }).gb} GB: open ${real['open_ms']} ms, first token after ${real['ttft_ms']} ms, RSS before first token ${real['rss_before_first_token_mb']} MB\n`;
+        txt += `file pages mapped with 2 MiB entries: ${real['file_pmd_mapped_mb']} MiB\n`;
         txt += `weights read per token ${r3(mem.weightsPerToken / 1e6)} MB; bandwidth ${real['bandwidth_gb_per_s']} GB/s -> roofline ${real['roofline_tokens_per_s']} tokens/s; measured ${stats.tokens_per_s} = ${real['roofline_fraction']} of it\n`;
       }
       const bl = result['baseline'] as { tokens_per_s: number } | undefined;
