@@ -9,7 +9,7 @@ export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale } from './unary.j
 export { sum, mean, max, argmax } from './reduce.js';
 export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight } from './linear.js';
-export { bf16Linear } from './bf16-linear.js';
+export { bf16Linear, bf16LinearFromBits, pendingBf16Copy } from './bf16-linear.js';
 export { deferWeightGrads, accumulateWeightGrad } from '../autograd.js';
 export { groupedExperts } from './grouped.js';
 export { expertPlan, type ExpertPlan, type ExpertWeights } from './grouped-plan.js';
