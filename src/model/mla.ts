@@ -25,7 +25,8 @@
  */
 import { dropActivations } from '../engine/active-arena.js';
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
-import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, ropeTail, type MlaAttentionOptions } from '../engine/ops/index.js';
+import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, ropeTail, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
+import { dataOf } from '../engine/ops/util.js';
 import type { OverBuffer } from '../engine/arena.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
@@ -99,6 +100,29 @@ function fromBits(xb: Uint16Array, shape: readonly number[], w: Tensor): { keep:
 
 function fromTensor(x: Tensor, w: LinearWeight): { keep: OverBuffer; y: () => Tensor } {
   return { keep: x, y: () => applyLinear(x, w) };
+}
+
+/**
+ * kv_a_layernorm's input (the first r channels of W^DKV h, a strided slice of kv_a_proj's output)
+ * recomputed in its backward instead of kept as a float32 copy (§3.2.3, "Recomputation of
+ * RMSNorm"): under bf16 with a trainable W^DKV, from the bf16 copy of h that W^DKV's Linear keeps
+ * for Wgrad anyway (the same GEMM on the same operands as its forward: the same bits). Else {}.
+ * Off with the up-projection recomputation (DSV3_RECOMPUTE=0, withMlaRecompute).
+ */
+function latentNormInputAgain(x: Tensor, w: LinearWeight, r: number): Pick<RmsNormOptions, 'recomputeInput'> {
+  const xb = isGradEnabled() && mlaRecomputeEnabled() && trainingPrecision() === 'bf16' && w.kind === 'f32' && w.weight.requiresGrad ? pendingBf16Copy(x) : null;
+  if (!xb || w.kind !== 'f32') return {};
+  const shape = x.shape; // the closure keeps neither x nor its data
+  const wt = w.weight;
+  return { recomputeInput: { from: [xb], x: () => sliceAgain(xb, shape, wt, r) } };
+}
+
+/** The first r channels of bf16LinearFromBits(xb, shape, w), contiguous. */
+function sliceAgain(xb: Uint16Array, shape: readonly number[], w: Tensor, r: number): Float32Array {
+  const full = bf16LinearFromBits(xb, shape, w);
+  const c = dataOf(full.slice(full.ndim - 1, 0, r));
+  dropActivations(full);
+  return c;
 }
 
 export class MultiHeadLatentAttention {
@@ -213,7 +237,10 @@ export class MultiHeadLatentAttention {
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
     // c^KV feeds kv_b_proj directly on the training path (naive, no cache: cAll = cKV)
-    const cKV = this.kvANorm.forward(kv.slice(2, 0, r), { bf16Out: !ctx.cache && ctx.path === 'naive' && feedsBf16Linear(this.kvB) });
+    const cKV = this.kvANorm.forward(kv.slice(2, 0, r), {
+      bf16Out: !ctx.cache && ctx.path === 'naive' && feedsBf16Linear(this.kvB),
+      ...latentNormInputAgain(x, this.kvA, r),
+    });
     const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
     drop(kv);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));

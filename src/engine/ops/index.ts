@@ -15,7 +15,7 @@ export { groupedExperts } from './grouped.js';
 export { expertPlan, type ExpertPlan, type ExpertWeights } from './grouped-plan.js';
 export { fp8GroupedExperts } from './fp8-training-grouped.js';
 export { softmax, logSoftmax } from './softmax.js';
-export { rmsNorm } from './norm.js';
+export { rmsNorm, type RmsNormOptions } from './norm.js';
 export { swiglu, swigluWith } from './activation.js';
 export { embedding, indexSelect, indexAdd, gather, scatterAdd } from './indexing.js';
 export { topk } from './topk.js';
