@@ -39,3 +39,31 @@ for (const backend of ['native', 'reference'] as const) {
     });
   });
 }
+
+for (const backend of ['native', 'reference'] as const) {
+  test(`rmsNorm with recomputeInput gives the same output and gradients as keeping x (${backend})`, () => {
+    withBackend(backend, () => {
+      const r = rng(11);
+      const base = randTensor(r, [3, 7, 40], 1.2);
+      const x = base.slice(2, 0, 32); // strided, as kv_a_layernorm's input
+      const grads = (recompute: boolean): { y: Float32Array; dx: Float32Array; dw: Float32Array; calls: number } => {
+        const xi = x.detach();
+        xi.requiresGrad = true;
+        const w = randTensor(rng(3), [32], 1, true);
+        let calls = 0;
+        const y = ops.rmsNorm(xi, w, 1e-6, recompute ? { recomputeInput: { from: [], x: () => (calls++, x.contiguous().f32().slice()) } } : {});
+        backward(ops.sum(ops.mul(y, y)));
+        return { y: y.f32(), dx: xi.grad!.contiguous().f32(), dw: w.grad!.f32(), calls };
+      };
+      const a = grads(false);
+      const b = grads(true);
+      assert.equal(b.calls, 1, 'the input is recomputed once, in backward');
+      assert.deepEqual(b.y, a.y);
+      assert.deepEqual(b.dx, a.dx);
+      assert.deepEqual(b.dw, a.dw);
+      const w = randTensor(r, [32], 1, true);
+      const bad = ops.rmsNorm(x, w, 1e-6, { recomputeInput: { from: [], x: () => new Float32Array(5) } });
+      assert.throws(() => backward(ops.sum(bad)), /recomputed input has 5 elements/);
+    });
+  });
+}
