@@ -25,7 +25,9 @@
  */
 import { dropActivations } from '../engine/active-arena.js';
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
-import { attention, cat, matmul, mlaAttention, ropeTail, type MlaAttentionOptions } from '../engine/ops/index.js';
+import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, ropeTail, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
+import { dataOf } from '../engine/ops/util.js';
+import type { OverBuffer } from '../engine/arena.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { softmaxScale } from './yarn.js';
@@ -36,7 +38,7 @@ import type { ParamSource } from './params.js';
 import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
 import type { RotaryEmbedding } from './rope.js';
 import { applyLinear, feedsBf16Linear, type LinearWeight, weightRows } from './weights.js';
-import { trainingPrecision, withPrecision } from './precision-mode.js';
+import { trainingPrecision, withPrecision, type Precision } from './precision-mode.js';
 
 let recomputeOn = process.env.DSV3_RECOMPUTE !== '0';
 
@@ -79,6 +81,48 @@ export interface AttentionContext {
  */
 function bf16Attention(): boolean {
   return trainingPrecision() !== 'fp32' && (kernels().name !== 'native' || nativeHasBf16Dot());
+}
+
+/**
+ * y = applyLinear(x, w) again in backward, and what must be kept for it: under bf16 with a
+ * trainable float32 W, x's bf16 copy that the recorded bf16Linear keeps (bf16LinearFromBits runs
+ * that forward's GEMM on the same operands: the same bits), else x itself.
+ */
+function upAgain(x: Tensor, w: LinearWeight, p: Precision): { keep: OverBuffer; y: () => Tensor } {
+  const xb = p === 'bf16' && w.kind === 'f32' && w.weight.requiresGrad ? pendingBf16Copy(x) : null;
+  return xb && w.kind === 'f32' ? fromBits(xb, x.shape, w.weight) : fromTensor(x, w);
+}
+
+// two functions, so that neither closure's context holds what the other reads
+function fromBits(xb: Uint16Array, shape: readonly number[], w: Tensor): { keep: OverBuffer; y: () => Tensor } {
+  return { keep: xb, y: () => bf16LinearFromBits(xb, shape, w) };
+}
+
+function fromTensor(x: Tensor, w: LinearWeight): { keep: OverBuffer; y: () => Tensor } {
+  return { keep: x, y: () => applyLinear(x, w) };
+}
+
+/**
+ * kv_a_layernorm's input (the first r channels of W^DKV h, a strided slice of kv_a_proj's output)
+ * recomputed in its backward instead of kept as a float32 copy (§3.2.3, "Recomputation of
+ * RMSNorm"): under bf16 with a trainable W^DKV, from the bf16 copy of h that W^DKV's Linear keeps
+ * for Wgrad anyway (the same GEMM on the same operands as its forward: the same bits). Else {}.
+ * Off with the up-projection recomputation (DSV3_RECOMPUTE=0, withMlaRecompute).
+ */
+function latentNormInputAgain(x: Tensor, w: LinearWeight, r: number): Pick<RmsNormOptions, 'recomputeInput'> {
+  const xb = isGradEnabled() && mlaRecomputeEnabled() && trainingPrecision() === 'bf16' && w.kind === 'f32' && w.weight.requiresGrad ? pendingBf16Copy(x) : null;
+  if (!xb || w.kind !== 'f32') return {};
+  const shape = x.shape; // the closure keeps neither x nor its data
+  const wt = w.weight;
+  return { recomputeInput: { from: [xb], x: () => sliceAgain(xb, shape, wt, r) } };
+}
+
+/** The first r channels of bf16LinearFromBits(xb, shape, w), contiguous. */
+function sliceAgain(xb: Uint16Array, shape: readonly number[], w: Tensor, r: number): Float32Array {
+  const full = bf16LinearFromBits(xb, shape, w);
+  const c = dataOf(full.slice(full.ndim - 1, 0, r));
+  dropActivations(full);
+  return c;
 }
 
 export class MultiHeadLatentAttention {
@@ -154,21 +198,26 @@ export class MultiHeadLatentAttention {
    * What the attention's backward needs of q (rotated) and kv_b_proj's output, recomputed from
    * the latents instead of stored (DeepSeek-V3 §3.2.3, "Recomputation of RMSNorm and MLA
    * Up-Projection"): the same ops in the same precision, so the values are the same bits.
+   * Called once kv_b_proj's forward ran. Under bf16 the up-projections' inputs are kept only as
+   * the bf16 copies their Linears keep for Wgrad anyway (their Fprop's A operand: `upAgain`), not
+   * as float32 latents (issue 13).
    */
   private recompute(cQ: Tensor, cKV: Tensor, cos: Tensor, sin: Tensor): MlaAttentionOptions['recompute'] {
     const p = trainingPrecision();
-    const again = (f: () => Tensor): Tensor => withPrecision(p, () => noGrad(f));
     const [B, S] = cKV.shape as [number, number];
+    const T = cQ.shape[1]!;
     const { heads: H, dn, dv, dr } = this;
+    const qUp = upAgain(cQ, this.q ?? this.qB!, p);
+    const kvUp = upAgain(cKV, this.kvB, p);
     return {
-      from: [cQ, cKV],
-      q: () => again(() => {
-        const q = this.upQuery(cQ);
-        const qr = ropeTail(q, cos, sin, dr);
+      from: [qUp.keep, kvUp.keep],
+      q: () => withPrecision(p, () => noGrad(() => {
+        const q = qUp.y();
+        const qr = ropeTail(q.reshape([B, T, H, dn + dr]), cos, sin, dr);
         dropActivations(q);
         return qr;
-      }),
-      kvb: () => again(() => applyLinear(cKV, this.kvB).reshape([B, S, H, dn + dv])),
+      })),
+      kvb: () => withPrecision(p, () => noGrad(() => kvUp.y().reshape([B, S, H, dn + dv]))),
     };
   }
 
@@ -188,7 +237,10 @@ export class MultiHeadLatentAttention {
     // Eqs. 1 and 3: [c^KV ; k^R] from one projection, then the latent norm and the rope.
     const kv = applyLinear(x, this.kvA);
     // c^KV feeds kv_b_proj directly on the training path (naive, no cache: cAll = cKV)
-    const cKV = this.kvANorm.forward(kv.slice(2, 0, r), { bf16Out: !ctx.cache && ctx.path === 'naive' && feedsBf16Linear(this.kvB) });
+    const cKV = this.kvANorm.forward(kv.slice(2, 0, r), {
+      bf16Out: !ctx.cache && ctx.path === 'naive' && feedsBf16Linear(this.kvB),
+      ...latentNormInputAgain(x, this.kvA, r),
+    });
     const kPe = ctx.rope.apply(kv.slice(2, r, r + dr), ctx.start).reshape([B, T, 1, dr]);
     drop(kv);
     ctx.captureLatent?.(cKV, kPe.reshape([B, T, dr]));
@@ -213,7 +265,7 @@ export class MultiHeadLatentAttention {
       const qr = ropeTail(q, cos, sin, dr);
       drop(q);
       // training: q and kv_b_proj's output are recomputed in backward, not kept (§3.2.3)
-      const rc = !ctx.cache && isGradEnabled() && mlaRecomputeEnabled() ? this.recompute(cQ, cAll, cos, sin) : undefined;
+      const rc = !ctx.cache && isGradEnabled() && mlaRecomputeEnabled() ? () => this.recompute(cQ, cAll, cos, sin) : undefined;
       out = this.naive(qr, cAll, kPeAll, S - T, drop, rc);
       drop(qr, cKV, kPe, cQ !== x ? cQ : null);
     } else {
@@ -231,10 +283,11 @@ export class MultiHeadLatentAttention {
    * the shared k^R and reads v^C in place.
    */
   private naive(q: Tensor, cAll: Tensor, kPeAll: Tensor, causalOffset: number, drop: typeof dropActivations,
-    recompute?: MlaAttentionOptions['recompute']): Tensor {
+    recomputeAfter?: () => MlaAttentionOptions['recompute']): Tensor {
     const [B, S] = cAll.shape as [number, number];
     const { heads: H, dn, dv } = this;
     const kvb = applyLinear(cAll, this.kvB).reshape([B, S, H, dn + dv]);
+    const recompute = recomputeAfter?.(); // after kv_b_proj: its bf16 copy of c^KV exists
     // BF16 attention core under --precision bf16 and fp8 (§3.3: attention's matmuls stay BF16)
     const o = mlaAttention(q, kvb, kPeAll, { scale: this.scale, causalOffset, bf16: bf16Attention(), ...(recompute ? { recompute } : {}) });
     drop(kvb);

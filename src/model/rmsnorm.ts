@@ -6,7 +6,7 @@
  * The eps follows Hugging Face: the two MLA latent norms (`q_a_layernorm`, `kv_a_layernorm`)
  * always use 1e-6 (`LATENT_NORM_EPS`), every other norm uses `rms_norm_eps` from the config.
  */
-import { rmsNorm } from '../engine/ops/index.js';
+import { rmsNorm, type RmsNormOptions } from '../engine/ops/index.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { ParamSource } from './params.js';
 
@@ -26,8 +26,11 @@ export class RMSNorm {
     this.weight = src.tensor(`${prefix}.weight`, [dim], 'ones');
   }
 
-  /** bf16Out: a BF16 Linear reads the result next (weights.ts feedsBf16Linear); also write its bf16 bits. */
-  forward(x: Tensor, opts: { bf16Out?: boolean } = {}): Tensor {
+  /**
+   * bf16Out: a BF16 Linear reads the result next (weights.ts feedsBf16Linear); also write its
+   * bf16 bits. recomputeInput: backward gets x again instead of keeping it (ops/norm.ts).
+   */
+  forward(x: Tensor, opts: RmsNormOptions = {}): Tensor {
     return rmsNorm(x, this.weight, this.eps, opts);
   }
 }

@@ -151,6 +151,33 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   return y2;
 }
 
+/**
+ * The bf16 copy of x's elements that a recorded bf16Linear of x keeps for its Wgrad (its own, or
+ * shared / offered: the bits of bf16Round(x)), while that Linear's backward has not run; else null.
+ */
+export function pendingBf16Copy(x: Tensor): Uint16Array | null {
+  if (x.dtype !== 'f32' || x.ndim < 1 || !x.isContiguous()) return null;
+  const s = savedCopies.get(dataOf(as2d(x)));
+  return s && s.node.backward !== null && s.xb.length === x.size ? s.xb : null;
+}
+
+/**
+ * y = x W^T from x's bf16 bits xb (shape xShape [..., in]), no graph: the Fprop a recording
+ * bf16Linear with a trainable W runs (Kernels.gemmBf16Ab on the saved copy and the step's bf16 W),
+ * so the result has the same bits as that forward's y. For recomputation in backward (§3.2.3).
+ */
+export function bf16LinearFromBits(xb: Uint16Array, xShape: readonly number[], w: Tensor): Tensor {
+  checkF32('bf16LinearFromBits', w, 'weight');
+  const [nOut, nIn] = w.shape as [number, number];
+  const rows = nIn > 0 ? xb.length / nIn : 0;
+  if (w.ndim !== 2 || xShape[xShape.length - 1] !== nIn || xShape.reduce((a, b) => a * b, 1) !== xb.length) {
+    throw new Error(`bf16LinearFromBits: ${xb.length} bf16 values of shape ${fmtShape(xShape)} do not match weight [out, in] ${fmtShape(w.shape)}`);
+  }
+  const y = nIn > 0 ? allocUninit(rows * nOut) : alloc(rows * nOut);
+  if (y.length > 0 && nIn > 0) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, bf16WeightBits(w), nIn, 0, y, nOut);
+  return new Tensor(y, [...xShape.slice(0, -1), nOut], 'f32');
+}
+
 /** Dgrad: dX = dY W with dY's bf16 bits gb [rows, out] and W's bf16 bits wb [out, in]. */
 export function bf16LinearGradInput(gb: Uint16Array, rows: number, wb: Uint16Array, nOut: number, nIn: number, xShape: readonly number[]): Tensor {
   if (gb.length !== rows * nOut) throw new Error(`bf16LinearGradInput: ${gb.length} dY values for ${rows} rows of ${nOut} outputs`);

@@ -9,13 +9,13 @@ export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale } from './unary.j
 export { sum, mean, max, argmax } from './reduce.js';
 export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight } from './linear.js';
-export { bf16Linear } from './bf16-linear.js';
+export { bf16Linear, bf16LinearFromBits, pendingBf16Copy } from './bf16-linear.js';
 export { deferWeightGrads, accumulateWeightGrad } from '../autograd.js';
 export { groupedExperts } from './grouped.js';
 export { expertPlan, type ExpertPlan, type ExpertWeights } from './grouped-plan.js';
 export { fp8GroupedExperts } from './fp8-training-grouped.js';
 export { softmax, logSoftmax } from './softmax.js';
-export { rmsNorm } from './norm.js';
+export { rmsNorm, type RmsNormOptions } from './norm.js';
 export { swiglu, swigluWith } from './activation.js';
 export { embedding, indexSelect, indexAdd, gather, scatterAdd } from './indexing.js';
 export { topk } from './topk.js';

@@ -13,6 +13,7 @@ import { dropActivations } from '../active-arena.js';
 import { kernels } from '../backend.js';
 import { scratchF32, scratchScope } from '../scratch.js';
 import { shareBf16Copy, toBf16Bits } from './bf16-linear.js';
+import type { OverBuffer } from '../arena.js';
 import type { AttentionParams } from '../kernels.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
@@ -30,10 +31,11 @@ export interface MlaAttentionOptions {
   /**
    * Recomputation instead of storage (DeepSeek-V3 §3.2.3, "Recomputation of RMSNorm and MLA
    * Up-Projection"): the backward gets q and kvb again from `q()` and `kvb()`, which must
-   * return exactly the values given (recomputed deterministically from the tensors in `from`,
-   * the compressed latents, which the op keeps instead of q and kvb). Shapes are checked.
+   * return exactly the values given (recomputed deterministically from what `from` lists: the
+   * compressed latents, or their bf16 copies under bf16, which the op keeps instead of q and
+   * kvb). Shapes are checked.
    */
-  recompute?: { from: readonly Tensor[]; q: () => Tensor; kvb: () => Tensor };
+  recompute?: { from: readonly OverBuffer[]; q: () => Tensor; kvb: () => Tensor };
 }
 
 // Key / key-gradient scratch, reused by every call (filled and consumed within one call).

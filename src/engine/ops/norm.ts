@@ -9,12 +9,26 @@
  */
 import { attach } from '../autograd.js';
 import { kernels } from '../backend.js';
+import { dropActivations } from '../active-arena.js';
+import type { OverBuffer } from '../arena.js';
 import { Tensor } from '../tensor.js';
 import { allocBf16, offerBf16Copy } from './bf16-linear.js';
 import { alloc, allocUninit, checkF32, dataOf, fmtShape } from './util.js';
 
+export interface RmsNormOptions {
+  /** Also write y's bf16 bits for the BF16 Linear that reads y next (see the module comment). */
+  bf16Out?: boolean;
+  /**
+   * Recomputation instead of storage (DeepSeek-V3 §3.2.3): the backward gets x's elements again
+   * (row-major, contiguous) from `x()`, which must return exactly the values given, recomputed
+   * from what `from` lists (held until this backward ran) instead of keeping a float32 copy of x
+   * (e.g. of a strided x). The returned array is dropped to the step arena once read.
+   */
+  recomputeInput?: { from: readonly OverBuffer[]; x: () => Float32Array };
+}
+
 /** RMSNorm over the last dim: x [..., D], w [D]. */
-export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6, opts: { bf16Out?: boolean } = {}): Tensor {
+export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6, opts: RmsNormOptions = {}): Tensor {
   checkF32('rmsNorm', x, 'x');
   checkF32('rmsNorm', w, 'weight');
   if (x.ndim < 1) throw new Error('rmsNorm: x must have at least one dim');
@@ -34,10 +48,19 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6, opts: { bf16Out?: bool
   const out = new Tensor(y, x.shape, 'f32');
   if (y16) offerBf16Copy(out, y16);
   if (!x.requiresGrad && !w.requiresGrad) return out;
-  return attach(out, 'rmsNorm', [x, w], (g) => {
-    const dx = allocUninit(xd.length);
+  const rc = opts.recomputeInput;
+  const copy = xd.buffer !== x.data.buffer;
+  const saved = rc ? null : xd; // with recomputation the closure keeps no float32 x
+  const n = xd.length;
+  const res = attach(out, 'rmsNorm', [x, w], (g) => {
+    const xr = rc ? rc.x() : saved!;
+    if (xr.length !== n) throw new Error(`rmsNorm: the recomputed input has ${xr.length} elements, not ${n}`);
+    const dx = allocUninit(n);
     const dw = alloc(cols); // accumulated into
-    if (rows > 0) kernels().rmsNormBackward(xd, wd, rstd, dataOf(g), dx, dw, rows, cols);
+    if (rows > 0) kernels().rmsNormBackward(xr, wd, rstd, dataOf(g), dx, dw, rows, cols);
+    if (rc) dropActivations(xr); // the recomputed input: read
     return [x.requiresGrad ? new Tensor(dx, x.shape, 'f32') : null, w.requiresGrad ? new Tensor(dw, w.shape, 'f32') : null];
-  }, [xd, wd], [rstd, xd.buffer !== x.data.buffer ? xd : null]); // not the output; x's copy (strided x) is its own
+  }, rc ? [...rc.from, wd] : [xd, wd], [rstd, copy && !rc ? xd : null]); // not the output; x's copy (strided x) is its own
+  if (copy && rc) dropActivations(xd); // not kept: recomputed in backward
+  return res;
 }
