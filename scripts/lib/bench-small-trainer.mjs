@@ -1,7 +1,7 @@
 // Shared by the development scripts that time or profile training steps of a built checkout
 // (bench-train-precision-interleaved.mjs, profile-kernels-cpu.mjs, gemm-step-table.mjs): the step
-// of `dsv3 bench train` — random init (seed 0), AdamW (fp8: BF16 moments, as `bench train
-// --precision fp8`), the paper's loss weights, the step arena — on B x S deterministic tokens.
+// of `dsv3 bench train` — random init (seed 0), AdamW (bf16 and fp8: BF16 moments, as `bench train
+// --precision bf16/fp8`), the paper's loss weights, the step arena — on B x S deterministic tokens.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -31,7 +31,7 @@ export async function loadBuild(rootArg) {
 export function benchSmallTrainer(b, precision, { config, batch = 8, seq = 256, momentDtype } = {}) {
   const cfg = b.loadModelConfig(config ?? b.root + '/configs/bench-small.json');
   const model = b.DeepseekV3.randomInit(cfg, 0);
-  const md = momentDtype ?? (precision === 'fp8' ? 'bf16' : undefined);
+  const md = momentDtype ?? (precision === 'fp8' || precision === 'bf16' ? 'bf16' : undefined);
   const opt = new b.AdamW(model.parameters(), { lr: 1e-4, ...(md ? { momentDtype: md } : {}) });
   const arena = b.stepArena();
   const lossOpts = { mtpLambda: b.PAPER.mtpLambda, balanceAlpha: b.PAPER.balanceAlpha, balance: b.TRAIN.balance, precision };
