@@ -12,6 +12,7 @@ import { Sampler, type SamplingOptions } from '../src/inference/sampling.js';
 import { SpeculativeDecoder } from '../src/inference/speculative.js';
 import { DeepseekV3 } from '../src/model/model.js';
 import { fixturePath, readTensors } from './helpers/fixtures.js';
+import { assertChiSquareFit } from './helpers/chi-square.js';
 
 const model = DeepseekV3.load(fixturePath('tiny-dense-moe'));
 const V = model.cfg.vocab_size;
@@ -54,23 +55,7 @@ test('speculative sampling: the second token (accepted draft or residual draw) i
     drafted += r.drafted;
     accepted += r.accepted;
   }
-  // 10 bins of about equal probability (tokens by decreasing probability)
-  const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => want[b]! - want[a]!);
-  const bins: Array<[number, number]> = [];
-  let cur: [number, number] = [0, 0];
-  for (const t of order) {
-    cur[0] += want[t]! * N;
-    cur[1] += got[t]!;
-    if (cur[0] >= N / 10) {
-      bins.push(cur);
-      cur = [0, 0];
-    }
-  }
-  if (bins.length > 0) bins[bins.length - 1] = [bins[bins.length - 1]![0] + cur[0], bins[bins.length - 1]![1] + cur[1]];
-  const chi2 = bins.reduce((a, [e, g]) => a + ((g - e) * (g - e)) / e, 0);
-  // df = bins - 1 <= 9: P(chi2 > 35) < 1e-4
-  assert.ok(bins.length >= 5 && bins.length <= 10, `${bins.length} bins`);
-  assert.ok(chi2 < 35, `chi-square ${chi2.toFixed(1)} over ${bins.length} bins: ${JSON.stringify(bins)}`);
+  assertChiSquareFit(want, got, N);
   const rate = accepted / drafted;
   assert.ok(rate > 0.1 && rate < 0.9, `acceptance ${rate}: both the accept and the residual branch must be exercised`);
 });
