@@ -31,10 +31,14 @@ export async function loadBuild(rootArg) {
 export function benchSmallTrainer(b, precision, { config, batch = 8, seq = 256, momentDtype } = {}) {
   const cfg = b.loadModelConfig(config ?? b.root + '/configs/bench-small.json');
   const model = b.DeepseekV3.randomInit(cfg, 0);
-  const md = momentDtype ?? (precision === 'fp8' || precision === 'bf16' ? 'bf16' : undefined);
+  // builds before `--precision` (e.g. 0d94b0c, when issue 13 was filed) take `fp8: true` and, as their
+  // `bench train --fp8` did, float32 moments; they have no bf16 mode
+  const legacy = typeof b.lossPrecision !== 'function';
+  if (legacy && precision === 'bf16') throw new Error(`${b.root}: this build predates --precision bf16`);
+  const md = momentDtype ?? (!legacy && (precision === 'fp8' || precision === 'bf16') ? 'bf16' : undefined);
   const opt = new b.AdamW(model.parameters(), { lr: 1e-4, ...(md ? { momentDtype: md } : {}) });
   const arena = b.stepArena();
-  const lossOpts = { mtpLambda: b.PAPER.mtpLambda, balanceAlpha: b.PAPER.balanceAlpha, balance: b.TRAIN.balance, precision };
+  const lossOpts = { mtpLambda: b.PAPER.mtpLambda, balanceAlpha: b.PAPER.balanceAlpha, balance: b.TRAIN.balance, ...(legacy ? { fp8: precision === 'fp8' } : { precision }) };
   let i = 0;
   const step = () => {
     const tokens = Int32Array.from({ length: batch * (seq + 1) }, (_, j) => (j * 7919 + i * 31) % cfg.vocab_size);
