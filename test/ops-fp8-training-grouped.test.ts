@@ -16,6 +16,9 @@ import * as ops from '../src/engine/ops/index.js';
 import { fixturePath, readJson } from './helpers/fixtures.js';
 import { randData, rng } from './helpers/random.js';
 import { assertRowRel } from './helpers/compare.js';
+import { setFp8KeepExpertY } from '../src/engine/ops/fp8-training-grouped.js';
+import { nativeForTests } from './helpers/native-configs.js';
+import { nativeAddon } from '../src/engine/native.js';
 
 const TOL = readJson<{ fp8_linear: { gemm_outputs_row_rel_to_max: number } }>(fixturePath('tolerances.json')).fp8_linear.gemm_outputs_row_rel_to_max;
 const rowRel = (got: Float32Array, exp: Float32Array, cols: number, what: string, tol = TOL): number => assertRowRel(got, exp, cols, tol, what);
@@ -173,5 +176,43 @@ test('fp8GroupedExperts: quantisation is on (differs from float32 groupedExperts
     if (v.every((e) => e === 0)) return; // the expert without tokens
     assert.notDeepEqual(v, f32[i]!, `tensor ${i} is quantised`);
     rowRel(v, f32[i]!, v.length, `tensor ${i} close to float32`, 0.1);
+  });
+});
+
+test('fp8GroupedExperts: keeping the forward Y for dgate (no VDPBF16PS) equals recomputing it, bit for bit, on every ISA', () => {
+  const c = makeCase([0, 1, 127, 129, 3], 2, 160, 144, 136);
+  const R = randData(r, c.N * c.D);
+  const check = (label: string): void => {
+    try {
+      // the down projection's batch runs once more when Y is recomputed (counted on the backend)
+      const K = kernels() as { fp8GemmBatch: (...a: unknown[]) => unknown };
+      const orig = K.fp8GemmBatch;
+      let calls = 0;
+      K.fp8GemmBatch = (...a: unknown[]) => (calls++, orig.apply(K, a));
+      let re: Float32Array[], kept: Float32Array[], nRe: number, nKept: number;
+      try {
+        setFp8KeepExpertY('recompute');
+        re = run(c, fp8Op(c), R);
+        nRe = calls;
+        setFp8KeepExpertY('keep');
+        kept = run(c, fp8Op(c), R);
+        nKept = calls - nRe;
+      } finally {
+        K.fp8GemmBatch = orig;
+      }
+      assert.equal(nRe, nKept + 1, `${label}: one fewer GEMM batch with Y kept`);
+      kept.forEach((v, i) => assert.deepEqual(v, re[i]!, `${label}: tensor ${i}`));
+      assert.ok(re[2]!.some((v) => v !== 0), 'dgates are computed');
+      setFp8KeepExpertY('auto');
+      const auto = run(c, fp8Op(c), R);
+      auto.forEach((v, i) => assert.deepEqual(v, re[i]!, `${label} (auto): tensor ${i}`));
+    } finally {
+      setFp8KeepExpertY('auto');
+    }
+  };
+  if (kernels().name !== 'native' || !nativeAddon()) return check(kernels().name);
+  const { eachConfig } = nativeForTests();
+  eachConfig((cfg) => {
+    check(cfg);
   });
 });

@@ -16,7 +16,10 @@
  * dYs = gate ⊙ dout rows is the routed expert's output gradient (out += gate · Y), and
  * dgate[p] = dout[t] · Y[p] with Y the FP8 Fprop result, recomputed in the backward from H's FP8
  * copy by the same GEMM (bit-identical; one extra down-projection GEMM instead of keeping Y
- * [N·K, D] in float32).
+ * [N·K, D] in float32) where the FP8 GEMM runs on bf16 dot products (VDPBF16PS); elsewhere (the
+ * float32 micro-kernel: AVX2, scalar) that GEMM costs as much as the float32 one, and the forward's
+ * Y is kept instead (`fp8KeepExpertY`; issue 13: AVX2 not slower; the peak-RSS bars are judged on
+ * avx512_bf16 CPUs). Same bits either way.
  * Low-precision caching (§3.3.3, "the inputs of the SwiGLU operator in MoE are cached in FP8"):
  * the forward keeps for the backward only FP8 copies (1x128 tiles, 1 byte per element): x's,
  * the SwiGLU inputs G = X W1^T and U = X W3^T of every routed and shared expert, and H's (the
@@ -49,6 +52,17 @@ import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js
 import { scratchBuf, scratchDone } from './grouped-gemm.js';
 import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
+import { nativeHasBf16Dot } from '../native.js';
+
+let keepYMode: 'auto' | 'keep' | 'recompute' = 'auto';
+/** Test hook: keep the routed experts' forward Y for dgate ('keep'), recompute it ('recompute'), or choose by CPU ('auto'). */
+export function setFp8KeepExpertY(mode: 'auto' | 'keep' | 'recompute'): void {
+  keepYMode = mode;
+}
+/** Whether the backward reuses the forward's Y: where the FP8 GEMM has no bf16 dot products (see the header). */
+function fp8KeepExpertY(): boolean {
+  return keepYMode === 'auto' ? kernels().name === 'native' && !nativeHasBf16Dot() : keepYMode === 'keep';
+}
 
 /** A weight's 128x128-block FP8 copy as the B operand: W (Fprop) or W^T (Dgrad, `t`). */
 function blocks(q: Fp8Blocks, t = false): Fp8Operand {
@@ -149,7 +163,9 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
   let GQ: Fp8Operand | null = null;
   let UQ: Fp8Operand | null = null;
   let HQ: Fp8Operand | null = null;
-  const Y = scratchBuf('f8.Y', P * D);
+  // Y kept for dgate (an arena buffer the backward closure holds) or scratch (recomputed there)
+  const keptY = routed && recording && gates.requiresGrad && fp8KeepExpertY();
+  const Y = keptY ? allocUninit(P * D) : scratchBuf('f8.Y', P * D);
   if (routed) {
     const X = gatherOperand(xq, rows, D); // gathered FP8 rows = the experts' 1x128-tile operands
     const G = scratchBuf('f8.G', P * I);
@@ -276,9 +292,9 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const dY = scratchBuf('f8.dY', P * D); // dout rows of each pair, then gate-scaled
       k.gatherRows(dout, rows, null, dY, P, D);
       if (dgates) {
-        // dgate = dout · Y, Y recomputed from H's FP8 copy exactly as the forward computed it
-        const Yr = scratchBuf('f8.Y', P * D);
-        fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(HQ!, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Yr.subarray(a * D), ldc: D })));
+        // dgate = dout · Y: the forward's Y, or Y recomputed from H's FP8 copy exactly as the forward computed it
+        const Yr = keptY ? Y : scratchBuf('f8.Y', P * D);
+        if (!keptY) fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(HQ!, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Yr.subarray(a * D), ldc: D })));
         const dp = scratchBuf('f8.dgate', P);
         k.rowDot(dY, Yr, dp, P, D);
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
