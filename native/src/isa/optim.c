@@ -94,50 +94,6 @@ __attribute__((optimize("fp-contract=off"))) void ISA_FN(dsv3_adamw_bf16)(float*
       _mm256_storeu_ps(w + j, _mm512_cvtpd_ps(_mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(w + j)), decay8), upd)));
     }
   }
-#elif defined(DSV3_ISA_AVX2)
-  { /* AVX2: 8 elements at a time, the float64 arithmetic as two 4-lane halves (the same operations
-     * in the same order as below), the bf16 widening and rounding on 8 lanes in 256-bit integer
-     * registers: half the integer instructions per element of the 4-lane loop (issue 13, AVX2) */
-    const __m256d gs4 = _mm256_set1_pd(gs), decay4 = _mm256_set1_pd(decay), b14 = _mm256_set1_pd(b1),
-                  b24 = _mm256_set1_pd(b2), c14 = _mm256_set1_pd(c1), c24 = _mm256_set1_pd(c2),
-                  step4 = _mm256_set1_pd(step), inv4 = _mm256_set1_pd(inv), eps4 = _mm256_set1_pd(eps);
-    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), absm = _mm256_set1_epi32(0x7fffffff),
-                  inf = _mm256_set1_epi32(0x7f800000), quiet = _mm256_set1_epi32(0x00400000);
-    for (; j + 8 <= i1; j += 8) {
-      const __m256 mf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(m + j))), 16));
-      const __m256 vf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(v + j))), 16));
-      const __m256 gf = _mm256_loadu_ps(g + j), wf = _mm256_loadu_ps(w + j);
-      __m128 mo[2], vo[2], wo[2];
-      for (int h = 0; h < 2; h++) {
-        const __m128 mh = h ? _mm256_extractf128_ps(mf, 1) : _mm256_castps256_ps128(mf);
-        const __m128 vh = h ? _mm256_extractf128_ps(vf, 1) : _mm256_castps256_ps128(vf);
-        const __m128 gh = h ? _mm256_extractf128_ps(gf, 1) : _mm256_castps256_ps128(gf);
-        const __m128 wh = h ? _mm256_extractf128_ps(wf, 1) : _mm256_castps256_ps128(wf);
-        const __m256d gj = _mm256_mul_pd(_mm256_cvtps_pd(gh), gs4);
-        const __m256d mj = _mm256_add_pd(_mm256_mul_pd(b14, _mm256_cvtps_pd(mh)), _mm256_mul_pd(c14, gj));
-        const __m256d vj = _mm256_add_pd(_mm256_mul_pd(b24, _mm256_cvtps_pd(vh)), _mm256_mul_pd(_mm256_mul_pd(c24, gj), gj));
-        mo[h] = _mm256_cvtpd_ps(mj);
-        vo[h] = _mm256_cvtpd_ps(vj);
-        const __m256d den = _mm256_add_pd(_mm256_sqrt_pd(_mm256_mul_pd(vj, inv4)), eps4);
-        const __m256d upd = _mm256_div_pd(_mm256_mul_pd(step4, mj), den);
-        wo[h] = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_mul_pd(_mm256_cvtps_pd(wh), decay4), upd));
-      }
-      /* float32 -> bf16 (RNE, NaN quiet), 8 lanes */
-      const __m256i us[2] = {_mm256_castps_si256(_mm256_set_m128(mo[1], mo[0])), _mm256_castps_si256(_mm256_set_m128(vo[1], vo[0]))};
-      __m128i r[2];
-      for (int q = 0; q < 2; q++) {
-        const __m256i u = us[q];
-        const __m256i rn = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(_mm256_srli_epi32(u, 16), one)), 16);
-        const __m256i qn = _mm256_srli_epi32(_mm256_or_si256(u, quiet), 16);
-        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), inf);
-        const __m256i b = _mm256_blendv_epi8(rn, qn, nan); /* 8 values < 2^16 in 32-bit lanes */
-        r[q] = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-      }
-      _mm_storeu_si128((__m128i*)(m + j), r[0]);
-      _mm_storeu_si128((__m128i*)(v + j), r[1]);
-      _mm256_storeu_ps(w + j, _mm256_set_m128(wo[1], wo[0]));
-    }
-  }
 #endif
 #if defined(DSV3_ISA_AVX2) || defined(DSV3_ISA_AVX512)
   const __m256d vgs = _mm256_set1_pd(gs), vdecay = _mm256_set1_pd(decay), vb1 = _mm256_set1_pd(b1),
