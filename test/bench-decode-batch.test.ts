@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../src/engine/native.js';
 import { DecodeSession } from '../src/inference/decode-session.js';
 import { generate } from '../src/inference/generate.js';
 import { measureDecode, promptIds } from '../src/inference/measure.js';
@@ -38,6 +40,19 @@ describe('batched decode benchmark protocol', () => {
       const prof = profileBatchDecode(model, o, clock);
       const sum = Object.entries(prof).filter(([k]) => k !== 'total').reduce((a, [, v]) => a + v, 0);
       assert.ok(prof.total > 0 && Math.abs(sum - prof.total) <= 0.01 + 1e-3 * prof.total, clock);
+    }
+  });
+
+  it('on configs/bench-small.json (the bar\'s model) batch 8 gives every sequence the ids it gets alone', () => {
+    // the M-row kernels the bar measures (8-row narrow GEMMs of gemm_rows_tile.c, moeRows, the
+    // batched attention) on the real shapes: d 256, k = 128 / 256 / 768, vocab 4096
+    const big = randomModel(loadModelConfig(join(packageRoot(), 'configs/bench-small.json')), 1, 'f32');
+    const ob = { prompt: 32, tokens: 12, reps: 1, batch: 8 };
+    const b = measureBatchDecode(big, ob);
+    for (let s = 0; s < ob.batch; s++) {
+      const p = promptIds(ob.prompt + s, big.cfg.vocab_size, 1 + 7919 * s);
+      const g = generate(new DecodeSession(big, { maxLen: p.length + ob.tokens + 1 }), p, p.length, { maxNew: ob.tokens + 1 });
+      assert.deepEqual(Array.from(b.ids[s]!), g.tokens[0]!.slice(0, ob.tokens), `sequence ${s}`);
     }
   });
 

@@ -1,6 +1,6 @@
 // The small-m GEMM against narrow float32 weight rows (native/src/isa/gemm_gemv.c, nt_rows_narrow:
 // m = 2..16, k <= 1024, W^T stored [n, k]; the batched decode and the speculative verification
-// forward): every row of an m-row call equals, bit for bit, the same row computed alone (m = 1,
+// forward; AVX-512 with k % 32 = 0: the register-tiled gemm_rows_tile.c): every row of an m-row call equals, bit for bit, the same row computed alone (m = 1,
 // the decode GEMV), on every ISA and with 1 and 2 threads, including alpha / beta and row strides.
 // Values against the reference are checked by gemm.test.ts; this pins the equality of the paths.
 import { test } from 'node:test';
@@ -16,7 +16,7 @@ function rand(): number {
 }
 
 test('gemm NT, narrow float32 weight rows: each of m = 2..16 rows equals its own one-row GEMV bit for bit', opts, () => {
-  for (const [n, k, lda] of [[37, 256, 256], [129, 1024, 1030], [64, 48, 50], [5, 1000, 1000], [300, 17, 17]] as const) {
+  for (const [n, k, lda] of [[37, 256, 256], [129, 1024, 1030], [64, 48, 50], [5, 1000, 1000], [300, 17, 17], [38, 128, 130], [97, 768, 768], [2, 32, 32]] as const) {
     const w = Float32Array.from({ length: n * k }, rand);
     for (const m of [2, 3, 4, 5, 8, 13, 16]) {
       const x = Float32Array.from({ length: m * lda }, rand);

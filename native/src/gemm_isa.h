@@ -233,6 +233,9 @@ int ISA_FN(gemm_gemv)(const gemm_prob* P); /* 0, or -1 when scratch memory ran o
 /* gemm_gemv's A copy and its B^T outputs [j0, j1) on the calling thread (no pool). */
 void ISA_FN(gemm_gemv_prep_a)(const gemm_prob* P, float* ar, uint16_t* ah);
 void ISA_FN(gemm_gemv_rows)(const gemm_prob* P, const float* ar, const uint16_t* ah, int64_t j0, int64_t j1);
+/* m >= 2 rows against narrow float32 W rows, register-tiled, the one-row path's bits (gemm_rows_tile.c):
+ * outputs [j0, j1) on the calling thread; 0 (nothing done) where it does not apply. */
+int ISA_FN(gemm_rows_tile)(const gemm_prob* P, const float* ar, int64_t j0, int64_t j1);
 
 /* Thread-local, 64-byte aligned scratch that only grows (gemm_driver.c); slot 0..3. */
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes);

@@ -218,7 +218,12 @@ export class ContinuousBatcher implements BatchDecoder {
    * token (their cache rows are already written), and step() rethrows the first error at the end.
    */
   private emitSafely(seq: Sequence, logits: Float32Array, off: number): void {
-    this.safely(() => this.emit(seq, logits, off));
+    // (no closure per row and step: this runs for every sequence on every step)
+    try {
+      this.emit(seq, logits, off);
+    } catch (e) {
+      if (this.callbackError === null) this.callbackError = e;
+    }
   }
 
   private safely(fn: () => void): void {

@@ -291,7 +291,7 @@ static void nt_range_multi(const gemv_ctx* X, int64_t j0, int64_t j1) {
   const int m = (int)P->m;
   int64_t j = j0;
   if (!P->bf16 && P->k <= NARROW) {
-    nt_rows_narrow(X, j0, j1);
+    if (!ISA_FN(gemm_rows_tile)(P, X->ar, j0, j1)) nt_rows_narrow(X, j0, j1); /* same bits (gemm_rows_tile.c) */
     return;
   }
 #if defined(DSV3_ISA_AVX512)
@@ -373,7 +373,7 @@ static void nt_range(const gemv_ctx* X, int64_t j0, int64_t j1) {
     return;
   }
   if (!P->bf16 && P->k <= NARROW) { /* m = 2 .. 4 */
-    nt_rows_narrow(X, j0, j1);
+    if (!ISA_FN(gemm_rows_tile)(P, X->ar, j0, j1)) nt_rows_narrow(X, j0, j1); /* same bits (gemm_rows_tile.c) */
     return;
   }
   switch (m) {
