@@ -15,6 +15,10 @@ import { measureDecode, measurePrefill, measureSpeculative, profileDecode, promp
 import { isFp8InCheckpoint, randomModel, type WeightStorage } from '../src/inference/random-model.js';
 import { loadModelConfig } from '../src/model/config.js';
 import type { DeepseekV3 } from '../src/model/model.js';
+import { setAbsorbedKvBBf16 } from '../src/model/mla.js';
+import { roundBf16, sum } from '../src/engine/ops/index.js';
+import { backward } from '../src/engine/autograd.js';
+import { bf16ToF32, f32ToBf16 } from '../src/engine/dtype.js';
 import { fixturePath, modelTolerance, relToMax } from './helpers/fixtures.js';
 
 const TOL = modelTolerance();
@@ -72,6 +76,47 @@ describe('engine on each weight storage', () => {
       assert.ok(err <= TOL, `${storage}: ${err.toExponential(3)} > ${TOL}`);
     });
   }
+
+  // issue 12: a bf16 kv_b_proj is read as its bf16 bits in place (2 bytes per weight, no float32
+  // copy), with q^C and ctx rounded to bf16 in the engine AND the model's absorbed form; with the
+  // switch off (DSV3_KVB_BF16=0) both keep float32 operands and the engine a decoded copy
+  for (const on of [true, false]) {
+    it(`bf16 kv_b_proj ${on ? 'as bits in place' : 'decoded to float32 (DSV3_KVB_BF16=0)'}: engine equals the model`, () => {
+      const was = setAbsorbedKvBBf16(on);
+      try {
+        const model = randomModel(cfg, 13, 'bf16', { mtp: false });
+        const s = new DecodeSession(model, { batch: 1, maxLen: 4, chunk: 1 });
+        const H = cfg.num_attention_heads;
+        const perLayer = H * (cfg.qk_nope_head_dim + cfg.v_head_dim) * cfg.kv_lora_rank;
+        assert.equal(s.engine.memory().decodedKvB, on ? 0 : 4 * perLayer * cfg.num_hidden_layers);
+        const a = s.engine.layers[0]!.attn;
+        const kvb = model.linears.get('model.layers.0.self_attn.kv_b_proj.weight')!;
+        assert.equal(kvb.kind, 'bf16');
+        if (on) {
+          assert.ok(kvb.kind === 'bf16' && a.ukHeadBits![1]!.buffer === kvb.bits.buffer, 'a view of the weight bits, not a copy');
+          assert.equal(a.uvHeadBits![1]!.byteOffset - kvb.bits.byteOffset, 2 * (perLayer / H + cfg.qk_nope_head_dim * cfg.kv_lora_rank));
+          assert.equal(a.kvB.length, 0);
+        } else assert.equal(a.ukHeadBits, null);
+        const want = modelDecode(model, ids, B, S, 5);
+        const got = sessionDecode(model, ids, B, S, 5, 3);
+        const err = relToMax(got, want);
+        assert.ok(err <= TOL, `${err.toExponential(3)} > ${TOL}`);
+      } finally {
+        setAbsorbedKvBBf16(was);
+      }
+    });
+  }
+
+  it('roundBf16: nearest bf16, ties to even, identity gradient', () => {
+    const x = Float32Array.from([1 + 2 ** -8, 1 + 3 * 2 ** -8, -3.14159, 1e-40, 65504.7, 0]);
+    const t = Tensor.param(x.slice(), [6]);
+    const y = roundBf16(t);
+    const d = y.contiguous().f32();
+    assert.deepEqual([...d.subarray(0, 2)], [1, 1 + 2 ** -6]); // ties: to even
+    for (let i = 0; i < 6; i++) assert.equal(d[i], bf16ToF32(f32ToBf16(x[i]!)));
+    backward(sum(y));
+    assert.deepEqual(t.grad!.toArray(), [1, 1, 1, 1, 1, 1]);
+  });
 
   it('FP8 storage follows the checkpoint: attention and expert projections only', () => {
     assert.ok(isFp8InCheckpoint('model.layers.3.self_attn.kv_b_proj.weight'));

@@ -18,7 +18,8 @@
  *                                  so the next open reads from disk (cold-start measurements).
  * advice: 0 normal, 1 random (no read-ahead), 2 sequential, 3 willneed (start reading now,
  * asynchronously), 4 dontneed (drop this process's pages; clean file pages, nothing lost),
- * 5 (adviseMapped only) willneed from a background thread, ranges in the order given (below).
+ * 5 (adviseMapped only) willneed from a background thread, ranges in the order given
+ * (read_ahead.c).
  *
  * Huge-page mapping (huge = 1; issue 12, measurements and the kernel's behaviour per read path in
  * BENCHMARKS.md and scripts/mapped-stream/folio-probe.c): Linux >= 6.16 maps a file with 2 MiB
@@ -27,7 +28,7 @@
  * ones, and nothing collapses them later. So the file is mapped inside a reservation of
  * bytes + 2 MiB at an aligned address, advised MADV_HUGEPAGE; advice 5 populates then drops this
  * process's entries (pages stay cached, RSS not inflated); advice 3 populates from a short-lived
- * thread per range (below); advice 1 also sets MADV_NOHUGEPAGE (a random row faults one page).
+ * thread per range (read_ahead.c); advice 1 also sets MADV_NOHUGEPAGE (a random row faults one page).
  * All advisory: where any step is unavailable the mapping and read-ahead are as with huge = 0.
  * Small folios already cached stay small; dropping them (bench --cold) is the caller's choice.
  *
@@ -44,163 +45,16 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "mapped_file.h"
 #include "napi_util.h"
 
-typedef struct mapping {
-  void* base;
-  size_t bytes;
-  int refs; /* 1 for the ArrayBuffer while it lives, + 1 per queued background read-ahead */
-  int aligned; /* base is 2 MiB-aligned */
-  int huge;    /* MADV_HUGEPAGE accepted: read-ahead populates instead of MADV_WILLNEED */
-  struct mapping *prev, *next;
-} mapping;
+static dsv3_mapping* maps; /* live mappings (for isMapped / adviseMapped lookups) */
+pthread_mutex_t dsv3_maps_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static mapping* maps; /* live mappings (for isMapped / adviseMapped lookups) */
-static pthread_mutex_t maps_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* Drops one reference (maps_mu held); the last one unmaps. */
-static void unref_locked(mapping* m) {
+void dsv3_mapping_unref_locked(dsv3_mapping* m) {
   if (--m->refs > 0) return;
   munmap(m->base, m->bytes);
   free(m);
-}
-
-/* ---- background read-ahead (advice 5) -------------------------------------------------------
- * madvise(MADV_WILLNEED) starts reading a range, but the call itself blocks while it submits
- * the reads (once the device queue is full, until earlier reads complete): advising a gigabyte
- * at open would hold the caller for a good part of the read. Advice 5 queues the range instead;
- * one background thread advises the queued ranges in order, 8 MiB at a time, so the caller goes
- * on computing (planning, the first layers) while the disk reads what comes next. A queued range
- * holds a reference on its mapping, so the ArrayBuffer's finalizer never unmaps under it. */
-typedef struct ra_item {
-  mapping* m;
-  uintptr_t lo, hi;
-  int populate; /* MADV_POPULATE_READ + MADV_DONTNEED instead of MADV_WILLNEED */
-  struct ra_item* next;
-} ra_item;
-static ra_item *ra_head, *ra_tail;
-static pthread_cond_t ra_cv = PTHREAD_COND_INITIALIZER;
-static int ra_started;
-#define RA_STEP ((uintptr_t)8 << 20)
-#define HUGE_SZ ((uintptr_t)2 << 20)
-
-#ifdef MADV_POPULATE_READ
-static int populate_ok = 1; /* cleared when the kernel rejects MADV_POPULATE_READ (< 5.14) */
-#endif
-
-/* Reads [a, b) (page-aligned a) into the page cache: on a huge mapping by page faults (PMD-order
- * folios), then drops this process's entries again; else (or where that is unsupported) by
- * MADV_WILLNEED. */
-static void read_ahead_step(uintptr_t a, uintptr_t b, int populate) {
-#ifdef MADV_POPULATE_READ
-  if (populate && populate_ok) {
-    if (madvise((void*)a, (size_t)(b - a), MADV_POPULATE_READ) == 0) {
-      madvise((void*)a, (size_t)(b - a), MADV_DONTNEED); /* clean shared file pages: nothing lost */
-      return;
-    }
-    if (errno == EINVAL) populate_ok = 0;
-  }
-#else
-  (void)populate;
-#endif
-  madvise((void*)a, (size_t)(b - a), MADV_WILLNEED);
-}
-
-static void* ra_main(void* arg) {
-  (void)arg;
-  const long pg = sysconf(_SC_PAGESIZE);
-  pthread_mutex_lock(&maps_mu);
-  for (;;) {
-    while (!ra_head) pthread_cond_wait(&ra_cv, &maps_mu);
-    ra_item* it = ra_head;
-    ra_head = it->next;
-    if (!ra_head) ra_tail = NULL;
-    pthread_mutex_unlock(&maps_mu);
-    for (uintptr_t a = it->lo; a < it->hi; a += RA_STEP) {
-      const uintptr_t b = it->hi - a < RA_STEP ? it->hi : a + RA_STEP;
-      read_ahead_step(a & ~(uintptr_t)(pg - 1), b, it->populate);
-    }
-    pthread_mutex_lock(&maps_mu);
-    unref_locked(it->m);
-    free(it);
-  }
-  return NULL;
-}
-
-/* Queues [lo, hi) of m for the background thread (starting it once). */
-static void ra_push(mapping* m, uintptr_t lo, uintptr_t hi) {
-  ra_item* it = (ra_item*)calloc(1, sizeof *it);
-  if (!it) return; /* advisory */
-  it->m = m;
-  it->lo = lo;
-  it->hi = hi;
-  it->populate = m->huge;
-  pthread_mutex_lock(&maps_mu);
-  if (!ra_started) {
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    ra_started = pthread_create(&t, &attr, ra_main, NULL) == 0 ? 1 : -1;
-    pthread_attr_destroy(&attr);
-  }
-  if (ra_started < 0) { /* no thread: advise here */
-    pthread_mutex_unlock(&maps_mu);
-    madvise((void*)lo, (size_t)(hi - lo), MADV_WILLNEED);
-    free(it);
-    return;
-  }
-  m->refs++;
-  if (ra_tail) ra_tail->next = it;
-  else ra_head = it;
-  ra_tail = it;
-  pthread_cond_signal(&ra_cv);
-  pthread_mutex_unlock(&maps_mu);
-}
-
-/* Advice 3 on a huge mapping: a detached thread per range populates it, so ranges advised together
- * (a layer's chosen experts) are read in parallel like MADV_WILLNEED's asynchronous reads; the
- * entries stay (the caller reads them next). At most URGENT_MAX at once; beyond that, nothing. */
-#define URGENT_MAX 16
-static int urgent_running;
-typedef struct { mapping* m; uintptr_t lo, hi; } urgent_job;
-static void* urgent_main(void* arg) {
-  urgent_job* j = (urgent_job*)arg;
-#ifdef MADV_POPULATE_READ
-  if (populate_ok) madvise((void*)j->lo, (size_t)(j->hi - j->lo), MADV_POPULATE_READ);
-#endif
-  pthread_mutex_lock(&maps_mu);
-  urgent_running--;
-  unref_locked(j->m);
-  pthread_mutex_unlock(&maps_mu);
-  free(j);
-  return NULL;
-}
-static void urgent_populate(mapping* m, uintptr_t lo, uintptr_t hi) {
-  urgent_job* j = (urgent_job*)calloc(1, sizeof *j);
-  if (!j) return; /* advisory */
-  j->m = m;
-  j->lo = lo;
-  j->hi = hi;
-  pthread_mutex_lock(&maps_mu);
-  if (urgent_running >= URGENT_MAX) {
-    pthread_mutex_unlock(&maps_mu);
-    free(j);
-    return;
-  }
-  m->refs++;
-  urgent_running++;
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&t, &attr, urgent_main, j) != 0) {
-    urgent_running--;
-    unref_locked(m);
-    free(j);
-  }
-  pthread_attr_destroy(&attr);
-  pthread_mutex_unlock(&maps_mu);
 }
 
 static int advice_of(int64_t a) {
@@ -217,20 +71,20 @@ static int advice_of(int64_t a) {
 static void finalize_map(napi_env env, void* data, void* hint) {
   (void)env;
   (void)data;
-  mapping* m = (mapping*)hint;
-  pthread_mutex_lock(&maps_mu);
+  dsv3_mapping* m = (dsv3_mapping*)hint;
+  pthread_mutex_lock(&dsv3_maps_mu);
   if (m->prev) m->prev->next = m->next;
   else maps = m->next;
   if (m->next) m->next->prev = m->prev;
-  unref_locked(m);
-  pthread_mutex_unlock(&maps_mu);
+  dsv3_mapping_unref_locked(m);
+  pthread_mutex_unlock(&dsv3_maps_mu);
 }
 
-static mapping* find_map(void* base, size_t bytes) {
-  pthread_mutex_lock(&maps_mu);
-  mapping* m = maps;
+static dsv3_mapping* find_map(void* base, size_t bytes) {
+  pthread_mutex_lock(&dsv3_maps_mu);
+  dsv3_mapping* m = maps;
   while (m && !(m->base == base && m->bytes == bytes)) m = m->next;
-  pthread_mutex_unlock(&maps_mu);
+  pthread_mutex_unlock(&dsv3_maps_mu);
   return m;
 }
 
@@ -240,22 +94,22 @@ static void* map_aligned(int fd, size_t bytes, int huge, int* aligned) {
   const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
   const size_t len = (bytes + pg - 1) & ~(pg - 1);
   *aligned = 0;
-  if (huge && len >= HUGE_SZ) {
-    char* r = (char*)mmap(NULL, len + HUGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (huge && len >= DSV3_HUGE_SZ) {
+    char* r = (char*)mmap(NULL, len + DSV3_HUGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r != MAP_FAILED) {
-      char* a = (char*)(((uintptr_t)r + HUGE_SZ - 1) & ~(HUGE_SZ - 1));
+      char* a = (char*)(((uintptr_t)r + DSV3_HUGE_SZ - 1) & ~(DSV3_HUGE_SZ - 1));
       void* p = mmap(a, bytes, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
       if (p == a) {
         if (a > r) munmap(r, (size_t)(a - r));
-        if (r + len + HUGE_SZ > a + len) munmap(a + len, (size_t)(r + len + HUGE_SZ - (a + len)));
+        if (r + len + DSV3_HUGE_SZ > a + len) munmap(a + len, (size_t)(r + len + DSV3_HUGE_SZ - (a + len)));
         *aligned = 1;
         return a;
       }
-      munmap(r, len + HUGE_SZ); /* also removes a failed MAP_FIXED's leftovers */
+      munmap(r, len + DSV3_HUGE_SZ); /* also removes a failed MAP_FIXED's leftovers */
     }
   }
   void* p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
-  if (p != MAP_FAILED) *aligned = ((uintptr_t)p & (HUGE_SZ - 1)) == 0;
+  if (p != MAP_FAILED) *aligned = ((uintptr_t)p & (DSV3_HUGE_SZ - 1)) == 0;
   return p;
 }
 
@@ -294,7 +148,7 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
   if (huge && aligned) advised_huge = madvise(p, (size_t)bytes, MADV_HUGEPAGE) == 0;
 #endif
   if (a != MADV_NORMAL) madvise(p, (size_t)bytes, a); /* advisory: errors ignored */
-  mapping* m = (mapping*)calloc(1, sizeof *m);
+  dsv3_mapping* m = (dsv3_mapping*)calloc(1, sizeof *m);
   if (!m) {
     munmap(p, (size_t)bytes);
     napi_throw_error(env, NULL, "dsv3 native: mapFile: out of memory");
@@ -312,16 +166,16 @@ static napi_value js_map_file(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "dsv3 native: mapFile: napi_create_external_arraybuffer failed");
     return NULL;
   }
-  pthread_mutex_lock(&maps_mu);
+  pthread_mutex_lock(&dsv3_maps_mu);
   m->next = maps;
   if (maps) maps->prev = m;
   maps = m;
-  pthread_mutex_unlock(&maps_mu);
+  pthread_mutex_unlock(&dsv3_maps_mu);
   return ab;
 }
 
 /* The live mapping behind an ArrayBuffer argument, or NULL (with a pending error if `need`). */
-static mapping* mapping_arg(napi_env env, napi_value v, int need) {
+static dsv3_mapping* mapping_arg(napi_env env, napi_value v, int need) {
   bool is = false;
   napi_is_arraybuffer(env, v, &is);
   if (!is) {
@@ -331,14 +185,14 @@ static mapping* mapping_arg(napi_env env, napi_value v, int need) {
   void* data = NULL;
   size_t len = 0;
   if (napi_get_arraybuffer_info(env, v, &data, &len) != napi_ok) return NULL;
-  mapping* m = data ? find_map(data, len) : NULL;
+  dsv3_mapping* m = data ? find_map(data, len) : NULL;
   if (!m && need) napi_throw_type_error(env, NULL, "dsv3 native: the ArrayBuffer was not made by mapFile");
   return m;
 }
 
 static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 4);
-  mapping* m = mapping_arg(env, argv[0], 1);
+  dsv3_mapping* m = mapping_arg(env, argv[0], 1);
   if (!m) return NULL;
   int64_t off, len, adv;
   if (dsv3_int(env, argv[1], &off, "offset") || dsv3_int(env, argv[2], &len, "length") || dsv3_int(env, argv[3], &adv, "advice")) return NULL;
@@ -355,8 +209,8 @@ static napi_value js_advise_mapped(napi_env env, napi_callback_info info) {
     const long pg = sysconf(_SC_PAGESIZE);
     const uintptr_t lo = ((uintptr_t)m->base + (uintptr_t)off) & ~(uintptr_t)(pg - 1);
     const uintptr_t hi = (uintptr_t)m->base + (uintptr_t)off + (uintptr_t)len;
-    if (adv == 5) ra_push(m, lo, hi);
-    else if (adv == 3 && m->huge) urgent_populate(m, lo, hi); /* WILLNEED reads order-0 folios */
+    if (adv == 5) dsv3_read_ahead_queue(m, lo, hi);
+    else if (adv == 3 && m->huge) dsv3_read_ahead_urgent(m, lo, hi); /* WILLNEED reads order-0 folios */
     else {
       madvise((void*)lo, (size_t)(hi - lo), a); /* advisory: errors ignored */
 #ifdef MADV_NOHUGEPAGE
@@ -376,7 +230,7 @@ static napi_value js_is_mapped(napi_env env, napi_callback_info info) {
 
 static napi_value js_mapping_info(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  mapping* m = mapping_arg(env, argv[0], 1);
+  dsv3_mapping* m = mapping_arg(env, argv[0], 1);
   if (!m) return NULL;
   napi_value r, al, hu;
   napi_create_object(env, &r);

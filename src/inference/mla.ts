@@ -14,7 +14,8 @@
  * positions start .. start+T-1 of each sequence (causal offset = start), or, in continuous
  * batching, each sequence at its own position in its own cache slot (the kernel's per-batch
  * causalOffsets and kvBatch: one call for all rows). W^UK[h] / W^UV[h] are
- * one small GEMM per head each (block-diagonal over heads).
+ * one small GEMM per head each (block-diagonal over heads), on kv_b_proj's bf16 bits in place
+ * when it is bf16 (gemmBatchBf16: q^C and ctx rounded to bf16, as the model's absorbed form; plan.ts).
  */
 import type { Kernels } from '../engine/kernels.js';
 import { runLinear } from './linear.js';
@@ -119,7 +120,8 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   const qcat = ws.qcat;
   // the H small per-head GEMMs as one batched call (each head on one thread, one pool barrier
   // instead of H; each head's GEMM computes the same values either way)
-  kern.gemmBatch(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHead, r, 0, ws.qcatHead, H * W);
+  if (p.ukHeadBits) kern.gemmBatchBf16(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHeadBits, r, 0, ws.qcatHead, H * W);
+  else kern.gemmBatch(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHead, r, 0, ws.qcatHead, H * W);
   for (let b = 0; b < B; b++) {
     const start = startOf(shape, b);
     for (let t = 0; t < T; t++) {
@@ -183,7 +185,8 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   prof?.lap('attn.core');
 
   // ---- o[h] = W^UV[h] ctx[h]; h += W^O o ------------------------------------------------------
-  kern.gemmBatch(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHead, r, 0, ws.oHead, H * dv);
+  if (p.uvHeadBits) kern.gemmBatchBf16(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHeadBits, r, 0, ws.oHead, H * dv);
+  else kern.gemmBatch(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHead, r, 0, ws.oHead, H * dv);
   runLinear(kern, p.o, M, ws.o, ws.h, 1);
   prof?.lap('attn.out');
 }

@@ -10,6 +10,12 @@
  * 4 * H * (dn + dv) * r bytes per layer — 64 KiB per layer for configs/bench-small.json,
  * 64 MiB per layer (3.9 GiB for 61 + 1 layers) for DeepSeek-V3 (H 128, dn = dv = 128, r 512),
  * about 0.6 % of its FP8 weights — and saves decoding it for every token.
+ *
+ * A bf16 kv_b_proj is NOT decoded (absorbedKvBBf16, src/model/mla.ts): the plan keeps views of
+ * its bf16 bits (in the checkpoint's mapping, no copy) and mla.ts runs the per-head GEMMs with
+ * gemmBf16's rule (q^C and ctx rounded to bf16, float32 accumulation), as the model's absorbed
+ * form then does: a decode token reads 2 bytes per weight instead of 4 (30 MB less per token at
+ * the DeepSeek-V2-Lite shape, issue 12). DSV3_KVB_BF16=0 decodes it to float32 as before.
  */
 import type { ModelConfig } from '../model/config.js';
 import type { DecoderLayer } from '../model/decoder-layer.js';
@@ -17,6 +23,7 @@ import { MoE } from '../model/moe.js';
 import type { SwiGluMlp } from '../model/mlp.js';
 import type { RMSNorm } from '../model/rmsnorm.js';
 import { ExpertSelector, type RouterConfig } from '../model/router.js';
+import { absorbedKvBBf16 } from '../model/mla.js';
 import { denseRows } from '../model/weights.js';
 import { type PreparedLinear, prepareLinear } from './linear.js';
 
@@ -66,6 +73,12 @@ export interface AttnPlan {
   readonly uvHead: readonly Float32Array[];
   /** True when kvB is a decoded copy (bf16 / FP8 kv_b_proj), false when it is the parameter. */
   readonly kvBDecoded: boolean;
+  /**
+   * A bf16 kv_b_proj kept as its bits (kvB, ukHead and uvHead are then empty): the per-head
+   * views of W^UK / W^UV in the bits, for kernels().gemmBatchBf16; null: the float32 views.
+   */
+  readonly ukHeadBits: readonly Uint16Array[] | null;
+  readonly uvHeadBits: readonly Uint16Array[] | null;
   readonly o: PreparedLinear;
   /** This layer's slot in the latent cache. */
   readonly slot: number;
@@ -95,9 +108,12 @@ export function planMlp(m: SwiGluMlp): MlpPlan {
 
 export function planLayer(layer: DecoderLayer): LayerPlan {
   const a = layer.selfAttn;
-  const decoded = a.kvB.kind !== 'f32';
-  const kvB = decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!;
+  const bits = a.kvB.kind === 'bf16' && absorbedKvBBf16(a.kvB) ? a.kvB.bits : null;
+  const decoded = !bits && a.kvB.kind !== 'f32';
+  const kvB = bits ? new Float32Array(0) : decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!;
   const block = (a.dn + a.dv) * a.r;
+  const heads = (o: number) => (bits ? [] : Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block + o)));
+  const headBits = (o: number) => (bits ? Array.from({ length: a.heads }, (_, h) => bits.subarray(h * block + o)) : null);
   const attn: AttnPlan = {
     heads: a.heads,
     dn: a.dn,
@@ -112,9 +128,11 @@ export function planLayer(layer: DecoderLayer): LayerPlan {
     kvA: prepareLinear(a.kvA),
     kvANorm: planNorm(a.kvANorm),
     kvB,
-    ukHead: Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block)),
-    uvHead: Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block + a.dn * a.r)),
+    ukHead: heads(0),
+    uvHead: heads(a.dn * a.r),
     kvBDecoded: decoded,
+    ukHeadBits: headBits(0),
+    uvHeadBits: headBits(a.dn * a.r),
     o: prepareLinear(a.o),
     slot: a.cacheSlot,
   };

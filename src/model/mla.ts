@@ -25,7 +25,7 @@
  */
 import { dropActivations } from '../engine/active-arena.js';
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
-import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, ropeTail, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
+import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, roundBf16, ropeTail, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
 import { dataOf } from '../engine/ops/util.js';
 import type { OverBuffer } from '../engine/arena.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -39,6 +39,25 @@ import { LATENT_NORM_EPS, RMSNorm } from './rmsnorm.js';
 import type { RotaryEmbedding } from './rope.js';
 import { applyLinear, feedsBf16Linear, type LinearWeight, weightRows } from './weights.js';
 import { trainingPrecision, withPrecision, type Precision } from './precision-mode.js';
+
+let kvBBf16 = process.env.DSV3_KVB_BF16 !== '0';
+
+/**
+ * Whether the absorbed form (decode) multiplies a bf16 kv_b_proj's W^UK / W^UV with operands
+ * rounded to bf16 (q^C and the attention context; float32 accumulation): the inference engine
+ * then reads the bf16 bits in place, 2 bytes per weight instead of a float32 copy's 4 (issue 12).
+ * DSV3_KVB_BF16=0 in the environment keeps float32 operands and the engine's float32 copy.
+ */
+export function absorbedKvBBf16(w: LinearWeight): boolean {
+  return kvBBf16 && w.kind === 'bf16';
+}
+
+/** Sets absorbedKvBBf16's switch (tests, A/B); returns the previous setting. Plans made before keep theirs. */
+export function setAbsorbedKvBBf16(on: boolean): boolean {
+  const was = kvBBf16;
+  kvBBf16 = on;
+  return was;
+}
 
 let recomputeOn = process.env.DSV3_RECOMPUTE !== '0';
 
@@ -303,8 +322,11 @@ export class MultiHeadLatentAttention {
     const wkv = weightRows(this.kvB).reshape([H, dn + dv, r]);
     const wUK = wkv.slice(1, 0, dn); // [H, dn, r]
     const wUV = wkv.slice(1, dn, dn + dv); // [H, dv, r]
-    const qLat = matmul(qNope.transpose(1, 2), wUK).transpose(1, 2); // [B, T, H, r]
+    // a bf16 kv_b_proj multiplies bf16-rounded operands (gemmBf16's rule, as its naive form
+    // linearBf16(c^KV) does), so the engine can read its bf16 bits in place (absorbedKvBBf16)
+    const bf = absorbedKvBBf16(this.kvB);
+    const qLat = matmul((bf ? roundBf16(qNope) : qNope).transpose(1, 2), wUK).transpose(1, 2); // [B, T, H, r]
     const ctx = attention(cat([qLat, qPe], 3), latent, latent.slice(3, 0, r), { scale: this.scale, causalOffset, bf16: bf16Attention() });
-    return matmul(ctx.transpose(1, 2), wUV.transpose(1, 2)).transpose(1, 2); // [B, T, H, dv]
+    return matmul((bf ? roundBf16(ctx) : ctx).transpose(1, 2), wUV.transpose(1, 2)).transpose(1, 2); // [B, T, H, dv]
   }
 }

@@ -5,7 +5,7 @@
  * only when gradients are enabled and an input requires one.
  */
 export { add, sub, mul, div, binaryRaw } from './elementwise.js';
-export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale } from './unary.js';
+export { neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow, scale, roundBf16 } from './unary.js';
 export { sum, mean, max, argmax } from './reduce.js';
 export { matmul } from './matmul.js';
 export { linear, linearGradInput, linearGradWeight } from './linear.js';

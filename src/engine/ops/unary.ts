@@ -1,9 +1,10 @@
 /**
- * Unary elementwise ops: neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow (number exponent) and
- * scale (multiply by a number). Each is one typed-array loop forward and one backward, with no
+ * Unary elementwise ops: neg, exp, log, sqrt, rsqrt, sigmoid, silu, pow (number exponent),
+ * scale (multiply by a number) and roundBf16. Each is one typed-array loop forward and one backward, with no
  * per-element closures; the backward uses the saved input and/or output as cheapest.
  */
 import { attach } from '../autograd.js';
+import { bf16ToF32, f32ToBf16 } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 import { alloc, checkF32, dataOf } from './util.js';
 
@@ -111,4 +112,15 @@ export function scale(x: Tensor, s: number): Tensor {
   return unary('scale', x, s,
     (x, y, n, s) => { for (let i = 0; i < n; i++) y[i] = x[i]! * s; },
     (g, _x, _y, dx, n, s) => { for (let i = 0; i < n; i++) dx[i] = g[i]! * s; });
+}
+
+/**
+ * x rounded to the nearest bfloat16 (ties to even; f32ToBf16, the rounding gemmBf16 applies to
+ * its A operand), as float32 values. Backward: identity (the rounding's straight-through
+ * gradient, as bf16 linears treat it).
+ */
+export function roundBf16(x: Tensor): Tensor {
+  return unary('roundBf16', x, 0,
+    (x, y, n) => { for (let i = 0; i < n; i++) y[i] = bf16ToF32(f32ToBf16(x[i]!)); },
+    (g, _x, _y, dx, n) => { dx.set(g.subarray(0, n)); });
 }
