@@ -44,10 +44,12 @@ export interface GgufLayoutTensor extends GgufTensorToWrite {
 }
 
 /** The ggml type of a tensor under the converter's rules. */
-export function ggufTensorType(name: string, ne: readonly number[], target: GgufExportType): GgmlTypeName {
+export function ggufTensorType(name: string, ne: readonly number[], target: GgufExportType, outputTarget: GgufExportType = target): GgmlTypeName {
   if (ne.length <= 1 || name.endsWith('_norm.weight') || name.endsWith('norm.weight') || !name.endsWith('.weight')) return 'F32';
   if (/\.ffn_gate_inp\.weight$/.test(name)) return 'F32';
-  const t = TARGET[target];
+  // The output head may take its own type (llama-quantize's --output-tensor-type): DeepSeek's FP8
+  // release keeps lm_head in BF16 (paper §3.3), so a like-for-like q8_0 file keeps output.weight BF16.
+  const t = TARGET[name === 'output.weight' ? outputTarget : target];
   if (t === 'Q8_0' && ne[0]! % 32 !== 0) return 'F16';
   return t;
 }
@@ -158,7 +160,7 @@ function readF32(ckpt: Checkpoint, name: string, shape: readonly number[]): Floa
  * Every GGUF tensor of the checkpoint in llama.cpp's deepseek2 layout, in the converter's
  * order, with lazy data. `where` names the checkpoint in errors.
  */
-export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType): GgufLayoutTensor[] {
+export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType, outputType: GgufExportType = type): GgufLayoutTensor[] {
   checkSupported(cfg, ckpt.location);
   const D = cfg.hidden_size;
   const V = cfg.vocab_size;
@@ -171,7 +173,7 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
   const F = cfg.moe_intermediate_size;
   const out: GgufLayoutTensor[] = [];
   const add = (name: string, ne: number[], sources: string[], chunks: () => Iterable<Float32Array>): void => {
-    out.push({ name, ne, type: ggufTensorType(name, ne, type), sources, chunks });
+    out.push({ name, ne, type: ggufTensorType(name, ne, type, outputType), sources, chunks });
   };
   /** A checkpoint tensor of PyTorch shape `shape` as is (ne = reversed shape). */
   const plain = (gguf: string, hf: string, shape: number[]): void => {

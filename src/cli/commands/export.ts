@@ -28,15 +28,20 @@ Options:
   --type T                 f32, bf16 or q8_0 (default bf16): the type of the weight matrices;
                            norms, the router and biases stay f32, and with q8_0 a matrix whose
                            rows are not a multiple of 32 is stored f16 (as llama.cpp's converter)
+  --output-type T          f32, bf16 or q8_0 (default: --type): the type of the output head
+                           alone (llama-quantize's --output-tensor-type). DeepSeek's FP8 release
+                           keeps lm_head in BF16, so --type q8_0 --output-type bf16 is the
+                           like-for-like llama.cpp file for an FP8 checkpoint
   --tokenizer-pre NAME     the llama.cpp pre-tokenizer to name (${GGUF_PRE_NAMES.join(', ')});
                            default: the one that matches tokenizer.json, detected
-Prints one JSON line: file, bytes, tensors, type, tokenizer_pre (and whether it is exact).
+Prints one JSON line: file, bytes, tensors, type, output_type, tokenizer_pre (and whether it is exact).
 `;
 
 const FLAGS = {
   model: exists('model directory', 'dir'),
   out: out('file'),
   type: oneOf(['f32', 'bf16', 'q8_0'] as const),
+  'output-type': oneOf(['f32', 'bf16', 'q8_0'] as const),
   'tokenizer-pre': oneOf(GGUF_PRE_NAMES),
 };
 
@@ -51,6 +56,7 @@ export const exportCommand: Command = {
     const dir = resolveCheckpointDir(required(v, 'model'));
     const file = required(v, 'out');
     const type: GgufExportType = v.type ?? 'bf16';
+    const outputType: GgufExportType = v['output-type'] ?? type;
     const cfg = loadModelConfig(dir);
     const vocab = ggufVocab(dir, cfg.vocab_size, { bos: cfg.bos_token_id, eos: cfg.eos_token_id }, v['tokenizer-pre']);
     const { kvs, warnings } = ggufArchKeys(cfg, type, path.basename(path.resolve(dir)));
@@ -60,14 +66,14 @@ export const exportCommand: Command = {
     let bytes: number;
     let tensors: number;
     try {
-      const ts = ggufTensors(cfg, ckpt, type);
+      const ts = ggufTensors(cfg, ckpt, type, outputType);
       tensors = ts.length;
       bytes = writeGguf(file, kvs, ts);
     } finally {
       ckpt.close();
     }
     for (const w of warnings) process.stderr.write(`dsv3 export: warning: ${w}\n`);
-    process.stdout.write(JSON.stringify({ file, bytes, tensors, type, tokenizer_pre: vocab.pre.name, tokenizer_pre_exact: vocab.pre.exact }) + '\n');
+    process.stdout.write(JSON.stringify({ file, bytes, tensors, type, output_type: outputType, tokenizer_pre: vocab.pre.name, tokenizer_pre_exact: vocab.pre.exact }) + '\n');
     return 0;
   },
 };
