@@ -81,3 +81,36 @@ for (const backend of ['native', 'reference'] as const) {
     });
   });
 }
+
+for (const backend of ['native', 'reference'] as const) {
+  test(`linearWith(x, w, rmsNormAgain(h, g)) gives the same output and gradients as linear on the norm's output (${backend})`, () => {
+    withBackend(backend, () => {
+      const r = rng(29);
+      const hd = randTensor(r, [2, 9, 40], 1.3).f32();
+      const gd = randTensor(r, [40], 1).f32();
+      const wd = randTensor(r, [6, 40], 0.4).f32();
+      const run = (again: boolean): { y: Float32Array; dh: Float32Array; dg: Float32Array; dw: Float32Array; calls: number } => {
+        const h = Tensor.param(hd.slice(), [2, 9, 40]);
+        const g = Tensor.param(gd.slice(), [40]);
+        const w = Tensor.param(wd.slice(), [6, 40]);
+        const u = ops.rmsNorm(h, g, 1e-6);
+        let calls = 0;
+        const rc = ops.rmsNormAgain(h, g, 1e-6);
+        assert.ok(rc);
+        const y = again ? ops.linearWith(u, w, { from: rc.from, x: () => (calls++, rc.x()) }) : ops.linear(u, w);
+        backward(ops.sum(ops.mul(y, y)));
+        return { y: y.f32().slice(), dh: h.grad!.f32().slice(), dg: g.grad!.f32().slice(), dw: w.grad!.f32().slice(), calls };
+      };
+      const a = run(false);
+      const b = run(true);
+      assert.equal(b.calls, 1, 'the input is recomputed once, for Wgrad');
+      assert.deepEqual(b.y, a.y);
+      assert.deepEqual(b.dw, a.dw);
+      assert.deepEqual(b.dh, a.dh);
+      assert.deepEqual(b.dg, a.dg);
+      assert.equal(ops.rmsNormAgain(Tensor.fromF32(hd, [2, 9, 40]).slice(2, 0, 20), Tensor.fromF32(gd.subarray(0, 20), [20])), null, 'a strided x: nothing to save');
+      const bad = ops.linearWith(Tensor.param(hd.slice(), [2, 9, 40]), Tensor.param(wd.slice(), [6, 40]), { from: [], x: () => new Float32Array(3) });
+      assert.throws(() => backward(ops.sum(bad)), /recomputed input has 3 elements/);
+    });
+  });
+}
