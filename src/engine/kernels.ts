@@ -177,7 +177,7 @@ export interface Kernels extends Fp8TrainingKernels {
     dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
   /** SwiGLU core: y = silu(g) * u, silu(z) = z * sigmoid(z). */
   siluMul(g: Float32Array, u: Float32Array, y: Float32Array, n: number): void;
-  /** dg = dy * u * silu'(g), du = dy * silu(g). */
+  /** dg = dy * u * silu'(g), du = dy * silu(g); dg may be u's buffer and du g's (each element read before it is written). */
   siluMulBackward(g: Float32Array, u: Float32Array, dy: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
   /**
    * siluMul(g, u, y, n) and bf16Round of g into g16 and of u into u16, in one pass (the bf16

@@ -5,10 +5,12 @@
  * i % moe_layer_freq == 0) and a dense SwiGLU MLP otherwise.
  */
 import { dropActivations } from '../engine/active-arena.js';
-import { add } from '../engine/ops/index.js';
+import { isGradEnabled } from '../engine/autograd.js';
+import { add, rmsNormAgain, type LinearRecompute } from '../engine/ops/index.js';
+import { trainingPrecision } from './precision-mode.js';
 import { Tensor } from '../engine/tensor.js';
 import { isMoeLayer, type ModelConfig } from './config.js';
-import { type AttentionContext, MultiHeadLatentAttention } from './mla.js';
+import { type AttentionContext, MultiHeadLatentAttention, mlaRecomputeEnabled } from './mla.js';
 import { SwiGluMlp } from './mlp.js';
 import { MoE } from './moe.js';
 import type { ParamSource } from './params.js';
@@ -70,7 +72,7 @@ export class DecoderLayer {
     let ffnOut: Tensor;
     let routing: Routing | null = null;
     if (this.mlp instanceof MoE) {
-      const r = this.mlp.forward(u);
+      const r = this.mlp.forward(u, capture ? null : this.routerInputAgain(h));
       ffnOut = r.out;
       routing = r.routing;
       if (capture) {
@@ -87,5 +89,20 @@ export class DecoderLayer {
     const out = add(h, ffnOut);
     drop(h, ffnOut);
     return { out, routing };
+  }
+
+  /**
+   * Under fp8 training, the router gate's Wgrad recomputes its input (the post-attention norm's
+   * output u) from h, which that norm keeps for its own backward anyway (§3.2.3, "Recomputation
+   * of RMSNorm"; the same kernel on the same operands: the same bits): the FP8 experts keep u
+   * only as its FP8 copy, so the router was the one holder of float32 u through the step (issue
+   * 13: -8 MB of fp8's peak at bench-small 8x256). Not under fp32 (its Linears keep float32 u
+   * anyway) nor bf16 (measured: its peak did not move); follows DSV3_RECOMPUTE
+   * (withMlaRecompute). Else null.
+   */
+  private routerInputAgain(h: Tensor): LinearRecompute | null {
+    if (trainingPrecision() !== 'fp8' || !isGradEnabled() || !mlaRecomputeEnabled()) return null;
+    const n = this.postAttentionLayernorm;
+    return rmsNormAgain(h, n.weight, n.eps);
   }
 }

@@ -25,7 +25,7 @@
  */
 import { dropActivations } from '../engine/active-arena.js';
 import { isGradEnabled, noGrad } from '../engine/autograd.js';
-import { attention, bf16LinearFromBits, cat, matmul, mlaAttention, pendingBf16Copy, roundBf16, ropeTail, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
+import { attention, bf16LinearFromBits, cat, fp8FpropBuffers, fp8LinearFromOperands, matmul, mlaAttention, pendingBf16Copy, pendingFp8Fprop, roundBf16, ropeTail, type Fp8Fprop, type MlaAttentionOptions, type RmsNormOptions } from '../engine/ops/index.js';
 import { dataOf } from '../engine/ops/util.js';
 import type { OverBuffer } from '../engine/arena.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -105,40 +105,54 @@ function bf16Attention(): boolean {
 /**
  * y = applyLinear(x, w) again in backward, and what must be kept for it: under bf16 with a
  * trainable float32 W, x's bf16 copy that the recorded bf16Linear keeps (bf16LinearFromBits runs
- * that forward's GEMM on the same operands: the same bits), else x itself.
+ * that forward's GEMM on the same operands: the same bits); under fp8, the FP8 operands (x's
+ * 1x128-tile copy, W's block copy) that the recorded FP8 Linear keeps for Wgrad and Dgrad anyway
+ * (fp8LinearFromOperands runs that Fprop's GEMM on them: the same bits); else x itself.
  */
-function upAgain(x: Tensor, w: LinearWeight, p: Precision): { keep: OverBuffer; y: () => Tensor } {
-  const xb = p === 'bf16' && w.kind === 'f32' && w.weight.requiresGrad ? pendingBf16Copy(x) : null;
-  return xb && w.kind === 'f32' ? fromBits(xb, x.shape, w.weight) : fromTensor(x, w);
+function upAgain(x: Tensor, w: LinearWeight, p: Precision): { keep: readonly OverBuffer[]; y: () => Tensor } {
+  const trainable = w.kind === 'f32' && w.weight.requiresGrad;
+  const xb = p === 'bf16' && trainable ? pendingBf16Copy(x) : null;
+  if (xb && w.kind === 'f32') return fromBits(xb, x.shape, w.weight);
+  const f8 = p === 'fp8' && trainable && w.kind === 'f32' ? pendingFp8Fprop(x, w.weight) : null;
+  return f8 ? fromFp8(f8, x.shape) : fromTensor(x, w);
 }
 
-// two functions, so that neither closure's context holds what the other reads
-function fromBits(xb: Uint16Array, shape: readonly number[], w: Tensor): { keep: OverBuffer; y: () => Tensor } {
-  return { keep: xb, y: () => bf16LinearFromBits(xb, shape, w) };
+// separate functions, so that no closure's context holds what another reads
+function fromBits(xb: Uint16Array, shape: readonly number[], w: Tensor): { keep: readonly OverBuffer[]; y: () => Tensor } {
+  return { keep: [xb], y: () => bf16LinearFromBits(xb, shape, w) };
 }
 
-function fromTensor(x: Tensor, w: LinearWeight): { keep: OverBuffer; y: () => Tensor } {
-  return { keep: x, y: () => applyLinear(x, w) };
+function fromFp8(f: Fp8Fprop, shape: readonly number[]): { keep: readonly OverBuffer[]; y: () => Tensor } {
+  return { keep: fp8FpropBuffers(f), y: () => fp8LinearFromOperands(f, shape) };
+}
+
+function fromTensor(x: Tensor, w: LinearWeight): { keep: readonly OverBuffer[]; y: () => Tensor } {
+  return { keep: [x], y: () => applyLinear(x, w) };
 }
 
 /**
  * kv_a_layernorm's input (the first r channels of W^DKV h, a strided slice of kv_a_proj's output)
  * recomputed in its backward instead of kept as a float32 copy (§3.2.3, "Recomputation of
  * RMSNorm"): under bf16 with a trainable W^DKV, from the bf16 copy of h that W^DKV's Linear keeps
- * for Wgrad anyway (the same GEMM on the same operands as its forward: the same bits). Else {}.
+ * for Wgrad anyway; under fp8, from the FP8 operands (h's tile copy, W^DKV's block copy) that its
+ * FP8 Linear keeps for Wgrad and Dgrad anyway (the same GEMM on the same operands as its forward:
+ * the same bits). Else {}.
  * Off with the up-projection recomputation (DSV3_RECOMPUTE=0, withMlaRecompute).
  */
 function latentNormInputAgain(x: Tensor, w: LinearWeight, r: number): Pick<RmsNormOptions, 'recomputeInput'> {
-  const xb = isGradEnabled() && mlaRecomputeEnabled() && trainingPrecision() === 'bf16' && w.kind === 'f32' && w.weight.requiresGrad ? pendingBf16Copy(x) : null;
-  if (!xb || w.kind !== 'f32') return {};
-  const shape = x.shape; // the closure keeps neither x nor its data
+  if (!isGradEnabled() || !mlaRecomputeEnabled() || w.kind !== 'f32' || !w.weight.requiresGrad) return {};
+  const p = trainingPrecision();
+  const shape = x.shape; // the closures keep neither x nor its data
   const wt = w.weight;
-  return { recomputeInput: { from: [xb], x: () => sliceAgain(xb, shape, wt, r) } };
+  const xb = p === 'bf16' ? pendingBf16Copy(x) : null;
+  if (xb) return { recomputeInput: { from: [xb], x: () => sliceAgain(bf16LinearFromBits(xb, shape, wt), r) } };
+  const f8 = p === 'fp8' ? pendingFp8Fprop(x, wt) : null;
+  if (f8) return { recomputeInput: { from: fp8FpropBuffers(f8), x: () => sliceAgain(fp8LinearFromOperands(f8, shape), r) } };
+  return {};
 }
 
-/** The first r channels of bf16LinearFromBits(xb, shape, w), contiguous. */
-function sliceAgain(xb: Uint16Array, shape: readonly number[], w: Tensor, r: number): Float32Array {
-  const full = bf16LinearFromBits(xb, shape, w);
+/** The first r channels of full (x W^T recomputed), contiguous; full goes back to the arena. */
+function sliceAgain(full: Tensor, r: number): Float32Array {
   const c = dataOf(full.slice(full.ndim - 1, 0, r));
   dropActivations(full);
   return c;
@@ -229,7 +243,7 @@ export class MultiHeadLatentAttention {
     const qUp = upAgain(cQ, this.q ?? this.qB!, p);
     const kvUp = upAgain(cKV, this.kvB, p);
     return {
-      from: [qUp.keep, kvUp.keep],
+      from: [...qUp.keep, ...kvUp.keep],
       q: () => withPrecision(p, () => noGrad(() => {
         const q = qUp.y();
         const qr = ropeTail(q.reshape([B, T, H, dn + dr]), cos, sin, dr);

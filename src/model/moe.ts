@@ -12,7 +12,7 @@
  * indexSelect / indexAdd.
  * No capacity factor and no token dropping.
  */
-import { add, cat, expertPlan, fp8GroupedExperts, groupedExperts, indexAdd, indexSelect, mul } from '../engine/ops/index.js';
+import { add, cat, expertPlan, fp8GroupedExperts, groupedExperts, indexAdd, indexSelect, mul, type LinearRecompute } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelConfig } from './config.js';
 import { trainingPrecision } from './precision-mode.js';
@@ -46,11 +46,14 @@ export class MoE {
     this.shared = cfg.n_shared_experts > 0 ? new SwiGluMlp(src, `${prefix}.shared_experts`, D, cfg.n_shared_experts * cfg.moe_intermediate_size) : null;
   }
 
-  /** x [B, T, D] -> (FFN output [B, T, D], routing of the B*T tokens). */
-  forward(x: Tensor): { out: Tensor; routing: Routing } {
+  /**
+   * x [B, T, D] -> (FFN output [B, T, D], routing of the B*T tokens). `inputAgain` (x again,
+   * for the router gate's Wgrad): see routeTokens.
+   */
+  forward(x: Tensor, inputAgain?: LinearRecompute | null): { out: Tensor; routing: Routing } {
     const D = x.shape[x.ndim - 1]!;
     const flat = x.reshape([-1, D]);
-    const routing = routeTokens(flat, this.gateWeight, this.bias, this.router);
+    const routing = routeTokens(flat, this.gateWeight, this.bias, this.router, inputAgain);
     let out = this.fusedF32(flat, routing);
     if (!out) {
       out = this.routedPerExpert(flat, routing);

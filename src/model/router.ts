@@ -14,7 +14,7 @@
  * Expert choice is discrete (no gradient); gate weights and scores are differentiable w.r.t. the
  * router weight and the input.
  */
-import { add, div, gather, linear, mul, sigmoid, softmax, sum } from '../engine/ops/index.js';
+import { add, div, gather, linearWith, mul, sigmoid, softmax, sum, type LinearRecompute } from '../engine/ops/index.js';
 import { Tensor } from '../engine/tensor.js';
 import type { ModelConfig, ScoringFunc, TopkMethod } from './config.js';
 
@@ -178,11 +178,12 @@ export function selectExperts(s: Float32Array, bias: Float32Array | null, tokens
 
 /**
  * Routes the tokens x [N, D] with the router weight [E, D] (`mlp.gate.weight`) and the
- * optional balance bias [E] (`mlp.gate.e_score_correction_bias`).
+ * optional balance bias [E] (`mlp.gate.e_score_correction_bias`). `inputAgain`: the router
+ * gate's backward recomputes x for its Wgrad instead of keeping it (ops/linear.ts).
  */
-export function routeTokens(x: Tensor, gateWeight: Tensor, bias: Tensor | null, rc: RouterConfig): Routing {
+export function routeTokens(x: Tensor, gateWeight: Tensor, bias: Tensor | null, rc: RouterConfig, inputAgain?: LinearRecompute | null): Routing {
   const N = x.shape[0]!;
-  const logits = linear(x, gateWeight); // [N, E]
+  const logits = linearWith(x, gateWeight, inputAgain ?? null); // [N, E]
   const scores = rc.scoring === 'sigmoid' ? sigmoid(logits) : softmax(logits, -1);
   const { topkIdx, load } = selectExperts(scores.detach().contiguous().f32(), bias ? bias.detach().contiguous().f32() : null, N, rc);
   let weights = gather(scores, 1, Tensor.fromI32(topkIdx, [N, rc.topK]));

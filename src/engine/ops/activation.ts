@@ -13,14 +13,32 @@ import { allocBf16, offerBf16Grad } from './bf16-linear.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { allocUninit, checkF32, dataOf, fmtShape, sameShape } from './util.js';
+import { dropActivations } from '../active-arena.js';
+import type { OverBuffer } from '../arena.js';
 
 /** silu(g) * u for same-shaped g (gate) and u (up). */
 export function swiglu(g: Tensor, u: Tensor): Tensor {
   return swigluWith(g, u);
 }
 
-/** swiglu, with `bf16: true` keeping bf16 copies of g and u for the backward (see above). */
-export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean } = {}): Tensor {
+/**
+ * What a SwiGLU's backward needs of g and u, recomputed instead of kept (`swigluWith`'s
+ * `recompute`): `from` lists the buffers the two functions read (held until the backward ran);
+ * `g()` and `u()` must return exactly the forward's g and u, as fresh buffers the backward may
+ * overwrite (it writes dU over g's and dG over u's).
+ */
+export interface SwigluRecompute {
+  from: readonly OverBuffer[];
+  g: () => Float32Array;
+  u: () => Float32Array;
+}
+
+/**
+ * swiglu, with `bf16: true` keeping bf16 copies of g and u for the backward (see above), or with
+ * `recompute` keeping neither (the FP8 dense FFN: g and u recomputed from the FP8 operands their
+ * Linears keep anyway, model/mlp.ts; the same bits, so the same gradients).
+ */
+export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean; recompute?: SwigluRecompute } = {}): Tensor {
   checkF32('swiglu', g, 'gate');
   checkF32('swiglu', u, 'up');
   if (!sameShape(g.shape, u.shape)) throw new Error(`swiglu: gate ${fmtShape(g.shape)} and up ${fmtShape(u.shape)} must have the same shape`);
@@ -39,6 +57,8 @@ export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean } = {}): Te
   }
   const out = new Tensor(y, g.shape, 'f32');
   if (!grad) return out;
+  const rc = g16 ? undefined : o.recompute;
+  if (rc) return attach(out, 'swiglu', [g, u], (dy) => swigluBackwardAgain(rc, n, dy, g, u), rc.from);
   const [gs, us] = g16 ? [null, null] : [gd, ud]; // what the closure reads of the float32 inputs
   return attach(out, 'swiglu', [g, u], (dy) => {
     const dg = allocUninit(n);
@@ -57,4 +77,23 @@ export function swigluWith(g: Tensor, u: Tensor, o: { bf16?: boolean } = {}): Te
     if (dut && du16) offerBf16Grad(dut, du16);
     return [dgt, dut];
   }, g16 ? [] : [gd, ud], [g16, u16]);
+}
+
+/**
+ * The SwiGLU backward on recomputed g and u: siluMulBackward reads each element's g, u and dy
+ * before it writes that element's dG and dU (native and reference kernels alike), so dU goes
+ * over the recomputed g and dG over the recomputed u, and the step needs no more buffers than
+ * when g and u were kept.
+ */
+function swigluBackwardAgain(rc: SwigluRecompute, n: number, dy: Tensor, g: Tensor, u: Tensor): (Tensor | null)[] {
+  const ga = rc.g();
+  const ua = rc.u();
+  if (ga.length !== n || ua.length !== n || ga.buffer === ua.buffer) {
+    throw new Error(`swiglu: the recomputed g (${ga.length}) and u (${ua.length}) must be ${n} elements in separate buffers`);
+  }
+  if (n > 0) kernels().siluMulBackward(ga, ua, dataOf(dy), ua, ga, n); // dG over u, dU over g
+  const dgt = g.requiresGrad ? new Tensor(ua, g.shape, 'f32') : null;
+  const dut = u.requiresGrad ? new Tensor(ga, u.shape, 'f32') : null;
+  dropActivations(dgt ? null : ua, dut ? null : ga);
+  return [dgt, dut];
 }

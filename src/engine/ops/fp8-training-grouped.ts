@@ -292,11 +292,24 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
       const dY = scratchBuf('f8.dY', P * D); // dout rows of each pair, then gate-scaled
       k.gatherRows(dout, rows, null, dY, P, D);
       if (dgates) {
-        // dgate = dout · Y: the forward's Y, or Y recomputed from H's FP8 copy exactly as the forward computed it
-        const Yr = keptY ? Y : scratchBuf('f8.Y', P * D);
-        if (!keptY) fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(HQ!, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Yr.subarray(a * D), ldc: D })));
+        // dgate = dout · Y: the forward's Y where it was kept (no VDPBF16PS: fp8KeepExpertY), or Y
+        // recomputed from H's FP8 copy exactly as the forward computed it, for runs of consecutive
+        // experts of about half the pairs at a time (each expert's GEMM and each row's dot product
+        // are the same computation in any grouping): Y's scratch is about half of P x D, not a
+        // second P x D buffer next to dY (issue 13, peak RSS)
         const dp = scratchBuf('f8.dgate', P);
-        k.rowDot(dY, Yr, dp, P, D);
+        if (keptY) k.rowDot(dY, Y, dp, P, D);
+        else {
+          const runs = expertRuns(offsets, E, Math.ceil(P / 2));
+          const Yr = scratchBuf('f8.Y', Math.max(...runs.map(([e0, e1]) => offsets[e1]! - offsets[e0]!)) * D);
+          for (const [e0, e1] of runs) {
+            const a0 = offsets[e0]!;
+            const rowsRun = offsets[e1]! - a0;
+            if (rowsRun === 0) continue;
+            fp8MatmulBatch(perExpert((a, n, e) => ({ m: n, n: D, k: I, a: rowsOf(HQ!, a, n, I), b: blocks(wq.down[e]!), beta: 0, c: Yr.subarray((a - a0) * D), ldc: D })).slice(e0, e1));
+            k.rowDot(dY.subarray(a0 * D), Yr, dp.subarray(a0), rowsRun, D);
+          }
+        }
         for (let p = 0; p < P; p++) dgates[slots[p]!] = dp[p]!;
         scratchDone('f8.Y');
       }
@@ -363,4 +376,20 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
   }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
     .concat([...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv])));
   // ^ reads only its own FP8 caches (never x or the gates, so a dropped x is reused); they go when its backward ran
+}
+
+/**
+ * Runs [e0, e1) of consecutive experts whose pairs (offsets[e0] .. offsets[e1]) number at most
+ * `budget`, or one expert when it alone has more; together they cover all E experts in order.
+ */
+export function expertRuns(offsets: Int32Array, E: number, budget: number): [number, number][] {
+  const runs: [number, number][] = [];
+  let e0 = 0;
+  for (let e = 1; e <= E; e++) {
+    if (e === E || offsets[e + 1]! - offsets[e0]! > budget) {
+      runs.push([e0, e]);
+      e0 = e;
+    }
+  }
+  return runs;
 }

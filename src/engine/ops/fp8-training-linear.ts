@@ -69,6 +69,57 @@ export function quantizeFp8Activation(x: Tensor, out: Float32Array | null = null
  */
 const savedCopies = new WeakMap<Float32Array, { xq: Fp8Tiles; off: number; ld: number; node: GradNode }>();
 
+/**
+ * The Fprop operands of the recorded fp8TrainingLinears of trainable weights, by the input's
+ * float32 array (weakly: x's storage stays collectable) and then by weight, while that node has
+ * not run its backward: X's 1x128-tile copy (kept for Wgrad) and W's 128x128-block copy (kept for
+ * Dgrad), with the input's offset and row stride. For recomputing that Fprop in a later backward
+ * (`pendingFp8Fprop`, `fp8LinearFromOperands`; §3.2.3).
+ */
+const savedFprops = new WeakMap<Float32Array, WeakMap<Tensor, { off: number; ld: number; xq: Fp8Tiles; wq: Fp8Blocks; node: GradNode }>>();
+
+/** The FP8 operands of one recorded Fprop: X in 1x128 tiles, W [N, K] in 128x128 blocks. */
+export interface Fp8Fprop {
+  readonly xq: Fp8Tiles;
+  readonly wq: Fp8Blocks;
+}
+
+/**
+ * The FP8 operands with which a recorded fp8TrainingLinear computed x W^T (x's own float32 array,
+ * offset and strides; w trainable and x needing a gradient, so that the node keeps both copies
+ * for its backward), while that node's backward has not run; else null. Its buffers stay valid
+ * while that node holds them: a reader that runs later must hold them itself (`fp8FpropBuffers`).
+ */
+export function pendingFp8Fprop(x: Tensor, w: Tensor): Fp8Fprop | null {
+  if (x.dtype !== 'f32' || x.ndim < 1) return null;
+  const o = rowsOf(x);
+  const s = savedFprops.get(o.d)?.get(w);
+  if (!s || s.node.backward === null) return null;
+  return s.off === o.off && s.ld === o.ld && s.xq.rows === o.rows && s.xq.cols === o.cols ? { xq: s.xq, wq: s.wq } : null;
+}
+
+/** The buffers a recomputation from f reads (to list in `attach`'s saves). */
+export function fp8FpropBuffers(f: Fp8Fprop): ArrayBufferView[] {
+  return [f.xq.codes, f.xq.scales, f.wq.codes, f.wq.scaleInv];
+}
+
+/**
+ * y = x W^T again from the FP8 operands of a recorded Fprop (`pendingFp8Fprop`), no graph: the
+ * same GEMM on the same codes and scales as that forward, so y has the same bits. For the
+ * recomputation of MLA's up-projections and of the dense FFN's gate and up projections in
+ * backward (§3.2.3; §3.3.3: the backward keeps the FP8 cache, not the float32 activations).
+ */
+export function fp8LinearFromOperands(f: Fp8Fprop, xShape: readonly number[]): Tensor {
+  const { rows: m, cols: k } = f.xq;
+  const n = f.wq.rows;
+  if (f.wq.cols !== k || xShape[xShape.length - 1] !== k || xShape.reduce((a, b) => a * b, 1) !== m * k) {
+    throw new Error(`fp8LinearFromOperands: x ${fmtShape(xShape)} (${m}x${k} cached) does not match weight [out, in] [${n}, ${f.wq.cols}]`);
+  }
+  const y = k > 0 ? allocUninit(m * n) : alloc(m * n);
+  if (m > 0 && n > 0 && k > 0) fp8Matmul(m, n, k, tilesOf(f.xq), blocksOf(f.wq, false), 0, y);
+  return new Tensor(y, [...xShape.slice(0, -1), n], 'f32');
+}
+
 /** The FP8 copy of a weight w [N, K] (128x128 blocks), the Fprop operand reused by Dgrad. */
 export function quantizeFp8Weight(w: Tensor): Fp8Blocks {
   checkWeight('quantizeFp8Weight', w);
@@ -138,6 +189,12 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   if (xqW && !reuse && y2.node && m > 0 && k > 0) {
     const o = rowsOf(x);
     savedCopies.set(o.d, { xq: xqW, off: o.off, ld: o.ld, node: y2.node });
+  }
+  if (xqW && wqB && wqB === wq && y2.node && m > 0 && n > 0 && k > 0) {
+    const o = rowsOf(x); // the Fprop operands, both held by this node until its backward ran
+    let byW = savedFprops.get(o.d);
+    if (!byW) savedFprops.set(o.d, (byW = new WeakMap()));
+    byW.set(w, { off: o.off, ld: o.ld, xq: xqW, wq: wqB, node: y2.node });
   }
   return y2;
 }

@@ -18,7 +18,9 @@
  * W may also be a bfloat16 tensor (checkpoint weights kept in bf16): the product uses
  * `kernels().gemmBf16` (x rounded to bf16, float32 accumulation) and W gets no gradient.
  */
-import { accumulateWeightGrad, attach } from '../autograd.js';
+import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
+import { dropActivations } from '../active-arena.js';
+import type { OverBuffer } from '../arena.js';
 import { kernels } from '../backend.js';
 import { Tensor } from '../tensor.js';
 import { as2d, matLayout } from './matmul.js';
@@ -41,8 +43,26 @@ function weightOperand(w: Tensor): { data: Float32Array | Uint16Array; stored: '
   return { data: (w.data as Float32Array).subarray(w.offset), stored: l.trans ? 'io' : 'oi', ld: l.ld, bf16: false };
 }
 
+/**
+ * Recomputation instead of storage (DeepSeek-V3 §3.2.3) of a Linear's input for its Wgrad: `x()`
+ * must return exactly x's elements (row-major, contiguous), recomputed from what `from` lists
+ * (held until this backward ran); the returned array is dropped to the step arena once read.
+ */
+export interface LinearRecompute {
+  from: readonly OverBuffer[];
+  x: () => Float32Array;
+}
+
 /** y = x W^T: x [..., in], w [out, in] -> [..., out]. */
 export function linear(x: Tensor, w: Tensor): Tensor {
+  return linearWith(x, w, null);
+}
+
+/**
+ * linear(x, w) whose backward keeps no float32 x when `recomputeInput` is given: its Wgrad reads
+ * x recomputed (see LinearRecompute). The same output and gradients.
+ */
+export function linearWith(x: Tensor, w: Tensor, recomputeInput: LinearRecompute | null): Tensor {
   checkF32('linear', x, 'x');
   checkWeight('linear', w);
   if (x.ndim < 1 || x.shape[x.ndim - 1] !== w.shape[1]) {
@@ -64,12 +84,31 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
   const wGrad = w.dtype === 'f32' && w.requiresGrad;
   if (!x.requiresGrad && !wGrad) return out;
+  const rc = recomputeInput;
+  if (rc) return attach(out, 'linear', [x, w], linearBackwardAgain(rc, x.shape, x.requiresGrad, w, wGrad), [...rc.from, w]);
   return attach(out, 'linear', [x, w], (g) => {
     const gx = x.requiresGrad ? linearGradInput(g, w) : null;
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => gradWeightInto(g, x, into, beta))) gw = linearGradWeight(g, x);
     return [gx, gw];
   }, [x, w]); // not the output
+}
+
+/** linear's backward with x recomputed for Wgrad (a function of its own: the closure holds no x). */
+function linearBackwardAgain(rc: LinearRecompute, xShape: readonly number[], xGrad: boolean, w: Tensor, wGrad: boolean): (g: Tensor) => (Tensor | null)[] {
+  return (g) => {
+    const gx = xGrad ? linearGradInput(g, w) : null;
+    let gw: Tensor | null = null;
+    if (wGrad) {
+      const xd = rc.x();
+      const n = xShape.reduce((a, b) => a * b, 1);
+      if (xd.length !== n) throw new Error(`linear: the recomputed input has ${xd.length} elements, not ${n}`);
+      const xr = new Tensor(xd, xShape, 'f32');
+      if (!accumulateWeightGrad(w, (into, beta) => gradWeightInto(g, xr, into, beta))) gw = linearGradWeight(g, xr);
+      if (!weightGradsDeferred()) dropActivations(xd); // the recomputed input: read (a deferred Wgrad reads it later)
+    }
+    return [gx, gw];
+  };
 }
 
 /** dX = dY W: gy [..., out], w [out, in] -> [..., in] (no graph recorded). */

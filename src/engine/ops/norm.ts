@@ -64,3 +64,31 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6, opts: RmsNormOptions =
   if (copy && rc) dropActivations(xd); // not kept: recomputed in backward
   return res;
 }
+
+/**
+ * rmsNorm(x, w, eps)'s output recomputed later instead of kept (DeepSeek-V3 §3.2.3,
+ * "Recomputation of RMSNorm"), as a LinearRecompute / recomputeInput: `x()` runs the forward's
+ * kernel (kernels().rmsNorm) on the same x and w again, so it returns the same bits as
+ * `rmsNorm(x, w, eps)` without bf16Out; `from` lists x's and w's buffers. Null for a strided x
+ * (its contiguous copy would have to be kept: nothing saved).
+ */
+export function rmsNormAgain(x: Tensor, w: Tensor, eps = 1e-6): { from: readonly OverBuffer[]; x: () => Float32Array } | null {
+  checkF32('rmsNormAgain', x, 'x');
+  checkF32('rmsNormAgain', w, 'weight');
+  if (!x.isContiguous() || !w.isContiguous() || x.ndim < 1) return null;
+  const xd = dataOf(x);
+  const wd = dataOf(w);
+  const cols = x.shape[x.ndim - 1]!;
+  if (wd.length !== cols) throw new Error(`rmsNormAgain: weight ${fmtShape(w.shape)} does not match the last dim of x ${fmtShape(x.shape)}`);
+  const rows = cols === 0 ? 0 : xd.length / cols;
+  return {
+    from: [xd, wd],
+    x: () => {
+      const y = allocUninit(xd.length);
+      const rstd = allocUninit(rows);
+      if (rows > 0) kernels().rmsNorm(xd, wd, y, rstd, rows, cols, eps);
+      dropActivations(rstd);
+      return y;
+    },
+  };
+}
