@@ -276,7 +276,7 @@ export class SpeculativeDecoder {
         // ---- plain step: the main model on t_pos alone; the modules fall behind (bounded) ------
         if (pos - this.final[K - 1]! >= CATCH_UP_GAP) {
           this.catchUp(pos - 1, known, tok);
-          policy.record('plain', policy.now() - c0, 0);
+          policy.record('speculate', policy.now() - c0, 0); // upkeep: only speculation needs the modules' rows
         }
         const c1 = policy.now();
         const u = produced;
@@ -299,10 +299,11 @@ export class SpeculativeDecoder {
         continue;
       }
       if (policy && lagging) {
-        // the rows plain steps skipped, in one batched forward per module: plain's cost
+        // the rows plain steps skipped, in one batched forward per module: work only speculation
+        // needs (a plain decoder never runs it), charged to it (speculation-policy.ts)
         this.catchUp(pos - 1, known, tok);
         lagging = false;
-        policy.record('plain', policy.now() - c0, 0);
+        policy.record('speculate', policy.now() - c0, 0);
       }
       const c1 = policy?.now() ?? 0;
       const u = produced;
