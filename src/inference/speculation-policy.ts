@@ -30,6 +30,12 @@
  *     probe's speculative tokens), so speculation is chosen only when it beats plain decoding
  *     including it. The catch-up after a plain run (its rows) is the upkeep of keeping
  *     speculation possible: reported (summary().catchUpMs), charged to no decision.
+ *   - Upkeep costs every plain token (per module, a batched row: ~4% of a step on `dsv3
+ *     train`'s default model), so a policy that keeps probing a speculation that loses is slower
+ *     than plain decoding by it. After `retireAfter` probes in a row found speculation no cheaper
+ *     than plain steps, while the upkeep per plain token exceeds `budget` x a plain step, the
+ *     policy retires speculation for good (for its life: a chat's turns): the decoder runs plain
+ *     steps without catch-up, as a plain decoder does.
  *   - A probe of a mode that loses costs its extra time; after a plain decision the re-probe
  *     interval is stretched so that the next re-probe's expected loss (its speculative tokens x
  *     the cost difference, plus the catch-up it causes) stays under `budget` x the plain run's
@@ -46,6 +52,9 @@ export interface SpeculationPolicy {
   next(): RoundMode;
   /** The clock the costs are measured on (ms, monotone). */
   now(): number;
+  /** True once speculation is over for good: every next() is 'plain' and the decoder may let
+   * the MTP modules fall behind (no catch-up; their rows are not kept). */
+  retired?(): boolean;
   /** A round of `mode` that took `ms` on the clock and emitted `tokens` tokens (0: work done for
    * that mode without a token: the MTP modules catching up on the rows plain steps skipped,
    * reported as 'speculate', the mode that needs it). */
@@ -72,6 +81,10 @@ export interface AdaptiveOptions {
    * 0.02): after a plain decision the next interval is at least (expected re-probe loss) /
    * (budget x plain cost per token) tokens, up to 4 x maxInterval. */
   budget?: number;
+  /** Retire speculation after this many probes in a row found it no cheaper than plain steps
+   * while its upkeep (catch-up per plain token) exceeds budget x a plain step (default 2; 0:
+   * never). */
+  retireAfter?: number;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
 }
@@ -94,6 +107,10 @@ export interface AdaptiveSummary {
   catchUpMs: number;
   /** The latest re-probe interval (tokens). */
   interval: number;
+  /** Catch-up per plain token skipped by the modules (ms; NaN before any catch-up). */
+  upkeepMsPerToken: number;
+  /** Speculation retired for good (see AdaptiveOptions.retireAfter). */
+  retired: boolean;
 }
 
 interface Tally {
@@ -142,6 +159,14 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private probeSpecTokens = 0;
   private probeSpecMs = 0;
   private catchUpMs = 0;
+  /** Plain tokens since the modules were last final (the rows a catch-up runs), and all rows
+   * caught up. */
+  private lagTokens = 0;
+  private catchUpRows = 0;
+  private readonly retireAfter: number;
+  /** Probes in a row that found speculation no cheaper than plain. */
+  private losing = 0;
+  private over = false;
 
   constructor(o: AdaptiveOptions = {}) {
     this.block = o.probeRounds ?? 4;
@@ -149,6 +174,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.maxInterval = o.maxInterval ?? 512;
     this.margin = o.margin ?? 0.1;
     this.budget = o.budget ?? 0.02;
+    this.retireAfter = o.retireAfter ?? 2;
+    if (!(Number.isInteger(this.retireAfter) && this.retireAfter >= 0)) throw new DsvError(`AdaptiveSpeculation: retireAfter must be an integer >= 0, got ${this.retireAfter}`);
     for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
       if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
     }
@@ -168,7 +195,11 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   }
 
   next(): RoundMode {
-    return this.probing ? this.planned(this.step) : this.mode;
+    return this.over ? 'plain' : this.probing ? this.planned(this.step) : this.mode;
+  }
+
+  retired(): boolean {
+    return this.over;
   }
 
   record(mode: RoundMode, ms: number, tokens: number): void {
@@ -179,9 +210,14 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       // this probe's speculation; else it is the upkeep of a plain run's rows
       const t = Math.max(0, ms);
       this.catchUpMs += t;
+      this.catchUpRows += this.lagTokens;
+      this.lagTokens = 0;
       if (this.probing && this.step > 0) this.probeCatchMs += t;
       return;
     }
+    // after a speculative round the modules' rows are final; plain steps leave rows behind
+    this.lagTokens = mode === 'plain' ? this.lagTokens + tokens : 0;
+    if (this.over) return;
     if (this.probing) {
       if (mode === 'speculate') {
         this.probeSpecTokens += tokens;
@@ -243,6 +279,13 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.decided = true;
     this.mode = best;
     this.runLeft = this.interval;
+    this.losing = best === 'plain' && this.cost.speculate >= this.cost.plain ? this.losing + 1 : 0;
+    if (this.retireAfter > 0 && this.losing >= this.retireAfter && this.upkeep() > this.budget * this.cost.plain) this.over = true;
+  }
+
+  /** Catch-up ms per plain token the modules skipped (NaN before a catch-up). */
+  private upkeep(): number {
+    return this.catchUpRows > 0 ? this.catchUpMs / this.catchUpRows : NaN;
   }
 
   private startProbe(): void {
@@ -268,6 +311,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       plainMsPerToken: this.cost.plain,
       catchUpMs: this.catchUpMs,
       interval: this.interval,
+      upkeepMsPerToken: this.upkeep(),
+      retired: this.over,
     };
   }
 }

@@ -215,16 +215,21 @@ export class SpeculativeDecoder {
     const tok = (m: number): number => (m <= known ? ids[m]! : drafts[m - known - 1]!);
     // reuse: rows before f are valid in the main cache (tokens 0 .. f-1 shared) and in every
     // module's (row i < f reads tokens up to i + K < the common prefix, and was final)
+    // A policy that retired speculation (speculation-policy.ts) never drafts again: the modules
+    // are left behind (no catch-up), the main cache is reused on its own
+    const lapsed = (): boolean => o.policy?.retired?.() === true;
+    const retired = lapsed();
     let f = 0;
     if (o.reuse) {
       const lim = Math.min(this.cachedLen, P - 1);
       let c = 0;
       while (c < lim && this.cachedTokens[c] === prompt[c]) c++;
-      f = Math.max(0, c - K);
-      for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
+      f = retired ? c : Math.max(0, c - K);
+      if (!retired) for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
     }
     s.truncate(Math.min(f, s.cache.length));
-    this.final.fill(f);
+    // module k's rows before final[k] stay valid (a retired policy's modules keep their own)
+    for (let k = 0; k < K; k++) this.final[k] = retired ? Math.min(this.final[k]!, f) : f;
     this.cachedTokens.set(prompt);
     this.cachedLen = P;
     const t0 = performance.now();
@@ -242,7 +247,7 @@ export class SpeculativeDecoder {
       }
       // module k's row i is final when h^{k-1}_i is and t_{i+k} is known; row P-1 is left to
       // the first draft round (its logits propose d_k)
-      this.catchUp(Math.min(c0 + c, P - 1), known, tok);
+      if (!retired) this.catchUp(Math.min(c0 + c, P - 1), known, tok);
     }
     const draftedByDepth = new Array<number>(K).fill(0);
     const acceptedByDepth = new Array<number>(K).fill(0);
@@ -274,7 +279,7 @@ export class SpeculativeDecoder {
       const c0 = policy?.now() ?? 0;
       if (policy?.next() === 'plain') {
         // ---- plain step: the main model on t_pos alone; the modules fall behind (bounded) ------
-        if (pos - this.final[K - 1]! >= CATCH_UP_GAP) {
+        if (pos - this.final[K - 1]! >= CATCH_UP_GAP && !lapsed()) {
           this.catchUp(pos - 1, known, tok);
           policy.record('speculate', policy.now() - c0, 0); // upkeep: only speculation needs the modules' rows
         }
@@ -349,7 +354,7 @@ export class SpeculativeDecoder {
       policy?.record('speculate', policy.now() - c1, produced - u);
     }
     // a chat's next turn reuses the modules' rows (`reuse`): bring them up to the main cache
-    if (lagging && o.reuse) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
+    if (lagging && o.reuse && !lapsed()) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
     const drafted = draftedByDepth.reduce((x, y) => x + y, 0);
     const accepted = acceptedByDepth.reduce((x, y) => x + y, 0);
     return {
