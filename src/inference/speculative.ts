@@ -274,16 +274,20 @@ export class SpeculativeDecoder {
     const policy = o.policy;
     let plainSteps = 0;
     let lagging = false; // plain steps ran since the modules' rows were last made final
+    let clock = policy?.now() ?? 0;
     while (!ended && produced < n) {
       const pos = s.cache.length; // = known: t_pos = next is known, not cached
-      const c0 = policy?.now() ?? 0;
+      // one clock read per round: a round starts when the previous one was recorded
+      // (process.cpuUsage is a system call, ~1.5-3 us here)
+      const c0 = clock;
       if (policy?.next() === 'plain') {
         // ---- plain step: the main model on t_pos alone; the modules fall behind (bounded) ------
         if (pos - this.final[K - 1]! >= CATCH_UP_GAP && !lapsed()) {
           this.catchUp(pos - 1, known, tok);
-          policy.record('speculate', policy.now() - c0, 0); // upkeep: only speculation needs the modules' rows
+          clock = policy.now();
+          policy.record('speculate', clock - c0, 0); // upkeep: only speculation needs the modules' rows
         }
-        const c1 = policy.now();
+        const c1 = clock;
         const u = produced;
         this.verifyIds[0] = next;
         e.forwardMain(this.verifyIds.subarray(0, 1), { B: 1, T: 1, start: pos }, s.cache);
@@ -300,7 +304,8 @@ export class SpeculativeDecoder {
         known = pos + 1;
         lagging = true;
         s.engine.profiler?.endStep();
-        policy.record('plain', policy.now() - c1, produced - u);
+        clock = policy.now();
+        policy.record('plain', clock - c1, produced - u);
         continue;
       }
       if (policy && lagging) {
@@ -308,9 +313,10 @@ export class SpeculativeDecoder {
         // needs (a plain decoder never runs it), charged to it (speculation-policy.ts)
         this.catchUp(pos - 1, known, tok);
         lagging = false;
-        policy.record('speculate', policy.now() - c0, 0);
+        clock = policy.now();
+        policy.record('speculate', clock - c0, 0);
       }
-      const c1 = policy?.now() ?? 0;
+      const c1 = clock;
       const u = produced;
       // ---- draft: modules 1 .. k chained at row pos-1 (k <= the tokens still wanted) ----------
       const td = performance.now();
@@ -351,7 +357,10 @@ export class SpeculativeDecoder {
       known = pos + a + 1;
       s.engine.profiler?.endStep();
       verifyMs += performance.now() - tv;
-      policy?.record('speculate', policy.now() - c1, produced - u);
+      if (policy) {
+        clock = policy.now();
+        policy.record('speculate', clock - c1, produced - u);
+      }
     }
     // a chat's next turn reuses the modules' rows (`reuse`): bring them up to the main cache
     if (lagging && o.reuse && !lapsed()) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
