@@ -103,6 +103,7 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
           auto_cpu_ms_per_token: +(auto.cpu / n).toFixed(4), auto_speedup_cpu: +(plain.cpu / auto.cpu).toFixed(3), auto_speedup_wall: +(plain.wall / auto.wall).toFixed(3),
           auto_decision: auto.summary.decision, auto_switches: auto.summary.switches, auto_speculative_tokens: auto.summary.speculativeTokens, auto_plain_tokens: auto.summary.plainTokens,
           auto_identical: eq(auto.ids),
+          ...(auto.summary.catchUpMs !== undefined ? { auto_catch_up_cpu_ms: +auto.summary.catchUpMs.toFixed(2), auto_retired: auto.summary.retired, auto_probes: auto.summary.probes } : {}),
         } : {}),
       };
       if (round > 0) runs.push({ bi, ...line });
@@ -130,6 +131,7 @@ for (const [bi, b] of builds.entries()) {
       auto_speedup_cpu_range: [Math.min(...rs.map((r) => r.auto_speedup_cpu)), Math.max(...rs.map((r) => r.auto_speedup_cpu))],
       auto_decisions: rs.map((r) => r.auto_decision[0]).join(''), auto_speculative_token_share: +(rs.reduce((a, r) => a + r.auto_speculative_tokens, 0) / rs.reduce((a, r) => a + r.auto_speculative_tokens + r.auto_plain_tokens, 0)).toFixed(3),
       auto_all_identical: rs.every((r) => r.auto_identical),
+      ...(rs[0]?.auto_retired !== undefined ? { auto_retired_share: +(rs.filter((r) => r.auto_retired).length / rs.length).toFixed(2), auto_catch_up_cpu_ms_median: med(rs.map((r) => r.auto_catch_up_cpu_ms)) } : {}),
     } : {}),
     load: fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
   }));

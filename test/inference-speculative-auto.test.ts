@@ -125,13 +125,64 @@ describe('speculative rounds mixed with plain steps (greedy)', () => {
   });
 });
 
+describe('a policy that retires speculation', () => {
+  /** Scripted rounds, retired from round `at` on. */
+  class Retiring extends Scripted {
+    constructor(pick: (round: number) => RoundMode, private readonly at: number) {
+      super((r) => (r >= at ? 'plain' : pick(r)));
+    }
+    retired(): boolean {
+      return this.round >= this.at;
+    }
+  }
+
+  it('after retiring: plain steps without module work, the same tokens; a chat\'s next turn reuses the main cache; a later non-retired generation is exact', () => {
+    const m = DeepseekV3.randomInit(parseModelConfig(tinyConfigJson({ vocab_size: 64, max_position_embeddings: 1024, first_k_dense_replace: 9 })), 11);
+    const prompt = Int32Array.from([3, 9, 27, 17, 51]);
+    const n = CATCH_UP_GAP + 60; // past the gap: a non-retired decoder would catch up in the stretch
+    const spec = new SpeculativeDecoder(m, { maxLen: 2 * (prompt.length + n) + 40, depth: 2, chain: true });
+    const e = spec.session.engine;
+    let mtpCalls = 0;
+    const forwardMtp = e.forwardMtp.bind(e);
+    e.forwardMtp = (...a: Parameters<typeof forwardMtp>) => {
+      mtpCalls++;
+      forwardMtp(...a);
+    };
+    const policy = new Retiring(runs(5, 3), 12);
+    const r1 = spec.generate(prompt, n, { reuse: true, policy });
+    assert.deepEqual(Array.from(r1.ids), plainGreedy(m, prompt, n));
+    const calls = mtpCalls;
+    assert.ok(r1.drafted > 0 && calls > 0);
+    // retired: no module forward in the rest of this generation nor in the next turn
+    const p2 = Int32Array.from([...r1.ids, 5, 7]);
+    const r2 = spec.generate(p2, 30, { reuse: true, policy });
+    assert.deepEqual(Array.from(r2.ids), plainGreedy(m, p2, 30));
+    assert.equal(r2.reused, r1.ids.length - 1, 'the main cache is reused up to the shared prefix');
+    assert.equal(r2.plainSteps, r2.mainForwards);
+    // module forwards only before retirement: at most one per depth per early round, plus prefill
+    const before = mtpCalls;
+    const again = spec.generate(p2, 30, { reuse: true, policy });
+    assert.equal(mtpCalls, before, 'no module forward while retired');
+    assert.deepEqual(Array.from(again.ids), Array.from(r2.ids));
+    // the modules were left behind: a speculating generation recomputes them, exactly as fresh
+    const r3 = spec.generate(p2, 30, { reuse: true });
+    const fresh = new SpeculativeDecoder(m, { maxLen: 2 * (prompt.length + n) + 40, depth: 2, chain: true }).generate(p2, 30);
+    assert.deepEqual(Array.from(r3.ids), Array.from(fresh.ids));
+    assert.deepEqual([r3.drafted, r3.accepted], [fresh.drafted, fresh.accepted]);
+    assert.ok(mtpCalls > before);
+  });
+});
+
 describe('AdaptiveSpeculation', () => {
   /** Drives the policy with synthetic costs per token of each mode; returns the modes it chose. */
-  function drive(p: AdaptiveSpeculation, tokens: number, cost: (m: RoundMode, at: number) => number): RoundMode[] {
+  function drive(p: AdaptiveSpeculation, tokens: number, cost: (m: RoundMode, at: number) => number, catchUp?: (plainRows: number) => number): RoundMode[] {
     const seen: RoundMode[] = [];
+    let lag = 0; // plain steps since the last speculative round (the rows the modules skipped)
     for (let t = 0; t < tokens;) {
       const m = p.next();
       seen.push(m);
+      if (m === 'speculate' && lag > 0 && catchUp) p.record('speculate', catchUp(lag), 0); // as the decoder does
+      lag = m === 'plain' ? lag + 1 : 0;
       const k = m === 'speculate' ? 2 : 1;
       p.record(m, cost(m, t) * k, k);
       t += k;
@@ -139,8 +190,78 @@ describe('AdaptiveSpeculation', () => {
     return seen;
   }
 
+  /** Total cost of `seen` under `cost` (2 tokens per speculative round) plus its catch-ups. */
+  function total(seen: RoundMode[], cost: (m: RoundMode) => number, catchUp: (rows: number) => number = () => 0): number {
+    let c = 0;
+    let lag = 0;
+    for (const m of seen) {
+      if (m === 'speculate' && lag > 0) c += catchUp(lag);
+      lag = m === 'plain' ? lag + 1 : 0;
+      c += cost(m) * (m === 'speculate' ? 2 : 1);
+    }
+    return c;
+  }
+
+  it('charges the catch-up a probe causes to speculation: cheaper rounds that need a dear catch-up do not win', () => {
+    // speculative rounds at 0.85 per token beat plain (1) by more than the 10% margin ...
+    const cost = (m: RoundMode): number => (m === 'speculate' ? 0.85 : 1);
+    const free = new AdaptiveSpeculation({ probeRounds: 3, clock: () => 0 });
+    drive(free, 40, cost, () => 0);
+    assert.equal(free.summary().decision, 'speculate');
+    // ... but not when each switch from plain costs 3 (the probe: 12 speculative tokens, one
+    // catch-up after its first plain block: 0.85 + 3 / 12 = 1.1 per token)
+    const dear = new AdaptiveSpeculation({ probeRounds: 3, clock: () => 0 });
+    drive(dear, 40, cost, () => 3);
+    const s = dear.summary();
+    assert.equal(s.decision, 'plain', JSON.stringify(s));
+    assert.ok(Math.abs(s.speculativeMsPerToken - 1.1) < 1e-12, `${s.speculativeMsPerToken}`);
+    assert.equal(s.catchUpMs, 3);
+  });
+
+  it('the catch-up of a plain run\'s rows is upkeep: reported, not charged to the re-probe\'s speculation', () => {
+    // speculation clearly cheaper: decided, then a re-probe (plain block first, then speculative)
+    // after a run; a plain run happens only in the dearer phase below
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 8, budget: 1, clock: () => 0 });
+    // speculation dear for the first probe, then cheap: the run after the first probe is plain,
+    // and the re-probe (speculative first) catches up on that run's rows at a cost of 1 per row
+    // tokens: probe 0 .. 17 (S S S P P P S S S P P P), plain run 18 .. 25, re-probe 26 .. 34
+    const seen = drive(p, 35, (m, at) => (m === 'plain' ? 1 : at < 18 ? 1.5 : 0.5), (rows) => rows);
+    const s = p.summary();
+    assert.deepEqual(seen.slice(12, 20), Array(8).fill('plain'));
+    assert.equal(s.decision, 'speculate', JSON.stringify(s));
+    // the re-probe's speculative cost is its rounds' (0.5 per token): the 11-row catch-up before
+    // it is not spread over its 6 tokens (that would read 0.5 + 11 / 6 and keep plain)
+    assert.equal(s.speculativeMsPerToken, 0.5);
+    // the first probe's (3 rows, charged to it), then the rows of its last plain block and the run's (3 + 8)
+    assert.equal(s.catchUpMs, 3 + 11);
+    assert.equal(s.probes, 2);
+  });
+
+  it('stretches the re-probe interval so that probing a far dearer speculation costs at most ~budget', () => {
+    const cost = (m: RoundMode): number => (m === 'speculate' ? 3 : 1);
+    const N = 6000;
+    const ratio = (budget: number): number => {
+      const p = new AdaptiveSpeculation({ budget, clock: () => 0 });
+      const seen = drive(p, N, cost);
+      assert.equal(p.summary().decision, 'plain');
+      const tokens = seen.reduce((a, m) => a + (m === 'speculate' ? 2 : 1), 0);
+      return total(seen, cost) / tokens; // plain decoding: 1 per token
+    };
+    const stretched = ratio(0.02);
+    assert.ok(stretched < 1.03, `auto costs ${stretched}x plain`);
+    // without the stretch (budget 1: intervals 64 .. 512) the probes cost clearly more
+    const doubling = ratio(1);
+    assert.ok(doubling > stretched + 0.01, `budget 1: ${doubling}x, budget 0.02: ${stretched}x`);
+    const p = new AdaptiveSpeculation({ clock: () => 0 });
+    drive(p, N, cost);
+    // first probe: 8 speculative rounds (16 tokens at 3 against 1): loss 32 over 2 re-probe-sized
+    // halves = 16 -> 16 / (0.02 x 1) = 800 tokens, then a re-probe's loss (4 rounds): 16 -> 800
+    assert.equal(p.summary().interval, 800);
+  });
+
   it('probes in blocks of each mode (a block\'s first round unmeasured), runs the cheaper, re-probes with a doubling interval', () => {
-    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, clock: () => 0 });
+    // budget 1: the re-probe's loss never stretches the interval (see the budget test)
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, budget: 1, clock: () => 0 });
     const seen = drive(p, 300, (m) => (m === 'speculate' ? 1.5 : 1));
     const S: RoundMode = 'speculate';
     const Pl: RoundMode = 'plain';
@@ -192,11 +313,42 @@ describe('AdaptiveSpeculation', () => {
     assert.ok(seen.slice(-10).filter((m) => m === 'plain').length >= 7);
   });
 
+  it('retires speculation when it keeps losing and its upkeep (catch-up per plain token) exceeds the budget', () => {
+    const cost = (m: RoundMode): number => (m === 'speculate' ? 1.3 : 1);
+    // catch-up 0.05 per skipped row: 5% of a plain step > the 2% budget
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    const seen = drive(p, 400, cost, (rows) => 0.05 * rows);
+    const s = p.summary();
+    assert.ok(s.retired && p.retired(), JSON.stringify(s));
+    assert.equal(s.probes, 2, 'retired at the second probe that found speculation dearer');
+    assert.ok(Math.abs(s.upkeepMsPerToken - 0.05) < 1e-12, `${s.upkeepMsPerToken}`);
+    // probe (12 rounds), a plain run of 94 tokens (the budget's stretch: the probe lost
+    // (12 x 1.3 + 3 x 0.05 - 12) / 2 = 1.875 per re-probe, / 0.02 = 94), re-probe (6 rounds:
+    // speculative 106 .. 108), then plain for good
+    const last = seen.lastIndexOf('speculate');
+    assert.equal(last, 108);
+    assert.ok(seen.slice(last + 1).every((m) => m === 'plain') && seen.length - last > 250, `last speculative round ${last} of ${seen.length}`);
+    // cheap upkeep (0.5% of a step): keeps probing (the text may get easier to draft)
+    const q = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, clock: () => 0 });
+    const seenQ = drive(q, 2000, cost, (rows) => 0.005 * rows);
+    assert.ok(!q.summary().retired && q.summary().probes > 10, JSON.stringify(q.summary()));
+    assert.ok(seenQ.lastIndexOf('speculate') > seenQ.length - 200);
+    // never with retireAfter 0; not while speculation is within the margin but cheaper
+    const r = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireAfter: 0, clock: () => 0 });
+    drive(r, 400, cost, (rows) => 0.05 * rows);
+    assert.ok(!r.summary().retired);
+    const near = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    drive(near, 400, (m) => (m === 'speculate' ? 0.95 : 1), (rows) => 0.05 * rows);
+    assert.ok(!near.summary().retired && near.summary().decision === 'plain', JSON.stringify(near.summary()));
+  });
+
   it('rejects bad options', () => {
     assert.throws(() => new AdaptiveSpeculation({ probeRounds: 0 }), /probeRounds must be a positive integer/);
     assert.throws(() => new AdaptiveSpeculation({ probeRounds: 1 }), /probeRounds must be >= 2/);
     assert.throws(() => new AdaptiveSpeculation({ firstInterval: 64, maxInterval: 8 }), /maxInterval 8 < firstInterval 64/);
     assert.throws(() => new AdaptiveSpeculation({ margin: 1 }), /margin must be in \[0, 1\)/);
+    assert.throws(() => new AdaptiveSpeculation({ budget: 0 }), /budget must be in \(0, 1\]/);
+    assert.throws(() => new AdaptiveSpeculation({ retireAfter: -1 }), /retireAfter must be an integer >= 0/);
   });
 
   it('in the decoder: a switch mid-generation (costs measured on the decoder\'s rounds) keeps greedy output', () => {

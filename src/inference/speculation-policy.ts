@@ -18,12 +18,28 @@
  *   2. run the cheaper mode (speculative only when its cost per token is below plain's by
  *      `margin`) for `interval` tokens;
  *   3. probe again (one block of each mode, the one not running first) and decide again: the
- *      same decision doubles `interval` (up to
- *      `maxInterval`), a change resets it to `firstInterval`. A speculative run is also watched:
- *      when its last 8 rounds cost more per token than the last probe's plain steps (the text
- *      got harder to draft), it probes at once.
- * The MTP modules' catch-up after plain steps (batched, a fraction of a step per row) is not
- * charged to either mode.
+ *      same decision doubles `interval` (up to `maxInterval`), a change resets it to
+ *      `firstInterval`. A speculative run is also watched: when its last 8 rounds cost more per
+ *      token than the last probe's plain steps (the text got harder to draft), it probes at once.
+ * Accounting: every cost is charged to the mode that causes it, per emitted token.
+ *   - The MTP modules' catch-up (the rows plain steps skipped, run in batched forwards before a
+ *     speculative round, or every CATCH_UP_GAP plain tokens) exists only so that speculation can
+ *     run: a plain decoder never pays it. The decoder reports it as work of 'speculate' with no
+ *     token (record('speculate', ms, 0)). The catch-up a probe causes itself (the rows of its own
+ *     plain block) is added to speculation's cost per token in that probe (spread over the
+ *     probe's speculative tokens), so speculation is chosen only when it beats plain decoding
+ *     including it. The catch-up after a plain run (its rows) is the upkeep of keeping
+ *     speculation possible: reported (summary().catchUpMs), charged to no decision.
+ *   - Upkeep costs every plain token (per module, a batched row: ~4% of a step on `dsv3
+ *     train`'s default model), so a policy that keeps probing a speculation that loses is slower
+ *     than plain decoding by it. After `retireAfter` probes in a row found speculation no cheaper
+ *     than plain steps, while the upkeep per plain token exceeds `budget` x a plain step, the
+ *     policy retires speculation for good (for its life: a chat's turns): the decoder runs plain
+ *     steps without catch-up, as a plain decoder does.
+ *   - A probe of a mode that loses costs its extra time; after a plain decision the re-probe
+ *     interval is stretched so that the next re-probe's expected loss (its speculative tokens x
+ *     the cost difference, plus the catch-up it causes) stays under `budget` x the plain run's
+ *     cost: with speculation far dearer, probes get rare (up to 4 x maxInterval tokens apart).
  * The state carries over between generations (a chat's turns, one policy per model).
  */
 import { DsvError } from '../errors.js';
@@ -36,8 +52,12 @@ export interface SpeculationPolicy {
   next(): RoundMode;
   /** The clock the costs are measured on (ms, monotone). */
   now(): number;
+  /** True once speculation is over for good: every next() is 'plain' and the decoder may let
+   * the MTP modules fall behind (no catch-up; their rows are not kept). */
+  retired?(): boolean;
   /** A round of `mode` that took `ms` on the clock and emitted `tokens` tokens (0: work done for
-   * that mode without a token, e.g. the MTP modules catching up after plain steps). */
+   * that mode without a token: the MTP modules catching up on the rows plain steps skipped,
+   * reported as 'speculate', the mode that needs it). */
   record(mode: RoundMode, ms: number, tokens: number): void;
 }
 
@@ -57,6 +77,14 @@ export interface AdaptiveOptions {
   /** Speculate only when its cost per token is below (1 - margin) x plain's (default 0.1: a
    * speculative stretch also pays the probes and the modules' catch-up, not measured). */
   margin?: number;
+  /** Most extra cost a re-probe may add to a plain run, as a fraction of the run's cost (default
+   * 0.02): after a plain decision the next interval is at least (expected re-probe loss) /
+   * (budget x plain cost per token) tokens, up to 4 x maxInterval. */
+  budget?: number;
+  /** Retire speculation after this many probes in a row found it no cheaper than plain steps
+   * while its upkeep (catch-up per plain token) exceeds budget x a plain step (default 2; 0:
+   * never). */
+  retireAfter?: number;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
 }
@@ -74,6 +102,15 @@ export interface AdaptiveSummary {
   /** The latest measured cost per token of each mode (ms on the clock; NaN before measured). */
   speculativeMsPerToken: number;
   plainMsPerToken: number;
+  /** Catch-up time (ms on the clock) of the MTP modules: in probes (charged to speculation) and
+   * after plain runs (upkeep). */
+  catchUpMs: number;
+  /** The latest re-probe interval (tokens). */
+  interval: number;
+  /** Catch-up per plain token skipped by the modules (ms; NaN before any catch-up). */
+  upkeepMsPerToken: number;
+  /** Speculation retired for good (see AdaptiveOptions.retireAfter). */
+  retired: boolean;
 }
 
 interface Tally {
@@ -115,18 +152,37 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   private probes = 1;
   private switches = 0;
   private decided = false;
+  private readonly budget: number;
+  /** The current probe: catch-up it caused, and its speculative rounds' tokens and time (every
+   * round, measured or not: the probe's real cost). */
+  private probeCatchMs = 0;
+  private probeSpecTokens = 0;
+  private probeSpecMs = 0;
+  private catchUpMs = 0;
+  /** Plain tokens since the modules were last final (the rows a catch-up runs), and all rows
+   * caught up. */
+  private lagTokens = 0;
+  private catchUpRows = 0;
+  private readonly retireAfter: number;
+  /** Probes in a row that found speculation no cheaper than plain. */
+  private losing = 0;
+  private over = false;
 
   constructor(o: AdaptiveOptions = {}) {
     this.block = o.probeRounds ?? 4;
     this.firstInterval = o.firstInterval ?? 64;
     this.maxInterval = o.maxInterval ?? 512;
     this.margin = o.margin ?? 0.1;
+    this.budget = o.budget ?? 0.02;
+    this.retireAfter = o.retireAfter ?? 2;
+    if (!(Number.isInteger(this.retireAfter) && this.retireAfter >= 0)) throw new DsvError(`AdaptiveSpeculation: retireAfter must be an integer >= 0, got ${this.retireAfter}`);
     for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
       if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
     }
     if (this.block < 2) throw new DsvError(`AdaptiveSpeculation: probeRounds must be >= 2 (a block's first round is not measured), got ${this.block}`);
     if (this.maxInterval < this.firstInterval) throw new DsvError(`AdaptiveSpeculation: maxInterval ${this.maxInterval} < firstInterval ${this.firstInterval}`);
     if (!(this.margin >= 0 && this.margin < 1)) throw new DsvError(`AdaptiveSpeculation: margin must be in [0, 1), got ${this.margin}`);
+    if (!(this.budget > 0 && this.budget <= 1)) throw new DsvError(`AdaptiveSpeculation: budget must be in (0, 1], got ${this.budget}`);
     const c = o.clock ?? 'cpu';
     this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
     this.interval = this.firstInterval;
@@ -139,13 +195,34 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   }
 
   next(): RoundMode {
-    return this.probing ? this.planned(this.step) : this.mode;
+    return this.over ? 'plain' : this.probing ? this.planned(this.step) : this.mode;
+  }
+
+  retired(): boolean {
+    return this.over;
   }
 
   record(mode: RoundMode, ms: number, tokens: number): void {
     this.emitted[mode] += tokens;
-    if (tokens === 0) return; // work without a token (the modules' catch-up) is no round
+    if (tokens === 0) {
+      // work without a token: the modules' catch-up, which only speculation needs. Inside a
+      // probe (after its first block) it catches up on the probe's own plain block: charged to
+      // this probe's speculation; else it is the upkeep of a plain run's rows
+      const t = Math.max(0, ms);
+      this.catchUpMs += t;
+      this.catchUpRows += this.lagTokens;
+      this.lagTokens = 0;
+      if (this.probing && this.step > 0) this.probeCatchMs += t;
+      return;
+    }
+    // after a speculative round the modules' rows are final; plain steps leave rows behind
+    this.lagTokens = mode === 'plain' ? this.lagTokens + tokens : 0;
+    if (this.over) return;
     if (this.probing) {
+      if (mode === 'speculate') {
+        this.probeSpecTokens += tokens;
+        this.probeSpecMs += Math.max(0, ms);
+      }
       // a block's first round pays for the switch (caches, JIT): not measured
       if (mode === this.planned(this.step) && this.step % this.block !== 0) {
         this.ms[mode].push(Math.max(0, ms));
@@ -176,11 +253,13 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   }
 
   /** The end of a probe: run the cheaper mode for `interval` tokens. A mode's cost per token
-   * is its median round's cost over its mean tokens per round (robust to a preempted round). */
+   * is its median round's cost over its mean tokens per round (robust to a preempted round);
+   * speculation's includes the catch-up this probe caused, per speculative token. */
   private decide(): void {
     this.probing = false;
     for (const m of ['speculate', 'plain'] as const) {
-      const c = this.perToken(m);
+      let c = this.perToken(m);
+      if (m === 'speculate' && this.probeSpecTokens > 0) c += this.probeCatchMs / this.probeSpecTokens;
       if (Number.isFinite(c)) this.cost[m] = c;
       this.ms[m].length = 0;
       this.toks[m].length = 0;
@@ -189,9 +268,24 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     if (this.decided && best !== this.mode) this.switches++;
     if (this.decided && best === this.mode) this.interval = Math.min(this.maxInterval, this.interval * 2);
     else if (this.decided) this.interval = this.firstInterval;
+    if (best === 'plain' && this.cost.plain > 0) {
+      // the next re-probe runs one block of speculation (this probe's tokens per block) and its
+      // catch-up: its expected extra cost over plain, kept under budget x the run's cost
+      const blocks = this.decided ? 1 : 2;
+      const loss = (this.probeSpecMs + this.probeCatchMs - this.probeSpecTokens * this.cost.plain) / blocks;
+      const need = Math.ceil(loss / (this.budget * this.cost.plain));
+      if (need > this.interval) this.interval = Math.min(4 * this.maxInterval, need);
+    }
     this.decided = true;
     this.mode = best;
     this.runLeft = this.interval;
+    this.losing = best === 'plain' && this.cost.speculate >= this.cost.plain ? this.losing + 1 : 0;
+    if (this.retireAfter > 0 && this.losing >= this.retireAfter && this.upkeep() > this.budget * this.cost.plain) this.over = true;
+  }
+
+  /** Catch-up ms per plain token the modules skipped (NaN before a catch-up). */
+  private upkeep(): number {
+    return this.catchUpRows > 0 ? this.catchUpMs / this.catchUpRows : NaN;
   }
 
   private startProbe(): void {
@@ -200,6 +294,9 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.toks.speculate.length = 0;
     this.probing = true;
     this.step = 0;
+    this.probeCatchMs = 0;
+    this.probeSpecTokens = 0;
+    this.probeSpecMs = 0;
     this.first = this.mode === 'speculate' ? 'plain' : 'speculate';
   }
 
@@ -212,6 +309,10 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       plainTokens: this.emitted.plain,
       speculativeMsPerToken: this.cost.speculate,
       plainMsPerToken: this.cost.plain,
+      catchUpMs: this.catchUpMs,
+      interval: this.interval,
+      upkeepMsPerToken: this.upkeep(),
+      retired: this.over,
     };
   }
 }

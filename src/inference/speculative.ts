@@ -215,16 +215,21 @@ export class SpeculativeDecoder {
     const tok = (m: number): number => (m <= known ? ids[m]! : drafts[m - known - 1]!);
     // reuse: rows before f are valid in the main cache (tokens 0 .. f-1 shared) and in every
     // module's (row i < f reads tokens up to i + K < the common prefix, and was final)
+    // A policy that retired speculation (speculation-policy.ts) never drafts again: the modules
+    // are left behind (no catch-up), the main cache is reused on its own
+    const lapsed = (): boolean => o.policy?.retired?.() === true;
+    const retired = lapsed();
     let f = 0;
     if (o.reuse) {
       const lim = Math.min(this.cachedLen, P - 1);
       let c = 0;
       while (c < lim && this.cachedTokens[c] === prompt[c]) c++;
-      f = Math.max(0, c - K);
-      for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
+      f = retired ? c : Math.max(0, c - K);
+      if (!retired) for (let k = 0; k < K; k++) f = Math.min(f, this.final[k]!);
     }
     s.truncate(Math.min(f, s.cache.length));
-    this.final.fill(f);
+    // module k's rows before final[k] stay valid (a retired policy's modules keep their own)
+    for (let k = 0; k < K; k++) this.final[k] = retired ? Math.min(this.final[k]!, f) : f;
     this.cachedTokens.set(prompt);
     this.cachedLen = P;
     const t0 = performance.now();
@@ -242,7 +247,7 @@ export class SpeculativeDecoder {
       }
       // module k's row i is final when h^{k-1}_i is and t_{i+k} is known; row P-1 is left to
       // the first draft round (its logits propose d_k)
-      this.catchUp(Math.min(c0 + c, P - 1), known, tok);
+      if (!retired) this.catchUp(Math.min(c0 + c, P - 1), known, tok);
     }
     const draftedByDepth = new Array<number>(K).fill(0);
     const acceptedByDepth = new Array<number>(K).fill(0);
@@ -269,16 +274,20 @@ export class SpeculativeDecoder {
     const policy = o.policy;
     let plainSteps = 0;
     let lagging = false; // plain steps ran since the modules' rows were last made final
+    let clock = policy?.now() ?? 0;
     while (!ended && produced < n) {
       const pos = s.cache.length; // = known: t_pos = next is known, not cached
-      const c0 = policy?.now() ?? 0;
+      // one clock read per round: a round starts when the previous one was recorded
+      // (process.cpuUsage is a system call, ~1.5-3 us here)
+      const c0 = clock;
       if (policy?.next() === 'plain') {
         // ---- plain step: the main model on t_pos alone; the modules fall behind (bounded) ------
-        if (pos - this.final[K - 1]! >= CATCH_UP_GAP) {
+        if (pos - this.final[K - 1]! >= CATCH_UP_GAP && !lapsed()) {
           this.catchUp(pos - 1, known, tok);
-          policy.record('plain', policy.now() - c0, 0);
+          clock = policy.now();
+          policy.record('speculate', clock - c0, 0); // upkeep: only speculation needs the modules' rows
         }
-        const c1 = policy.now();
+        const c1 = clock;
         const u = produced;
         this.verifyIds[0] = next;
         e.forwardMain(this.verifyIds.subarray(0, 1), { B: 1, T: 1, start: pos }, s.cache);
@@ -295,16 +304,20 @@ export class SpeculativeDecoder {
         known = pos + 1;
         lagging = true;
         s.engine.profiler?.endStep();
-        policy.record('plain', policy.now() - c1, produced - u);
+        // a retired policy measures nothing: no clock read (a system call) per step
+        if (!lapsed()) clock = policy.now();
+        policy.record('plain', clock - c1, produced - u);
         continue;
       }
       if (policy && lagging) {
-        // the rows plain steps skipped, in one batched forward per module: plain's cost
+        // the rows plain steps skipped, in one batched forward per module: work only speculation
+        // needs (a plain decoder never runs it), charged to it (speculation-policy.ts)
         this.catchUp(pos - 1, known, tok);
         lagging = false;
-        policy.record('plain', policy.now() - c0, 0);
+        clock = policy.now();
+        policy.record('speculate', clock - c0, 0);
       }
-      const c1 = policy?.now() ?? 0;
+      const c1 = clock;
       const u = produced;
       // ---- draft: modules 1 .. k chained at row pos-1 (k <= the tokens still wanted) ----------
       const td = performance.now();
@@ -345,10 +358,13 @@ export class SpeculativeDecoder {
       known = pos + a + 1;
       s.engine.profiler?.endStep();
       verifyMs += performance.now() - tv;
-      policy?.record('speculate', policy.now() - c1, produced - u);
+      if (policy) {
+        clock = policy.now();
+        policy.record('speculate', clock - c1, produced - u);
+      }
     }
     // a chat's next turn reuses the modules' rows (`reuse`): bring them up to the main cache
-    if (lagging && o.reuse) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
+    if (lagging && o.reuse && !lapsed()) this.catchUp(s.cache.length - 1, s.cache.length - 1, tok);
     const drafted = draftedByDepth.reduce((x, y) => x + y, 0);
     const accepted = acceptedByDepth.reduce((x, y) => x + y, 0);
     return {

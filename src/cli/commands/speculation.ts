@@ -81,13 +81,15 @@ export function autoJson(s: AdaptiveSummary): Record<string, unknown> {
     plain_tokens: s.plainTokens,
     speculative_cpu_ms_per_token: ms(s.speculativeMsPerToken),
     plain_cpu_ms_per_token: ms(s.plainMsPerToken),
+    catch_up_cpu_ms: ms(s.catchUpMs),
+    retired: s.retired,
   };
 }
 
 /** --verbose's words for the auto decision. */
 export function autoText(s: AdaptiveSummary): string {
   const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : '?');
-  return `auto: ${s.decision === 'speculate' ? 'speculative' : 'plain'} decoding chosen (CPU ms per token: speculative ${f(s.speculativeMsPerToken)}, plain ${f(s.plainMsPerToken)}; ${s.speculativeTokens} tokens speculative, ${s.plainTokens} plain, ${s.switches} switches)`;
+  return `auto: ${s.decision === 'speculate' ? 'speculative' : 'plain'} decoding chosen (CPU ms per token: speculative ${f(s.speculativeMsPerToken)}, plain ${f(s.plainMsPerToken)}; ${s.speculativeTokens} tokens speculative, ${s.plainTokens} plain, ${s.switches} switches${s.retired ? '; speculation retired: it lost the last probes and keeping the MTP modules current costs more than its budget' : ''})`;
 }
 
 /** ", by depth 1: 80.0%, 2: 55.0%" (acceptance per draft depth) when there are several. */
