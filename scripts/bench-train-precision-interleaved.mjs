@@ -2,7 +2,7 @@
 //   node scripts/bench-train-precision-interleaved.mjs STEPS LABEL=ROOT:PREC[,PREC] ...
 // ROOT: a built checkout of dsv3 (dist/ and build/Release/dsv3.node); PREC: fp32 | bf16 | fp8 (fp8 with BF16 AdamW
 // moments, as `bench train --precision fp8`). configs/bench-small.json, 8x256 tokens, bench train's step; one step of
-// each trainer in turn after a warm-up step. Prints JSON: per trainer the median wall and CPU (process.cpuUsage, all
+// each trainer in turn (the order rotating every round) after a warm-up step. Prints JSON: per trainer the median wall and CPU (process.cpuUsage, all
 // threads) ms per step and the last loss; for each non-bf16 trainer the medians of its per-step CPU and wall ratios
 // against the same ROOT's bf16 trainer, and for the trainers of every later LABEL the medians of their per-step
 // ratios against the first LABEL's trainer of the same precision (e.g. base=../main:fp32,bf16,fp8 new=.:fp32,bf16,fp8:
@@ -36,7 +36,11 @@ for (const spec of process.argv.slice(3)) {
 }
 for (const r of runners) r.step();
 for (const r of runners) { r.ms.length = 0; r.cpu.length = 0; }
-for (let s = 0; s < steps; s++) for (const r of runners) r.step();
+// the order rotates every round (round s starts with trainer s mod n): a step pays for part of the
+// previous step's background work (V8's concurrent GC and JIT threads count in process.cpuUsage),
+// so a fixed order made whichever trainer ran second look several % slower (2026-12-08 A/B: the
+// `other` CPU of profile-kernels-cpu followed the position, not the precision)
+for (let s = 0; s < steps; s++) for (let j = 0; j < runners.length; j++) runners[(s + j) % runners.length].step();
 const med = (a) => { const b = [...a].sort((x, y) => x - y); const n = b.length; return n % 2 ? b[(n - 1) / 2] : (b[n / 2 - 1] + b[n / 2]) / 2; };
 const out = {};
 for (const r of runners) out[r.name] = { wall_med: Math.round(med(r.ms)), wall_min: Math.round(Math.min(...r.ms)), cpu_med: Math.round(med(r.cpu)), loss_last: +r.loss().toFixed(5) };

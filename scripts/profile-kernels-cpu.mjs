@@ -52,7 +52,9 @@ const step = (r, timed) => {
   acc = null;
 };
 for (const r of R) step(r, false);
-for (let s = 0; s < steps; s++) for (const r of R) step(r, true);
+// the order rotates every round (see bench-train-precision-interleaved.mjs): with a fixed order the
+// second precision's `other` carried the first's background GC / JIT work (+35 ms/step)
+for (let s = 0; s < steps; s++) for (let j = 0; j < R.length; j++) step(R[(s + j) % R.length], true);
 const med = (a) => { const b = [...a].sort((x, y) => x - y); return b[b.length >> 1]; };
 const ms = (r, k) => (r.k.get(k)?.[0] ?? 0) / steps;
 const out = {};

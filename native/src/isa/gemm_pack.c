@@ -95,7 +95,31 @@ void ISA_FN(gemm_pack_a)(const gemm_prob* P, int64_t i0, int mc, int64_t p0, int
 #endif
       pack_a_panel_scalar(P, i0 + ir, MR, p0, pa, kc, d);
     }
-  } else if (P->ta && (gemm_round_a(P) || P->ah)) {
+  } else if (P->ta && P->ah) {
+    /* A given as bf16 bits, stored [k,m] (Wgrad's dY^T without VDPBF16PS): as the float32 path
+     * below (blocks of 8 k rows, panels inside: 8 sequential read streams, 8*MR contiguous floats
+     * written), each MR-value segment widened on the way (exact: same values as before, when
+     * every k row was widened across all panels first, which wrote each panel MR floats at a
+     * time kc*MR apart). Vector loads read 8 bits values, so a short segment (MR 6 or 12's last
+     * 4) uses them only where those 8 lie inside the row's m values. */
+    for (int pb = 0; pb < kc; pb += 8) {
+      const int pe = pb + 8 < kc ? pb + 8 : kc;
+      for (int ir = 0; ir < full; ir += MR)
+        for (int p = pb; p < pe; p++) {
+          const uint16_t* s = P->ah + (p0 + p) * P->lda + i0 + ir;
+          float* o = dst + (int64_t)ir * kc + p * MR;
+          int r = 0;
+#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
+          for (; r < MR; r += 8) {
+            const int n = MR - r < 8 ? MR - r : 8;
+            if (n < 8 && i0 + ir + r + 8 > P->m) break;
+            store_lanes(o + r, gemm_widen_bf16_v8(s + r), n);
+          }
+#endif
+          for (; r < MR; r++) o[r] = gemm_bf16_to_f32(s[r]);
+        }
+    }
+  } else if (P->ta && gemm_round_a(P)) {
     /* A stored [k,m], rounded to bf16 (or widened from bf16 bits): each row's segment of the
      * full panels is rounded 8 lanes at a time into t (chunks of whole panels), then dealt out
      * MR values per panel. */
