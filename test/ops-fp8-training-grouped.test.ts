@@ -223,3 +223,28 @@ test('fp8GroupedExperts: keeping the forward Y for dgate (no VDPBF16PS) equals r
     check(cfg);
   });
 });
+
+test('fp8GroupedExperts keeps no weight codes from forward to backward (made again from the unchanged weights: same bits, arena poison, deferred too)', async () => {
+  const { BufferArena } = await import('../src/engine/arena.js');
+  const { withArena } = await import('../src/engine/active-arena.js');
+  const c = makeCase([0, 1, 127, 129, 3], 2, 160, 144, 136);
+  const R = randData(r, c.N * c.D);
+  const plain = run(c, fp8Op(c), R);
+  const weightCodeBytes = c.ws.reduce((s, w) => s + w.d.length, 0);
+  for (const defer of [false, true]) {
+    const arena = new BufferArena({ poison: true, minElems: 16 });
+    let inUseAfterForward = 0;
+    const op: Op = (x, g, w) => {
+      const y = ops.fp8GroupedExperts(x, g, c.idx, w);
+      inUseAfterForward = arena.stats().inUseBytes;
+      return y;
+    };
+    const got = withArena(arena, () => run(c, op, R, defer).map((v) => v.slice()));
+    got.forEach((v, i) => assert.deepEqual(v, plain[i]!, `tensor ${i} (arena, poison, defer ${defer})`));
+    // what the forward leaves in use: out, the FP8 caches of x, G, U, H (1 byte per element) and their scales
+    const P = c.idx.length;
+    const cached = c.N * c.D * 4 + c.N * c.D + 3 * P * 144 + 3 * c.N * 136;
+    assert.ok(inUseAfterForward < cached * 1.3 + 65536, `in use after forward ${inUseAfterForward} B; the caches ~${cached} B`);
+    assert.ok(inUseAfterForward + weightCodeBytes > cached * 1.3 + 65536, 'the bound would catch kept weight codes');
+  }
+});

@@ -240,3 +240,28 @@ test('fp8TrainingLinear: Linears that read the same x quantise it once and share
   const [poisoned] = run(true, arena);
   poisoned.forEach((v, i) => assert.deepEqual(v, sep[i]!, `tensor ${i} (arena, poison)`));
 });
+
+test('fp8TrainingLinear keeps X\'s FP8 copy but not W\'s block codes from forward to backward; Dgrad quantises W again, same bits (arena poison)', async () => {
+  const { BufferArena } = await import('../src/engine/arena.js');
+  const { withArena } = await import('../src/engine/active-arena.js');
+  const [m, k, n] = [2, 256, 384];
+  const xd = activations(m, k);
+  const wd = randData(r, n * k, 0.05);
+  const run = (arena: InstanceType<typeof BufferArena> | null): { grads: Float32Array[]; heldAfterForward: number } => withArena(arena, () => {
+    const x = Tensor.param(xd.slice(), [m, k]);
+    const w = Tensor.param(wd.slice(), [n, k]);
+    const h = ops.mul(x, Tensor.scalar(1));
+    const before = arena?.stats().inUseBytes ?? 0;
+    const y = ops.fp8TrainingLinear(h, w);
+    const heldAfterForward = (arena?.stats().inUseBytes ?? 0) - before;
+    backward(ops.sum(ops.mul(y, y)));
+    return { grads: [y.f32().slice(), x.grad!.f32().slice(), w.grad!.f32().slice()], heldAfterForward };
+  });
+  const plain = run(null);
+  const arena = new BufferArena({ poison: true, minElems: 16 });
+  const inArena = run(arena);
+  // y (m x n float32) and X's codes + tile scales are in use; W's n x k codes (98,304 bytes) are not
+  assert.ok(inArena.heldAfterForward < (n * k) / 8, `in use after forward: ${inArena.heldAfterForward} bytes`);
+  assert.ok(inArena.heldAfterForward >= m * n * 4 + m * k, `in use after forward: ${inArena.heldAfterForward} bytes`);
+  inArena.grads.forEach((v, i) => assert.deepEqual(v, plain.grads[i]!, `tensor ${i} (arena, poison: the re-quantised W gives the same Dgrad)`));
+});

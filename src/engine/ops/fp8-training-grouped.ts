@@ -69,6 +69,25 @@ function blocks(q: Fp8Blocks, t = false): Fp8Operand {
   return { codes: q.codes, scales: q.scaleInv, layout: t ? Fp8GemmLayout.colsBlocks : Fp8GemmLayout.rowsBlocks };
 }
 
+type ProjBlocks = { gate: Fp8Blocks; up: Fp8Blocks; down: Fp8Blocks };
+
+/**
+ * Every expert weight per 128x128 block (routed per expert, and the shared expert's): the Fprop
+ * operands, and, made again from the same master weights in backward, the Dgrad operands (a
+ * weight does not change between a step's forward and backward, so the codes are the same bits;
+ * not keeping them from forward to backward frees 1 byte per expert weight element per layer).
+ */
+function quantizeWeights(w: ExpertWeights, sh: ExpertWeights['shared'] | null): { wq: { gate: Fp8Blocks[]; up: Fp8Blocks[]; down: Fp8Blocks[] }; sq: ProjBlocks | null } {
+  const wq = { gate: w.gate.map(quantizeFp8Weight), up: w.up.map(quantizeFp8Weight), down: w.down.map(quantizeFp8Weight) };
+  const sq = sh ? { gate: quantizeFp8Weight(sh.gate), up: quantizeFp8Weight(sh.up), down: quantizeFp8Weight(sh.down) } : null;
+  return { wq, sq };
+}
+
+/** The buffers of quantizeWeights' copies (to give back to the step arena). */
+function weightBuffers(wq: { gate: Fp8Blocks[]; up: Fp8Blocks[]; down: Fp8Blocks[] }, sq: ProjBlocks | null): (Uint8Array | Float32Array)[] {
+  return [...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv]);
+}
+
 /** In place: v [rows, cols] -> its 1x128-tile FP8 values (quantise, dequantise). */
 function qdqRows(v: Float32Array, rows: number, cols: number): Float32Array {
   kernels().fp8QuantTiles1x128(v, cols, rows, cols, null, null, v);
@@ -136,9 +155,9 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
   // X per 1x128 tile: its FP8 copy (codes + scales) is also all the backward keeps of x
   const xt = quantizeFp8Activation(x);
   const xq: Fp8Operand = { codes: xt.codes, scales: xt.scales, layout: Fp8GemmLayout.rowsTiles };
-  // every weight per 128x128 block; the codes are also the Dgrad operands
-  const wq = { gate: w.gate.map(quantizeFp8Weight), up: w.up.map(quantizeFp8Weight), down: w.down.map(quantizeFp8Weight) };
-  const sq = sh ? { gate: quantizeFp8Weight(sh.gate), up: quantizeFp8Weight(sh.up), down: quantizeFp8Weight(sh.down) } : null;
+  // every weight per 128x128 block; given back after the forward and made again in backward for
+  // Dgrad and the recomputed Y (the master weights do not change within a step: the same codes)
+  const { wq, sq } = quantizeWeights(w, sh);
 
   // shared expert: its down GEMM (beta 0) writes all of out
   let GsQ: Fp8Operand | null = null; // the SwiGLU inputs' FP8 copies (kept for the backward)
@@ -188,6 +207,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     UQ = sw.u;
   }
   const result = new Tensor(out, [N, D], 'f32');
+  release(...weightBuffers(wq, sq)); // not kept from forward to backward
   if (!recording) {
     release(xq);
     return result;
@@ -196,6 +216,7 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
   const xGrad = x.requiresGrad; // the closure must not capture x: its FP8 copy is what is kept
   const gatesGrad = gates.requiresGrad;
   return attach(result, 'fp8GroupedExperts', [x, gates, ...params], (g) => scratchScope(() => {
+    const { wq, sq } = quantizeWeights(w, sh); // the forward's block codes again (Dgrad, recomputed Y)
     // Wgrad operands may be read later by deferred closures: give them their own buffers
     const deferring = weightGradsDeferred();
     const dout = dataOf(g);
@@ -371,10 +392,9 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
         k.scatterAddRows(dX, rows, null, dx, P, D);
       }
     }
-    release(...temps);
+    release(...temps, ...weightBuffers(wq, sq)); // Wgrad (deferred or not) reads no weight codes
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : []))
-    .concat([...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv])));
+  }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : [])));
   // ^ reads only its own FP8 caches (never x or the gates, so a dropped x is reused); they go when its backward ran
 }
 

@@ -5,8 +5,10 @@
  * ops/linear.ts), with all three GEMMs on E4M3 operands:
  *   - Fprop  Y  = X W^T : X in 1x128 tiles along K (per token, per 128 channels, §3.3.1),
  *                         W in 128x128 blocks;
- *   - Dgrad  dX = dY W  : dY in 1x128 tiles along N, times the Fprop W codes and block scales
- *                         transposed (not re-quantised; appendix B.2);
+ *   - Dgrad  dX = dY W  : dY in 1x128 tiles along N, times W's 128x128-block codes and scales
+ *                         transposed (appendix B.2): the Fprop's codes, made again in backward
+ *                         from the same master weight (it does not change within a step, so the
+ *                         codes are the same bits) rather than kept from the forward;
  *   - Wgrad  dW = dY^T X: dY^T and X^T in 1x128 tiles along M (= 128x1 tiles of dY and X); X^T
  *                         is re-quantised from the FP8 copy of X the forward pass caches
  *                         (§3.3.3 / §3.5.2: "cache the activations in FP8"; fixtures README
@@ -22,8 +24,11 @@
  * bf16, every product of two exact in float32), far inside the fixtures' per-row 1e-5
  * (test/fp8-gemm.test.ts checks it on the fixture).
  *
- * Memory (§3.3.3): the backward keeps only the FP8 copies — X's codes + tile scales (1 byte per
- * element, for Wgrad) and W's codes + block scales (for Dgrad) — never the float32 input; the
+ * Memory (§3.3.3): the backward keeps only X's FP8 copy — codes + tile scales (1 byte per element,
+ * for Wgrad) — never the float32 input, and not W's block codes either: the forward gives them
+ * back to the step arena after Fprop and Dgrad quantises the (unchanged) master weight again
+ * (1 byte per weight element per Linear less held from forward to backward; one more read of W,
+ * about 1% of the step's CPU); the
  * graph holds x's producer node, not x (tensor.ts `attach`), so x's storage is freed as soon as
  * nothing else uses it.
  *
@@ -72,16 +77,21 @@ const savedCopies = new WeakMap<Float32Array, { xq: Fp8Tiles; off: number; ld: n
 /**
  * The Fprop operands of the recorded fp8TrainingLinears of trainable weights, by the input's
  * float32 array (weakly: x's storage stays collectable) and then by weight, while that node has
- * not run its backward: X's 1x128-tile copy (kept for Wgrad) and W's 128x128-block copy (kept for
- * Dgrad), with the input's offset and row stride. For recomputing that Fprop in a later backward
- * (`pendingFp8Fprop`, `fp8LinearFromOperands`; §3.2.3).
+ * not run its backward: X's 1x128-tile copy (kept for Wgrad) and the master weight W (its
+ * 128x128-block copy is made again when needed: the same bits within a step), with the input's
+ * offset and row stride. For recomputing that Fprop in a later backward (`pendingFp8Fprop`,
+ * `fp8LinearFromOperands`; §3.2.3).
  */
-const savedFprops = new WeakMap<Float32Array, WeakMap<Tensor, { off: number; ld: number; xq: Fp8Tiles; wq: Fp8Blocks; node: GradNode }>>();
+const savedFprops = new WeakMap<Float32Array, WeakMap<Tensor, { off: number; ld: number; xq: Fp8Tiles; node: GradNode }>>();
 
-/** The FP8 operands of one recorded Fprop: X in 1x128 tiles, W [N, K] in 128x128 blocks. */
+/**
+ * The FP8 operands of one recorded Fprop: X in 1x128 tiles, and the float32 master weight W
+ * [N, K], which fp8LinearFromOperands quantises in 128x128 blocks again (unchanged within a step:
+ * the Fprop's codes and scales).
+ */
 export interface Fp8Fprop {
   readonly xq: Fp8Tiles;
-  readonly wq: Fp8Blocks;
+  readonly w: Tensor;
 }
 
 /**
@@ -95,12 +105,12 @@ export function pendingFp8Fprop(x: Tensor, w: Tensor): Fp8Fprop | null {
   const o = rowsOf(x);
   const s = savedFprops.get(o.d)?.get(w);
   if (!s || s.node.backward === null) return null;
-  return s.off === o.off && s.ld === o.ld && s.xq.rows === o.rows && s.xq.cols === o.cols ? { xq: s.xq, wq: s.wq } : null;
+  return s.off === o.off && s.ld === o.ld && s.xq.rows === o.rows && s.xq.cols === o.cols ? { xq: s.xq, w } : null;
 }
 
-/** The buffers a recomputation from f reads (to list in `attach`'s saves). */
+/** The buffers a recomputation from f reads (to list in `attach`'s saves): X's FP8 copy (W is a parameter). */
 export function fp8FpropBuffers(f: Fp8Fprop): ArrayBufferView[] {
-  return [f.xq.codes, f.xq.scales, f.wq.codes, f.wq.scaleInv];
+  return [f.xq.codes, f.xq.scales];
 }
 
 /**
@@ -111,12 +121,16 @@ export function fp8FpropBuffers(f: Fp8Fprop): ArrayBufferView[] {
  */
 export function fp8LinearFromOperands(f: Fp8Fprop, xShape: readonly number[]): Tensor {
   const { rows: m, cols: k } = f.xq;
-  const n = f.wq.rows;
-  if (f.wq.cols !== k || xShape[xShape.length - 1] !== k || xShape.reduce((a, b) => a * b, 1) !== m * k) {
-    throw new Error(`fp8LinearFromOperands: x ${fmtShape(xShape)} (${m}x${k} cached) does not match weight [out, in] [${n}, ${f.wq.cols}]`);
+  const n = f.w.shape[0]!;
+  if (f.w.shape[1] !== k || xShape[xShape.length - 1] !== k || xShape.reduce((a, b) => a * b, 1) !== m * k) {
+    throw new Error(`fp8LinearFromOperands: x ${fmtShape(xShape)} (${m}x${k} cached) does not match weight [out, in] [${n}, ${f.w.shape[1]}]`);
   }
   const y = k > 0 ? allocUninit(m * n) : alloc(m * n);
-  if (m > 0 && n > 0 && k > 0) fp8Matmul(m, n, k, tilesOf(f.xq), blocksOf(f.wq, false), 0, y);
+  if (m > 0 && n > 0 && k > 0) {
+    const wq = quantizeFp8Weight(f.w); // the Fprop's block codes again (W unchanged within the step)
+    fp8Matmul(m, n, k, tilesOf(f.xq), blocksOf(wq, false), 0, y);
+    release(wq.codes, wq.scaleInv);
+  }
   return new Tensor(y, [...xShape.slice(0, -1), n], 'f32');
 }
 
@@ -138,8 +152,10 @@ function checkWeight(op: string, w: Tensor): void {
 
 /**
  * y = x W^T with FP8 Fprop, Dgrad and Wgrad: x [..., in] float32, w [out, in] float32 ->
- * [..., out]. Caches for backward only the FP8 copies: X codes + tile scales (for Wgrad, when w
- * needs a gradient) and W codes + block scales (for Dgrad, when x needs one).
+ * [..., out]. Caches for backward only X's FP8 copy: codes + tile scales (for Wgrad, when w needs
+ * a gradient). W's codes + block scales (Dgrad's operand, when x needs a gradient) are given back
+ * after Fprop and made again from w in backward: the same bits, as w does not change between a
+ * step's forward and backward.
  */
 export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   checkF32('fp8TrainingLinear', x, 'x');
@@ -154,7 +170,6 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   const wGrad = recording && w.requiresGrad;
   const y = k > 0 ? allocUninit(m * n) : alloc(m * n);
   let xq: Fp8Tiles | null = null;
-  let wq: Fp8Blocks | null = null;
   let reuse = false;
   if (m > 0 && n > 0 && k > 0) {
     // Fprop operands: X per 1x128 tile (its FP8 copy kept only for Wgrad; one copy for the
@@ -165,8 +180,9 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
       xq = saved.xq;
       reuse = true;
     } else xq = quantizeFp8Activation(x);
-    wq = quantizeFp8Weight(w);
+    const wq = quantizeFp8Weight(w);
     fp8Matmul(m, n, k, tilesOf(xq), blocksOf(wq, false), 0, y);
+    release(wq.codes, wq.scaleInv); // not kept: Dgrad quantises w again (same codes)
     if (!wGrad && !reuse) release(xq.codes, xq.scales);
     if (!wGrad) xq = null;
   } else if (wGrad) {
@@ -174,27 +190,30 @@ export function fp8TrainingLinear(x: Tensor, w: Tensor): Tensor {
   }
   const out = new Tensor(y, [...x.shape.slice(0, -1), n], 'f32');
   if (!recording) return out;
-  const wqB = x.requiresGrad ? (wq ?? quantizeFp8Weight(w)) : null; // Dgrad's operand
+  const xGrad = x.requiresGrad;
   const xqW = xq;
   const y2 = attach(out, 'fp8TrainingLinear', [x, w], (g) => {
     // both GEMMs now (not deferred): dY's two FP8 operands from one read of it (same bits)
-    const dual = wqB && xqW && g.dtype === 'f32' && !weightGradsDeferred() && m > 0 && n > 0 && k > 0 ? dyOperands(g) : null;
+    const dual = xGrad && xqW && g.dtype === 'f32' && !weightGradsDeferred() && m > 0 && n > 0 && k > 0 ? dyOperands(g) : null;
+    // Dgrad's operand: W's block codes, quantised again from the unchanged master weight (the Fprop's bits)
+    const wqB = xGrad ? quantizeFp8Weight(w) : null;
     const gx = wqB ? fp8LinearGradInput(g, wqB, dual?.tiles) : null;
+    if (wqB) release(wqB.codes, wqB.scaleInv);
     let gw: Tensor | null = null;
     if (xqW && !accumulateWeightGrad(w, (into, beta) => wgradInto(g, xqW, into.f32(), beta, dual?.cols))) gw = fp8LinearGradWeight(g, xqW, undefined, dual?.cols);
     if (dual) release(dual.tiles, dual.cols);
     return [gx, gw];
-  }, [w, ...(reuse ? [xqW?.codes, xqW?.scales] : [])], [wqB?.codes, wqB?.scaleInv, ...(reuse ? [] : [xqW?.codes, xqW?.scales])]);
-  // ^ its FP8 copies (X's its own, or shared), not x: a dropped x is reused
+  }, [w, ...(reuse ? [xqW?.codes, xqW?.scales] : [])], reuse ? [] : [xqW?.codes, xqW?.scales]);
+  // ^ X's FP8 copy (its own, or shared), not x: a dropped x is reused
   if (xqW && !reuse && y2.node && m > 0 && k > 0) {
     const o = rowsOf(x);
     savedCopies.set(o.d, { xq: xqW, off: o.off, ld: o.ld, node: y2.node });
   }
-  if (xqW && wqB && wqB === wq && y2.node && m > 0 && n > 0 && k > 0) {
-    const o = rowsOf(x); // the Fprop operands, both held by this node until its backward ran
+  if (xqW && xGrad && y2.node && m > 0 && n > 0 && k > 0) {
+    const o = rowsOf(x); // the Fprop operands: X's copy held by this node until its backward ran, and w
     let byW = savedFprops.get(o.d);
     if (!byW) savedFprops.set(o.d, (byW = new WeakMap()));
-    byW.set(w, { off: o.off, ld: o.ld, xq: xqW, wq: wqB, node: y2.node });
+    byW.set(w, { off: o.off, ld: o.ld, xq: xqW, node: y2.node });
   }
   return y2;
 }
