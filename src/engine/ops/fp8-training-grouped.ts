@@ -40,19 +40,21 @@
  */
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
-import { dequantTiles1x128Into, groups128, type Fp8Blocks } from '../fp8/quant.js';
 import {
-  Fp8GemmLayout, codeBytes, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets,
+  Fp8GemmLayout, colTilesOperand, dualOperands, fp8Matmul, fp8MatmulBatch, release, requantOperand, rowsOf, scaleOffsets,
   siluMulOperands, swigluBackwardOperands, tilesOperand,
   type Fp8Operand, type Fp8Problem,
 } from '../fp8/train-gemm.js';
 import { Tensor } from '../tensor.js';
-import { quantizeFp8Activation, quantizeFp8Weight } from './fp8-training-linear.js';
+import { quantizeFp8Activation } from './fp8-training-linear.js';
 import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js';
 import { scratchBuf, scratchDone } from './grouped-gemm.js';
 import { scratchScope } from '../scratch.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 import { nativeHasBf16Dot } from '../native.js';
+import { blocks, dequant, expertCols, expertRuns, gatherOperand, quantizeWeights, weightBuffers } from './fp8-expert-operands.js';
+
+export { expertRuns };
 
 let keepYMode: 'auto' | 'keep' | 'recompute' = 'auto';
 /** Test hook: keep the routed experts' forward Y for dgate ('keep'), recompute it ('recompute'), or choose by CPU ('auto'). */
@@ -62,69 +64,6 @@ export function setFp8KeepExpertY(mode: 'auto' | 'keep' | 'recompute'): void {
 /** Whether the backward reuses the forward's Y: where the FP8 GEMM has no bf16 dot products (see the header). */
 function fp8KeepExpertY(): boolean {
   return keepYMode === 'auto' ? kernels().name === 'native' && !nativeHasBf16Dot() : keepYMode === 'keep';
-}
-
-/** A weight's 128x128-block FP8 copy as the B operand: W (Fprop) or W^T (Dgrad, `t`). */
-function blocks(q: Fp8Blocks, t = false): Fp8Operand {
-  return { codes: q.codes, scales: q.scaleInv, layout: t ? Fp8GemmLayout.colsBlocks : Fp8GemmLayout.rowsBlocks };
-}
-
-type ProjBlocks = { gate: Fp8Blocks; up: Fp8Blocks; down: Fp8Blocks };
-
-/**
- * Every expert weight per 128x128 block (routed per expert, and the shared expert's): the Fprop
- * operands, and, made again from the same master weights in backward, the Dgrad operands (a
- * weight does not change between a step's forward and backward, so the codes are the same bits;
- * not keeping them from forward to backward frees 1 byte per expert weight element per layer).
- */
-function quantizeWeights(w: ExpertWeights, sh: ExpertWeights['shared'] | null): { wq: { gate: Fp8Blocks[]; up: Fp8Blocks[]; down: Fp8Blocks[] }; sq: ProjBlocks | null } {
-  const wq = { gate: w.gate.map(quantizeFp8Weight), up: w.up.map(quantizeFp8Weight), down: w.down.map(quantizeFp8Weight) };
-  const sq = sh ? { gate: quantizeFp8Weight(sh.gate), up: quantizeFp8Weight(sh.up), down: quantizeFp8Weight(sh.down) } : null;
-  return { wq, sq };
-}
-
-/** The buffers of quantizeWeights' copies (to give back to the step arena). */
-function weightBuffers(wq: { gate: Fp8Blocks[]; up: Fp8Blocks[]; down: Fp8Blocks[] }, sq: ProjBlocks | null): (Uint8Array | Float32Array)[] {
-  return [...wq.gate, ...wq.up, ...wq.down, ...(sq ? [sq.gate, sq.up, sq.down] : [])].flatMap((b) => [b.codes, b.scaleInv]);
-}
-
-/** In place: v [rows, cols] -> its 1x128-tile FP8 values (quantise, dequantise). */
-function qdqRows(v: Float32Array, rows: number, cols: number): Float32Array {
-  kernels().fp8QuantTiles1x128(v, cols, rows, cols, null, null, v);
-  return v;
-}
-
-/** out [rows, cols] = the dequantised values of a 1x128-tile operand. */
-function dequant(o: Fp8Operand, rows: number, cols: number, out: Float32Array): Float32Array {
-  dequantTiles1x128Into({ rows, cols, codes: o.codes, scales: o.scales }, out);
-  return out;
-}
-
-/** The rows `rows` of a 1x128-tile operand with `cols` columns, gathered into a new operand. */
-function gatherOperand(src: Fp8Operand, rows: Int32Array, cols: number): Fp8Operand {
-  const P = rows.length;
-  const g = groups128(cols);
-  const codes = codeBytes(P * cols);
-  const k = kernels();
-  if (k.name === 'native' && cols % 4 === 0 && src.codes.byteOffset % 4 === 0 && codes.byteOffset % 4 === 0) {
-    // 4 codes per float32 lane: the native row gather copies the bits (memmove); the JS
-    // reference's float copy could quiet a NaN pattern, so it keeps the byte copy below
-    const f = (u: Uint8Array): Float32Array => new Float32Array(u.buffer, u.byteOffset, u.length >> 2);
-    k.gatherRows(f(src.codes), rows, null, f(codes), P, cols >> 2);
-  } else {
-    for (let p = 0; p < P; p++) {
-      const r = rows[p]!;
-      codes.set(src.codes.subarray(r * cols, (r + 1) * cols), p * cols);
-    }
-  }
-  const scales = allocUninit(P * g);
-  kernels().gatherRows(src.scales, rows, null, scales, P, g);
-  return { codes, scales, layout: src.layout };
-}
-
-/** Expert e's part (rows offsets[e] .. offsets[e+1]-1) of a colTilesOperand with `cols` columns. */
-function expertCols(o: Fp8Operand, offsets: Int32Array, so: Int32Array, e: number, cols: number): Fp8Operand {
-  return { codes: o.codes.subarray(offsets[e]! * cols, offsets[e + 1]! * cols), scales: o.scales.subarray(so[e]!, so[e + 1]!), layout: o.layout };
 }
 
 /**
@@ -396,20 +335,4 @@ function fp8GroupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: E
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
   }), [], [xq, GQ, UQ, HQ, GsQ, UsQ, HsQ].flatMap((q) => (q ? [q.codes, q.scales] : [])));
   // ^ reads only its own FP8 caches (never x or the gates, so a dropped x is reused); they go when its backward ran
-}
-
-/**
- * Runs [e0, e1) of consecutive experts whose pairs (offsets[e0] .. offsets[e1]) number at most
- * `budget`, or one expert when it alone has more; together they cover all E experts in order.
- */
-export function expertRuns(offsets: Int32Array, E: number, budget: number): [number, number][] {
-  const runs: [number, number][] = [];
-  let e0 = 0;
-  for (let e = 1; e <= E; e++) {
-    if (e === E || offsets[e + 1]! - offsets[e0]! > budget) {
-      runs.push([e0, e]);
-      e0 = e;
-    }
-  }
-  return runs;
 }
