@@ -3,23 +3,13 @@
 // keeps probing pays) and retired (no catch-up, as after AdaptiveSpeculation retires), against
 // DecodeSession + generate (`dsv3 generate --no-speculative`), interleaved, CPU time.
 //   DSV3_THREADS=1 node scripts/bench-speculative-floor.mjs --model RUN_OR_CHECKPOINT [--dist dist] [--depth 1] [--tokens 600] [--reps 8]
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { cpuMs, loadSpeculativeBuild } from './lib/speculative-build.mjs';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, dist: { type: 'string', default: 'dist' }, depth: { type: 'string', default: '1' }, tokens: { type: 'string', default: '600' }, reps: { type: 'string', default: '8' }, prompt: { type: 'string', default: 'Call me Ishmael.' } } });
 if (!values.model) throw new Error('--model RUN_OR_CHECKPOINT is required');
-const d = path.resolve(values.dist);
-const imp = (p) => import(path.join(d, p));
-const { DeepseekV3 } = await imp('src/model/model.js');
-const { DecodeSession } = await imp('src/inference/decode-session.js');
-const { generate } = await imp('src/inference/generate.js');
-const { SpeculativeDecoder } = await imp('src/inference/speculative.js');
-const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
-const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
-const dir = resolveCheckpointDir(path.resolve(values.model));
-const model = DeepseekV3.load(dir, { mtp: true, map: true });
-const tok = loadTokenizer(dir, model.cfg.vocab_size);
-const cpu = () => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
+const { DecodeSession, generate, SpeculativeDecoder, model, tok } = await loadSpeculativeBuild(values.dist, values.model);
+const cpu = cpuMs;
 const N = Number(values.tokens);
 const depth = Number(values.depth);
 const prompt = Int32Array.from(tok.encode(values.prompt, { addBos: tok.bosId !== undefined }));

@@ -9,8 +9,8 @@
 //        [--depth 1] [--tokens 200] [--rounds 6] [--prompt TEXT]
 // Prints one JSON line per mode (plain, speculative): median over rounds (the first is a
 // warm-up) of the total and of each kind: ms, calls, µs per call. The timers cost ~1 µs a call.
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { cpuMs, loadSpeculativeBuild } from './lib/speculative-build.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -23,23 +23,10 @@ const { values } = parseArgs({
   },
 });
 if (!values.model) throw new Error('--model RUN_OR_CHECKPOINT is required');
-const d = path.resolve(values.dist);
 const depth = Number(values.depth);
 const N = Number(values.tokens);
-const imp = (p) => import(path.join(d, p));
-const { DeepseekV3 } = await imp('src/model/model.js');
-const { DecodeSession } = await imp('src/inference/decode-session.js');
-const { generate } = await imp('src/inference/generate.js');
-const { SpeculativeDecoder } = await imp('src/inference/speculative.js');
-const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
-const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
-const dir = resolveCheckpointDir(path.resolve(values.model));
-const model = DeepseekV3.load(dir, { mtp: true, map: true });
-const tok = loadTokenizer(dir, model.cfg.vocab_size);
-const cpu = () => {
-  const c = process.cpuUsage();
-  return (c.user + c.system) / 1000;
-};
+const { DecodeSession, generate, SpeculativeDecoder, model, tok } = await loadSpeculativeBuild(values.dist, values.model);
+const cpu = cpuMs;
 const acc = {};
 function wrap(obj, name, key) {
   const f = obj[name];
