@@ -175,7 +175,7 @@ describe('a policy that retires speculation', () => {
 
 describe('AdaptiveSpeculation', () => {
   /** Drives the policy with synthetic costs per token of each mode; returns the modes it chose. */
-  function drive(p: AdaptiveSpeculation, tokens: number, cost: (m: RoundMode, at: number) => number, catchUp?: (plainRows: number) => number): RoundMode[] {
+  function drive(p: AdaptiveSpeculation, tokens: number, cost: (m: RoundMode, at: number) => number, catchUp?: (plainRows: number) => number, perRound = 2): RoundMode[] {
     const seen: RoundMode[] = [];
     let lag = 0; // plain steps since the last speculative round (the rows the modules skipped)
     for (let t = 0; t < tokens;) {
@@ -183,7 +183,7 @@ describe('AdaptiveSpeculation', () => {
       seen.push(m);
       if (m === 'speculate' && lag > 0 && catchUp) p.record('speculate', catchUp(lag), 0); // as the decoder does
       lag = m === 'plain' ? lag + 1 : 0;
-      const k = m === 'speculate' ? 2 : 1;
+      const k = m === 'speculate' ? perRound : 1;
       p.record(m, cost(m, t) * k, k);
       t += k;
     }
@@ -221,7 +221,7 @@ describe('AdaptiveSpeculation', () => {
   it('the catch-up of a plain run\'s rows is upkeep: reported, not charged to the re-probe\'s speculation', () => {
     // speculation clearly cheaper: decided, then a re-probe (plain block first, then speculative)
     // after a run; a plain run happens only in the dearer phase below
-    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 8, budget: 1, clock: () => 0 });
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 8, budget: 1, retireBound: false, clock: () => 0 });
     // speculation dear for the first probe, then cheap: the run after the first probe is plain,
     // and the re-probe (speculative first) catches up on that run's rows at a cost of 1 per row
     // tokens: probe 0 .. 17 (S S S P P P S S S P P P), plain run 18 .. 25, re-probe 26 .. 34
@@ -241,7 +241,7 @@ describe('AdaptiveSpeculation', () => {
     const cost = (m: RoundMode): number => (m === 'speculate' ? 3 : 1);
     const N = 6000;
     const ratio = (budget: number): number => {
-      const p = new AdaptiveSpeculation({ budget, clock: () => 0 });
+      const p = new AdaptiveSpeculation({ budget, retireBound: false, clock: () => 0 });
       const seen = drive(p, N, cost);
       assert.equal(p.summary().decision, 'plain');
       const tokens = seen.reduce((a, m) => a + (m === 'speculate' ? 2 : 1), 0);
@@ -252,7 +252,7 @@ describe('AdaptiveSpeculation', () => {
     // without the stretch (budget 1: intervals 64 .. 512) the probes cost clearly more
     const doubling = ratio(1);
     assert.ok(doubling > stretched + 0.01, `budget 1: ${doubling}x, budget 0.02: ${stretched}x`);
-    const p = new AdaptiveSpeculation({ clock: () => 0 });
+    const p = new AdaptiveSpeculation({ retireBound: false, clock: () => 0 });
     drive(p, N, cost);
     // first probe: 8 speculative rounds (16 tokens at 3 against 1): loss 32 over 2 re-probe-sized
     // halves = 16 -> 16 / (0.02 x 1) = 800 tokens, then a re-probe's loss (4 rounds): 16 -> 800
@@ -261,7 +261,7 @@ describe('AdaptiveSpeculation', () => {
 
   it('probes in blocks of each mode (a block\'s first round unmeasured), runs the cheaper, re-probes with a doubling interval', () => {
     // budget 1: the re-probe's loss never stretches the interval (see the budget test)
-    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, budget: 1, clock: () => 0 });
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, budget: 1, retireBound: false, clock: () => 0 });
     const seen = drive(p, 300, (m) => (m === 'speculate' ? 1.5 : 1));
     const S: RoundMode = 'speculate';
     const Pl: RoundMode = 'plain';
@@ -313,10 +313,41 @@ describe('AdaptiveSpeculation', () => {
     assert.ok(seen.slice(-10).filter((m) => m === 'plain').length >= 7);
   });
 
+  it('retires speculation after one probe when its rounds would lose even with every draft accepted (the bound)', () => {
+    // depth 1: a round yields at most 2 tokens. Rounds of 2.4 (1.2 per token at full acceptance)
+    // against plain steps of 1: no acceptance makes that pay: retired after the first probe
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    const seen = drive(p, 300, (m) => (m === 'speculate' ? 1.2 : 1));
+    const s = p.summary();
+    assert.ok(s.retired && p.retired() && s.retiredBy === 'bound', JSON.stringify(s));
+    assert.equal(s.probes, 1);
+    assert.ok(Math.abs(s.speculativeMsPerRound - 2.4) < 1e-12, `${s.speculativeMsPerRound}`);
+    // the first probe's 12 rounds (S S S P P P S S S P P P), then plain steps only
+    assert.equal(seen.lastIndexOf('speculate'), 8);
+    assert.ok(seen.slice(12).every((m) => m === 'plain'));
+    // the same rounds at depth 2 (up to 3 tokens: 2.4 / 3 = 0.8 < 0.9): could pay on easier
+    // text, so not retired; it keeps probing
+    const d2 = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    d2.setDepth(2);
+    drive(d2, 300, (m) => (m === 'speculate' ? 1.2 : 1));
+    assert.ok(!d2.summary().retired && d2.summary().probes > 1, JSON.stringify(d2.summary()));
+    // hard text on a model whose rounds are cheap: rounds of 1.2 that yield 1 token each (no
+    // draft accepted) lose now (1.2 per token), but 1.2 / 2 = 0.6 per token at full acceptance
+    // would win: plain for now, not retired
+    const hard = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    drive(hard, 300, (m) => (m === 'speculate' ? 1.2 : 1), undefined, 1);
+    assert.ok(!hard.summary().retired && hard.summary().decision === 'plain' && hard.summary().probes > 1, JSON.stringify(hard.summary()));
+    // a clear win is never retired
+    const w = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    drive(w, 300, (m) => (m === 'speculate' ? 0.6 : 1));
+    assert.ok(!w.summary().retired && w.summary().decision === 'speculate', JSON.stringify(w.summary()));
+    assert.throws(() => w.setDepth(0), /depth must be a positive integer/);
+  });
+
   it('retires speculation when it keeps losing and its upkeep (catch-up per plain token) exceeds the budget', () => {
     const cost = (m: RoundMode): number => (m === 'speculate' ? 1.3 : 1);
     // catch-up 0.05 per skipped row: 5% of a plain step > the 2% budget
-    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    const p = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireBound: false, clock: () => 0 });
     const seen = drive(p, 400, cost, (rows) => 0.05 * rows);
     const s = p.summary();
     assert.ok(s.retired && p.retired(), JSON.stringify(s));
@@ -329,15 +360,15 @@ describe('AdaptiveSpeculation', () => {
     assert.equal(last, 108);
     assert.ok(seen.slice(last + 1).every((m) => m === 'plain') && seen.length - last > 250, `last speculative round ${last} of ${seen.length}`);
     // cheap upkeep (0.5% of a step): keeps probing (the text may get easier to draft)
-    const q = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, clock: () => 0 });
+    const q = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, maxInterval: 32, retireBound: false, clock: () => 0 });
     const seenQ = drive(q, 2000, cost, (rows) => 0.005 * rows);
     assert.ok(!q.summary().retired && q.summary().probes > 10, JSON.stringify(q.summary()));
     assert.ok(seenQ.lastIndexOf('speculate') > seenQ.length - 200);
     // never with retireAfter 0; not while speculation is within the margin but cheaper
-    const r = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireAfter: 0, clock: () => 0 });
+    const r = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireAfter: 0, retireBound: false, clock: () => 0 });
     drive(r, 400, cost, (rows) => 0.05 * rows);
     assert.ok(!r.summary().retired);
-    const near = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    const near = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireBound: false, clock: () => 0 });
     drive(near, 400, (m) => (m === 'speculate' ? 0.95 : 1), (rows) => 0.05 * rows);
     assert.ok(!near.summary().retired && near.summary().decision === 'plain', JSON.stringify(near.summary()));
   });

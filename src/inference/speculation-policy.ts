@@ -36,6 +36,12 @@
  *     than plain steps, while the upkeep per plain token exceeds `budget` x a plain step, the
  *     policy retires speculation for good (for its life: a chat's turns): the decoder runs plain
  *     steps without catch-up, as a plain decoder does.
+ *   - Bound: a speculative round yields at most depth + 1 tokens (every draft accepted). When a
+ *     probe finds its median round (with the catch-up the probe caused) costing at least
+ *     (depth + 1) x (1 - margin) plain steps, speculation would lose at any acceptance, on any
+ *     text: the policy retires it after that one probe. This is the small, compute-bound case
+ *     (dsv3 train's default: a 2-row verification ~1.6 steps plus a draft ~0.3); a model whose
+ *     rounds are cheap keeps probing, since a hard stretch of text (low acceptance) passes.
  *   - A probe of a mode that loses costs its extra time; after a plain decision the re-probe
  *     interval is stretched so that the next re-probe's expected loss (its speculative tokens x
  *     the cost difference, plus the catch-up it causes) stays under `budget` x the plain run's
@@ -50,6 +56,8 @@ export type RoundMode = 'speculate' | 'plain';
 export interface SpeculationPolicy {
   /** The kind of the next round. */
   next(): RoundMode;
+  /** Told by the decoder before its rounds: drafts per speculative round. */
+  setDepth?(depth: number): void;
   /** The clock the costs are measured on (ms, monotone). */
   now(): number;
   /** True once speculation is over for good: every next() is 'plain' and the decoder may let
@@ -85,6 +93,9 @@ export interface AdaptiveOptions {
    * while its upkeep (catch-up per plain token) exceeds budget x a plain step (default 2; 0:
    * never). */
   retireAfter?: number;
+  /** Retire speculation after one probe whose rounds would lose even with every draft accepted
+   * (the bound in the header; default true). */
+  retireBound?: boolean;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
 }
@@ -109,8 +120,12 @@ export interface AdaptiveSummary {
   interval: number;
   /** Catch-up per plain token skipped by the modules (ms; NaN before any catch-up). */
   upkeepMsPerToken: number;
-  /** Speculation retired for good (see AdaptiveOptions.retireAfter). */
+  /** Speculation retired for good (see AdaptiveOptions.retireAfter, retireBound). */
   retired: boolean;
+  /** Why: 'losing' (retireAfter) or 'bound' (retireBound); null while not retired. */
+  retiredBy: 'losing' | 'bound' | null;
+  /** The latest probe's median speculative round (ms, with the catch-up it caused; NaN before). */
+  speculativeMsPerRound: number;
 }
 
 interface Tally {
@@ -167,6 +182,11 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
   /** Probes in a row that found speculation no cheaper than plain. */
   private losing = 0;
   private over = false;
+  private retiredBy: AdaptiveSummary['retiredBy'] = null;
+  private readonly retireBound: boolean;
+  private depth = 1;
+  private probeSpecRounds = 0;
+  private roundCost = NaN;
 
   constructor(o: AdaptiveOptions = {}) {
     this.block = o.probeRounds ?? 4;
@@ -175,6 +195,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.margin = o.margin ?? 0.1;
     this.budget = o.budget ?? 0.02;
     this.retireAfter = o.retireAfter ?? 2;
+    this.retireBound = o.retireBound ?? true;
     if (!(Number.isInteger(this.retireAfter) && this.retireAfter >= 0)) throw new DsvError(`AdaptiveSpeculation: retireAfter must be an integer >= 0, got ${this.retireAfter}`);
     for (const [k, x] of [['probeRounds', this.block], ['firstInterval', this.firstInterval], ['maxInterval', this.maxInterval]] as const) {
       if (!(Number.isInteger(x) && x >= 1)) throw new DsvError(`AdaptiveSpeculation: ${k} must be a positive integer, got ${x}`);
@@ -202,6 +223,11 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     return this.over;
   }
 
+  setDepth(depth: number): void {
+    if (!(Number.isInteger(depth) && depth >= 1)) throw new DsvError(`AdaptiveSpeculation: depth must be a positive integer, got ${depth}`);
+    this.depth = depth;
+  }
+
   record(mode: RoundMode, ms: number, tokens: number): void {
     this.emitted[mode] += tokens;
     if (tokens === 0) {
@@ -222,6 +248,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       if (mode === 'speculate') {
         this.probeSpecTokens += tokens;
         this.probeSpecMs += Math.max(0, ms);
+        this.probeSpecRounds++;
       }
       // a block's first round pays for the switch (caches, JIT): not measured
       if (mode === this.planned(this.step) && this.step % this.block !== 0) {
@@ -257,6 +284,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
    * speculation's includes the catch-up this probe caused, per speculative token. */
   private decide(): void {
     this.probing = false;
+    if (this.ms.speculate.length > 0) this.roundCost = median(this.ms.speculate) + (this.probeSpecRounds > 0 ? this.probeCatchMs / this.probeSpecRounds : 0);
     for (const m of ['speculate', 'plain'] as const) {
       let c = this.perToken(m);
       if (m === 'speculate' && this.probeSpecTokens > 0) c += this.probeCatchMs / this.probeSpecTokens;
@@ -280,7 +308,16 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.mode = best;
     this.runLeft = this.interval;
     this.losing = best === 'plain' && this.cost.speculate >= this.cost.plain ? this.losing + 1 : 0;
-    if (this.retireAfter > 0 && this.losing >= this.retireAfter && this.upkeep() > this.budget * this.cost.plain) this.over = true;
+    if (this.retireAfter > 0 && this.losing >= this.retireAfter && this.upkeep() > this.budget * this.cost.plain) this.retire('losing');
+    // the bound: with every draft accepted a round yields depth + 1 tokens; if even that loses,
+    // no text makes speculation pay
+    if (this.retireBound && best === 'plain' && this.roundCost / (this.depth + 1) >= this.cost.plain * (1 - this.margin)) this.retire('bound');
+  }
+
+  private retire(why: 'losing' | 'bound'): void {
+    if (this.over) return;
+    this.over = true;
+    this.retiredBy = why;
   }
 
   /** Catch-up ms per plain token the modules skipped (NaN before a catch-up). */
@@ -297,6 +334,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     this.probeCatchMs = 0;
     this.probeSpecTokens = 0;
     this.probeSpecMs = 0;
+    this.probeSpecRounds = 0;
     this.first = this.mode === 'speculate' ? 'plain' : 'speculate';
   }
 
@@ -313,6 +351,8 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       interval: this.interval,
       upkeepMsPerToken: this.upkeep(),
       retired: this.over,
+      retiredBy: this.retiredBy,
+      speculativeMsPerRound: this.roundCost,
     };
   }
 }

@@ -229,6 +229,7 @@ export class SpeculativeDecoder {
     let verifyMs = 0;
     let draftMs = 0;
     const policy = o.policy;
+    policy?.setDepth?.(K);
     let plainSteps = 0;
     let lagging = false; // plain steps ran since the modules' rows were last made final
     let clock = policy?.now() ?? 0;

@@ -32,7 +32,10 @@ export const SPECULATION_HELP = `  --speculative            MTP self-speculative
                            the other is re-measured now and then (after 64 tokens, then 128, ..
                            up to 512). Speculation pays where verifying several tokens costs
                            little more than one (large, memory-bound models); on dsv3 train's
-                           small default it costs ~1.2-1.5x per token. Otherwise: off
+                           small default it costs ~1.2-1.5x per token: there a round costs more
+                           than the tokens it could yield with every draft accepted, and after
+                           that first measurement (~20 tokens) speculation stops for the run (a
+                           chat: for the session). Otherwise: off
   --draft-depth N          drafts per round (1 .. ${MAX_CHAIN_DEPTH}; default: the checkpoint's MTP modules);
                            past the checkpoint's modules its last module drafts again on its own
                            output (chained drafts, as vLLM / SGLang run DeepSeek-V3's one module)
@@ -83,13 +86,19 @@ export function autoJson(s: AdaptiveSummary): Record<string, unknown> {
     plain_cpu_ms_per_token: ms(s.plainMsPerToken),
     catch_up_cpu_ms: ms(s.catchUpMs),
     retired: s.retired,
+    retired_by: s.retiredBy,
   };
 }
+
+const RETIRED_WHY = {
+  losing: 'it lost the last probes and keeping the MTP modules current costs more than its budget',
+  bound: 'a speculative round costs more than the tokens it could yield with every draft accepted',
+} as const;
 
 /** --verbose's words for the auto decision. */
 export function autoText(s: AdaptiveSummary): string {
   const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : '?');
-  return `auto: ${s.decision === 'speculate' ? 'speculative' : 'plain'} decoding chosen (CPU ms per token: speculative ${f(s.speculativeMsPerToken)}, plain ${f(s.plainMsPerToken)}; ${s.speculativeTokens} tokens speculative, ${s.plainTokens} plain, ${s.switches} switches${s.retired ? '; speculation retired: it lost the last probes and keeping the MTP modules current costs more than its budget' : ''})`;
+  return `auto: ${s.decision === 'speculate' ? 'speculative' : 'plain'} decoding chosen (CPU ms per token: speculative ${f(s.speculativeMsPerToken)}, plain ${f(s.plainMsPerToken)}; ${s.speculativeTokens} tokens speculative, ${s.plainTokens} plain, ${s.switches} switches${s.retired ? `; speculation retired: ${RETIRED_WHY[s.retiredBy ?? 'losing']}` : ''})`;
 }
 
 /** ", by depth 1: 80.0%, 2: 55.0%" (acceptance per draft depth) when there are several. */
