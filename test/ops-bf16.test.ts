@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { backward, noGrad } from '../src/engine/autograd.js';
 import { BufferArena } from '../src/engine/arena.js';
 import { withArena } from '../src/engine/active-arena.js';
+import { bf16WeightCopyBytes, setBf16WeightCopies } from '../src/engine/bf16-weights.js';
 import { withBackend } from '../src/engine/backend.js';
 import { bf16WeightBits, invalidateBf16Weights } from '../src/engine/bf16-weights.js';
 import { bf16ToF32, f32ToBf16 } from '../src/engine/dtype.js';
@@ -329,7 +330,19 @@ test('bf16 steps in a poisoning arena equal plain allocation bit for bit (no bf1
     return [...losses, ...model.parameters().flatMap((p) => Array.from(p.f32().subarray(0, 64)))];
   };
   const plain = run(null);
+  // per-use bf16 weight copies (the default): made in the arena and given back after each GEMM;
+  // a copy read after its release would read the poison (NaN)
+  const made = bf16WeightCopyBytes();
   assert.deepEqual(run(new BufferArena({ poison: true, minElems: 64 })), plain);
+  assert.equal(bf16WeightCopyBytes(), made, 'per-use mode: no persistent bf16 weight copy made inside a step arena');
+  // one copy per weight held all step (DSV3_BF16_WEIGHTS=step): the same bits
+  const was = setBf16WeightCopies('step');
+  try {
+    assert.deepEqual(run(new BufferArena({ poison: true, minElems: 64 })), plain);
+    assert.ok(bf16WeightCopyBytes() > made, 'step mode keeps persistent copies');
+  } finally {
+    setBf16WeightCopies(was);
+  }
   assert.ok(plain.every(Number.isFinite));
 });
 

@@ -19,7 +19,7 @@
 import { scratchScope, scratchU16 } from '../scratch.js';
 import { accumulateWeightGrad, attach, isGradEnabled, weightGradsDeferred, type GradNode } from '../autograd.js';
 import { kernels } from '../backend.js';
-import { bf16WeightBits } from '../bf16-weights.js';
+import { acquireBf16Weight, releaseBf16Weight } from '../bf16-weights.js';
 import { dropActivations } from '../active-arena.js';
 import { Tensor } from '../tensor.js';
 import { as2d } from './matmul.js';
@@ -102,11 +102,12 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
   const x2 = as2d(x).contiguous();
   const rows = x2.shape[0]!;
   const y = nIn > 0 ? allocUninit(rows * nOut) : alloc(rows * nOut);
-  const wb = bf16WeightBits(w);
+  const wb = acquireBf16Weight(w);
   const wGrad = w.requiresGrad;
   const recording = isGradEnabled() && (x.requiresGrad || wGrad);
-  // what backward keeps: the bf16 W of this step and, for Wgrad, X in bf16 (rounded once here,
-  // and Fprop's A operand); the closure captures neither x nor its data: only xb, wb, w, sizes
+  // what backward keeps: for Wgrad, X in bf16 (rounded once here, and Fprop's A operand); W's
+  // bf16 bits are given back after Fprop and made again for Dgrad (bf16-weights.ts: the same
+  // bits); the closure captures neither x nor its data: only xb, w, sizes
   // (one copy shared by the Linears that read the same x while its owner has not run backward)
   const xd = dataOf(x2);
   const shared = recording && wGrad ? savedCopies.get(xd) : undefined;
@@ -121,6 +122,7 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
     if (xb) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
     else kernels().gemmBf16(false, true, rows, nOut, nIn, 1, xd, nIn, wb, nIn, 0, y, nOut);
   }
+  releaseBf16Weight(wb);
   const out = new Tensor(y, [...x.shape.slice(0, -1), nOut], 'f32');
   if (!recording) return out;
   const xShape = x.shape;
@@ -138,7 +140,12 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
       gb = deferred ? allocBf16(gd.length) : scratchBf16(gd.length);
       kernels().bf16Round(gd, gb, gd.length);
     }
-    const gx = xGrad ? bf16LinearGradInput(gb, rows, wb, nOut, nIn, xShape) : null;
+    let gx: Tensor | null = null;
+    if (xGrad) {
+      const wd = acquireBf16Weight(w);
+      gx = bf16LinearGradInput(gb, rows, wd, nOut, nIn, xShape);
+      releaseBf16Weight(wd);
+    }
     let gw: Tensor | null = null;
     if (wGrad && !accumulateWeightGrad(w, (into, beta) => bf16GradWeightInto(gb, nOut, xb!, rows, nIn, into, beta))) {
       gw = Tensor.zeros([nOut, nIn]);
@@ -146,7 +153,7 @@ export function bf16Linear(x: Tensor, w: Tensor): Tensor {
     }
     if (gb === given && !deferred) dropActivations(given); // read by both GEMMs: back to the arena
     return [gx, gw];
-  }), [wb, xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
+  }), [xb], reuse ? [] : [xb]); // X only as its bf16 copy (its own, or shared): the float32 input can be dropped
   if (xb && !reuse && y2.node) savedCopies.set(xd, { xb, node: y2.node });
   return y2;
 }
@@ -174,7 +181,11 @@ export function bf16LinearFromBits(xb: Uint16Array, xShape: readonly number[], w
     throw new Error(`bf16LinearFromBits: ${xb.length} bf16 values of shape ${fmtShape(xShape)} do not match weight [out, in] ${fmtShape(w.shape)}`);
   }
   const y = nIn > 0 ? allocUninit(rows * nOut) : alloc(rows * nOut);
-  if (y.length > 0 && nIn > 0) kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, bf16WeightBits(w), nIn, 0, y, nOut);
+  if (y.length > 0 && nIn > 0) {
+    const wb = acquireBf16Weight(w);
+    kernels().gemmBf16Ab(false, true, rows, nOut, nIn, 1, xb, nIn, wb, nIn, 0, y, nOut);
+    releaseBf16Weight(wb);
+  }
   return new Tensor(y, [...xShape.slice(0, -1), nOut], 'f32');
 }
 

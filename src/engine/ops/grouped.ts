@@ -33,11 +33,19 @@
 import { scratchScope } from '../scratch.js';
 import { accumulateWeightGrad, attach, weightGradsDeferred } from '../autograd.js';
 import { kernels } from '../backend.js';
-import { bf16WeightBits } from '../bf16-weights.js';
+import { acquireBf16Weight, releaseBf16Weight } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, dataOf } from './util.js';
 import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js';
 import { allocBf16, gemmAny, GemmBatch, scratchBuf, scratchBuf16, scratchDone, type Operand } from './grouped-gemm.js';
+
+/** The B operands of the experts' weights for one pass: float32 data, or (bf16) bf16 bits. */
+interface ExpertOperands {
+  wg: Operand[];
+  wu: Operand[];
+  wdn: Operand[];
+  sw: { g: Operand; u: Operand; d: Operand } | null;
+}
 
 /**
  * FFN output [N, D] of x [N, D]: the shared expert (if any) plus the routed experts with gates
@@ -55,12 +63,18 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
   const xd = dataOf(x);
   const gd = dataOf(gates);
   const bf16 = o.bf16 === true;
-  const wdata = (t: Tensor): Operand => (bf16 ? bf16WeightBits(t) : dataOf(t)); // bf16: this step's bf16 copies
-  const wg: Operand[] = w.gate.map(wdata);
-  const wu: Operand[] = w.up.map(wdata);
-  const wdn: Operand[] = w.down.map(wdata);
   const sh = w.shared ?? null;
-  const sw = sh ? { g: wdata(sh.gate), u: wdata(sh.up), d: wdata(sh.down) } : null;
+  // bf16: the weights' bf16 bits, made for the forward's GEMMs and given back after them, then
+  // made again for the backward's (bf16-weights.ts: the same bits)
+  const weightOperands = (): ExpertOperands => {
+    const wdata = (t: Tensor): Operand => (bf16 ? acquireBf16Weight(t) : dataOf(t));
+    return { wg: w.gate.map(wdata), wu: w.up.map(wdata), wdn: w.down.map(wdata), sw: sh ? { g: wdata(sh.gate), u: wdata(sh.up), d: wdata(sh.down) } : null };
+  };
+  const releaseOperands = (o: ExpertOperands): void => {
+    if (bf16) releaseBf16Weight(...o.wg, ...o.wu, ...o.wdn, ...(o.sw ? [o.sw.g, o.sw.u, o.sw.d] : []));
+  };
+  const fw = weightOperands();
+  const { wg, wu, wdn, sw } = fw;
   /** the B operand of a weight gradient: as is (float32), or rounded to bf16 into `dst` */
   const asB = (src: Float32Array, dst: () => Uint16Array): Operand => {
     if (!bf16) return src;
@@ -126,6 +140,7 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
     down.run(false, true, I, I, 0, D);
     k.scatterAddRows(Y, rows, gp, out, P, D);
   }
+  releaseOperands(fw);
   const result = new Tensor(out, [N, D], 'f32');
   if (!needGrad) return result;
   if (keep16) {
@@ -135,6 +150,8 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
   }
 
   return attach(result, 'groupedExperts', [x, gates, ...params], (g) => scratchScope(() => {
+    const bw = weightOperands();
+    const { wg, wu, wdn, sw } = bw;
     // deferred weight-gradient closures read dY, H, dG, dU and X later: give them own buffers
     const deferring = weightGradsDeferred();
     const buf = deferring ? (_: string, n: number): Float32Array => new Float32Array(n) : scratchBuf;
@@ -262,6 +279,7 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
         k.scatterAddRows(dX, rows, null, dx, P, D);
       }
     }
+    releaseOperands(bw);
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
   }), [xd], bf16 ? [G16, U16, Gs16, Us16] : [G, U, Gs, Us]); // its own G, U (bf16: their copies; G, U are scratch); not the gates (gp is a copy) nor the output
 }

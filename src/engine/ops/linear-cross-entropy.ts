@@ -31,7 +31,7 @@ import { accumulateWeightGrad, attach, isGradEnabled } from '../autograd.js';
 import { dropActivations } from '../active-arena.js';
 import { kernels } from '../backend.js';
 import { scratchScope } from '../scratch.js';
-import { bf16WeightBits } from '../bf16-weights.js';
+import { acquireBf16Weight, releaseBf16Weight } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { allocBf16, scratchBf16 } from './bf16-linear.js';
 import { as2d } from './matmul.js';
@@ -89,7 +89,7 @@ function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor
   const ones = wantGrad && !o.bf16 ? alloc(Math.min(R, N)).fill(1) : null; // (bf16: crossEntropyGradBf16 has dloss 1 built in)
   // bf16: W's bf16 copy (this step), X's bf16 bits (the A operand of the logits, the B operand
   // of Gw) and a chunk of P - Y in bf16 (the A operand of Gx and Gw)
-  const wb = o.bf16 ? bf16WeightBits(w) : null;
+  const wb = o.bf16 ? acquireBf16Weight(w) : null;
   let xb: Uint16Array | null = null;
   if (wb) {
     xb = allocBf16(N * D);
@@ -123,6 +123,7 @@ function linearCrossEntropyIn(x: Tensor, w: Tensor, targets: Int32Array | Tensor
     else if (gw) k.gemm(true, false, V, D, rows, 1, logits, V, xc, D, 1, gw, D);
   }
   dropActivations(buf); // the logits of the last chunk: scratch, never read again
+  releaseBf16Weight(wb);
   const out = new Tensor(loss, lead, 'f32');
   if (!wantGrad) return out;
   return attach(out, 'linearCrossEntropy', [x, w], (g) => {
