@@ -31,6 +31,7 @@ import type { GgufTensorToWrite } from '../io/gguf-write.js';
 import { DsvError } from '../errors.js';
 import { isMoeLayer, type ModelConfig } from './config.js';
 import { LATENT_NORM_EPS } from './rmsnorm.js';
+import { ropeAttentionFactor, yarnMscale } from './yarn.js';
 
 export type GgufExportType = 'f32' | 'bf16' | 'q8_0';
 
@@ -89,6 +90,27 @@ export function leadingDenseLayers(cfg: ModelConfig): number {
   const n = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
   for (let i = 0; i < n; i++) if (isMoeLayer(cfg, i)) return i;
   return n;
+}
+
+/**
+ * YaRN attention scales llama.cpp cannot take as keys, folded into the query projection as
+ * [factor of the nope rows, factor of the rope rows] (exact up to float rounding: q^C and q^R
+ * each enter one dot product of the score, eq. 10, and RoPE is linear).
+ *   DeepSeek (model/yarn.ts): score = S·(q^C·k^C + c²·q^R·k^R) / √d, S = m(mscale_all_dim)² (1 when
+ *     mscale_all_dim is 0 or absent), c = m(mscale) / m(mscale_all_dim) on cos/sin.
+ *   llama.cpp deepseek2 (llama-context.cpp yarn_attn_factor, deepseek2.cpp kq_scale) with
+ *     yarn_log_multiplier = 0.1·mscale_all_dim: when it is not 0, A = m(mscale_all_dim)² and
+ *     cos/sin factor R = 1; when it is 0, A = m(1)² and R = m(1).
+ * So the query's nope rows take S/A and its rope rows S·c²/(A·R²): [1, c²] for the released
+ * configs (mscale = mscale_all_dim: [1, 1]).
+ */
+export function yarnQueryScales(cfg: ModelConfig): [number, number] {
+  const y = cfg.rope_scaling;
+  if (!y) return [1, 1];
+  const c = ropeAttentionFactor(cfg);
+  if (y.mscale_all_dim) return [1, c * c];
+  const m1 = yarnMscale(y.factor, 1);
+  return [1 / (m1 * m1), (c * c) / (m1 * m1 * m1 * m1)];
 }
 
 /** Model-checking problems llama.cpp's deepseek2 cannot represent: thrown as one DsvError. */
@@ -166,7 +188,7 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
     m.set(`${a}.rope.scaling.yarn_beta_slow`, kv.f32(y.beta_slow));
     // [TAG_DEEPSEEK2_YARN_LOG_MUL_FIX]: the converter stores 0.1 * mscale_all_dim, the loader divides by 0.1
     m.set(`${a}.rope.scaling.yarn_log_multiplier`, kv.f32(0.1 * y.mscale_all_dim));
-    if (y.mscale !== y.mscale_all_dim) warnings.push(`rope_scaling.mscale (${y.mscale}) differs from mscale_all_dim (${y.mscale_all_dim}); llama.cpp applies mscale_all_dim only`);
+    // (mscale != mscale_all_dim: DeepSeek's cos/sin factor is folded into the query's rope rows, ggufTensors)
   }
   if (cfg.num_nextn_predict_layers > 0) m.set(`${a}.nextn_predict_layers`, kv.u32(cfg.num_nextn_predict_layers));
   if (cfg.rms_norm_eps !== LATENT_NORM_EPS && (cfg.q_lora_rank !== null || cfg.kv_lora_rank > 0)) {
@@ -241,6 +263,20 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
     });
   };
 
+  const [nopeScale, ropeScale] = yarnQueryScales(cfg);
+  /** The query projection [H·(dn+dr), in], its nope / rope rows scaled by yarnQueryScales. */
+  const query = (gguf: string, hf: string, shape: [number, number]): void => {
+    if (nopeScale === 1 && ropeScale === 1) return plain(gguf, hf, shape);
+    add(gguf, [shape[1], shape[0]], [hf], function* () {
+      const w = readF32(ckpt, hf, shape);
+      for (let j = 0; j < shape[0]; j++) {
+        const f = j % (dn + dr) < dn ? nopeScale : ropeScale;
+        if (f !== 1) for (let k = j * shape[1]; k < (j + 1) * shape[1]; k++) w[k] = w[k]! * f;
+      }
+      yield w;
+    });
+  };
+
   plain('token_embd.weight', 'model.embed_tokens.weight', [V, D]);
   for (let i = 0; i < cfg.num_hidden_layers + cfg.num_nextn_predict_layers; i++) {
     const p = `model.layers.${i}`;
@@ -253,11 +289,11 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
     }
     plain(`${b}.attn_norm.weight`, `${p}.input_layernorm.weight`, [D]);
     const qOut = H * (dn + dr);
-    if (cfg.q_lora_rank === null) plain(`${b}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, [qOut, D]);
+    if (cfg.q_lora_rank === null) query(`${b}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, [qOut, D]);
     else {
       plain(`${b}.attn_q_a.weight`, `${p}.self_attn.q_a_proj.weight`, [cfg.q_lora_rank, D]);
       plain(`${b}.attn_q_a_norm.weight`, `${p}.self_attn.q_a_layernorm.weight`, [cfg.q_lora_rank]);
-      plain(`${b}.attn_q_b.weight`, `${p}.self_attn.q_b_proj.weight`, [qOut, cfg.q_lora_rank]);
+      query(`${b}.attn_q_b.weight`, `${p}.self_attn.q_b_proj.weight`, [qOut, cfg.q_lora_rank]);
     }
     plain(`${b}.attn_kv_a_mqa.weight`, `${p}.self_attn.kv_a_proj_with_mqa.weight`, [r + dr, D]);
     plain(`${b}.attn_kv_a_norm.weight`, `${p}.self_attn.kv_a_layernorm.weight`, [r]);
