@@ -28,7 +28,8 @@ const { Tensor } = await imp('engine/tensor.js');
 const { f32CheckpointTensors } = await imp('model/checkpoint-layout.js');
 const { writeSafetensors } = await imp('io/safetensors-write.js');
 const { writeRandomCheckpoint } = await imp('inference/random-checkpoint.js');
-const { trainBpe, saveTokenizerJson, loadTokenizerJson, PLAIN_CHAT_TEMPLATE } = await imp('data/tokenizer/index.js');
+const { trainBpe, saveTokenizerJson, loadTokenizerJson, PLAIN_CHAT_TEMPLATE, ChatTemplate } = await imp('data/tokenizer/index.js');
+const { readGguf } = await import(path.join(ROOT, 'dist', 'test', 'helpers', 'gguf-read.js'));
 
 const N = 24;
 const TIE = 1e-3;
@@ -80,6 +81,7 @@ const CASES = [
   { name: 'yarn-mscale-707', over: { rope_scaling: { ...YARN, mscale: 0.707, mscale_all_dim: 0.707 } } },
   { name: 'yarn-mscale-differ', over: { rope_scaling: { ...YARN, mscale: 1, mscale_all_dim: 0.5 } } },
   { name: 'yarn-no-mscale-all-dim', over: { rope_scaling: { type: 'yarn', factor: 8, original_max_position_embeddings: 32, mscale: 1 } } },
+  { name: 'yarn-no-all-dim-mscale-half', over: { rope_scaling: { type: 'yarn', factor: 16, original_max_position_embeddings: 16, mscale: 0.5 } } },
   { name: 'yarn-q-lora-null-c', over: { q_lora_rank: null, rope_scaling: { ...YARN, mscale: 0.5, mscale_all_dim: 1 } } },
   { name: 'yarn-factor-below-1', over: { rope_scaling: { ...YARN, factor: 1, mscale: 1, mscale_all_dim: 0.5 } } },
   { name: 'yarn-v3-release', over: { rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 1, mscale_all_dim: 1 }, max_position_embeddings: 163840 } },
@@ -164,6 +166,19 @@ for (const c of CASES) {
     }
     const ctx = await model.createContext({ contextSize: 256, threads: 1, batchSize: 256, sequences: 1 });
     let agree = 0, total = 0, ties = 0, tokBad = 0;
+    const extra = [];
+    if (c.tokenizer === 'released') {
+      // the released tokenizer: more texts tokenize alike, the chat template travels verbatim, and a
+      // rendered chat (special tokens parsed) tokenizes alike
+      const texts = ['深度求索 DeepSeek-V3 的分词器。', 'def f(x):\n    return x ** 2  # 12345678', 'émoji 🐳 and CJK 日本語テキスト', "I'm, you're... 3.14159 $100"];
+      for (const t of texts) if (JSON.stringify(tok.encode(t, { addBos: true })) !== JSON.stringify(llamaTokens(model, t))) extra.push(`text ${JSON.stringify(t)} tokenizes differently`);
+      const want = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')).chat_template;
+      const got = readGguf(file).kv.get('tokenizer.chat_template')?.value;
+      if (got !== want) extra.push('tokenizer.chat_template differs from tokenizer_config.json');
+      const chat = ChatTemplate.fromDir(dir, tok).render([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: '你好, whale?' }], true);
+      const lchat = [...model.tokenize(chat, true)];
+      if (JSON.stringify(tok.encode(chat, { addBos: false })) !== JSON.stringify(lchat)) extra.push(`rendered chat tokenizes differently: dsv3 ${JSON.stringify(tok.encode(chat, { addBos: false }))} llama.cpp ${JSON.stringify(lchat)}`);
+    }
     const diverged = [];
     for (const p of PROMPTS) {
       const ids = tok.encode(p, { addBos: tok.bosId !== undefined });
@@ -201,11 +216,11 @@ for (const c of CASES) {
     }
     await ctx.dispose();
     await model.dispose();
-    const ok = tokBad === 0 && agree + ties === total && total === PROMPTS.length * N && diverged.length === 0;
+    const ok = tokBad === 0 && extra.length === 0 && agree + ties === total && total === PROMPTS.length * N && diverged.length === 0;
     const exact = type === 'f32';
     const pass = exact ? ok : tokBad === 0 && agree / total >= 0.95;
     if (!pass && !c.mayDiffer) failures++;
-    rows.push({ name: c.name, type, result: `${pass ? 'ok' : c.mayDiffer ? `differs (expected: ${c.mayDiffer})` : 'FAIL'}: ${exact ? 'greedy' : 'teacher-forced top-1'} agree ${agree}/${exact ? PROMPTS.length * N : total}${ties ? `, ${ties} ties` : ''}${tokBad ? `, ${tokBad} prompts tokenize differently` : ''}${diverged.length ? ` [${diverged.join('; ')}]` : ''}`, warn, s: ((Date.now() - t0) / 1e3).toFixed(1) });
+    rows.push({ name: c.name, type, result: `${pass ? 'ok' : c.mayDiffer ? `differs (expected: ${c.mayDiffer})` : 'FAIL'}: ${exact ? 'greedy' : 'teacher-forced top-1'} agree ${agree}/${exact ? PROMPTS.length * N : total}${ties ? `, ${ties} ties` : ''}${tokBad ? `, ${tokBad} prompts tokenize differently` : ''}${diverged.length ? ` [${diverged.join('; ')}]` : ''}${extra.length ? ` {${extra.join('; ')}}` : ''}${c.tokenizer === 'released' && extra.length === 0 ? ', 4 more texts, the chat template and a rendered chat tokenize alike' : ''}`, warn, s: ((Date.now() - t0) / 1e3).toFixed(1) });
   }
   console.log(JSON.stringify(rows[rows.length - 1]));
 }
