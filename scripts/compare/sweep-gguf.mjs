@@ -74,6 +74,9 @@ const CASES = [
   { name: 'v2-lite-style', over: V2 },
   { name: 'head-dims', over: { qk_nope_head_dim: 16, qk_rope_head_dim: 4, v_head_dim: 24 } },
   { name: 'head-dims-2', over: { qk_nope_head_dim: 8, qk_rope_head_dim: 16, v_head_dim: 12, num_attention_heads: 3 } },
+  { name: 'v2-lite-27-layers', over: { ...V2, num_hidden_layers: 27, hidden_size: 32, intermediate_size: 48, moe_intermediate_size: 16, q_lora_rank: null, kv_lora_rank: 16 } },
+  { name: 'lite-27-with-q-lora', over: { num_hidden_layers: 27, hidden_size: 32, intermediate_size: 48, moe_intermediate_size: 16, q_lora_rank: 16, kv_lora_rank: 16, num_nextn_predict_layers: 0 }, refuse: /num_hidden_layers = 27 with q_lora_rank 16/ },
+  { name: 'vocab-smaller-than-tokenizer', over: { vocab_size: 290 }, refuse: /vocab/ },
   { name: 'vocab-301', over: { vocab_size: 301 } },
   { name: 'hidden-48-q8', over: { hidden_size: 48, moe_intermediate_size: 24, intermediate_size: 40 }, types: ['f32', 'q8_0'] },
   { name: 'hidden-40', over: { hidden_size: 40, q_lora_rank: 20, kv_lora_rank: 20 }, types: ['f32', 'q8_0'] },
@@ -152,8 +155,15 @@ for (const c of CASES) {
     const r = spawnSync(process.execPath, [CLI, 'export', 'gguf', '--model', dir, '--out', file, '--type', type], { encoding: 'utf8' });
     const warn = r.stderr.trim().split('\n').filter((l) => l.includes('warning')).map((l) => l.replace(/^dsv3 export: warning: /, '')).join(' | ');
     if (r.status !== 0) {
-      rows.push({ name: c.name, type, result: `refused (exit ${r.status}): ${r.stderr.trim()}` });
-      if (!c.refuse) failures++;
+      const clear = r.status === 2 && r.stderr.trim().split('\n').length === 1 && !fs.existsSync(file);
+      const expected = c.refuse && c.refuse.test(r.stderr) && clear;
+      rows.push({ name: c.name, type, result: `${expected ? 'refused as expected' : 'FAIL: refused'} (exit ${r.status}): ${r.stderr.trim()}` });
+      if (!expected) failures++;
+      continue;
+    }
+    if (c.refuse) {
+      rows.push({ name: c.name, type, result: 'FAIL: exported, expected a refusal' });
+      failures++;
       continue;
     }
     let model;
