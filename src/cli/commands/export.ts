@@ -20,7 +20,11 @@ dsv3 train run directory, whose latest checkpoint is used) as a GGUF file for ll
 ollama, LM Studio): architecture deepseek2 with MLA (attn_k_b / attn_v_b), experts merged per
 layer, gating function, expert weight scale and norm, expert groups, leading dense layers, the
 MTP (nextn) layers, RoPE / YaRN, the byte-level BPE tokenizer and the chat template. FP8
-weights are dequantised. The file is written atomically (temporary file, then renamed).
+weights are dequantised. What llama.cpp cannot take as it is but can compute is rewritten
+exactly, with a warning: no shared expert (zero shared expert), moe_layer_freq > 1 (a dense
+layer after the first MoE one becomes MoE with zero routed experts), YaRN mscale !=
+mscale_all_dim (folded into the query rows). What it cannot run is refused, naming the field.
+The file is written atomically (temporary file, then renamed).
 
 Options:
   --model DIR              checkpoint or run directory
