@@ -21,9 +21,9 @@ ollama, LM Studio): architecture deepseek2 with MLA (attn_k_b / attn_v_b), exper
 layer, gating function, expert weight scale and norm, expert groups, leading dense layers, the
 MTP (nextn) layers, RoPE / YaRN, the byte-level BPE tokenizer and the chat template. FP8
 weights are dequantised. What llama.cpp cannot take as it is but can compute is rewritten
-exactly, with a warning: no shared expert (zero shared expert), moe_layer_freq > 1 (a dense
-layer after the first MoE one becomes MoE with zero routed experts), YaRN mscale !=
-mscale_all_dim (folded into the query rows). What it cannot run is refused, naming the field.
+exactly: no shared expert (a zero shared expert), moe_layer_freq > 1 (a dense layer after the
+first MoE one becomes MoE with zero routed experts; both warned: the file grows), YaRN mscale
+!= mscale_all_dim (folded into the query rows). What it cannot run is refused, naming the field.
 The file is written atomically (temporary file, then renamed).
 
 Options:
