@@ -7,7 +7,8 @@
  *     later dense layer is a MoE layer with a zero router and zero routed experts whose shared
  *     expert is its dense MLP, and every shared expert is zero-padded to one width;
  *   - first_k_dense_replace beyond the layers: all dense;
- *   - YaRN mscale != mscale_all_dim, or mscale_all_dim absent: the query rows carry the scales.
+ *   - YaRN mscale != mscale_all_dim, or mscale_all_dim absent: the query rows carry the scales;
+ *   - group_limited_greedy routing with groups that limit: refused unless approximate.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,7 +25,7 @@ import { yarnMscale } from '../src/model/yarn.js';
 import { tinyConfigJson } from './helpers/tiny-config.js';
 
 /** ggufTensors of a random tiny checkpoint of tinyConfigJson(over): the tensors by name, their data, the source tensors. */
-function layout(over: Record<string, unknown>) {
+function layout(over: Record<string, unknown>, opts: { approximate?: boolean } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-gguf-cfg-'));
   try {
     const cfg = parseModelConfig(tinyConfigJson(over));
@@ -33,7 +34,7 @@ function layout(over: Record<string, unknown>) {
     writeSafetensors(path.join(dir, 'model.safetensors'), src);
     const ckpt = openCheckpoint(dir);
     try {
-      const ts = ggufTensors(cfg, ckpt, 'f32');
+      const ts = ggufTensors(cfg, ckpt, 'f32', 'f32', opts);
       const data = new Map(ts.map((t) => [t.name, Float32Array.from([...t.chunks()].flatMap((c) => Array.from(c)))]));
       return { cfg, ts, by: new Map(ts.map((t) => [t.name, t])), data, src: (n: string) => src[n]!.data as Float32Array };
     } finally {
@@ -126,4 +127,11 @@ test('YaRN: query rows carry the scales llama.cpp cannot take (mscale != mscale_
   }
   const { warnings } = ggufArchKeys(yarn({ mscale: 1, mscale_all_dim: 0.5 }), 'f32', 'x');
   assert.equal(warnings.some((x) => /mscale/.test(x)), false, 'no longer an approximation');
+});
+
+test('group_limited_greedy with groups that limit: refused (llama.cpp scores groups differently) unless approximate', () => {
+  const over = { topk_method: 'group_limited_greedy', scoring_func: 'softmax' };
+  assert.throws(() => layout(over), /topk_method = group_limited_greedy with n_group 2, topk_group 1 .*top-2 sum.*--approximate/);
+  assert.ok(layout(over, { approximate: true }).by.has('blk.1.ffn_gate_inp.weight'));
+  assert.ok(layout({ ...over, topk_group: 2 }).by.has('blk.1.ffn_gate_inp.weight'), 'every group kept: no group limit, the same routing');
 });

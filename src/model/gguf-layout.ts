@@ -114,13 +114,19 @@ export function yarnQueryScales(cfg: ModelConfig): [number, number] {
 }
 
 /** Model-checking problems llama.cpp's deepseek2 cannot represent: thrown as one DsvError. */
-function checkSupported(cfg: ModelConfig, where: string): void {
+function checkSupported(cfg: ModelConfig, where: string, approximate: boolean): void {
   const L = cfg.num_hidden_layers;
   const fail = (field: string, why: string): never => {
     throw new DsvError(`${where}: ${field} ${why}; llama.cpp's deepseek2 architecture cannot run this model`);
   };
   if (cfg.q_lora_rank !== null && (L === 26 || L === 27 || (L === 48 && cfg.vocab_size === 128256))) {
     fail(`num_hidden_layers = ${L} with q_lora_rank ${cfg.q_lora_rank}`, 'is taken by llama.cpp for a "Lite" model and its q_lora_rank is ignored');
+  }
+  // DeepSeek-V2's group-limited greedy routing scores a group by its best expert; llama.cpp by the
+  // sum of its top two (DeepSeek-V3's noaux_tc): other experts are chosen. Opt-in only.
+  const groups = expertGroups(cfg);
+  if (cfg.topk_method === 'group_limited_greedy' && groups && !approximate) {
+    throw new DsvError(`${where}: topk_method = group_limited_greedy with n_group ${groups[0]}, topk_group ${groups[1]} scores a group by its best expert; llama.cpp scores it by its top-2 sum (DeepSeek-V3's rule), so it would route tokens to other experts (--approximate writes the file anyway)`);
   }
 }
 
@@ -220,8 +226,8 @@ function readF32(ckpt: Checkpoint, name: string, shape: readonly number[]): Floa
  * Every GGUF tensor of the checkpoint in llama.cpp's deepseek2 layout, in the converter's
  * order, with lazy data. `where` names the checkpoint in errors.
  */
-export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType, outputType: GgufExportType = type): GgufLayoutTensor[] {
-  checkSupported(cfg, ckpt.location);
+export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType, outputType: GgufExportType = type, opts: { approximate?: boolean } = {}): GgufLayoutTensor[] {
+  checkSupported(cfg, ckpt.location, opts.approximate ?? false);
   const D = cfg.hidden_size;
   const V = cfg.vocab_size;
   const H = cfg.num_attention_heads;
