@@ -104,6 +104,8 @@ test('leading dense block: the layers before the first MoE one (moe_layer_freq, 
   assert.deepEqual(sharedExpertPlan(cfg), { count: 1, denseAsMoe: [] });
   assert.equal(ts.some((t) => t.name.includes('exps') || t.name.includes('shexp')), false);
   assert.ok(ts.some((t) => t.name === 'blk.2.ffn_gate.weight'), 'the MTP layer is dense too');
+  // no MoE layer: no shared expert to pad, nothing to warn about
+  assert.deepEqual(ggufArchKeys(parseModelConfig(tinyConfigJson({ first_k_dense_replace: 9, n_shared_experts: 0 })), 'f32', 'x').warnings, []);
 });
 
 test('YaRN: query rows carry the scales llama.cpp cannot take (mscale != mscale_all_dim, mscale_all_dim absent)', () => {

@@ -179,7 +179,7 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
   m.set(`${a}.expert_feed_forward_length`, kv.u32(cfg.moe_intermediate_size));
   const plan = sharedExpertPlan(cfg);
   m.set(`${a}.expert_shared_count`, kv.u32(plan.count));
-  if (plan.count !== cfg.n_shared_experts) {
+  if (plan.count !== cfg.n_shared_experts && leadingDenseLayers(cfg) < cfg.num_hidden_layers + cfg.num_nextn_predict_layers) {
     warnings.push(`n_shared_experts ${cfg.n_shared_experts}${plan.denseAsMoe.length ? `, dense layers ${plan.denseAsMoe.join(', ')} after the first MoE layer (moe_layer_freq ${cfg.moe_layer_freq})` : ''}: llama.cpp needs ${plan.denseAsMoe.length ? 'every layer after the leading dense ones to be MoE and ' : ''}one shared-expert width; wrote expert_shared_count ${plan.count} with zero padding${plan.denseAsMoe.length ? ' and those layers as MoE with zero routed experts and the dense MLP as the shared expert' : ''} (exact, the file is larger)`);
   }
   m.set(`${a}.expert_weights_scale`, kv.f32(cfg.routed_scaling_factor));
