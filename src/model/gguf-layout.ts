@@ -11,7 +11,7 @@
  *     → attn_kv_a_norm · kv_b_proj [H·(dn+dv), r] split per head into attn_k_b (ne {dn, r, H}: the
  *     key part transposed, for absorbed MLA) and attn_v_b (ne {r, dv, H}) · o_proj → attn_output ·
  *     post_attention_layernorm → ffn_norm
- *   dense layers (i < first_k_dense_replace): mlp.{gate,up,down}_proj → ffn_{gate,up,down}
+ *   dense layers (i < leading_dense_block_count, the first MoE layer): mlp.{gate,up,down}_proj → ffn_{gate,up,down}
  *   MoE layers: mlp.gate → ffn_gate_inp (F32) · mlp.gate.e_score_correction_bias → exp_probs_b.bias
  *     · experts.e.{gate,up,down}_proj stacked per layer → ffn_{gate,up,down}_exps (ne {in, out, E})
  *     · shared_experts → ffn_{gate,up,down}_shexp
@@ -29,8 +29,9 @@ import { dequantFp8Weight } from '../engine/fp8/checkpoint-weights.js';
 import { kv, type GgmlTypeName, type GgufValue } from '../io/gguf-format.js';
 import type { GgufTensorToWrite } from '../io/gguf-write.js';
 import { DsvError } from '../errors.js';
-import { type ModelConfig } from './config.js';
+import { isMoeLayer, type ModelConfig } from './config.js';
 import { LATENT_NORM_EPS } from './rmsnorm.js';
+import { ropeAttentionFactor, yarnMscale } from './yarn.js';
 
 export type GgufExportType = 'f32' | 'bf16' | 'q8_0';
 
@@ -54,18 +55,79 @@ export function ggufTensorType(name: string, ne: readonly number[], target: Gguf
   return t;
 }
 
+/**
+ * How the FFNs map onto llama.cpp's, which makes layer i dense iff i < leading_dense_block_count
+ * and gives every other layer routed experts plus ffn_*_shexp of width n_ff_exp · expert_shared_count
+ * (required, and the same width in every layer). Two kinds of checkpoint do not fit as they are:
+ *   - n_shared_experts = 0 (no shared expert): written as shared experts of zeros, which add
+ *     exactly 0 (SiLU(0·x) · 0·x = 0, and the down projection is 0);
+ *   - moe_layer_freq > 1 (DeepSeek's HF code: layer i is MoE iff i >= first_k_dense_replace and
+ *     i % moe_layer_freq == 0): the layers before the first MoE one are the leading dense block
+ *     (leadingDenseLayers); a dense layer after the first MoE one is written as a MoE layer
+ *     whose router and routed experts are zero (they add Σ g_e · 0 = 0 whatever is chosen) and
+ *     whose shared expert holds the dense MLP.
+ * Shared experts are padded with zero rows (gate, up) and columns (down), which add exactly 0,
+ * to one width: the smallest multiple of moe_intermediate_size holding both.
+ */
+export interface SharedExpertPlan {
+  /** deepseek2.expert_shared_count: the shared width is count · moe_intermediate_size. */
+  count: number;
+  /** Layers (of all, MTP included) written as MoE whose FFN is the checkpoint's dense MLP. */
+  denseAsMoe: number[];
+}
+
+export function sharedExpertPlan(cfg: ModelConfig): SharedExpertPlan {
+  const F = cfg.moe_intermediate_size;
+  const n = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
+  const denseAsMoe: number[] = [];
+  for (let i = leadingDenseLayers(cfg); i < n; i++) if (!isMoeLayer(cfg, i)) denseAsMoe.push(i);
+  const width = Math.max(cfg.n_shared_experts * F, denseAsMoe.length > 0 ? cfg.intermediate_size : 0, F);
+  return { count: Math.ceil(width / F), denseAsMoe };
+}
+
+/** deepseek2.leading_dense_block_count: the layers before the first MoE one (all, MTP included, when none is MoE). */
+export function leadingDenseLayers(cfg: ModelConfig): number {
+  const n = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
+  for (let i = 0; i < n; i++) if (isMoeLayer(cfg, i)) return i;
+  return n;
+}
+
+/**
+ * YaRN attention scales llama.cpp cannot take as keys, folded into the query projection as
+ * [factor of the nope rows, factor of the rope rows] (exact up to float rounding: q^C and q^R
+ * each enter one dot product of the score, eq. 10, and RoPE is linear).
+ *   DeepSeek (model/yarn.ts): score = S·(q^C·k^C + c²·q^R·k^R) / √d, S = m(mscale_all_dim)² (1 when
+ *     mscale_all_dim is 0 or absent), c = m(mscale) / m(mscale_all_dim) on cos/sin.
+ *   llama.cpp deepseek2 (llama-context.cpp yarn_attn_factor, deepseek2.cpp kq_scale) with
+ *     yarn_log_multiplier = 0.1·mscale_all_dim: when it is not 0, A = m(mscale_all_dim)² and
+ *     cos/sin factor R = 1; when it is 0, A = m(1)² and R = m(1).
+ * So the query's nope rows take S/A and its rope rows S·c²/(A·R²): [1, c²] for the released
+ * configs (mscale = mscale_all_dim: [1, 1]).
+ */
+export function yarnQueryScales(cfg: ModelConfig): [number, number] {
+  const y = cfg.rope_scaling;
+  if (!y) return [1, 1];
+  const c = ropeAttentionFactor(cfg);
+  if (y.mscale_all_dim) return [1, c * c];
+  const m1 = yarnMscale(y.factor, 1);
+  return [1 / (m1 * m1), (c * c) / (m1 * m1 * m1 * m1)];
+}
+
 /** Model-checking problems llama.cpp's deepseek2 cannot represent: thrown as one DsvError. */
-function checkSupported(cfg: ModelConfig, where: string): void {
+function checkSupported(cfg: ModelConfig, where: string, approximate: boolean): void {
   const L = cfg.num_hidden_layers;
   const fail = (field: string, why: string): never => {
     throw new DsvError(`${where}: ${field} ${why}; llama.cpp's deepseek2 architecture cannot run this model`);
   };
-  if (cfg.moe_layer_freq !== 1) fail(`moe_layer_freq = ${cfg.moe_layer_freq}`, 'is not 1 (llama.cpp makes every layer after the leading dense ones MoE)');
-  if (cfg.n_shared_experts < 1) fail('n_shared_experts = 0', 'leaves no shared expert (llama.cpp requires the ffn_*_shexp tensors)');
   if (cfg.q_lora_rank !== null && (L === 26 || L === 27 || (L === 48 && cfg.vocab_size === 128256))) {
     fail(`num_hidden_layers = ${L} with q_lora_rank ${cfg.q_lora_rank}`, 'is taken by llama.cpp for a "Lite" model and its q_lora_rank is ignored');
   }
-  if (cfg.first_k_dense_replace > L) fail(`first_k_dense_replace = ${cfg.first_k_dense_replace}`, `exceeds num_hidden_layers (${L})`);
+  // DeepSeek-V2's group-limited greedy routing scores a group by its best expert; llama.cpp by the
+  // sum of its top two (DeepSeek-V3's noaux_tc): other experts are chosen. Opt-in only.
+  const groups = expertGroups(cfg);
+  if (cfg.topk_method === 'group_limited_greedy' && groups && !approximate) {
+    throw new DsvError(`${where}: topk_method = group_limited_greedy with n_group ${groups[0]}, topk_group ${groups[1]} scores a group by its best expert; llama.cpp scores it by its top-2 sum (DeepSeek-V3's rule), so it would route tokens to other experts (--approximate writes the file anyway)`);
+  }
 }
 
 /** The group-limited routing llama.cpp will do: [groups, groups kept], or null for none. */
@@ -104,7 +166,7 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
     warnings.push('topk_method group_limited_greedy scores a group by its best expert; llama.cpp scores groups by their top-2 sum (DeepSeek-V3 noaux_tc), so routing can differ');
   }
   m.set(`${a}.expert_gating_func`, kv.u32(cfg.scoring_func === 'sigmoid' ? 2 : 1)); // LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX = 1, SIGMOID = 2
-  m.set(`${a}.leading_dense_block_count`, kv.u32(cfg.first_k_dense_replace));
+  m.set(`${a}.leading_dense_block_count`, kv.u32(leadingDenseLayers(cfg)));
   m.set(`${a}.vocab_size`, kv.u32(cfg.vocab_size));
   // llama.cpp requires the key (except for the layer counts it takes for "Lite" models, where it
   // never reads it); 0 means a plain q_proj (attn_q), as in llama.cpp's `q_lora_rank > 0` test
@@ -115,7 +177,11 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
   m.set(`${a}.attention.key_length_mla`, kv.u32(cfg.qk_nope_head_dim + cfg.qk_rope_head_dim));
   m.set(`${a}.attention.value_length_mla`, kv.u32(cfg.v_head_dim));
   m.set(`${a}.expert_feed_forward_length`, kv.u32(cfg.moe_intermediate_size));
-  m.set(`${a}.expert_shared_count`, kv.u32(cfg.n_shared_experts));
+  const plan = sharedExpertPlan(cfg);
+  m.set(`${a}.expert_shared_count`, kv.u32(plan.count));
+  if (plan.count !== cfg.n_shared_experts && leadingDenseLayers(cfg) < cfg.num_hidden_layers + cfg.num_nextn_predict_layers) {
+    warnings.push(`n_shared_experts ${cfg.n_shared_experts}${plan.denseAsMoe.length ? `, dense layers ${plan.denseAsMoe.join(', ')} after the first MoE layer (moe_layer_freq ${cfg.moe_layer_freq})` : ''}: llama.cpp needs ${plan.denseAsMoe.length ? 'every layer after the leading dense ones to be MoE and ' : ''}one shared-expert width; wrote expert_shared_count ${plan.count} with zero padding${plan.denseAsMoe.length ? ' and those layers as MoE with zero routed experts and the dense MLP as the shared expert' : ''} (exact, the file is larger)`);
+  }
   m.set(`${a}.expert_weights_scale`, kv.f32(cfg.routed_scaling_factor));
   if (cfg.norm_topk_prob) m.set(`${a}.expert_weights_norm`, kv.bool(true));
   m.set(`${a}.rope.dimension_count`, kv.u32(cfg.qk_rope_head_dim));
@@ -128,7 +194,7 @@ export function ggufArchKeys(cfg: ModelConfig, type: GgufExportType, name: strin
     m.set(`${a}.rope.scaling.yarn_beta_slow`, kv.f32(y.beta_slow));
     // [TAG_DEEPSEEK2_YARN_LOG_MUL_FIX]: the converter stores 0.1 * mscale_all_dim, the loader divides by 0.1
     m.set(`${a}.rope.scaling.yarn_log_multiplier`, kv.f32(0.1 * y.mscale_all_dim));
-    if (y.mscale !== y.mscale_all_dim) warnings.push(`rope_scaling.mscale (${y.mscale}) differs from mscale_all_dim (${y.mscale_all_dim}); llama.cpp applies mscale_all_dim only`);
+    // (mscale != mscale_all_dim: DeepSeek's cos/sin factor is folded into the query's rope rows, ggufTensors)
   }
   if (cfg.num_nextn_predict_layers > 0) m.set(`${a}.nextn_predict_layers`, kv.u32(cfg.num_nextn_predict_layers));
   if (cfg.rms_norm_eps !== LATENT_NORM_EPS && (cfg.q_lora_rank !== null || cfg.kv_lora_rank > 0)) {
@@ -160,8 +226,8 @@ function readF32(ckpt: Checkpoint, name: string, shape: readonly number[]): Floa
  * Every GGUF tensor of the checkpoint in llama.cpp's deepseek2 layout, in the converter's
  * order, with lazy data. `where` names the checkpoint in errors.
  */
-export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType, outputType: GgufExportType = type): GgufLayoutTensor[] {
-  checkSupported(cfg, ckpt.location);
+export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExportType, outputType: GgufExportType = type, opts: { approximate?: boolean } = {}): GgufLayoutTensor[] {
+  checkSupported(cfg, ckpt.location, opts.approximate ?? false);
   const D = cfg.hidden_size;
   const V = cfg.vocab_size;
   const H = cfg.num_attention_heads;
@@ -180,6 +246,43 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
     add(gguf, shape.slice().reverse(), [hf], () => [readF32(ckpt, hf, shape)]);
   };
 
+  /** Zeros of ggml shape `ne` (one chunk per outermost index). */
+  const zeros = (gguf: string, ne: number[]): void => {
+    const outer = ne.length > 1 ? ne[ne.length - 1]! : 1;
+    const inner = ne.reduce((x, y) => x * y, 1) / outer;
+    add(gguf, ne, [], function* () {
+      for (let k = 0; k < outer; k++) yield new Float32Array(inner);
+    });
+  };
+  const plan = sharedExpertPlan(cfg);
+  const W = plan.count * F;
+  const lead = leadingDenseLayers(cfg);
+  /** A [rows, cols] checkpoint matrix padded with zeros to [R, C] (R >= rows, C >= cols); zeros when it has no rows. */
+  const padded = (gguf: string, hf: string, shape: [number, number], to: [number, number]): void => {
+    if (shape[0] === 0 || shape[1] === 0) return zeros(gguf, [to[1], to[0]]);
+    if (shape[0] === to[0] && shape[1] === to[1]) return plain(gguf, hf, shape);
+    add(gguf, [to[1], to[0]], [hf], function* () {
+      const w = readF32(ckpt, hf, shape);
+      const o = new Float32Array(to[0] * to[1]);
+      for (let r = 0; r < shape[0]; r++) o.set(w.subarray(r * shape[1], (r + 1) * shape[1]), r * to[1]);
+      yield o;
+    });
+  };
+
+  const [nopeScale, ropeScale] = yarnQueryScales(cfg);
+  /** The query projection [H·(dn+dr), in], its nope / rope rows scaled by yarnQueryScales. */
+  const query = (gguf: string, hf: string, shape: [number, number]): void => {
+    if (nopeScale === 1 && ropeScale === 1) return plain(gguf, hf, shape);
+    add(gguf, [shape[1], shape[0]], [hf], function* () {
+      const w = readF32(ckpt, hf, shape);
+      for (let j = 0; j < shape[0]; j++) {
+        const f = j % (dn + dr) < dn ? nopeScale : ropeScale;
+        if (f !== 1) for (let k = j * shape[1]; k < (j + 1) * shape[1]; k++) w[k] = w[k]! * f;
+      }
+      yield w;
+    });
+  };
+
   plain('token_embd.weight', 'model.embed_tokens.weight', [V, D]);
   for (let i = 0; i < cfg.num_hidden_layers + cfg.num_nextn_predict_layers; i++) {
     const p = `model.layers.${i}`;
@@ -192,11 +295,11 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
     }
     plain(`${b}.attn_norm.weight`, `${p}.input_layernorm.weight`, [D]);
     const qOut = H * (dn + dr);
-    if (cfg.q_lora_rank === null) plain(`${b}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, [qOut, D]);
+    if (cfg.q_lora_rank === null) query(`${b}.attn_q.weight`, `${p}.self_attn.q_proj.weight`, [qOut, D]);
     else {
       plain(`${b}.attn_q_a.weight`, `${p}.self_attn.q_a_proj.weight`, [cfg.q_lora_rank, D]);
       plain(`${b}.attn_q_a_norm.weight`, `${p}.self_attn.q_a_layernorm.weight`, [cfg.q_lora_rank]);
-      plain(`${b}.attn_q_b.weight`, `${p}.self_attn.q_b_proj.weight`, [qOut, cfg.q_lora_rank]);
+      query(`${b}.attn_q_b.weight`, `${p}.self_attn.q_b_proj.weight`, [qOut, cfg.q_lora_rank]);
     }
     plain(`${b}.attn_kv_a_mqa.weight`, `${p}.self_attn.kv_a_proj_with_mqa.weight`, [r + dr, D]);
     plain(`${b}.attn_kv_a_norm.weight`, `${p}.self_attn.kv_a_layernorm.weight`, [r]);
@@ -218,25 +321,34 @@ export function ggufTensors(cfg: ModelConfig, ckpt: Checkpoint, type: GgufExport
     });
     plain(`${b}.attn_output.weight`, `${p}.self_attn.o_proj.weight`, [D, H * dv]);
     plain(`${b}.ffn_norm.weight`, `${p}.post_attention_layernorm.weight`, [D]);
-    if (i < cfg.first_k_dense_replace) {
+    if (i < lead) {
       const I = cfg.intermediate_size;
       plain(`${b}.ffn_gate.weight`, `${p}.mlp.gate_proj.weight`, [I, D]);
       plain(`${b}.ffn_down.weight`, `${p}.mlp.down_proj.weight`, [D, I]);
       plain(`${b}.ffn_up.weight`, `${p}.mlp.up_proj.weight`, [I, D]);
       continue;
     }
-    plain(`${b}.ffn_gate_inp.weight`, `${p}.mlp.gate.weight`, [E, D]);
-    if (cfg.topk_method === 'noaux_tc') plain(`${b}.exp_probs_b.bias`, `${p}.mlp.gate.e_score_correction_bias`, [E]);
-    for (const [g, hf, shape] of [['down', 'down_proj', [D, F]], ['gate', 'gate_proj', [F, D]], ['up', 'up_proj', [F, D]]] as const) {
-      const names = Array.from({ length: E }, (_, e) => `${p}.mlp.experts.${e}.${hf}.weight`);
-      add(`${b}.ffn_${g}_exps.weight`, [shape[1], shape[0], E], names, function* () {
-        for (const n of names) yield readF32(ckpt, n, shape);
-      });
+    // a dense layer after the first MoE one (moe_layer_freq > 1): zero router and routed experts,
+    // the dense MLP as the shared expert (sharedExpertPlan)
+    const denseAsMoe = plan.denseAsMoe.includes(i);
+    if (denseAsMoe) {
+      zeros(`${b}.ffn_gate_inp.weight`, [D, E]);
+      if (cfg.topk_method === 'noaux_tc') zeros(`${b}.exp_probs_b.bias`, [E]);
+      for (const [g, ne] of [['down', [F, D, E]], ['gate', [D, F, E]], ['up', [D, F, E]]] as const) zeros(`${b}.ffn_${g}_exps.weight`, [...ne]);
+    } else {
+      plain(`${b}.ffn_gate_inp.weight`, `${p}.mlp.gate.weight`, [E, D]);
+      if (cfg.topk_method === 'noaux_tc') plain(`${b}.exp_probs_b.bias`, `${p}.mlp.gate.e_score_correction_bias`, [E]);
+      for (const [g, hf, shape] of [['down', 'down_proj', [D, F]], ['gate', 'gate_proj', [F, D]], ['up', 'up_proj', [F, D]]] as const) {
+        const names = Array.from({ length: E }, (_, e) => `${p}.mlp.experts.${e}.${hf}.weight`);
+        add(`${b}.ffn_${g}_exps.weight`, [shape[1], shape[0], E], names, function* () {
+          for (const n of names) yield readF32(ckpt, n, shape);
+        });
+      }
     }
-    const S = cfg.n_shared_experts * F;
-    plain(`${b}.ffn_gate_shexp.weight`, `${p}.mlp.shared_experts.gate_proj.weight`, [S, D]);
-    plain(`${b}.ffn_down_shexp.weight`, `${p}.mlp.shared_experts.down_proj.weight`, [D, S]);
-    plain(`${b}.ffn_up_shexp.weight`, `${p}.mlp.shared_experts.up_proj.weight`, [S, D]);
+    const [mlp, S] = denseAsMoe ? [`${p}.mlp`, cfg.intermediate_size] : [`${p}.mlp.shared_experts`, cfg.n_shared_experts * F];
+    padded(`${b}.ffn_gate_shexp.weight`, `${mlp}.gate_proj.weight`, [S, D], [W, D]);
+    padded(`${b}.ffn_down_shexp.weight`, `${mlp}.down_proj.weight`, [D, S], [D, W]);
+    padded(`${b}.ffn_up_shexp.weight`, `${mlp}.up_proj.weight`, [S, D], [W, D]);
   }
   plain('output_norm.weight', 'model.norm.weight', [D]);
   if (!cfg.tie_word_embeddings) plain('output.weight', 'lm_head.weight', [V, D]);

@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { type Command, UsageError } from '../command.js';
-import { exists, oneOf, out, parseFlags, required } from '../flags.js';
+import { bool, exists, oneOf, out, parseFlags, required } from '../flags.js';
 import { GGUF_PRE_NAMES, ggufVocab } from '../../data/tokenizer/gguf-vocab.js';
 import { openCheckpoint } from '../../io/checkpoint-read.js';
 import { writeGguf } from '../../io/gguf-write.js';
@@ -13,14 +13,18 @@ import { loadModelConfig } from '../../model/config.js';
 import { ggufArchKeys, ggufTensors, type GgufExportType } from '../../model/gguf-layout.js';
 import { resolveCheckpointDir } from '../../train/run-checkpoints.js';
 
-const HELP = `Usage: dsv3 export gguf --model DIR --out FILE.gguf [--type f32|bf16|q8_0]
+const HELP = `Usage: dsv3 export gguf --model DIR --out FILE.gguf [--type f32|bf16|q8_0] [--approximate]
 
 Writes the checkpoint in DIR (config.json, model.safetensors or shards, tokenizer.json; or a
 dsv3 train run directory, whose latest checkpoint is used) as a GGUF file for llama.cpp (and
 ollama, LM Studio): architecture deepseek2 with MLA (attn_k_b / attn_v_b), experts merged per
 layer, gating function, expert weight scale and norm, expert groups, leading dense layers, the
 MTP (nextn) layers, RoPE / YaRN, the byte-level BPE tokenizer and the chat template. FP8
-weights are dequantised. The file is written atomically (temporary file, then renamed).
+weights are dequantised. What llama.cpp cannot take as it is but can compute is rewritten
+exactly: no shared expert (a zero shared expert), moe_layer_freq > 1 (a dense layer after the
+first MoE one becomes MoE with zero routed experts; both warned: the file grows), YaRN mscale
+!= mscale_all_dim (folded into the query rows). What it cannot run is refused, naming the field.
+The file is written atomically (temporary file, then renamed).
 
 Options:
   --model DIR              checkpoint or run directory
@@ -32,6 +36,10 @@ Options:
                            alone (llama-quantize's --output-tensor-type). DeepSeek's FP8 release
                            keeps lm_head in BF16, so --type q8_0 --output-type bf16 is the
                            like-for-like llama.cpp file for an FP8 checkpoint
+  --approximate            write a file even where llama.cpp computes a different function:
+                           topk_method group_limited_greedy with groups that limit (llama.cpp
+                           scores a group by its top-2 sum, DeepSeek-V2 by its best expert);
+                           without it such a checkpoint is refused
   --tokenizer-pre NAME     the llama.cpp pre-tokenizer to name (${GGUF_PRE_NAMES.join(', ')});
                            default: the one that matches tokenizer.json, detected
 Prints one JSON line: file, bytes, tensors, type, output_type, tokenizer_pre (and whether it is exact).
@@ -43,6 +51,7 @@ const FLAGS = {
   type: oneOf(['f32', 'bf16', 'q8_0'] as const),
   'output-type': oneOf(['f32', 'bf16', 'q8_0'] as const),
   'tokenizer-pre': oneOf(GGUF_PRE_NAMES),
+  approximate: bool(),
 };
 
 export const exportCommand: Command = {
@@ -66,7 +75,7 @@ export const exportCommand: Command = {
     let bytes: number;
     let tensors: number;
     try {
-      const ts = ggufTensors(cfg, ckpt, type, outputType);
+      const ts = ggufTensors(cfg, ckpt, type, outputType, { approximate: v.approximate === true });
       tensors = ts.length;
       bytes = writeGguf(file, kvs, ts);
     } finally {
