@@ -16,7 +16,6 @@
  */
 import type { Kernels } from '../engine/kernels.js';
 import type { Fp8Linear } from '../model/weights.js';
-import type { Workspace } from './workspace.js';
 
 let inPlace = process.env.DSV3_KVB_FP8 !== '0';
 
@@ -69,9 +68,10 @@ function scatter(src: Float32Array, M: number, n: number, dst: Float32Array, ld:
   for (let i = 0; i < M; i++) dst.set(src.subarray(i * n, i * n + n), i * ld);
 }
 
-/** qcatHead[h][i][0:r] = q^C_h for every head: qHead[h] rows (ld H*(dn+dr)) times W^UK[h]. */
-export function absorbQueryFp8(kern: Kernels, f: Fp8HeadWeights, ws: Workspace, M: number, H: number, dn: number,
-  dr: number, r: number): void {
+/** qcatHead[h][i][0:r] = q^C_h for every head: qHead[h] rows (ld H*(dn+dr)) times W^UK[h]
+ * (the workspace's per-head views, src/inference/workspace.ts). */
+export function absorbQueryFp8(kern: Kernels, f: Fp8HeadWeights, ws: { qHead: Float32Array[]; qcatHead: Float32Array[] },
+  M: number, H: number, dn: number, dr: number, r: number): void {
   const ldq = H * (dn + dr);
   const ldc = H * (r + dr);
   for (let h = 0; h < H; h++) {
@@ -88,8 +88,8 @@ export function absorbQueryFp8(kern: Kernels, f: Fp8HeadWeights, ws: Workspace, 
 }
 
 /** oHead[h][i][0:dv] = W^UV[h] ctx_h for every head: ctxHead[h] rows (ld H*r). */
-export function absorbOutputFp8(kern: Kernels, f: Fp8HeadWeights, ws: Workspace, M: number, H: number, dv: number,
-  r: number): void {
+export function absorbOutputFp8(kern: Kernels, f: Fp8HeadWeights, ws: { ctxHead: Float32Array[]; oHead: Float32Array[] },
+  M: number, H: number, dv: number, r: number): void {
   for (let h = 0; h < H; h++) {
     const c = ws.ctxHead[h]!;
     const out = ws.oHead[h]!;
