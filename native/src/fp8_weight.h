@@ -30,6 +30,11 @@
 DECLARE_ISA(int, dsv3_linear_fp8, (int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes,
                                     const float* scale_inv, float beta, float* y))
 
+/* y[m,n] = x[m,k] W with W [k,n] as codes [k][n] and scale_inv [ceil(k/128), ceil(n/128)]
+ * (isa/fp8_weight_gemv_t.c: MLA's absorbed W^UK on an FP8 kv_b_proj); y overwritten. */
+DECLARE_ISA(int, dsv3_linear_fp8_t, (int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes,
+                                      const float* scale_inv, float* y))
+
 /* Dispatched entry point (fp8_weight_napi.c): 0, or -1 if scratch memory could not be allocated. */
 int dsv3_linear_fp8(int64_t m, int64_t n, int64_t k, const float* x, const uint8_t* codes, const float* scale_inv,
                     float beta, float* y);

@@ -83,6 +83,35 @@ static napi_value js_linear_fp8(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* linearFp8T(m, n, k, x, codes, scaleInv, y): y[m,n] = x[m,k] W, W [k,n] = codes [k][n] with
+ * scaleInv [ceil(k/128), ceil(n/128)] (Kernels.linearFp8T); y overwritten. */
+static napi_value js_linear_fp8_t(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 7);
+  int64_t m, n, k;
+  size_t lx = 0, lw = 0, ls = 0, ly = 0, nx = 0, nw = 0, ns = 0, ny = 0;
+  if (get_dim(env, argv[0], &m, "m") || get_dim(env, argv[1], &n, "n") || get_dim(env, argv[2], &k, "k")) return NULL;
+  const float* x = dsv3_f32(env, argv[3], &lx, "x");
+  if (!x && pending(env)) return NULL;
+  const uint8_t* codes = dsv3_u8(env, argv[4], &lw, "codes");
+  if (!codes && pending(env)) return NULL;
+  const float* s = dsv3_f32(env, argv[5], &ls, "scaleInv");
+  if (!s && pending(env)) return NULL;
+  float* y = dsv3_f32(env, argv[6], &ly, "y");
+  if (!y && pending(env)) return NULL;
+  const int64_t kb = (k + 127) / 128, nb = (n + 127) / 128;
+  if (product(env, m, k, &nx, "x") || product(env, k, n, &nw, "codes") || product(env, kb, nb, &ns, "scaleInv") ||
+      product(env, m, n, &ny, "y"))
+    return NULL;
+  if (dsv3_need(env, lx, nx, "x") || dsv3_need(env, lw, nw, "codes") || dsv3_need(env, ls, ns, "scaleInv") ||
+      dsv3_need(env, ly, ny, "y"))
+    return NULL;
+  const int level = dsv3_isa();
+  if (level == DSV3_ISA_LEVEL_AVX512) dsv3_linear_fp8_t_avx512(m, n, k, x, codes, s, y);
+  else if (level == DSV3_ISA_LEVEL_AVX2) dsv3_linear_fp8_t_avx2(m, n, k, x, codes, s, y);
+  else dsv3_linear_fp8_t_scalar(m, n, k, x, codes, s, y);
+  return NULL;
+}
+
 static napi_value js_set_gemv_max_m(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   int64_t v;
@@ -108,6 +137,7 @@ static napi_value js_set_vbmi(napi_env env, napi_callback_info info) {
 
 void dsv3_register_fp8_weight(napi_env env, napi_value exports) {
   dsv3_export(env, exports, "linearFp8", js_linear_fp8);
+  dsv3_export(env, exports, "linearFp8T", js_linear_fp8_t);
   dsv3_export(env, exports, "fp8SetGemvMaxM", js_set_gemv_max_m);
   dsv3_export(env, exports, "fp8SetVbmi", js_set_vbmi);
 }

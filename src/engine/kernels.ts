@@ -94,6 +94,14 @@ export interface Kernels extends Fp8TrainingKernels {
   linearFp8(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
     beta: number, y: Float32Array): void;
   /**
+   * The FP8 block-scaled weight used untransposed: y[m,n] = x[m,k] · W, W [k,n] given as E4M3
+   * codes [k][n] with scales scaleInv [ceil(k/128), ceil(n/128)], W[p,c] =
+   * float32(e4m3(codes[p,c]) * scaleInv[p/128, c/128]); each y summed over p in order, float32.
+   * y is overwritten. MLA's absorbed W^UK on an FP8 kv_b_proj read in place (paper section 2.1.2).
+   */
+  linearFp8T(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
+    y: Float32Array): void;
+  /**
    * The experts of ONE token (batch-1 decode), DeepSeekMoE (paper Eq. 12) on the row x [D]:
    *   h[D] += sum_e alpha_e * down_e(silu(gate_e x) * up_e x)
    * over E = inters.length experts in order, expert e of width inters[e] with weights

@@ -88,6 +88,7 @@ export function loadNativeKernels(): Kernels | null {
     bf16RoundRows: has('bf16RoundRows') ? a.bf16RoundRows : ref.bf16RoundRows,
     bf16Widen: has('bf16Widen') ? a.bf16Widen : ref.bf16Widen,
     linearFp8: has('linearFp8') ? a.linearFp8 : ref.linearFp8,
+    linearFp8T: has('linearFp8T') ? a.linearFp8T : ref.linearFp8T,
     moeRowBf16: has('moeRowBf16') ? a.moeRowBf16 : ref.moeRowBf16,
     moeRowFp8: has('moeRowFp8') ? a.moeRowFp8 : ref.moeRowFp8,
     fp8QuantTiles1x128: has('fp8QuantTiles1x128') ? a.fp8QuantTiles1x128 : ref.fp8QuantTiles1x128,

@@ -127,7 +127,8 @@ export class Engine {
     for (const l of this.layers) {
       const a = l.attn;
       for (const w of [a.qA, a.qB, a.q, a.kvA, a.o]) if (w) n += preparedBytes(w);
-      n += (a.heads * (a.dn + a.dv) * a.r) * (a.ukHeadBits ? 2 : 4);
+      const kvB = a.heads * (a.dn + a.dv) * a.r;
+      n += a.kvBFp8 ? kvB + 4 * (kvB / (128 * 128)) : kvB * (a.ukHeadBits ? 2 : 4);
       const mlps = l.mlp ? [l.mlp] : [...(l.moe!.shared ? [l.moe!.shared] : []), ...l.moe!.experts.slice(0, cfg.num_experts_per_tok)];
       for (const m of mlps) n += preparedBytes(m.gate) + preparedBytes(m.up) + preparedBytes(m.down);
       if (l.moe) n += l.moe.gateW.byteLength;

@@ -17,6 +17,7 @@
  * one small GEMM per head each (block-diagonal over heads), on kv_b_proj's bf16 bits in place
  * when it is bf16 (gemmBatchBf16: q^C and ctx rounded to bf16, as the model's absorbed form; plan.ts).
  */
+import { absorbOutputFp8, absorbQueryFp8 } from './mla-fp8-heads.js';
 import type { Kernels } from '../engine/kernels.js';
 import { runLinear } from './linear.js';
 import type { AttnPlan, NormPlan } from './plan.js';
@@ -120,7 +121,8 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   const qcat = ws.qcat;
   // the H small per-head GEMMs as one batched call (each head on one thread, one pool barrier
   // instead of H; each head's GEMM computes the same values either way)
-  if (p.ukHeadBits) kern.gemmBatchBf16(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHeadBits, r, 0, ws.qcatHead, H * W);
+  if (p.kvBFp8) absorbQueryFp8(kern, p.kvBFp8, ws, M, H, dn, dr, r);
+  else if (p.ukHeadBits) kern.gemmBatchBf16(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHeadBits, r, 0, ws.qcatHead, H * W);
   else kern.gemmBatch(false, false, headDims(H, M, r, dn), 1, ws.qHead, H * QW, p.ukHead, r, 0, ws.qcatHead, H * W);
   for (let b = 0; b < B; b++) {
     const start = startOf(shape, b);
@@ -185,7 +187,8 @@ export function attentionAdd(kern: Kernels, p: AttnPlan, inNorm: NormPlan, ws: W
   prof?.lap('attn.core');
 
   // ---- o[h] = W^UV[h] ctx[h]; h += W^O o ------------------------------------------------------
-  if (p.uvHeadBits) kern.gemmBatchBf16(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHeadBits, r, 0, ws.oHead, H * dv);
+  if (p.kvBFp8) absorbOutputFp8(kern, p.kvBFp8, ws, M, H, dv, r);
+  else if (p.uvHeadBits) kern.gemmBatchBf16(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHeadBits, r, 0, ws.oHead, H * dv);
   else kern.gemmBatch(false, true, headDims(H, M, dv, r), 1, ws.ctxHead, H * r, p.uvHead, r, 0, ws.oHead, H * dv);
   runLinear(kern, p.o, M, ws.o, ws.h, 1);
   prof?.lap('attn.out');

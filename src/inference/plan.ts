@@ -16,6 +16,12 @@
  * gemmBf16's rule (q^C and ctx rounded to bf16, float32 accumulation), as the model's absorbed
  * form then does: a decode token reads 2 bytes per weight instead of 4 (30 MB less per token at
  * the DeepSeek-V2-Lite shape, issue 12). DSV3_KVB_BF16=0 decodes it to float32 as before.
+ *
+ * An FP8 kv_b_proj whose heads' row blocks start on 128-row scale blocks (dn and dv multiples
+ * of 128, as in DeepSeek-V2/V3) is NOT decoded either (fp8KvBInPlace): the plan keeps views of
+ * each head's codes and block scales, and mla-fp8-heads.ts multiplies by them in place, one
+ * byte per weight instead of four (Kernels.linearFp8T for W^UK, linearFp8 for W^UV), with the
+ * dequantised weights float32(e4m3 * scale) of the model's path. DSV3_KVB_FP8=0 decodes it.
  */
 import type { ModelConfig } from '../model/config.js';
 import type { DecoderLayer } from '../model/decoder-layer.js';
@@ -25,6 +31,7 @@ import type { RMSNorm } from '../model/rmsnorm.js';
 import { ExpertSelector, type RouterConfig } from '../model/router.js';
 import { absorbedKvBBf16 } from '../model/mla.js';
 import { denseRows } from '../model/weights.js';
+import { type Fp8HeadWeights, fp8KvBHeads } from './mla-fp8-heads.js';
 import { type PreparedLinear, prepareLinear } from './linear.js';
 
 export interface NormPlan {
@@ -79,6 +86,8 @@ export interface AttnPlan {
    */
   readonly ukHeadBits: readonly Uint16Array[] | null;
   readonly uvHeadBits: readonly Uint16Array[] | null;
+  /** An FP8 kv_b_proj read in place (kvB, ukHead and uvHead are then empty), or null. */
+  readonly kvBFp8: Fp8HeadWeights | null;
   readonly o: PreparedLinear;
   /** This layer's slot in the latent cache. */
   readonly slot: number;
@@ -109,10 +118,11 @@ export function planMlp(m: SwiGluMlp): MlpPlan {
 export function planLayer(layer: DecoderLayer): LayerPlan {
   const a = layer.selfAttn;
   const bits = a.kvB.kind === 'bf16' && absorbedKvBBf16(a.kvB) ? a.kvB.bits : null;
-  const decoded = !bits && a.kvB.kind !== 'f32';
-  const kvB = bits ? new Float32Array(0) : decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!;
+  const fp8 = a.kvB.kind === 'fp8' ? fp8KvBHeads(a.kvB, a.heads, a.dn, a.dv, a.r) : null;
+  const decoded = !bits && !fp8 && a.kvB.kind !== 'f32';
+  const kvB = bits || fp8 ? new Float32Array(0) : decoded ? denseRows(a.kvB) : prepareLinear(a.kvB).f32!;
   const block = (a.dn + a.dv) * a.r;
-  const heads = (o: number) => (bits ? [] : Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block + o)));
+  const heads = (o: number) => (bits || fp8 ? [] : Array.from({ length: a.heads }, (_, h) => kvB.subarray(h * block + o)));
   const headBits = (o: number) => (bits ? Array.from({ length: a.heads }, (_, h) => bits.subarray(h * block + o)) : null);
   const attn: AttnPlan = {
     heads: a.heads,
@@ -133,6 +143,7 @@ export function planLayer(layer: DecoderLayer): LayerPlan {
     kvBDecoded: decoded,
     ukHeadBits: headBits(0),
     uvHeadBits: headBits(a.dn * a.r),
+    kvBFp8: fp8,
     o: prepareLinear(a.o),
     slot: a.cacheSlot,
   };

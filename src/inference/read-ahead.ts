@@ -49,8 +49,8 @@ export function readAheadChosen(p: MoePlan, ws: Workspace): void {
 
 /**
  * WILLNEED now, from the caller, for the kv_b_proj of every layer: an FP8 one (or a bf16 one
- * with DSV3_KVB_BF16=0) is decoded to float32 at planning (plan.ts), which reads all of them
- * before the first token, and a bf16 one read in place is needed by the first token's attention;
+ * with DSV3_KVB_BF16=0, an FP8 one with DSV3_KVB_FP8=0) is decoded to float32 at planning (plan.ts),
+ * which reads all of them before the first token, and one read in place is needed by the first token's attention;
  * from a cold page cache they would otherwise wait behind the read-ahead queued at open (every
  * layer's attention and shared experts, in layer order).
  */

@@ -32,3 +32,27 @@ export function linearFp8(m: number, n: number, k: number, x: Float32Array, code
     }
   }
 }
+
+/**
+ * Reference for Kernels.linearFp8T: y[m,n] = x[m,k] · W, W [k,n] = float32(e4m3(codes[p,c]) *
+ * scaleInv[p/128, c/128]), each output summed over p = 0 .. k-1 in order in float32 (one
+ * rounding per product and per sum, as the native kernel's FMAs up to the fused rounding).
+ */
+export function linearFp8T(m: number, n: number, k: number, x: Float32Array, codes: Uint8Array, scaleInv: Float32Array,
+  y: Float32Array): void {
+  const nb = Math.ceil(n / 128);
+  if (codes.length < n * k) throw new RangeError(`linearFp8T: codes has ${codes.length} elements, needs ${n * k}`);
+  if (scaleInv.length < Math.ceil(k / 128) * nb) throw new RangeError(`linearFp8T: scaleInv has ${scaleInv.length} elements, needs ${Math.ceil(k / 128) * nb}`);
+  const w = new Float32Array(n);
+  const acc = new Float32Array(n);
+  for (let i = 0; i < m; i++) {
+    acc.fill(0);
+    for (let p = 0; p < k; p++) {
+      const srow = ((p / 128) | 0) * nb;
+      for (let c = 0; c < n; c++) w[c] = E4M3_TABLE[codes[p * n + c]!]! * scaleInv[srow + ((c / 128) | 0)]!;
+      const xv = x[i * k + p]!;
+      for (let c = 0; c < n; c++) acc[c] = acc[c]! + Math.fround(xv * w[c]!);
+    }
+    y.set(acc, i * n);
+  }
+}

@@ -8,7 +8,7 @@ import { moeRows, moeRowsBf16 } from './moe-rows.js';
 import { gemm, gemmBf16, gemmBf16Ab } from './gemm.js';
 import { gemmBatch, gemmBatchBf16, gemmBatchBf16Ab } from './gemm-batch.js';
 import { bf16Round, bf16RoundRows, bf16Widen, crossEntropyGradBf16, gatherRowsBf16, rmsNormBf16, siluMulBackwardBf16, siluMulBf16, siluMulRound } from './bf16.js';
-import { linearFp8 } from './fp8-weight.js';
+import { linearFp8, linearFp8T } from './fp8-weight.js';
 import { moeRowBf16, moeRowFp8 } from './moe-row.js';
 import { fp8Dequant, fp8QuantBlocks128, fp8QuantTiles128x1, fp8QuantTiles1x128 } from './fp8-quant.js';
 import { fp8QuantTiles128x1Segments, fp8QuantTilesDual, fp8RequantTiles128x1, fp8SiluMulQuant, fp8SwigluBackwardDual } from './fp8-requant.js';
@@ -30,6 +30,7 @@ export const referenceKernels: Kernels = {
   bf16RoundRows,
   bf16Widen,
   linearFp8,
+  linearFp8T,
   moeRowBf16,
   moeRowFp8,
   fp8QuantTiles1x128,
