@@ -99,6 +99,9 @@ export interface AdaptiveOptions {
   /** Retire speculation after one probe whose rounds would lose even with every draft accepted
    * (the bound in the header; default true). */
   retireBound?: boolean;
+  /** Start retired (retiredBy 'remembered'): an earlier run on this checkpoint and machine found the
+   * bound (speculation-verdict.ts); default false. */
+  remembered?: boolean;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
 }
@@ -125,8 +128,9 @@ export interface AdaptiveSummary {
   upkeepMsPerToken: number;
   /** Speculation retired for good (see AdaptiveOptions.retireAfter, retireBound). */
   retired: boolean;
-  /** Why: 'losing' (retireAfter) or 'bound' (retireBound); null while not retired. */
-  retiredBy: 'losing' | 'bound' | null;
+  /** Why: 'losing' (retireAfter), 'bound' (retireBound) or 'remembered' (an earlier run's bound,
+   * AdaptiveOptions.remembered); null while not retired. */
+  retiredBy: 'losing' | 'bound' | 'remembered' | null;
   /** The latest probe's median speculative round (ms, with the catch-up it caused; NaN before). */
   speculativeMsPerRound: number;
 }
@@ -210,6 +214,13 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     const c = o.clock ?? 'cpu';
     this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
     this.interval = this.firstInterval;
+    if (o.remembered === true) {
+      this.over = true;
+      this.retiredBy = 'remembered';
+      this.decided = true;
+      this.mode = 'plain';
+      this.probes = 0;
+    }
   }
 
   /** The mode of probe round i: blocks of `block` rounds, `first` in blocks 0 and 2. */
@@ -329,7 +340,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     if (this.retireBound && best === 'plain' && this.roundCost / (this.depth + 1) >= this.cost.plain * (1 - this.margin)) this.retire('bound');
   }
 
-  private retire(why: 'losing' | 'bound'): void {
+  private retire(why: 'losing' | 'bound' | 'remembered'): void {
     if (this.over) return;
     this.over = true;
     this.retiredBy = why;
