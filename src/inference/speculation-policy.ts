@@ -45,6 +45,8 @@
  *     The first probe checks the bound already after its first speculative and plain blocks
  *     (boundLoses): where it holds there, the probe ends after half its rounds, before any
  *     catch-up (short generations, a chat's first turn: the probe is most of their cost).
+ *     The CLI keeps that verdict per checkpoint and machine (speculation-verdict.ts): a later
+ *     run starts retired (`remembered`), i.e. plain, without the probe.
  *   - A probe of a mode that loses costs its extra time; after a plain decision the re-probe
  *     interval is stretched so that the next re-probe's expected loss (its speculative tokens x
  *     the cost difference, plus the catch-up it causes) stays under `budget` x the plain run's
