@@ -12,12 +12,15 @@
 // Per round, per prompt, per build: plain greedy (`DecodeSession` + the generation loop, as
 // `dsv3 generate --no-speculative`), speculative (`SpeculativeDecoder`, as `dsv3 generate
 // --speculative`) and, in builds that have it, auto (the SpeculativeDecoder with an
-// AdaptiveSpeculation policy, as `dsv3 generate`'s default), `tokens` new tokens each (prefill
+// AdaptiveSpeculation policy, as `dsv3 generate`'s default on a first run; and, in builds with
+// speculation-verdict.ts, "remembered": a later run after a bound verdict, its look-up then the
+// plain path, reported as remembered_speedup_cpu), `tokens` new tokens each (prefill
 // included, load excluded). Prints one JSON line per run and a summary per build: median CPU ms
 // per token of each mode, the median of the per-round speculative/plain and auto/plain speed
 // ratios (CPU and wall), acceptance, auto's decisions, and whether every output equalled plain
 // greedy. Run with DSV3_THREADS=1 (or 2) to fix the threads.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -46,6 +49,7 @@ for (const d of dists) {
   const { generate } = await imp('src/inference/generate.js');
   const { SpeculativeDecoder, MAX_CHAIN_DEPTH } = await imp('src/inference/speculative.js');
   const AdaptiveSpeculation = await imp('src/inference/speculation-policy.js').then((m) => m.AdaptiveSpeculation, () => undefined);
+  const verdict = await imp('src/inference/speculation-verdict.js').catch(() => undefined);
   const { resolveCheckpointDir } = await imp('src/train/run-checkpoints.js');
   const { loadTokenizer } = await imp('src/cli/commands/decoding.js');
   const dir = resolveCheckpointDir(path.resolve(values.model));
@@ -55,11 +59,13 @@ for (const d of dists) {
     if (depth > model.mtp.length && MAX_CHAIN_DEPTH === undefined) continue; // a build without chained drafts
     for (const draft of values.draft ?? [undefined]) {
       const label = `${d}${draft ? ` draft=${draft}` : ''}${values.depth ? ` depth=${depth}` : ''}`;
-      builds.push({ d, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, AdaptiveSpeculation, depth });
+      builds.push({ d, dir, label, draft, model, tok, DecodeSession, generate, SpeculativeDecoder, AdaptiveSpeculation, verdict, depth });
     }
   }
 }
 
+const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsv3-bench-verdict-'));
+process.on('exit', () => fs.rmSync(cacheDir, { recursive: true, force: true }));
 const cpu = () => {
   const c = process.cpuUsage();
   return (c.user + c.system) / 1000;
@@ -92,6 +98,20 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
         const ra = sa.generate(prompt, N, { policy });
         auto = { cpu: cpu() - c0, wall: performance.now() - t0, ids: Array.from(ra.ids.subarray(P)), summary: policy.summary() };
       }
+      let remembered = null;
+      if (b.verdict) {
+        // auto on a later run, as `dsv3 generate` does it: a remembered bound verdict (written
+        // here into a temporary cache) is looked up (key + read) and the plain path runs
+        const env = { ...process.env, DSV3_SPECULATION_CACHE: cacheDir, DSV3_SPECULATION_REPROBE: '0' };
+        const file = b.verdict.verdictFile(b.dir, b.depth, b.depth > b.model.mtp.length, env);
+        b.verdict.rememberVerdict(file, b.dir, b.depth, { decision: 'plain', probes: 1, switches: 0, speculativeTokens: 0, plainTokens: 0, speculativeMsPerToken: NaN, plainMsPerToken: NaN, catchUpMs: 0, interval: 0, upkeepMsPerToken: NaN, retired: true, retiredBy: 'bound', speculativeMsPerRound: NaN });
+        c0 = cpu();
+        t0 = performance.now();
+        const f = b.verdict.verdictFile(b.dir, b.depth, b.depth > b.model.mtp.length, env);
+        if (!b.verdict.rememberedPlain(f, Date.now(), Math.random, env)) throw new Error('the remembered verdict was not found');
+        const g2 = b.generate(new b.DecodeSession(b.model, { maxLen: P + N }), prompt, P, { maxNew: N });
+        remembered = { cpu: cpu() - c0, wall: performance.now() - t0, ids: g2.tokens[0] };
+      }
       const line = {
         round, prompt: text, build: b.label, tokens: n,
         plain_cpu_ms_per_token: +(plain.cpu / n).toFixed(4), spec_cpu_ms_per_token: +(spec.cpu / n).toFixed(4),
@@ -103,6 +123,7 @@ for (let round = 0; round <= R; round++) { // round 0: warm-up, not recorded
           auto_cpu_ms_per_token: +(auto.cpu / n).toFixed(4), auto_speedup_cpu: +(plain.cpu / auto.cpu).toFixed(3), auto_speedup_wall: +(plain.wall / auto.wall).toFixed(3),
           auto_decision: auto.summary.decision, auto_switches: auto.summary.switches, auto_speculative_tokens: auto.summary.speculativeTokens, auto_plain_tokens: auto.summary.plainTokens,
           auto_identical: eq(auto.ids),
+          ...(remembered ? { remembered_speedup_cpu: +(plain.cpu / remembered.cpu).toFixed(3), remembered_identical: eq(remembered.ids) } : {}),
           ...(auto.summary.catchUpMs !== undefined ? { auto_catch_up_cpu_ms: +auto.summary.catchUpMs.toFixed(2), auto_retired: auto.summary.retired, auto_probes: auto.summary.probes } : {}),
         } : {}),
       };
@@ -131,6 +152,7 @@ for (const [bi, b] of builds.entries()) {
       auto_speedup_cpu_range: [Math.min(...rs.map((r) => r.auto_speedup_cpu)), Math.max(...rs.map((r) => r.auto_speedup_cpu))],
       auto_decisions: rs.map((r) => r.auto_decision[0]).join(''), auto_speculative_token_share: +(rs.reduce((a, r) => a + r.auto_speculative_tokens, 0) / rs.reduce((a, r) => a + r.auto_speculative_tokens + r.auto_plain_tokens, 0)).toFixed(3),
       auto_all_identical: rs.every((r) => r.auto_identical),
+      ...(rs[0]?.remembered_speedup_cpu !== undefined ? { remembered_speedup_cpu_median: med(rs.map((r) => r.remembered_speedup_cpu)), remembered_speedup_cpu_range: [Math.min(...rs.map((r) => r.remembered_speedup_cpu)), Math.max(...rs.map((r) => r.remembered_speedup_cpu))], remembered_all_identical: rs.every((r) => r.remembered_identical) } : {}),
       ...(rs[0]?.auto_retired !== undefined ? { auto_retired_share: +(rs.filter((r) => r.auto_retired).length / rs.length).toFixed(2), auto_catch_up_cpu_ms_median: med(rs.map((r) => r.auto_catch_up_cpu_ms)) } : {}),
     } : {}),
     load: fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),

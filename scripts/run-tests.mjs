@@ -20,5 +20,6 @@ if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit' });
+// auto's remembered verdicts (speculation-verdict.ts) off: tests neither read nor write the user's cache
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], { stdio: 'inherit', env: { ...process.env, DSV3_SPECULATION_CACHE: process.env.DSV3_SPECULATION_CACHE ?? 'off' } });
 process.exit(r.status ?? 1);

@@ -322,9 +322,23 @@ describe('AdaptiveSpeculation', () => {
     assert.ok(s.retired && p.retired() && s.retiredBy === 'bound', JSON.stringify(s));
     assert.equal(s.probes, 1);
     assert.ok(Math.abs(s.speculativeMsPerRound - 2.4) < 1e-12, `${s.speculativeMsPerRound}`);
-    // the first probe's 12 rounds (S S S P P P S S S P P P), then plain steps only
-    assert.equal(seen.lastIndexOf('speculate'), 8);
-    assert.ok(seen.slice(12).every((m) => m === 'plain'));
+    // the bound holds after the first probe's first two blocks (S S S P P P): the probe ends
+    // there, then plain steps only
+    assert.equal(seen.lastIndexOf('speculate'), 2);
+    assert.ok(seen.slice(6).every((m) => m === 'plain'));
+    assert.equal(s.speculativeTokens, 6);
+    // off (retireBound false): the early end goes with it, the whole probe runs
+    const off = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, retireBound: false, clock: () => 0 });
+    assert.equal(drive(off, 300, (m) => (m === 'speculate' ? 1.2 : 1)).slice(0, 12).filter((m) => m === 'speculate').length, 6);
+    assert.ok(!off.summary().retired);
+    // rounds of 1.7 (0.85 per token at full acceptance) pass the early check; the catch-up the
+    // probe causes (1.2 after its plain block: 0.2 per speculative round) makes them 1.9 >= 1.8:
+    // retired at the end of the whole first probe, not before
+    const late = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });
+    const lateSeen = drive(late, 300, (m) => (m === 'speculate' ? 0.85 : 1), () => 1.2);
+    assert.ok(late.summary().retired && late.summary().retiredBy === 'bound', JSON.stringify(late.summary()));
+    assert.equal(lateSeen.lastIndexOf('speculate'), 8);
+    assert.ok(lateSeen.slice(12).every((m) => m === 'plain'));
     // the same rounds at depth 2 (up to 3 tokens: 2.4 / 3 = 0.8 < 0.9): could pay on easier
     // text, so not retired; it keeps probing
     const d2 = new AdaptiveSpeculation({ probeRounds: 3, firstInterval: 8, clock: () => 0 });

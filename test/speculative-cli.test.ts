@@ -14,11 +14,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tinyTrainingArgs } from './helpers/tiny-config.js';
+import { rememberVerdict, verdictFile } from '../src/inference/speculation-verdict.js';
+import { resolveCheckpointDir } from '../src/train/run-checkpoints.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-function dsv3(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', ...(input === undefined ? {} : { input }) });
+/** The CLI, by default with auto's remembered verdicts off (speculation-verdict.ts): each run probes. */
+function dsv3(args: string[], input?: string, env: NodeJS.ProcessEnv = { ...process.env, DSV3_SPECULATION_CACHE: 'off' }): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, ...(input === undefined ? {} : { input }) });
 }
 
 interface Out {
@@ -101,6 +104,52 @@ test('dsv3 generate with 2 MTP modules: speculative (depth 2 by default, and 1) 
     assert.match(r.stderr, re);
     assert.equal(r.stderr.trim().split('\n').length, 1);
   }
+});
+
+test("auto's remembered verdict: a run after a bound retirement starts plain (same tokens), --speculative and =off ignore it, a decided probe drops it", () => {
+  const cache = path.join(dir, 'verdicts');
+  const env = { ...process.env, DSV3_SPECULATION_CACHE: cache, DSV3_SPECULATION_REPROBE: '0' }; // no random re-probe
+  const ckpt = resolveCheckpointDir(run);
+  const file = verdictFile(ckpt, 2, false, env)!;
+  assert.ok(file.startsWith(cache + path.sep), file);
+  const args = ['generate', '--model', run, '--json', '--prompt', 'The whale', '--temperature', '0', '--max-tokens', '40'];
+  const plain = gen(['--prompt', 'The whale', '--temperature', '0', '--max-tokens', '40', '--no-speculative']);
+  // what a run that retired by the bound leaves (this tiny model's rounds may well pay)
+  const bound = { decision: 'plain', probes: 1, switches: 0, speculativeTokens: 6, plainTokens: 30, speculativeMsPerToken: 2, plainMsPerToken: 1, catchUpMs: 0, interval: 64, upkeepMsPerToken: NaN, retired: true, retiredBy: 'bound', speculativeMsPerRound: 3 } as const;
+  rememberVerdict(file, ckpt, 2, bound);
+  const r = dsv3(args, undefined, env);
+  assert.equal(r.status, 0, r.stderr);
+  const o = JSON.parse(r.stdout) as Out & { auto: { retired: boolean; retired_by: string } };
+  assert.equal(o.speculation, 'auto');
+  assert.equal(o.speculative, false);
+  assert.equal(o.acceptance_rate, undefined);
+  assert.equal(o.auto.retired_by, 'remembered');
+  assert.deepEqual(o.tokens, plain.tokens);
+  // --speculative ignores it
+  const on = JSON.parse(dsv3([...args, '--speculative'], undefined, env).stdout) as Out;
+  assert.equal(on.speculative, true);
+  assert.deepEqual(on.tokens, plain.tokens);
+  // =off: the run probes (speculative rounds first)
+  const off = JSON.parse(dsv3(args, undefined, { ...env, DSV3_SPECULATION_CACHE: 'off' }).stdout) as Out;
+  assert.equal(off.speculative, true);
+  assert.deepEqual(off.tokens, plain.tokens);
+  // a probe that decides without the bound removes the verdict; the next run probes
+  rememberVerdict(file, ckpt, 2, { ...bound, retired: false, retiredBy: null });
+  assert.ok(!fs.existsSync(file));
+  const again = JSON.parse(dsv3(args, undefined, env).stdout) as Out & { auto: { retired_by: string | null } };
+  assert.equal(again.speculative, true);
+  assert.notEqual(again.auto.retired_by, 'remembered');
+  // --verbose names it
+  rememberVerdict(file, ckpt, 2, bound);
+  const v = dsv3(['generate', '--model', run, '--prompt', 'The whale', '--temperature', '0', '--max-tokens', '8', '--verbose'], undefined, env);
+  assert.equal(v.status, 0, v.stderr);
+  assert.match(v.stderr, /plain decoding; auto: plain decoding chosen .*speculation retired: an earlier run on this checkpoint and machine found/);
+  // chat: starts plain, the same replies
+  const input = 'Call me Ishmael\nWhat of the whale?\n';
+  const c1 = dsv3(['chat', '--model', run, '--temperature', '0', '--max-tokens', '16'], input, env);
+  const c0 = dsv3(['chat', '--model', run, '--temperature', '0', '--max-tokens', '16', '--no-speculative'], input, env);
+  assert.equal(c1.status, 0, c1.stderr);
+  assert.equal(c1.stdout, c0.stdout);
 });
 
 test('dsv3 chat with 2 MTP modules: replies with and without speculative decoding are identical (prefix cache reused)', () => {

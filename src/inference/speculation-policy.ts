@@ -42,6 +42,11 @@
  *     text: the policy retires it after that one probe. This is the small, compute-bound case
  *     (dsv3 train's default: a 2-row verification ~1.6 steps plus a draft ~0.3); a model whose
  *     rounds are cheap keeps probing, since a hard stretch of text (low acceptance) passes.
+ *     The first probe checks the bound already after its first speculative and plain blocks
+ *     (boundLoses): where it holds there, the probe ends after half its rounds, before any
+ *     catch-up (short generations, a chat's first turn: the probe is most of their cost).
+ *     The CLI keeps that verdict per checkpoint and machine (speculation-verdict.ts): a later
+ *     run starts retired (`remembered`), i.e. plain, without the probe.
  *   - A probe of a mode that loses costs its extra time; after a plain decision the re-probe
  *     interval is stretched so that the next re-probe's expected loss (its speculative tokens x
  *     the cost difference, plus the catch-up it causes) stays under `budget` x the plain run's
@@ -96,6 +101,9 @@ export interface AdaptiveOptions {
   /** Retire speculation after one probe whose rounds would lose even with every draft accepted
    * (the bound in the header; default true). */
   retireBound?: boolean;
+  /** Start retired (retiredBy 'remembered'): an earlier run on this checkpoint and machine found the
+   * bound (speculation-verdict.ts); default false. */
+  remembered?: boolean;
   /** 'cpu' (default): process CPU time; 'wall': performance.now(); or any ms clock. */
   clock?: 'cpu' | 'wall' | (() => number);
 }
@@ -122,8 +130,9 @@ export interface AdaptiveSummary {
   upkeepMsPerToken: number;
   /** Speculation retired for good (see AdaptiveOptions.retireAfter, retireBound). */
   retired: boolean;
-  /** Why: 'losing' (retireAfter) or 'bound' (retireBound); null while not retired. */
-  retiredBy: 'losing' | 'bound' | null;
+  /** Why: 'losing' (retireAfter), 'bound' (retireBound) or 'remembered' (an earlier run's bound,
+   * AdaptiveOptions.remembered); null while not retired. */
+  retiredBy: 'losing' | 'bound' | 'remembered' | null;
   /** The latest probe's median speculative round (ms, with the catch-up it caused; NaN before). */
   speculativeMsPerRound: number;
 }
@@ -207,6 +216,13 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     const c = o.clock ?? 'cpu';
     this.now = c === 'cpu' ? cpuClockMs : c === 'wall' ? () => performance.now() : c;
     this.interval = this.firstInterval;
+    if (o.remembered === true) {
+      this.over = true;
+      this.retiredBy = 'remembered';
+      this.decided = true;
+      this.mode = 'plain';
+      this.probes = 0;
+    }
   }
 
   /** The mode of probe round i: blocks of `block` rounds, `first` in blocks 0 and 2. */
@@ -255,7 +271,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
         this.ms[mode].push(Math.max(0, ms));
         this.toks[mode].push(tokens);
       }
-      if (++this.step >= (this.decided ? 2 : 4) * this.block) this.decide();
+      if (++this.step >= (this.decided ? 2 : 4) * this.block || (!this.decided && this.step === 2 * this.block && this.boundLoses())) this.decide();
     } else if (mode === this.mode) {
       this.runLeft -= tokens;
       if (mode === 'speculate') {
@@ -271,6 +287,18 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
       }
       if (this.runLeft <= 0) this.startProbe();
     }
+  }
+
+  /** The bound, checked early in the first probe (after its first speculative and plain blocks):
+   * true when the speculative rounds measured so far, with every draft accepted, would lose to
+   * the plain steps measured so far. The catch-up the probe causes comes later (before its
+   * second speculative block), so this round cost leaves it out: it can only understate the
+   * cost, and a loss found without it stands. The first probe then ends at once (decide() finds
+   * the same bound and retires): half the probe's speculative rounds and none of its catch-up. */
+  private boundLoses(): boolean {
+    if (!this.retireBound || this.ms.speculate.length === 0 || this.ms.plain.length === 0) return false;
+    const round = median(this.ms.speculate) + (this.probeSpecRounds > 0 ? this.probeCatchMs / this.probeSpecRounds : 0);
+    return round / (this.depth + 1) >= this.perToken('plain') * (1 - this.margin);
   }
 
   /** Mode m's cost per token over its rounds held: the median round's over the mean tokens. */
@@ -314,7 +342,7 @@ export class AdaptiveSpeculation implements SpeculationPolicy {
     if (this.retireBound && best === 'plain' && this.roundCost / (this.depth + 1) >= this.cost.plain * (1 - this.margin)) this.retire('bound');
   }
 
-  private retire(why: 'losing' | 'bound'): void {
+  private retire(why: 'losing' | 'bound' | 'remembered'): void {
     if (this.over) return;
     this.over = true;
     this.retiredBy = why;

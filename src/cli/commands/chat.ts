@@ -22,7 +22,8 @@ import { type FinishReason, generate } from '../../inference/generate.js';
 import { PrefixReuseDecoder } from '../../inference/prefix-reuse.js';
 import { hasPenalties, Sampler } from '../../inference/sampling.js';
 import { SpeculativeDecoder } from '../../inference/speculative.js';
-import { autoText, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
+import { rememberVerdict } from '../../inference/speculation-verdict.js';
+import { autoText, autoVerdict, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
 import { TextStream } from '../../inference/text-stream.js';
 import { loadModelConfig } from '../../model/config.js';
 import { DeepseekV3 } from '../../model/model.js';
@@ -90,8 +91,10 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
   const o = samplingOptions(v);
   const exact = o.temperature === 0 && !hasPenalties(o);
   const choice = speculationChoice(v, cfg.num_nextn_predict_layers, dir, exact);
-  const speculative = choice.mode !== 'off';
-  const policy = speculationPolicy(choice.mode);
+  // auto: an earlier run's verdict that speculation loses here starts plain (speculation-verdict.ts)
+  const verdict = autoVerdict(choice, dir);
+  const speculative = choice.mode !== 'off' && !verdict.plain;
+  const policy = speculationPolicy(choice.mode, verdict.plain);
   const system: ChatMessage[] = v.system !== undefined ? [{ role: 'system', content: v.system }] : [];
   template.render([...system, { role: 'user', content: 'hi' }], true); // a broken template fails here, before the model loads
   const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
@@ -107,6 +110,7 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
   const lines = rl[Symbol.asyncIterator]();
   let messages: ChatMessage[] = [...system];
   let turn = 0;
+  let remembered = false;
   for (;;) {
     if (tty) rl.prompt();
     const next = await lines.next();
@@ -165,11 +169,16 @@ async function run(v: FlagValues<typeof FLAGS>): Promise<number> {
       reused = r.reused;
       const byDepth = r.draftedByDepth.map((d, k) => (d > 0 ? r.acceptedByDepth[k]! / d : 0));
       acc = `; speculative, ${((r.drafted > 0 ? r.accepted / r.drafted : 0) * 100).toFixed(1)}% of MTP drafts accepted${depthText(byDepth)}${policy ? `; ${autoText(policy.summary())}` : ''}`;
+      if (policy && !remembered) {
+        rememberVerdict(verdict.file, dir, choice.depth, policy.summary());
+        remembered = policy.retired(); // once retired, a verdict is written once a session
+      }
     } else {
       const g = generate(dec!, prompt, P, { maxNew, pick: sampler.pick, ...eos, onToken });
       n = g.tokens[0]!.length;
       finish = g.finish[0]!;
       reused = dec!.reused;
+      if (policy) acc = `; plain decoding; ${autoText(policy.summary())}`;
     }
     out(stream.finish());
     const seconds = (performance.now() - t0) / 1e3;

@@ -14,7 +14,8 @@ import * as fs from 'node:fs';
 import { type Command, type FlagTable, UsageError } from '../command.js';
 import { bool, exists, int, parseFlags, required, text, texts, type FlagValues } from '../flags.js';
 import { loadTokenizer, quietEpipe, SAMPLING_FLAGS, SAMPLING_HELP, samplingOptions } from './decoding.js';
-import { autoJson, autoText, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
+import { rememberVerdict } from '../../inference/speculation-verdict.js';
+import { autoJson, autoText, autoVerdict, depthText, SPECULATION_FLAGS, SPECULATION_HELP, speculationChoice, speculationPolicy } from './speculation.js';
 import { DsvError } from '../../errors.js';
 import { DecodeSession } from '../../inference/decode-session.js';
 import { generate as runLoop, type FinishReason } from '../../inference/generate.js';
@@ -96,8 +97,10 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
   if (P === 0) throw new DsvError(`${cmd}: the prompt encodes to no tokens`);
   if (P > maxPos) throw new DsvError(`${cmd}: the prompt has ${P} tokens, more than max_position_embeddings (${maxPos})`);
   const maxNew = Math.min(maxPos, P + (v['max-tokens'] ?? v['max-new'] ?? 100)) - P;
-  const speculative = maxNew > 0 && choice.mode !== 'off';
-  const policy = speculative ? speculationPolicy(choice.mode) : null;
+  // auto: an earlier run's verdict that speculation loses here starts plain (speculation-verdict.ts)
+  const verdict = maxNew > 0 ? autoVerdict(choice, dir) : { file: null, plain: false };
+  const speculative = maxNew > 0 && choice.mode !== 'off' && !verdict.plain;
+  const policy = maxNew > 0 && choice.mode !== 'off' ? speculationPolicy(choice.mode, verdict.plain) : null;
   const model = DeepseekV3.load(dir, { mtp: speculative, map: true });
 
   const stream = new TextStream((id) => tok.decodeBytes([id]), v.stop ?? []);
@@ -136,6 +139,7 @@ async function run(cmd: 'generate' | 'sample', v: FlagValues<typeof SAMPLE_FLAGS
     finish = g.finish[0]!;
   }
   out(stream.finish());
+  if (policy) rememberVerdict(verdict.file, dir, depth, policy.summary());
   const tokensPerS = seconds > 0 ? tokens.length / seconds : 0;
   if (v.json) {
     const res: Record<string, unknown> = { tokens, text: stream.text, finish_reason: finish, prompt_tokens: P, tokens_per_s: Number(tokensPerS.toFixed(1)), speculation: maxNew > 0 ? choice.mode : 'off', speculative };

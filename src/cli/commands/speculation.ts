@@ -10,6 +10,7 @@ import { UsageError } from '../command.js';
 import { bool, draftDepth } from '../flags.js';
 import { AdaptiveSpeculation, type AdaptiveSummary } from '../../inference/speculation-policy.js';
 import { MAX_CHAIN_DEPTH } from '../../inference/speculative.js';
+import { REPROBE_EVERY, rememberedPlain, verdictFile } from '../../inference/speculation-verdict.js';
 
 export const SPECULATION_FLAGS = {
   speculative: bool(),
@@ -34,8 +35,11 @@ export const SPECULATION_HELP = `  --speculative            MTP self-speculative
                            little more than one (large, memory-bound models); on dsv3 train's
                            small default it costs ~1.2-1.5x per token: there a round costs more
                            than the tokens it could yield with every draft accepted, and after
-                           that first measurement (~20 tokens) speculation stops for the run (a
-                           chat: for the session). Otherwise: off
+                           that first measurement (~10-20 tokens) speculation stops for the run (a
+                           chat: for the session), and later runs on the same checkpoint and
+                           machine start plain (the verdict is kept in the OS cache directory,
+                           dsv3/speculation; one run in ${REPROBE_EVERY} measures again;
+                           DSV3_SPECULATION_CACHE=DIR elsewhere, =off not at all). Otherwise: off
   --draft-depth N          drafts per round (1 .. ${MAX_CHAIN_DEPTH}; default: the checkpoint's MTP modules);
                            past the checkpoint's modules its last module drafts again on its own
                            output (chained drafts, as vLLM / SGLang run DeepSeek-V3's one module)
@@ -68,9 +72,17 @@ export function speculationChoice(
   return { mode, depth, chain: depth > modules };
 }
 
-/** The policy of a mode: an AdaptiveSpeculation for 'auto' (kept for a chat's every turn). */
-export function speculationPolicy(mode: SpeculationMode): AdaptiveSpeculation | null {
-  return mode === 'auto' ? new AdaptiveSpeculation() : null;
+/** The policy of a mode: an AdaptiveSpeculation for 'auto' (kept for a chat's every turn);
+ * `remembered`: it starts retired (an earlier run's verdict, speculation-verdict.ts). */
+export function speculationPolicy(mode: SpeculationMode, remembered = false): AdaptiveSpeculation | null {
+  return mode === 'auto' ? new AdaptiveSpeculation({ remembered }) : null;
+}
+
+/** Auto's remembered verdict for checkpoint `dir` (speculation-verdict.ts): its file (null: not
+ * auto, or DSV3_SPECULATION_CACHE=off) and whether it says to start plain. */
+export function autoVerdict(choice: SpeculationChoice, dir: string): { file: string | null; plain: boolean } {
+  const file = choice.mode === 'auto' ? verdictFile(dir, choice.depth, choice.chain) : null;
+  return { file, plain: rememberedPlain(file) };
 }
 
 /** --json's `auto` object. */
@@ -93,6 +105,7 @@ export function autoJson(s: AdaptiveSummary): Record<string, unknown> {
 const RETIRED_WHY = {
   losing: 'it lost the last probes and keeping the MTP modules current costs more than its budget',
   bound: 'a speculative round costs more than the tokens it could yield with every draft accepted',
+  remembered: 'an earlier run on this checkpoint and machine found that a speculative round costs more than the tokens it could yield with every draft accepted (remembered in the OS cache directory; DSV3_SPECULATION_CACHE=off ignores it)',
 } as const;
 
 /** --verbose's words for the auto decision. */
