@@ -231,3 +231,32 @@ test('gemmBatch: native == reference, every layout, uneven sizes, overlapping ou
   assert.throws(() => nat.gemmBatch(false, false, Int32Array.of(4, 4, 4), 1, [new Float32Array(16)], 3, [new Float32Array(16)], 4, 0, [new Float32Array(16)], 4), /lda >= 4/);
   assert.throws(() => nat.gemmBatch(false, false, Int32Array.of(4, 4), 1, [], 4, [], 4, 0, [], 4), TypeError);
 });
+
+test('groupedExperts bf16 with inputAgain (x recomputed by rmsNormAgain in the backward) gives the same output and gradients, bit for bit', () => {
+  const [N, D, I, Is, E, K] = [40, 16, 8, 16, 5, 2];
+  const c = makeCase(N, D, I, E, K);
+  const hd = randData(r, N * D);
+  const nw = randData(r, D);
+  const sw = [randTensor(r, [Is, D], 0.3), randTensor(r, [Is, D], 0.3), randTensor(r, [D, Is], 0.3)];
+  const R = randData(r, N * D);
+  const run = (again: boolean, wrongLength = false): { out: Float32Array[]; calls: number } => {
+    const h = Tensor.param(hd.slice(), [N, D]);
+    const g = Tensor.param(nw.slice(), [D]);
+    const gates = Tensor.param(c.gates.f32().slice(), [N, K]);
+    const ws = [...c.ws, ...sw].map((w) => Tensor.param(w.f32().slice(), w.shape));
+    const x = ops.rmsNorm(h, g, 1e-6);
+    const rc = ops.rmsNormAgain(h, g, 1e-6);
+    assert.ok(rc);
+    let calls = 0;
+    const inputAgain = again ? { from: rc.from, x: () => (calls++, wrongLength ? new Float32Array(3) : rc.x()) } : null;
+    const y = ops.groupedExperts(x, gates, c.idx, withSharedE(ws, E), { bf16: true, inputAgain });
+    backward(ops.sum(ops.mul(y, Tensor.fromF32(R, [N, D]))));
+    return { out: [y.f32(), h.grad!.f32(), g.grad!.f32(), gates.grad!.f32(), ...ws.map((w) => w.grad!.f32())].map((a) => a.slice()), calls };
+  };
+  const kept = run(false);
+  const again = run(true);
+  assert.equal(again.calls, 1, 'x is recomputed once, in the backward');
+  assert.equal(kept.calls, 0);
+  again.out.forEach((v, i) => assert.deepEqual(v, kept.out[i], `tensor ${i} differs`));
+  assert.throws(() => run(true, true), /recomputed x has 3 elements, expected 640/);
+});

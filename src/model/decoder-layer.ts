@@ -92,16 +92,18 @@ export class DecoderLayer {
   }
 
   /**
-   * Under fp8 training, the router gate's Wgrad recomputes its input (the post-attention norm's
-   * output u) from h, which that norm keeps for its own backward anyway (§3.2.3, "Recomputation
-   * of RMSNorm"; the same kernel on the same operands: the same bits): the FP8 experts keep u
-   * only as its FP8 copy, so the router was the one holder of float32 u through the step (issue
-   * 13: -8 MB of fp8's peak at bench-small 8x256). Not under fp32 (its Linears keep float32 u
-   * anyway) nor bf16 (measured: its peak did not move); follows DSV3_RECOMPUTE
-   * (withMlaRecompute). Else null.
+   * Under fp8 and bf16 training, the router gate's Wgrad recomputes its input (the
+   * post-attention norm's output u) from h, which that norm keeps for its own backward anyway
+   * (§3.2.3, "Recomputation of RMSNorm"; the same kernel on the same operands: the same bits).
+   * The FP8 experts keep u only as its FP8 copy, so the router was the one holder of float32 u
+   * through the step (issue 13: -8 MB of fp8's peak at bench-small 8x256); under bf16 the fused
+   * experts recompute u the same way (moe.ts passes this on to groupedExperts' inputAgain), so
+   * neither keeps it (-6 MB of bf16's peak). Not under fp32 (its Linears keep float32 u anyway);
+   * follows DSV3_RECOMPUTE (withMlaRecompute). Else null.
    */
   private routerInputAgain(h: Tensor): LinearRecompute | null {
-    if (trainingPrecision() !== 'fp8' || !isGradEnabled() || !mlaRecomputeEnabled()) return null;
+    const p = trainingPrecision();
+    if ((p !== 'fp8' && p !== 'bf16') || !isGradEnabled() || !mlaRecomputeEnabled()) return null;
     const n = this.postAttentionLayernorm;
     return rmsNormAgain(h, n.weight, n.eps);
   }

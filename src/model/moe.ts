@@ -48,13 +48,14 @@ export class MoE {
 
   /**
    * x [B, T, D] -> (FFN output [B, T, D], routing of the B*T tokens). `inputAgain` (x again,
-   * for the router gate's Wgrad): see routeTokens.
+   * for the router gate's Wgrad: see routeTokens; under bf16 also for the fused experts'
+   * backward: see groupedExperts' GroupedOptions).
    */
   forward(x: Tensor, inputAgain?: LinearRecompute | null): { out: Tensor; routing: Routing } {
     const D = x.shape[x.ndim - 1]!;
     const flat = x.reshape([-1, D]);
     const routing = routeTokens(flat, this.gateWeight, this.bias, this.router, inputAgain);
-    let out = this.fusedF32(flat, routing);
+    let out = this.fusedF32(flat, routing, inputAgain ?? null);
     if (!out) {
       out = this.routedPerExpert(flat, routing);
       if (this.shared) out = add(this.shared.forward(flat), out);
@@ -68,7 +69,7 @@ export class MoE {
    * (`fp8GroupedExperts`), under `bf16` on bf16 operands (`groupedExperts` with `bf16`); the
    * router gate stays float32 either way.
    */
-  private fusedF32(flat: Tensor, routing: Routing): Tensor | null {
+  private fusedF32(flat: Tensor, routing: Routing, inputAgain: LinearRecompute | null): Tensor | null {
     const f32 = (m: SwiGluMlp): boolean => m.gate.kind === 'f32' && m.up.kind === 'f32' && m.down.kind === 'f32';
     const weight = (w: LinearWeight): Tensor => (w as F32Linear).weight;
     if (!this.experts.every(f32) || (this.shared && !f32(this.shared))) return null;
@@ -81,7 +82,7 @@ export class MoE {
       shared: sh ? { gate: weight(sh.gate), up: weight(sh.up), down: weight(sh.down) } : null,
     };
     if (p === 'fp8') return fp8GroupedExperts(flat, routing.weights, routing.topkIdx, ws);
-    return groupedExperts(flat, routing.weights, routing.topkIdx, ws, { bf16: p === 'bf16' });
+    return groupedExperts(flat, routing.weights, routing.topkIdx, ws, { bf16: p === 'bf16', inputAgain });
   }
 
   /** The routed experts one by one (any weight format): gather, SwiGLU, gate, scatter-add. */

@@ -36,6 +36,8 @@ import { kernels } from '../backend.js';
 import { acquireBf16Weight, releaseBf16Weight } from '../bf16-weights.js';
 import { Tensor } from '../tensor.js';
 import { alloc, allocUninit, dataOf } from './util.js';
+import { dropActivations } from '../active-arena.js';
+import type { LinearRecompute } from './linear.js';
 import { expertPlan, groupedShapes, type ExpertWeights } from './grouped-plan.js';
 import { allocBf16, gemmAny, GemmBatch, scratchBuf, scratchBuf16, scratchDone, type Operand } from './grouped-gemm.js';
 
@@ -52,10 +54,20 @@ interface ExpertOperands {
  * [N, K] (differentiable) and the experts chosen per token topkIdx [N·K] (constants). See the
  * module comment.
  */
-export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: { bf16?: boolean } = {}): Tensor {
+export function groupedExperts(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: GroupedOptions = {}): Tensor {
   return scratchScope(() => groupedExpertsIn(x, gates, topkIdx, w, o));
 }
-function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: { bf16?: boolean }): Tensor {
+/**
+ * `bf16`: the expert GEMMs on bf16 operands. `inputAgain` (bf16 only): the backward recomputes
+ * x (exactly its elements: the post-attention RMSNorm again from the input that norm keeps,
+ * §3.2.3 "Recomputation of RMSNorm") instead of keeping float32 x through the step; it only
+ * rounds and gathers x, so the gradients are the same bits (issue 13: bf16 peak RSS).
+ */
+export interface GroupedOptions {
+  bf16?: boolean;
+  inputAgain?: LinearRecompute | null;
+}
+function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: ExpertWeights, o: GroupedOptions): Tensor {
   const { N, D, K, E, I, Is } = groupedShapes(x, gates, topkIdx, w);
   const { offsets, rows, slots } = expertPlan(topkIdx, K, E);
   const P = N * K;
@@ -63,6 +75,8 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
   const xd = dataOf(x);
   const gd = dataOf(gates);
   const bf16 = o.bf16 === true;
+  const again = bf16 ? (o.inputAgain ?? null) : null;
+  const xKept = xd; // what the backward reads of x unless `again`
   const sh = w.shared ?? null;
   // bf16: the weights' bf16 bits, made for the forward's GEMMs and given back after them, then
   // made again for the backward's (bf16-weights.ts: the same bits)
@@ -203,6 +217,8 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
       };
       if (!accumulateWeightGrad(wt, dW)) dW((wGrads[i] = Tensor.zeros([m, n])), 1);
     };
+    const xd = again ? again.x() : xKept; // x again (see GroupedOptions.inputAgain), or as kept
+    if (xd.length !== N * D) throw new Error(`groupedExperts: the recomputed x has ${xd.length} elements, expected ${N * D}`);
     const dx = x.requiresGrad ? (sw && N * D > 0 ? allocUninit(N * D) : alloc(N * D)) : null;
     const dgates = gates.requiresGrad ? alloc(N * K) : null;
     if (sw && N * D > 0) {
@@ -280,6 +296,7 @@ function groupedExpertsIn(x: Tensor, gates: Tensor, topkIdx: Int32Array, w: Expe
       }
     }
     releaseOperands(bw);
+    if (again) dropActivations(xd);
     return [dx ? new Tensor(dx, [N, D], 'f32') : null, dgates ? new Tensor(dgates, [N, K], 'f32') : null, ...wGrads];
-  }), [xd], bf16 ? [G16, U16, Gs16, Us16] : [G, U, Gs, Us]); // its own G, U (bf16: their copies; G, U are scratch); not the gates (gp is a copy) nor the output
+  }), again ? again.from : [xKept], bf16 ? [G16, U16, Gs16, Us16] : [G, U, Gs, Us]); // its own G, U (bf16: their copies; G, U are scratch); not the gates (gp is a copy) nor the output
 }
