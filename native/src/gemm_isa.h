@@ -239,9 +239,8 @@ int ISA_FN(gemm_rows_tile)(const gemm_prob* P, const float* ar, int64_t j0, int6
 
 /* Thread-local, 64-byte aligned scratch that only grows (gemm_scratch.c); slot 0..3. */
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes);
-/* bf16 problems without VDPBF16PS (gemm_scratch.c): A rounded to the bf16 grid (float32 A) or
- * widened from its bf16 bits (ah) once into a float32 copy in scratch slot 4, which then stands
- * in for A (P->a, P->lda, P->around = 1; ah cleared). 0, or -1 when the copy could not be allocated. */
+/* bf16 problems without VDPBF16PS (gemm_scratch.c): float32 A rounded to the bf16 grid once
+ * into a float32 copy in scratch slot 4, which then stands in for A (P->a, P->lda,
+ * P->around = 1). 0, or -1 when the copy could not be allocated. */
 int ISA_FN(gemm_round_a_prepass)(gemm_prob* P);
-int ISA_FN(gemm_widen_a_prepass)(gemm_prob* P);
 #endif

@@ -92,7 +92,7 @@ static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, fl
 #define DIRECT_MAX_N_DP 256
 static int use_direct_a(const gemm_prob* P, int64_t ncols) {
   if (P->ta) return 0;
-  if (P->dp ? !P->ah || ncols > DIRECT_MAX_N_DP : gemm_round_a(P) || ncols > DIRECT_MAX_N) return 0;
+  if (P->dp ? !P->ah || ncols > DIRECT_MAX_N_DP : P->ah || gemm_round_a(P) || ncols > DIRECT_MAX_N) return 0;
   /* the L1 lines of one micro-panel's row segments (every micro-panel and k block has the same
    * pattern up to a common shift) */
   const int es = P->ah ? 2 : 4;
@@ -383,10 +383,11 @@ static int run(gemm_prob* P) {
    * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
    * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
    * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
-  /* bf16 bits A without VDPBF16PS: widened while packing (as cheap as the float32 copy),
-   * except where the float32 GEMM would read A in place (narrow tiles): there it is widened
-   * once into a float32 copy first, which the kernels then read in place */
-  if (P->ah && !P->dp && !P->ta && tcols <= DIRECT_MAX_N && ISA_FN(gemm_widen_a_prepass)(P)) return -1;
+  /* bf16 bits A without VDPBF16PS: always widened while packing (as cheap as the float32
+   * copy; use_direct_a never reads it in place), narrow tiles too. A float32 copy made
+   * beforehand for the kernels to read in place (as before 2026-12-08) cost more: it goes out
+   * to memory when A is larger than L2 (2048 x 512: 2.10 -> 1.48 ms per call on AVX2, A 4 MB
+   * as float32), where the packed block stays in L2. Same numbers either way. */
   if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && ISA_FN(gemm_round_a_prepass)(P)) return -1;
   S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;

@@ -1,7 +1,7 @@
 /* GEMM scratch memory and the A pre-passes that fill it: the per-thread buffers the driver
- * packs into (gemm_driver.c), and, for the bf16 problems without VDPBF16PS (fp32
- * micro-kernel), A rounded to the bf16 grid or widened from bf16 bits once into a float32 copy
- * that the loop nest then reads like float32 A. Moved from gemm_driver.c unchanged. */
+ * packs into (gemm_driver.c), and, for the bf16 problem without VDPBF16PS (fp32 micro-kernel)
+ * with float32 A, A rounded to the bf16 grid once into a float32 copy that the loop nest then
+ * reads like float32 A. (bf16 bits A is widened in the packing: gemm_pack.c.) */
 #include <stdlib.h>
 #include "gemm_isa.h"
 #include "memory.h"
@@ -52,29 +52,6 @@ int ISA_FN(gemm_round_a_prepass)(gemm_prob* P) {
   round_a_grid(P->a, P->lda, rows, cols, ar);
   P->a = ar;
   P->lda = cols;
-  P->around = 1;
-  return 0;
-}
-
-/* gemm_bf16ab without VDPBF16PS, narrow tiles: A's bf16 bits widened once into a float32 copy
- * (scratch slot 4, on the bf16 grid), which the kernels then read in place like float32 A (no
- * rounding anywhere). 0, or -1 when the copy could not be allocated. */
-int ISA_FN(gemm_widen_a_prepass)(gemm_prob* P) {
-  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
-  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
-  if (!ar) return -1;
-  for (int64_t r = 0; r < rows; r++) {
-    const uint16_t* s = P->ah + r * P->lda;
-    float* d = ar + r * cols;
-    int64_t e = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_widen_bf16_v8(s + e));
-#endif
-    for (; e < cols; e++) d[e] = gemm_bf16_to_f32(s[e]);
-  }
-  P->a = ar;
-  P->lda = cols;
-  P->ah = NULL;
   P->around = 1;
   return 0;
 }
