@@ -237,6 +237,10 @@ void ISA_FN(gemm_gemv_rows)(const gemm_prob* P, const float* ar, const uint16_t*
  * outputs [j0, j1) on the calling thread; 0 (nothing done) where it does not apply. */
 int ISA_FN(gemm_rows_tile)(const gemm_prob* P, const float* ar, int64_t j0, int64_t j1);
 
-/* Thread-local, 64-byte aligned scratch that only grows (gemm_driver.c); slot 0..3. */
+/* Thread-local, 64-byte aligned scratch that only grows (gemm_scratch.c); slot 0..3. */
 void* ISA_FN(gemm_scratch)(int slot, size_t bytes);
+/* bf16 problems without VDPBF16PS (gemm_scratch.c): float32 A rounded to the bf16 grid once
+ * into a float32 copy in scratch slot 4, which then stands in for A (P->a, P->lda,
+ * P->around = 1). 0, or -1 when the copy could not be allocated. */
+int ISA_FN(gemm_round_a_prepass)(gemm_prob* P);
 #endif

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include "cpu.h"
 #include "gemm_isa.h"
-#include "memory.h"
 #include "threadpool.h"
 
 #define MR GEMM_MR
@@ -23,28 +22,6 @@
 #define MC GEMM_MC
 #define KC GEMM_KC
 #define NC GEMM_NC
-
-/* Scratch memory per OS thread (pool workers are persistent, so this is allocated once per
- * thread and size, never in steady state). Thread-local rather than indexed by pool slot, so
- * concurrent callers (nested calls run inline, JS worker threads) never share a buffer. From
- * the huge-page allocator (memory.h): the packed B block (up to 2 MB) is read once per row
- * block, panel after panel. */
-static _Thread_local void* tl_buf[5];
-static _Thread_local size_t tl_cap[5];
-
-void* ISA_FN(gemm_scratch)(int slot, size_t bytes) {
-  if (bytes < 64) bytes = 64;
-  if (tl_cap[slot] >= bytes) return tl_buf[slot];
-  dsv3_huge_free(tl_buf[slot], tl_cap[slot]);
-  tl_buf[slot] = NULL;
-  tl_cap[slot] = 0;
-  const size_t sz = (bytes + 4095) & ~(size_t)4095;
-  void* p = dsv3_huge_alloc(sz);
-  if (!p) return NULL;
-  tl_buf[slot] = p;
-  tl_cap[slot] = sz;
-  return p;
-}
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -115,7 +92,7 @@ static void pack_b(const gemm_prob* P, int64_t p0, int kc, int64_t j, int nc, fl
 #define DIRECT_MAX_N_DP 256
 static int use_direct_a(const gemm_prob* P, int64_t ncols) {
   if (P->ta) return 0;
-  if (P->dp ? !P->ah || ncols > DIRECT_MAX_N_DP : gemm_round_a(P) || ncols > DIRECT_MAX_N) return 0;
+  if (P->dp ? !P->ah || ncols > DIRECT_MAX_N_DP : P->ah || gemm_round_a(P) || ncols > DIRECT_MAX_N) return 0;
   /* the L1 lines of one micro-panel's row segments (every micro-panel and k block has the same
    * pattern up to a common shift) */
   const int es = P->ah ? 2 : 4;
@@ -358,57 +335,6 @@ static double grid_cost(const void* prob, int64_t pm, int64_t pn, int gm, int gn
   return 2.0 * rows * cols * k / flops_per_ns + pack_ns * (rows * k * nblocks + cols * k);
 }
 
-/* A (rows stored rows x cols, stride lda) rounded to the bf16 grid into dst (stride cols),
- * as float32: gemm_round_bf16 per element, 8 lanes at a time where there are vectors. */
-static void round_a_grid(const float* a, int64_t lda, int64_t rows, int64_t cols, float* dst) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float* s = a + r * lda;
-    float* d = dst + r * cols;
-    int64_t e = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_round_bf16_v8(_mm256_loadu_ps(s + e)));
-#endif
-    for (; e < cols; e++) d[e] = gemm_round_bf16(s[e]);
-  }
-}
-
-/* The bf16 problem without VDPBF16PS: A rounded to the bf16 grid once, into a float32 copy
- * (scratch slot 4, this thread's), which the loop nest then packs as plain copies or reads in
- * place like fp32 A. 0, or -1 when the copy could not be allocated. */
-static int round_a_prepass(gemm_prob* P) {
-  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
-  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
-  if (!ar) return -1;
-  round_a_grid(P->a, P->lda, rows, cols, ar);
-  P->a = ar;
-  P->lda = cols;
-  P->around = 1;
-  return 0;
-}
-
-/* gemm_bf16ab without VDPBF16PS, narrow tiles: A's bf16 bits widened once into a float32 copy
- * (scratch slot 4, on the bf16 grid), which the kernels then read in place like float32 A (no
- * rounding anywhere). 0, or -1 when the copy could not be allocated. */
-static int widen_a_prepass(gemm_prob* P) {
-  const int64_t rows = P->ta ? P->k : P->m, cols = P->ta ? P->m : P->k;
-  float* ar = (float*)ISA_FN(gemm_scratch)(4, (size_t)(rows * cols) * sizeof(float));
-  if (!ar) return -1;
-  for (int64_t r = 0; r < rows; r++) {
-    const uint16_t* s = P->ah + r * P->lda;
-    float* d = ar + r * cols;
-    int64_t e = 0;
-#if defined(DSV3_ISA_AVX512) || defined(DSV3_ISA_AVX2)
-    for (; e + 8 <= cols; e += 8) _mm256_storeu_ps(d + e, gemm_widen_bf16_v8(s + e));
-#endif
-    for (; e < cols; e++) d[e] = gemm_bf16_to_f32(s[e]);
-  }
-  P->a = ar;
-  P->lda = cols;
-  P->ah = NULL;
-  P->around = 1;
-  return 0;
-}
-
 static int run(gemm_prob* P) {
   const int64_t m = P->m, n = P->n;
   if (m <= 0 || n <= 0) return 0;
@@ -457,11 +383,12 @@ static int run(gemm_prob* P) {
    * rounded once beforehand instead and the loop nest runs as for fp32 A; elsewhere packing
    * rounds it (vectorised, in registers: measured no slower than the pre-pass there). Same
    * numbers either way. Measured in BENCHMARKS.md, "BF16 on AVX2". */
-  /* bf16 bits A without VDPBF16PS: widened while packing (as cheap as the float32 copy),
-   * except where the float32 GEMM would read A in place (narrow tiles): there it is widened
-   * once into a float32 copy first, which the kernels then read in place */
-  if (P->ah && !P->dp && !P->ta && tcols <= DIRECT_MAX_N && widen_a_prepass(P)) return -1;
-  if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && round_a_prepass(P)) return -1;
+  /* bf16 bits A without VDPBF16PS: always widened while packing (as cheap as the float32
+   * copy; use_direct_a never reads it in place), narrow tiles too. A float32 copy made
+   * beforehand for the kernels to read in place (as before 2026-12-08) cost more: it goes out
+   * to memory when A is larger than L2 (2048 x 512: 2.10 -> 1.48 ms per call on AVX2, A 4 MB
+   * as float32), where the packed block stays in L2. Same numbers either way. */
+  if (gemm_round_a(P) && !P->dp && dsv3_gemm_round_prepass && (P->ta || tcols <= DIRECT_MAX_N) && ISA_FN(gemm_round_a_prepass)(P)) return -1;
   S.direct = use_direct_a(P, tcols);
   const int ntiles = S.gm * S.gn;
   void* mem = NULL;
