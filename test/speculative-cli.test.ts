@@ -93,7 +93,7 @@ test('dsv3 generate with 2 MTP modules: speculative (depth 2 by default, and 1) 
   }
   const v = dsv3(['generate', '--model', run, '--prompt', 'The whale', '--temperature', '0', '--max-tokens', '30', '--verbose']);
   assert.equal(v.status, 0, v.stderr);
-  assert.match(v.stderr, /speculative, [\d.]+% of MTP drafts accepted \(by depth 1: [\d.]+%, 2: [\d.]+%\); auto: (speculative|plain) decoding chosen \(CPU ms per token: speculative [\d.]+, plain [\d.]+; \d+ tokens speculative, \d+ plain, \d+ switches\)/);
+  assert.match(v.stderr, /speculative, [\d.]+% of MTP drafts accepted \(by depth 1: [\d.]+%, 2: [\d.]+%\); auto: (speculative|plain) decoding chosen \(CPU ms per token: speculative [\d.]+, plain [\d.]+; \d+ tokens speculative, \d+ plain, \d+ switches(; speculation retired: [^)]+)?\)/);
   for (const [args, re] of [
     [['--draft-depth', '9'], /--draft-depth expects an integer/],
     [['--draft-depth', '1', '--no-speculative'], /--draft-depth needs speculative decoding/],
