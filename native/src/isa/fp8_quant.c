@@ -107,7 +107,8 @@ void ISA_FN(dsv3_fp8_quant_dequant)(const uint8_t* codes, const float* scales, i
  * the column amax from the same register (vmax(|v|, m), as dsv3_fp8_quant_cols: the maximum of
  * the same values), then encoded per column scale from buf with q8_seg, as dsv3_fp8_quant_cols
  * encodes. Same bits, one pass over the group's float32 values fewer. (Dequantising again in the
- * encoding pass instead of storing buf was slower: 0.60 vs 0.42 ns per element.) */
+ * encoding pass instead of storing buf was slower than even the two-pass base: 0.60-0.63 vs 0.49-0.60 ns
+ * per element in one A/B, bench-fp8-quant.mjs rq128x1.) */
 void ISA_FN(dsv3_fp8_requant_cols)(const uint8_t* codes, const float* scales, int64_t n, int64_t c0, int64_t c1,
                                    int64_t cols, float* buf, uint8_t* ocodes, float* oscales) {
   float cm[FP8_QUANT_CHUNK] __attribute__((aligned(64))), rc[FP8_QUANT_CHUNK] __attribute__((aligned(64)));
