@@ -63,6 +63,7 @@ function sameCodes(got: Uint8Array, want: Uint8Array, what: string): void {
 const CASES: Array<[number[], number]> = [
   [[1], 1], [[3], 127], [[127], 128], [[128], 129], [[129], 300], [[300], 256], [[1000], 3], [[2], 1000],
   [[0, 1, 127, 0, 128, 129, 300, 0], 256], [[5, 0, 131], 128], [[0], 64], [[257, 3], 130], [[64, 64, 64, 64], 512],
+  [[130], 1100], [[3, 0, 129], 2063], // more than one FP8_QUANT_CHUNK (1024) of columns per group
 ];
 
 test('native fp8RequantTiles128x1 equals the reference bit for bit (segments, awkward codes and scales)', opts, () => {

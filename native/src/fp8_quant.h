@@ -49,5 +49,13 @@ DECLARE_ISA(void, dsv3_fp8_quant_dequant, (const uint8_t* codes, const float* sc
 DECLARE_ISA(void, dsv3_fp8_quant_dual, (const float* x, int64_t n, int64_t c0, int64_t c1, int64_t cols, uint8_t* rcodes,
                                    float* rscales, uint8_t* ccodes, float* cscales))
 
+/* The 128x1 tiles of a group of n <= 128 rows of a 1x128-tile operand (codes / scales at the
+ * group's first row, scales [n][ceil(cols/128)]), columns [c0, c1) (c0 a multiple of 128,
+ * c1 - c0 <= FP8_QUANT_CHUNK): what dsv3_fp8_quant_dequant into buf (row stride cols, at the
+ * group's first row) followed by dsv3_fp8_quant_cols (block 0, codes ocodes at the group's first
+ * row, scales oscales indexed by column) writes, the dequantisation and the column amax in one pass. */
+DECLARE_ISA(void, dsv3_fp8_requant_cols, (const uint8_t* codes, const float* scales, int64_t n, int64_t c0, int64_t c1,
+                                     int64_t cols, float* buf, uint8_t* ocodes, float* oscales))
+
 #define FP8_QUANT_CHUNK 1024 /* most columns one dsv3_fp8_quant_cols call handles (a multiple of 128) */
 #endif

@@ -165,9 +165,9 @@ static napi_value js_dequant(napi_env env, napi_callback_info info) {
 
 /* ---- fp8RequantTiles128x1 / fp8QuantTiles128x1Segments: 128x1 tiles per segment of rows -----
  * One task per (segment, 128-row group of it): the group's 1x128-tile codes are dequantised
- * (dsv3_fp8_quant_dequant) into a thread-local scratch of <= 128 x cols floats, which
- * dsv3_fp8_quant_cols then quantises in 128x1 tiles (codes, scales) while it is in cache: the
- * values of fp8Dequant + fp8QuantTiles128x1, without the float32 copy of the whole operand.
+ * into a thread-local scratch of <= 128 x cols floats, their column amax taken in the same pass,
+ * and then quantised in 128x1 tiles (codes, scales) while it is in cache (dsv3_fp8_requant_cols):
+ * the values of fp8Dequant + fp8QuantTiles128x1, without the float32 copy of the whole operand.
  * fp8QuantTiles128x1Segments quantises float32 rows the same way (no dequantisation): every
  * expert's Wgrad operand in one call (one parallel region) instead of one call per expert. */
 typedef struct {
@@ -207,10 +207,10 @@ static void rq_task(void* ctx, int t, int thread) {
     j->fail = 1;
     return;
   }
-  SELECT_ISA(dsv3_fp8_quant_dequant)(j->codes + r0 * cols, j->scales + r0 * nt, 0, n, cols, 1, rq_buf);
   for (int64_t c0 = 0; c0 < cols; c0 += FP8_QUANT_CHUNK) {
     const int64_t c1 = c0 + FP8_QUANT_CHUNK < cols ? c0 + FP8_QUANT_CHUNK : cols;
-    SELECT_ISA(dsv3_fp8_quant_cols)(rq_buf, cols, 0, n, c0, c1, cols, 0, j->out_codes + r0 * cols, j->out_scales + j->task_so[t], NULL);
+    SELECT_ISA(dsv3_fp8_requant_cols)(j->codes + r0 * cols, j->scales + r0 * nt, n, c0, c1, cols, rq_buf, j->out_codes + r0 * cols,
+                                      j->out_scales + j->task_so[t]);
   }
 }
 

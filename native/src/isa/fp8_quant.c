@@ -100,3 +100,41 @@ void ISA_FN(dsv3_fp8_quant_dequant)(const uint8_t* codes, const float* scales, i
     }
   }
 }
+
+/* fp8RequantTiles128x1's group (fp8_quant.h): the values and the column amax of
+ * dsv3_fp8_quant_dequant + dsv3_fp8_quant_cols (block 0) in one pass: each row's 1x128-tile
+ * codes are dequantised into buf (vmul(q8_dec(c), s), as dsv3_fp8_quant_dequant) and folded into
+ * the column amax from the same register (vmax(|v|, m), as dsv3_fp8_quant_cols: the maximum of
+ * the same values), then encoded per column scale from buf with q8_seg, as dsv3_fp8_quant_cols
+ * encodes. Same bits, one pass over the group's float32 values fewer. (Dequantising again in the
+ * encoding pass instead of storing buf was slower than even the two-pass base: 0.60-0.63 vs 0.49-0.60 ns
+ * per element in one A/B, bench-fp8-quant.mjs rq128x1.) */
+void ISA_FN(dsv3_fp8_requant_cols)(const uint8_t* codes, const float* scales, int64_t n, int64_t c0, int64_t c1,
+                                   int64_t cols, float* buf, uint8_t* ocodes, float* oscales) {
+  float cm[FP8_QUANT_CHUNK] __attribute__((aligned(64))), rc[FP8_QUANT_CHUNK] __attribute__((aligned(64)));
+  const int64_t w = c1 - c0, nt = (cols + FP8_BLOCK - 1) / FP8_BLOCK;
+  const q8_consts K = q8_consts_init();
+  int64_t j;
+  for (j = 0; j < w; j++) cm[j] = 0.0f;
+  for (int64_t r = 0; r < n; r++) {
+    const uint8_t* cr = codes + r * cols + c0;
+    const float* sr = scales + r * nt + c0 / FP8_BLOCK;
+    float* o = buf + r * cols + c0;
+    for (j = 0; j + VL <= w; j += VL) {
+      const vf v = vmul(q8_dec(q8_load_codes(cr + j, VL)), vset1(sr[j / FP8_BLOCK]));
+      vstore(o + j, v);
+      vstore(cm + j, vmax(vabs(v), vload(cm + j)));
+    }
+    if (j < w) {
+      const int m = (int)(w - j);
+      const vf v = vmul(q8_dec(q8_load_codes(cr + j, m)), vset1(sr[j / FP8_BLOCK]));
+      vstoret(o + j, v, m);
+      vstoret(cm + j, vmax(vabs(v), vloadt(cm + j, m, 0.0f)), m);
+    }
+  }
+  for (j = 0; j < w; j++) cm[j] = q8_scale(cm[j]);
+  memcpy(oscales + c0, cm, (size_t)w * sizeof(float));
+  for (j = 0; j < w; j++) rc[j] = 1.0f / cm[j];
+  for (int64_t r = 0; r < n; r++)
+    q8_seg(&K, buf + r * cols + c0, w, cm, rc, 1.0f, 1.0f, ocodes + r * cols + c0, NULL);
+}
