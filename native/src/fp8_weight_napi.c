@@ -54,31 +54,46 @@ static int pending(napi_env env) {
   return p;
 }
 
-static napi_value js_linear_fp8(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 8);
+/* The operands of linearFp8 / linearFp8T: m, n, k (argv[0..2]), x (argv[3]), codes (argv[4]),
+ * scaleInv (argv[5]) and y (argv[yi]), each checked against its size: x [m,k], y [m,n], and the
+ * codes of W [n,k] (transposed: [k,n]) with scaleInv [ceil(rows/128), ceil(cols/128)] of them.
+ * Returns 0, or -1 with a JS exception pending. A NULL pointer with no pending exception is an
+ * empty array (never read: its size is 0). */
+typedef struct {
   int64_t m, n, k;
-  double beta;
+  const float* x;
+  const uint8_t* codes;
+  const float* s;
+  float* y;
+} fp8_linear_args;
+
+static int fp8_linear_args_get(napi_env env, napi_value* argv, int yi, int transposed, fp8_linear_args* a) {
   size_t lx = 0, lw = 0, ls = 0, ly = 0, nx = 0, nw = 0, ns = 0, ny = 0;
-  if (get_dim(env, argv[0], &m, "m") || get_dim(env, argv[1], &n, "n") || get_dim(env, argv[2], &k, "k") ||
-      dsv3_double(env, argv[6], &beta, "beta"))
-    return NULL;
-  /* a NULL pointer with no pending exception is an empty array (never read: its size is 0) */
-  const float* x = dsv3_f32(env, argv[3], &lx, "x");
-  if (!x && pending(env)) return NULL;
-  const uint8_t* codes = dsv3_u8(env, argv[4], &lw, "codes");
-  if (!codes && pending(env)) return NULL;
-  const float* s = dsv3_f32(env, argv[5], &ls, "scaleInv");
-  if (!s && pending(env)) return NULL;
-  float* y = dsv3_f32(env, argv[7], &ly, "y");
-  if (!y && pending(env)) return NULL;
-  const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128;
-  if (product(env, m, k, &nx, "x") || product(env, n, k, &nw, "codes") || product(env, nb, kb, &ns, "scaleInv") ||
-      product(env, m, n, &ny, "y"))
-    return NULL;
+  if (get_dim(env, argv[0], &a->m, "m") || get_dim(env, argv[1], &a->n, "n") || get_dim(env, argv[2], &a->k, "k")) return -1;
+  a->x = dsv3_f32(env, argv[3], &lx, "x");
+  if (!a->x && pending(env)) return -1;
+  a->codes = dsv3_u8(env, argv[4], &lw, "codes");
+  if (!a->codes && pending(env)) return -1;
+  a->s = dsv3_f32(env, argv[5], &ls, "scaleInv");
+  if (!a->s && pending(env)) return -1;
+  a->y = dsv3_f32(env, argv[yi], &ly, "y");
+  if (!a->y && pending(env)) return -1;
+  const int64_t rows = transposed ? a->k : a->n, cols = transposed ? a->n : a->k;
+  if (product(env, a->m, a->k, &nx, "x") || product(env, rows, cols, &nw, "codes") ||
+      product(env, (rows + 127) / 128, (cols + 127) / 128, &ns, "scaleInv") || product(env, a->m, a->n, &ny, "y"))
+    return -1;
   if (dsv3_need(env, lx, nx, "x") || dsv3_need(env, lw, nw, "codes") || dsv3_need(env, ls, ns, "scaleInv") ||
       dsv3_need(env, ly, ny, "y"))
-    return NULL;
-  if (dsv3_linear_fp8(m, n, k, x, codes, s, (float)beta, y))
+    return -1;
+  return 0;
+}
+
+static napi_value js_linear_fp8(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 8);
+  fp8_linear_args a;
+  double beta;
+  if (fp8_linear_args_get(env, argv, 7, 0, &a) || dsv3_double(env, argv[6], &beta, "beta")) return NULL;
+  if (dsv3_linear_fp8(a.m, a.n, a.k, a.x, a.codes, a.s, (float)beta, a.y))
     napi_throw_error(env, NULL, "dsv3 native: linearFp8 could not allocate its scratch buffers");
   return NULL;
 }
@@ -87,28 +102,12 @@ static napi_value js_linear_fp8(napi_env env, napi_callback_info info) {
  * scaleInv [ceil(k/128), ceil(n/128)] (Kernels.linearFp8T); y overwritten. */
 static napi_value js_linear_fp8_t(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 7);
-  int64_t m, n, k;
-  size_t lx = 0, lw = 0, ls = 0, ly = 0, nx = 0, nw = 0, ns = 0, ny = 0;
-  if (get_dim(env, argv[0], &m, "m") || get_dim(env, argv[1], &n, "n") || get_dim(env, argv[2], &k, "k")) return NULL;
-  const float* x = dsv3_f32(env, argv[3], &lx, "x");
-  if (!x && pending(env)) return NULL;
-  const uint8_t* codes = dsv3_u8(env, argv[4], &lw, "codes");
-  if (!codes && pending(env)) return NULL;
-  const float* s = dsv3_f32(env, argv[5], &ls, "scaleInv");
-  if (!s && pending(env)) return NULL;
-  float* y = dsv3_f32(env, argv[6], &ly, "y");
-  if (!y && pending(env)) return NULL;
-  const int64_t kb = (k + 127) / 128, nb = (n + 127) / 128;
-  if (product(env, m, k, &nx, "x") || product(env, k, n, &nw, "codes") || product(env, kb, nb, &ns, "scaleInv") ||
-      product(env, m, n, &ny, "y"))
-    return NULL;
-  if (dsv3_need(env, lx, nx, "x") || dsv3_need(env, lw, nw, "codes") || dsv3_need(env, ls, ns, "scaleInv") ||
-      dsv3_need(env, ly, ny, "y"))
-    return NULL;
+  fp8_linear_args a;
+  if (fp8_linear_args_get(env, argv, 6, 1, &a)) return NULL;
   const int level = dsv3_isa();
-  if (level == DSV3_ISA_LEVEL_AVX512) dsv3_linear_fp8_t_avx512(m, n, k, x, codes, s, y);
-  else if (level == DSV3_ISA_LEVEL_AVX2) dsv3_linear_fp8_t_avx2(m, n, k, x, codes, s, y);
-  else dsv3_linear_fp8_t_scalar(m, n, k, x, codes, s, y);
+  if (level == DSV3_ISA_LEVEL_AVX512) dsv3_linear_fp8_t_avx512(a.m, a.n, a.k, a.x, a.codes, a.s, a.y);
+  else if (level == DSV3_ISA_LEVEL_AVX2) dsv3_linear_fp8_t_avx2(a.m, a.n, a.k, a.x, a.codes, a.s, a.y);
+  else dsv3_linear_fp8_t_scalar(a.m, a.n, a.k, a.x, a.codes, a.s, a.y);
   return NULL;
 }
 
